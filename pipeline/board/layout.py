@@ -1,0 +1,204 @@
+"""The quote board's layout, declared once.
+
+The segment is three regions, each an array of one numpy structured dtype::
+
+    [ header (128 B) ][ process slots (n_procs x 256 B) ][ quote rows (n_rows x row_size) ]
+
+Every offset anyone uses (the seqlock writer's ``struct`` format, the
+detector's strided views, the health reporter) is derived from these dtypes,
+so changing a field here changes it everywhere, and ``LAYOUT_VERSION`` must be
+bumped so that an old process attaching to a new board (or the reverse) fails
+loudly instead of reading garbage.
+
+Rows are padded to a multiple of 64 bytes and start 64-byte aligned, so two
+feed processes never write the same cache line (no false sharing), and the
+header's doorbell flag sits on its own line, away from the identity fields.
+"""
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
+LAYOUT_VERSION = 1
+CACHE_LINE = 64
+MAX_DEPTH = 10
+PROC_SLOT_SIZE = 256
+
+
+class RowStatus(enum.IntEnum):
+    """What the detector may conclude from a row. Only LIVE rows can trade."""
+
+    EMPTY = 0          # assigned, never written
+    SYNCING = 1        # subscribed, waiting for the first snapshot
+    LIVE = 2           # book valid and fresh
+    RESYNCING = 3      # gap or checksum failure: book discarded, rebuilding
+    STALE = 4          # no update within the staleness limit
+    DISCONNECTED = 5   # connection lost, reconnecting
+    CROSSED = 6        # book crossed or locked: not tradable until it uncrosses
+    REJECTED = 7       # the exchange refused the subscription
+
+
+class SkipReason(enum.IntEnum):
+    """Why a frame or update was dropped; one counter each per process."""
+
+    INVALID_JSON = 0
+    UNKNOWN_MESSAGE = 1
+    BAD_NUMBER = 2
+    SEQUENCE_GAP = 3
+    CHECKSUM_MISMATCH = 4
+    CROSSED_BOOK = 5
+    OVERSIZE = 6
+    OTHER = 7
+
+
+class ProcessRole(enum.IntEnum):
+    NONE = 0
+    FEED = 1
+    DETECTOR = 2
+    HEALTH = 3
+    SIMULATOR = 4
+
+
+HEADER_DTYPE = np.dtype(
+    [
+        ("magic", "<u8"),
+        ("version", "<u4"),
+        ("n_rows", "<u4"),
+        ("depth", "<u4"),
+        ("row_size", "<u4"),
+        ("n_procs", "<u4"),
+        ("proc_size", "<u4"),
+        ("supervisor_pid", "<i8"),
+        ("created_ns", "<i8"),
+        ("pad0", "V16"),
+        # second cache line: the detector's doorbell flag, written by the
+        # detector only, read by every feed after each publish.
+        ("detector_sleeping", "<u4"),
+        ("pad1", "V60"),
+    ],
+    align=True,
+)
+assert HEADER_DTYPE.itemsize == 2 * CACHE_LINE
+
+
+# One slot per process (feed, detector, health). Written by that process only,
+# except ``restarts`` and ``last_exit_code``, which belong to the supervisor.
+PROC_DTYPE = np.dtype(
+    [
+        ("pid", "<i8"),
+        ("role", "<u4"),
+        ("venue_id", "<u4"),
+        ("started_ns", "<i8"),
+        ("heartbeat_ns", "<i8"),
+        ("messages", "<u8"),
+        ("parse_errors", "<u8"),
+        ("reconnects", "<u8"),
+        ("gaps", "<u8"),
+        ("checksum_failures", "<u8"),
+        ("resyncs", "<u8"),
+        ("scans", "<u8"),
+        ("opportunities", "<u8"),
+        ("skipped", "<u8", (len(SkipReason),)),
+        ("connected", "<u4"),
+        ("pad0", "<u4"),
+        # supervisor-owned
+        ("restarts", "<u8"),
+        ("last_exit_code", "<i8"),
+    ]
+)
+PROC_DTYPE = np.dtype({"names": PROC_DTYPE.names, "formats": [PROC_DTYPE.fields[n][0] for n in PROC_DTYPE.names],
+                       "offsets": [PROC_DTYPE.fields[n][1] for n in PROC_DTYPE.names], "itemsize": PROC_SLOT_SIZE})
+
+
+def row_dtype(depth: int) -> np.dtype:
+    """The quote row for top-``depth`` books.
+
+    Field order matters: ``seq`` is first so the seqlock counter is one
+    aligned u64 at offset 0; the payload after it is written by a single
+    ``struct.pack_into`` (see :mod:`pipeline.board.seqlock`).
+    """
+    if not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth must be 1..{MAX_DEPTH}, got {depth}")
+    fields = [
+        ("seq", "<u8"),
+        ("bid_px", "<f8"),
+        ("bid_qty", "<f8"),
+        ("ask_px", "<f8"),
+        ("ask_qty", "<f8"),
+        ("exch_ts_ns", "<i8"),     # exchange event time (wall clock), 0 when the exchange sends none
+        ("recv_ns", "<i8"),        # time.time_ns() when the frame was handed to the feed
+        ("publish_ns", "<i8"),     # time.time_ns() just before the row was written
+        ("update_count", "<u8"),
+        ("status", "u1"),
+        ("n_bids", "u1"),
+        ("n_asks", "u1"),
+        ("pad0", "u1"),
+        ("venue_id", "<u2"),
+        ("instrument_id", "<u2"),
+        ("bids", "<f8", (depth, 2)),  # [price, qty], best first
+        ("asks", "<f8", (depth, 2)),
+        ("gaps", "<u4"),
+        ("checksum_failures", "<u4"),
+    ]
+    packed = np.dtype(fields)
+    size = -(-packed.itemsize // CACHE_LINE) * CACHE_LINE
+    return np.dtype({"names": packed.names, "formats": [packed.fields[n][0] for n in packed.names],
+                     "offsets": [packed.fields[n][1] for n in packed.names], "itemsize": size})
+
+
+def struct_format(dtype: np.dtype, first_field: str) -> str:
+    """A ``struct`` format covering ``dtype`` from ``first_field`` to its last field.
+
+    Derived from the dtype so the seqlock's single ``pack_into`` can never
+    disagree with the numpy views: sub-arrays become repeated codes and holes
+    become pad bytes.
+    """
+    codes = {"<f8": "d", "<i8": "q", "<u8": "Q", "<u4": "I", "<u2": "H", "|u1": "B", "<i4": "i"}
+    names = list(dtype.names)
+    start = dtype.fields[first_field][1]
+    out = ["<"]
+    cursor = start
+    for name in names[names.index(first_field):]:
+        field_dtype, offset = dtype.fields[name][:2]
+        if offset > cursor:
+            out.append(f"{offset - cursor}x")
+        base = field_dtype.base if field_dtype.subdtype else field_dtype
+        count = int(np.prod(field_dtype.shape)) if field_dtype.subdtype else 1
+        code = codes[base.str]
+        out.append(f"{count}{code}" if count > 1 else code)
+        cursor = offset + field_dtype.itemsize
+    fmt = "".join(out)
+    assert struct.calcsize(fmt) == cursor - start, (fmt, cursor - start)
+    return fmt
+
+
+@dataclass(frozen=True)
+class BoardGeometry:
+    """Sizes and offsets of one board, all derived from the dtypes above."""
+
+    n_rows: int
+    depth: int
+    n_procs: int
+
+    @property
+    def row(self) -> np.dtype:
+        return row_dtype(self.depth)
+
+    @property
+    def procs_offset(self) -> int:
+        return HEADER_DTYPE.itemsize
+
+    @property
+    def rows_offset(self) -> int:
+        return HEADER_DTYPE.itemsize + self.n_procs * PROC_DTYPE.itemsize
+
+    @property
+    def size(self) -> int:
+        return self.rows_offset + self.n_rows * self.row.itemsize
+
+    def row_offset(self, row: int) -> int:
+        return self.rows_offset + row * self.row.itemsize

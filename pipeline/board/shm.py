@@ -1,0 +1,208 @@
+"""Lifetime of the shared-memory segment: create, attach, verify, destroy.
+
+Only the supervisor creates and unlinks the segment. Every other process
+attaches, and attaching verifies the header (magic, layout version, depth,
+row size, counts) so a process built with another layout fails with a message
+naming what differs instead of reading garbage.
+
+Python 3.11 caveat (CPython issues 82300 and 104291): ``SharedMemory(name=...)``
+registers the segment with the process's resource tracker even when it only
+attaches, and that tracker unlinks the *live* segment when the attaching
+process exits (``track=False`` exists only from 3.13). We therefore
+unregister the segment from the tracker right after opening it, in the
+creator and in every attacher alike: the tracker never owns it. The
+supervisor owns unlinking explicitly (normal exit, signals), and a segment
+left behind by a supervisor killed with SIGKILL is found by its fixed name and
+removed by the next start (:func:`remove_leftover`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+
+import numpy as np
+
+from pipeline.errors import BoardError, BoardInUseError, LayoutMismatchError
+from pipeline.board.layout import (
+    HEADER_DTYPE,
+    LAYOUT_VERSION,
+    MAGIC,
+    PROC_DTYPE,
+    BoardGeometry,
+)
+
+_TRACKER_TYPE = "shared_memory"
+
+
+def _untrack(shm: SharedMemory) -> None:
+    resource_tracker.unregister(shm._name, _TRACKER_TYPE)  # noqa: SLF001 - the name the tracker knows
+
+
+class Board:
+    """A mapped quote board. Use :meth:`create` (supervisor) or :meth:`attach`."""
+
+    def __init__(self, shm: SharedMemory, geometry: BoardGeometry, creator: bool):
+        self._shm = shm
+        self.name = shm.name
+        self.geometry = geometry
+        self.creator = creator
+        self.buf = shm.buf
+        self.header = np.ndarray((), HEADER_DTYPE, self.buf, 0)
+        self.procs = np.ndarray((geometry.n_procs,), PROC_DTYPE, self.buf, geometry.procs_offset)
+        self.rows = np.ndarray((geometry.n_rows,), geometry.row, self.buf, geometry.rows_offset)
+
+    # -- lifetime -------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, n_rows: int, depth: int, n_procs: int) -> "Board":
+        geometry = BoardGeometry(n_rows=n_rows, depth=depth, n_procs=n_procs)
+        try:
+            shm = SharedMemory(name=name, create=True, size=geometry.size)
+        except FileExistsError as exc:
+            raise BoardError(f"shared memory segment {name!r} already exists; "
+                             "remove it with remove_leftover() first") from exc
+        _untrack(shm)
+        board = cls(shm, geometry, creator=True)
+        header = board.header
+        header["version"] = LAYOUT_VERSION
+        header["n_rows"] = n_rows
+        header["depth"] = depth
+        header["row_size"] = geometry.row.itemsize
+        header["n_procs"] = n_procs
+        header["proc_size"] = PROC_DTYPE.itemsize
+        header["supervisor_pid"] = os.getpid()
+        header["created_ns"] = time.time_ns()
+        # magic last: a reader that sees the magic sees a complete header
+        header["magic"] = MAGIC
+        return board
+
+    @classmethod
+    def attach(cls, name: str, expected_depth: int | None = None) -> "Board":
+        try:
+            shm = SharedMemory(name=name)
+        except FileNotFoundError as exc:
+            raise BoardError(f"no quote board named {name!r} (is the supervisor running?)") from exc
+        _untrack(shm)
+        try:
+            geometry = _verify(shm, expected_depth)
+        except BaseException:
+            shm.close()
+            raise
+        return cls(shm, geometry, creator=False)
+
+    def close(self) -> None:
+        """Unmap. Views handed out earlier must not be used afterwards."""
+        self.header = self.procs = self.rows = None  # drop exported buffers before closing
+        self.buf = None
+        try:
+            self._shm.close()
+        except BufferError:
+            # A reader or writer still holds a view of the mapping. The mapping
+            # then lives until the last view is dropped; make sure
+            # SharedMemory.__del__ does not try (and complain) again.
+            shm = self._shm
+            shm._buf = None  # noqa: SLF001
+            shm._mmap = None  # noqa: SLF001
+            if shm._fd >= 0:  # noqa: SLF001
+                os.close(shm._fd)  # noqa: SLF001
+                shm._fd = -1  # noqa: SLF001
+
+    def destroy(self) -> None:
+        """Unmap and unlink. Supervisor only."""
+        if not self.creator:
+            raise BoardError("only the process that created the board may unlink it")
+        self.close()
+        unlink(self.name)
+
+    def __enter__(self) -> "Board":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.destroy() if self.creator else self.close()
+
+
+def _verify(shm: SharedMemory, expected_depth: int | None) -> BoardGeometry:
+    if shm.size < HEADER_DTYPE.itemsize:
+        raise LayoutMismatchError(f"segment {shm.name!r} is {shm.size} bytes, smaller than a board header")
+    header = np.ndarray((), HEADER_DTYPE, shm.buf, 0).copy()
+    problems = []
+    if int(header["magic"]) != MAGIC:
+        raise LayoutMismatchError(f"segment {shm.name!r} is not a quote board (magic {int(header['magic']):#x})")
+    if int(header["version"]) != LAYOUT_VERSION:
+        problems.append(f"layout version {int(header['version'])} (this build: {LAYOUT_VERSION})")
+    depth = int(header["depth"])
+    if expected_depth is not None and depth != expected_depth:
+        problems.append(f"depth {depth} (this process expects {expected_depth})")
+    try:
+        geometry = BoardGeometry(n_rows=int(header["n_rows"]), depth=depth, n_procs=int(header["n_procs"]))
+        row_size = geometry.row.itemsize
+    except ValueError as exc:
+        raise LayoutMismatchError(f"segment {shm.name!r}: {exc}") from exc
+    if int(header["row_size"]) != row_size:
+        problems.append(f"row size {int(header['row_size'])} bytes (this build: {row_size} for depth {depth})")
+    if int(header["proc_size"]) != PROC_DTYPE.itemsize:
+        problems.append(f"process slot size {int(header['proc_size'])} (this build: {PROC_DTYPE.itemsize})")
+    if not problems and shm.size < geometry.size:
+        problems.append(f"segment is {shm.size} bytes, header implies {geometry.size}")
+    if problems:
+        raise LayoutMismatchError(
+            f"quote board {shm.name!r} was built with another layout: " + "; ".join(problems)
+            + ". Stop the running pipeline (or remove the segment) and start again with one build."
+        )
+    return geometry
+
+
+def unlink(name: str) -> None:
+    """Unlink a segment by name without involving the resource tracker."""
+    try:
+        shm = SharedMemory(name=name)
+    except FileNotFoundError:
+        return
+    # register then unlink: SharedMemory.unlink() sends UNREGISTER, which the
+    # tracker only accepts for names it knows.
+    shm.close()
+    shm.unlink()
+
+
+def remove_leftover(name: str) -> str | None:
+    """Remove a segment left by a supervisor that died without cleaning up.
+
+    Returns a message describing what was removed, None when there was
+    nothing. Raises :class:`BoardInUseError` when the segment belongs to a
+    supervisor that is still alive.
+    """
+    try:
+        shm = SharedMemory(name=name)
+    except FileNotFoundError:
+        return None
+    _untrack(shm)
+    owner_pid = 0
+    try:
+        if shm.size >= HEADER_DTYPE.itemsize:
+            header = np.ndarray((), HEADER_DTYPE, shm.buf, 0).copy()
+            if int(header["magic"]) == MAGIC:
+                owner_pid = int(header["supervisor_pid"])
+    finally:
+        shm.close()
+    if owner_pid and owner_pid != os.getpid() and _pid_alive(owner_pid):
+        raise BoardInUseError(
+            f"quote board {name!r} belongs to supervisor pid {owner_pid}, which is still running; "
+            "stop it first or use another board.name")
+    unlink(name)
+    return f"removed leftover shared memory {name!r} (from supervisor pid {owner_pid or 'unknown'}, no longer running)"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not alive for our purposes
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ", 1)[1][:1] != b"Z"
+    except OSError:
+        return False
