@@ -1,0 +1,49 @@
+"""One sans-I/O module per exchange, all the same shape.
+
+A venue module imports no asyncio, websockets, socket, time or
+multiprocessing. It offers:
+
+* ``NAME``, ``DEFAULT_URL``, ``DEFAULT_TAKER_FEE_BPS`` (standard spot taker tier);
+* ``KEEPALIVE_INTERVAL_S``: how often the client must send ``build_keepalive()``
+  (None when the server pings and we only answer);
+* ``MAX_SYMBOLS_PER_CONNECTION``: the feed splits instruments over several
+  connections above this;
+* ``BOOK_LEVELS``: levels the depth book keeps (the exchange's channel depth;
+  None for full books), ``CHECKSUM`` / ``CHECKSUM_LEVELS``: the book checksum
+  function over level text, or None;
+* ``native_symbol(instrument) -> str``: the rule from canonical ``BASE/QUOTE``;
+* ``build_url(url, symbols, depth) -> str``;
+* ``build_subscribe(symbols, depth) -> list[str]``: frames to send after connecting;
+* ``build_resubscribe(symbol, depth) -> list[str]``: frames that make the
+  exchange send a fresh snapshot of one symbol (after a gap);
+* ``build_keepalive() -> str | None``, ``build_pong(token) -> str``;
+* ``parse(raw, recv_ns) -> list[event]``: one frame into
+  :mod:`pipeline.model` events; raises only :class:`~pipeline.errors.ParseError`.
+
+Adding an exchange means adding one module here, its name to ``VENUES``, a
+simulator protocol in ``pipeline/sim/protocols`` and a fixture folder.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+VENUES = ("binance", "bybit", "okx", "htx", "coinbase", "kraken")
+
+DEFAULT_TAKER_FEE_BPS = {
+    "binance": 10.0,   # 0.10 % regular spot taker
+    "bybit": 10.0,     # 0.10 % VIP0 spot taker
+    "okx": 10.0,       # 0.10 % regular spot taker
+    "htx": 20.0,       # 0.20 % regular spot taker
+    "coinbase": 120.0, # 1.20 % Advanced Trade lowest tier taker
+    "kraken": 40.0,    # 0.40 % Kraken Pro lowest tier taker
+}
+
+VENUE_IDS = {name: i + 1 for i, name in enumerate(VENUES)}
+
+
+def load_venue(name: str) -> ModuleType:
+    """The venue module for ``name`` (imported on first use)."""
+    if name not in VENUES:
+        raise KeyError(f"unknown exchange {name!r}")
+    return importlib.import_module(f"pipeline.venues.{name}")

@@ -1,0 +1,114 @@
+"""Binance spot public market data (combined streams).
+
+Docs: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
+
+Channels:
+
+* ``<symbol>@bookTicker`` -- real-time best bid/ask::
+
+      {"stream":"btcusdt@bookTicker","data":{"u":400900217,"s":"BTCUSDT",
+       "b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}}
+
+  ``u`` is the order book update id (we drop older ones); **no timestamp**.
+* ``<symbol>@depth<N>@100ms`` -- a full top-N snapshot every 100 ms::
+
+      {"stream":"bnbusdt@depth5@100ms","data":{"lastUpdateId":13919791373,
+       "bids":[["656.72000000","29.05200000"],...],"asks":[...]}}
+
+  No symbol and no timestamp in the payload: the symbol comes from the
+  combined-stream name, which is why we use ``/stream`` and not ``/ws``.
+  Each push replaces the book, so there is no sequence to lose; a repeated or
+  older ``lastUpdateId`` is dropped.
+
+Keepalive is WebSocket ping frames from the server every 20 s, answered by
+the WebSocket library; there is no JSON ping. A connection lives at most
+24 h; ``serverShutdown`` announces a disconnect. Limits: 5 incoming messages
+per second per connection (SUBSCRIBE counts), 1024 streams per connection.
+"""
+from __future__ import annotations
+
+import orjson
+
+from pipeline.errors import ParseError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SubscribeError
+from pipeline.venues._common import SHAPE_ERRORS, levels, loads
+
+NAME = "binance"
+DEFAULT_URL = "wss://stream.binance.com:9443/stream"
+DEFAULT_TAKER_FEE_BPS = 10.0
+KEEPALIVE_INTERVAL_S = None
+MAX_SYMBOLS_PER_CONNECTION = 200      # 2 streams each, well under 1024 streams per connection
+BOOK_LEVELS = None                    # partial-depth snapshots replace the book
+CHECKSUM = None
+CHECKSUM_LEVELS = 0
+DEPTH_CHOICES = (5, 10, 20)
+
+
+def native_symbol(instrument: str) -> str:
+    base, quote = instrument.split("/")
+    return f"{base}{quote}"
+
+
+def _depth_levels(depth: int) -> int:
+    return next(n for n in DEPTH_CHOICES if n >= depth)
+
+
+def streams(symbol: str, depth: int) -> list[str]:
+    lower = symbol.lower()
+    return [f"{lower}@bookTicker", f"{lower}@depth{_depth_levels(depth)}@100ms"]
+
+
+def build_url(url: str, symbols: list[str], depth: int) -> str:
+    return url
+
+
+def build_subscribe(symbols: list[str], depth: int, request_id: int = 1) -> list[str]:
+    params = [s for symbol in symbols for s in streams(symbol, depth)]
+    return [orjson.dumps({"method": "SUBSCRIBE", "params": params, "id": request_id}).decode()]
+
+
+def build_resubscribe(symbol: str, depth: int) -> list[str]:
+    # depth pushes are full snapshots: the next one rebuilds the book by itself
+    return []
+
+
+def build_keepalive() -> str | None:
+    return None
+
+
+def build_pong(token) -> str:
+    raise NotImplementedError("Binance pings are WebSocket control frames, answered by the library")
+
+
+def parse(raw: bytes | str, recv_ns: int) -> list:
+    msg = loads(raw, NAME)
+    try:
+        if "stream" in msg:
+            stream = msg["stream"]
+            data = msg["data"]
+            if stream.endswith("@bookTicker"):
+                return [BookUpdate(data["s"], BBO, True, [(float(data["b"]), float(data["B"]))],
+                                   [(float(data["a"]), float(data["A"]))], 0, data["u"])]
+            if "@depth" in stream:
+                if "lastUpdateId" not in data:
+                    raise ParseError("unknown_message", "diff depth is not used; subscribe to partial depth", NAME)
+                symbol = stream.split("@", 1)[0].upper()
+                return [BookUpdate(symbol, DEPTH, True, levels(data["bids"]), levels(data["asks"]), 0,
+                                   data["lastUpdateId"])]
+            if data.get("e") == "serverShutdown":
+                return [Notice("server shutdown announced", reconnect=True)]
+            raise ParseError("unknown_message", f"stream {stream!r}", NAME)
+        if "result" in msg and "id" in msg:
+            return [Ack()]
+        if "code" in msg and "msg" in msg:
+            return [SubscribeError(f"code {msg['code']}: {msg['msg']}")]
+        if msg.get("e") == "serverShutdown":
+            return [Notice("server shutdown announced", reconnect=True)]
+        if "u" in msg and "s" in msg and "b" in msg:          # raw-stream bookTicker
+            return [BookUpdate(msg["s"], BBO, True, [(float(msg["b"]), float(msg["B"]))],
+                               [(float(msg["a"]), float(msg["A"]))], 0, msg["u"])]
+    except ParseError:
+        raise
+    except SHAPE_ERRORS as exc:
+        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
+    raise ParseError("unknown_message", str(raw[:80]), NAME)

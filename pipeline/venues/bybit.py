@@ -1,0 +1,114 @@
+"""Bybit v5 spot public market data.
+
+Docs: https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook
+
+Channels (``wss://stream.bybit.com/v5/public/spot``):
+
+* ``orderbook.1.<SYMBOL>`` -- top of book, snapshot-only on spot (10 ms)::
+
+      {"topic":"orderbook.1.BTCUSDT","ts":1680652806504,"type":"snapshot",
+       "data":{"s":"BTCUSDT","b":[["28165.07","0.175231"]],"a":[["28165.08","0.996816"]],
+               "u":20404754,"seq":4281281856},"cts":1680652806500}
+
+  An unchanged book is re-sent every 3 s with the same ``u``: not new
+  information (the book reports it as UNCHANGED, which only refreshes
+  liveness). 2023 spot captures also carry L1 ``delta`` messages; both apply.
+* ``orderbook.50.<SYMBOL>`` -- 50-level snapshot, then deltas (20 ms). Size
+  ``"0"`` deletes a level. ``u`` increases by one per message on a
+  connection, so a delta's expected predecessor is ``u - 1``; a jump is a gap
+  and we resubscribe for a fresh snapshot. ``u == 1`` means the service
+  restarted: the message is a snapshot that overwrites the book.
+
+``ts`` is the system push time, ``cts`` the matching-engine time (ms); we
+use ``cts`` when present. Keepalive: ``{"op":"ping"}`` every 20 s. Spot
+subscribe requests take at most 10 args each.
+"""
+from __future__ import annotations
+
+import orjson
+
+from pipeline.errors import ParseError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SubscribeError
+from pipeline.venues._common import SHAPE_ERRORS, levels, loads
+
+NAME = "bybit"
+DEFAULT_URL = "wss://stream.bybit.com/v5/public/spot"
+DEFAULT_TAKER_FEE_BPS = 10.0
+KEEPALIVE_INTERVAL_S = 20.0
+MAX_SYMBOLS_PER_CONNECTION = 50
+BOOK_LEVELS = 50
+CHECKSUM = None
+CHECKSUM_LEVELS = 0
+ARGS_PER_REQUEST = 10
+
+
+def native_symbol(instrument: str) -> str:
+    base, quote = instrument.split("/")
+    return f"{base}{quote}"
+
+
+def topics(symbol: str) -> list[str]:
+    return [f"orderbook.1.{symbol}", f"orderbook.{BOOK_LEVELS}.{symbol}"]
+
+
+def build_url(url: str, symbols: list[str], depth: int) -> str:
+    return url
+
+
+def build_subscribe(symbols: list[str], depth: int) -> list[str]:
+    args = [t for symbol in symbols for t in topics(symbol)]
+    return [orjson.dumps({"req_id": f"sub-{i // ARGS_PER_REQUEST}", "op": "subscribe",
+                          "args": args[i:i + ARGS_PER_REQUEST]}).decode()
+            for i in range(0, len(args), ARGS_PER_REQUEST)]
+
+
+def build_resubscribe(symbol: str, depth: int) -> list[str]:
+    topic = f"orderbook.{BOOK_LEVELS}.{symbol}"
+    return [orjson.dumps({"op": "unsubscribe", "args": [topic]}).decode(),
+            orjson.dumps({"op": "subscribe", "args": [topic]}).decode()]
+
+
+def build_keepalive() -> str:
+    return '{"op":"ping"}'
+
+
+def build_pong(token) -> str:
+    raise NotImplementedError("Bybit does not ping clients")
+
+
+def parse(raw: bytes | str, recv_ns: int) -> list:
+    msg = loads(raw, NAME)
+    try:
+        topic = msg.get("topic")
+        if topic is not None:
+            if not topic.startswith("orderbook."):
+                raise ParseError("unknown_message", f"topic {topic!r}", NAME)
+            data = msg["data"]
+            level_count = topic.split(".", 2)[1]
+            u = data["u"]
+            snapshot = msg["type"] == "snapshot"
+            ts = msg.get("cts") or msg.get("ts") or 0
+            channel = BBO if level_count == "1" else DEPTH
+            return [BookUpdate(data["s"], channel, snapshot, levels(data["b"]), levels(data["a"]), ts, u,
+                               None if snapshot or channel == BBO else u - 1, restart=(u == 1))]
+        op = msg.get("op")
+        if op in ("ping", "pong"):
+            return [Pong()]
+        if op in ("subscribe", "unsubscribe") or "success" in msg:
+            if msg.get("success"):
+                return [Ack(channel=op or "")]
+            return [SubscribeError(str(msg.get("ret_msg", "subscription failed")),
+                                   _symbol_from_error(str(msg.get("ret_msg", ""))))]
+    except ParseError:
+        raise
+    except SHAPE_ERRORS as exc:
+        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
+    raise ParseError("unknown_message", str(raw[:80]), NAME)
+
+
+def _symbol_from_error(message: str) -> str:
+    # "Invalid topic: orderbook.1.BTCUSDX" / "Invalid symbol :[orderbook.50.XYZ]"
+    for token in message.replace("[", " ").replace("]", " ").replace(":", " ").split():
+        if token.startswith("orderbook."):
+            return token.rsplit(".", 1)[-1]
+    return ""
