@@ -172,8 +172,8 @@ class InstrumentBook:
             self.uses_depth = True
             book = self.book
         if not (_valid_levels(update.bids) and _valid_levels(update.asks)):
-            if book is self.book and book.synced and not update.snapshot:
-                self.invalidate()
+            # the book can no longer be trusted either way: a delta was lost, a snapshot is unusable
+            self.invalidate()
             return Outcome.BAD_NUMBER
         seq = update.seq
         if update.snapshot:

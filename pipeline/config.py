@@ -51,6 +51,10 @@ class DetectorConfig:
     output: str = "opportunities.jsonl"
     cores: tuple[int, ...] = ()
     print_opportunities: bool = True
+    max_notional: float = 100_000.0        # cap on the size walked through the books, in quote currency
+    min_notional: float = 10.0             # smaller opportunities are not reported
+    sanity_bps: float = 500.0              # a net edge above this is a suspected data or mapping error
+    update_bps: float = 1.0                # an open opportunity whose edge moves this much gets an update
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,10 @@ def _detector_schema(available):
         "output": _string(),
         "cores": _cores(available),
         "print_opportunities": _boolean,
+        "max_notional": _number(0, exclusive_min=True),
+        "min_notional": _number(0),
+        "sanity_bps": _number(0, exclusive_min=True),
+        "update_bps": _number(0),
     }
 
 

@@ -47,3 +47,10 @@ def load_venue(name: str) -> ModuleType:
     if name not in VENUES:
         raise KeyError(f"unknown exchange {name!r}")
     return importlib.import_module(f"pipeline.venues.{name}")
+
+
+def native_symbols(venue_config) -> dict[str, str]:
+    """Canonical instrument -> the exchange's native symbol, overrides first."""
+    module = load_venue(venue_config.name)
+    overrides = venue_config.native_overrides()
+    return {i: overrides.get(i) or module.native_symbol(i) for i in venue_config.instruments}

@@ -1,0 +1,1 @@
+"""Cross-exchange opportunity detection: pure rules, lifecycle, and the polling process."""

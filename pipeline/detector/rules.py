@@ -1,0 +1,152 @@
+"""Pure opportunity rules: which quotes may trade, how much, at what edge.
+
+No I/O and no clock: callers pass ``now_ns``. Every number a reported
+opportunity carries comes from here, so the tests can check it by hand.
+
+An opportunity buys at the asks of one exchange and sells into the bids of
+another. Its size is found by walking both books level by level and keeping
+every unit whose *marginal* edge is still positive net of both taker fees,
+capped by a maximum notional and dropped below a minimum notional. Prices
+reported are the volume-weighted prices of that size, so ``gross_bps`` is
+what the trade would really earn before fees and ``net_bps`` after them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.board.layout import RowStatus
+
+LIVE = int(RowStatus.LIVE)
+
+CLOSE_REASON_BY_STATUS = {
+    int(RowStatus.STALE): "quote_stale",
+    int(RowStatus.DISCONNECTED): "exchange_disconnected",
+    int(RowStatus.RESYNCING): "book_invalidated",
+    int(RowStatus.SYNCING): "book_invalidated",
+    int(RowStatus.CROSSED): "book_invalidated",
+    int(RowStatus.REJECTED): "book_invalidated",
+    int(RowStatus.EMPTY): "book_invalidated",
+}
+
+
+@dataclass(slots=True)
+class Quote:
+    """One exchange's view of one instrument, as read from its board row."""
+
+    venue: str
+    status: int
+    bids: list          # [(price, qty)], best first
+    asks: list
+    recv_ns: int
+    exch_ts_ns: int = 0
+    publish_ns: int = 0
+    seq: int = 0
+
+    def age_ms(self, now_ns: int) -> float:
+        return (now_ns - self.recv_ns) / 1e6
+
+
+def untradable_reason(quote: Quote, now_ns: int, staleness_ns: int) -> str | None:
+    """Why this quote must not make an opportunity, or None when it may."""
+    if quote.status != LIVE:
+        return CLOSE_REASON_BY_STATUS.get(quote.status, "book_invalidated")
+    if now_ns - quote.recv_ns > staleness_ns:
+        return "quote_stale"
+    if not quote.bids or not quote.asks or quote.bids[0][0] >= quote.asks[0][0]:
+        return "book_invalidated"
+    return None
+
+
+@dataclass(slots=True)
+class Fill:
+    """A size walked through two books."""
+
+    quantity: float
+    buy_price: float        # volume-weighted
+    sell_price: float       # volume-weighted
+    gross_bps: float
+    net_bps: float
+    fees_bps: float
+    profit_quote: float     # after both fees, in the quote currency
+
+    @property
+    def buy_notional(self) -> float:
+        return self.quantity * self.buy_price
+
+
+def walk(asks: list, bids: list, buy_fee_bps: float, sell_fee_bps: float,
+         max_notional: float = float("inf"), min_notional: float = 0.0) -> Fill | None:
+    """Largest size whose last unit is still profitable after both fees.
+
+    ``asks``: the buy exchange's asks, best (lowest) first; ``bids``: the sell
+    exchange's bids, best (highest) first. Returns None when not even the
+    first unit is profitable or the size stays below ``min_notional``.
+    """
+    buy_mult = 1.0 + buy_fee_bps * 1e-4
+    sell_mult = 1.0 - sell_fee_bps * 1e-4
+    i = j = 0
+    ask_left = asks[0][1] if asks else 0.0
+    bid_left = bids[0][1] if bids else 0.0
+    quantity = cost = proceeds = 0.0
+    budget = max_notional
+    while i < len(asks) and j < len(bids):
+        ask_px = asks[i][0]
+        bid_px = bids[j][0]
+        if bid_px * sell_mult <= ask_px * buy_mult:
+            break
+        take = min(ask_left, bid_left)
+        if ask_px * take > budget:
+            take = budget / ask_px
+        if take > 0.0:
+            quantity += take
+            cost += take * ask_px
+            proceeds += take * bid_px
+            budget -= take * ask_px
+        if budget <= 0.0:
+            break
+        ask_left -= take
+        bid_left -= take
+        if ask_left <= 0.0:
+            i += 1
+            ask_left = asks[i][1] if i < len(asks) else 0.0
+        if bid_left <= 0.0:
+            j += 1
+            bid_left = bids[j][1] if j < len(bids) else 0.0
+    if quantity <= 0.0 or cost < min_notional:
+        return None
+    buy_price = cost / quantity
+    sell_price = proceeds / quantity
+    gross_bps = (sell_price - buy_price) / buy_price * 1e4
+    fees_bps = buy_fee_bps + sell_fee_bps
+    return Fill(quantity, buy_price, sell_price, gross_bps, gross_bps - fees_bps, fees_bps,
+                proceeds * sell_mult - cost * buy_mult)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A tradable (buy venue, sell venue) pair for one instrument, before lifecycle."""
+
+    instrument: str
+    buy: Quote
+    sell: Quote
+    fill: Fill
+
+
+def find(instrument: str, quotes: list[Quote], fees_bps: dict[str, float], now_ns: int, staleness_ns: int,
+         threshold_bps: float, max_notional: float = float("inf"), min_notional: float = 0.0,
+         sanity_bps: float = float("inf")) -> tuple[list[Candidate], list[Candidate]]:
+    """All pairs above the threshold, and those above the sanity bound (suspected bad data)."""
+    tradable = [q for q in quotes if untradable_reason(q, now_ns, staleness_ns) is None]
+    found: list[Candidate] = []
+    suspect: list[Candidate] = []
+    for buy in tradable:
+        best_ask = buy.asks[0][0]
+        for sell in tradable:
+            if sell is buy or sell.bids[0][0] <= best_ask:
+                continue
+            fill = walk(buy.asks, sell.bids, fees_bps[buy.venue], fees_bps[sell.venue], max_notional, min_notional)
+            if fill is None or fill.net_bps < threshold_bps:
+                continue
+            candidate = Candidate(instrument, buy, sell, fill)
+            (suspect if fill.net_bps > sanity_bps else found).append(candidate)
+    return found, suspect

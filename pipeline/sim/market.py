@@ -1,0 +1,121 @@
+"""The simulated market: one shared random walk per instrument, per-exchange
+noise, and occasional dislocations where one exchange lags the others.
+
+Pure and seeded: the same seed and the same sequence of ``step`` calls give
+the same quotes, so a run can be repeated and a test can script a
+dislocation of known size and duration (:meth:`Market.schedule`).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+DEFAULT_PRICES = {"BTC": 65000.0, "ETH": 3200.0, "SOL": 150.0, "XRP": 0.6, "DOGE": 0.15}
+
+
+@dataclass
+class Dislocation:
+    """Exchange ``exchange`` quotes ``instrument`` ``bps`` away from the market
+    (positive: too high, so its bid is above the others' asks) from
+    ``start_ms`` for ``duration_ms``."""
+
+    exchange: str
+    instrument: str
+    bps: float
+    start_ms: float
+    duration_ms: float
+
+    def active(self, now_ms: float) -> bool:
+        return self.start_ms <= now_ms < self.start_ms + self.duration_ms
+
+
+def price_decimals(price: float) -> int:
+    """Decimals a real exchange would quote at this price (about 6 significant digits)."""
+    if price <= 0:
+        return 8
+    return max(0, min(8, 5 - int(math.floor(math.log10(price)))))
+
+
+class Market:
+    def __init__(self, exchanges: list[str], instruments: list[str], seed: int = 7, depth: int = 10,
+                 volatility_bps: float = 1.0, noise_bps: float = 0.3, half_spread_bps: float = 0.5,
+                 dislocation_every_s: float = 2.0, dislocation_bps: float = 25.0, dislocation_ms: float = 150.0,
+                 start_prices: dict[str, float] | None = None, random_dislocations: bool = True):
+        self.rng = random.Random(seed)
+        self.exchanges = list(exchanges)
+        self.instruments = list(instruments)
+        self.depth = depth
+        self.volatility = volatility_bps * 1e-4
+        self.noise = noise_bps * 1e-4
+        self.half_spread = half_spread_bps * 1e-4
+        self.dislocation_every_ms = dislocation_every_s * 1000.0
+        self.dislocation_bps = dislocation_bps
+        self.dislocation_ms = dislocation_ms
+        self.random_dislocations = random_dislocations
+        start_prices = start_prices or {}
+        self.mid = {}
+        for instrument in self.instruments:
+            base = instrument.split("/")[0]
+            self.mid[instrument] = start_prices.get(instrument, DEFAULT_PRICES.get(base, 100.0))
+        self.decimals = {i: price_decimals(p) for i, p in self.mid.items()}
+        self.scheduled: list[Dislocation] = []
+        self.next_dislocation_ms: float | None = None
+        self.dislocations_started = 0
+
+    def schedule(self, dislocation: Dislocation) -> None:
+        self.scheduled.append(dislocation)
+
+    def _maybe_dislocate(self, now_ms: float) -> None:
+        if not self.random_dislocations or len(self.exchanges) < 2:
+            return
+        if self.next_dislocation_ms is None:
+            self.next_dislocation_ms = now_ms + self.rng.expovariate(1.0 / self.dislocation_every_ms)
+        if now_ms >= self.next_dislocation_ms:
+            self.scheduled.append(Dislocation(
+                exchange=self.rng.choice(self.exchanges),
+                instrument=self.rng.choice(self.instruments),
+                bps=self.dislocation_bps * self.rng.choice((-1.0, 1.0)) * self.rng.uniform(0.6, 1.4),
+                start_ms=now_ms,
+                duration_ms=self.dislocation_ms * self.rng.uniform(0.3, 1.7),
+            ))
+            self.dislocations_started += 1
+            self.next_dislocation_ms = now_ms + self.rng.expovariate(1.0 / self.dislocation_every_ms)
+
+    def step(self, now_ms: float) -> None:
+        """Advance every instrument's shared random walk by one step."""
+        self._maybe_dislocate(now_ms)
+        for instrument in self.instruments:
+            self.mid[instrument] *= math.exp(self.rng.gauss(0.0, self.volatility))
+        self.scheduled = [d for d in self.scheduled if now_ms < d.start_ms + d.duration_ms]
+
+    def book(self, exchange: str, instrument: str, now_ms: float) -> tuple[list, list]:
+        """Top ``depth`` levels of ``exchange``'s book for ``instrument`` now, rounded to its tick."""
+        mid = self.mid[instrument] * (1.0 + self.rng.gauss(0.0, self.noise))
+        for d in self.scheduled:
+            if d.exchange == exchange and d.instrument == instrument and d.active(now_ms):
+                mid *= 1.0 + d.bps * 1e-4
+        decimals = self.decimals[instrument]
+        tick = 10.0 ** -decimals
+        spread = max(mid * self.half_spread, tick)
+        best_bid = round(mid - spread, decimals)
+        best_ask = round(mid + spread, decimals)
+        if best_ask <= best_bid:
+            best_ask = round(best_bid + tick, decimals)
+        bids = []
+        asks = []
+        size = 20000.0 / max(mid, 1e-9)
+        for level in range(self.depth):
+            step = tick * (1 + level * 2)
+            bid_px = round(best_bid - step * level, decimals)
+            ask_px = round(best_ask + step * level, decimals)
+            bids.append((bid_px, level_quantity(size, bid_px, decimals, exchange)))
+            asks.append((ask_px, level_quantity(size, ask_px, decimals, exchange)))
+        return bids, asks
+
+
+def level_quantity(size: float, price: float, decimals: int, exchange: str) -> float:
+    """A resting quantity that stays the same while the price level exists (as real books do)."""
+    ticks = int(round(price * 10 ** decimals))
+    mixed = (ticks * 2654435761 + len(exchange) * 40503) % 1000
+    return round(size * (0.05 + mixed / 1000 * 1.45), 6)

@@ -1,0 +1,69 @@
+"""Simulated Bybit v5 public spot endpoint (``/v5/public/spot``)."""
+from __future__ import annotations
+
+import uuid
+
+import orjson
+
+from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
+
+
+class Protocol(SimProtocol):
+    NAME = "bybit"
+    DEPTH_LEVELS = 50
+
+    def __init__(self, decimals=None):
+        super().__init__(decimals)
+        self.conn_id = str(uuid.UUID(int=0x5EED))
+        self.update_ids: dict[tuple[str, int], int] = {}
+        self.seq = 4_000_000_000
+
+    def on_message(self, frame) -> list:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return [orjson.dumps({"success": False, "ret_msg": "error:invalid op", "conn_id": self.conn_id}).decode()]
+        op = msg.get("op") if isinstance(msg, dict) else None
+        if op == "ping":
+            return [orjson.dumps({"success": True, "ret_msg": "pong", "conn_id": self.conn_id, "op": "ping"}).decode()]
+        if op in ("subscribe", "unsubscribe"):
+            args = msg.get("args") or []
+            if op == "subscribe" and len(args) > 10:
+                return [orjson.dumps({"success": False, "ret_msg": "args size >10", "conn_id": self.conn_id,
+                                      "op": op}).decode()]
+            for topic in args:
+                parts = topic.split(".")
+                if len(parts) != 3 or parts[0] != "orderbook" or not self.accepts(parts[2]):
+                    return [orjson.dumps({"success": False, "ret_msg": f"Invalid topic: {topic}",
+                                          "conn_id": self.conn_id, "op": op}).decode()]
+            for topic in args:
+                _, levels, symbol = topic.split(".")
+                channel = BBO if levels == "1" else DEPTH
+                if op == "subscribe":
+                    self.subscribe(symbol, channel)
+                    self.update_ids.pop((symbol, channel), None)
+                else:
+                    self.unsubscribe(symbol, channel)
+            reply = {"success": True, "ret_msg": op, "conn_id": self.conn_id, "op": op}
+            if "req_id" in msg:
+                reply["req_id"] = msg["req_id"]
+            return [orjson.dumps(reply).decode()]
+        return [orjson.dumps({"success": False, "ret_msg": "error:invalid op", "conn_id": self.conn_id,
+                              "request": {"op": op or "", "args": None}}).decode()]
+
+    def render(self, symbol, channel, bids, asks, ts_ms) -> list:
+        key = (symbol, channel)
+        u = self.update_ids.get(key, 0) + 1
+        self.update_ids[key] = u
+        self.seq += 1
+        px, qty = self.fmt_px, self.fmt_qty
+        if channel == BBO:
+            kind, b, a, levels = "snapshot", bids[:1], asks[:1], 1
+        else:
+            snapshot, b, a = self.depth_delta(symbol, bids, asks)
+            kind, levels = ("snapshot" if snapshot else "delta"), self.DEPTH_LEVELS
+        msg = {"topic": f"orderbook.{levels}.{symbol}", "ts": ts_ms, "type": kind,
+               "data": {"s": symbol, "b": [[px(symbol, p), qty(q)] for p, q in b],
+                        "a": [[px(symbol, p), qty(q)] for p, q in a], "u": u, "seq": self.seq},
+               "cts": ts_ms}
+        return [orjson.dumps(msg).decode()]

@@ -1,0 +1,152 @@
+"""Real WebSocket servers on loopback, one per exchange, speaking each
+exchange's own protocol, fed by one shared :class:`~pipeline.sim.market.Market`.
+
+Every connection gets its own protocol instance (sequence numbers and
+last-sent books are per connection, as on the real exchanges). On each
+market step the book of every (exchange, instrument) is computed once and
+rendered for every connection subscribed to it.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+from pipeline.sim.market import Market, price_decimals
+from pipeline.sim.protocols import load_protocol
+
+URL_PATHS = {"binance": "/stream", "bybit": "/v5/public/spot", "okx": "/ws/v5/public", "htx": "/ws",
+             "coinbase": "/", "kraken": "/v2"}
+
+
+class ExchangeServer:
+    """One simulated exchange: its listening socket and its live connections."""
+
+    def __init__(self, name: str, symbols: dict[str, str], market: Market):
+        self.name = name
+        self.instrument_of = {native: canonical for canonical, native in symbols.items()}
+        self.protocol_class = load_protocol(name)
+        self.market = market
+        self.connections: dict[object, object] = {}   # websocket -> protocol
+        self.server = None
+        self.port = 0
+        self.frames_sent = 0
+
+    def decimals(self) -> dict[str, int]:
+        return {native: self.market.decimals[canonical] for native, canonical in self.instrument_of.items()}
+
+    async def start(self, host: str, port: int = 0) -> None:
+        self.server = await serve(self.handle, host, port, max_size=2 ** 24, compression=None)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def url(self, host: str) -> str:
+        return f"ws://{host}:{self.port}{URL_PATHS.get(self.name, '/')}"
+
+    async def handle(self, websocket) -> None:
+        protocol = self.protocol_class(self.decimals())
+        protocol.known_symbols = set(self.instrument_of)
+        self.connections[websocket] = protocol
+        keepalive = None
+        try:
+            for frame in protocol.on_connect():
+                await websocket.send(frame)
+            if protocol.KEEPALIVE_INTERVAL_S:
+                keepalive = asyncio.ensure_future(self._keepalive(websocket, protocol))
+            async for message in websocket:
+                for frame in protocol.on_message(message):
+                    await websocket.send(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.pop(websocket, None)
+            if keepalive is not None:
+                keepalive.cancel()
+
+    async def _keepalive(self, websocket, protocol) -> None:
+        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(protocol.KEEPALIVE_INTERVAL_S)
+                for frame in protocol.keepalive(int(time.time() * 1000)):
+                    await websocket.send(frame)
+
+    async def publish(self, books: dict, ts_ms: int) -> None:
+        for websocket, protocol in list(self.connections.items()):
+            frames = []
+            for symbol, channel in list(protocol.subscriptions):
+                canonical = self.instrument_of.get(symbol)
+                if canonical is None:
+                    continue
+                bids, asks = books[(self.name, canonical)]
+                frames.extend(protocol.render(symbol, channel, bids, asks, ts_ms))
+            try:
+                for frame in frames:
+                    await websocket.send(frame)
+                    self.frames_sent += 1
+            except ConnectionClosed:
+                self.connections.pop(websocket, None)
+
+
+class Simulator:
+    """All simulated exchanges and the loop that moves the market."""
+
+    def __init__(self, venues: dict[str, dict[str, str]], market: Market, update_interval_ms: float,
+                 host: str = "127.0.0.1"):
+        self.host = host
+        self.market = market
+        self.update_interval_s = update_interval_ms / 1000.0
+        self.exchanges = {name: ExchangeServer(name, symbols, market) for name, symbols in venues.items()}
+        self.steps = 0
+
+    async def start(self, ports: dict[str, int] | None = None) -> dict[str, str]:
+        for name, server in self.exchanges.items():
+            await server.start(self.host, (ports or {}).get(name, 0))
+        return {name: server.url(self.host) for name, server in self.exchanges.items()}
+
+    def books(self, now_ms: float) -> dict:
+        return {(exchange, instrument): self.market.book(exchange, instrument, now_ms)
+                for exchange, server in self.exchanges.items()
+                for instrument in server.instrument_of.values()}
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        next_step = time.monotonic()
+        while not stop.is_set():
+            now_ms = time.time() * 1000.0
+            self.market.step(now_ms)
+            self.steps += 1
+            books = self.books(now_ms)
+            ts_ms = int(now_ms)
+            for server in self.exchanges.values():
+                await server.publish(books, ts_ms)
+            next_step += self.update_interval_s
+            delay = next_step - time.monotonic()
+            if delay < -1.0:                      # fell far behind: do not try to catch up in a burst
+                next_step = time.monotonic()
+                delay = 0
+            await asyncio.sleep(max(delay, 0))
+
+    async def close(self) -> None:
+        for server in self.exchanges.values():
+            if server.server is not None:
+                server.server.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.server.wait_closed(), 2)
+
+
+def build_simulator(config) -> Simulator:
+    """A simulator for every venue of ``config`` (a :class:`pipeline.config.Config`)."""
+    from pipeline.venues import native_symbols
+    sim = config.simulator
+    venues = {venue.name: native_symbols(venue) for venue in config.venues if venue.url is None}
+    market = Market(list(venues), list(config.instruments), seed=sim.seed, depth=max(config.board.depth, 10),
+                    volatility_bps=sim.volatility_bps, noise_bps=sim.noise_bps,
+                    half_spread_bps=sim.half_spread_bps, dislocation_every_s=sim.dislocation_every_s,
+                    dislocation_bps=sim.dislocation_bps, dislocation_ms=sim.dislocation_ms,
+                    start_prices=dict(sim.start_prices))
+    return Simulator(venues, market, sim.update_interval_ms, sim.host)
+
+
+__all__ = ["Simulator", "ExchangeServer", "build_simulator", "price_decimals"]

@@ -1,0 +1,275 @@
+"""The supervisor: creates the board, starts, pins, names and watches every
+process, restarts what dies with backoff, and unlinks the board on the way out.
+
+Children are forked (``multiprocessing`` "fork" context): they inherit the
+doorbell eventfd, and each attaches to the board by name and verifies its
+layout. The supervisor itself runs no threads and no event loop, so forking
+is safe. It is the only process that creates or unlinks the segment.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+
+from pipeline.board import Board, remove_leftover
+from pipeline.board.doorbell import Doorbell
+from pipeline.board.layout import ProcessRole
+from pipeline.board.stats import ProcStats
+from pipeline.errors import PipelineError
+from pipeline.runtime import ProcessSpec, RowAssignment
+from pipeline.venues import VENUE_IDS, native_symbols
+
+log = logging.getLogger("pipeline.supervisor")
+
+_CTX = multiprocessing.get_context("fork")
+STOP_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    target: object
+    args: tuple
+    process: multiprocessing.Process | None = None
+    restarts: list = field(default_factory=list)      # monotonic times of restarts
+    restart_at: float | None = None
+    failed: bool = False
+    consecutive: int = 0
+    started_at: float = 0.0
+
+
+def plan_rows(config) -> list[RowAssignment]:
+    """One row per (exchange, instrument), in config order."""
+    rows = []
+    for venue in config.venues:
+        symbols = native_symbols(venue)
+        for instrument in venue.instruments:
+            rows.append(RowAssignment(len(rows), venue.name, instrument, symbols[instrument]))
+    return rows
+
+
+class Supervisor:
+    def __init__(self, config, duration_s: float | None = None, out=sys.stdout):
+        self.config = config
+        self.duration_s = duration_s
+        self.out = out
+        self.rows = plan_rows(config)
+        self.board: Board | None = None
+        self.doorbell_fd = -1
+        self.children: dict[str, Child] = {}
+        self.stopping = False
+        self.urls: dict[str, str] = {}
+
+    def say(self, message: str) -> None:
+        self.out.write(f"supervisor: {message}\n")
+        self.out.flush()
+
+    # ---------------------------------------------------------------- signals
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    # ---------------------------------------------------------------- start
+    def specs(self) -> list[ProcessSpec]:
+        config = self.config
+        common = dict(board_name=config.board.name, depth=config.board.depth, doorbell_fd=self.doorbell_fd,
+                      supervisor_pid=os.getpid(), urls=tuple(self.urls.items()))
+        specs = []
+        slot = 0
+        for venue in config.venues:
+            specs.append(ProcessSpec(key=f"feed:{venue.name}", role=ProcessRole.FEED,
+                                     title=f"pipeline: feed {venue.name}", slot=slot, cores=venue.cores,
+                                     venue=venue.name, rows=tuple(r for r in self.rows if r.venue == venue.name),
+                                     **common))
+            slot += 1
+        specs.append(ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="pipeline: detector", slot=slot,
+                                 cores=config.detector.cores, rows=tuple(self.rows), **common))
+        slot += 1
+        specs.append(ProcessSpec(key="health", role=ProcessRole.HEALTH, title="pipeline: health", slot=slot,
+                                 cores=config.health.cores, rows=tuple(self.rows), **common))
+        slot += 1
+        if config.simulator is not None:
+            specs.append(ProcessSpec(key="simulator", role=ProcessRole.SIMULATOR, title="pipeline: simulator",
+                                     slot=slot, cores=config.simulator.cores, **common))
+        return specs
+
+    def create_board(self) -> None:
+        config = self.config
+        message = remove_leftover(config.board.name)
+        if message:
+            self.say(message)
+        n_procs = len(config.venues) + 3
+        self.board = Board.create(config.board.name, len(self.rows), config.board.depth, n_procs)
+        instruments = {name: i for i, name in enumerate(config.instruments)}
+        for r in self.rows:
+            self.board.rows[r.row]["venue_id"] = VENUE_IDS[r.venue]
+            self.board.rows[r.row]["instrument_id"] = instruments[r.instrument]
+        self.doorbell_fd = Doorbell.create_fd()
+        os.set_inheritable(self.doorbell_fd, True)
+
+    def start_simulator(self) -> None:
+        from pipeline.sim import process as sim_process
+        spec = next(s for s in self.specs() if s.key == "simulator")
+        receiver, sender = _CTX.Pipe(duplex=False)
+        child = Child(spec, sim_process.main, (spec, self.config, sender))
+        self.children[spec.key] = child
+        self._spawn(child)
+        sender.close()
+        deadline = time.monotonic() + 15
+        while not self.stopping and time.monotonic() < deadline:
+            if receiver.poll(0.1):
+                self.urls = receiver.recv()
+                receiver.close()
+                ports = {name: int(url.split(":")[2].split("/")[0]) for name, url in self.urls.items()}
+                child.args = (spec, self.config, _NullReport(), ports)
+                self.say("simulator listening: " + ", ".join(f"{k} {v}" for k, v in self.urls.items()))
+                return
+            if not child.process.is_alive():
+                break
+        raise PipelineError("the exchange simulator did not start (see its error above)")
+
+    def start(self) -> None:
+        from pipeline.detector import process as detector_process
+        from pipeline.feed import process as feed_process
+        from pipeline.supervisor import health
+        self.create_board()
+        if self.config.simulator is not None and not self.stopping:
+            self.start_simulator()
+        specs = self.specs()
+        for spec in specs:
+            if self.stopping:
+                return
+            if spec.key == "simulator":
+                self.children[spec.key].spec = spec
+                continue
+            if spec.role == ProcessRole.FEED:
+                child = Child(spec, feed_process.main, (spec, self.config))
+            elif spec.role == ProcessRole.DETECTOR:
+                child = Child(spec, detector_process.main, (spec, self.config))
+            else:
+                child = Child(spec, health.main, (spec, self.config, specs))
+            self.children[spec.key] = child
+            self._spawn(child)
+        pinned = [c for c in self.children.values() if c.spec.cores]
+        self.say(f"started {len(self.children)} processes on {os.cpu_count()} cores; "
+                 f"board {self.config.board.name!r}: {len(self.rows)} rows, depth {self.config.board.depth}; "
+                 f"{len(pinned)} pinned")
+
+    def _spawn(self, child: Child) -> None:
+        process = _CTX.Process(target=child.target, args=child.args, name=child.spec.title, daemon=False)
+        process.start()
+        child.process = process
+        child.started_at = time.monotonic()
+        if child.spec.cores:
+            try:
+                os.sched_setaffinity(process.pid, child.spec.cores)
+            except OSError as exc:
+                self.say(f"could not pin {child.spec.title} to cores {child.spec.cores}: {exc}")
+
+    # ---------------------------------------------------------------- watch
+    def _stats(self, child: Child) -> ProcStats | None:
+        if self.board is None or child.spec.slot < 0:
+            return None
+        return ProcStats(self.board, child.spec.slot)
+
+    def on_exit(self, child: Child) -> None:
+        code = child.process.exitcode
+        cause = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        stats = self._stats(child)
+        if stats is not None:
+            stats.add("restarts")
+            stats.set("last_exit_code", code if code is not None else 0)
+        now = time.monotonic()
+        sup = self.config.supervisor
+        child.restarts = [t for t in child.restarts if now - t < sup.restart_window_s] + [now]
+        if len(child.restarts) > sup.max_restarts:
+            child.failed = True
+            child.process = None
+            self.say(f"{child.spec.title} FAILED: died {len(child.restarts)} times within "
+                     f"{sup.restart_window_s:.0f} s (last: {cause}); not restarting, the rest keeps running")
+            return
+        delay = min(sup.restart_backoff_max_s, sup.restart_backoff_s * (2 ** child.consecutive))
+        child.consecutive += 1
+        child.restart_at = now + delay
+        child.process = None
+        self.say(f"{child.spec.title} died ({cause}); restarting in {delay:.2f} s")
+
+    def watch_once(self, timeout: float) -> None:
+        running = {c.process.sentinel: c for c in self.children.values() if c.process is not None}
+        ready = wait(list(running), timeout=timeout) if running else time.sleep(timeout) or []
+        for sentinel in ready:
+            child = running[sentinel]
+            child.process.join(0)
+            if self.stopping:
+                continue
+            self.on_exit(child)
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.process is None and not child.failed and child.restart_at is not None \
+                    and now >= child.restart_at and not self.stopping:
+                child.restart_at = None
+                self._spawn(child)
+                self.say(f"restarted {child.spec.title} (pid {child.process.pid})")
+            elif child.process is not None and child.consecutive and now - child.started_at > 30:
+                child.consecutive = 0
+
+    def run(self) -> int:
+        self.install_signal_handlers()
+        started = time.monotonic()
+        try:
+            self.start()
+            while not self.stopping:
+                if self.duration_s is not None and time.monotonic() - started >= self.duration_s:
+                    break
+                self.watch_once(0.1)
+        finally:
+            self.shutdown()
+        return 0
+
+    # ---------------------------------------------------------------- stop
+    def shutdown(self) -> None:
+        self.stopping = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # stop the consumers first so the detector's summary sees live feeds close last
+        order = sorted(self.children.values(), key=lambda c: {"detector": 0, "health": 1}.get(c.spec.key, 2))
+        for child in order:
+            if child.process is not None and child.process.is_alive():
+                try:
+                    os.kill(child.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in order:
+            if child.process is not None:
+                child.process.join(max(0.0, deadline - time.monotonic()))
+                if child.process.is_alive():
+                    self.say(f"{child.spec.title} did not stop in {STOP_TIMEOUT_S:.0f} s; killing it")
+                    child.process.kill()
+                    child.process.join(1)
+        if self.board is not None:
+            self.board.destroy()
+            self.board = None
+            self.say(f"stopped; shared memory {self.config.board.name!r} removed")
+        if self.doorbell_fd >= 0:
+            os.close(self.doorbell_fd)
+            self.doorbell_fd = -1
+
+
+class _NullReport:
+    """Stands in for the start-up pipe when the simulator is restarted."""
+
+    def send(self, _):
+        pass
+
+    def close(self):
+        pass

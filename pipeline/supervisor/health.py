@@ -1,0 +1,136 @@
+"""Health reporter: reads the board's process slots and rows, asks psutil
+about each process, prints one block every ``health.interval_s``.
+
+It reads counters straight from shared memory (no messages to the
+processes it reports on), so a wedged feed shows up as a stale heartbeat and
+a message rate of zero instead of as a missing answer.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import psutil
+
+from pipeline.board import Board, RowStatus
+from pipeline.board.layout import ProcessRole
+from pipeline.runtime import ProcessSpec, parent_alive, setup_child
+
+
+class HealthReporter:
+    def __init__(self, board: Board, specs: list[ProcessSpec], rows, cpu_count: int | None = None):
+        self.board = board
+        self.specs = [s for s in specs if s.slot >= 0]
+        self.rows = rows                     # list of RowAssignment
+        self.cpu_count = cpu_count or psutil.cpu_count()
+        self._procs: dict[int, psutil.Process] = {}
+        self._last_counts: dict[int, tuple[int, int, int]] = {}   # slot -> (t_ns, messages, scans)
+
+    def _process(self, pid: int) -> psutil.Process | None:
+        proc = self._procs.get(pid)
+        if proc is None:
+            try:
+                proc = psutil.Process(pid)
+                proc.cpu_percent(None)       # prime: the first call always says 0
+            except psutil.Error:
+                return None
+            self._procs[pid] = proc
+        return proc
+
+    def snapshot(self, now_ns: int | None = None) -> list[dict]:
+        """One dict per process: what the block prints (also used by tests)."""
+        now_ns = now_ns or time.time_ns()
+        procs = self.board.procs
+        rows = self.board.rows
+        out = []
+        for spec in self.specs:
+            slot = procs[spec.slot]
+            pid = int(slot["pid"])
+            info = {"title": spec.title, "key": spec.key, "pid": pid, "cores": None, "cpu_percent": None,
+                    "rss_mb": None, "alive": False}
+            proc = self._process(pid) if pid else None
+            if proc is not None:
+                try:
+                    with proc.oneshot():
+                        info["cores"] = proc.cpu_affinity()
+                        info["cpu_percent"] = proc.cpu_percent(None)
+                        info["rss_mb"] = proc.memory_info().rss / 2 ** 20
+                        info["alive"] = proc.status() != psutil.STATUS_ZOMBIE
+                except psutil.Error:
+                    self._procs.pop(pid, None)
+            messages = int(slot["messages"])
+            scans = int(slot["scans"])
+            previous = self._last_counts.get(spec.slot)
+            self._last_counts[spec.slot] = (now_ns, messages, scans)
+            if previous is not None and now_ns > previous[0]:
+                dt = (now_ns - previous[0]) / 1e9
+                info["messages_per_s"] = max(0, messages - previous[1]) / dt
+                info["scans_per_s"] = max(0, scans - previous[2]) / dt
+            else:
+                info["messages_per_s"] = info["scans_per_s"] = None
+            heartbeat = int(slot["heartbeat_ns"])
+            info["heartbeat_age_ms"] = (now_ns - heartbeat) / 1e6 if heartbeat else None
+            for field in ("messages", "parse_errors", "reconnects", "gaps", "checksum_failures", "resyncs",
+                          "opportunities", "restarts", "last_exit_code", "connected"):
+                info[field] = int(slot[field])
+            info["scans"] = scans
+            if spec.role == ProcessRole.FEED:
+                own = [r for r in self.rows if r.venue == spec.venue]
+                recv = [int(rows[r.row]["recv_ns"]) for r in own]
+                states = [RowStatus(int(rows[r.row]["status"])).name.lower() for r in own]
+                info["last_update_age_ms"] = (now_ns - max(recv)) / 1e6 if any(recv) else None
+                info["row_states"] = {s: states.count(s) for s in sorted(set(states))}
+            out.append(info)
+        return out
+
+    def render(self, snapshot: list[dict]) -> str:
+        n = len(self.specs) + 1   # + the supervisor
+        lines = [f"--- health {time.strftime('%H:%M:%S')} --- {n} processes on {self.cpu_count} cores"
+                 + (" (more processes than cores: they share)" if n > self.cpu_count else "")]
+        for info in snapshot:
+            cpu = "-" if info["cpu_percent"] is None else f"{info['cpu_percent']:5.1f}%"
+            rss = "-" if info["rss_mb"] is None else f"{info['rss_mb']:.0f}MB"
+            cores = "-" if info["cores"] is None else ",".join(map(str, info["cores"]))
+            rate = "-" if info["messages_per_s"] is None else f"{info['messages_per_s']:.0f}"
+            line = f"  {info['title']:26} pid {info['pid']:>7} cores {cores:5} cpu {cpu:>6} rss {rss:>6}"
+            if info["key"].startswith("feed:"):
+                age = "-" if info["last_update_age_ms"] is None else f"{info['last_update_age_ms']:.0f}ms"
+                states = " ".join(f"{k}={v}" for k, v in info["row_states"].items())
+                line += (f" msg/s {rate:>6} last {age:>7} reconnects {info['reconnects']} "
+                         f"parse_errors {info['parse_errors']} gaps {info['gaps']} [{states}]")
+            elif info["key"] == "detector":
+                scans = "-" if info["scans_per_s"] is None else f"{info['scans_per_s']:.0f}"
+                line += f" scans/s {scans:>8} opportunities {info['opportunities']}"
+            elif info["key"] == "simulator":
+                line += f" frames/s {rate:>6}"
+            if info["restarts"]:
+                line += f" restarts {info['restarts']} (last exit {info['last_exit_code']})"
+            if info["heartbeat_age_ms"] is not None and info["heartbeat_age_ms"] > 2000:
+                line += f" HEARTBEAT {info['heartbeat_age_ms'] / 1000:.1f}s OLD"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def main(spec: ProcessSpec, config, specs: list[ProcessSpec]) -> None:
+    setup_child(spec)
+    board = Board.attach(spec.board_name, spec.depth)
+    slot = board.procs[spec.slot]
+    slot["role"] = int(ProcessRole.HEALTH)
+    slot["pid"] = os.getpid()
+    slot["started_ns"] = time.time_ns()
+    reporter = HealthReporter(board, specs, list(spec.rows))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    reporter.snapshot()
+    interval = config.health.interval_s
+    next_at = time.monotonic() + interval
+    while not stop and parent_alive(spec):
+        slot["heartbeat_ns"] = time.time_ns()
+        if time.monotonic() >= next_at:
+            next_at += interval
+            sys.stdout.write(reporter.render(reporter.snapshot()) + "\n")
+            sys.stdout.flush()
+        time.sleep(0.2)
+    board.close()

@@ -1,0 +1,224 @@
+"""Coinbase Advanced Trade public market data.
+
+Docs: https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/websocket/websocket-channels
+(overview and limits: https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/websocket/websocket-overview)
+
+Every message has the envelope ``channel``, ``timestamp`` (RFC3339, ns:
+our ``exch_ts_ms``), ``sequence_num`` and ``events``. ``sequence_num``
+counts messages **per connection across all channels** (0, 1, 2, ...; the
+docs' "per product" wording does not match the live feed), so :func:`parse`
+returns a :class:`~pipeline.model.SequenceMark` first for every message that
+carries one and the feed checks the connection's continuity.
+
+Channels (``wss://advanced-trade-ws.coinbase.com``, native symbol ``BTC-USD``;
+``-USDC`` products are aliases of ``-USD`` on market channels, not a second book):
+
+* ``ticker`` -- on every trade; best bid/ask with quantities::
+
+      {"channel":"ticker","timestamp":"2026-08-09T21:05:48.298032046Z","sequence_num":10,
+       "events":[{"type":"update","tickers":[{"type":"ticker","product_id":"ETH-USD",
+       "price":"1919.41",...,"best_bid":"1919.44","best_ask":"1919.49",
+       "best_bid_quantity":"0.02858092","best_ask_quantity":"0.07814824"}]}]}
+
+* ``level2`` -- arrives as channel ``l2_data``; the first event is a
+  ``snapshot`` of the **whole book** (several MB), then ``update``s;
+  ``new_quantity`` is absolute and ``"0"`` deletes; the ask side is ``offer``::
+
+      {"channel":"l2_data","timestamp":"2026-08-09T21:05:48.629702747Z","sequence_num":25,
+       "events":[{"type":"update","product_id":"ETH-USD","updates":[
+       {"side":"bid","event_time":"2026-08-09T21:05:48.559352Z","price_level":"1679.53",
+        "new_quantity":"0.05972024"},{"side":"offer",...}]}]}
+
+  There is no per-book sequence: continuity is the connection's ``sequence_num``.
+* ``heartbeats`` -- one per second; without it idle channels close after 60-90 s.
+* ``subscriptions`` -- the full current subscription set after every (un)subscribe.
+
+Subscribe with one ``{"type":"subscribe","product_ids":[...],"channel":...}``
+per channel within 5 s of connecting. No client keepalive. Limits: 8
+connections/s and 8 unauthenticated messages/s per IP.
+
+The legacy *Exchange* feed (``wss://ws-feed.exchange.coinbase.com``, messages
+keyed by ``type``: ``ticker``, ``snapshot``, ``l2update``, ``heartbeat``,
+``error``) is parsed too, so its captures decode.
+"""
+from __future__ import annotations
+
+import re
+
+import orjson
+
+from pipeline.errors import ParseError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, SequenceMark, SubscribeError
+from pipeline.venues._common import SHAPE_ERRORS, levels, loads
+
+NAME = "coinbase"
+DEFAULT_URL = "wss://advanced-trade-ws.coinbase.com"
+DEFAULT_TAKER_FEE_BPS = 120.0
+KEEPALIVE_INTERVAL_S = None           # `heartbeats` keeps the subscriptions open
+MAX_SYMBOLS_PER_CONNECTION = 10       # every level2 subscription starts with a multi-MB full book
+BOOK_LEVELS = None                    # full book
+CHECKSUM = None
+CHECKSUM_LEVELS = 0
+CHANNELS = ("ticker", "level2", "heartbeats")
+
+_PRODUCT_IN_TEXT = re.compile(r"\b([A-Z0-9]{2,12}-[A-Z0-9]{2,12})\b")
+
+
+def native_symbol(instrument: str) -> str:
+    base, quote = instrument.split("/")
+    return f"{base}-{quote}"
+
+
+def build_url(url: str, symbols: list[str], depth: int) -> str:
+    return url
+
+
+def build_subscribe(symbols: list[str], depth: int) -> list[str]:
+    return [orjson.dumps({"type": "subscribe", "product_ids": list(symbols), "channel": channel}).decode()
+            for channel in CHANNELS]
+
+
+def build_resubscribe(symbol: str, depth: int) -> list[str]:
+    return [orjson.dumps({"type": kind, "product_ids": [symbol], "channel": "level2"}).decode()
+            for kind in ("unsubscribe", "subscribe")]
+
+
+def build_keepalive() -> str | None:
+    return None
+
+
+def build_pong(token) -> str:
+    raise NotImplementedError("Coinbase does not send application-level pings")
+
+
+def parse(raw: bytes | str, recv_ns: int) -> list:
+    msg = loads(raw, NAME)
+    try:
+        channel = msg.get("channel")
+        if channel is None:
+            return _exchange_feed(msg, raw)
+        seq = msg.get("sequence_num")
+        out = [] if seq is None else [SequenceMark(int(seq))]
+        if channel == "l2_data":
+            ts = rfc3339_ms(msg["timestamp"])
+            for event in msg["events"]:
+                bids, asks = _updates(event["updates"])
+                out.append(BookUpdate(event["product_id"], DEPTH, event["type"] == "snapshot", bids, asks, ts))
+        elif channel == "ticker":
+            ts = rfc3339_ms(msg["timestamp"])
+            for event in msg["events"]:
+                for t in event["tickers"]:
+                    out.append(BookUpdate(t["product_id"], BBO, True, _one(t, "best_bid", "best_bid_quantity"),
+                                          _one(t, "best_ask", "best_ask_quantity"), ts))
+        elif channel == "heartbeats":
+            out.append(Heartbeat())
+        elif channel == "subscriptions":
+            for event in msg["events"]:
+                for name, products in event["subscriptions"].items():
+                    out.extend(Ack("" if p == name else p, name) for p in products)
+        elif not out:                     # other channels (market_trades, candles, ...) only count
+            raise ParseError("unknown_message", f"channel {channel!r}", NAME)
+        return out
+    except ParseError:
+        raise
+    except SHAPE_ERRORS as exc:
+        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
+
+
+def _updates(updates) -> tuple[list, list]:
+    bids = []
+    asks = []
+    for u in updates:
+        side = u["side"]
+        level = (float(u["price_level"]), float(u["new_quantity"]))
+        if side == "bid":
+            bids.append(level)
+        elif side == "offer" or side == "ask":
+            asks.append(level)
+        else:
+            raise ParseError("unknown_message", f"l2 side {side!r}", NAME)
+    return bids, asks
+
+
+def _one(d: dict, px_key: str, qty_key: str) -> list[tuple[float, float]]:
+    px = d.get(px_key)
+    qty = d.get(qty_key)
+    if not px or qty is None or qty == "":
+        return []
+    return [(float(px), float(qty))]
+
+
+def _exchange_feed(msg: dict, raw) -> list:
+    """The legacy Exchange feed (``type``-keyed messages)."""
+    kind = msg.get("type")
+    if kind == "heartbeat":
+        return [Heartbeat()]
+    if kind == "subscriptions":
+        return [Ack(p, c["name"]) for c in msg["channels"] for p in c.get("product_ids") or ("",)]
+    if kind == "error":
+        text = f"{msg.get('message', 'error')}: {msg.get('reason', '')}".rstrip(": ")
+        match = _PRODUCT_IN_TEXT.search(str(msg.get("reason", "")))
+        return [SubscribeError(text, match.group(1) if match else "")]
+    ts = rfc3339_ms(msg["time"]) if msg.get("time") else 0
+    if kind == "ticker":
+        if "best_bid_size" not in msg:
+            raise ParseError("unknown_message", "exchange-feed ticker without best bid/ask sizes", NAME)
+        return [BookUpdate(msg["product_id"], BBO, True, _one(msg, "best_bid", "best_bid_size"),
+                           _one(msg, "best_ask", "best_ask_size"), ts, int(msg["sequence"]))]
+    if kind == "snapshot":
+        return [BookUpdate(msg["product_id"], DEPTH, True, levels(msg["bids"]), levels(msg["asks"]), ts)]
+    if kind == "l2update":
+        bids = [(float(p), float(q)) for side, p, q in msg["changes"] if side == "buy"]
+        asks = [(float(p), float(q)) for side, p, q in msg["changes"] if side == "sell"]
+        return [BookUpdate(msg["product_id"], DEPTH, False, bids, asks, ts)]
+    raise ParseError("unknown_message", str(raw[:80]), NAME)
+
+
+_day_cache: dict[str, int] = {}
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def rfc3339_ms(text: str) -> int:
+    """``2026-08-09T21:05:48.618125631Z`` -> Unix ms (UTC), without datetime.
+
+    Fraction digits beyond ms are truncated; a missing zone means UTC; a
+    numeric offset is applied. Raises ValueError on anything else.
+    """
+    if len(text) < 19 or text[4] != "-" or text[7] != "-" or text[10] not in "Tt " or text[13] != ":":
+        raise ValueError(f"not an RFC3339 time: {text!r}")
+    day = text[:10]
+    days = _day_cache.get(day)
+    if days is None:
+        month = int(day[5:7])
+        mday = int(day[8:10])
+        if not (1 <= month <= 12 and 1 <= mday <= 31):
+            raise ValueError(f"not an RFC3339 date: {text!r}")
+        days = _days_from_civil(int(day[:4]), month, mday)
+        if len(_day_cache) > 64:
+            _day_cache.clear()
+        _day_cache[day] = days
+    secs = days * 86400 + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
+    ms = 0
+    i = 19
+    n = len(text)
+    if i < n and text[i] == ".":
+        j = i + 1
+        while j < n and "0" <= text[j] <= "9":
+            j += 1
+        ms = int((text[i + 1:j] + "000")[:3])
+        i = j
+    zone = text[i:]
+    if zone and zone not in ("Z", "z"):
+        if len(zone) != 6 or zone[0] not in "+-" or zone[3] != ":":
+            raise ValueError(f"bad RFC3339 zone: {text!r}")
+        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
+        secs -= offset if zone[0] == "+" else -offset
+    return secs * 1000 + ms

@@ -1,0 +1,170 @@
+"""OKX v5 spot public market data.
+
+Docs: https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel
+(keepalive: https://www.okx.com/docs-v5/en/#overview-websocket-connect,
+notices: https://www.okx.com/docs-v5/en/#overview-websocket-notification)
+
+Channels (``wss://ws.okx.com:8443/ws/v5/public``, native symbol ``BTC-USDT``):
+
+* ``bbo-tbt`` -- top of book, a 1-level snapshot every 10 ms when it changed::
+
+      {"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{
+       "asks":[["31774.7","0.14368878","0","3"]],"bids":[["31774.6","0.3392211","0","3"]],
+       "ts":"1654031991947","seqId":363996337}]}
+
+  Levels are ``[price, size, "0" (deprecated), order count]`` as strings;
+  ``ts`` is the matching-engine time (ms, a string). ``seqId`` is absent in
+  2022 captures; when present an older one is dropped by the book.
+* ``books`` -- 400 levels: ``action:"snapshot"`` then ``action:"update"``
+  (100 ms), size ``"0"`` deletes::
+
+      {"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[{
+       "asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],
+       "ts":"1597026383085","checksum":0,"prevSeqId":123456,"seqId":123457}]}
+
+  Continuity: an update's ``prevSeqId`` equals the previous ``seqId``
+  (snapshot: ``prevSeqId`` -1). ``seqId < prevSeqId`` is a sequence reset
+  after maintenance, not a gap (``restart``). About once a minute an
+  unchanged book sends empty sides with ``prevSeqId == seqId``: the book
+  ignores it as already applied. ``checksum`` is deprecated and fixed to 0:
+  it is never passed on.
+* ``books5`` (5-level snapshot every 100 ms) and ``tickers`` (``bidPx/bidSz/
+  askPx/askSz``; an absent side is ``""``) are understood too.
+
+Keepalive: the client sends the bare text ``ping`` when idle (the server
+drops a connection after 30 s without traffic) and gets the bare text
+``pong`` back, not JSON. ``{"event":"notice","code":"64008"}`` announces a
+disconnect for a service upgrade 60 s ahead. Limits: 3 connections/s per IP,
+480 (un)subscribe requests per connection per hour, fewer than 30 deep book
+channels per connection advised.
+"""
+from __future__ import annotations
+
+import re
+
+import orjson
+
+from pipeline.errors import ParseError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, Pong, SubscribeError
+from pipeline.venues._common import SHAPE_ERRORS, levels, loads
+
+NAME = "okx"
+DEFAULT_URL = "wss://ws.okx.com:8443/ws/v5/public"
+DEFAULT_TAKER_FEE_BPS = 10.0
+KEEPALIVE_INTERVAL_S = 20.0
+MAX_SYMBOLS_PER_CONNECTION = 25       # one 400-level `books` channel each: under the advised 30
+BOOK_LEVELS = 400
+CHECKSUM = None                       # the `checksum` field is always 0 now
+CHECKSUM_LEVELS = 0
+DEPTH_CHANNEL = "books"
+RECONNECT_NOTICE = "64008"
+
+_INST_IN_TEXT = re.compile(r'instId\W{1,6}([A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)')
+
+
+def native_symbol(instrument: str) -> str:
+    base, quote = instrument.split("/")
+    return f"{base}-{quote}"
+
+
+def channels(symbol: str) -> list[dict]:
+    return [{"channel": "bbo-tbt", "instId": symbol}, {"channel": DEPTH_CHANNEL, "instId": symbol}]
+
+
+def build_url(url: str, symbols: list[str], depth: int) -> str:
+    return url
+
+
+def build_subscribe(symbols: list[str], depth: int) -> list[str]:
+    args = [a for symbol in symbols for a in channels(symbol)]
+    return [orjson.dumps({"op": "subscribe", "args": args}).decode()]
+
+
+def build_resubscribe(symbol: str, depth: int) -> list[str]:
+    args = [{"channel": DEPTH_CHANNEL, "instId": symbol}]
+    return [orjson.dumps({"op": "unsubscribe", "args": args}).decode(),
+            orjson.dumps({"op": "subscribe", "args": args}).decode()]
+
+
+def build_keepalive() -> str:
+    return "ping"
+
+
+def build_pong(token) -> str:
+    raise NotImplementedError("OKX does not ping clients; the client sends the text 'ping'")
+
+
+def parse(raw: bytes | str, recv_ns: int) -> list:
+    if len(raw) <= 8:                     # the keepalive answer is the bare text `pong`, not JSON
+        text = raw if isinstance(raw, str) else bytes(raw).decode("latin-1")
+        if text.strip() == "pong":
+            return [Pong()]
+    msg = loads(raw, NAME)
+    try:
+        data = msg.get("data")
+        if data is not None:
+            arg = msg["arg"]
+            channel = arg["channel"]
+            if channel == DEPTH_CHANNEL:
+                return [_books(arg["instId"], msg["action"], d) for d in data]
+            if channel == "bbo-tbt" or channel == "books5":
+                chan = BBO if channel == "bbo-tbt" else DEPTH
+                return [BookUpdate(d.get("instId") or arg["instId"], chan, True, levels(d["bids"]),
+                                   levels(d["asks"]), int(d["ts"]), _opt_int(d.get("seqId"))) for d in data]
+            if channel == "tickers":
+                return [BookUpdate(d.get("instId") or arg["instId"], BBO, True, _side(d, "bidPx", "bidSz"),
+                                   _side(d, "askPx", "askSz"), int(d["ts"])) for d in data]
+            raise ParseError("unknown_message", f"channel {channel!r}", NAME)
+        event = msg.get("event")
+        if event == "subscribe":
+            arg = msg.get("arg") or {}
+            return [Ack(arg.get("instId", ""), arg.get("channel", ""))]
+        if event == "unsubscribe":
+            return []                     # the first half of a resubscribe; nothing to do
+        if event == "error":
+            text = str(msg.get("msg", ""))
+            arg = msg.get("arg") or {}
+            symbol = arg.get("instId") or _symbol_from_error(text)
+            return [SubscribeError(f"code {msg.get('code', '?')}: {text}", symbol)]
+        if event == "notice":
+            code = str(msg.get("code", ""))
+            return [Notice(f"code {code}: {msg.get('msg', '')}", reconnect=(code == RECONNECT_NOTICE))]
+    except ParseError:
+        raise
+    except SHAPE_ERRORS as exc:
+        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
+    raise ParseError("unknown_message", str(raw[:80]), NAME)
+
+
+def _books(symbol: str, action: str, d: dict) -> BookUpdate:
+    seq = _opt_int(d.get("seqId"))        # absent in 2022-05 captures: nothing to check then
+    ts = int(d["ts"])
+    if action == "snapshot":
+        return BookUpdate(symbol, DEPTH, True, levels(d["bids"]), levels(d["asks"]), ts, seq)
+    if action != "update":
+        raise ParseError("unknown_message", f"books action {action!r}", NAME)
+    prev = _opt_int(d.get("prevSeqId"))
+    # seqId < prevSeqId: the exchange reset its sequence (maintenance); continue from seqId.
+    # prevSeqId == seqId with empty sides: keep-alive of an unchanged book; the book sees
+    # seq <= last and ignores it (or reports a gap if we had fallen behind seqId).
+    restart = seq is not None and prev is not None and seq < prev
+    return BookUpdate(symbol, DEPTH, False, levels(d["bids"]), levels(d["asks"]), ts, seq,
+                      None if restart else prev, restart=restart)
+
+
+def _opt_int(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def _side(d: dict, px_key: str, sz_key: str) -> list[tuple[float, float]]:
+    px = d.get(px_key)
+    sz = d.get(sz_key)
+    if not px or not sz:                  # "" means that side of the book is empty
+        return []
+    return [(float(px), float(sz))]
+
+
+def _symbol_from_error(text: str) -> str:
+    # 'Invalid request: {"op": "subscribe", "argss":[{ "channel" : "books", "instId" : "BTC-USD-191227"}]}'
+    match = _INST_IN_TEXT.search(text)
+    return match.group(1) if match else ""

@@ -1,0 +1,264 @@
+"""OKX v5 parser against the real and documented messages in shared/fixtures/okx."""
+from __future__ import annotations
+
+import ast
+import zlib
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.book import InstrumentBook, Outcome
+from pipeline.errors import ParseError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, Pong, SubscribeError
+from pipeline.venues import okx
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = SHARED / "okx"
+
+
+def lines(name: str) -> list[str]:
+    return (FIXTURES / name).read_text().splitlines()
+
+
+def one(raw) -> BookUpdate:
+    events = okx.parse(raw, 0)
+    assert len(events) == 1 and isinstance(events[0], BookUpdate)
+    return events[0]
+
+
+def books_msg(action: str, prev: int, seq: int, bids=(), asks=(), checksum: int = 0) -> bytes:
+    return orjson.dumps({"arg": {"channel": "books", "instId": "BTC-USDT"}, "action": action,
+                         "data": [{"asks": [list(a) for a in asks], "bids": [list(b) for b in bids],
+                                   "ts": "1597026383200", "checksum": checksum,
+                                   "prevSeqId": prev, "seqId": seq}]})
+
+
+# ---------------------------------------------------------------- market data
+def test_bbo_tbt_with_seq_id():
+    u = one(lines("bbo.jsonl")[0])
+    assert (u.symbol, u.channel, u.snapshot) == ("BCH-USDT-SWAP", BBO, True)
+    assert u.bids == [(111.05, 57745.0)]
+    assert u.asks == [(111.06, 55154.0)]
+    assert (u.exch_ts_ms, u.seq, u.prev_seq, u.checksum) == (1670324386802, 363996337, None, None)
+
+
+def test_bbo_tbt_2022_without_seq_id():
+    u = one(lines("bbo.jsonl")[1].encode())
+    assert (u.symbol, u.channel, u.snapshot) == ("BTC-USDT", BBO, True)
+    assert u.bids == [(31774.6, 0.3392211)]
+    assert u.asks == [(31774.7, 0.14368878)]
+    assert (u.exch_ts_ms, u.seq) == (1654031991947, None)
+
+
+def test_tickers_as_bbo():
+    first, second = (one(line) for line in lines("ticker.jsonl"))
+    assert (first.symbol, first.channel, first.snapshot) == ("BTC-USDT", BBO, True)
+    assert first.bids == [(64028.6, 0.00503393)]
+    assert first.asks == [(64028.7, 2.31126955)]
+    assert first.exch_ts_ms == 1786538789464
+    assert second.bids == [(64028.6, 0.00484352)]
+    assert second.asks == [(64028.7, 2.36206603)]
+    assert second.exch_ts_ms == 1786538789666
+
+
+def test_tickers_empty_side_is_empty_list():
+    line = lines("ticker.jsonl")[0].replace('"bidPx":"64028.6"', '"bidPx":""').replace(
+        '"bidSz":"0.00503393"', '"bidSz":""')
+    u = one(line)
+    assert u.bids == []
+    assert u.asks == [(64028.7, 2.31126955)]
+
+
+def test_books5_snapshot_real_2026():
+    u = one(lines("depth5.jsonl")[1])
+    assert (u.symbol, u.channel, u.snapshot) == ("BTC-USDT", DEPTH, True)
+    assert u.bids == [(64073.0, 0.58849577), (64072.7, 0.00050267), (64072.2, 0.0000102),
+                      (64072.0, 0.14185639), (64071.9, 0.19905687)]
+    assert u.asks == [(64073.1, 1.07909367), (64073.6, 0.15471482), (64074.0, 0.0000102),
+                      (64075.0, 0.00024081), (64075.8, 0.24629813)]
+    assert (u.exch_ts_ms, u.seq, u.prev_seq) == (1786538744703, 79706756139, None)
+    assert one(lines("depth5.jsonl")[2]).seq == 79706756227
+
+
+def test_books_snapshot_and_update():
+    snap, upd = (one(line) for line in lines("books.jsonl"))
+    assert (snap.symbol, snap.channel, snap.snapshot) == ("BTC-USDT", DEPTH, True)
+    assert snap.asks[:3] == [(8476.98, 415.0), (8477.0, 7.0), (8477.34, 85.0)]
+    assert snap.asks[-1] == (8506.96, 100.0) and len(snap.asks) == 8
+    assert snap.bids[:3] == [(8476.97, 256.0), (8475.55, 101.0), (8475.54, 100.0)]
+    assert snap.bids[-1] == (8446.0, 95.0) and len(snap.bids) == 8
+    assert (snap.exch_ts_ms, snap.seq, snap.prev_seq, snap.restart) == (1597026383085, 123456, None, False)
+    assert (upd.snapshot, upd.seq, upd.prev_seq, upd.restart) == (False, 123457, 123456, False)
+    assert snap.checksum is None and upd.checksum is None      # the wire checksum is always 0: never used
+
+
+def test_nonzero_checksum_is_still_ignored():
+    u = one(books_msg("update", 10, 11, asks=[("1", "1", "0", "1")], checksum=-1234567))
+    assert u.checksum is None
+
+
+# ---------------------------------------------------------------- through the shared book
+def test_snapshot_update_keepalive_reset_and_gap_through_book():
+    book = InstrumentBook("BTC-USDT", depth=5, keep_levels=okx.BOOK_LEVELS, checksum=okx.CHECKSUM)
+    snap, upd = (one(line) for line in lines("books.jsonl"))
+    assert book.apply(snap) == Outcome.CHANGED
+    assert book.apply(upd) == Outcome.CHANGED
+    bids, asks = book.compose()
+    assert bids == [(8476.97, 256.0), (8475.55, 101.0), (8475.54, 100.0), (8475.3, 1.0), (8447.32, 6.0)]
+    assert asks == [(8476.98, 415.0), (8477.0, 7.0), (8477.34, 85.0), (8477.56, 1.0), (8505.84, 8.0)]
+
+    # a real change: remove the best ask, change the best bid
+    change = one(books_msg("update", 123457, 123458, bids=[("8476.97", "3", "0", "1")],
+                           asks=[("8476.98", "0", "0", "0")]))
+    assert book.apply(change) == Outcome.CHANGED
+    bids, asks = book.compose()
+    assert bids[0] == (8476.97, 3.0) and asks[0] == (8477.0, 7.0)
+
+    # ~60 s keep-alive: empty sides, prevSeqId == seqId
+    keepalive = one(books_msg("update", 123458, 123458))
+    assert (keepalive.bids, keepalive.asks, keepalive.seq, keepalive.restart) == ([], [], 123458, False)
+    assert book.apply(keepalive) == Outcome.IGNORED
+    assert book.gaps == 0 and book.compose() == (bids, asks)
+
+    # maintenance reset: seqId < prevSeqId is not a gap
+    reset = one(books_msg("update", 123458, 3, asks=[("8477", "9", "0", "1")]))
+    assert (reset.restart, reset.prev_seq, reset.seq) == (True, None, 3)
+    assert book.apply(reset) == Outcome.CHANGED
+    assert book.gaps == 0 and book.compose()[1][0] == (8477.0, 9.0)
+    assert book.apply(one(books_msg("update", 3, 4, bids=[("8476.5", "1", "0", "1")]))) == Outcome.CHANGED
+    assert book.compose()[0][:2] == [(8476.97, 3.0), (8476.5, 1.0)]
+
+    # prevSeqId that is not the last seqId: a gap, the book is discarded
+    assert book.apply(one(books_msg("update", 7, 8, bids=[("8476.6", "1", "0", "1")]))) == Outcome.GAP
+    assert book.gaps == 1 and book.compose() == ([], [])
+    # and the next snapshot restores it
+    assert book.apply(one(books_msg("snapshot", -1, 20, bids=[("1", "1", "0", "1")],
+                                    asks=[("2", "1", "0", "1")]))) == Outcome.CHANGED
+    assert book.compose() == ([(1.0, 1.0)], [(2.0, 1.0)])
+
+
+def _okx_2022_checksum(bids_text, asks_text) -> int:
+    """OKX's retired algorithm (interleaved top 25, signed CRC32): only to validate 2022 data."""
+    parts = []
+    for i in range(25):
+        if i < len(bids_text):
+            parts.append(":".join(bids_text[i]))
+        if i < len(asks_text):
+            parts.append(":".join(asks_text[i]))
+    value = zlib.crc32(":".join(parts).encode())
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def test_real_2022_books_session_replays_with_verified_checksums():
+    """Every BTC-USDT `books` frame of the 2022 session, through parse and the shared book.
+
+    OKX no longer sends a checksum, but in 2022 its CRC32s were real: verifying them after every
+    update proves the parsed levels and the delta application reproduce OKX's own book.
+    """
+    book = InstrumentBook("BTC-USDT", depth=5, keep_levels=okx.BOOK_LEVELS,
+                          checksum=_okx_2022_checksum, checksum_levels=25)
+    applied = 0
+    for line in (SHARED / "cryptofeed-2021" / "OKX.ws.1.0").read_text().splitlines():
+        payload = line.split(": ", 1)[-1]
+        if '"channel":"books","instId":"BTC-USDT"},"action"' not in payload or "<-" in line:
+            continue
+        u = one(payload)
+        data = orjson.loads(payload)["data"][0]
+        assert u.checksum is None
+        u.bids_text = [tuple(level[:2]) for level in data["bids"]]
+        u.asks_text = [tuple(level[:2]) for level in data["asks"]]
+        u.checksum = data["checksum"]
+        assert book.apply(u) == Outcome.CHANGED
+        applied += 1
+    assert applied == 98 and book.checksum_failures == 0
+    bids, asks = book.compose()
+    assert len(bids) == 5 and len(asks) == 5 and bids[0][0] < asks[0][0]
+
+
+# ---------------------------------------------------------------- control
+def test_text_pong_is_not_json():
+    ping, pong = (FIXTURES / "control_text_frames.txt").read_text().split()
+    assert okx.build_keepalive() == ping == "ping"
+    assert okx.parse(pong, 0) == [Pong()]
+    assert okx.parse(pong.encode(), 0) == [Pong()]
+    assert okx.parse(b"pong\n", 0) == [Pong()]
+    assert okx.KEEPALIVE_INTERVAL_S == 20.0
+
+
+def test_control_messages():
+    ack, ack5, error, notice = lines("control_recv.jsonl")
+    assert okx.parse(ack, 0) == [Ack("BTC-USDT", "books")]
+    assert okx.parse(ack5.encode(), 0) == [Ack("BTC-USDT", "books5")]
+    [err] = okx.parse(error, 0)
+    assert isinstance(err, SubscribeError)
+    assert err.symbol == "BTC-USD-191227" and err.message.startswith("code 60012: Invalid request")
+    assert okx.parse(notice, 0) == [Notice("code 64008: The connection will soon be closed for a service "
+                                           "upgrade. Please reconnect.", reconnect=True)]
+    other = okx.parse(b'{"event":"notice","code":"64009","msg":"x"}', 0)
+    assert other == [Notice("code 64009: x", reconnect=False)]
+    assert okx.parse(b'{"event":"unsubscribe","arg":{"channel":"books","instId":"BTC-USDT"}}', 0) == []
+
+
+def test_build_subscribe_and_resubscribe():
+    assert okx.native_symbol("BTC/USDT") == "BTC-USDT"
+    assert okx.build_url(okx.DEFAULT_URL, ["BTC-USDT"], 5) == "wss://ws.okx.com:8443/ws/v5/public"
+    assert okx.build_subscribe(["BTC-USDT"], 5) == [
+        '{"op":"subscribe","args":[{"channel":"bbo-tbt","instId":"BTC-USDT"},'
+        '{"channel":"books","instId":"BTC-USDT"}]}']
+    # same shape as the captured/documented request, which adds only an optional id
+    documented = orjson.loads(lines("control_sent.jsonl")[0])
+    del documented["id"]
+    unsub, sub = okx.build_resubscribe("BTC-USDT", 5)
+    assert orjson.loads(sub) == documented
+    assert orjson.loads(unsub) == {**documented, "op": "unsubscribe"}
+    assert set(orjson.loads(lines("control_sent.jsonl")[1])) == set(orjson.loads(sub))
+
+
+def test_errors():
+    with pytest.raises(ParseError) as exc:
+        okx.parse(b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{}]}', 0)
+    assert exc.value.reason == "unknown_message"
+    with pytest.raises(ParseError) as exc:
+        okx.parse(b"pang", 0)
+    assert exc.value.reason == "invalid_json"
+    with pytest.raises(ParseError) as exc:
+        okx.parse(b'{"arg":{"channel":"books","instId":"X"},"action":"update","data":[{"bids":[]}]}', 0)
+    assert exc.value.reason == "unknown_message"
+
+
+def test_module_contract():
+    tree = ast.parse(Path(okx.__file__).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"asyncio", "websockets", "socket", "time", "multiprocessing"}
+    assert (okx.NAME, okx.BOOK_LEVELS, okx.CHECKSUM, okx.DEFAULT_TAKER_FEE_BPS) == ("okx", 400, None, 10.0)
+    with pytest.raises(NotImplementedError):
+        okx.build_pong(1)
+
+
+# ---------------------------------------------------------------- fuzz
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
+    try:
+        okx.parse(raw, 0)
+    except ParseError:
+        pass
+
+
+_SAMPLES = [line for name in ("bbo.jsonl", "books.jsonl", "depth5.jsonl", "ticker.jsonl", "control_recv.jsonl")
+            for line in lines(name)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
+def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
+    raw = line.encode()
+    at %= len(raw)
+    try:
+        okx.parse(raw[:at] + insert + raw[at + cut:], 0)
+    except ParseError:
+        pass
