@@ -198,6 +198,8 @@ class InstrumentBook:
                 if update.restart:
                     pass
                 elif seq is not None and last is not None and seq <= last:
+                    if seq == last and not update.bids and not update.asks:
+                        return Outcome.UNCHANGED   # keep-alive (OKX: empty update, prevSeqId == seqId)
                     return Outcome.IGNORED         # duplicate or out of order: already applied
                 elif update.prev_seq is not None and last is not None and update.prev_seq != last:
                     self.gaps += 1

@@ -35,7 +35,7 @@ from pipeline.board.layout import RowStatus, struct_format
 from pipeline.board.shm import Board
 from pipeline.errors import BoardError, RowOwnershipError
 
-READ_RETRIES = 1000
+READ_RETRIES = 10_000   # ~1-2 ms of retries: a writer preempted mid-write makes the row "busy", not an error to die on
 
 
 class RowCodec:

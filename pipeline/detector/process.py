@@ -21,7 +21,7 @@ import time
 
 import orjson
 
-from pipeline.board import Board, RowReader, RowStatus
+from pipeline.board import Board, RowReader, RowStatus, TornReadError
 from pipeline.board.doorbell import Doorbell
 from pipeline.board.layout import ProcessRole
 from pipeline.board.stats import ProcStats
@@ -151,7 +151,14 @@ class Detector:
         return False
 
     def evaluate(self, instrument: str, now_ns: int) -> None:
-        quotes = self.quotes(instrument)
+        try:
+            quotes = self.quotes(instrument)
+        except TornReadError:
+            # a writer was preempted mid-write: evaluate this instrument again on the next pass
+            for i, row in enumerate(self.watch):
+                if self.instrument_of_row[row] == instrument:
+                    self.last_seq[i] = -1
+            return
         dc = self.config.detector
         found, suspect = find(instrument, list(quotes.values()), self.fees, now_ns, self.staleness_ns,
                               self.threshold_bps, dc.max_notional, dc.min_notional, dc.sanity_bps)
@@ -183,7 +190,10 @@ class Detector:
         if not self.lifecycle.live:
             return
         instruments = {key[0] for key in self.lifecycle.live}
-        quotes = {i: self.quotes(i) for i in instruments}
+        try:
+            quotes = {i: self.quotes(i) for i in instruments}
+        except TornReadError:
+            return
         self.emit(self.lifecycle.expire(quotes, now_ns, self.staleness_ns))
 
     def run(self) -> None:

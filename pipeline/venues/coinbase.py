@@ -157,7 +157,7 @@ def _exchange_feed(msg: dict, raw) -> list:
         return [Ack(p, c["name"]) for c in msg["channels"] for p in c.get("product_ids") or ("",)]
     if kind == "error":
         text = f"{msg.get('message', 'error')}: {msg.get('reason', '')}".rstrip(": ")
-        match = _PRODUCT_IN_TEXT.search(str(msg.get("reason", "")))
+        match = _PRODUCT_IN_TEXT.search(text)
         return [SubscribeError(text, match.group(1) if match else "")]
     ts = rfc3339_ms(msg["time"]) if msg.get("time") else 0
     if kind == "ticker":

@@ -6,17 +6,18 @@ notices: https://www.okx.com/docs-v5/en/#overview-websocket-notification)
 
 Channels (``wss://ws.okx.com:8443/ws/v5/public``, native symbol ``BTC-USDT``):
 
-* ``bbo-tbt`` -- top of book, a 1-level snapshot every 10 ms when it changed::
+* ``bbo-tbt`` -- top of book, a 1-level snapshot every 10 ms when it changed
+  (real 2022 frame)::
 
       {"arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"data":[{
        "asks":[["31774.7","0.14368878","0","3"]],"bids":[["31774.6","0.3392211","0","3"]],
-       "ts":"1654031991947","seqId":363996337}]}
+       "ts":"1654031991947"}]}
 
   Levels are ``[price, size, "0" (deprecated), order count]`` as strings;
-  ``ts`` is the matching-engine time (ms, a string). ``seqId`` is absent in
-  2022 captures; when present an older one is dropped by the book.
+  ``ts`` is the matching-engine time (ms, a string). Current frames add
+  ``"seqId":363996337`` (docs); when present an older one is dropped by the book.
 * ``books`` -- 400 levels: ``action:"snapshot"`` then ``action:"update"``
-  (100 ms), size ``"0"`` deletes::
+  (100 ms), size ``"0"`` deletes (docs example, trimmed)::
 
       {"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[{
        "asks":[["8476.98","415","0","13"]],"bids":[["8476.97","256","0","12"]],

@@ -1,0 +1,65 @@
+"""Shared test helpers: fixture paths, unique board names, running the CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def fixture_lines(exchange: str, name: str) -> list[str]:
+    return [line for line in (FIXTURES / exchange / name).read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def board_name():
+    """A unique shared-memory name; the test fails if the segment is left behind."""
+    name = f"pipeline-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    leftover = Path("/dev/shm") / name
+    if leftover.exists():
+        leftover.unlink()
+        pytest.fail(f"shared memory {name} was left behind")
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def demo_config(board: str, out: Path, venues=("binance", "bybit"), **detector) -> dict:
+    instruments = {"binance": ["BTC/USDT", "ETH/USDT"], "bybit": ["BTC/USDT", "ETH/USDT"],
+                   "okx": ["BTC/USDT", "ETH/USDT"], "htx": ["BTC/USDT", "ETH/USDT"],
+                   "coinbase": ["BTC/USDT", "ETH/USDT"], "kraken": ["BTC/USDT", "ETH/USDT"]}
+    return {
+        "board": {"name": board, "depth": 5},
+        "simulator": {"seed": 11, "update_interval_ms": 20, "dislocation_every_s": 0.5,
+                      "dislocation_bps": 60, "dislocation_ms": 200},
+        "venues": {v: {"instruments": instruments[v]} for v in venues},
+        "detector": {"threshold_bps": 0.0, "staleness_ms": 2000, "output": str(out), **detector},
+        "health": {"interval_s": 1.0},
+        "supervisor": {"restart_backoff_s": 0.1},
+    }
+
+
+def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")

@@ -1,0 +1,90 @@
+"""Supervisor + simulator + feeds + detector as real processes on loopback."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.board import Board
+from tests.conftest import REPO, demo_config, run_cli, wait_for, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def check_arithmetic(record: dict, fees: dict) -> None:
+    buy, sell = record["buy_price"], record["sell_price"]
+    gross = (sell - buy) / buy * 1e4
+    assert record["gross_bps"] == pytest.approx(gross, abs=1e-3)
+    fee_sum = fees[record["buy_exchange"]] + fees[record["sell_exchange"]]
+    assert record["fees_bps"] == pytest.approx(fee_sum)
+    assert record["buy_fee_bps"] == fees[record["buy_exchange"]]
+    assert record["net_bps"] == pytest.approx(gross - fee_sum, abs=1e-3)
+    qty = record["quantity"]
+    profit = qty * sell * (1 - fees[record["sell_exchange"]] * 1e-4) - qty * buy * (1 + fees[record["buy_exchange"]] * 1e-4)
+    assert record["profit_quote"] == pytest.approx(profit, rel=1e-6, abs=1e-6)
+    assert record["buy_exchange"] != record["sell_exchange"]
+    assert record["buy_price"] >= record["best_ask"] * (1 - 1e-12)
+    assert record["sell_price"] <= record["best_bid"] * (1 + 1e-12)
+    assert record["buy_quote_age_ms"] >= 0 and record["sell_quote_age_ms"] >= 0
+
+
+def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
+    out = tmp_path / "opps.jsonl"
+    config = write_config(tmp_path / "c.yaml", demo_config(board_name, out))
+    result = run_cli("--config", str(config), "--duration", "6", timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "simulator listening" in result.stdout
+    assert "--- health" in result.stdout and "pipeline: feed binance" in result.stdout
+    assert "pipeline: detector" in result.stdout
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    opens = [r for r in records if r["event"] == "open"]
+    assert opens, "a 6 s demo with dislocations every 0.5 s must open at least one opportunity"
+    fees = {"binance": 10.0, "bybit": 10.0}
+    for record in records:
+        check_arithmetic(record, fees)
+        assert record["net_bps"] >= 0.0
+    closes = [r for r in records if r["event"] == "close"]
+    assert all(r["close_reason"] in {"spread_closed", "quote_stale", "exchange_disconnected",
+                                     "book_invalidated", "shutdown"} for r in closes)
+    assert "OPEN" in result.stdout and "detector summary:" in result.stdout
+    assert not (Path("/dev/shm") / board_name).exists()
+
+
+def _feed_pid(board_name: str, venue_slot: int = 0) -> int:
+    try:
+        board = Board.attach(board_name)
+    except Exception:
+        return 0
+    try:
+        return int(board.procs[venue_slot]["pid"])
+    finally:
+        board.close()
+
+
+def test_killed_feed_is_restarted_and_sigterm_cleans_up(tmp_path, board_name):
+    out = tmp_path / "opps.jsonl"
+    config = write_config(tmp_path / "c.yaml", demo_config(board_name, out))
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        first = wait_for(lambda: _feed_pid(board_name), 30, message="the binance feed to register")
+        os.kill(first, signal.SIGKILL)
+        second = wait_for(lambda: (p := _feed_pid(board_name)) and p != first and p, 15,
+                          message="the binance feed to be restarted")
+        assert second != first
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output[-3000:]
+    assert "pipeline: feed binance died (killed by signal 9)" in output
+    assert "restarted pipeline: feed binance" in output
+    assert not (Path("/dev/shm") / board_name).exists()

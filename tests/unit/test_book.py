@@ -1,0 +1,81 @@
+"""Shared book logic: snapshots, deltas, continuity, bad numbers, crossed books, BBO overlay."""
+from __future__ import annotations
+
+import math
+
+from pipeline.board import RowStatus
+from pipeline.book import InstrumentBook, Outcome
+from pipeline.model import BBO, DEPTH, BookUpdate
+
+
+def depth(snapshot, bids, asks, seq=None, prev=None, restart=False):
+    return BookUpdate("X", DEPTH, snapshot, bids, asks, 0, seq, prev, restart=restart)
+
+
+def test_delta_before_snapshot_is_ignored_then_snapshot_makes_it_live():
+    book = InstrumentBook("X", depth=3)
+    assert book.apply(depth(False, [(9.0, 1.0)], [], 1, 0)) is Outcome.IGNORED
+    assert book.state == RowStatus.SYNCING
+    assert book.apply(depth(True, [(9.0, 1.0), (8.0, 2.0)], [(10.0, 1.0)], 5)) is Outcome.CHANGED
+    assert book.state == RowStatus.LIVE
+    assert book.compose() == ([(9.0, 1.0), (8.0, 2.0)], [(10.0, 1.0)])
+
+
+def test_deltas_update_delete_and_truncate():
+    book = InstrumentBook("X", depth=2, keep_levels=3)
+    book.apply(depth(True, [(9.0, 1.0), (8.0, 2.0), (7.0, 3.0)], [(10.0, 1.0), (11.0, 1.0)], 1))
+    book.apply(depth(False, [(9.0, 0.0), (8.5, 4.0), (9.5, 1.5)], [(10.0, 2.0)], 2, 1))
+    assert book.compose() == ([(9.5, 1.5), (8.5, 4.0)], [(10.0, 2.0), (11.0, 1.0)])
+    assert len(book.book.bids.levels) == 3           # truncated to keep_levels
+
+
+def test_gap_invalidates_and_restart_does_not():
+    book = InstrumentBook("X", depth=2)
+    book.apply(depth(True, [(9.0, 1.0)], [(10.0, 1.0)], 10))
+    assert book.apply(depth(False, [(9.0, 2.0)], [], 12, 11)) is Outcome.GAP
+    assert book.state == RowStatus.RESYNCING and book.gaps == 1
+    assert book.compose() == ([], [])                 # discarded, never merged
+    book.apply(depth(True, [(9.0, 1.0)], [(10.0, 1.0)], 20))
+    assert book.state == RowStatus.LIVE
+    assert book.apply(depth(False, [(9.0, 3.0)], [], 3, 25, restart=True)) is Outcome.CHANGED
+    assert book.compose()[0] == [(9.0, 3.0)]
+
+
+def test_duplicate_update_is_ignored_and_resent_snapshot_is_unchanged():
+    book = InstrumentBook("X", depth=2)
+    book.apply(depth(True, [(9.0, 1.0)], [(10.0, 1.0)], 10))
+    book.apply(depth(False, [(9.0, 2.0)], [], 11, 10))
+    assert book.apply(depth(False, [(9.0, 5.0)], [], 11, 10)) is Outcome.IGNORED
+    assert book.compose()[0] == [(9.0, 2.0)]
+    bbo = BookUpdate("X", BBO, True, [(9.0, 2.0)], [(10.0, 1.0)], 0, 77)
+    assert book.apply(bbo) is Outcome.CHANGED
+    assert book.apply(BookUpdate("X", BBO, True, [(9.0, 2.0)], [(10.0, 1.0)], 0, 77)) is Outcome.UNCHANGED
+
+
+def test_bad_numbers_invalidate():
+    for bad in (math.nan, math.inf, -1.0, 0.0):
+        book = InstrumentBook("X", depth=2)
+        book.apply(depth(True, [(9.0, 1.0)], [(10.0, 1.0)], 1))
+        assert book.apply(depth(False, [(bad, 1.0)], [], 2, 1)) is Outcome.BAD_NUMBER
+        assert book.state == RowStatus.RESYNCING
+    book = InstrumentBook("X", depth=2)
+    assert book.apply(depth(True, [(9.0, -2.0)], [(10.0, 1.0)], 1)) is Outcome.BAD_NUMBER
+
+
+def test_crossed_and_locked_books_are_flagged():
+    book = InstrumentBook("X", depth=2)
+    book.apply(depth(True, [(10.0, 1.0)], [(10.0, 1.0)], 1))
+    assert book.state == RowStatus.CROSSED
+    book.apply(depth(True, [(10.5, 1.0)], [(10.0, 1.0)], 2))
+    assert book.state == RowStatus.CROSSED
+    book.apply(depth(True, [(9.5, 1.0)], [(10.0, 1.0)], 3))
+    assert book.state == RowStatus.LIVE
+
+
+def test_fresher_bbo_overlays_level_zero_and_drops_levels_through_it():
+    book = InstrumentBook("X", depth=3)
+    book.apply(depth(True, [(9.0, 1.0), (8.0, 1.0), (7.0, 1.0)], [(10.0, 1.0), (11.0, 1.0), (12.0, 1.0)], 1))
+    book.apply(BookUpdate("X", BBO, True, [(8.5, 4.0)], [(10.5, 2.0)], 0, 1))
+    assert book.compose() == ([(8.5, 4.0), (8.0, 1.0), (7.0, 1.0)], [(10.5, 2.0), (11.0, 1.0), (12.0, 1.0)])
+    book.apply(depth(True, [(9.0, 1.0)], [(10.0, 1.0)], 2))            # depth newer again: it wins
+    assert book.compose() == ([(9.0, 1.0)], [(10.0, 1.0)])

@@ -1,0 +1,102 @@
+"""Detector rules with hand-computed books: fees, depth walk, caps, trust, lifecycle."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.board import RowStatus
+from pipeline.detector.lifecycle import Lifecycle
+from pipeline.detector.rules import Quote, find, walk
+
+LIVE = int(RowStatus.LIVE)
+NOW = 10_000_000_000
+STALE_NS = 2_000_000_000
+
+
+def q(venue, bids, asks, status=LIVE, age_ms=1.0):
+    return Quote(venue, status, bids, asks, NOW - int(age_ms * 1e6))
+
+
+def test_walk_takes_only_levels_profitable_after_fees():
+    # buy on A: asks 100 x1, 100.5 x2 ; sell on B: bids 101 x 1.5, 100.6 x 5; fees 10 bps each side
+    fill = walk([(100.0, 1.0), (100.5, 2.0)], [(101.0, 1.5), (100.6, 5.0)], 10, 10)
+    # unit economics: sell*(1-0.001) > buy*(1.001)
+    #  100 vs 101   : 100.9 > 100.1  take 1.0
+    #  100.5 vs 101 : 100.899 > 100.6005 take 0.5
+    #  100.5 vs 100.6: 100.4994 > 100.6005? no -> stop
+    assert fill.quantity == pytest.approx(1.5)
+    assert fill.buy_price == pytest.approx((100.0 + 0.5 * 100.5) / 1.5)
+    assert fill.sell_price == pytest.approx(101.0)
+    gross = (101.0 - fill.buy_price) / fill.buy_price * 1e4
+    assert fill.gross_bps == pytest.approx(gross)
+    assert fill.net_bps == pytest.approx(gross - 20)
+    assert fill.profit_quote == pytest.approx(1.5 * 101.0 * 0.999 - (100.0 + 50.25) * 1.001)
+
+
+def test_walk_respects_notional_cap_and_minimum():
+    fill = walk([(100.0, 10.0)], [(102.0, 10.0)], 0, 0, max_notional=250.0)
+    assert fill.quantity == pytest.approx(2.5) and fill.buy_notional == pytest.approx(250.0)
+    assert walk([(100.0, 0.05)], [(102.0, 10.0)], 0, 0, min_notional=10.0) is None
+    assert walk([(100.0, 1.0)], [(100.15, 1.0)], 10, 10) is None     # 15 bps gross < 20 bps of fees
+
+
+def test_find_uses_fees_per_venue_and_threshold():
+    quotes = [q("a", [(99.0, 1.0)], [(100.0, 1.0)]), q("b", [(100.3, 2.0)], [(100.4, 1.0)])]
+    found, _ = find("X/Y", quotes, {"a": 10, "b": 10}, NOW, STALE_NS, threshold_bps=0)
+    assert [(c.buy.venue, c.sell.venue) for c in found] == [("a", "b")]
+    c = found[0]
+    assert c.fill.quantity == 1.0
+    assert c.fill.gross_bps == pytest.approx(30.0)
+    assert c.fill.net_bps == pytest.approx(10.0)
+    assert find("X/Y", quotes, {"a": 10, "b": 25}, NOW, STALE_NS, 0)[0] == []
+    assert find("X/Y", quotes, {"a": 10, "b": 10}, NOW, STALE_NS, threshold_bps=10.5)[0] == []
+
+
+@pytest.mark.parametrize("status", [s for s in RowStatus if s != RowStatus.LIVE])
+def test_no_opportunity_from_a_row_that_is_not_live(status):
+    quotes = [q("a", [(99.0, 1.0)], [(100.0, 1.0)]), q("b", [(110.0, 2.0)], [(111.0, 1.0)], status=int(status))]
+    assert find("X/Y", quotes, {"a": 0, "b": 0}, NOW, STALE_NS, 0) == ([], [])
+
+
+def test_no_opportunity_from_a_stale_quote():
+    quotes = [q("a", [(99.0, 1.0)], [(100.0, 1.0)]), q("b", [(110.0, 2.0)], [(111.0, 1.0)], age_ms=2001)]
+    assert find("X/Y", quotes, {"a": 0, "b": 0}, NOW, STALE_NS, 0) == ([], [])
+
+
+def test_edge_above_sanity_bound_is_suspect_not_opportunity():
+    quotes = [q("a", [(99.0, 1.0)], [(100.0, 1.0)]), q("b", [(110.0, 2.0)], [(111.0, 1.0)])]
+    found, suspect = find("X/Y", quotes, {"a": 0, "b": 0}, NOW, STALE_NS, 0, sanity_bps=500)
+    assert found == [] and len(suspect) == 1
+
+
+def test_lifecycle_open_update_close_with_reason():
+    life = Lifecycle(update_bps=1.0)
+    a = q("a", [(99.0, 1.0)], [(100.0, 1.0)])
+    b = q("b", [(100.3, 2.0)], [(100.4, 1.0)])
+    fees = {"a": 10, "b": 10}
+    found, _ = find("X/Y", [a, b], fees, NOW, STALE_NS, 0)
+    [event] = life.step("X/Y", found, {"a": a, "b": b}, NOW, STALE_NS)
+    assert event.kind == "open"
+    assert life.step("X/Y", found, {"a": a, "b": b}, NOW + 1, STALE_NS) == []       # no material change
+    b2 = q("b", [(100.5, 2.0)], [(100.6, 1.0)])
+    found, _ = find("X/Y", [a, b2], fees, NOW, STALE_NS, 0)
+    [event] = life.step("X/Y", found, {"a": a, "b": b2}, NOW + 2, STALE_NS)
+    assert event.kind == "update" and event.candidate.fill.net_bps == pytest.approx(30.0)
+    b3 = q("b", [(100.5, 2.0)], [(100.6, 1.0)], status=int(RowStatus.DISCONNECTED))
+    [event] = life.step("X/Y", [], {"a": a, "b": b3}, NOW + 5_000_000, STALE_NS)
+    assert event.kind == "close" and event.close_reason == "exchange_disconnected"
+    assert event.duration_ms == pytest.approx(5.0) and event.peak_net_bps == pytest.approx(30.0)
+
+
+def test_lifecycle_close_reasons():
+    fees = {"a": 0, "b": 0}
+    a = q("a", [(99.0, 1.0)], [(100.0, 1.0)])
+    b = q("b", [(100.3, 2.0)], [(100.4, 1.0)])
+    for other, reason in [(q("b", [(99.5, 1.0)], [(99.9, 1.0)]), "spread_closed"),
+                          (q("b", [(100.3, 2.0)], [(100.4, 1.0)], age_ms=3000), "quote_stale"),
+                          (q("b", [(100.3, 2.0)], [(100.4, 1.0)], status=int(RowStatus.RESYNCING)),
+                           "book_invalidated")]:
+        life = Lifecycle()
+        life.step("X/Y", find("X/Y", [a, b], fees, NOW, STALE_NS, 0)[0], {"a": a, "b": b}, NOW, STALE_NS)
+        found, _ = find("X/Y", [a, other], fees, NOW, STALE_NS, 0)
+        [event] = life.step("X/Y", found, {"a": a, "b": other}, NOW, STALE_NS)
+        assert (event.kind, event.close_reason) == ("close", reason)

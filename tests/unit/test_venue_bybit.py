@@ -1,0 +1,70 @@
+"""Bybit v5 parser against real messages (../shared/fixtures/bybit)."""
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from pipeline.book import InstrumentBook, Outcome
+from pipeline.errors import ParseError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SubscribeError
+from pipeline.venues import bybit
+from tests.conftest import fixture_lines
+
+
+def test_orderbook_1_spot_snapshot_and_delta():
+    lines = fixture_lines("bybit", "bbo.jsonl")
+    [u] = bybit.parse(lines[0], 0)
+    assert (u.symbol, u.channel, u.snapshot, u.seq, u.exch_ts_ms) == ("BTCUSDT", BBO, True, 20404754, 1680652806504)
+    assert u.bids == [(28165.07, 0.175231)] and u.asks == [(28165.08, 0.996816)]
+    [d] = bybit.parse(lines[1], 0)
+    assert (d.snapshot, d.seq, d.asks) == (False, 20404755, [])
+    [u] = bybit.parse(lines[2], 0)
+    assert (u.symbol, u.exch_ts_ms) == ("BANDUSDT", 1749833474768)     # cts, the matching-engine time
+
+
+def test_depth_snapshot_then_deltas_through_the_book():
+    lines = fixture_lines("bybit", "depth.jsonl")
+    book = InstrumentBook("BTCUSDT", depth=5, keep_levels=bybit.BOOK_LEVELS)
+    [snap] = bybit.parse(lines[3], 0)
+    assert (snap.channel, snap.snapshot, snap.seq) == (DEPTH, True, 15076952)
+    assert book.apply(snap) is Outcome.CHANGED
+    for line, seq in zip(lines[4:7], (15076953, 15076954, 15076955)):
+        [delta] = bybit.parse(line, 0)
+        assert (delta.seq, delta.prev_seq) == (seq, seq - 1)
+        assert book.apply(delta) is Outcome.CHANGED
+    bids, asks = book.compose()
+    assert bids[0] == (65114.2, 6.054)
+    assert bids[1] == (65114.1, 0.045)      # updated by the second delta
+    assert asks[0] == (65114.3, 10.488)
+
+
+def test_a_skipped_update_id_is_a_gap():
+    lines = fixture_lines("bybit", "depth.jsonl")
+    book = InstrumentBook("BTCUSDT", depth=5, keep_levels=50)
+    book.apply(bybit.parse(lines[3], 0)[0])
+    assert book.apply(bybit.parse(lines[5], 0)[0]) is Outcome.GAP
+    assert book.gaps == 1 and book.state.name == "RESYNCING"
+
+
+def test_control_messages():
+    lines = fixture_lines("bybit", "control_recv.jsonl")
+    assert bybit.parse(lines[0], 0) == [Pong()]
+    assert bybit.parse(lines[3], 0) == [Ack(channel="subscribe")]
+    [err] = bybit.parse(lines[4], 0)
+    assert isinstance(err, SubscribeError) and err.message == "Invalid topic: invalid.topic.BTCUSDT"
+
+
+def test_subscribe_respects_ten_args_per_request():
+    frames = bybit.build_subscribe([f"S{i}USDT" for i in range(6)], 5)
+    assert len(frames) == 2
+    assert frames[0].startswith('{"req_id":"sub-0","op":"subscribe","args":["orderbook.1.S0USDT","orderbook.50.S0USDT"')
+    assert bybit.build_keepalive() == '{"op":"ping"}'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_raise_only_parse_error(raw):
+    try:
+        events = bybit.parse(raw, 0)
+    except ParseError:
+        return
+    assert all(isinstance(e, (BookUpdate, Ack, Pong, SubscribeError)) for e in events)

@@ -1,0 +1,206 @@
+"""HTX parser against shared/fixtures/htx (decompressed JSON) and real gzip frames."""
+from __future__ import annotations
+
+import ast
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.book import InstrumentBook, Outcome
+from pipeline.errors import ParseError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SubscribeError
+from pipeline.venues import htx
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = SHARED / "htx"
+
+
+def lines(name: str) -> list[str]:
+    return (FIXTURES / name).read_text().splitlines()
+
+
+def one(raw) -> BookUpdate:
+    events = htx.parse(raw, 0)
+    assert len(events) == 1 and isinstance(events[0], BookUpdate)
+    return events[0]
+
+
+def same(a: BookUpdate, b: BookUpdate) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in BookUpdate.__slots__)
+
+
+# ---------------------------------------------------------------- market data
+def test_bbo():
+    u = one(lines("bbo.jsonl")[0])
+    assert (u.symbol, u.channel, u.snapshot) == ("btcusdt", BBO, True)
+    assert u.bids == [(31764.08, 4.378544)]
+    assert u.asks == [(31764.09, 0.794873)]
+    assert (u.exch_ts_ms, u.seq, u.prev_seq) == (1654031600064, 155441231856, None)   # quoteTime, not ts
+
+
+def test_bbo_without_seq_id_uses_quote_time_or_ts():
+    u = one(b'{"ch":"market.ethusdt.bbo","ts":1600000000100,"tick":{"ask":2.5E2,"askSize":1,'
+            b'"bid":249.5,"bidSize":0.5,"symbol":"ethusdt"}}')
+    assert (u.bids, u.asks, u.exch_ts_ms, u.seq) == ([(249.5, 0.5)], [(250.0, 1.0)], 1600000000100, None)
+
+
+def test_mbp_refresh_snapshot():
+    u = one(lines("mbp_refresh_bittrade.jsonl")[0])
+    assert (u.symbol, u.channel, u.snapshot) == ("batjpy", DEPTH, True)
+    assert u.bids == [(14.46, 13.39), (14.42, 17.48), (14.4, 21.76)]
+    assert u.asks == [(14.64, 2.53), (14.68, 5.83), (14.72, 9.49)]
+    assert (u.exch_ts_ms, u.seq, u.prev_seq) == (1790134135640, 200333109135, None)
+
+
+def test_depth_step0_snapshot_with_exponent_numbers():
+    ack, step0 = lines("cryptofeed2021_decompressed.jsonl")[:2]
+    assert htx.parse(ack, 0) == [Ack("trioeth", "market.trioeth.depth.step0")]
+    u = one(step0)
+    tick = orjson.loads(step0)["tick"]
+    assert (u.symbol, u.channel, u.snapshot) == ("trioeth", DEPTH, True)
+    assert u.bids[:3] == [(9.121e-7, 92730.24), (9.12e-7, 66053.68), (9.119e-7, 74838.79)]
+    assert u.bids[-1] == (1.0e-10, 2.2e8)
+    assert u.asks[0] == (9.28e-7, 4342.25) and u.asks[-1] == (4.3e-5, 260.37)
+    assert (len(u.bids), len(u.asks)) == (len(tick["bids"]), len(tick["asks"])) == (27, 150)
+    assert (u.exch_ts_ms, u.seq) == (1618678069868, 100182534697)    # tick.ts and tick.version
+
+
+def test_mbp_incremental_deltas():
+    first, one_sided, third, fourth = (one(line) for line in lines("mbp_incremental.jsonl"))
+    assert (first.symbol, first.channel, first.snapshot) == ("btcusdt", DEPTH, False)
+    assert first.bids == [(38765.39, 0.0), (38762.87, 0.009708)]
+    assert first.asks == [(38762.88, 0.102302)]
+    assert (first.exch_ts_ms, first.seq, first.prev_seq) == (1622707662703, 129803485567, 129803485424)
+    assert one_sided.bids == [] and one_sided.asks == [(61945.07, 0.000533)]      # missing key, 5.33E-4
+    assert (one_sided.seq, one_sided.prev_seq) == (140059393690, 140059393689)
+    assert (third.seq, third.prev_seq, fourth.prev_seq) == (109409288130, 109409288078, 109409288130)
+    assert third.asks[0] == (9138.61, 0.033785) and len(third.bids) == 14
+
+
+def test_mbp_chain_through_book_with_req_snapshot():
+    book = InstrumentBook("btcusdt", depth=5, keep_levels=htx.BOOK_LEVELS)
+    first, _, third, fourth = (one(line) for line in lines("mbp_incremental.jsonl"))
+    assert book.apply(third) == Outcome.IGNORED                 # no snapshot yet
+    rep = orjson.dumps({"id": "r1", "rep": "market.btcusdt.mbp.150", "status": "ok", "ts": 1593561600600,
+                        "data": {"seqNum": 109409288078, "bids": [[9137.67, 4.0], [9135.96, 1.0]],
+                                 "asks": [[9138.61, 1.0], [9138.67, 2.0]]}})
+    snap = one(rep)
+    assert (snap.symbol, snap.snapshot, snap.seq, snap.exch_ts_ms) == ("btcusdt", True, 109409288078, 1593561600600)
+    assert book.apply(snap) == Outcome.CHANGED
+    assert book.apply(third) == Outcome.CHANGED
+    assert book.apply(fourth) == Outcome.CHANGED
+    bids, asks = book.compose()
+    assert asks[:3] == [(9138.6, 0.010259), (9138.61, 0.01767), (9138.67, 0.014126)]
+    assert bids[:2] == [(9137.67, 4.683547), (9135.95, 0.4998)]
+    assert book.apply(first) == Outcome.GAP                     # prevSeqNum is not our last seqNum
+
+
+def test_other_topics_are_unknown():
+    trade = lines("cryptofeed2021_decompressed.jsonl")[5]
+    with pytest.raises(ParseError) as exc:
+        htx.parse(trade, 0)                                     # 27-digit trade id parses, topic is not ours
+    assert exc.value.reason == "unknown_message"
+
+
+# ---------------------------------------------------------------- gzip
+def test_gzip_frames_equal_plain_json():
+    for name in ("bbo.jsonl", "mbp_refresh_bittrade.jsonl", "mbp_incremental.jsonl"):
+        for line in lines(name):
+            assert same(one(gzip.compress(line.encode())), one(line))
+    assert htx.parse(bytearray(gzip.compress(b'{"ping":7}')), 0) == [Ping(7)]
+    assert htx.parse(memoryview(gzip.compress(b'{"ping":8}')), 0) == [Ping(8)]
+
+
+def test_real_gzip_frames_from_2021_capture():
+    capture = (SHARED / "cryptofeed-2021" / "HUOBI.ws.44.0").read_text().splitlines()
+    frames = [ast.literal_eval(line.split(": ", 1)[1]) for line in capture[21:23]]
+    assert all(f[:2] == b"\x1f\x8b" for f in frames)
+    ack, depth = (htx.parse(f, 0) for f in frames)
+    decompressed = lines("cryptofeed2021_decompressed.jsonl")
+    assert ack == htx.parse(decompressed[0], 0) == [Ack("trioeth", "market.trioeth.depth.step0")]
+    assert same(depth[0], one(decompressed[1]))
+
+
+def test_bad_gzip():
+    frame = gzip.compress(lines("bbo.jsonl")[0].encode())
+    for bad in (frame[:-12], frame[:2] + b"\x00" * 20, b"\x1f\x8b"):
+        with pytest.raises(ParseError) as exc:
+            htx.parse(bad, 0)
+        assert exc.value.reason == "invalid_json"
+
+
+def test_gzip_output_is_capped(monkeypatch):
+    monkeypatch.setattr(htx, "MAX_FRAME_BYTES", 100)
+    with pytest.raises(ParseError) as exc:
+        htx.parse(gzip.compress(b'{"ping":1,"pad":"' + b"x" * 200 + b'"}'), 0)
+    assert exc.value.reason == "oversize"
+
+
+# ---------------------------------------------------------------- control
+def test_ping_pong_round_trip():
+    recv = lines("control_recv.jsonl")
+    events = htx.parse(gzip.compress(recv[1].encode()), 0)
+    assert events == [Ping(1786563068868)]
+    assert htx.build_pong(events[0].token) == lines("control_sent.jsonl")[1] == '{"pong":1786563068868}'
+    assert htx.parse(recv[2], 0) == [Ping(1786563073866)]
+    assert htx.parse(b'{"pong":1786563068868}', 0) == [Pong()]
+    assert htx.KEEPALIVE_INTERVAL_S is None and htx.build_keepalive() is None
+
+
+def test_acks_and_errors():
+    recv = lines("control_recv.jsonl")
+    assert htx.parse(recv[0], 0) == [Ack("btcusdt", "market.btcusdt.detail")]
+    assert htx.parse(recv[3], 0) == [Ack("btcusdt", "market.btcusdt.mbp.refresh.20")]
+    assert htx.parse(recv[4], 0) == [SubscribeError("bad-request: invalid ping", "")]
+    bad_topic = b'{"id":"id3","status":"error","err-code":"bad-request","err-msg":"invalid topic market.btcusdx.bbo"}'
+    assert htx.parse(bad_topic, 0) == [SubscribeError("bad-request: invalid topic market.btcusdx.bbo", "btcusdx")]
+    assert htx.parse(b'{"id":"id4","status":"ok","unsubbed":"market.btcusdt.bbo","ts":1}', 0) == []
+
+
+def test_build_subscribe():
+    assert htx.native_symbol("BTC/USDT") == "btcusdt"
+    frames = htx.build_subscribe(["btcusdt"], 20)
+    assert frames[0] == lines("control_sent.jsonl")[0] == '{"sub":"market.btcusdt.mbp.refresh.20","id":"id1"}'
+    assert frames[1] == '{"sub":"market.btcusdt.bbo","id":"id2"}'
+    assert [orjson.loads(f)["sub"] for f in htx.build_subscribe(["btcusdt", "ethusdt"], 5)] == [
+        "market.btcusdt.mbp.refresh.5", "market.btcusdt.bbo", "market.ethusdt.mbp.refresh.5", "market.ethusdt.bbo"]
+    assert orjson.loads(htx.build_subscribe(["x"], 7)[0])["sub"] == "market.x.mbp.refresh.10"
+    assert htx.build_resubscribe("btcusdt", 5) == []
+
+
+def test_module_contract():
+    tree = ast.parse(Path(htx.__file__).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"asyncio", "websockets", "socket", "time", "multiprocessing"}
+    assert (htx.NAME, htx.BOOK_LEVELS, htx.CHECKSUM, htx.DEFAULT_TAKER_FEE_BPS) == ("htx", None, None, 20.0)
+
+
+# ---------------------------------------------------------------- fuzz
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
+    for frame in (raw, b"\x1f\x8b" + raw, gzip.compress(raw)):
+        try:
+            htx.parse(frame, 0)
+        except ParseError:
+            pass
+
+
+_SAMPLES = [line for name in ("bbo.jsonl", "mbp_incremental.jsonl", "mbp_refresh_bittrade.jsonl",
+                              "control_recv.jsonl") for line in lines(name)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
+def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
+    raw = line.encode()
+    at %= len(raw)
+    try:
+        htx.parse(gzip.compress(raw[:at] + insert + raw[at + cut:]), 0)
+    except ParseError:
+        pass
