@@ -208,7 +208,7 @@ class Supervisor:
         ready = wait(list(running), timeout=timeout) if running else time.sleep(timeout) or []
         for sentinel in ready:
             child = running[sentinel]
-            child.process.join(0)
+            child.process.join(2)          # the sentinel closes just before the kernel makes the child reapable
             if self.stopping:
                 continue
             self.on_exit(child)

@@ -85,6 +85,6 @@ def test_killed_feed_is_restarted_and_sigterm_cleans_up(tmp_path, board_name):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, output[-3000:]
-    assert "pipeline: feed binance died (killed by signal 9)" in output
+    assert "pipeline: feed binance died (killed by signal 9)" in output, output
     assert "restarted pipeline: feed binance" in output
     assert not (Path("/dev/shm") / board_name).exists()
