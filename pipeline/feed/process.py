@@ -51,7 +51,7 @@ class ConnectionState:
 
 class Feed:
     def __init__(self, spec: ProcessSpec, url: str, staleness_ms: float, backoff_base_s: float = 0.1,
-                 backoff_cap_s: float = 10.0):
+                 backoff_cap_s: float = 10.0, keepalive_s: float | None = None):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
@@ -64,6 +64,7 @@ class Feed:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         venue = self.venue
+        self.keepalive_s = keepalive_s or venue.KEEPALIVE_INTERVAL_S
         self.books = {r.symbol: InstrumentBook(r.symbol, spec.depth, venue.BOOK_LEVELS, venue.CHECKSUM,
                                                venue.CHECKSUM_LEVELS or 10) for r in spec.rows}
         self.row_of = {r.symbol: r.row for r in spec.rows}
@@ -201,8 +202,8 @@ class Feed:
                     for frame in venue.build_subscribe(symbols, self.depth):
                         await ws.send(frame)
                     keepalive = None
-                    if venue.KEEPALIVE_INTERVAL_S:
-                        keepalive = asyncio.ensure_future(self.keepalive(ws, venue.KEEPALIVE_INTERVAL_S))
+                    if self.keepalive_s:
+                        keepalive = asyncio.ensure_future(self.keepalive(ws, self.keepalive_s))
                     try:
                         async for raw in ws:
                             replies = self.handle(raw, time.time_ns(), conn)
@@ -234,11 +235,10 @@ class Feed:
         self.board.procs[self.spec.slot]["connected"] = self.connected
 
     async def keepalive(self, ws, interval_s: float) -> None:
-        frame = self.venue.build_keepalive()
         with contextlib.suppress(Exception):
             while True:
                 await asyncio.sleep(interval_s)
-                await ws.send(frame)
+                await ws.send(self.venue.build_keepalive())
 
     async def watchdog(self) -> None:
         """Marks silent rows STALE, beats the heartbeat, exits when the supervisor is gone."""
@@ -285,8 +285,7 @@ def main(spec: ProcessSpec, config) -> None:
     setup_child(spec)
     venue_config = config.venue(spec.venue)
     url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).DEFAULT_URL
-    feed = Feed(spec, url, venue_config.staleness_ms, config.supervisor.restart_backoff_s or 0.1,
-                config.supervisor.restart_backoff_max_s)
+    feed = Feed(spec, url, venue_config.staleness_ms)
     try:
         asyncio.run(feed.run())
     except Exception:

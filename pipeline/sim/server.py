@@ -10,13 +10,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
+import re
 import time
+from dataclasses import dataclass, field
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
+from pipeline.model import DEPTH
 from pipeline.sim.market import Market, price_decimals
 from pipeline.sim.protocols import load_protocol
+
+CHECKSUM_FIELD = re.compile(rb'"checksum":(\d+)')
+
+
+@dataclass
+class Faults:
+    """Misbehaviour a test or the soak script switches on, per simulated exchange.
+
+    One-shot sets (``drop_next_depth`` ...) hold native symbols and are
+    consumed by the next market step that renders that symbol's depth.
+    """
+
+    silent: bool = False                                   # connected, no market data (keepalive still answered)
+    silent_symbols: set = field(default_factory=set)       # one instrument goes quiet while others flow
+    drop_next_depth: set = field(default_factory=set)      # rendered but not sent: a sequence gap
+    duplicate_next_depth: set = field(default_factory=set) # sent twice: a duplicated update
+    corrupt_checksum_next: set = field(default_factory=set)  # checksum field altered (Kraken)
+    bad_book_next: dict = field(default_factory=dict)      # symbol -> (bids, asks) rendered instead of the market
+    inject_next: list = field(default_factory=list)        # raw frames sent once to every connection
+    refuse_until: float = 0.0                              # time.monotonic(): handshakes answered 503 before it
+    hang_handshake: bool = False                           # accept TCP, never answer the handshake
+    burst: int = 0                                         # extra back-to-back updates on the next step
+
+
+def _corrupt_checksum(frame):
+    raw = frame.encode() if isinstance(frame, str) else frame
+    altered = CHECKSUM_FIELD.sub(lambda m: b'"checksum":' + str((int(m.group(1)) + 1) % 2 ** 32).encode(), raw, 1)
+    return altered.decode() if isinstance(frame, str) else altered
 
 URL_PATHS = {"binance": "/stream", "bybit": "/v5/public/spot", "okx": "/ws/v5/public", "htx": "/ws",
              "coinbase": "/", "kraken": "/v2"}
@@ -34,28 +66,54 @@ class ExchangeServer:
         self.server = None
         self.port = 0
         self.frames_sent = 0
+        self.faults = Faults()
+        self.received: list[tuple[float, object]] = []     # (monotonic time, client frame), for tests
+        self.connections_opened = 0
+        self.last_books: dict[str, tuple[list, list]] = {}  # native symbol -> last book rendered
+        self.keepalive_s: float | None = None               # override of the protocol's server keepalive period
 
     def decimals(self) -> dict[str, int]:
         return {native: self.market.decimals[canonical] for native, canonical in self.instrument_of.items()}
 
     async def start(self, host: str, port: int = 0) -> None:
-        self.server = await serve(self.handle, host, port, max_size=2 ** 24, compression=None)
+        self.server = await serve(self.handle, host, port, max_size=2 ** 24, compression=None,
+                                  process_request=self._process_request)
         self.port = self.server.sockets[0].getsockname()[1]
 
     def url(self, host: str) -> str:
         return f"ws://{host}:{self.port}{URL_PATHS.get(self.name, '/')}"
 
+    async def _process_request(self, connection, request):
+        if self.faults.hang_handshake:
+            await asyncio.sleep(3600)
+        if time.monotonic() < self.faults.refuse_until:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "simulated outage\n")
+        return None
+
+    async def drop_connections(self, mode: str = "close") -> int:
+        """Drop every connection: ``close`` (close frame), ``abort`` (TCP reset, no close frame)."""
+        count = 0
+        for websocket in list(self.connections):
+            count += 1
+            if mode == "abort":
+                websocket.transport.abort()
+            else:
+                await websocket.close(1001, "simulated disconnect")
+        return count
+
     async def handle(self, websocket) -> None:
         protocol = self.protocol_class(self.decimals())
         protocol.known_symbols = set(self.instrument_of)
         self.connections[websocket] = protocol
+        self.connections_opened += 1
         keepalive = None
         try:
             for frame in protocol.on_connect():
                 await websocket.send(frame)
-            if protocol.KEEPALIVE_INTERVAL_S:
+            if self.keepalive_s or protocol.KEEPALIVE_INTERVAL_S:
                 keepalive = asyncio.ensure_future(self._keepalive(websocket, protocol))
             async for message in websocket:
+                self.received.append((time.monotonic(), message))
                 for frame in protocol.on_message(message):
                     await websocket.send(frame)
         except ConnectionClosed:
@@ -68,25 +126,50 @@ class ExchangeServer:
     async def _keepalive(self, websocket, protocol) -> None:
         with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
             while True:
-                await asyncio.sleep(protocol.KEEPALIVE_INTERVAL_S)
+                await asyncio.sleep(self.keepalive_s or protocol.KEEPALIVE_INTERVAL_S)
                 for frame in protocol.keepalive(int(time.time() * 1000)):
                     await websocket.send(frame)
 
     async def publish(self, books: dict, ts_ms: int) -> None:
+        faults = self.faults
+        if faults.silent:
+            return
+        injected = faults.inject_next
+        faults.inject_next = []
+        repeat = 1 + faults.burst
+        faults.burst = 0
+        one_shot = {symbol for symbol in self.instrument_of
+                    if symbol in faults.drop_next_depth or symbol in faults.duplicate_next_depth
+                    or symbol in faults.corrupt_checksum_next or symbol in faults.bad_book_next}
         for websocket, protocol in list(self.connections.items()):
-            frames = []
-            for symbol, channel in list(protocol.subscriptions):
-                canonical = self.instrument_of.get(symbol)
-                if canonical is None:
-                    continue
-                bids, asks = books[(self.name, canonical)]
-                frames.extend(protocol.render(symbol, channel, bids, asks, ts_ms))
+            frames = list(injected)
+            for _ in range(repeat):
+                for symbol, channel in list(protocol.subscriptions):
+                    canonical = self.instrument_of.get(symbol)
+                    if canonical is None or symbol in faults.silent_symbols:
+                        continue
+                    bids, asks = faults.bad_book_next.get(symbol) or books[(self.name, canonical)]
+                    rendered = protocol.render(symbol, channel, bids, asks, ts_ms)
+                    self.last_books[symbol] = (bids, asks)
+                    if channel == DEPTH and symbol in one_shot:
+                        if symbol in faults.drop_next_depth:
+                            continue
+                        if symbol in faults.corrupt_checksum_next:
+                            rendered = [_corrupt_checksum(f) for f in rendered]
+                        if symbol in faults.duplicate_next_depth:
+                            rendered = rendered + rendered
+                    frames.extend(rendered)
             try:
                 for frame in frames:
                     await websocket.send(frame)
                     self.frames_sent += 1
             except ConnectionClosed:
                 self.connections.pop(websocket, None)
+        for symbol in one_shot:
+            faults.drop_next_depth.discard(symbol)
+            faults.duplicate_next_depth.discard(symbol)
+            faults.corrupt_checksum_next.discard(symbol)
+            faults.bad_book_next.pop(symbol, None)
 
 
 class Simulator:

@@ -1,0 +1,144 @@
+"""Simulated Coinbase Advanced Trade market-data endpoint (``/``).
+
+Real behaviours reproduced:
+
+* One ``{"type":"subscribe"|"unsubscribe","product_ids":[...],"channel":...}``
+  per channel; every (un)subscribe is answered with a ``subscriptions``
+  message listing the connection's whole current subscription set
+  (``heartbeats`` lists itself: ``{"heartbeats":["heartbeats"]}``).
+* Every message carries the envelope ``channel``, ``timestamp`` (RFC3339
+  with nanoseconds), ``sequence_num`` and ``events``; ``sequence_num`` counts
+  messages **per connection across all channels**, 0, 1, 2, ...
+* An unknown product is refused with ``{"type":"error","message":"Failed to
+  subscribe","reason":"<PRODUCT> is not a valid product"}`` (the known
+  products of the request are still subscribed). Error frames are not part
+  of the envelope format and consume no ``sequence_num``, so the client's
+  continuity check is not broken by them.
+* ``ticker``: ``events[].tickers[]`` with ``best_bid``/``best_bid_quantity``/
+  ``best_ask``/``best_ask_quantity`` and ``price``; first event ``snapshot``,
+  then ``update`` -- pushed when the top of book changed.
+* ``level2`` arrives as channel ``l2_data``: a ``snapshot`` event of the
+  product's book, then ``update`` events with the changed levels (side
+  ``bid``/``offer``, absolute ``new_quantity``, ``"0"`` deletes, per-level
+  ``event_time``). Nothing is sent when the book did not change. Numbers are
+  strings with trailing zeros trimmed, as Coinbase sends them.
+* ``heartbeats``: one per second (``heartbeat_counter``) while subscribed.
+"""
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
+
+DATA_CHANNELS = {"ticker": BBO, "level2": DEPTH}
+OTHER_CHANNELS = ("heartbeats", "market_trades", "candles", "status", "ticker_batch")
+
+
+def _trim(text: str) -> str:
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def rfc3339_ns(ns: int) -> str:
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
+class Protocol(SimProtocol):
+    NAME = "coinbase"
+    KEEPALIVE_INTERVAL_S = 1
+    DEPTH_LEVELS = 10                  # the whole book the market gives
+
+    def __init__(self, decimals=None):
+        super().__init__(decimals)
+        self.sequence_num = 0
+        self.channels: dict[str, list[str]] = {}     # channel -> products, as listed in `subscriptions`
+        self.last_top: dict[str, tuple] = {}
+        self.heartbeat_counter = 1000
+        self.started = time.monotonic()
+
+    def _envelope(self, channel: str, events: list, ns: int | None = None) -> str:
+        msg = {"channel": channel, "timestamp": rfc3339_ns(time.time_ns() if ns is None else ns),
+               "sequence_num": self.sequence_num, "events": events}
+        self.sequence_num += 1
+        return orjson.dumps(msg).decode()
+
+    def on_message(self, frame) -> list:
+        try:
+            msg = orjson.loads(frame)
+            kind, channel = msg["type"], msg["channel"]
+            products = msg.get("product_ids") or []
+            if kind not in ("subscribe", "unsubscribe") or not isinstance(products, list):
+                raise ValueError(kind)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return [orjson.dumps({"type": "error", "message": "Failed to parse request"}).decode()]
+        if channel not in DATA_CHANNELS and channel not in OTHER_CHANNELS:
+            return [orjson.dumps({"type": "error", "message": "Failed to subscribe",
+                                  "reason": f"unsupported channel {channel}"}).decode()]
+        replies = []
+        accepted = 0
+        listed = self.channels.setdefault(channel, [])
+        if channel == "heartbeats":
+            products = ["heartbeats"]
+        for product in products:
+            if channel != "heartbeats" and not self.accepts(product):
+                replies.append(orjson.dumps({"type": "error", "message": "Failed to subscribe",
+                                             "reason": f"{product} is not a valid product"}).decode())
+                continue
+            accepted += 1
+            if kind == "subscribe":
+                if product not in listed:
+                    listed.append(product)
+                if channel in DATA_CHANNELS:
+                    self.subscribe(product, DATA_CHANNELS[channel])
+                    self.last_top.pop(product, None)
+            else:
+                if product in listed:
+                    listed.remove(product)
+                if channel in DATA_CHANNELS:
+                    self.unsubscribe(product, DATA_CHANNELS[channel])
+        if not listed:
+            del self.channels[channel]
+        if not accepted:
+            return replies
+        current = {name: list(p) for name, p in sorted(self.channels.items())}
+        replies.append(self._envelope("subscriptions", [{"subscriptions": current}]))
+        return replies
+
+    def keepalive(self, now_ms: int) -> list:
+        if "heartbeats" not in self.channels:
+            return []
+        self.heartbeat_counter += 1
+        ns = time.time_ns()
+        up = time.monotonic() - self.started
+        current = rfc3339_ns(ns).replace("T", " ").rstrip("Z") + f" +0000 UTC m=+{up:.9f}"
+        return [self._envelope("heartbeats", [{"current_time": current,
+                                               "heartbeat_counter": self.heartbeat_counter}], ns)]
+
+    def render(self, symbol, channel, bids, asks, ts_ms) -> list:
+        px = self.fmt_px
+        ns = ts_ms * 1_000_000
+        if channel == BBO:
+            top = (tuple(bids[:1]), tuple(asks[:1]))
+            previous = self.last_top.get(symbol)
+            if previous == top:
+                return []                                  # pushed on change only
+            self.last_top[symbol] = top
+            ticker = {"type": "ticker", "product_id": symbol,
+                      "price": _trim(px(symbol, (bids or asks)[0][0])) if bids or asks else "",
+                      "best_bid": _trim(px(symbol, bids[0][0])) if bids else "",
+                      "best_bid_quantity": _trim(self.fmt_qty(bids[0][1])) if bids else "",
+                      "best_ask": _trim(px(symbol, asks[0][0])) if asks else "",
+                      "best_ask_quantity": _trim(self.fmt_qty(asks[0][1])) if asks else ""}
+            kind = "snapshot" if previous is None else "update"
+            return [self._envelope("ticker", [{"type": kind, "tickers": [ticker]}], ns)]
+        snapshot, bid_changes, ask_changes = self.depth_delta(symbol, bids, asks)
+        if not snapshot and not bid_changes and not ask_changes:
+            return []
+        event_time = rfc3339_ns(ns)[:-4] + "Z"            # engine time, microseconds
+        updates = [{"side": side, "event_time": event_time, "price_level": _trim(px(symbol, p)),
+                    "new_quantity": _trim(self.fmt_qty(q)) if q else "0"}
+                   for side, levels in (("bid", bid_changes), ("offer", ask_changes)) for p, q in levels]
+        kind = "snapshot" if snapshot else "update"
+        return [self._envelope("l2_data", [{"type": kind, "product_id": symbol, "updates": updates}], ns)]

@@ -1,0 +1,94 @@
+"""Run a simulator and a feed in one event loop, over real sockets and a real board."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+
+from pipeline.board import Board, RowReader, RowStatus
+from pipeline.board.doorbell import Doorbell
+from pipeline.board.layout import ProcessRole
+from pipeline.feed.process import Feed
+from pipeline.runtime import ProcessSpec, RowAssignment
+from pipeline.sim.market import Market
+from pipeline.sim.server import Simulator
+from pipeline.venues import load_venue
+
+INSTRUMENTS = {"coinbase": ["BTC/USD", "ETH/USD"], "kraken": ["BTC/USD", "ETH/USD"]}
+
+
+class FeedHarness:
+    def __init__(self, venue: str, instruments=None, staleness_ms: float = 5000, keepalive_s: float | None = None,
+                 update_interval_ms: float = 10, depth: int = 5):
+        self.venue = venue
+        module = load_venue(venue)
+        self.instruments = instruments or INSTRUMENTS.get(venue, ["BTC/USDT", "ETH/USDT"])
+        self.symbols = {i: module.native_symbol(i) for i in self.instruments}
+        self.board_name = f"pipeline-test-{uuid.uuid4().hex[:10]}"
+        self.rows = tuple(RowAssignment(n, venue, i, self.symbols[i]) for n, i in enumerate(self.instruments))
+        self.depth = depth
+        self.market = Market([venue], self.instruments, seed=3, depth=10, random_dislocations=False)
+        self.sim = Simulator({venue: self.symbols}, self.market, update_interval_ms)
+        self.staleness_ms = staleness_ms
+        self.keepalive_s = keepalive_s
+        self.stop = asyncio.Event()
+        self.tasks = []
+
+    async def __aenter__(self) -> "FeedHarness":
+        self.board = Board.create(self.board_name, len(self.rows), self.depth, 1)
+        self.fd = Doorbell.create_fd()
+        urls = await self.sim.start()
+        self.server = self.sim.exchanges[self.venue]
+        spec = ProcessSpec(key=f"feed:{self.venue}", role=ProcessRole.FEED, title="test feed", slot=0, cores=(),
+                           board_name=self.board_name, depth=self.depth, doorbell_fd=self.fd, venue=self.venue,
+                           rows=self.rows, supervisor_pid=0)
+        self.feed = Feed(spec, urls[self.venue], self.staleness_ms, backoff_base_s=0.05, backoff_cap_s=0.5,
+                         keepalive_s=self.keepalive_s)
+        self.reader = RowReader(self.board)
+        self.tasks = [asyncio.ensure_future(self.sim.run(self.stop)), asyncio.ensure_future(self.feed.run())]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.stop.set()
+        self.feed.stop.set()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+        await self.sim.close()
+        self.feed.close()
+        self.reader = None
+        self.board.destroy()
+        os.close(self.fd)
+
+    # ------------------------------------------------------------ reading
+    def row(self, instrument: str) -> dict:
+        n = self.instruments.index(instrument)
+        seq, v = self.reader.read_with_seq(n)
+        idx = self.reader.codec.index
+        b, a = idx["bids"], idx["asks"]
+        return {"seq": seq, "status": RowStatus(v[idx["status"]]),
+                "bids": [(v[b + 2 * k], v[b + 2 * k + 1]) for k in range(v[idx["n_bids"]])],
+                "asks": [(v[a + 2 * k], v[a + 2 * k + 1]) for k in range(v[idx["n_asks"]])],
+                "gaps": v[idx["gaps"]], "checksum_failures": v[idx["checksum_failures"]],
+                "recv_ns": v[idx["recv_ns"]], "exch_ts_ns": v[idx["exch_ts_ns"]]}
+
+    def status(self, instrument: str) -> RowStatus:
+        return self.row(instrument)["status"]
+
+    def stat(self, name: str) -> int:
+        return self.feed.stats.get(name)
+
+    async def until(self, predicate, timeout: float = 10.0, message: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+    async def all_live(self, timeout: float = 10.0):
+        return await self.until(lambda: all(self.status(i) == RowStatus.LIVE for i in self.instruments),
+                                timeout, f"{self.venue} rows to be live")
