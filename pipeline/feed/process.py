@@ -51,7 +51,7 @@ class ConnectionState:
 
 class Feed:
     def __init__(self, spec: ProcessSpec, url: str, staleness_ms: float, backoff_base_s: float = 0.1,
-                 backoff_cap_s: float = 10.0, keepalive_s: float | None = None):
+                 backoff_cap_s: float = 10.0, keepalive_s: float | None = None, open_timeout_s: float = 10.0):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
@@ -65,6 +65,7 @@ class Feed:
         self.backoff_cap_s = backoff_cap_s
         venue = self.venue
         self.keepalive_s = keepalive_s or venue.KEEPALIVE_INTERVAL_S
+        self.open_timeout_s = open_timeout_s
         self.books = {r.symbol: InstrumentBook(r.symbol, spec.depth, venue.BOOK_LEVELS, venue.CHECKSUM,
                                                venue.CHECKSUM_LEVELS or 10) for r in spec.rows}
         self.row_of = {r.symbol: r.row for r in spec.rows}
@@ -190,7 +191,7 @@ class Feed:
         while not self.stop.is_set():
             opened = None
             try:
-                async with connect(url, max_size=2 ** 24, open_timeout=10, close_timeout=1,
+                async with connect(url, max_size=2 ** 24, open_timeout=self.open_timeout_s, close_timeout=1,
                                    compression=None, ping_interval=20, ping_timeout=20,
                                    max_queue=None) as ws:
                     opened = time.monotonic()

@@ -39,7 +39,7 @@ MAX_SYMBOLS_PER_CONNECTION = 50
 BOOK_LEVELS = 50
 CHECKSUM = None
 CHECKSUM_LEVELS = 0
-ARGS_PER_REQUEST = 10
+ARGS_PER_REQUEST = 10   # spot limit per subscribe request
 
 
 def native_symbol(instrument: str) -> str:
@@ -56,10 +56,10 @@ def build_url(url: str, symbols: list[str], depth: int) -> str:
 
 
 def build_subscribe(symbols: list[str], depth: int) -> list[str]:
-    args = [t for symbol in symbols for t in topics(symbol)]
-    return [orjson.dumps({"req_id": f"sub-{i // ARGS_PER_REQUEST}", "op": "subscribe",
-                          "args": args[i:i + ARGS_PER_REQUEST]}).decode()
-            for i in range(0, len(args), ARGS_PER_REQUEST)]
+    """One request per symbol: Bybit fails a whole request when one topic is invalid,
+    so a delisted symbol must not take the others down (and 2 args stay under the 10-arg limit)."""
+    return [orjson.dumps({"req_id": symbol, "op": "subscribe", "args": topics(symbol)}).decode()
+            for symbol in symbols]
 
 
 def build_resubscribe(symbol: str, depth: int) -> list[str]:

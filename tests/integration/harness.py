@@ -21,7 +21,7 @@ INSTRUMENTS = {"coinbase": ["BTC/USD", "ETH/USD"], "kraken": ["BTC/USD", "ETH/US
 
 class FeedHarness:
     def __init__(self, venue: str, instruments=None, staleness_ms: float = 5000, keepalive_s: float | None = None,
-                 update_interval_ms: float = 10, depth: int = 5):
+                 update_interval_ms: float = 10, depth: int = 5, open_timeout_s: float = 10.0):
         self.venue = venue
         module = load_venue(venue)
         self.instruments = instruments or INSTRUMENTS.get(venue, ["BTC/USDT", "ETH/USDT"])
@@ -33,6 +33,7 @@ class FeedHarness:
         self.sim = Simulator({venue: self.symbols}, self.market, update_interval_ms)
         self.staleness_ms = staleness_ms
         self.keepalive_s = keepalive_s
+        self.open_timeout_s = open_timeout_s
         self.stop = asyncio.Event()
         self.tasks = []
 
@@ -45,7 +46,7 @@ class FeedHarness:
                            board_name=self.board_name, depth=self.depth, doorbell_fd=self.fd, venue=self.venue,
                            rows=self.rows, supervisor_pid=0)
         self.feed = Feed(spec, urls[self.venue], self.staleness_ms, backoff_base_s=0.05, backoff_cap_s=0.5,
-                         keepalive_s=self.keepalive_s)
+                         keepalive_s=self.keepalive_s, open_timeout_s=self.open_timeout_s)
         self.reader = RowReader(self.board)
         self.tasks = [asyncio.ensure_future(self.sim.run(self.stop)), asyncio.ensure_future(self.feed.run())]
         return self

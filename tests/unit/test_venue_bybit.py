@@ -53,10 +53,11 @@ def test_control_messages():
     assert isinstance(err, SubscribeError) and err.message == "Invalid topic: invalid.topic.BTCUSDT"
 
 
-def test_subscribe_respects_ten_args_per_request():
+def test_subscribe_one_request_per_symbol_within_the_arg_limit():
     frames = bybit.build_subscribe([f"S{i}USDT" for i in range(6)], 5)
-    assert len(frames) == 2
-    assert frames[0].startswith('{"req_id":"sub-0","op":"subscribe","args":["orderbook.1.S0USDT","orderbook.50.S0USDT"')
+    assert len(frames) == 6
+    assert frames[0] == '{"req_id":"S0USDT","op":"subscribe","args":["orderbook.1.S0USDT","orderbook.50.S0USDT"]}'
+    assert all(frame.count("orderbook.") <= bybit.ARGS_PER_REQUEST for frame in frames)
     assert bybit.build_keepalive() == '{"op":"ping"}'
 
 

@@ -1,0 +1,162 @@
+"""Simulated Kraken spot WebSocket v2 endpoint (``/v2``).
+
+Real behaviours reproduced:
+
+* On connect a ``status`` message arrives whose ``connection_id`` exceeds 2**63.
+* ``{"method":"subscribe","params":{"channel":"book"|"ticker","symbol":[...],
+  ...},"req_id":n}`` is acknowledged **once per symbol** (``result`` with
+  ``channel``, ``symbol``, ``depth``/``event_trigger``, ``snapshot``; ``time_in``/
+  ``time_out``); an unknown pair gets ``success:false`` with ``error``
+  ``"Currency pair not supported <SYM>"`` and ``symbol``. ``unsubscribe`` likewise.
+* ``{"method":"ping","req_id":n}`` -> ``{"method":"pong","req_id":n,"time_in":...,"time_out":...}``.
+* ``{"channel":"heartbeat"}`` about once a second, only while subscribed and
+  only when nothing else was sent since the previous one.
+* ``ticker`` (``event_trigger:"bbo"``): a ``snapshot`` then an ``update`` on
+  every top-of-book change, ``bid``/``bid_qty``/``ask``/``ask_qty``/``last`` as
+  JSON numbers, ``timestamp`` RFC3339 with microseconds.
+* ``book``: a snapshot then updates of the changed levels (qty 0 deletes);
+  levels pushed out of the subscribed depth get no delete (the client
+  truncates). Prices carry the pair's decimals and quantities 8 decimals
+  **as JSON number text with trailing zeros** (``1797.30``), so the level
+  JSON is written by hand, and ``checksum`` is the CRC32 of that exact text
+  over the top 10 after the message (``pipeline.venues.kraken.checksum``).
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import orjson
+
+from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
+from pipeline.venues.kraken import checksum
+
+CHANNELS = {"ticker": BBO, "book": DEPTH}
+BOOK_DEPTHS = (10, 25, 100, 500, 1000)
+CHECKSUM_LEVELS = 10
+
+
+def rfc3339_us(us: int) -> str:
+    secs, frac = divmod(us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:06d}Z"
+
+
+def _now() -> str:
+    return rfc3339_us(time.time_ns() // 1000)
+
+
+class Protocol(SimProtocol):
+    NAME = "kraken"
+    KEEPALIVE_INTERVAL_S = 1
+    DEPTH_LEVELS = 10                  # what the market gives; the checksum covers 10
+
+    def __init__(self, decimals=None):
+        super().__init__(decimals)
+        self.connection_id = (1 << 63) | random.getrandbits(63)
+        self.depth: dict[str, int] = {}
+        self.last_top: dict[str, tuple] = {}
+        self.quiet = True                      # nothing sent since the last heartbeat tick
+
+    def on_connect(self) -> list:
+        self.quiet = False
+        status = {"api_version": "v2", "connection_id": self.connection_id, "system": "online",
+                  "version": "2.0.0"}
+        return [orjson.dumps({"channel": "status", "data": [status], "type": "update"}).decode()]
+
+    def on_message(self, frame) -> list:
+        time_in = _now()
+        try:
+            msg = orjson.loads(frame)
+            method = msg["method"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return self._sent([{"error": "Malformed request", "success": False,
+                                "time_in": time_in, "time_out": _now()}])
+        head = {"method": method}
+        if "req_id" in msg:
+            head["req_id"] = msg["req_id"]
+        if method == "ping":
+            return self._sent([{**head, "method": "pong", "time_in": time_in, "time_out": _now()}])
+        if method not in ("subscribe", "unsubscribe"):
+            return self._sent([{**head, "error": f"Method not found: {method}", "success": False,
+                                "time_in": time_in, "time_out": _now()}])
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        name = params.get("channel")
+        symbols = params.get("symbol")
+        depth = params.get("depth", 10)
+        problem = (f"Channel {name} not supported" if name not in CHANNELS else
+                   "Field symbol must be a non-empty list" if not isinstance(symbols, list) or not symbols else
+                   f"Invalid depth {depth}" if name == "book" and depth not in BOOK_DEPTHS else None)
+        if problem:
+            return self._sent([{**head, "error": problem, "success": False, "time_in": time_in,
+                                "time_out": _now()}])
+        channel = CHANNELS[name]
+        replies = []
+        for symbol in symbols:
+            if not isinstance(symbol, str) or not self.accepts(symbol):
+                replies.append({**head, "error": f"Currency pair not supported {symbol}", "success": False,
+                                "symbol": symbol, "time_in": time_in, "time_out": _now()})
+                continue
+            result = {"channel": name, "symbol": symbol}
+            if method == "subscribe":
+                self.subscribe(symbol, channel)
+                if channel == DEPTH:
+                    self.depth[symbol] = depth
+                    result.update(depth=depth, snapshot=True)
+                else:
+                    self.last_top.pop(symbol, None)
+                    result.update(event_trigger=params.get("event_trigger", "trades"), snapshot=True)
+            else:
+                self.unsubscribe(symbol, channel)
+            replies.append({**head, "result": result, "success": True, "time_in": time_in, "time_out": _now()})
+        return self._sent(replies)
+
+    def _sent(self, messages: list) -> list:
+        self.quiet = False
+        return [orjson.dumps(m).decode() for m in messages]
+
+    def keepalive(self, now_ms: int) -> list:
+        quiet, self.quiet = self.quiet, True
+        return ['{"channel":"heartbeat"}'] if quiet and self.subscriptions else []
+
+    def _levels(self, symbol: str, levels: list) -> tuple[list, str]:
+        text = [(self.fmt_px(symbol, p), f"{q:.8f}") for p, q in levels]
+        return text, ",".join(f'{{"price":{p},"qty":{q}}}' for p, q in text)
+
+    def render(self, symbol, channel, bids, asks, ts_ms) -> list:
+        sym = orjson.dumps(symbol).decode()
+        stamp = rfc3339_us(ts_ms * 1000)
+        if channel == BBO:
+            top = (tuple(bids[:1]), tuple(asks[:1]))
+            previous = self.last_top.get(symbol)
+            if previous == top:
+                return []                                   # event_trigger bbo: push on change only
+            self.last_top[symbol] = top
+            fields = [f'"symbol":{sym}']
+            for key, side in (("bid", bids), ("ask", asks)):
+                if side:
+                    (p, q), = self._levels(symbol, side[:1])[0]
+                    fields.append(f'"{key}":{p},"{key}_qty":{q}')
+            if bids:
+                fields.append(f'"last":{self.fmt_px(symbol, bids[0][0])}')
+            fields.append(f'"timestamp":"{stamp}"')
+            kind = "snapshot" if previous is None else "update"
+            self.quiet = False
+            return [f'{{"channel":"ticker","type":"{kind}","data":[{{{",".join(fields)}}}]}}']
+        snapshot, bid_changes, ask_changes = self.depth_delta(symbol, bids, asks)
+        depth = self.depth.get(symbol, 10)
+        if not snapshot and depth == CHECKSUM_LEVELS:       # levels pushed out of scope get no delete
+            new_bids, new_asks = self.sent_books[symbol]
+            if len(new_bids) >= depth:
+                bid_changes = [(p, q) for p, q in bid_changes if q or p >= new_bids[-1][0]]
+            if len(new_asks) >= depth:
+                ask_changes = [(p, q) for p, q in ask_changes if q or p <= new_asks[-1][0]]
+        if not snapshot and not bid_changes and not ask_changes:
+            return []
+        top_bids, top_asks = self.sent_books[symbol]
+        crc = checksum(self._levels(symbol, top_bids[:CHECKSUM_LEVELS])[0],
+                       self._levels(symbol, top_asks[:CHECKSUM_LEVELS])[0])
+        kind = "snapshot" if snapshot else "update"
+        self.quiet = False
+        return [f'{{"channel":"book","type":"{kind}","data":[{{"symbol":{sym},'
+                f'"bids":[{self._levels(symbol, bid_changes)[1]}],"asks":[{self._levels(symbol, ask_changes)[1]}],'
+                f'"checksum":{crc},"timestamp":"{stamp}"}}]}}']
