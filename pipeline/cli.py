@@ -32,7 +32,7 @@ def decode_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, stop_requested: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "decode":
         args = decode_parser().parse_args(argv[1:])
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from pipeline.supervisor.core import Supervisor
     try:
-        return Supervisor(config, args.duration).run()
+        return Supervisor(config, args.duration, stop_requested=stop_requested).run()
     except PipelineError as exc:
         sys.stderr.write(f"run.py: {exc}\n")
         return 1

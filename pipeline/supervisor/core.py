@@ -55,8 +55,9 @@ def plan_rows(config) -> list[RowAssignment]:
 
 
 class Supervisor:
-    def __init__(self, config, duration_s: float | None = None, out=sys.stdout):
+    def __init__(self, config, duration_s: float | None = None, out=sys.stdout, stop_requested: list | None = None):
         self.config = config
+        self._early_stop = stop_requested if stop_requested is not None else []
         self.duration_s = duration_s
         self.out = out
         self.rows = plan_rows(config)
@@ -77,6 +78,8 @@ class Supervisor:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
+        if self._early_stop:                 # a signal arrived while we were still importing
+            self.stopping = True
 
     # ---------------------------------------------------------------- start
     def specs(self) -> list[ProcessSpec]:
