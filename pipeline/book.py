@@ -158,10 +158,17 @@ class InstrumentBook:
         self._order = 0
 
     # ------------------------------------------------------------------
-    def invalidate(self, state: RowStatus = RowStatus.RESYNCING) -> None:
-        """Discard both books; the row must not be traded until they are rebuilt."""
-        self.bbo.reset()
-        self.book.reset()
+    def invalidate(self, state: RowStatus = RowStatus.RESYNCING, book: Book | None = None) -> None:
+        """Discard ``book`` (default: both); the row must not be traded until it is rebuilt.
+
+        A gap in the depth channel says nothing about the separate top-of-book
+        channel, so only the channel that failed is discarded; a lost connection
+        discards both.
+        """
+        if book is None or book is self.bbo:
+            self.bbo.reset()
+        if book is None or book is self.book:
+            self.book.reset()
         self.state = state
 
     def apply(self, update: BookUpdate) -> Outcome:
@@ -173,7 +180,7 @@ class InstrumentBook:
             book = self.book
         if not (_valid_levels(update.bids) and _valid_levels(update.asks)):
             # the book can no longer be trusted either way: a delta was lost, a snapshot is unusable
-            self.invalidate()
+            self.invalidate(book=book)
             return Outcome.BAD_NUMBER
         seq = update.seq
         if update.snapshot:
@@ -203,7 +210,7 @@ class InstrumentBook:
                     return Outcome.IGNORED         # duplicate or out of order: already applied
                 elif update.prev_seq is not None and last is not None and update.prev_seq != last:
                     self.gaps += 1
-                    self.invalidate()
+                    self.invalidate(book=book)
                     return Outcome.GAP
                 book.load(update, replace=False)
         if seq is not None:
@@ -218,7 +225,7 @@ class InstrumentBook:
             expected = self.checksum(book.bids.top_text(n), book.asks.top_text(n))
             if expected != update.checksum:
                 self.checksum_failures += 1
-                self.invalidate()
+                self.invalidate(book=book)
                 return Outcome.CHECKSUM
         self._refresh_state()
         return Outcome.CHANGED

@@ -40,7 +40,6 @@ per 10 minutes per IP.
 """
 from __future__ import annotations
 
-import itertools
 import re
 import zlib
 
@@ -62,7 +61,7 @@ CHECKSUM_LEVELS = 10
 _SECTION = re.compile(rb'"(bids|asks)"\s*:\s*\[([^\]]*)\]')
 _LEVEL = re.compile(rb'\{\s*"price"\s*:\s*(-?[0-9][0-9.eE+-]*)\s*,\s*"qty"\s*:\s*(-?[0-9][0-9.eE+-]*)\s*[,}]')
 _PAIR_IN_TEXT = re.compile(r"\b([A-Z0-9]{2,12}/[A-Z0-9]{2,12})\b")
-_ping_ids = itertools.count(1)
+KEEPALIVE_FRAME = '{"method":"ping","req_id":1}'   # a constant id: the pong only needs to arrive
 
 
 def checksum(bids_text: list, asks_text: list) -> int:
@@ -103,7 +102,7 @@ def build_resubscribe(symbol: str, depth: int) -> list[str]:
 
 
 def build_keepalive() -> str:
-    return orjson.dumps({"method": "ping", "req_id": next(_ping_ids)}).decode()
+    return KEEPALIVE_FRAME
 
 
 def build_pong(token) -> str:

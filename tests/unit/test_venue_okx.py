@@ -120,7 +120,7 @@ def test_snapshot_update_keepalive_reset_and_gap_through_book():
     # ~60 s keep-alive: empty sides, prevSeqId == seqId
     keepalive = one(books_msg("update", 123458, 123458))
     assert (keepalive.bids, keepalive.asks, keepalive.seq, keepalive.restart) == ([], [], 123458, False)
-    assert book.apply(keepalive) == Outcome.IGNORED
+    assert book.apply(keepalive) == Outcome.UNCHANGED     # proves liveness, changes nothing
     assert book.gaps == 0 and book.compose() == (bids, asks)
 
     # maintenance reset: seqId < prevSeqId is not a gap
