@@ -37,6 +37,10 @@ class VenueConfig:
     taker_fee_bps: float = 10.0
     cores: tuple[int, ...] = ()
     staleness_ms: float = 5000.0
+    fee_overrides: tuple[tuple[str, float], ...] = ()   # instrument -> taker fee bps on this venue
+
+    def fee_bps(self, instrument: str) -> float:
+        return dict(self.fee_overrides).get(instrument, self.taker_fee_bps)
 
     def native_overrides(self) -> dict[str, str]:
         return dict(self.symbols)
@@ -55,6 +59,24 @@ class DetectorConfig:
     min_notional: float = 10.0             # smaller opportunities are not reported
     sanity_bps: float = 500.0              # a net edge above this is a suspected data or mapping error
     update_bps: float = 1.0                # an open opportunity whose edge moves this much gets an update
+    shadow_latencies_ms: tuple[float, ...] = (5.0, 20.0, 50.0)  # look at the books again this long after open
+    equivalent_quotes: tuple[tuple[str, ...], ...] = ()   # e.g. ((USD, USDC),): treated as one instrument
+    max_notional_by_instrument: tuple[tuple[str, float], ...] = ()
+    sink: "SinkConfig | None" = None
+
+    def max_notional_for(self, instrument: str) -> float:
+        return dict(self.max_notional_by_instrument).get(instrument, self.max_notional)
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Optional HTTP sink: POST every ``open`` event to ``url`` with a bearer token
+    read from the environment variable ``token_env`` (never from the file)."""
+
+    url: str
+    token_env: str | None = None
+    timeout_s: float = 2.0
+    queue_size: int = 1000
 
 
 @dataclass(frozen=True)
@@ -227,6 +249,7 @@ def _venue_schema(available):
         "taker_fee_bps": _number(0, 1000),
         "cores": _cores(available),
         "staleness_ms": _number(0, exclusive_min=True),
+        "fee_overrides": _instrument_numbers(0),
     }
 
 
@@ -243,7 +266,83 @@ def _detector_schema(available):
         "min_notional": _number(0),
         "sanity_bps": _number(0, exclusive_min=True),
         "update_bps": _number(0),
+        "shadow_latencies_ms": _number_list(0, exclusive_min=True),
+        "equivalent_quotes": _quote_groups,
+        "max_notional_by_instrument": _instrument_numbers(0, exclusive_min=True),
+        "sink": _sink,
     }
+
+
+def _number_list(minimum=None, exclusive_min=False):
+    item = _number(minimum, exclusive_min=exclusive_min)
+
+    def check(value, path, problems):
+        if not isinstance(value, list):
+            problems.add(path, f"must be a list of numbers, got {value!r}")
+            return _BAD
+        out = [item(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return _BAD if any(v is _BAD for v in out) else tuple(float(v) for v in out)
+    return check
+
+
+def _quote_groups(value, path, problems):
+    if not isinstance(value, list):
+        problems.add(path, f"must be a list of lists of quote currencies, e.g. [[USD, USDC]], got {value!r}")
+        return _BAD
+    groups = []
+    seen = set()
+    for i, group in enumerate(value):
+        if not isinstance(group, list) or len(group) < 2 or not all(
+                isinstance(c, str) and re.fullmatch(r"[A-Z0-9]{2,12}", c) for c in group):
+            problems.add(f"{path}[{i}]", f"must list at least two currencies like [USD, USDC], got {group!r}")
+            return _BAD
+        if seen & set(group):
+            problems.add(f"{path}[{i}]", f"a currency appears in two groups: {sorted(seen & set(group))}")
+            return _BAD
+        seen |= set(group)
+        groups.append(tuple(group))
+    return tuple(groups)
+
+
+def _instrument_numbers(minimum=None, exclusive_min=False):
+    item = _number(minimum, exclusive_min=exclusive_min)
+
+    def check(value, path, problems):
+        if not isinstance(value, dict):
+            problems.add(path, f"must map instrument -> number, got {value!r}")
+            return _BAD
+        out = []
+        for instrument, number in value.items():
+            sub = f"{path}.{instrument}"
+            if not isinstance(instrument, str) or not INSTRUMENT_RE.match(instrument):
+                problems.add(sub, f"unknown instrument {instrument!r}")
+                continue
+            checked = item(number, sub, problems)
+            if checked is not _BAD:
+                out.append((instrument, float(checked)))
+        return tuple(out)
+    return check
+
+
+SINK_SCHEMA = {
+    "url": _string(re.compile(r"^https?://")),
+    "token_env": _string(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")),
+    "timeout_s": _number(0, exclusive_min=True),
+    "queue_size": _number(1, integer=True),
+}
+
+
+def _sink(value, path, problems):
+    if isinstance(value, dict) and "token" in value:
+        problems.add(f"{path}.token", "never put a token in a config file: name an environment variable in "
+                                      "token_env and export the token there")
+        return _BAD
+    values = _section(value, path, SINK_SCHEMA, problems)
+    if "url" not in values:
+        if isinstance(value, dict) and "url" not in value:
+            problems.add(f"{path}.url", "missing (the analysis service's http(s) URL)")
+        return _BAD
+    return SinkConfig(**values)
 
 
 def _health_schema(available):
@@ -322,9 +421,14 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
                 else:
                     overrides.append((canonical, native))
     fee_default = known_venues[name]
+    for instrument, _ in values.get("fee_overrides", ()):
+        if instrument not in instruments:
+            problems.add(f"{path}.fee_overrides.{instrument}", f"override for {instrument!r}, which is not in "
+                                                                f"{path}.instruments")
     return VenueConfig(name=name, instruments=instruments, symbols=tuple(overrides),
                        url=values.get("url"), taker_fee_bps=values.get("taker_fee_bps", fee_default),
-                       cores=values.get("cores", ()), staleness_ms=values.get("staleness_ms", 5000.0))
+                       cores=values.get("cores", ()), staleness_ms=values.get("staleness_ms", 5000.0),
+                       fee_overrides=values.get("fee_overrides", ()))
 
 
 def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[int] | None = None,

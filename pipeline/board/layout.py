@@ -2,7 +2,7 @@
 
 The segment is three regions, each an array of one numpy structured dtype::
 
-    [ header (128 B) ][ process slots (n_procs x 256 B) ][ quote rows (n_rows x row_size) ]
+    [ header ][ process slots (n_procs x 256 B) ][ latency histograms (n_procs x 4) ][ quote rows ]
 
 Every offset anyone uses (the seqlock writer's ``struct`` format, the
 detector's strided views, the health reporter) is derived from these dtypes,
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 CACHE_LINE = 64
 MAX_DEPTH = 10
 PROC_SLOT_SIZE = 256
@@ -105,6 +105,10 @@ PROC_DTYPE = np.dtype(
         ("skipped", "<u8", (len(SkipReason),)),
         ("connected", "<u4"),
         ("pad0", "<u4"),
+        ("clock_offset_ns", "<i8"),   # feeds: low envelope of (receive - exchange time), sliding window
+        ("shadow_fills", "<u8"),      # detector: shadow fills evaluated
+        ("shadow_profitable", "<u8"), # detector: ... of which still profitable after fees
+        ("sink_dropped", "<u8"),      # detector: events the HTTP sink dropped
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),
@@ -112,6 +116,27 @@ PROC_DTYPE = np.dtype(
 )
 PROC_DTYPE = np.dtype({"names": PROC_DTYPE.names, "formats": [PROC_DTYPE.fields[n][0] for n in PROC_DTYPE.names],
                        "offsets": [PROC_DTYPE.fields[n][1] for n in PROC_DTYPE.names], "itemsize": PROC_SLOT_SIZE})
+
+
+# Log-bucketed latency histograms, one region per process slot, written only
+# by that process (see pipeline.board.histogram). 4 sub-buckets per power of
+# two from 128 ns to about 68 s.
+HIST_BUCKETS = 116
+HISTS_PER_PROC = 4
+HIST_DTYPE = np.dtype([
+    ("count", "<u8"),
+    ("sum_ns", "<u8"),
+    ("max_ns", "<u8"),
+    ("pad0", "<u8"),
+    ("buckets", "<u8", (HIST_BUCKETS,)),
+])
+assert HIST_DTYPE.itemsize % CACHE_LINE == 0
+
+# which hop each of a process's histograms measures, by role
+HOPS = {
+    ProcessRole.FEED: ("exchange_to_receive", "receive_to_publish"),
+    ProcessRole.DETECTOR: ("publish_to_seen", "seen_to_emitted", "receive_to_emitted"),
+}
 
 
 def row_dtype(depth: int) -> np.dtype:
@@ -193,8 +218,15 @@ class BoardGeometry:
         return HEADER_DTYPE.itemsize
 
     @property
-    def rows_offset(self) -> int:
+    def hists_offset(self) -> int:
         return HEADER_DTYPE.itemsize + self.n_procs * PROC_DTYPE.itemsize
+
+    @property
+    def rows_offset(self) -> int:
+        return self.hists_offset + self.n_procs * HISTS_PER_PROC * HIST_DTYPE.itemsize
+
+    def hist_offset(self, slot: int, index: int) -> int:
+        return self.hists_offset + (slot * HISTS_PER_PROC + index) * HIST_DTYPE.itemsize
 
     @property
     def size(self) -> int:

@@ -9,10 +9,13 @@ Waiting: in ``doorbell`` mode (default) it spins for ``spin_us`` after the
 last change, then raises the sleeping flag and blocks on the eventfd the
 feeds ring (see :mod:`pipeline.board.doorbell`); idle it uses ~0 % CPU. In
 ``spin`` mode it never sleeps: lowest latency, one whole core.
+
+Every ``open`` is looked at again after each configured execution latency
+(shadow fills): what would taking both legs then have given?
 """
 from __future__ import annotations
 
-import datetime
+import heapq
 import logging
 import os
 import signal
@@ -21,12 +24,14 @@ import time
 
 import orjson
 
-from pipeline.board import Board, RowReader, RowStatus, TornReadError
+from pipeline.board import Board, RowReader, TornReadError
 from pipeline.board.doorbell import Doorbell
-from pipeline.board.layout import ProcessRole
+from pipeline.board.histogram import HistogramWriter
+from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.detector.lifecycle import Event, Lifecycle
-from pipeline.detector.rules import Quote, find
+from pipeline.detector.report import Summary, event_line, event_record, shadow_record
+from pipeline.detector.rules import Quote, find, shadow_fill
 from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, setup_child
 
 log = logging.getLogger("pipeline.detector")
@@ -35,53 +40,17 @@ SLEEP_TIMEOUT_MS = 50          # bounds a lost wake-up and the staleness re-chec
 EXPIRE_INTERVAL_NS = 20_000_000
 
 
-def event_record(event: Event, now_ns: int, fees_bps: dict[str, float]) -> dict:
-    """The JSON-lines object for one lifecycle event (schema in the README)."""
-    c = event.candidate
-    fill = c.fill
-    record = {
-        "event": event.kind,
-        "time": datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.timezone.utc).isoformat(
-            timespec="microseconds").replace("+00:00", "Z"),
-        "time_ns": now_ns,
-        "instrument": c.instrument,
-        "buy_exchange": c.buy.venue,
-        "sell_exchange": c.sell.venue,
-        "buy_price": fill.buy_price,
-        "sell_price": fill.sell_price,
-        "quantity": fill.quantity,
-        "gross_bps": round(fill.gross_bps, 4),
-        "net_bps": round(fill.net_bps, 4),
-        "fees_bps": round(fill.fees_bps, 4),
-        "buy_fee_bps": fees_bps[c.buy.venue],
-        "sell_fee_bps": fees_bps[c.sell.venue],
-        "profit_quote": round(fill.profit_quote, 6),
-        "buy_quote_age_ms": round((now_ns - c.buy.recv_ns) / 1e6, 3),
-        "sell_quote_age_ms": round((now_ns - c.sell.recv_ns) / 1e6, 3),
-        "best_ask": c.buy.asks[0][0],
-        "best_bid": c.sell.bids[0][0],
-    }
-    if event.kind == "close":
-        record["duration_ms"] = round(event.duration_ms, 3)
-        record["peak_net_bps"] = round(event.peak_net_bps, 4)
-        record["peak_profit_quote"] = round(event.peak_profit, 6)
-        record["close_reason"] = event.close_reason
-    return record
-
-
-def event_line(record: dict) -> str:
-    """The readable stdout line for one event."""
-    base = (f"{record['event'].upper():6} {record['instrument']:10} buy {record['buy_exchange']} @ "
-            f"{record['buy_price']:.6g} sell {record['sell_exchange']} @ {record['sell_price']:.6g} "
-            f"qty {record['quantity']:.6g} gross {record['gross_bps']:.2f} bps net {record['net_bps']:.2f} bps "
-            f"profit {record['profit_quote']:.4g}")
-    if record["event"] == "close":
-        base += f" after {record['duration_ms']:.1f} ms ({record['close_reason']})"
-    return base
+def instrument_key(instrument: str, equivalent_quotes) -> str:
+    """The identity used to compare exchanges: quotes declared equivalent map to the group's first."""
+    base, quote = instrument.split("/")
+    for group in equivalent_quotes:
+        if quote in group:
+            return f"{base}/{group[0]}"
+    return instrument
 
 
 class Detector:
-    def __init__(self, spec: ProcessSpec, config):
+    def __init__(self, spec: ProcessSpec, config, sink=None):
         self.spec = spec
         self.config = config
         dc = config.detector
@@ -89,57 +58,73 @@ class Detector:
         self.reader = RowReader(self.board)
         self.stats = ProcStats(self.board, spec.slot)
         self.doorbell = Doorbell(self.board.buf, spec.doorbell_fd)
-        self.fees = {v.name: v.taker_fee_bps for v in config.venues}
         self.staleness_ns = int(dc.staleness_ms * 1e6)
-        self.venue_staleness_ns = {v.name: int(min(v.staleness_ms, dc.staleness_ms) * 1e6) for v in config.venues}
         self.threshold_bps = dc.threshold_bps
         self.lifecycle = Lifecycle(update_bps=dc.update_bps)
+        self.sink = sink
+        # rows grouped by instrument identity; fees per identity and venue
         self.rows_of: dict[str, list[tuple[int, str]]] = {}
-        self.instrument_of_row: dict[int, str] = {}
+        self.key_of_row: dict[int, str] = {}
+        self.fees: dict[str, dict[str, float]] = {}
+        self.max_notional: dict[str, float] = {}
+        venues = {v.name: v for v in config.venues}
         for assignment in spec.rows:
-            self.rows_of.setdefault(assignment.instrument, []).append((assignment.row, assignment.venue))
-            self.instrument_of_row[assignment.row] = assignment.instrument
-        self.watch = sorted(self.instrument_of_row)
+            key = instrument_key(assignment.instrument, dc.equivalent_quotes)
+            self.rows_of.setdefault(key, []).append((assignment.row, assignment.venue))
+            self.key_of_row[assignment.row] = key
+            self.fees.setdefault(key, {})[assignment.venue] = venues[assignment.venue].fee_bps(assignment.instrument)
+            self.max_notional[key] = dc.max_notional_for(assignment.instrument)
+        self.watch = sorted(self.key_of_row)
         self.seq_words = [self.reader.seq_words[r] for r in self.watch]
         self.last_seq = [0] * len(self.watch)
+        self.feed_slot = {}
+        for other in config.venues:
+            self.feed_slot[other.name] = [v.name for v in config.venues].index(other.name)
         codec = self.reader.codec
         self.idx = codec.index
-        self.depth = codec.depth
+        hops = HOPS[ProcessRole.DETECTOR]
+        self.publish_to_seen = HistogramWriter(self.board, spec.slot, hops.index("publish_to_seen"))
+        self.seen_to_emitted = HistogramWriter(self.board, spec.slot, hops.index("seen_to_emitted"))
+        self.receive_to_emitted = HistogramWriter(self.board, spec.slot, hops.index("receive_to_emitted"))
         if dc.output:
             os.makedirs(os.path.dirname(os.path.abspath(dc.output)), exist_ok=True)
         self.output = open(dc.output, "ab", buffering=0) if dc.output else None
         self.print_opportunities = dc.print_opportunities
         self.rate_log = RateLimitedLog()
+        self.summary = Summary()
+        self.shadow_due: list = []        # heap of (due_ns, n, opened event, latency_ms)
+        self.shadow_pending: dict = {}    # id(open) -> [event, {latency: ShadowFill}]
+        self._shadow_n = 0
         self.stop = False
-        self.opened = 0
-        self.suspects = 0
-        self.by_pair: dict[tuple[str, str], int] = {}
-        self.total_profit = 0.0
 
+    # ---------------------------------------------------------------- reading
     def quote(self, row: int, venue: str) -> Quote:
         seq, v = self.reader.read_with_seq(row)
         idx = self.idx
         b = idx["bids"]
         a = idx["asks"]
-        n_bids = v[idx["n_bids"]]
-        n_asks = v[idx["n_asks"]]
-        bids = [(v[b + 2 * k], v[b + 2 * k + 1]) for k in range(n_bids)]
-        asks = [(v[a + 2 * k], v[a + 2 * k + 1]) for k in range(n_asks)]
+        bids = [(v[b + 2 * k], v[b + 2 * k + 1]) for k in range(v[idx["n_bids"]])]
+        asks = [(v[a + 2 * k], v[a + 2 * k + 1]) for k in range(v[idx["n_asks"]])]
         return Quote(venue, v[idx["status"]], bids, asks, v[idx["recv_ns"]], v[idx["exch_ts_ns"]],
                      v[idx["publish_ns"]], seq)
 
-    def quotes(self, instrument: str) -> dict[str, Quote]:
-        return {venue: self.quote(row, venue) for row, venue in self.rows_of[instrument]}
+    def quotes(self, key: str) -> dict[str, Quote]:
+        return {venue: self.quote(row, venue) for row, venue in self.rows_of[key]}
 
-    def changed_instruments(self) -> set[str]:
+    def clock_offset_ns(self, venue: str) -> int:
+        return int(self.board.procs[self.feed_slot[venue]]["clock_offset_ns"])
+
+    def changed(self) -> dict[str, list[int]]:
+        """Instrument identities whose rows changed since the last pass, with those rows."""
         words = self.reader._words  # noqa: SLF001 - the hot loop reads seq words directly
         last = self.last_seq
-        dirty = set()
+        dirty: dict[str, list[int]] = {}
         for i, word in enumerate(self.seq_words):
             seq = words[word]
             if seq != last[i]:
                 last[i] = seq
-                dirty.add(self.instrument_of_row[self.watch[i]])
+                row = self.watch[i]
+                dirty.setdefault(self.key_of_row[row], []).append(row)
         return dirty
 
     def anything_changed(self) -> bool:
@@ -150,48 +135,104 @@ class Detector:
                 return True
         return False
 
-    def evaluate(self, instrument: str, now_ns: int) -> None:
+    # ---------------------------------------------------------------- deciding
+    def evaluate(self, key: str, seen_ns: int, changed_rows: list[int]) -> None:
         try:
-            quotes = self.quotes(instrument)
+            quotes = self.quotes(key)
         except TornReadError:
             # a writer was preempted mid-write: evaluate this instrument again on the next pass
             for i, row in enumerate(self.watch):
-                if self.instrument_of_row[row] == instrument:
+                if self.key_of_row[row] == key:
                     self.last_seq[i] = -1
             return
+        by_row = {row: venue for row, venue in self.rows_of[key]}
+        for row in changed_rows:
+            publish_ns = quotes[by_row[row]].publish_ns
+            if publish_ns:
+                self.publish_to_seen.record(seen_ns - publish_ns)
         dc = self.config.detector
-        found, suspect = find(instrument, list(quotes.values()), self.fees, now_ns, self.staleness_ns,
-                              self.threshold_bps, dc.max_notional, dc.min_notional, dc.sanity_bps)
+        found, suspect = find(key, list(quotes.values()), self.fees[key], seen_ns, self.staleness_ns,
+                              self.threshold_bps, self.max_notional[key], dc.min_notional, dc.sanity_bps)
         for candidate in suspect:
-            self.suspects += 1
-            self.rate_log.warning(f"suspect:{instrument}:{candidate.buy.venue}:{candidate.sell.venue}",
-                                  f"suspected data or mapping error, not an opportunity: {instrument} "
+            self.summary.suspects += 1
+            self.rate_log.warning(f"suspect:{key}:{candidate.buy.venue}:{candidate.sell.venue}",
+                                  f"suspected data or mapping error, not an opportunity: {key} "
                                   f"buy {candidate.buy.venue} sell {candidate.sell.venue} "
                                   f"net {candidate.fill.net_bps:.1f} bps > sanity bound {dc.sanity_bps} bps")
-        self.emit(self.lifecycle.step(instrument, found, quotes, now_ns, self.staleness_ns))
+        self.emit(self.lifecycle.step(key, found, quotes, seen_ns, self.staleness_ns), seen_ns)
 
-    def emit(self, events: list[Event]) -> None:
+    def emit(self, events: list[Event], seen_ns: int | None = None) -> None:
         for event in events:
             now_ns = time.time_ns()
-            record = event_record(event, now_ns, self.fees)
+            if seen_ns is not None and event.kind != "close":
+                self.seen_to_emitted.record(now_ns - seen_ns)
+                newest = max(event.candidate.buy.recv_ns, event.candidate.sell.recv_ns)
+                self.receive_to_emitted.record(now_ns - newest)
+            record = event_record(event, now_ns, self.fees[event.candidate.instrument],
+                                  self.clock_offset_ns(event.candidate.buy.venue),
+                                  self.clock_offset_ns(event.candidate.sell.venue))
             if event.kind == "open":
-                self.opened += 1
                 self.stats.add("opportunities")
-                pair = (record["buy_exchange"], record["sell_exchange"])
-                self.by_pair[pair] = self.by_pair.get(pair, 0) + 1
-                self.total_profit += record["profit_quote"]
-            if self.output is not None:
-                self.output.write(orjson.dumps(record) + b"\n")
-            if self.print_opportunities:
-                sys.stdout.write(event_line(record) + "\n")
-                sys.stdout.flush()
+                self.summary.opened(record)
+                self.schedule_shadows(event)
+                if self.sink is not None and not self.sink.submit(record):
+                    self.stats.add("sink_dropped")
+            elif event.kind == "close":
+                self.summary.closed(record)
+            self.write(record)
 
+    def write(self, record: dict) -> None:
+        if self.output is not None:
+            self.output.write(orjson.dumps(record) + b"\n")
+        if self.print_opportunities:
+            sys.stdout.write(event_line(record) + "\n")
+            sys.stdout.flush()
+
+    # ---------------------------------------------------------------- shadow fills
+    def schedule_shadows(self, event: Event) -> None:
+        latencies = self.config.detector.shadow_latencies_ms
+        if not latencies:
+            return
+        self.shadow_pending[id(event)] = [event, {}]
+        for latency_ms in latencies:
+            self._shadow_n += 1
+            heapq.heappush(self.shadow_due, (event.now_ns + int(latency_ms * 1e6), self._shadow_n, event, latency_ms))
+
+    def run_shadows(self, now_ns: int) -> None:
+        due = self.shadow_due
+        while due and due[0][0] <= now_ns:
+            _, _, event, latency_ms = heapq.heappop(due)
+            c = event.candidate
+            try:
+                quotes = self.quotes(c.instrument)
+            except TornReadError:
+                heapq.heappush(due, (now_ns + 100_000, 0, event, latency_ms))
+                return
+            fill = shadow_fill(c, quotes[c.buy.venue], quotes[c.sell.venue], self.fees[c.instrument], latency_ms,
+                               now_ns, self.staleness_ns)
+            self.stats.add("shadow_fills")
+            if fill.net_bps is not None and fill.net_bps > 0:
+                self.stats.add("shadow_profitable")
+            self.summary.shadow(fill)
+            pending = self.shadow_pending[id(event)]
+            pending[1][latency_ms] = fill
+            if len(pending[1]) == len(self.config.detector.shadow_latencies_ms):
+                del self.shadow_pending[id(event)]
+                fills = [pending[1][ms] for ms in sorted(pending[1])]
+                self.write(shadow_record(event, fills, time.time_ns()))
+
+    def next_shadow_in_ms(self, now_ns: int) -> float:
+        if not self.shadow_due:
+            return SLEEP_TIMEOUT_MS
+        return max(0.0, min(SLEEP_TIMEOUT_MS, (self.shadow_due[0][0] - now_ns) / 1e6))
+
+    # ---------------------------------------------------------------- loop
     def expire(self, now_ns: int) -> None:
         if not self.lifecycle.live:
             return
-        instruments = {key[0] for key in self.lifecycle.live}
+        keys = {key[0] for key in self.lifecycle.live}
         try:
-            quotes = {i: self.quotes(i) for i in instruments}
+            quotes = {k: self.quotes(k) for k in keys}
         except TornReadError:
             return
         self.emit(self.lifecycle.expire(quotes, now_ns, self.staleness_ns))
@@ -210,13 +251,16 @@ class Detector:
         last_activity = time.monotonic_ns()
         last_expire = 0
         while not self.stop:
-            dirty = self.changed_instruments()
+            dirty = self.changed()
             words[scans_word] += 1
             if dirty:
-                now_ns = time.time_ns()
-                for instrument in dirty:
-                    self.evaluate(instrument, now_ns)
+                seen_ns = time.time_ns()
+                for key, rows in dirty.items():
+                    self.evaluate(key, seen_ns, rows)
                 last_activity = time.monotonic_ns()
+            if self.shadow_due and self.shadow_due[0][0] <= time.time_ns():
+                self.run_shadows(time.time_ns())
+            if dirty:
                 continue
             mono = time.monotonic_ns()
             if mono - last_expire > EXPIRE_INTERVAL_NS:
@@ -232,36 +276,36 @@ class Detector:
             if self.anything_changed():
                 doorbell.cancel_sleep()
                 continue
-            doorbell.sleep(SLEEP_TIMEOUT_MS)
+            doorbell.sleep(self.next_shadow_in_ms(time.time_ns()))
             last_activity = time.monotonic_ns()
-
-    def summary(self) -> str:
-        durations = sorted(self.lifecycle.closed_durations_ms)
-
-        def pct(p):
-            return durations[min(len(durations) - 1, int(p * len(durations)))] if durations else 0.0
-        lines = [f"detector summary: {self.opened} opportunities opened, "
-                 f"expected profit {self.total_profit:.4f} (quote currency, summed over instruments)"]
-        for (buy, sell), n in sorted(self.by_pair.items(), key=lambda kv: -kv[1]):
-            lines.append(f"  buy {buy:9} sell {sell:9} {n}")
-        if durations:
-            lines.append(f"  lifetime ms: p50 {pct(0.5):.1f} p90 {pct(0.9):.1f} max {durations[-1]:.1f} "
-                         f"({len(durations)} closed)")
-        if self.suspects:
-            lines.append(f"  {self.suspects} suspected data/mapping errors (edge above the sanity bound) not reported")
-        return "\n".join(lines)
 
     def close(self) -> None:
         self.emit(self.lifecycle.close_all(time.time_ns()))
         if self.output is not None:
             self.output.close()
+        if self.sink is not None:
+            self.sink.close(1.0)
         self.reader = None
         self.board.close()
 
 
+def build_sink(config):
+    sink_config = config.detector.sink
+    if sink_config is None:
+        return None
+    from pipeline.detector.sink import HttpSink
+    token = os.environ.get(sink_config.token_env) if sink_config.token_env else None
+    if sink_config.token_env and not token:
+        log.error("analysis sink: environment variable %s is not set; sending without a token",
+                  sink_config.token_env)
+    sink = HttpSink(sink_config.url, token, timeout_s=sink_config.timeout_s, queue_size=sink_config.queue_size)
+    sink.start()
+    return sink
+
+
 def main(spec: ProcessSpec, config) -> None:
     setup_child(spec)
-    detector = Detector(spec, config)
+    detector = Detector(spec, config, build_sink(config))
 
     def on_term(signum, frame):
         detector.stop = True
@@ -270,5 +314,5 @@ def main(spec: ProcessSpec, config) -> None:
         detector.run()
     finally:
         detector.close()
-        sys.stdout.write(detector.summary() + "\n")
+        sys.stdout.write(detector.summary.render() + "\n")
         sys.stdout.flush()

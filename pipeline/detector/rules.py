@@ -150,3 +150,54 @@ def find(instrument: str, quotes: list[Quote], fees_bps: dict[str, float], now_n
             candidate = Candidate(instrument, buy, sell, fill)
             (suspect if fill.net_bps > sanity_bps else found).append(candidate)
     return found, suspect
+
+
+def take(levels: list, quantity: float) -> tuple[float, float]:
+    """(volume-weighted price, filled quantity) of taking ``quantity`` from ``levels`` (best first)."""
+    left = quantity
+    notional = 0.0
+    for price, qty in levels:
+        if left <= 0.0:
+            break
+        step = qty if qty < left else left
+        notional += step * price
+        left -= step
+    filled = quantity - max(left, 0.0)
+    return (notional / filled if filled > 0.0 else 0.0), filled
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowFill:
+    """What taking both legs of an opportunity ``latency_ms`` after detection would have given."""
+
+    latency_ms: float
+    filled: float                 # quantity both legs could fill then (<= the detected quantity)
+    buy_price: float | None
+    sell_price: float | None
+    net_bps: float | None         # realized edge after fees; None when a quote was not tradable
+    slippage_bps: float | None    # detected net edge minus realized net edge
+    reason: str = ""              # why there was nothing to fill ("quote_stale", ...)
+
+    def as_dict(self) -> dict:
+        return {"latency_ms": self.latency_ms, "filled": self.filled, "buy_price": self.buy_price,
+                "sell_price": self.sell_price, "net_bps": None if self.net_bps is None else round(self.net_bps, 4),
+                "slippage_bps": None if self.slippage_bps is None else round(self.slippage_bps, 4),
+                "reason": self.reason}
+
+
+def shadow_fill(candidate: Candidate, buy: Quote, sell: Quote, fees_bps: dict[str, float], latency_ms: float,
+                now_ns: int, staleness_ns: int) -> ShadowFill:
+    """Re-price the detected quantity against the books as they are now."""
+    for quote in (buy, sell):
+        why = untradable_reason(quote, now_ns, staleness_ns)
+        if why is not None:
+            return ShadowFill(latency_ms, 0.0, None, None, None, None, why)
+    quantity = candidate.fill.quantity
+    buy_price, buy_filled = take(buy.asks, quantity)
+    sell_price, sell_filled = take(sell.bids, quantity)
+    filled = min(buy_filled, sell_filled)
+    if filled <= 0.0:
+        return ShadowFill(latency_ms, 0.0, None, None, None, None, "book_empty")
+    gross_bps = (sell_price - buy_price) / buy_price * 1e4
+    net_bps = gross_bps - fees_bps[buy.venue] - fees_bps[sell.venue]
+    return ShadowFill(latency_ms, filled, buy_price, sell_price, net_bps, candidate.fill.net_bps - net_bps)

@@ -22,7 +22,8 @@ from websockets.asyncio.client import connect
 
 from pipeline.board import Board, RowStatus, RowWriter, SkipReason
 from pipeline.board.doorbell import Doorbell
-from pipeline.board.layout import ProcessRole
+from pipeline.board.histogram import HistogramWriter
+from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
@@ -47,6 +48,31 @@ class ConnectionState:
         self.symbols = symbols
         self.last_seq: int | None = None
         self.reconnect_reason = ""
+
+
+class ClockOffset:
+    """Low envelope of (local receive time - exchange time) over a sliding window.
+
+    The smallest delay seen is the exchange's clock offset plus the minimum
+    one-way latency; over a window of ``window_s`` it tracks clock drift
+    while ignoring queueing spikes. Two half-windows keep it O(1) per sample.
+    """
+
+    def __init__(self, window_s: float = 30.0):
+        self.half_ns = int(window_s * 1e9 / 2)
+        self.current: int | None = None
+        self.previous: int | None = None
+        self.started_ns = 0
+
+    def observe(self, delay_ns: int, now_ns: int) -> None:
+        if now_ns - self.started_ns > self.half_ns:
+            self.previous, self.current, self.started_ns = self.current, None, now_ns
+        if self.current is None or delay_ns < self.current:
+            self.current = delay_ns
+
+    def offset_ns(self, now_ns: int) -> int | None:
+        values = [v for v in (self.current, self.previous) if v is not None]
+        return min(values) if values else None
 
 
 class Feed:
@@ -75,6 +101,10 @@ class Feed:
         self.rate_log = RateLimitedLog()
         self._words = self.stats.words
         self._messages_word = self.stats.word("messages")
+        hops = HOPS[ProcessRole.FEED]
+        self.exchange_to_receive = HistogramWriter(self.board, spec.slot, hops.index("exchange_to_receive"))
+        self.receive_to_publish = HistogramWriter(self.board, spec.slot, hops.index("receive_to_publish"))
+        self.clock = ClockOffset()
         self.connected = 0
         self.stop = asyncio.Event()
 
@@ -144,11 +174,16 @@ class Feed:
             self.stats.skip(SkipReason.CROSSED_BOOK)
             self.rate_log.warning(f"crossed:{book.symbol}", f"{self.spec.venue} {book.symbol}: book crossed or locked")
         bids, asks = book.compose()
-        self.writer.write(row, state, bids, asks, book.exch_ts_ms * 1_000_000, recv_ns,
-                          book.gaps, book.checksum_failures)
+        exch_ts_ns = book.exch_ts_ms * 1_000_000
+        self.writer.write(row, state, bids, asks, exch_ts_ns, recv_ns, book.gaps, book.checksum_failures)
+        self.doorbell.ring_if_sleeping()
+        self.receive_to_publish.record(time.time_ns() - recv_ns)
+        if exch_ts_ns:
+            delay = recv_ns - exch_ts_ns
+            self.exchange_to_receive.record(delay)
+            self.clock.observe(delay, recv_ns)
         self.status[row] = state
         self.last_update_ns[row] = recv_ns
-        self.doorbell.ring_if_sleeping()
 
     def resync(self, book: InstrumentBook, outcome: Outcome, recv_ns: int) -> list:
         reason = FAILED_OUTCOME_REASON[outcome]
@@ -248,6 +283,9 @@ class Feed:
         while not self.stop.is_set():
             now = time.time_ns()
             self.stats.set("heartbeat_ns", now)
+            offset = self.clock.offset_ns(now)
+            if offset is not None:
+                self.board.procs[self.spec.slot]["clock_offset_ns"] = offset
             for row, status in self.status.items():
                 if status == live and now - self.last_update_ns[row] > self.staleness_ns:
                     self.writer.set_status(row, stale)

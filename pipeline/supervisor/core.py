@@ -260,6 +260,8 @@ class Supervisor:
                     child.process.kill()
                     child.process.join(1)
         if self.board is not None:
+            from pipeline.supervisor.health import latency_table
+            self.out.write(latency_table(self.board, self.specs()) + "\n")
             self.board.destroy()
             self.board = None
             self.say(f"stopped; shared memory {self.config.board.name!r} removed")

@@ -15,7 +15,8 @@ import time
 import psutil
 
 from pipeline.board import Board, RowStatus
-from pipeline.board.layout import ProcessRole
+from pipeline.board.histogram import read_histogram
+from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.runtime import ProcessSpec, parent_alive, setup_child
 
 
@@ -76,6 +77,10 @@ class HealthReporter:
                           "opportunities", "restarts", "last_exit_code", "connected"):
                 info[field] = int(slot[field])
             info["scans"] = scans
+            info["clock_offset_ms"] = int(slot["clock_offset_ns"]) / 1e6
+            info["shadow_fills"] = int(slot["shadow_fills"])
+            info["shadow_profitable"] = int(slot["shadow_profitable"])
+            info["hops"] = latency_rows(self.board, spec)
             if spec.role == ProcessRole.FEED:
                 own = [r for r in self.rows if r.venue == spec.venue]
                 recv = [int(rows[r.row]["recv_ns"]) for r in own]
@@ -105,12 +110,43 @@ class HealthReporter:
                 line += f" scans/s {scans:>8} opportunities {info['opportunities']}"
             elif info["key"] == "simulator":
                 line += f" frames/s {rate:>6}"
+            if info["key"].startswith("feed:") and info["clock_offset_ms"]:
+                line += f" clock offset {info['clock_offset_ms']:+.1f}ms"
+            if info["key"] == "detector" and info["shadow_fills"]:
+                line += f" shadow fills profitable {info['shadow_profitable']}/{info['shadow_fills']}"
             if info["restarts"]:
                 line += f" restarts {info['restarts']} (last exit {info['last_exit_code']})"
             if info["heartbeat_age_ms"] is not None and info["heartbeat_age_ms"] > 2000:
                 line += f" HEARTBEAT {info['heartbeat_age_ms'] / 1000:.1f}s OLD"
             lines.append(line)
+            for hop, p50, p99, p999, top, count in info["hops"]:
+                if count:
+                    lines.append(f"      {hop:22} p50 {p50:9.1f} p99 {p99:9.1f} p99.9 {p999:9.1f} max {top:9.1f} µs"
+                                 f"  (n={count})")
         return "\n".join(lines)
+
+
+def latency_rows(board: Board, spec: ProcessSpec) -> list[tuple]:
+    """(hop, p50, p99, p99.9, max in µs, count) for each hop the process records."""
+    out = []
+    for index, hop in enumerate(HOPS.get(spec.role, ())):
+        h = read_histogram(board, spec.slot, index)
+        out.append((hop, h.percentile_ns(0.5) / 1e3, h.percentile_ns(0.99) / 1e3, h.percentile_ns(0.999) / 1e3,
+                    h.max_ns / 1e3, h.count))
+    return out
+
+
+def latency_table(board: Board, specs: list[ProcessSpec]) -> str:
+    """The whole per-hop table, for the exit summary."""
+    lines = ["latency per hop (µs)            p50       p99     p99.9       max       count"]
+    for spec in specs:
+        if spec.slot < 0:
+            continue
+        who = spec.venue or spec.key
+        for hop, p50, p99, p999, top, count in latency_rows(board, spec):
+            if count:
+                lines.append(f"  {who:9} {hop:20} {p50:9.1f} {p99:9.1f} {p999:9.1f} {top:9.1f} {count:11}")
+    return "\n".join(lines)
 
 
 def main(spec: ProcessSpec, config, specs: list[ProcessSpec]) -> None:
