@@ -106,6 +106,20 @@ class SimulatorConfig:
     dislocation_bps: float = 25.0          # how far the lagging exchange is off
     dislocation_ms: float = 150.0          # how long it lags
     start_prices: tuple[tuple[str, float], ...] = ()
+    random_dislocations: bool = True
+    scripted_dislocations: tuple["ScriptedDislocation", ...] = ()
+
+
+@dataclass(frozen=True)
+class ScriptedDislocation:
+    """``exchange`` quotes ``instrument`` ``bps`` away from the market from ``at_s`` after
+    the simulator starts, for ``duration_ms`` (positive: too high)."""
+
+    at_s: float
+    exchange: str
+    instrument: str
+    bps: float
+    duration_ms: float
 
 
 @dataclass(frozen=True)
@@ -370,7 +384,36 @@ def _simulator_schema(available):
         "dislocation_bps": _number(0),
         "dislocation_ms": _number(0),
         "start_prices": None,
+        "random_dislocations": _boolean,
+        "scripted_dislocations": _scripted,
     }
+
+
+SCRIPTED_SCHEMA = {
+    "at_s": _number(0),
+    "exchange": _string(),
+    "instrument": _string(INSTRUMENT_RE),
+    "bps": _number(-5000, 5000),
+    "duration_ms": _number(0, exclusive_min=True),
+}
+
+
+def _scripted(value, path, problems):
+    if not isinstance(value, list):
+        problems.add(path, f"must be a list of dislocations, got {value!r}")
+        return _BAD
+    out = []
+    for i, item in enumerate(value):
+        values = _section(item, f"{path}[{i}]", SCRIPTED_SCHEMA, problems)
+        missing = [k for k in SCRIPTED_SCHEMA if k not in values]
+        if missing:
+            if isinstance(item, dict):
+                for key in missing:
+                    if key not in item:
+                        problems.add(f"{path}[{i}].{key}", "missing")
+            continue
+        out.append(ScriptedDislocation(**values))
+    return tuple(out)
 
 
 def _instrument_list(value, path, problems) -> tuple[str, ...] | object:

@@ -182,6 +182,7 @@ class Simulator:
         self.update_interval_s = update_interval_ms / 1000.0
         self.exchanges = {name: ExchangeServer(name, symbols, market) for name, symbols in venues.items()}
         self.steps = 0
+        self.scripted = []            # (at_s, Dislocation template) scheduled relative to the first step
 
     async def start(self, ports: dict[str, int] | None = None) -> dict[str, str]:
         for name, server in self.exchanges.items():
@@ -196,6 +197,10 @@ class Simulator:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         next_step = time.monotonic()
+        start_ms = time.time() * 1000.0
+        for at_s, dislocation in self.scripted:
+            dislocation.start_ms = start_ms + at_s * 1000.0
+            self.market.schedule(dislocation)
         while not stop.is_set():
             now_ms = time.time() * 1000.0
             self.market.step(now_ms)
@@ -228,8 +233,12 @@ def build_simulator(config) -> Simulator:
                     volatility_bps=sim.volatility_bps, noise_bps=sim.noise_bps,
                     half_spread_bps=sim.half_spread_bps, dislocation_every_s=sim.dislocation_every_s,
                     dislocation_bps=sim.dislocation_bps, dislocation_ms=sim.dislocation_ms,
-                    start_prices=dict(sim.start_prices))
-    return Simulator(venues, market, sim.update_interval_ms, sim.host)
+                    start_prices=dict(sim.start_prices), random_dislocations=sim.random_dislocations)
+    simulator = Simulator(venues, market, sim.update_interval_ms, sim.host)
+    from pipeline.sim.market import Dislocation
+    simulator.scripted = [(d.at_s, Dislocation(d.exchange, d.instrument, d.bps, 0.0, d.duration_ms))
+                          for d in sim.scripted_dislocations]
+    return simulator
 
 
 __all__ = ["Simulator", "ExchangeServer", "build_simulator", "price_decimals"]

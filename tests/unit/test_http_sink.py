@@ -62,6 +62,8 @@ def make_handler(script: Scripted):
                 self.close_connection = True
                 return
             _, status, headers = action
+            if action[0] == "status-then-close":      # close the keep-alive connection without saying so
+                self.close_connection = True
             payload = b'{"ok":true}' if status < 300 else b'{"error":"no"}'
             try:
                 self.send_response(status)
@@ -263,6 +265,18 @@ def test_reconnects_after_server_closes_the_connection(server, sinks):
     st = stats_when(sink, lambda s: s.sent == 2)
     assert st.failed == 0
     assert server.requests[0]["peer"] != server.requests[1]["peer"]
+
+
+def test_silently_closed_keepalive_is_resent_on_a_fresh_connection(server, sinks):
+    server.plan.append(("status-then-close", 200, {}))
+    sink = sinks(server.url, retries=0)                 # the resend is not a counted retry
+    sink.start()
+    sink.submit(RECORD)
+    stats_when(sink, lambda s: s.sent == 1)
+    time.sleep(0.05)                                    # let the server finish closing its end
+    sink.submit(RECORD)
+    st = stats_when(sink, lambda s: s.sent == 2)
+    assert st.failed == 0 and len(server.requests) == 2
 
 
 def test_connection_refused_fails_after_retries(sinks):

@@ -1,0 +1,32 @@
+"""Latency histograms in shared memory."""
+from __future__ import annotations
+
+from pipeline.board import Board
+from pipeline.board.histogram import HistogramWriter, bucket_of, bucket_upper_ns, read_histogram
+
+
+def test_bucket_bounds_contain_their_values():
+    for ns in [128, 150, 1000, 12_345, 999_999, 10**9, 3 * 10**10]:
+        b = bucket_of(ns)
+        assert bucket_upper_ns(b - 1) <= ns < bucket_upper_ns(b)
+        assert bucket_upper_ns(b) <= ns * 1.26          # 4 buckets per power of two: about 19 % wide
+    assert bucket_of(0) == bucket_of(127) == 0
+
+
+def test_record_and_percentiles(board_name):
+    with Board.create(board_name, n_rows=1, depth=1, n_procs=2) as board:
+        writer = HistogramWriter(board, slot=1, index=2)
+        for ns in range(1000, 101_000, 1000):           # 1 .. 100 µs
+            writer.record(ns)
+        writer.record(5_000_000)
+        h = read_histogram(board, 1, 2)
+        assert h.count == 101 and h.max_ns == 5_000_000
+        assert h.sum_ns == sum(range(1000, 101_000, 1000)) + 5_000_000
+        assert 50_000 <= h.percentile_ns(0.5) <= 50_000 * 1.26
+        assert 99_000 <= h.percentile_ns(0.99) <= 100_000 * 1.26
+        assert h.percentile_ns(1.0) == 5_000_000
+        assert read_histogram(board, 0, 2).count == 0   # other slots untouched
+        later = read_histogram(board, 1, 2)
+        writer.record(2000)
+        assert read_histogram(board, 1, 2).minus(later).count == 1
+        writer = None
