@@ -86,6 +86,13 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus endpoint on 127.0.0.1:``port`` (off unless configured)."""
+
+    port: int
+
+
+@dataclass(frozen=True)
 class SupervisorConfig:
     restart_backoff_s: float = 0.2
     restart_backoff_max_s: float = 10.0
@@ -130,6 +137,7 @@ class Config:
     health: HealthConfig
     supervisor: SupervisorConfig
     simulator: SimulatorConfig | None = None
+    metrics: MetricsConfig | None = None
     source: str = ""
 
     @property
@@ -485,7 +493,7 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
     problems = _Problems()
     top_schema = {
         "board": None, "venues": None, "detector": None, "health": None,
-        "supervisor": None, "simulator": None,
+        "supervisor": None, "simulator": None, "metrics": None,
     }
     if not isinstance(raw, dict):
         raise ConfigError([("", f"{source}: the top level must be a mapping with a 'venues' section, got {raw!r}")])
@@ -497,6 +505,14 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
     detector = DetectorConfig(**_section(raw.get("detector"), "detector", _detector_schema(available_cores), problems))
     health = HealthConfig(**_section(raw.get("health"), "health", _health_schema(available_cores), problems))
     supervisor = SupervisorConfig(**_section(raw.get("supervisor"), "supervisor", SUPERVISOR_SCHEMA, problems))
+
+    metrics = None
+    if raw.get("metrics") is not None:
+        values = _section(raw["metrics"], "metrics", {"port": _number(1, 65535, integer=True)}, problems)
+        if "port" in values:
+            metrics = MetricsConfig(port=values["port"])
+        elif isinstance(raw["metrics"], dict) and "port" not in raw["metrics"]:
+            problems.add("metrics.port", "missing (the port to serve /metrics on, bound to 127.0.0.1)")
 
     simulator = None
     if raw.get("simulator") is not None:
@@ -534,7 +550,7 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
     if problems.items:
         raise ConfigError(problems.items)
     return Config(board=board, venues=tuple(venues), detector=detector, health=health,
-                  supervisor=supervisor, simulator=simulator, source=source)
+                  supervisor=supervisor, simulator=simulator, metrics=metrics, source=source)
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -2,7 +2,7 @@
 
 The segment is three regions, each an array of one numpy structured dtype::
 
-    [ header ][ process slots (n_procs x 256 B) ][ latency histograms (n_procs x 4) ][ quote rows ]
+    [ header ][ process slots (n_procs x 256 B) ][ latency histograms (n_procs x 4) ][ pairs ][ quote rows ]
 
 Every offset anyone uses (the seqlock writer's ``struct`` format, the
 detector's strided views, the health reporter) is derived from these dtypes,
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 CACHE_LINE = 64
 MAX_DEPTH = 10
 PROC_SLOT_SIZE = 256
@@ -139,6 +139,12 @@ HOPS = {
 }
 
 
+# Opportunities opened per (buy venue, sell venue), indexed by venue id - 1;
+# written by the detector only, read by the metrics endpoint.
+MAX_VENUES = 8
+PAIRS_DTYPE = np.dtype([("opened", "<u8", (MAX_VENUES, MAX_VENUES))])
+
+
 def row_dtype(depth: int) -> np.dtype:
     """The quote row for top-``depth`` books.
 
@@ -222,8 +228,12 @@ class BoardGeometry:
         return HEADER_DTYPE.itemsize + self.n_procs * PROC_DTYPE.itemsize
 
     @property
-    def rows_offset(self) -> int:
+    def pairs_offset(self) -> int:
         return self.hists_offset + self.n_procs * HISTS_PER_PROC * HIST_DTYPE.itemsize
+
+    @property
+    def rows_offset(self) -> int:
+        return self.pairs_offset + PAIRS_DTYPE.itemsize
 
     def hist_offset(self, slot: int, index: int) -> int:
         return self.hists_offset + (slot * HISTS_PER_PROC + index) * HIST_DTYPE.itemsize

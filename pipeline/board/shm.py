@@ -29,6 +29,7 @@ from pipeline.board.layout import (
     HEADER_DTYPE,
     LAYOUT_VERSION,
     MAGIC,
+    PAIRS_DTYPE,
     PROC_DTYPE,
     BoardGeometry,
 )
@@ -52,6 +53,7 @@ class Board:
         self.header = np.ndarray((), HEADER_DTYPE, self.buf, 0)
         self.procs = np.ndarray((geometry.n_procs,), PROC_DTYPE, self.buf, geometry.procs_offset)
         self.rows = np.ndarray((geometry.n_rows,), geometry.row, self.buf, geometry.rows_offset)
+        self.pairs = np.ndarray((), PAIRS_DTYPE, self.buf, geometry.pairs_offset)["opened"]
 
     # -- lifetime -------------------------------------------------------
     @classmethod
@@ -93,7 +95,7 @@ class Board:
 
     def close(self) -> None:
         """Unmap. Views handed out earlier must not be used afterwards."""
-        self.header = self.procs = self.rows = None  # drop exported buffers before closing
+        self.header = self.procs = self.rows = self.pairs = None  # drop exported buffers before closing
         self.buf = None
         try:
             self._shm.close()

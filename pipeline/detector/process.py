@@ -33,6 +33,7 @@ from pipeline.detector.lifecycle import Event, Lifecycle
 from pipeline.detector.report import Summary, event_line, event_record, shadow_record
 from pipeline.detector.rules import Quote, find, shadow_fill
 from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, setup_child
+from pipeline.venues import VENUE_IDS
 
 log = logging.getLogger("pipeline.detector")
 
@@ -92,6 +93,7 @@ class Detector:
         self.print_opportunities = dc.print_opportunities
         self.rate_log = RateLimitedLog()
         self.summary = Summary()
+        self.pairs = self.board.pairs
         self.shadow_due: list = []        # heap of (due_ns, n, opened event, latency_ms)
         self.shadow_pending: dict = {}    # id(open) -> [event, {latency: ShadowFill}]
         self._shadow_n = 0
@@ -173,6 +175,7 @@ class Detector:
                                   self.clock_offset_ns(event.candidate.sell.venue))
             if event.kind == "open":
                 self.stats.add("opportunities")
+                self.pairs[VENUE_IDS[event.candidate.buy.venue] - 1, VENUE_IDS[event.candidate.sell.venue] - 1] += 1
                 self.summary.opened(record)
                 self.schedule_shadows(event)
                 if self.sink is not None and not self.sink.submit(record):
@@ -286,6 +289,7 @@ class Detector:
         if self.sink is not None:
             self.sink.close(1.0)
         self.reader = None
+        self.pairs = None
         self.board.close()
 
 

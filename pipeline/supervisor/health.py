@@ -157,6 +157,7 @@ def main(spec: ProcessSpec, config, specs: list[ProcessSpec]) -> None:
     slot["pid"] = os.getpid()
     slot["started_ns"] = time.time_ns()
     reporter = HealthReporter(board, specs, list(spec.rows))
+    metrics = start_metrics(board, specs, spec, config.metrics.port) if config.metrics else None
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     reporter.snapshot()
@@ -169,4 +170,39 @@ def main(spec: ProcessSpec, config, specs: list[ProcessSpec]) -> None:
             sys.stdout.write(reporter.render(reporter.snapshot()) + "\n")
             sys.stdout.flush()
         time.sleep(0.2)
+    if metrics is not None:
+        from pipeline.supervisor.metrics import stop_metrics_server
+        stop_metrics_server(metrics)
     board.close()
+
+
+def start_metrics(board: Board, specs: list[ProcessSpec], spec: ProcessSpec, port: int):
+    """Serve /metrics on 127.0.0.1:port from this (health) process, reading the same board."""
+    from pipeline.board.histogram import bucket_upper_ns
+    from pipeline.board.layout import HIST_BUCKETS
+    from pipeline.supervisor.metrics import BoardCollector, start_metrics_server
+    from pipeline.venues import VENUES
+    # buckets 1..3 are never used (everything below 128 ns is bucket 0); the last one is open-ended
+    used = [0] + list(range(4, HIST_BUCKETS - 1))
+    bounds = [bucket_upper_ns(i) / 1e9 for i in used]
+
+    def histograms():
+        out = []
+        for s in specs:
+            for index, hop in enumerate(HOPS.get(s.role, ())):
+                h = read_histogram(board, s.slot, index)
+                cumulative, running = [], 0
+                for n in h.buckets:
+                    running += n
+                    cumulative.append(running)
+                counts = [cumulative[i] for i in used] + [h.count]
+                out.append((hop, {"process": s.venue or s.key}, bounds, counts, h.sum_ns / 1e9))
+        return out
+
+    def pairs():
+        opened = board.pairs
+        return {(VENUES[i], VENUES[j]): int(opened[i, j]) for i in range(len(VENUES)) for j in range(len(VENUES))
+                if opened[i, j]}
+
+    collector = BoardCollector(board, specs, list(spec.rows), histograms=histograms, opportunities_by_pair=pairs)
+    return start_metrics_server(port, collector)

@@ -47,6 +47,9 @@ def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
     assert opens, "a 6 s demo with dislocations every 0.5 s must open at least one opportunity"
     fees = {"binance": 10.0, "bybit": 10.0}
     for record in records:
+        if record["event"] == "shadow":
+            assert len(record["shadow_fills"]) == 3
+            continue
         check_arithmetic(record, fees)
         assert record["net_bps"] >= 0.0
     closes = [r for r in records if r["event"] == "close"]
@@ -87,4 +90,52 @@ def test_killed_feed_is_restarted_and_sigterm_cleans_up(tmp_path, board_name):
     assert proc.returncode == 0, output[-3000:]
     assert "pipeline: feed binance died (killed by signal 9)" in output, output
     assert "restarted pipeline: feed binance" in output
+    assert not (Path("/dev/shm") / board_name).exists()
+
+
+def test_metrics_endpoint_is_scraped_during_a_demo_run(tmp_path, board_name):
+    import socket
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = demo_config(board_name, tmp_path / "opps.jsonl")
+    raw["metrics"] = {"port": port}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(write_config(tmp_path / "c.yaml", raw)),
+                             "--duration", "8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+    def scrape():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                return response.read().decode()
+        except OSError:
+            return None
+
+    def has_traffic():
+        text = scrape()
+        if not text:
+            return None
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        messages = families.get("pipeline_feed_messages")
+        latency = families.get("pipeline_latency_seconds")
+        if messages and latency and all(s.value > 50 for s in messages.samples) and any(
+                s.name.endswith("_count") and s.value > 0 and s.labels.get("hop") == "publish_to_seen"
+                for s in latency.samples):
+            return families
+        return None
+
+    try:
+        families = wait_for(has_traffic, 30, interval=0.5, message="metrics with traffic")
+    finally:
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output[-2000:]
+    exchanges = {s.labels["exchange"] for s in families["pipeline_feed_messages"].samples}
+    assert exchanges == {"binance", "bybit"}
+    states = [s for s in families["pipeline_row_state"].samples if s.value == 1]
+    assert {s.labels["state"] for s in states} <= {"live", "syncing"}
+    hops = {s.labels["hop"] for s in families["pipeline_latency_seconds"].samples}
+    assert {"receive_to_publish", "exchange_to_receive", "publish_to_seen"} <= hops
     assert not (Path("/dev/shm") / board_name).exists()

@@ -25,7 +25,7 @@ def test_take_walks_levels():
 
 def test_shadow_fill_reprices_the_detected_quantity():
     fees = {"a": 10.0, "b": 10.0}
-    a = q("a", [(99.0, 1.0)], [(100.0, 1.0), (100.2, 5.0)])
+    a = q("a", [(99.0, 1.0)], [(100.0, 1.0), (100.45, 5.0)])   # second level not profitable after fees
     b = q("b", [(100.5, 2.0)], [(100.6, 1.0)])
     [c], _ = find("X/Y", [a, b], fees, NOW, 2_000_000_000, 0)
     assert c.fill.quantity == 1.0 and c.fill.net_bps == pytest.approx(30.0)
