@@ -235,7 +235,9 @@ class Feed:
                     established_before = True
                     self._set_connected(+1)
                     conn = ConnectionState(symbols)
-                    for frame in venue.build_subscribe(symbols, self.depth):
+                    for n, frame in enumerate(venue.build_subscribe(symbols, self.depth)):
+                        if n and venue.SUBSCRIBE_INTERVAL_S:
+                            await asyncio.sleep(venue.SUBSCRIBE_INTERVAL_S)     # the exchange's request rate limit
                         await ws.send(frame)
                     keepalive = None
                     if self.keepalive_s:

@@ -6,6 +6,7 @@ multiprocessing. It offers:
 * ``NAME``, ``DEFAULT_URL``, ``DEFAULT_TAKER_FEE_BPS`` (standard spot taker tier);
 * ``KEEPALIVE_INTERVAL_S``: how often the client must send ``build_keepalive()``
   (None when the server pings and we only answer);
+* ``SUBSCRIBE_INTERVAL_S``: pause between subscribe frames (the exchange's request rate limit);
 * ``MAX_SYMBOLS_PER_CONNECTION``: the feed splits instruments over several
   connections above this;
 * ``BOOK_LEVELS``: levels the depth book keeps (the exchange's channel depth;

@@ -37,6 +37,7 @@ NAME = "binance"
 DEFAULT_URL = "wss://stream.binance.com:9443/stream"
 DEFAULT_TAKER_FEE_BPS = 10.0
 KEEPALIVE_INTERVAL_S = None
+SUBSCRIBE_INTERVAL_S = 0.25   # between subscribe frames: 5 incoming messages per second per connection, SUBSCRIBE and pongs included
 MAX_SYMBOLS_PER_CONNECTION = 200      # 2 streams each, well under 1024 streams per connection
 BOOK_LEVELS = None                    # partial-depth snapshots replace the book
 CHECKSUM = None

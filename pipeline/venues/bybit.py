@@ -35,6 +35,7 @@ NAME = "bybit"
 DEFAULT_URL = "wss://stream.bybit.com/v5/public/spot"
 DEFAULT_TAKER_FEE_BPS = 10.0
 KEEPALIVE_INTERVAL_S = 20.0
+SUBSCRIBE_INTERVAL_S = 0.0   # between subscribe frames: no documented per-second limit; 500 connections per 5 minutes
 MAX_SYMBOLS_PER_CONNECTION = 50
 BOOK_LEVELS = 50
 CHECKSUM = None

@@ -55,6 +55,7 @@ NAME = "coinbase"
 DEFAULT_URL = "wss://advanced-trade-ws.coinbase.com"
 DEFAULT_TAKER_FEE_BPS = 120.0
 KEEPALIVE_INTERVAL_S = None           # `heartbeats` keeps the subscriptions open
+SUBSCRIBE_INTERVAL_S = 0.0   # between subscribe frames: three subscribe frames, well under the documented rate
 MAX_SYMBOLS_PER_CONNECTION = 10       # every level2 subscription starts with a multi-MB full book
 BOOK_LEVELS = None                    # full book
 CHECKSUM = None

@@ -52,6 +52,7 @@ NAME = "htx"
 DEFAULT_URL = "wss://api.huobi.pro/ws"
 DEFAULT_TAKER_FEE_BPS = 20.0
 KEEPALIVE_INTERVAL_S = None           # the server pings; we answer with build_pong
+SUBSCRIBE_INTERVAL_S = 0.1   # between subscribe frames: one topic per frame; bursts of requests get '429 too many request'
 MAX_SYMBOLS_PER_CONNECTION = 20       # no documented limit; 2 topics each
 BOOK_LEVELS = None                    # mbp.refresh snapshots replace the book
 CHECKSUM = None

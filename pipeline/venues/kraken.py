@@ -54,6 +54,7 @@ NAME = "kraken"
 DEFAULT_URL = "wss://ws.kraken.com/v2"
 DEFAULT_TAKER_FEE_BPS = 40.0
 KEEPALIVE_INTERVAL_S = 20.0
+SUBSCRIBE_INTERVAL_S = 0.0   # between subscribe frames: one frame per channel
 MAX_SYMBOLS_PER_CONNECTION = 50       # no documented per-connection limit
 BOOK_LEVELS = 10
 CHECKSUM_LEVELS = 10

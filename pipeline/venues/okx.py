@@ -53,6 +53,7 @@ NAME = "okx"
 DEFAULT_URL = "wss://ws.okx.com:8443/ws/v5/public"
 DEFAULT_TAKER_FEE_BPS = 10.0
 KEEPALIVE_INTERVAL_S = 20.0
+SUBSCRIBE_INTERVAL_S = 0.0   # between subscribe frames: 480 (un)subscribe requests per connection per hour: a handful at start
 MAX_SYMBOLS_PER_CONNECTION = 25       # one 400-level `books` channel each: under the advised 30
 BOOK_LEVELS = 400
 CHECKSUM = None                       # the `checksum` field is always 0 now

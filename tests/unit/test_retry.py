@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.exceptions import ConnectionClosedError
 
 from pipeline.errors import FeedError, ParseError
 from pipeline.feed.retry import Backoff, should_reconnect

@@ -1,0 +1,43 @@
+"""Every venue module has the same shape and stays sans-I/O."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from pipeline.venues import DEFAULT_TAKER_FEE_BPS, VENUES, load_venue
+
+REQUIRED = ["NAME", "DEFAULT_URL", "DEFAULT_TAKER_FEE_BPS", "KEEPALIVE_INTERVAL_S", "SUBSCRIBE_INTERVAL_S",
+            "MAX_SYMBOLS_PER_CONNECTION", "BOOK_LEVELS", "CHECKSUM", "CHECKSUM_LEVELS", "native_symbol",
+            "build_url", "build_subscribe", "build_resubscribe", "build_keepalive", "build_pong", "parse"]
+FORBIDDEN = {"asyncio", "websockets", "socket", "time", "multiprocessing", "threading", "requests", "urllib"}
+
+
+@pytest.mark.parametrize("venue", VENUES)
+def test_same_shape(venue):
+    module = load_venue(venue)
+    missing = [name for name in REQUIRED if not hasattr(module, name)]
+    assert not missing
+    assert module.NAME == venue
+    assert module.DEFAULT_TAKER_FEE_BPS == DEFAULT_TAKER_FEE_BPS[venue]
+
+
+@pytest.mark.parametrize("path", sorted(Path(load_venue("binance").__file__).parent.glob("*.py")))
+def test_venue_modules_import_no_io(path):
+    tree = ast.parse(path.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & FORBIDDEN, f"{path.name} imports {imported & FORBIDDEN}"
+
+
+@pytest.mark.parametrize("venue, instrument, native", [
+    ("binance", "BTC/USDT", "BTCUSDT"), ("bybit", "ETH/USDT", "ETHUSDT"), ("okx", "BTC/USDT", "BTC-USDT"),
+    ("htx", "BTC/USDT", "btcusdt"), ("coinbase", "BTC/USD", "BTC-USD"), ("kraken", "BTC/USD", "BTC/USD"),
+])
+def test_native_symbol_rules(venue, instrument, native):
+    assert load_venue(venue).native_symbol(instrument) == native
