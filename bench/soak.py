@@ -1,0 +1,276 @@
+"""Soak: the pipeline against a misbehaving simulator for minutes, with children killed.
+
+Run by hand (not in CI)::
+
+    python -m bench.soak --minutes 30
+
+This script runs the exchange simulator itself (in-process, so it can switch
+faults on and off) and starts the supervisor as a subprocess with a config
+whose venues point at it. Every few seconds it injects a fault on a random
+exchange (dropped connections, refused reconnects, hung handshakes, silence,
+a quiet instrument, garbage frames, bad numbers, crossed books, sequence
+gaps, duplicates, corrupted checksums, bursts) and now and then kills a random
+child with SIGKILL. At the end it prints the figures and writes them as JSON
+to ``bench/results/soak.json``.
+
+"Opportunities opened from untrustworthy rows" is checked from outside the
+detector: an ``open`` whose quote age exceeds the staleness limit, or that
+names an exchange while the simulator was refusing it or keeping it silent
+(after a grace period for the feed to notice), counts. It must be 0.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import psutil
+import yaml
+
+from pipeline.board import Board, SkipReason
+from pipeline.board.layout import ProcessRole
+from pipeline.sim.market import Market
+from pipeline.sim.server import Simulator
+from pipeline.venues import VENUES, load_venue
+
+REPO = Path(__file__).resolve().parents[1]
+INSTRUMENTS = {"coinbase": ["BTC/USD", "BTC/USDT"], "kraken": ["BTC/USD", "BTC/USDT"]}
+STALENESS_MS = 1000
+GRACE_S = 0.5
+FAULTS = ["drop_close", "drop_abort", "refuse", "hang", "silence", "quiet_instrument", "garbage", "bad_number",
+          "crossed", "gap", "duplicate", "checksum", "burst", "kill_child"]
+
+
+def process_usage(pids: dict[str, int]) -> dict[str, dict]:
+    out = {}
+    for name, pid in pids.items():
+        try:
+            p = psutil.Process(pid)
+            out[name] = {"pid": pid, "rss_mb": round(p.memory_info().rss / 2 ** 20, 1),
+                         "cpu_s": round(sum(p.cpu_times()[:2]), 2)}
+        except psutil.Error:
+            out[name] = {"pid": pid, "rss_mb": None, "cpu_s": None}
+    return out
+
+
+def board_pids(board_name: str, venues: list[str]) -> dict[str, int]:
+    try:
+        board = Board.attach(board_name)
+    except Exception:
+        return {}
+    try:
+        names = venues + ["detector", "health"]
+        return {name: int(board.procs[i]["pid"]) for i, name in enumerate(names) if int(board.procs[i]["pid"])}
+    finally:
+        board.close()
+
+
+def board_counters(board_name: str, venues: list[str]) -> dict:
+    board = Board.attach(board_name)
+    try:
+        out = {}
+        for i, venue in enumerate(venues):
+            slot = board.procs[i]
+            out[venue] = {k: int(slot[k]) for k in ("messages", "parse_errors", "reconnects", "gaps",
+                                                    "checksum_failures", "resyncs", "restarts")}
+            out[venue]["skipped"] = {r.name.lower(): int(slot["skipped"][r]) for r in SkipReason}
+        detector = board.procs[len(venues)]
+        out["detector"] = {k: int(detector[k]) for k in ("scans", "opportunities", "restarts", "shadow_fills")}
+        return out
+    finally:
+        board.close()
+
+
+class Soak:
+    def __init__(self, minutes: float, seed: int, fault_every_s: float, kill_every_s: float):
+        self.minutes = minutes
+        self.rng = random.Random(seed)
+        self.fault_every_s = fault_every_s
+        self.kill_every_s = kill_every_s
+        self.venues = list(VENUES)
+        self.symbols = {v: {i: load_venue(v).native_symbol(i) for i in INSTRUMENTS.get(v, ["BTC/USDT", "ETH/USDT"])}
+                        for v in self.venues}
+        instruments = sorted({i for s in self.symbols.values() for i in s})
+        self.market = Market(self.venues, instruments, seed=seed, depth=10, dislocation_every_s=1.0,
+                             dislocation_bps=45, dislocation_ms=150)
+        self.sim = Simulator(self.symbols, self.market, update_interval_ms=20)
+        self.board_name = f"pipeline-soak-{uuid.uuid4().hex[:8]}"
+        self.injected: dict[str, int] = {k: 0 for k in FAULTS}
+        self.untrusted_windows: list[tuple[str, float, float]] = []   # exchange, from, to (wall clock)
+        self.kills: list[str] = []
+
+    def config(self, urls: dict[str, str], out: Path) -> dict:
+        return {
+            "board": {"name": self.board_name, "depth": 5},
+            "venues": {v: {"url": urls[v], "instruments": list(self.symbols[v]), "staleness_ms": STALENESS_MS}
+                       for v in self.venues},
+            "detector": {"threshold_bps": 0.0, "staleness_ms": STALENESS_MS, "output": str(out),
+                         "print_opportunities": False},
+            "health": {"interval_s": 30},
+            "supervisor": {"restart_backoff_s": 0.2, "max_restarts": 1000},
+        }
+
+    async def inject(self, kind: str) -> None:
+        venue = self.rng.choice(self.venues)
+        server = self.sim.exchanges[venue]
+        faults = server.faults
+        symbol = self.rng.choice(list(self.symbols[venue].values()))
+        now = time.time()
+        self.injected[kind] += 1
+        if kind in ("drop_close", "drop_abort"):
+            await server.drop_connections("close" if kind == "drop_close" else "abort")
+        elif kind == "refuse":
+            faults.refuse_until = time.monotonic() + 2.0
+            await server.drop_connections("abort")
+            self.untrusted_windows.append((venue, now + GRACE_S, now + 2.0))
+        elif kind == "hang":
+            faults.hang_handshake = True
+            await server.drop_connections("abort")
+            self.untrusted_windows.append((venue, now + GRACE_S, now + 2.0))
+            await asyncio.sleep(2.0)
+            faults.hang_handshake = False
+        elif kind == "silence":
+            faults.silent = True
+            self.untrusted_windows.append((venue, now + STALENESS_MS / 1000 + GRACE_S, now + 3.0))
+            await asyncio.sleep(3.0)
+            faults.silent = False
+        elif kind == "quiet_instrument":
+            faults.silent_symbols.add(symbol)
+            await asyncio.sleep(3.0)
+            faults.silent_symbols.discard(symbol)
+        elif kind == "garbage":
+            faults.inject_next.extend(["{not json", '{"unknown":"type"}', b"\x00\xff binary", "[" * 10,
+                                       '{"x":"' + "A" * 3_000_000 + '"}'])
+        elif kind in ("bad_number", "crossed"):
+            canonical = next(i for i, s in self.symbols[venue].items() if s == symbol)
+            bids, asks = self.market.book(venue, canonical, time.time() * 1000)
+            if kind == "bad_number":
+                bad = self.rng.choice([math.nan, math.inf, -1.0, 0.0])
+                faults.bad_book_next[symbol] = ([(bad, 1.0)] + bids[1:], asks)
+            else:
+                faults.bad_book_next[symbol] = ([(asks[0][0] * 1.01, 1.0)] + bids[1:], asks)
+        elif kind == "gap":
+            faults.drop_next_depth.add(symbol)
+        elif kind == "duplicate":
+            faults.duplicate_next_depth.add(symbol)
+        elif kind == "checksum":
+            faults.corrupt_checksum_next.add(symbol)
+        elif kind == "burst":
+            faults.burst = 1000
+
+    def kill_child(self) -> None:
+        pids = board_pids(self.board_name, self.venues)
+        if not pids:
+            return
+        name = self.rng.choice(sorted(pids))
+        try:
+            os.kill(pids[name], signal.SIGKILL)
+            self.kills.append(name)
+            self.injected["kill_child"] += 1
+            if name in self.venues:
+                now = time.time()
+                self.untrusted_windows.append((name, now + GRACE_S, now + 1.0))
+        except ProcessLookupError:
+            pass
+
+    async def run(self) -> dict:
+        urls = await self.sim.start()
+        sim_task = asyncio.ensure_future(self.sim.run())
+        workdir = Path(tempfile.mkdtemp(prefix="soak-"))
+        out = workdir / "opportunities.jsonl"
+        config_path = workdir / "soak.yaml"
+        config_path.write_text(yaml.safe_dump(self.config(urls, out)))
+        proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(config_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        log_lines: list[str] = []
+        reader = asyncio.get_running_loop().run_in_executor(None, lambda: log_lines.extend(proc.stdout))
+        deadline = time.monotonic() + 30
+        while len(board_pids(self.board_name, self.venues)) < len(self.venues) + 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(3)
+        start_usage = process_usage(board_pids(self.board_name, self.venues))
+        end_at = time.monotonic() + self.minutes * 60
+        next_kill = time.monotonic() + self.kill_every_s
+        pending = set()
+        while time.monotonic() < end_at:
+            kind = self.rng.choice(FAULTS[:-1])
+            pending.add(asyncio.ensure_future(self.inject(kind)))
+            if time.monotonic() >= next_kill:
+                self.kill_child()
+                next_kill = time.monotonic() + self.kill_every_s
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.fault_every_s)
+            pending = {t for t in pending if not t.done()}
+        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.sleep(5)                                   # let everything recover
+        end_usage = process_usage(board_pids(self.board_name, self.venues))
+        counters = board_counters(self.board_name, self.venues)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+        await reader
+        sim_task.cancel()
+        await self.sim.close()
+        return self.figures(out, counters, start_usage, end_usage, log_lines, proc.returncode)
+
+    def figures(self, out: Path, counters: dict, start_usage, end_usage, log_lines, returncode) -> dict:
+        records = [orjson.loads(line) for line in out.read_bytes().splitlines()] if out.exists() else []
+        opens = [r for r in records if r["event"] == "open"]
+        untrusted = 0
+        for record in opens:
+            t = record["time_ns"] / 1e9
+            too_old = max(record["buy_quote_age_ms"], record["sell_quote_age_ms"]) > STALENESS_MS
+            in_window = any(v in (record["buy_exchange"], record["sell_exchange"]) and a <= t <= b
+                            for v, a, b in self.untrusted_windows)
+            untrusted += too_old or in_window
+        skipped: dict[str, int] = {}
+        for venue in self.venues:
+            for reason, n in counters[venue]["skipped"].items():
+                skipped[reason] = skipped.get(reason, 0) + n
+        leftovers = [p.name for p in Path("/dev/shm").iterdir() if p.name == self.board_name]
+        return {
+            "minutes": self.minutes,
+            "supervisor_exit_status": returncode,
+            "faults_injected": self.injected,
+            "children_killed": {name: self.kills.count(name) for name in sorted(set(self.kills))},
+            "restarts_reported": sum("died (" in line for line in log_lines),
+            "reconnects": sum(counters[v]["reconnects"] for v in self.venues),
+            "rows_invalidated_gaps": sum(counters[v]["gaps"] for v in self.venues),
+            "checksum_failures": sum(counters[v]["checksum_failures"] for v in self.venues),
+            "book_resyncs": sum(counters[v]["resyncs"] for v in self.venues),
+            "frames_skipped_by_reason": skipped,
+            "parse_errors": sum(counters[v]["parse_errors"] for v in self.venues),
+            "opportunities_opened": len(opens),
+            "opportunities_from_untrusted_rows": untrusted,
+            "process_usage_start": start_usage,
+            "process_usage_end": end_usage,
+            "shared_memory_left": leftovers,
+            "note": "counters of restarted feeds start again from the values on the board (rows and slots persist)",
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Soak the pipeline against a misbehaving simulator.")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fault-every", type=float, default=3.0, help="mean seconds between faults")
+    parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between SIGKILLs of a child")
+    args = parser.parse_args()
+    figures = asyncio.run(Soak(args.minutes, args.seed, args.fault_every, args.kill_every).run())
+    results = REPO / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "soak.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
