@@ -1,0 +1,193 @@
+"""Cost of one detector pass against the size of the board.
+
+Why: the detector is one Python process that must notice a changed row and
+decide within microseconds, however many exchanges, instruments and levels
+the board holds. A pass is what ``Detector.run`` does each time around its
+loop: scan every watched row's seq word for changes, then for each changed
+instrument read its rows through the seqlock, run ``rules.find`` (depth walk
+for every tradable pair) and the opportunity lifecycle. We time exactly that
+on the real ``pipeline.detector.process.Detector``, built from a
+``ProcessSpec`` and a config validated by ``parse_config``, attached to a real
+board filled with ``RowWriter``:
+
+* ``idle``: a pass where nothing changed (the pure scan);
+* ``one row``: one row rewritten before each pass (the common case);
+* ``all rows``: every row rewritten before each pass (a burst).
+
+Writes happen outside the timed region. Quotes are LIVE and fresh; each
+exchange's book is offset by 1 bps from the previous one, so some pairs have
+a positive gross edge and get walked, but none clears the fees, so no events
+are written: the numbers are the cost of deciding "nothing to do".
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+
+from bench._common import BusyMeter, machine_info, markdown_table, median, percentile, write_results
+from pipeline.board import Board, RowWriter
+from pipeline.board.doorbell import Doorbell
+from pipeline.board.layout import ProcessRole, RowStatus
+from pipeline.config import parse_config
+from pipeline.runtime import ProcessSpec, RowAssignment
+from pipeline.venues import VENUES
+
+LIVE = int(RowStatus.LIVE)
+
+
+def book(mid: float, depth: int) -> tuple[list, list]:
+    """Bids and asks 1 bps apart around ``mid``, half-spread 0.5 bps."""
+    step = mid * 1e-4
+    bids = [(mid - step * (0.5 + k), 1.0 + k) for k in range(depth)]
+    asks = [(mid + step * (0.5 + k), 1.0 + k) for k in range(depth)]
+    return bids, asks
+
+
+class Rig:
+    """A board of ``n_venues`` x ``n_instruments`` rows at ``depth``, its writer, and a real Detector on it."""
+
+    def __init__(self, n_venues: int, n_instruments: int, depth: int):
+        from pipeline.detector.process import Detector
+        venues = VENUES[:n_venues]
+        instruments = [f"X{i:04d}/USDT" for i in range(n_instruments)]
+        raw = {
+            "board": {"name": f"bench-{uuid.uuid4().hex[:12]}", "depth": depth},
+            "simulator": {},                                    # no urls needed
+            "venues": {v: {"instruments": instruments} for v in venues},
+            "detector": {"output": os.devnull, "print_opportunities": False, "staleness_ms": 3_600_000},
+        }
+        self.config = parse_config(raw, source="bench")
+        rows = []
+        for v in self.config.venues:                          # venue-major, as the supervisor assigns rows
+            for instrument in v.instruments:
+                rows.append(RowAssignment(len(rows), v.name, instrument, instrument.replace("/", "")))
+        self.rows = rows
+        self.board = Board.create(raw["board"]["name"], len(rows), depth, n_venues + 3)
+        self.efd = Doorbell.create_fd()
+        self.writer = RowWriter(self.board, [r.row for r in rows])
+        self.depth = depth
+        self.books = {}
+        for r in rows:
+            v = VENUES.index(r.venue)
+            i = int(r.instrument[1:5])
+            self.books[r.row] = book((100.0 + i) * (1 + v * 1e-4), depth)
+            self.write(r.row)
+        spec = ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="bench detector", slot=n_venues,
+                           cores=(), board_name=self.board.name, depth=depth, doorbell_fd=self.efd, rows=tuple(rows))
+        self.detector = Detector(spec, self.config)
+        self.one_pass()                                         # absorb the first-seen rows
+        self._check_tradable()
+
+    def _check_tradable(self) -> None:
+        """Every quote must be tradable, or the benchmark would time the cheap early exits instead."""
+        from pipeline.detector.rules import untradable_reason
+        det = self.detector
+        key = next(iter(det.rows_of))
+        now = time.time_ns()
+        reasons = {q.venue: untradable_reason(q, now, det.staleness_ns) for q in det.quotes(key).values()}
+        if any(reasons.values()) or len(reasons) != len(self.config.venues):
+            raise RuntimeError(f"bench quotes are not all tradable: {reasons}")
+
+    def write(self, row: int) -> None:
+        bids, asks = self.books[row]
+        now = time.time_ns()
+        self.writer.write(row, LIVE, bids, asks, now, now)
+
+    def one_pass(self) -> int:
+        """One loop of Detector.run while there is work; returns the changed instruments."""
+        det = self.detector
+        if hasattr(det, "changed"):
+            dirty = det.changed()
+            if dirty:
+                seen_ns = time.time_ns()
+                for key, rows in dirty.items():
+                    det.evaluate(key, seen_ns, rows)
+            return len(dirty)
+        dirty = det.changed_instruments()                     # older Detector API
+        now = time.time_ns()
+        for instrument in dirty:
+            det.evaluate(instrument, now)
+        return len(dirty)
+
+    def close(self) -> None:
+        try:
+            self.detector.close()
+        finally:
+            self.writer = None
+            self.board.destroy()
+            os.close(self.efd)
+
+
+def timed_passes(rig: Rig, mode: str, budget_s: float, min_n: int, max_n: int) -> list[int]:
+    """Nanoseconds per pass, ``mode`` in idle / one / all; writes are outside the timed region."""
+    n_rows = len(rig.rows)
+    samples = []
+    spent = 0
+    perf = time.perf_counter_ns
+    k = 0
+    while len(samples) < max_n and (len(samples) < min_n or spent < budget_s * 1e9):
+        if mode == "one":
+            rig.write(k % n_rows)
+            k += 7919                                           # step through rows (and exchanges) out of order
+        elif mode == "all":
+            for row in range(n_rows):
+                rig.write(row)
+        t0 = perf()
+        changed = rig.one_pass()
+        dt = perf() - t0
+        if mode != "idle" and not changed:
+            raise RuntimeError("the detector saw no change after a write")
+        samples.append(dt)
+        spent += dt
+    return samples
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--exchanges", default="2,4,6", help="comma-separated exchange counts (max 6; default 2,4,6)")
+    ap.add_argument("--instruments", default="10,100,1000", help="comma-separated (default 10,100,1000)")
+    ap.add_argument("--depths", default="1,5,10", help="comma-separated board depths (default 1,5,10)")
+    ap.add_argument("--budget-s", type=float, default=0.3, help="timed seconds per cell and mode (default 0.3)")
+    args = ap.parse_args(argv)
+    machine = machine_info()
+    meter = BusyMeter()
+    cells = []
+    for n_ex in [int(x) for x in args.exchanges.split(",")]:
+        for n_inst in [int(x) for x in args.instruments.split(",")]:
+            for depth in [int(x) for x in args.depths.split(",")]:
+                rig = Rig(n_ex, n_inst, depth)
+                try:
+                    cell = {"exchanges": n_ex, "instruments": n_inst, "depth": depth, "rows": n_ex * n_inst}
+                    for mode, lo, hi in (("idle", 200, 2000), ("one", 200, 2000), ("all", 5, 200)):
+                        s = sorted(timed_passes(rig, mode, args.budget_s, lo, hi))
+                        cell[f"{mode}_us"] = median(s) / 1e3
+                        cell[f"{mode}_p99_us"] = percentile(s, 99) / 1e3
+                        cell[f"{mode}_n"] = len(s)
+                finally:
+                    rig.close()
+                cells.append(cell)
+                print(f"{n_ex} x {n_inst:5} x depth {depth:2}: idle {cell['idle_us']:9.1f}  one {cell['one_us']:9.1f}"
+                      f"  all {cell['all_us']:10.1f} µs", flush=True)
+    rows = [[str(c["exchanges"]), str(c["instruments"]), str(c["depth"]), str(c["rows"]), c["idle_us"], c["one_us"],
+             c["one_p99_us"], c["all_us"], c["all_us"] / c["instruments"]] for c in cells]
+    text = ["Detector pass (µs, median; Detector.changed + evaluate on the real Detector)", "",
+            markdown_table(["exchanges", "instruments", "depth", "rows", "idle pass", "one row changed",
+                            "one row p99", "all rows changed", "all: per instrument"], rows)]
+    target = next((c for c in cells if (c["exchanges"], c["instruments"], c["depth"]) == (6, 100, 5)), None)
+    if target is not None:
+        text += ["", f"target: one changed row at 6 x 100 x depth 5 < 20 µs: {target['one_us']:.1f} µs "
+                     f"({'met' if target['one_us'] < 20 else 'not met'})"]
+    machine["busy_cores_during_run"] = meter.busy_cores()
+    table = "\n".join(text)
+    print()
+    print(table)
+    path = write_results("detector", {"options": vars(args), "cells": cells, "machine": machine, "table": table,
+                                      "measured": "pipeline.detector.process.Detector: changed() + evaluate() "
+                                                  "for each changed instrument, as one loop of Detector.run"})
+    print(f"\nresults: {path}")
+
+
+if __name__ == "__main__":
+    main()
