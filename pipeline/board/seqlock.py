@@ -179,17 +179,20 @@ def read_row(codec: RowCodec, buf, row: int, words=None) -> tuple:
     """Consistent copy of one row's payload (a tuple in ``RowCodec.index`` order)."""
     if words is None:
         words = buf.cast("B").cast("Q")
-    offset = codec.rows_offset + row * codec.row_size
-    word = offset // 8
+    return _read(codec, buf, words, (codec.rows_offset + row * codec.row_size) // 8, row)[1]
+
+
+def _read(codec: RowCodec, buf, words, word: int, row: int) -> tuple[int, tuple]:
+    """The seqlock read: (even sequence, payload) copied between two equal sequence loads."""
     unpack = codec.payload.unpack_from
-    payload_offset = offset + codec.payload_offset
+    payload_offset = word * 8 + codec.payload_offset
     for _ in range(READ_RETRIES):
         before = words[word]
         if before & 1:
             continue
         values = unpack(buf, payload_offset)
         if words[word] == before:
-            return values
+            return before, values
     raise TornReadError(f"row {row} changed during {READ_RETRIES} read attempts")
 
 
@@ -208,23 +211,10 @@ class RowReader:
         return self._words[self.seq_words[row]]
 
     def read(self, row: int) -> tuple:
-        return read_row(self.codec, self._buf, row, self._words)
+        return _read(self.codec, self._buf, self._words, self.seq_words[row], row)[1]
 
     def read_with_seq(self, row: int) -> tuple[int, tuple]:
-        codec = self.codec
-        words = self._words
-        word = self.seq_words[row]
-        unpack = codec.payload.unpack_from
-        payload_offset = word * 8 + codec.payload_offset
-        buf = self._buf
-        for _ in range(READ_RETRIES):
-            before = words[word]
-            if before & 1:
-                continue
-            values = unpack(buf, payload_offset)
-            if words[word] == before:
-                return before, values
-        raise TornReadError(f"row {row} changed during {READ_RETRIES} read attempts")
+        return _read(self.codec, self._buf, self._words, self.seq_words[row], row)
 
 
 LIVE = int(RowStatus.LIVE)
