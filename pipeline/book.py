@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+from itertools import islice
 
 from sortedcontainers import SortedDict
 
@@ -42,19 +43,23 @@ class Outcome(enum.IntEnum):
 class SideBook:
     """One side, sorted best first. Keys are ``-price`` for bids so both sides iterate best first."""
 
-    __slots__ = ("levels", "sign", "text")
+    __slots__ = ("levels", "sign", "text", "_top", "_top_n")
 
     def __init__(self, is_bid: bool, keep_text: bool):
         self.levels: SortedDict = SortedDict()
         self.sign = -1.0 if is_bid else 1.0
         self.text: dict | None = {} if keep_text else None
+        self._top: list | None = None      # cached top levels, dropped on every change
+        self._top_n = 0
 
     def clear(self) -> None:
         self.levels.clear()
+        self._top = None
         if self.text is not None:
             self.text.clear()
 
     def set(self, price: float, qty: float, text: tuple | None) -> None:
+        self._top = None
         key = self.sign * price
         if qty == 0.0:
             self.levels.pop(key, None)
@@ -67,20 +72,25 @@ class SideBook:
 
     def truncate(self, keep: int) -> None:
         levels = self.levels
+        if len(levels) > keep:
+            self._top = None
         while len(levels) > keep:
             key, _ = levels.popitem(-1)
             if self.text is not None:
                 self.text.pop(key, None)
 
     def top(self, n: int) -> list[tuple[float, float]]:
+        top = self._top
+        if top is not None and self._top_n == n:
+            return top
         sign = self.sign
-        items = self.levels.items()
-        return [(sign * key, qty) for key, qty in items[:n]]
+        top = self._top = [(sign * key, qty) for key, qty in islice(self.levels.items(), n)]
+        self._top_n = n
+        return top
 
     def top_text(self, n: int) -> list[tuple[str, str]]:
-        keys = self.levels.keys()[:n]
         text = self.text
-        return [text[k] for k in keys]
+        return [text[k] for k in islice(self.levels.keys(), n)]
 
     def best(self) -> float | None:
         if not self.levels:
@@ -133,6 +143,48 @@ class Book:
             self.asks.truncate(self.keep_levels)
 
 
+class _TopSide:
+    __slots__ = ("level",)
+
+    def __init__(self):
+        self.level: list = []
+
+    def top(self, n: int) -> list:
+        return self.level
+
+
+class TopBook:
+    """The top-of-book channel's one level per side: plain lists, no sorted map.
+
+    This is the hottest path of most feeds (bookTicker, orderbook.1, bbo-tbt,
+    ...), so it avoids the SortedDict the depth book needs.
+    """
+
+    __slots__ = ("bids", "asks", "last_seq", "synced", "exch_ts_ms", "recv_order")
+
+    def __init__(self):
+        self.bids = _TopSide()
+        self.asks = _TopSide()
+        self.last_seq: int | None = None
+        self.synced = False
+        self.exch_ts_ms = 0
+        self.recv_order = 0
+
+    def reset(self) -> None:
+        self.bids.level = []
+        self.asks.level = []
+        self.last_seq = None
+        self.synced = False
+
+    def load(self, update: BookUpdate, replace: bool) -> None:
+        for side, levels in ((self.bids, update.bids), (self.asks, update.asks)):
+            if levels:
+                best = levels[0]
+                side.level = [best] if best[1] > 0.0 else []
+            elif replace:
+                side.level = []
+
+
 class InstrumentBook:
     """Trust state and books for one native symbol on one exchange.
 
@@ -147,11 +199,12 @@ class InstrumentBook:
         self.depth = depth
         self.checksum = checksum
         self.checksum_levels = checksum_levels
-        self.bbo = Book(keep_levels=1)
+        self.bbo = TopBook()
         self.book = Book(keep_levels=keep_levels, keep_text=checksum is not None)
         self.uses_depth = False
         self.uses_bbo = False
         self.state = RowStatus.SYNCING
+        self.composed: tuple[list, list] = ([], [])   # top-N as of the last applied update
         self.gaps = 0
         self.checksum_failures = 0
         self.exch_ts_ms = 0
@@ -170,6 +223,7 @@ class InstrumentBook:
         if book is None or book is self.book:
             self.book.reset()
         self.state = state
+        self.composed = self.compose()
 
     def apply(self, update: BookUpdate) -> Outcome:
         if update.channel == BBO:
@@ -234,8 +288,9 @@ class InstrumentBook:
         ready = (not self.uses_depth or self.book.synced) and (not self.uses_bbo or self.bbo.synced)
         if not ready:
             self.state = RowStatus.RESYNCING if self.state == RowStatus.RESYNCING else RowStatus.SYNCING
+            self.composed = self.compose()
             return
-        bids, asks = self.compose()
+        bids, asks = self.composed = self.compose()
         if not bids or not asks:
             self.state = RowStatus.SYNCING        # one-sided book: nothing to trade against
         elif bids[0][0] >= asks[0][0]:

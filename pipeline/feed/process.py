@@ -173,7 +173,7 @@ class Feed:
         if state == RowStatus.CROSSED and self.status[row] != RowStatus.CROSSED:
             self.stats.skip(SkipReason.CROSSED_BOOK)
             self.rate_log.warning(f"crossed:{book.symbol}", f"{self.spec.venue} {book.symbol}: book crossed or locked")
-        bids, asks = book.compose()
+        bids, asks = book.composed
         exch_ts_ns = book.exch_ts_ms * 1_000_000
         self.writer.write(row, state, bids, asks, exch_ts_ns, recv_ns, book.gaps, book.checksum_failures)
         self.doorbell.ring_if_sleeping()
