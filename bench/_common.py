@@ -99,8 +99,22 @@ def machine_info() -> dict:
         "implementation": platform.python_implementation(),
         "kernel": platform.release(),
         "loadavg_start": os.getloadavg(),
+        "code": code_version(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def code_version() -> dict:
+    """The commit the pipeline code was at, and pipeline files changed but not committed (the tree moves)."""
+    import subprocess
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+            "uncommitted_pipeline_files": [line[3:] for line in git("status", "--porcelain", "--", "pipeline").splitlines()]}
 
 
 def fmt(value, digits: int = 1) -> str:
@@ -130,6 +144,7 @@ def write_results(name: str, payload: dict) -> Path:
     payload = dict(payload)
     payload.setdefault("machine", machine_info())
     payload["machine"]["loadavg_end"] = os.getloadavg()
+    payload["machine"]["code_end"] = code_version()
     path.write_text(json.dumps(_clean(payload), indent=2, default=str) + "\n")
     return path
 

@@ -170,8 +170,10 @@ def main(argv=None) -> None:
                 cells.append(cell)
                 print(f"{n_ex} x {n_inst:5} x depth {depth:2}: idle {cell['idle_us']:9.1f}  one {cell['one_us']:9.1f}"
                       f"  all {cell['all_us']:10.1f} µs", flush=True)
-    rows = [[str(c["exchanges"]), str(c["instruments"]), str(c["depth"]), str(c["rows"]), c["idle_us"], c["one_us"],
-             c["one_p99_us"], c["all_us"], c["all_us"] / c["instruments"]] for c in cells]
+    def us(x):
+        return f"{x:,.1f}"
+    rows = [[str(c["exchanges"]), str(c["instruments"]), str(c["depth"]), str(c["rows"]), us(c["idle_us"]),
+             us(c["one_us"]), us(c["one_p99_us"]), us(c["all_us"]), us(c["all_us"] / c["instruments"])] for c in cells]
     text = ["Detector pass (µs, median; Detector.changed + evaluate on the real Detector)", "",
             markdown_table(["exchanges", "instruments", "depth", "rows", "idle pass", "one row changed",
                             "one row p99", "all rows changed", "all: per instrument"], rows)]

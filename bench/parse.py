@@ -25,6 +25,7 @@ import base64
 import hashlib
 import importlib
 import multiprocessing as mp
+import os
 import re
 import socket
 import time
@@ -202,7 +203,6 @@ class FeedRig:
         if self.feed is not None:
             self.feed.close()
         self.board.destroy()
-        import os
         os.close(self.efd)
 
 

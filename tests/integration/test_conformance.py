@@ -37,13 +37,22 @@ def expected_top(harness: FeedHarness, instrument: str, depth: int = 5):
 async def settled_books_match(h: FeedHarness) -> None:
     """Freeze the market, then the board must show exactly the last rendered top 5."""
     h.server.faults.silent = True
-    await asyncio.sleep(0.15)
-    for instrument in h.instruments:
-        row = h.row(instrument)
-        bids, asks = expected_top(h, instrument)
-        assert [(round(p, 8), round(q, 6)) for p, q in row["bids"]] == bids, (h.venue, instrument)
-        assert [(round(p, 8), round(q, 6)) for p, q in row["asks"]] == asks, (h.venue, instrument)
-    h.server.faults.silent = False
+
+    def matches() -> bool:
+        for instrument in h.instruments:
+            row = h.row(instrument)
+            bids, asks = expected_top(h, instrument)
+            if [(round(p, 8), round(q, 6)) for p, q in row["bids"]] != bids:
+                return False
+            if [(round(p, 8), round(q, 6)) for p, q in row["asks"]] != asks:
+                return False
+        return True
+
+    await asyncio.sleep(0.05)
+    try:
+        await h.until(matches, 5, f"{h.venue} rows to equal the last rendered books")
+    finally:
+        h.server.faults.silent = False
 
 
 @pytest.mark.parametrize("venue", VENUES)
