@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pipeline.board.layout import HIST_BUCKETS, HIST_DTYPE
 
 FIRST_BIT = 7                      # 2**7 ns = 128 ns: everything below lands in bucket 0
+MAX_SAMPLE_NS = 1 << 40            # ~18 min: longer "latencies" are clock or unit errors; clamp, never overflow
 SUB_BITS = 2                       # 4 sub-buckets per power of two
 _WORDS = HIST_DTYPE.itemsize // 8
 _BUCKETS_WORD = HIST_DTYPE.fields["buckets"][1] // 8
@@ -50,10 +51,12 @@ class HistogramWriter:
     def record(self, ns: int) -> None:
         if ns < 0:
             ns = 0
+        elif ns > MAX_SAMPLE_NS:
+            ns = MAX_SAMPLE_NS
         words = self._words
         base = self._base
         words[base] += 1
-        words[base + 1] += ns
+        words[base + 1] = (words[base + 1] + ns) & 0xFFFF_FFFF_FFFF_FFFF
         if ns > words[base + 2]:
             words[base + 2] = ns
         if ns < 128:

@@ -30,3 +30,15 @@ def test_record_and_percentiles(board_name):
         writer.record(2000)
         assert read_histogram(board, 1, 2).minus(later).count == 1
         writer = None
+
+
+def test_absurd_samples_are_clamped_never_overflow(board_name):
+    """An exchange timestamp in the wrong unit must not crash the feed that records it."""
+    with Board.create(board_name, n_rows=1, depth=1, n_procs=1) as board:
+        writer = HistogramWriter(board, slot=0, index=0)
+        for _ in range(100):
+            writer.record(1_700_000_000_000_000_000)      # ns since the epoch, as if it were a delay
+        writer.record(-5)
+        h = read_histogram(board, 0, 0)
+        assert h.count == 101 and h.max_ns == 1 << 40
+        writer = None
