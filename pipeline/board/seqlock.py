@@ -87,6 +87,8 @@ class RowWriter:
                 int(record["instrument_id"]),
                 int(record["gaps"]),
                 int(record["checksum_failures"]),
+                (codec.rows_offset + row * codec.row_size) // 8,                       # seq word
+                codec.rows_offset + row * codec.row_size + codec.payload_offset,      # payload offset
             ]
             if int(record["seq"]) & 1:       # a previous owner died mid-write
                 self._state[row][0] += 2
@@ -107,25 +109,23 @@ class RowWriter:
         if state is None:
             raise RowOwnershipError(f"this writer owns rows {sorted(self._owned)}, not row {row}")
         depth = self._depth
-        n_bids = min(len(bids), depth)
-        n_asks = min(len(asks), depth)
-        flat = []
-        for i in range(n_bids):
-            level = bids[i]
-            flat.append(level[0])
-            flat.append(level[1])
-        flat.extend(self._zeros[: 2 * (depth - n_bids)])
-        for i in range(n_asks):
-            level = asks[i]
-            flat.append(level[0])
-            flat.append(level[1])
-        flat.extend(self._zeros[: 2 * (depth - n_asks)])
+        if len(bids) > depth:
+            bids = bids[:depth]
+        if len(asks) > depth:
+            asks = asks[:depth]
+        n_bids = len(bids)
+        n_asks = len(asks)
+        zeros = self._zeros
+        flat = [x for level in bids for x in level]
+        flat += zeros[: 2 * (depth - n_bids)]
+        flat += [x for level in asks for x in level]
+        flat += zeros[: 2 * (depth - n_asks)]
         if n_bids:
-            bid_px, bid_qty = flat[0], flat[1]
+            bid_px, bid_qty = bids[0]
         else:
             bid_px = bid_qty = 0.0
         if n_asks:
-            ask_px, ask_qty = flat[2 * depth], flat[2 * depth + 1]
+            ask_px, ask_qty = asks[0]
         else:
             ask_px = ask_qty = 0.0
         if gaps is not None:
@@ -134,13 +134,10 @@ class RowWriter:
             state[5] = checksum_failures
         seq = state[0]
         state[1] += 1
-        codec = self._codec
-        offset = codec.rows_offset + row * codec.row_size
-        word = offset // 8
+        word = state[6]
         words = self._words
         words[word] = seq + 1                                     # odd: write in progress
-        self._pack(self._buf, offset + codec.payload_offset,
-                   bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, time.time_ns(),
+        self._pack(self._buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, time.time_ns(),
                    state[1], status, n_bids, n_asks, 0, state[2], state[3], *flat, state[4], state[5])
         words[word] = seq + 2                                     # even: consistent
         state[0] = seq + 2

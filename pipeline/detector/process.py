@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 
+import numpy as np
 import orjson
 
 from pipeline.board import Board, RowReader, TornReadError
@@ -37,6 +38,7 @@ from pipeline.venues import VENUE_IDS
 
 log = logging.getLogger("pipeline.detector")
 
+NUMPY_SCAN_ROWS = 64
 SLEEP_TIMEOUT_MS = 50          # bounds a lost wake-up and the staleness re-check interval
 EXPIRE_INTERVAL_NS = 20_000_000
 
@@ -82,7 +84,16 @@ class Detector:
         for other in config.venues:
             self.feed_slot[other.name] = [v.name for v in config.venues].index(other.name)
         codec = self.reader.codec
-        self.idx = codec.index
+        self.idx = idx = codec.index
+        self._fields = (idx["bids"], idx["asks"], idx["n_bids"], idx["n_asks"], idx["status"], idx["recv_ns"],
+                        idx["exch_ts_ns"], idx["publish_ns"])
+        # large boards: find changed rows with one strided numpy copy of the seq column instead of a
+        # Python loop (about 37 ns a row); small boards: the loop is cheaper than numpy's call overhead
+        self._seq_column = None
+        if len(self.watch) > NUMPY_SCAN_ROWS and self.watch == list(range(len(self.watch))):
+            self._seq_column = np.ndarray((len(self.watch),), "<u8", self.board.buf, codec.rows_offset,
+                                          (codec.row_size,))
+            self._last_column = np.zeros(len(self.watch), "<u8")
         hops = HOPS[ProcessRole.DETECTOR]
         self.publish_to_seen = HistogramWriter(self.board, spec.slot, hops.index("publish_to_seen"))
         self.seen_to_emitted = HistogramWriter(self.board, spec.slot, hops.index("seen_to_emitted"))
@@ -102,13 +113,10 @@ class Detector:
     # ---------------------------------------------------------------- reading
     def quote(self, row: int, venue: str) -> Quote:
         seq, v = self.reader.read_with_seq(row)
-        idx = self.idx
-        b = idx["bids"]
-        a = idx["asks"]
-        bids = [(v[b + 2 * k], v[b + 2 * k + 1]) for k in range(v[idx["n_bids"]])]
-        asks = [(v[a + 2 * k], v[a + 2 * k + 1]) for k in range(v[idx["n_asks"]])]
-        return Quote(venue, v[idx["status"]], bids, asks, v[idx["recv_ns"]], v[idx["exch_ts_ns"]],
-                     v[idx["publish_ns"]], seq)
+        b, a, nb, na, status, recv, exch, publish = self._fields
+        bids = list(zip(v[b:b + 2 * v[nb]:2], v[b + 1:b + 2 * v[nb]:2]))
+        asks = list(zip(v[a:a + 2 * v[na]:2], v[a + 1:a + 2 * v[na]:2]))
+        return Quote(venue, v[status], bids, asks, v[recv], v[exch], v[publish], seq)
 
     def quotes(self, key: str) -> dict[str, Quote]:
         return {venue: self.quote(row, venue) for row, venue in self.rows_of[key]}
@@ -118,6 +126,8 @@ class Detector:
 
     def changed(self) -> dict[str, list[int]]:
         """Instrument identities whose rows changed since the last pass, with those rows."""
+        if self._seq_column is not None:
+            return self._changed_numpy()
         words = self.reader._words  # noqa: SLF001 - the hot loop reads seq words directly
         last = self.last_seq
         dirty: dict[str, list[int]] = {}
@@ -129,7 +139,20 @@ class Detector:
                 dirty.setdefault(self.key_of_row[row], []).append(row)
         return dirty
 
+    def _changed_numpy(self) -> dict[str, list[int]]:
+        current = self._seq_column.copy()          # each u64 load is atomic; rows are re-validated when read
+        if current.tobytes() == self._last_column.tobytes():
+            return {}
+        dirty: dict[str, list[int]] = {}
+        key_of_row = self.key_of_row
+        for row in np.flatnonzero(current != self._last_column).tolist():
+            dirty.setdefault(key_of_row[row], []).append(row)
+        self._last_column = current
+        return dirty
+
     def anything_changed(self) -> bool:
+        if self._seq_column is not None:
+            return self._seq_column.tobytes() != self._last_column.tobytes()
         words = self.reader._words  # noqa: SLF001
         last = self.last_seq
         for i, word in enumerate(self.seq_words):
@@ -143,9 +166,11 @@ class Detector:
             quotes = self.quotes(key)
         except TornReadError:
             # a writer was preempted mid-write: evaluate this instrument again on the next pass
-            for i, row in enumerate(self.watch):
-                if self.key_of_row[row] == key:
-                    self.last_seq[i] = -1
+            for row, _ in self.rows_of[key]:
+                if self._seq_column is not None:
+                    self._last_column[row] = 0
+                else:
+                    self.last_seq[self.watch.index(row)] = -1
             return
         by_row = {row: venue for row, venue in self.rows_of[key]}
         for row in changed_rows:
@@ -290,6 +315,7 @@ class Detector:
             self.sink.close(1.0)
         self.reader = None
         self.pairs = None
+        self._seq_column = None
         self.board.close()
 
 
