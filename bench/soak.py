@@ -107,7 +107,7 @@ class Soak:
         self.sim = Simulator(self.symbols, self.market, update_interval_ms=20)
         self.board_name = f"pipeline-soak-{uuid.uuid4().hex[:8]}"
         self.injected: dict[str, int] = {k: 0 for k in FAULTS}
-        self.untrusted_windows: list[tuple[str, float, float]] = []   # exchange, from, to (wall clock)
+        self.untrusted_windows: list[tuple[str, float, float, str]] = []   # exchange, from, to (wall clock), fault
         self.kills: list[str] = []
 
     def config(self, urls: dict[str, str], out: Path) -> dict:
@@ -133,16 +133,16 @@ class Soak:
         elif kind == "refuse":
             faults.refuse_until = time.monotonic() + 2.0
             await server.drop_connections("abort")
-            self.untrusted_windows.append((venue, now + GRACE_S, now + 2.0))
+            self.untrusted_windows.append((venue, now + GRACE_S, now + 2.0, kind))
         elif kind == "hang":
             faults.hang_handshake = True
             await server.drop_connections("abort")
-            self.untrusted_windows.append((venue, now + GRACE_S, now + 2.0))
+            self.untrusted_windows.append((venue, now + GRACE_S, now + 2.0, kind))
             await asyncio.sleep(2.0)
             faults.hang_handshake = False
         elif kind == "silence":
             faults.silent = True
-            self.untrusted_windows.append((venue, now + STALENESS_MS / 1000 + GRACE_S, now + 3.0))
+            self.untrusted_windows.append((venue, now + STALENESS_MS / 1000 + GRACE_S, now + 3.0, kind))
             await asyncio.sleep(3.0)
             faults.silent = False
         elif kind == "quiet_instrument":
@@ -180,7 +180,7 @@ class Soak:
             self.injected["kill_child"] += 1
             if name in self.venues:
                 now = time.time()
-                self.untrusted_windows.append((name, now + GRACE_S, now + 1.0))
+                self.untrusted_windows.append((name, now + GRACE_S, now + 1.0, "kill_child"))
         except ProcessLookupError:
             pass
 
@@ -226,12 +226,16 @@ class Soak:
         records = [orjson.loads(line) for line in out.read_bytes().splitlines()] if out.exists() else []
         opens = [r for r in records if r["event"] == "open"]
         untrusted = 0
+        untrusted_by_fault: dict[str, int] = {}
         for record in opens:
             t = record["time_ns"] / 1e9
             too_old = max(record["buy_quote_age_ms"], record["sell_quote_age_ms"]) > STALENESS_MS
-            in_window = any(v in (record["buy_exchange"], record["sell_exchange"]) and a <= t <= b
-                            for v, a, b in self.untrusted_windows)
-            untrusted += too_old or in_window
+            window = next((kind for v, a, b, kind in self.untrusted_windows
+                           if v in (record["buy_exchange"], record["sell_exchange"]) and a <= t <= b), None)
+            if too_old or window:
+                untrusted += 1
+                key = "quote_too_old" if too_old else window
+                untrusted_by_fault[key] = untrusted_by_fault.get(key, 0) + 1
         skipped: dict[str, int] = {}
         for venue in self.venues:
             for reason, n in counters[venue]["skipped"].items():
@@ -251,6 +255,7 @@ class Soak:
             "parse_errors": sum(counters[v]["parse_errors"] for v in self.venues),
             "opportunities_opened": len(opens),
             "opportunities_from_untrusted_rows": untrusted,
+            "untrusted_by_fault": untrusted_by_fault,
             "process_usage_start": start_usage,
             "process_usage_end": end_usage,
             "shared_memory_left": leftovers,

@@ -184,7 +184,21 @@ class Supervisor:
             return None
         return ProcStats(self.board, child.spec.slot)
 
+    def release_rows(self, child: Child) -> None:
+        """Mark a dead feed's rows DISCONNECTED so its last quotes can never trade.
+
+        A row has exactly one writer; once its feed has died and been reaped,
+        nobody writes it, so the supervisor takes it over for this one status
+        change. The restarted feed resumes the sequence from the board.
+        """
+        if self.board is None or child.spec.role != ProcessRole.FEED or not child.spec.rows:
+            return
+        from pipeline.board import RowStatus, RowWriter
+        writer = RowWriter(self.board, [r.row for r in child.spec.rows])
+        writer.set_status_all(int(RowStatus.DISCONNECTED))
+
     def on_exit(self, child: Child) -> None:
+        self.release_rows(child)
         code = child.process.exitcode
         cause = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         stats = self._stats(child)

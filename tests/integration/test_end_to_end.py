@@ -139,3 +139,34 @@ def test_metrics_endpoint_is_scraped_during_a_demo_run(tmp_path, board_name):
     hops = {s.labels["hop"] for s in families["pipeline_latency_seconds"].samples}
     assert {"receive_to_publish", "exchange_to_receive", "publish_to_seen"} <= hops
     assert not (Path("/dev/shm") / board_name).exists()
+
+
+def test_rows_of_a_killed_feed_are_marked_disconnected_at_once(tmp_path, board_name):
+    from pipeline.board import RowStatus
+    raw = demo_config(board_name, tmp_path / "opps.jsonl")
+    raw["supervisor"] = {"restart_backoff_s": 2.0}            # a long restart delay makes the gap observable
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(write_config(tmp_path / "c.yaml", raw))],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+    def statuses():
+        board = Board.attach(board_name)
+        try:
+            return [RowStatus(int(board.rows[r]["status"])) for r in (0, 1)], int(board.procs[0]["pid"])
+        finally:
+            board.close()
+
+    try:
+        wait_for(lambda: _feed_pid(board_name) and statuses()[0] == [RowStatus.LIVE] * 2, 30, message="binance live")
+        first = _feed_pid(board_name)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: statuses()[0] == [RowStatus.DISCONNECTED] * 2, 1.5, message="rows of the dead feed disconnected")
+        assert _feed_pid(board_name) == first, "still before the restart"
+        wait_for(lambda: _feed_pid(board_name) != first and statuses()[0] == [RowStatus.LIVE] * 2, 20,
+                 message="the restarted feed live again")
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
