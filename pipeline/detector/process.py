@@ -133,7 +133,7 @@ class Detector:
         dirty: dict[str, list[int]] = {}
         for i, word in enumerate(self.seq_words):
             seq = words[word]
-            if seq != last[i]:
+            if seq != last[i] and not seq & 1:      # odd: a write in progress, seen when it completes
                 last[i] = seq
                 row = self.watch[i]
                 dirty.setdefault(self.key_of_row[row], []).append(row)
@@ -143,6 +143,9 @@ class Detector:
         current = self._seq_column.copy()          # each u64 load is atomic; rows are re-validated when read
         if current.tobytes() == self._last_column.tobytes():
             return {}
+        in_progress = (current & 1).astype(bool)
+        if in_progress.any():                      # odd: a write in progress, seen when it completes
+            current[in_progress] = self._last_column[in_progress]
         dirty: dict[str, list[int]] = {}
         key_of_row = self.key_of_row
         for row in np.flatnonzero(current != self._last_column).tolist():
