@@ -39,7 +39,6 @@ import psutil
 import yaml
 
 from pipeline.board import Board, SkipReason
-from pipeline.board.layout import ProcessRole
 from pipeline.sim.market import Market
 from pipeline.sim.server import Simulator
 from pipeline.venues import VENUES, load_venue

@@ -1,7 +1,6 @@
 """Shared test helpers: fixture paths, unique board names, running the CLI."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time

@@ -1,18 +1,17 @@
 """Property tests: parsers, books, detector rules and the config loader on arbitrary input."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pipeline.board import RowStatus
-from pipeline.book import InstrumentBook, Outcome
+from pipeline.book import InstrumentBook
 from pipeline.config import parse_config
 from pipeline.detector.rules import Quote, find, walk
 from pipeline.errors import ConfigError, ParseError
-from pipeline.model import BBO, DEPTH, BookUpdate
+from pipeline.model import DEPTH, BookUpdate
 from pipeline.venues import VENUES, load_venue
 
 prices = st.floats(min_value=0.01, max_value=1e6, allow_nan=False, allow_infinity=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import yaml
 
 from pipeline.config import DetectorConfig, load_config, parse_config
 from pipeline.errors import ConfigError
