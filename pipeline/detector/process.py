@@ -69,6 +69,7 @@ class Detector:
         self.rows_of: dict[str, list[tuple[int, str]]] = {}
         self.key_of_row: dict[int, str] = {}
         self.fees: dict[str, dict[str, float]] = {}
+        self.max_age_ns = {v.name: int(v.staleness_ms * 1e6) for v in config.venues}
         self.max_notional: dict[str, float] = {}
         venues = {v.name: v for v in config.venues}
         for assignment in spec.rows:
@@ -116,7 +117,7 @@ class Detector:
         b, a, nb, na, status, recv, exch, publish = self._fields
         bids = list(zip(v[b:b + 2 * v[nb]:2], v[b + 1:b + 2 * v[nb]:2]))
         asks = list(zip(v[a:a + 2 * v[na]:2], v[a + 1:a + 2 * v[na]:2]))
-        return Quote(venue, v[status], bids, asks, v[recv], v[exch], v[publish], seq)
+        return Quote(venue, v[status], bids, asks, v[recv], v[exch], v[publish], seq, self.max_age_ns[venue])
 
     def quotes(self, key: str) -> dict[str, Quote]:
         return {venue: self.quote(row, venue) for row, venue in self.rows_of[key]}

@@ -41,6 +41,7 @@ class Quote:
     exch_ts_ns: int = 0
     publish_ns: int = 0
     seq: int = 0
+    max_age_ns: int = 0          # this exchange's own staleness limit when stricter than the detector's (0: none)
 
     def age_ms(self, now_ns: int) -> float:
         return (now_ns - self.recv_ns) / 1e6
@@ -50,7 +51,8 @@ def untradable_reason(quote: Quote, now_ns: int, staleness_ns: int) -> str | Non
     """Why this quote must not make an opportunity, or None when it may."""
     if quote.status != LIVE:
         return CLOSE_REASON_BY_STATUS.get(quote.status, "book_invalidated")
-    if now_ns - quote.recv_ns > staleness_ns:
+    limit = quote.max_age_ns if quote.max_age_ns and quote.max_age_ns < staleness_ns else staleness_ns
+    if now_ns - quote.recv_ns > limit:
         return "quote_stale"
     if not quote.bids or not quote.asks or quote.bids[0][0] >= quote.asks[0][0]:
         return "book_invalidated"

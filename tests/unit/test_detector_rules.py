@@ -100,3 +100,11 @@ def test_lifecycle_close_reasons():
         found, _ = find("X/Y", [a, other], fees, NOW, STALE_NS, 0)
         [event] = life.step("X/Y", found, {"a": a, "b": other}, NOW, STALE_NS)
         assert (event.kind, event.close_reason) == ("close", reason)
+
+
+def test_an_exchange_with_a_stricter_staleness_limit_goes_stale_first():
+    a = q("a", [(99.0, 1.0)], [(100.0, 1.0)], age_ms=600)
+    b = q("b", [(110.0, 2.0)], [(111.0, 1.0)], age_ms=600)
+    assert len(find("X/Y", [a, b], {"a": 0, "b": 0}, NOW, STALE_NS, 0)[0]) == 1
+    b.max_age_ns = 500_000_000                      # venues.b.staleness_ms: 500
+    assert find("X/Y", [a, b], {"a": 0, "b": 0}, NOW, STALE_NS, 0) == ([], [])
