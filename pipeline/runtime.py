@@ -56,6 +56,8 @@ def setup_child(spec: ProcessSpec) -> None:
                         format=f"%(asctime)s {spec.key} %(levelname)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the supervisor decides; Ctrl-C reaches the group
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handler, inherited through fork
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _set_parent_death_signal(sig: int) -> None:

@@ -8,16 +8,22 @@ naming what differs instead of reading garbage.
 Python 3.11 caveat (CPython issues 82300 and 104291): ``SharedMemory(name=...)``
 registers the segment with the process's resource tracker even when it only
 attaches, and that tracker unlinks the *live* segment when the attaching
-process exits (``track=False`` exists only from 3.13). We therefore
-unregister the segment from the tracker right after opening it, in the
-creator and in every attacher alike: the tracker never owns it. The
-supervisor owns unlinking explicitly (normal exit, signals), and a segment
-left behind by a supervisor killed with SIGKILL is found by its fixed name and
-removed by the next start (:func:`remove_leftover`).
+process exits (``track=False`` exists only from 3.13). Unregistering right
+after attaching is not enough: forked children share their parent's tracker,
+which keeps one set of names, so two children's REGISTER/UNREGISTER pairs can
+interleave and the second UNREGISTER fails inside the tracker. So no process
+registers the segment at all: :func:`_open` suppresses the registration
+(``track=False`` where it exists), and :func:`unlink` registers and unlinks
+in one step of the one process that unlinks. The supervisor owns unlinking
+explicitly (normal exit, signals), and a segment left behind by a supervisor
+killed with SIGKILL is found by its fixed name and removed by the next start
+(:func:`remove_leftover`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
@@ -37,8 +43,24 @@ from pipeline.board.layout import (
 _TRACKER_TYPE = "shared_memory"
 
 
-def _untrack(shm: SharedMemory) -> None:
-    resource_tracker.unregister(shm._name, _TRACKER_TYPE)  # noqa: SLF001 - the name the tracker knows
+@contextlib.contextmanager
+def _registration_suppressed():
+    # SharedMemory.__init__ looks resource_tracker.register up at call time; the
+    # swap lasts for one constructor call, made while the process is single-threaded
+    original = resource_tracker.register
+    resource_tracker.register = lambda name, rtype: None
+    try:
+        yield
+    finally:
+        resource_tracker.register = original
+
+
+def _open(name: str, create: bool = False, size: int = 0) -> SharedMemory:
+    """Open or create a segment without registering it with the resource tracker."""
+    if sys.version_info >= (3, 13):
+        return SharedMemory(name=name, create=create, size=size, track=False)
+    with _registration_suppressed():
+        return SharedMemory(name=name, create=create, size=size)
 
 
 class Board:
@@ -60,11 +82,10 @@ class Board:
     def create(cls, name: str, n_rows: int, depth: int, n_procs: int) -> "Board":
         geometry = BoardGeometry(n_rows=n_rows, depth=depth, n_procs=n_procs)
         try:
-            shm = SharedMemory(name=name, create=True, size=geometry.size)
+            shm = _open(name, create=True, size=geometry.size)
         except FileExistsError as exc:
             raise BoardError(f"shared memory segment {name!r} already exists; "
                              "remove it with remove_leftover() first") from exc
-        _untrack(shm)
         board = cls(shm, geometry, creator=True)
         header = board.header
         header["version"] = LAYOUT_VERSION
@@ -82,10 +103,9 @@ class Board:
     @classmethod
     def attach(cls, name: str, expected_depth: int | None = None) -> "Board":
         try:
-            shm = SharedMemory(name=name)
+            shm = _open(name)
         except FileNotFoundError as exc:
             raise BoardError(f"no quote board named {name!r} (is the supervisor running?)") from exc
-        _untrack(shm)
         try:
             geometry = _verify(shm, expected_depth)
         except BaseException:
@@ -158,12 +178,14 @@ def _verify(shm: SharedMemory, expected_depth: int | None) -> BoardGeometry:
 def unlink(name: str) -> None:
     """Unlink a segment by name without involving the resource tracker."""
     try:
-        shm = SharedMemory(name=name)
+        shm = _open(name)
     except FileNotFoundError:
         return
-    # register then unlink: SharedMemory.unlink() sends UNREGISTER, which the
-    # tracker only accepts for names it knows.
     shm.close()
+    if sys.version_info < (3, 13):
+        # SharedMemory.unlink() sends UNREGISTER, which the tracker only accepts for a
+        # name it knows: register it first, from this one process, then unlink
+        resource_tracker.register(shm._name, _TRACKER_TYPE)  # noqa: SLF001 - the name the tracker knows
     shm.unlink()
 
 
@@ -175,10 +197,9 @@ def remove_leftover(name: str) -> str | None:
     supervisor that is still alive.
     """
     try:
-        shm = SharedMemory(name=name)
+        shm = _open(name)
     except FileNotFoundError:
         return None
-    _untrack(shm)
     owner_pid = 0
     try:
         if shm.size >= HEADER_DTYPE.itemsize:

@@ -97,15 +97,16 @@ def walk(asks: list, bids: list, buy_fee_bps: float, sell_fee_bps: float,
         if bid_px * sell_mult <= ask_px * buy_mult:
             break
         take = min(ask_left, bid_left)
-        if ask_px * take > budget:
+        capped = ask_px * take >= budget
+        if capped:
             take = budget / ask_px
         if take > 0.0:
             quantity += take
             cost += take * ask_px
             proceeds += take * bid_px
             budget -= take * ask_px
-        if budget <= 0.0:
-            break
+        if capped:
+            break                   # the notional cap is reached (float residue must not keep the loop going)
         ask_left -= take
         bid_left -= take
         if ask_left <= 0.0:

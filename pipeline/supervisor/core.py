@@ -138,6 +138,8 @@ class Supervisor:
                 return
             if not child.process.is_alive():
                 break
+        if self.stopping:
+            return
         raise PipelineError("the exchange simulator did not start (see its error above)")
 
     def start(self) -> None:
@@ -169,7 +171,13 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         process = _CTX.Process(target=child.target, args=child.args, name=child.spec.title, daemon=False)
-        process.start()
+        # the child inherits our Python signal handlers, which would swallow a SIGTERM meant for it;
+        # it starts with SIGINT/SIGTERM blocked and unblocks them once its own handling is in place
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.process = process
         child.started_at = time.monotonic()
         if child.spec.cores:

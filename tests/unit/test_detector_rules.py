@@ -108,3 +108,11 @@ def test_an_exchange_with_a_stricter_staleness_limit_goes_stale_first():
     assert len(find("X/Y", [a, b], {"a": 0, "b": 0}, NOW, STALE_NS, 0)[0]) == 1
     b.max_age_ns = 500_000_000                      # venues.b.staleness_ms: 500
     assert find("X/Y", [a, b], {"a": 0, "b": 0}, NOW, STALE_NS, 0) == ([], [])
+
+
+@pytest.mark.parametrize("cap", [0.1, 1 / 3, 7.7, 1e-300, 123456.789])
+@pytest.mark.parametrize("ask_px", [0.3, 0.7, 3.3, 65000.1])
+def test_walk_stops_at_the_notional_cap_whatever_the_float_residue(cap, ask_px):
+    """Regression: a cap hit with a tiny float residue left kept the loop taking ever smaller sizes."""
+    fill = walk([(ask_px, 1e6)] * 3, [(ask_px * 2, 1e6)] * 3, 0.0, 0.0, max_notional=cap)
+    assert fill.buy_notional == pytest.approx(cap, rel=1e-9)
