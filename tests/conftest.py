@@ -18,6 +18,14 @@ def fixture_lines(exchange: str, name: str) -> list[str]:
     return [line for line in (FIXTURES / exchange / name).read_text().splitlines() if line.strip()]
 
 
+def single_book_update(venue_module, raw):
+    """The one BookUpdate a frame must parse into."""
+    from pipeline.model import BookUpdate
+    events = venue_module.parse(raw, 0)
+    assert len(events) == 1 and isinstance(events[0], BookUpdate)
+    return events[0]
+
+
 @pytest.fixture
 def board_name():
     """A unique shared-memory name; the test fails if the segment is left behind."""

@@ -1,6 +1,8 @@
 """Coinbase Advanced Trade parser against shared/fixtures/coinbase."""
 from __future__ import annotations
 
+from functools import partial
+
 import ast
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,12 +16,12 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, Heartbeat, SequenceMark, SubscribeError
 from pipeline.venues import coinbase
+from tests.conftest import FIXTURES as SHARED, fixture_lines
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "coinbase"
+FIXTURES = SHARED / "coinbase"
 
 
-def lines(name: str) -> list[str]:
-    return (FIXTURES / name).read_text().splitlines()
+lines = partial(fixture_lines, "coinbase")
 
 
 def marked(raw, seq: int) -> list:

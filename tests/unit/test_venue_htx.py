@@ -1,6 +1,8 @@
 """HTX parser against shared/fixtures/htx (decompressed JSON) and real gzip frames."""
 from __future__ import annotations
 
+from functools import partial
+
 import ast
 import gzip
 from pathlib import Path
@@ -14,19 +16,15 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SubscribeError
 from pipeline.venues import htx
+from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 FIXTURES = SHARED / "htx"
 
 
-def lines(name: str) -> list[str]:
-    return (FIXTURES / name).read_text().splitlines()
+lines = partial(fixture_lines, "htx")
 
 
-def one(raw) -> BookUpdate:
-    events = htx.parse(raw, 0)
-    assert len(events) == 1 and isinstance(events[0], BookUpdate)
-    return events[0]
+one = partial(single_book_update, htx)
 
 
 def same(a: BookUpdate, b: BookUpdate) -> bool:

@@ -1,6 +1,8 @@
 """Kraken v2 parser and book checksum against shared/fixtures/kraken."""
 from __future__ import annotations
 
+from functools import partial
+
 import ast
 from pathlib import Path
 
@@ -14,8 +16,9 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, Notice, Pong, SubscribeError
 from pipeline.venues import kraken
+from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "kraken"
+FIXTURES = SHARED / "kraken"
 
 ETH_BIDS_TEXT = [("1797.24", "0.43393711"), ("1797.18", "139.10616255"), ("1797.13", "139.10995927"),
                  ("1797.12", "0.80386470"), ("1797.07", "139.11517673"), ("1796.98", "5.22282896"),
@@ -27,14 +30,10 @@ ETH_ASKS_TEXT = [("1797.25", "1.40355852"), ("1797.28", "10.82400000"), ("1797.2
                  ("1797.49", "139.49306646")]
 
 
-def lines(name: str) -> list[str]:
-    return (FIXTURES / name).read_text().splitlines()
+lines = partial(fixture_lines, "kraken")
 
 
-def one(raw) -> BookUpdate:
-    events = kraken.parse(raw, 0)
-    assert len(events) == 1 and isinstance(events[0], BookUpdate)
-    return events[0]
+one = partial(single_book_update, kraken)
 
 
 def new_book() -> InstrumentBook:

@@ -1,6 +1,8 @@
 """OKX v5 parser against the real and documented messages in shared/fixtures/okx."""
 from __future__ import annotations
 
+from functools import partial
+
 import ast
 import zlib
 from pathlib import Path
@@ -12,21 +14,17 @@ from hypothesis import strategies as st
 
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, Pong, SubscribeError
+from pipeline.model import BBO, DEPTH, Ack, Notice, Pong, SubscribeError
 from pipeline.venues import okx
+from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 FIXTURES = SHARED / "okx"
 
 
-def lines(name: str) -> list[str]:
-    return (FIXTURES / name).read_text().splitlines()
+lines = partial(fixture_lines, "okx")
 
 
-def one(raw) -> BookUpdate:
-    events = okx.parse(raw, 0)
-    assert len(events) == 1 and isinstance(events[0], BookUpdate)
-    return events[0]
+one = partial(single_book_update, okx)
 
 
 def books_msg(action: str, prev: int, seq: int, bids=(), asks=(), checksum: int = 0) -> bytes:
