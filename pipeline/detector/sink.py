@@ -251,14 +251,8 @@ class HttpSink:
                 if self._stop.is_set():         # interrupted by close(), not the service's fault
                     break
                 failures += 1
-                reason = _describe(exc, self.timeout_s)
-                if failures > self.retries:
-                    self._give_up(reason)
+                if not self._retry(failures, _describe(exc, self.timeout_s)):
                     return
-                log.debug("analysis sink at %s: %s; retry %d/%d", self.display_url, reason, failures,
-                          self.retries)
-                if not self._pause(self._backoff(failures)):
-                    break
                 continue
 
             if 200 <= status < 300:
@@ -281,14 +275,8 @@ class HttpSink:
                 continue
             if status >= 500 or status == 408:
                 failures += 1
-                reason = f"server answered {status}"
-                if failures > self.retries:
-                    self._give_up(reason)
+                if not self._retry(failures, f"server answered {status}"):
                     return
-                log.debug("analysis sink at %s: %s; retry %d/%d", self.display_url, reason, failures,
-                          self.retries)
-                if not self._pause(self._backoff(failures)):
-                    break
                 continue
             # 1xx/3xx/other 4xx: resending the same request will not change the answer.
             self._count("_failed")
@@ -336,6 +324,19 @@ class HttpSink:
     def _pause(self, delay: float) -> bool:
         """Sleep ``delay`` seconds unless close() hard-stops first; False when stopped."""
         return not self._stop.wait(max(0.0, delay))
+
+    def _retry(self, failures: int, reason: str) -> bool:
+        """Back off before retry number ``failures``; False when out of retries (counted as failed).
+
+        A pause cut short by close() returns True: the caller's loop then sees the stop and
+        counts the record as dropped.
+        """
+        if failures > self.retries:
+            self._give_up(reason)
+            return False
+        log.debug("analysis sink at %s: %s; retry %d/%d", self.display_url, reason, failures, self.retries)
+        self._pause(self._backoff(failures))
+        return True
 
     def _give_up(self, reason: str) -> None:
         self._count("_failed")
