@@ -31,7 +31,7 @@ from __future__ import annotations
 import struct
 import time
 
-from pipeline.board.layout import RowStatus, struct_format
+from pipeline.board.layout import struct_format
 from pipeline.board.shm import Board
 from pipeline.errors import BoardError, RowOwnershipError
 
@@ -213,5 +213,3 @@ class RowReader:
     def read_with_seq(self, row: int) -> tuple[int, tuple]:
         return _read(self.codec, self._buf, self._words, self.seq_words[row], row)
 
-
-LIVE = int(RowStatus.LIVE)

@@ -41,7 +41,6 @@ class Lifecycle:
     update_bps: float = 1.0               # an edge change at least this large is an update
     update_quantity_ratio: float = 0.2    # or a size change of at least this fraction
     live: dict = field(default_factory=dict)
-    closed_durations_ms: list = field(default_factory=list)
 
     def step(self, instrument: str, candidates: list[Candidate], quotes: dict[str, Quote], now_ns: int,
              staleness_ns: int) -> list[Event]:
@@ -93,17 +92,13 @@ class Lifecycle:
             if why is not None:
                 reason = why
                 break
-        event = Event("close", now_ns, current.candidate, current.opened_ns, current.peak_net_bps,
-                      current.peak_profit, reason)
-        self.closed_durations_ms.append(event.duration_ms)
-        return event
+        return Event("close", now_ns, current.candidate, current.opened_ns, current.peak_net_bps,
+                     current.peak_profit, reason)
 
     def close_all(self, now_ns: int, reason: str = "shutdown") -> list[Event]:
         events = []
         for key in list(self.live):
             current = self.live.pop(key)
-            event = Event("close", now_ns, current.candidate, current.opened_ns, current.peak_net_bps,
-                          current.peak_profit, reason)
-            self.closed_durations_ms.append(event.duration_ms)
-            events.append(event)
+            events.append(Event("close", now_ns, current.candidate, current.opened_ns, current.peak_net_bps,
+                                current.peak_profit, reason))
         return events

@@ -68,6 +68,7 @@ class Detector:
         # rows grouped by instrument identity; fees per identity and venue
         self.rows_of: dict[str, list[tuple[int, str]]] = {}
         self.key_of_row: dict[int, str] = {}
+        self.venue_of_row: dict[int, str] = {}
         self.fees: dict[str, dict[str, float]] = {}
         self.max_age_ns = {v.name: int(v.staleness_ms * 1e6) for v in config.venues}
         self.max_notional: dict[str, float] = {}
@@ -76,6 +77,7 @@ class Detector:
             key = instrument_key(assignment.instrument, dc.equivalent_quotes)
             self.rows_of.setdefault(key, []).append((assignment.row, assignment.venue))
             self.key_of_row[assignment.row] = key
+            self.venue_of_row[assignment.row] = assignment.venue
             self.fees.setdefault(key, {})[assignment.venue] = venues[assignment.venue].fee_bps(assignment.instrument)
             self.max_notional[key] = dc.max_notional_for(assignment.instrument)
         self.watch = sorted(self.key_of_row)
@@ -85,7 +87,7 @@ class Detector:
         for other in config.venues:
             self.feed_slot[other.name] = [v.name for v in config.venues].index(other.name)
         codec = self.reader.codec
-        self.idx = idx = codec.index
+        idx = codec.index
         self._fields = (idx["bids"], idx["asks"], idx["n_bids"], idx["n_asks"], idx["status"], idx["recv_ns"],
                         idx["exch_ts_ns"], idx["publish_ns"])
         # large boards: find changed rows with one strided numpy copy of the seq column instead of a
@@ -176,9 +178,9 @@ class Detector:
                 else:
                     self.last_seq[self.watch.index(row)] = -1
             return
-        by_row = {row: venue for row, venue in self.rows_of[key]}
+        venue_of_row = self.venue_of_row
         for row in changed_rows:
-            publish_ns = quotes[by_row[row]].publish_ns
+            publish_ns = quotes[venue_of_row[row]].publish_ns
             if publish_ns:
                 self.publish_to_seen.record(seen_ns - publish_ns)
         dc = self.config.detector
