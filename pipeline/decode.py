@@ -84,3 +84,28 @@ def decode_stream(exchange: str, lines, out, err, depth: int = 5) -> int:
                 out.write(orjson.dumps(book_record(exchange, book, depth)).decode() + "\n")
     out.flush()
     return 0
+
+
+def parser():
+    import argparse
+    from pipeline.venues import VENUES
+    p = argparse.ArgumentParser(
+        prog="run.py decode", description="Decode raw WebSocket frames (one per line) through the feed's parser "
+                                          "and book code; print one JSON object per book change.")
+    p.add_argument("--exchange", required=True, choices=VENUES)
+    p.add_argument("--depth", type=int, default=5, help="levels to print per side (default 5)")
+    p.add_argument("file", nargs="?", default="-", help="capture file, or - for standard input")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    import sys
+    args = parser().parse_args(argv)
+    if args.file == "-":
+        return decode_stream(args.exchange, sys.stdin, sys.stdout, sys.stderr, args.depth)
+    try:
+        with open(args.file, "r", encoding="utf-8", errors="replace") as stream:
+            return decode_stream(args.exchange, stream, sys.stdout, sys.stderr, args.depth)
+    except OSError as exc:
+        sys.stderr.write(f"run.py decode: cannot read {args.file}: {exc.strerror}\n")
+        return 2
