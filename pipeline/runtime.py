@@ -21,6 +21,12 @@ class RowAssignment:
     venue: str
     instrument: str      # canonical
     symbol: str          # native
+    box: str = ""        # "" for a row this box's own feed writes; the remote box's name for a bridged row
+
+    @property
+    def label(self) -> str:
+        """How events and screens name the row's venue: ``kraken`` locally, ``kraken@frankfurt`` bridged."""
+        return f"{self.venue}@{self.box}" if self.box else self.venue
 
 
 @dataclass(frozen=True)
