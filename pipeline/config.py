@@ -130,6 +130,49 @@ class ScriptedDislocation:
 
 
 @dataclass(frozen=True)
+class BridgeRecordConfig:
+    """Keep the published rows in a JetStream stream named ``stream`` for ``max_age_h`` hours."""
+
+    stream: str
+    max_age_h: float = 24.0
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """Join boxes over NATS (see :mod:`pipeline.bridge`).
+
+    ``subscribe`` maps a remote box name to the venues (full :class:`VenueConfig`
+    records, for fees and staleness) whose rows this box mirrors. Credentials
+    are named, never given: an environment variable for a token, or a file path
+    for a token, an nkey seed or a creds file.
+    """
+
+    nats_url: str
+    box: str
+    publish: bool = False
+    subscribe: tuple[tuple[str, tuple[VenueConfig, ...]], ...] = ()
+    depth: int | None = None                 # levels per side published; None: the board's depth
+    heartbeat_interval_ms: float = 1000.0
+    heartbeat_timeout_ms: float = 3000.0
+    poll_interval_ms: float = 1.0            # how often the publisher scans the board for changed rows
+    connect_timeout_s: float = 2.0
+    token_env: str | None = None
+    token_file: str | None = None
+    nkey_seed_file: str | None = None
+    creds_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    cores: tuple[int, ...] = ()
+    record: BridgeRecordConfig | None = None
+
+    def remote_rows(self) -> list[tuple[str, VenueConfig, str]]:
+        """(box, venue, instrument) of every mirrored row, in config order."""
+        return [(box, venue, instrument) for box, venues in self.subscribe for venue in venues
+                for instrument in venue.instruments]
+
+
+@dataclass(frozen=True)
 class Config:
     board: BoardConfig
     venues: tuple[VenueConfig, ...]
@@ -138,7 +181,9 @@ class Config:
     supervisor: SupervisorConfig
     simulator: SimulatorConfig | None = None
     metrics: MetricsConfig | None = None
+    bridge: BridgeConfig | None = None
     source: str = ""
+    verbose: bool = False      # from the command line (--verbose), never from the file: full health block, update/shadow lines
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -154,6 +199,27 @@ class Config:
             if venue.name == name:
                 return venue
         raise KeyError(name)
+
+    @property
+    def board_instruments(self) -> tuple[str, ...]:
+        """Every instrument on the board (local, then mirrored from other boxes); its index is its id."""
+        seen = dict.fromkeys(self.instruments)
+        if self.bridge is not None:
+            for _, _, instrument in self.bridge.remote_rows():
+                seen.setdefault(instrument, None)
+        return tuple(seen)
+
+    def venue_for(self, venue: str, box: str = "") -> VenueConfig:
+        """Fees and staleness of a row: this box's venue, or the one declared under ``bridge.subscribe.<box>``."""
+        if not box:
+            return self.venue(venue)
+        if self.bridge is not None:
+            for name, venues in self.bridge.subscribe:
+                if name == box:
+                    for candidate in venues:
+                        if candidate.name == venue:
+                            return candidate
+        raise KeyError(f"{venue}@{box}")
 
 
 # ---------------------------------------------------------------- loading
@@ -493,7 +559,7 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
     problems = _Problems()
     top_schema = {
         "board": None, "venues": None, "detector": None, "health": None,
-        "supervisor": None, "simulator": None, "metrics": None,
+        "supervisor": None, "simulator": None, "metrics": None, "bridge": None,
     }
     if not isinstance(raw, dict):
         raise ConfigError([("", f"{source}: the top level must be a mapping with a 'venues' section, got {raw!r}")])
@@ -535,9 +601,15 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
                         prices.append((instrument, float(price)))
         simulator = SimulatorConfig(**values, start_prices=tuple(prices))
 
+    bridge = None
+    if raw.get("bridge") is not None:
+        bridge = _parse_bridge(raw["bridge"], "bridge", problems, available_cores, known_venues)
+
     venues: list[VenueConfig] = []
     raw_venues = raw.get("venues")
-    if not isinstance(raw_venues, dict) or not raw_venues:
+    if raw_venues is None and bridge is not None and bridge.subscribe:
+        pass                     # a box that only aggregates other boxes' rows
+    elif not isinstance(raw_venues, dict) or not raw_venues:
         problems.add("venues", f"must map exchange name -> settings, with at least one exchange, got {raw_venues!r}")
     else:
         for name, venue_raw in raw_venues.items():
@@ -550,7 +622,133 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
     if problems.items:
         raise ConfigError(problems.items)
     return Config(board=board, venues=tuple(venues), detector=detector, health=health,
-                  supervisor=supervisor, simulator=simulator, metrics=metrics, source=source)
+                  supervisor=supervisor, simulator=simulator, metrics=metrics, bridge=bridge, source=source)
+
+
+BOX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")     # one NATS subject token: no dots, no wildcards
+STREAM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SECRET_KEYS = {"token": "token_env or token_file", "password": "token_env or token_file",
+               "nkey_seed": "nkey_seed_file", "creds": "creds_file", "user": "creds_file"}
+
+
+def _existing_file(value, path, problems):
+    if not isinstance(value, str) or not value:
+        problems.add(path, f"must be a file path, got {value!r}")
+        return _BAD
+    if not os.path.isfile(value):
+        problems.add(path, f"file {value!r} does not exist")
+        return _BAD
+    return value
+
+
+def _bridge_schema(available):
+    return {
+        "nats_url": _string(re.compile(r"^(nats|tls)://[^\s/]+(:\d+)?/?$")),
+        "box": _string(BOX_RE),
+        "publish": _boolean,
+        "subscribe": None,                 # checked separately (nested venue sections)
+        "depth": _number(1, MAX_DEPTH, integer=True),
+        "heartbeat_interval_ms": _number(10),
+        "heartbeat_timeout_ms": _number(0, exclusive_min=True),
+        "poll_interval_ms": _number(0.05, 1000),
+        "connect_timeout_s": _number(0, exclusive_min=True),
+        "token_env": _string(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")),
+        "token_file": _existing_file,
+        "nkey_seed_file": _existing_file,
+        "creds_file": _existing_file,
+        "tls_ca_file": _existing_file,
+        "tls_cert_file": _existing_file,
+        "tls_key_file": _existing_file,
+        "cores": _cores(available),
+        "record": _bridge_record,
+    }
+
+
+RECORD_SCHEMA = {"stream": _string(STREAM_RE), "max_age_h": _number(0, exclusive_min=True)}
+
+
+def _bridge_record(value, path, problems):
+    values = _section(value, path, RECORD_SCHEMA, problems)
+    if "stream" not in values:
+        if isinstance(value, dict) and "stream" not in value:
+            problems.add(f"{path}.stream", "missing (the JetStream stream name, e.g. QUOTES)")
+        return _BAD
+    return BridgeRecordConfig(**values)
+
+
+def _parse_bridge(raw, path, problems, available, known_venues) -> BridgeConfig | None:
+    if not isinstance(raw, dict):
+        problems.add(path, f"must be a mapping, got {raw!r}")
+        return None
+    secrets = [k for k in raw if k in SECRET_KEYS]
+    for key in secrets:
+        problems.add(f"{path}.{key}", f"never put credentials in a config file: use {SECRET_KEYS[key]}")
+    plain = {k: v for k, v in raw.items() if k != "subscribe" and k not in secrets}
+    values = _section(plain, path, _bridge_schema(available), problems)
+    for key in ("nats_url", "box"):
+        if key not in raw:
+            problems.add(f"{path}.{key}", "missing" + (" (e.g. nats://127.0.0.1:4222)" if key == "nats_url"
+                                                       else " (this box's name, e.g. tokyo)"))
+    given = [k for k in ("token_env", "token_file", "nkey_seed_file", "creds_file") if k in values]
+    if len(given) > 1:
+        problems.add(f"{path}.{given[1]}", f"only one credential source, got {', '.join(given)}")
+    if ("tls_cert_file" in values) != ("tls_key_file" in values):
+        problems.add(f"{path}.tls_key_file" if "tls_cert_file" in values else f"{path}.tls_cert_file",
+                     "a client certificate needs both tls_cert_file and tls_key_file")
+    interval_ms = values.get("heartbeat_interval_ms", BridgeConfig.heartbeat_interval_ms)
+    timeout_ms = values.get("heartbeat_timeout_ms", BridgeConfig.heartbeat_timeout_ms)
+    if timeout_ms <= interval_ms:
+        problems.add(f"{path}.heartbeat_timeout_ms", f"must be longer than heartbeat_interval_ms "
+                                                     f"({interval_ms}), got {timeout_ms!r}")
+    subscribe = _bridge_subscribe(raw.get("subscribe"), f"{path}.subscribe", problems, available, known_venues,
+                                  values.get("box"))
+    if "nats_url" not in values or "box" not in values or subscribe is None:
+        return None
+    if not values.get("publish") and not subscribe:
+        problems.add(path, "neither publish: true nor a subscribe section: the bridge would do nothing")
+        return None
+    return BridgeConfig(**values, subscribe=subscribe)
+
+
+def _bridge_subscribe(raw, path, problems, available, known_venues, own_box):
+    """``{box: {venue: [instruments] | {instruments, taker_fee_bps, fee_overrides, staleness_ms}}}``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        problems.add(path, f"must map box name -> {{venue: [instruments]}}, got {raw!r}")
+        return None
+    out = []
+    ok = True
+    for box, venues_raw in raw.items():
+        sub = f"{path}.{box}"
+        if not isinstance(box, str) or not BOX_RE.match(box):
+            problems.add(sub, f"invalid box name {box!r} (lower-case letters, digits, - and _)")
+            ok = False
+            continue
+        if box == own_box:
+            problems.add(sub, f"is this box's own name ({own_box!r}): its rows are already local")
+            ok = False
+            continue
+        if not isinstance(venues_raw, dict) or not venues_raw:
+            problems.add(sub, f"must map venue -> instruments, got {venues_raw!r}")
+            ok = False
+            continue
+        venues = []
+        for name, venue_raw in venues_raw.items():
+            if isinstance(venue_raw, list):
+                venue_raw = {"instruments": venue_raw}
+            elif isinstance(venue_raw, dict) and ({"url", "cores", "symbols"} & set(venue_raw)):
+                for key in sorted({"url", "cores", "symbols"} & set(venue_raw)):
+                    problems.add(f"{sub}.{name}.{key}", "belongs in the remote box's own config, not here")
+                ok = False
+                continue
+            venue = _parse_venue(name, venue_raw, f"{sub}.{name}", problems, available, known_venues)
+            if venue is None or not venue.instruments:
+                ok = False
+                continue
+            venues.append(venue)
+        out.append((box, tuple(venues)))
+    return tuple(out) if ok else None
 
 
 def load_config(path: str | os.PathLike) -> Config:

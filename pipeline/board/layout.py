@@ -61,6 +61,7 @@ class ProcessRole(enum.IntEnum):
     DETECTOR = 2
     HEALTH = 3
     SIMULATOR = 4
+    BRIDGE = 5
 
 
 HEADER_DTYPE = np.dtype(
@@ -136,6 +137,8 @@ assert HIST_DTYPE.itemsize % CACHE_LINE == 0
 HOPS = {
     ProcessRole.FEED: ("exchange_to_receive", "receive_to_publish"),
     ProcessRole.DETECTOR: ("publish_to_seen", "seen_to_emitted", "receive_to_emitted"),
+    # bridge, for rows mirrored from other boxes (remote times converted to this box's clock)
+    ProcessRole.BRIDGE: ("remote_publish_to_written", "remote_receive_to_written"),
 }
 
 
