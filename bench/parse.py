@@ -3,7 +3,7 @@
 Why: a feed process is one Python thread. The frames it can turn into board
 rows per second bounds how many instruments one feed can carry, and the time
 per frame is part of every quote's latency. We drive the real
-``pipeline.feed.process.Feed.handle`` (venue parse, ``InstrumentBook.apply``,
+``FeedSession.receive`` of a real feed process object (venue parse, ``InstrumentBook.apply``,
 ``compose``, ``RowWriter.write``, the doorbell check and the per-process
 counters) with frames taken from ``shared/fixtures``; only sequence fields are
 renumbered so that every frame is new to the book (otherwise the book would
@@ -164,7 +164,7 @@ def _bybit_delta_frames(case: Case, n: int):
     return [orjson.dumps(snap).decode()], frames
 
 
-# ---------------------------------------------------------------- ours: Feed.handle
+# ---------------------------------------------------------------- ours: FeedSession.receive
 
 def symbols_of(venue_module, frames):
     seen = {}
@@ -176,16 +176,16 @@ def symbols_of(venue_module, frames):
 
 
 class FeedRig:
-    """A real Feed on a private board, without sockets: frames go straight to ``Feed.handle``."""
+    """A real Feed on a private board, without sockets: frames go straight to its session's ``receive``."""
 
     def __init__(self, venue, symbols, depth):
-        from pipeline.feed.process import ConnectionState, Feed
+        from pipeline.feed.process import Feed
         self.board = Board.create(f"bench-{uuid.uuid4().hex[:12]}", n_rows=len(symbols), depth=depth, n_procs=1)
         self.efd = Doorbell.create_fd()
         rows = tuple(RowAssignment(i, venue, f"I{i}/USDT", s) for i, s in enumerate(symbols))
         self.spec = ProcessSpec(key=f"feed:{venue}", role=ProcessRole.FEED, title="bench", slot=0, cores=(),
                                 board_name=self.board.name, depth=depth, doorbell_fd=self.efd, venue=venue, rows=rows)
-        self.Feed, self.ConnectionState = Feed, ConnectionState
+        self.Feed = Feed
         self.feed = None
 
     def fresh(self):
@@ -193,7 +193,7 @@ class FeedRig:
         if self.feed is not None:
             self.feed.close()
         self.feed = self.Feed(self.spec, "ws://127.0.0.1:1/", 60_000.0)
-        self.conn = self.ConnectionState([r.symbol for r in self.spec.rows])
+        self.conn = self.feed.session.connection_opened([r.symbol for r in self.spec.rows], 0)
         return self.feed
 
     def publishes(self):
@@ -208,7 +208,7 @@ class FeedRig:
 
 def time_ours(rig, setup, frames):
     feed = rig.fresh()
-    handle, conn, now = feed.handle, rig.conn, time.time_ns
+    handle, conn, now = feed.session.receive, rig.conn, time.time_ns
     for raw in setup:
         handle(raw, now(), conn)
     before = rig.publishes()
@@ -495,11 +495,11 @@ def main(argv=None) -> None:
                      res["ratio_vs_peer"] if c["peer"] else "-", c["peer_note"]])
         stage_rows.append([c["name"], parse_us, apply_us - parse_us, res["us_per_frame"] - apply_us,
                            res["us_per_frame"]])
-    text = [f"Feed.handle (parse + apply + compose + RowWriter.write), frames/s on one core, median of {args.rounds}",
+    text = [f"FeedSession.receive (parse + apply + compose + RowWriter.write), frames/s on one core, median of {args.rounds}",
             "", markdown_table(["message", "bytes", "frames/s", "µs/frame", "publishes/frame",
                                 "cryptofeed 2.4.1 frames/s", "peer callbacks/frame", "ours / peer", "peer path"], rows),
             "", "Where the time goes (µs/frame, medians; stages timed separately, so they add up only roughly)", "",
-            markdown_table(["message", "venue parse", "+ book apply", "+ compose, write, counters", "Feed.handle"],
+            markdown_table(["message", "venue parse", "+ book apply", "+ compose, write, counters", "session.receive"],
                            stage_rows)]
     book_ticker = next((c for c in cases if c["name"] == "binance bookTicker"), None)
     decode = receive = None

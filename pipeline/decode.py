@@ -1,12 +1,31 @@
-"""``run.py decode``: captured frames through the feed's own parser and book code.
+"""``run.py decode``: captured frames through the feed's own session, one record per line.
 
 Input, one frame per line, exactly as received on the wire: a plain JSON
 text (including wrappers such as Binance's combined-stream
 ``{"stream":…,"data":…}``), the cryptofeed capture format ``TIMESTAMP: PAYLOAD``
-(lines the client sent, ``URL <- …``, and connection lines, ``URL <-> …``, are
-skipped), or for HTX the decompressed JSON or a Python bytes literal of the
-gzip frame. Output: one JSON object per book change. A line that cannot be
-used is reported on stderr with its number; decoding never stops on it.
+(lines the client sent, ``URL <- …``, and connection lines, ``URL <-> …``,
+are not received frames), or for HTX the decompressed JSON or a Python bytes
+literal of the gzip frame.
+
+Output: exactly one JSON object per input line, in order::
+
+    {"line": 7, "did": "changed", "symbol": "BTCUSDT", "detail": "",
+     "events": [["changed", "BTCUSDT", ""]],
+     "row": {"state": "live", "bid_price": …, "bid_qty": …, "ask_price": …, "ask_qty": …,
+             "exchange_ts_ms": …, "bids": [[p, q], …], "asks": [[p, q], …]}}
+
+``did`` is what the line did: ``changed`` (a row changed), ``unchanged``,
+``ignored`` (already applied, not subscribed, before a snapshot),
+``gap``/``checksum``/``bad_number`` (the book was discarded and the row is
+resyncing), ``rejected``, ``control`` (acks, pings, heartbeats), ``unusable``
+(the frame could not be parsed; also reported on stderr with its number),
+``sent`` or ``connection`` (a capture line that is not a received frame),
+``empty``. When a frame touches several symbols, ``events`` lists each
+outcome and ``did`` is the most important one; ``row`` is the row of the
+last symbol it touched, as it stands after the line (``null`` before any).
+
+The session is the one the feed process runs (:mod:`pipeline.feed.session`)
+over an in-memory row sink: no second copy of the feed's logic.
 """
 from __future__ import annotations
 
@@ -15,73 +34,89 @@ import re
 
 import orjson
 
-from pipeline.book import InstrumentBook, Outcome
-from pipeline.errors import ParseError
-from pipeline.model import BookUpdate
+from pipeline.board.layout import RowStatus
+from pipeline.feed.session import FeedSession, MemorySink
 from pipeline.venues import load_venue
 
 CAPTURE_LINE = re.compile(r"^(\d+(?:\.\d+)?): (.*)$", re.S)
 SENT_OR_OPEN = re.compile(r"^\S+ <-(>)? ")
+# the outcome that names a line when a frame did several things, most important first
+PRIORITY = ("gap", "checksum", "bad_number", "rejected", "unusable", "changed", "unchanged", "ignored", "control")
+
+
+def split_line(line: str) -> tuple[str, object, float | None]:
+    """(kind, frame, capture time in seconds) of one capture line; kind is frame, sent, connection or empty."""
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        return "empty", None, None
+    sent = SENT_OR_OPEN.match(line)
+    if sent:
+        return ("connection" if sent.group(1) else "sent"), None, None
+    match = CAPTURE_LINE.match(line)
+    payload = match.group(2) if match else line
+    when = float(match.group(1)) if match else None
+    if payload[:2] in ("b'", 'b"'):
+        try:
+            return "frame", ast.literal_eval(payload), when
+        except (ValueError, SyntaxError):
+            return "frame", payload, when
+    return "frame", payload, when
 
 
 def frame_of(line: str):
     """The raw frame of one capture line, or None for lines that are not received frames."""
-    line = line.rstrip("\r\n")
-    if not line.strip() or SENT_OR_OPEN.match(line):
+    kind, frame, _ = split_line(line)
+    return frame if kind == "frame" else None
+
+
+def row_record(session: FeedSession, sink: MemorySink, symbol: str) -> dict | None:
+    row = session.row_of.get(symbol)
+    if row is None:
         return None
-    match = CAPTURE_LINE.match(line)
-    payload = match.group(2) if match else line
-    if payload[:2] in ("b'", 'b"'):
-        try:
-            return ast.literal_eval(payload)
-        except (ValueError, SyntaxError):
-            return payload
-    return payload
-
-
-def book_record(exchange: str, book: InstrumentBook, depth: int) -> dict:
-    bids, asks = book.compose()
-    bids, asks = bids[:depth], asks[:depth]
+    r = sink.row(row)
+    book = session.books[symbol]
+    bids, asks = r.bids, r.asks
     return {
-        "exchange": exchange,
-        "symbol": book.symbol,
+        "state": RowStatus(r.status).name.lower(),
         "bid_price": bids[0][0] if bids else None,
         "bid_qty": bids[0][1] if bids else None,
         "ask_price": asks[0][0] if asks else None,
         "ask_qty": asks[0][1] if asks else None,
-        "exchange_ts_ms": book.exch_ts_ms or None,
+        "exchange_ts_ms": (r.exch_ts_ns // 1_000_000) or None,
         "bids": [list(level) for level in bids] if book.uses_depth else None,
         "asks": [list(level) for level in asks] if book.uses_depth else None,
-        "state": book.state.name.lower(),
     }
 
 
 def decode_stream(exchange: str, lines, out, err, depth: int = 5) -> int:
     venue = load_venue(exchange)
-    books: dict[str, InstrumentBook] = {}
-    bad = 0
+    sink = MemorySink(max(depth, 1))
+    session = FeedSession(venue, {}, max(depth, 1), staleness_ns=1 << 62, sink=sink, add_unknown=True)
+    session.trace = trace = []
+    conn = session.connection_opened([], 0)
+    last_symbol = ""
     for number, line in enumerate(lines, 1):
-        raw = frame_of(line)
-        if raw is None:
-            continue
-        try:
-            events = venue.parse(raw, 0)
-        except ParseError as exc:
-            bad += 1
-            err.write(f"line {number}: {exc}\n")
-            continue
-        for event in events:
-            if not isinstance(event, BookUpdate):
-                continue
-            book = books.get(event.symbol)
-            if book is None:
-                book = books[event.symbol] = InstrumentBook(
-                    event.symbol, max(depth, 1), venue.BOOK_LEVELS, venue.CHECKSUM, venue.CHECKSUM_LEVELS or 10)
-            outcome = book.apply(event)
-            if outcome in (Outcome.GAP, Outcome.CHECKSUM, Outcome.BAD_NUMBER):
-                err.write(f"line {number}: {event.symbol}: {outcome.name.lower()}, book discarded\n")
-            if outcome not in (Outcome.IGNORED, Outcome.UNCHANGED):
-                out.write(orjson.dumps(book_record(exchange, book, depth)).decode() + "\n")
+        kind, raw, when = split_line(line)
+        record = {"line": number, "exchange": exchange}
+        if kind != "frame":
+            record.update(did=kind, symbol=None, detail="", events=[])
+        else:
+            trace.clear()
+            session.receive(raw, int(when * 1e9) if when is not None else 0, conn)
+            events = [list(e) for e in trace]
+            did = min((e[0] for e in events), key=lambda k: PRIORITY.index(k) if k in PRIORITY else 99,
+                      default="control")
+            main = next((e for e in events if e[0] == did), ["", "", ""])
+            for event in events:
+                if event[1] and event[1] in session.row_of:
+                    last_symbol = event[1]
+            record.update(did=did, symbol=main[1] or None, detail=main[2], events=events)
+            if did == "unusable":
+                err.write(f"line {number}: {main[2]}\n")
+            elif did in ("gap", "checksum", "bad_number"):
+                err.write(f"line {number}: {main[1] or exchange}: {did}, book discarded\n")
+        record["row"] = row_record(session, sink, last_symbol) if last_symbol else None
+        out.write(orjson.dumps(record).decode() + "\n")
     out.flush()
     return 0
 
@@ -90,8 +125,8 @@ def parser():
     import argparse
     from pipeline.venues import VENUES
     p = argparse.ArgumentParser(
-        prog="run.py decode", description="Decode raw WebSocket frames (one per line) through the feed's parser "
-                                          "and book code; print one JSON object per book change.")
+        prog="run.py decode", description="Decode raw WebSocket frames (one per line) through the feed's own "
+                                          "session; print one JSON object per input line.")
     p.add_argument("--exchange", required=True, choices=VENUES)
     p.add_argument("--depth", type=int, default=5, help="levels to print per side (default 5)")
     p.add_argument("file", nargs="?", default="-", help="capture file, or - for standard input")
@@ -101,11 +136,16 @@ def parser():
 def main(argv: list[str]) -> int:
     import sys
     args = parser().parse_args(argv)
-    if args.file == "-":
-        return decode_stream(args.exchange, sys.stdin, sys.stdout, sys.stderr, args.depth)
+    if not 1 <= args.depth <= 50:
+        parser().error("--depth must be 1..50")
     try:
+        if args.file == "-":
+            return decode_stream(args.exchange, sys.stdin, sys.stdout, sys.stderr, args.depth)
         with open(args.file, "r", encoding="utf-8", errors="replace") as stream:
             return decode_stream(args.exchange, stream, sys.stdout, sys.stderr, args.depth)
+    except BrokenPipeError:                     # the reader went away (| head): not an error of ours
+        sys.stderr.close()
+        return 0
     except OSError as exc:
         sys.stderr.write(f"run.py decode: cannot read {args.file}: {exc.strerror}\n")
         return 2

@@ -1,4 +1,4 @@
-"""``run.py decode`` on the fixture files: same parser and book code as the feed."""
+"""``run.py decode`` on the fixture files: the feed's own session, one record per input line."""
 from __future__ import annotations
 
 import io
@@ -23,37 +23,55 @@ def test_frame_of_understands_capture_formats():
     assert frame_of("1.5: b'\\x1f\\x8b'") == b"\x1f\x8b"
 
 
-def test_binance_depth_and_ticker_records():
+def test_one_record_per_line_with_what_the_line_did():
     text = (FIXTURES / "binance" / "depth5.jsonl").read_text()
     records, err = decode("binance", text)
-    assert "line 1:" in err                      # raw partial depth has no symbol: reported, not fatal
-    first = records[0]
-    assert first == {"exchange": "binance", "symbol": "BNBUSDT", "bid_price": 656.72, "bid_qty": 29.052,
-                     "ask_price": 656.73, "ask_qty": 21.012, "exchange_ts_ms": None,
-                     "bids": [[656.72, 29.052], [656.71, 11.685], [656.7, 1.016], [656.69, 0.008], [656.68, 0.025]],
-                     "asks": [[656.73, 21.012], [656.74, 0.024], [656.75, 0.024], [656.76, 0.171], [656.77, 0.625]],
-                     "state": "live"}
+    assert [r["line"] for r in records] == list(range(1, len(text.splitlines()) + 1))
+    # a raw partial depth has no symbol: reported on stderr and still gets its record
+    assert "line 1:" in err
+    assert records[0]["did"] == "unusable" and records[0]["row"] is None and "unknown_message" in records[0]["detail"]
+    second = records[1]
+    assert second["did"] == "changed" and second["symbol"] == "BNBUSDT"
+    assert second["row"] == {"state": "live", "bid_price": 656.72, "bid_qty": 29.052, "ask_price": 656.73,
+                             "ask_qty": 21.012, "exchange_ts_ms": None,
+                             "bids": [[656.72, 29.052], [656.71, 11.685], [656.7, 1.016], [656.69, 0.008],
+                                      [656.68, 0.025]],
+                             "asks": [[656.73, 21.012], [656.74, 0.024], [656.75, 0.024], [656.76, 0.171],
+                                      [656.77, 0.625]]}
+
+
+def test_repeated_frame_is_reported_as_ignored_and_the_row_kept():
+    line = (FIXTURES / "binance" / "depth5.jsonl").read_text().splitlines()[1]
+    records, _ = decode("binance", line + "\n" + line + "\n")
+    assert [r["did"] for r in records] == ["changed", "unchanged"] or [r["did"] for r in records] == ["changed",
+                                                                                                       "ignored"]
+    assert records[1]["row"] == records[0]["row"]
 
 
 def test_kraken_real_book_passes_its_checksum():
     records, err = decode("kraken", (FIXTURES / "kraken" / "book.jsonl").read_text())
-    eth = [r for r in records if r["symbol"] == "ETH/USD"]
-    assert eth and all(r["state"] == "live" for r in eth)
-    assert eth[0]["bid_price"] == 1797.24 and eth[0]["ask_price"] == 1797.25
-    assert "ETH/USD: checksum" not in err
+    eth = [r for r in records if r["symbol"] == "ETH/USD" and r["did"] == "changed"]
+    assert eth and all(r["row"]["state"] == "live" for r in eth)
+    assert eth[0]["row"]["bid_price"] == 1797.24 and eth[0]["row"]["ask_price"] == 1797.25
+    assert not any(r["did"] == "checksum" and r["symbol"] == "ETH/USD" for r in records)
 
 
 def test_cryptofeed_capture_files_decode_without_stopping():
-    result = run_cli("decode", "--exchange", "htx", str(FIXTURES / "cryptofeed-2021" / "HUOBI.ws.44.0"))
+    path = FIXTURES / "cryptofeed-2021" / "HUOBI.ws.44.0"
+    result = run_cli("decode", "--exchange", "htx", str(path))
     assert result.returncode == 0
     records = [orjson.loads(line) for line in result.stdout.splitlines()]
-    assert len(records) > 100
-    assert all(r["exchange"] == "htx" and r["bid_price"] < r["ask_price"] for r in records if r["state"] == "live")
+    assert len(records) == len(path.read_text(errors="replace").splitlines())
+    live = [r["row"] for r in records if r["did"] == "changed" and r["row"]["state"] == "live"]
+    assert len(live) > 100 and all(r["bid_price"] < r["ask_price"] for r in live)
+    assert {r["did"] for r in records} >= {"changed", "sent", "connection"}
     result = run_cli("decode", "--exchange", "okx", str(FIXTURES / "cryptofeed-2021" / "OKX.ws.1.0"))
-    assert result.returncode == 0 and result.stdout.count("\n") > 50
+    assert result.returncode == 0
+    assert sum(1 for line in result.stdout.splitlines() if orjson.loads(line)["did"] == "changed") > 50
 
 
 def test_bad_lines_are_reported_with_their_number():
     records, err = decode("bybit", "not json\n" + (FIXTURES / "bybit" / "bbo.jsonl").read_text())
     assert "line 1: bybit: invalid_json" in err
-    assert records[0]["symbol"] == "BTCUSDT" and records[0]["bid_price"] == 28165.07
+    assert records[0]["did"] == "unusable" and records[0]["line"] == 1
+    assert records[1]["symbol"] == "BTCUSDT" and records[1]["row"]["bid_price"] == 28165.07
