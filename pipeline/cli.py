@@ -15,6 +15,9 @@ from pipeline.errors import ConfigError, PipelineError
 # subcommand -> "module:function"; the function takes the remaining argv and returns an exit status
 SUBCOMMANDS = {
     "decode": "pipeline.decode:main",
+    "top": "pipeline.console.app:main",
+    "report": "pipeline.runreport:main",
+    "doctor": "pipeline.doctor:main",
 }
 
 
@@ -25,6 +28,11 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML config, e.g. configs/demo.yaml")
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                         help="stop cleanly after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument("--console", action="store_true",
+                        help="show the live console (as `run.py top`) instead of scrolling output; "
+                             "the output goes to a log file next to detector.output")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print every event (update, shadow) and the full health block each interval")
     return parser
 
 
@@ -42,9 +50,12 @@ def main(argv: list[str] | None = None, stop_requested: list | None = None) -> i
     except ConfigError as exc:
         sys.stderr.write(f"run.py: {exc}\n")
         return 2
+    if args.verbose:
+        import dataclasses
+        config = dataclasses.replace(config, verbose=True)
     from pipeline.supervisor.core import Supervisor
     try:
-        return Supervisor(config, args.duration, stop_requested=stop_requested).run()
+        return Supervisor(config, args.duration, stop_requested=stop_requested, console=args.console).run()
     except PipelineError as exc:
         sys.stderr.write(f"run.py: {exc}\n")
         return 1

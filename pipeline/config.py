@@ -93,6 +93,15 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    """Record every frame each feed receives (see :mod:`pipeline.recording`); off unless configured."""
+
+    dir: str
+    rotate_mb: float = 256.0     # start a new file past this size
+    keep_files: int = 0          # per venue, the newest kept; 0 keeps all
+
+
+@dataclass(frozen=True)
 class SupervisorConfig:
     restart_backoff_s: float = 0.2
     restart_backoff_max_s: float = 10.0
@@ -182,6 +191,7 @@ class Config:
     simulator: SimulatorConfig | None = None
     metrics: MetricsConfig | None = None
     bridge: BridgeConfig | None = None
+    recording: RecordingConfig | None = None
     source: str = ""
     verbose: bool = False      # from the command line (--verbose), never from the file: full health block, update/shadow lines
 
@@ -548,6 +558,13 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
                        fee_overrides=values.get("fee_overrides", ()))
 
 
+RECORDING_SCHEMA = {
+    "dir": _string(re.compile(r".+")),
+    "rotate_mb": _number(minimum=0.01),
+    "keep_files": _number(minimum=0, integer=True),
+}
+
+
 def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[int] | None = None,
                  known_venues: dict[str, float] | None = None) -> Config:
     """Validate an already-parsed YAML document. Raises ConfigError with every problem."""
@@ -559,7 +576,7 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
     problems = _Problems()
     top_schema = {
         "board": None, "venues": None, "detector": None, "health": None,
-        "supervisor": None, "simulator": None, "metrics": None, "bridge": None,
+        "supervisor": None, "simulator": None, "metrics": None, "bridge": None, "recording": None,
     }
     if not isinstance(raw, dict):
         raise ConfigError([("", f"{source}: the top level must be a mapping with a 'venues' section, got {raw!r}")])
@@ -601,6 +618,14 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
                         prices.append((instrument, float(price)))
         simulator = SimulatorConfig(**values, start_prices=tuple(prices))
 
+    recording = None
+    if raw.get("recording") is not None:
+        values = _section(raw["recording"], "recording", RECORDING_SCHEMA, problems)
+        if "dir" in values:
+            recording = RecordingConfig(**values)
+        elif isinstance(raw["recording"], dict) and "dir" not in raw["recording"]:
+            problems.add("recording.dir", "missing (the directory the feeds write their recordings to)")
+
     bridge = None
     if raw.get("bridge") is not None:
         bridge = _parse_bridge(raw["bridge"], "bridge", problems, available_cores, known_venues)
@@ -622,7 +647,8 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
     if problems.items:
         raise ConfigError(problems.items)
     return Config(board=board, venues=tuple(venues), detector=detector, health=health,
-                  supervisor=supervisor, simulator=simulator, metrics=metrics, bridge=bridge, source=source)
+                  supervisor=supervisor, simulator=simulator, metrics=metrics, bridge=bridge, recording=recording,
+                  source=source)
 
 
 BOX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")     # one NATS subject token: no dots, no wildcards

@@ -54,9 +54,59 @@ def plan_rows(config) -> list[RowAssignment]:
     return rows
 
 
+def check_resources(config) -> str | None:
+    """Every resource the config names, checked before anything starts.
+
+    Returns one line naming the first that is not usable (the config field and the
+    value), or None. The board name held by a live supervisor and cores that do
+    not exist are checked elsewhere (board lifetime, config validation).
+    """
+    import socket
+    if config.metrics is not None and config.metrics.port:
+        port = config.metrics.port
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # the same option the metrics server binds with: a port in TIME_WAIT is free, a listener is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return (f"metrics.port: port {port} on 127.0.0.1 is not free ({exc.strerror}); "
+                    "choose another port or stop what listens there")
+        finally:
+            probe.close()
+    output = config.detector.output
+    if output:
+        directory = os.path.dirname(os.path.abspath(output))
+        existing = directory
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK) or (
+                os.path.exists(output) and not os.access(output, os.W_OK)):
+            return f"detector.output: cannot write {output!r} (no write permission in {existing!r})"
+    return None
+
+
+def name_supervisor(config_source: str = "") -> None:
+    """``pipeline: supervisor --config FILE`` in ps/top, like every child (and like nginx's master,
+    with its config: the title replaces the command line, and ``run.py top --board`` reads it there)."""
+    try:
+        import setproctitle
+        setproctitle.setproctitle("pipeline: supervisor" + (f" --config {config_source}" if config_source else ""))
+    except ImportError:  # pragma: no cover - a core dependency
+        pass
+
+
+def console_log_path(config) -> str:
+    """Where the output goes while the console has the terminal: next to the opportunity file."""
+    return os.path.join(os.path.dirname(config.detector.output or "") or ".", "pipeline.log")
+
+
 class Supervisor:
-    def __init__(self, config, duration_s: float | None = None, out=sys.stdout, stop_requested: list | None = None):
+    def __init__(self, config, duration_s: float | None = None, out=sys.stdout, stop_requested: list | None = None,
+                 console: bool = False):
         self.config = config
+        self.console = console
+        self._console_fds: tuple | None = None      # (terminal out, terminal err, keys, saved tty) while it runs
         self._early_stop = stop_requested if stop_requested is not None else []
         self.duration_s = duration_s
         self.out = out
@@ -248,10 +298,19 @@ class Supervisor:
                 child.consecutive = 0
 
     def run(self) -> int:
+        problem = check_resources(self.config)
+        if problem:
+            sys.stderr.write(f"run.py: {problem}\n")
+            return 2
+        name_supervisor(self.config.source)
         self.install_signal_handlers()
         started = time.monotonic()
         try:
+            if self.console:
+                self.console_begin()
             self.start()
+            if self.console and not self.stopping:
+                self.start_console()
             while not self.stopping:
                 if self.duration_s is not None and time.monotonic() - started >= self.duration_s:
                     break
@@ -281,6 +340,7 @@ class Supervisor:
                     self.say(f"{child.spec.title} did not stop in {STOP_TIMEOUT_S:.0f} s; killing it")
                     child.process.kill()
                     child.process.join(1)
+        self.console_end()
         if self.board is not None:
             from pipeline.supervisor.health import latency_table
             self.out.write(latency_table(self.board, self.specs()) + "\n")
@@ -290,6 +350,52 @@ class Supervisor:
         if self.doorbell_fd >= 0:
             os.close(self.doorbell_fd)
             self.doorbell_fd = -1
+
+
+    # ---------------------------------------------------------------- console (--console)
+    def console_begin(self) -> None:
+        """Keep the terminal aside for the console; everyone's output goes to the log from here on."""
+        path = console_log_path(self.config)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        saved_tty = None
+        if os.isatty(0):
+            import termios
+            saved_tty = termios.tcgetattr(0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._console_fds = (os.dup(1), os.dup(2), os.dup(0) if os.isatty(0) else -1, saved_tty)
+        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+
+    def start_console(self) -> None:
+        from pipeline.console.app import run_in_supervisor
+        spec = ProcessSpec(key="console", role=ProcessRole.NONE, title="pipeline: console", slot=-1, cores=(),
+                           board_name=self.config.board.name, depth=self.config.board.depth,
+                           doorbell_fd=self.doorbell_fd, supervisor_pid=os.getpid())
+        terminal, _, keys, _ = self._console_fds
+        child = Child(spec, run_in_supervisor, (spec, self.config, terminal, keys))
+        self.children[spec.key] = child
+        self._spawn(child)
+
+    def console_end(self) -> None:
+        """Give the terminal back (the console child has stopped) and say where the output went."""
+        if self._console_fds is None:
+            return
+        terminal, terminal_err, keys, saved_tty = self._console_fds
+        self._console_fds = None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(terminal, 1)
+        os.dup2(terminal_err, 2)
+        if saved_tty is not None:
+            import termios
+            termios.tcsetattr(0, termios.TCSADRAIN, saved_tty)
+        for fd in (terminal, terminal_err, keys):
+            if fd >= 0:
+                os.close(fd)
+        self.say(f"console closed; this run's output is in {console_log_path(self.config)}")
 
 
 class _NullReport:

@@ -1,0 +1,214 @@
+"""The console screen as a pure function of (board snapshot, events, now).
+
+:func:`render` returns a :class:`rich.text.Text` (colours for the terminal);
+:func:`render_text` its plain text, which is what the tests compare. Everything
+is laid out for an 80x24 terminal first: one instrument's quotes and edge
+matrix at a time (``f``/``b`` choose it), the venues and the opportunities side
+by side below, one line of alerts.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from pipeline.console.events import EventBook
+from pipeline.console.snapshot import Quote, Snapshot
+
+STATE_STYLE = {"live": "green", "stale": "yellow", "resyncing": "magenta", "disconnected": "red",
+               "halted": "bold red", "crossed": "yellow", "rejected": "red", "syncing": "cyan", "empty": "dim"}
+STATE_SHORT = {"resyncing": "resync", "disconnected": "discon", "rejected": "reject", "syncing": "sync",
+               "crossed": "crossd"}
+
+
+@dataclass(frozen=True)
+class View:
+    """What the keys choose: the instrument shown, paused or not, the terminal size."""
+
+    instrument: str | None = None
+    paused: bool = False
+    width: int = 80
+    height: int = 24
+
+
+def render_text(snapshot: Snapshot, events: EventBook, now_ns: int, view: View = View()) -> str:
+    return render(snapshot, events, now_ns, view).plain
+
+
+def render(snapshot: Snapshot, events: EventBook, now_ns: int, view: View = View()) -> Text:
+    instrument = view.instrument if view.instrument in snapshot.instruments else (
+        snapshot.instruments[0] if snapshot.instruments else None)
+    lines: list[Text] = [_header(snapshot, events, now_ns, view)]
+    quotes = [q for q in snapshot.quotes if q.instrument == instrument]
+    if instrument is not None:
+        position = f"[{snapshot.instruments.index(instrument) + 1}/{len(snapshot.instruments)}]"
+        lines += _quotes(instrument, position, quotes, snapshot.taken_ns)
+        lines += _matrix(instrument, quotes, snapshot, events)
+    lines += _bottom(snapshot, events, now_ns, view.width)
+    alerts = check_alerts(snapshot)
+    lines.append(Text("alerts: " + "; ".join(alerts), style="bold red") if alerts else Text("alerts: none",
+                                                                                             style="dim"))
+    lines.append(Text("f/b next/previous instrument   p pause   q quit", style="dim"))
+    if len(lines) > view.height:         # the alerts and keys lines stay; the venue/opportunity block is cut
+        lines = lines[:view.height - 2] + lines[-2:]
+    out = Text("\n").join(line[:view.width] if len(line) > view.width else line for line in lines)
+    out.no_wrap = True
+    return out
+
+
+# ------------------------------------------------------------------ sections
+def _header(snapshot: Snapshot, events: EventBook, now_ns: int, view: View) -> Text:
+    feeds = snapshot.feeds
+    live = sum(1 for q in snapshot.quotes if q.status == "live")
+    rate = sum(p.messages_per_s for p in feeds if p.messages_per_s is not None)
+    clock = datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.timezone.utc).strftime("%H:%M:%S")
+    text = Text(f"{snapshot.board} {clock}Z", style="bold")
+    text.append(f"  rows live {live}/{len(snapshot.quotes)}  {rate:.0f} msg/s  {len(events.open)} open")
+    detector = snapshot.detector
+    if detector is not None and detector.hop_p50_us is not None:
+        text.append(f"  e2e p50/p99 {_us(detector.hop_p50_us)}/{_us(detector.hop_p99_us)}µs")
+    if view.paused:
+        text.append("  PAUSED", style="bold reverse")
+    return text
+
+
+def _quotes(instrument: str, position: str, quotes: list[Quote], taken_ns: int) -> list[Text]:
+    head = f"{instrument} {position}"
+    lines = [Text(f"{head:15} {'bid':>9} {'qty':>6} {'ask':>9} {'qty':>6} {'mid':>9} {'sprd':>5} {'imb':>5} "
+                  f"{'age':>5}", style="bold")]
+    for q in quotes:
+        line = Text(f"{q.venue[:8]:8} ")
+        line.append(f"{STATE_SHORT.get(q.status, q.status)[:6]:6}", style=STATE_STYLE.get(q.status, "bold"))
+        spread, imbalance = q.spread_bps, q.imbalance
+        age = _age((taken_ns - q.recv_ns) / 1e6) if q.recv_ns else "-"
+        line.append(f" {_px(q.bid_px):>9} {_qty(q.bid_qty):>6} {_px(q.ask_px):>9} {_qty(q.ask_qty):>6} "
+                    f"{_px(q.mid):>9} {'-' if spread is None else f'{spread:.2f}':>5} "
+                    f"{'-' if imbalance is None else f'{imbalance:+.2f}':>5} {age:>5}")
+        lines.append(line)
+    return lines
+
+
+def edge_bps(buy: Quote, sell: Quote, buy_fee_bps: float, sell_fee_bps: float) -> float | None:
+    """Net edge after both taker fees at the top of the two books: buy at ``buy``'s ask, sell into ``sell``'s bid."""
+    if buy.status != "live" or sell.status != "live" or buy.ask_px <= 0 or sell.bid_px <= 0:
+        return None
+    return (sell.bid_px - buy.ask_px) / buy.ask_px * 1e4 - buy_fee_bps - sell_fee_bps
+
+
+def _matrix(instrument: str, quotes: list[Quote], snapshot: Snapshot, events: EventBook) -> list[Text]:
+    if len(quotes) < 2:
+        return []
+    head = Text(f"{'net bps buy/sell':15}", style="bold")
+    for q in quotes:
+        head.append(f" {q.venue[:7]:>7}", style="bold")
+    lines = [head]
+    for buy in quotes:
+        line = Text(f"{buy.venue[:15]:15}")
+        for sell in quotes:
+            if sell is buy:
+                line.append(f" {'·':>7}", style="dim")
+                continue
+            edge = edge_bps(buy, sell, snapshot.fee(buy.venue, instrument), snapshot.fee(sell.venue, instrument))
+            is_open = (instrument, buy.venue, sell.venue) in events.open
+            cell = "-" if edge is None else f"{edge:+.1f}"
+            if is_open:
+                line.append(f" {'*' + cell:>7}", style="bold black on green")
+            else:
+                line.append(f" {cell:>7}", style="green" if edge is not None and edge > 0 else "")
+        lines.append(line)
+    return lines
+
+
+def _bottom(snapshot: Snapshot, events: EventBook, now_ns: int, width: int) -> list[Text]:
+    left = [Text(f"{'venue':8} {'msg/s':>5} {'rcn':>3} {'gap':>3} {'offms':>5} {'p50/p99µs':>9}", style="bold")]
+    for p in snapshot.feeds:
+        rate = "-" if p.messages_per_s is None else f"{p.messages_per_s:.0f}"
+        hop = "-" if p.hop_p50_us is None else f"{_us(p.hop_p50_us)}/{_us(p.hop_p99_us)}"
+        offset = f"{p.clock_offset_ms:+.1f}" if p.clock_offset_ms else "-"
+        left.append(Text(f"{p.name[:8]:8} {rate:>5} {p.reconnects:>3} {min(p.gaps, 999):>3} {offset[:5]:>5} "
+                         f"{hop:>9}", style="red" if p.restarted_recently else ""))
+    right_width = max(0, width - 40)
+    right = [Text(f"open {len(events.open)}  (net/peak bps, size, age)", style="bold")]
+    for opp in sorted(events.open.values(), key=lambda o: -o.net_bps):
+        pair = f"{opp.buy[:6]}>{opp.sell[:6]}"
+        right.append(Text(f"{opp.instrument[:9]:9} {pair:13} {opp.net_bps:4.1f}/{opp.peak_net_bps:<4.1f} "
+                          f"{_qty(opp.quantity)} {_age((now_ns - opp.opened_ns) / 1e6)}", style="bold green"))
+    right.append(Text("last closes  (lifetime, peak, shadow)", style="bold"))
+    for closed in events.closes:
+        pair = f"{closed.buy[:6]}>{closed.sell[:6]}"
+        right.append(Text(f"{closed.instrument[:9]:9} {pair:13} {_age(closed.duration_ms):>5} "
+                          f"{closed.peak_net_bps:4.1f} {_shadow(closed.shadow)}"))
+    rows = max(len(left), 7)
+    lines = []
+    for i in range(rows):
+        line = left[i].copy() if i < len(left) else Text("")
+        line.pad_right(40 - len(line))
+        if i < len(right):
+            line.append_text(right[i][:right_width])
+        lines.append(line)
+    return lines
+
+
+def check_alerts(snapshot: Snapshot) -> list[str]:
+    """What needs a person's eyes: venues not live, gap storms, processes restarting or silent."""
+    alerts = []
+    by_venue: dict[str, list[str]] = {}
+    for q in snapshot.quotes:
+        if q.status != "live":
+            by_venue.setdefault(q.venue, []).append(q.status)
+    for venue, states in by_venue.items():
+        alerts.append(f"{venue} " + ",".join(f"{s}x{states.count(s)}" if states.count(s) > 1 else s
+                                              for s in dict.fromkeys(states)))
+    for p in snapshot.processes:
+        if p.gaps_per_s is not None and p.gaps_per_s >= 1.0:
+            alerts.append(f"{p.name} gap storm {p.gaps_per_s:.0f}/s")
+        if p.restarted_recently:
+            alerts.append(f"{p.name} restarted ({p.restarts}x)")
+        if p.heartbeat_age_ms is not None and p.heartbeat_age_ms > 2000:
+            alerts.append(f"{p.name} silent {p.heartbeat_age_ms / 1000:.0f}s")
+    return alerts
+
+
+# ------------------------------------------------------------------ formats
+def _px(px: float | None) -> str:
+    if px is None or px <= 0 or not math.isfinite(px):
+        return "-"
+    decimals = max(0, min(6, 6 - int(math.floor(math.log10(px)))))
+    return f"{px:.{decimals}f}"[:9]
+
+
+def _qty(qty: float) -> str:
+    if qty <= 0:
+        return "-"
+    if qty >= 1e6:
+        return f"{qty / 1e6:.1f}M"
+    if qty >= 1e4:
+        return f"{qty / 1e3:.0f}k"
+    text = f"{qty:.4g}"
+    return text if len(text) <= 6 else f"{qty:.3g}"[:6]
+
+
+def _age(ms: float) -> str:
+    ms = max(0.0, ms)
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f}s"
+    if ms < 3_600_000:
+        return f"{ms / 60_000:.0f}m"
+    return f"{ms / 3_600_000:.0f}h"
+
+
+def _us(us: float | None) -> str:
+    if us is None:
+        return "-"
+    return f"{us:.0f}" if us < 10_000 else f"{us / 1000:.0f}k"
+
+
+def _shadow(shadow: tuple | None) -> str:
+    """The edge left at each shadow latency: ``+6.0/+5.1/-2.3``, ``stale`` for a leg not tradable."""
+    if not shadow:
+        return ""
+    return "/".join(f"{net:+.1f}" if net is not None else (reason or "none")[:5] for _, net, reason in shadow)

@@ -1,0 +1,179 @@
+"""Read the board, read-only, into one frozen :class:`Snapshot` per refresh.
+
+Rows are copied with the seqlock reader (never written, so the feeds are not
+disturbed); process counters and latency histograms are read from the slots as
+the health reporter does. Rates and latency percentiles are over a sliding
+window (``window_s``) of earlier reads kept here, so the renderer stays pure.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass
+
+from pipeline.board import Board, RowReader, RowStatus
+from pipeline.board.histogram import read_histogram
+from pipeline.board.layout import HOPS, ProcessRole
+from pipeline.venues import VENUES
+
+
+@dataclass(frozen=True)
+class Quote:
+    row: int
+    venue: str             # the row's label: ``kraken``, or ``kraken@frankfurt`` for a bridged row
+    instrument: str
+    status: str            # RowStatus name in lower case; an unknown value shows as ``state<n>``
+    bid_px: float
+    bid_qty: float
+    ask_px: float
+    ask_qty: float
+    recv_ns: int
+
+    @property
+    def mid(self) -> float | None:
+        return (self.bid_px + self.ask_px) / 2 if self.bid_px > 0 and self.ask_px > 0 else None
+
+    @property
+    def spread_bps(self) -> float | None:
+        mid = self.mid
+        return (self.ask_px - self.bid_px) / mid * 1e4 if mid else None
+
+    @property
+    def imbalance(self) -> float | None:
+        """Top-of-book imbalance in [-1, 1]: positive when the bid side is heavier."""
+        total = self.bid_qty + self.ask_qty
+        return (self.bid_qty - self.ask_qty) / total if total > 0 else None
+
+
+@dataclass(frozen=True)
+class ProcessStats:
+    name: str              # ``binance`` for a feed, else ``detector``, ``health``, ``simulator``
+    role: str
+    pid: int
+    messages_per_s: float | None
+    reconnects: int
+    gaps: int
+    gaps_per_s: float | None
+    clock_offset_ms: float
+    hop_p50_us: float | None       # feeds: receive_to_publish; detector: receive_to_emitted (window)
+    hop_p99_us: float | None
+    restarts: int
+    restarted_recently: bool
+    heartbeat_age_ms: float | None
+    opportunities: int = 0
+    scans_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    board: str
+    taken_ns: int
+    instruments: tuple[str, ...]
+    quotes: tuple[Quote, ...]
+    processes: tuple[ProcessStats, ...]
+    fees_bps: tuple[tuple[tuple[str, str], float], ...]    # ((venue, instrument), taker fee bps)
+
+    def fee(self, venue: str, instrument: str) -> float:
+        return dict(self.fees_bps).get((venue, instrument), 0.0)
+
+    @property
+    def feeds(self) -> list[ProcessStats]:
+        return [p for p in self.processes if p.role == "feed"]
+
+    @property
+    def detector(self) -> ProcessStats | None:
+        return next((p for p in self.processes if p.role == "detector"), None)
+
+
+def status_name(value: int) -> str:
+    try:
+        return RowStatus(value).name.lower()
+    except ValueError:
+        return f"state{value}"
+
+
+class BoardSource:
+    """Reads snapshots of an attached board.
+
+    ``rows`` is the list of :class:`~pipeline.runtime.RowAssignment` (from the config)
+    naming each row; without it rows are named from the ids on the board.
+    """
+
+    def __init__(self, board: Board, rows=None, fees_bps: dict | None = None, window_s: float = 5.0):
+        self.board = board
+        self.reader = RowReader(board)
+        n = board.geometry.n_rows
+        if rows:
+            self.labels = {r.row: (r.label, r.instrument) for r in rows if r.row < n}
+        else:
+            self.labels = {}
+            for i in range(n):
+                venue_id, instrument_id = int(board.rows[i]["venue_id"]), int(board.rows[i]["instrument_id"])
+                venue = VENUES[venue_id - 1] if 0 < venue_id <= len(VENUES) else f"venue{venue_id}"
+                self.labels[i] = (venue, f"#{instrument_id}")
+        self.instruments = tuple(dict.fromkeys(instrument for _, instrument in self.labels.values()))
+        self.fees_bps = tuple(sorted((fees_bps or {}).items()))
+        self.window_ns = int(window_s * 1e9)
+        self._history: dict[int, collections.deque] = {}    # slot -> deque of (t_ns, counters, histogram)
+        self._restarts_seen: dict[int, tuple[int, int]] = {}  # slot -> (restarts, t_ns they last rose)
+
+    def read(self, now_ns: int | None = None) -> Snapshot:
+        quotes = []
+        codec = self.reader.codec
+        index = codec.index
+        for row, (venue, instrument) in sorted(self.labels.items()):
+            values = self.reader.read(row)
+            quotes.append(Quote(row, venue, instrument, status_name(values[index["status"]]),
+                                values[index["bid_px"]], values[index["bid_qty"]], values[index["ask_px"]],
+                                values[index["ask_qty"]], values[index["recv_ns"]]))
+        now_ns = now_ns or time.time_ns()    # after the row reads: ages are never negative
+        return Snapshot(self.board.name, now_ns, self.instruments, tuple(quotes), self._processes(now_ns),
+                        self.fees_bps)
+
+    def _processes(self, now_ns: int) -> tuple[ProcessStats, ...]:
+        out = []
+        for slot_index, slot in enumerate(self.board.procs):
+            role_value = int(slot["role"])
+            if role_value == ProcessRole.NONE or not int(slot["pid"]):
+                continue
+            role = ProcessRole(role_value) if role_value in ProcessRole._value2member_map_ else None
+            if role == ProcessRole.FEED:
+                venue_id = int(slot["venue_id"])
+                name = VENUES[venue_id - 1] if 0 < venue_id <= len(VENUES) else f"feed{slot_index}"
+            else:
+                name = role.name.lower() if role is not None else f"process{slot_index}"
+            hops = HOPS.get(role, ())
+            hop = ("receive_to_publish" if role == ProcessRole.FEED else "receive_to_emitted")
+            histogram = read_histogram(self.board, slot_index, hops.index(hop)) if hop in hops else None
+            counters = (int(slot["messages"]), int(slot["gaps"]), int(slot["scans"]))
+            history = self._history.setdefault(slot_index, collections.deque())
+            history.append((now_ns, counters, histogram))
+            while len(history) > 2 and now_ns - history[1][0] >= self.window_ns:
+                history.popleft()
+            first_ns, first_counters, first_histogram = history[0]
+            rates = [None, None, None]
+            if now_ns > first_ns:
+                dt = (now_ns - first_ns) / 1e9
+                rates = [max(0, a - b) / dt for a, b in zip(counters, first_counters)]
+            p50 = p99 = None
+            if histogram is not None:
+                recent = histogram.minus(first_histogram) if first_histogram is not histogram else histogram
+                if not recent.count:
+                    recent = histogram
+                if recent.count:
+                    p50, p99 = recent.percentile_ns(0.5) / 1e3, recent.percentile_ns(0.99) / 1e3
+            restarts = int(slot["restarts"])
+            seen = self._restarts_seen.get(slot_index)
+            if seen is None or restarts != seen[0]:
+                seen = (restarts, now_ns if seen is not None else 0)
+                self._restarts_seen[slot_index] = seen
+            heartbeat = int(slot["heartbeat_ns"])
+            out.append(ProcessStats(
+                name=name, role=role.name.lower() if role is not None else "unknown", pid=int(slot["pid"]),
+                messages_per_s=rates[0], reconnects=int(slot["reconnects"]), gaps=counters[1],
+                gaps_per_s=rates[1], clock_offset_ms=int(slot["clock_offset_ns"]) / 1e6,
+                hop_p50_us=p50, hop_p99_us=p99, restarts=restarts,
+                restarted_recently=bool(seen[1]) and now_ns - seen[1] < 30e9,
+                heartbeat_age_ms=max(0.0, (now_ns - heartbeat) / 1e6) if heartbeat else None,
+                opportunities=int(slot["opportunities"]), scans_per_s=rates[2]))
+        return tuple(out)
