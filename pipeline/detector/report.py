@@ -72,22 +72,69 @@ def shadow_record(opened: Event, fills: list[ShadowFill], now_ns: int) -> dict:
     }
 
 
-def event_line(record: dict) -> str:
-    """The readable stdout line for one record."""
-    if record["event"] == "shadow":
-        parts = []
-        for f in record["shadow_fills"]:
-            parts.append(f"{f['latency_ms']:g}ms " + (f"{f['net_bps']:+.2f}bps" if f["net_bps"] is not None
-                                                       else f["reason"]))
+def event_line(record: dict, verbose: bool = False) -> str | None:
+    """The readable stdout line for one record, or None when it shows only with ``--verbose``.
+
+    By default only ``open`` and ``close`` print, one short line each; a ``close`` carries the
+    shadow-fill outcome of its ``open`` when that ``shadow`` record came first (the shadow is
+    remembered here, keyed by instrument and pair, whether or not it is printed). ``--verbose``
+    prints every record in full, ``update`` and ``shadow`` included.
+    """
+    kind = record["event"]
+    if kind == "shadow":
+        outcome = shadow_outcome(record["shadow_fills"])
+        _remember_shadow((record["instrument"], record["buy_exchange"], record["sell_exchange"]), outcome)
+        if not verbose:
+            return None
         return (f"SHADOW {record['instrument']:10} buy {record['buy_exchange']} sell {record['sell_exchange']} "
-                f"detected {record['net_bps']:.2f} bps -> " + ", ".join(parts))
-    base = (f"{record['event'].upper():6} {record['instrument']:10} buy {record['buy_exchange']} @ "
+                f"detected {record['net_bps']:.2f} bps -> {outcome}")
+    shadow = None
+    if kind == "close":
+        shadow = _RECENT_SHADOWS.pop((record["instrument"], record["buy_exchange"], record["sell_exchange"]), None)
+    if not verbose:
+        if kind == "open":
+            return (f"OPEN  {record['instrument']:10} buy {record['buy_exchange']:8} sell {record['sell_exchange']:8} "
+                    f"net {record['net_bps']:6.2f} bps  qty {record['quantity']:.4g}  "
+                    f"profit {record['profit_quote']:.4g}")
+        if kind == "close":
+            line = (f"CLOSE {record['instrument']:10} buy {record['buy_exchange']:8} sell {record['sell_exchange']:8} "
+                    f"after {_duration(record['duration_ms'])} peak {record['peak_net_bps']:.2f} bps "
+                    f"({record['close_reason']})")
+            return line + (f"  shadow {shadow}" if shadow else "")
+        return None
+    base = (f"{kind.upper():6} {record['instrument']:10} buy {record['buy_exchange']} @ "
             f"{record['buy_price']:.6g} sell {record['sell_exchange']} @ {record['sell_price']:.6g} "
             f"qty {record['quantity']:.6g} gross {record['gross_bps']:.2f} bps net {record['net_bps']:.2f} bps "
             f"profit {record['profit_quote']:.4g}")
-    if record["event"] == "close":
+    if kind == "close":
         base += f" after {record['duration_ms']:.1f} ms ({record['close_reason']})"
+        if shadow:
+            base += f" shadow {shadow}"
     return base
+
+
+def shadow_outcome(fills: list[dict]) -> str:
+    """``5ms +5.98bps, 20ms +6.82bps, 50ms quote_stale``: the edge left at each latency."""
+    return ", ".join(f"{f['latency_ms']:g}ms " + (f"{f['net_bps']:+.2f}bps" if f["net_bps"] is not None
+                                                   else (f["reason"] or "none"))
+                     for f in fills)
+
+
+def _duration(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
+# (instrument, buy, sell) -> shadow outcome text, until the close that follows it; bounded so
+# opportunities that never close (shutdown) cannot grow it without limit
+_RECENT_SHADOWS: dict[tuple[str, str, str], str] = {}
+_RECENT_SHADOWS_MAX = 4096
+
+
+def _remember_shadow(key: tuple[str, str, str], outcome: str) -> None:
+    _RECENT_SHADOWS.pop(key, None)
+    _RECENT_SHADOWS[key] = outcome
+    while len(_RECENT_SHADOWS) > _RECENT_SHADOWS_MAX:
+        del _RECENT_SHADOWS[next(iter(_RECENT_SHADOWS))]
 
 
 def _pct(values: list[float], q: float) -> float:

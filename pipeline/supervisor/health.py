@@ -28,6 +28,7 @@ class HealthReporter:
         self.cpu_count = cpu_count or psutil.cpu_count()
         self._procs: dict[int, psutil.Process] = {}
         self._last_counts: dict[int, tuple[int, int, int]] = {}   # slot -> (t_ns, messages, scans)
+        self._last_e2e = None                # the detector's receive_to_emitted histogram at the last status line
 
     def _process(self, pid: int) -> psutil.Process | None:
         proc = self._procs.get(pid)
@@ -85,10 +86,30 @@ class HealthReporter:
                 own = [r for r in self.rows if r.venue == spec.venue]
                 recv = [int(rows[r.row]["recv_ns"]) for r in own]
                 states = [RowStatus(int(rows[r.row]["status"])).name.lower() for r in own]
-                info["last_update_age_ms"] = (now_ns - max(recv)) / 1e6 if any(recv) else None
+                # clamped: a row written after now_ns was taken would otherwise show a negative age
+                info["last_update_age_ms"] = max(0.0, (now_ns - max(recv)) / 1e6) if any(recv) else None
                 info["row_states"] = {s: states.count(s) for s in sorted(set(states))}
             out.append(info)
         return out
+
+    def status_line(self, snapshot: list[dict], clock: str | None = None) -> str:
+        """The one line printed every interval by default (the full block is ``--verbose``)."""
+        clock = clock or time.strftime("%H:%M:%S")
+        feeds = [i for i in snapshot if i["key"].startswith("feed:")]
+        live = sum(1 for i in feeds if i.get("row_states") and set(i["row_states"]) == {"live"})
+        rates = [i["messages_per_s"] for i in feeds if i["messages_per_s"] is not None]
+        detector = next((i for i in snapshot if i["key"] == "detector"), None)
+        e2e = None
+        if detector is not None:
+            spec = next(s for s in self.specs if s.key == "detector")
+            hops = HOPS.get(spec.role, ())
+            if "receive_to_emitted" in hops:
+                now = read_histogram(self.board, spec.slot, hops.index("receive_to_emitted"))
+                e2e = now.minus(self._last_e2e) if self._last_e2e is not None else now
+                self._last_e2e = now
+        return format_status(clock, live, len(feeds), sum(rates) if rates else None,
+                             detector["opportunities"] if detector else None, e2e,
+                             [i["title"] for i in snapshot if i["restarts"]])
 
     def render(self, snapshot: list[dict]) -> str:
         n = len(self.specs) + 1   # + the supervisor
@@ -126,6 +147,24 @@ class HealthReporter:
         return "\n".join(lines)
 
 
+def format_status(clock: str, live: int, feeds: int, messages_per_s: float | None, opportunities: int | None,
+                  e2e, restarted: list[str]) -> str:
+    """``--- health 12:00:05  venues live 6/6  msg/s 1480  opportunities 12  end to end p50 118 µs p99 402 µs``.
+
+    ``e2e`` is the detector's frame-received -> opportunity-emitted histogram since the last line
+    (a :class:`~pipeline.board.histogram.HistogramSnapshot`), or None.
+    """
+    parts = [f"--- health {clock}", f"venues live {live}/{feeds}"]
+    parts.append("msg/s -" if messages_per_s is None else f"msg/s {messages_per_s:.0f}")
+    if opportunities is not None:
+        parts.append(f"opportunities {opportunities}")
+    if e2e is not None and e2e.count:
+        parts.append(f"end to end p50 {e2e.percentile_ns(0.5) / 1e3:.0f} µs p99 {e2e.percentile_ns(0.99) / 1e3:.0f} µs")
+    if restarted:
+        parts.append("restarted: " + ", ".join(restarted))
+    return "  ".join(parts)
+
+
 def latency_rows(board: Board, spec: ProcessSpec) -> list[tuple]:
     """(hop, p50, p99, p99.9, max in µs, count) for each hop the process records."""
     out = []
@@ -161,15 +200,22 @@ def main(spec: ProcessSpec, config, specs: list[ProcessSpec]) -> None:
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     reporter.snapshot()
+    verbose = getattr(config, "verbose", False)
     interval = config.health.interval_s
     next_at = time.monotonic() + interval
     while not stop and parent_alive(spec):
         slot["heartbeat_ns"] = time.time_ns()
         if time.monotonic() >= next_at:
             next_at += interval
-            sys.stdout.write(reporter.render(reporter.snapshot()) + "\n")
+            snapshot = reporter.snapshot()
+            text = reporter.render(snapshot) if verbose else reporter.status_line(snapshot)
+            sys.stdout.write(text + "\n")
             sys.stdout.flush()
         time.sleep(0.2)
+    if stop and not verbose:
+        # the full block once at the end of a run: how every process finished
+        sys.stdout.write(reporter.render(reporter.snapshot()) + "\n")
+        sys.stdout.flush()
     if metrics is not None:
         from pipeline.supervisor.metrics import stop_metrics_server
         stop_metrics_server(metrics)
