@@ -172,13 +172,19 @@ def plot(s: RunSummary, out_dir: str) -> list[str]:
     by_pair: dict[str, list[float]] = defaultdict(list)
     for t, pair, *_ in sorted(s.opens):
         by_pair[pair].append((t - s.first_ns) / 1e9)
-    ranked = sorted(by_pair, key=lambda p: -len(by_pair[p]))
+    ranked = sorted(by_pair, key=lambda p: (-len(by_pair[p]), p))
+    end_s = s.duration_s
+
+    def steps(xs, **style):
+        # from 0 at the first event to the count at the last: every pair's line spans the run
+        ax.step([0.0] + xs + [end_s], [0] + list(range(1, len(xs) + 1)) + [len(xs)], where="post", **style)
+
     for pair in ranked[:10]:
-        xs = by_pair[pair]
-        ax.step(xs, range(1, len(xs) + 1), where="post", label=f"{pair} ({len(xs)})")
+        steps(by_pair[pair], label=f"{pair} ({len(by_pair[pair])})")
     if len(ranked) > 10:
         rest = sorted(x for p in ranked[10:] for x in by_pair[p])
-        ax.step(rest, range(1, len(rest) + 1), where="post", label=f"{len(ranked) - 10} other pairs", color="grey")
+        steps(rest, label=f"{len(ranked) - 10} other pairs ({len(rest)})", color="grey")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set(title="Opportunities opened per venue pair (buy>sell)", xlabel="seconds since the first event",
            ylabel="opened (cumulative)")
     if ranked:

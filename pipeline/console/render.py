@@ -46,7 +46,7 @@ def render(snapshot: Snapshot, events: EventBook, now_ns: int, view: View = View
         position = f"[{snapshot.instruments.index(instrument) + 1}/{len(snapshot.instruments)}]"
         lines += _quotes(instrument, position, quotes, snapshot.taken_ns)
         lines += _matrix(instrument, quotes, snapshot, events)
-    lines += _bottom(snapshot, events, now_ns, view.width)
+    lines += _bottom(snapshot, events, now_ns, view.width, max(0, view.height - len(lines) - 2))
     alerts = check_alerts(snapshot)
     lines.append(Text("alerts: " + "; ".join(alerts), style="bold red") if alerts else Text("alerts: none",
                                                                                              style="dim"))
@@ -65,7 +65,7 @@ def _header(snapshot: Snapshot, events: EventBook, now_ns: int, view: View) -> T
     rate = sum(p.messages_per_s for p in feeds if p.messages_per_s is not None)
     clock = datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.timezone.utc).strftime("%H:%M:%S")
     text = Text(f"{snapshot.board} {clock}Z", style="bold")
-    text.append(f"  rows live {live}/{len(snapshot.quotes)}  {rate:.0f} msg/s  {len(events.open)} open")
+    text.append(f"  live {live}/{len(snapshot.quotes)}  {rate:.0f} msg/s  {len(events.open)} open")
     detector = snapshot.detector
     if detector is not None and detector.hop_p50_us is not None:
         text.append(f"  e2e p50/p99 {_us(detector.hop_p50_us)}/{_us(detector.hop_p99_us)}µs")
@@ -78,13 +78,15 @@ def _quotes(instrument: str, position: str, quotes: list[Quote], taken_ns: int) 
     head = f"{instrument} {position}"
     lines = [Text(f"{head:15} {'bid':>9} {'qty':>6} {'ask':>9} {'qty':>6} {'mid':>9} {'sprd':>5} {'imb':>5} "
                   f"{'age':>5}", style="bold")]
+    top = max((p for q in quotes for p in (q.bid_px, q.ask_px) if p > 0 and math.isfinite(p)), default=1.0)
+    decimals = max(0, min(8, 6 - int(math.floor(math.log10(top)))))     # one scale for the whole column
     for q in quotes:
         line = Text(f"{q.venue[:8]:8} ")
         line.append(f"{STATE_SHORT.get(q.status, q.status)[:6]:6}", style=STATE_STYLE.get(q.status, "bold"))
         spread, imbalance = q.spread_bps, q.imbalance
         age = _age((taken_ns - q.recv_ns) / 1e6) if q.recv_ns else "-"
-        line.append(f" {_px(q.bid_px):>9} {_qty(q.bid_qty):>6} {_px(q.ask_px):>9} {_qty(q.ask_qty):>6} "
-                    f"{_px(q.mid):>9} {'-' if spread is None else f'{spread:.2f}':>5} "
+        line.append(f" {_px(q.bid_px, decimals):>9} {_qty(q.bid_qty):>6} {_px(q.ask_px, decimals):>9} "
+                    f"{_qty(q.ask_qty):>6} {_px(q.mid, decimals):>9} {'-' if spread is None else f'{spread:.2f}':>5} "
                     f"{'-' if imbalance is None else f'{imbalance:+.2f}':>5} {age:>5}")
         lines.append(line)
     return lines
@@ -121,31 +123,35 @@ def _matrix(instrument: str, quotes: list[Quote], snapshot: Snapshot, events: Ev
     return lines
 
 
-def _bottom(snapshot: Snapshot, events: EventBook, now_ns: int, width: int) -> list[Text]:
-    left = [Text(f"{'venue':8} {'msg/s':>5} {'rcn':>3} {'gap':>3} {'offms':>5} {'p50/p99µs':>9}", style="bold")]
+LEFT_WIDTH = 39      # the venue table; the opportunities take the rest of the width
+
+
+def _bottom(snapshot: Snapshot, events: EventBook, now_ns: int, width: int, room: int) -> list[Text]:
+    """Venues on the left; open opportunities, then the last closes, on the right, in ``room`` lines."""
+    left = [Text(f"{'venue':7} {'msg/s':>5} {'rcn':>3} {'gap':>3} {'offms':>5} {'p50/p99µs':>9}", style="bold")]
     for p in snapshot.feeds:
         rate = "-" if p.messages_per_s is None else f"{p.messages_per_s:.0f}"
         hop = "-" if p.hop_p50_us is None else f"{_us(p.hop_p50_us)}/{_us(p.hop_p99_us)}"
         offset = f"{p.clock_offset_ms:+.1f}" if p.clock_offset_ms else "-"
-        left.append(Text(f"{p.name[:8]:8} {rate:>5} {p.reconnects:>3} {min(p.gaps, 999):>3} {offset[:5]:>5} "
+        left.append(Text(f"{p.name[:7]:7} {rate:>5} {p.reconnects:>3} {min(p.gaps, 999):>3} {offset[:5]:>5} "
                          f"{hop:>9}", style="red" if p.restarted_recently else ""))
-    right_width = max(0, width - 40)
-    right = [Text(f"open {len(events.open)}  (net/peak bps, size, age)", style="bold")]
+    right_width = max(0, width - LEFT_WIDTH)
+    n = 6 if right_width >= 46 else 5                # venue names in a pair
+    right = [Text(f"open {len(events.open)} (net/peak bps, size, age)", style="bold")]
     for opp in sorted(events.open.values(), key=lambda o: -o.net_bps):
-        pair = f"{opp.buy[:6]}>{opp.sell[:6]}"
-        right.append(Text(f"{opp.instrument[:9]:9} {pair:13} {opp.net_bps:4.1f}/{opp.peak_net_bps:<4.1f} "
+        pair = f"{opp.buy[:n]}>{opp.sell[:n]}"
+        right.append(Text(f"{opp.instrument[:8]:8} {pair:{2 * n + 1}} {opp.net_bps:.1f}/{opp.peak_net_bps:.1f} "
                           f"{_qty(opp.quantity)} {_age((now_ns - opp.opened_ns) / 1e6)}", style="bold green"))
-    right.append(Text("last closes  (lifetime, peak, shadow)", style="bold"))
+    right.append(Text("closed (lifetime, peak, shadow; x: stale)", style="bold"))
     for closed in events.closes:
-        pair = f"{closed.buy[:6]}>{closed.sell[:6]}"
-        right.append(Text(f"{closed.instrument[:9]:9} {pair:13} {_age(closed.duration_ms):>5} "
-                          f"{closed.peak_net_bps:4.1f} {_shadow(closed.shadow)}"))
-    rows = max(len(left), 7)
+        pair = f"{closed.buy[:n]}>{closed.sell[:n]}"
+        right.append(Text(f"{closed.instrument[:8]:8} {pair:{2 * n + 1}} {_age(closed.duration_ms):>5} "
+                          f"{closed.peak_net_bps:.1f} {_shadow(closed.shadow)}"))
     lines = []
-    for i in range(rows):
+    for i in range(min(room, max(len(left), len(right)))):
         line = left[i].copy() if i < len(left) else Text("")
-        line.pad_right(40 - len(line))
         if i < len(right):
+            line.pad_right(LEFT_WIDTH - len(line))
             line.append_text(right[i][:right_width])
         lines.append(line)
     return lines
@@ -172,10 +178,9 @@ def check_alerts(snapshot: Snapshot) -> list[str]:
 
 
 # ------------------------------------------------------------------ formats
-def _px(px: float | None) -> str:
+def _px(px: float | None, decimals: int) -> str:
     if px is None or px <= 0 or not math.isfinite(px):
         return "-"
-    decimals = max(0, min(6, 6 - int(math.floor(math.log10(px)))))
     return f"{px:.{decimals}f}"[:9]
 
 
@@ -208,7 +213,7 @@ def _us(us: float | None) -> str:
 
 
 def _shadow(shadow: tuple | None) -> str:
-    """The edge left at each shadow latency: ``+6.0/+5.1/-2.3``, ``stale`` for a leg not tradable."""
+    """The net edge left at each shadow latency, ``6.0/5.1/-2.3``; ``x`` where a leg was not tradable."""
     if not shadow:
         return ""
-    return "/".join(f"{net:+.1f}" if net is not None else (reason or "none")[:5] for _, net, reason in shadow)
+    return "/".join(f"{net:.1f}" if net is not None else "x" for _, net, _ in shadow)

@@ -1,0 +1,205 @@
+"""The console: a real board written through the seqlock, read back read-only,
+rendered to exact text; the event book; the file tail; the readable stdout lines."""
+from __future__ import annotations
+
+import os
+
+import orjson
+import pytest
+
+from pipeline.board import Board, RowStatus, RowWriter
+from pipeline.board.histogram import HistogramWriter
+from pipeline.board.layout import ProcessRole
+from pipeline.console.app import Console, Setup
+from pipeline.console.events import EventBook, JsonlTail
+from pipeline.console.render import View, check_alerts, edge_bps, render_text
+from pipeline.console.snapshot import BoardSource, ProcessStats, Quote, Snapshot
+from pipeline.detector import report
+from pipeline.runtime import RowAssignment
+
+NOW = 1_700_000_000_000_000_000
+MS = 1_000_000
+ROWS = [
+    RowAssignment(0, "binance", "BTC/USDT", "BTCUSDT"),
+    RowAssignment(1, "bybit", "BTC/USDT", "BTCUSDT"),
+    RowAssignment(2, "kraken", "BTC/USDT", "XBT/USDT", box="frankfurt"),
+]
+FEES = {("binance", "BTC/USDT"): 10.0, ("bybit", "BTC/USDT"): 10.0, ("kraken@frankfurt", "BTC/USDT"): 40.0}
+
+
+def record(kind: str, t_ms: float, buy="binance", sell="bybit", net=5.0, **extra) -> dict:
+    r = {"event": kind, "time_ns": NOW + int(t_ms * MS), "instrument": "BTC/USDT", "buy_exchange": buy,
+         "sell_exchange": sell, "net_bps": net, "quantity": 0.5, "profit_quote": 12.5}
+    r.update(extra)
+    return r
+
+
+def shadow(t_ms: float, buy="binance", sell="bybit", nets=(4.0, 1.5, None)) -> dict:
+    fills = [{"latency_ms": latency, "net_bps": n, "reason": "" if n is not None else "quote_stale"}
+             for latency, n in zip((5.0, 20.0, 50.0), nets)]
+    return record("shadow", t_ms, buy, sell, shadow_fills=fills, opened_time_ns=NOW)
+
+
+@pytest.fixture
+def board(board_name):
+    b = Board.create(board_name, len(ROWS), 5, 4)
+    yield b
+    b.destroy()
+
+
+def fill_board(board: Board) -> None:
+    writer = RowWriter(board, [0, 1, 2])
+    # binance asks 100.00, bybit bids 100.30: +30 bps gross, +10 net after 10 + 10 bps fees
+    writer.write(0, int(RowStatus.LIVE), [(99.9, 2.0)], [(100.0, 1.0)], 0, NOW - 4 * MS)
+    writer.write(1, int(RowStatus.LIVE), [(100.3, 3.0)], [(100.4, 1.0)], 0, NOW - 12 * MS)
+    writer.write(2, int(RowStatus.STALE), [(99.0, 1.0)], [(99.5, 1.0)], 0, NOW - 7_500 * MS)
+    procs = board.procs
+    for slot, (role, venue_id, messages, gaps) in enumerate([(ProcessRole.FEED, 1, 1000, 0),
+                                                             (ProcessRole.FEED, 2, 500, 0),
+                                                             (ProcessRole.FEED, 6, 0, 40),
+                                                             (ProcessRole.DETECTOR, 0, 0, 0)]):
+        procs[slot]["role"] = int(role)
+        procs[slot]["pid"] = 1000 + slot
+        procs[slot]["venue_id"] = venue_id
+        procs[slot]["messages"] = messages
+        procs[slot]["gaps"] = gaps
+        procs[slot]["heartbeat_ns"] = NOW - 100 * MS
+    procs[1]["clock_offset_ns"] = 2_500_000
+    procs[3]["opportunities"] = 7
+    for ns in (100_000, 100_000, 100_000, 900_000):        # binance receive_to_publish
+        HistogramWriter(board, 0, 1).record(ns)
+    HistogramWriter(board, 3, 2).record(300_000)            # detector receive_to_emitted
+
+
+def test_render_of_a_known_board_is_exact(board):
+    fill_board(board)
+    source = BoardSource(board, ROWS, FEES)
+    source.read(NOW - 1_000 * MS)
+    board.procs[0]["messages"] = 1500                        # +500 in one second
+    board.procs[2]["gaps"] = 45                              # +5 in one second: a gap storm
+    snapshot = source.read(NOW)
+    book = EventBook()
+    book.apply(record("open", -300, net=8.0))
+    book.apply(record("update", -100, net=10.0))
+    book.apply(record("open", -2000, buy="bybit", sell="binance", net=1.0))
+    book.apply(shadow(-1950, buy="bybit", sell="binance"))
+    book.apply(record("close", -1500, buy="bybit", sell="binance", duration_ms=500.0, peak_net_bps=2.5,
+                      close_reason="spread_closed"))
+    text = render_text(snapshot, book, NOW, View(width=80, height=24))
+    expected = """\
+{board} 22:13:20Z  live 2/3  500 msg/s  1 open  e2e p50/p99 300
+BTC/USDT [1/1]        bid    qty       ask    qty       mid  sprd   imb   age
+binance  live     99.9000      2  100.0000      1   99.9500 10.01 +0.33   4ms
+bybit    live    100.3000      3  100.4000      1  100.3500  9.97 +0.50  12ms
+kraken@f stale    99.0000      1   99.5000      1   99.2500 50.38 +0.00  7.5s
+net bps buy/sell binance   bybit kraken@
+binance               ·  *+10.0       -
+bybit             -69.8       ·       -
+kraken@frankfur       -       -       ·
+venue   msg/s rcn gap offms p50/p99µs  open 1 (net/peak bps, size, age)
+binance   500   0   0     -   115/900  BTC/USDT binan>bybit 10.0/10.0 0.5 300ms
+bybit       0   0   0  +2.5         -  closed (lifetime, peak, shadow; x: stale)
+kraken      0   0  45     -         -  BTC/USDT bybit>binan 500ms 2.5 4.0/1.5/x
+alerts: kraken@frankfurt stale; kraken gap storm 5/s
+f/b next/previous instrument   p pause   q quit""".format(board=board.name)
+    assert text == expected
+
+
+def test_edge_is_net_of_both_fees_at_the_top_of_book():
+    buy = Quote(0, "a", "X/Y", "live", 99.0, 1.0, 100.0, 1.0, NOW)
+    sell = Quote(1, "b", "X/Y", "live", 100.5, 1.0, 101.0, 1.0, NOW)
+    assert edge_bps(buy, sell, 10.0, 20.0) == pytest.approx(50.0 - 30.0)
+    assert edge_bps(buy, Quote(1, "b", "X/Y", "stale", 100.5, 1.0, 101.0, 1.0, NOW), 10.0, 20.0) is None
+
+
+def test_alerts_name_unknown_states_restarts_and_silence():
+    quotes = (Quote(0, "okx", "X/Y", "halted", 1, 1, 2, 1, NOW), Quote(1, "okx", "Z/Y", "state9", 1, 1, 2, 1, NOW))
+    procs = (ProcessStats("okx", "feed", 1, 10.0, 0, 0, 0.0, 0.0, None, None, 3, True, 2500.0),)
+    snapshot = Snapshot("b", NOW, ("X/Y", "Z/Y"), quotes, procs, ())
+    assert check_alerts(snapshot) == ["okx halted,state9", "okx restarted (3x)", "okx silent 2s"]
+
+
+def test_event_book_follows_the_lifecycle_and_ignores_an_earlier_run():
+    book = EventBook(keep=2, since_ns=NOW)
+    book.apply(record("open", -5000))                      # an earlier run in the same file
+    assert not book.open
+    book.apply(record("open", 0, net=3.0))
+    book.apply(record("update", 10, net=6.0))
+    book.apply(record("update", 20, net=4.0))
+    opp = book.open[("BTC/USDT", "binance", "bybit")]
+    assert (opp.net_bps, opp.peak_net_bps) == (4.0, 6.0)
+    book.apply(record("close", 100, duration_ms=100.0, peak_net_bps=6.0, close_reason="quote_stale"))
+    book.apply(shadow(120))                                # the shadow can come after the close
+    assert not book.open
+    assert book.closes[0].shadow == ((5.0, 4.0, ""), (20.0, 1.5, ""), (50.0, None, "quote_stale"))
+    for i in range(3):
+        book.apply(record("open", 200 + i, buy=f"v{i}"))
+        book.apply(record("close", 300 + i, buy=f"v{i}", duration_ms=1.0, peak_net_bps=1.0, close_reason="x"))
+    assert [c.buy for c in book.closes] == ["v2", "v1"]    # newest first, ``keep`` of them
+
+
+def test_tail_reads_whole_lines_and_starts_over_after_truncation(tmp_path):
+    path = tmp_path / "o.jsonl"
+    tail = JsonlTail(str(path))
+    assert tail.read() == []                               # not there yet
+    path.write_bytes(orjson.dumps(record("open", 0)) + b"\n" + b'{"event": "upd')
+    assert [r["event"] for r in tail.read()] == ["open"]
+    with open(path, "ab") as f:
+        f.write(b'ate", "time_ns": 1}\nnot json\n')
+    assert tail.read() == [{"event": "update", "time_ns": 1}]
+    path.write_bytes(orjson.dumps(record("close", 0)) + b"\n")     # truncated and rewritten
+    assert [r["event"] for r in tail.read()] == ["close"]
+    tail.close()
+
+
+def test_tail_starts_near_the_end_of_a_long_file(tmp_path):
+    path = tmp_path / "o.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(record("open", i)) + b"\n" for i in range(1000)))
+    records = JsonlTail(str(path), start_back_bytes=1000).read()
+    assert 0 < len(records) < 10 and records[-1]["time_ns"] == NOW + 999 * MS
+
+
+def test_keys_choose_the_instrument_pause_and_quit(board):
+    rows = ROWS + [RowAssignment(2, "kraken", "ETH/USDT", "ETH/USDT")]
+    console = Console(Setup(board, rows[:2] + rows[3:], FEES, None, 0))
+    assert console.current_instrument() == "BTC/USDT"
+    console.key("f")
+    assert console.current_instrument() == "ETH/USDT"
+    console.key("b")
+    console.key("b")
+    assert console.current_instrument() == "ETH/USDT"
+    console.key("p")
+    assert console.paused
+    console.key("q")
+    assert console.stop
+
+
+# ---------------------------------------------------------------- readable stdout
+def test_default_stdout_is_open_and_close_with_the_shadow_outcome():
+    opened = record("open", 0, net=5.98, quantity=1.10356, profit_quote=42.68)
+    update = dict(record("update", 1), buy_price=1.0, sell_price=1.0, gross_bps=25.0)
+    closed = record("close", 160, duration_ms=159.7, peak_net_bps=7.19, close_reason="spread_closed")
+    assert report.event_line(opened) == \
+        "OPEN  BTC/USDT   buy binance  sell bybit    net   5.98 bps  qty 1.104  profit 42.68"
+    assert report.event_line(update) is None
+    assert report.event_line(shadow(50)) is None
+    assert report.event_line(closed) == ("CLOSE BTC/USDT   buy binance  sell bybit    after 160 ms peak 7.19 bps "
+                                         "(spread_closed)  shadow 5ms +4.00bps, 20ms +1.50bps, 50ms quote_stale")
+    # the shadow outcome belongs to one close only
+    assert report.event_line(closed).endswith("(spread_closed)")
+
+
+def test_verbose_stdout_prints_every_record_in_full():
+    full = dict(record("update", 1), buy_price=100.0, sell_price=100.3, gross_bps=30.0)
+    assert report.event_line(full, verbose=True).startswith("UPDATE BTC/USDT   buy binance @ 100 sell bybit @ 100.3")
+    assert report.event_line(shadow(50), verbose=True) == (
+        "SHADOW BTC/USDT   buy binance sell bybit detected 5.00 bps -> 5ms +4.00bps, 20ms +1.50bps, 50ms quote_stale")
+
+
+def test_health_status_line():
+    from pipeline.board.histogram import HistogramSnapshot
+    from pipeline.supervisor.health import format_status
+    e2e = HistogramSnapshot(count=0, sum_ns=0, max_ns=0, buckets=())
+    assert format_status("12:00:05", 5, 6, 1480.4, 12, e2e, ["pipeline: feed okx"]) == (
+        "--- health 12:00:05  venues live 5/6  msg/s 1480  opportunities 12  restarted: pipeline: feed okx")
+    assert format_status("12:00:05", 0, 2, None, None, None, []) == "--- health 12:00:05  venues live 0/2  msg/s -"
