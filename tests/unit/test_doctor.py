@@ -1,0 +1,122 @@
+"""doctor: each source parsed from sample files, the checks on two sample machines
+(tests/data/doctor/tuned and untuned), and a real run on this machine."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline import doctor
+from pipeline.config import BoardConfig, Config, DetectorConfig, HealthConfig, SupervisorConfig, VenueConfig
+from tests.conftest import run_cli
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "doctor"
+TUNED, UNTUNED = DATA / "tuned", DATA / "untuned"
+
+
+def config(detector_cores=(2,), feed_cores=(3,), wait="doorbell"):
+    return Config(board=BoardConfig(name="b", depth=5),
+                  venues=(VenueConfig("binance", ("BTC/USDT", "ETH/USDT"), cores=feed_cores),
+                          VenueConfig("bybit", ("BTC/USDT",), cores=feed_cores)),
+                  detector=DetectorConfig(cores=detector_cores, wait=wait), health=HealthConfig(cores=(0,)),
+                  supervisor=SupervisorConfig())
+
+
+def test_parse_cmdline_stops_at_init_arguments():
+    params = doctor.parse_cmdline((TUNED / "proc/cmdline").read_text())
+    assert params["isolcpus"] == "managed_irq,domain,2-3" and params["nohz_full"] == "2-3"
+    assert "splash" not in params and params["ro"] == ""
+    assert doctor.parse_cpu_list(params["isolcpus"]) == {2, 3}
+    assert doctor.parse_cpu_list("0-2,5,7-8") == {0, 1, 2, 5, 7, 8}
+
+
+def test_parse_thp_sysctl_ulimit_df():
+    assert doctor.parse_thp((TUNED / "sys/kernel/mm/transparent_hugepage/enabled").read_text()) == "madvise"
+    assert doctor.parse_thp((UNTUNED / "sys/kernel/mm/transparent_hugepage/enabled").read_text()) == "always"
+    assert doctor.parse_sysctl((TUNED / "proc/sys/net/core/rmem_max").read_text()) == [33554432]
+    assert doctor.parse_sysctl((DATA / "sysctl_tcp_rmem.txt").read_text()) == [4096, 131072, 6291456]
+    assert doctor.parse_ulimit((UNTUNED / "commands/ulimit_n").read_text()) == 1024
+    assert doctor.parse_ulimit((DATA / "ulimit_unlimited.txt").read_text()) is None
+    assert doctor.parse_df((TUNED / "commands/df_dev_shm").read_text()) == 8589836288
+    assert doctor.parse_df((UNTUNED / "commands/df_dev_shm").read_text()) == 8192
+
+
+def test_parse_clock_sources():
+    synced = doctor.parse_chrony_tracking((TUNED / "commands/chronyc_tracking").read_text())
+    assert synced == {"synchronized": True, "offset_s": -0.000012345, "reference": "A9FEA97B (169.254.169.123)",
+                      "leap": "Normal"}
+    unsynced = doctor.parse_chrony_tracking((DATA / "chronyc_tracking_unsynced.txt").read_text())
+    assert unsynced["synchronized"] is False and unsynced["leap"] == "Not synchronised"
+    assert doctor.parse_timedatectl((UNTUNED / "commands/timedatectl_show").read_text()) == \
+        {"synchronized": False, "ntp": True}
+    assert doctor.parse_timedatectl((DATA / "timedatectl_status.txt").read_text()) == \
+        {"synchronized": True, "ntp": True}
+
+
+def test_read_facts_from_a_sample_tree():
+    facts = doctor.read_facts(str(UNTUNED))
+    assert facts.cpus == {0, 1}
+    assert facts.governors == {0: "powersave", 1: "performance"}
+    assert facts.idle_states == {0: [("POLL", False), ("C6", False)], 1: [("POLL", False), ("C6", False)]}
+    assert facts.sysctls["net.core.rmem_max"] == "212992" and facts.shm_free_bytes == 8192
+    assert "irqbalance" in facts.processes and facts.chrony is None
+
+
+def statuses(checks):
+    return {c.name: c.status for c in checks}
+
+
+def test_a_tuned_box_passes():
+    checks = doctor.run_checks(doctor.read_facts(str(TUNED)), config())
+    assert statuses(checks) == {
+        "pinned cores exist": "ok", "core isolation": "ok", "busy processes on separate cores": "ok",
+        "cpu frequency governor": "ok", "cpu idle states": "ok", "irqbalance": "ok",
+        "transparent huge pages": "ok", "socket buffers": "ok", "open files limit": "ok",
+        "clock synchronisation": "ok", "/dev/shm free space": "ok"}
+    assert doctor.exit_status(checks) == 0
+    clock = next(c for c in checks if c.name == "clock synchronisation")
+    assert clock.found == "chrony synchronised to A9FEA97B (169.254.169.123), offset -12.3 µs"
+
+
+def test_an_untuned_box_warns_with_fixes_and_blocks_on_shm_and_missing_cores():
+    facts = doctor.read_facts(str(UNTUNED))
+    checks = doctor.run_checks(facts, config(detector_cores=(1,), feed_cores=(1, 5), wait="spin"))
+    assert statuses(checks) == {
+        "pinned cores exist": "fail", "core isolation": "warn", "busy processes on separate cores": "fail",
+        "cpu frequency governor": "warn", "cpu idle states": "warn", "irqbalance": "warn",
+        "transparent huge pages": "warn", "socket buffers": "warn", "open files limit": "warn",
+        "clock synchronisation": "warn", "/dev/shm free space": "fail"}
+    assert doctor.exit_status(checks) == 2
+    by_name = {c.name: c for c in checks}
+    assert by_name["pinned cores exist"].found == "feed binance: [5]; feed bybit: [5] (online: 0,1)"
+    assert by_name["cpu frequency governor"].found == "cpu0 powersave"
+    assert by_name["cpu frequency governor"].fix == "cpupower frequency-set -g performance"
+    assert by_name["socket buffers"].fix.startswith("sysctl -w net.core.rmem_max=16777216 net.core.wmem_max=16777216")
+    assert by_name["busy processes on separate cores"].found == \
+        "detector and feed binance on 1; detector and feed bybit on 1"
+    assert all(c.fix for c in checks if c.status in ("warn", "fail"))
+    # without the config only the box is judged: warnings, and the board's default size still fits nowhere
+    assert doctor.exit_status(doctor.run_checks(facts)) == 2
+    text = doctor.render(checks)
+    assert text.splitlines()[-1] == "doctor: 3 blocking, 8 warnings (exit 2)"
+
+
+def test_doctor_on_this_machine(tmp_path):
+    result = run_cli("doctor", "--json", timeout=60)
+    assert result.returncode in (0, 1, 2), result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == result.returncode
+    names = [c["name"] for c in report["checks"]]
+    assert {"core isolation", "transparent huge pages", "socket buffers", "open files limit",
+            "clock synchronisation", "/dev/shm free space"} <= set(names)
+    for check in report["checks"]:
+        assert check["status"] in ("ok", "info", "warn", "fail") and check["found"]
+        if check["status"] in ("warn", "fail"):
+            assert check["fix"]
+    text = run_cli("doctor", "--config", str(Path(__file__).resolve().parents[2] / "configs/demo.yaml"), timeout=60)
+    assert text.returncode in (0, 1, 2) and text.stdout.splitlines()[-1].startswith("doctor: ")
+    assert "pinned cores exist" in text.stdout
+
+
+def test_doctor_config_error_exits_2(tmp_path):
+    result = run_cli("doctor", "--config", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
