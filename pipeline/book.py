@@ -11,6 +11,18 @@ top-N levels a board row carries: when the BBO is newer than the depth book
 it replaces level 0 and depth levels at or through it are dropped, so the
 row is always one monotone book.
 
+"Newer" is decided by the exchange's own cross-channel id (``BookUpdate.xseq``:
+Binance ``u``/``lastUpdateId``, Bybit ``seq``, OKX ``seqId``) when both
+channels carry one, so a late depth message never overrides a fresher top of
+book; only where a venue has no comparable id (HTX, Kraken, Coinbase) is
+arrival order the fallback. A ``weak`` top of book (Kraken/Coinbase
+``ticker``) never overrides a synced depth book.
+
+Besides book updates, :meth:`InstrumentBook.apply` takes the pair's
+:class:`~pipeline.model.InstrumentSpec` (precisions for a checksum that needs
+them; a change returns :attr:`Outcome.RESUBSCRIBE`) and
+:class:`~pipeline.model.TradingStatus` (holds the row ``HALTED``).
+
 On a gap or checksum mismatch the book is discarded (never merged) and the
 instrument goes to ``RESYNCING`` until a new snapshot arrives; the caller
 (the feed) asks the exchange for one.
@@ -24,7 +36,7 @@ from itertools import islice
 from sortedcontainers import SortedDict
 
 from pipeline.board.layout import RowStatus
-from pipeline.model import BBO, BookUpdate
+from pipeline.model import BBO, BookUpdate, InstrumentSpec, TradingStatus
 
 _INF = math.inf
 
@@ -38,6 +50,12 @@ class Outcome(enum.IntEnum):
     GAP = 3            # continuity broken: book discarded, resync needed
     CHECKSUM = 4       # checksum mismatch: book discarded, resync needed
     BAD_NUMBER = 5     # NaN/inf/negative/zero price or negative quantity: book discarded, resync needed
+    RESUBSCRIBE = 6    # the pair's precision changed: depth book discarded, send build_resubscribe(symbol)
+    STATUS = 7         # trust state changed without a book change (halted / resumed): publish the row state
+
+
+STUCK_AFTER_MS = 1000        # a channel whose ids stay behind this long while the other advances is re-armed
+STUCK_AFTER_IGNORED = 200    # the same, counted in messages, for venues without exchange timestamps
 
 
 class SideBook:
@@ -109,7 +127,8 @@ def _valid_levels(levels) -> bool:
 class Book:
     """A price-level book with optional truncation and wire text (for checksums)."""
 
-    __slots__ = ("bids", "asks", "keep_levels", "last_seq", "synced", "exch_ts_ms", "recv_order")
+    __slots__ = ("bids", "asks", "keep_levels", "last_seq", "synced", "exch_ts_ms", "recv_order", "xseq",
+                 "weak")
 
     def __init__(self, keep_levels: int | None = None, keep_text: bool = False):
         self.bids = SideBook(True, keep_text)
@@ -119,12 +138,15 @@ class Book:
         self.synced = False
         self.exch_ts_ms = 0
         self.recv_order = 0
+        self.xseq: int | None = None
+        self.weak = False
 
     def reset(self) -> None:
         self.bids.clear()
         self.asks.clear()
         self.last_seq = None
         self.synced = False
+        self.xseq = None
 
     def load(self, update: BookUpdate, replace: bool) -> None:
         if replace:
@@ -160,7 +182,7 @@ class TopBook:
     ...), so it avoids the SortedDict the depth book needs.
     """
 
-    __slots__ = ("bids", "asks", "last_seq", "synced", "exch_ts_ms", "recv_order")
+    __slots__ = ("bids", "asks", "last_seq", "synced", "exch_ts_ms", "recv_order", "xseq", "weak")
 
     def __init__(self):
         self.bids = _TopSide()
@@ -169,12 +191,15 @@ class TopBook:
         self.synced = False
         self.exch_ts_ms = 0
         self.recv_order = 0
+        self.xseq: int | None = None
+        self.weak = False
 
     def reset(self) -> None:
         self.bids.level = []
         self.asks.level = []
         self.last_seq = None
         self.synced = False
+        self.xseq = None
 
     def load(self, update: BookUpdate, replace: bool) -> None:
         for side, levels in ((self.bids, update.bids), (self.asks, update.asks)):
@@ -190,7 +215,18 @@ class InstrumentBook:
 
     ``checksum`` is the venue's ``checksum(bids_text, asks_text) -> int``
     over its top ``checksum_levels`` levels, or None for venues whose books
-    carry no usable checksum.
+    carry no usable checksum. A checksum function with the attribute
+    ``precision_required`` True (Kraken) is called as
+    ``checksum(bids_text, asks_text, price_precision, qty_precision)``; until
+    an :class:`~pipeline.model.InstrumentSpec` gave the precisions the depth
+    book is kept but the row stays ``SYNCING``, and it goes ``LIVE`` only once
+    a checksum has matched.
+
+    Attributes a caller may read: ``state``, ``composed``, ``gaps``,
+    ``checksum_failures``, ``exch_ts_ms``, ``precision`` (``(price, qty)`` or
+    None), ``halted`` (the reason, '' when tradable), ``stuck_channels`` (how
+    often a channel whose ids stayed behind was re-armed, see :meth:`apply`),
+    ``sequence_resets`` (exchange-side resets seen).
     """
 
     def __init__(self, symbol: str, depth: int, keep_levels: int | None = None,
@@ -199,6 +235,9 @@ class InstrumentBook:
         self.depth = depth
         self.checksum = checksum
         self.checksum_levels = checksum_levels
+        self.precision_required = bool(getattr(checksum, "precision_required", False))
+        self.precision: tuple[int, int] | None = None
+        self.checksum_ok = False               # a checksum matched since the depth book was (re)built
         self.bbo = TopBook()
         self.book = Book(keep_levels=keep_levels, keep_text=checksum is not None)
         self.uses_depth = False
@@ -208,7 +247,15 @@ class InstrumentBook:
         self.gaps = 0
         self.checksum_failures = 0
         self.exch_ts_ms = 0
+        self.halted = ""                        # why the venue or pair cannot trade ('' = tradable)
+        self._halted_venue = ""
+        self._halted_pair = ""
+        self.stuck_channels = 0
+        self.sequence_resets = 0
         self._order = 0
+        self._bbo_ignored = 0                   # consecutive older top-of-book updates ignored
+        self._bbo_ignored_since_ms = 0          # exchange time of the first of them
+        self._depth_advanced = False            # the depth channel moved on while they were ignored
 
     # ------------------------------------------------------------------
     def invalidate(self, state: RowStatus = RowStatus.RESYNCING, book: Book | None = None) -> None:
@@ -220,12 +267,21 @@ class InstrumentBook:
         """
         if book is None or book is self.bbo:
             self.bbo.reset()
+            self._bbo_ignored = 0
         if book is None or book is self.book:
             self.book.reset()
+            self.checksum_ok = False
         self.state = state
         self.composed = self.compose()
 
-    def apply(self, update: BookUpdate) -> Outcome:
+    def apply(self, update) -> Outcome:
+        """Apply one :class:`BookUpdate`, :class:`InstrumentSpec` or :class:`TradingStatus`."""
+        if update.__class__ is not BookUpdate:
+            if isinstance(update, InstrumentSpec):
+                return self._apply_spec(update)
+            if isinstance(update, TradingStatus):
+                return self._apply_status(update)
+            raise TypeError(f"cannot apply {type(update).__name__} to a book")
         if update.channel == BBO:
             self.uses_bbo = True
             book = self.bbo
@@ -237,13 +293,21 @@ class InstrumentBook:
             self.invalidate(book=book)
             return Outcome.BAD_NUMBER
         seq = update.seq
+        if update.restart:
+            self.sequence_resets += 1
+            if book is self.book:
+                # one id space per instrument: the top-of-book channel restarts too (T3)
+                self.bbo.last_seq = None
+                self.bbo.xseq = None
+                self._bbo_ignored = 0
         if update.snapshot:
             if (seq is not None and book.synced and book.last_seq is not None and seq == book.last_seq
                     and not update.restart):
                 return Outcome.UNCHANGED           # Bybit re-sends an unchanged snapshot with the same u
             if (seq is not None and book.synced and book.last_seq is not None and seq < book.last_seq
                     and not update.restart and book is self.bbo):
-                return Outcome.IGNORED             # an older top-of-book snapshot arrived late
+                if not self._bbo_stuck(update):
+                    return Outcome.IGNORED         # an older top-of-book snapshot arrived late
             book.load(update, replace=True)
             book.synced = True
         else:
@@ -261,37 +325,131 @@ class InstrumentBook:
                 elif seq is not None and last is not None and seq <= last:
                     if seq == last and not update.bids and not update.asks:
                         return Outcome.UNCHANGED   # keep-alive (OKX: empty update, prevSeqId == seqId)
-                    return Outcome.IGNORED         # duplicate or out of order: already applied
+                    if book is not self.bbo or not self._bbo_stuck(update):
+                        return Outcome.IGNORED     # duplicate or out of order: already applied
                 elif update.prev_seq is not None and last is not None and update.prev_seq != last:
                     self.gaps += 1
                     self.invalidate(book=book)
                     return Outcome.GAP
                 book.load(update, replace=False)
+        if book is self.bbo:
+            self._bbo_ignored = 0
+        else:
+            self._depth_advanced = True
         if seq is not None:
             book.last_seq = seq
+        book.xseq = update.xseq
+        book.weak = update.weak
         if update.exch_ts_ms:
             book.exch_ts_ms = update.exch_ts_ms
             self.exch_ts_ms = update.exch_ts_ms
         self._order += 1
         book.recv_order = self._order
-        if update.checksum is not None and self.checksum is not None and book is self.book:
-            n = self.checksum_levels
-            expected = self.checksum(book.bids.top_text(n), book.asks.top_text(n))
-            if expected != update.checksum:
-                self.checksum_failures += 1
-                self.invalidate(book=book)
-                return Outcome.CHECKSUM
+        if book is self.book and self.checksum is not None:
+            if update.checksum is not None and (self.precision is not None or not self.precision_required):
+                n = self.checksum_levels
+                bids_text = book.bids.top_text(n)
+                asks_text = book.asks.top_text(n)
+                if self.precision_required:
+                    expected = self.checksum(bids_text, asks_text, *self.precision)
+                else:
+                    expected = self.checksum(bids_text, asks_text)
+                if expected != update.checksum:
+                    self.checksum_failures += 1
+                    self.invalidate(book=book)
+                    return Outcome.CHECKSUM
+                self.checksum_ok = True
         self._refresh_state()
         return Outcome.CHANGED
 
+    def _bbo_stuck(self, update: BookUpdate) -> bool:
+        """True when an older-id top-of-book update must be taken after all (T3).
+
+        After an exchange-side sequence reset that the top-of-book channel does
+        not announce itself (OKX ``bbo-tbt`` has no ``prevSeqId``), its new ids
+        are lower than the last one accepted and would be ignored for ever.
+        When such updates keep coming for ``STUCK_AFTER_MS`` of exchange time
+        (or ``STUCK_AFTER_IGNORED`` messages without timestamps) while the
+        depth channel advanced, the channel is re-armed and counted in
+        ``stuck_channels``. The threshold is ours; the exchanges document the
+        reset, not how long a client should wait.
+        """
+        if self._bbo_ignored == 0:
+            self._bbo_ignored_since_ms = update.exch_ts_ms
+            self._depth_advanced = False
+        self._bbo_ignored += 1
+        if not self._depth_advanced and self.uses_depth:
+            return False
+        if update.exch_ts_ms and self._bbo_ignored_since_ms:
+            stuck = update.exch_ts_ms - self._bbo_ignored_since_ms >= STUCK_AFTER_MS
+        else:
+            stuck = self._bbo_ignored >= STUCK_AFTER_IGNORED
+        if stuck:
+            self.stuck_channels += 1
+            self._bbo_ignored = 0
+            self.bbo.last_seq = None
+            self.bbo.xseq = None
+        return stuck
+
+    def _apply_spec(self, spec: InstrumentSpec) -> Outcome:
+        before = self.state
+        outcome = Outcome.IGNORED
+        precision = (spec.price_precision, spec.qty_precision)
+        if self.precision is not None and precision != self.precision and self.precision_required:
+            # every level text the checksum was built from is now in the old precision: start again
+            self.precision = precision
+            self.invalidate(book=self.book)
+            outcome = Outcome.RESUBSCRIBE
+        self.precision = precision
+        self._halted_pair = "" if spec.status == "online" else f"pair {spec.status}"
+        self._update_halted()
+        if outcome is Outcome.RESUBSCRIBE:
+            return outcome
+        self._refresh_state()
+        return Outcome.STATUS if self.state != before else outcome
+
+    def _apply_status(self, status: TradingStatus) -> Outcome:
+        if status.symbol is not None and status.symbol != self.symbol:
+            return Outcome.IGNORED
+        before = self.state
+        reason = "" if status.tradable else status.reason or "not tradable"
+        if status.symbol is None:
+            self._halted_venue = reason and f"venue {reason}"
+        else:
+            self._halted_pair = reason and f"pair {reason}"
+        self._update_halted()
+        self._refresh_state()
+        return Outcome.STATUS if self.state != before else Outcome.IGNORED
+
+    def _update_halted(self) -> None:
+        self.halted = self._halted_venue or self._halted_pair
+
+    def _depth_valid(self) -> bool:
+        return self.book.synced and (not self.precision_required or self.checksum_ok)
+
+    def _stand_in(self) -> bool:
+        """A weak top of book (Kraken ticker) stands in while the depth book is not valid (W4).
+
+        Not before the pair's precisions are known: until then the row stays syncing.
+        """
+        return (self.uses_depth and self.uses_bbo and self.bbo.weak and self.bbo.synced
+                and not self._depth_valid() and (self.precision is not None or not self.precision_required))
+
     def _refresh_state(self) -> None:
-        ready = (not self.uses_depth or self.book.synced) and (not self.uses_bbo or self.bbo.synced)
+        if self._stand_in():
+            ready = True
+        else:
+            depth_ok = not self.uses_depth or self._depth_valid()
+            bbo_ok = not self.uses_bbo or self.bbo.synced or (self.uses_depth and self.bbo.weak)
+            ready = depth_ok and bbo_ok
         if not ready:
             self.state = RowStatus.RESYNCING if self.state == RowStatus.RESYNCING else RowStatus.SYNCING
             self.composed = self.compose()
             return
         bids, asks = self.composed = self.compose()
-        if not bids or not asks:
+        if self.halted:
+            self.state = RowStatus.HALTED
+        elif not bids or not asks:
             self.state = RowStatus.SYNCING        # one-sided book: nothing to trade against
         elif bids[0][0] >= asks[0][0]:
             self.state = RowStatus.CROSSED
@@ -301,13 +459,14 @@ class InstrumentBook:
     def compose(self) -> tuple[list, list]:
         """Top-``depth`` bids and asks for the board row, best first."""
         n = self.depth
-        if not self.uses_depth:
+        if not self.uses_depth or self._stand_in():
             return self.bbo.bids.top(1), self.bbo.asks.top(1)
         bids = self.book.bids.top(n)
         asks = self.book.asks.top(n)
-        if self.uses_bbo and self.bbo.synced and self.bbo.recv_order > self.book.recv_order:
-            top_bid = self.bbo.bids.top(1)
-            top_ask = self.bbo.asks.top(1)
+        bbo = self.bbo
+        if self.uses_bbo and bbo.synced and self._bbo_newer():
+            top_bid = bbo.bids.top(1)
+            top_ask = bbo.asks.top(1)
             if top_bid:
                 bid_px = top_bid[0][0]
                 bids = top_bid + [lvl for lvl in bids if lvl[0] < bid_px][: n - 1]
@@ -315,3 +474,13 @@ class InstrumentBook:
                 ask_px = top_ask[0][0]
                 asks = top_ask + [lvl for lvl in asks if lvl[0] > ask_px][: n - 1]
         return bids, asks
+
+    def _bbo_newer(self) -> bool:
+        """Whether the top-of-book channel is fresher than the depth book (W1, W4)."""
+        bbo = self.bbo
+        book = self.book
+        if bbo.weak:
+            return False                           # a weak source never overrides the depth book
+        if bbo.xseq is not None and book.xseq is not None:
+            return bbo.xseq > book.xseq            # the exchange's own order
+        return bbo.recv_order > book.recv_order    # no comparable id: arrival order

@@ -4,6 +4,24 @@ A venue's ``parse(raw, recv_ns)`` turns one WebSocket frame into a list of
 these. Market data becomes :class:`BookUpdate`; control frames become typed
 events too (ack, ping, pong, error, notice) so the feed process, which owns
 the socket, decides what to do with each, and the parser stays pure.
+
+What the feed session must do with each event (the contract):
+
+* :class:`BookUpdate`, :class:`InstrumentSpec`, :class:`TradingStatus` with a
+  symbol: hand it to that symbol's ``InstrumentBook.apply`` and act on the
+  :class:`~pipeline.book.Outcome` (publish, resubscribe, resync).
+* :class:`TradingStatus` with ``symbol=None``: the whole venue (every row of
+  this connection) -- apply it to every book of the connection.
+* :class:`Liveness`: the exchange confirms the named books (None: every book
+  of this connection) are current although nothing changed; refresh the rows'
+  "confirmed" time (not their last-change time). Only rows whose book is
+  valid may be refreshed.
+* :class:`Notice` with ``reconnect`` and ``planned``: an announced disconnect;
+  open the replacement connection first (make-before-break).
+* :class:`SequenceMark`: per-connection continuity (Coinbase); a jump is a gap
+  for every row of the connection, and the rest of that frame is not applied.
+* :class:`LoginResult`, :class:`ChannelNotPermitted`: OKX tick-by-tick depth;
+  on a failed login or a refused channel fall back to ``books``.
 """
 from __future__ import annotations
 
@@ -27,15 +45,24 @@ class BookUpdate:
     ``restart`` marks an update the exchange says restarts the sequence
     (Bybit ``u == 1``, OKX ``seqId < prevSeqId``): the book resets its
     continuity instead of declaring a gap.
+
+    ``xseq`` is the exchange's id that orders the top-of-book and the depth
+    channel of one instrument against each other (Binance bookTicker ``u`` vs
+    depth ``lastUpdateId``, Bybit ``data.seq`` across ``orderbook.1`` and
+    ``orderbook.50``, OKX ``seqId`` across ``bbo-tbt`` and ``books``); None
+    where the venue has no comparable id (the book then falls back to arrival
+    order). ``weak`` marks a top-of-book source that must never override a
+    synced depth book (Kraken ``ticker``, Coinbase ``ticker``): it is only
+    used while the depth book is not synced.
     """
 
     __slots__ = ("symbol", "channel", "snapshot", "bids", "asks", "exch_ts_ms", "seq", "prev_seq",
-                 "checksum", "bids_text", "asks_text", "restart")
+                 "checksum", "bids_text", "asks_text", "restart", "xseq", "weak")
 
     def __init__(self, symbol: str, channel: int, snapshot: bool, bids: list, asks: list,
                  exch_ts_ms: int = 0, seq: int | None = None, prev_seq: int | None = None,
                  checksum: int | None = None, bids_text: list | None = None, asks_text: list | None = None,
-                 restart: bool = False):
+                 restart: bool = False, xseq: int | None = None, weak: bool = False):
         self.symbol = symbol
         self.channel = channel
         self.snapshot = snapshot
@@ -48,12 +75,14 @@ class BookUpdate:
         self.bids_text = bids_text
         self.asks_text = asks_text
         self.restart = restart
+        self.xseq = xseq
+        self.weak = weak
 
     def __repr__(self) -> str:
         kind = "snapshot" if self.snapshot else "delta"
         chan = "bbo" if self.channel == BBO else "depth"
         return (f"BookUpdate({self.symbol} {chan} {kind} bids={self.bids[:3]} asks={self.asks[:3]} "
-                f"ts={self.exch_ts_ms} seq={self.seq} prev={self.prev_seq})")
+                f"ts={self.exch_ts_ms} seq={self.seq} prev={self.prev_seq} xseq={self.xseq})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +112,84 @@ class Pong:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """Liveness message with no market data (Kraken/Coinbase heartbeats, status)."""
+    """A control message with no market data and no promise about the books (legacy feeds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """The exchange confirms that quiet books are still current.
+
+    ``symbols`` None means every book of this connection (Kraken
+    ``heartbeat``, sent only when nothing else was sent; Coinbase
+    ``heartbeats``, whose ``sequence_num`` proves nothing was lost before it).
+    The session refreshes each valid row's "confirmed" time, which staleness
+    uses; the last-change time stays. Venues whose confirmation is a repeated
+    book message (OKX empty update, Bybit's unchanged 3 s re-send) report it as
+    :attr:`pipeline.book.Outcome.UNCHANGED` instead.
+    """
+    symbols: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """Server announcement; ``reconnect`` True when it is about to drop us."""
+    """Server announcement; ``reconnect`` True when it is about to drop us.
+
+    ``planned`` True when the exchange announces the disconnect ahead of time
+    (Binance ``serverShutdown``, OKX notice 64008): the session should open the
+    replacement connection, wait until its books are synced, hand the rows
+    over and only then close this one, so the rows never go disconnected.
+    """
     message: str
     reconnect: bool = False
+    planned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TradingStatus:
+    """Whether the venue (``symbol`` None) or one native symbol can be traded now.
+
+    ``tradable`` False (Kraken system status ``maintenance``/``cancel_only``/
+    ``post_only``/``limit_only``, or a pair status other than ``online``):
+    the rows must be held in ``RowStatus.HALTED`` until a tradable status for
+    the same scope arrives; ``reason`` is the exchange's word, for the console.
+    """
+    symbol: str | None
+    tradable: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSpec:
+    """A pair's reference data (Kraken v2 ``instrument`` channel).
+
+    ``price_precision``/``qty_precision`` are the decimals the book checksum is
+    computed with; ``status`` is the pair's trading status (``online`` ...).
+    Hand it to the symbol's book: a precision change makes ``apply`` return
+    ``Outcome.RESUBSCRIBE``.
+    """
+    symbol: str
+    price_precision: int
+    qty_precision: int
+    status: str = "online"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """The answer to a login request (OKX ``{"event":"login"}``); ``ok`` False on a refusal."""
+    ok: bool
+    code: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelNotPermitted:
+    """The exchange refused a channel this account may not use (OKX 64003: tick-by-tick
+    depth needs VIP4+ and login; 60011: log in first). Not a refused symbol: fall back to
+    the public channel (``build_subscribe(..., channel="books")``) for ``symbol``."""
+    symbol: str
+    channel: str
+    code: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)

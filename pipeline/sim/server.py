@@ -21,6 +21,8 @@ from websockets.exceptions import ConnectionClosed
 from pipeline.model import DEPTH
 from pipeline.sim.market import Market, price_decimals
 from pipeline.sim.protocols import load_protocol
+from pipeline.sim.protocols.base import Quirks
+from pipeline.venues import SIM_PATHS
 
 CHECKSUM_FIELD = re.compile(rb'"checksum":(\d+)')
 
@@ -43,6 +45,7 @@ class Faults:
     refuse_until: float = 0.0                              # time.monotonic(): handshakes answered 503 before it
     hang_handshake: bool = False                           # accept TCP, never answer the handshake
     burst: int = 0                                         # extra back-to-back updates on the next step
+    reset_sequence_next: set = field(default_factory=set)  # the exchange restarts the symbol's sequence (OKX, Bybit)
 
 
 def _corrupt_checksum(frame):
@@ -50,8 +53,7 @@ def _corrupt_checksum(frame):
     altered = CHECKSUM_FIELD.sub(lambda m: b'"checksum":' + str((int(m.group(1)) + 1) % 2 ** 32).encode(), raw, 1)
     return altered.decode() if isinstance(frame, str) else altered
 
-URL_PATHS = {"binance": "/stream", "bybit": "/v5/public/spot", "okx": "/ws/v5/public", "htx": "/ws",
-             "coinbase": "/", "kraken": "/v2"}
+URL_PATHS = SIM_PATHS     # from each venue's declared record
 
 
 class ExchangeServer:
@@ -71,6 +73,7 @@ class ExchangeServer:
         self.connections_opened = 0
         self.last_books: dict[str, tuple[list, list]] = {}  # native symbol -> last book rendered
         self.keepalive_s: float | None = None               # override of the protocol's server keepalive period
+        self.quirks = Quirks()                              # shared by every connection; switch at any time
 
     def decimals(self) -> dict[str, int]:
         return {native: self.market.decimals[canonical] for native, canonical in self.instrument_of.items()}
@@ -101,9 +104,33 @@ class ExchangeServer:
                 await websocket.close(1001, "simulated disconnect")
         return count
 
+    async def announce(self, render) -> int:
+        """Send ``render(protocol)``'s frames to every connection now; returns the frames sent."""
+        sent = 0
+        for websocket, protocol in list(self.connections.items()):
+            with contextlib.suppress(ConnectionClosed):
+                for frame in render(protocol):
+                    await websocket.send(frame)
+                    sent += 1
+        return sent
+
+    async def announce_shutdown(self) -> int:
+        """A planned disconnect notice (Binance ``serverShutdown``, OKX 64008); the connections stay open."""
+        now_ms = int(time.time() * 1000)
+        return await self.announce(lambda protocol: protocol.render_shutdown(now_ms))
+
+    async def announce_status(self, system: str) -> int:
+        """The venue's trading status (Kraken ``status``: ``maintenance``, ``cancel_only``, ``online`` ...)."""
+        return await self.announce(lambda protocol: protocol.render_status(system))
+
+    async def announce_pair(self, symbol: str, status: str, price_precision: int | None = None) -> int:
+        """One pair's status or precision change (Kraken ``instrument`` update)."""
+        return await self.announce(lambda protocol: protocol.render_pair(symbol, status, price_precision))
+
     async def handle(self, websocket) -> None:
         protocol = self.protocol_class(self.decimals())
         protocol.known_symbols = set(self.instrument_of)
+        protocol.quirks = self.quirks
         self.connections[websocket] = protocol
         self.connections_opened += 1
         keepalive = None
@@ -141,7 +168,10 @@ class ExchangeServer:
         one_shot = {symbol for symbol in self.instrument_of
                     if symbol in faults.drop_next_depth or symbol in faults.duplicate_next_depth
                     or symbol in faults.corrupt_checksum_next or symbol in faults.bad_book_next}
+        resets = faults.reset_sequence_next
+        faults.reset_sequence_next = set()
         for websocket, protocol in list(self.connections.items()):
+            protocol.reset_next |= resets
             frames = list(injected)
             for _ in range(repeat):
                 for symbol, channel in list(protocol.subscriptions):
@@ -235,6 +265,8 @@ def build_simulator(config) -> Simulator:
                     dislocation_bps=sim.dislocation_bps, dislocation_ms=sim.dislocation_ms,
                     start_prices=dict(sim.start_prices), random_dislocations=sim.random_dislocations)
     simulator = Simulator(venues, market, sim.update_interval_ms, sim.host)
+    for server in simulator.exchanges.values():
+        server.quirks = Quirks.named(sim.quirks)
     from pipeline.sim.market import Dislocation
     simulator.scripted = [(d.at_s, Dislocation(d.exchange, d.instrument, d.bps, 0.0, d.duration_ms))
                           for d in sim.scripted_dislocations]

@@ -21,6 +21,12 @@ multiprocessing. It offers:
 * ``parse(raw, recv_ns) -> list[event]``: one frame into
   :mod:`pipeline.model` events; raises only :class:`~pipeline.errors.ParseError`.
 
+Each module ends with ``VENUE = Venue(...)`` (:class:`pipeline.venues._common.Venue`),
+the one record of that exchange's facts; :func:`venue_record` returns it, and the
+fee table, the simulator's URL paths (:data:`SIM_PATHS`) and the conformance lists
+(:func:`venues_with`) are derived from those records. :func:`load_venue` keeps
+returning the module, which carries every name listed above.
+
 Adding an exchange means adding one module here, its name to ``VENUES``, a
 simulator protocol in ``pipeline/sim/protocols`` and a fixture folder.
 """
@@ -31,15 +37,6 @@ from types import ModuleType
 
 VENUES = ("binance", "bybit", "okx", "htx", "coinbase", "kraken")
 
-DEFAULT_TAKER_FEE_BPS = {
-    "binance": 10.0,   # 0.10 % regular spot taker
-    "bybit": 10.0,     # 0.10 % VIP0 spot taker
-    "okx": 10.0,       # 0.10 % regular spot taker
-    "htx": 20.0,       # 0.20 % regular spot taker
-    "coinbase": 120.0, # 1.20 % Advanced Trade lowest tier taker
-    "kraken": 40.0,    # 0.40 % Kraken Pro lowest tier taker
-}
-
 VENUE_IDS = {name: i + 1 for i, name in enumerate(VENUES)}
 
 
@@ -48,6 +45,20 @@ def load_venue(name: str) -> ModuleType:
     if name not in VENUES:
         raise KeyError(f"unknown exchange {name!r}")
     return importlib.import_module(f"pipeline.venues.{name}")
+
+
+def venue_record(name: str):
+    """The declared :class:`~pipeline.venues._common.Venue` of ``name``."""
+    return load_venue(name).VENUE
+
+
+def venues_with(predicate) -> list[str]:
+    """Names of the venues whose record satisfies ``predicate`` (conformance lists)."""
+    return [name for name in VENUES if predicate(venue_record(name))]
+
+
+DEFAULT_TAKER_FEE_BPS = {name: venue_record(name).taker_fee_bps for name in VENUES}
+SIM_PATHS = {name: venue_record(name).sim_path for name in VENUES}
 
 
 def native_symbols(venue_config) -> dict[str, str]:

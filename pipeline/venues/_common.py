@@ -1,6 +1,8 @@
 """Small helpers the venue parsers share (pure, no I/O)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 
 from pipeline.errors import ParseError
@@ -24,3 +26,65 @@ def levels(pairs) -> list[tuple[float, float]]:
 
 
 SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+
+
+def make_parse(name: str, handle, pre=None):
+    """The one parse wrapper every venue uses: ``parse(raw, recv_ns) -> list[event]``.
+
+    ``pre(raw)`` (optional) returns ``(raw, events)``: events for frames that are
+    not JSON (OKX's bare ``pong``), or the raw frame to decode (HTX gunzips).
+    ``handle(msg, raw)`` turns the decoded message into events, or returns None
+    for a message it does not know. Any shape problem (missing key, wrong type,
+    a number that is not one) becomes :class:`ParseError` with a reason, so a
+    frame is a counted skip and never a crash nor half a book.
+    """
+    def parse(raw: bytes | str, recv_ns: int) -> list:
+        if pre is not None:
+            raw, events = pre(raw)
+            if events is not None:
+                return events
+        msg = loads(raw, name)
+        if not isinstance(msg, dict):
+            raise ParseError("unknown_message", f"not a JSON object: {str(raw[:80])}", name)
+        try:
+            events = handle(msg, raw)
+        except ParseError:
+            raise
+        except SHAPE_ERRORS as exc:
+            raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", name) from None
+        if events is None:
+            raise ParseError("unknown_message", str(raw[:80]), name)
+        return events
+
+    parse.__name__ = f"parse_{name}"
+    return parse
+
+
+@dataclass(frozen=True)
+class Venue:
+    """Everything one exchange declares, once (its module ends with ``VENUE = Venue(...)``).
+
+    The registry in :mod:`pipeline.venues` derives the fee table, the
+    simulator's URL paths and the conformance lists from these records.
+    """
+
+    name: str
+    default_url: str
+    sim_path: str                      # URL path the simulator serves this exchange on
+    taker_fee_bps: float               # standard spot taker tier
+    keepalive_interval_s: float | None
+    subscribe_interval_s: float
+    max_symbols_per_connection: int
+    book_levels: int | None
+    checksum: object                   # checksum(bids_text, asks_text[, price_dp, qty_dp]) -> int, or None
+    checksum_levels: int
+    native_symbol: object
+    build_url: object
+    build_subscribe: object
+    build_resubscribe: object
+    build_keepalive: object
+    build_pong: object
+    parse: object
+    depth_is_delta: bool               # the depth channel is deltas with a continuity check (a lost frame is a gap)
+    cross_channel_seq: str             # the id that orders top of book vs depth, or '' (arrival order)
+    quirks: tuple[str, ...] = ()       # simulator switches this venue implements (see pipeline.sim.server.Quirks)

@@ -20,9 +20,18 @@ Channels:
   Each push replaces the book, so there is no sequence to lose; a repeated or
   older ``lastUpdateId`` is dropped.
 
+Merging the two channels: both ids are carried as ``xseq``; the book overlays
+the bookTicker only when its ``u`` is above the depth's ``lastUpdateId``, so a
+depth snapshot delivered late never brings back an older top. That the two
+ids count in one id space is inferred (both are documented as the order book
+update id), not stated by the docs.
+
 Keepalive is WebSocket ping frames from the server every 20 s, answered by
 the WebSocket library; there is no JSON ping. A connection lives at most
-24 h; ``serverShutdown`` announces a disconnect. Limits: 5 incoming messages
+24 h; ``serverShutdown`` (``{"e":"serverShutdown","E":...}``, stream
+``!serverShutdown`` on combined streams) announces a disconnect and asks for a
+new connection "as soon as possible": parsed as a planned
+:class:`~pipeline.model.Notice` (make-before-break). Limits: 5 incoming messages
 per second per connection (SUBSCRIBE counts), 1024 streams per connection.
 """
 from __future__ import annotations
@@ -31,7 +40,7 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SubscribeError
-from pipeline.venues._common import SHAPE_ERRORS, levels, loads
+from pipeline.venues._common import Venue, levels, make_parse
 
 NAME = "binance"
 DEFAULT_URL = "wss://stream.binance.com:9443/stream"
@@ -81,35 +90,46 @@ def build_pong(token) -> str:
     raise NotImplementedError("Binance pings are WebSocket control frames, answered by the library")
 
 
-def parse(raw: bytes | str, recv_ns: int) -> list:
-    msg = loads(raw, NAME)
-    try:
-        if "stream" in msg:
-            stream = msg["stream"]
-            data = msg["data"]
-            if stream.endswith("@bookTicker"):
-                return [BookUpdate(data["s"], BBO, True, [(float(data["b"]), float(data["B"]))],
-                                   [(float(data["a"]), float(data["A"]))], 0, data["u"])]
-            if "@depth" in stream:
-                if "lastUpdateId" not in data:
-                    raise ParseError("unknown_message", "diff depth is not used; subscribe to partial depth", NAME)
-                symbol = stream.split("@", 1)[0].upper()
-                return [BookUpdate(symbol, DEPTH, True, levels(data["bids"]), levels(data["asks"]), 0,
-                                   data["lastUpdateId"])]
-            if data.get("e") == "serverShutdown":
-                return [Notice("server shutdown announced", reconnect=True)]
-            raise ParseError("unknown_message", f"stream {stream!r}", NAME)
-        if "result" in msg and "id" in msg:
-            return [Ack()]
-        if "code" in msg and "msg" in msg:
-            return [SubscribeError(f"code {msg['code']}: {msg['msg']}")]
-        if msg.get("e") == "serverShutdown":
-            return [Notice("server shutdown announced", reconnect=True)]
-        if "u" in msg and "s" in msg and "b" in msg:          # raw-stream bookTicker
-            return [BookUpdate(msg["s"], BBO, True, [(float(msg["b"]), float(msg["B"]))],
-                               [(float(msg["a"]), float(msg["A"]))], 0, msg["u"])]
-    except ParseError:
-        raise
-    except SHAPE_ERRORS as exc:
-        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
-    raise ParseError("unknown_message", str(raw[:80]), NAME)
+SHUTDOWN = Notice("server shutdown announced", reconnect=True, planned=True)
+
+
+def _book_ticker(data: dict) -> BookUpdate:
+    u = int(data["u"])
+    return BookUpdate(data["s"], BBO, True, [(float(data["b"]), float(data["B"]))],
+                      [(float(data["a"]), float(data["A"]))], 0, u, xseq=u)
+
+
+def _handle(msg: dict, raw) -> list | None:
+    if "stream" in msg:
+        stream = msg["stream"]
+        data = msg["data"]
+        if stream.endswith("@bookTicker"):
+            return [_book_ticker(data)]
+        if "@depth" in stream:
+            if "lastUpdateId" not in data:
+                raise ParseError("unknown_message", "diff depth is not used; subscribe to partial depth", NAME)
+            symbol = stream.split("@", 1)[0].upper()
+            last = int(data["lastUpdateId"])
+            return [BookUpdate(symbol, DEPTH, True, levels(data["bids"]), levels(data["asks"]), 0, last,
+                               xseq=last)]
+        if data.get("e") == "serverShutdown":
+            return [SHUTDOWN]
+        raise ParseError("unknown_message", f"stream {stream!r}", NAME)
+    if "result" in msg and "id" in msg:
+        return [Ack()]
+    if "code" in msg and "msg" in msg:
+        return [SubscribeError(f"code {msg['code']}: {msg['msg']}")]
+    if msg.get("e") == "serverShutdown":
+        return [SHUTDOWN]
+    if "u" in msg and "s" in msg and "b" in msg:          # raw-stream bookTicker
+        return [_book_ticker(msg)]
+    return None
+
+
+parse = make_parse(NAME, _handle)
+
+VENUE = Venue(NAME, DEFAULT_URL, "/stream", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
+              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
+              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
+              depth_is_delta=False, cross_channel_seq="u / lastUpdateId",
+              quirks=("late_depth", "server_shutdown"))

@@ -11,13 +11,25 @@ Channels (``wss://stream.bybit.com/v5/public/spot``):
                "u":20404754,"seq":4281281856},"cts":1680652806500}
 
   An unchanged book is re-sent every 3 s with the same ``u``: not new
-  information (the book reports it as UNCHANGED, which only refreshes
-  liveness). 2023 spot captures also carry L1 ``delta`` messages; both apply.
+  information, but the exchange's confirmation that the quiet book is current
+  (the book reports it as UNCHANGED: the session refreshes the row's
+  confirmed time). 2023 spot captures also carry L1 ``delta`` messages; both apply.
 * ``orderbook.50.<SYMBOL>`` -- 50-level snapshot, then deltas (20 ms). Size
-  ``"0"`` deletes a level. ``u`` increases by one per message on a
-  connection, so a delta's expected predecessor is ``u - 1``; a jump is a gap
-  and we resubscribe for a fresh snapshot. ``u == 1`` means the service
-  restarted: the message is a snapshot that overwrites the book.
+  ``"0"`` deletes a level. A new snapshot resets the book; ``u == 1`` means
+  the service restarted: the message is a snapshot that overwrites the book
+  (both documented). The docs call ``u`` only an "Update ID" and promise that
+  "if there is a problem on Bybit's end, a snapshot will be re-sent"; they do
+  not say it grows by one. Every capture we have (spot 2023 59438060 -> 61,
+  linear 2026 15076952 -> 55) does, so a delta's expected predecessor is
+  taken to be ``u - 1`` and a jump is treated as a gap (one resubscribe, a
+  fresh snapshot). That step is observed, not documented: watch the ``gaps``
+  counter on a live run; if it rises without real loss, relax the check to
+  "``u`` increases" and rely on the documented snapshot re-send.
+
+``data.seq`` is the "cross sequence ... compare different levels orderbook
+data, and for the smaller seq, then it means the data is generated earlier"
+(docs): carried as ``xseq`` so the book merges ``orderbook.1`` and
+``orderbook.50`` in the exchange's order, not in arrival order.
 
 ``ts`` is the system push time, ``cts`` the matching-engine time (ms); we
 use ``cts`` when present. Keepalive: ``{"op":"ping"}`` every 20 s. Spot
@@ -29,7 +41,7 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SubscribeError
-from pipeline.venues._common import SHAPE_ERRORS, levels, loads
+from pipeline.venues._common import Venue, levels, make_parse
 
 NAME = "bybit"
 DEFAULT_URL = "wss://stream.bybit.com/v5/public/spot"
@@ -77,34 +89,36 @@ def build_pong(token) -> str:
     raise NotImplementedError("Bybit does not ping clients")
 
 
-def parse(raw: bytes | str, recv_ns: int) -> list:
-    msg = loads(raw, NAME)
-    try:
-        topic = msg.get("topic")
-        if topic is not None:
-            if not topic.startswith("orderbook."):
-                raise ParseError("unknown_message", f"topic {topic!r}", NAME)
-            data = msg["data"]
-            level_count = topic.split(".", 2)[1]
-            u = data["u"]
-            snapshot = msg["type"] == "snapshot"
-            ts = msg.get("cts") or msg.get("ts") or 0
-            channel = BBO if level_count == "1" else DEPTH
-            return [BookUpdate(data["s"], channel, snapshot, levels(data["b"]), levels(data["a"]), ts, u,
-                               None if snapshot or channel == BBO else u - 1, restart=(u == 1))]
-        op = msg.get("op")
-        if op in ("ping", "pong"):
-            return [Pong()]
-        if op in ("subscribe", "unsubscribe") or "success" in msg:
-            if msg.get("success"):
-                return [Ack(channel=op or "")]
-            return [SubscribeError(str(msg.get("ret_msg", "subscription failed")),
-                                   _symbol_from_error(str(msg.get("ret_msg", ""))))]
-    except ParseError:
-        raise
-    except SHAPE_ERRORS as exc:
-        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
-    raise ParseError("unknown_message", str(raw[:80]), NAME)
+def _handle(msg: dict, raw) -> list | None:
+    topic = msg.get("topic")
+    if topic is not None:
+        if not topic.startswith("orderbook."):
+            raise ParseError("unknown_message", f"topic {topic!r}", NAME)
+        data = msg["data"]
+        level_count = topic.split(".", 2)[1]
+        u = int(data["u"])
+        kind = msg["type"]
+        if kind != "snapshot" and kind != "delta":
+            raise ParseError("unknown_message", f"orderbook type {kind!r}", NAME)
+        snapshot = kind == "snapshot"
+        ts = int(msg.get("cts") or msg.get("ts") or 0)
+        channel = BBO if level_count == "1" else DEPTH
+        xseq = data.get("seq")
+        return [BookUpdate(data["s"], channel, snapshot, levels(data["b"]), levels(data["a"]), ts, u,
+                           None if snapshot or channel == BBO else u - 1, restart=(u == 1),
+                           xseq=None if xseq is None else int(xseq))]
+    op = msg.get("op")
+    if op in ("ping", "pong"):
+        return [Pong()]
+    if op in ("subscribe", "unsubscribe") or "success" in msg:
+        if msg.get("success"):
+            return [Ack(channel=op or "")]
+        return [SubscribeError(str(msg.get("ret_msg", "subscription failed")),
+                               _symbol_from_error(str(msg.get("ret_msg", ""))))]
+    return None
+
+
+parse = make_parse(NAME, _handle)
 
 
 def _symbol_from_error(message: str) -> str:
@@ -113,3 +127,10 @@ def _symbol_from_error(message: str) -> str:
         if token.startswith("orderbook."):
             return token.rsplit(".", 1)[-1]
     return ""
+
+
+VENUE = Venue(NAME, DEFAULT_URL, "/v5/public/spot", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S,
+              SUBSCRIBE_INTERVAL_S, MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS,
+              native_symbol, build_url, build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
+              depth_is_delta=True, cross_channel_seq="data.seq",
+              quirks=("late_depth", "sequence_reset", "resend_unchanged"))

@@ -3,8 +3,8 @@
 Docs: https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/websocket/websocket-channels
 (overview and limits: https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/websocket/websocket-overview)
 
-Every message has the envelope ``channel``, ``timestamp`` (RFC3339, ns:
-our ``exch_ts_ms``), ``sequence_num`` and ``events``. ``sequence_num``
+Every message has the envelope ``channel``, ``timestamp`` (RFC3339, ns: the
+send time), ``sequence_num`` and ``events``. ``sequence_num``
 counts messages **per connection across all channels** (0, 1, 2, ...; the
 docs' "per product" wording does not match the live feed), so :func:`parse`
 returns a :class:`~pipeline.model.SequenceMark` first for every message that
@@ -13,7 +13,11 @@ carries one and the feed checks the connection's continuity.
 Channels (``wss://advanced-trade-ws.coinbase.com``, native symbol ``BTC-USD``;
 ``-USDC`` products are aliases of ``-USD`` on market channels, not a second book):
 
-* ``ticker`` -- on every trade; best bid/ask with quantities::
+* ``ticker`` -- on every trade (batched on cascades); best bid/ask with
+  quantities. **Not subscribed**: it moves on trades only and can arrive after
+  the ``level2`` update that already moved the book, so it would publish an
+  older top. Still parsed (as a ``weak`` top of book that never overrides a
+  synced depth book) so captures decode::
 
       {"channel":"ticker","timestamp":"2026-08-09T21:05:48.298032046Z","sequence_num":10,
        "events":[{"type":"update","tickers":[{"type":"ticker","product_id":"ETH-USD",
@@ -30,11 +34,22 @@ Channels (``wss://advanced-trade-ws.coinbase.com``, native symbol ``BTC-USD``;
         "new_quantity":"0.05972024"},{"side":"offer",...}]}]}
 
   There is no per-book sequence: continuity is the connection's ``sequence_num``.
+  The top of book is the best level of this full book (``level2`` "guarantees
+  delivery of all updates"). Exchange time is the newest ``event_time`` of the
+  event's updates ("the time of the event as recorded by our trading engine"),
+  not the envelope ``timestamp``.
 * ``heartbeats`` -- one per second; without it idle channels close after 60-90 s.
+  Its ``sequence_num`` follows the level2 messages on the same connection, so
+  an in-sequence heartbeat proves every book of the connection is current:
+  parsed as :class:`~pipeline.model.Liveness` for the whole connection.
 * ``subscriptions`` -- the full current subscription set after every (un)subscribe.
 
 Subscribe with one ``{"type":"subscribe","product_ids":[...],"channel":...}``
-per channel within 5 s of connecting. No client keepalive. Limits: 8
+per channel within 5 s of connecting. ``build_resubscribe`` (unsubscribe +
+subscribe ``level2`` on the same connection) exists for the shape only: a gap
+is seen on the connection's ``sequence_num`` and the session reconnects, and
+the docs ask clients to open a new connection rather than add products to a
+live one. No client keepalive. Limits: 8
 connections/s and 8 unauthenticated messages/s per IP.
 
 The legacy *Exchange* feed (``wss://ws-feed.exchange.coinbase.com``, messages
@@ -48,8 +63,8 @@ import re
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, SequenceMark, SubscribeError
-from pipeline.venues._common import SHAPE_ERRORS, levels, loads
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, Liveness, SequenceMark, SubscribeError
+from pipeline.venues._common import Venue, levels, make_parse
 
 NAME = "coinbase"
 DEFAULT_URL = "wss://advanced-trade-ws.coinbase.com"
@@ -60,7 +75,8 @@ MAX_SYMBOLS_PER_CONNECTION = 10       # every level2 subscription starts with a 
 BOOK_LEVELS = None                    # full book
 CHECKSUM = None
 CHECKSUM_LEVELS = 0
-CHANNELS = ("ticker", "level2", "heartbeats")
+CHANNELS = ("level2", "heartbeats")
+CONNECTION_LIVE = Liveness(None)
 
 _PRODUCT_IN_TEXT = re.compile(r"\b([A-Z0-9]{2,12}-[A-Z0-9]{2,12})\b")
 
@@ -92,43 +108,53 @@ def build_pong(token) -> str:
     raise NotImplementedError("Coinbase does not send application-level pings")
 
 
-def parse(raw: bytes | str, recv_ns: int) -> list:
-    msg = loads(raw, NAME)
-    try:
-        channel = msg.get("channel")
-        if channel is None:
-            return _exchange_feed(msg, raw)
-        seq = msg.get("sequence_num")
-        out = [] if seq is None else [SequenceMark(int(seq))]
-        if channel == "l2_data":
-            ts = rfc3339_ms(msg["timestamp"])
-            for event in msg["events"]:
-                bids, asks = _updates(event["updates"])
-                out.append(BookUpdate(event["product_id"], DEPTH, event["type"] == "snapshot", bids, asks, ts))
-        elif channel == "ticker":
-            ts = rfc3339_ms(msg["timestamp"])
-            for event in msg["events"]:
-                for t in event["tickers"]:
-                    out.append(BookUpdate(t["product_id"], BBO, True, _one(t, "best_bid", "best_bid_quantity"),
-                                          _one(t, "best_ask", "best_ask_quantity"), ts))
-        elif channel == "heartbeats":
-            out.append(Heartbeat())
-        elif channel == "subscriptions":
-            for event in msg["events"]:
-                for name, products in event["subscriptions"].items():
-                    out.extend(Ack("" if p == name else p, name) for p in products)
-        elif not out:                     # other channels (market_trades, candles, ...) only count
-            raise ParseError("unknown_message", f"channel {channel!r}", NAME)
-        return out
-    except ParseError:
-        raise
-    except SHAPE_ERRORS as exc:
-        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
+def _handle(msg: dict, raw) -> list | None:
+    channel = msg.get("channel")
+    if channel is None:
+        return _exchange_feed(msg, raw)
+    seq = msg.get("sequence_num")
+    out = [] if seq is None else [SequenceMark(int(seq))]
+    if channel == "l2_data":
+        envelope_ms = rfc3339_ms(msg["timestamp"])
+        for event in msg["events"]:
+            kind = event["type"]
+            if kind != "snapshot" and kind != "update":
+                raise ParseError("unknown_message", f"l2_data event type {kind!r}", NAME)
+            bids, asks, newest = _updates(event["updates"])
+            # no engine time in the event: the send time is the best we have
+            ts = rfc3339_ms(newest) if newest else envelope_ms
+            out.append(BookUpdate(event["product_id"], DEPTH, kind == "snapshot", bids, asks, ts))
+    elif channel == "ticker":
+        ts = rfc3339_ms(msg["timestamp"])
+        for event in msg["events"]:
+            for t in event["tickers"]:
+                out.append(BookUpdate(t["product_id"], BBO, True, _one(t, "best_bid", "best_bid_quantity"),
+                                      _one(t, "best_ask", "best_ask_quantity"), ts, weak=True))
+    elif channel == "heartbeats":
+        out.append(CONNECTION_LIVE)
+    elif channel == "subscriptions":
+        for event in msg["events"]:
+            for name, products in event["subscriptions"].items():
+                out.extend(Ack("" if p == name else p, name) for p in products)
+    elif not out:                         # other channels (market_trades, candles, ...) only count
+        raise ParseError("unknown_message", f"channel {channel!r}", NAME)
+    return out
 
 
-def _updates(updates) -> tuple[list, list]:
+parse = make_parse(NAME, _handle)
+
+
+def _updates(updates) -> tuple[list, list, str]:
+    """(bids, asks, newest event_time text).
+
+    Coinbase trims trailing zeros of the fraction (``48.35161Z``), so texts are
+    compared without the zone letter: a shorter fraction that is a prefix is
+    the smaller time, which plain string order gets right once the ``Z`` is gone.
+    """
     bids = []
     asks = []
+    newest = ""
+    newest_key = ""
     for u in updates:
         side = u["side"]
         level = (float(u["price_level"]), float(u["new_quantity"]))
@@ -138,7 +164,12 @@ def _updates(updates) -> tuple[list, list]:
             asks.append(level)
         else:
             raise ParseError("unknown_message", f"l2 side {side!r}", NAME)
-    return bids, asks
+        event_time = u.get("event_time")
+        if event_time:
+            key = event_time[:-1] if event_time[-1] in "Zz" else event_time
+            if key > newest_key:
+                newest, newest_key = event_time, key
+    return bids, asks, newest
 
 
 def _one(d: dict, px_key: str, qty_key: str) -> list[tuple[float, float]]:
@@ -223,3 +254,10 @@ def rfc3339_ms(text: str) -> int:
         offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
         secs -= offset if zone[0] == "+" else -offset
     return secs * 1000 + ms
+
+
+VENUE = Venue(NAME, DEFAULT_URL, "/", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
+              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
+              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
+              depth_is_delta=True, cross_channel_seq="",
+              quirks=("connection_gap", "heartbeats"))

@@ -31,6 +31,13 @@ Channels (``wss://api.huobi.pro/ws``, native symbol lower-case ``btcusdt``):
   ``asks`` key means no change on that side; their starting snapshot is the
   answer to a ``{"req": "market.<sym>.mbp.<N>"}`` request (``rep``).
 
+Merging: the bbo ``seqId`` and the mbp ``seqNum`` are not documented as one
+id space, so the book merges the two channels by arrival order (the fallback).
+
+Endpoint: ``wss://api.huobi.pro/ws``; boxes hosted on AWS should use
+``wss://api-aws.huobi.pro/ws`` ("preferred by aws customers", lower latency
+from AWS per HTX announcement 900000014146).
+
 Keepalive: the server sends ``{"ping": <ms>}`` every 5 s and closes the
 connection after two unanswered ones; the answer is ``{"pong": <same>}``.
 Subscribe with one ``{"sub": topic, "id": ...}`` frame per topic; acks are
@@ -46,7 +53,7 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, SHAPE_ERRORS, levels, loads
+from pipeline.venues._common import MAX_FRAME_BYTES, Venue, levels, make_parse
 
 NAME = "htx"
 DEFAULT_URL = "wss://api.huobi.pro/ws"
@@ -112,38 +119,39 @@ def decompress(raw: bytes) -> bytes:
     return out
 
 
-def parse(raw: bytes | str, recv_ns: int) -> list:
+def _pre(raw):
     if not isinstance(raw, str) and raw[:2] == _GZIP_MAGIC:
-        raw = decompress(bytes(raw))
-    msg = loads(raw, NAME)
-    try:
-        ch = msg.get("ch")
-        if ch is not None:
-            return [_market(ch, msg["tick"], int(msg.get("ts") or 0))]
-        if "ping" in msg:
-            return [Ping(token=msg["ping"])]
-        status = msg.get("status")
-        if status == "ok":
-            if "subbed" in msg:
-                topic = msg["subbed"]
-                return [Ack(_symbol_from_text(topic), topic)]
-            if "unsubbed" in msg:
-                return []
-            rep = msg.get("rep")
-            if rep is not None and ".mbp." in rep:    # answer to a `req` for an mbp snapshot
-                data = msg["data"]
-                return [BookUpdate(rep.split(".")[1], DEPTH, True, levels(data.get("bids", ())),
-                                   levels(data.get("asks", ())), int(msg.get("ts") or 0), int(data["seqNum"]))]
-        if status == "error":
-            text = str(msg.get("err-msg", ""))
-            return [SubscribeError(f"{msg.get('err-code', 'error')}: {text}", _symbol_from_text(text))]
-        if "pong" in msg:
-            return [Pong()]
-    except ParseError:
-        raise
-    except SHAPE_ERRORS as exc:
-        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
-    raise ParseError("unknown_message", str(raw[:80]), NAME)
+        return decompress(bytes(raw)), None
+    return raw, None
+
+
+def _handle(msg: dict, raw) -> list | None:
+    ch = msg.get("ch")
+    if ch is not None:
+        return [_market(ch, msg["tick"], int(msg.get("ts") or 0))]
+    if "ping" in msg:
+        return [Ping(token=msg["ping"])]
+    status = msg.get("status")
+    if status == "ok":
+        if "subbed" in msg:
+            topic = msg["subbed"]
+            return [Ack(_symbol_from_text(topic), topic)]
+        if "unsubbed" in msg:
+            return []
+        rep = msg.get("rep")
+        if rep is not None and ".mbp." in rep:    # answer to a `req` for an mbp snapshot
+            data = msg["data"]
+            return [BookUpdate(rep.split(".")[1], DEPTH, True, levels(data.get("bids", ())),
+                               levels(data.get("asks", ())), int(msg.get("ts") or 0), int(data["seqNum"]))]
+    if status == "error":
+        text = str(msg.get("err-msg", ""))
+        return [SubscribeError(f"{msg.get('err-code', 'error')}: {text}", _symbol_from_text(text))]
+    if "pong" in msg:
+        return [Pong()]
+    return None
+
+
+parse = make_parse(NAME, _handle, _pre)
 
 
 def _market(ch: str, tick: dict, ts: int) -> BookUpdate:
@@ -178,3 +186,9 @@ def _symbol_from_text(text: str) -> str:
     # "market.btcusdt.mbp.refresh.20" / "invalid topic market.btcusdx.bbo"
     match = _SYMBOL_IN_TEXT.search(text)
     return match.group(1) if match else ""
+
+
+VENUE = Venue(NAME, DEFAULT_URL, "/ws", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
+              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
+              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
+              depth_is_delta=False, cross_channel_seq="")

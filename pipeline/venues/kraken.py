@@ -2,7 +2,9 @@
 
 Docs: https://docs.kraken.com/api/docs/websocket-v2/book,
 https://docs.kraken.com/api/docs/websocket-v2/ticker,
-https://docs.kraken.com/api/docs/guides/spot-ws-book-v2 (checksum guide)
+https://docs.kraken.com/api/docs/websocket-v2/instrument,
+https://docs.kraken.com/api/docs/websocket-v2/status,
+https://docs.kraken.com/exchange/guides/websockets/book-checksum-v2 (checksum guide)
 
 Channels (``wss://ws.kraken.com/v2``, native symbol ``BTC/USD``; v2 says
 BTC where v1 said XBT):
@@ -14,7 +16,20 @@ BTC where v1 said XBT):
        "bid":0.10025,"bid_qty":740.0,"ask":0.10035,"ask_qty":740.0,"last":0.10035,...,
        "timestamp":"2023-09-25T09:04:31.742648Z"}]}
 
-  Snapshot and update both carry the whole top of book.
+  Snapshot and update both carry the whole top of book. It is a ``weak``
+  source: the checksummed ``book`` is the top of book, the ticker only stands
+  in while the book is not synced.
+* ``instrument`` -- reference data of every pair, subscribed **first**::
+
+      {"channel":"instrument","type":"snapshot","data":{"assets":[...],"pairs":[
+       {"symbol":"BTC/USD","base":"BTC","quote":"USD","status":"online",
+        "qty_precision":8,"qty_increment":0.00000001,"price_precision":1,
+        "price_increment":0.1,"cost_precision":5,...}]}}
+
+  Each pair becomes an :class:`~pipeline.model.InstrumentSpec` (precisions
+  and ``status``: ``online``, ``cancel_only``, ``delisted``, ``limit_only``,
+  ``maintenance``, ``post_only``, ``reduce_only``, ``work_in_progress``; only
+  ``online`` is tradable for us). The book checksum needs the precisions.
 * ``book`` depth 10 -- a snapshot, then updates; qty 0 deletes; levels pushed
   out of the top 10 get no delete, so the book truncates to 10 after every
   message::
@@ -23,16 +38,28 @@ BTC where v1 said XBT):
        "asks":[{"price":1797.29,"qty":0.00000000},{"price":1797.52,"qty":1.56601318}],
        "checksum":3329440863,"timestamp":"2025-05-06T09:17:26.208075Z"}]}
 
-  ``checksum`` is a CRC32 of the top 10 asks then top 10 bids, each level's
-  price then qty **as text** without the ``.`` and leading zeros. Prices and
-  quantities are JSON numbers whose text carries the engine precision
-  (``1797.30``, ``0.80386470``): a float loses the trailing zeros, so
-  :func:`parse` lifts each level's number text from the raw frame and sends
-  it along (``bids_text``/``asks_text``) for :func:`checksum`. A snapshot may
-  have no ``timestamp``.
+  ``checksum`` is a CRC32 of the top 10 asks (low to high) then top 10 bids
+  (high to low), each level's price then qty formatted with the pair's
+  ``price_precision`` / ``qty_precision``, without the ``.`` and leading
+  zeros (the checksum guide; Kraken's sample client formats the same way from
+  a per-pair precision table). The wire text is not enough on its own: it
+  carries full precision only while Kraken prints it so (``1797.30``); a
+  re-serialized or shortest-form number (``63298``, ``5.1e-05``) breaks a
+  raw-text checksum. So :func:`parse` lifts each level's number text from the
+  raw frame (``bids_text``/``asks_text``, never through a float) and
+  :func:`checksum` formats it through ``Decimal`` to the pair's precision.
+  Until the ``instrument`` channel gave the precisions the book keeps the
+  row syncing. A snapshot may have no ``timestamp``.
+* ``status`` -- sent on connect and when the engine status changes:
+  ``system`` ``online`` / ``maintenance`` / ``cancel_only`` / ``post_only``
+  (the docs' list; ``limit_only`` is treated the same): anything but
+  ``online`` cannot match orders, so it becomes
+  ``TradingStatus(None, tradable=False)`` for the whole venue.
 
 Keepalive: the server sends ``{"channel":"heartbeat"}`` about once a second
-when nothing else was sent and closes an idle socket after ~1 minute; the
+when nothing else was sent (so it proves every subscribed book is unchanged:
+:class:`~pipeline.model.Liveness` for the connection) and closes an idle
+socket after ~1 minute; the
 client sends ``{"method":"ping","req_id":N}`` and gets ``{"method":"pong"}``.
 On connect a ``status`` message arrives (its ``connection_id`` exceeds
 2**63). Subscribe acks come one per symbol. Limit: ~150 connection attempts
@@ -42,12 +69,15 @@ from __future__ import annotations
 
 import re
 import zlib
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, Notice, Pong, SubscribeError
-from pipeline.venues._common import SHAPE_ERRORS, loads
+from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Pong, SubscribeError,
+                            TradingStatus)
+from pipeline.venues._common import Venue, make_parse
 from pipeline.venues.coinbase import rfc3339_ms
 
 NAME = "kraken"
@@ -65,15 +95,24 @@ _PAIR_IN_TEXT = re.compile(r"\b([A-Z0-9]{2,12}/[A-Z0-9]{2,12})\b")
 KEEPALIVE_FRAME = '{"method":"ping","req_id":1}'   # a constant id: the pong only needs to arrive
 
 
-def checksum(bids_text: list, asks_text: list) -> int:
-    """Kraken's CRC32 over the top levels, from each level's (price, qty) wire text, best first."""
-    parts = [p.replace(".", "").lstrip("0") + q.replace(".", "").lstrip("0")
-             for p, q in asks_text[:CHECKSUM_LEVELS]]
-    parts.extend(p.replace(".", "").lstrip("0") + q.replace(".", "").lstrip("0")
-                 for p, q in bids_text[:CHECKSUM_LEVELS])
+@lru_cache(maxsize=1 << 16)
+def _digits(text: str, decimals: int) -> str:
+    """One number as the checksum wants it: formatted to ``decimals``, no ".", no leading zeros."""
+    try:
+        fixed = format(Decimal(text), f".{decimals}f")
+    except InvalidOperation:
+        raise ValueError(f"not a number: {text!r}") from None
+    return fixed.replace(".", "").lstrip("0")
+
+
+def checksum(bids_text: list, asks_text: list, price_precision: int, qty_precision: int) -> int:
+    """Kraken's CRC32 over the top levels (best first), each number formatted to the pair's precision."""
+    parts = [_digits(p, price_precision) + _digits(q, qty_precision) for p, q in asks_text[:CHECKSUM_LEVELS]]
+    parts.extend(_digits(p, price_precision) + _digits(q, qty_precision) for p, q in bids_text[:CHECKSUM_LEVELS])
     return zlib.crc32("".join(parts).encode("ascii"))
 
 
+checksum.precision_required = True     # the book calls it with the pair's precisions (pipeline.book)
 CHECKSUM = checksum
 
 
@@ -94,8 +133,12 @@ def _request(method: str, channel: str, symbols: list[str]) -> str:
     return orjson.dumps({"method": method, "params": params}).decode()
 
 
+INSTRUMENT_SUBSCRIBE = '{"method":"subscribe","params":{"channel":"instrument","snapshot":true}}'
+
+
 def build_subscribe(symbols: list[str], depth: int) -> list[str]:
-    return [_request("subscribe", "ticker", symbols), _request("subscribe", "book", symbols)]
+    """``instrument`` first (the checksum needs the precisions), then ticker and book."""
+    return [INSTRUMENT_SUBSCRIBE, _request("subscribe", "ticker", symbols), _request("subscribe", "book", symbols)]
 
 
 def build_resubscribe(symbol: str, depth: int) -> list[str]:
@@ -110,38 +153,61 @@ def build_pong(token) -> str:
     raise NotImplementedError("Kraken does not ping clients; the client sends method ping")
 
 
-def parse(raw: bytes | str, recv_ns: int) -> list:
-    msg = loads(raw, NAME)
-    try:
-        channel = msg.get("channel")
-        if channel == "book":
-            return _book(msg, raw)
-        if channel == "ticker":
-            return [BookUpdate(d["symbol"], BBO, True, _one(d, "bid", "bid_qty"), _one(d, "ask", "ask_qty"),
-                               rfc3339_ms(d["timestamp"]) if d.get("timestamp") else 0) for d in msg["data"]]
-        if channel == "heartbeat":
-            return [Heartbeat()]
-        if channel == "status":
-            system = (msg.get("data") or [{}])[0].get("system", "online")
-            return [Heartbeat()] if system == "online" else [Notice(f"system status {system}")]
-        method = msg.get("method")
-        if method == "pong":
-            return [Pong()]
-        if (method == "subscribe" or method == "unsubscribe") and "success" in msg:
-            result = msg.get("result") or {}
-            symbol = result.get("symbol") or msg.get("symbol") or ""
-            if msg.get("success"):
-                return [Ack(symbol, result.get("channel", ""))] if method == "subscribe" else []
-            error = str(msg.get("error", f"{method} failed"))
-            if not symbol:
-                match = _PAIR_IN_TEXT.search(error)
-                symbol = match.group(1) if match else ""
-            return [SubscribeError(error, symbol)]
-    except ParseError:
-        raise
-    except SHAPE_ERRORS as exc:
-        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
-    raise ParseError("unknown_message", str(raw[:80]), NAME)
+CONNECTION_LIVE = Liveness(None)
+
+
+def _handle(msg: dict, raw) -> list | None:
+    channel = msg.get("channel")
+    if channel == "book":
+        return _book(msg, raw)
+    if channel == "ticker":
+        return [BookUpdate(d["symbol"], BBO, True, _one(d, "bid", "bid_qty"), _one(d, "ask", "ask_qty"),
+                           rfc3339_ms(d["timestamp"]) if d.get("timestamp") else 0, weak=True)
+                for d in msg["data"]]
+    if channel == "heartbeat":
+        return [CONNECTION_LIVE]
+    if channel == "status":
+        system = msg["data"][0]["system"]
+        if not isinstance(system, str):
+            raise ParseError("unknown_message", f"status system {system!r}", NAME)
+        return [TradingStatus(None, system == "online", system)]
+    if channel == "instrument":
+        return _instrument(msg)
+    method = msg.get("method")
+    if method == "pong":
+        return [Pong()]
+    if (method == "subscribe" or method == "unsubscribe") and "success" in msg:
+        result = msg.get("result") or {}
+        symbol = result.get("symbol") or msg.get("symbol") or ""
+        if msg.get("success"):
+            return [Ack(symbol, result.get("channel", ""))] if method == "subscribe" else []
+        error = str(msg.get("error", f"{method} failed"))
+        if not symbol:
+            match = _PAIR_IN_TEXT.search(error)
+            symbol = match.group(1) if match else ""
+        return [SubscribeError(error, symbol)]
+    return None
+
+
+parse = make_parse(NAME, _handle)
+
+
+def _instrument(msg: dict) -> list:
+    """Every pair of an ``instrument`` snapshot or update; one malformed pair rejects the frame."""
+    kind = msg["type"]
+    if kind != "snapshot" and kind != "update":
+        raise ParseError("unknown_message", f"instrument type {kind!r}", NAME)
+    out = []
+    for pair in msg["data"].get("pairs") or ():
+        price_dp = pair["price_precision"]
+        qty_dp = pair["qty_precision"]
+        status = pair["status"]
+        symbol = pair["symbol"]
+        if (type(price_dp) is not int or type(qty_dp) is not int or not 0 <= price_dp <= 18
+                or not 0 <= qty_dp <= 18 or not isinstance(status, str) or not isinstance(symbol, str)):
+            raise ParseError("unknown_message", f"instrument pair {str(pair)[:80]}", NAME)
+        out.append(InstrumentSpec(symbol, price_dp, qty_dp, status))
+    return out
 
 
 def _one(d: dict, px_key: str, qty_key: str) -> list[tuple[float, float]]:
@@ -187,3 +253,10 @@ def _level_text(section: bytes | None, expected: int) -> list[tuple[str, str]]:
         # price/qty in another order or shape: without the wire text the checksum cannot work
         raise ParseError("unknown_message", f"book level text: found {len(found)} of {expected}", NAME)
     return found
+
+
+VENUE = Venue(NAME, DEFAULT_URL, "/v2", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
+              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
+              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
+              depth_is_delta=True, cross_channel_seq="",
+              quirks=("shortest_numbers", "venue_status", "instrument_channel", "heartbeats"))

@@ -29,25 +29,50 @@ Channels (``wss://ws.okx.com:8443/ws/v5/public``, native symbol ``BTC-USDT``):
   unchanged book sends empty sides with ``prevSeqId == seqId``: the book
   ignores it as already applied. ``checksum`` is deprecated and fixed to 0:
   it is never passed on.
+* ``books-l2-tbt`` (400 levels) and ``books50-l2-tbt`` (50 levels) -- the same
+  push format as ``books`` every 10 ms, but only for logged-in VIP4+ users;
+  anyone else gets error 64003 (60011 without login), parsed into
+  :class:`~pipeline.model.ChannelNotPermitted` so the session falls back to
+  ``books``. ``build_subscribe(..., channel=...)`` picks the depth channel;
+  the docs forbid ``books`` and a tbt channel for one instrument on one
+  connection, so exactly one depth channel is subscribed per instrument.
+  ``build_login`` signs the login request (HMAC-SHA256 of
+  ``timestamp + "GET" + "/users/self/verify"``, base64); the reply is a
+  :class:`~pipeline.model.LoginResult`.
 * ``books5`` (5-level snapshot every 100 ms) and ``tickers`` (``bidPx/bidSz/
   askPx/askSz``; an absent side is ``""``) are understood too.
+
+Merging: "each ``instId`` has an unique set of sequence ID" (docs), shared by
+``bbo-tbt`` and the depth channels, so ``seqId`` is carried as ``xseq`` and
+the book overlays the top of book only when it is newer than the depth book.
+After a reset (``seqId < prevSeqId`` on the depth channel) the book re-arms the
+``bbo-tbt`` ids too; ``bbo-tbt`` has no ``prevSeqId`` and cannot announce its
+own reset, so the book also re-arms a top-of-book channel whose ids stay behind
+while the depth advances (that bbo-tbt resets with the instrument is inferred).
+The empty keep-alive update of an unchanged book is the exchange's liveness
+confirmation (the book reports it as UNCHANGED).
 
 Keepalive: the client sends the bare text ``ping`` when idle (the server
 drops a connection after 30 s without traffic) and gets the bare text
 ``pong`` back, not JSON. ``{"event":"notice","code":"64008"}`` announces a
-disconnect for a service upgrade 60 s ahead. Limits: 3 connections/s per IP,
+disconnect for a service upgrade 60 s ahead and asks users to "establish a new
+connection": a planned :class:`~pipeline.model.Notice` (make-before-break). Limits: 3 connections/s per IP,
 480 (un)subscribe requests per connection per hour, fewer than 30 deep book
 channels per connection advised.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, Pong, SubscribeError
-from pipeline.venues._common import SHAPE_ERRORS, levels, loads
+from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, ChannelNotPermitted, LoginResult, Notice, Pong,
+                            SubscribeError)
+from pipeline.venues._common import Venue, levels, make_parse
 
 NAME = "okx"
 DEFAULT_URL = "wss://ws.okx.com:8443/ws/v5/public"
@@ -58,8 +83,12 @@ MAX_SYMBOLS_PER_CONNECTION = 25       # one 400-level `books` channel each: unde
 BOOK_LEVELS = 400
 CHECKSUM = None                       # the `checksum` field is always 0 now
 CHECKSUM_LEVELS = 0
-DEPTH_CHANNEL = "books"
+DEPTH_CHANNEL = "books"              # public default
+DEPTH_CHANNELS = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}   # channel -> levels
+TBT_CHANNEL = "books50-l2-tbt"        # the tick-by-tick channel to ask for when logged in
 RECONNECT_NOTICE = "64008"
+NOT_PERMITTED = {"64003", "60011"}    # channel needs VIP4+ / needs login: fall back to `books`
+LOGIN_PATH = "/users/self/verify"
 
 _INST_IN_TEXT = re.compile(r'instId\W{1,6}([A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)')
 
@@ -69,23 +98,34 @@ def native_symbol(instrument: str) -> str:
     return f"{base}-{quote}"
 
 
-def channels(symbol: str) -> list[dict]:
-    return [{"channel": "bbo-tbt", "instId": symbol}, {"channel": DEPTH_CHANNEL, "instId": symbol}]
+def channels(symbol: str, channel: str = DEPTH_CHANNEL) -> list[dict]:
+    if channel not in DEPTH_CHANNELS:
+        raise ValueError(f"unknown OKX depth channel {channel!r}")
+    return [{"channel": "bbo-tbt", "instId": symbol}, {"channel": channel, "instId": symbol}]
 
 
 def build_url(url: str, symbols: list[str], depth: int) -> str:
     return url
 
 
-def build_subscribe(symbols: list[str], depth: int) -> list[str]:
-    args = [a for symbol in symbols for a in channels(symbol)]
+def build_subscribe(symbols: list[str], depth: int, channel: str = DEPTH_CHANNEL) -> list[str]:
+    """One subscribe request; ``channel`` is the depth channel (``books`` or a tbt channel after login)."""
+    args = [a for symbol in symbols for a in channels(symbol, channel)]
     return [orjson.dumps({"op": "subscribe", "args": args}).decode()]
 
 
-def build_resubscribe(symbol: str, depth: int) -> list[str]:
-    args = [{"channel": DEPTH_CHANNEL, "instId": symbol}]
+def build_resubscribe(symbol: str, depth: int, channel: str = DEPTH_CHANNEL) -> list[str]:
+    args = [{"channel": channel, "instId": symbol}]
     return [orjson.dumps({"op": "unsubscribe", "args": args}).decode(),
             orjson.dumps({"op": "subscribe", "args": args}).decode()]
+
+
+def build_login(api_key: str, secret: str, passphrase: str, timestamp_s: int) -> str:
+    """The login request (the caller passes the clock: Unix seconds)."""
+    message = f"{timestamp_s}GET{LOGIN_PATH}".encode()
+    sign = base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+    return orjson.dumps({"op": "login", "args": [{"apiKey": api_key, "passphrase": passphrase,
+                                                  "timestamp": str(timestamp_s), "sign": sign}]}).decode()
 
 
 def build_keepalive() -> str:
@@ -96,53 +136,71 @@ def build_pong(token) -> str:
     raise NotImplementedError("OKX does not ping clients; the client sends the text 'ping'")
 
 
-def parse(raw: bytes | str, recv_ns: int) -> list:
+def _pre(raw):
     if len(raw) <= 8:                     # the keepalive answer is the bare text `pong`, not JSON
         text = raw if isinstance(raw, str) else bytes(raw).decode("latin-1")
         if text.strip() == "pong":
-            return [Pong()]
-    msg = loads(raw, NAME)
-    try:
-        data = msg.get("data")
-        if data is not None:
-            arg = msg["arg"]
-            channel = arg["channel"]
-            if channel == DEPTH_CHANNEL:
-                return [_books(arg["instId"], msg["action"], d) for d in data]
-            if channel == "bbo-tbt" or channel == "books5":
-                chan = BBO if channel == "bbo-tbt" else DEPTH
-                return [BookUpdate(d.get("instId") or arg["instId"], chan, True, levels(d["bids"]),
-                                   levels(d["asks"]), int(d["ts"]), _opt_int(d.get("seqId"))) for d in data]
-            if channel == "tickers":
-                return [BookUpdate(d.get("instId") or arg["instId"], BBO, True, _side(d, "bidPx", "bidSz"),
-                                   _side(d, "askPx", "askSz"), int(d["ts"])) for d in data]
-            raise ParseError("unknown_message", f"channel {channel!r}", NAME)
-        event = msg.get("event")
-        if event == "subscribe":
-            arg = msg.get("arg") or {}
-            return [Ack(arg.get("instId", ""), arg.get("channel", ""))]
-        if event == "unsubscribe":
-            return []                     # the first half of a resubscribe; nothing to do
-        if event == "error":
-            text = str(msg.get("msg", ""))
-            arg = msg.get("arg") or {}
-            symbol = arg.get("instId") or _symbol_from_error(text)
-            return [SubscribeError(f"code {msg.get('code', '?')}: {text}", symbol)]
-        if event == "notice":
-            code = str(msg.get("code", ""))
-            return [Notice(f"code {code}: {msg.get('msg', '')}", reconnect=(code == RECONNECT_NOTICE))]
-    except ParseError:
-        raise
-    except SHAPE_ERRORS as exc:
-        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
-    raise ParseError("unknown_message", str(raw[:80]), NAME)
+            return raw, [Pong()]
+    return raw, None
+
+
+_LOGIN_ERRORS = {"60004", "60005", "60006", "60007", "60009", "60024", "60031", "63999"}
+
+
+def _handle(msg: dict, raw) -> list | None:
+    data = msg.get("data")
+    if data is not None:
+        arg = msg["arg"]
+        channel = arg["channel"]
+        if channel in DEPTH_CHANNELS:
+            return [_books(arg["instId"], msg["action"], d) for d in data]
+        if channel == "bbo-tbt" or channel == "books5":
+            chan = BBO if channel == "bbo-tbt" else DEPTH
+            out = []
+            for d in data:
+                seq = _opt_int(d.get("seqId"))
+                out.append(BookUpdate(d.get("instId") or arg["instId"], chan, True, levels(d["bids"]),
+                                      levels(d["asks"]), int(d["ts"]), seq, xseq=seq))
+            return out
+        if channel == "tickers":
+            return [BookUpdate(d.get("instId") or arg["instId"], BBO, True, _side(d, "bidPx", "bidSz"),
+                               _side(d, "askPx", "askSz"), int(d["ts"]), weak=True) for d in data]
+        raise ParseError("unknown_message", f"channel {channel!r}", NAME)
+    event = msg.get("event")
+    if event == "subscribe":
+        arg = msg.get("arg") or {}
+        return [Ack(arg.get("instId", ""), arg.get("channel", ""))]
+    if event == "unsubscribe":
+        return []                         # the first half of a resubscribe; nothing to do
+    if event == "login":
+        code = str(msg.get("code", "0"))
+        return [LoginResult(code == "0", code, str(msg.get("msg", "")))]
+    if event == "error":
+        code = str(msg.get("code", "?"))
+        text = str(msg.get("msg", ""))
+        arg = msg.get("arg") or {}
+        symbol = arg.get("instId") or _symbol_from_error(text)
+        if code in NOT_PERMITTED:
+            channel = arg.get("channel") or next((c for c in DEPTH_CHANNELS if c in text and c != "books"), "")
+            return [ChannelNotPermitted(symbol, channel, code, text)]
+        if code in _LOGIN_ERRORS:
+            return [LoginResult(False, code, text)]
+        return [SubscribeError(f"code {code}: {text}", symbol)]
+    if event == "notice":
+        code = str(msg.get("code", ""))
+        planned = code == RECONNECT_NOTICE
+        return [Notice(f"code {code}: {msg.get('msg', '')}", reconnect=planned, planned=planned)]
+    return None
+
+
+parse = make_parse(NAME, _handle, _pre)
 
 
 def _books(symbol: str, action: str, d: dict) -> BookUpdate:
     seq = _opt_int(d.get("seqId"))        # absent in 2022-05 captures: nothing to check then
     ts = int(d["ts"])
     if action == "snapshot":
-        return BookUpdate(symbol, DEPTH, True, levels(d["bids"]), levels(d["asks"]), ts, seq)
+        return BookUpdate(symbol, DEPTH, True, levels(d["bids"]), levels(d["asks"]), ts, seq, xseq=seq)
     if action != "update":
         raise ParseError("unknown_message", f"books action {action!r}", NAME)
     prev = _opt_int(d.get("prevSeqId"))
@@ -151,7 +209,7 @@ def _books(symbol: str, action: str, d: dict) -> BookUpdate:
     # seq <= last and ignores it (or reports a gap if we had fallen behind seqId).
     restart = seq is not None and prev is not None and seq < prev
     return BookUpdate(symbol, DEPTH, False, levels(d["bids"]), levels(d["asks"]), ts, seq,
-                      None if restart else prev, restart=restart)
+                      None if restart else prev, restart=restart, xseq=seq)
 
 
 def _opt_int(value) -> int | None:
@@ -170,3 +228,10 @@ def _symbol_from_error(text: str) -> str:
     # 'Invalid request: {"op": "subscribe", "argss":[{ "channel" : "books", "instId" : "BTC-USD-191227"}]}'
     match = _INST_IN_TEXT.search(text)
     return match.group(1) if match else ""
+
+
+VENUE = Venue(NAME, DEFAULT_URL, "/ws/v5/public", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
+              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
+              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
+              depth_is_delta=True, cross_channel_seq="seqId",
+              quirks=("late_depth", "sequence_reset", "planned_disconnect", "tbt_refused"))

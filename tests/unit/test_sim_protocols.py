@@ -16,7 +16,8 @@ import pytest
 
 from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, Ping, Pong, SequenceMark, SubscribeError
+from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Ping, Pong, SequenceMark,
+                            SubscribeError, TradingStatus)
 from pipeline.sim.protocols import load_protocol
 from pipeline.venues import VENUES, load_venue
 
@@ -88,22 +89,33 @@ def random_walk(seed: int, steps: int = 20, levels: int = 10):
     return books
 
 
-def subscribe(venue, proto, symbol: str, seq: Sequence) -> None:
+def subscribe(venue, proto, symbol: str, seq: Sequence) -> list:
+    """Subscribe as the client does; returns the reference data (Kraken instrument specs) to hand to the book."""
     events = seq.strip(parse_all(venue, proto.on_connect()))
-    assert all(isinstance(e, Heartbeat) for e in events)     # Kraken's status message; nothing elsewhere
+    assert events == ([TradingStatus(None, True, "online")] if venue.NAME == "kraken" else []), events
+    specs = []
     for frame in venue.build_subscribe([symbol], SHOWN):
         events = seq.strip(parse_all(venue, proto.on_message(frame)))
+        specs += [e for e in events if isinstance(e, InstrumentSpec)]
+        events = [e for e in events if not isinstance(e, InstrumentSpec)]
         assert events and all(isinstance(e, Ack) for e in events), events
-    assert set(proto.subscriptions) == {(symbol, BBO), (symbol, DEPTH)}
+    # Coinbase: level2 only, the top of book is the book's own (W4)
+    expected = {(symbol, DEPTH)} if venue.NAME == "coinbase" else {(symbol, BBO), (symbol, DEPTH)}
+    assert set(proto.subscriptions) == expected
+    return specs
 
 
 @pytest.mark.parametrize("name", VENUES)
 def test_subscribe_and_random_walk_round_trip(name):
     venue, proto, symbol = setup(name)
     seq = Sequence()
-    subscribe(venue, proto, symbol, seq)
+    specs = subscribe(venue, proto, symbol, seq)
     book = InstrumentBook(symbol, depth=SHOWN, keep_levels=venue.BOOK_LEVELS, checksum=venue.CHECKSUM,
                           checksum_levels=venue.CHECKSUM_LEVELS or 10)
+    for spec in specs:
+        book.apply(spec)
+    if name == "kraken":
+        assert specs == [InstrumentSpec(symbol, DECIMALS, 8, "online")]
     outcomes = set()
     for step, (bids, asks) in enumerate(random_walk(seed=VENUES.index(name))):
         ts = T0 + step * 100
@@ -191,11 +203,11 @@ def test_kraken_status_ping_heartbeat_and_checksum_text():
     for frame in venue.build_subscribe([symbol], SHOWN):
         proto.on_message(frame)
     assert proto.keepalive(T0) == []                     # the acks were sent in the last second
-    assert parse_all(venue, proto.keepalive(T0)) == [Heartbeat()]
+    assert parse_all(venue, proto.keepalive(T0)) == [Liveness(None)]
     frame = proto.render(symbol, DEPTH, [(3200.1, 0.5)], [(3200.2, 1.25)], T0)[0]
     assert '{"price":3200.10,"qty":0.50000000}' in frame and '"timestamp":"2026-09-21T' in frame
     update = venue.parse(frame, 0)[0]
-    assert update.checksum == venue.checksum(update.bids_text, update.asks_text)
+    assert update.checksum == venue.checksum(update.bids_text, update.asks_text, DECIMALS, 8)
     assert proto.keepalive(T0) == []                     # book data went out: no heartbeat
 
 
@@ -204,8 +216,8 @@ def test_coinbase_heartbeats_and_sequence():
     seq = Sequence()
     assert proto.keepalive(T0) == []                     # heartbeats not subscribed
     subscribe(venue, proto, symbol, seq)
-    acks = seq.strip(parse_all(venue, proto.on_message(venue.build_subscribe([symbol], SHOWN)[2])))
+    acks = seq.strip(parse_all(venue, proto.on_message(venue.build_subscribe([symbol], SHOWN)[1])))
     assert Ack("", "heartbeats") in acks                 # the whole subscription set, again
     for _ in range(3):
-        assert seq.strip(parse_all(venue, proto.keepalive(T0))) == [Heartbeat()]
-    assert seq.last == 6
+        assert seq.strip(parse_all(venue, proto.keepalive(T0))) == [Liveness(None)]
+    assert seq.last == 5                                 # 2 subscriptions + 1 again + 3 heartbeats, from 0

@@ -37,6 +37,45 @@ def test_depth_snapshot_then_deltas_through_the_book():
     assert asks[0] == (65114.3, 10.488)
 
 
+def test_cross_sequence_orders_orderbook_1_against_orderbook_50():
+    """W1 on real 2023 BTCUSDT frames: depth seq 4281282229 is newer than L1 seq 4281281875, whatever the arrival."""
+    bbo = fixture_lines("bybit", "bbo.jsonl")
+    depth = fixture_lines("bybit", "depth.jsonl")
+    [l1] = bybit.parse(bbo[1], 0)
+    [snap] = bybit.parse(depth[1], 0)
+    assert (l1.xseq, snap.xseq) == (4281281875, 4281282229)
+    book = InstrumentBook("BTCUSDT", depth=2, keep_levels=bybit.BOOK_LEVELS)
+    assert book.apply(bybit.parse(bbo[0], 0)[0]) is Outcome.CHANGED
+    assert book.apply(snap) is Outcome.CHANGED
+    assert book.apply(l1) is Outcome.CHANGED              # arrives last, but was generated earlier
+    bids, asks = book.compose()
+    assert bids[0] == (28162.57, 0.07562) and asks[0] == (28162.58, 0.506829)   # the depth book's top
+
+
+def test_restart_u1_rearms_the_top_of_book_ids():
+    """T3: after u == 1 (service restart) the top-of-book channel is not stuck behind its old ids."""
+    book = InstrumentBook("BTCUSDT", depth=2, keep_levels=50)
+
+    def msg(levels, kind, u, seq, bid):
+        return bybit.parse('{"topic":"orderbook.%d.BTCUSDT","ts":1,"type":"%s","data":{"s":"BTCUSDT",'
+                           '"b":[["%s","1"]],"a":[["101","1"]],"u":%d,"seq":%d},"cts":1}'
+                           % (levels, kind, bid, u, seq), 0)[0]
+
+    book.apply(msg(50, "snapshot", 500, 9000, "99"))
+    book.apply(msg(1, "snapshot", 800, 9001, "99.5"))
+    restart = msg(50, "snapshot", 1, 10, "98")
+    assert restart.restart and book.apply(restart) is Outcome.CHANGED
+    assert book.apply(msg(1, "snapshot", 2, 11, "98.5")) is Outcome.CHANGED
+    assert book.compose()[0][0] == (98.5, 1.0)
+
+
+def test_unchanged_resend_is_a_liveness_confirmation():
+    [first] = bybit.parse(fixture_lines("bybit", "bbo.jsonl")[0], 0)
+    book = InstrumentBook("BTCUSDT", depth=1)
+    assert book.apply(first) is Outcome.CHANGED
+    assert book.apply(first) is Outcome.UNCHANGED         # the 3 s re-send with the same u
+
+
 def test_a_skipped_update_id_is_a_gap():
     lines = fixture_lines("bybit", "depth.jsonl")
     book = InstrumentBook("BTCUSDT", depth=5, keep_levels=50)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, Heartbeat, SequenceMark, SubscribeError
+from pipeline.model import BBO, DEPTH, Ack, Heartbeat, Liveness, SequenceMark, SubscribeError
 from pipeline.venues import coinbase
 from tests.conftest import FIXTURES as SHARED, fixture_lines
 
@@ -50,6 +50,27 @@ def test_ticker_real_2026():
     assert (u.bids, u.asks) == ([(1919.46, 0.0328824)], [(1919.49, 0.07384676)])
 
 
+def test_ticker_is_weak_and_never_overrides_a_synced_level2_book():
+    book = InstrumentBook("ETH-USD", depth=2)
+    [snap] = marked(lines("at_level2.jsonl")[1], 21)
+    assert book.apply(snap) is Outcome.CHANGED
+    [ticker] = marked(lines("at_ticker.jsonl")[1], 7)
+    assert ticker.weak
+    assert book.apply(ticker) is Outcome.CHANGED
+    bids, asks = book.compose()
+    assert bids[0] == (1919.44, 0.02858092) and asks[0] == (1919.49, 0.07814824)   # level2, not 1919.42
+
+
+def test_level2_event_time_with_trimmed_fraction_digits():
+    raw = (b'{"channel":"l2_data","timestamp":"2026-08-09T21:05:49.000000001Z","sequence_num":4,"events":[{'
+           b'"type":"update","product_id":"ETH-USD","updates":[{"side":"bid","event_time":"2026-08-09T21:05:48.35Z",'
+           b'"price_level":"1","new_quantity":"1"},{"side":"bid","event_time":"2026-08-09T21:05:48.351Z",'
+           b'"price_level":"2","new_quantity":"1"},{"side":"bid","event_time":"2026-08-09T21:05:48Z",'
+           b'"price_level":"3","new_quantity":"1"}]}]}')
+    [u] = marked(raw, 4)
+    assert u.exch_ts_ms == 1786309548351
+
+
 def test_ticker_docs_example():
     [u] = marked(lines("at_ticker.jsonl")[0], 0)
     assert (u.symbol, u.bids, u.asks) == ("BTC-USD", [(21931.98, 8000.21)], [(21933.98, 8038.07770938)])
@@ -61,7 +82,8 @@ def test_level2_full_book_snapshot():
     line = lines("at_level2.jsonl")[1]
     [u] = marked(line, 21)
     assert (u.symbol, u.channel, u.snapshot) == ("ETH-USD", DEPTH, True)
-    assert (u.seq, u.prev_seq, u.exch_ts_ms) == (None, None, 1786309548618)
+    # L4: the engine's event_time (21:05:48.35161Z), not the envelope send time (21:05:48.618125631Z)
+    assert (u.seq, u.prev_seq, u.exch_ts_ms) == (None, None, 1786309548351)
     assert u.bids[:4] == [(1919.44, 0.02858092), (1919.43, 0.05050291), (1919.42, 1.43358917), (1919.41, 1.1531)]
     assert u.asks[:3] == [(1919.49, 0.07814824), (1919.5, 0.03274658), (1919.51, 0.05050291)]
     assert len(u.bids) == line.count('"side":"bid"') and len(u.asks) == line.count('"side":"offer"')
@@ -74,7 +96,7 @@ def test_level2_update_offer_is_ask():
     assert (u.symbol, u.channel, u.snapshot) == ("ETH-USD", DEPTH, False)
     assert u.bids == [(1679.53, 0.05972024)]
     assert u.asks == [(1921.5, 0.0948519)]
-    assert (u.seq, u.prev_seq, u.exch_ts_ms) == (None, None, 1786309548629)
+    assert (u.seq, u.prev_seq, u.exch_ts_ms) == (None, None, 1786309548559)   # event_time, not 48.629
     [u] = marked(level2[2], 22)
     assert u.bids == [(1918.55, 0.00000131), (1917.95, 1.1531), (1917.35, 0.0)] and u.asks == []
 
@@ -104,8 +126,9 @@ def test_level2_through_book():
 # ---------------------------------------------------------------- control
 def test_heartbeats_and_subscriptions():
     recv = lines("at_control_recv.jsonl")
-    assert marked(recv[0], 0) == [Heartbeat()]           # docs: heartbeat_counter as a string
-    assert marked(recv[6], 35) == [Heartbeat()]          # live: an integer
+    # an in-sequence heartbeat proves every book of the connection current (L5)
+    assert marked(recv[0], 0) == [Liveness(None)]        # docs: heartbeat_counter as a string
+    assert marked(recv[6], 35) == [Liveness(None)]       # live: an integer
     assert marked(recv[1], 2) == [Ack("BTC-USD", "market_trades"), Ack("ETH-USD", "market_trades")]
     acks = marked(recv[5], 26)
     assert Ack("", "heartbeats") in acks
@@ -153,7 +176,8 @@ def test_exchange_feed_lines():
 
 def test_build_subscribe_matches_capture():
     assert coinbase.native_symbol("BTC/USD") == "BTC-USD"
-    assert coinbase.build_subscribe(["BTC-USD", "ETH-USD"], 5) == lines("at_control_sent.jsonl")[2:5]
+    # W4: level2 and heartbeats only; the ticker (trades only) never feeds the top of book
+    assert coinbase.build_subscribe(["BTC-USD", "ETH-USD"], 5) == lines("at_control_sent.jsonl")[3:5]
     assert coinbase.build_resubscribe("BTC-USD", 5) == [
         '{"type":"unsubscribe","product_ids":["BTC-USD"],"channel":"level2"}',
         '{"type":"subscribe","product_ids":["BTC-USD"],"channel":"level2"}']

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import partial
 
 import ast
+import zlib
 from pathlib import Path
 
 import orjson
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, Notice, Pong, SubscribeError
+from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Pong, SubscribeError,
+                            TradingStatus)
 from pipeline.venues import kraken
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
@@ -36,9 +38,43 @@ lines = partial(fixture_lines, "kraken")
 one = partial(single_book_update, kraken)
 
 
-def new_book() -> InstrumentBook:
-    return InstrumentBook("ETH/USD", depth=10, keep_levels=kraken.BOOK_LEVELS, checksum=kraken.CHECKSUM,
+# ccxt/ccxt ts/src/test/static/ws/kraken.json, watchOrderBook "spot orderbook depth 10" (BTC/USD, 2026-08-12),
+# minified; the recording was re-serialized (63298 without ".0", 5.1e-05), as JSON serializers print numbers
+BTC_SNAPSHOT = (
+    '{"channel":"book","type":"snapshot","data":[{"symbol":"BTC/USD","bids":['
+    '{"price":63299.4,"qty":0.00209987},{"price":63298.7,"qty":5.1e-05},{"price":63298.1,"qty":0.05742569},'
+    '{"price":63298,"qty":0.01534518},{"price":63297.8,"qty":0.504238},{"price":63297.7,"qty":0.78991808},'
+    '{"price":63296.7,"qty":1.27336513},{"price":63295.8,"qty":0.56593064},{"price":63295.7,"qty":0.78994295},'
+    '{"price":63295.5,"qty":5.1e-05}],"asks":['
+    '{"price":63299.5,"qty":0.4388201},{"price":63303.3,"qty":0.05742569},{"price":63303.4,"qty":0.78984756},'
+    '{"price":63305,"qty":5.1e-05},{"price":63305.4,"qty":0.03159716},{"price":63305.5,"qty":0.789821},'
+    '{"price":63306,"qty":0.0789929},{"price":63307,"qty":0.31581476},{"price":63307.8,"qty":0.06},'
+    '{"price":63308,"qty":0.00650419}],"checksum":1490766955,"timestamp":"2026-08-12T19:28:08.631028Z"}]}')
+BTC_UPDATE = ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":63296.7,"qty":0},'
+              '{"price":63294.6,"qty":0.31581476}],"asks":[],"checksum":1153589921,'
+              '"timestamp":"2026-08-12T19:28:09.140448Z"}]}')
+
+# the documented instrument message shape (docs.kraken.com/api/docs/websocket-v2/instrument), trimmed
+INSTRUMENT = ('{"channel":"instrument","type":"snapshot","data":{"assets":[{"id":"USD","status":"enabled",'
+              '"precision":4,"precision_display":2,"borrowable":true,"collateral_value":1.0,"margin_rate":0.025}],'
+              '"pairs":[{"symbol":"BTC/USD","base":"BTC","quote":"USD","status":"online","qty_precision":8,'
+              '"qty_increment":0.00000001,"price_precision":1,"cost_precision":5,"marginable":true,"has_index":true,'
+              '"cost_min":0.5,"tick_size":0.1,"price_increment":0.1,"qty_min":0.0001},'
+              '{"symbol":"ETH/USD","base":"ETH","quote":"USD","status":"online","qty_precision":8,'
+              '"qty_increment":0.00000001,"price_precision":2,"cost_precision":5,"marginable":true,"has_index":true,'
+              '"cost_min":0.5,"tick_size":0.01,"price_increment":0.01,"qty_min":0.001},'
+              '{"symbol":"MATIC/USD","base":"MATIC","quote":"USD","status":"cancel_only","qty_precision":8,'
+              '"qty_increment":0.00000001,"price_precision":4,"cost_precision":5,"marginable":false,'
+              '"has_index":true,"cost_min":0.5,"tick_size":0.0001,"price_increment":0.0001,"qty_min":5}]}}')
+SPECS = {s.symbol: s for s in kraken.parse(INSTRUMENT, 0)}
+
+
+def new_book(symbol: str = "ETH/USD", spec: bool = True) -> InstrumentBook:
+    book = InstrumentBook(symbol, depth=10, keep_levels=kraken.BOOK_LEVELS, checksum=kraken.CHECKSUM,
                           checksum_levels=kraken.CHECKSUM_LEVELS)
+    if spec:
+        book.apply(SPECS[symbol])
+    return book
 
 
 # ---------------------------------------------------------------- ticker
@@ -58,10 +94,10 @@ def test_book_snapshot_keeps_wire_text():
     assert u.bids == [(float(p), float(q)) for p, q in ETH_BIDS_TEXT]
     assert u.asks == [(float(p), float(q)) for p, q in ETH_ASKS_TEXT]
     assert (u.checksum, u.exch_ts_ms, u.seq, u.prev_seq) == (2606672715, 0, None, None)   # no timestamp
-    assert kraken.checksum(u.bids_text, u.asks_text) == 2606672715
-    # the trap: float text loses trailing zeros (1797.30 -> 1797.3) and breaks the checksum
+    assert kraken.checksum(u.bids_text, u.asks_text, 2, 8) == 2606672715
+    # float text loses trailing zeros (1797.30 -> 1797.3); formatting to the pair's precision restores them
     assert kraken.checksum([(repr(p), repr(q)) for p, q in u.bids],
-                           [(repr(p), repr(q)) for p, q in u.asks]) != 2606672715
+                           [(repr(p), repr(q)) for p, q in u.asks], 2, 8) == 2606672715
 
 
 def test_book_update_text():
@@ -90,9 +126,9 @@ def test_tampered_quantity_fails_the_checksum():
     assert book.apply(one(snap)) == Outcome.CHANGED
     assert book.apply(one(upd.replace("1.56601318", "1.56601319"))) == Outcome.CHECKSUM
     assert book.checksum_failures == 1 and book.state == RowStatus.RESYNCING
-    # same number, different text: still a mismatch (the text is what Kraken hashes)
+    # same number, shorter text: the same checksum (numbers are hashed at the pair's precision)
     book = new_book()
-    assert book.apply(one(snap.replace('"qty":4.21870000', '"qty":4.2187'))) == Outcome.CHECKSUM
+    assert book.apply(one(snap.replace('"qty":4.21870000', '"qty":4.2187'))) == Outcome.CHANGED
 
 
 def test_book_truncates_to_ten_before_checksum():
@@ -104,25 +140,111 @@ def test_book_truncates_to_ten_before_checksum():
     asks = sorted(ETH_ASKS_TEXT + [inserted], key=lambda lv: float(lv[0]))[:10]
     msg = orjson.loads(upd)
     msg["data"][0]["asks"] = []
-    msg["data"][0]["checksum"] = kraken.checksum(ETH_BIDS_TEXT, asks)
+    msg["data"][0]["checksum"] = kraken.checksum(ETH_BIDS_TEXT, asks, 2, 8)
     raw = orjson.dumps(msg).replace(b'"asks":[]', b'"asks":[{"price":1797.26,"qty":1.00000000}]')
     assert book.apply(one(raw)) == Outcome.CHANGED
     assert book.compose()[1][-1] == (1797.48, 3.11556555)
 
 
-def test_docs_example_needs_padding():
-    """The docs' MATIC/USD JSON lost trailing zeros: only re-padded text reproduces its checksums."""
+def test_docs_example_checksums_at_the_pair_precision():
+    """The docs' MATIC/USD JSON lost trailing zeros: its checksums hold at 4 dp price / 8 dp qty."""
     snap, upd = (one(line) for line in lines("book.jsonl")[:2])
     assert snap.symbol == "MATIC/USD" and snap.bids_text[6] == ("0.566", "18097.1547")
-    assert kraken.checksum(snap.bids_text, snap.asks_text) != 2439117997
-
-    def pad(levels):
-        return [(f"{float(p):.4f}", f"{float(q):.8f}") for p, q in levels]
-
-    assert kraken.checksum(pad(snap.bids_text), pad(snap.asks_text)) == snap.checksum == 2439117997
+    assert kraken.checksum(snap.bids_text, snap.asks_text, 4, 8) == snap.checksum == 2439117997
+    assert kraken.checksum(snap.bids_text, snap.asks_text, 3, 8) != 2439117997
     assert (upd.bids, upd.asks, upd.checksum) == ([(0.5657, 1098.3947558)], [], 2114181697)
-    bids = pad(snap.bids_text[:9] + upd.bids_text)
-    assert kraken.checksum(bids, pad(snap.asks_text)) == 2114181697
+    book = new_book("MATIC/USD")
+    assert book.apply(snap) is Outcome.CHANGED and book.apply(upd) is Outcome.CHANGED
+    assert book.checksum_failures == 0
+    assert book.state == RowStatus.HALTED and book.halted == "pair cancel_only"   # the pair cannot match
+
+
+def test_shortest_and_exponent_numbers_checksum_at_the_pair_precision():
+    """T1 on the ccxt BTC/USD recording: 63298 and 5.1e-05 hashed as 632980 / 5100 (1 dp, 8 dp)."""
+    snap = one(BTC_SNAPSHOT)
+    assert snap.bids_text[1] == ("63298.7", "5.1e-05") and snap.bids_text[3] == ("63298", "0.01534518")
+    assert snap.bids[1] == (63298.7, 5.1e-05)
+    raw_text_rule = zlib.crc32("".join(p.replace(".", "").lstrip("0") + q.replace(".", "").lstrip("0")
+                                       for p, q in snap.asks_text + snap.bids_text).encode())
+    assert raw_text_rule != 1490766955                   # what the wire-text rule did: never LIVE
+    assert kraken.checksum(snap.bids_text, snap.asks_text, 1, 8) == 1490766955
+    book = new_book("BTC/USD")
+    assert book.apply(snap) is Outcome.CHANGED
+    assert book.apply(one(BTC_UPDATE)) is Outcome.CHANGED
+    assert book.checksum_failures == 0 and book.state == RowStatus.LIVE
+    assert book.compose()[0][-1] == (63294.6, 0.31581476)
+
+
+def test_rows_stay_syncing_until_the_precisions_are_known():
+    book = new_book("BTC/USD", spec=False)
+    assert book.apply(one(BTC_SNAPSHOT)) is Outcome.CHANGED
+    assert book.state == RowStatus.SYNCING and book.checksum_failures == 0   # kept, not verified, not LIVE
+    book.apply(one('{"channel":"ticker","type":"snapshot","data":[{"symbol":"BTC/USD","bid":63299.4,'
+                   '"bid_qty":1.0,"ask":63299.5,"ask_qty":1.0,"timestamp":"2026-08-12T19:28:08.7Z"}]}'))
+    assert book.state == RowStatus.SYNCING                 # not even through the ticker
+    assert book.apply(SPECS["BTC/USD"]) is Outcome.STATUS
+    # known now, the book not verified yet: the ticker stands in, one level
+    assert book.state == RowStatus.LIVE and book.compose() == ([(63299.4, 1.0)], [(63299.5, 1.0)])
+    assert book.apply(one(BTC_UPDATE)) is Outcome.CHANGED  # the first matching checksum
+    assert book.state == RowStatus.LIVE and len(book.compose()[0]) == 10
+
+
+def test_without_a_ticker_the_row_waits_for_a_verified_book():
+    book = new_book("BTC/USD", spec=False)
+    book.apply(one(BTC_SNAPSHOT))
+    assert book.apply(SPECS["BTC/USD"]) is Outcome.IGNORED and book.state == RowStatus.SYNCING
+    assert book.apply(one(BTC_UPDATE)) is Outcome.CHANGED and book.state == RowStatus.LIVE
+
+
+def test_a_precision_change_asks_for_a_resubscribe():
+    book = new_book("BTC/USD")
+    book.apply(one(BTC_SNAPSHOT))
+    assert book.state == RowStatus.LIVE
+    assert book.apply(InstrumentSpec("BTC/USD", 1, 8, "online")) is Outcome.IGNORED      # same precisions
+    assert book.apply(InstrumentSpec("BTC/USD", 2, 8, "online")) is Outcome.RESUBSCRIBE
+    assert book.state == RowStatus.RESYNCING and book.compose() == ([], [])
+    assert book.precision == (2, 8)
+
+
+def test_instrument_channel():
+    specs = kraken.parse(INSTRUMENT, 0)
+    assert specs == [InstrumentSpec("BTC/USD", 1, 8, "online"), InstrumentSpec("ETH/USD", 2, 8, "online"),
+                     InstrumentSpec("MATIC/USD", 4, 8, "cancel_only")]
+    for broken in (INSTRUMENT.replace('"price_precision":1,', ''), INSTRUMENT.replace('"qty_precision":8', '"qty_precision":"8"', 1),
+                   INSTRUMENT.replace('"status":"online"', '"status":null', 1), INSTRUMENT.replace('"type":"snapshot"', '"type":"x"')):
+        with pytest.raises(ParseError) as exc:
+            kraken.parse(broken, 0)
+        assert exc.value.reason == "unknown_message"
+    ack = ('{"method":"subscribe","req_id":79,"result":{"channel":"instrument","snapshot":true,"warnings":'
+           '["tick_size is deprecated, use price_increment"]},"success":true,"time_in":"2023-09-26T16:49:20.962586Z",'
+           '"time_out":"2023-09-26T16:49:20.962630Z"}')
+    assert kraken.parse(ack, 0) == [Ack("", "instrument")]
+
+
+def test_pair_status_holds_and_releases_the_row():
+    book = new_book("BTC/USD")
+    book.apply(one(BTC_SNAPSHOT))
+    assert book.apply(InstrumentSpec("BTC/USD", 1, 8, "maintenance")) is Outcome.STATUS
+    assert book.state == RowStatus.HALTED and book.halted == "pair maintenance"
+    assert book.apply(one(BTC_UPDATE)) is Outcome.CHANGED and book.state == RowStatus.HALTED
+    assert book.apply(InstrumentSpec("BTC/USD", 1, 8, "online")) is Outcome.STATUS
+    assert book.state == RowStatus.LIVE
+
+
+def test_ticker_only_stands_in_while_the_book_is_not_synced():
+    """W4: the checksummed book is the top of book; the ticker never overrides it."""
+    book = new_book("BTC/USD")
+    ticker = one('{"channel":"ticker","type":"update","data":[{"symbol":"BTC/USD","bid":63300.1,"bid_qty":1.0,'
+                 '"ask":63300.2,"ask_qty":1.0,"last":63300.1,"timestamp":"2026-08-12T19:28:09.2Z"}]}')
+    assert ticker.weak
+    book.apply(ticker)
+    assert book.compose() == ([(63300.1, 1.0)], [(63300.2, 1.0)]) and book.state == RowStatus.LIVE
+    book.apply(one(BTC_SNAPSHOT))
+    book.apply(ticker)
+    assert book.compose()[0][0] == (63299.4, 0.00209987) and book.state == RowStatus.LIVE
+    assert book.apply(one(BTC_UPDATE.replace("1153589921", "1"))) is Outcome.CHECKSUM
+    book.apply(ticker)                                    # book discarded: the ticker stands in again
+    assert book.compose() == ([(63300.1, 1.0)], [(63300.2, 1.0)]) and book.state == RowStatus.LIVE
 
 
 def test_level_text_in_unexpected_layout_is_refused():
@@ -138,11 +260,15 @@ def test_control_messages():
     assert kraken.parse(ack, 0) == [Ack("MATIC/USD", "book")]
     assert kraken.parse(ack2, 0) == [Ack("ETH/USD", "book")]
     assert kraken.parse(pong, 0) == [Pong()]
-    assert kraken.parse(heartbeat, 0) == [Heartbeat()]
-    assert kraken.parse(status, 0) == [Heartbeat()]          # connection_id 13834774380200032777 > 2**63
+    assert kraken.parse(heartbeat, 0) == [Liveness(None)]   # sent only when nothing else was: books current
+    online = TradingStatus(None, True, "online")
+    assert kraken.parse(status, 0) == [online]          # connection_id 13834774380200032777 > 2**63
     huge = status.replace("13834774380200032777", str(2 ** 70))
-    assert kraken.parse(huge.encode(), 0) == [Heartbeat()]
-    assert kraken.parse(status.replace('"online"', '"maintenance"'), 0) == [Notice("system status maintenance")]
+    assert kraken.parse(huge.encode(), 0) == [online]
+    for system in ("maintenance", "cancel_only", "post_only", "limit_only"):
+        assert kraken.parse(status.replace('"online"', f'"{system}"'), 0) == [TradingStatus(None, False, system)]
+    with pytest.raises(ParseError):
+        kraken.parse('{"channel":"status","type":"update","data":[{"api_version":"v2"}]}', 0)
     unsub = b'{"method":"unsubscribe","result":{"channel":"book","depth":10,"symbol":"ETH/USD"},"success":true}'
     assert kraken.parse(unsub, 0) == []
 
@@ -158,10 +284,11 @@ def test_subscribe_errors():
 def test_build_subscribe_matches_docs_shapes():
     sent = [orjson.loads(line) for line in lines("control_sent.jsonl")]
     assert kraken.native_symbol("BTC/USD") == "BTC/USD"
-    ticker, book = kraken.build_subscribe(["ALGO/USD", "MATIC/USD"], 10)
+    instrument, ticker, book = kraken.build_subscribe(["ALGO/USD", "MATIC/USD"], 10)
+    assert orjson.loads(instrument) == {"method": "subscribe", "params": {"channel": "instrument", "snapshot": True}}
     assert book == '{"method":"subscribe","params":{"channel":"book","symbol":["ALGO/USD","MATIC/USD"],"depth":10}}'
     assert orjson.loads(book) == {**sent[0], "params": {**sent[0]["params"], "depth": 10}}
-    ticker_only_algo = kraken.build_subscribe(["ALGO/USD"], 5)[0]
+    ticker_only_algo = kraken.build_subscribe(["ALGO/USD"], 5)[1]
     assert ticker_only_algo == '{"method":"subscribe","params":{"channel":"ticker","symbol":["ALGO/USD"],' \
                                '"event_trigger":"bbo"}}'
     assert orjson.loads(ticker_only_algo) == {**sent[1], "params": {**sent[1]["params"], "event_trigger": "bbo"}}

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, Notice, Pong, SubscribeError
+from pipeline.board.layout import RowStatus
+from pipeline.model import BBO, DEPTH, Ack, ChannelNotPermitted, LoginResult, Notice, Pong, SubscribeError
 from pipeline.venues import okx
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
@@ -41,6 +42,111 @@ def test_bbo_tbt_with_seq_id():
     assert u.bids == [(111.05, 57745.0)]
     assert u.asks == [(111.06, 55154.0)]
     assert (u.exch_ts_ms, u.seq, u.prev_seq, u.checksum) == (1670324386802, 363996337, None, None)
+
+
+def test_bbo_tbt_and_books_carry_seq_id_as_cross_channel_id():
+    assert one(lines("bbo.jsonl")[0]).xseq == 363996337
+    snap = one(lines("books.jsonl")[0])
+    assert snap.xseq == snap.seq
+
+
+def test_late_books_never_override_a_newer_bbo_tbt():
+    """W1: books seqId 10 -> bbo-tbt seqId 12 -> books update seqId 11 delivered late keeps bbo-tbt's top."""
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    assert book.apply(one(books_msg("snapshot", -1, 10, bids=[("100.0", "1", "0", "1"), ("99", "2", "0", "1")],
+                                    asks=[("101", "1", "0", "1")]))) is Outcome.CHANGED
+    bbo = orjson.dumps({"arg": {"channel": "bbo-tbt", "instId": "BTC-USDT"}, "data": [{
+        "asks": [["101", "1", "0", "1"]], "bids": [["99.5", "3", "0", "1"]], "ts": "1597026383300", "seqId": 12}]})
+    assert book.apply(one(bbo)) is Outcome.CHANGED
+    assert book.apply(one(books_msg("update", 10, 11, bids=[("100.0", "1.5", "0", "1")]))) is Outcome.CHANGED
+    assert book.compose()[0] == [(99.5, 3.0), (99.0, 2.0)]
+    assert book.apply(one(books_msg("update", 11, 13, bids=[("100.0", "0", "0", "0")]))) is Outcome.CHANGED
+    assert book.compose()[0] == [(99.0, 2.0)]                   # books seqId 13 is newer than bbo-tbt 12
+
+
+def _bbo(seq: int, ts: int, bid: str = "99.5") -> bytes:
+    return orjson.dumps({"arg": {"channel": "bbo-tbt", "instId": "BTC-USDT"}, "data": [{
+        "asks": [["101", "1", "0", "1"]], "bids": [[bid, "3", "0", "1"]], "ts": str(ts), "seqId": seq}]})
+
+
+def test_sequence_reset_on_books_rearms_bbo_tbt():
+    """T3: after books resets (prev 1002 -> seqId 5) bbo-tbt ids 6, 7 are taken, not ignored."""
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
+    book.apply(one(_bbo(1001, 1597026383000)))
+    book.apply(one(books_msg("update", 1000, 1002, bids=[("98", "1", "0", "1")])))
+    reset = one(books_msg("update", 1002, 5, bids=[("98", "2", "0", "1")]))
+    assert reset.restart and reset.prev_seq is None
+    assert book.apply(reset) is Outcome.CHANGED and book.sequence_resets == 1
+    assert book.apply(one(_bbo(6, 1597026384000, "99.6"))) is Outcome.CHANGED
+    assert book.apply(one(_bbo(7, 1597026384010, "99.7"))) is Outcome.CHANGED
+    assert book.compose()[0][0] == (99.7, 3.0) and book.state == RowStatus.LIVE
+    assert book.stuck_channels == 0
+
+
+def test_a_stuck_bbo_channel_is_rearmed_and_counted():
+    """T3: bbo-tbt resets on its own (no prevSeqId to say so); older ids for > 1 s while books advances."""
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
+    book.apply(one(_bbo(5000, 1597026383000)))
+    assert book.apply(one(_bbo(10, 1597026383100, "99.1"))) is Outcome.IGNORED
+    book.apply(one(books_msg("update", 1000, 1001, bids=[("98", "1", "0", "1")])))
+    assert book.apply(one(_bbo(11, 1597026383600, "99.2"))) is Outcome.IGNORED      # 0.5 s: still waiting
+    assert book.apply(one(_bbo(12, 1597026384100, "99.3"))) is Outcome.CHANGED      # 1.0 s: re-armed
+    assert book.stuck_channels == 1
+    assert book.apply(one(_bbo(13, 1597026384110, "99.4"))) is Outcome.CHANGED
+    assert book.bbo.bids.level == [(99.4, 3.0)]
+
+
+def test_an_older_bbo_alone_is_not_called_stuck():
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
+    book.apply(one(_bbo(5000, 1597026383000)))
+    for k in range(3):                                   # depth did not move: a late frame, not a reset
+        assert book.apply(one(_bbo(10 + k, 1597026383000 + 2000 * (k + 1)))) is Outcome.IGNORED
+    assert book.stuck_channels == 0
+
+
+@pytest.mark.parametrize("channel, levels", [("books-l2-tbt", 400), ("books50-l2-tbt", 50)])
+def test_tick_by_tick_channels_decode_like_books(channel, levels):
+    for line, action in zip(lines("books.jsonl")[:2], ("snapshot", "update")):
+        msg = orjson.loads(line)
+        msg["arg"]["channel"] = channel
+        u = one(orjson.dumps(msg))
+        ref = one(line)
+        assert (u.symbol, u.channel, u.snapshot, u.bids, u.asks, u.seq, u.prev_seq) == (
+            ref.symbol, DEPTH, action == "snapshot", ref.bids, ref.asks, ref.seq, ref.prev_seq)
+    assert okx.DEPTH_CHANNELS[channel] == levels
+    [frame] = okx.build_subscribe(["BTC-USDT"], 5, channel=channel)
+    assert orjson.loads(frame)["args"] == [{"channel": "bbo-tbt", "instId": "BTC-USDT"},
+                                           {"channel": channel, "instId": "BTC-USDT"}]
+    assert '"books"' not in frame                        # never books and a tbt channel for one instId
+    unsub, sub = okx.build_resubscribe("BTC-USDT", 5, channel=channel)
+    assert channel in unsub and channel in sub
+
+
+def test_login_and_channel_refusals():
+    assert okx.parse(b'{"event":"login","code":"0","msg":"","connId":"a4d3ae55"}', 0) == [LoginResult(True, "0", "")]
+    assert okx.parse(b'{"event":"error","code":"60009","msg":"Login failed.","connId":"a4d3ae55"}', 0) == [
+        LoginResult(False, "60009", "Login failed.")]
+    refused = okx.parse(b'{"event":"error","code":"64003","msg":"Your trading fee tier does not meet the '
+                        b'requirement to access this channel","arg":{"channel":"books50-l2-tbt","instId":"BTC-USDT"},'
+                        b'"connId":"a4d3ae55"}', 0)
+    assert refused == [ChannelNotPermitted("BTC-USDT", "books50-l2-tbt", "64003", "Your trading fee tier does not "
+                                           "meet the requirement to access this channel")]
+    [login] = okx.parse(b'{"event":"error","msg":"Please log in","code":"60011"}', 0)   # cryptofeed #845, 2022
+    assert isinstance(login, ChannelNotPermitted) and login.code == "60011"
+
+
+def test_build_login_signs_timestamp_get_verify_path():
+    import base64
+    import hashlib
+    import hmac
+    frame = orjson.loads(okx.build_login("key", "secret", "pass", 1538054050))
+    [arg] = frame["args"]
+    expected = base64.b64encode(hmac.new(b"secret", b"1538054050GET/users/self/verify", hashlib.sha256).digest())
+    assert frame["op"] == "login" and arg == {"apiKey": "key", "passphrase": "pass", "timestamp": "1538054050",
+                                              "sign": expected.decode()}
 
 
 def test_bbo_tbt_2022_without_seq_id():
@@ -193,10 +299,11 @@ def test_control_messages():
     [err] = okx.parse(error, 0)
     assert isinstance(err, SubscribeError)
     assert err.symbol == "BTC-USD-191227" and err.message.startswith("code 60012: Invalid request")
+    # C1: 64008 is an announced (planned) disconnect: make-before-break
     assert okx.parse(notice, 0) == [Notice("code 64008: The connection will soon be closed for a service "
-                                           "upgrade. Please reconnect.", reconnect=True)]
+                                           "upgrade. Please reconnect.", reconnect=True, planned=True)]
     other = okx.parse(b'{"event":"notice","code":"64009","msg":"x"}', 0)
-    assert other == [Notice("code 64009: x", reconnect=False)]
+    assert other == [Notice("code 64009: x", reconnect=False, planned=False)]
     assert okx.parse(b'{"event":"unsubscribe","arg":{"channel":"books","instId":"BTC-USDT"}}', 0) == []
 
 

@@ -1,7 +1,32 @@
 """Shared pieces of the simulated exchange protocols."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipeline.model import BBO, DEPTH
+
+QUIRK_NAMES = ("shortest_numbers", "late_depth", "resend_unchanged")
+
+
+@dataclass
+class Quirks:
+    """Real-venue behaviours the simulator can switch on (config ``simulator.quirks``).
+
+    Each applies only to the venues that have it; the others ignore it.
+    One-shot events (sequence resets, status changes, shutdown notices) are
+    methods of :class:`pipeline.sim.server.ExchangeServer` instead.
+    """
+
+    shortest_numbers: bool = False   # kraken: numbers as JSON serializers print them (63298, 5.1e-05), dust deep in the book
+    late_depth: bool = False         # binance/bybit/okx: each depth message goes out one step late, after a newer top of book
+    resend_unchanged: bool = False   # bybit: an unchanged orderbook.1 is re-sent with the same u (as every 3 s live)
+
+    @classmethod
+    def named(cls, names) -> "Quirks":
+        unknown = set(names) - set(QUIRK_NAMES)
+        if unknown:
+            raise ValueError(f"unknown simulator quirks: {sorted(unknown)}")
+        return cls(**{name: True for name in names})
 
 
 class SimProtocol:
@@ -22,6 +47,9 @@ class SimProtocol:
         self.decimals = decimals or {}                        # native symbol -> price decimals
         self.known_symbols: set[str] | None = None            # None: accept any symbol
         self.sent_books: dict[str, tuple[list, list]] = {}    # last depth book rendered per symbol
+        self.quirks = Quirks()                                # the server shares its switches with every connection
+        self.reset_next: set[str] = set()                     # symbols whose sequence resets on the next depth render
+        self._late: dict[str, list] = {}                      # late_depth: the depth frames held back one step
 
     # -- hooks ------------------------------------------------------------
     def on_connect(self) -> list:
@@ -36,16 +64,38 @@ class SimProtocol:
     def keepalive(self, now_ms: int) -> list:
         return []
 
+    def render_shutdown(self, now_ms: int) -> list:
+        """Frames announcing a planned disconnect (Binance ``serverShutdown``, OKX 64008), or []."""
+        return []
+
+    def render_status(self, system: str) -> list:
+        """Frames announcing the venue's trading status (Kraken ``status``), or []."""
+        return []
+
+    def render_pair(self, symbol: str, status: str, price_precision: int | None = None) -> list:
+        """Frames announcing one pair's status / precision (Kraken ``instrument`` update), or []."""
+        return []
+
+    def late(self, symbol: str, frames: list) -> list:
+        """``late_depth``: send the previous step's depth frames now and keep these for the next step."""
+        if not self.quirks.late_depth:
+            return frames
+        held = self._late.pop(symbol, [])
+        self._late[symbol] = frames
+        return held
+
     # -- helpers ----------------------------------------------------------
     def subscribe(self, symbol: str, channel: int) -> None:
         self.subscriptions[(symbol, channel)] = None
         if channel == DEPTH:
             self.sent_books.pop(symbol, None)        # a (re)subscription starts with a snapshot
+            self._late.pop(symbol, None)
 
     def unsubscribe(self, symbol: str, channel: int) -> None:
         self.subscriptions.pop((symbol, channel), None)
         if channel == DEPTH:
             self.sent_books.pop(symbol, None)
+            self._late.pop(symbol, None)
 
     def accepts(self, symbol: str) -> bool:
         return self.known_symbols is None or symbol in self.known_symbols
@@ -80,4 +130,4 @@ def _changes(old: list, new: list) -> list:
     return out
 
 
-__all__ = ["SimProtocol", "BBO", "DEPTH"]
+__all__ = ["SimProtocol", "Quirks", "QUIRK_NAMES", "BBO", "DEPTH"]

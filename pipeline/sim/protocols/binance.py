@@ -1,4 +1,10 @@
-"""Simulated Binance spot combined-stream endpoint (``/stream``)."""
+"""Simulated Binance spot combined-stream endpoint (``/stream``).
+
+bookTicker ``u`` and partial depth ``lastUpdateId`` come from one counter (one
+order book). Quirks: ``late_depth`` sends every depth snapshot one step late,
+after a bookTicker with a higher ``u`` (what the merge by id must survive);
+:meth:`Protocol.render_shutdown` is the combined-stream ``serverShutdown``.
+"""
 from __future__ import annotations
 
 import orjson
@@ -44,6 +50,9 @@ class Protocol(SimProtocol):
             return f"{symbol.lower()}@bookTicker"
         return f"{symbol.lower()}@depth{self.depth_levels.get(symbol, 5)}@100ms"
 
+    def render_shutdown(self, now_ms: int) -> list:
+        return [orjson.dumps({"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": now_ms}}).decode()]
+
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
         self.update_id += 1
         px = self.fmt_px
@@ -55,4 +64,5 @@ class Protocol(SimProtocol):
             data = {"lastUpdateId": self.update_id,
                     "bids": [[px(symbol, p), self.fmt_qty(q)] for p, q in bids[:n]],
                     "asks": [[px(symbol, p), self.fmt_qty(q)] for p, q in asks[:n]]}
-        return [orjson.dumps({"stream": self._stream(symbol, channel), "data": data}).decode()]
+        frames = [orjson.dumps({"stream": self._stream(symbol, channel), "data": data}).decode()]
+        return frames if channel == BBO else self.late(symbol, frames)

@@ -1,4 +1,12 @@
-"""Simulated Bybit v5 public spot endpoint (``/v5/public/spot``)."""
+"""Simulated Bybit v5 public spot endpoint (``/v5/public/spot``).
+
+``u`` counts per topic, ``seq`` (the cross sequence) once for both topics, so
+``orderbook.1`` and ``orderbook.50`` can be ordered by ``seq``. Quirks:
+``late_depth`` (every orderbook.50 message one step late), ``resend_unchanged``
+(an unchanged orderbook.1 re-sent with the same ``u``, as Bybit does every
+3 s), and a service restart (``reset_next``): the next orderbook.50 message is
+a snapshot with ``u`` 1 and both topics count again from 1.
+"""
 from __future__ import annotations
 
 import uuid
@@ -17,6 +25,7 @@ class Protocol(SimProtocol):
         self.conn_id = str(uuid.UUID(int=0x5EED))
         self.update_ids: dict[tuple[str, int], int] = {}
         self.seq = 4_000_000_000
+        self.last_top: dict[str, tuple] = {}
 
     def on_message(self, frame) -> list:
         try:
@@ -53,6 +62,17 @@ class Protocol(SimProtocol):
 
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
         key = (symbol, channel)
+        restart = channel == DEPTH and symbol in self.reset_next
+        if restart:
+            self.reset_next.discard(symbol)
+            self.update_ids.pop((symbol, BBO), None)
+            self.update_ids[key] = 0
+            self.sent_books.pop(symbol, None)               # u == 1 is a snapshot
+        if channel == BBO and self.quirks.resend_unchanged:
+            top = (tuple(bids[:1]), tuple(asks[:1]))
+            if self.last_top.get(symbol) == top and key in self.update_ids:
+                self.update_ids[key] -= 1                   # the same u again: nothing new
+            self.last_top[symbol] = top
         u = self.update_ids.get(key, 0) + 1
         self.update_ids[key] = u
         self.seq += 1
@@ -66,4 +86,5 @@ class Protocol(SimProtocol):
                "data": {"s": symbol, "b": [[px(symbol, p), qty(q)] for p, q in b],
                         "a": [[px(symbol, p), qty(q)] for p, q in a], "u": u, "seq": self.seq},
                "cts": ts_ms}
-        return [orjson.dumps(msg).decode()]
+        frames = [orjson.dumps(msg).decode()]
+        return frames if channel == BBO else self.late(symbol, frames)

@@ -16,24 +16,53 @@ Real behaviours reproduced:
   JSON numbers, ``timestamp`` RFC3339 with microseconds.
 * ``book``: a snapshot then updates of the changed levels (qty 0 deletes);
   levels pushed out of the subscribed depth get no delete (the client
-  truncates). Prices carry the pair's decimals and quantities 8 decimals
-  **as JSON number text with trailing zeros** (``1797.30``), so the level
-  JSON is written by hand, and ``checksum`` is the CRC32 of that exact text
-  over the top 10 after the message (``pipeline.venues.kraken.checksum``).
+  truncates). By default prices carry the pair's decimals and quantities 8
+  decimals **as JSON number text with trailing zeros** (``1797.30``), so the
+  level JSON is written by hand. With the ``shortest_numbers`` quirk numbers
+  are printed as JSON serializers print floats (``63298``, ``5.1e-05``) and
+  the quantities of levels 6-10 are dust, so exponent forms occur. Either way
+  ``checksum`` is computed the documented way: each number formatted to the
+  pair's ``price_precision`` / ``qty_precision``, ``.`` and leading zeros
+  removed, top 10 asks then top 10 bids, CRC32 (done here from the numbers,
+  independently of the client's code).
+* ``instrument``: ``{"method":"subscribe","params":{"channel":"instrument"}}``
+  is acknowledged and answered with a snapshot of every known pair
+  (``price_precision`` = the pair's decimals, ``qty_precision`` 8,
+  ``status`` online); :meth:`Protocol.render_pair` pushes an ``update`` for
+  one pair (a status or precision change).
+* :meth:`Protocol.render_status` pushes a ``status`` update (``maintenance``,
+  ``cancel_only``, ...).
 """
 from __future__ import annotations
 
 import random
 import time
+import zlib
 
 import orjson
 
 from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
-from pipeline.venues.kraken import checksum
 
 CHANNELS = {"ticker": BBO, "book": DEPTH}
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 CHECKSUM_LEVELS = 10
+QTY_PRECISION = 8
+DUST_FROM_LEVEL = 5          # shortest_numbers: levels from here on get dust quantities (exponent form)
+
+
+def documented_checksum(bids: list, asks: list, price_dp: int, qty_dp: int) -> int:
+    """The book-checksum guide's CRC32, from the numbers (not from any text)."""
+    def digits(value: float, dp: int) -> str:
+        return f"{value:.{dp}f}".replace(".", "").lstrip("0")
+    text = "".join(digits(p, price_dp) + digits(q, qty_dp) for p, q in asks[:CHECKSUM_LEVELS])
+    text += "".join(digits(p, price_dp) + digits(q, qty_dp) for p, q in bids[:CHECKSUM_LEVELS])
+    return zlib.crc32(text.encode("ascii"))
+
+
+def shortest(value: float) -> str:
+    """A float as JSON serializers print it: shortest repr, no ``.0`` on integers, exponent when small."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
 
 
 def rfc3339_us(us: int) -> str:
@@ -56,6 +85,8 @@ class Protocol(SimProtocol):
         self.depth: dict[str, int] = {}
         self.last_top: dict[str, tuple] = {}
         self.quiet = True                      # nothing sent since the last heartbeat tick
+        self.price_precision: dict[str, int] = {}   # announced changes; default: the pair's decimals
+        self.instrument = False                # subscribed to the instrument channel
 
     def on_connect(self) -> list:
         self.quiet = False
@@ -81,6 +112,13 @@ class Protocol(SimProtocol):
                                 "time_in": time_in, "time_out": _now()}])
         params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
         name = params.get("channel")
+        if name == "instrument":
+            self.instrument = method == "subscribe"
+            ack = {**head, "result": {"channel": "instrument", "snapshot": True}, "success": True,
+                   "time_in": time_in, "time_out": _now()}
+            if method != "subscribe" or params.get("snapshot") is False:
+                return self._sent([ack])
+            return self._sent([ack, self._instrument("snapshot", self._pairs())])
         symbols = params.get("symbol")
         depth = params.get("depth", 10)
         problem = (f"Channel {name} not supported" if name not in CHANNELS else
@@ -118,9 +156,55 @@ class Protocol(SimProtocol):
         quiet, self.quiet = self.quiet, True
         return ['{"channel":"heartbeat"}'] if quiet and self.subscriptions else []
 
+    # -- reference data and status ------------------------------------------
+    def precision(self, symbol: str) -> int:
+        return self.price_precision.get(symbol, self.decimals.get(symbol, 2))
+
+    def _pair(self, symbol: str, status: str = "online") -> dict:
+        dp = self.precision(symbol)
+        base, _, quote = symbol.partition("/")
+        return {"symbol": symbol, "base": base, "quote": quote, "status": status, "qty_precision": QTY_PRECISION,
+                "qty_increment": 10.0 ** -QTY_PRECISION, "price_precision": dp, "cost_precision": 5,
+                "marginable": False, "has_index": True, "cost_min": 0.5, "price_increment": 10.0 ** -dp,
+                "qty_min": 0.0001}
+
+    def _pairs(self) -> list:
+        symbols = sorted(self.known_symbols if self.known_symbols is not None else self.decimals)
+        return [self._pair(symbol) for symbol in symbols]
+
+    def _instrument(self, kind: str, pairs: list) -> dict:
+        assets = sorted({a for p in pairs for a in (p["base"], p["quote"])})
+        return {"channel": "instrument", "type": kind,
+                "data": {"assets": [{"id": a, "status": "enabled", "precision": 8, "precision_display": 5,
+                                     "borrowable": False, "collateral_value": 0.0, "margin_rate": 0.0}
+                                    for a in assets], "pairs": pairs}}
+
+    def render_pair(self, symbol: str, status: str, price_precision: int | None = None) -> list:
+        if price_precision is not None:
+            self.price_precision[symbol] = price_precision
+        if not self.instrument:
+            return []
+        return self._sent([self._instrument("update", [self._pair(symbol, status)])])
+
+    def render_status(self, system: str) -> list:
+        status = {"api_version": "v2", "connection_id": self.connection_id, "system": system, "version": "2.0.0"}
+        return self._sent([{"channel": "status", "data": [status], "type": "update"}])
+
+    # -- market data --------------------------------------------------------
+    def _num(self, value: float, dp: int) -> str:
+        return shortest(round(value, dp)) if self.quirks.shortest_numbers else f"{value:.{dp}f}"
+
     def _levels(self, symbol: str, levels: list) -> tuple[list, str]:
-        text = [(self.fmt_px(symbol, p), f"{q:.8f}") for p, q in levels]
+        dp = self.precision(symbol)
+        text = [(self._num(p, dp), self._num(q, QTY_PRECISION)) for p, q in levels]
         return text, ",".join(f'{{"price":{p},"qty":{q}}}' for p, q in text)
+
+    def _dust(self, levels: list) -> list:
+        """shortest_numbers: deep levels get quantities below 1e-4 (printed in exponent form)."""
+        if not self.quirks.shortest_numbers:
+            return levels
+        return [(p, round(q * 1e-5, QTY_PRECISION) or 1e-8) if i >= DUST_FROM_LEVEL else (p, q)
+                for i, (p, q) in enumerate(levels)]
 
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
         sym = orjson.dumps(symbol).decode()
@@ -137,12 +221,12 @@ class Protocol(SimProtocol):
                     (p, q), = self._levels(symbol, side[:1])[0]
                     fields.append(f'"{key}":{p},"{key}_qty":{q}')
             if bids:
-                fields.append(f'"last":{self.fmt_px(symbol, bids[0][0])}')
+                fields.append(f'"last":{self._num(bids[0][0], self.precision(symbol))}')
             fields.append(f'"timestamp":"{stamp}"')
             kind = "snapshot" if previous is None else "update"
             self.quiet = False
             return [f'{{"channel":"ticker","type":"{kind}","data":[{{{",".join(fields)}}}]}}']
-        snapshot, bid_changes, ask_changes = self.depth_delta(symbol, bids, asks)
+        snapshot, bid_changes, ask_changes = self.depth_delta(symbol, self._dust(bids), self._dust(asks))
         depth = self.depth.get(symbol, 10)
         if not snapshot and depth == CHECKSUM_LEVELS:       # levels pushed out of scope get no delete
             new_bids, new_asks = self.sent_books[symbol]
@@ -153,8 +237,7 @@ class Protocol(SimProtocol):
         if not snapshot and not bid_changes and not ask_changes:
             return []
         top_bids, top_asks = self.sent_books[symbol]
-        crc = checksum(self._levels(symbol, top_bids[:CHECKSUM_LEVELS])[0],
-                       self._levels(symbol, top_asks[:CHECKSUM_LEVELS])[0])
+        crc = documented_checksum(top_bids, top_asks, self.precision(symbol), QTY_PRECISION)
         kind = "snapshot" if snapshot else "update"
         self.quiet = False
         return [f'{{"channel":"book","type":"{kind}","data":[{{"symbol":{sym},'

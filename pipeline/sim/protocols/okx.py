@@ -18,6 +18,14 @@ Real behaviours reproduced:
 * An unchanged book gets the empty keep-alive update (``prevSeqId == seqId``,
   empty sides). OKX sends it after ~60 s without change; the simulator sends
   it on every market step where the book did not change, so the path is used.
+* ``books-l2-tbt`` / ``books50-l2-tbt`` are refused with error 64003 (the
+  simulator has no VIP4 users); ``{"op":"login"}`` is answered
+  ``{"event":"login","code":"0"}`` without checking the signature.
+* Quirks: ``late_depth`` (every ``books`` message one step late, after a newer
+  ``bbo-tbt``); a sequence reset (``reset_next``): the instrument's ``seqId``
+  restarts from a small number, seen on ``books`` as ``seqId < prevSeqId``
+  and on ``bbo-tbt`` only as lower ids; :meth:`Protocol.render_shutdown` is
+  notice 64008.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import orjson
 from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
 
 CHANNELS = {"bbo-tbt": BBO, "books": DEPTH}
+TBT_CHANNELS = ("books-l2-tbt", "books50-l2-tbt")
 
 
 def _trim(text: str) -> str:
@@ -56,16 +65,24 @@ class Protocol(SimProtocol):
             msg = orjson.loads(text)
             op = msg["op"]
             args = msg["args"]
-            if op not in ("subscribe", "unsubscribe") or not isinstance(args, list):
+            if op not in ("subscribe", "unsubscribe", "login") or not isinstance(args, list):
                 raise ValueError(op)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return [self._dump({"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}",
                                 "connId": self.conn_id})]
+        if op == "login":
+            return [self._dump({"event": "login", "code": "0", "msg": "", "connId": self.conn_id})]
         replies = []
         for arg in args:
             channel = arg.get("channel") if isinstance(arg, dict) else None
             inst = arg.get("instId") if isinstance(arg, dict) else None
             head = {"id": msg["id"]} if "id" in msg else {}
+            if channel in TBT_CHANNELS and op == "subscribe":
+                replies.append(self._dump({**head, "event": "error", "code": "64003",
+                                           "msg": "Your trading fee tier doesn't meet the requirement to access "
+                                                  "this channel", "arg": {"channel": channel, "instId": inst},
+                                           "connId": self.conn_id}))
+                continue
             if channel not in CHANNELS or not inst or not self.accepts(inst):
                 replies.append(self._dump({**head, "event": "error", "code": "60018",
                                            "msg": f"Wrong URL or channel:{channel},instId:{inst} doesn't exist. "
@@ -100,6 +117,10 @@ class Protocol(SimProtocol):
         self.seq[symbol] = seq
         return seq
 
+    def render_shutdown(self, now_ms: int) -> list:
+        return [self._dump({"event": "notice", "code": "64008", "msg": "The connection will soon be closed for a "
+                            "service upgrade. Please reconnect.", "connId": self.conn_id})]
+
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
         if channel == BBO:
             top = (tuple(bids[:1]), tuple(asks[:1]))
@@ -111,6 +132,9 @@ class Protocol(SimProtocol):
             return [self._dump({"arg": {"channel": "bbo-tbt", "instId": symbol}, "data": [data]})]
         snapshot, bid_changes, ask_changes = self.depth_delta(symbol, bids, asks)
         prev = self.book_seq.get(symbol)
+        if symbol in self.reset_next and not snapshot and prev is not None:
+            self.reset_next.discard(symbol)
+            self.seq[symbol] = random.randint(1, 9)        # maintenance: the instrument's ids start again
         if snapshot or prev is None:
             action, prev_id, seq = "snapshot", -1, self._next_seq(symbol)
         elif not bid_changes and not ask_changes:
@@ -120,4 +144,5 @@ class Protocol(SimProtocol):
         self.book_seq[symbol] = seq
         data = {"asks": self._levels(symbol, ask_changes), "bids": self._levels(symbol, bid_changes),
                 "ts": str(ts_ms), "checksum": 0, "prevSeqId": prev_id, "seqId": seq}
-        return [self._dump({"arg": {"channel": "books", "instId": symbol}, "action": action, "data": [data]})]
+        return self.late(symbol, [self._dump({"arg": {"channel": "books", "instId": symbol}, "action": action,
+                                              "data": [data]})])
