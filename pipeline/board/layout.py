@@ -40,6 +40,7 @@ class RowStatus(enum.IntEnum):
     DISCONNECTED = 5   # connection lost, reconnecting
     CROSSED = 6        # book crossed or locked: not tradable until it uncrosses
     REJECTED = 7       # the exchange refused the subscription
+    HALTED = 8         # the exchange says it cannot trade now (maintenance, cancel-only, pair halted): book kept, not tradable
 
 
 class SkipReason(enum.IntEnum):
