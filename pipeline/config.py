@@ -124,6 +124,7 @@ class SimulatorConfig:
     start_prices: tuple[tuple[str, float], ...] = ()
     random_dislocations: bool = True
     scripted_dislocations: tuple["ScriptedDislocation", ...] = ()
+    quirks: tuple[str, ...] = ()           # real-venue behaviours to imitate (pipeline.sim.protocols.base.QUIRK_NAMES)
 
 
 @dataclass(frozen=True)
@@ -470,7 +471,21 @@ def _simulator_schema(available):
         "start_prices": None,
         "random_dislocations": _boolean,
         "scripted_dislocations": _scripted,
+        "quirks": _sim_quirks,
     }
+
+
+def _sim_quirks(value, path, problems):
+    from pipeline.sim.protocols.base import QUIRK_NAMES
+    if not isinstance(value, list):
+        problems.add(path, f"must be a list of quirk names ({', '.join(QUIRK_NAMES)}), got {value!r}")
+        return _BAD
+    ok = True
+    for i, name in enumerate(value):
+        if name not in QUIRK_NAMES:
+            problems.add(f"{path}[{i}]", f"unknown quirk {name!r} (known: {', '.join(QUIRK_NAMES)})")
+            ok = False
+    return tuple(value) if ok else _BAD
 
 
 SCRIPTED_SCHEMA = {
