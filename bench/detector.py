@@ -84,9 +84,10 @@ class Rig:
         """Every quote must be tradable, or the benchmark would time the cheap early exits instead."""
         from pipeline.detector.rules import untradable_reason
         det = self.detector
-        key = next(iter(det.rows_of))
+        key = next(iter(det.universe.rows_of))
         now = time.time_ns()
-        reasons = {q.venue: untradable_reason(q, now, det.staleness_ns) for q in det.quotes(key).values()}
+        reasons = {q.venue: untradable_reason(q, now, det.engine.staleness_ns)
+                   for q in det.view.quotes(key).values()}
         if any(reasons.values()) or len(reasons) != len(self.config.venues):
             raise RuntimeError(f"bench quotes are not all tradable: {reasons}")
 
@@ -98,7 +99,14 @@ class Rig:
     def one_pass(self) -> int:
         """One loop of Detector.run while there is work; returns the changed instruments."""
         det = self.detector
-        if hasattr(det, "changed"):
+        if hasattr(det, "view"):
+            dirty = det.view.changed()
+            if dirty:
+                seen_ns = time.time_ns()
+                for key, rows in dirty.items():
+                    det.evaluate(key, seen_ns, rows)
+            return len(dirty)
+        if hasattr(det, "changed"):                            # before the scan/engine split
             dirty = det.changed()
             if dirty:
                 seen_ns = time.time_ns()

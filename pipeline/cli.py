@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "top": "pipeline.console.app:main",
     "report": "pipeline.runreport:main",
     "doctor": "pipeline.doctor:main",
+    "recording": "pipeline.recording.cli:main",
+    "replay": "pipeline.replay:main",
 }
 
 

@@ -792,8 +792,40 @@ def _bridge_subscribe(raw, path, problems, available, known_venues, own_box):
     return tuple(out) if ok else None
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a YAML config file. Raises ConfigError naming the problem."""
+def apply_overrides(raw: Any, overrides) -> Any:
+    """``overrides``: ``"detector.threshold_bps=5"`` strings; each value is read as YAML (so ``5`` is a
+    number, ``[5, 20]`` a list). Raises ConfigError naming a malformed one."""
+    problems = _Problems()
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.add(key or text, f"override must look like section.key=value, got {text!r}")
+            continue
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            problems.add(key, f"override value is not valid YAML: {value!r}")
+            continue
+        node = raw if isinstance(raw, dict) else {}
+        parts = key.split(".")
+        for n, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                problems.add(".".join(parts[:n + 1]), "is not a section, cannot override inside it")
+                break
+            node = child
+        else:
+            node[parts[-1]] = parsed
+    if problems.items:
+        raise ConfigError(problems.items)
+    return raw
+
+
+def load_config(path: str | os.PathLike, overrides=()) -> Config:
+    """Read and validate a YAML config file, with ``section.key=value`` overrides applied first.
+    Raises ConfigError naming the problem."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -808,4 +840,6 @@ def load_config(path: str | os.PathLike) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([("", f"{path}: invalid YAML{where}: {problem}")]) from None
+    if overrides:
+        raw = apply_overrides(raw, overrides)
     return parse_config(raw, source=str(path))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 CACHE_LINE = 64
 MAX_DEPTH = 10
 PROC_SLOT_SIZE = 256
@@ -111,6 +111,9 @@ PROC_DTYPE = np.dtype(
         ("shadow_fills", "<u8"),      # detector: shadow fills evaluated
         ("shadow_profitable", "<u8"), # detector: ... of which still profitable after fees
         ("sink_dropped", "<u8"),      # detector: events the HTTP sink dropped
+        ("recorded", "<u8"),          # feeds: frames written to the recording
+        ("record_dropped", "<u8"),    # feeds: frames the recording lost (disk full, unwritable dir); never the board
+        ("record_errors", "<u8"),     # feeds: recording write failures
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),

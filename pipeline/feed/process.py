@@ -228,12 +228,22 @@ class Feed:
         self.board.close()
 
 
+def build_recorder(spec: ProcessSpec, config):
+    """The feed's recorder when the config asks for one (``recording:``), else None."""
+    rc = config.recording
+    if rc is None:
+        return None
+    from pipeline.recording.recorder import Recorder
+    header = {"depth": spec.depth, "symbols": {r.symbol: r.instrument for r in spec.rows}}
+    return Recorder(rc.dir, spec.venue, header, rotate_mb=rc.rotate_mb, keep_files=rc.keep_files)
+
+
 def main(spec: ProcessSpec, config) -> None:
     """Entry point of a feed process (called in the forked child)."""
     setup_child(spec)
     venue_config = config.venue(spec.venue)
     url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).DEFAULT_URL
-    feed = Feed(spec, url, venue_config.staleness_ms)
+    feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config))
     try:
         asyncio.run(feed.run())
     except Exception:

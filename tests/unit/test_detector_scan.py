@@ -9,7 +9,8 @@ from pipeline.board import Board, RowStatus, RowWriter
 from pipeline.board.doorbell import Doorbell
 from pipeline.board.layout import ProcessRole
 from pipeline.config import parse_config
-from pipeline.detector.process import NUMPY_SCAN_ROWS, Detector
+from pipeline.detector.process import Detector
+from pipeline.detector.scan import NUMPY_SCAN_ROWS
 from pipeline.runtime import ProcessSpec
 from pipeline.supervisor.core import plan_rows
 
@@ -29,24 +30,24 @@ def test_changed_rows_are_found_and_a_row_caught_mid_write_waits(tmp_path, board
         spec = ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="t", slot=2, cores=(),
                            board_name=board_name, depth=5, doorbell_fd=fd, rows=tuple(rows))
         detector = Detector(spec, config)
-        assert (detector._seq_column is not None) == (len(rows) > NUMPY_SCAN_ROWS)
-        assert detector.changed() == {}
+        assert (detector.view._seq_column is not None) == (len(rows) > NUMPY_SCAN_ROWS)
+        assert detector.view.changed() == {}
         writer = RowWriter(board, [r.row for r in rows])
         last = rows[-1]
         writer.write(last.row, int(RowStatus.LIVE), [(9.0, 1.0)], [(10.0, 1.0)], 0, 1)
-        assert detector.anything_changed()
-        assert detector.changed() == {last.instrument: [last.row]}
-        assert detector.changed() == {}
+        assert detector.view.anything_changed()
+        assert detector.view.changed() == {last.instrument: [last.row]}
+        assert detector.view.changed() == {}
         # a write in progress (odd sequence) is not a change yet
         board.rows[last.row]["seq"] += 1
-        assert detector.changed() == {}
+        assert detector.view.changed() == {}
         board.rows[last.row]["seq"] += 1
-        assert detector.changed() == {last.instrument: [last.row]}
+        assert detector.view.changed() == {last.instrument: [last.row]}
         # both exchanges of one instrument change in the same pass
         first = [r for r in rows if r.instrument == instruments[0]]
         writer.write(first[0].row, int(RowStatus.LIVE), [(99.0, 1.0)], [(100.0, 1.0)], 0, 10**19 // 10)
         writer.write(first[1].row, int(RowStatus.LIVE), [(101.0, 1.0)], [(102.0, 1.0)], 0, 10**19 // 10)
-        dirty = detector.changed()
+        dirty = detector.view.changed()
         assert dirty == {instruments[0]: [first[0].row, first[1].row]}
         writer = None
         detector.close()

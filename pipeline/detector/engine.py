@@ -1,0 +1,134 @@
+"""The detector's decisions, without I/O: quotes and a time in, opportunity records out.
+
+:class:`DetectorEngine` evaluates an instrument whose rows changed (net edge
+after both taker fees, walking both books), follows each opportunity's
+lifecycle (open / update / close), runs the shadow fills after each
+configured latency, and keeps the exit summary. It never reads a clock and
+never writes anything: every method takes ``now_ns`` and returns the records
+to emit, in order, as :class:`Emitted` (the record plus the lifecycle event
+it came from, for the live process's hop histograms). The live detector
+process feeds it from the board as rows change and fans the records out to
+stdout, the JSON-lines file and the sink; ``replay`` feeds it the same way
+with the time of the frame being replayed, which is why two replays of one
+recording give identical records.
+
+Quotes for shadow fills and expiry are read through ``quotes_of(key)``; it
+may raise :class:`~pipeline.board.TornReadError` when a writer was preempted
+mid-write, and the engine then tries again shortly after.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Callable
+
+from pipeline.board import TornReadError
+from pipeline.detector.lifecycle import Event, Lifecycle
+from pipeline.detector.report import Summary, event_record, shadow_record
+from pipeline.detector.rules import Quote, find, shadow_fill
+from pipeline.detector.scan import RowUniverse
+
+EXPIRE_INTERVAL_NS = 20_000_000
+TORN_RETRY_NS = 100_000
+
+
+@dataclass(slots=True)
+class Emitted:
+    record: dict
+    event: Event | None = None       # None for shadow records
+
+
+class DetectorEngine:
+    def __init__(self, config, universe: RowUniverse, quotes_of: Callable[[str], dict[str, Quote]],
+                 clock_offset_ns: Callable[[str], int] = lambda label: 0):
+        dc = config.detector
+        self.config = config
+        self.universe = universe
+        self.fees = universe.fees
+        self.quotes_of = quotes_of
+        self.clock_offset_ns = clock_offset_ns
+        self.staleness_ns = int(dc.staleness_ms * 1e6)
+        self.threshold_bps = dc.threshold_bps
+        self.shadow_latencies_ms = tuple(dc.shadow_latencies_ms or ())
+        self.lifecycle = Lifecycle(update_bps=dc.update_bps)
+        self.summary = Summary()
+        self.suspects: list = []          # (key, candidate) seen since the caller last looked
+        self.shadow_due: list = []        # heap of (due_ns, n, opened event, latency_ms)
+        self.shadow_pending: dict = {}    # id(open) -> [event, {latency: ShadowFill}]
+        self._shadow_n = 0
+
+    # ---------------------------------------------------------------- deciding
+    def evaluate(self, key: str, quotes: dict[str, Quote], now_ns: int) -> list[Emitted]:
+        """Re-evaluate one instrument identity from its current quotes."""
+        dc = self.config.detector
+        found, suspect = find(key, list(quotes.values()), self.fees[key], now_ns, self.staleness_ns,
+                              self.threshold_bps, self.universe.max_notional[key], dc.min_notional, dc.sanity_bps)
+        for candidate in suspect:
+            self.summary.suspects += 1
+            self.suspects.append((key, candidate))
+        return self._records(self.lifecycle.step(key, found, quotes, now_ns, self.staleness_ns), now_ns)
+
+    def _records(self, events: list[Event], now_ns: int) -> list[Emitted]:
+        out = []
+        for event in events:
+            c = event.candidate
+            record = event_record(event, now_ns, self.fees[c.instrument], self.clock_offset_ns(c.buy.venue),
+                                  self.clock_offset_ns(c.sell.venue))
+            if event.kind == "open":
+                self.summary.opened(record)
+                self._schedule_shadows(event)
+            elif event.kind == "close":
+                self.summary.closed(record)
+            out.append(Emitted(record, event))
+        return out
+
+    # ---------------------------------------------------------------- shadow fills
+    def _schedule_shadows(self, event: Event) -> None:
+        if not self.shadow_latencies_ms:
+            return
+        self.shadow_pending[id(event)] = [event, {}]
+        for latency_ms in self.shadow_latencies_ms:
+            self._shadow_n += 1
+            heapq.heappush(self.shadow_due, (event.now_ns + int(latency_ms * 1e6), self._shadow_n, event, latency_ms))
+
+    def next_shadow_ns(self) -> int | None:
+        return self.shadow_due[0][0] if self.shadow_due else None
+
+    def run_shadows(self, now_ns: int) -> list[Emitted]:
+        """Shadow fills that are due: what taking both legs ``latency`` after the open would have given."""
+        due = self.shadow_due
+        out = []
+        while due and due[0][0] <= now_ns:
+            _, _, event, latency_ms = heapq.heappop(due)
+            c = event.candidate
+            try:
+                quotes = self.quotes_of(c.instrument)
+            except TornReadError:
+                self._shadow_n += 1
+                heapq.heappush(due, (now_ns + TORN_RETRY_NS, self._shadow_n, event, latency_ms))
+                break
+            fill = shadow_fill(c, quotes[c.buy.venue], quotes[c.sell.venue], self.fees[c.instrument], latency_ms,
+                               now_ns, self.staleness_ns)
+            self.summary.shadow(fill)
+            pending = self.shadow_pending[id(event)]
+            pending[1][latency_ms] = fill
+            if len(pending[1]) == len(self.shadow_latencies_ms):
+                del self.shadow_pending[id(event)]
+                fills = [pending[1][ms] for ms in sorted(pending[1])]
+                out.append(Emitted(shadow_record(event, fills, now_ns), None))
+        return out
+
+    # ---------------------------------------------------------------- time
+    def expire(self, now_ns: int) -> list[Emitted]:
+        """Close opportunities whose quotes went stale with no board change to say so."""
+        if not self.lifecycle.live:
+            return []
+        keys = {key[0] for key in self.lifecycle.live}
+        try:
+            quotes = {k: self.quotes_of(k) for k in keys}
+        except TornReadError:
+            return []
+        return self._records(self.lifecycle.expire(quotes, now_ns, self.staleness_ns), now_ns)
+
+    def close_all(self, now_ns: int) -> list[Emitted]:
+        return self._records(self.lifecycle.close_all(now_ns), now_ns)

@@ -1,0 +1,166 @@
+"""The feed's recorder: every frame exactly as received, without slowing the feed down.
+
+The hot path only appends a tuple to a list (:meth:`Recorder.frame`, a few
+hundred nanoseconds); a writer thread swaps the list out every
+``flush_interval_s``, encodes and compresses it (zstandard releases the GIL
+while compressing) and appends one chunk to the current file. Disk trouble
+(full, unwritable, removed directory) never reaches the feed: the batch is
+dropped from the recording and counted (``record_dropped``, ``record_errors``
+in the process slot, shown by health and metrics), the error is logged once
+per distinct message, and the writer tries a new file after
+``retry_after_s``. Frames are never dropped from the board.
+
+Files rotate at ``rotate_mb``; at most ``keep_files`` files of this venue are
+kept in ``dir`` (the oldest go first). The format is
+:mod:`pipeline.recording.format`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import orjson
+
+from pipeline.recording.format import BINARY, EVENT, SUFFIX, TEXT, encode_chunk, encode_header, encode_records
+
+log = logging.getLogger("pipeline.recording")
+
+
+class Recorder:
+    def __init__(self, directory: str, venue: str, header: dict, rotate_mb: float = 256.0,
+                 keep_files: int = 0, flush_interval_s: float = 0.1, retry_after_s: float = 5.0):
+        self.directory = directory
+        self.venue = venue
+        self.header = {"venue": venue, "compression": "zstd", **header}
+        self.rotate_bytes = int(rotate_mb * 1024 * 1024)
+        self.keep_files = keep_files
+        self.flush_interval_s = flush_interval_s
+        self.retry_after_s = retry_after_s
+        self._buffer: list = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._file = None
+        self._file_bytes = 0
+        self._failed_at = 0.0
+        self._last_error = ""
+        self.recorded = 0
+        self.dropped = 0
+        self.errors = 0
+        self.files: list[str] = []
+        self._compressor = None
+        self._thread = threading.Thread(target=self._run, name=f"recorder-{venue}", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- feed side (hot)
+    def frame(self, raw, recv_ns: int, conn: int) -> None:
+        self._buffer.append((raw, recv_ns, conn))
+
+    def event(self, kind: str, now_ns: int, fields: dict) -> None:
+        self._buffer.append((None, now_ns, fields.get("conn", 0) if isinstance(fields.get("conn"), int) else 0,
+                             kind, fields))
+
+    def publish_stats(self, stats) -> None:
+        """Copy the counters into the feed's process slot (called by the feed's watchdog)."""
+        stats.set("recorded", self.recorded)
+        stats.set("record_dropped", self.dropped)
+        stats.set("record_errors", self.errors)
+
+    # ---------------------------------------------------------------- writer thread
+    def _take(self) -> list:
+        batch, self._buffer = self._buffer, []        # one atomic rebinding under the GIL
+        return batch
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            self._write(self._take())
+        self._write(self._take())
+        self._close_file()
+
+    def _encode(self, batch: list) -> bytes:
+        records = []
+        for item in batch:
+            raw, recv_ns, conn = item[0], item[1], item[2]
+            if raw is None:
+                records.append((EVENT, recv_ns, conn, orjson.dumps({"kind": item[3], **item[4]},
+                                                                   option=orjson.OPT_NON_STR_KEYS)))
+            elif isinstance(raw, str):
+                records.append((TEXT, recv_ns, conn, raw.encode("utf-8", "surrogatepass")))
+            else:
+                records.append((BINARY, recv_ns, conn, bytes(raw)))
+        return encode_records(records)
+
+    def _write(self, batch: list) -> None:
+        if not batch:
+            return
+        frames = sum(1 for item in batch if item[0] is not None)
+        try:
+            if self._file is None:
+                if time.monotonic() - self._failed_at < self.retry_after_s:
+                    self.dropped += frames
+                    return
+                self._open_file()
+            if self._compressor is None:
+                import zstandard
+                self._compressor = zstandard.ZstdCompressor(level=3)
+            chunk = encode_chunk(self._encode(batch), self._compressor)
+            self._file.write(chunk)
+            self._file.flush()
+            self._file_bytes += len(chunk)
+            self.recorded += frames
+            if self._file_bytes >= self.rotate_bytes:
+                self._close_file()
+        except OSError as exc:
+            self.errors += 1
+            self.dropped += frames
+            self._failed_at = time.monotonic()
+            message = f"{self.venue}: recording to {self.directory} failed: {exc.strerror or exc}; frames are " \
+                      f"dropped from the recording (never from the board) until it works again"
+            if message != self._last_error:
+                log.error(message)
+                self._last_error = message
+            self._close_file(quiet=True)
+
+    def _open_file(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now / 1e9)) + f".{now % 1_000_000_000 // 1000:06d}Z"
+        path = os.path.join(self.directory, f"{self.venue}-{stamp}-{os.getpid()}{SUFFIX}")
+        stream = open(path, "xb")
+        try:
+            header = encode_header({**self.header, "created_ns": now})
+            stream.write(header)
+        except OSError:
+            stream.close()
+            raise
+        self._file = stream
+        self._file_bytes = len(header)
+        self._last_error = ""
+        self.files.append(path)
+        self._prune()
+
+    def _prune(self) -> None:
+        if self.keep_files <= 0:
+            return
+        prefix = f"{self.venue}-"
+        mine = sorted(name for name in os.listdir(self.directory) if name.startswith(prefix) and name.endswith(SUFFIX))
+        for name in mine[:-self.keep_files]:
+            try:
+                os.unlink(os.path.join(self.directory, name))
+            except OSError:
+                pass
+
+    def _close_file(self, quiet: bool = False) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                if not quiet:
+                    raise
+            self._file = None
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is buffered and close the file."""
+        self._stop.set()
+        self._thread.join(timeout_s)

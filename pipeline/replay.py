@@ -1,0 +1,340 @@
+"""``run.py replay``: recorded frames through the live path, deterministically.
+
+The frames of every venue in a recording, merged in ``recv_ns`` order, go
+through the same :class:`~pipeline.feed.session.FeedSession` the feed process
+runs, into real seqlocked board rows (a private board, removed at the end),
+read back by the detector's own board scan, decided by the same
+:class:`~pipeline.detector.engine.DetectorEngine`, and written by the same
+output fan-out: the events file has the live schema and the summary is the
+live summary.
+
+Time comes only from the recording: a frame is handled at its ``recv_ns``;
+the feeds' staleness checks (every 100 ms, like the feed's watchdog), the
+detector's expiry checks (every 20 ms) and the shadow fills (at their due
+time) run on that clock, before the first frame that comes after them. So
+two replays of one recording with one config write byte-identical event files.
+Recorded connects and disconnects replay as such; a frame with no recorded
+connection (imported captures) opens one for all of its venue's instruments.
+
+Where replay and a live run can differ: the live detector sees the board when
+it gets to it, and a burst of updates can land between two of its passes; the
+replay evaluates after every frame, so it sees every intermediate state.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import heapq
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from pipeline.board import Board, RowWriter
+from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine
+from pipeline.detector.outputs import Outputs
+from pipeline.detector.scan import BoardView, RowUniverse
+from pipeline.errors import ConfigError
+from pipeline.feed.session import FeedSession
+from pipeline.recording.format import EVENT, RecordingError, RecordingReader, recording_files
+from pipeline.runtime import RowAssignment
+from pipeline.venues import load_venue, native_symbols
+
+TICK_INTERVAL_NS = 100_000_000       # the feed watchdog's interval
+CATCH_UP_LIMIT_NS = 10_000_000_000   # a silence longer than this is jumped, not walked in 20 ms steps
+
+
+@dataclass
+class ReplayResult:
+    frames: int = 0
+    events: int = 0
+    skipped_frames: int = 0          # venues or instruments the config does not have
+    records: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    damage: list = field(default_factory=list)
+    summary: str = ""
+    incidents: dict = field(default_factory=dict)
+
+
+def plan_rows(config) -> list[RowAssignment]:
+    rows = []
+    for venue in config.venues:
+        symbols = native_symbols(venue)
+        for instrument in venue.instruments:
+            rows.append(RowAssignment(len(rows), venue.name, instrument, symbols[instrument]))
+    return rows
+
+
+def parse_time(text: str | None) -> int | None:
+    """``--from``/``--to``: ISO-8601 (``2026-11-29T08:00:00Z``) or Unix seconds."""
+    if text is None:
+        return None
+    try:
+        return int(float(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError([("--from/--to", f"not a time: {text!r} (ISO-8601 or Unix seconds)")]) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return int(when.timestamp() * 1e9)
+
+
+def _stream(reader: RecordingReader, index: int):
+    pid = reader.header.get("pid", index)
+    for record in reader.records():
+        yield record.recv_ns, index, reader.venue, pid, record
+
+
+class Replay:
+    def __init__(self, config, paths: list[str], out_path: str | None, speed: float | None = None,
+                 from_ns: int | None = None, to_ns: int | None = None, print_lines: bool = True,
+                 stdout=None):
+        self.config = config
+        self.paths = paths
+        self.speed = speed
+        self.from_ns = from_ns
+        self.to_ns = to_ns
+        self.rows = plan_rows(config)
+        self.out_path = out_path
+        self.print_lines = print_lines
+        self.stdout = stdout or sys.stdout
+
+    def run(self) -> ReplayResult:
+        config = self.config
+        depth = config.board.depth
+        result = ReplayResult()
+        readers = [RecordingReader(path) for path in self.paths]      # RecordingError: unreadable file
+        board = Board.create(f"pipeline-replay-{uuid.uuid4().hex[:12]}", max(1, len(self.rows)), depth, 1)
+        outputs = None
+        try:
+            writer = RowWriter(board, [r.row for r in self.rows])
+            sessions: dict[str, FeedSession] = {}
+            incidents: dict[str, dict[str, int]] = {}
+            for venue_config in config.venues:
+                mine = {r.symbol: r.row for r in self.rows if r.venue == venue_config.name}
+                counts = incidents.setdefault(venue_config.name, {})
+
+                def journal(kind, now_ns, fields, counts=counts):
+                    counts[kind] = counts.get(kind, 0) + 1
+                sessions[venue_config.name] = FeedSession(load_venue(venue_config.name), mine, depth,
+                                                          int(venue_config.staleness_ms * 1e6), writer,
+                                                          journal=journal)
+            universe = RowUniverse(config, self.rows)
+            view = BoardView(board, universe)
+            clock = {"now": 0}
+
+            def clock_offset(label: str) -> int:
+                session = sessions.get(label)
+                offset = session.clock.offset_ns(clock["now"]) if session is not None else None
+                return offset or 0
+            engine = DetectorEngine(config, universe, view.quotes, clock_offset)
+            outputs = Outputs(self.out_path, self.print_lines, config.verbose, stdout=self.stdout, truncate=True)
+
+            def emit(items):
+                for item in items:
+                    outputs.write(item.record)
+                    result.records += 1
+
+            conns: dict[tuple, object] = {}
+            next_tick = next_expire = None
+            wall_start = None
+            first = None
+            merged = heapq.merge(*(_stream(r, i) for i, r in enumerate(readers)), key=lambda item: item[0])
+            for recv_ns, index, venue, pid, record in merged:
+                if self.to_ns is not None and recv_ns > self.to_ns:
+                    break
+                session = sessions.get(venue)
+                if session is None:
+                    if record.kind != EVENT:
+                        result.skipped_frames += 1
+                    continue
+                if first is None:
+                    first = recv_ns
+                    next_tick = recv_ns + TICK_INTERVAL_NS
+                    next_expire = recv_ns + EXPIRE_INTERVAL_NS
+                active = self.from_ns is None or recv_ns >= self.from_ns
+                # timers due before this frame, in time order, on the recording's clock
+                if recv_ns - min(next_tick, next_expire) > CATCH_UP_LIMIT_NS:
+                    # a long silence (or captures taken far apart): one check at its end, not one per step
+                    while engine.next_shadow_ns() is not None and engine.next_shadow_ns() <= recv_ns:
+                        clock["now"] = engine.next_shadow_ns()
+                        emit(engine.run_shadows(clock["now"]))
+                    next_tick = next_expire = recv_ns
+                while True:
+                    due_shadow = engine.next_shadow_ns()
+                    due = min(next_tick, next_expire, due_shadow if due_shadow is not None else next_tick)
+                    if due > recv_ns:
+                        break
+                    clock["now"] = due
+                    if due_shadow is not None and due == due_shadow:
+                        emit(engine.run_shadows(due))
+                    elif due == next_tick:
+                        for s in sessions.values():
+                            s.tick(due)
+                        next_tick = due + TICK_INTERVAL_NS
+                        self._scan(view, engine, due, emit, active)
+                    else:
+                        if active:
+                            emit(engine.expire(due))
+                        next_expire = due + EXPIRE_INTERVAL_NS
+                clock["now"] = recv_ns
+                if self.speed and active:
+                    if wall_start is None:
+                        wall_start = (time.monotonic_ns(), recv_ns)
+                    ahead = (recv_ns - wall_start[1]) / self.speed - (time.monotonic_ns() - wall_start[0])
+                    if ahead > 0:
+                        time.sleep(ahead / 1e9)
+                key = (index if pid is None else pid, venue, record.conn)
+                if record.kind == EVENT:
+                    result.events += 1
+                    self._event(session, record, key, conns)
+                else:
+                    result.frames += 1
+                    conn = conns.get(key)
+                    if conn is None:
+                        conn = conns[key] = session.connection_opened(list(session.books), recv_ns, record.conn)
+                    session.receive(record.frame, recv_ns, conn)
+                    self._scan(view, engine, recv_ns, emit, active)
+                result.last_ns = recv_ns
+            result.first_ns = first or 0
+            emit(engine.close_all(result.last_ns))
+            result.damage = [str(r.damage) for r in readers if r.damage is not None]
+            result.summary = engine.summary.render()
+            result.incidents = {v: dict(sorted(c.items())) for v, c in incidents.items() if c}
+            view.close()
+            writer = None
+        finally:
+            if outputs is not None:
+                outputs.close()
+            for reader in readers:
+                reader.close()
+            board.destroy()
+        return result
+
+    @staticmethod
+    def _scan(view: BoardView, engine: DetectorEngine, now_ns: int, emit, active: bool) -> None:
+        dirty = view.changed()
+        if not dirty or not active:
+            return
+        for key in dirty:
+            emit(engine.evaluate(key, view.quotes(key), now_ns))
+        engine.suspects.clear()
+
+    @staticmethod
+    def _event(session: FeedSession, record, key, conns) -> None:
+        event = record.event
+        kind = event.get("kind")
+        if kind == "connect":
+            conns[key] = session.connection_opened(event.get("symbols") or list(session.books), record.recv_ns,
+                                                   record.conn)
+        elif kind == "disconnect":
+            conn = conns.pop(key, None)
+            if conn is not None:
+                session.connection_lost(conn, record.recv_ns, event.get("reason", ""))
+        elif kind == "connect_failed":
+            session.connection_failed(event.get("symbols") or list(session.books), record.recv_ns,
+                                      event.get("reason", ""))
+
+
+# ---------------------------------------------------------------- command line
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run.py replay", description="Replay recorded frames through the feed session, the board and the "
+                                          "detector, on the recording's clock.")
+    p.add_argument("--config", required=True, help="YAML config: venues, instruments, detector settings")
+    p.add_argument("--recording", required=True, help="a recording file or a directory of them")
+    p.add_argument("--speed", default="max", help="1, 10 (paced by the recorded gaps) or max (default)")
+    p.add_argument("--from", dest="from_time", help="start time (ISO-8601 or Unix seconds); earlier frames only "
+                                                    "build the books")
+    p.add_argument("--to", dest="to_time", help="stop time (ISO-8601 or Unix seconds)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set detector.threshold_bps=5 (repeatable)")
+    p.add_argument("--compare", action="store_true",
+                   help="replay twice, as configured and with the --set overrides, and print both summaries")
+    p.add_argument("--out", default="out/replay-opportunities.jsonl",
+                   help="events file (default out/replay-opportunities.jsonl; with --compare, a -baseline "
+                        "file is written beside it)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--verbose", action="store_true", help="print update and shadow lines too")
+    return p
+
+
+def _load(path: str, overrides, verbose: bool):
+    import dataclasses
+
+    from pipeline.config import load_config
+    config = load_config(path, overrides)
+    if config.bridge is not None:
+        config = dataclasses.replace(config, bridge=None)   # replay runs one box's venues, no bridge
+    return dataclasses.replace(config, verbose=verbose) if verbose else config
+
+
+def side_by_side(left: str, right: str, titles: tuple[str, str]) -> str:
+    a, b = left.splitlines(), right.splitlines()
+    width = max([len(line) for line in a] + [len(titles[0])]) + 3
+    lines = [titles[0].ljust(width) + titles[1], "-" * (width + max(len(titles[1]), 10))]
+    for n in range(max(len(a), len(b))):
+        lines.append((a[n] if n < len(a) else "").ljust(width) + (b[n] if n < len(b) else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.speed == "max":
+        speed = None
+    else:
+        try:
+            speed = float(args.speed)
+            if not speed > 0:
+                raise ValueError
+        except ValueError:
+            parser().error(f"--speed must be 1, 10, another positive number or max, got {args.speed!r}")
+    try:
+        from_ns, to_ns = parse_time(args.from_time), parse_time(args.to_time)
+        config = _load(args.config, args.overrides, args.verbose)
+        baseline = _load(args.config, (), args.verbose) if args.compare else None
+    except ConfigError as exc:
+        sys.stderr.write(f"run.py replay: {exc}\n")
+        return 2
+    paths = recording_files(args.recording)
+    if not paths or not all(os.path.isfile(p) for p in paths):
+        sys.stderr.write(f"run.py replay: no recording at {args.recording}\n")
+        return 2
+    runs = [("as configured" if not args.overrides else "with " + " ".join(args.overrides), config, args.out)]
+    if baseline is not None:
+        root, ext = os.path.splitext(args.out)
+        runs.insert(0, ("as configured", baseline, f"{root}-baseline{ext or '.jsonl'}"))
+    results = []
+    for title, cfg, out in runs:
+        try:
+            result = Replay(cfg, paths, out, speed, from_ns, to_ns,
+                            print_lines=not args.quiet and baseline is None).run()
+        except RecordingError as exc:
+            sys.stderr.write(f"run.py replay: {exc}\n")
+            return 2
+        except OSError as exc:
+            sys.stderr.write(f"run.py replay: {exc.filename or ''}: {exc.strerror}\n")
+            return 2
+        results.append((title, result, out))
+    title, result, out = results[-1]
+    span = (result.last_ns - result.first_ns) / 1e9
+    sys.stdout.write(f"replay: {result.frames} frames, {result.events} session events over {span:.1f} s of "
+                     f"recording; {result.records} records written to {out}\n")
+    if result.skipped_frames:
+        sys.stdout.write(f"replay: {result.skipped_frames} frames of venues not in the config skipped\n")
+    for venue, counts in result.incidents.items():
+        sys.stdout.write(f"replay: {venue} incidents: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "\n")
+    for damage in result.damage:
+        sys.stdout.write(f"replay: stopped reading {damage}\n")
+    if len(results) == 2:
+        sys.stdout.write(side_by_side(results[0][1].summary, results[1][1].summary,
+                                      (results[0][0], results[1][0])) + "\n")
+    else:
+        sys.stdout.write(result.summary + "\n")
+    return 0
