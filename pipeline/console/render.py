@@ -64,7 +64,7 @@ def _header(snapshot: Snapshot, events: EventBook, now_ns: int, view: View) -> T
     live = sum(1 for q in snapshot.quotes if q.status == "live")
     rate = sum(p.messages_per_s for p in feeds if p.messages_per_s is not None)
     clock = datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.timezone.utc).strftime("%H:%M:%S")
-    text = Text(f"{snapshot.board} {clock}Z", style="bold")
+    text = Text(f"{snapshot.board[:16]} {clock}", style="bold")
     text.append(f"  live {live}/{len(snapshot.quotes)}  {rate:.0f} msg/s  {len(events.open)} open")
     detector = snapshot.detector
     if detector is not None and detector.hop_p50_us is not None:
@@ -123,7 +123,7 @@ def _matrix(instrument: str, quotes: list[Quote], snapshot: Snapshot, events: Ev
     return lines
 
 
-LEFT_WIDTH = 39      # the venue table; the opportunities take the rest of the width
+LEFT_WIDTH = 38      # the venue table; the opportunities take the rest of the width
 
 
 def _bottom(snapshot: Snapshot, events: EventBook, now_ns: int, width: int, room: int) -> list[Text]:

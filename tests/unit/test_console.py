@@ -87,7 +87,7 @@ def test_render_of_a_known_board_is_exact(board):
                       close_reason="spread_closed"))
     text = render_text(snapshot, book, NOW, View(width=80, height=24))
     expected = """\
-{board} 22:13:20Z  live 2/3  500 msg/s  1 open  e2e p50/p99 300
+{board} 22:13:20  live 2/3  500 msg/s  1 open  e2e p50/p99 300/300µs
 BTC/USDT [1/1]        bid    qty       ask    qty       mid  sprd   imb   age
 binance  live     99.9000      2  100.0000      1   99.9500 10.01 +0.33   4ms
 bybit    live    100.3000      3  100.4000      1  100.3500  9.97 +0.50  12ms
@@ -96,12 +96,12 @@ net bps buy/sell binance   bybit kraken@
 binance               ·  *+10.0       -
 bybit             -69.8       ·       -
 kraken@frankfur       -       -       ·
-venue   msg/s rcn gap offms p50/p99µs  open 1 (net/peak bps, size, age)
-binance   500   0   0     -   115/900  BTC/USDT binan>bybit 10.0/10.0 0.5 300ms
-bybit       0   0   0  +2.5         -  closed (lifetime, peak, shadow; x: stale)
-kraken      0   0  45     -         -  BTC/USDT bybit>binan 500ms 2.5 4.0/1.5/x
+venue   msg/s rcn gap offms p50/p99µs open 1 (net/peak bps, size, age)
+binance   500   0   0     -   115/900 BTC/USDT binan>bybit 10.0/10.0 0.5 300ms
+bybit       0   0   0  +2.5         - closed (lifetime, peak, shadow; x: stale)
+kraken      0   0  45     -         - BTC/USDT bybit>binan 500ms 2.5 4.0/1.5/x
 alerts: kraken@frankfurt stale; kraken gap storm 5/s
-f/b next/previous instrument   p pause   q quit""".format(board=board.name)
+f/b next/previous instrument   p pause   q quit""".format(board=board.name[:16])
     assert text == expected
 
 
