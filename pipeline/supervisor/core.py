@@ -80,8 +80,9 @@ def check_resources(config) -> str | None:
         existing = directory
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
-        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK) or (
-                os.path.exists(output) and not os.access(output, os.W_OK)):
+        if not os.path.isdir(existing):
+            return f"detector.output: cannot write {output!r} ({existing!r} is not a directory)"
+        if not os.access(existing, os.W_OK | os.X_OK) or (os.path.exists(output) and not os.access(output, os.W_OK)):
             return f"detector.output: cannot write {output!r} (no write permission in {existing!r})"
     return None
 

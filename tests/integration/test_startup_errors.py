@@ -1,0 +1,54 @@
+"""Resources a config names are checked before anything starts: one line naming the
+field, exit status 2, no traceback, nothing started, no board left."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import demo_config, run_cli, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def test_metrics_port_in_use_exits_2_naming_the_field(tmp_path, board_name):
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        raw = demo_config(board_name, tmp_path / "opps.jsonl")
+        raw["metrics"] = {"port": port}
+        result = run_cli("--config", str(write_config(tmp_path / "c.yaml", raw)), "--duration", "5", timeout=60)
+    finally:
+        holder.close()
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"run.py: metrics.port: port {port} on 127.0.0.1 is not free"), \
+        result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "started" not in result.stdout                 # nothing was started
+    assert not (Path("/dev/shm") / board_name).exists()
+
+
+def test_a_free_metrics_port_runs(tmp_path, board_name):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    raw = demo_config(board_name, tmp_path / "opps.jsonl")
+    raw["metrics"] = {"port": port}
+    result = run_cli("--config", str(write_config(tmp_path / "c.yaml", raw)), "--duration", "2", timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_unwritable_output_exits_2_naming_the_field(tmp_path, board_name):
+    (tmp_path / "a-file").write_text("")
+    raw = demo_config(board_name, tmp_path / "a-file" / "opps.jsonl")     # a file where a directory should be
+    result = run_cli("--config", str(write_config(tmp_path / "c.yaml", raw)), "--duration", "5", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"run.py: detector.output: cannot write {str(tmp_path / 'a-file' / 'opps.jsonl')!r} "
+        f"({str(tmp_path / 'a-file')!r} is not a directory)"]
+    assert not (Path("/dev/shm") / board_name).exists()
