@@ -392,6 +392,8 @@ class InstrumentBook:
         return stuck
 
     def _apply_spec(self, spec: InstrumentSpec) -> Outcome:
+        if spec.symbol != self.symbol:
+            return Outcome.IGNORED
         before = self.state
         outcome = Outcome.IGNORED
         precision = (spec.price_precision, spec.qty_precision)

@@ -79,3 +79,41 @@ def test_fresher_bbo_overlays_level_zero_and_drops_levels_through_it():
     assert book.compose() == ([(8.5, 4.0), (8.0, 1.0), (7.0, 1.0)], [(10.5, 2.0), (11.0, 1.0), (12.0, 1.0)])
     book.apply(depth(True, [(9.0, 1.0)], [(10.0, 1.0)], 2))            # depth newer again: it wins
     assert book.compose() == ([(9.0, 1.0)], [(10.0, 1.0)])
+
+
+# ---------------------------------------------------------------- cross-channel order, status, reference data
+def bbo(bid, ask, seq=None, xseq=None, weak=False):
+    return BookUpdate("X", BBO, True, [bid], [ask], 0, seq, xseq=xseq, weak=weak)
+
+
+def test_without_comparable_ids_arrival_order_decides():
+    book = InstrumentBook("X", depth=2)
+    book.apply(depth(True, [(9.0, 1.0), (8.0, 1.0)], [(11.0, 1.0)]))
+    book.apply(bbo((9.5, 2.0), (10.5, 2.0)))
+    assert book.compose() == ([(9.5, 2.0), (9.0, 1.0)], [(10.5, 2.0), (11.0, 1.0)])
+    book.apply(depth(True, [(9.0, 1.0), (8.0, 1.0)], [(11.0, 1.0)]))
+    assert book.compose() == ([(9.0, 1.0), (8.0, 1.0)], [(11.0, 1.0)])
+
+
+def test_venue_and_pair_halts_are_separate_and_both_must_clear():
+    from pipeline.model import TradingStatus
+    book = InstrumentBook("X", depth=2)
+    book.apply(depth(True, [(9.0, 1.0)], [(10.0, 1.0)]))
+    assert book.apply(TradingStatus(None, False, "maintenance")) is Outcome.STATUS
+    assert book.state == RowStatus.HALTED and book.halted == "venue maintenance"
+    assert book.apply(TradingStatus("X", False, "cancel_only")) is Outcome.IGNORED        # still halted
+    assert book.apply(TradingStatus("Y", True, "online")) is Outcome.IGNORED              # another symbol
+    assert book.apply(TradingStatus(None, True, "online")) is Outcome.IGNORED             # the pair still is
+    assert book.state == RowStatus.HALTED and book.halted == "pair cancel_only"
+    assert book.apply(TradingStatus("X", True, "online")) is Outcome.STATUS
+    assert book.state == RowStatus.LIVE and book.halted == ""
+    book.invalidate()                                      # a halted book that loses its data is not LIVE either
+    book.apply(TradingStatus(None, False, "post_only"))
+    assert book.state == RowStatus.RESYNCING
+
+
+def test_reference_data_for_another_symbol_is_ignored():
+    from pipeline.model import InstrumentSpec
+    book = InstrumentBook("X", depth=2)
+    assert book.apply(InstrumentSpec("Y", 1, 8, "maintenance")) is Outcome.IGNORED
+    assert book.precision is None and book.halted == ""

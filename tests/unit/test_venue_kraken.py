@@ -325,7 +325,8 @@ def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
         pass
 
 
-_SAMPLES = [line for name in ("book.jsonl", "ticker.jsonl", "control_recv.jsonl") for line in lines(name)]
+_SAMPLES = [line for name in ("book.jsonl", "ticker.jsonl", "control_recv.jsonl") for line in lines(name)] + [
+    INSTRUMENT, BTC_SNAPSHOT, BTC_UPDATE]
 
 
 @settings(max_examples=300, deadline=None)
@@ -340,4 +341,7 @@ def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
     for event in events:                     # whatever parses must be usable by the book
         if isinstance(event, BookUpdate) and event.channel == DEPTH:
             assert len(event.bids_text) == len(event.bids) and len(event.asks_text) == len(event.asks)
+            new_book().apply(event)
+        elif isinstance(event, InstrumentSpec):
+            assert 0 <= event.price_precision <= 18 and 0 <= event.qty_precision <= 18
             new_book().apply(event)

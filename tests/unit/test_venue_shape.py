@@ -41,3 +41,30 @@ def test_venue_modules_import_no_io(path):
 ])
 def test_native_symbol_rules(venue, instrument, native):
     assert load_venue(venue).native_symbol(instrument) == native
+
+
+@pytest.mark.parametrize("venue", VENUES)
+def test_one_declared_record_matches_the_module(venue):
+    from pipeline.venues import SIM_PATHS, venue_record
+    module = load_venue(venue)
+    record = venue_record(venue)
+    assert record is module.VENUE and record.name == module.NAME == venue
+    assert (record.default_url, record.taker_fee_bps, record.keepalive_interval_s, record.subscribe_interval_s,
+            record.max_symbols_per_connection, record.book_levels, record.checksum, record.checksum_levels) == (
+        module.DEFAULT_URL, module.DEFAULT_TAKER_FEE_BPS, module.KEEPALIVE_INTERVAL_S, module.SUBSCRIBE_INTERVAL_S,
+        module.MAX_SYMBOLS_PER_CONNECTION, module.BOOK_LEVELS, module.CHECKSUM, module.CHECKSUM_LEVELS)
+    assert record.parse is module.parse and record.build_subscribe is module.build_subscribe
+    assert DEFAULT_TAKER_FEE_BPS[venue] == record.taker_fee_bps
+    assert SIM_PATHS[venue] == record.sim_path and record.sim_path.startswith("/")
+
+
+def test_simulator_serves_each_venue_on_its_declared_path():
+    from pipeline.sim.server import URL_PATHS
+    from pipeline.venues import SIM_PATHS
+    assert URL_PATHS == SIM_PATHS and set(SIM_PATHS) == set(VENUES)
+
+
+def test_cross_channel_ids_are_declared_where_both_channels_carry_one():
+    from pipeline.venues import venues_with
+    assert venues_with(lambda v: bool(v.cross_channel_seq)) == ["binance", "bybit", "okx"]
+    assert venues_with(lambda v: v.depth_is_delta) == ["bybit", "okx", "coinbase", "kraken"]

@@ -16,6 +16,9 @@ import orjson
 from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
 
 
+FIRST_UPDATE_ID = 20_404_753    # a fresh subscription does not start at u 1 (that means a restart)
+
+
 class Protocol(SimProtocol):
     NAME = "bybit"
     DEPTH_LEVELS = 50
@@ -65,7 +68,7 @@ class Protocol(SimProtocol):
         restart = channel == DEPTH and symbol in self.reset_next
         if restart:
             self.reset_next.discard(symbol)
-            self.update_ids.pop((symbol, BBO), None)
+            self.update_ids[(symbol, BBO)] = 0
             self.update_ids[key] = 0
             self.sent_books.pop(symbol, None)               # u == 1 is a snapshot
         if channel == BBO and self.quirks.resend_unchanged:
@@ -73,7 +76,7 @@ class Protocol(SimProtocol):
             if self.last_top.get(symbol) == top and key in self.update_ids:
                 self.update_ids[key] -= 1                   # the same u again: nothing new
             self.last_top[symbol] = top
-        u = self.update_ids.get(key, 0) + 1
+        u = self.update_ids.get(key, FIRST_UPDATE_ID) + 1
         self.update_ids[key] = u
         self.seq += 1
         px, qty = self.fmt_px, self.fmt_qty
