@@ -61,14 +61,18 @@ class RunSummary:
         return out
 
     def shadow_rows(self) -> list[tuple]:
-        """(latency, checked, profitable, mean net bps of the tradable ones, mean share of the detected edge kept)."""
+        """(latency, checked, profitable, mean net bps of the tradable ones, share of the detected edge kept).
+
+        The share kept is a ratio of sums (total shadow net over total detected net, tradable fills only):
+        a mean of per-fill ratios would be dominated by the opportunities detected with an edge near zero.
+        """
         rows = []
         for latency in sorted(self.shadow):
             fills = self.shadow[latency]
             nets = [net for _, net, _ in fills if net is not None]
-            kept = [net / detected for detected, net, _ in fills if net is not None and detected > 0]
+            detected = sum(d for d, net, _ in fills if net is not None)
             rows.append((latency, len(fills), sum(1 for n in nets if n > 0),
-                         sum(nets) / len(nets) if nets else None, sum(kept) / len(kept) if kept else None))
+                         sum(nets) / len(nets) if nets else None, sum(nets) / detected if detected > 0 else None))
         return rows
 
 
@@ -145,7 +149,7 @@ def render_markdown(source: str, s: RunSummary, plots: tuple[str, ...] = PLOTS) 
                          f"{'-' if mean_net is None else f'{mean_net:+.2f}'} | "
                          f"{'-' if kept is None else f'{kept:.0%}'} |")
         lines.append("")
-        lines.append("Edge kept: the shadow fill's net edge as a share of the edge detected, averaged over the "
+        lines.append("Edge kept: the shadow fills' total net edge as a share of the total edge detected, over the "
                      "fills where both legs were tradable.")
         lines.append("")
     for name in plots:
@@ -198,7 +202,8 @@ def plot(s: RunSummary, out_dir: str) -> list[str]:
     if nets or peaks:
         bins = _bins(nets + peaks, 30)
         ax.hist(nets, bins=bins, alpha=0.7, label=f"net at open ({len(nets)})")
-        ax.hist(peaks, bins=bins, alpha=0.5, label=f"peak net while open ({len(peaks)})")
+        ax.hist(peaks, bins=bins, histtype="step", linewidth=2, color="tab:red",
+                label=f"peak net while open ({len(peaks)})")
         ax.legend()
     ax.set(title="Edge after fees", xlabel="net bps", ylabel="opportunities")
     save(fig, "edges.png")

@@ -142,7 +142,7 @@ def _bottom(snapshot: Snapshot, events: EventBook, now_ns: int, width: int, room
         pair = f"{opp.buy[:n]}>{opp.sell[:n]}"
         right.append(Text(f"{opp.instrument[:8]:8} {pair:{2 * n + 1}} {opp.net_bps:.1f}/{opp.peak_net_bps:.1f} "
                           f"{_qty(opp.quantity)} {_age((now_ns - opp.opened_ns) / 1e6)}", style="bold green"))
-    right.append(Text("closed (lifetime, peak, shadow; x: stale)", style="bold"))
+    right.append(Text("closed (lifetime, peak, shadow fill)", style="bold"))
     for closed in events.closes:
         pair = f"{closed.buy[:n]}>{closed.sell[:n]}"
         right.append(Text(f"{closed.instrument[:8]:8} {pair:{2 * n + 1}} {_age(closed.duration_ms):>5} "
@@ -213,7 +213,8 @@ def _us(us: float | None) -> str:
 
 
 def _shadow(shadow: tuple | None) -> str:
-    """The net edge left at each shadow latency, ``6.0/5.1/-2.3``; ``x`` where a leg was not tradable."""
+    """The net edge a shadow fill at the longest latency got, ``17.7@50ms``; ``x`` when a leg was not tradable."""
     if not shadow:
         return ""
-    return "/".join(f"{net:.1f}" if net is not None else "x" for _, net, _ in shadow)
+    latency, net, _ = shadow[-1]
+    return f"{'x' if net is None else f'{net:.1f}'}@{latency:g}ms"

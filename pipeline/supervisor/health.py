@@ -196,7 +196,16 @@ def main(spec: ProcessSpec, config, specs: list[ProcessSpec]) -> None:
     slot["pid"] = os.getpid()
     slot["started_ns"] = time.time_ns()
     reporter = HealthReporter(board, specs, list(spec.rows))
-    metrics = start_metrics(board, specs, spec, config.metrics.port) if config.metrics else None
+    metrics = None
+    if config.metrics:
+        try:
+            metrics = start_metrics(board, specs, spec, config.metrics.port)
+        except OSError as exc:
+            # the supervisor checked the port before starting; something took it since. Health goes on
+            # without the endpoint rather than dying and restarting in a loop
+            sys.stderr.write(f"health: metrics.port {config.metrics.port}: cannot listen on 127.0.0.1 "
+                             f"({exc.strerror}); no metrics endpoint this run\n")
+            sys.stderr.flush()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     reporter.snapshot()

@@ -98,8 +98,8 @@ bybit             -69.8       ·       -
 kraken@frankfur       -       -       ·
 venue   msg/s rcn gap offms p50/p99µs open 1 (net/peak bps, size, age)
 binance   500   0   0     -   115/900 BTC/USDT binan>bybit 10.0/10.0 0.5 300ms
-bybit       0   0   0  +2.5         - closed (lifetime, peak, shadow; x: stale)
-kraken      0   0  45     -         - BTC/USDT bybit>binan 500ms 2.5 4.0/1.5/x
+bybit       0   0   0  +2.5         - closed (lifetime, peak, shadow fill)
+kraken      0   0  45     -         - BTC/USDT bybit>binan 500ms 2.5 x@50ms
 alerts: kraken@frankfurt stale; kraken gap storm 5/s
 f/b next/previous instrument   p pause   q quit""".format(board=board.name[:16])
     assert text == expected

@@ -62,11 +62,11 @@ Lifetime of 4 closed (nearest rank): p50 200.0 ms, p90 1000.0 ms, max 1000.0 ms.
 
 | shadow fill after | checked | still profitable | mean net bps | edge kept |
 |---:|---:|---:|---:|---:|
-| 5 ms | 2 | 2 (100%) | +4.50 | 88% |
-| 20 ms | 2 | 1 (50%) | +0.00 | 4% |
+| 5 ms | 2 | 2 (100%) | +4.50 | 90% |
+| 20 ms | 2 | 1 (50%) | +0.00 | 0% |
 | 50 ms | 2 | 1 (50%) | +3.00 | 50% |
 
-Edge kept: the shadow fill's net edge as a share of the edge detected, averaged over the fills where both legs were tradable.
+Edge kept: the shadow fills' total net edge as a share of the total edge detected, over the fills where both legs were tradable.
 
 ![pairs over time](pairs_over_time.png)
 ![edges](edges.png)
@@ -79,8 +79,8 @@ Edge kept: the shadow fill's net edge as a share of the edge detected, averaged 
 def test_summary_numbers_are_the_ones_worked_out_by_hand(tmp_path):
     # profit: USDT 10 + 20 + 30, USD 5; binance>bybit median of [4, 6] by nearest rank is 4;
     # lifetimes [100, 200, 300, 1000]: p50 is the 2nd, p90 the 4th; 5 ms: (3 + 6) / 2 = 4.5 bps,
-    # kept (3/4 + 6/6) / 2 = 87.5 %; 20 ms: 1 of 2 above zero, (1 - 1) / 2 = 0, kept (1/4 - 1/6) / 2 = 4.2 %;
-    # 50 ms: the stale fill is checked but not tradable: 3 bps, kept 3/6
+    # kept (3 + 6) / (4 + 6) = 90 %; 20 ms: 1 of 2 above zero, (1 - 1) / 2 = 0, kept 0 / 10 = 0 %;
+    # 50 ms: the stale fill is checked but not tradable: 3 bps, kept 3 / 6 (its detected 4 bps left out)
     records, bad = runreport.read_records(str(write_run(tmp_path / "run.jsonl")))
     summary = runreport.summarize(records)
     summary.skipped_lines = bad
