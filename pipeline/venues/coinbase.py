@@ -37,7 +37,9 @@ Channels (``wss://advanced-trade-ws.coinbase.com``, native symbol ``BTC-USD``;
   The top of book is the best level of this full book (``level2`` "guarantees
   delivery of all updates"). Exchange time is the newest ``event_time`` of the
   event's updates ("the time of the event as recorded by our trading engine"),
-  not the envelope ``timestamp``.
+  not the envelope ``timestamp``. The docs' own snapshot example carries
+  ``event_time`` ``1970-01-01T00:00:00Z`` on every level: a zero engine time
+  is a placeholder, and the envelope time is used instead.
 * ``heartbeats`` -- one per second; without it idle channels close after 60-90 s.
   Its ``sequence_num`` follows the level2 messages on the same connection, so
   an in-sequence heartbeat proves every book of the connection is current:
@@ -46,10 +48,12 @@ Channels (``wss://advanced-trade-ws.coinbase.com``, native symbol ``BTC-USD``;
 
 Subscribe with one ``{"type":"subscribe","product_ids":[...],"channel":...}``
 per channel within 5 s of connecting. ``build_resubscribe`` (unsubscribe +
-subscribe ``level2`` on the same connection) exists for the shape only: a gap
-is seen on the connection's ``sequence_num`` and the session reconnects, and
-the docs ask clients to open a new connection rather than add products to a
-live one. No client keepalive. Limits: 8
+subscribe ``level2`` on the same connection) exists for the shape only: a
+lost message shows as a jump of the connection's ``sequence_num``, which says
+nothing about which book lost it, so the session treats it as a gap of every
+row of the connection and reconnects (the docs: "your feed consumer should be
+designed to handle sequence gaps"); a per-book resubscribe would not repair
+the others. No client keepalive. Limits: 8
 connections/s and 8 unauthenticated messages/s per IP.
 
 The legacy *Exchange* feed (``wss://ws-feed.exchange.coinbase.com``, messages
@@ -121,8 +125,8 @@ def _handle(msg: dict, raw) -> list | None:
             if kind != "snapshot" and kind != "update":
                 raise ParseError("unknown_message", f"l2_data event type {kind!r}", NAME)
             bids, asks, newest = _updates(event["updates"])
-            # no engine time in the event: the send time is the best we have
-            ts = rfc3339_ms(newest) if newest else envelope_ms
+            # no engine time in the event (or the 1970 placeholder): the send time is the best we have
+            ts = (rfc3339_ms(newest) if newest else 0) or envelope_ms
             out.append(BookUpdate(event["product_id"], DEPTH, kind == "snapshot", bids, asks, ts))
     elif channel == "ticker":
         ts = rfc3339_ms(msg["timestamp"])

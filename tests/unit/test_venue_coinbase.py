@@ -104,6 +104,8 @@ def test_level2_update_offer_is_ask():
 def test_level2_docs_example_has_one_side():
     [u] = marked(lines("at_level2.jsonl")[0], 0)
     assert (u.symbol, u.snapshot, u.bids, u.asks) == ("BTC-USD", True, [(21921.73, 0.06317902), (21921.3, 0.02)], [])
+    # every event_time is the 1970-01-01T00:00:00Z placeholder: the envelope time 2023-02-09T20:32:50.714964855Z
+    assert u.exch_ts_ms == utc_ms(2023, 2, 9, 20, 32, 50, 714000)
 
 
 def test_level2_through_book():

@@ -221,6 +221,30 @@ def test_instrument_channel():
     assert kraken.parse(ack, 0) == [Ack("", "instrument")]
 
 
+# docs.kraken.com/api/docs/websocket-v2/instrument examples (copy in qiuham/crypto-api-docs, 2026-06-09), minified
+DOCS_INSTRUMENT_SNAPSHOT = (
+    '{"channel":"instrument","type":"snapshot","data":{"assets":[{"id":"USD","status":"enabled","precision":4,'
+    '"precision_display":2,"borrowable":true,"collateral_value":1.0,"margin_rate":0.015},{"id":"BTC","status":'
+    '"enabled","precision":10,"precision_display":5,"borrowable":true,"collateral_value":1.0,"margin_rate":0.01},'
+    '{"id":"XRP","status":"enabled","precision":8,"precision_display":5,"borrowable":true,"collateral_value":0.0,'
+    '"margin_rate":0.02}],"pairs":[{"symbol":"BTC/USD","base":"BTC","quote":"USD","status":"online",'
+    '"qty_precision":8,"qty_increment":1e-08,"price_precision":1,"cost_precision":5,"marginable":true,'
+    '"has_index":true,"cost_min":0.5,"margin_initial":0.2,"position_limit_long":250,"position_limit_short":200,'
+    '"tick_size":0.1,"price_increment":0.1,"qty_min":0.0001},{"symbol":"MATIC/GBP","base":"MATIC","quote":"GBP",'
+    '"status":"online","qty_precision":8,"qty_increment":1e-08,"price_precision":4,"cost_precision":6,'
+    '"marginable":false,"has_index":true,"cost_min":0.43,"tick_size":0.0001,"price_increment":0.0001,'
+    '"qty_min":4.0}]}}')
+DOCS_INSTRUMENT_UPDATE = (
+    '{"channel":"instrument","type":"update","data":{"assets":[{"id":"BTC","status":"enabled","precision":10,'
+    '"precision_display":5,"borrowable":true,"collateral_value":1.0,"margin_rate":0.01}],"pairs":[]}}')
+
+
+def test_instrument_docs_examples():
+    assert kraken.parse(DOCS_INSTRUMENT_SNAPSHOT, 0) == [InstrumentSpec("BTC/USD", 1, 8, "online"),
+                                                         InstrumentSpec("MATIC/GBP", 4, 8, "online")]
+    assert kraken.parse(DOCS_INSTRUMENT_UPDATE, 0) == []          # an asset change only: nothing for the books
+
+
 def test_pair_status_holds_and_releases_the_row():
     book = new_book("BTC/USD")
     book.apply(one(BTC_SNAPSHOT))
