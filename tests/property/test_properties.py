@@ -101,3 +101,45 @@ def test_config_loader_raises_only_config_error(document):
         parse_config(yaml.safe_load(text), available_cores=frozenset({0, 1}))
     except ConfigError as exc:
         assert exc.problems and all(isinstance(path, str) for path, _ in exc.problems)
+
+
+# ---------------------------------------------------------------- venue/book: merge order and checksum text
+top_level = st.tuples(st.integers(1, 10**6), st.integers(1, 10**6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(channels=st.lists(st.booleans(), min_size=1, max_size=30), tops=st.lists(top_level, min_size=30, max_size=30))
+def test_the_newest_id_wins_whatever_the_interleaving(channels, tops):
+    """W1: top-of-book and depth updates interleaved in any order (each channel in its own order):
+    the composed top is always the top of the update with the highest exchange id seen so far."""
+    from pipeline.model import BBO
+    book = InstrumentBook("X", depth=3)
+    latest = {}
+    for xseq, (is_bbo, (bid_ticks, qty)) in enumerate(zip(channels, tops), 1):
+        bid = (bid_ticks / 100, qty / 100)
+        ask = ((bid_ticks + 1) / 100, qty / 100)
+        if is_bbo:
+            update = BookUpdate("X", BBO, True, [bid], [ask], 0, xseq, xseq=xseq)
+        else:
+            update = BookUpdate("X", DEPTH, True, [bid, (bid[0] / 2, 1.0)], [ask, (ask[0] * 2, 1.0)], 0, xseq,
+                                xseq=xseq)
+        book.apply(update)
+        latest[is_bbo] = (xseq, bid, ask)
+        newest = max(latest.values())
+        bids, asks = book.compose()
+        assert bids[0] == newest[1] and asks[0] == newest[2]
+
+
+@settings(max_examples=300, deadline=None)
+@given(ticks=st.lists(st.tuples(st.integers(1, 10**9), st.integers(1, 10**10)), min_size=1, max_size=10),
+       price_dp=st.integers(0, 8), qty_dp=st.integers(0, 8))
+def test_kraken_checksum_does_not_depend_on_how_numbers_are_printed(ticks, price_dp, qty_dp):
+    """T1: fixed full-precision text, shortest repr and exponent forms of the same numbers hash alike."""
+    from pipeline.venues import kraken
+    values = [(p / 10 ** price_dp, q / 10 ** qty_dp) for p, q in ticks]
+    fixed = [(f"{p:.{price_dp}f}", f"{q:.{qty_dp}f}") for p, q in values]
+    shortest = [(repr(p).removesuffix(".0"), repr(q).removesuffix(".0")) for p, q in values]
+    exponent = [(f"{p:.17e}", f"{q:.17e}") for p, q in values]
+    expected = kraken.checksum(fixed, fixed, price_dp, qty_dp)
+    assert kraken.checksum(shortest, shortest, price_dp, qty_dp) == expected
+    assert kraken.checksum(exponent, exponent, price_dp, qty_dp) == expected
