@@ -206,16 +206,26 @@ class FeedRig:
         os.close(self.efd)
 
 
-def time_ours(rig, setup, frames):
+def time_ours(rig, setup, frames, recorder=None):
+    """frames/s through the session; with ``recorder``, each frame is also handed to it as the feed loop does."""
     feed = rig.fresh()
     handle, conn, now = feed.session.receive, rig.conn, time.time_ns
     for raw in setup:
         handle(raw, now(), conn)
     before = rig.publishes()
-    t0 = time.perf_counter()
-    for raw in frames:
-        handle(raw, now(), conn)
-    elapsed = time.perf_counter() - t0
+    if recorder is None:
+        t0 = time.perf_counter()
+        for raw in frames:
+            handle(raw, now(), conn)
+        elapsed = time.perf_counter() - t0
+    else:
+        record, conn_id = recorder.frame, conn.id
+        t0 = time.perf_counter()
+        for raw in frames:
+            recv_ns = now()
+            record(raw, recv_ns, conn_id)
+            handle(raw, recv_ns, conn)
+        elapsed = time.perf_counter() - t0
     return len(frames) / elapsed, (rig.publishes() - before) / len(frames)
 
 
@@ -444,6 +454,8 @@ def main(argv=None) -> None:
     ap.add_argument("--depth", type=int, default=5, help="board depth (default 5)")
     ap.add_argument("--recv-s", type=float, default=1.0, help="seconds per WebSocket receive run (default 1.0)")
     ap.add_argument("--skip-recv", action="store_true", help="skip the websockets/picows receive comparison")
+    ap.add_argument("--record-dir", default=None,
+                    help="also time each case with a recorder writing to this directory (recording on vs off)")
     args = ap.parse_args(argv)
     machine = machine_info()
     meter = BusyMeter()
@@ -462,7 +474,7 @@ def main(argv=None) -> None:
         handler, conn, peer_note = cryptofeed_peer(name, symbols)
         cases.append({"name": name, "rig": rig, "setup": setup, "frames": frames, "peer": handler, "conn": conn,
                       "peer_note": peer_note, "ours": [], "theirs": [], "publishes": [], "callbacks": [],
-                      "parse_us": [], "apply_us": [], "venue": venue,
+                      "parse_us": [], "apply_us": [], "venue": venue, "recording": [],
                       "bytes": sum(map(len, frames[:100])) / min(100, len(frames))})
     try:
         for _ in range(args.rounds):
@@ -470,6 +482,13 @@ def main(argv=None) -> None:
                 rate, pubs = time_ours(c["rig"], c["setup"], c["frames"])
                 c["ours"].append(rate)
                 c["publishes"].append(pubs)
+                if args.record_dir:
+                    from pipeline.recording.recorder import Recorder
+                    recorder = Recorder(args.record_dir, c["venue"], {"bench": c["name"]})
+                    try:
+                        c["recording"].append(time_ours(c["rig"], c["setup"], c["frames"], recorder)[0])
+                    finally:
+                        recorder.close()
                 parse_us, apply_us = time_stages(c["venue"], c["setup"], c["frames"], args.depth)
                 c["parse_us"].append(parse_us)
                 c["apply_us"].append(apply_us)
@@ -501,6 +520,14 @@ def main(argv=None) -> None:
             "", "Where the time goes (µs/frame, medians; stages timed separately, so they add up only roughly)", "",
             markdown_table(["message", "venue parse", "+ book apply", "+ compose, write, counters", "session.receive"],
                            stage_rows)]
+    if args.record_dir:
+        record_rows = []
+        for c in cases:
+            off, on = median(c["ours"]), median(c["recording"])
+            record_rows.append([c["name"], 1e6 / off, 1e6 / on, 1e6 / on - 1e6 / off])
+            next(r for r in results if r["case"] == c["name"])["with_recording_frames_per_s"] = on
+        text += ["", "Recording on vs off (µs/frame, medians; the recorder's writer thread runs beside the feed)", "",
+                 markdown_table(["message", "recording off", "recording on", "cost per frame"], record_rows)]
     book_ticker = next((c for c in cases if c["name"] == "binance bookTicker"), None)
     decode = receive = None
     if book_ticker is not None:
