@@ -45,13 +45,38 @@ class Child:
 
 
 def plan_rows(config) -> list[RowAssignment]:
-    """One row per (exchange, instrument), in config order."""
+    """One row per (exchange, instrument), in config order; then the rows mirrored from other boxes."""
     rows = []
     for venue in config.venues:
         symbols = native_symbols(venue)
         for instrument in venue.instruments:
             rows.append(RowAssignment(len(rows), venue.name, instrument, symbols[instrument]))
-    return rows
+    return rows + plan_remote_rows(config, len(rows))
+
+
+def plan_remote_rows(config, first_row: int) -> list[RowAssignment]:
+    """One row per (remote box, venue, instrument) of ``bridge.subscribe``, written by the bridge only.
+
+    ``venue`` is the real venue name (fees, venue ids) and ``box`` the remote box, so the
+    row's label reads ``kraken@frankfurt``; the native symbol is the remote feed's business.
+    """
+    if config.bridge is None:
+        return []
+    return [RowAssignment(first_row + n, venue.name, instrument, "", box=box)
+            for n, (box, venue, instrument) in enumerate(config.bridge.remote_rows())]
+
+
+def bridge_spec(config, rows: list[RowAssignment], slot: int, common: dict) -> list[ProcessSpec]:
+    """The ``pipeline: bridge`` child (none without a bridge section); it owns the remote rows."""
+    if config.bridge is None:
+        return []
+    return [ProcessSpec(key="bridge", role=ProcessRole.BRIDGE, title="pipeline: bridge", slot=slot,
+                        cores=config.bridge.cores, rows=tuple(r for r in rows if r.box), **common)]
+
+
+def bridge_child(spec: ProcessSpec, config, rows: list[RowAssignment]) -> Child:
+    from pipeline.bridge import process as bridge_process
+    return Child(spec, bridge_process.main, (spec, config, tuple(r for r in rows if not r.box)))
 
 
 def check_resources(config) -> str | None:
@@ -142,7 +167,7 @@ class Supervisor:
         for venue in config.venues:
             specs.append(ProcessSpec(key=f"feed:{venue.name}", role=ProcessRole.FEED,
                                      title=f"pipeline: feed {venue.name}", slot=slot, cores=venue.cores,
-                                     venue=venue.name, rows=tuple(r for r in self.rows if r.venue == venue.name),
+                                     venue=venue.name, rows=tuple(r for r in self.rows if r.venue == venue.name and not r.box),
                                      **common))
             slot += 1
         specs.append(ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="pipeline: detector", slot=slot,
@@ -154,6 +179,7 @@ class Supervisor:
         if config.simulator is not None:
             specs.append(ProcessSpec(key="simulator", role=ProcessRole.SIMULATOR, title="pipeline: simulator",
                                      slot=slot, cores=config.simulator.cores, **common))
+        specs += bridge_spec(config, self.rows, len(config.venues) + 3, common)
         return specs
 
     def create_board(self) -> None:
@@ -161,9 +187,9 @@ class Supervisor:
         message = remove_leftover(config.board.name)
         if message:
             self.say(message)
-        n_procs = len(config.venues) + 3
+        n_procs = len(config.venues) + 3 + (config.bridge is not None)
         self.board = Board.create(config.board.name, len(self.rows), config.board.depth, n_procs)
-        instruments = {name: i for i, name in enumerate(config.instruments)}
+        instruments = {name: i for i, name in enumerate(config.board_instruments)}
         for r in self.rows:
             self.board.rows[r.row]["venue_id"] = VENUE_IDS[r.venue]
             self.board.rows[r.row]["instrument_id"] = instruments[r.instrument]
@@ -211,6 +237,8 @@ class Supervisor:
                 child = Child(spec, feed_process.main, (spec, self.config))
             elif spec.role == ProcessRole.DETECTOR:
                 child = Child(spec, detector_process.main, (spec, self.config))
+            elif spec.role == ProcessRole.BRIDGE:
+                child = bridge_child(spec, self.config, self.rows)
             else:
                 child = Child(spec, health.main, (spec, self.config, specs))
             self.children[spec.key] = child
@@ -250,7 +278,7 @@ class Supervisor:
         nobody writes it, so the supervisor takes it over for this one status
         change. The restarted feed resumes the sequence from the board.
         """
-        if self.board is None or child.spec.role != ProcessRole.FEED or not child.spec.rows:
+        if self.board is None or child.spec.role not in (ProcessRole.FEED, ProcessRole.BRIDGE) or not child.spec.rows:
             return
         from pipeline.board import RowStatus, RowWriter
         writer = RowWriter(self.board, [r.row for r in child.spec.rows])

@@ -1,0 +1,403 @@
+"""The bridge process: this box's rows out to NATS, other boxes' rows in.
+
+Publishing is conflated: every ``poll_interval_ms`` the bridge compares each
+local row's seqlock word with the one it last sent (as the detector finds
+changed rows) and publishes the current state of the rows that changed.
+Rows that changed ten times between two scans are sent once, with their
+latest state, so there is no queue to fall behind. Every heartbeat interval
+it also resends every row (a receiver that lost its connection is whole again
+within one interval) and publishes ``heartbeat.<box>``. While NATS is
+unreachable, or the client's outgoing buffer is above :data:`PENDING_LIMIT`,
+it publishes nothing and simply sends the latest states later.
+
+Subscribing is conflated too: the NATS callback only keeps the newest message
+per subject; a separate task parses and writes them into the rows this process
+owns (one writer per row, as for the feeds). A remote box that is silent for
+``heartbeat_timeout_ms``, or a dropped NATS connection, marks that box's rows
+DISCONNECTED at once.
+
+The feeds and the detector never wait for this process: it only reads their
+rows through the seqlock and writes its own rows.
+
+Process slot counters (the board's per-process fields, read by health):
+``messages`` messages received, ``parse_errors`` malformed ones skipped (by
+reason under ``skipped``), ``scans`` row states published, ``reconnects``
+NATS reconnects, ``connected`` 1 while connected, ``gaps`` failed connection
+attempts, ``checksum_failures`` connection attempts whose credentials the
+server refused, ``clock_offset_ns`` the largest remote clock envelope.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+
+from pipeline.board import Board, RowReader, RowStatus, RowWriter, SkipReason, TornReadError
+from pipeline.board.doorbell import Doorbell
+from pipeline.board.histogram import HistogramWriter
+from pipeline.board.layout import HOPS, ProcessRole
+from pipeline.board.stats import ProcStats
+from pipeline.bridge.codec import heartbeat_subject, quote_subject, refresh_subject, render_heartbeat, render_row
+from pipeline.bridge.rows import RemoteRows
+from pipeline.errors import ParseError, PipelineError
+from pipeline.feed.retry import Backoff
+from pipeline.runtime import ProcessSpec, RateLimitedLog, RowAssignment, parent_alive, setup_child
+
+log = logging.getLogger("pipeline.bridge")
+
+PENDING_LIMIT = 256 * 1024         # bytes waiting in the NATS client: above this, skip a scan (conflate)
+WATCHDOG_INTERVAL_S = 0.05
+SKIP_BY_REASON = {"invalid_json": SkipReason.INVALID_JSON, "unknown_message": SkipReason.UNKNOWN_MESSAGE,
+                  "bad_number": SkipReason.BAD_NUMBER, "oversize": SkipReason.OVERSIZE}
+EXIT_BAD_CREDENTIALS_SOURCE = 4
+
+
+class BridgeError(PipelineError):
+    """The bridge cannot start as configured (e.g. the credentials' environment variable is unset)."""
+
+
+def connect_options(bridge, environ) -> dict:
+    """nats-py ``connect`` keyword arguments for ``bridge`` (a BridgeConfig); reads the named secret."""
+    options: dict = {"servers": [bridge.nats_url], "name": f"pipeline-bridge-{bridge.box}"}
+    if bridge.token_env:
+        token = environ.get(bridge.token_env)
+        if not token:
+            raise BridgeError(f"bridge.token_env names {bridge.token_env}, which is not set in the environment")
+        options["token"] = token
+    elif bridge.token_file:
+        with open(bridge.token_file) as f:
+            options["token"] = f.read().strip()
+    elif bridge.nkey_seed_file:
+        options["nkeys_seed"] = bridge.nkey_seed_file
+    elif bridge.creds_file:
+        options["user_credentials"] = bridge.creds_file
+    if bridge.nats_url.startswith("tls://") or bridge.tls_ca_file or bridge.tls_cert_file:
+        context = ssl.create_default_context(cafile=bridge.tls_ca_file)
+        if bridge.tls_cert_file:
+            context.load_cert_chain(bridge.tls_cert_file, bridge.tls_key_file)
+        options["tls"] = context
+    return options
+
+
+def describe_connect_error(exc: BaseException, url: str) -> tuple[str, bool]:
+    """(message for the log, whether the server refused our credentials)."""
+    text = str(exc)
+    lowered = text.lower()
+    if "authorization" in lowered or "authentication" in lowered or "permissions" in lowered:
+        return (f"NATS server {url} refused the credentials ({text}): check bridge.token_env / token_file / "
+                f"nkey_seed_file / creds_file; the local pipeline keeps running without the bridge", True)
+    if isinstance(exc, asyncio.TimeoutError) or type(exc).__name__ in ("NoServersError", "TimeoutError"):
+        return f"no NATS server answered at {url}; retrying", False
+    return f"cannot connect to NATS at {url}: {type(exc).__name__}: {text}", False
+
+
+class Bridge:
+    def __init__(self, spec: ProcessSpec, config, local_rows: tuple[RowAssignment, ...] = (), environ=None):
+        self.spec = spec
+        self.config = config
+        bc = self.bridge = config.bridge
+        self.options = connect_options(bc, os.environ if environ is None else environ)
+        self.board = Board.attach(spec.board_name, spec.depth)
+        self.stats = ProcStats(self.board, spec.slot)
+        self.reader = RowReader(self.board)
+        self.writer = RowWriter(self.board, [r.row for r in spec.rows])
+        self.doorbell = Doorbell(self.board.buf, spec.doorbell_fd)
+        self.remote = RemoteRows(spec.rows, int(bc.heartbeat_timeout_ms * 1e6))
+        self.depth = min(bc.depth or spec.depth, spec.depth)
+        self.published = [(r.row, quote_subject(bc.box, r.venue, r.instrument), r.venue, r.instrument)
+                          for r in local_rows if not r.box] if bc.publish else []
+        self.last_sent = [-1] * len(self.published)
+        self.inbox: dict[str, tuple[bytes, int]] = {}
+        self.inbox_ready: asyncio.Event | None = None
+        self.nc = None
+        self.rate_log = RateLimitedLog()
+        hops = HOPS[ProcessRole.BRIDGE]
+        self.publish_to_written = HistogramWriter(self.board, spec.slot, hops.index("remote_publish_to_written"))
+        self.receive_to_written = HistogramWriter(self.board, spec.slot, hops.index("remote_receive_to_written"))
+        self._words = self.stats.words
+        self._messages_word = self.stats.word("messages")
+        self.stop: asyncio.Event | None = None
+
+    # ---------------------------------------------------------------- setup
+    def register(self) -> None:
+        slot = self.board.procs[self.spec.slot]
+        slot["role"] = int(ProcessRole.BRIDGE)
+        slot["connected"] = 0
+        self.stats.set("pid", os.getpid())
+        self.stats.set("started_ns", time.time_ns())
+        self.stats.set("heartbeat_ns", time.time_ns())
+        self.writer.set_status_all(int(RowStatus.DISCONNECTED))
+
+    # ---------------------------------------------------------------- receiving
+    async def on_message(self, msg) -> None:
+        """NATS callback: keep only the newest message per subject (conflation), wake the writer."""
+        self._words[self._messages_word] += 1
+        self.inbox[msg.subject] = (msg.data, time.time_ns())
+        self.inbox_ready.set()
+
+    def apply(self, subject: str, data: bytes, arrival_ns: int) -> None:
+        remote = self.remote
+        try:
+            if remote.is_heartbeat(subject):
+                remote.on_heartbeat(subject, data, arrival_ns)
+                return
+            write = remote.on_quote(subject, data, arrival_ns)
+        except ParseError as exc:
+            self.stats.add("parse_errors")
+            self.stats.skip(SKIP_BY_REASON.get(exc.reason, SkipReason.OTHER))
+            self.rate_log.warning(f"parse:{exc.reason}", f"skipped message on {subject}: {exc}")
+            return
+        if write is None:
+            return
+        self.writer.write(write.row, write.status, write.bids, write.asks, write.exch_ts_ns, write.recv_ns)
+        self.doorbell.ring_if_sleeping()
+        now = time.time_ns()
+        self.publish_to_written.record(now - write.sent_ns)
+        if write.recv_ns:
+            self.receive_to_written.record(now - write.recv_ns)
+
+    async def writer_loop(self) -> None:
+        while not self.stop.is_set():
+            await self.inbox_ready.wait()
+            self.inbox_ready.clear()
+            inbox, self.inbox = self.inbox, {}
+            for subject, (data, arrival_ns) in inbox.items():
+                self.apply(subject, data, arrival_ns)
+
+    def disconnect_rows(self, rows: list[int], why: str) -> None:
+        for row in rows:
+            self.writer.set_status(row, int(RowStatus.DISCONNECTED))
+        if rows:
+            self.doorbell.ring_if_sleeping()
+            log.warning("%d remote rows disconnected: %s", len(rows), why)
+
+    # ---------------------------------------------------------------- publishing
+    def scan(self) -> list[tuple[str, bytes]]:
+        """(subject, message) for every local row whose seqlock word moved since it was last sent."""
+        words = self.reader._words  # noqa: SLF001 - the hot loop reads seq words directly, as the detector does
+        seq_words = self.reader.seq_words
+        last = self.last_sent
+        out = []
+        sent_ns = time.time_ns()
+        box, depth, index = self.bridge.box, self.depth, self.reader.codec.index
+        for i, (row, subject, venue, instrument) in enumerate(self.published):
+            seq = words[seq_words[row]]
+            if seq == last[i] or seq & 1:
+                continue
+            try:
+                seq, values = self.reader.read_with_seq(row)
+            except TornReadError:
+                continue
+            last[i] = seq
+            out.append((subject, render_row(box, venue, instrument, values, index, depth, sent_ns)))
+        return out
+
+    def resend_all(self) -> None:
+        self.last_sent = [-1] * len(self.published)
+
+    async def publisher(self) -> None:
+        interval_s = self.bridge.poll_interval_ms / 1000
+        refresh_s = self.bridge.heartbeat_interval_ms / 1000
+        next_refresh = time.monotonic() + refresh_s
+        scans_word = self.stats.word("scans")
+        while not self.stop.is_set():
+            nc = self.nc
+            if nc is not None and nc.is_connected and nc.pending_data_size < PENDING_LIMIT:
+                if time.monotonic() >= next_refresh:
+                    next_refresh = time.monotonic() + refresh_s
+                    self.resend_all()
+                messages = self.scan()
+                try:
+                    for subject, data in messages:
+                        await nc.publish(subject, data)
+                except Exception as exc:  # noqa: BLE001 - the connection went away mid-scan: resend later
+                    self.resend_all()
+                    self.rate_log.warning("publish", f"publish failed ({type(exc).__name__}: {exc}); "
+                                                     f"the latest states are sent after reconnecting")
+                else:
+                    self._words[scans_word] += len(messages)
+            await asyncio.sleep(interval_s)
+
+    async def heartbeat(self) -> None:
+        interval_s = self.bridge.heartbeat_interval_ms / 1000
+        subject = heartbeat_subject(self.bridge.box)
+        while not self.stop.is_set():
+            nc = self.nc
+            if nc is not None and nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await nc.publish(subject, render_heartbeat(self.bridge.box, time.time_ns(), len(self.published)))
+            await asyncio.sleep(interval_s)
+
+    # ---------------------------------------------------------------- connection
+    async def on_refresh(self, msg) -> None:
+        self.resend_all()
+
+    async def on_connected(self, nc) -> None:
+        for subject in self.remote.subjects():
+            await nc.subscribe(subject, cb=self.on_message)
+        if self.published:
+            await nc.subscribe(refresh_subject(self.bridge.box), cb=self.on_refresh)
+        await self.set_connected(True)
+        for box in self.remote.boxes:          # ask every mirrored box for all its rows now
+            await nc.publish(refresh_subject(box), b"")
+        if self.bridge.record is not None and self.published:
+            await self.create_stream(nc)
+
+    async def create_stream(self, nc) -> None:
+        record = self.bridge.record
+        box = self.bridge.box
+        try:
+            js = nc.jetstream()
+            await js.add_stream(name=record.stream, subjects=[f"quotes.{box}.>", heartbeat_subject(box)],
+                                max_age=record.max_age_h * 3600.0)
+            log.info("recording quotes.%s.> and %s into JetStream stream %s (kept %.1f h)", box,
+                     heartbeat_subject(box), record.stream, record.max_age_h)
+        except Exception as exc:  # noqa: BLE001 - recording is optional; publishing goes on
+            log.error("cannot create JetStream stream %s (is JetStream enabled on the server, e.g. "
+                      "nats-server -js?): %s: %s", record.stream, type(exc).__name__, exc)
+
+    async def set_connected(self, connected: bool) -> None:
+        self.board.procs[self.spec.slot]["connected"] = int(connected)
+        self.disconnect_rows(self.remote.set_connected(connected), "NATS connection lost")
+        if connected:
+            self.resend_all()
+
+    async def connection(self) -> None:
+        import nats
+        url = self.bridge.nats_url
+        backoff = Backoff(0.1, 2.0)
+        closed = asyncio.Event()
+
+        async def on_error(exc):
+            message, refused = describe_connect_error(exc, url)
+            if refused:
+                self.stats.add("checksum_failures")
+            self.rate_log.warning(f"nats:{type(exc).__name__}", message)
+
+        async def on_disconnected():
+            await self.set_connected(False)
+
+        async def on_reconnected():
+            self.stats.add("reconnects")
+            log.info("reconnected to NATS at %s", url)
+            await self.set_connected(True)
+            for box in self.remote.boxes:
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(refresh_subject(box), b"")
+
+        async def on_closed():
+            closed.set()
+
+        ping_s = max(1, int(self.bridge.heartbeat_timeout_ms / 2000))
+        first = True
+        while not self.stop.is_set():
+            closed.clear()
+            opened = None
+            try:
+                nc = await asyncio.wait_for(
+                    nats.connect(**self.options, connect_timeout=self.bridge.connect_timeout_s,
+                                 max_reconnect_attempts=3, reconnect_time_wait=0.25, ping_interval=ping_s,
+                                 max_outstanding_pings=2, pending_size=4 * PENDING_LIMIT, flush_timeout=1.0,
+                                 error_cb=on_error, disconnected_cb=on_disconnected,
+                                 reconnected_cb=on_reconnected, closed_cb=on_closed),
+                    timeout=self.bridge.connect_timeout_s * 4 + 1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure to connect is reported and retried
+                message, refused = describe_connect_error(exc, url)
+                self.stats.add("gaps")
+                if refused:
+                    log.error("%s", message)
+                else:
+                    self.rate_log.warning("connect", message)
+            else:
+                opened = time.monotonic()
+                if not first:
+                    self.stats.add("reconnects")
+                first = False
+                log.info("connected to NATS at %s as box %s", url, self.bridge.box)
+                self.nc = nc
+                await self.on_connected(nc)
+                stopper = asyncio.ensure_future(self.stop.wait())
+                closer = asyncio.ensure_future(closed.wait())
+                await asyncio.wait([stopper, closer], return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                closer.cancel()
+                self.nc = None
+                if not nc.is_closed:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(nc.close(), 2)
+                await self.set_connected(False)
+            if opened is not None:
+                backoff.connected_for(time.monotonic() - opened)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), backoff.next_delay())
+
+    # ---------------------------------------------------------------- watch
+    async def watchdog(self) -> None:
+        while not self.stop.is_set():
+            now = time.time_ns()
+            self.stats.set("heartbeat_ns", now)
+            self.disconnect_rows(self.remote.check(now), "remote box silent for longer than "
+                                                         f"{self.bridge.heartbeat_timeout_ms:.0f} ms")
+            envelope = self.remote.clock_envelope_ns()
+            if envelope is not None:
+                self.board.procs[self.spec.slot]["clock_offset_ns"] = envelope
+            if not parent_alive(self.spec):
+                log.error("supervisor is gone; exiting")
+                self.stop.set()
+                return
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+
+    async def run(self) -> None:
+        self.stop = asyncio.Event()
+        self.inbox_ready = asyncio.Event()
+        self.register()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        tasks = [asyncio.ensure_future(self.connection()), asyncio.ensure_future(self.watchdog())]
+        if self.remote.boxes:
+            tasks.append(asyncio.ensure_future(self.writer_loop()))
+        if self.published:
+            tasks.append(asyncio.ensure_future(self.publisher()))
+            tasks.append(asyncio.ensure_future(self.heartbeat()))
+        stopper = asyncio.ensure_future(self.stop.wait())
+        done, _ = await asyncio.wait(tasks + [stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks + [stopper]:
+            task.cancel()
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.close(), 2)
+        for task in done:
+            if task is not stopper and not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.set_status_all(int(RowStatus.DISCONNECTED))
+        self.writer = None
+        self.reader = None
+        self.board.close()
+
+
+def main(spec: ProcessSpec, config, local_rows: tuple[RowAssignment, ...] = ()) -> None:
+    """Entry point of the bridge process (called in the forked child)."""
+    setup_child(spec)
+    logging.getLogger("nats").setLevel(logging.CRITICAL)     # its errors reach us through error_cb
+    try:
+        bridge = Bridge(spec, config, local_rows)
+    except (BridgeError, OSError) as exc:
+        log.error("bridge cannot start: %s", exc)
+        sys.exit(EXIT_BAD_CREDENTIALS_SOURCE)
+    try:
+        asyncio.run(bridge.run())
+    except Exception:
+        log.exception("bridge failed")
+        bridge.close()
+        sys.exit(3)
+    bridge.close()

@@ -1,0 +1,156 @@
+"""Remote rows: which local row mirrors which remote one, when a remote box
+counts as alive, and how its times become this box's times. Pure: every
+method takes the current time as an argument.
+
+Clocks. Both boxes stamp with ``time.time_ns()`` (CLOCK_REALTIME), and the
+boxes are assumed to run NTP or PTP (PTP: microseconds apart; NTP on a good
+network: about a millisecond; cross-region round trips: 74-237 ms). For each
+remote box the bridge keeps the low envelope of ``arrival - sent_ns`` over a
+sliding window, as the feeds do for exchange clocks
+(:class:`BoxClock`). That envelope is the clock offset *plus* the smallest
+one-way transport delay, and one-way traffic cannot tell the two apart. So the
+remote times are trusted as they are, and corrected only by the part of the
+envelope that must be clock error: a negative envelope (messages appearing to
+arrive before they were sent) means the remote clock is ahead by at least that
+much. A remote row's ``recv_ns`` is therefore the remote receive time on this
+box's clock, never later than the truth under NTP/PTP, so ``now - recv_ns``
+(the detector's staleness age) always includes the transport delay: a quote
+that crossed a region is older than a local one, and is judged so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.board.layout import RowStatus
+from pipeline.bridge.codec import RemoteQuote, heartbeat_subject, parse_heartbeat, parse_quote, quote_subject
+from pipeline.runtime import RowAssignment
+
+DISCONNECTED = int(RowStatus.DISCONNECTED)
+
+
+class BoxClock:
+    """Low envelope of (local arrival - remote send time) over a sliding window of ``window_s``.
+
+    Two half-windows keep it O(1) per sample and let it follow drift while
+    ignoring queueing spikes.
+    """
+
+    def __init__(self, window_s: float = 30.0):
+        self.half_ns = int(window_s * 1e9 / 2)
+        self.current: int | None = None
+        self.previous: int | None = None
+        self.started_ns = 0
+
+    def observe(self, delay_ns: int, now_ns: int) -> None:
+        if now_ns - self.started_ns > self.half_ns:
+            self.previous, self.current, self.started_ns = self.current, None, now_ns
+        if self.current is None or delay_ns < self.current:
+            self.current = delay_ns
+
+    def envelope_ns(self) -> int | None:
+        values = [v for v in (self.current, self.previous) if v is not None]
+        return min(values) if values else None
+
+    def correction_ns(self) -> int:
+        """Add to a remote time to put it on this box's clock (see the module docstring)."""
+        envelope = self.envelope_ns()
+        return envelope if envelope is not None and envelope < 0 else 0
+
+
+@dataclass
+class BoxState:
+    name: str
+    rows: list[int]
+    clock: BoxClock = field(default_factory=BoxClock)
+    last_seen_ns: int = 0          # local time of the last valid message from this box
+    alive: bool = False
+    heartbeats: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RowWrite:
+    """What to write into one local row for one remote quote (local clock)."""
+
+    row: int
+    status: int
+    bids: list
+    asks: list
+    exch_ts_ns: int
+    recv_ns: int                   # remote receive time, on this box's clock
+    sent_ns: int                   # remote bridge send time, on this box's clock
+
+
+class RemoteRows:
+    """The rows mirrored from other boxes and the liveness of each box.
+
+    A box is alive while this bridge is connected and its last message
+    (quote or heartbeat) is younger than ``heartbeat_timeout_ns``. When it
+    stops being alive, :meth:`check` returns its rows to be marked
+    DISCONNECTED; they come back with the next quote for each (the publisher
+    resends every row at least once per heartbeat interval).
+    """
+
+    def __init__(self, rows: list[RowAssignment] | tuple[RowAssignment, ...], heartbeat_timeout_ns: int):
+        self.timeout_ns = heartbeat_timeout_ns
+        self.row_of = {quote_subject(r.box, r.venue, r.instrument): r.row for r in rows}
+        self.boxes: dict[str, BoxState] = {}
+        for r in rows:
+            self.boxes.setdefault(r.box, BoxState(r.box, [])).rows.append(r.row)
+        self.box_of_heartbeat = {heartbeat_subject(box): box for box in self.boxes}
+        self.connected = False
+
+    def subjects(self) -> list[str]:
+        return list(self.row_of) + list(self.box_of_heartbeat)
+
+    def is_heartbeat(self, subject: str) -> bool:
+        return subject in self.box_of_heartbeat
+
+    def _seen(self, box: BoxState, sent_ns: int, arrival_ns: int) -> None:
+        box.clock.observe(arrival_ns - sent_ns, arrival_ns)
+        box.last_seen_ns = arrival_ns
+        box.alive = self.connected
+
+    def on_heartbeat(self, subject: str, data: bytes, arrival_ns: int) -> None:
+        """Raises ParseError for a malformed heartbeat."""
+        heartbeat = parse_heartbeat(subject, data)
+        box = self.boxes[self.box_of_heartbeat[subject]]
+        box.heartbeats += 1
+        self._seen(box, heartbeat.sent_ns, arrival_ns)
+
+    def on_quote(self, subject: str, data: bytes, arrival_ns: int) -> RowWrite | None:
+        """The write for one quote message (None: not a row we mirror). Raises ParseError when malformed."""
+        row = self.row_of.get(subject)
+        if row is None:
+            return None
+        quote: RemoteQuote = parse_quote(subject, data)
+        box = self.boxes[quote.box]
+        self._seen(box, quote.sent_ns, arrival_ns)
+        correction = box.clock.correction_ns()
+        return RowWrite(row, quote.status, quote.bids, quote.asks, quote.exch_ts_ns,
+                        quote.recv_ns + correction if quote.recv_ns else 0, quote.sent_ns + correction)
+
+    def set_connected(self, connected: bool) -> list[int]:
+        """Rows to mark DISCONNECTED because the connection to NATS dropped."""
+        self.connected = connected
+        if connected:
+            return []
+        rows = []
+        for box in self.boxes.values():
+            if box.alive:
+                box.alive = False
+            rows.extend(box.rows)
+        return rows
+
+    def check(self, now_ns: int) -> list[int]:
+        """Rows of boxes that just went silent for longer than the heartbeat timeout."""
+        rows = []
+        for box in self.boxes.values():
+            if box.alive and now_ns - box.last_seen_ns > self.timeout_ns:
+                box.alive = False
+                rows.extend(box.rows)
+        return rows
+
+    def clock_envelope_ns(self) -> int | None:
+        """The largest envelope over the boxes (worst clock offset + transport), for health."""
+        values = [b.clock.envelope_ns() for b in self.boxes.values() if b.clock.envelope_ns() is not None]
+        return max(values) if values else None
