@@ -81,6 +81,8 @@ class HealthReporter:
             info["clock_offset_ms"] = int(slot["clock_offset_ns"]) / 1e6
             info["shadow_fills"] = int(slot["shadow_fills"])
             info["shadow_profitable"] = int(slot["shadow_profitable"])
+            info["recorded"] = int(slot["recorded"])
+            info["record_dropped"] = int(slot["record_dropped"])
             info["hops"] = latency_rows(self.board, spec)
             if spec.role == ProcessRole.FEED:
                 own = [r for r in self.rows if r.venue == spec.venue]
@@ -133,6 +135,8 @@ class HealthReporter:
                 line += f" frames/s {rate:>6}"
             if info["key"].startswith("feed:") and info["clock_offset_ms"]:
                 line += f" clock offset {info['clock_offset_ms']:+.1f}ms"
+            if info["key"].startswith("feed:") and info["record_dropped"]:
+                line += f" RECORDING FAILING: {info['record_dropped']} frames not recorded"
             if info["key"] == "detector" and info["shadow_fills"]:
                 line += f" shadow fills profitable {info['shadow_profitable']}/{info['shadow_fills']}"
             if info["restarts"]:

@@ -67,6 +67,10 @@ _FEED_COUNTERS = (
     ("checksum_failures", "pipeline_feed_checksum_failures", "Book checksum mismatches seen by the feed process."),
     ("resyncs", "pipeline_feed_resyncs", "Book resynchronisations (book discarded and rebuilt) by the feed process."),
     ("restarts", "pipeline_feed_restarts", "Times the supervisor restarted the feed process."),
+    ("recorded", "pipeline_feed_recorded_frames", "Frames written to the feed's recording."),
+    ("record_dropped", "pipeline_feed_recording_dropped_frames",
+     "Frames lost from the recording (disk full, unwritable directory); never from the board."),
+    ("record_errors", "pipeline_feed_recording_errors", "Recording write failures."),
 )
 _SKIP_REASONS = tuple((int(r), r.name.lower()) for r in SkipReason)
 _ROW_STATES = tuple((int(s), s.name.lower()) for s in RowStatus)
