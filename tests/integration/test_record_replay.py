@@ -144,3 +144,18 @@ def test_real_captures_import_and_replay_with_incident_counts(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "replay: coinbase incidents: connect 1, parse_error 214" in result.stdout
     assert "detector summary:" in result.stdout
+
+
+def test_unwritable_recording_directory_never_stops_the_feeds(tmp_path, board_name):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    raw = demo_config(board_name, tmp_path / "live.jsonl", venues=("binance", "bybit"))
+    raw["recording"] = {"dir": str(blocker / "rec")}
+    config = write_config(tmp_path / "config.yaml", raw)
+    result = run_cli("--config", str(config), "--duration", "4", "--verbose", timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "frames not recorded" in result.stdout           # the health line says so
+    assert "recording to" in result.stderr and "failed" in result.stderr
+    opens = [r for r in map(orjson.loads, (tmp_path / "live.jsonl").read_bytes().splitlines())
+             if r["event"] == "open"]
+    assert opens                                             # the board and the detector kept working
