@@ -52,3 +52,10 @@ def test_unwritable_output_exits_2_naming_the_field(tmp_path, board_name):
         f"run.py: detector.output: cannot write {str(tmp_path / 'a-file' / 'opps.jsonl')!r} "
         f"({str(tmp_path / 'a-file')!r} is not a directory)"]
     assert not (Path("/dev/shm") / board_name).exists()
+
+
+def test_top_without_a_board_exits_2_naming_it():
+    result = run_cli("top", "--board", "pipeline-test-no-such-board", timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "run.py top: --board: no quote board named 'pipeline-test-no-such-board' (is the supervisor running?)"]

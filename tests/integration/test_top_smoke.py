@@ -142,6 +142,12 @@ def test_top_in_a_pseudo_terminal(tmp_path, board_name):
         assert shows(rb"BTC/USDT \[1/2\]") and shows(rb"net bps buy/sell")
         os.write(master, b"q")
         assert top.wait(10) == 0
+        once = subprocess.run([sys.executable, "run.py", "top", "--config", str(config), "--once"], cwd=REPO,
+                              capture_output=True, text=True, timeout=30)
+        assert once.returncode == 0, once.stderr
+        lines = once.stdout.splitlines()
+        assert lines[1].startswith("BTC/USDT [1/2]") and re.match(r"binance\s+live", lines[2]), once.stdout
+        assert lines[-1] == "f/b next/previous instrument   p pause   q quit"
     finally:
         if top is not None and top.poll() is None:
             top.kill()
