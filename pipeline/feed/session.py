@@ -267,6 +267,7 @@ class FeedSession:
                             trace.append(("ignored", event.symbol, "not subscribed"))
                         continue
                     book = self._add_row(event.symbol, len(self.row_of))
+                    conn.symbols.append(event.symbol)       # its row now lives and dies with this connection
                 outcome = book.apply(event)
                 if trace is not None:
                     trace.append((OUTCOME_KIND[outcome], event.symbol, ""))
