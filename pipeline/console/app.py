@@ -146,13 +146,14 @@ class Console:
         self.instrument_index = 0
         self.paused = False
         self.stop = False
+        self.quit_requested = False      # ``q`` (not SIGTERM): with --console it stops the pipeline
         self.stopped_reason = ""
         self._frozen = None
 
     def key(self, key: str) -> None:
         instruments = self.source.instruments
         if key == "q":
-            self.stop = True
+            self.stop = self.quit_requested = True
         elif key == "p":
             self.paused = not self.paused
         elif key in ("f", "\t") and instruments:
@@ -202,7 +203,7 @@ class Console:
         if self.stopped_reason:
             out.write(f"run.py top: {self.stopped_reason}\n")
             out.flush()
-        if self.stop and self.on_quit is not None:
+        if self.quit_requested and self.on_quit is not None:
             self.on_quit()
         return 0
 

@@ -2,7 +2,6 @@
 rendered to exact text; the event book; the file tail; the readable stdout lines."""
 from __future__ import annotations
 
-import os
 
 import orjson
 import pytest
@@ -171,7 +170,7 @@ def test_keys_choose_the_instrument_pause_and_quit(board):
     console.key("p")
     assert console.paused
     console.key("q")
-    assert console.stop
+    assert console.stop and console.quit_requested
 
 
 # ---------------------------------------------------------------- readable stdout
