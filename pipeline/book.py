@@ -438,12 +438,13 @@ class InstrumentBook:
                 and not self._depth_valid() and (self.precision is not None or not self.precision_required))
 
     def _refresh_state(self) -> None:
-        if self._stand_in():
+        bbo = self.bbo
+        if bbo.weak and self._stand_in():
             ready = True
         else:
-            depth_ok = not self.uses_depth or self._depth_valid()
-            bbo_ok = not self.uses_bbo or self.bbo.synced or (self.uses_depth and self.bbo.weak)
-            ready = depth_ok and bbo_ok
+            uses_depth = self.uses_depth
+            depth_ok = not uses_depth or (self.book.synced and (self.checksum_ok or not self.precision_required))
+            ready = depth_ok and (not self.uses_bbo or bbo.synced or (uses_depth and bbo.weak))
         if not ready:
             self.state = RowStatus.RESYNCING if self.state == RowStatus.RESYNCING else RowStatus.SYNCING
             self.composed = self.compose()
@@ -461,12 +462,19 @@ class InstrumentBook:
     def compose(self) -> tuple[list, list]:
         """Top-``depth`` bids and asks for the board row, best first."""
         n = self.depth
-        if not self.uses_depth or self._stand_in():
-            return self.bbo.bids.top(1), self.bbo.asks.top(1)
-        bids = self.book.bids.top(n)
-        asks = self.book.asks.top(n)
         bbo = self.bbo
-        if self.uses_bbo and bbo.synced and self._bbo_newer():
+        if not self.uses_depth or (bbo.weak and self._stand_in()):
+            return bbo.bids.top(1), bbo.asks.top(1)
+        book = self.book
+        bids = book.bids.top(n)
+        asks = book.asks.top(n)
+        if not self.uses_bbo or not bbo.synced or bbo.weak:
+            return bids, asks                      # a weak source never overrides the depth book (W4)
+        if bbo.xseq is not None and book.xseq is not None:
+            newer = bbo.xseq > book.xseq           # the exchange's own order (W1)
+        else:
+            newer = bbo.recv_order > book.recv_order   # no comparable id: arrival order
+        if newer:
             top_bid = bbo.bids.top(1)
             top_ask = bbo.asks.top(1)
             if top_bid:
@@ -476,13 +484,3 @@ class InstrumentBook:
                 ask_px = top_ask[0][0]
                 asks = top_ask + [lvl for lvl in asks if lvl[0] > ask_px][: n - 1]
         return bids, asks
-
-    def _bbo_newer(self) -> bool:
-        """Whether the top-of-book channel is fresher than the depth book (W1, W4)."""
-        bbo = self.bbo
-        book = self.book
-        if bbo.weak:
-            return False                           # a weak source never overrides the depth book
-        if bbo.xseq is not None and book.xseq is not None:
-            return bbo.xseq > book.xseq            # the exchange's own order
-        return bbo.recv_order > book.recv_order    # no comparable id: arrival order
