@@ -21,7 +21,7 @@ from tests.conftest import REPO, demo_config, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
-DURATION_S = 9
+DURATION_S = 9            # the pty test's run; the tmux run is stopped with q long before its 60 s
 
 
 def start_demo_config(tmp_path, board_name):
@@ -68,7 +68,7 @@ def test_console_and_top_in_tmux(tmp_path, board_name):
     tmux = Tmux()
     status = tmp_path / "status"
     try:
-        tmux.start("pipeline", f"cd {shell(REPO)} && {shell(sys.executable, 'run.py', '--config', config, '--console', '--duration', DURATION_S)}; "
+        tmux.start("pipeline", f"cd {shell(REPO)} && {shell(sys.executable, 'run.py', '--config', config, '--console', '--duration', 60)}; "
                                f"echo $? > {shell(status)}")
         wait_for(lambda: (Path("/dev/shm") / board_name).exists(), 15, message="the board")
         tmux.start("top", f"cd {shell(REPO)} && {shell(sys.executable, 'run.py', 'top', '--board', board_name)}; "
@@ -89,7 +89,8 @@ def test_console_and_top_in_tmux(tmp_path, board_name):
         wait_for(lambda: "ETH/USDT [2/2]" in tmux.screen("top"), 5, 0.1, "f to show the next instrument")
         tmux.keys("top", "q")
         wait_for(lambda: "top exit 0" in tmux.screen("top"), 5, 0.1, "q to quit top")
-        wait_for(status.exists, DURATION_S + 20, 0.2, "the pipeline to stop")
+        tmux.keys("pipeline", "q")                                   # q in the console stops the pipeline
+        wait_for(status.exists, 15, 0.2, "q in the console to stop the pipeline")
         assert status.read_text().strip() == "0"
         after = tmux.screen("pipeline", history=True)
         assert "console closed; this run's output is in" in after and "latency per hop" in after, after
