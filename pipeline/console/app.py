@@ -80,14 +80,23 @@ def config_of_running(supervisor_pid: int):
         return None, ""
 
 
+def _cwd_of(pid: int) -> str:
+    import psutil
+    try:
+        return psutil.Process(pid).cwd()
+    except psutil.Error:
+        return ""
+
+
 def open_setup(args) -> Setup:
     from pipeline.board import Board
     rows = fees = events = None
     if args.config:
         from pipeline.config import load_config
         config = load_config(args.config)
-        rows, fees, events = describe(config)
         board = Board.attach(config.board.name)
+        # a relative detector.output is relative to where the pipeline runs, not to where top runs
+        rows, fees, events = describe(config, _cwd_of(int(board.header["supervisor_pid"])))
     else:
         board = Board.attach(args.board or "pipeline-board")
         config, cwd = config_of_running(int(board.header["supervisor_pid"]))
