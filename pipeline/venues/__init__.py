@@ -18,6 +18,8 @@ multiprocessing. It offers:
 * ``build_resubscribe(symbol, depth) -> list[str]``: frames that make the
   exchange send a fresh snapshot of one symbol (after a gap);
 * ``build_keepalive() -> str | None``, ``build_pong(token) -> str``;
+* ``WS_PING_INTERVAL_S``: RFC 6455 pings the client sends (None: only the
+  venue's own keepalive; per venue because not every server answers them);
 * ``parse(raw, recv_ns) -> list[event]``: one frame into
   :mod:`pipeline.model` events; raises only :class:`~pipeline.errors.ParseError`.
 

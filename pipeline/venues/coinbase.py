@@ -79,6 +79,7 @@ MAX_SYMBOLS_PER_CONNECTION = 10       # every level2 subscription starts with a 
 BOOK_LEVELS = None                    # full book
 CHECKSUM = None
 CHECKSUM_LEVELS = 0
+WS_PING_INTERVAL_S = 20.0  # transport pings; the heartbeats channel keeps subscriptions open
 CHANNELS = ("level2", "heartbeats")
 CONNECTION_LIVE = Liveness(None)
 
@@ -264,4 +265,5 @@ VENUE = Venue(NAME, DEFAULT_URL, "/", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_
               MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
               build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
               depth_is_delta=True, cross_channel_seq="",
-              quirks=("connection_gap", "heartbeats"))
+              quirks=("connection_gap", "heartbeats"), ws_ping_interval_s=WS_PING_INTERVAL_S,
+              limits=(("connections_per_s", 8), ("unauthenticated_messages_per_s", 8)))

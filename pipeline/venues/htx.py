@@ -64,6 +64,7 @@ MAX_SYMBOLS_PER_CONNECTION = 20       # no documented limit; 2 topics each
 BOOK_LEVELS = None                    # mbp.refresh snapshots replace the book
 CHECKSUM = None
 CHECKSUM_LEVELS = 0
+WS_PING_INTERVAL_S = 20.0   # whether HTX answers RFC 6455 pings is not documented: watch for ~40 s reconnects live
 DEPTH_CHOICES = (5, 10, 20)
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -191,4 +192,4 @@ def _symbol_from_text(text: str) -> str:
 VENUE = Venue(NAME, DEFAULT_URL, "/ws", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
               MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
               build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
-              depth_is_delta=False, cross_channel_seq="")
+              depth_is_delta=False, cross_channel_seq="", ws_ping_interval_s=WS_PING_INTERVAL_S)

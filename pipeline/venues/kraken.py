@@ -88,6 +88,7 @@ SUBSCRIBE_INTERVAL_S = 0.0   # between subscribe frames: one frame per channel
 MAX_SYMBOLS_PER_CONNECTION = 50       # no documented per-connection limit
 BOOK_LEVELS = 10
 CHECKSUM_LEVELS = 10
+WS_PING_INTERVAL_S = 20.0   # transport pings besides the documented method ping
 
 _SECTION = re.compile(rb'"(bids|asks)"\s*:\s*\[([^\]]*)\]')
 _LEVEL = re.compile(rb'\{\s*"price"\s*:\s*(-?[0-9][0-9.eE+-]*)\s*,\s*"qty"\s*:\s*(-?[0-9][0-9.eE+-]*)\s*[,}]')
@@ -259,4 +260,6 @@ VENUE = Venue(NAME, DEFAULT_URL, "/v2", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVA
               MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
               build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
               depth_is_delta=True, cross_channel_seq="",
-              quirks=("shortest_numbers", "venue_status", "instrument_channel", "heartbeats"))
+              quirks=("shortest_numbers", "venue_status", "instrument_channel", "heartbeats"),
+              ws_ping_interval_s=WS_PING_INTERVAL_S,
+              limits=(("connection_attempts_per_10_min", 150), ("reconnect_after_status_s", 5)))

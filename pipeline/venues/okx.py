@@ -83,6 +83,7 @@ MAX_SYMBOLS_PER_CONNECTION = 25       # one 400-level `books` channel each: unde
 BOOK_LEVELS = 400
 CHECKSUM = None                       # the `checksum` field is always 0 now
 CHECKSUM_LEVELS = 0
+WS_PING_INTERVAL_S = 20.0   # whether OKX answers RFC 6455 pings is not documented: watch for ~40 s reconnects live
 DEPTH_CHANNEL = "books"              # public default
 DEPTH_CHANNELS = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}   # channel -> levels
 TBT_CHANNEL = "books50-l2-tbt"        # the tick-by-tick channel to ask for when logged in
@@ -234,4 +235,7 @@ VENUE = Venue(NAME, DEFAULT_URL, "/ws/v5/public", DEFAULT_TAKER_FEE_BPS, KEEPALI
               MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
               build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
               depth_is_delta=True, cross_channel_seq="seqId",
-              quirks=("late_depth", "sequence_reset", "planned_disconnect", "tbt_refused"))
+              quirks=("late_depth", "sequence_reset", "planned_disconnect", "tbt_refused"),
+              ws_ping_interval_s=WS_PING_INTERVAL_S,
+              limits=(("connections_per_s", 3), ("requests_per_connection_per_hour", 480),
+                      ("depth_channels_per_connection", 30)))

@@ -246,7 +246,7 @@ def test_kraken_pair_status_and_precision_change():
 
 
 # ---------------------------------------------------------------- C1: planned disconnects
-@pytest.mark.parametrize("name", venues_with(lambda v: "planned_disconnect" in v.quirks) + ["binance"])
+@pytest.mark.parametrize("name", venues_with(lambda v: "planned_disconnect" in v.quirks))
 def test_announced_shutdown_is_a_planned_notice(name):
     async def scenario():
         async with Venue(name) as v:

@@ -10,7 +10,8 @@ from pipeline.venues import DEFAULT_TAKER_FEE_BPS, VENUES, load_venue
 
 REQUIRED = ["NAME", "DEFAULT_URL", "DEFAULT_TAKER_FEE_BPS", "KEEPALIVE_INTERVAL_S", "SUBSCRIBE_INTERVAL_S",
             "MAX_SYMBOLS_PER_CONNECTION", "BOOK_LEVELS", "CHECKSUM", "CHECKSUM_LEVELS", "native_symbol",
-            "build_url", "build_subscribe", "build_resubscribe", "build_keepalive", "build_pong", "parse"]
+            "build_url", "build_subscribe", "build_resubscribe", "build_keepalive", "build_pong", "parse",
+            "WS_PING_INTERVAL_S", "VENUE"]
 FORBIDDEN = {"asyncio", "websockets", "socket", "time", "multiprocessing", "threading", "requests", "urllib"}
 
 
@@ -62,6 +63,14 @@ def test_simulator_serves_each_venue_on_its_declared_path():
     from pipeline.sim.server import URL_PATHS
     from pipeline.venues import SIM_PATHS
     assert URL_PATHS == SIM_PATHS and set(SIM_PATHS) == set(VENUES)
+
+
+def test_documented_limits_are_declared():
+    from pipeline.venues import venue_record
+    assert venue_record("okx").limit("requests_per_connection_per_hour") == 480
+    assert venue_record("kraken").limit("reconnect_after_status_s") == 5
+    assert venue_record("binance").limit("connection_lifetime_s") == 86400
+    assert venue_record("htx").limit("requests_per_connection_per_hour") is None
 
 
 def test_cross_channel_ids_are_declared_where_both_channels_carry_one():
