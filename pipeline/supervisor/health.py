@@ -109,9 +109,12 @@ class HealthReporter:
                 now = read_histogram(self.board, spec.slot, hops.index("receive_to_emitted"))
                 e2e = now.minus(self._last_e2e) if self._last_e2e is not None else now
                 self._last_e2e = now
+        not_live = [f"{i['key'][5:]} " + ",".join(k for k in i["row_states"] if k != "live")
+                    for i in feeds if i.get("row_states") and set(i["row_states"]) != {"live"}]
         return format_status(clock, live, len(feeds), sum(rates) if rates else None,
                              detector["opportunities"] if detector else None, e2e,
-                             [i["title"] for i in snapshot if i["restarts"]])
+                             [f"{i['title'].removeprefix('pipeline: ')} {i['restarts']}" for i in snapshot
+                              if i["restarts"]], not_live)
 
     def render(self, snapshot: list[dict]) -> str:
         n = len(self.specs) + 1   # + the supervisor
@@ -152,20 +155,20 @@ class HealthReporter:
 
 
 def format_status(clock: str, live: int, feeds: int, messages_per_s: float | None, opportunities: int | None,
-                  e2e, restarted: list[str]) -> str:
+                  e2e, restarted: list[str], not_live: list[str] = ()) -> str:
     """``--- health 12:00:05  venues live 6/6  msg/s 1480  opportunities 12  end to end p50 118 µs p99 402 µs``.
 
     ``e2e`` is the detector's frame-received -> opportunity-emitted histogram since the last line
     (a :class:`~pipeline.board.histogram.HistogramSnapshot`), or None.
     """
-    parts = [f"--- health {clock}", f"venues live {live}/{feeds}"]
+    parts = [f"--- health {clock}", f"venues live {live}/{feeds}" + (f" ({'; '.join(not_live)})" if not_live else "")]
     parts.append("msg/s -" if messages_per_s is None else f"msg/s {messages_per_s:.0f}")
     if opportunities is not None:
         parts.append(f"opportunities {opportunities}")
     if e2e is not None and e2e.count:
         parts.append(f"end to end p50 {e2e.percentile_ns(0.5) / 1e3:.0f} µs p99 {e2e.percentile_ns(0.99) / 1e3:.0f} µs")
     if restarted:
-        parts.append("restarted: " + ", ".join(restarted))
+        parts.append("restarts: " + ", ".join(restarted))
     return "  ".join(parts)
 
 

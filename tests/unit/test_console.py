@@ -199,6 +199,34 @@ def test_health_status_line():
     from pipeline.board.histogram import HistogramSnapshot
     from pipeline.supervisor.health import format_status
     e2e = HistogramSnapshot(count=0, sum_ns=0, max_ns=0, buckets=())
-    assert format_status("12:00:05", 5, 6, 1480.4, 12, e2e, ["pipeline: feed okx"]) == (
-        "--- health 12:00:05  venues live 5/6  msg/s 1480  opportunities 12  restarted: pipeline: feed okx")
+    assert format_status("12:00:05", 5, 6, 1480.4, 12, e2e, ["feed okx 2"], ["okx stale"]) == (
+        "--- health 12:00:05  venues live 5/6 (okx stale)  msg/s 1480  opportunities 12  restarts: feed okx 2")
     assert format_status("12:00:05", 0, 2, None, None, None, []) == "--- health 12:00:05  venues live 0/2  msg/s -"
+
+
+def test_health_status_line_from_a_board(board):
+    from pipeline.runtime import ProcessSpec
+    from pipeline.supervisor.health import HealthReporter
+    fill_board(board)
+    common = dict(board_name=board.name, depth=5, doorbell_fd=-1, cores=())
+    specs = [ProcessSpec(key="feed:binance", role=ProcessRole.FEED, title="pipeline: feed binance", slot=0,
+                         venue="binance", rows=(ROWS[0],), **common),
+             ProcessSpec(key="feed:bybit", role=ProcessRole.FEED, title="pipeline: feed bybit", slot=1,
+                         venue="bybit", rows=(ROWS[1],), **common),
+             ProcessSpec(key="feed:kraken", role=ProcessRole.FEED, title="pipeline: feed kraken", slot=2,
+                         venue="kraken", rows=(ROWS[2],), **common),
+             ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="pipeline: detector", slot=3, **common)]
+    board.procs[2]["restarts"] = 2
+    reporter = HealthReporter(board, specs, ROWS, cpu_count=2)
+    reporter.snapshot(NOW - 1_000 * MS)
+    first = reporter.status_line(reporter.snapshot(NOW), clock="12:00:00")
+    board.procs[0]["messages"] = 1600                                   # +600 in the next second
+    for ns in (2_000_000, 2_000_000):                                    # two slow emissions since the last line
+        HistogramWriter(board, 3, 2).record(ns)
+    second = reporter.status_line(reporter.snapshot(NOW + 1_000 * MS), clock="12:00:01")
+    assert first == ("--- health 12:00:00  venues live 2/3 (kraken stale)  msg/s 0  opportunities 7  "
+                     "end to end p50 300 µs p99 300 µs  restarts: feed kraken 2")
+    assert second == ("--- health 12:00:01  venues live 2/3 (kraken stale)  msg/s 600  opportunities 7  "
+                      "end to end p50 2000 µs p99 2000 µs  restarts: feed kraken 2")
+    # a row written after the snapshot time never shows a negative age
+    assert reporter.snapshot(NOW - 60 * MS)[1]["last_update_age_ms"] == 0.0
