@@ -42,7 +42,22 @@ _INF = math.inf
 
 
 class Outcome(enum.IntEnum):
-    """What applying one update did."""
+    """What applying one event did, and what the feed session must do about it.
+
+    * CHANGED: publish the row (``composed``, ``state``).
+    * UNCHANGED: the exchange confirmed the book without changing it (Bybit's
+      3 s re-send, OKX's empty update, a repeated snapshot id): refresh the
+      row's confirmed time; publish only if ``state`` differs from the row's.
+    * IGNORED: nothing to do.
+    * GAP, CHECKSUM, BAD_NUMBER: the channel's book was discarded: publish
+      (the state is RESYNCING), count it, send ``build_resubscribe(symbol)``
+      (rate-limited by the session).
+    * RESUBSCRIBE: the pair's precision changed (Kraken): the depth book was
+      discarded; publish and send ``build_resubscribe(symbol)``. Not a data
+      error: count it apart from gaps and checksum failures.
+    * STATUS: the trust state changed with no book change (HALTED set or
+      cleared): publish the row state.
+    """
 
     CHANGED = 0        # book changed; publish
     UNCHANGED = 1      # valid but nothing new (Bybit's 3 s re-sent snapshot); refresh liveness only
