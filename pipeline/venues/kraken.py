@@ -117,6 +117,29 @@ checksum.precision_required = True     # the book calls it with the pair's preci
 CHECKSUM = checksum
 
 
+def infer_precision(bids_text: list, asks_text: list) -> tuple[int, int]:
+    """The most decimals any price / quantity of a snapshot shows, as ``(price, qty)`` precisions.
+
+    Inferred, not documented: only for reading captures that hold no
+    ``instrument`` message (the live feed waits for the instrument channel).
+    It can only err low (every number of a side happening to end in zero);
+    a precision that is too low makes the checksum fail, it is never
+    accepted silently.
+    """
+    def decimals(texts) -> int:
+        most = 0
+        for text in texts:
+            try:
+                exponent = Decimal(text).as_tuple().exponent
+            except InvalidOperation:
+                raise ValueError(f"not a number: {text!r}") from None
+            if isinstance(exponent, int) and -exponent > most:
+                most = -exponent
+        return most
+    levels = list(bids_text) + list(asks_text)
+    return decimals(p for p, _ in levels), decimals(q for _, q in levels)
+
+
 def native_symbol(instrument: str) -> str:
     return instrument
 

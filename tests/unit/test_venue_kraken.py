@@ -369,3 +369,13 @@ def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
         elif isinstance(event, InstrumentSpec):
             assert 0 <= event.price_precision <= 18 and 0 <= event.qty_precision <= 18
             new_book().apply(event)
+
+
+def test_precision_inferred_from_captured_snapshots():
+    """For captures without the instrument channel only: the most decimals shown, which may only err low."""
+    eth = one(lines("book.jsonl")[2])
+    assert kraken.infer_precision(eth.bids_text, eth.asks_text) == (2, 8)
+    btc = one(BTC_SNAPSHOT)
+    assert kraken.infer_precision(btc.bids_text, btc.asks_text) == (1, 8)      # 5.1e-05 shows 6, others 8
+    matic = one(lines("book.jsonl")[0])
+    assert kraken.infer_precision(matic.bids_text, matic.asks_text) == (4, 8)
