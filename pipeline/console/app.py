@@ -107,6 +107,8 @@ def open_setup(args) -> Setup:
 
 def main(argv: list[str]) -> int:
     from pipeline.errors import BoardError, ConfigError
+    # run.py catches SIGINT from its first line for the supervisor's clean stop; top just quits on Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     if args.interval <= 0:
         build_parser().error("--interval must be positive")
@@ -196,12 +198,16 @@ class Console:
         previous_term = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stop", True))
         try:
             with Live(console=console, screen=True, auto_refresh=False, transient=False) as live:
-                while not self.stop:
-                    self.tick(live, console)
-                    if not self.supervisor_alive():
-                        self.stopped_reason = f"the pipeline stopped (supervisor pid {self.setup.supervisor_pid} exited)"
-                        break
-                    self.wait_keys(key_fd)
+                try:
+                    while not self.stop:
+                        self.tick(live, console)
+                        if not self.supervisor_alive():
+                            self.stopped_reason = (f"the pipeline stopped (supervisor pid "
+                                                   f"{self.setup.supervisor_pid} exited)")
+                            break
+                        self.wait_keys(key_fd)
+                except KeyboardInterrupt:      # Ctrl-C is as good as q for a standalone top
+                    self.stop = True
         finally:
             if saved is not None:
                 import termios

@@ -119,8 +119,14 @@ def test_top_in_a_pseudo_terminal(tmp_path, board_name):
         import struct
         import termios
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+
+        def controlling_terminal():
+            # a session of its own with the pty as controlling terminal, so Ctrl-C there is a SIGINT
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
         top = subprocess.Popen([sys.executable, "run.py", "top", "--board", board_name], cwd=REPO, stdin=slave,
-                               stdout=slave, stderr=slave, env=env, start_new_session=True)
+                               stdout=slave, stderr=slave, env=env, preexec_fn=controlling_terminal)
         os.close(slave)
         slave = -1
         seen = bytearray()
@@ -140,8 +146,10 @@ def test_top_in_a_pseudo_terminal(tmp_path, board_name):
             return re.search(pattern, ANSI.sub(b"", bytes(seen[-20000:])))
         wait_for(lambda: shows(rb"binance\s+live") and shows(rb"bybit\s+live"), 15, 0.2, "top to show live venues")
         assert shows(rb"BTC/USDT \[1/2\]") and shows(rb"net bps buy/sell")
-        os.write(master, b"q")
+        os.write(master, b"\x03")                 # Ctrl-C quits like q, and puts the terminal back
         assert top.wait(10) == 0
+        drain()
+        assert b"Traceback" not in seen
         once = subprocess.run([sys.executable, "run.py", "top", "--config", str(config), "--once"], cwd=REPO,
                               capture_output=True, text=True, timeout=30)
         assert once.returncode == 0, once.stderr
