@@ -149,6 +149,7 @@ class Facts:
     timedatectl: str | None = None       # ``timedatectl show``
     ptp_devices: list[str] = field(default_factory=list)
     processes: list[str] = field(default_factory=list)   # names of running processes
+    busy: list[tuple[int, float, str, str]] = field(default_factory=list)   # (pid, cpu %, allowed cores, title)
     shm_free_bytes: int | None = None
 
 
@@ -205,11 +206,7 @@ def read_facts(root: str = "/") -> Facts:
             facts.shm_free_bytes = stat.f_bavail * stat.f_frsize
         except OSError:
             facts.shm_free_bytes = None
-        import psutil
-        names = []
-        for proc in psutil.process_iter(["name"]):
-            names.append(proc.info["name"] or "")
-        facts.processes = names
+        facts.processes, facts.busy = _processes()
     else:
         commands = base / "commands"
         facts.nofile = _read(commands / "ulimit_n")
@@ -218,7 +215,58 @@ def read_facts(root: str = "/") -> Facts:
         df = _read(commands / "df_dev_shm")
         facts.shm_free_bytes = parse_df(df) if df else None
         facts.processes = (_read(commands / "processes") or "").split()
+        facts.busy = [parse_busy_line(line) for line in (_read(commands / "busy_processes") or "").splitlines()
+                      if line.strip()]
     return facts
+
+
+BUSY_PERCENT = 20.0
+
+
+def parse_busy_line(line: str) -> tuple[int, float, str, str]:
+    """``4242 97.5 0-1 stress-ng --cpu 2`` -> (pid, cpu %, allowed cores, title)."""
+    pid, cpu, cores, title = line.split(None, 3)
+    return int(pid), float(cpu), cores, title
+
+
+def _processes(sample_s: float = 0.3) -> tuple[list[str], list[tuple[int, float, str, str]]]:
+    """Names of every process, and those using at least BUSY_PERCENT of a core over ``sample_s``."""
+    import time
+
+    import psutil
+    procs = []
+    for proc in psutil.process_iter(["name"]):
+        try:
+            proc.cpu_percent(None)
+        except psutil.Error:
+            continue
+        procs.append(proc)
+    time.sleep(sample_s)
+    names, busy = [], []
+    for proc in procs:
+        names.append(proc.info["name"] or "")
+        try:
+            cpu = proc.cpu_percent(None)
+            if cpu >= BUSY_PERCENT and proc.pid != os.getpid():
+                cores = _cpus(proc.cpu_affinity())
+                title = " ".join(proc.cmdline())[:60] or proc.name()
+                busy.append((proc.pid, cpu, _cpu_ranges(cores), title))
+        except psutil.Error:
+            continue
+    return names, busy
+
+
+def _cpu_ranges(cores: str) -> str:
+    """``0,1,2,5`` -> ``0-2,5``."""
+    values = sorted(int(c) for c in cores.split(",") if c)
+    out, start = [], None
+    for i, c in enumerate(values):
+        if start is None:
+            start = c
+        if i + 1 == len(values) or values[i + 1] != c + 1:
+            out.append(str(start) if start == c else f"{start}-{c}")
+            start = None
+    return ",".join(out)
 
 
 # ------------------------------------------------------------------ checks
@@ -292,6 +340,19 @@ def run_checks(facts: Facts, config=None) -> list[Check]:
         else:
             checks.append(Check("busy processes on separate cores", OK, "the detector has its own core(s)"
                                 if "detector" in busy else "no pinned detector"))
+
+    # other busy processes allowed on the hot cores
+    if hot:
+        intruders = [(pid, cpu, cores, title) for pid, cpu, cores, title in facts.busy
+                     if not title.startswith("pipeline:") and parse_cpu_list(cores) & set(hot)]
+        if intruders:
+            checks.append(Check("other busy processes on hot cores", WARN, "; ".join(
+                f"{title} (pid {pid}) {cpu:.0f}% allowed on {cores}" for pid, cpu, cores, title in intruders[:5])
+                + (f"; and {len(intruders) - 5} more" if len(intruders) > 5 else ""),
+                f"move them off cores {_cpus(hot)} (taskset -cp), or isolate those cores (isolcpus)"))
+        else:
+            checks.append(Check("other busy processes on hot cores", OK,
+                                f"nothing else above {BUSY_PERCENT:.0f}% of a core may run on {_cpus(hot)}"))
 
     # frequency governor
     if facts.governors:

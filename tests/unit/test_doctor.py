@@ -59,6 +59,7 @@ def test_read_facts_from_a_sample_tree():
     assert facts.idle_states == {0: [("POLL", False), ("C6", False)], 1: [("POLL", False), ("C6", False)]}
     assert facts.sysctls["net.core.rmem_max"] == "212992" and facts.shm_free_bytes == 8192
     assert "irqbalance" in facts.processes and facts.chrony is None
+    assert facts.busy == [(4242, 97.5, "0-1", "stress-ng --cpu 2"), (4243, 40.0, "0", "sshd: backup")]
 
 
 def statuses(checks):
@@ -69,7 +70,7 @@ def test_a_tuned_box_passes():
     checks = doctor.run_checks(doctor.read_facts(str(TUNED)), config())
     assert statuses(checks) == {
         "pinned cores exist": "ok", "core isolation": "ok", "busy processes on separate cores": "ok",
-        "cpu frequency governor": "ok", "cpu idle states": "ok", "irqbalance": "ok",
+        "other busy processes on hot cores": "ok", "cpu frequency governor": "ok", "cpu idle states": "ok", "irqbalance": "ok",
         "transparent huge pages": "ok", "socket buffers": "ok", "open files limit": "ok",
         "clock synchronisation": "ok", "/dev/shm free space": "ok"}
     assert doctor.exit_status(checks) == 0
@@ -82,7 +83,7 @@ def test_an_untuned_box_warns_with_fixes_and_blocks_on_shm_and_missing_cores():
     checks = doctor.run_checks(facts, config(detector_cores=(1,), feed_cores=(1, 5), wait="spin"))
     assert statuses(checks) == {
         "pinned cores exist": "fail", "core isolation": "warn", "busy processes on separate cores": "fail",
-        "cpu frequency governor": "warn", "cpu idle states": "warn", "irqbalance": "warn",
+        "other busy processes on hot cores": "warn", "cpu frequency governor": "warn", "cpu idle states": "warn", "irqbalance": "warn",
         "transparent huge pages": "warn", "socket buffers": "warn", "open files limit": "warn",
         "clock synchronisation": "warn", "/dev/shm free space": "fail"}
     assert doctor.exit_status(checks) == 2
@@ -97,7 +98,8 @@ def test_an_untuned_box_warns_with_fixes_and_blocks_on_shm_and_missing_cores():
     # without the config only the box is judged: warnings, and the board's default size still fits nowhere
     assert doctor.exit_status(doctor.run_checks(facts)) == 2
     text = doctor.render(checks)
-    assert text.splitlines()[-1] == "doctor: 3 blocking, 8 warnings (exit 2)"
+    assert text.splitlines()[-1] == "doctor: 3 blocking, 9 warnings (exit 2)"
+    assert by_name["other busy processes on hot cores"].found == "stress-ng --cpu 2 (pid 4242) 98% allowed on 0-1"
 
 
 def test_doctor_on_this_machine(tmp_path):
