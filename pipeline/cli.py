@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "doctor": "pipeline.doctor:main",
     "recording": "pipeline.recording.cli:main",
     "replay": "pipeline.replay:main",
+    "two-box-demo": "pipeline.bridge.demo:main",
 }
 
 

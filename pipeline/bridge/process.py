@@ -174,7 +174,8 @@ class Bridge:
             self.writer.set_status(row, int(RowStatus.DISCONNECTED))
         if rows:
             self.doorbell.ring_if_sleeping()
-            log.warning("%d remote rows disconnected: %s", len(rows), why)
+            if not self.stop.is_set():
+                log.warning("%d remote rows disconnected: %s", len(rows), why)
 
     # ---------------------------------------------------------------- publishing
     def scan(self) -> list[tuple[str, bytes]]:

