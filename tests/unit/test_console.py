@@ -208,16 +208,17 @@ def test_health_status_line_from_a_board(board):
     from pipeline.runtime import ProcessSpec
     from pipeline.supervisor.health import HealthReporter
     fill_board(board)
+    rows = ROWS[:2] + [RowAssignment(2, "kraken", "BTC/USDT", "XBT/USDT")]     # this box's own kraken feed
     common = dict(board_name=board.name, depth=5, doorbell_fd=-1, cores=())
     specs = [ProcessSpec(key="feed:binance", role=ProcessRole.FEED, title="pipeline: feed binance", slot=0,
                          venue="binance", rows=(ROWS[0],), **common),
              ProcessSpec(key="feed:bybit", role=ProcessRole.FEED, title="pipeline: feed bybit", slot=1,
                          venue="bybit", rows=(ROWS[1],), **common),
              ProcessSpec(key="feed:kraken", role=ProcessRole.FEED, title="pipeline: feed kraken", slot=2,
-                         venue="kraken", rows=(ROWS[2],), **common),
+                         venue="kraken", rows=(rows[2],), **common),
              ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="pipeline: detector", slot=3, **common)]
     board.procs[2]["restarts"] = 2
-    reporter = HealthReporter(board, specs, ROWS, cpu_count=2)
+    reporter = HealthReporter(board, specs, rows, cpu_count=2)
     reporter.snapshot(NOW - 1_000 * MS)
     first = reporter.status_line(reporter.snapshot(NOW), clock="12:00:00")
     board.procs[0]["messages"] = 1600                                   # +600 in the next second
