@@ -172,6 +172,8 @@ def check_alerts(snapshot: Snapshot) -> list[str]:
             alerts.append(f"{p.name} gap storm {p.gaps_per_s:.0f}/s")
         if p.restarted_recently:
             alerts.append(f"{p.name} restarted ({p.restarts}x)")
+        if p.record_dropped:
+            alerts.append(f"{p.name} recording failing ({p.record_dropped} frames)")
         if p.heartbeat_age_ms is not None and p.heartbeat_age_ms > 2000:
             alerts.append(f"{p.name} silent {p.heartbeat_age_ms / 1000:.0f}s")
     return alerts

@@ -62,6 +62,7 @@ class ProcessStats:
     heartbeat_age_ms: float | None
     opportunities: int = 0
     scans_per_s: float | None = None
+    record_dropped: int = 0        # feeds: frames the recorder could not write
 
 
 @dataclass(frozen=True)
@@ -175,5 +176,6 @@ class BoardSource:
                 hop_p50_us=p50, hop_p99_us=p99, restarts=restarts,
                 restarted_recently=bool(seen[1]) and now_ns - seen[1] < 30e9,
                 heartbeat_age_ms=max(0.0, (now_ns - heartbeat) / 1e6) if heartbeat else None,
-                opportunities=int(slot["opportunities"]), scans_per_s=rates[2]))
+                opportunities=int(slot["opportunities"]), scans_per_s=rates[2],
+                record_dropped=int(slot["record_dropped"]) if "record_dropped" in slot.dtype.names else 0))
         return tuple(out)

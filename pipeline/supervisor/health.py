@@ -111,10 +111,12 @@ class HealthReporter:
                 self._last_e2e = now
         not_live = [f"{i['key'][5:]} " + ",".join(k for k in i["row_states"] if k != "live")
                     for i in feeds if i.get("row_states") and set(i["row_states"]) != {"live"}]
-        return format_status(clock, live, len(feeds), sum(rates) if rates else None,
+        line = format_status(clock, live, len(feeds), sum(rates) if rates else None,
                              detector["opportunities"] if detector else None, e2e,
                              [f"{i['title'].removeprefix('pipeline: ')} {i['restarts']}" for i in snapshot
                               if i["restarts"]], not_live)
+        failing = [f"{i['key'][5:]} {i['record_dropped']}" for i in feeds if i.get("record_dropped")]
+        return line + ("  RECORDING FAILING (frames not recorded): " + ", ".join(failing) if failing else "")
 
     def render(self, snapshot: list[dict]) -> str:
         n = len(self.specs) + 1   # + the supervisor

@@ -113,9 +113,10 @@ def test_edge_is_net_of_both_fees_at_the_top_of_book():
 
 def test_alerts_name_unknown_states_restarts_and_silence():
     quotes = (Quote(0, "okx", "X/Y", "halted", 1, 1, 2, 1, NOW), Quote(1, "okx", "Z/Y", "state9", 1, 1, 2, 1, NOW))
-    procs = (ProcessStats("okx", "feed", 1, 10.0, 0, 0, 0.0, 0.0, None, None, 3, True, 2500.0),)
+    procs = (ProcessStats("okx", "feed", 1, 10.0, 0, 0, 0.0, 0.0, None, None, 3, True, 2500.0, record_dropped=12),)
     snapshot = Snapshot("b", NOW, ("X/Y", "Z/Y"), quotes, procs, ())
-    assert check_alerts(snapshot) == ["okx halted,state9", "okx restarted (3x)", "okx silent 2s"]
+    assert check_alerts(snapshot) == ["okx halted,state9", "okx restarted (3x)", "okx recording failing (12 frames)",
+                                      "okx silent 2s"]
 
 
 def test_event_book_follows_the_lifecycle_and_ignores_an_earlier_run():
@@ -218,6 +219,7 @@ def test_health_status_line_from_a_board(board):
                          venue="kraken", rows=(rows[2],), **common),
              ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="pipeline: detector", slot=3, **common)]
     board.procs[2]["restarts"] = 2
+    board.procs[1]["record_dropped"] = 5
     reporter = HealthReporter(board, specs, rows, cpu_count=2)
     reporter.snapshot(NOW - 1_000 * MS)
     first = reporter.status_line(reporter.snapshot(NOW), clock="12:00:00")
@@ -226,8 +228,10 @@ def test_health_status_line_from_a_board(board):
         HistogramWriter(board, 3, 2).record(ns)
     second = reporter.status_line(reporter.snapshot(NOW + 1_000 * MS), clock="12:00:01")
     assert first == ("--- health 12:00:00  venues live 2/3 (kraken stale)  msg/s 0  opportunities 7  "
-                     "end to end p50 300 µs p99 300 µs  restarts: feed kraken 2")
+                     "end to end p50 300 µs p99 300 µs  restarts: feed kraken 2  "
+                     "RECORDING FAILING (frames not recorded): bybit 5")
     assert second == ("--- health 12:00:01  venues live 2/3 (kraken stale)  msg/s 600  opportunities 7  "
-                      "end to end p50 2000 µs p99 2000 µs  restarts: feed kraken 2")
+                      "end to end p50 2000 µs p99 2000 µs  restarts: feed kraken 2  "
+                      "RECORDING FAILING (frames not recorded): bybit 5")
     # a row written after the snapshot time never shows a negative age
     assert reporter.snapshot(NOW - 60 * MS)[1]["last_update_age_ms"] == 0.0
