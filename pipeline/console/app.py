@@ -48,11 +48,18 @@ class Setup:
 def describe(config, base_dir: str = "") -> tuple[list, dict, str]:
     """Rows, (venue, instrument) -> fee, and the events file of a config."""
     from pipeline.supervisor.core import plan_rows
+    from pipeline.venues import DEFAULT_TAKER_FEE_BPS
     rows = plan_rows(config)
+    venues = {("", venue.name): venue for venue in config.venues}
+    bridge = getattr(config, "bridge", None)
+    if bridge is not None:     # a row mirrored from another box has that box's venue record (fees)
+        for box, venue, _ in bridge.remote_rows():
+            venues[(box, venue.name)] = venue
     fees = {}
-    for venue in config.venues:
-        for instrument in venue.instruments:
-            fees[(venue.name, instrument)] = venue.fee_bps(instrument)
+    for r in rows:             # keyed by label, as the rows and the events name venues
+        venue = venues.get((r.box, r.venue))
+        fees[(r.label, r.instrument)] = (venue.fee_bps(r.instrument) if venue is not None
+                                         else DEFAULT_TAKER_FEE_BPS.get(r.venue, 0.0))
     output = config.detector.output
     if output and base_dir and not os.path.isabs(output):
         output = os.path.join(base_dir, output)

@@ -235,3 +235,25 @@ def test_health_status_line_from_a_board(board):
                       "RECORDING FAILING (frames not recorded): bybit 5")
     # a row written after the snapshot time never shows a negative age
     assert reporter.snapshot(NOW - 60 * MS)[1]["last_update_age_ms"] == 0.0
+
+
+def test_fees_of_every_row_label_including_bridged_rows():
+    from dataclasses import replace
+
+    from pipeline.config import load_config
+    from pipeline.console.app import describe
+    from tests.conftest import REPO
+    config = load_config(REPO / "configs" / "demo.yaml")
+    kraken = replace(config.venue("kraken"), fee_overrides=(("ETH/USD", 25.0),))
+    config = replace(config, venues=tuple(kraken if v.name == "kraken" else v for v in config.venues))
+    rows, fees, output = describe(config, "/srv/run")
+    assert fees[("kraken", "ETH/USD")] == 25.0 and fees[("kraken", "BTC/USD")] == 40.0
+    assert fees[("coinbase", "BTC/USDT")] == 120.0
+    assert output == "/srv/run/out/opportunities.jsonl"
+    assert len(rows) == len(fees) == 18
+    from pipeline.config import BridgeConfig
+    remote = (("frankfurt", (replace(config.venue("kraken"), taker_fee_bps=16.0),)),)
+    bridged = replace(config, bridge=BridgeConfig(nats_url="nats://127.0.0.1:4222", box="tokyo", subscribe=remote))
+    rows, fees, _ = describe(bridged)
+    assert [r.label for r in rows[18:]] == ["kraken@frankfurt"] * 3
+    assert fees[("kraken@frankfurt", "BTC/USD")] == 16.0 and fees[("kraken@frankfurt", "ETH/USD")] == 25.0
