@@ -55,7 +55,10 @@ class Tmux:
         self("send-keys", "-t", f"smoke:{window}", keys)
 
     def close(self) -> None:
+        path = self("display-message", "-p", "#{socket_path}").strip()
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        if path:
+            Path(path).unlink(missing_ok=True)         # the server leaves its socket file behind
 
 
 def shell(*args) -> str:
