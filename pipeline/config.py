@@ -668,6 +668,7 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
 
 BOX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")     # one NATS subject token: no dots, no wildcards
 STREAM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REMOTE_VENUE_KEYS = {"instruments", "taker_fee_bps", "fee_overrides", "staleness_ms"}   # the rest is the remote box's
 SECRET_KEYS = {"token": "token_env or token_file", "password": "token_env or token_file",
                "nkey_seed": "nkey_seed_file", "creds": "creds_file", "user": "creds_file"}
 
@@ -778,9 +779,10 @@ def _bridge_subscribe(raw, path, problems, available, known_venues, own_box):
         for name, venue_raw in venues_raw.items():
             if isinstance(venue_raw, list):
                 venue_raw = {"instruments": venue_raw}
-            elif isinstance(venue_raw, dict) and ({"url", "cores", "symbols"} & set(venue_raw)):
-                for key in sorted({"url", "cores", "symbols"} & set(venue_raw)):
-                    problems.add(f"{sub}.{name}.{key}", "belongs in the remote box's own config, not here")
+            elif isinstance(venue_raw, dict) and set(venue_raw) - REMOTE_VENUE_KEYS:
+                for key in sorted(set(venue_raw) - REMOTE_VENUE_KEYS, key=str):
+                    problems.add(f"{sub}.{name}.{key}", "belongs in the remote box's own config, not here "
+                                                        f"(allowed: {', '.join(sorted(REMOTE_VENUE_KEYS))})")
                 ok = False
                 continue
             venue = _parse_venue(name, venue_raw, f"{sub}.{name}", problems, available, known_venues)
