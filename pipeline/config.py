@@ -38,6 +38,10 @@ class VenueConfig:
     cores: tuple[int, ...] = ()
     staleness_ms: float = 5000.0
     fee_overrides: tuple[tuple[str, float], ...] = ()   # instrument -> taker fee bps on this venue
+    ws_ping_interval_s: float | None = None   # RFC 6455 pings; None: the venue's default, 0: off
+    # OKX only: names of the environment variables holding key, secret and passphrase (never the values):
+    # log in on the public connection and take the tick-by-tick depth channel
+    credentials_env: tuple[tuple[str, str], ...] = ()
 
     def fee_bps(self, instrument: str) -> float:
         return dict(self.fee_overrides).get(instrument, self.taker_fee_bps)
@@ -349,7 +353,29 @@ def _venue_schema(available):
         "cores": _cores(available),
         "staleness_ms": _number(0, exclusive_min=True),
         "fee_overrides": _instrument_numbers(0),
+        "ws_ping_interval_s": _number(0, 3600),
+        "credentials_env": _credentials_env,
     }
+
+
+CREDENTIAL_KEYS = ("key", "secret", "passphrase")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _credentials_env(value, path, problems):
+    """``{key: ENV, secret: ENV, passphrase: ENV}``: environment variable names, never the secrets."""
+    if not isinstance(value, dict) or set(value) != set(CREDENTIAL_KEYS):
+        problems.add(path, f"must map key, secret and passphrase to environment variable names, got {value!r}")
+        return _BAD
+    out = []
+    for key in CREDENTIAL_KEYS:
+        name = value[key]
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            problems.add(f"{path}.{key}", f"must be the name of an environment variable (the secret itself never "
+                                          f"goes in the config), got {name!r}")
+            return _BAD
+        out.append((key, name))
+    return tuple(out)
 
 
 def _detector_schema(available):
@@ -562,6 +588,8 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
                     problems.add(sub, f"native symbol must be a non-empty string, got {native!r}")
                 else:
                     overrides.append((canonical, native))
+    if values.get("credentials_env") and name != "okx":
+        problems.add(f"{path}.credentials_env", "only okx takes credentials (to log in for tick-by-tick depth)")
     fee_default = known_venues[name]
     for instrument, _ in values.get("fee_overrides", ()):
         if instrument not in instruments:
@@ -570,7 +598,9 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
     return VenueConfig(name=name, instruments=instruments, symbols=tuple(overrides),
                        url=values.get("url"), taker_fee_bps=values.get("taker_fee_bps", fee_default),
                        cores=values.get("cores", ()), staleness_ms=values.get("staleness_ms", 5000.0),
-                       fee_overrides=values.get("fee_overrides", ()))
+                       fee_overrides=values.get("fee_overrides", ()),
+                       ws_ping_interval_s=values.get("ws_ping_interval_s"),
+                       credentials_env=values.get("credentials_env", ()))
 
 
 RECORDING_SCHEMA = {

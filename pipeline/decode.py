@@ -17,7 +17,9 @@ Output: exactly one JSON object per input line, in order::
 ``did`` is what the line did: ``changed`` (a row changed), ``unchanged``,
 ``ignored`` (already applied, not subscribed, before a snapshot),
 ``gap``/``checksum``/``bad_number`` (the book was discarded and the row is
-resyncing), ``rejected``, ``control`` (acks, pings, heartbeats), ``unusable``
+resyncing), ``resubscribe`` (the pair's precision changed), ``status`` (a
+trading status or reference data: halted, resumed, precisions), ``rejected``,
+``control`` (acks, pings, heartbeats, liveness), ``unusable``
 (the frame could not be parsed; also reported on stderr with its number),
 ``sent`` or ``connection`` (a capture line that is not a received frame),
 ``empty``. When a frame touches several symbols, ``events`` lists each
@@ -41,7 +43,8 @@ from pipeline.venues import load_venue
 CAPTURE_LINE = re.compile(r"^(\d+(?:\.\d+)?): (.*)$", re.S)
 SENT_OR_OPEN = re.compile(r"^\S+ <-(>)? ")
 # the outcome that names a line when a frame did several things, most important first
-PRIORITY = ("gap", "checksum", "bad_number", "rejected", "unusable", "changed", "unchanged", "ignored", "control")
+PRIORITY = ("gap", "checksum", "bad_number", "resubscribe", "rejected", "unusable", "changed", "status", "unchanged",
+            "ignored", "control")
 
 
 def split_line(line: str) -> tuple[str, object, float | None]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 CACHE_LINE = 64
 MAX_DEPTH = 10
 PROC_SLOT_SIZE = 256
@@ -114,6 +114,8 @@ PROC_DTYPE = np.dtype(
         ("recorded", "<u8"),          # feeds: frames written to the recording
         ("record_dropped", "<u8"),    # feeds: frames the recording lost (disk full, unwritable dir); never the board
         ("record_errors", "<u8"),     # feeds: recording write failures
+        ("resyncs_deferred", "<u8"),  # feeds: resubscribes held back by the per-instrument rate limit
+        ("stuck_channels", "<u8"),    # feeds: top-of-book channels re-armed after their ids stayed behind
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),
@@ -181,6 +183,8 @@ def row_dtype(depth: int) -> np.dtype:
         ("asks", "<f8", (depth, 2)),
         ("gaps", "<u4"),
         ("checksum_failures", "<u4"),
+        ("confirmed_ns", "<i8"),   # last time the exchange confirmed this quote current (a change or a
+                                   # liveness message: heartbeat, unchanged re-send); staleness uses it
     ]
     packed = np.dtype(fields)
     size = -(-packed.itemsize // CACHE_LINE) * CACHE_LINE

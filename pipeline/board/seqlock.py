@@ -100,10 +100,11 @@ class RowWriter:
         return self._owned
 
     def write(self, row: int, status: int, bids, asks, exch_ts_ns: int, recv_ns: int,
-              gaps: int | None = None, checksum_failures: int | None = None) -> None:
+              gaps: int | None = None, checksum_failures: int | None = None, confirmed_ns: int = 0) -> None:
         """Publish one row. ``bids``/``asks`` are sequences of (price, qty), best first.
 
         Levels beyond the board's depth are ignored; missing levels are zero.
+        ``confirmed_ns`` defaults to ``recv_ns`` (a change confirms the quote).
         """
         state = self._state.get(row)
         if state is None:
@@ -138,12 +139,16 @@ class RowWriter:
         words = self._words
         words[word] = seq + 1                                     # odd: write in progress
         self._pack(self._buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, time.time_ns(),
-                   state[1], status, n_bids, n_asks, 0, state[2], state[3], *flat, state[4], state[5])
+                   state[1], status, n_bids, n_asks, 0, state[2], state[3], *flat, state[4], state[5],
+                   confirmed_ns or recv_ns)
         words[word] = seq + 2                                     # even: consistent
         state[0] = seq + 2
 
-    def set_status(self, row: int, status: int) -> None:
-        """Change only the status of a row, keeping its last quote (for stale/disconnected)."""
+    def set_status(self, row: int, status: int, confirmed_ns: int | None = None) -> None:
+        """Change only the status of a row (and, when given, its confirmed time), keeping its last quote.
+
+        For stale, disconnected, halted, and for a liveness message that confirms the quote is current.
+        """
         if row not in self._state:
             raise RowOwnershipError(f"this writer owns rows {sorted(self._owned)}, not row {row}")
         values = read_row(self._codec, self._buf, row, self._words)
@@ -151,6 +156,8 @@ class RowWriter:
         idx = codec.index
         values = list(values)
         values[idx["status"]] = status
+        if confirmed_ns is not None:
+            values[idx["confirmed_ns"]] = confirmed_ns
         values[idx["publish_ns"]] = time.time_ns()
         state = self._state[row]
         state[1] += 1

@@ -26,6 +26,7 @@ CLOSE_REASON_BY_STATUS = {
     int(RowStatus.CROSSED): "book_invalidated",
     int(RowStatus.REJECTED): "book_invalidated",
     int(RowStatus.EMPTY): "book_invalidated",
+    int(RowStatus.HALTED): "venue_halted",
 }
 
 
@@ -42,6 +43,7 @@ class Quote:
     publish_ns: int = 0
     seq: int = 0
     max_age_ns: int = 0          # this exchange's own staleness limit when stricter than the detector's (0: none)
+    confirmed_ns: int = 0        # last time the exchange confirmed the quote current (>= recv_ns; 0: recv_ns)
 
     def age_ms(self, now_ns: int) -> float:
         return (now_ns - self.recv_ns) / 1e6
@@ -52,7 +54,8 @@ def untradable_reason(quote: Quote, now_ns: int, staleness_ns: int) -> str | Non
     if quote.status != LIVE:
         return CLOSE_REASON_BY_STATUS.get(quote.status, "book_invalidated")
     limit = quote.max_age_ns if quote.max_age_ns and quote.max_age_ns < staleness_ns else staleness_ns
-    if now_ns - quote.recv_ns > limit:
+    confirmed = quote.confirmed_ns if quote.confirmed_ns > quote.recv_ns else quote.recv_ns
+    if now_ns - confirmed > limit:        # a quiet book the exchange keeps confirming stays tradable
         return "quote_stale"
     if not quote.bids or not quote.asks or quote.bids[0][0] >= quote.asks[0][0]:
         return "book_invalidated"

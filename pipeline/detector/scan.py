@@ -84,7 +84,7 @@ class BoardView:
         codec = self.reader.codec
         idx = codec.index
         self._fields = (idx["bids"], idx["asks"], idx["n_bids"], idx["n_asks"], idx["status"], idx["recv_ns"],
-                        idx["exch_ts_ns"], idx["publish_ns"])
+                        idx["exch_ts_ns"], idx["publish_ns"], idx["confirmed_ns"])
         # large boards: find changed rows with one strided numpy copy of the seq column instead of a
         # Python loop (about 37 ns a row); small boards: the loop is cheaper than numpy's call overhead
         self._seq_column = None
@@ -96,10 +96,11 @@ class BoardView:
     # ---------------------------------------------------------------- reading
     def quote(self, row: int, label: str) -> Quote:
         seq, v = self.reader.read_with_seq(row)
-        b, a, nb, na, status, recv, exch, publish = self._fields
+        b, a, nb, na, status, recv, exch, publish, confirmed = self._fields
         bids = list(zip(v[b:b + 2 * v[nb]:2], v[b + 1:b + 2 * v[nb]:2]))
         asks = list(zip(v[a:a + 2 * v[na]:2], v[a + 1:a + 2 * v[na]:2]))
-        return Quote(label, v[status], bids, asks, v[recv], v[exch], v[publish], seq, self.max_age_ns[label])
+        return Quote(label, v[status], bids, asks, v[recv], v[exch], v[publish], seq, self.max_age_ns[label],
+                     v[confirmed])
 
     def quotes(self, key: str) -> dict[str, Quote]:
         """Every quote of one instrument identity, by label. Raises TornReadError when a writer stalls mid-write."""

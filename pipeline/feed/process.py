@@ -31,6 +31,10 @@ from pipeline.venues import VENUE_IDS, load_venue
 log = logging.getLogger("pipeline.feed")
 
 WATCHDOG_INTERVAL_S = 0.1
+HANDOVER_TIMEOUT_S = 30.0      # a replacement whose books are not all whole by then takes the rows anyway
+LOGIN_TIMEOUT_S = 5.0
+REPLACE_RETRY_S = 5.0
+LIFETIME_MARGIN_S = 600.0      # replace a connection this long before the exchange's lifetime limit (24 h)
 
 
 class BoardSink:
@@ -50,8 +54,10 @@ class BoardSink:
         if exch_ts_ns:
             self.exchange_to_receive.record(recv_ns - exch_ts_ns)
 
-    def set_status(self, row, status) -> None:
-        self.writer.set_status(row, status)
+    def set_status(self, row, status, confirmed_ns=None) -> None:
+        self.writer.set_status(row, status, confirmed_ns)
+        if confirmed_ns is not None:
+            self.doorbell.ring_if_sleeping()
 
 
 class Feed:
@@ -59,7 +65,8 @@ class Feed:
 
     def __init__(self, spec: ProcessSpec, url: str, staleness_ms: float, backoff_base_s: float = 0.1,
                  backoff_cap_s: float = 10.0, keepalive_s: float | None = None, open_timeout_s: float = 10.0,
-                 recorder=None):
+                 recorder=None, ws_ping_interval_s: float | None = None, credentials: dict | None = None,
+                 handover_timeout_s: float = HANDOVER_TIMEOUT_S):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
@@ -80,6 +87,19 @@ class Feed:
                          HistogramWriter(self.board, spec.slot, hops.index("receive_to_publish")))
         self.session = FeedSession(self.venue, {r.symbol: r.row for r in spec.rows}, spec.depth,
                                    int(staleness_ms * 1e6), sink, self.stats, journal=self.journal)
+        record = self.venue.VENUE
+        if ws_ping_interval_s is None:
+            ws_ping_interval_s = record.ws_ping_interval_s
+        self.ws_ping_interval_s = ws_ping_interval_s or None          # 0 or None: no RFC 6455 pings
+        self.lifetime_s = record.limit("connection_lifetime_s")
+        self.status_pause_s = record.limit("reconnect_after_status_s") or 0.0
+        self.credentials = credentials if credentials and hasattr(self.venue, "build_login") else None
+        if self.credentials is not None:
+            self.session.depth_channel = self.venue.TBT_CHANNEL
+        self.handover_timeout_s = handover_timeout_s
+        self.open_conns: dict = {}        # Connection -> websocket, every connection that is open now
+        self.replacing: dict = {}         # Connection -> task opening its replacement
+        self.replace_failed_ns: dict = {}
         self.connected = 0
         self.stop = asyncio.Event()
 
@@ -112,55 +132,143 @@ class Feed:
         elif kind == "reject":
             symbol = fields["symbol"]
             log.error("%s refused a subscription%s: %s", venue, f" for {symbol}" if symbol else "", fields["message"])
+        elif kind in ("notice", "budget", "handover", "fallback", "resync_deferred", "status") or (
+                kind == "login" and not fields.get("ok")):
+            log.warning("%s: %s %s", venue, kind, " ".join(f"{k}={v}" for k, v in fields.items()))
         elif kind == "stale":
             self.rate_log.warning(f"stale:{fields['row']}", f"{venue}: row {fields['row']} stale "
                                                             f"(no update for {fields['silent_ms']:.0f} ms)")
 
     # ---------------------------------------------------------------- I/O
+    async def _open(self, symbols: list[str], url: str, standby_for=None):
+        """Connect, log in when configured, subscribe (paced): (websocket, Connection)."""
+        ws = await connect(url, max_size=2 ** 24, open_timeout=self.open_timeout_s, close_timeout=1,
+                           compression=None, ping_interval=self.ws_ping_interval_s,
+                           ping_timeout=self.ws_ping_interval_s, max_queue=None)
+        try:
+            self._set_connected(+1)
+            conn = self.session.connection_opened(symbols, time.time_ns(), standby_for=standby_for)
+            if self.credentials is not None and self.session.depth_channel is not None:
+                await self._log_in(ws, conn)
+            venue = self.venue
+            for n, frame in enumerate(self.session.subscribe_frames(conn)):
+                if n and venue.SUBSCRIBE_INTERVAL_S:
+                    await asyncio.sleep(venue.SUBSCRIBE_INTERVAL_S)     # the exchange's request rate limit
+                await ws.send(frame)
+        except BaseException:
+            self._set_connected(-1)
+            await ws.close()
+            raise
+        return ws, conn
+
+    async def _log_in(self, ws, conn) -> None:
+        """OKX: log in before subscribing the tick-by-tick channel; on refusal or silence, public depth."""
+        c = self.credentials
+        await ws.send(self.venue.build_login(c["key"], c["secret"], c["passphrase"], int(time.time())))
+        deadline = time.monotonic() + LOGIN_TIMEOUT_S
+        while conn.logged_in is None and time.monotonic() < deadline:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            self._receive(ws, conn, raw)
+        if not conn.logged_in:
+            self.session.depth_channel = None
+            log.warning("%s: login %s; using the public depth channel", self.spec.venue,
+                        "refused" if conn.logged_in is False else "not answered")
+
+    def _receive(self, ws, conn, raw) -> list:
+        recv_ns = time.time_ns()
+        if self.recorder is not None:
+            self.recorder.frame(raw, recv_ns, conn.id)
+        return self.session.receive(raw, recv_ns, conn)
+
+    async def _read(self, ws, conn) -> str:
+        """Hands every frame of ``conn`` to the session until it ends or must be dropped; returns why."""
+        keepalive = None
+        if self.keepalive_s:
+            keepalive = asyncio.ensure_future(self.keepalive(ws, self.keepalive_s))
+        self.open_conns[conn] = ws
+        recorder = self.recorder
+        receive = self.session.receive
+        try:
+            async for raw in ws:
+                recv_ns = time.time_ns()
+                if recorder is not None:
+                    recorder.frame(raw, recv_ns, conn.id)
+                replies = receive(raw, recv_ns, conn)
+                for frame in replies:
+                    await ws.send(frame)
+                if conn.reconnect_reason:
+                    return conn.reconnect_reason
+                if conn.replace_requested and conn not in self.replacing:
+                    self._replace(conn)
+            return "closed by the exchange"
+        finally:
+            self.open_conns.pop(conn, None)
+            if keepalive is not None:
+                keepalive.cancel()
+
+    def _replace(self, conn) -> None:
+        """Start the replacement of ``conn`` (make-before-break)."""
+        log.info("%s: replacing connection %d: %s", self.spec.venue, conn.id, conn.replace_requested)
+        self.replacing[conn] = asyncio.ensure_future(self._standby(conn))
+
+    async def _standby(self, old):
+        """Open the replacement of ``old``, build its books, hand the rows over, close ``old``: (ws, conn)."""
+        url = self.venue.build_url(self.url, old.symbols, self.depth)
+        ws, conn = await self._open(list(old.symbols), url, standby_for=old)
+        try:
+            deadline = time.monotonic() + self.handover_timeout_s
+            while conn.books is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.session.handover(conn, time.time_ns(), forced=True)
+                    break
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), remaining)
+                except asyncio.TimeoutError:
+                    continue
+                for frame in self._receive(ws, conn, raw):
+                    await ws.send(frame)
+                if conn.reconnect_reason:
+                    raise ConnectionError(f"replacement connection failed: {conn.reconnect_reason}")
+        except BaseException:
+            self._set_connected(-1)
+            await ws.close()
+            raise
+        old_ws = self.open_conns.get(old)
+        if old_ws is not None:
+            await old_ws.close()            # ends the old connection's read loop; its rows are already handed over
+        return ws, conn
+
     async def connection(self, symbols: list[str]) -> None:
         venue = self.venue
         backoff = Backoff(self.backoff_base_s, self.backoff_cap_s)
         url = venue.build_url(self.url, symbols, self.depth)
         established_before = False
+        handed = None                       # (ws, conn) of a replacement that already holds the rows
         while not self.stop.is_set():
             opened = None
-            conn = None
+            conn = ws = None
             reason = "closed"
             try:
-                async with connect(url, max_size=2 ** 24, open_timeout=self.open_timeout_s, close_timeout=1,
-                                   compression=None, ping_interval=20, ping_timeout=20,
-                                   max_queue=None) as ws:
-                    opened = time.monotonic()
+                if handed is not None:
+                    ws, conn = handed
+                    handed = None
+                else:
+                    ws, conn = await self._open(symbols, url)
                     if established_before:
                         self.stats.add("reconnects")
                     established_before = True
-                    self._set_connected(+1)
-                    conn = self.session.connection_opened(symbols, time.time_ns())
-                    for n, frame in enumerate(self.session.subscribe_frames(conn)):
-                        if n and venue.SUBSCRIBE_INTERVAL_S:
-                            await asyncio.sleep(venue.SUBSCRIBE_INTERVAL_S)     # the exchange's request rate limit
-                        await ws.send(frame)
-                    keepalive = None
-                    if self.keepalive_s:
-                        keepalive = asyncio.ensure_future(self.keepalive(ws, self.keepalive_s))
-                    try:
-                        recorder = self.recorder
-                        receive = self.session.receive
-                        async for raw in ws:
-                            recv_ns = time.time_ns()
-                            if recorder is not None:
-                                recorder.frame(raw, recv_ns, conn.id)
-                            replies = receive(raw, recv_ns, conn)
-                            for frame in replies:
-                                await ws.send(frame)
-                            if conn.reconnect_reason:
-                                log.warning("%s: reconnecting: %s", venue.NAME, conn.reconnect_reason)
-                                reason = conn.reconnect_reason
-                                break
-                    finally:
-                        if keepalive is not None:
-                            keepalive.cancel()
-                        self._set_connected(-1)
+                opened = time.monotonic()
+                try:
+                    reason = await self._read(ws, conn)
+                    if reason != "closed by the exchange" and not conn.retired:
+                        log.warning("%s: reconnecting: %s", venue.NAME, reason)
+                finally:
+                    self._set_connected(-1)
+                    await ws.close()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified right below
@@ -168,13 +276,26 @@ class Feed:
                     raise
                 reason = f"{type(exc).__name__}: {exc}"
                 self.rate_log.warning(f"conn:{url}", f"{venue.NAME}: connection to {url} failed: {reason}")
+            replacement = self.replacing.pop(conn, None) if conn is not None else None
             if conn is None:
                 self.session.connection_failed(symbols, time.time_ns(), reason)
             else:
                 self.session.connection_lost(conn, time.time_ns(), reason)
+            if replacement is not None:
+                # the rows move (or already moved) to the replacement: no backoff, no reconnect of our own
+                try:
+                    handed = await replacement
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a failed replacement: reconnect as usual
+                    self.rate_log.warning(f"replace:{url}", f"{venue.NAME}: replacement failed: "
+                                                            f"{type(exc).__name__}: {exc}")
             if opened is not None:
                 backoff.connected_for(time.monotonic() - opened)
             delay = backoff.next_delay()
+            if self.status_pause_s and self.session.venue_status is not None and not self.session.venue_status.tradable:
+                delay = max(delay, self.status_pause_s)     # Kraken: no faster than every 5 s after maintenance
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), delay)
 
@@ -197,6 +318,7 @@ class Feed:
             if offset is not None:
                 self.board.procs[self.spec.slot]["clock_offset_ns"] = offset
             self.session.tick(now)
+            await self._connection_timers(now)
             if self.recorder is not None:
                 self.recorder.publish_stats(self.stats)
             if not parent_alive(self.spec):
@@ -204,6 +326,24 @@ class Feed:
                 self.stop.set()
                 return
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
+
+    async def _connection_timers(self, now_ns: int) -> None:
+        """Held-back resubscribes that are due, and replacements of connections near their lifetime."""
+        for conn, ws in list(self.open_conns.items()):
+            for frame in self.session.poll(conn, now_ns):
+                with contextlib.suppress(Exception):
+                    await ws.send(frame)
+            if (self.lifetime_s and not conn.replace_requested and not conn.retired
+                    and now_ns - conn.opened_ns > (self.lifetime_s - LIFETIME_MARGIN_S) * 1e9):
+                conn.replace_requested = f"connection lifetime {self.lifetime_s / 3600:g} h"
+            task = self.replacing.get(conn)
+            if task is not None and task.done() and (task.cancelled() or task.exception() is not None):
+                # the replacement failed: try again after a pause, the old connection still carries the rows
+                if now_ns - self.replace_failed_ns.setdefault(conn, now_ns) > REPLACE_RETRY_S * 1e9:
+                    self.replacing.pop(conn, None)
+                    self.replace_failed_ns.pop(conn, None)
+            elif conn.replace_requested and conn not in self.replacing and not conn.retired and conn.books is None:
+                self._replace(conn)
 
     async def run(self) -> None:
         self.register()
@@ -238,12 +378,26 @@ def build_recorder(spec: ProcessSpec, config):
     return Recorder(rc.dir, spec.venue, header, rotate_mb=rc.rotate_mb, keep_files=rc.keep_files)
 
 
+def read_credentials(venue_config) -> dict | None:
+    """Key, secret and passphrase from the environment variables the config names; None when any is unset."""
+    if not venue_config.credentials_env:
+        return None
+    values = {key: os.environ.get(name) for key, name in venue_config.credentials_env}
+    missing = [name for key, name in venue_config.credentials_env if not values[key]]
+    if missing:
+        log.error("%s: environment variable(s) %s not set: no login, public depth channel", venue_config.name,
+                  ", ".join(missing))
+        return None
+    return values
+
+
 def main(spec: ProcessSpec, config) -> None:
     """Entry point of a feed process (called in the forked child)."""
     setup_child(spec)
     venue_config = config.venue(spec.venue)
     url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).DEFAULT_URL
-    feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config))
+    feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config),
+                ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config))
     try:
         asyncio.run(feed.run())
     except Exception:

@@ -28,20 +28,34 @@ and control event: ``decode`` uses it to say what each line did.
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable, Protocol
 
 from pipeline.board.layout import PROC_DTYPE, RowStatus, SkipReason
 from pipeline.board.stats import SKIPPED_WORD, WORD
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BookUpdate, Notice, Ping, SequenceMark, SubscribeError
+from pipeline.model import (BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
+                            SequenceMark, SubscribeError, TradingStatus)
 
 SKIP_BY_REASON = {"invalid_json": SkipReason.INVALID_JSON, "unknown_message": SkipReason.UNKNOWN_MESSAGE,
                   "bad_number": SkipReason.BAD_NUMBER, "oversize": SkipReason.OVERSIZE}
 FAILED_OUTCOME_REASON = {Outcome.GAP: SkipReason.SEQUENCE_GAP, Outcome.CHECKSUM: SkipReason.CHECKSUM_MISMATCH,
                          Outcome.BAD_NUMBER: SkipReason.BAD_NUMBER}
 OUTCOME_KIND = {Outcome.CHANGED: "changed", Outcome.UNCHANGED: "unchanged", Outcome.IGNORED: "ignored",
-                Outcome.GAP: "gap", Outcome.CHECKSUM: "checksum", Outcome.BAD_NUMBER: "bad_number"}
+                Outcome.GAP: "gap", Outcome.CHECKSUM: "checksum", Outcome.BAD_NUMBER: "bad_number",
+                Outcome.RESUBSCRIBE: "resubscribe", Outcome.STATUS: "status"}
+READY = (int(RowStatus.LIVE), int(RowStatus.CROSSED), int(RowStatus.HALTED))   # a book the exchange made whole
+
+# Gap- and checksum-driven resubscribes per instrument: at most RESYNC_BURST in RESYNC_WINDOW_NS, then one
+# each time the oldest leaves the window. A parser bug that sees a gap in every message must never become a
+# subscribe storm (the exchanges cut such clients off).
+RESYNC_BURST = 3
+RESYNC_WINDOW_NS = 60_000_000_000
+# fraction of a venue's per-connection request budget after which a resubscribe moves the instruments to a
+# new connection (make-before-break) instead of spending the rest
+BUDGET_SHARE = 0.9
+HOUR_NS = 3_600_000_000_000
 
 
 class RowSink(Protocol):
@@ -50,13 +64,14 @@ class RowSink(Protocol):
     def write(self, row: int, status: int, bids, asks, exch_ts_ns: int, recv_ns: int, gaps: int,
               checksum_failures: int) -> None: ...
 
-    def set_status(self, row: int, status: int) -> None: ...
+    def set_status(self, row: int, status: int, confirmed_ns: int | None = None) -> None: ...
 
 
 class MemoryRow:
     """The content of one board row, kept in memory."""
 
-    __slots__ = ("status", "bids", "asks", "exch_ts_ns", "recv_ns", "gaps", "checksum_failures", "writes")
+    __slots__ = ("status", "bids", "asks", "exch_ts_ns", "recv_ns", "gaps", "checksum_failures", "writes",
+                 "confirmed_ns")
 
     def __init__(self) -> None:
         self.status = int(RowStatus.EMPTY)
@@ -67,6 +82,7 @@ class MemoryRow:
         self.gaps = 0
         self.checksum_failures = 0
         self.writes = 0
+        self.confirmed_ns = 0
 
 
 class MemorySink:
@@ -91,11 +107,14 @@ class MemorySink:
         r.recv_ns = recv_ns
         r.gaps = gaps
         r.checksum_failures = checksum_failures
+        r.confirmed_ns = recv_ns
         r.writes += 1
 
-    def set_status(self, row, status) -> None:
+    def set_status(self, row, status, confirmed_ns=None) -> None:
         r = self.row(row)
         r.status = status
+        if confirmed_ns is not None:
+            r.confirmed_ns = confirmed_ns
         r.writes += 1
 
 
@@ -107,6 +126,9 @@ class MemoryStats:
 
     def add(self, name: str, n: int = 1) -> None:
         self.words[WORD[name]] += n
+
+    def set(self, name: str, value: int) -> None:
+        self.words[WORD[name]] = value
 
     def get(self, name: str) -> int:
         return self.words[WORD[name]]
@@ -147,9 +169,19 @@ class ClockOffset:
 
 
 class Connection:
-    """One connection's bookkeeping: its symbols and its own sequence (Coinbase ``sequence_num``)."""
+    """One connection's bookkeeping.
 
-    __slots__ = ("id", "symbols", "last_seq", "reconnect_reason", "opened_ns")
+    ``symbols`` it carries; ``last_seq`` its own sequence (Coinbase
+    ``sequence_num``); ``reconnect_reason`` set when it must be dropped now;
+    ``replace_requested`` set when it should be replaced make-before-break
+    (an announced disconnect, the connection's age, its request budget);
+    ``books`` its own books while it is a standby for ``replaces`` (None once
+    it carries the rows); ``retired`` once a standby took its rows over (its
+    frames are no longer applied and its loss marks nothing).
+    """
+
+    __slots__ = ("id", "symbols", "last_seq", "reconnect_reason", "opened_ns", "replace_requested", "books",
+                 "replaces", "retired", "requests", "deferred", "logged_in")
 
     def __init__(self, conn_id: int, symbols: list[str], opened_ns: int):
         self.id = conn_id
@@ -157,6 +189,13 @@ class Connection:
         self.last_seq: int | None = None
         self.reconnect_reason = ""
         self.opened_ns = opened_ns
+        self.replace_requested = ""
+        self.books: dict[str, InstrumentBook] | None = None
+        self.replaces: Connection | None = None
+        self.retired = False
+        self.requests: deque = deque()          # send times of (un)subscribe/login requests, last hour
+        self.deferred: dict[str, int] = {}      # symbol -> when its held-back resubscribe may go
+        self.logged_in: bool | None = None      # the answer to a login request, None before one
 
 
 class FeedSession:
@@ -179,6 +218,9 @@ class FeedSession:
         self.journal = journal
         self.trace: list | None = None
         self.add_unknown = add_unknown
+        self.reference: dict[str, InstrumentSpec] = {}
+        self.pair_status: dict[str, TradingStatus] = {}
+        self.venue_status: TradingStatus | None = None
         self.books: dict[str, InstrumentBook] = {}
         self.row_of: dict[str, int] = {}
         self.status: dict[int, int] = {}
@@ -188,13 +230,29 @@ class FeedSession:
         self.rejected: set[str] = set()
         self.clock = ClockOffset()
         self.connections = 0
+        self.depth_channel: str | None = None     # a non-default depth channel (OKX tbt after login)
+        # the last word of the exchange on each pair and on itself, for books created later (standby, decode)
+        self.reference: dict[str, InstrumentSpec] = {}
+        self.pair_status: dict[str, TradingStatus] = {}
+        self.venue_status: TradingStatus | None = None
+        self.resync_times: dict[str, deque] = {}
+        record = getattr(venue, "VENUE", None)
+        limits = dict(getattr(record, "limits", ()) or ())
+        self.request_budget = limits.get("requests_per_connection_per_hour")
         self._words = self.stats.words
         self._messages_word = self.stats.word("messages")
 
-    def _add_row(self, symbol: str, row: int) -> InstrumentBook:
+    def _new_book(self, symbol: str) -> InstrumentBook:
+        """A fresh book that already knows what the exchange said about its pair and the venue."""
         venue = self.venue
-        book = self.books[symbol] = InstrumentBook(symbol, self.depth, venue.BOOK_LEVELS, venue.CHECKSUM,
-                                                   venue.CHECKSUM_LEVELS or 10)
+        book = InstrumentBook(symbol, self.depth, venue.BOOK_LEVELS, venue.CHECKSUM, venue.CHECKSUM_LEVELS or 10)
+        for said in (self.reference.get(symbol), self.venue_status, self.pair_status.get(symbol)):
+            if said is not None:
+                book.apply(said)
+        return book
+
+    def _add_row(self, symbol: str, row: int) -> InstrumentBook:
+        book = self.books[symbol] = self._new_book(symbol)
         self.row_of[symbol] = row
         self.status[row] = int(RowStatus.SYNCING)
         self.last_update_ns[row] = 0
@@ -210,23 +268,81 @@ class FeedSession:
         size = self.venue.MAX_SYMBOLS_PER_CONNECTION
         return [symbols[i:i + size] for i in range(0, len(symbols), size)]
 
-    def connection_opened(self, symbols: list[str], now_ns: int, conn_id: int | None = None) -> Connection:
-        """A connection carrying ``symbols`` is up; its rows stay SYNCING until their books are."""
+    def connection_opened(self, symbols: list[str], now_ns: int, conn_id: int | None = None,
+                          standby_for: Connection | None = None) -> Connection:
+        """A connection carrying ``symbols`` is up; its rows stay SYNCING until their books are.
+
+        With ``standby_for``, it is the replacement of that connection: its frames
+        build books of its own, and once every one of them is whole the rows move
+        over to it at once (:meth:`handover`) and the old connection is retired, so
+        the rows never go through DISCONNECTED for a planned reconnect.
+        """
         self.connections += 1
         conn = Connection(self.connections if conn_id is None else conn_id, list(symbols), now_ns)
-        self._note("connect", now_ns, conn=conn.id, symbols=list(symbols))
+        if standby_for is not None:
+            conn.replaces = standby_for
+            conn.books = {s: self._new_book(s) for s in symbols if s in self.books and s not in self.rejected}
+        self._note("connect", now_ns, conn=conn.id, symbols=list(symbols),
+                   **({"standby_for": standby_for.id} if standby_for is not None else {}))
         return conn
 
     def subscribe_frames(self, conn: Connection) -> list:
         """The frames to send right after ``conn`` opened (paced by the caller)."""
-        frames = self.venue.build_subscribe(conn.symbols, self.depth)
+        symbols = [s for s in conn.symbols if s not in self.rejected]
+        if self.depth_channel is not None:
+            frames = self.venue.build_subscribe(symbols, self.depth, channel=self.depth_channel)
+        else:
+            frames = self.venue.build_subscribe(symbols, self.depth)
+        self._spend(conn, len(frames), conn.opened_ns)
         self._note("subscribe", conn.opened_ns, conn=conn.id, frames=len(frames))
         return frames
 
     def connection_lost(self, conn: Connection, now_ns: int, reason: str = "") -> None:
-        """The rows of ``conn`` cannot be trusted any more: DISCONNECTED until a new snapshot."""
-        self._note("disconnect", now_ns, conn=conn.id, reason=reason or conn.reconnect_reason)
+        """The rows of ``conn`` cannot be trusted any more: DISCONNECTED until a new snapshot.
+
+        A retired connection (its rows already moved to its replacement) and a
+        standby that never took over mark nothing.
+        """
+        self._note("disconnect", now_ns, conn=conn.id, reason=reason or conn.reconnect_reason,
+                   **({"retired": True} if conn.retired else {}), **({"standby": True} if conn.books is not None
+                                                                    else {}))
+        if conn.retired or conn.books is not None:
+            return
         self.mark(conn.symbols, RowStatus.DISCONNECTED)
+
+    def handover(self, conn: Connection, now_ns: int, forced: bool = False) -> None:
+        """The standby ``conn`` takes the rows over from the connection it replaces."""
+        old = conn.replaces
+        books, conn.books, conn.replaces = conn.books or {}, None, None
+        for symbol, book in books.items():
+            if symbol in self.rejected:
+                continue
+            self.books[symbol] = book
+            self.publish(book, now_ns)
+        if old is not None:
+            old.retired = True
+            old.reconnect_reason = old.reconnect_reason or f"replaced by connection {conn.id}"
+        self._note("handover", now_ns, conn=conn.id, replaced=old.id if old is not None else None,
+                   **({"forced": True} if forced else {}))
+
+    def _standby_ready(self, conn: Connection) -> bool:
+        return all(int(book.state) in READY for symbol, book in conn.books.items() if symbol not in self.rejected)
+
+    def _spend(self, conn: Connection, n: int, now_ns: int) -> bool:
+        """Counts ``n`` requests on ``conn``; False (and a planned replacement) when its budget is nearly used."""
+        if not self.request_budget or n == 0:
+            return True
+        requests = conn.requests
+        while requests and now_ns - requests[0] > HOUR_NS:
+            requests.popleft()
+        if len(requests) + n > self.request_budget * BUDGET_SHARE:
+            if not conn.replace_requested:
+                conn.replace_requested = (f"{len(requests)} of {self.request_budget} requests per hour used on "
+                                          f"this connection")
+                self._note("budget", now_ns, conn=conn.id, used=len(requests), budget=self.request_budget)
+            return False
+        requests.extend([now_ns] * n)
+        return True
 
     def connection_failed(self, symbols: list[str], now_ns: int, reason: str) -> None:
         """A connection attempt for ``symbols`` failed before it opened."""
@@ -257,11 +373,15 @@ class FeedSession:
             return []
         out = []
         trace = self.trace
+        standby = conn.books is not None
+        books = conn.books if standby else self.books
         for event in events:
             if event.__class__ is BookUpdate:
-                book = self.books.get(event.symbol)
+                if conn.retired:
+                    continue                        # its rows moved to the replacement connection
+                book = books.get(event.symbol)
                 if book is None:
-                    if not self.add_unknown:
+                    if not self.add_unknown or standby:
                         self.stats.skip(SkipReason.UNKNOWN_MESSAGE)
                         if trace is not None:
                             trace.append(("ignored", event.symbol, "not subscribed"))
@@ -272,14 +392,13 @@ class FeedSession:
                 if trace is not None:
                     trace.append((OUTCOME_KIND[outcome], event.symbol, ""))
                 if outcome is Outcome.CHANGED:
-                    self.publish(book, recv_ns)
-                elif outcome is Outcome.UNCHANGED:
-                    row = self.row_of[book.symbol]
-                    self.last_update_ns[row] = recv_ns
-                    if self.status[row] != book.state:
+                    if not standby:
                         self.publish(book, recv_ns)
+                elif outcome is Outcome.UNCHANGED:
+                    if not standby:
+                        self.confirm(book, recv_ns)
                 elif outcome is not Outcome.IGNORED:
-                    out.extend(self.resync(book, outcome, recv_ns))
+                    out.extend(self._after(book, outcome, recv_ns, conn, standby))
             elif isinstance(event, Ping):
                 out.append(self.venue.build_pong(event.token))
                 if trace is not None:
@@ -293,22 +412,90 @@ class FeedSession:
                     conn.reconnect_reason = f"connection sequence jumped {conn.last_seq} -> {event.seq}"
                     conn.last_seq = event.seq
                     self._note("gap", recv_ns, conn=conn.id, reason=conn.reconnect_reason)
-                    self.mark(conn.symbols, RowStatus.RESYNCING)
+                    if not standby and not conn.retired:
+                        self.mark(conn.symbols, RowStatus.RESYNCING)
                     if trace is not None:
                         trace.append(("gap", "", conn.reconnect_reason))
                     break
                 conn.last_seq = event.seq
+            elif isinstance(event, Liveness):
+                if not standby and not conn.retired:
+                    for symbol in (conn.symbols if event.symbols is None else event.symbols):
+                        book = self.books.get(symbol)
+                        if book is not None:
+                            self.confirm(book, recv_ns)
+                if trace is not None:
+                    trace.append(("control", "", "liveness"))
+            elif isinstance(event, (TradingStatus, InstrumentSpec)):
+                symbol = event.symbol
+                if isinstance(event, InstrumentSpec):
+                    self.reference[symbol] = event
+                elif symbol is None:
+                    self.venue_status = event
+                else:
+                    self.pair_status[symbol] = event
+                targets = list(books.values()) if symbol is None else [books.get(symbol)]
+                for book in targets:
+                    if book is None:
+                        continue
+                    outcome = book.apply(event)
+                    if outcome is Outcome.STATUS and not standby and not conn.retired:
+                        self.publish(book, recv_ns)
+                    elif outcome is Outcome.RESUBSCRIBE:
+                        out.extend(self._after(book, outcome, recv_ns, conn, standby))
+                if isinstance(event, TradingStatus):
+                    self._note("status", recv_ns, symbol=symbol, tradable=event.tradable, reason=event.reason)
+                if trace is not None:
+                    trace.append(("status", symbol or "", "" if getattr(event, "tradable", True)
+                                  else event.reason))
             elif isinstance(event, SubscribeError):
                 self.reject(event, recv_ns)
                 if trace is not None:
                     trace.append(("rejected", event.symbol, event.message))
+            elif isinstance(event, ChannelNotPermitted):
+                out.extend(self._fall_back(event, recv_ns, conn))
+                if trace is not None:
+                    trace.append(("rejected", event.symbol, f"{event.channel}: {event.message}"))
             else:
                 if isinstance(event, Notice) and event.reconnect:
-                    conn.reconnect_reason = event.message
-                    self._note("notice", recv_ns, conn=conn.id, message=event.message)
+                    if event.planned:
+                        conn.replace_requested = conn.replace_requested or event.message
+                        self._note("notice", recv_ns, conn=conn.id, message=event.message, planned=True)
+                    else:
+                        conn.reconnect_reason = event.message
+                        self._note("notice", recv_ns, conn=conn.id, message=event.message)
+                elif isinstance(event, LoginResult):
+                    conn.logged_in = event.ok
+                    self._note("login", recv_ns, conn=conn.id, ok=event.ok, code=event.code, message=event.message)
                 if trace is not None:
                     trace.append(("control", "", type(event).__name__.lower()))
+        if standby and conn.books and self._standby_ready(conn):
+            self.handover(conn, recv_ns)
         return out
+
+    def _after(self, book: InstrumentBook, outcome: Outcome, recv_ns: int, conn: Connection, standby: bool) -> list:
+        """A book that failed (gap, checksum, bad number) or must be subscribed again (precision change)."""
+        if outcome is Outcome.RESUBSCRIBE:
+            self.stats.add("resyncs")
+            self._note("resync", recv_ns, symbol=book.symbol, reason="precision_changed")
+            if not standby:
+                self.publish(book, recv_ns)
+            return self._resubscribe(book.symbol, recv_ns, conn)
+        if standby:
+            self.stats.skip(FAILED_OUTCOME_REASON[outcome])
+            self._note("resync", recv_ns, symbol=book.symbol, reason=FAILED_OUTCOME_REASON[outcome].name.lower(),
+                       standby=True)
+            return self._resubscribe(book.symbol, recv_ns, conn)
+        return self.resync(book, outcome, recv_ns, conn)
+
+    def _fall_back(self, event: ChannelNotPermitted, now_ns: int, conn: Connection) -> list:
+        """A channel this account may not use (OKX tick-by-tick): the public depth channel instead."""
+        if self.depth_channel is not None:
+            self._note("fallback", now_ns, channel=event.channel, code=event.code, message=event.message)
+            self.depth_channel = None
+        if event.symbol in self.books:
+            return self._resubscribe(event.symbol, now_ns, conn, limited=False)
+        return []
 
     def publish(self, book: InstrumentBook, recv_ns: int) -> None:
         row = self.row_of[book.symbol]
@@ -324,7 +511,23 @@ class FeedSession:
         self.status[row] = state
         self.last_update_ns[row] = recv_ns
 
-    def resync(self, book: InstrumentBook, outcome: Outcome, recv_ns: int) -> list:
+    def confirm(self, book: InstrumentBook, now_ns: int) -> None:
+        """The exchange says this book is still current (a heartbeat, an unchanged re-send): its row stays fresh.
+
+        The row keeps its last-change time (``recv_ns``) and gets ``confirmed_ns``; a row that went
+        STALE only for silence is LIVE again.
+        """
+        row = self.row_of[book.symbol]
+        state = int(book.state)
+        if state != RowStatus.LIVE:
+            if self.status[row] != state:
+                self.publish(book, now_ns)
+            return
+        self.sink.set_status(row, state, now_ns)
+        self.status[row] = state
+        self.last_update_ns[row] = now_ns
+
+    def resync(self, book: InstrumentBook, outcome: Outcome, recv_ns: int, conn: Connection | None = None) -> list:
         reason = FAILED_OUTCOME_REASON[outcome]
         self.stats.skip(reason)
         if outcome is Outcome.GAP:
@@ -334,7 +537,40 @@ class FeedSession:
         self.stats.add("resyncs")
         self._note("resync", recv_ns, symbol=book.symbol, reason=reason.name.lower())
         self.publish(book, recv_ns)            # state is RESYNCING now: not tradable
-        return self.venue.build_resubscribe(book.symbol, self.depth)
+        return self._resubscribe(book.symbol, recv_ns, conn)
+
+    def _resubscribe(self, symbol: str, now_ns: int, conn: Connection | None, limited: bool = True) -> list:
+        """The frames that make the exchange send ``symbol`` again, or none yet when its rate limit says wait."""
+        if limited:
+            times = self.resync_times.setdefault(symbol, deque())
+            while times and now_ns - times[0] >= RESYNC_WINDOW_NS:
+                times.popleft()
+            if len(times) >= RESYNC_BURST:
+                due = times[0] + RESYNC_WINDOW_NS
+                if conn is not None and symbol not in conn.deferred:
+                    conn.deferred[symbol] = due
+                    self.stats.add("resyncs_deferred")
+                    self._note("resync_deferred", now_ns, symbol=symbol, due_in_ms=(due - now_ns) / 1e6)
+                return []
+            times.append(now_ns)
+        if self.depth_channel is not None:
+            frames = self.venue.build_resubscribe(symbol, self.depth, channel=self.depth_channel)
+        else:
+            frames = self.venue.build_resubscribe(symbol, self.depth)
+        if conn is not None and not self._spend(conn, len(frames), now_ns):
+            return []                          # the replacement connection subscribes it afresh
+        return frames
+
+    def poll(self, conn: Connection, now_ns: int) -> list:
+        """Frames due on ``conn`` now: resubscribes the rate limit held back (called by the feed's watchdog)."""
+        if not conn.deferred:
+            return []
+        out = []
+        for symbol, due in list(conn.deferred.items()):
+            if due <= now_ns:
+                del conn.deferred[symbol]
+                out.extend(self._resubscribe(symbol, now_ns, conn))
+        return out
 
     def reject(self, event: SubscribeError, now_ns: int) -> None:
         symbol = event.symbol
@@ -347,7 +583,10 @@ class FeedSession:
 
     # ---------------------------------------------------------------- time
     def tick(self, now_ns: int) -> list[int]:
-        """Marks LIVE rows with no update for the staleness limit STALE; returns those rows."""
+        """Marks LIVE rows neither updated nor confirmed for the staleness limit STALE; returns those rows."""
+        stuck = sum(book.stuck_channels for book in self.books.values())
+        if stuck != self.stats.get("stuck_channels"):
+            self.stats.set("stuck_channels", stuck)
         stale = int(RowStatus.STALE)
         live = int(RowStatus.LIVE)
         went_stale = []

@@ -48,12 +48,21 @@ def test_repeated_frame_is_reported_as_ignored_and_the_row_kept():
     assert records[1]["row"] == records[0]["row"]
 
 
-def test_kraken_real_book_passes_its_checksum():
-    records, err = decode("kraken", (FIXTURES / "kraken" / "book.jsonl").read_text())
+def test_kraken_real_book_passes_its_checksum_once_the_instrument_channel_gave_the_precisions():
+    from tests.unit.test_venue_kraken import INSTRUMENT
+    book = (FIXTURES / "kraken" / "book.jsonl").read_text()
+    # without the pair's precisions the checksum cannot be checked: the rows stay syncing, never live
+    records, _ = decode("kraken", book)
+    assert {r["row"]["state"] for r in records if r["symbol"] == "ETH/USD"} == {"syncing"}
+    records, err = decode("kraken", INSTRUMENT + "\n" + book)
+    assert records[0]["did"] == "status" and records[0]["row"] is None
     eth = [r for r in records if r["symbol"] == "ETH/USD" and r["did"] == "changed"]
     assert eth and all(r["row"]["state"] == "live" for r in eth)
     assert eth[0]["row"]["bid_price"] == 1797.24 and eth[0]["row"]["ask_price"] == 1797.25
-    assert not any(r["did"] == "checksum" and r["symbol"] == "ETH/USD" for r in records)
+    assert not any(r["did"] == "checksum" for r in records)
+    # MATIC/USD is cancel_only in that instrument message: its book is whole but it cannot trade
+    matic = [r for r in records if r["symbol"] == "MATIC/USD" and r["did"] == "changed"]
+    assert matic and matic[-1]["row"]["state"] == "halted"
 
 
 def test_cryptofeed_capture_files_decode_without_stopping():

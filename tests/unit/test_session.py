@@ -120,3 +120,112 @@ def test_trace_names_every_outcome_of_a_frame():
     session.receive(frames[0], 2, conn)
     assert [t[0] for t in session.trace][0] == "changed"
     assert session.trace[1][0] in ("unchanged", "ignored")
+
+
+# ---------------------------------------------------------------- trust on the real exchanges (issue: audit items)
+
+KRAKEN_STATUS = '{"channel":"status","type":"update","data":[{"api_version":"v2","connection_id":1,"system":"%s","version":"2.0.0"}]}'
+
+
+def kraken_live_session():
+    from tests.unit.test_venue_kraken import INSTRUMENT
+    session, sink, conn, journal = session_for("kraken", ["ETH/USD"], staleness_ms=1000)
+    session.receive(INSTRUMENT, 1 * SECOND, conn)
+    for line in fixture_lines("kraken", "book.jsonl"):
+        if '"ETH/USD"' in line:
+            session.receive(line, 2 * SECOND, conn)
+    assert sink.row(0).status == RowStatus.LIVE
+    return session, sink, conn, journal
+
+
+def test_venue_status_other_than_online_halts_the_rows_until_it_clears():
+    session, sink, conn, journal = kraken_live_session()
+    quote = (sink.row(0).bids, sink.row(0).asks)
+    session.receive(KRAKEN_STATUS % "maintenance", 3 * SECOND, conn)
+    assert sink.row(0).status == RowStatus.HALTED
+    assert (sink.row(0).bids, sink.row(0).asks) == quote          # the book is kept, only not tradable
+    assert journal[-1][0] == "status" and journal[-1][2] == {"symbol": None, "tradable": False,
+                                                              "reason": "maintenance"}
+    session.receive(KRAKEN_STATUS % "cancel_only", 4 * SECOND, conn)
+    assert sink.row(0).status == RowStatus.HALTED
+    session.receive(KRAKEN_STATUS % "online", 5 * SECOND, conn)
+    assert sink.row(0).status == RowStatus.LIVE
+
+
+def test_heartbeats_keep_a_quiet_book_fresh_and_a_silent_one_goes_stale():
+    session, sink, conn, _ = kraken_live_session()
+    changed_at = sink.row(0).recv_ns
+    for t in (2.6, 3.2, 3.8):
+        session.receive('{"channel":"heartbeat"}', int(t * SECOND), conn)
+        assert session.tick(int(t * SECOND) + 1) == []
+    row = sink.row(0)
+    assert row.status == RowStatus.LIVE and row.recv_ns == changed_at and row.confirmed_ns == int(3.8 * SECOND)
+    assert session.tick(int(4.9 * SECOND)) == [0]                 # then silence: stale after 1 s
+    session.receive('{"channel":"heartbeat"}', 5 * SECOND, conn)  # the exchange confirms again: live
+    assert sink.row(0).status == RowStatus.LIVE and sink.row(0).recv_ns == changed_at
+
+
+def test_gap_driven_resubscribes_are_rate_limited_per_instrument():
+    session, sink, conn, journal = session_for("bybit", ["BTCUSDT"])
+    snapshot = next(line for line in fixture_lines("bybit", "depth.jsonl") if '"snapshot"' in line)
+    import orjson as _orjson
+    msg = _orjson.loads(snapshot)
+    symbol = msg["data"]["s"]
+    session = FeedSession(load_venue("bybit"), {symbol: 0}, 5, SECOND, sink)
+    conn = session.connection_opened([symbol], 0)
+    sent = []
+    for n in range(5):
+        session.receive(snapshot, (n * 10 + 1) * SECOND, conn)
+        delta = dict(msg, type="delta", data=dict(msg["data"], u=msg["data"]["u"] + 5, b=[], a=[]))
+        sent.append(session.receive(_orjson.dumps(delta), (n * 10 + 2) * SECOND, conn))
+    assert [bool(frames) for frames in sent] == [True, True, True, False, False]
+    assert session.stats.get("resyncs") == 5 and session.stats.get("resyncs_deferred") == 1
+    assert session.poll(conn, 60 * SECOND) == []                  # still inside the window
+    later = session.poll(conn, 62 * SECOND)                        # the first left the window at 62 s
+    assert later and orjson.loads(later[-1])["op"] == "subscribe"
+
+
+def test_planned_disconnect_hands_the_rows_over_without_ever_going_disconnected():
+    session, sink, conn, journal = session_for("bybit", ["BTCUSDT"])
+    frames = [line for line in fixture_lines("bybit", "bbo.jsonl") if '"orderbook.1.BTCUSDT"' in line]
+    session.receive(frames[0], 1 * SECOND, conn)
+    assert sink.row(0).status == RowStatus.LIVE
+    conn.replace_requested = "server upgrade"                     # what a planned notice sets
+    standby = session.connection_opened(["BTCUSDT"], 2 * SECOND, standby_for=conn)
+    writes = sink.row(0).writes
+    session.receive(frames[1], 3 * SECOND, conn)                  # the old connection still carries the row
+    assert sink.row(0).writes == writes + 1
+    # the standby's first whole book takes the row over at once
+    session.receive(frames[0], 4 * SECOND, standby)
+    assert conn.retired and standby.books is None and journal[-1][0] == "handover"
+    assert sink.row(0).status == RowStatus.LIVE and sink.row(0).recv_ns == 4 * SECOND
+    statuses = []
+    session.sink = type("Spy", (), {"write": lambda *a: statuses.append(a[2]),
+                                    "set_status": lambda *a, **k: statuses.append(a[2])})()
+    session.receive(frames[1], 5 * SECOND, conn)                  # frames of the retired connection: ignored
+    session.connection_lost(conn, 6 * SECOND, "closed by us")     # its loss marks nothing
+    assert statuses == []
+
+
+def test_okx_tick_by_tick_refused_falls_back_to_books_once():
+    session, sink, conn, journal = session_for("okx", ["BTC-USDT"])
+    session.depth_channel = "books50-l2-tbt"
+    assert "books50-l2-tbt" in session.subscribe_frames(conn)[0]
+    refused = (b'{"event":"error","code":"64003","msg":"Your trading fee tier does not meet the requirement to '
+               b'access this channel","arg":{"channel":"books50-l2-tbt","instId":"BTC-USDT"},"connId":"a4d3ae55"}')
+    replies = session.receive(refused, 1, conn)
+    assert session.depth_channel is None
+    assert [orjson.loads(r)["args"][0]["channel"] for r in replies if orjson.loads(r)["op"] == "subscribe"] == ["books"]
+    assert [j[0] for j in journal].count("fallback") == 1
+
+
+def test_okx_request_budget_moves_the_instruments_to_a_new_connection():
+    session, sink, conn, journal = session_for("okx", ["BTC-USDT"])
+    assert session.request_budget == 480
+    session.subscribe_frames(conn)
+    for n in range(480):
+        session._resubscribe("BTC-USDT", n * 1000, conn, limited=False)   # noqa: SLF001
+        if conn.replace_requested:
+            break
+    assert conn.replace_requested.startswith("4") and "480 requests per hour" in conn.replace_requested
+    assert len(conn.requests) <= 0.9 * 480
