@@ -27,6 +27,9 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_row_last_update_age_seconds{exchange,instrument}   gauge, absent until the row is written
     pipeline_row_updates_total{exchange,instrument}
     pipeline_detector_scans_total
+    pipeline_bridge_connected                             gauge, 1 while the bridge is connected to NATS
+    pipeline_bridge_received_total / _published_total / _malformed_total / _refused_total
+    pipeline_bridge_clock_envelope_seconds                gauge, largest remote clock offset + minimal transport
     pipeline_detector_opportunities_total
     pipeline_process_cpu_seconds_total{process}           psutil user + system
     pipeline_process_resident_memory_bytes{process}       psutil rss
@@ -134,6 +137,7 @@ class BoardCollector:
             yield from self._feed_families(procs)
             yield from self._row_families(now_ns)
             yield from self._detector_families(procs)
+            yield from self._bridge_families(procs)
             yield from self._process_families(procs, now_ns)
         yield from self._histogram_families()
         yield from self._pair_families()
@@ -181,7 +185,7 @@ class BoardCollector:
         for r in self.rows:
             if not 0 <= r.row < len(status):
                 continue
-            labels = [r.venue, r.instrument]
+            labels = [r.label, r.instrument]           # kraken, or kraken@frankfurt for a bridged row
             current = int(status[r.row])
             for value, name in _ROW_STATES:
                 state.add_metric(labels + [name], 1.0 if current == value else 0.0)
@@ -194,6 +198,23 @@ class BoardCollector:
         yield state
         yield age
         yield count
+
+    def _bridge_families(self, procs) -> Iterator:
+        """The bridge's slot fields, as :mod:`pipeline.bridge.process` defines them."""
+        bridges = [procs[s.slot] for s in self.specs if s.role == ProcessRole.BRIDGE and s.slot < len(procs)]
+        if not bridges:
+            return
+        slot = bridges[0]
+        yield GaugeMetricFamily("pipeline_bridge_connected", "1 while the bridge is connected to NATS.",
+                                value=int(slot["connected"]))
+        for field, name, doc in (("messages", "received", "Messages the bridge received from other boxes."),
+                                 ("scans", "published", "Row states the bridge published."),
+                                 ("parse_errors", "malformed", "Malformed messages the bridge skipped."),
+                                 ("checksum_failures", "refused", "Connection attempts whose credentials NATS refused.")):
+            yield CounterMetricFamily(f"pipeline_bridge_{name}", doc, value=int(slot[field]))
+        yield GaugeMetricFamily("pipeline_bridge_clock_envelope_seconds",
+                                "Largest low envelope of (arrival - remote send time) over the mirrored boxes.",
+                                value=int(slot["clock_offset_ns"]) / 1e9)
 
     def _detector_families(self, procs) -> Iterator:
         detectors = [procs[s.slot] for s in self.specs if s.role == ProcessRole.DETECTOR and s.slot < len(procs)]

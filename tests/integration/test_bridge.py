@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -176,7 +177,7 @@ def tokyo_config(url: str, board: str, tmp: Path) -> dict:
 
 
 def central_config(url: str, board: str, tmp: Path) -> dict:
-    return {"board": {"name": board, "depth": 5},
+    return {"board": {"name": board, "depth": 5}, "metrics": {"port": free_port()},
             "detector": {"output": str(tmp / "central.jsonl"), "print_opportunities": False},
             "health": {"interval_s": 1.0},
             "supervisor": {"restart_backoff_s": 0.1},
@@ -259,6 +260,23 @@ def test_published_rows_are_recorded_in_jetstream(boxes):
             await nc.close()
     count, last = wait_for(lambda: asyncio.run(stored()), 10, interval=0.3, message="recorded messages")
     assert count > 0 and last.box == "tokyo" and last.instrument == "BTC/USDT" and last.bids
+
+
+def test_metrics_show_the_bridge_and_name_bridged_rows_by_label(boxes):
+    server, tokyo, central = boxes
+    url = f"http://127.0.0.1:{central.config.metrics.port}/metrics"
+
+    def scrape():
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read().decode()
+        except OSError:
+            return None
+    text = wait_for(scrape, 10, interval=0.2, message="the metrics endpoint")
+    assert "pipeline_bridge_connected 1.0" in text
+    assert 'pipeline_row_state{exchange="binance@tokyo",instrument="BTC/USDT",state="live"} 1.0' in text
+    received = [line for line in text.splitlines() if line.startswith("pipeline_bridge_received_total ")]
+    assert received and float(received[0].split()[1]) > 0
 
 
 # ---------------------------------------------------------------- malformed, burst, silence (box "probe")
