@@ -84,6 +84,21 @@ def connect_options(bridge, environ) -> dict:
     return options
 
 
+def check_bridge(bridge, environ) -> str | None:
+    """What would stop the bridge before it connects (one line naming the field), or None; run at start-up."""
+    try:
+        import nats  # noqa: F401 - only whether it is installed
+    except ImportError:
+        return "bridge: the NATS client is not installed (pip install -e '.[bridge]')"
+    try:
+        connect_options(bridge, environ)
+    except BridgeError as exc:
+        return str(exc)
+    except (OSError, ssl.SSLError) as exc:
+        return f"bridge: cannot read the credentials or TLS files: {exc}"
+    return None
+
+
 def describe_connect_error(exc: BaseException, url: str) -> tuple[str, bool]:
     """(message for the log, whether the server refused our credentials)."""
     text = str(exc)

@@ -109,6 +109,9 @@ def check_resources(config) -> str | None:
             return f"detector.output: cannot write {output!r} ({existing!r} is not a directory)"
         if not os.access(existing, os.W_OK | os.X_OK) or (os.path.exists(output) and not os.access(output, os.W_OK)):
             return f"detector.output: cannot write {output!r} (no write permission in {existing!r})"
+    if config.bridge is not None:
+        from pipeline.bridge.process import check_bridge
+        return check_bridge(config.bridge, os.environ)
     return None
 
 

@@ -375,6 +375,26 @@ def test_a_killed_bridge_is_restarted_and_its_rows_recover(boxes):
     assert "pipeline: bridge died (killed by signal 9)" in central.text()
 
 
+def test_a_hung_server_blocks_neither_bridge_and_the_silent_rows_go_disconnected(boxes):
+    server, tokyo, central = boxes
+    remote = central.row_of("binance@tokyo", "BTC/USDT")
+    local = tokyo.row_of("binance", "BTC/USDT")
+    wait_for(lambda: same_state(tokyo, central, "BTC/USDT"), 15, message="rows crossing before the hang")
+    os.kill(server.process.pid, signal.SIGSTOP)          # connections stay open, nothing is answered
+    try:
+        wait_for(lambda: central.row(remote)["status"] == DISCONNECTED, HEARTBEAT_TIMEOUT_MS / 1000 + 3,
+                 message="remote rows disconnected while the server hangs")
+        seq = tokyo.row(local)["seq"]
+        wait_for(lambda: tokyo.row(local)["seq"] > seq + 10, 10, message="tokyo's feed writing during the hang")
+        for box in (tokyo, central):                     # each bridge's own loop keeps beating
+            beat = box.slot(ProcessRole.BRIDGE).get("heartbeat_ns")
+            wait_for(lambda: box.slot(ProcessRole.BRIDGE).get("heartbeat_ns") > beat, 5,
+                     message=f"{box.name}'s bridge beating while the server hangs")
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    wait_for(lambda: same_state(tokyo, central, "BTC/USDT"), 25, message="rows live again after the hang")
+
+
 def test_a_nats_outage_disconnects_remote_rows_and_never_stops_the_local_feed(boxes):
     server, tokyo, central = boxes
     remote = central.row_of("binance@tokyo", "BTC/USDT")
@@ -436,3 +456,18 @@ def test_bridge_config_errors_exit_2_naming_the_field(tmp_path):
     assert "bridge.token: never put credentials in a config file" in result.stderr
     assert "bridge.subscribe.frankfurt.kraken.instruments[0]" in result.stderr
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unset_credentials_variable_stops_the_start_naming_the_field(tmp_path, board_name):
+    raw = {"board": {"name": board_name}, "venues": {"binance": {"instruments": ["BTC/USDT"]}}, "simulator": {},
+           "detector": {"output": str(tmp_path / "out.jsonl")},
+           "bridge": {"nats_url": "nats://127.0.0.1:4222", "box": "tokyo", "publish": True,
+                      "token_env": "PIPELINE_TEST_UNSET_NATS_TOKEN"}}
+    path = write_config(tmp_path / "unset.yaml", raw)
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_TEST_UNSET_NATS_TOKEN"}
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), "--config", str(path)], capture_output=True,
+                            text=True, timeout=30, env=env)
+    assert result.returncode == 2
+    assert "bridge.token_env names PIPELINE_TEST_UNSET_NATS_TOKEN, which is not set" in result.stderr
+    assert "Traceback" not in result.stderr and "started" not in result.stdout
+    assert not (Path("/dev/shm") / board_name).exists()
