@@ -471,3 +471,43 @@ def test_an_unset_credentials_variable_stops_the_start_naming_the_field(tmp_path
     assert "bridge.token_env names PIPELINE_TEST_UNSET_NATS_TOKEN, which is not set" in result.stderr
     assert "Traceback" not in result.stderr and "started" not in result.stdout
     assert not (Path("/dev/shm") / board_name).exists()
+
+
+def test_tls_and_a_token_file(tmp_path, board_name):
+    """tls:// in the url: the bridge verifies the server against bridge.tls_ca_file; the token comes from a file."""
+    import shutil
+    import ssl
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a throw-away certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    server = NatsServer(tmp_path, token="file-token")
+    server.args += ["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
+    server.start()
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token\n")
+    raw = tokyo_config(server.url, board_name, tmp_path)
+    raw["bridge"] = bridge_section(f"tls://127.0.0.1:{server.port}", "secure", publish=True,
+                                   token_file=str(token_file), tls_ca_file=str(cert))
+    box = Box(tmp_path, "tls", raw).attach()
+    try:
+        wait_for(box.connected, 15, message="the bridge connected over TLS")
+
+        async def receive():
+            context = ssl.create_default_context(cafile=str(cert))
+            nc = await nats.connect(f"tls://127.0.0.1:{server.port}", tls=context, token="file-token",
+                                    connect_timeout=2, max_reconnect_attempts=1)
+            try:
+                sub = await nc.subscribe(quote_subject("secure", "binance", "BTC/USDT"))
+                message = await sub.next_msg(timeout=5)
+                return parse_quote(message.subject, message.data)
+            finally:
+                await nc.close()
+        q = asyncio.run(receive())
+        assert q.box == "secure" and q.instrument == "BTC/USDT" and q.bids
+    finally:
+        text = box.stop()
+        server.kill()
+    assert "file-token" not in text and "Traceback" not in text
