@@ -271,6 +271,8 @@ class InstrumentBook:
         self._bbo_ignored = 0                   # consecutive older top-of-book updates ignored
         self._bbo_ignored_since_ms = 0          # exchange time of the first of them
         self._depth_advanced = False            # the depth channel moved on while they were ignored
+        self._depth_ignored = 0                 # consecutive older depth deltas ignored
+        self._depth_ignored_since_ms = 0
 
     # ------------------------------------------------------------------
     def invalidate(self, state: RowStatus = RowStatus.RESYNCING, book: Book | None = None) -> None:
@@ -286,6 +288,12 @@ class InstrumentBook:
         if book is None or book is self.book:
             self.book.reset()
             self.checksum_ok = False
+            self._depth_ignored = 0
+            # the rebuilt depth book may start a new id epoch (a reset we did not see): the top of book keeps
+            # its levels but takes its next update whatever its id, and is merged by arrival until then
+            self.bbo.last_seq = None
+            self.bbo.xseq = None
+            self._bbo_ignored = 0
         self.state = state
         self.composed = self.compose()
 
@@ -336,11 +344,22 @@ class InstrumentBook:
             else:
                 last = book.last_seq
                 if update.restart:
-                    pass
+                    # the ids start again, but the reset message still follows the last one we applied
+                    if update.prev_seq is not None and last is not None and update.prev_seq != last:
+                        self.gaps += 1
+                        self.invalidate(book=book)
+                        return Outcome.GAP
                 elif seq is not None and last is not None and seq <= last:
                     if seq == last and not update.bids and not update.asks:
                         return Outcome.UNCHANGED   # keep-alive (OKX: empty update, prevSeqId == seqId)
-                    if book is not self.bbo or not self._bbo_stuck(update):
+                    if book is self.bbo:
+                        if not self._bbo_stuck(update):
+                            return Outcome.IGNORED
+                    elif self._depth_stuck(update):
+                        self.gaps += 1
+                        self.invalidate(book=book)
+                        return Outcome.GAP         # ids stayed behind: a reset we missed, rebuild
+                    else:
                         return Outcome.IGNORED     # duplicate or out of order: already applied
                 elif update.prev_seq is not None and last is not None and update.prev_seq != last:
                     self.gaps += 1
@@ -351,6 +370,7 @@ class InstrumentBook:
             self._bbo_ignored = 0
         else:
             self._depth_advanced = True
+            self._depth_ignored = 0
         if seq is not None:
             book.last_seq = seq
         book.xseq = update.xseq
@@ -404,6 +424,27 @@ class InstrumentBook:
             self._bbo_ignored = 0
             self.bbo.last_seq = None
             self.bbo.xseq = None
+        return stuck
+
+    def _depth_stuck(self, update: BookUpdate) -> bool:
+        """True when depth deltas have stayed behind the last applied id for too long (T3).
+
+        A reset whose announcing message was lost leaves every later delta with
+        an id below the last one applied; they would be ignored for ever while
+        the row looks valid. After ``STUCK_AFTER_MS`` of exchange time (or
+        ``STUCK_AFTER_IGNORED`` messages) the depth book is declared broken and
+        rebuilt; counted in ``stuck_channels``. Our threshold, not a documented one.
+        """
+        if self._depth_ignored == 0:
+            self._depth_ignored_since_ms = update.exch_ts_ms
+        self._depth_ignored += 1
+        if update.exch_ts_ms and self._depth_ignored_since_ms:
+            stuck = update.exch_ts_ms - self._depth_ignored_since_ms >= STUCK_AFTER_MS
+        else:
+            stuck = self._depth_ignored >= STUCK_AFTER_IGNORED
+        if stuck:
+            self.stuck_channels += 1
+            self._depth_ignored = 0
         return stuck
 
     def _apply_spec(self, spec: InstrumentSpec) -> Outcome:

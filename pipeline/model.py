@@ -43,8 +43,9 @@ class BookUpdate:
     the exchange's integrity value when it sends a usable one (Kraken);
     ``bids_text``/``asks_text`` keep the wire text of each level for it.
     ``restart`` marks an update the exchange says restarts the sequence
-    (Bybit ``u == 1``, OKX ``seqId < prevSeqId``): the book resets its
-    continuity instead of declaring a gap.
+    (Bybit ``u == 1``, OKX ``seqId < prevSeqId``): ids may go down from here,
+    the book continues from ``seq`` instead of declaring a gap (a ``prev_seq``
+    that does not follow the last applied id is still a gap).
 
     ``xseq`` is the exchange's id that orders the top-of-book and the depth
     channel of one instrument against each other (Binance bookTicker ``u`` vs

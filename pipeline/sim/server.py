@@ -74,6 +74,9 @@ class ExchangeServer:
         self.last_books: dict[str, tuple[list, list]] = {}  # native symbol -> last book rendered
         self.keepalive_s: float | None = None               # override of the protocol's server keepalive period
         self.quirks = Quirks()                              # shared by every connection; switch at any time
+        self._next_event_s: float | None = None             # when the next staged quirk events happen
+        self._due: list = []                                # (monotonic time, coroutine function) staged for later
+        self._dropped = 0
 
     def decimals(self) -> dict[str, int]:
         return {native: self.market.decimals[canonical] for native, canonical in self.instrument_of.items()}
@@ -126,6 +129,38 @@ class ExchangeServer:
     async def announce_pair(self, symbol: str, status: str, price_precision: int | None = None) -> int:
         """One pair's status or precision change (Kraken ``instrument`` update)."""
         return await self.announce(lambda protocol: protocol.render_pair(symbol, status, price_precision))
+
+    async def stage_events(self, now_s: float) -> None:
+        """The event quirks, every ``quirks.every_s`` seconds (``now_s``: monotonic time)."""
+        quirks = self.quirks
+        due = self._due
+        for at_s, action in [d for d in due if d[0] <= now_s]:
+            due.remove((at_s, action))
+            await action()
+        if not quirks.stages_events():
+            return
+        if self._next_event_s is None:
+            self._next_event_s = now_s + quirks.every_s
+        if now_s < self._next_event_s:
+            return
+        self._next_event_s = now_s + quirks.every_s
+        symbols = sorted(self.instrument_of)
+        if quirks.sequence_resets:
+            self.faults.reset_sequence_next |= set(symbols)
+        if quirks.dropped_messages and symbols:
+            self._dropped += 1
+            self.faults.drop_next_depth.add(symbols[self._dropped % len(symbols)])
+        if quirks.venue_status and await self.announce_status("maintenance"):
+            due.append((now_s + quirks.status_s, lambda: self.announce_status("online")))
+        if quirks.planned_disconnects:
+            notified = list(self.connections)          # a replacement opened after the notice stays open
+            if await self.announce_shutdown():
+                due.append((now_s + quirks.grace_s, lambda: self._close(notified)))
+
+    async def _close(self, websockets: list) -> None:
+        for websocket in websockets:
+            with contextlib.suppress(Exception):
+                await websocket.close(1001, "simulated service upgrade")
 
     async def handle(self, websocket) -> None:
         protocol = self.protocol_class(self.decimals())
@@ -239,6 +274,7 @@ class Simulator:
             ts_ms = int(now_ms)
             for server in self.exchanges.values():
                 await server.publish(books, ts_ms)
+                await server.stage_events(time.monotonic())
             next_step += self.update_interval_s
             delay = next_step - time.monotonic()
             if delay < -1.0:                      # fell far behind: do not try to catch up in a burst

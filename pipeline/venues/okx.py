@@ -205,12 +205,13 @@ def _books(symbol: str, action: str, d: dict) -> BookUpdate:
     if action != "update":
         raise ParseError("unknown_message", f"books action {action!r}", NAME)
     prev = _opt_int(d.get("prevSeqId"))
-    # seqId < prevSeqId: the exchange reset its sequence (maintenance); continue from seqId.
+    # seqId < prevSeqId: the exchange reset its sequence (maintenance); continue from seqId. The
+    # reset message's prevSeqId is still the last seqId sent: the book checks it like any other.
     # prevSeqId == seqId with empty sides: keep-alive of an unchanged book; the book sees
     # seq <= last and ignores it (or reports a gap if we had fallen behind seqId).
     restart = seq is not None and prev is not None and seq < prev
-    return BookUpdate(symbol, DEPTH, False, levels(d["bids"]), levels(d["asks"]), ts, seq,
-                      None if restart else prev, restart=restart, xseq=seq)
+    return BookUpdate(symbol, DEPTH, False, levels(d["bids"]), levels(d["asks"]), ts, seq, prev,
+                      restart=restart, xseq=seq)
 
 
 def _opt_int(value) -> int | None:

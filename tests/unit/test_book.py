@@ -37,8 +37,9 @@ def test_gap_invalidates_and_restart_does_not():
     assert book.compose() == ([], [])                 # discarded, never merged
     book.apply(depth(True, [(9.0, 1.0)], [(10.0, 1.0)], 20))
     assert book.state == RowStatus.LIVE
-    assert book.apply(depth(False, [(9.0, 3.0)], [], 3, 25, restart=True)) is Outcome.CHANGED
+    assert book.apply(depth(False, [(9.0, 3.0)], [], 3, 20, restart=True)) is Outcome.CHANGED
     assert book.compose()[0] == [(9.0, 3.0)]
+    assert book.apply(depth(False, [(9.0, 4.0)], [], 1, 9, restart=True)) is Outcome.GAP   # 3 -> ? -> 9: one lost
 
 
 def test_duplicate_update_is_ignored_and_resent_snapshot_is_unchanged():

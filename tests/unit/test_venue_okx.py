@@ -76,12 +76,36 @@ def test_sequence_reset_on_books_rearms_bbo_tbt():
     book.apply(one(_bbo(1001, 1597026383000)))
     book.apply(one(books_msg("update", 1000, 1002, bids=[("98", "1", "0", "1")])))
     reset = one(books_msg("update", 1002, 5, bids=[("98", "2", "0", "1")]))
-    assert reset.restart and reset.prev_seq is None
+    assert reset.restart and reset.prev_seq == 1002
     assert book.apply(reset) is Outcome.CHANGED and book.sequence_resets == 1
     assert book.apply(one(_bbo(6, 1597026384000, "99.6"))) is Outcome.CHANGED
     assert book.apply(one(_bbo(7, 1597026384010, "99.7"))) is Outcome.CHANGED
     assert book.compose()[0][0] == (99.7, 3.0) and book.state == RowStatus.LIVE
     assert book.stuck_channels == 0
+
+
+def test_a_reset_after_a_lost_message_is_a_gap():
+    """The reset message's prevSeqId must still be the last seqId applied: 1002 lost, reset says prev 1003."""
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
+    assert book.apply(one(books_msg("update", 1003, 5, bids=[("98", "2", "0", "1")]))) is Outcome.GAP
+    assert book.gaps == 1 and book.state == RowStatus.RESYNCING
+
+
+def test_deltas_stuck_behind_a_missed_reset_rebuild_the_book():
+    """T3: a reset whose message was lost leaves later ids below the last applied: rebuilt after ~1 s."""
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
+
+    def update(prev, seq, ts):
+        msg = orjson.loads(books_msg("update", prev, seq, bids=[("98", "1", "0", "1")]))
+        msg["data"][0]["ts"] = str(ts)
+        return one(orjson.dumps(msg))
+
+    assert book.apply(update(6, 7, 1597026383000)) is Outcome.IGNORED
+    assert book.apply(update(7, 8, 1597026383500)) is Outcome.IGNORED
+    assert book.apply(update(8, 9, 1597026384000)) is Outcome.GAP
+    assert book.stuck_channels == 1 and book.gaps == 1 and book.state == RowStatus.RESYNCING
 
 
 def test_a_stuck_bbo_channel_is_rearmed_and_counted():
@@ -229,7 +253,7 @@ def test_snapshot_update_keepalive_reset_and_gap_through_book():
 
     # maintenance reset: seqId < prevSeqId is not a gap
     reset = one(books_msg("update", 123458, 3, asks=[("8477", "9", "0", "1")]))
-    assert (reset.restart, reset.prev_seq, reset.seq) == (True, None, 3)
+    assert (reset.restart, reset.prev_seq, reset.seq) == (True, 123458, 3)   # still follows the last seqId
     assert book.apply(reset) == Outcome.CHANGED
     assert book.gaps == 0 and book.compose()[1][0] == (8477.0, 9.0)
     assert book.apply(one(books_msg("update", 3, 4, bids=[("8476.5", "1", "0", "1")]))) == Outcome.CHANGED

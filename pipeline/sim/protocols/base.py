@@ -5,21 +5,31 @@ from dataclasses import dataclass
 
 from pipeline.model import BBO, DEPTH
 
-QUIRK_NAMES = ("shortest_numbers", "late_depth", "resend_unchanged")
+QUIRK_NAMES = ("shortest_numbers", "late_depth", "resend_unchanged", "sequence_resets", "venue_status",
+               "planned_disconnects", "dropped_messages")
 
 
 @dataclass
 class Quirks:
     """Real-venue behaviours the simulator can switch on (config ``simulator.quirks``).
 
-    Each applies only to the venues that have it; the others ignore it.
-    One-shot events (sequence resets, status changes, shutdown notices) are
-    methods of :class:`pipeline.sim.server.ExchangeServer` instead.
+    Each applies only to the venues that have it; the others ignore it. The
+    first three change how every message is written; the last four are events
+    the simulator stages every ``every_s`` seconds (see
+    :meth:`pipeline.sim.server.ExchangeServer.stage_events`); tests can also
+    trigger each one directly.
     """
 
-    shortest_numbers: bool = False   # kraken: numbers as JSON serializers print them (63298, 5.1e-05), dust deep in the book
-    late_depth: bool = False         # binance/bybit/okx: each depth message goes out one step late, after a newer top of book
-    resend_unchanged: bool = False   # bybit: an unchanged orderbook.1 is re-sent with the same u (as every 3 s live)
+    shortest_numbers: bool = False     # kraken: numbers as JSON serializers print them (63298, 5.1e-05), dust deep in the book
+    late_depth: bool = False           # binance/bybit/okx: each depth message goes out one step late, after a newer top of book
+    resend_unchanged: bool = False     # bybit: an unchanged orderbook.1 is re-sent with the same u (as every 3 s live)
+    sequence_resets: bool = False      # okx/bybit: every instrument's sequence restarts (maintenance, u == 1)
+    venue_status: bool = False         # kraken: status maintenance, then online again after status_s
+    planned_disconnects: bool = False  # binance serverShutdown / okx 64008, then the connection is closed after grace_s
+    dropped_messages: bool = False     # one depth message is lost (coinbase: a sequence_num jump; others: a gap)
+    every_s: float = 10.0              # how often the staged events happen
+    status_s: float = 1.0              # how long a staged non-online status lasts
+    grace_s: float = 2.0               # how long after a shutdown notice the connection is closed
 
     @classmethod
     def named(cls, names) -> "Quirks":
@@ -27,6 +37,9 @@ class Quirks:
         if unknown:
             raise ValueError(f"unknown simulator quirks: {sorted(unknown)}")
         return cls(**{name: True for name in names})
+
+    def stages_events(self) -> bool:
+        return self.sequence_resets or self.venue_status or self.planned_disconnects or self.dropped_messages
 
 
 class SimProtocol:
