@@ -184,8 +184,9 @@ def bridge_status(info: dict) -> str:
         state = "NATS CREDENTIALS REFUSED (see the bridge's log line)"
     else:
         state = "NATS NOT CONNECTED"
+    envelope = f" clock envelope {info['clock_offset_ms']:+.1f}ms" if info.get("clock_offset_ms") else ""
     return (f"{state}  rows in {info['messages']} out {info['scans']} malformed {info['parse_errors']} "
-            f"reconnects {info['reconnects']}")
+            f"reconnects {info['reconnects']}{envelope}")
 
 
 def bridge_part(snapshot: list[dict]) -> str:
