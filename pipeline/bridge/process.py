@@ -338,7 +338,12 @@ class Bridge:
                 first = False
                 log.info("connected to NATS at %s as box %s", url, self.bridge.box)
                 self.nc = nc
-                await self.on_connected(nc)
+                try:
+                    await self.on_connected(nc)
+                except Exception as exc:  # noqa: BLE001 - the connection broke while subscribing: start over
+                    self.rate_log.warning("subscribe", f"setting up the NATS connection failed "
+                                                       f"({type(exc).__name__}: {exc}); reconnecting")
+                    closed.set()
                 stopper = asyncio.ensure_future(self.stop.wait())
                 closer = asyncio.ensure_future(closed.wait())
                 await asyncio.wait([stopper, closer], return_when=asyncio.FIRST_COMPLETED)
