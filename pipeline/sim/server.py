@@ -5,6 +5,15 @@ Every connection gets its own protocol instance (sequence numbers and
 last-sent books are per connection, as on the real exchanges). On each
 market step the book of every (exchange, instrument) is computed once and
 rendered for every connection subscribed to it.
+
+Two kinds of switches make it misbehave. :class:`Faults` are one-shot or
+test-driven failures (a dropped or corrupted message, silence, refused
+handshakes). :class:`~pipeline.sim.protocols.base.Quirks` (config
+``simulator.quirks``) make it behave like the real venues where they differ
+from the happy path: numbers printed in shortest or exponent form, depth
+arriving behind a newer top of book, re-sent unchanged books, and staged
+events every few seconds (sequence resets, Kraken status changes, announced
+disconnects, lost messages). ``announce_*`` push one such event now.
 """
 from __future__ import annotations
 
