@@ -103,7 +103,10 @@ def describe_connect_error(exc: BaseException, url: str) -> tuple[str, bool]:
     """(message for the log, whether the server refused our credentials)."""
     text = str(exc)
     lowered = text.lower()
-    if "authorization" in lowered or "authentication" in lowered or "permissions" in lowered:
+    if "permissions violation" in lowered:
+        return (f"NATS server {url} denied a subject ({text}): the account needs publish and subscribe "
+                f"permission on quotes.>, heartbeat.> and refresh.>", False)
+    if "authorization" in lowered or "authentication" in lowered:
         return (f"NATS server {url} refused the credentials ({text}): check bridge.token_env / token_file / "
                 f"nkey_seed_file / creds_file; the local pipeline keeps running without the bridge", True)
     if isinstance(exc, asyncio.TimeoutError) or type(exc).__name__ in ("NoServersError", "TimeoutError"):

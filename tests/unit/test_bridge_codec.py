@@ -265,3 +265,5 @@ def test_refused_credentials_are_told_apart_from_an_absent_server():
     message, refused = describe_connect_error(NatsError("nats: 'Authorization Violation'"), "nats://h:1")
     assert refused and "bridge.token_env" in message and "keeps running" in message
     assert describe_connect_error(ConnectionRefusedError(111, "refused"), "nats://h:1")[1] is False
+    message, refused = describe_connect_error(NatsError("nats: 'Permissions Violation for Publish to quotes.x'"), "u")
+    assert not refused and "quotes.>" in message
