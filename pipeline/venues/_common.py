@@ -87,7 +87,7 @@ class Venue:
     parse: object
     depth_is_delta: bool               # the depth channel is deltas with a continuity check (a lost frame is a gap)
     cross_channel_seq: str             # the id that orders top of book vs depth, or '' (arrival order)
-    quirks: tuple[str, ...] = ()       # behaviours the simulator imitates for this venue (quirk tests run on these)
+    quirks: tuple[str, ...] = ()       # simulator quirks (pipeline.sim.protocols.base.QUIRK_NAMES) this venue has
     ws_ping_interval_s: float | None = 20.0   # RFC 6455 pings from the client; None: rely on the venue's own keepalive
     limits: tuple[tuple[str, float], ...] = ()   # documented limits, (name, value): budgets the session enforces
 

@@ -133,6 +133,6 @@ VENUE = Venue(NAME, DEFAULT_URL, "/stream", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INT
               MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
               build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
               depth_is_delta=False, cross_channel_seq="u / lastUpdateId",
-              quirks=("late_depth", "planned_disconnect"), ws_ping_interval_s=WS_PING_INTERVAL_S,
+              quirks=("late_depth", "planned_disconnects"), ws_ping_interval_s=WS_PING_INTERVAL_S,
               limits=(("incoming_messages_per_s", 5), ("streams_per_connection", 1024),
                       ("connections_per_5_min", 300), ("connection_lifetime_s", 24 * 3600)))

@@ -134,5 +134,5 @@ VENUE = Venue(NAME, DEFAULT_URL, "/v5/public/spot", DEFAULT_TAKER_FEE_BPS, KEEPA
               SUBSCRIBE_INTERVAL_S, MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS,
               native_symbol, build_url, build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
               depth_is_delta=True, cross_channel_seq="data.seq",
-              quirks=("late_depth", "sequence_reset", "resend_unchanged"), ws_ping_interval_s=WS_PING_INTERVAL_S,
+              quirks=("late_depth", "resend_unchanged", "sequence_resets", "dropped_messages"), ws_ping_interval_s=WS_PING_INTERVAL_S,
               limits=(("args_per_request", ARGS_PER_REQUEST), ("connections_per_5_min", 500)))

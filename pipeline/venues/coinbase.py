@@ -265,5 +265,5 @@ VENUE = Venue(NAME, DEFAULT_URL, "/", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_
               MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
               build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
               depth_is_delta=True, cross_channel_seq="",
-              quirks=("connection_gap", "heartbeats"), ws_ping_interval_s=WS_PING_INTERVAL_S,
+              quirks=("dropped_messages",), ws_ping_interval_s=WS_PING_INTERVAL_S,
               limits=(("connections_per_s", 8), ("unauthenticated_messages_per_s", 8)))

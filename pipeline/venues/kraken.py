@@ -283,6 +283,6 @@ VENUE = Venue(NAME, DEFAULT_URL, "/v2", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVA
               MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
               build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
               depth_is_delta=True, cross_channel_seq="",
-              quirks=("shortest_numbers", "venue_status", "instrument_channel", "heartbeats"),
+              quirks=("shortest_numbers", "venue_status", "dropped_messages"),
               ws_ping_interval_s=WS_PING_INTERVAL_S,
               limits=(("connection_attempts_per_10_min", 150), ("reconnect_after_status_s", 5)))

@@ -236,7 +236,7 @@ VENUE = Venue(NAME, DEFAULT_URL, "/ws/v5/public", DEFAULT_TAKER_FEE_BPS, KEEPALI
               MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
               build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
               depth_is_delta=True, cross_channel_seq="seqId",
-              quirks=("late_depth", "sequence_reset", "planned_disconnect", "tbt_refused"),
+              quirks=("late_depth", "sequence_resets", "planned_disconnects", "dropped_messages"),
               ws_ping_interval_s=WS_PING_INTERVAL_S,
               limits=(("connections_per_s", 3), ("requests_per_connection_per_hour", 480),
                       ("depth_channels_per_connection", 30)))

@@ -173,7 +173,7 @@ def test_late_depth_never_brings_back_an_older_top(name):
 
 
 # ---------------------------------------------------------------- T3: sequence resets re-arm both channels
-@pytest.mark.parametrize("name", venues_with(lambda v: "sequence_reset" in v.quirks))
+@pytest.mark.parametrize("name", venues_with(lambda v: "sequence_resets" in v.quirks))
 def test_sequence_reset_keeps_the_top_of_book_channel_flowing(name):
     async def scenario():
         async with Venue(name) as v:
@@ -246,7 +246,7 @@ def test_kraken_pair_status_and_precision_change():
 
 
 # ---------------------------------------------------------------- C1: planned disconnects
-@pytest.mark.parametrize("name", venues_with(lambda v: "planned_disconnect" in v.quirks))
+@pytest.mark.parametrize("name", venues_with(lambda v: "planned_disconnects" in v.quirks))
 def test_announced_shutdown_is_a_planned_notice(name):
     async def scenario():
         async with Venue(name) as v:
@@ -350,20 +350,26 @@ def test_staged_events_follow_the_quirk_switches():
     run(scenario())
 
 
-@pytest.mark.parametrize("quirk", ["sequence_resets", "dropped_messages"])
-def test_staged_sequence_resets_and_dropped_messages(quirk):
+# Coinbase's lost message is a connection-wide gap the session reconnects on; this client does not
+STAGED = [(name, quirk) for quirk in ("sequence_resets", "dropped_messages")
+          for name in venues_with(lambda v: quirk in v.quirks) if name != "coinbase"]
+
+
+@pytest.mark.parametrize("name, quirk", STAGED)
+def test_staged_sequence_resets_and_dropped_messages(name, quirk):
     """Each staged on its own: a reset whose own message is dropped is a different fault (the ids of the new
     epoch can meet the old ones before the stuck channel is noticed); the exchanges send over TCP, where the
     reset message is not lost."""
     async def scenario():
-        async with Venue("okx") as v:
+        async with Venue(name) as v:
             await v.all_live()
             setattr(v.server.quirks, quirk, True)
             v.server.quirks.every_s = 0.3
             if quirk == "sequence_resets":
                 await until(lambda: all(b.sequence_resets >= 2 for b in v.books.values()), 5, "resets, twice")
             else:
-                await until(lambda: sum(b.gaps for b in v.books.values()) >= 2, 5, "dropped messages as gaps")
+                await until(lambda: sum(b.gaps + b.checksum_failures for b in v.books.values()) >= 2, 5,
+                            "dropped messages seen as gaps or checksum failures")
             setattr(v.server.quirks, quirk, False)
             await until(lambda: not v.server.faults.reset_sequence_next and not v.server.faults.drop_next_depth,
                         5, "the staged one-shots to be used")

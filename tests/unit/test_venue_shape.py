@@ -77,3 +77,10 @@ def test_cross_channel_ids_are_declared_where_both_channels_carry_one():
     from pipeline.venues import venues_with
     assert venues_with(lambda v: bool(v.cross_channel_seq)) == ["binance", "bybit", "okx"]
     assert venues_with(lambda v: v.depth_is_delta) == ["bybit", "okx", "coinbase", "kraken"]
+
+
+@pytest.mark.parametrize("venue", VENUES)
+def test_declared_quirks_are_simulator_switches(venue):
+    from pipeline.sim.protocols.base import QUIRK_NAMES
+    from pipeline.venues import venue_record
+    assert set(venue_record(venue).quirks) <= set(QUIRK_NAMES)
