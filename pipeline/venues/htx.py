@@ -29,7 +29,11 @@ Channels (``wss://api.huobi.pro/ws``, native symbol lower-case ``btcusdt``):
   (``tick.version``, ``tick.ts``) and incremental ``market.<sym>.mbp.<N>``
   deltas chained by ``prevSeqNum`` -> ``seqNum`` where a missing ``bids`` or
   ``asks`` key means no change on that side; their starting snapshot is the
-  answer to a ``{"req": "market.<sym>.mbp.<N>"}`` request (``rep``).
+  answer to a ``{"req": "market.<sym>.mbp.<N>"}`` request (``rep``). Parsed
+  (captures decode) but not subscribed: the tick-by-tick ``mbp.5`` on
+  ``/feed`` needs that ``req`` on the same connection, buffered deltas
+  replayed from the snapshot's ``seqNum``; until that is built the feed uses
+  the 100 ms ``mbp.refresh`` snapshots, which need no sequence at all.
 
 Merging: the bbo ``seqId`` and the mbp ``seqNum`` are not documented as one
 id space, so the book merges the two channels by arrival order (the fallback).
