@@ -172,7 +172,8 @@ class Bridge:
             return
         if write is None:
             return
-        self.writer.write(write.row, write.status, write.bids, write.asks, write.exch_ts_ns, write.recv_ns)
+        self.writer.write(write.row, write.status, write.bids, write.asks, write.exch_ts_ns, write.recv_ns,
+                          confirmed_ns=write.confirmed_ns)
         self.doorbell.ring_if_sleeping()
         now = time.time_ns()
         self.publish_to_written.record(now - write.sent_ns)

@@ -12,7 +12,8 @@ one-way transport delay, and one-way traffic cannot tell the two apart. So the
 remote times are trusted as they are, and corrected only by the part of the
 envelope that must be clock error: a negative envelope (messages appearing to
 arrive before they were sent) means the remote clock is ahead by at least that
-much. A remote row's ``recv_ns`` is therefore the remote receive time on this
+much. A remote row's ``recv_ns`` (and ``confirmed_ns``, the last time the
+exchange confirmed the quote, which staleness uses) is therefore the remote receive time on this
 box's clock, never later than the truth under NTP/PTP, so ``now - recv_ns``
 (the detector's staleness age) always includes the transport delay: a quote
 that crossed a region is older than a local one, and is judged so.
@@ -78,6 +79,7 @@ class RowWrite:
     exch_ts_ns: int
     recv_ns: int                   # remote receive time, on this box's clock
     sent_ns: int                   # remote bridge send time, on this box's clock
+    confirmed_ns: int              # last time the exchange confirmed the quote current, on this box's clock
 
 
 class RemoteRows:
@@ -127,7 +129,8 @@ class RemoteRows:
         self._seen(box, quote.sent_ns, arrival_ns)
         correction = box.clock.correction_ns()
         return RowWrite(row, quote.status, quote.bids, quote.asks, quote.exch_ts_ns,
-                        quote.recv_ns + correction if quote.recv_ns else 0, quote.sent_ns + correction)
+                        quote.recv_ns + correction if quote.recv_ns else 0, quote.sent_ns + correction,
+                        quote.confirmed_ns + correction if quote.confirmed_ns else 0)
 
     def set_connected(self, connected: bool) -> list[int]:
         """Rows to mark DISCONNECTED because the connection to NATS dropped."""

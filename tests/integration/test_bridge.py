@@ -130,6 +130,7 @@ class Box:
                 "bids": [(v[b + 2 * k], v[b + 2 * k + 1]) for k in range(v[idx["n_bids"]])],
                 "asks": [(v[a + 2 * k], v[a + 2 * k + 1]) for k in range(v[idx["n_asks"]])],
                 "recv_ns": v[idx["recv_ns"]], "publish_ns": v[idx["publish_ns"]],
+                "confirmed_ns": v[idx["confirmed_ns"]],
                 "update_count": v[idx["update_count"]]}
 
     def slot(self, role: ProcessRole) -> ProcStats:
@@ -239,7 +240,7 @@ def test_rows_cross_with_their_state_times_and_venue(boxes):
                                  message=f"{instrument} to cross from tokyo to central")
         assert remote["venue_id"] == VENUE_IDS["binance"]
         # one machine, one clock: the receive time crosses unchanged; the central write is later
-        assert remote["recv_ns"] == local["recv_ns"]
+        assert remote["recv_ns"] == local["recv_ns"] and remote["confirmed_ns"] == local["confirmed_ns"]
         assert remote["publish_ns"] >= local["publish_ns"]
     bridge = central.slot(ProcessRole.BRIDGE)
     assert central.connected() == 1 and bridge.get("messages") > 0 and bridge.get("parse_errors") == 0
@@ -346,12 +347,15 @@ def test_the_publisher_sends_each_changed_row_once_with_its_latest_state(tmp_pat
         assert bridge.scan() == []                         # nothing changed
         for k in range(1000):                              # a burst on row 0, one write on row 2
             writer.write(0, LIVE, [(100.0 + k, 1.0), (99.0 + k, 2.0), (98.0 + k, 3.0)], [(101.0 + k, 1.0)], 0, k + 1)
-        writer.write(2, LIVE, [(5.0, 1.0)], [(6.0, 1.0)], 0, 7)
+        writer.write(2, LIVE, [(5.0, 1.0)], [(6.0, 1.0)], 0, 7, confirmed_ns=9)
         sent = dict(bridge.scan())
         assert set(sent) == {quote_subject("tokyo", "binance", "BTC/USDT"), quote_subject("tokyo", "binance", "SOL/USDT")}
         latest = parse_quote(quote_subject("tokyo", "binance", "BTC/USDT"),
                              sent[quote_subject("tokyo", "binance", "BTC/USDT")])
         assert latest.bids == [(1099.0, 1.0), (1098.0, 2.0)] and latest.recv_ns == 1000 and latest.updates == 1000
+        assert latest.confirmed_ns == 1000
+        assert parse_quote(quote_subject("tokyo", "binance", "SOL/USDT"),
+                           sent[quote_subject("tokyo", "binance", "SOL/USDT")]).confirmed_ns == 9
         bridge.resend_all()
         assert len(bridge.scan()) == 3
         writer = None

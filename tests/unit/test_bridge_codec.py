@@ -52,12 +52,21 @@ def test_subjects_name_box_venue_and_instrument_one_token_each():
 
 def test_quote_round_trip_keeps_every_value():
     data = render_quote("tokyo", "binance", "BTC/USDT", LIVE, [[65000.1, 0.5], [65000.0, 1.25]], [[65000.2, 0.3]],
-                        123, 1_780_000_000_000_000_000, 1_780_000_000_000_020_000, 1_780_000_000_000_090_000, 17)
+                        123, 1_780_000_000_000_000_000, 1_780_000_000_000_020_000, 1_780_000_000_000_090_000, 17,
+                        1_780_000_000_500_000_000)
     q = parse_quote(SUBJECT, data)
+    assert q.confirmed_ns == 1_780_000_000_500_000_000
     assert (q.box, q.venue, q.instrument, q.status) == ("tokyo", "binance", "BTC/USDT", LIVE)
     assert q.bids == [(65000.1, 0.5), (65000.0, 1.25)] and q.asks == [(65000.2, 0.3)]
     assert (q.exch_ts_ns, q.recv_ns, q.publish_ns, q.sent_ns, q.updates) == (
         123, 1_780_000_000_000_000_000, 1_780_000_000_000_020_000, 1_780_000_000_000_090_000, 17)
+
+
+def test_confirmed_time_defaults_to_the_receive_time():
+    m = quote()
+    assert "confirmed_ns" not in m
+    assert parse_quote(SUBJECT, orjson.dumps(m)).confirmed_ns == m["recv_ns"]
+    assert reason(SUBJECT, orjson.dumps(quote(confirmed_ns=-5))) == "bad_number"
 
 
 def test_an_empty_book_is_a_valid_state():
@@ -127,8 +136,9 @@ def test_quote_maps_to_its_row_and_unknown_subjects_to_none():
     remote.set_connected(True)
     assert set(remote.subjects()) == {SUBJECT, "quotes.frankfurt.kraken.BTC-USD", "quotes.frankfurt.kraken.ETH-USD",
                                       "heartbeat.tokyo", "heartbeat.frankfurt"}
-    m = quote()
+    m = quote(confirmed_ns=1_780_000_000_050_000_000)
     write = remote.on_quote(SUBJECT, orjson.dumps(m), m["sent_ns"] + 80_000_000)
+    assert write.confirmed_ns == m["confirmed_ns"]
     assert write.row == 3 and write.status == LIVE and write.bids == [(65000.1, 0.5), (65000.0, 1.25)]
     # clocks agree (positive envelope: transport, not offset): remote times are kept as they are
     assert write.recv_ns == m["recv_ns"] and write.sent_ns == m["sent_ns"]
@@ -142,6 +152,7 @@ def test_a_remote_clock_ahead_is_corrected_by_the_negative_envelope():
     arrival = m["sent_ns"] - 5_000_000           # arrived 5 ms "before" it was sent: remote clock >= 5 ms ahead
     write = remote.on_quote(SUBJECT, orjson.dumps(m), arrival)
     assert write.recv_ns == m["recv_ns"] - 5_000_000 and write.sent_ns == arrival
+    assert write.confirmed_ns == m["recv_ns"] - 5_000_000
 
 
 def test_box_clock_keeps_the_low_envelope_over_its_window():
