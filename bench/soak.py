@@ -38,8 +38,10 @@ import orjson
 import psutil
 import yaml
 
-from pipeline.board import Board, SkipReason
+from pipeline.board import Board, RowStatus, SkipReason
+from pipeline.board.layout import ProcessRole
 from pipeline.sim.market import Market
+from pipeline.sim.protocols.base import QUIRK_NAMES, Quirks
 from pipeline.sim.server import Simulator
 from pipeline.venues import VENUES, load_venue
 
@@ -69,22 +71,38 @@ def board_pids(board_name: str, venues: list[str]) -> dict[str, int]:
     except Exception:
         return {}
     try:
-        names = venues + ["detector", "health"]
-        return {name: int(board.procs[i]["pid"]) for i, name in enumerate(names) if int(board.procs[i]["pid"])}
+        return {name: int(board.procs[i]["pid"]) for i, name in slot_names(board).items() if int(board.procs[i]["pid"])}
     finally:
         board.close()
+
+
+def slot_names(board) -> dict[int, str]:
+    """Process slot -> name, from what each process wrote in its slot (role, venue id): the supervisor
+    assigns slots in the config's order, which is not VENUES order."""
+    names = {}
+    for i in range(board.geometry.n_procs):
+        role = int(board.procs[i]["role"])
+        if role == int(ProcessRole.FEED):
+            names[i] = VENUES[int(board.procs[i]["venue_id"]) - 1]
+        elif role == int(ProcessRole.DETECTOR):
+            names[i] = "detector"
+        elif role == int(ProcessRole.HEALTH):
+            names[i] = "health"
+    return names
 
 
 def board_counters(board_name: str, venues: list[str]) -> dict:
     board = Board.attach(board_name)
     try:
         out = {}
-        for i, venue in enumerate(venues):
-            slot = board.procs[i]
+        slots = {name: i for i, name in slot_names(board).items()}
+        for venue in venues:
+            slot = board.procs[slots[venue]]
             out[venue] = {k: int(slot[k]) for k in ("messages", "parse_errors", "reconnects", "gaps",
-                                                    "checksum_failures", "resyncs", "restarts")}
+                                                    "checksum_failures", "resyncs", "restarts", "resyncs_deferred",
+                                                    "stuck_channels")}
             out[venue]["skipped"] = {r.name.lower(): int(slot["skipped"][r]) for r in SkipReason}
-        detector = board.procs[len(venues)]
+        detector = board.procs[slots["detector"]]
         out["detector"] = {k: int(detector[k]) for k in ("scans", "opportunities", "restarts", "shadow_fills")}
         return out
     finally:
@@ -92,7 +110,8 @@ def board_counters(board_name: str, venues: list[str]) -> dict:
 
 
 class Soak:
-    def __init__(self, minutes: float, seed: int, fault_every_s: float, kill_every_s: float):
+    def __init__(self, minutes: float, seed: int, fault_every_s: float, kill_every_s: float,
+                 quirks: tuple[str, ...] = QUIRK_NAMES):
         self.minutes = minutes
         self.rng = random.Random(seed)
         self.fault_every_s = fault_every_s
@@ -108,6 +127,12 @@ class Soak:
         self.injected: dict[str, int] = {k: 0 for k in FAULTS}
         self.untrusted_windows: list[tuple[str, float, float, str]] = []   # exchange, from, to (wall clock), fault
         self.kills: list[str] = []
+        self.deaths: list[tuple[str, int]] = []            # (exchange, wall-clock ns of the SIGKILL) of killed feeds
+        self.reaction_ms: list[float] = []                 # SIGKILL -> every row of that feed untrusted on the board
+        self.reaction_timeouts: list[str] = []             # feeds whose rows were still live 1 s after the SIGKILL
+        self.quirks = quirks
+        for server in self.sim.exchanges.values():
+            server.quirks = Quirks.named(quirks)
 
     def config(self, urls: dict[str, str], out: Path) -> dict:
         return {
@@ -174,14 +199,31 @@ class Soak:
             return
         name = self.rng.choice(sorted(pids))
         try:
+            killed_ns = time.time_ns()
             os.kill(pids[name], signal.SIGKILL)
             self.kills.append(name)
             self.injected["kill_child"] += 1
             if name in self.venues:
-                now = time.time()
-                self.untrusted_windows.append((name, now + GRACE_S, now + 1.0, "kill_child"))
+                self.deaths.append((name, killed_ns))
+                self.measure_reaction(name, killed_ns)
         except ProcessLookupError:
             pass
+
+    def measure_reaction(self, venue: str, killed_ns: int, timeout_s: float = 1.0) -> None:
+        """How long after the SIGKILL every row of the dead feed is untrusted on the board (polled every ~50 µs)."""
+        board = Board.attach(self.board_name, 5)
+        try:
+            mine = [n for n in range(board.geometry.n_rows) if int(board.rows[n]["venue_id"]) ==
+                    VENUES.index(venue) + 1]
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if all(int(board.rows[n]["status"]) != int(RowStatus.LIVE) for n in mine):
+                    self.reaction_ms.append((time.time_ns() - killed_ns) / 1e6)
+                    return
+                time.sleep(0.00005)
+            self.reaction_timeouts.append(venue)
+        finally:
+            board.close()
 
     async def run(self) -> dict:
         urls = await self.sim.start()
@@ -221,6 +263,18 @@ class Soak:
         await self.sim.close()
         return self.figures(out, counters, start_usage, end_usage, log_lines, proc.returncode)
 
+    def dead_quote(self, record: dict) -> str | None:
+        """Exact attribution of a kill: the open came after a feed's death and used a quote that feed had
+        received before it died (the leg's receive time is the open's time minus the leg's quote age)."""
+        opened_ns = record["time_ns"]
+        for side in ("buy", "sell"):
+            venue = record[f"{side}_exchange"]
+            received_ns = opened_ns - record[f"{side}_quote_age_ms"] * 1e6
+            for dead, killed_ns in self.deaths:
+                if dead == venue and received_ns < killed_ns <= opened_ns:
+                    return "quote_of_a_dead_feed"
+        return None
+
     def figures(self, out: Path, counters: dict, start_usage, end_usage, log_lines, returncode) -> dict:
         records = [orjson.loads(line) for line in out.read_bytes().splitlines()] if out.exists() else []
         opens = [r for r in records if r["event"] == "open"]
@@ -231,6 +285,8 @@ class Soak:
             too_old = max(record["buy_quote_age_ms"], record["sell_quote_age_ms"]) > STALENESS_MS
             window = next((kind for v, a, b, kind in self.untrusted_windows
                            if v in (record["buy_exchange"], record["sell_exchange"]) and a <= t <= b), None)
+            if not too_old and not window:
+                window = self.dead_quote(record)
             if too_old or window:
                 untrusted += 1
                 key = "quote_too_old" if too_old else window
@@ -254,6 +310,13 @@ class Soak:
             "parse_errors": sum(counters[v]["parse_errors"] for v in self.venues),
             "opportunities_opened": len(opens),
             "opportunities_from_untrusted_rows": untrusted,
+            "quirks": list(self.quirks),
+            "feed_deaths": len(self.deaths),
+            "death_to_rows_untrusted_ms": {"n": len(self.reaction_ms),
+                                           "p50": sorted(self.reaction_ms)[len(self.reaction_ms) // 2]
+                                           if self.reaction_ms else None,
+                                           "max": max(self.reaction_ms) if self.reaction_ms else None,
+                                           "still_live_after_1_s": self.reaction_timeouts},
             "untrusted_by_fault": untrusted_by_fault,
             "process_usage_start": start_usage,
             "process_usage_end": end_usage,
@@ -268,8 +331,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fault-every", type=float, default=3.0, help="mean seconds between faults")
     parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between SIGKILLs of a child")
+    parser.add_argument("--quirks", default=",".join(QUIRK_NAMES),
+                        help=f"simulator quirks to switch on, comma-separated (default: all: {','.join(QUIRK_NAMES)}; "
+                             "'' for none)")
     args = parser.parse_args()
-    figures = asyncio.run(Soak(args.minutes, args.seed, args.fault_every, args.kill_every).run())
+    quirks = tuple(q for q in args.quirks.split(",") if q)
+    figures = asyncio.run(Soak(args.minutes, args.seed, args.fault_every, args.kill_every, quirks).run())
     results = REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "soak.json").write_text(json.dumps(figures, indent=2))

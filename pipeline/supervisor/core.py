@@ -288,7 +288,6 @@ class Supervisor:
         writer.set_status_all(int(RowStatus.DISCONNECTED))
 
     def on_exit(self, child: Child) -> None:
-        self.release_rows(child)
         code = child.process.exitcode
         cause = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         stats = self._stats(child)
@@ -315,6 +314,11 @@ class Supervisor:
         ready = wait(list(running), timeout=timeout) if running else time.sleep(timeout) or []
         for sentinel in ready:
             child = running[sentinel]
+            # The sentinel is readable once the child's files are closed, which the kernel does after it
+            # has released the child's memory: it can no longer write a row. Untrust its rows now, before
+            # waiting for the reap, so the detector cannot use its last quotes.
+            if not self.stopping:
+                self.release_rows(child)
             child.process.join(2)          # the sentinel closes just before the kernel makes the child reapable
             if self.stopping:
                 continue
