@@ -80,3 +80,17 @@ def test_a_gap_storm_does_not_become_a_subscribe_storm():
             [conn] = h.feed.open_conns
             assert symbol in conn.deferred                         # and goes when the oldest leaves the window
     run(scenario())
+
+
+def test_okx_login_then_tick_by_tick_refused_falls_back_to_books_and_goes_live():
+    async def scenario():
+        async with FeedHarness("okx") as h:
+            # the harness's feed has no credentials; give it some (the simulator accepts any login)
+            h.feed.credentials = {"key": "k", "secret": "s", "passphrase": "p"}
+            h.feed.session.depth_channel = "books50-l2-tbt"
+            await h.server.drop_connections("close")             # reconnect with login and the tbt channel
+            await h.until(lambda: h.feed.session.depth_channel is None, 10, "the fallback to books")
+            await h.all_live(10)
+            [conn] = h.feed.open_conns
+            assert conn.logged_in is True                          # logged in, then refused the channel
+    run(scenario())
