@@ -23,13 +23,14 @@ clock, 0 when it sends none); ``sent_ns`` is when the bridge published it;
 ``confirmed_ns`` is the last time the exchange confirmed the quote current (a
 change or a liveness message), which staleness is judged on (optional:
 ``recv_ns`` when absent).
-JSON through orjson: about 1 µs to render or parse a 5-level row, and
-readable with ``nats sub``.
+JSON through orjson, readable with ``nats sub``. Rendering a 5-level row took
+about 3 µs and parsing it with every check about 13 µs (timeit on the shared
+2-vCPU development VM), next to 1.3-1.6 ms for the whole hop between boards
+(``python -m bench.bridge``).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -59,9 +60,8 @@ def refresh_subject(box: str) -> str:
     return f"refresh.{box}"
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteQuote:
-    """One row state as another box published it (its clock)."""
+class RemoteQuote(NamedTuple):
+    """One row state as another box published it (its clock). A tuple: a frozen dataclass costs 5 µs to build."""
 
     box: str
     venue: str
@@ -77,8 +77,7 @@ class RemoteQuote:
     confirmed_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(NamedTuple):
     box: str
     sent_ns: int
     rows: int
@@ -110,21 +109,39 @@ def render_heartbeat(box: str, sent_ns: int, rows: int) -> bytes:
     return orjson.dumps({"box": box, "sent_ns": sent_ns, "rows": rows})
 
 
-def _levels(value, name: str) -> list:
-    if not isinstance(value, list):
+_INF = float("inf")
+
+
+def _levels(value, name: str, falling: bool) -> list:
+    """[[price, quantity], ...] -> [(price, quantity), ...]: finite numbers, prices > 0, best first.
+
+    Chained comparisons reject NaN and infinities without a call per number (JSON has neither,
+    but the check costs nothing extra); about 1 µs for 5 levels.
+    """
+    if value.__class__ is not list:
         raise ParseError("unknown_message", f"{name} must be a list of [price, quantity]")
     if len(value) > MAX_DEPTH:
         raise ParseError("oversize", f"{name} has {len(value)} levels (at most {MAX_DEPTH})")
     out = []
+    previous = _INF if falling else 0.0
     for level in value:
-        if not isinstance(level, list) or len(level) != 2:
+        if level.__class__ is not list or len(level) != 2:
             raise ParseError("unknown_message", f"{name}: level {level!r} is not [price, quantity]")
         price, quantity = level
-        if price.__class__ not in (float, int) or quantity.__class__ not in (float, int):
-            raise ParseError("bad_number", f"{name}: level {level!r} is not two numbers")
-        if not (math.isfinite(price) and math.isfinite(quantity)) or price <= 0 or quantity < 0:
+        if price.__class__ is not float:
+            if price.__class__ is not int:
+                raise ParseError("bad_number", f"{name}: level {level!r} is not two numbers")
+            price = float(price)
+        if quantity.__class__ is not float:
+            if quantity.__class__ is not int:
+                raise ParseError("bad_number", f"{name}: level {level!r} is not two numbers")
+            quantity = float(quantity)
+        if not (0.0 < price < _INF and 0.0 <= quantity < _INF):
             raise ParseError("bad_number", f"{name}: level {level!r} out of range")
-        out.append((float(price), float(quantity)))
+        if (price >= previous) if falling else (price <= previous):
+            raise ParseError("bad_number", f"{name}: levels out of order (bids must fall, asks must rise)")
+        previous = price
+        out.append((price, quantity))
     return out
 
 
@@ -150,24 +167,22 @@ def _integer(message: dict, key: str) -> int:
 def parse_quote(subject: str, data: bytes) -> RemoteQuote:
     """Check one quote message against the subject it came on. Raises :class:`ParseError` only."""
     message = _loads(data, "quote message")
-    missing = [k for k in _QUOTE_KEYS if k not in message]
-    if missing:
-        raise ParseError("unknown_message", f"quote message without {', '.join(missing)}")
-    box, venue, instrument = message["box"], message["venue"], message["instrument"]
+    try:
+        box, venue, instrument = message["box"], message["venue"], message["instrument"]
+        status, bids, asks = message["status"], message["bids"], message["asks"]
+        recv_ns = _integer(message, "recv_ns")
+        exch_ts_ns, publish_ns = _integer(message, "exch_ts_ns"), _integer(message, "publish_ns")
+        sent_ns, updates = _integer(message, "sent_ns"), _integer(message, "updates")
+    except KeyError:
+        missing = [k for k in _QUOTE_KEYS if k not in message]
+        raise ParseError("unknown_message", f"quote message without {', '.join(missing)}") from None
     if not (isinstance(box, str) and isinstance(venue, str) and isinstance(instrument, str)) \
             or subject != quote_subject(box, venue, instrument):
         raise ParseError("unknown_message", f"names {box!r} {venue!r} {instrument!r} do not match subject {subject!r}")
-    status = message["status"]
     if status.__class__ is not int or status not in _STATUSES:
         raise ParseError("bad_number", f"unknown row status {status!r}")
-    bids = _levels(message["bids"], "bids")
-    asks = _levels(message["asks"], "asks")
-    if any(bids[k][0] <= bids[k + 1][0] for k in range(len(bids) - 1)) \
-            or any(asks[k][0] >= asks[k + 1][0] for k in range(len(asks) - 1)):
-        raise ParseError("bad_number", "levels out of order (bids must fall, asks must rise)")
-    recv_ns = _integer(message, "recv_ns")
-    return RemoteQuote(box, venue, instrument, status, bids, asks, _integer(message, "exch_ts_ns"), recv_ns,
-                       _integer(message, "publish_ns"), _integer(message, "sent_ns"), _integer(message, "updates"),
+    return RemoteQuote(box, venue, instrument, status, _levels(bids, "bids", True), _levels(asks, "asks", False),
+                       exch_ts_ns, recv_ns, publish_ns, sent_ns, updates,
                        _integer(message, "confirmed_ns") if "confirmed_ns" in message else recv_ns)
 
 

@@ -21,6 +21,7 @@ that crossed a region is older than a local one, and is judged so.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pipeline.board.layout import RowStatus
 from pipeline.bridge.codec import RemoteQuote, heartbeat_subject, parse_heartbeat, parse_quote, quote_subject
@@ -68,9 +69,8 @@ class BoxState:
     heartbeats: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class RowWrite:
-    """What to write into one local row for one remote quote (local clock)."""
+class RowWrite(NamedTuple):
+    """What to write into one local row for one remote quote (local clock). A tuple: cheap to build."""
 
     row: int
     status: int
