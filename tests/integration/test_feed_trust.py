@@ -28,7 +28,7 @@ async def watch_states(h: FeedHarness, seen: set, stop: asyncio.Event):
         await asyncio.sleep(0.001)
 
 
-@pytest.mark.parametrize("venue", venues_with(lambda v: "planned_disconnect" in v.quirks))
+@pytest.mark.parametrize("venue", venues_with(lambda v: "planned_disconnects" in v.quirks))
 def test_announced_disconnect_hands_over_without_the_rows_going_disconnected(venue):
     async def scenario():
         async with FeedHarness(venue) as h:
