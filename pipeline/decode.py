@@ -91,10 +91,32 @@ def row_record(session: FeedSession, sink: MemorySink, symbol: str) -> dict | No
     }
 
 
-def decode_stream(exchange: str, lines, out, err, depth: int = 5) -> int:
+def inferred_reference(venue):
+    """For captures with no reference data (Kraken without its ``instrument`` messages): the pair's
+    precisions inferred from the first snapshot's numbers (inferred, not documented: it can only err low,
+    and then the checksum fails visibly)."""
+    infer = getattr(venue, "infer_precision", None)
+    if infer is None:
+        return None
+    from pipeline.model import InstrumentSpec
+
+    def reference(update):
+        if not update.snapshot or update.bids_text is None or update.asks_text is None:
+            return None
+        try:
+            price_dp, qty_dp = infer(update.bids_text, update.asks_text)
+        except ValueError:
+            return None
+        return InstrumentSpec(update.symbol, price_dp, qty_dp)
+    return reference
+
+
+def decode_stream(exchange: str, lines, out, err, depth: int = 5, infer_precision: bool = False) -> int:
     venue = load_venue(exchange)
     sink = MemorySink(max(depth, 1))
     session = FeedSession(venue, {}, max(depth, 1), staleness_ns=1 << 62, sink=sink, add_unknown=True)
+    if infer_precision:
+        session.infer_reference = inferred_reference(venue)
     session.trace = trace = []
     conn = session.connection_opened([], 0)
     last_symbol = ""
@@ -132,6 +154,9 @@ def parser():
                                           "session; print one JSON object per input line.")
     p.add_argument("--exchange", required=True, choices=VENUES)
     p.add_argument("--depth", type=int, default=5, help="levels to print per side (default 5)")
+    p.add_argument("--infer-precision", action="store_true",
+                   help="kraken: captures without instrument messages get each pair's precisions from its first "
+                        "snapshot (inferred; a wrong guess shows as checksum failures)")
     p.add_argument("file", nargs="?", default="-", help="capture file, or - for standard input")
     return p
 
@@ -143,9 +168,9 @@ def main(argv: list[str]) -> int:
         parser().error("--depth must be 1..50")
     try:
         if args.file == "-":
-            return decode_stream(args.exchange, sys.stdin, sys.stdout, sys.stderr, args.depth)
+            return decode_stream(args.exchange, sys.stdin, sys.stdout, sys.stderr, args.depth, args.infer_precision)
         with open(args.file, "r", encoding="utf-8", errors="replace") as stream:
-            return decode_stream(args.exchange, stream, sys.stdout, sys.stderr, args.depth)
+            return decode_stream(args.exchange, stream, sys.stdout, sys.stderr, args.depth, args.infer_precision)
     except BrokenPipeError:                     # the reader went away (| head): not an error of ours
         sys.stderr.close()
         return 0

@@ -218,6 +218,8 @@ class FeedSession:
         self.journal = journal
         self.trace: list | None = None
         self.add_unknown = add_unknown
+        # decode only: reference data inferred from a symbol's first message when a capture holds none
+        self.infer_reference: Callable | None = None
         self.reference: dict[str, InstrumentSpec] = {}
         self.pair_status: dict[str, TradingStatus] = {}
         self.venue_status: TradingStatus | None = None
@@ -388,6 +390,11 @@ class FeedSession:
                         continue
                     book = self._add_row(event.symbol, len(self.row_of))
                     conn.symbols.append(event.symbol)       # its row now lives and dies with this connection
+                    if self.infer_reference is not None and event.symbol not in self.reference:
+                        spec = self.infer_reference(event)
+                        if spec is not None:
+                            self.reference[event.symbol] = spec
+                            book.apply(spec)
                 outcome = book.apply(event)
                 if trace is not None:
                     trace.append((OUTCOME_KIND[outcome], event.symbol, ""))

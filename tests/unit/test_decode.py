@@ -84,3 +84,17 @@ def test_bad_lines_are_reported_with_their_number():
     assert "line 1: bybit: invalid_json" in err
     assert records[0]["did"] == "unusable" and records[0]["line"] == 1
     assert records[1]["symbol"] == "BTCUSDT" and records[1]["row"]["bid_price"] == 28165.07
+
+
+def test_kraken_capture_without_instrument_messages_with_inferred_precisions():
+    records, err = decode_with("kraken", (FIXTURES / "kraken" / "book.jsonl").read_text(), infer_precision=True)
+    assert [(r["symbol"], r["did"], r["row"]["state"]) for r in records] == [
+        ("MATIC/USD", "changed", "live"), ("MATIC/USD", "changed", "live"),
+        ("ETH/USD", "changed", "live"), ("ETH/USD", "changed", "live")]
+    assert err == ""
+
+
+def decode_with(exchange: str, text: str, **options) -> tuple[list[dict], str]:
+    out, err = io.StringIO(), io.StringIO()
+    assert decode_stream(exchange, io.StringIO(text), out, err, **options) == 0
+    return [orjson.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
