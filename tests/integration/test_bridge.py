@@ -516,3 +516,28 @@ def test_tls_and_a_token_file(tmp_path, board_name):
         text = box.stop()
         server.kill()
     assert "file-token" not in text and "Traceback" not in text
+
+
+def test_an_nkey_seed_file_authenticates(tmp_path, board_name):
+    """A server that knows one user nkey: the bridge signs with the seed named by bridge.nkey_seed_file."""
+    nkeys = pytest.importorskip("nkeys")
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    server = NatsServer(tmp_path)
+    conf = tmp_path / "nkey.conf"
+    conf.write_text(f"authorization {{ users = [ {{ nkey: {public} }} ] }}\n")
+    server.args += ["-c", str(conf)]
+    server.start()
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_bytes(seed + b"\n")
+    raw = tokyo_config(server.url, board_name, tmp_path)
+    raw["bridge"] = bridge_section(server.url, "signed", publish=True, nkey_seed_file=str(seed_file))
+    box = Box(tmp_path, "nkey", raw).attach()
+    try:
+        wait_for(box.connected, 15, message="the bridge connected with its nkey")
+        assert box.slot(ProcessRole.BRIDGE).get("checksum_failures") == 0
+        wait_for(lambda: box.slot(ProcessRole.BRIDGE).get("scans") > 0, 10, message="rows published")
+    finally:
+        text = box.stop()
+        server.kill()
+    assert seed.decode() not in text and "Traceback" not in text
