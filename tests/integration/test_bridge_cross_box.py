@@ -1,0 +1,67 @@
+"""Cross-box opportunities end to end: the aggregating box's detector trades a mirrored row against a
+local one, with honest ages, and never while the mirrored row is disconnected (NATS killed)."""
+from __future__ import annotations
+
+import os
+import time
+
+import orjson
+import pytest
+
+from pipeline.board import RowStatus
+from tests.conftest import wait_for
+from tests.integration.test_bridge import Box, NatsServer, bridge_section
+
+pytestmark = pytest.mark.integration
+
+
+def sim(seed: int, venue: str) -> dict:
+    """No drift; one venue per box, so the dislocations are scripted (random ones need two venues)."""
+    return {"seed": seed, "update_interval_ms": 20, "volatility_bps": 0, "random_dislocations": False,
+            "scripted_dislocations": [{"at_s": 2 + 0.75 * k, "exchange": venue, "instrument": "BTC/USDT",
+                                       "bps": 60 if k % 2 else -60, "duration_ms": 300} for k in range(60)]}
+
+
+def events(path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def test_cross_box_opportunities_with_honest_ages_and_none_while_disconnected(tmp_path):
+    server = NatsServer(tmp_path).start()
+    suffix = os.urandom(4).hex()
+    tokyo = Box(tmp_path, "tokyo", {
+        "board": {"name": f"pipeline-test-xt-{suffix}"}, "simulator": sim(5, "binance"),
+        "venues": {"binance": {"instruments": ["BTC/USDT"]}},
+        "detector": {"output": str(tmp_path / "tokyo.jsonl"), "print_opportunities": False},
+        "bridge": bridge_section(server.url, "tokyo", publish=True)}).attach()
+    out = tmp_path / "central.jsonl"
+    central = Box(tmp_path, "central", {
+        "board": {"name": f"pipeline-test-xc-{suffix}"}, "simulator": sim(6, "okx"),
+        "venues": {"okx": {"instruments": ["BTC/USDT"]}},
+        "detector": {"output": str(out), "print_opportunities": False, "staleness_ms": 2000},
+        "bridge": bridge_section(server.url, "central", subscribe={"tokyo": {"binance": ["BTC/USDT"]}})}).attach()
+    try:
+        def cross_opens():
+            return [e for e in events(out) if e["event"] == "open"
+                    and "binance@tokyo" in (e["buy_exchange"], e["sell_exchange"])]
+        opens = wait_for(cross_opens, 30, interval=0.2, message="a cross-box opportunity")
+        for e in opens:
+            assert {e["buy_exchange"], e["sell_exchange"]} == {"okx", "binance@tokyo"}
+            remote_age = e["sell_quote_age_ms"] if e["sell_exchange"] == "binance@tokyo" else e["buy_quote_age_ms"]
+            assert 0 <= remote_age < 2000
+            fees = {e["buy_exchange"]: e["buy_fee_bps"], e["sell_exchange"]: e["sell_fee_bps"]}
+            assert fees == {"okx": 10.0, "binance@tokyo": 10.0}
+        remote = central.row_of("binance@tokyo", "BTC/USDT")
+        server.kill()
+        wait_for(lambda: central.row(remote)["status"] == int(RowStatus.DISCONNECTED), 3,
+                 message="remote row disconnected")
+        killed_ns = time.time_ns()
+        time.sleep(4)                                    # about 5 dislocations on each box while NATS is down
+        late = [e for e in cross_opens() if e["time_ns"] > killed_ns]
+        assert late == [], late
+    finally:
+        texts = [central.stop(), tokyo.stop()]
+        server.kill()
+    assert all("Traceback" not in t for t in texts)
