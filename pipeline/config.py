@@ -39,6 +39,7 @@ class VenueConfig:
     staleness_ms: float = 5000.0
     fee_overrides: tuple[tuple[str, float], ...] = ()   # instrument -> taker fee bps on this venue
     ws_ping_interval_s: float | None = None   # RFC 6455 pings; None: the venue's default, 0: off
+    transport: str = "websockets"             # or "picows" (pip install -e '.[fast]')
     # OKX only: names of the environment variables holding key, secret and passphrase (never the values):
     # log in on the public connection and take the tick-by-tick depth channel
     credentials_env: tuple[tuple[str, str], ...] = ()
@@ -354,8 +355,20 @@ def _venue_schema(available):
         "staleness_ms": _number(0, exclusive_min=True),
         "fee_overrides": _instrument_numbers(0),
         "ws_ping_interval_s": _number(0, 3600),
+        "transport": _transport,
         "credentials_env": _credentials_env,
     }
+
+
+def _transport(value, path, problems):
+    from pipeline.feed.transport import TRANSPORTS, available
+    if value not in TRANSPORTS:
+        problems.add(path, f"must be one of {', '.join(TRANSPORTS)}, got {value!r}")
+        return _BAD
+    if not available(value):
+        problems.add(path, f"{value} is not installed (pip install -e '.[fast]')")
+        return _BAD
+    return value
 
 
 CREDENTIAL_KEYS = ("key", "secret", "passphrase")
@@ -600,6 +613,7 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
                        cores=values.get("cores", ()), staleness_ms=values.get("staleness_ms", 5000.0),
                        fee_overrides=values.get("fee_overrides", ()),
                        ws_ping_interval_s=values.get("ws_ping_interval_s"),
+                       transport=values.get("transport", "websockets"),
                        credentials_env=values.get("credentials_env", ()))
 
 

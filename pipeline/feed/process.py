@@ -16,8 +16,6 @@ import signal
 import sys
 import time
 
-from websockets.asyncio.client import connect
-
 from pipeline.board import Board, RowStatus, RowWriter
 from pipeline.board.doorbell import Doorbell
 from pipeline.board.histogram import HistogramWriter
@@ -25,6 +23,7 @@ from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.feed.retry import Backoff, should_reconnect
 from pipeline.feed.session import FeedSession
+from pipeline.feed.transport import open_link
 from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, setup_child
 from pipeline.venues import VENUE_IDS, load_venue
 
@@ -66,7 +65,7 @@ class Feed:
     def __init__(self, spec: ProcessSpec, url: str, staleness_ms: float, backoff_base_s: float = 0.1,
                  backoff_cap_s: float = 10.0, keepalive_s: float | None = None, open_timeout_s: float = 10.0,
                  recorder=None, ws_ping_interval_s: float | None = None, credentials: dict | None = None,
-                 handover_timeout_s: float = HANDOVER_TIMEOUT_S):
+                 handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = "websockets"):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
@@ -97,6 +96,7 @@ class Feed:
         if self.credentials is not None:
             self.session.depth_channel = self.venue.TBT_CHANNEL
         self.handover_timeout_s = handover_timeout_s
+        self.transport = transport
         self.open_conns: dict = {}        # Connection -> websocket, every connection that is open now
         self.replacing: dict = {}         # Connection -> task opening its replacement
         self.replace_failed_ns: dict = {}
@@ -132,78 +132,81 @@ class Feed:
         elif kind == "reject":
             symbol = fields["symbol"]
             log.error("%s refused a subscription%s: %s", venue, f" for {symbol}" if symbol else "", fields["message"])
-        elif kind in ("notice", "budget", "handover", "fallback", "resync_deferred", "status") or (
-                kind == "login" and not fields.get("ok")):
+        elif kind in ("notice", "budget", "handover", "fallback", "resync_deferred") or (
+                kind == "login" and not fields.get("ok")) or (kind == "status" and not fields.get("tradable")):
             log.warning("%s: %s %s", venue, kind, " ".join(f"{k}={v}" for k, v in fields.items()))
         elif kind == "stale":
             self.rate_log.warning(f"stale:{fields['row']}", f"{venue}: row {fields['row']} stale "
                                                             f"(no update for {fields['silent_ms']:.0f} ms)")
 
     # ---------------------------------------------------------------- I/O
-    async def _open(self, symbols: list[str], url: str, standby_for=None):
-        """Connect, log in when configured, subscribe (paced): (websocket, Connection)."""
-        ws = await connect(url, max_size=2 ** 24, open_timeout=self.open_timeout_s, close_timeout=1,
-                           compression=None, ping_interval=self.ws_ping_interval_s,
-                           ping_timeout=self.ws_ping_interval_s, max_queue=None)
+    async def _open(self, symbols: list[str], url: str, standby_for=None, group: dict | None = None):
+        """Connect, start handing frames to the session, log in when configured, subscribe (paced).
+
+        Returns ``(link, conn, reader)``: ``reader`` is the task that hands every frame of the
+        connection to the session and ends, with the reason, when the connection does.
+        """
+        link = await open_link(self.transport, url, self.ws_ping_interval_s, self.open_timeout_s)
+        reader = None
         try:
             self._set_connected(+1)
+            if group is not None:
+                if group["established"]:
+                    self.stats.add("reconnects")
+                group["established"] = True
             conn = self.session.connection_opened(symbols, time.time_ns(), standby_for=standby_for)
+            reader = asyncio.ensure_future(link.run(self._handler(link, conn)))
             if self.credentials is not None and self.session.depth_channel is not None:
-                await self._log_in(ws, conn)
+                await self._log_in(link, conn, reader)
             venue = self.venue
             for n, frame in enumerate(self.session.subscribe_frames(conn)):
                 if n and venue.SUBSCRIBE_INTERVAL_S:
                     await asyncio.sleep(venue.SUBSCRIBE_INTERVAL_S)     # the exchange's request rate limit
-                await ws.send(frame)
+                await link.send_now(frame)
         except BaseException:
             self._set_connected(-1)
-            await ws.close()
+            if reader is not None:
+                reader.cancel()
+            await link.close()
             raise
-        return ws, conn
+        return link, conn, reader
 
-    async def _log_in(self, ws, conn) -> None:
+    def _handler(self, link, conn):
+        """What happens to every frame of ``conn``: record it, the session decides, act on its decision."""
+        recorder = self.recorder
+        receive = self.session.receive
+
+        def on_frame(raw, recv_ns):
+            if recorder is not None:
+                recorder.frame(raw, recv_ns, conn.id)
+            replies = receive(raw, recv_ns, conn)
+            if conn.reconnect_reason:
+                link.stop(conn.reconnect_reason)
+            elif conn.replace_requested and conn not in self.replacing and not conn.retired and conn.books is None:
+                self._replace(conn)
+            return replies
+        return on_frame
+
+    async def _log_in(self, link, conn, reader) -> None:
         """OKX: log in before subscribing the tick-by-tick channel; on refusal or silence, public depth."""
         c = self.credentials
-        await ws.send(self.venue.build_login(c["key"], c["secret"], c["passphrase"], int(time.time())))
+        await link.send_now(self.venue.build_login(c["key"], c["secret"], c["passphrase"], int(time.time())))
         deadline = time.monotonic() + LOGIN_TIMEOUT_S
-        while conn.logged_in is None and time.monotonic() < deadline:
-            try:
-                raw = await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                break
-            self._receive(ws, conn, raw)
+        while conn.logged_in is None and time.monotonic() < deadline and not reader.done():
+            await asyncio.sleep(0.005)
         if not conn.logged_in:
             self.session.depth_channel = None
             log.warning("%s: login %s; using the public depth channel", self.spec.venue,
                         "refused" if conn.logged_in is False else "not answered")
 
-    def _receive(self, ws, conn, raw) -> list:
-        recv_ns = time.time_ns()
-        if self.recorder is not None:
-            self.recorder.frame(raw, recv_ns, conn.id)
-        return self.session.receive(raw, recv_ns, conn)
-
-    async def _read(self, ws, conn) -> str:
-        """Hands every frame of ``conn`` to the session until it ends or must be dropped; returns why."""
+    async def _read(self, link, conn, reader) -> str:
+        """Waits while the session gets every frame of ``conn``, until it ends or must be dropped; returns why."""
         keepalive = None
         if self.keepalive_s:
-            keepalive = asyncio.ensure_future(self.keepalive(ws, self.keepalive_s))
-        self.open_conns[conn] = ws
-        recorder = self.recorder
-        receive = self.session.receive
+            keepalive = asyncio.ensure_future(self.keepalive(link, self.keepalive_s))
+        self.open_conns[conn] = link
         try:
-            async for raw in ws:
-                recv_ns = time.time_ns()
-                if recorder is not None:
-                    recorder.frame(raw, recv_ns, conn.id)
-                replies = receive(raw, recv_ns, conn)
-                for frame in replies:
-                    await ws.send(frame)
-                if conn.reconnect_reason:
-                    return conn.reconnect_reason
-                if conn.replace_requested and conn not in self.replacing:
-                    self._replace(conn)
-            return "closed by the exchange"
+            return await reader
         finally:
             self.open_conns.pop(conn, None)
             if keepalive is not None:
@@ -215,60 +218,53 @@ class Feed:
         self.replacing[conn] = asyncio.ensure_future(self._standby(conn))
 
     async def _standby(self, old):
-        """Open the replacement of ``old``, build its books, hand the rows over, close ``old``: (ws, conn)."""
+        """Open the replacement of ``old``, build its books, hand the rows over, close ``old``."""
         url = self.venue.build_url(self.url, old.symbols, self.depth)
-        ws, conn = await self._open(list(old.symbols), url, standby_for=old)
+        link, conn, reader = await self._open(list(old.symbols), url, standby_for=old)
         try:
             deadline = time.monotonic() + self.handover_timeout_s
             while conn.books is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if reader.done():
+                    raise ConnectionError(f"replacement connection ended: {reader.result()}")
+                if time.monotonic() >= deadline:
                     self.session.handover(conn, time.time_ns(), forced=True)
                     break
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), remaining)
-                except asyncio.TimeoutError:
-                    continue
-                for frame in self._receive(ws, conn, raw):
-                    await ws.send(frame)
-                if conn.reconnect_reason:
-                    raise ConnectionError(f"replacement connection failed: {conn.reconnect_reason}")
+                await asyncio.sleep(0.002)
         except BaseException:
             self._set_connected(-1)
-            await ws.close()
+            reader.cancel()
+            await link.close()
             raise
-        old_ws = self.open_conns.get(old)
-        if old_ws is not None:
-            await old_ws.close()            # ends the old connection's read loop; its rows are already handed over
-        return ws, conn
+        old_link = self.open_conns.get(old)
+        if old_link is not None:
+            old_link.stop(f"replaced by connection {conn.id}")   # its rows are already handed over
+        return link, conn, reader
 
     async def connection(self, symbols: list[str]) -> None:
         venue = self.venue
         backoff = Backoff(self.backoff_base_s, self.backoff_cap_s)
         url = venue.build_url(self.url, symbols, self.depth)
-        established_before = False
-        handed = None                       # (ws, conn) of a replacement that already holds the rows
+        group = {"established": False}      # this group of symbols had a connection before (for "reconnects")
+        handed = None                       # (link, conn, reader) of a replacement that already holds the rows
         while not self.stop.is_set():
             opened = None
-            conn = ws = None
+            conn = link = None
             reason = "closed"
             try:
                 if handed is not None:
-                    ws, conn = handed
+                    link, conn, reader = handed
                     handed = None
                 else:
-                    ws, conn = await self._open(symbols, url)
-                    if established_before:
-                        self.stats.add("reconnects")
-                    established_before = True
+                    link, conn, reader = await self._open(symbols, url, group=group)
                 opened = time.monotonic()
                 try:
-                    reason = await self._read(ws, conn)
+                    reason = await self._read(link, conn, reader)
                     if reason != "closed by the exchange" and not conn.retired:
                         log.warning("%s: reconnecting: %s", venue.NAME, reason)
                 finally:
                     self._set_connected(-1)
-                    await ws.close()
+                    reader.cancel()
+                    await link.close()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified right below
@@ -303,11 +299,11 @@ class Feed:
         self.connected += delta
         self.board.procs[self.spec.slot]["connected"] = self.connected
 
-    async def keepalive(self, ws, interval_s: float) -> None:
+    async def keepalive(self, link, interval_s: float) -> None:
         with contextlib.suppress(Exception):
             while True:
                 await asyncio.sleep(interval_s)
-                await ws.send(self.venue.build_keepalive())
+                await link.send_now(self.venue.build_keepalive())
 
     async def watchdog(self) -> None:
         """Runs the session's clock, beats the heartbeat, exits when the supervisor is gone."""
@@ -329,10 +325,10 @@ class Feed:
 
     async def _connection_timers(self, now_ns: int) -> None:
         """Held-back resubscribes that are due, and replacements of connections near their lifetime."""
-        for conn, ws in list(self.open_conns.items()):
+        for conn, link in list(self.open_conns.items()):
             for frame in self.session.poll(conn, now_ns):
                 with contextlib.suppress(Exception):
-                    await ws.send(frame)
+                    link.send(frame)
             if (self.lifetime_s and not conn.replace_requested and not conn.retired
                     and now_ns - conn.opened_ns > (self.lifetime_s - LIFETIME_MARGIN_S) * 1e9):
                 conn.replace_requested = f"connection lifetime {self.lifetime_s / 3600:g} h"
@@ -397,7 +393,8 @@ def main(spec: ProcessSpec, config) -> None:
     venue_config = config.venue(spec.venue)
     url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).DEFAULT_URL
     feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config),
-                ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config))
+                ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config),
+                transport=venue_config.transport)
     try:
         asyncio.run(feed.run())
     except Exception:

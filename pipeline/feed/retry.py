@@ -19,7 +19,7 @@ def should_reconnect(exc: BaseException) -> bool:
     if isinstance(exc, (OSError, TimeoutError, FeedError, EOFError)):
         return True
     module = type(exc).__module__ or ""
-    return module.startswith("websockets")
+    return module.startswith("websockets") or module.startswith("picows")
 
 
 class Backoff:

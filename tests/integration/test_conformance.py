@@ -6,43 +6,32 @@ loopback WebSocket and a real shared-memory board.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 
 import pytest
 
 from pipeline.board import RowStatus
 from pipeline.sim.market import price_decimals
 from pipeline.venues import VENUES as ALL_VENUES, load_venue, venues_with
+from pipeline.feed.transport import TRANSPORTS, available
+from tests.integration import harness
 from tests.integration.harness import FeedHarness
 
 pytestmark = pytest.mark.integration
 
 
-def _feed_applies_reference_data() -> bool:
-    """Kraken rows go LIVE only once the feed hands each InstrumentSpec to its book
-    (the checksum needs the pair's precisions; see the contract in pipeline/model.py)."""
-    for name in ("pipeline.feed.session", "pipeline.feed.process"):
-        try:
-            if "InstrumentSpec" in inspect.getsource(importlib.import_module(name)):
-                return True
-        except ImportError:
-            continue
-    return False
+@pytest.fixture(params=TRANSPORTS, autouse=True)
+def transport(request, monkeypatch):
+    """Every conformance test runs over each WebSocket transport: the rows must be the same."""
+    if not available(request.param):
+        pytest.skip(f"{request.param} is not installed (pip install -e '.[fast]')")
+    monkeypatch.setattr(harness, "DEFAULT_TRANSPORT", request.param)
+    return request.param
 
 
-NEEDS_REFERENCE_DATA = pytest.mark.skipif(not _feed_applies_reference_data(),
-                                          reason="the feed does not yet hand InstrumentSpec events to the book")
-
-
-def _params(names):
-    return [pytest.param(n, marks=NEEDS_REFERENCE_DATA) if n == "kraken" else n for n in names]
-
-
-VENUES = _params(ALL_VENUES)
+VENUES = list(ALL_VENUES)
 # venues whose depth channel is a stream of deltas with a continuity check (a lost frame is a gap);
 # binance depth5 and htx mbp.refresh.5 are full snapshots every push: a lost frame loses nothing
-DELTA_VENUES = _params(venues_with(lambda v: v.depth_is_delta))
+DELTA_VENUES = list(venues_with(lambda v: v.depth_is_delta))
 
 
 def run(coro):
@@ -105,7 +94,6 @@ def test_gap_is_detected_and_the_book_rebuilt(venue):
     run(scenario())
 
 
-@NEEDS_REFERENCE_DATA
 def test_kraken_checksum_mismatch_is_detected():
     async def scenario():
         async with FeedHarness("kraken") as h:
