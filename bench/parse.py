@@ -445,6 +445,86 @@ def receive_compare(payload, seconds, rounds):
     return {k: (median(v) if k != "errors" else v) for k, v in out.items()}
 
 
+def _blast_distinct(listener, block: bytes):
+    """Answer the upgrade, send ``block`` (many distinct text frames) once, then wait for the peer to leave."""
+    conn, _ = listener.accept()
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += conn.recv(4096)
+    key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    try:
+        conn.sendall(block)
+        while conn.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
+def _frame_block(frames) -> bytes:
+    parts = []
+    for frame in frames:
+        payload = frame.encode()
+        n = len(payload)
+        parts.append((bytes([0x81, n]) if n < 126 else bytes([0x81, 126]) + n.to_bytes(2, "big")) + payload)
+    return b"".join(parts)
+
+
+async def _feed_receive(kind, url, rig, n_frames):
+    """frames/s from the socket through the feed's own frame handler (session, board row, doorbell, hops)."""
+    from pipeline.feed.transport import open_link
+    feed = rig.fresh()
+    link = await open_link(kind, url, None, 10)
+    conn = feed.session.connection_opened([r.symbol for r in rig.spec.rows], time.time_ns())
+    handler = feed._handler(link, conn)  # noqa: SLF001 - the feed process's own per-frame path
+    perf = time.perf_counter
+    state = {"n": 0, "t0": 0.0, "t1": 0.0}
+
+    def counting(raw, recv_ns):
+        replies = handler(raw, recv_ns)
+        n = state["n"] = state["n"] + 1
+        if n == 1:
+            state["t0"] = perf()
+        elif n == n_frames:
+            state["t1"] = perf()
+            link.stop("done")
+        return replies
+    before = rig.publishes()
+    await asyncio.wait_for(link.run(counting), 60)
+    await link.close()
+    return (n_frames - 1) / (state["t1"] - state["t0"]), (rig.publishes() - before) / n_frames
+
+
+def feed_receive_compare(frames, rig, rounds):
+    """The same distinct bookTicker frames over loopback into a real feed, per transport: frames/s."""
+    from pipeline.feed.transport import TRANSPORTS, available
+    block = _frame_block(frames)
+    out = {kind: [] for kind in TRANSPORTS if available(kind)}
+    publishes = {}
+    for _ in range(rounds):
+        for kind in out:
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            proc = CTX.Process(target=_blast_distinct, args=(listener, block), daemon=True)
+            proc.start()
+            url = f"ws://127.0.0.1:{listener.getsockname()[1]}/"
+            listener.close()
+            try:
+                rate, pubs = asyncio.run(_feed_receive(kind, url, rig, len(frames)))
+                out[kind].append(rate)
+                publishes[kind] = pubs
+            finally:
+                proc.join(5)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join(2)
+    return {kind: median(v) for kind, v in out.items()}, publishes
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv=None) -> None:
@@ -538,6 +618,20 @@ def main(argv=None) -> None:
         text += ["", "bookTicker decode to 4 floats (ns/frame, median)", "",
                  markdown_table(["orjson + float()", "msgspec typed, strict=False", "orjson / msgspec"],
                                 [[decode["orjson"], decode["msgspec"], ratio(decode["orjson"], decode["msgspec"])]])]
+    feed_receive = None
+    if book_ticker is not None and not args.skip_recv:
+        rig = FeedRig("binance", symbols_of(importlib.import_module("pipeline.venues.binance"),
+                                            book_ticker["frames"]), args.depth)
+        try:
+            feed_receive, pubs = feed_receive_compare(book_ticker["frames"], rig, max(1, min(args.rounds, 3)))
+        finally:
+            rig.close()
+        rows = [[kind, rate, 1e6 / rate, pubs.get(kind)] for kind, rate in feed_receive.items()]
+        text += ["", f"Receive + parse + publish over loopback: {len(book_ticker['frames'])} distinct bookTicker "
+                 "frames from a socket into a real feed (session, board row, doorbell, hop histograms), median", "",
+                 markdown_table(["transport", "frames/s", "µs/frame", "publishes/frame"], rows)]
+        if len(feed_receive) == 2:
+            text += ["", f"picows / websockets: {ratio(feed_receive['picows'], feed_receive['websockets'])}"]
     if book_ticker is not None and not args.skip_recv:
         receive = receive_compare(book_ticker["frames"][0].encode(), args.recv_s, max(1, min(args.rounds, 3)))
         text += ["", f"WebSocket receive, one frame type blasted over loopback ({args.recv_s:.1f} s per run, "
@@ -553,6 +647,7 @@ def main(argv=None) -> None:
     table = "\n".join(text)
     print(table)
     path = write_results("parse", {"options": vars(args), "cases": results, "decode_ns": decode, "receive": receive,
+                                   "feed_receive": feed_receive,
                                    "notes": notes, "machine": machine, "table": table})
     print(f"\nresults: {path}")
 
