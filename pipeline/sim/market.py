@@ -119,3 +119,72 @@ def level_quantity(size: float, price: float, decimals: int, exchange: str) -> f
     ticks = int(round(price * 10 ** decimals))
     mixed = (ticks * 2654435761 + len(exchange) * 40503) % 1000
     return round(size * (0.05 + mixed / 1000 * 1.45), 6)
+
+
+@dataclass
+class Trade:
+    """One simulated public trade: the taker ``side`` (``buy`` lifts the ask, ``sell`` hits the bid)."""
+
+    trade_id: int
+    price: float
+    qty: float
+    side: str
+    ts_ms: int
+
+
+class Tape:
+    """One (exchange, instrument)'s public trades and rolling 24 h statistics.
+
+    The statistics start from plausible values around the opening price and
+    then move with every simulated trade, so tickers carry numbers that agree
+    with the trades a client sees. Trades print at the current best bid or ask
+    and never change the book (the market model owns the book). Seeded on its
+    own generator, so the quotes do not depend on whether anyone watches trades.
+    """
+
+    def __init__(self, seed: str, open_price: float, decimals: int, trade_chance: float = 0.25):
+        self.rng = random.Random(seed)
+        self.decimals = decimals
+        self.trade_chance = trade_chance
+        self.open = round(open_price, decimals)
+        self.high = round(open_price * 1.012, decimals)
+        self.low = round(open_price * 0.991, decimals)
+        self.volume = round(2_000_000.0 / max(open_price, 1e-9), 6)    # base units over the last 24 h
+        self.quote_volume = self.volume * open_price
+        self.count = 120_000
+        self.last_price = self.open
+        self.last_qty = 0.0
+        self.next_id = 3_000_000_000 + self.rng.randrange(1_000_000)
+        self.first_id = self.next_id - self.count
+        self.recent: list[Trade] = []              # newest last, at most 50 (snapshots of trade channels)
+
+    def step(self, bids: list, asks: list, ts_ms: int) -> list[Trade]:
+        """The trades of one market step (often none), at the top of this book."""
+        if not bids or not asks or self.rng.random() >= self.trade_chance:
+            return []
+        side = "buy" if self.rng.random() < 0.5 else "sell"
+        price, resting = (asks[0] if side == "buy" else bids[0])
+        qty = round(max(resting * self.rng.uniform(0.001, 0.2), 1e-6), 6)
+        trade = Trade(self.next_id, price, qty, side, ts_ms)
+        self.next_id += 1
+        self.count += 1
+        self.volume += qty
+        self.quote_volume += qty * price
+        self.high = max(self.high, price)
+        self.low = min(self.low, price)
+        self.last_price, self.last_qty = price, qty
+        self.recent.append(trade)
+        del self.recent[:-50]
+        return [trade]
+
+    @property
+    def change(self) -> float:
+        return self.last_price - self.open
+
+    @property
+    def change_pct(self) -> float:
+        return self.change / self.open * 100.0 if self.open else 0.0
+
+    @property
+    def vwap(self) -> float:
+        return self.quote_volume / self.volume if self.volume else self.last_price

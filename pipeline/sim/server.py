@@ -14,24 +14,42 @@ from the happy path: numbers printed in shortest or exponent form, depth
 arriving behind a newer top of book, re-sent unchanged books, and staged
 events every few seconds (sequence resets, Kraken status changes, announced
 disconnects, lost messages). ``announce_*`` push one such event now.
+:class:`Rules` are the venues' server-side rules (HTX closing a connection
+that misses two pings, idle timeouts, Binance's incoming message rate); they
+are off unless switched on, because the demo and the tests of our own feeds
+do not need them.
+
+Clients we did not write can use the simulator too: every venue answers a
+subscription it does not serve with the venue's own error frame (a protocol
+that raises is logged and the connection stays open), Binance also reads
+streams from the URL (``/stream?streams=a/b``, ``/ws/<stream>``), and the
+few REST calls those clients need to build a book (Binance
+``GET /api/v3/depth``) are answered on the WebSocket port (:meth:`ExchangeServer.rest`).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import http
+import logging
 import re
 import time
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
+import orjson
 from websockets.asyncio.server import serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
 
 from pipeline.model import DEPTH
-from pipeline.sim.market import Market, price_decimals
+from pipeline.sim.market import Market, Tape, price_decimals
 from pipeline.sim.protocols import load_protocol
-from pipeline.sim.protocols.base import Quirks
+from pipeline.sim.protocols.base import BBO, Quirks, Rules, SymbolState
 from pipeline.venues import SIM_PATHS
+
+log = logging.getLogger("pipeline.sim")
 
 CHECKSUM_FIELD = re.compile(rb'"checksum":(\d+)')
 
@@ -83,6 +101,9 @@ class ExchangeServer:
         self.last_books: dict[str, tuple[list, list]] = {}  # native symbol -> last book rendered
         self.keepalive_s: float | None = None               # override of the protocol's server keepalive period
         self.quirks = Quirks()                              # shared by every connection; switch at any time
+        self.rules = Rules()                                # the venue's server-side rules; off by default
+        self.states: dict[str, SymbolState] = {}            # native symbol -> this step's shared state
+        self.handler_errors = 0                             # protocol exceptions caught (a test asserts 0)
         self._next_event_s: float | None = None             # when the next staged quirk events happen
         self._due: list = []                                # (monotonic time, coroutine function) staged for later
         self._dropped = 0
@@ -98,11 +119,43 @@ class ExchangeServer:
     def url(self, host: str) -> str:
         return f"ws://{host}:{self.port}{URL_PATHS.get(self.name, '/')}"
 
+    def rest_base(self, host: str) -> str:
+        return f"http://{host}:{self.port}"
+
+    def state(self, symbol: str) -> SymbolState:
+        """The shared per-symbol state, created on first use (before the first market step too)."""
+        state = self.states.get(symbol)
+        if state is None:
+            canonical = self.instrument_of[symbol]
+            tape = Tape(f"{self.name}:{symbol}", self.market.mid[canonical], self.market.decimals[canonical])
+            state = self.states[symbol] = SymbolState(symbol, tape)
+        return state
+
+    def rest(self, path: str, query: dict) -> tuple[int, object]:
+        """(HTTP status, JSON body) of a REST call, or (404, ...) for what the venue's protocol does not serve."""
+        if not self.states:
+            for symbol in self.instrument_of:
+                self.state(symbol)
+        return self.protocol_class.render_rest(path, query, self.states, self.decimals())
+
     async def _process_request(self, connection, request):
         if self.faults.hang_handshake:
             await asyncio.sleep(3600)
         if time.monotonic() < self.faults.refuse_until:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "simulated outage\n")
+        if "upgrade" not in request.headers.get("Connection", "").lower():
+            url = urlsplit(request.path)
+            query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+            try:
+                status, body = self.rest(url.path, query)
+            except Exception:                             # never let a REST bug take the server down
+                log.exception("%s: REST %s failed", self.name, request.path)
+                self.handler_errors += 1
+                status, body = 500, {"error": "internal error"}
+            raw = orjson.dumps(body)
+            headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(raw))),
+                               ("Connection", "close")])
+            return Response(status, http.HTTPStatus(status).phrase, headers, raw)
         return None
 
     async def drop_connections(self, mode: str = "close") -> int:
@@ -171,35 +224,68 @@ class ExchangeServer:
             with contextlib.suppress(Exception):
                 await websocket.close(1001, "simulated service upgrade")
 
+    def _answer(self, protocol, call, *args) -> list:
+        """A protocol hook's frames; an exception is a simulator bug: logged, counted, the connection kept."""
+        try:
+            return call(*args)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("%s: protocol %s failed on %r", self.name, getattr(call, "__name__", call), args[:1])
+            return []
+
     async def handle(self, websocket) -> None:
         protocol = self.protocol_class(self.decimals())
         protocol.known_symbols = set(self.instrument_of)
         protocol.quirks = self.quirks
+        protocol.rules = self.rules
+        protocol.path = websocket.request.path if websocket.request is not None else "/"
+        for symbol in self.instrument_of:
+            self.state(symbol)
+        protocol.states = self.states
         self.connections[websocket] = protocol
         self.connections_opened += 1
-        keepalive = None
+        tasks = []
         try:
-            for frame in protocol.on_connect():
+            for frame in self._answer(protocol, protocol.on_connect):
                 await websocket.send(frame)
             if self.keepalive_s or protocol.KEEPALIVE_INTERVAL_S:
-                keepalive = asyncio.ensure_future(self._keepalive(websocket, protocol))
+                tasks.append(asyncio.ensure_future(self._keepalive(websocket, protocol)))
+            if self.rules.any():
+                tasks.append(asyncio.ensure_future(self._watch_rules(websocket, protocol)))
             async for message in websocket:
-                self.received.append((time.monotonic(), message))
-                for frame in protocol.on_message(message):
+                now_s = time.monotonic()
+                self.received.append((now_s, message))
+                protocol.note_received(now_s)
+                for frame in self._answer(protocol, protocol.on_message, message):
                     await websocket.send(frame)
+                    protocol.last_sent_s = time.monotonic()
+                reason = protocol.close_reason(now_s)
+                if reason is not None:
+                    await websocket.close(*reason)
         except ConnectionClosed:
             pass
         finally:
             self.connections.pop(websocket, None)
-            if keepalive is not None:
-                keepalive.cancel()
+            for task in tasks:
+                task.cancel()
 
     async def _keepalive(self, websocket, protocol) -> None:
         with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
             while True:
                 await asyncio.sleep(self.keepalive_s or protocol.KEEPALIVE_INTERVAL_S)
-                for frame in protocol.keepalive(int(time.time() * 1000)):
+                for frame in self._answer(protocol, protocol.keepalive, int(time.time() * 1000)):
                     await websocket.send(frame)
+                    protocol.last_sent_s = time.monotonic()
+
+    async def _watch_rules(self, websocket, protocol) -> None:
+        """Closes the connection the moment one of the venue's rules says so (missed pongs, idle)."""
+        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(0.1)
+                reason = protocol.close_reason(time.monotonic())
+                if reason is not None:
+                    await websocket.close(*reason)
+                    return
 
     async def publish(self, books: dict, ts_ms: int) -> None:
         faults = self.faults
@@ -214,16 +300,24 @@ class ExchangeServer:
                     or symbol in faults.corrupt_checksum_next or symbol in faults.bad_book_next}
         resets = faults.reset_sequence_next
         faults.reset_sequence_next = set()
+        for symbol, canonical in self.instrument_of.items():
+            if symbol not in faults.silent_symbols:
+                self.state(symbol).update(*books[(self.name, canonical)], ts_ms)
         for websocket, protocol in list(self.connections.items()):
             protocol.reset_next |= resets
             frames = list(injected)
-            for _ in range(repeat):
+            for step in range(repeat):
                 for symbol, channel in list(protocol.subscriptions):
                     canonical = self.instrument_of.get(symbol)
                     if canonical is None or symbol in faults.silent_symbols:
                         continue
+                    if channel not in (BBO, DEPTH):
+                        if step == 0:
+                            frames.extend(self._answer(protocol, protocol.render_stream, symbol, channel,
+                                                       self.states[symbol]))
+                        continue
                     bids, asks = faults.bad_book_next.get(symbol) or books[(self.name, canonical)]
-                    rendered = protocol.render(symbol, channel, bids, asks, ts_ms)
+                    rendered = self._answer(protocol, protocol.render, symbol, channel, bids, asks, ts_ms)
                     self.last_books[symbol] = (bids, asks)
                     if channel == DEPTH and symbol in one_shot:
                         if symbol in faults.drop_next_depth:
@@ -237,6 +331,8 @@ class ExchangeServer:
                 for frame in frames:
                     await websocket.send(frame)
                     self.frames_sent += 1
+                if frames:
+                    protocol.last_sent_s = time.monotonic()
             except ConnectionClosed:
                 self.connections.pop(websocket, None)
         for symbol in one_shot:
@@ -299,8 +395,11 @@ class Simulator:
                     await asyncio.wait_for(server.server.wait_closed(), 2)
 
 
-def build_simulator(config) -> Simulator:
-    """A simulator for every venue of ``config`` (a :class:`pipeline.config.Config`)."""
+def build_simulator(config, rules=()) -> Simulator:
+    """A simulator for every venue of ``config`` (a :class:`pipeline.config.Config`).
+
+    ``rules``: names of :class:`~pipeline.sim.protocols.base.Rules` to enforce (none by default).
+    """
     from pipeline.venues import native_symbols
     sim = config.simulator
     venues = {venue.name: native_symbols(venue) for venue in config.venues if venue.url is None}
@@ -312,6 +411,7 @@ def build_simulator(config) -> Simulator:
     simulator = Simulator(venues, market, sim.update_interval_ms, sim.host)
     for server in simulator.exchanges.values():
         server.quirks = Quirks.named(sim.quirks)
+        server.rules = Rules.named(rules)
     from pipeline.sim.market import Dislocation
     simulator.scripted = [(d.at_s, Dislocation(d.exchange, d.instrument, d.bps, 0.0, d.duration_ms))
                           for d in sim.scripted_dislocations]

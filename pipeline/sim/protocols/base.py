@@ -1,7 +1,8 @@
 """Shared pieces of the simulated exchange protocols."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from pipeline.model import BBO, DEPTH
 
@@ -42,6 +43,81 @@ class Quirks:
         return self.sequence_resets or self.venue_status or self.planned_disconnects or self.dropped_messages
 
 
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+RULE_NAMES = ("missed_pongs", "idle_timeout", "message_rate")
+
+
+@dataclass
+class Rules:
+    """Server-side rules of the real venues (``python run.py simulate --rules ...``; tests switch them on).
+
+    Off by default: our own feeds keep to them anyway, and a loaded test box
+    should not see a connection closed because a pong came a little late.
+
+    * ``missed_pongs`` (htx): the server closes a connection that left two
+      of its ``{"ping": n}`` unanswered (code 1003 ``ping check expired``).
+    * ``idle_timeout`` (bybit 600 s, okx 30 s, kraken 60 s): a connection on
+      which neither side sent anything for that long is closed (code 1000);
+      ``idle_timeout_s`` overrides the venue's period (tests).
+    * ``message_rate`` (binance): more than 5 incoming messages within one
+      second closes the connection (code 1008).
+    """
+
+    missed_pongs: bool = False
+    idle_timeout: bool = False
+    message_rate: bool = False
+    idle_timeout_s: float | None = None
+
+    @classmethod
+    def named(cls, names) -> "Rules":
+        unknown = set(names) - set(RULE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown simulator rules: {sorted(unknown)}")
+        return cls(**{name: True for name in names})
+
+    def any(self) -> bool:
+        return self.missed_pongs or self.idle_timeout or self.message_rate
+
+
+@dataclass
+class SymbolState:
+    """One exchange's view of one symbol on the current market step, shared by every connection.
+
+    Channels that are one order book for all clients (Binance diff depth and
+    its REST snapshot, HTX incremental ``mbp`` and its ``req``) number the
+    book here, once per change, so a snapshot fetched on another connection
+    (or over REST) lines up with the stream. ``trades`` are this step's trades,
+    ``tape`` the trade history and 24 h statistics.
+    """
+
+    symbol: str
+    tape: object                                   # pipeline.sim.market.Tape
+    bids: list = field(default_factory=list)
+    asks: list = field(default_factory=list)
+    ts_ms: int = 0
+    trades: list = field(default_factory=list)
+    book_id: int = 0                               # counts book changes
+    previous_id: int = 0                           # book_id before this step's change
+    bid_changes: list = field(default_factory=list)
+    ask_changes: list = field(default_factory=list)
+    changed: bool = False
+    step: int = 0                                  # market steps seen
+    extra: dict = field(default_factory=dict)      # a venue's own shared books (HTX incremental mbp per depth)
+
+    def update(self, bids: list, asks: list, ts_ms: int) -> None:
+        self.step += 1
+        self.previous_id = self.book_id
+        self.bid_changes, self.ask_changes = _changes(self.bids, bids), _changes(self.asks, asks)
+        self.changed = bool(self.bid_changes or self.ask_changes)
+        if self.changed:
+            self.book_id += 1
+        self.bids, self.asks, self.ts_ms = list(bids), list(asks), ts_ms
+        self.trades = self.tape.step(bids, asks, ts_ms)
+
+
 class SimProtocol:
     """One client connection's view of a simulated exchange.
 
@@ -54,6 +130,8 @@ class SimProtocol:
     NAME = ""
     KEEPALIVE_INTERVAL_S: float | None = None
     DEPTH_LEVELS = 5
+    IDLE_TIMEOUT_S: float | None = None        # Rules.idle_timeout: the venue's idle period
+    MESSAGE_RATE: int | None = None            # Rules.message_rate: incoming messages per second allowed
 
     def __init__(self, decimals: dict[str, int] | None = None):
         self.subscriptions: dict[tuple[str, int], None] = {}   # (native symbol, channel), insertion ordered
@@ -63,6 +141,12 @@ class SimProtocol:
         self.quirks = Quirks()                                # the server shares its switches with every connection
         self.reset_next: set[str] = set()                     # symbols whose sequence resets on the next depth render
         self._late: dict[str, list] = {}                      # late_depth: the depth frames held back one step
+        self.states: dict[str, SymbolState] = {}              # the server's per-symbol state (render_stream, requests)
+        self.path = "/"                                       # the request path (and query) the client connected to
+        self._last_push: dict = {}                            # (symbol, channel) -> ts_ms of the last timed push
+        self.rules = Rules()                                  # the server shares its rule switches
+        self.last_received_s = self.last_sent_s = _monotonic()
+        self._arrivals: list[float] = []                      # monotonic times of the last second's client frames
 
     # -- hooks ------------------------------------------------------------
     def on_connect(self) -> list:
@@ -74,8 +158,32 @@ class SimProtocol:
     def render(self, symbol: str, channel: int, bids: list, asks: list, ts_ms: int) -> list:
         raise NotImplementedError
 
+    def render_stream(self, symbol: str, channel, state: SymbolState) -> list:
+        """Frames of a channel other than the BBO / depth pair our own feeds take (tickers, trades, ...)."""
+        return []
+
     def keepalive(self, now_ms: int) -> list:
         return []
+
+    @classmethod
+    def render_rest(cls, path: str, query: dict, states: dict, decimals: dict) -> tuple[int, object]:
+        """(HTTP status, JSON body) of a REST request on the WebSocket port; only what clients need to build books."""
+        return 404, {"error": f"not served by the simulator: {path}"}
+
+    def note_received(self, now_s: float) -> None:
+        self.last_received_s = now_s
+        if self.MESSAGE_RATE and self.rules.message_rate:
+            self._arrivals = [t for t in self._arrivals if now_s - t < 1.0] + [now_s]
+
+    def close_reason(self, now_s: float) -> tuple[int, str] | None:
+        """(code, reason) when the venue's rules say this connection must be closed now, else None."""
+        rules = self.rules
+        if rules.message_rate and self.MESSAGE_RATE and len(self._arrivals) > self.MESSAGE_RATE:
+            return 1008, "Too many requests"
+        timeout = rules.idle_timeout_s or self.IDLE_TIMEOUT_S
+        if rules.idle_timeout and timeout and now_s - max(self.last_received_s, self.last_sent_s) > timeout:
+            return 1000, "idle timeout"
+        return None
 
     def render_shutdown(self, now_ms: int) -> list:
         """Frames announcing a planned disconnect (Binance ``serverShutdown``, OKX 64008), or []."""
@@ -98,17 +206,30 @@ class SimProtocol:
         return held
 
     # -- helpers ----------------------------------------------------------
-    def subscribe(self, symbol: str, channel: int) -> None:
+    def subscribe(self, symbol: str, channel) -> None:
         self.subscriptions[(symbol, channel)] = None
-        if channel == DEPTH:
-            self.sent_books.pop(symbol, None)        # a (re)subscription starts with a snapshot
-            self._late.pop(symbol, None)
+        self._forget(symbol, channel)                # a (re)subscription starts with a snapshot
 
-    def unsubscribe(self, symbol: str, channel: int) -> None:
+    def unsubscribe(self, symbol: str, channel) -> None:
         self.subscriptions.pop((symbol, channel), None)
+        self._forget(symbol, channel)
+
+    def _forget(self, symbol: str, channel) -> None:
         if channel == DEPTH:
             self.sent_books.pop(symbol, None)
             self._late.pop(symbol, None)
+        elif channel != BBO:
+            self.sent_books.pop((symbol, channel), None)
+            self._last_push.pop((symbol, channel), None)
+
+    def due(self, symbol: str, channel, ts_ms: int, every_ms: int) -> bool:
+        """True (and restarts the period) when a timed channel should push now; the first push is at once."""
+        key = (symbol, channel)
+        last = self._last_push.get(key)
+        if last is not None and ts_ms - last < every_ms:
+            return False
+        self._last_push[key] = ts_ms
+        return True
 
     def accepts(self, symbol: str) -> bool:
         return self.known_symbols is None or symbol in self.known_symbols
@@ -120,16 +241,18 @@ class SimProtocol:
     def fmt_qty(qty: float) -> str:
         return f"{qty:.6f}"
 
-    def depth_delta(self, symbol: str, bids: list, asks: list):
+    def depth_delta(self, symbol: str, bids: list, asks: list, key=None, levels: int | None = None):
         """(is_snapshot, bid changes, ask changes) against the last book sent on this connection.
 
         Changes are (price, qty) with qty 0 for a removed level. The first
-        call per symbol (or after a resubscription) is a snapshot.
+        call per symbol (or after a resubscription) is a snapshot. ``key``
+        keeps a second book per symbol (another depth of the same venue).
         """
-        bids = bids[: self.DEPTH_LEVELS]
-        asks = asks[: self.DEPTH_LEVELS]
-        previous = self.sent_books.get(symbol)
-        self.sent_books[symbol] = (bids, asks)
+        bids = bids[: levels or self.DEPTH_LEVELS]
+        asks = asks[: levels or self.DEPTH_LEVELS]
+        key = symbol if key is None else key
+        previous = self.sent_books.get(key)
+        self.sent_books[key] = (bids, asks)
         if previous is None:
             return True, bids, asks
         return False, _changes(previous[0], bids), _changes(previous[1], asks)
@@ -143,4 +266,4 @@ def _changes(old: list, new: list) -> list:
     return out
 
 
-__all__ = ["SimProtocol", "Quirks", "QUIRK_NAMES", "BBO", "DEPTH"]
+__all__ = ["SimProtocol", "SymbolState", "Rules", "RULE_NAMES", "Quirks", "QUIRK_NAMES", "BBO", "DEPTH"]

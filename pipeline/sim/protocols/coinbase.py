@@ -23,6 +23,16 @@ Real behaviours reproduced:
   ``event_time``). Nothing is sent when the book did not change. Numbers are
   strings with trailing zeros trimmed, as Coinbase sends them.
 * ``heartbeats``: one per second (``heartbeat_counter``) while subscribed.
+* ``ticker`` carries the 24 h / 52 w statistics of the real frames
+  (``volume_24_h``, ``low_24_h``, ``high_24_h``, ``low_52_w``, ``high_52_w``,
+  ``price_percent_chg_24_h``) and ``price`` is the last simulated trade. It is
+  pushed on top-of-book changes (our own feed takes its BBO from it); the
+  real channel is driven by trades.
+* ``market_trades``: a ``snapshot`` of the recent simulated trades, then an
+  ``update`` per trade (``side`` is the taker's).
+* ``candles``, ``status`` and ``ticker_batch`` exist on Coinbase but are not
+  simulated: they are refused with ``Failed to subscribe`` rather than acked
+  and left silent.
 """
 from __future__ import annotations
 
@@ -33,7 +43,7 @@ import orjson
 from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
 
 DATA_CHANNELS = {"ticker": BBO, "level2": DEPTH}
-OTHER_CHANNELS = ("heartbeats", "market_trades", "candles", "status", "ticker_batch")
+OTHER_CHANNELS = ("heartbeats", "market_trades")
 
 
 def _trim(text: str) -> str:
@@ -69,22 +79,23 @@ class Protocol(SimProtocol):
             msg = orjson.loads(frame)
             kind, channel = msg["type"], msg["channel"]
             products = msg.get("product_ids") or []
-            if kind not in ("subscribe", "unsubscribe") or not isinstance(products, list):
+            if kind not in ("subscribe", "unsubscribe") or not isinstance(products, list) \
+                    or not isinstance(channel, str):
                 raise ValueError(kind)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return [orjson.dumps({"type": "error", "message": "Failed to parse request"}).decode()]
         if channel not in DATA_CHANNELS and channel not in OTHER_CHANNELS:
             return [orjson.dumps({"type": "error", "message": "Failed to subscribe",
-                                  "reason": f"unsupported channel {channel}"}).decode()]
+                                  "reason": f"unsupported channel {channel[:100]}"}).decode()]
         replies = []
         accepted = 0
         listed = self.channels.setdefault(channel, [])
         if channel == "heartbeats":
             products = ["heartbeats"]
         for product in products:
-            if channel != "heartbeats" and not self.accepts(product):
+            if channel != "heartbeats" and (not isinstance(product, str) or not self.accepts(product)):
                 replies.append(orjson.dumps({"type": "error", "message": "Failed to subscribe",
-                                             "reason": f"{product} is not a valid product"}).decode())
+                                             "reason": f"{str(product)[:100]} is not a valid product"}).decode())
                 continue
             accepted += 1
             if kind == "subscribe":
@@ -93,11 +104,15 @@ class Protocol(SimProtocol):
                 if channel in DATA_CHANNELS:
                     self.subscribe(product, DATA_CHANNELS[channel])
                     self.last_top.pop(product, None)
+                elif channel == "market_trades":
+                    self.subscribe(product, channel)
             else:
                 if product in listed:
                     listed.remove(product)
                 if channel in DATA_CHANNELS:
                     self.unsubscribe(product, DATA_CHANNELS[channel])
+                elif channel == "market_trades":
+                    self.unsubscribe(product, channel)
         if not listed:
             del self.channels[channel]
         if not accepted:
@@ -116,6 +131,28 @@ class Protocol(SimProtocol):
         return [self._envelope("heartbeats", [{"current_time": current,
                                                "heartbeat_counter": self.heartbeat_counter}], ns)]
 
+    def _statistics(self, symbol: str) -> dict:
+        state = self.states.get(symbol)
+        if state is None:
+            return {}
+        tape, px = state.tape, self.fmt_px
+        return {"price": _trim(px(symbol, tape.last_price)), "volume_24_h": _trim(f"{tape.volume:.8f}"),
+                "low_24_h": _trim(px(symbol, tape.low)), "high_24_h": _trim(px(symbol, tape.high)),
+                "low_52_w": _trim(px(symbol, tape.low * 0.62)), "high_52_w": _trim(px(symbol, tape.high * 1.31)),
+                "price_percent_chg_24_h": _trim(f"{tape.change_pct:.14f}")}
+
+    def render_stream(self, symbol, channel, state) -> list:
+        first = (symbol, channel) not in self.sent_books
+        trades = list(reversed(state.tape.recent)) if first else list(reversed(state.trades))
+        if not trades:
+            return []
+        self.sent_books[(symbol, channel)] = ([], [])
+        px = self.fmt_px
+        rows = [{"product_id": symbol, "trade_id": str(t.trade_id), "price": _trim(px(symbol, t.price)),
+                 "size": _trim(f"{t.qty:.8f}"), "time": rfc3339_ns(t.ts_ms * 1_000_000)[:-4] + "Z",
+                 "side": t.side.upper()} for t in trades]
+        return [self._envelope("market_trades", [{"type": "snapshot" if first else "update", "trades": rows}])]
+
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
         px = self.fmt_px
         ns = ts_ms * 1_000_000
@@ -127,6 +164,7 @@ class Protocol(SimProtocol):
             self.last_top[symbol] = top
             ticker = {"type": "ticker", "product_id": symbol,
                       "price": _trim(px(symbol, (bids or asks)[0][0])) if bids or asks else "",
+                      **self._statistics(symbol),
                       "best_bid": _trim(px(symbol, bids[0][0])) if bids else "",
                       "best_bid_quantity": _trim(self.fmt_qty(bids[0][1])) if bids else "",
                       "best_ask": _trim(px(symbol, asks[0][0])) if asks else "",

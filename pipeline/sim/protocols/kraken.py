@@ -32,6 +32,16 @@ Real behaviours reproduced:
   one pair (a status or precision change).
 * :meth:`Protocol.render_status` pushes a ``status`` update (``maintenance``,
   ``cancel_only``, ...).
+* ``ticker`` carries the 24 h statistics (``volume``, ``vwap``, ``low``,
+  ``high``, ``change``, ``change_pct``). ``event_trigger`` is honoured: with
+  ``bbo`` (what our feed asks for) it is pushed on every top-of-book change,
+  with ``trades`` (the default) a snapshot and then only on simulated trades.
+* ``trade``: a snapshot of the recent simulated trades, then an update per
+  trade (``side`` is the taker's, ``ord_type`` market).
+* Any other channel is refused ``Channel X not supported``. A v1 client
+  (``{"event": "subscribe", ...}``) gets the v2 ``Malformed request`` error;
+  what the real v2 endpoint answers a v1 frame is not documented.
+* Rule ``idle_timeout``: a minute without traffic either way closes the connection.
 """
 from __future__ import annotations
 
@@ -43,7 +53,7 @@ import orjson
 
 from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
 
-CHANNELS = {"ticker": BBO, "book": DEPTH}
+CHANNELS = {"ticker": BBO, "book": DEPTH, "trade": "trade"}
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 CHECKSUM_LEVELS = 10
 QTY_PRECISION = 8
@@ -78,6 +88,7 @@ class Protocol(SimProtocol):
     NAME = "kraken"
     KEEPALIVE_INTERVAL_S = 1
     DEPTH_LEVELS = 10                  # what the market gives; the checksum covers 10
+    IDLE_TIMEOUT_S = 60
 
     def __init__(self, decimals=None):
         super().__init__(decimals)
@@ -87,6 +98,8 @@ class Protocol(SimProtocol):
         self.quiet = True                      # nothing sent since the last heartbeat tick
         self.price_precision: dict[str, int] = {}   # announced changes; default: the pair's decimals
         self.instrument = False                # subscribed to the instrument channel
+        self.trigger: dict[str, str] = {}      # ticker event_trigger per symbol
+        self.trades_seen: dict[str, int] = {}  # ticker with event_trigger trades: trade count last pushed
 
     def on_connect(self) -> list:
         self.quiet = False
@@ -99,6 +112,8 @@ class Protocol(SimProtocol):
         try:
             msg = orjson.loads(frame)
             method = msg["method"]
+            if not isinstance(method, str):
+                raise TypeError(method)
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return self._sent([{"error": "Malformed request", "success": False,
                                 "time_in": time_in, "time_out": _now()}])
@@ -108,7 +123,7 @@ class Protocol(SimProtocol):
         if method == "ping":
             return self._sent([{**head, "method": "pong", "time_in": time_in, "time_out": _now()}])
         if method not in ("subscribe", "unsubscribe"):
-            return self._sent([{**head, "error": f"Method not found: {method}", "success": False,
+            return self._sent([{**head, "error": f"Method not found: {method[:100]}", "success": False,
                                 "time_in": time_in, "time_out": _now()}])
         params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
         name = params.get("channel")
@@ -121,7 +136,10 @@ class Protocol(SimProtocol):
             return self._sent([ack, self._instrument("snapshot", self._pairs())])
         symbols = params.get("symbol")
         depth = params.get("depth", 10)
-        problem = (f"Channel {name} not supported" if name not in CHANNELS else
+        trigger = params.get("event_trigger", "trades")
+        problem = (f"Channel {str(name)[:100]} not supported" if not isinstance(name, str) or name not in CHANNELS else
+                   f"Invalid event_trigger {str(trigger)[:50]}" if name == "ticker" and trigger not in ("bbo", "trades")
+                   else
                    "Field symbol must be a non-empty list" if not isinstance(symbols, list) or not symbols else
                    f"Invalid depth {depth}" if name == "book" and depth not in BOOK_DEPTHS else None)
         if problem:
@@ -131,7 +149,7 @@ class Protocol(SimProtocol):
         replies = []
         for symbol in symbols:
             if not isinstance(symbol, str) or not self.accepts(symbol):
-                replies.append({**head, "error": f"Currency pair not supported {symbol}", "success": False,
+                replies.append({**head, "error": f"Currency pair not supported {str(symbol)[:100]}", "success": False,
                                 "symbol": symbol, "time_in": time_in, "time_out": _now()})
                 continue
             result = {"channel": name, "symbol": symbol}
@@ -140,9 +158,12 @@ class Protocol(SimProtocol):
                 if channel == DEPTH:
                     self.depth[symbol] = depth
                     result.update(depth=depth, snapshot=True)
-                else:
+                elif channel == BBO:
                     self.last_top.pop(symbol, None)
-                    result.update(event_trigger=params.get("event_trigger", "trades"), snapshot=True)
+                    self.trigger[symbol] = trigger
+                    result.update(event_trigger=trigger, snapshot=True)
+                else:
+                    result.update(snapshot=True)
             else:
                 self.unsubscribe(symbol, channel)
             replies.append({**head, "result": result, "success": True, "time_in": time_in, "time_out": _now()})
@@ -206,13 +227,31 @@ class Protocol(SimProtocol):
         return [(p, round(q * 1e-5, QTY_PRECISION) or 1e-8) if i >= DUST_FROM_LEVEL else (p, q)
                 for i, (p, q) in enumerate(levels)]
 
+    def render_stream(self, symbol, channel, state) -> list:
+        first = (symbol, channel) not in self.sent_books
+        trades = state.tape.recent if first else state.trades
+        if not trades:
+            return []
+        self.sent_books[(symbol, channel)] = ([], [])
+        dp = self.precision(symbol)
+        rows = [{"symbol": symbol, "side": t.side, "price": round(t.price, dp), "qty": round(t.qty, QTY_PRECISION),
+                 "ord_type": "market", "trade_id": t.trade_id, "timestamp": rfc3339_us(t.ts_ms * 1000)}
+                for t in trades]
+        return self._sent([{"channel": "trade", "type": "snapshot" if first else "update", "data": rows}])
+
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
         sym = orjson.dumps(symbol).decode()
         stamp = rfc3339_us(ts_ms * 1000)
         if channel == BBO:
             top = (tuple(bids[:1]), tuple(asks[:1]))
             previous = self.last_top.get(symbol)
-            if previous == top:
+            state = self.states.get(symbol)
+            if self.trigger.get(symbol) == "trades" and state is not None:
+                seen = self.trades_seen.get(symbol)
+                if previous is not None and seen == state.tape.count:
+                    return []                               # event_trigger trades: push on trades only
+                self.trades_seen[symbol] = state.tape.count
+            elif previous == top:
                 return []                                   # event_trigger bbo: push on change only
             self.last_top[symbol] = top
             fields = [f'"symbol":{sym}']
@@ -220,8 +259,15 @@ class Protocol(SimProtocol):
                 if side:
                     (p, q), = self._levels(symbol, side[:1])[0]
                     fields.append(f'"{key}":{p},"{key}_qty":{q}')
-            if bids:
-                fields.append(f'"last":{self._num(bids[0][0], self.precision(symbol))}')
+            dp = self.precision(symbol)
+            if state is not None:
+                tape = state.tape
+                fields.append(f'"last":{self._num(tape.last_price, dp)},"volume":{self._num(tape.volume, QTY_PRECISION)},'
+                              f'"vwap":{self._num(tape.vwap, dp)},"low":{self._num(tape.low, dp)},'
+                              f'"high":{self._num(tape.high, dp)},"change":{self._num(tape.change, dp)},'
+                              f'"change_pct":{tape.change_pct:.2f}')
+            elif bids:
+                fields.append(f'"last":{self._num(bids[0][0], dp)}')
             fields.append(f'"timestamp":"{stamp}"')
             kind = "snapshot" if previous is None else "update"
             self.quiet = False

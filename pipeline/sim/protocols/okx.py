@@ -26,6 +26,13 @@ Real behaviours reproduced:
   restarts from a small number, seen on ``books`` as ``seqId < prevSeqId``
   and on ``bbo-tbt`` only as lower ids; :meth:`Protocol.render_shutdown` is
   notice 64008.
+* Other public channels, from the same market: ``tickers`` (on a trade or a
+  top-of-book change, at most every 100 ms, 24 h statistics), ``books5``
+  (a 5-level snapshot every 100 ms when the book changed, ``seqId``, no
+  ``prevSeqId``) and ``trades`` (every simulated trade). Any other channel
+  gets ``60018``; nothing else on the connection changes.
+* Rule ``idle_timeout``: 30 s without a push or a client frame closes the
+  connection (no subscription within 30 s, or a silent one without pings).
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ import orjson
 
 from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
 
-CHANNELS = {"bbo-tbt": BBO, "books": DEPTH}
+CHANNELS = {"bbo-tbt": BBO, "books": DEPTH, "tickers": "tickers", "books5": "books5", "trades": "trades"}
 TBT_CHANNELS = ("books-l2-tbt", "books50-l2-tbt")
 
 
@@ -46,6 +53,7 @@ def _trim(text: str) -> str:
 class Protocol(SimProtocol):
     NAME = "okx"
     DEPTH_LEVELS = 400
+    IDLE_TIMEOUT_S = 30
 
     def __init__(self, decimals=None):
         super().__init__(decimals)
@@ -76,6 +84,8 @@ class Protocol(SimProtocol):
         for arg in args:
             channel = arg.get("channel") if isinstance(arg, dict) else None
             inst = arg.get("instId") if isinstance(arg, dict) else None
+            channel = channel if isinstance(channel, str) else None
+            inst = inst if isinstance(inst, str) else None
             head = {"id": msg["id"]} if "id" in msg else {}
             if channel in TBT_CHANNELS and op == "subscribe":
                 replies.append(self._dump({**head, "event": "error", "code": "64003",
@@ -85,7 +95,7 @@ class Protocol(SimProtocol):
                 continue
             if channel not in CHANNELS or not inst or not self.accepts(inst):
                 replies.append(self._dump({**head, "event": "error", "code": "60018",
-                                           "msg": f"Wrong URL or channel:{channel},instId:{inst} doesn't exist. "
+                                           "msg": f"Wrong URL or channel:{str(channel)[:100]},instId:{str(inst)[:100]} doesn't exist. "
                                                   "Please use the correct URL, channel and parameters referring "
                                                   "to API document.", "connId": self.conn_id}))
                 continue
@@ -96,8 +106,10 @@ class Protocol(SimProtocol):
                 self.unsubscribe(inst, chan)
             if chan == BBO:
                 self.last_top.pop(inst, None)
-            else:
+            elif chan == DEPTH:
                 self.book_seq.pop(inst, None)
+            else:
+                self.last_top.pop((inst, chan), None)
             replies.append(self._dump({**head, "event": op, "arg": {"channel": channel, "instId": inst},
                                        "connId": self.conn_id}))
         return replies
@@ -120,6 +132,37 @@ class Protocol(SimProtocol):
     def render_shutdown(self, now_ms: int) -> list:
         return [self._dump({"event": "notice", "code": "64008", "msg": "The connection will soon be closed for a "
                             "service upgrade. Please reconnect.", "connId": self.conn_id})]
+
+    def render_stream(self, symbol, channel, state) -> list:
+        ts = state.ts_ms
+        arg = {"channel": channel, "instId": symbol}
+        px = lambda value: _trim(self.fmt_px(symbol, value))            # noqa: E731
+        if channel == "trades":
+            return [self._dump({"arg": arg, "data": [
+                {"instId": symbol, "tradeId": str(t.trade_id), "px": px(t.price), "sz": _trim(self.fmt_qty(t.qty)),
+                 "side": t.side, "ts": str(t.ts_ms), "count": "1", "source": "0", "seqId": self._next_seq(symbol)}]})
+                for t in state.trades]
+        key = (symbol, channel)
+        if channel == "books5":
+            book = (tuple(state.bids[:5]), tuple(state.asks[:5]))
+            if self.last_top.get(key) == book or not self.due(symbol, channel, ts, 100):
+                return []
+            self.last_top[key] = book
+            return [self._dump({"arg": arg, "data": [{"asks": self._levels(symbol, state.asks[:5]),
+                                                      "bids": self._levels(symbol, state.bids[:5]), "instId": symbol,
+                                                      "ts": str(ts), "seqId": self._next_seq(symbol)}]})]
+        tape = state.tape
+        mark = (tuple(state.bids[:1]), tuple(state.asks[:1]), tape.count)
+        if self.last_top.get(key) == mark or not self.due(symbol, channel, ts, 100):
+            return []
+        self.last_top[key] = mark
+        side = lambda levels, i: (px(levels[0][0]), _trim(self.fmt_qty(levels[0][1])))[i] if levels else ""  # noqa: E731
+        return [self._dump({"arg": arg, "data": [{
+            "instType": "SPOT", "instId": symbol, "last": px(tape.last_price), "lastSz": _trim(self.fmt_qty(tape.last_qty)),
+            "askPx": side(state.asks, 0), "askSz": side(state.asks, 1), "bidPx": side(state.bids, 0),
+            "bidSz": side(state.bids, 1), "open24h": px(tape.open), "high24h": px(tape.high), "low24h": px(tape.low),
+            "sodUtc0": px(tape.open), "sodUtc8": px(tape.open), "volCcy24h": f"{tape.quote_volume:.8f}",
+            "vol24h": f"{tape.volume:.8f}", "ts": str(ts)}]})]
 
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
         if channel == BBO:
