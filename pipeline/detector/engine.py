@@ -25,7 +25,7 @@ from typing import Callable
 from pipeline.board import TornReadError
 from pipeline.detector.lifecycle import Event, Lifecycle
 from pipeline.detector.report import Summary, event_record, shadow_record
-from pipeline.detector.rules import Quote, find, shadow_fill
+from pipeline.detector.rules import PairState, Quote, shadow_fill
 from pipeline.detector.scan import RowUniverse
 
 EXPIRE_INTERVAL_NS = 20_000_000
@@ -56,17 +56,32 @@ class DetectorEngine:
         self.shadow_due: list = []        # heap of (due_ns, n, opened event, latency_ms)
         self.shadow_pending: dict = {}    # id(open) -> [event, {latency: ShadowFill}]
         self._shadow_n = 0
+        self._pairs: dict[str, PairState] = {}   # per instrument identity, kept between passes
 
     # ---------------------------------------------------------------- deciding
     def evaluate(self, key: str, quotes: dict[str, Quote], now_ns: int) -> list[Emitted]:
-        """Re-evaluate one instrument identity from its current quotes."""
-        dc = self.config.detector
-        found, suspect = find(key, list(quotes.values()), self.fees[key], now_ns, self.staleness_ns,
-                              self.threshold_bps, self.universe.max_notional[key], dc.min_notional, dc.sanity_bps)
-        for candidate in suspect:
-            self.summary.suspects += 1
-            self.suspects.append((key, candidate))
-        return self._records(self.lifecycle.step(key, found, quotes, now_ns, self.staleness_ns), now_ns)
+        """Re-evaluate one instrument identity from its current quotes.
+
+        Per instrument, the pairs' fills are kept between calls (:class:`~pipeline.detector.rules.PairState`)
+        and only the pairs of quotes that are new objects are walked again; the result is what
+        :func:`~pipeline.detector.rules.find` gives on the same quotes.
+        """
+        state = self._pairs.get(key)
+        try:
+            if state is None:
+                raise KeyError(key)
+            found, suspect = state.find(quotes, now_ns)
+        except KeyError:                  # first time, or another set of labels: start this instrument afresh
+            dc = self.config.detector
+            state = self._pairs[key] = PairState(key, quotes, self.fees[key], self.staleness_ns, self.threshold_bps,
+                                                 self.universe.max_notional[key], dc.min_notional, dc.sanity_bps)
+            found, suspect = state.find(quotes, now_ns)
+        if suspect:
+            for candidate in suspect:
+                self.summary.suspects += 1
+                self.suspects.append((key, candidate))
+        events = self.lifecycle.step(key, found, quotes, now_ns, self.staleness_ns)
+        return self._records(events, now_ns) if events else []
 
     def _records(self, events: list[Event], now_ns: int) -> list[Emitted]:
         out = []

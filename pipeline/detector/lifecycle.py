@@ -41,10 +41,14 @@ class Lifecycle:
     update_bps: float = 1.0               # an edge change at least this large is an update
     update_quantity_ratio: float = 0.2    # or a size change of at least this fraction
     live: dict = field(default_factory=dict)
+    by_instrument: dict = field(default_factory=dict)    # instrument -> {key: None}, in the order opened
 
     def step(self, instrument: str, candidates: list[Candidate], quotes: dict[str, Quote], now_ns: int,
              staleness_ns: int) -> list[Event]:
         """Events for one instrument after it was re-evaluated."""
+        mine = self.by_instrument.get(instrument)
+        if not candidates and not mine:
+            return []                     # nothing open and nothing found: the common case
         events: list[Event] = []
         seen = set()
         for candidate in candidates:
@@ -54,6 +58,9 @@ class Lifecycle:
             current = self.live.get(key)
             if current is None:
                 self.live[key] = Live(key, now_ns, candidate, fill.net_bps, fill.profit_quote)
+                if mine is None:
+                    mine = self.by_instrument[instrument] = {}
+                mine[key] = None
                 events.append(Event("open", now_ns, candidate, now_ns, fill.net_bps, fill.profit_quote))
                 continue
             previous = current.candidate.fill
@@ -66,8 +73,9 @@ class Lifecycle:
                 current.updates += 1
                 events.append(Event("update", now_ns, candidate, current.opened_ns, current.peak_net_bps,
                                     current.peak_profit))
-        for key in [k for k in self.live if k[0] == instrument and k not in seen]:
-            events.append(self._close(key, quotes, now_ns, staleness_ns))
+        if mine:
+            for key in [k for k in mine if k not in seen]:
+                events.append(self._close(key, quotes, now_ns, staleness_ns))
         return events
 
     def expire(self, quotes_by_instrument: dict[str, dict[str, Quote]], now_ns: int, staleness_ns: int) -> list[Event]:
@@ -85,6 +93,7 @@ class Lifecycle:
 
     def _close(self, key, quotes: dict[str, Quote], now_ns: int, staleness_ns: int) -> Event:
         current = self.live.pop(key)
+        self._forget(key)
         reason = "spread_closed"
         for venue in key[1:]:
             quote = quotes.get(venue)
@@ -99,6 +108,14 @@ class Lifecycle:
         events = []
         for key in list(self.live):
             current = self.live.pop(key)
+            self._forget(key)
             events.append(Event("close", now_ns, current.candidate, current.opened_ns, current.peak_net_bps,
                                 current.peak_profit, reason))
         return events
+
+    def _forget(self, key) -> None:
+        mine = self.by_instrument.get(key[0])
+        if mine is not None:
+            mine.pop(key, None)
+            if not mine:
+                del self.by_instrument[key[0]]

@@ -79,12 +79,16 @@ class Detector:
         except TornReadError:
             self.view.retry(key)       # a writer was preempted mid-write: evaluate again on the next pass
             return
+        # decide at a time taken after the read: a row may have been rewritten since ``seen_ns``, and a
+        # quote must never look younger than the decision that uses it
+        now_ns = time.time_ns()
         label_of_row = self.universe.label_of_row
+        record = self.publish_to_seen.record
         for row in changed_rows:
             publish_ns = quotes[label_of_row[row]].publish_ns
             if publish_ns:
-                self.publish_to_seen.record(seen_ns - publish_ns)
-        emitted = self.engine.evaluate(key, quotes, seen_ns)
+                record(seen_ns - publish_ns)
+        emitted = self.engine.evaluate(key, quotes, now_ns)
         if self.engine.suspects:
             self.warn_suspects()
         if emitted:

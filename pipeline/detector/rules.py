@@ -158,6 +158,104 @@ def find(instrument: str, quotes: list[Quote], fees_bps: dict[str, float], now_n
     return found, suspect
 
 
+class PairState:
+    """One instrument's (buy, sell) pairs kept between passes, so a pass re-walks only what changed.
+
+    A pair's fill depends on its two books, the fees and the size limits, never on the time, so it is
+    kept until either quote is replaced; only each quote's age is checked again at every pass. Quotes
+    are never changed in place (a changed row is read into a new :class:`Quote`), so a quote that is
+    the same object as last time has the same book. :meth:`find` gives exactly what :func:`find`
+    gives on the same quotes, in the same order, with the same objects for unchanged pairs.
+    """
+
+    __slots__ = ("instrument", "labels", "staleness_ns", "threshold_bps", "max_notional", "min_notional",
+                 "sanity_bps", "fees", "buy_mult", "sell_mult", "quotes", "top", "confirmed", "limit", "pairs")
+
+    def __init__(self, instrument: str, labels, fees_bps: dict[str, float], staleness_ns: int,
+                 threshold_bps: float, max_notional: float = float("inf"), min_notional: float = 0.0,
+                 sanity_bps: float = float("inf")):
+        self.instrument = instrument
+        self.labels = tuple(labels)
+        self.staleness_ns = staleness_ns
+        self.threshold_bps = threshold_bps
+        self.max_notional = max_notional
+        self.min_notional = min_notional
+        self.sanity_bps = sanity_bps
+        self.fees = [fees_bps[label] for label in self.labels]
+        self.buy_mult = [1.0 + fee * 1e-4 for fee in self.fees]      # the same floats walk() computes
+        self.sell_mult = [1.0 - fee * 1e-4 for fee in self.fees]
+        n = len(self.labels)
+        self.quotes: list = [None] * n
+        self.top: list = [None] * n      # (best bid, best ask) of a LIVE uncrossed two-sided book, else None
+        self.confirmed = [0] * n
+        self.limit = [0] * n
+        self.pairs: dict[tuple[int, int], tuple[Candidate, bool]] = {}   # (buy, sell) -> (candidate, suspect)
+
+    def find(self, quotes: dict[str, Quote], now_ns: int) -> tuple[list[Candidate], list[Candidate]]:
+        """``quotes`` by label, in the order of ``labels``; raises KeyError when the labels differ."""
+        cached = self.quotes
+        if len(quotes) != len(cached):
+            raise KeyError("labels differ")
+        i = 0
+        for label, quote in quotes.items():
+            if quote is not cached[i]:
+                if label != self.labels[i]:
+                    raise KeyError(label)
+                self._replace(i, quote)
+            i += 1
+        pairs = self.pairs
+        if not pairs:
+            return [], []
+        found: list[Candidate] = []
+        suspect: list[Candidate] = []
+        confirmed = self.confirmed
+        limit = self.limit
+        for key in sorted(pairs) if len(pairs) > 1 else pairs:
+            buy, sell = key
+            if now_ns - confirmed[buy] > limit[buy] or now_ns - confirmed[sell] > limit[sell]:
+                continue                                         # too old: untradable_reason says quote_stale
+            candidate, is_suspect = pairs[key]
+            (suspect if is_suspect else found).append(candidate)
+        return found, suspect
+
+    def _replace(self, i: int, quote: Quote) -> None:
+        self.quotes[i] = quote
+        bids, asks = quote.bids, quote.asks
+        ok = quote.status == LIVE and bool(bids) and bool(asks) and bids[0][0] < asks[0][0]
+        staleness_ns = self.staleness_ns
+        self.limit[i] = quote.max_age_ns if quote.max_age_ns and quote.max_age_ns < staleness_ns else staleness_ns
+        self.confirmed[i] = quote.confirmed_ns if quote.confirmed_ns > quote.recv_ns else quote.recv_ns
+        pairs = self.pairs
+        if pairs:
+            for key in [k for k in pairs if i in k]:
+                del pairs[key]
+        top = self.top
+        if not ok:
+            top[i] = None
+            return
+        # find()'s and walk()'s first two tests, inline: most pairs stop here without a walk
+        best_bid, best_ask = top[i] = (bids[0][0], asks[0][0])
+        ask_cost = best_ask * self.buy_mult[i]
+        bid_gain = best_bid * self.sell_mult[i]
+        buy_mult, sell_mult = self.buy_mult, self.sell_mult
+        j = 0
+        for other in top:
+            if other is not None and j != i:
+                bid_j, ask_j = other
+                if bid_j > best_ask and bid_j * sell_mult[j] > ask_cost:
+                    self._pair(i, j)
+                if best_bid > ask_j and bid_gain > ask_j * buy_mult[j]:
+                    self._pair(j, i)
+            j += 1
+
+    def _pair(self, buy: int, sell: int) -> None:
+        b, s = self.quotes[buy], self.quotes[sell]
+        fill = walk(b.asks, s.bids, self.fees[buy], self.fees[sell], self.max_notional, self.min_notional)
+        if fill is None or fill.net_bps < self.threshold_bps:
+            return
+        self.pairs[(buy, sell)] = (Candidate(self.instrument, b, s, fill), fill.net_bps > self.sanity_bps)
+
+
 def take(levels: list, quantity: float) -> tuple[float, float]:
     """(volume-weighted price, filled quantity) of taking ``quantity`` from ``levels`` (best first)."""
     left = quantity

@@ -116,3 +116,40 @@ def test_walk_stops_at_the_notional_cap_whatever_the_float_residue(cap, ask_px):
     """Regression: a cap hit with a tiny float residue left kept the loop taking ever smaller sizes."""
     fill = walk([(ask_px, 1e6)] * 3, [(ask_px * 2, 1e6)] * 3, 0.0, 0.0, max_notional=cap)
     assert fill.buy_notional == pytest.approx(cap, rel=1e-9)
+
+
+def test_pair_state_gives_what_find_gives_while_quotes_change_one_at_a_time():
+    """The detector keeps each instrument's pairs between passes; the result must stay find()'s, exactly."""
+    import random
+
+    from pipeline.detector.rules import PairState
+
+    rng = random.Random(13)
+    venues = ["a", "b", "c", "d", "e"]
+    fees = {"a": 0.0, "b": 10.0, "c": 2.5, "d": 40.0, "e": 1.0}
+    statuses = [LIVE] * 6 + [int(RowStatus.HALTED), int(RowStatus.STALE), int(RowStatus.RESYNCING)]
+
+    def random_quote(venue, now):
+        mid = 100.0 * (1 + rng.uniform(-30, 30) * 1e-4)
+        half = rng.choice([0.5, 1.0, -0.5]) * 1e-4 * mid          # some books crossed
+        bids = [(mid - half - k * 0.01, rng.choice([0.1, 1.0, 5.0])) for k in range(rng.randint(0, 3))]
+        asks = [(mid + half + k * 0.01, rng.choice([0.1, 1.0, 5.0])) for k in range(rng.randint(0, 3))]
+        recv = now - rng.choice([0, 1_000_000, 3_000_000_000])     # some older than the staleness limit
+        confirmed = rng.choice([0, recv, now])                     # a quiet book the exchange keeps confirming
+        return Quote(venue, rng.choice(statuses), bids, asks, recv, 0, 0, 0,
+                     rng.choice([0, 1_000_000_000]), confirmed)
+
+    now = NOW
+    quotes = {v: random_quote(v, now) for v in venues}
+    state = PairState("X/Y", quotes, fees, STALE_NS, 0.5, 5_000.0, 1.0, 40.0)
+    compared = 0
+    for _ in range(3000):
+        now += rng.choice([0, 1_000, 500_000_000])
+        if rng.random() < 0.7:
+            venue = rng.choice(venues)
+            quotes[venue] = random_quote(venue, now)
+        expected = find("X/Y", list(quotes.values()), fees, now, STALE_NS, 0.5, 5_000.0, 1.0, 40.0)
+        got = state.find(quotes, now)
+        assert got == expected
+        compared += len(expected[0]) + len(expected[1])
+    assert compared > 100        # the random books did make opportunities and suspects

@@ -49,6 +49,16 @@ def test_changed_rows_are_found_and_a_row_caught_mid_write_waits(tmp_path, board
         writer.write(first[1].row, int(RowStatus.LIVE), [(101.0, 1.0)], [(102.0, 1.0)], 0, 10**19 // 10)
         dirty = detector.view.changed()
         assert dirty == {instruments[0]: [first[0].row, first[1].row]}
+        # quotes: an unchanged row keeps its Quote object, a changed row is read into a new one
+        before = dict(detector.view.quotes(instruments[0]))
+        assert [q.bids for q in before.values()] == [[(99.0, 1.0)], [(101.0, 1.0)]]
+        writer.write(first[1].row, int(RowStatus.LIVE), [(101.5, 2.0), (101.0, 1.0)], [(102.0, 1.0)], 0, 10**19 // 10)
+        after = detector.view.quotes(instruments[0])
+        assert after[first[0].venue] is before[first[0].venue]
+        assert after[first[1].venue] is not before[first[1].venue]
+        assert after[first[1].venue].bids == [(101.5, 2.0), (101.0, 1.0)]
+        assert after[first[1].venue].asks == [(102.0, 1.0)]
+        assert detector.view.changed() == {instruments[0]: [first[1].row]}
         writer = None
         detector.close()
     finally:
