@@ -221,3 +221,186 @@ def test_coinbase_heartbeats_and_sequence():
     for _ in range(3):
         assert seq.strip(parse_all(venue, proto.keepalive(T0))) == [Liveness(None)]
     assert seq.last == 5                                 # 2 subscriptions + 1 again + 3 heartbeats, from 0
+
+
+# ---------------------------------------------------------------- channels outside clients use (sim-fidelity M1-M8)
+def served(name: str, path: str = "/"):
+    """A protocol with the server's shared state, as a connection on ``path`` sees it."""
+    from pipeline.sim.market import Tape
+    from pipeline.sim.protocols.base import SymbolState
+    venue, proto, symbol = setup(name)
+    state = SymbolState(symbol, Tape(f"{name}:{symbol}", 3200.0, DECIMALS, trade_chance=1.0))
+    proto.states = {symbol: state}
+    proto.path = path
+    return venue, proto, symbol, state
+
+
+def step(proto, state, n: int, ts: int) -> list:
+    """Market step ``n`` (a moving book) rendered for every subscription; frames as JSON."""
+    bids = [(round(3200.0 + n * 0.01 - i * 0.1, 2), 1.0 + i) for i in range(10)]
+    asks = [(round(3200.1 + n * 0.01 + i * 0.1, 2), 2.0 + i) for i in range(10)]
+    state.update(bids, asks, ts)
+    frames = []
+    for symbol, channel in list(proto.subscriptions):
+        frames += (proto.render(symbol, channel, bids, asks, ts) if channel in (BBO, DEPTH)
+                   else proto.render_stream(symbol, channel, state))
+    return [orjson.loads(gzip.decompress(f) if isinstance(f, bytes) else f) for f in frames]
+
+
+def test_binance_unknown_streams_get_the_error_object_and_change_nothing():
+    _, proto, _, state = served("binance")
+    for stream in ("ethusdt@kline_1m", "ethusdt@depth7", "ethusdt@avgPrice", "ETHUSDT@trade", 7):
+        reply = orjson.loads(proto.on_message(orjson.dumps({"method": "SUBSCRIBE", "params": [stream], "id": 9}))[0])
+        assert reply["id"] == 9 and reply["error"]["code"] == 2 and "Invalid request" in reply["error"]["msg"]
+    assert not proto.subscriptions and step(proto, state, 1, T0) == []
+    bad = orjson.loads(proto.on_message('{"method":"SUBSCRIBE","params":["ethusdt@trade","ethusdt@x"],"id":3}')[0])
+    assert "error" in bad and not proto.subscriptions          # one bad name refuses the whole request
+
+
+def test_binance_each_stream_is_answered_under_its_own_name_with_its_own_payload():
+    _, proto, symbol, state = served("binance")
+    streams = ["ethusdt@trade", "ethusdt@aggTrade", "ethusdt@ticker", "ethusdt@miniTicker", "ethusdt@depth@100ms"]
+    assert orjson.loads(proto.on_message(orjson.dumps({"method": "SUBSCRIBE", "params": streams, "id": 1}))[0]) \
+        == {"result": None, "id": 1}
+    listed = orjson.loads(proto.on_message('{"method":"LIST_SUBSCRIPTIONS","id":2}')[0])["result"]
+    assert listed == streams
+    frames = step(proto, state, 1, T0) + step(proto, state, 2, T0 + 20)
+    events = {f["stream"]: f["data"]["e"] for f in frames}
+    assert events == {"ethusdt@trade": "trade", "ethusdt@aggTrade": "aggTrade", "ethusdt@ticker": "24hrTicker",
+                      "ethusdt@miniTicker": "24hrMiniTicker", "ethusdt@depth@100ms": "depthUpdate"}
+    diffs = [f["data"] for f in frames if f["stream"] == "ethusdt@depth@100ms"]
+    assert diffs[1]["U"] == diffs[0]["u"] + 1 and "pu" not in diffs[1] and diffs[1]["s"] == symbol
+    ticker = next(f["data"] for f in frames if f["stream"] == "ethusdt@ticker")
+    assert float(ticker["l"]) <= float(ticker["c"]) <= float(ticker["h"]) and ticker["b"] == "3200.01000000"
+    trade = next(f["data"] for f in frames if f["stream"] == "ethusdt@trade")
+    assert float(trade["p"]) in (3200.01, 3200.11)                     # at the top of step 1's book
+
+
+def test_binance_rest_snapshot_lines_up_with_the_diff_stream():
+    from pipeline.sim.protocols.binance import Protocol
+    _, proto, symbol, state = served("binance")
+    proto.on_message('{"method":"SUBSCRIBE","params":["ethusdt@depth@100ms"],"id":1}')
+    step(proto, state, 1, T0)
+    status, snapshot = Protocol.render_rest("/api/v3/depth", {"symbol": symbol, "limit": "5"}, proto.states, {})
+    assert status == 200 and len(snapshot["bids"]) == 5 and snapshot["lastUpdateId"] == state.book_id
+    update = step(proto, state, 2, T0 + 20)[0]["data"]
+    assert update["U"] == snapshot["lastUpdateId"] + 1
+    assert Protocol.render_rest("/api/v3/depth", {"symbol": "NOPE"}, proto.states, {})[0] == 400
+    assert Protocol.render_rest("/api/v3/klines", {}, proto.states, {})[0] == 404
+
+
+def test_binance_url_streams_and_the_raw_endpoint():
+    _, raw, _, state = served("binance", "/ws/ethusdt@bookTicker")
+    raw.on_connect()
+    frame = step(raw, state, 1, T0)[0]
+    assert set(frame) == {"u", "s", "b", "B", "a", "A"}                # bare payload on /ws
+    assert orjson.loads(raw.on_message('{"method":"SET_PROPERTY","params":["combined",true],"id":5}')[0]) \
+        == {"result": None, "id": 5}
+    assert step(raw, state, 2, T0 + 20)[0]["stream"] == "ethusdt@bookTicker"
+    _, combined, _, state = served("binance", "/stream?streams=ethusdt@bookTicker/ethusdt@kline_1m/ethusdt@trade")
+    combined.on_connect()
+    assert [c for _, c in combined.subscriptions] == [BBO, "trade"]      # the unknown stream is left out
+    assert {f["stream"] for f in step(combined, state, 1, T0)} == {"ethusdt@bookTicker", "ethusdt@trade"}
+
+
+def test_bybit_topics_requested_depths_req_id_and_conn_id():
+    _, proto, symbol, state = served("bybit")
+    reply = orjson.loads(proto.on_message(orjson.dumps({"op": "subscribe", "req_id": "r1", "args": [
+        f"orderbook.200.{symbol}", f"tickers.{symbol}", f"publicTrade.{symbol}"]}))[0])
+    assert reply["success"] is True and reply["req_id"] == "r1"
+    frames = step(proto, state, 1, T0)
+    assert {f["topic"] for f in frames} == {f"orderbook.200.{symbol}", f"tickers.{symbol}", f"publicTrade.{symbol}"}
+    ticker = next(f for f in frames if f["topic"].startswith("tickers"))["data"]
+    assert {"lastPrice", "highPrice24h", "lowPrice24h", "prevPrice24h", "volume24h", "turnover24h",
+            "price24hPcnt"} <= set(ticker) and "bid1Price" not in ticker       # spot tickers carry no bid/ask
+    bad = orjson.loads(proto.on_message(orjson.dumps({"op": "subscribe", "args": [f"orderbook.7.{symbol}"]}))[0])
+    assert bad["success"] is False and "orderbook.7" in bad["ret_msg"]
+    pong = orjson.loads(proto.on_message('{"op":"ping","req_id":"p1"}')[0])
+    assert (pong["ret_msg"], pong["req_id"]) == ("pong", "p1")
+    assert load_protocol("bybit")({}).conn_id != proto.conn_id
+
+
+def test_okx_tickers_books5_and_trades():
+    _, proto, symbol, state = served("okx")
+    args = [{"channel": c, "instId": symbol} for c in ("tickers", "books5", "trades")]
+    replies = [orjson.loads(r) for r in proto.on_message(orjson.dumps({"op": "subscribe", "args": args}))]
+    assert [r["event"] for r in replies] == ["subscribe"] * 3
+    frames = step(proto, state, 1, T0)
+    by_channel = {f["arg"]["channel"]: f["data"][0] for f in frames}
+    assert set(by_channel) == {"tickers", "books5", "trades"}
+    assert len(by_channel["books5"]["bids"]) == 5 and "prevSeqId" not in by_channel["books5"]
+    assert by_channel["tickers"]["bidPx"] == "3200.01" and {"open24h", "high24h", "low24h", "vol24h"} <= set(
+        by_channel["tickers"])
+    assert by_channel["trades"]["side"] in ("buy", "sell")
+    refused = orjson.loads(proto.on_message(orjson.dumps({"op": "subscribe", "args": [
+        {"channel": "candle1m", "instId": symbol}]}))[0])
+    assert refused["code"] == "60018"
+
+
+def test_htx_detail_ticker_trades_step0_and_incremental_mbp_with_req():
+    _, proto, symbol, state = served("htx")
+    for topic in ("detail", "ticker", "trade.detail", "depth.step0", "mbp.150"):
+        reply = orjson.loads(gzip.decompress(proto.on_message(orjson.dumps({"sub": f"market.{symbol}.{topic}",
+                                                                             "id": topic}))[0]))
+        assert reply["status"] == "ok", reply
+    first = step(proto, state, 1, T0)
+    snapshot = orjson.loads(gzip.decompress(proto.on_message(orjson.dumps({"req": f"market.{symbol}.mbp.150",
+                                                                            "id": "r"}))[0]))
+    assert snapshot["status"] == "ok" and snapshot["rep"] == f"market.{symbol}.mbp.150"
+    assert {f["ch"].split(".", 2)[2] for f in first} == {"detail", "ticker", "trade.detail", "depth.step0", "mbp.150"}
+    nxt = [f for f in step(proto, state, 2, T0 + 20) if f["ch"].endswith("mbp.150")][0]
+    assert nxt["tick"]["prevSeqNum"] == snapshot["data"]["seqNum"] < nxt["tick"]["seqNum"]
+    bad = orjson.loads(gzip.decompress(proto.on_message(orjson.dumps({"sub": f"market.{symbol}.depth.step3"}))[0]))
+    assert bad["err-code"] == "bad-request"
+
+
+def test_htx_closes_after_two_missed_pongs_only_when_the_rule_is_on():
+    from pipeline.sim.protocols.base import Rules
+    _, proto, _ = setup("htx")
+    for _ in range(4):
+        proto.keepalive(T0)
+    assert proto.close_reason(0.0) is None                  # rule off: only counted
+    proto.rules = Rules(missed_pongs=True)
+    _, strict, _ = setup("htx")
+    strict.rules = Rules(missed_pongs=True)
+    assert strict.keepalive(T0) and strict.keepalive(T0)   # two pings go out unanswered
+    assert strict.keepalive(T0) == [] and strict.close_reason(0.0) == (1003, "ping check expired")
+    _, polite, _ = setup("htx")
+    polite.rules = Rules(missed_pongs=True)
+    for _ in range(5):
+        polite.keepalive(T0)
+        polite.on_message('{"pong": 1}')
+    assert polite.close_reason(0.0) is None
+
+
+def test_coinbase_market_trades_ticker_statistics_and_refused_channels():
+    venue, proto, symbol, state = served("coinbase")
+    proto.on_message(orjson.dumps({"type": "subscribe", "channel": "market_trades", "product_ids": [symbol]}))
+    proto.on_message(orjson.dumps({"type": "subscribe", "channel": "ticker", "product_ids": [symbol]}))
+    frames = step(proto, state, 1, T0)
+    trades = next(f for f in frames if f["channel"] == "market_trades")["events"][0]
+    assert trades["type"] == "snapshot" and trades["trades"][0]["side"] in ("BUY", "SELL")
+    ticker = next(f for f in frames if f["channel"] == "ticker")["events"][0]["tickers"][0]
+    assert {"volume_24_h", "low_24_h", "high_24_h", "low_52_w", "high_52_w", "price_percent_chg_24_h"} <= set(ticker)
+    assert [f["sequence_num"] for f in frames] == sorted(f["sequence_num"] for f in frames)
+    for channel in ("candles", "status", "ticker_batch", "level3"):
+        refused = orjson.loads(proto.on_message(orjson.dumps({"type": "subscribe", "channel": channel,
+                                                              "product_ids": [symbol]}))[0])
+        assert refused["type"] == "error" and refused["message"] == "Failed to subscribe"
+
+
+def test_kraken_trade_statistics_and_event_trigger():
+    _, proto, symbol, state = served("kraken")
+    proto.on_connect()
+    ack = orjson.loads(proto.on_message(orjson.dumps({"method": "subscribe", "params": {
+        "channel": "ticker", "symbol": [symbol]}}))[0])
+    assert ack["result"]["event_trigger"] == "trades"
+    proto.on_message(orjson.dumps({"method": "subscribe", "params": {"channel": "trade", "symbol": [symbol]}}))
+    frames = step(proto, state, 1, T0)
+    ticker = next(f for f in frames if f["channel"] == "ticker")["data"][0]
+    assert {"volume", "vwap", "low", "high", "change", "change_pct"} <= set(ticker)
+    assert next(f for f in frames if f["channel"] == "trade")["type"] == "snapshot"
+    state.tape.trade_chance = 0.0                            # no trades: a trades-triggered ticker stays quiet
+    assert [f for f in step(proto, state, 2, T0 + 20) if f["channel"] == "ticker"] == []
+    refused = orjson.loads(proto.on_message('{"method":"subscribe","params":{"channel":"ohlc","symbol":["ETH/USDT"]}}')[0])
+    assert refused["success"] is False and "ohlc" in refused["error"]
