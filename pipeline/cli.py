@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "recording": "pipeline.recording.cli:main",
     "replay": "pipeline.replay:main",
     "two-box-demo": "pipeline.bridge.demo:main",
+    "simulate": "pipeline.simulate:main",
 }
 
 

@@ -190,3 +190,191 @@ def test_ccxt_pro_client_ends_on_our_feeds_book(venue):
             assert rest_calls == []
 
     run(scenario())
+
+
+# ---------------------------------------------------------------- hand-written clients that follow the docs
+@contextlib.asynccontextmanager
+async def simulated(venue: str, instrument: str = "BTC/USDT", **rules):
+    from pipeline.sim.market import Market
+    from pipeline.sim.protocols.base import Rules
+    from pipeline.sim.server import Simulator
+    from pipeline.venues import load_venue
+    native = load_venue(venue).native_symbol(instrument)
+    market = Market([venue], [instrument], seed=5, depth=10, random_dislocations=False)
+    sim = Simulator({venue: {instrument: native}}, market, 20)
+    await sim.start()
+    server = sim.exchanges[venue]
+    server.rules = Rules(**rules)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(sim.run(stop))
+    try:
+        yield server, f"ws://{HOST}:{server.port}"
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+        await sim.close()
+
+
+async def frames_until(ws, predicate, timeout: float = 5.0):
+    """Frames received until one satisfies ``predicate``; that frame last."""
+    import gzip
+    import orjson
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.01))
+        msg = orjson.loads(gzip.decompress(raw) if isinstance(raw, bytes) else raw)
+        seen.append(msg)
+        if predicate(msg):
+            return seen
+    raise AssertionError(f"timed out; received {seen[-3:]}")
+
+
+def test_binance_url_subscriptions_raw_payloads_and_unknown_streams_over_the_wire():
+    from websockets.asyncio.client import connect
+
+    async def scenario():
+        async with simulated("binance") as (server, base):
+            async with connect(base + "/stream?streams=btcusdt@bookTicker/btcusdt@trade") as ws:
+                got = await frames_until(ws, lambda m: m.get("stream") == "btcusdt@trade")
+                assert got[-1]["data"]["e"] == "trade" and all("data" in m for m in got)
+            async with connect(base + "/ws/btcusdt@depth@100ms") as ws:
+                got = await frames_until(ws, lambda m: m.get("e") == "depthUpdate")
+                assert "stream" not in got[-1] and got[-1]["s"] == "BTCUSDT"
+            async with connect(base + "/ws") as ws:
+                await ws.send('{"method":"SUBSCRIBE","params":["btcusdt@miniTicker"],"id":1}')
+                await ws.send('{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"],"id":2}')
+                got = await frames_until(ws, lambda m: m.get("id") == 2)
+                assert got[-1]["error"]["code"] == 2
+                got += await frames_until(ws, lambda m: m.get("e") == "24hrMiniTicker")  # still served
+                assert {"result": None, "id": 1} in got and "stream" not in got[-1]
+        assert server.handler_errors == 0
+
+    run(scenario())
+
+
+def test_htx_closes_a_client_that_ignores_pings_only_with_the_rule():
+    import gzip
+
+    import orjson
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def answer_pings(ws, answered: list):
+        async for raw in ws:
+            msg = orjson.loads(gzip.decompress(raw))
+            if "ping" in msg:
+                await ws.send(orjson.dumps({"pong": msg["ping"]}).decode())
+                answered.append(msg["ping"])
+
+    async def scenario():
+        async with simulated("htx", missed_pongs=True) as (server, base):
+            server.keepalive_s = 0.2
+            async with connect(base + "/ws") as deaf, connect(base + "/ws") as polite:
+                answered: list = []
+                responder = asyncio.ensure_future(answer_pings(polite, answered))
+                with pytest.raises(ConnectionClosed) as closed:
+                    await frames_until(deaf, lambda m: False, 5)
+                assert closed.value.rcvd.code == 1003
+                await asyncio.sleep(0.5)
+                assert len(answered) >= 4 and not responder.done()    # the one that answers stays
+                responder.cancel()
+        async with simulated("htx") as (server, base):
+            server.keepalive_s = 0.1
+            async with connect(base + "/ws") as deaf:
+                await asyncio.sleep(0.8)                               # 8 pings left unanswered
+                await deaf.send('{"ping": 1}')
+                await frames_until(deaf, lambda m: m.get("pong") == 1)  # still open without the rule
+
+    run(scenario())
+
+
+def test_idle_timeout_and_message_rate_rules():
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def scenario():
+        async with simulated("okx", idle_timeout=True, idle_timeout_s=0.5) as (server, base):
+            async with connect(base + "/ws/v5/public") as idle:
+                with pytest.raises(ConnectionClosed):
+                    await frames_until(idle, lambda m: False, 5)
+            async with connect(base + "/ws/v5/public") as busy:
+                await busy.send('{"op":"subscribe","args":[{"channel":"bbo-tbt","instId":"BTC-USDT"}]}')
+                await asyncio.sleep(1.0)
+                await busy.send("ping")                # data kept flowing: still open
+                while await asyncio.wait_for(busy.recv(), 2) != "pong":
+                    pass
+        async with simulated("binance", message_rate=True) as (server, base):
+            async with connect(base + "/ws") as chatty:
+                for i in range(7):
+                    await chatty.send('{"method":"LIST_SUBSCRIPTIONS","id":%d}' % i)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await frames_until(chatty, lambda m: False, 5)
+                assert closed.value.rcvd.code == 1008
+
+    run(scenario())
+
+
+def test_a_protocol_exception_is_logged_and_the_connection_stays_open():
+    from websockets.asyncio.client import connect
+
+    async def scenario():
+        async with simulated("bybit") as (server, base):
+            original = server.protocol_class.on_message
+
+            def broken(self, frame):
+                if "boom" in str(frame):
+                    raise RuntimeError("simulated protocol bug")
+                return original(self, frame)
+
+            server.protocol_class = type("Broken", (server.protocol_class,), {"on_message": broken})
+            async with connect(base + "/v5/public/spot") as ws:
+                await ws.send('{"op":"boom"}')
+                await ws.send('{"op":"ping","req_id":"after"}')
+                got = await frames_until(ws, lambda m: m.get("req_id") == "after")
+                assert got[-1]["ret_msg"] == "pong"
+            assert server.handler_errors == 1
+
+    run(scenario())
+
+
+def test_simulate_subcommand_prints_urls_that_serve_and_stops_on_ctrl_c(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from websockets.asyncio.client import connect
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, "run.py", "simulate", "--config", "configs/demo.yaml"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        printed = {}
+        while True:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            if line.startswith("simulating"):
+                break
+            fields = line.split()
+            printed[fields[0]] = (fields[2], fields[4])
+        assert set(printed) == {"binance", "bybit", "okx", "htx", "coinbase", "kraken"}
+        ws_url, rest = printed["binance"]
+        assert ws_url.startswith("ws://127.0.0.1:") and rest.startswith("http://127.0.0.1:")
+
+        async def client():
+            async with connect(ws_url.replace("/stream", "/ws/btcusdt@bookTicker")) as ws:
+                return await frames_until(ws, lambda m: m.get("s") == "BTCUSDT")
+
+        assert run(client())
+        import urllib.request
+        with urllib.request.urlopen(rest + "/api/v3/depth?symbol=BTCUSDT&limit=5", timeout=5) as response:
+            import json
+            body = json.loads(response.read())
+        assert len(body["bids"]) == 5 and body["lastUpdateId"] > 0
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
