@@ -30,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
                    help="first port; the venues take consecutive ports in config order (default: any free port)")
     p.add_argument("--rules", default="", metavar="NAMES",
                    help=f"comma-separated server-side rules to enforce: {', '.join(RULE_NAMES)}, or all")
+    p.add_argument("--tls", nargs=2, metavar=("CERTFILE", "KEYFILE"),
+                   help="serve wss:// and https:// with this certificate (clients that refuse ws://, e.g. cryptofeed)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds (default: run until Ctrl-C)")
     return p
@@ -45,11 +47,16 @@ def lines(simulator, urls: dict) -> list[str]:
     return out
 
 
-async def serve(config, base_port: int, rules: tuple, duration: float | None) -> None:
+async def serve(config, base_port: int, rules: tuple, duration: float | None, tls=None) -> None:
     from pipeline.sim.server import build_simulator
     simulator = build_simulator(config, rules)
     ports = ({name: base_port + i for i, name in enumerate(simulator.exchanges)} if base_port else None)
-    urls = await simulator.start(ports)
+    context = None
+    if tls:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+    urls = await simulator.start(ports, context)
     for line in lines(simulator, urls):
         print(line, flush=True)
     print("simulating; Ctrl-C stops", flush=True)
@@ -84,7 +91,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("run.py simulate: every venue of this config has a url; none is simulated\n")
         return 2
     try:
-        asyncio.run(serve(config, args.port, rules, args.duration))
+        asyncio.run(serve(config, args.port, rules, args.duration, args.tls))
     except OSError as exc:
         sys.stderr.write(f"run.py simulate: {exc}\n")
         return 1

@@ -94,6 +94,7 @@ class ExchangeServer:
         self.connections: dict[object, object] = {}   # websocket -> protocol
         self.server = None
         self.port = 0
+        self.tls = False
         self.frames_sent = 0
         self.faults = Faults()
         self.received: list[tuple[float, object]] = []     # (monotonic time, client frame), for tests
@@ -111,16 +112,18 @@ class ExchangeServer:
     def decimals(self) -> dict[str, int]:
         return {native: self.market.decimals[canonical] for native, canonical in self.instrument_of.items()}
 
-    async def start(self, host: str, port: int = 0) -> None:
+    async def start(self, host: str, port: int = 0, ssl=None) -> None:
+        """Listen on ``host:port``; ``ssl`` (an ``ssl.SSLContext``) serves ``wss://`` and ``https://`` instead."""
         self.server = await serve(self.handle, host, port, max_size=2 ** 24, compression=None,
-                                  process_request=self._process_request)
+                                  process_request=self._process_request, ssl=ssl)
         self.port = self.server.sockets[0].getsockname()[1]
+        self.tls = ssl is not None
 
     def url(self, host: str) -> str:
-        return f"ws://{host}:{self.port}{URL_PATHS.get(self.name, '/')}"
+        return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}{URL_PATHS.get(self.name, '/')}"
 
     def rest_base(self, host: str) -> str:
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def state(self, symbol: str) -> SymbolState:
         """The shared per-symbol state, created on first use (before the first market step too)."""
@@ -354,9 +357,9 @@ class Simulator:
         self.steps = 0
         self.scripted = []            # (at_s, Dislocation template) scheduled relative to the first step
 
-    async def start(self, ports: dict[str, int] | None = None) -> dict[str, str]:
+    async def start(self, ports: dict[str, int] | None = None, ssl=None) -> dict[str, str]:
         for name, server in self.exchanges.items():
-            await server.start(self.host, (ports or {}).get(name, 0))
+            await server.start(self.host, (ports or {}).get(name, 0), ssl)
         return {name: server.url(self.host) for name, server in self.exchanges.items()}
 
     def books(self, now_ms: float) -> dict:

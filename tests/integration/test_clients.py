@@ -20,6 +20,7 @@ import ccxt.pro
 import pytest
 
 from pipeline.board import RowStatus
+from tests.conftest import REPO
 from tests.integration.harness import FeedHarness
 
 pytestmark = pytest.mark.integration
@@ -345,7 +346,7 @@ def test_simulate_subcommand_prints_urls_that_serve_and_stops_on_ctrl_c(tmp_path
     import subprocess
     import sys
     from websockets.asyncio.client import connect
-    from tests.conftest import REPO
+
 
     proc = subprocess.Popen([sys.executable, "run.py", "simulate", "--config", "configs/demo.yaml"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -378,3 +379,181 @@ def test_simulate_subcommand_prints_urls_that_serve_and_stops_on_ctrl_c(tmp_path
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# ---------------------------------------------------------------- cryptofeed 2.4.1 (wss only, Kraken v1 only)
+# cryptofeed refuses ws:// and reads its REST snapshot through aiohttp, whose verified TLS context is built
+# at import; so the simulator serves TLS with a throw-away certificate and the client runs in a child process
+# (this file, run as a script) with SSL_CERT_FILE naming that certificate. Kraken is left out: 2.4.1 speaks
+# Kraken's v1 protocol, which the simulator does not serve (it serves v2, as wss://ws.kraken.com/v2 does).
+CRYPTOFEED = {"binance": ("BTC/USDT", "BTCUSDT"), "bybit": ("BTC/USDT", "BTC/USDT"), "okx": ("BTC/USDT", "BTC-USDT"),
+              "htx": ("BTC/USDT", "btcusdt"), "coinbase": ("BTC/USD", "BTC-USD")}
+
+
+def self_signed(directory) -> tuple[str, str]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    certfile, keyfile = f"{directory}/cert.pem", f"{directory}/key.pem"
+    with open(certfile, "wb") as out:
+        out.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(keyfile, "wb") as out:
+        out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    return certfile, keyfile
+
+
+def cryptofeed_client(venue: str, port: int) -> None:
+    """The child process: one cryptofeed feed (book, trades, ticker where it has one), a JSON line per callback."""
+    import json
+    import sys
+
+    from cryptofeed import FeedHandler
+    from cryptofeed.connection import RestEndpoint, Routes, WebsocketEndpoint
+    from cryptofeed.defines import L2_BOOK, SPOT, TICKER, TRADES
+    from cryptofeed.exchanges import OKX, Binance, Bybit, Coinbase, Huobi
+    from cryptofeed.symbols import Symbols
+
+    cls = {"binance": Binance, "bybit": Bybit, "okx": OKX, "htx": Huobi, "coinbase": Coinbase}[venue]
+    instrument, native = CRYPTOFEED[venue]
+    symbol = instrument.replace("/", "-")
+    base = f"{HOST}:{port}"
+    Symbols.set(cls.id, {symbol: native}, {"instrument_type": {symbol: SPOT}, "tick_size": {symbol: 0.01}})
+    endpoints = {
+        "binance": [WebsocketEndpoint(f"wss://{base}")],
+        "bybit": [WebsocketEndpoint(f"wss://{base}/v5/public/spot", options={"compression": None})],
+        "okx": [WebsocketEndpoint(f"wss://{base}/ws/v5/public", options={"compression": None})],
+        "htx": [WebsocketEndpoint(f"wss://{base}/ws")],
+        "coinbase": [WebsocketEndpoint(f"wss://{base}", options={"compression": None})],
+    }[venue]
+    rest = [RestEndpoint(f"https://{base}", routes=Routes("/api/v3/exchangeInfo",
+                                                          l2book="/api/v3/depth?symbol={}&limit={}"))]
+    feed_class = type("Simulated" + cls.__name__, (cls,), {"websocket_endpoints": endpoints, "rest_endpoints": rest})
+
+    def emit(**fields):
+        sys.stdout.write(json.dumps(fields, default=str) + "\n")
+        sys.stdout.flush()
+
+    async def book(update, receipt):
+        emit(kind="book", bids=[[str(p), str(q)] for p, q in list(update.book.bids.to_list())[:5]],
+             asks=[[str(p), str(q)] for p, q in list(update.book.asks.to_list())[:5]])
+
+    async def trade(update, receipt):
+        emit(kind="trade", price=str(update.price), amount=str(update.amount), timestamp=update.timestamp)
+
+    async def ticker(update, receipt):
+        emit(kind="ticker", bid=str(update.bid), ask=str(update.ask))
+
+    callbacks = {L2_BOOK: book, TRADES: trade}
+    if venue in ("binance", "okx", "htx"):
+        callbacks[TICKER] = ticker
+    options = {}
+    if venue == "coinbase":                    # 2.4.1 signs even public subscriptions: a throw-away key
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        secret = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption()).decode()
+        options["config"] = {"coinbase": {"key_id": "organizations/sim/apiKeys/sim", "key_secret": secret}}
+    async def serve_until_killed():
+        handler = FeedHandler()
+        handler.add_feed(feed_class(symbols=[symbol], channels=list(callbacks), callbacks=callbacks, **options))
+        handler.run(start_loop=False)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve_until_killed())
+
+
+@pytest.mark.parametrize("venue", list(CRYPTOFEED))
+def test_cryptofeed_ends_on_the_simulators_book(venue, tmp_path):
+    import json
+    import os
+    import ssl
+    import sys
+    from decimal import Decimal
+
+    certfile, keyfile = self_signed(tmp_path)
+
+    async def scenario():
+        from pipeline.sim.market import Market
+        from pipeline.sim.server import Simulator
+        instrument, _ = CRYPTOFEED[venue]
+        from pipeline.venues import load_venue
+        native = load_venue(venue).native_symbol(instrument)
+        market = Market([venue], [instrument], seed=5, depth=10, random_dislocations=False)
+        sim = Simulator({venue: {instrument: native}}, market, 20)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile, keyfile)
+        urls = await sim.start(None, context)
+        assert urls[venue].startswith("wss://")
+        server = sim.exchanges[venue]
+        stop = asyncio.Event()
+        stepping = asyncio.ensure_future(sim.run(stop))
+        env = dict(os.environ, SSL_CERT_FILE=certfile, PYTHONPATH=str(REPO))
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, venue, str(server.port), cwd=str(REPO), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        last: dict = {}
+        frozen = False
+        try:
+            async def want(predicate, timeout):
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    line = await asyncio.wait_for(child.stdout.readline(), max(deadline - time.monotonic(), 0.01))
+                    assert line, (await child.stderr.read()).decode()[-3000:]
+                    msg = json.loads(line)
+                    last.setdefault(msg["kind"], []).append(msg)
+                    if predicate():
+                        return
+                raise AssertionError(f"{venue}: timed out; last {[(k, v[-1]) for k, v in last.items()]}")
+
+            def book_matches():
+                nonlocal frozen
+                kinds = {"book", "trade"} | ({"ticker"} if venue in ("binance", "okx", "htx") else set())
+                if set(last) < kinds:
+                    return False
+                if not frozen:
+                    market.volatility = market.noise = 0.0
+                    frozen = True
+                    return False
+                state = server.states[native]
+                expected = [[Decimal(f"{p:.8f}"), Decimal(f"{q:.8f}")] for p, q in state.bids[:5]], \
+                    [[Decimal(f"{p:.8f}"), Decimal(f"{q:.8f}")] for p, q in state.asks[:5]]
+                book = last["book"][-1]
+                got = [[Decimal(p), Decimal(q)] for p, q in book["bids"]], [[Decimal(p), Decimal(q)] for p, q in book["asks"]]
+                ticker_ok = "ticker" not in last or (Decimal(last["ticker"][-1]["bid"]), Decimal(last["ticker"][-1]["ask"])) \
+                    == (expected[0][0][0], expected[1][0][0])
+                return got == expected and ticker_ok
+
+            await want(book_matches, 20)
+            printed = {(round(t.price, 8), round(t.qty, 6)) for t in server.states[native].tape.recent}
+            seen = {(round(float(t["price"]), 8), round(float(t["amount"]), 6)) for t in last["trade"][-3:]}
+            assert seen <= printed, f"{venue}: trades the simulator did not print: {seen - printed}"
+            assert server.handler_errors == 0
+        finally:
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
+            stop.set()
+            await asyncio.wait_for(stepping, 5)
+            await sim.close()
+
+    run(scenario())
+
+
+if __name__ == "__main__":                      # the cryptofeed child process of the test above
+    import sys
+    cryptofeed_client(sys.argv[1], int(sys.argv[2]))
