@@ -6,7 +6,8 @@ anything (plus raw text, bytes and random JSON), then three market steps
 rendered for whatever ended up subscribed, and a keepalive. The protocol must
 not raise (the server would log it and the client would see nothing), every
 reply must be a frame the venue could send (JSON, gzip JSON for HTX, OKX's
-bare ``pong``), and every data frame must belong to a subscription.
+bare ``pong``), and nothing may end up subscribed for a symbol the venue
+does not list.
 """
 from __future__ import annotations
 
