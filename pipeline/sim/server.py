@@ -22,7 +22,8 @@ do not need them.
 Clients we did not write can use the simulator too: every venue answers a
 subscription it does not serve with the venue's own error frame (a protocol
 that raises is logged and the connection stays open), Binance also reads
-streams from the URL (``/stream?streams=a/b``, ``/ws/<stream>``), and the
+streams from the URL (``/stream?streams=a/b``, ``/ws/<stream>``), a
+handshake on a path the venue does not serve gets 404, and the
 few REST calls those clients need to build a book (Binance
 ``GET /api/v3/depth``) are answered on the WebSocket port (:meth:`ExchangeServer.rest`).
 """
@@ -159,6 +160,8 @@ class ExchangeServer:
             headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(raw))),
                                ("Connection", "close")])
             return Response(status, http.HTTPStatus(status).phrase, headers, raw)
+        if not self.protocol_class.serves_path(urlsplit(request.path).path):
+            return connection.respond(http.HTTPStatus.NOT_FOUND, f"{self.name}: no WebSocket endpoint here\n")
         return None
 
     async def drop_connections(self, mode: str = "close") -> int:

@@ -255,6 +255,27 @@ def test_binance_url_subscriptions_raw_payloads_and_unknown_streams_over_the_wir
     run(scenario())
 
 
+def test_each_venue_answers_only_on_its_documented_paths():
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    wrong = {"binance": "/api", "bybit": "/v5/public/linear", "okx": "/ws/v5/business", "htx": "/linear-swap-ws",
+             "coinbase": "/v2", "kraken": "/"}                  # kraken "/" is v1, which is not simulated
+
+    async def scenario():
+        for venue, path in wrong.items():
+            instrument = "BTC/USD" if venue in ("coinbase", "kraken") else "BTC/USDT"
+            async with simulated(venue, instrument) as (server, base):
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(base + path):
+                        pass
+                assert refused.value.response.status_code == 404, venue
+                async with connect(server.url(HOST)):        # the documented path still opens
+                    pass
+
+    run(scenario())
+
+
 def test_htx_closes_a_client_that_ignores_pings_only_with_the_rule():
     import gzip
 

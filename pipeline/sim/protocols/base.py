@@ -130,6 +130,7 @@ class SimProtocol:
     NAME = ""
     KEEPALIVE_INTERVAL_S: float | None = None
     DEPTH_LEVELS = 5
+    PATHS: tuple[str, ...] = ()                # URL paths the venue serves this protocol on (empty: any)
     IDLE_TIMEOUT_S: float | None = None        # Rules.idle_timeout: the venue's idle period
     MESSAGE_RATE: int | None = None            # Rules.message_rate: incoming messages per second allowed
 
@@ -164,6 +165,11 @@ class SimProtocol:
 
     def keepalive(self, now_ms: int) -> list:
         return []
+
+    @classmethod
+    def serves_path(cls, path: str) -> bool:
+        """Whether a WebSocket handshake on ``path`` (query excluded) reaches this protocol; others get 404."""
+        return not cls.PATHS or (path.rstrip("/") or "/") in cls.PATHS
 
     @classmethod
     def render_rest(cls, path: str, query: dict, states: dict, decimals: dict) -> tuple[int, object]:

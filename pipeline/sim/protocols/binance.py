@@ -62,6 +62,10 @@ class Protocol(SimProtocol):
         self.names: dict[tuple, str] = {}              # (symbol, channel) -> the stream name as subscribed
         self.pending: dict[tuple, tuple] = {}          # 1000 ms diff depth: (first U, bids, asks) not yet sent
 
+    @classmethod
+    def serves_path(cls, path: str) -> bool:
+        return path in ("/ws", "/stream") or path.startswith("/ws/")
+
     # -- requests -----------------------------------------------------------
     def on_connect(self) -> list:
         url = urlsplit(self.path or "/")

@@ -32,6 +32,7 @@ OTHER_DEPTHS = ("200", "1000")
 
 class Protocol(SimProtocol):
     NAME = "bybit"
+    PATHS = ("/v5/public/spot",)
     DEPTH_LEVELS = 50
     IDLE_TIMEOUT_S = 600
 

@@ -57,6 +57,7 @@ def rfc3339_ns(ns: int) -> str:
 
 class Protocol(SimProtocol):
     NAME = "coinbase"
+    PATHS = ("/",)
     KEEPALIVE_INTERVAL_S = 1
     DEPTH_LEVELS = 10                  # the whole book the market gives
 

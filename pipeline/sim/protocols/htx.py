@@ -70,6 +70,7 @@ def _now_ms() -> int:
 
 class Protocol(SimProtocol):
     NAME = "htx"
+    PATHS = ("/ws", "/feed")
     KEEPALIVE_INTERVAL_S = 5
 
     def __init__(self, decimals=None):

@@ -86,6 +86,7 @@ def _now() -> str:
 
 class Protocol(SimProtocol):
     NAME = "kraken"
+    PATHS = ("/v2",)
     KEEPALIVE_INTERVAL_S = 1
     DEPTH_LEVELS = 10                  # what the market gives; the checksum covers 10
     IDLE_TIMEOUT_S = 60

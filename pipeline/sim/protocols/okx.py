@@ -52,6 +52,7 @@ def _trim(text: str) -> str:
 
 class Protocol(SimProtocol):
     NAME = "okx"
+    PATHS = ("/ws/v5/public",)
     DEPTH_LEVELS = 400
     IDLE_TIMEOUT_S = 30
 
