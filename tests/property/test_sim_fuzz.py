@@ -80,7 +80,8 @@ def requests(venue: str) -> st.SearchStrategy:
                                       "id": anything}),
         "htx": st.one_of(st.sampled_from(["sub", "unsub", "req"]).flatmap(
                              lambda kind: st.fixed_dictionaries({kind: name, "id": anything})),
-                         st.sampled_from(["ping", "pong"]).flatmap(lambda kind: st.fixed_dictionaries({kind: anything}))),
+                         st.sampled_from(["ping", "pong"]).flatmap(
+                             lambda kind: st.fixed_dictionaries({kind: anything}))),
         "coinbase": st.fixed_dictionaries({"type": st.one_of(st.sampled_from(["subscribe", "unsubscribe"]), anything),
                                            "channel": name,
                                            "product_ids": st.one_of(st.lists(symbol, max_size=3), anything)}),

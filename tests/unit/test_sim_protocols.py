@@ -402,5 +402,6 @@ def test_kraken_trade_statistics_and_event_trigger():
     assert next(f for f in frames if f["channel"] == "trade")["type"] == "snapshot"
     state.tape.trade_chance = 0.0                            # no trades: a trades-triggered ticker stays quiet
     assert [f for f in step(proto, state, 2, T0 + 20) if f["channel"] == "ticker"] == []
-    refused = orjson.loads(proto.on_message('{"method":"subscribe","params":{"channel":"ohlc","symbol":["ETH/USDT"]}}')[0])
+    refused = orjson.loads(proto.on_message(orjson.dumps({"method": "subscribe", "params": {
+        "channel": "ohlc", "symbol": [symbol]}}))[0])
     assert refused["success"] is False and "ohlc" in refused["error"]

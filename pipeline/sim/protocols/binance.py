@@ -127,7 +127,7 @@ class Protocol(SimProtocol):
                               "UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY, GET_PROPERTY", request_id)
 
     def _parse_stream(self, stream):
-        """(symbol or None when unknown, channel, depth levels, name); None for a stream the simulator does not serve."""
+        """(symbol or None when unknown, channel, depth levels, name); None for a stream not served."""
         if not isinstance(stream, str):
             return None
         name, _, kind = stream.partition("@")
@@ -212,11 +212,12 @@ class Protocol(SimProtocol):
             data = {"e": "24hrMiniTicker", "E": ts, "s": symbol, "c": _p8(tape.last_price), "o": _p8(tape.open),
                     "h": _p8(tape.high), "l": _p8(tape.low), "v": _p8(tape.volume), "q": _p8(tape.quote_volume)}
             if channel == "ticker":
+                bid = state.bids[0] if state.bids else (0.0, 0.0)
+                ask = state.asks[0] if state.asks else (0.0, 0.0)
                 data = {"e": "24hrTicker", "E": ts, "s": symbol, "p": _p8(tape.change),
                         "P": f"{tape.change_pct:.3f}", "w": _p8(tape.vwap), "x": _p8(tape.open),
                         "c": _p8(tape.last_price), "Q": _p8(tape.last_qty),
-                        "b": _p8(state.bids[0][0]) if state.bids else _p8(0), "B": _p8(state.bids[0][1]) if state.bids else _p8(0),
-                        "a": _p8(state.asks[0][0]) if state.asks else _p8(0), "A": _p8(state.asks[0][1]) if state.asks else _p8(0),
+                        "b": _p8(bid[0]), "B": _p8(bid[1]), "a": _p8(ask[0]), "A": _p8(ask[1]),
                         "o": _p8(tape.open), "h": _p8(tape.high), "l": _p8(tape.low), "v": _p8(tape.volume),
                         "q": _p8(tape.quote_volume), "O": ts - 86_400_000, "C": ts, "F": tape.first_id,
                         "L": tape.next_id - 1, "n": tape.count}

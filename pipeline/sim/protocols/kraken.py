@@ -263,7 +263,8 @@ class Protocol(SimProtocol):
             dp = self.precision(symbol)
             if state is not None:
                 tape = state.tape
-                fields.append(f'"last":{self._num(tape.last_price, dp)},"volume":{self._num(tape.volume, QTY_PRECISION)},'
+                fields.append(f'"last":{self._num(tape.last_price, dp)},'
+                              f'"volume":{self._num(tape.volume, QTY_PRECISION)},'
                               f'"vwap":{self._num(tape.vwap, dp)},"low":{self._num(tape.low, dp)},'
                               f'"high":{self._num(tape.high, dp)},"change":{self._num(tape.change, dp)},'
                               f'"change_pct":{tape.change_pct:.2f}')

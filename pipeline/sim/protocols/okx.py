@@ -96,7 +96,8 @@ class Protocol(SimProtocol):
                 continue
             if channel not in CHANNELS or not inst or not self.accepts(inst):
                 replies.append(self._dump({**head, "event": "error", "code": "60018",
-                                           "msg": f"Wrong URL or channel:{str(channel)[:100]},instId:{str(inst)[:100]} doesn't exist. "
+                                           "msg": f"Wrong URL or channel:{str(channel)[:100]},"
+                                                  f"instId:{str(inst)[:100]} doesn't exist. "
                                                   "Please use the correct URL, channel and parameters referring "
                                                   "to API document.", "connId": self.conn_id}))
                 continue
@@ -157,9 +158,10 @@ class Protocol(SimProtocol):
         if self.last_top.get(key) == mark or not self.due(symbol, channel, ts, 100):
             return []
         self.last_top[key] = mark
-        side = lambda levels, i: (px(levels[0][0]), _trim(self.fmt_qty(levels[0][1])))[i] if levels else ""  # noqa: E731
+        side = lambda levels, i: (px(levels[0][0]), _trim(self.fmt_qty(levels[0][1])))[i] if levels else ""  # noqa
         return [self._dump({"arg": arg, "data": [{
-            "instType": "SPOT", "instId": symbol, "last": px(tape.last_price), "lastSz": _trim(self.fmt_qty(tape.last_qty)),
+            "instType": "SPOT", "instId": symbol, "last": px(tape.last_price),
+            "lastSz": _trim(self.fmt_qty(tape.last_qty)),
             "askPx": side(state.asks, 0), "askSz": side(state.asks, 1), "bidPx": side(state.bids, 0),
             "bidSz": side(state.bids, 1), "open24h": px(tape.open), "high24h": px(tape.high), "low24h": px(tape.low),
             "sodUtc0": px(tape.open), "sodUtc8": px(tape.open), "volCcy24h": f"{tape.quote_volume:.8f}",
