@@ -6,14 +6,33 @@ core even when idle; blocking on an eventfd costs about 21 µs p50 per wake-up
 and ~0 % CPU idle. On a 2-core box the doorbell is the default; pure spinning
 is a config switch for a dedicated core.
 
-Writers ring only when the detector has raised its ``detector_sleeping``
-flag (a u32 on its own cache line in the board header), so a busy detector
-costs the feeds nothing but one load per publish. Raising the flag and then
-re-checking the rows (detector), and publishing and then reading the flag
-(writer), is the Dekker pattern: it needs a full fence on both sides, because
-x86-64 may reorder a store with a later load. ``threading.Lock`` acquire and
-release is a locked instruction, i.e. a full fence, reachable from Python.
+Contract (no lost wake-up). Writers ring only when the detector has raised its
+``detector_sleeping`` flag (a u32 on its own cache line in the board header),
+so a busy detector costs the feeds nothing but one load per publish. The
+detector raises the flag, fences and re-checks the rows before it blocks
+(:meth:`prepare_sleep`, then its own check, then :meth:`sleep`); a writer
+publishes, fences and then reads the flag (:meth:`ring_if_sleeping`). That is
+the Dekker pattern: it needs a full fence on both sides, because x86-64 may
+reorder a store with a later load, and ``threading.Lock`` acquire and release
+is a locked instruction, i.e. a full fence, reachable from Python. So either
+the writer sees the flag and rings, or the detector's re-check sees the row.
 A lost wake-up is still bounded by the detector's poll timeout.
+
+Where the wake-up time goes, and what is done about it:
+
+* The wake-up of a blocked process is the same kernel path for an eventfd and
+  a pipe (``poll``, ``epoll`` and ``select`` on the eventfd measured alike),
+  so the doorbell only loses to a pipe by what it adds around it. Waking
+  returns at once: the eventfd is drained before the next sleep
+  (:meth:`prepare_sleep`), not on the wake-up path.
+* A writer's publish runs cold after it slept, and the reader's wake-up used
+  to start only after it. :meth:`ring_ahead` lets a writer that knows it is
+  about to publish (a frame arrived) wake a sleeping detector first, so the
+  wake-up overlaps the parse and the write; the detector then spins (it stays
+  awake ``spin_us`` after a wake-up) and sees the row as soon as it is
+  written. It is only a hint: it does not take part in the contract above,
+  which :meth:`ring_if_sleeping` after the publish keeps. A hint with nothing
+  behind it costs the detector one spin window.
 """
 from __future__ import annotations
 
@@ -42,39 +61,47 @@ class Doorbell:
 
     # -- writer side (feeds) ----------------------------------------------
     def ring_if_sleeping(self) -> None:
+        """After a publish: wake the detector when it is (about to be) asleep. Part of the contract."""
         fence = self._fence
         fence.acquire()
         fence.release()
         if self._flags[_FLAG_WORD]:
-            self._flags[_FLAG_WORD] = 0      # one ring per sleep is enough
-            self.rings += 1
-            try:
-                os.eventfd_write(self.fd, 1)
-            except BlockingIOError:          # counter saturated: the detector is awake anyway
-                pass
+            self._ring()
+
+    def ring_ahead(self) -> None:
+        """Before a publish: wake a sleeping detector now, so its wake-up overlaps the publish. A hint only."""
+        if self._flags[_FLAG_WORD]:
+            self._ring()
+
+    def _ring(self) -> None:
+        self._flags[_FLAG_WORD] = 0          # one ring per sleep is enough
+        self.rings += 1
+        try:
+            os.eventfd_write(self.fd, 1)
+        except BlockingIOError:              # counter saturated: the detector is awake anyway
+            pass
 
     # -- detector side -----------------------------------------------------
     def prepare_sleep(self) -> None:
-        """Raise the flag and fence; the caller must re-check for work before :meth:`sleep`."""
+        """Drain old rings, raise the flag and fence; the caller must re-check for work before :meth:`sleep`."""
+        try:
+            os.eventfd_read(self.fd)         # a ring from an earlier sleep (or a late hint) must not end this one
+        except BlockingIOError:
+            pass
         self._flags[_FLAG_WORD] = 1
         fence = self._fence
         fence.acquire()
         fence.release()
 
     def sleep(self, timeout_ms: float) -> bool:
-        """Block until rung or ``timeout_ms``; True when rung."""
-        if self._poll is None:
-            self._poll = select.poll()
-            self._poll.register(self.fd, select.POLLIN)
-        events = self._poll.poll(timeout_ms)
+        """Block until rung or ``timeout_ms``; True when rung. The ring is drained by the next prepare_sleep."""
+        poll = self._poll
+        if poll is None:
+            poll = self._poll = select.poll()
+            poll.register(self.fd, select.POLLIN)
+        events = poll.poll(timeout_ms)
         self._flags[_FLAG_WORD] = 0
-        if events:
-            try:
-                os.eventfd_read(self.fd)
-            except BlockingIOError:
-                pass
-            return True
-        return False
+        return bool(events)
 
     def cancel_sleep(self) -> None:
         self._flags[_FLAG_WORD] = 0

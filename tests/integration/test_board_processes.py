@@ -74,6 +74,80 @@ def test_reader_never_sees_a_torn_row_while_another_process_writes(board_name):
         assert writer.exitcode == 0
 
 
+def _publish_and_wait(name: str, fd: int, n: int, seen, ready, lost) -> None:
+    """Writer: publish k, ring as the feeds do, wait until the reader has seen k; random pauses move the
+    publish across every step of the reader's prepare_sleep / re-check / sleep."""
+    import random
+
+    from pipeline.board.doorbell import Doorbell
+    board = Board.attach(name, DEPTH)
+    writer = RowWriter(board, [0])
+    bell = Doorbell(board.buf, fd)
+    rng = random.Random(5)
+    ready.wait(10)
+    for k in range(1, n + 1):
+        spin_until = time.perf_counter_ns() + rng.choice([0, 0, 2_000, 10_000, 30_000, 100_000])
+        while time.perf_counter_ns() < spin_until:
+            pass
+        if rng.random() < 0.3:
+            bell.ring_ahead()                       # the hint must not break the contract either
+        writer.write(0, int(RowStatus.LIVE), [(1.0, 1.0)], [(2.0, 1.0)], k, k)
+        bell.ring_if_sleeping()
+        deadline = time.monotonic() + 2.0           # far below the reader's 5 s sleep
+        while seen.value != k:
+            if time.monotonic() > deadline:
+                lost.value = k                      # the reader slept through a publish: a lost wake-up
+                return
+    writer = bell = None
+    board.close()
+
+
+def test_doorbell_never_loses_a_wake_up_across_processes(board_name):
+    """The doorbell's contract: a publish while the detector goes to sleep always wakes it (no timeout)."""
+    from pipeline.board.doorbell import Doorbell
+
+    n = 3000
+    fd = Doorbell.create_fd()
+    try:
+        with Board.create(board_name, n_rows=1, depth=DEPTH, n_procs=1) as board:
+            seen, lost, ready = CTX.Value("q", 0, lock=False), CTX.Value("q", 0, lock=False), CTX.Event()
+            proc = CTX.Process(target=_publish_and_wait, args=(board_name, fd, n, seen, ready, lost))
+            proc.start()
+            try:
+                reader = RowReader(board)
+                bell = Doorbell(board.buf, fd)
+                i_k = reader.codec.index["recv_ns"]
+                last_seq = reader.seq(0)
+                sleeps = timeouts = 0
+                ready.set()
+                deadline = time.monotonic() + 120
+                while seen.value < n and not lost.value and time.monotonic() < deadline:
+                    seq = reader.seq(0)
+                    if seq != last_seq and not seq & 1:
+                        last_seq, values = reader.read_with_seq(0)
+                        seen.value = values[i_k]
+                        continue
+                    bell.prepare_sleep()                # no spin at all: sleep as often as possible
+                    if reader.seq(0) != last_seq:
+                        bell.cancel_sleep()
+                        continue
+                    sleeps += 1
+                    if not bell.sleep(5_000):
+                        timeouts += 1
+                        break
+                assert lost.value == 0, f"publish {lost.value} did not wake the reader"
+                assert timeouts == 0 and seen.value == n
+                assert sleeps > n // 4, "the reader should have been asleep for many of the publishes"
+            finally:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+                reader = bell = None
+            assert proc.exitcode == 0
+    finally:
+        os.close(fd)
+
+
 def test_a_process_that_only_attaches_does_not_unlink_the_live_board(board_name):
     """CPython 82300/104291: on 3.11 an attaching process's resource tracker unlinks the segment at exit."""
     with Board.create(board_name, n_rows=1, depth=1, n_procs=1):

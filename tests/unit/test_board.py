@@ -100,3 +100,37 @@ def test_writer_resumes_after_a_writer_died_mid_write(board_name):
         writer.write(0, int(RowStatus.LIVE), [(1.0, 1.0)], [(2.0, 1.0)], 0, 0)
         assert int(board.rows[0]["seq"]) == 10
         writer = None
+
+
+def test_doorbell_rings_only_a_sleeping_detector_and_a_ring_ends_one_sleep(board_name):
+    import os
+
+    from pipeline.board.doorbell import Doorbell
+
+    fd = Doorbell.create_fd()
+    try:
+        with Board.create(board_name, n_rows=1, depth=5, n_procs=1) as board:
+            feed, detector = Doorbell(board.buf, fd), Doorbell(board.buf, fd)
+            feed.ring_if_sleeping()
+            feed.ring_ahead()
+            assert feed.rings == 0                          # awake detector: the feed only reads the flag
+            detector.prepare_sleep()
+            assert int(board.header["detector_sleeping"]) == 1
+            feed.ring_if_sleeping()
+            feed.ring_if_sleeping()
+            assert feed.rings == 1                          # one ring per sleep
+            assert detector.sleep(5000) is True             # rung: returns at once
+            assert int(board.header["detector_sleeping"]) == 0
+            # the ring is drained by the next prepare_sleep, so it cannot end the next sleep
+            detector.prepare_sleep()
+            assert detector.sleep(1) is False
+            # a hint before a publish wakes a sleeping detector too
+            detector.prepare_sleep()
+            feed.ring_ahead()
+            assert feed.rings == 2 and detector.sleep(5000) is True
+            detector.prepare_sleep()
+            detector.cancel_sleep()
+            assert int(board.header["detector_sleeping"]) == 0
+            feed = detector = None
+    finally:
+        os.close(fd)
