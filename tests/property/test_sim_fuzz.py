@@ -115,7 +115,7 @@ def conversation(venue: str, frames: list, path: str) -> None:
     symbol = native(venue)
     proto = load_protocol(venue)({symbol: 2})
     proto.known_symbols = {symbol}
-    proto.rules = Rules(missed_pongs=True, idle_timeout=True, message_rate=True)
+    proto.rules = Rules(missed_pongs=True, idle_timeout=True, message_rate=True, request_budget=True)
     state = SymbolState(symbol, Tape(f"{venue}:{symbol}", 65000.0, 2, trade_chance=1.0))
     proto.states = {symbol: state}
     proto.path = path

@@ -405,3 +405,17 @@ def test_kraken_trade_statistics_and_event_trigger():
     refused = orjson.loads(proto.on_message(orjson.dumps({"method": "subscribe", "params": {
         "channel": "ohlc", "symbol": [symbol]}}))[0])
     assert refused["success"] is False and "ohlc" in refused["error"]
+
+
+def test_okx_request_budget_rule_and_rule_names():
+    from pipeline.sim.protocols.base import Rules
+    _, proto, symbol = setup("okx")
+    frame = orjson.dumps({"op": "subscribe", "args": [{"channel": "bbo-tbt", "instId": symbol}]})
+    for _ in range(500):
+        proto.on_message(frame)                              # rule off: never refused
+    proto.rules = Rules(request_budget=True)
+    replies = [orjson.loads(proto.on_message(frame)[0]) for _ in range(481)]
+    assert [r["event"] for r in replies[:480]] == ["subscribe"] * 480
+    assert (replies[480]["event"], replies[480]["code"]) == ("error", "60014")
+    with pytest.raises(ValueError):
+        Rules.named(["missed_pongs", "no_such_rule"])

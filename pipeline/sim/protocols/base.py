@@ -47,7 +47,7 @@ def _monotonic() -> float:
     return time.monotonic()
 
 
-RULE_NAMES = ("missed_pongs", "idle_timeout", "message_rate")
+RULE_NAMES = ("missed_pongs", "idle_timeout", "message_rate", "request_budget")
 
 
 @dataclass
@@ -64,11 +64,14 @@ class Rules:
       ``idle_timeout_s`` overrides the venue's period (tests).
     * ``message_rate`` (binance): more than 5 incoming messages within one
       second closes the connection (code 1008).
+    * ``request_budget`` (okx): at most 480 subscribe / unsubscribe / login
+      requests per connection per hour; more are refused (60014).
     """
 
     missed_pongs: bool = False
     idle_timeout: bool = False
     message_rate: bool = False
+    request_budget: bool = False
     idle_timeout_s: float | None = None
 
     @classmethod

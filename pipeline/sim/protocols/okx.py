@@ -33,10 +33,15 @@ Real behaviours reproduced:
   gets ``60018``; nothing else on the connection changes.
 * Rule ``idle_timeout``: 30 s without a push or a client frame closes the
   connection (no subscription within 30 s, or a silent one without pings).
+* Rule ``request_budget``: the 481st (un)subscribe / login request within an
+  hour on one connection is refused ``60014`` ``Requests too frequent.`` (the
+  limit is documented; the reply to exceeding it is not, 60014 is OKX's code
+  for too-frequent requests).
 """
 from __future__ import annotations
 
 import random
+import time
 
 import orjson
 
@@ -44,6 +49,7 @@ from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
 
 CHANNELS = {"bbo-tbt": BBO, "books": DEPTH, "tickers": "tickers", "books5": "books5", "trades": "trades"}
 TBT_CHANNELS = ("books-l2-tbt", "books50-l2-tbt")
+REQUESTS_PER_HOUR = 480      # subscribe / unsubscribe / login per connection (rule request_budget)
 
 
 def _trim(text: str) -> str:
@@ -62,6 +68,7 @@ class Protocol(SimProtocol):
         self.seq: dict[str, int] = {}              # per instrument, shared by both channels
         self.book_seq: dict[str, int] = {}         # last seqId sent on `books` per instrument
         self.last_top: dict[str, tuple] = {}       # last bbo-tbt level pair per instrument
+        self.requests: list[float] = []            # monotonic times of this hour's (un)subscribe / login requests
 
     def _dump(self, msg: dict) -> str:
         return orjson.dumps(msg).decode()
@@ -79,6 +86,13 @@ class Protocol(SimProtocol):
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return [self._dump({"event": "error", "code": "60012", "msg": f"Invalid request: {text[:200]}",
                                 "connId": self.conn_id})]
+        if self.rules.request_budget:
+            now_s = time.monotonic()
+            self.requests = [t for t in self.requests if now_s - t < 3600.0]
+            if len(self.requests) >= REQUESTS_PER_HOUR:
+                return [self._dump({**({"id": msg["id"]} if "id" in msg else {}), "event": "error",
+                                    "code": "60014", "msg": "Requests too frequent.", "connId": self.conn_id})]
+            self.requests.append(now_s)
         if op == "login":
             return [self._dump({"event": "login", "code": "0", "msg": "", "connId": self.conn_id})]
         replies = []
