@@ -24,8 +24,10 @@ Streams served (stream names lower-case, payload symbol upper-case):
 
 A stream the simulator does not serve (``@kline_1m``, ``@avgPrice``, a
 typo) is refused with ``{"error":{"code":2,"msg":"Invalid request: ..."},"id":n}``
-(the documented error codes, in the ``error`` object real replies put them
-in) and nothing else on the connection changes. A well-formed stream of an
+(the docs' "Error Messages" list gives the code/msg pairs; the ``error``
+object carrying them with the request ``id`` is the reply shape ccxt's
+client handles; the wording for a bad stream name is not documented) and
+nothing else on the connection changes. A well-formed stream of an
 unknown symbol is acked and stays silent, as on the real exchange. Stream
 counts above 1024 per connection are refused. Rule ``message_rate``: more
 than 5 incoming messages in a second closes the connection.
@@ -215,7 +217,7 @@ class Protocol(SimProtocol):
                 bid = state.bids[0] if state.bids else (0.0, 0.0)
                 ask = state.asks[0] if state.asks else (0.0, 0.0)
                 data = {"e": "24hrTicker", "E": ts, "s": symbol, "p": _p8(tape.change),
-                        "P": f"{tape.change_pct:.3f}", "w": _p8(tape.vwap), "x": _p8(tape.open),
+                        "P": f"{tape.change_pct:.2f}", "w": _p8(tape.vwap), "x": _p8(tape.open),
                         "c": _p8(tape.last_price), "Q": _p8(tape.last_qty),
                         "b": _p8(bid[0]), "B": _p8(bid[1]), "a": _p8(ask[0]), "A": _p8(ask[1]),
                         "o": _p8(tape.open), "h": _p8(tape.high), "l": _p8(tape.low), "v": _p8(tape.volume),
