@@ -52,7 +52,8 @@ CALLS = {
                  ("watch_ticker (ticker)", "watch_ticker", {}, "ticker"),
                  ("watch_trades (market_trades)", "watch_trades", {}, "trades")],
     "kraken": [("watch_order_book (book)", "watch_order_book", {}, "book"),
-               ("watch_ticker (ticker)", "watch_ticker", {}, "statistics"),
+               ("watch_ticker (ticker, on trades)", "watch_ticker", {}, "statistics"),
+               ("watch_bids_asks (ticker, event_trigger bbo)", "watch_bids_asks", {}, "ticker"),
                ("watch_trades (trade)", "watch_trades", {}, "trades")],
 }
 
