@@ -46,6 +46,8 @@ OUTCOME_KIND = {Outcome.CHANGED: "changed", Outcome.UNCHANGED: "unchanged", Outc
                 Outcome.GAP: "gap", Outcome.CHECKSUM: "checksum", Outcome.BAD_NUMBER: "bad_number",
                 Outcome.RESUBSCRIBE: "resubscribe", Outcome.STATUS: "status"}
 READY = (int(RowStatus.LIVE), int(RowStatus.CROSSED), int(RowStatus.HALTED))   # a book the exchange made whole
+CHANGED, UNCHANGED, IGNORED = Outcome.CHANGED, Outcome.UNCHANGED, Outcome.IGNORED
+CROSSED = int(RowStatus.CROSSED)
 
 # Gap- and checksum-driven resubscribes per instrument: at most RESYNC_BURST in RESYNC_WINDOW_NS, then one
 # each time the oldest leaves the window. A parser bug that sees a gap in every message must never become a
@@ -398,13 +400,13 @@ class FeedSession:
                 outcome = book.apply(event)
                 if trace is not None:
                     trace.append((OUTCOME_KIND[outcome], event.symbol, ""))
-                if outcome is Outcome.CHANGED:
+                if outcome is CHANGED:
                     if not standby:
                         self.publish(book, recv_ns)
-                elif outcome is Outcome.UNCHANGED:
+                elif outcome is UNCHANGED:
                     if not standby:
                         self.confirm(book, recv_ns)
-                elif outcome is not Outcome.IGNORED:
+                elif outcome is not IGNORED:
                     out.extend(self._after(book, outcome, recv_ns, conn, standby))
             elif isinstance(event, Ping):
                 out.append(self.venue.build_pong(event.token))
@@ -506,8 +508,8 @@ class FeedSession:
 
     def publish(self, book: InstrumentBook, recv_ns: int) -> None:
         row = self.row_of[book.symbol]
-        state = int(book.state)
-        if state == RowStatus.CROSSED and self.status[row] != RowStatus.CROSSED:
+        state = book.state._value_               # the int, without IntEnum arithmetic on the hot path
+        if state == CROSSED and self.status[row] != CROSSED:
             self.stats.skip(SkipReason.CROSSED_BOOK)
             self._note("crossed", recv_ns, symbol=book.symbol)
         bids, asks = book.composed
