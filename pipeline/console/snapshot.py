@@ -11,7 +11,7 @@ import collections
 import time
 from dataclasses import dataclass
 
-from pipeline.board import Board, RowReader, RowStatus
+from pipeline.board import Board, RowReader, RowStatus, TornReadError
 from pipeline.board.histogram import read_histogram
 from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.venues import VENUES
@@ -117,16 +117,27 @@ class BoardSource:
         self.window_ns = int(window_s * 1e9)
         self._history: dict[int, collections.deque] = {}    # slot -> deque of (t_ns, counters, histogram)
         self._restarts_seen: dict[int, tuple[int, int]] = {}  # slot -> (restarts, t_ns they last rose)
+        self._last_quotes: dict[int, Quote] = {}
 
     def read(self, now_ns: int | None = None) -> Snapshot:
         quotes = []
         codec = self.reader.codec
         index = codec.index
         for row, (venue, instrument) in sorted(self.labels.items()):
-            values = self.reader.read(row)
-            quotes.append(Quote(row, venue, instrument, status_name(values[index["status"]]),
-                                values[index["bid_px"]], values[index["bid_qty"]], values[index["ask_px"]],
-                                values[index["ask_qty"]], values[index["recv_ns"]]))
+            try:
+                values = self.reader.read(row)
+            except TornReadError:
+                # its writer was descheduled mid-write for longer than the reader retries: show the row as
+                # it was at the last refresh (or not at all before one), never half a write
+                previous = self._last_quotes.get(row)
+                if previous is not None:
+                    quotes.append(previous)
+                continue
+            quote = Quote(row, venue, instrument, status_name(values[index["status"]]),
+                          values[index["bid_px"]], values[index["bid_qty"]], values[index["ask_px"]],
+                          values[index["ask_qty"]], values[index["recv_ns"]])
+            self._last_quotes[row] = quote
+            quotes.append(quote)
         now_ns = now_ns or time.time_ns()    # after the row reads: ages are never negative
         return Snapshot(self.board.name, now_ns, self.instruments, tuple(quotes), self._processes(now_ns),
                         self.fees_bps)
