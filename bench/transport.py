@@ -10,6 +10,9 @@ number on that bet on this machine, with the pipeline's own ``RowWriter``,
 * ``board_doorbell`` the board, reader spins 50 µs after the last change and
   then blocks on the eventfd; the writer calls ``ring_if_sleeping`` after
   every write (what the feed and detector do);
+* ``board_doorbell_ahead`` the same, and the writer also calls
+  ``ring_ahead`` just before it writes, so the reader's wake-up overlaps the
+  writer's publish (what a feed does when it calls it as a frame arrives);
 * ``mp_queue``       ``multiprocessing.Queue`` (pickled tuples);
 * ``os_pipe``        ``os.pipe`` carrying one orjson line per quote;
 * ``redis``          Redis pub/sub on loopback (a private ``redis-server``).
@@ -17,7 +20,12 @@ number on that bet on this machine, with the pipeline's own ``RowWriter``,
 One writer process and one reader process per variant run, both forked.
 Every quote carries the writer's ``time.perf_counter_ns()`` taken just before
 it publishes (CLOCK_MONOTONIC, one clock for the whole machine); the reader
-subtracts it from its own clock once it holds the quote. Paced phase: about
+subtracts it from its own clock once it holds the quote. The writer also
+notes the moment its message is ready (the row written, the line or the
+tuple built) just before it hands it over, so each quote's latency splits
+into the writer's own cold publish (stamp to ready) and the hand-off (ready
+to the reader holding it: for the board the ring, the wake-up and the read;
+for the pipe the write, the wake-up, the read and the decode). Paced phase: about
 1 quote/ms, which lets the writer sleep between quotes as a feed does, so the
 latencies include cold caches and wake-ups. Blast phase: the writer publishes
 as fast as it can for ``--blast-s``; for the board the reader can only see
@@ -45,7 +53,7 @@ from pipeline.board.doorbell import Doorbell
 from pipeline.board.layout import RowStatus
 
 CTX = mp.get_context("fork")
-VARIANTS = ("board_spin", "board_doorbell", "mp_queue", "os_pipe", "redis")
+VARIANTS = ("board_spin", "board_doorbell", "board_doorbell_ahead", "mp_queue", "os_pipe", "redis")
 BLAST = 1 << 40          # tags at or above this are blast quotes
 PACED_END = -1
 BLAST_END = -2
@@ -64,21 +72,31 @@ def quote(tag: int, stamp: int) -> tuple:
 # Each transport is a pair of functions built in the child after fork:
 # send(tag) for the writer, and a receive loop that calls on_quote(tag, stamp, now).
 
-def board_sender(res, doorbell: bool):
+# Every send(tag) returns (stamp, ready): the stamp the quote carries, and the moment the message was
+# ready to hand over (the row written; the line, tuple or message built).
+
+def board_sender(res, doorbell: bool, ahead: bool = False):
     writer = RowWriter(res["board"], [0])
     write = writer.write
     perf = time.perf_counter_ns
     if doorbell:
-        ring = Doorbell(res["board"].buf, res["efd"]).ring_if_sleeping
+        bell = Doorbell(res["board"].buf, res["efd"])
+        ring = bell.ring_if_sleeping
+        ring_ahead = bell.ring_ahead
 
         def send(tag):
             q = quote(tag, perf())
+            if ahead:
+                ring_ahead()
             write(0, LIVE, ((q[2], q[3]),), ((q[4], q[5]),), tag, q[1])
+            ready = perf()
             ring()
+            return q[1], ready
     else:
         def send(tag):
             q = quote(tag, perf())
             write(0, LIVE, ((q[2], q[3]),), ((q[4], q[5]),), tag, q[1])
+            return q[1], perf()
     return send
 
 
@@ -130,7 +148,13 @@ def board_receive(res, doorbell: bool, on_quote, ready):
 def queue_sender(res):
     put = res["queue"].put
     perf = time.perf_counter_ns
-    return lambda tag: put(quote(tag, perf()))
+
+    def send(tag):
+        q = quote(tag, perf())
+        ready = perf()
+        put(q)
+        return q[1], ready
+    return send
 
 
 def queue_receive(res, on_quote, ready):
@@ -149,7 +173,14 @@ def pipe_sender(res):
     dumps = orjson.dumps
     write = os.write
     perf = time.perf_counter_ns
-    return lambda tag: write(fd, dumps(quote(tag, perf())) + b"\n")
+
+    def send(tag):
+        q = quote(tag, perf())
+        line = dumps(q) + b"\n"
+        ready = perf()
+        write(fd, line)
+        return q[1], ready
+    return send
 
 
 def pipe_receive(res, on_quote, ready):
@@ -179,7 +210,14 @@ def redis_sender(res):
     channel = res["channel"]
     dumps = orjson.dumps
     perf = time.perf_counter_ns
-    return lambda tag: publish(channel, dumps(quote(tag, perf())))
+
+    def send(tag):
+        q = quote(tag, perf())
+        message = dumps(q)
+        ready = perf()
+        publish(channel, message)
+        return q[1], ready
+    return send
 
 
 def redis_receive(res, on_quote, ready):
@@ -209,12 +247,14 @@ def make_sender(variant, res):
         return board_sender(res, False)
     if variant == "board_doorbell":
         return board_sender(res, True)
+    if variant == "board_doorbell_ahead":
+        return board_sender(res, True, ahead=True)
     return {"mp_queue": queue_sender, "os_pipe": pipe_sender, "redis": redis_sender}[variant](res)
 
 
 def receive(variant, res, on_quote, ready):
     if variant.startswith("board_"):
-        return board_receive(res, variant == "board_doorbell", on_quote, ready)
+        return board_receive(res, variant != "board_spin", on_quote, ready)
     return {"mp_queue": queue_receive, "os_pipe": pipe_receive, "redis": redis_receive}[variant](res, on_quote, ready)
 
 
@@ -229,6 +269,7 @@ def writer_main(variant, res, opts, ready, acks, results):
     next_t = perf()
     warmup = opts["warmup"]
     publish = []                                   # the writer's own cost per paced quote
+    ready_at = {}                                  # tag -> (stamp, ready)
     for tag in range(warmup + opts["paced"]):
         now = perf()
         if next_t > now:
@@ -237,9 +278,10 @@ def writer_main(variant, res, opts, ready, acks, results):
         else:
             next_t = now + period                  # late: never burst to catch up
         t0 = perf()
-        send(tag)
+        times = send(tag)
         if tag >= warmup:
             publish.append(perf() - t0)
+            ready_at[tag] = times
     _finish(send, PACED_END, acks[0], latest_value)
     count = 0
     t0 = perf()
@@ -252,7 +294,8 @@ def writer_main(variant, res, opts, ready, acks, results):
     elapsed = (perf() - t0) / 1e9
     _finish(send, BLAST_END, acks[1], latest_value)
     publish.sort()
-    results.put(("writer", {"blast_sent": count, "blast_s": elapsed, "publish_per_s": count / elapsed,
+    results.put(("writer", {"ready_at": ready_at, "blast_sent": count, "blast_s": elapsed,
+                            "publish_per_s": count / elapsed,
                             "writer_send_p50_us": publish[len(publish) // 2] / 1e3 if publish else float("nan")}))
 
 
@@ -270,6 +313,7 @@ def _finish(send, tag, ack, latest_value):
 def reader_main(variant, res, opts, ready, acks, results):
     warmup = opts["warmup"]
     lat: list[int] = []
+    seen_at: dict[int, int] = {}
     st = {"paced_seen": 0, "blast_seen": 0, "blast_first": 0, "blast_last": 0, "t0": 0, "cpu0": 0.0,
           "cpu_pct": float("nan"), "ended_paced": False}
 
@@ -285,6 +329,7 @@ def reader_main(variant, res, opts, ready, acks, results):
                 st["t0"], st["cpu0"] = now, time.process_time()
             if tag >= warmup:
                 lat.append(now - stamp)
+                seen_at[tag] = now
         elif tag == PACED_END:
             if not st["ended_paced"]:
                 st["ended_paced"] = True
@@ -301,6 +346,7 @@ def reader_main(variant, res, opts, ready, acks, results):
     span = (st["blast_last"] - st["blast_first"]) / 1e9
     out = latency_summary(lat)
     out.update({
+        "seen_at": seen_at,
         "paced_seen": len(lat),                    # distinct paced quotes seen after the warm-up
         "paced_sent": opts["paced"],
         "reader_cpu_pct": st["cpu_pct"],
@@ -345,6 +391,12 @@ def run_variant(variant, opts, redis_port):
                 merged.update(data)
         except Exception as exc:  # noqa: BLE001 - reported, the round goes on
             merged["error"] = f"{type(exc).__name__}: {exc}"
+        ready_at, seen_at = merged.pop("ready_at", {}), merged.pop("seen_at", {})
+        if ready_at and seen_at:
+            publish = latency_summary([ready - stamp for stamp, ready in ready_at.values()])
+            handoff = latency_summary([seen_at[t] - ready_at[t][1] for t in seen_at if t in ready_at])
+            merged.update({"publish_p50_us": publish["p50_us"], "handoff_p50_us": handoff["p50_us"],
+                           "handoff_p99_us": handoff["p99_us"]})
         for proc in (writer, reader):
             proc.join(5)
             if proc.is_alive():
@@ -390,8 +442,8 @@ def start_redis():
 # ---------------------------------------------------------------- main
 
 def summarize(rounds: dict[str, list[dict]]) -> dict[str, dict]:
-    keys = ("p50_us", "p99_us", "p999_us", "max_us", "writer_send_p50_us", "reader_cpu_pct", "publish_per_s",
-            "seen_per_s")
+    keys = ("p50_us", "p99_us", "p999_us", "max_us", "writer_send_p50_us", "publish_p50_us", "handoff_p50_us",
+            "handoff_p99_us", "reader_cpu_pct", "publish_per_s", "seen_per_s")
     out = {}
     for variant, runs in rounds.items():
         ok = [r for r in runs if "error" not in r]
@@ -411,15 +463,23 @@ def report(summary: dict, notes: list[str]) -> str:
     text = ["One-way latency at about 1 quote/ms (µs; median over rounds of each round's percentile)", "",
             markdown_table(["variant", "p50", "p99", "p99.9", "max", "writer send p50", "seen %", "reader CPU %",
                             "blast: writer publish/s", "blast: reader sees/s", "rounds"], rows), ""]
+    split_rows = [[v, s["p50_us"], s["publish_p50_us"], s["handoff_p50_us"], s["handoff_p99_us"]]
+                  for v, s in summary.items()]
+    text += ["Where the one-way time goes (µs; median over rounds): the writer's own publish (stamp -> message "
+             "ready) and the hand-off (ready -> the reader holds it)", "",
+             markdown_table(["variant", "one-way p50", "publish p50", "hand-off p50", "hand-off p99"], split_rows), ""]
     ratio_rows = []
     q = summary.get("mp_queue", {})
     r = summary.get("redis", {})
+    pipe = summary.get("os_pipe", {})
     for v, s in summary.items():
-        ratio_rows.append([v, ratio(q.get("p50_us"), s["p50_us"]), ratio(r.get("p50_us"), s["p50_us"]),
+        ratio_rows.append([v, ratio(pipe.get("p50_us"), s["p50_us"]), ratio(pipe.get("handoff_p50_us"),
+                                                                            s["handoff_p50_us"]),
+                           ratio(q.get("p50_us"), s["p50_us"]), ratio(r.get("p50_us"), s["p50_us"]),
                            ratio(q.get("p99_us"), s["p99_us"]), ratio(r.get("p99_us"), s["p99_us"])])
-    text += ["How many times lower than mp.Queue / Redis (ratio of medians)", "",
-             markdown_table(["variant", "p50 vs mp.Queue", "p50 vs Redis", "p99 vs mp.Queue", "p99 vs Redis"],
-                            ratio_rows)]
+    text += ["How many times lower than os.pipe / mp.Queue / Redis (ratio of medians; above 1: lower)", "",
+             markdown_table(["variant", "p50 vs os.pipe", "hand-off p50 vs os.pipe", "p50 vs mp.Queue",
+                             "p50 vs Redis", "p99 vs mp.Queue", "p99 vs Redis"], ratio_rows)]
     torn = {v: (s["torn_paced"], s["torn_blast"]) for v, s in summary.items() if v.startswith("board_")}
     if torn:
         text += ["", "RowReader.read_with_seq gave up (TornReadError) in the paced / blast phase, summed over rounds: "
