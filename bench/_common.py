@@ -117,6 +117,17 @@ def code_version() -> dict:
             "uncommitted_pipeline_files": [line[3:] for line in git("status", "--porcelain", "--", "pipeline").splitlines()]}
 
 
+def speed_probe_ns() -> float:
+    """ns for ``sum`` over a 100-int list, best of 5: how fast this (shared) machine ran Python just now.
+
+    The same VM has given 400-900 ns here on different days; figures from runs with different probes
+    are not comparable one to one.
+    """
+    import timeit
+    numbers = list(range(100))
+    return min(timeit.repeat(lambda: sum(numbers), number=20000, repeat=5)) / 20000 * 1e9
+
+
 def fmt(value, digits: int = 1) -> str:
     if value is None:
         return "-"
