@@ -1,0 +1,34 @@
+"""What the detector takes from a row's trust fields: halted rows never trade, confirmed quiet rows stay fresh."""
+from __future__ import annotations
+
+from pipeline.board.layout import RowStatus
+from pipeline.detector.rules import Quote, find, untradable_reason
+
+MS = 1_000_000
+NOW = 1_700_000_000_000 * MS
+STALENESS = 1000 * MS
+
+
+def quote(venue, bid, ask, status=RowStatus.LIVE, recv_ms_ago=10, confirmed_ms_ago=None):
+    recv = NOW - recv_ms_ago * MS
+    confirmed = NOW - confirmed_ms_ago * MS if confirmed_ms_ago is not None else 0
+    return Quote(venue, int(status), [(bid, 10.0)], [(ask, 10.0)], recv, 0, recv, 2, 0, confirmed)
+
+
+def test_a_halted_row_is_never_tradable_and_says_why():
+    assert untradable_reason(quote("kraken", 99.0, 99.1, RowStatus.HALTED), NOW, STALENESS) == "venue_halted"
+    found, _ = find("BTC/USD", [quote("kraken", 99.0, 99.1, RowStatus.HALTED), quote("coinbase", 101.0, 101.1)],
+                    {"kraken": 0.0, "coinbase": 0.0}, NOW, STALENESS, 0.0, 1e9, 0.0, 10_000)
+    assert found == []
+    found, _ = find("BTC/USD", [quote("kraken", 99.0, 99.1), quote("coinbase", 101.0, 101.1)],
+                    {"kraken": 0.0, "coinbase": 0.0}, NOW, STALENESS, 0.0, 1e9, 0.0, 10_000)
+    assert [(c.buy.venue, c.sell.venue) for c in found] == [("kraken", "coinbase")]
+
+
+def test_a_quiet_row_the_exchange_keeps_confirming_stays_tradable():
+    quiet = quote("kraken", 99.0, 99.1, recv_ms_ago=5000, confirmed_ms_ago=200)
+    silent = quote("kraken", 99.0, 99.1, recv_ms_ago=5000)
+    assert untradable_reason(quiet, NOW, STALENESS) is None
+    assert untradable_reason(silent, NOW, STALENESS) == "quote_stale"
+    assert untradable_reason(quote("kraken", 99.0, 99.1, recv_ms_ago=5000, confirmed_ms_ago=1500), NOW,
+                             STALENESS) == "quote_stale"
