@@ -74,6 +74,7 @@ class RowWriter:
         self._pack = codec.payload.pack_into
         self._depth = codec.depth
         self._zeros = (0.0, 0.0) * codec.depth
+        self._tail = (0.0, 0.0) * (codec.depth - 1)     # the empty levels of a one-level side
         self._header_flag = board.header  # doorbell flag lives in the header
         self._state = {}
         for row in rows:
@@ -109,6 +110,26 @@ class RowWriter:
         state = self._state.get(row)
         if state is None:
             raise RowOwnershipError(f"this writer owns rows {sorted(self._owned)}, not row {row}")
+        if gaps is not None:
+            state[4] = gaps
+        if checksum_failures is not None:
+            state[5] = checksum_failures
+        if len(bids) == 1 and len(asks) == 1:
+            # top of book only, the hottest case: no level lists to build
+            bid_px, bid_qty = bids[0]
+            ask_px, ask_qty = asks[0]
+            tail = self._tail
+            seq = state[0]
+            count = state[1] = state[1] + 1
+            word = state[6]
+            words = self._words
+            words[word] = seq + 1                                 # odd: write in progress
+            self._pack(self._buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, time.time_ns(),
+                       count, status, 1, 1, 0, state[2], state[3], bid_px, bid_qty, *tail, ask_px, ask_qty, *tail,
+                       state[4], state[5], confirmed_ns or recv_ns)
+            words[word] = seq + 2                                 # even: consistent
+            state[0] = seq + 2
+            return
         depth = self._depth
         if len(bids) > depth:
             bids = bids[:depth]
@@ -129,10 +150,6 @@ class RowWriter:
             ask_px, ask_qty = asks[0]
         else:
             ask_px = ask_qty = 0.0
-        if gaps is not None:
-            state[4] = gaps
-        if checksum_failures is not None:
-            state[5] = checksum_failures
         seq = state[0]
         state[1] += 1
         word = state[6]
