@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from pathlib import Path
 import psutil
 import yaml
 
+from bench._common import BusyMeter, machine_info
 from pipeline.board import Board
 from pipeline.board.histogram import read_histogram
 from pipeline.board.layout import HOPS, ProcessRole
@@ -39,12 +41,13 @@ INSTRUMENTS = {"coinbase": ["BTC/USD", "ETH/USD", "BTC/USDT"], "kraken": ["BTC/U
 FRAMES_PER_STEP = sum(len(INSTRUMENTS.get(v, [1, 2, 3])) for v in VENUES) * 2
 
 
-def config(board: str, rate: int, wait: str, out: Path) -> dict:
+def config(board: str, rate: int, wait: str, out: Path, transport: str = "websockets") -> dict:
     return {
         "board": {"name": board, "depth": 5},
         "simulator": {"seed": 3, "update_interval_ms": 1000.0 * FRAMES_PER_STEP / rate,
                       "dislocation_every_s": 0.5, "dislocation_bps": 45, "dislocation_ms": 150, "cores": [0]},
-        "venues": {v: {"instruments": INSTRUMENTS.get(v, ["BTC/USDT", "ETH/USDT", "SOL/USDT"]), "cores": [0]}
+        "venues": {v: {"instruments": INSTRUMENTS.get(v, ["BTC/USDT", "ETH/USDT", "SOL/USDT"]), "cores": [0],
+                       **({"transport": transport} if transport != "websockets" else {})}
                    for v in VENUES},
         "detector": {"threshold_bps": 0.0, "wait": wait, "output": str(out), "print_opportunities": False,
                      "cores": [1], "shadow_latencies_ms": []},
@@ -72,11 +75,11 @@ def merge(later: dict, earlier: dict, hop: str):
     return HistogramSnapshot(count, sum(p.sum_ns for p in parts), max(p.max_ns for p in parts), buckets)
 
 
-def run_one(rate: int, wait: str, seconds: float, warmup: float) -> dict:
+def run_one(rate: int, wait: str, seconds: float, warmup: float, transport: str = "websockets") -> dict:
     board_name = f"pipeline-bench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="e2e-"))
     path = work / "c.yaml"
-    path.write_text(yaml.safe_dump(config(board_name, rate, wait, work / "o.jsonl")))
+    path.write_text(yaml.safe_dump(config(board_name, rate, wait, work / "o.jsonl", transport)))
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     try:
@@ -88,16 +91,19 @@ def run_one(rate: int, wait: str, seconds: float, warmup: float) -> dict:
         for p in procs.values():
             p.cpu_percent(None)
         before = snapshot(board)
+        meter = BusyMeter()
         t0 = time.monotonic()
         time.sleep(seconds)
         after = snapshot(board)
         elapsed = time.monotonic() - t0
         cpu = {name: p.cpu_percent(None) for name, p in procs.items()}
+        busy = meter.busy_cores()
         board.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-    result = {"target_rate": rate, "wait": wait, "achieved_rate": round((after["messages"] - before["messages"]) / elapsed),
+    result = {"target_rate": rate, "wait": wait, "transport": transport, "busy_cores": round(busy, 2),
+              "achieved_rate": round((after["messages"] - before["messages"]) / elapsed),
               "detector_cpu_percent": cpu.get("detector"),
               "feeds_cpu_percent_total": round(sum(v for k, v in cpu.items() if k.startswith("slot")), 1),
               "hops": {}}
@@ -113,11 +119,14 @@ def run_one(rate: int, wait: str, seconds: float, warmup: float) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| target/s | wait | achieved/s | detector CPU | feeds CPU | hop | p50 µs | p99 µs | p99.9 µs | max µs | n |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| target/s | transport | wait | achieved/s | busy cores | detector CPU | feeds CPU | hop | p50 µs | p99 µs "
+             "| p99.9 µs | max µs | n |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for hop, h in r["hops"].items():
-            lines.append(f"| {r['target_rate']} | {r['wait']} | {r['achieved_rate']} | {r['detector_cpu_percent']:.0f}% "
+            lines.append(f"| {r['target_rate']} | {r.get('transport', 'websockets')} | {r['wait']} "
+                         f"| {r['achieved_rate']} | {r.get('busy_cores', float('nan')):.2f} "
+                         f"| {r['detector_cpu_percent']:.0f}% "
                          f"| {r['feeds_cpu_percent_total']:.0f}% | {hop} | {h['p50_us']:.0f} | {h['p99_us']:.0f} "
                          f"| {h['p999_us']:.0f} | {h['max_us']:.0f} | {h['count']} |")
     return "\n".join(lines)
@@ -129,11 +138,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=6.0)
     parser.add_argument("--rates", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--waits", nargs="+", default=["doorbell", "spin"])
+    parser.add_argument("--transports", nargs="+", default=["websockets"],
+                        help="feed transports to compare, e.g. websockets picows (default websockets)")
     args = parser.parse_args()
-    results = [run_one(rate, wait, args.seconds, args.warmup) for rate in args.rates for wait in args.waits]
+    machine = machine_info()
+    results = [run_one(rate, wait, args.seconds, args.warmup, transport)
+               for rate in args.rates for transport in args.transports for wait in args.waits]
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "e2e_load.json").write_text(json.dumps(results, indent=2))
+    machine["loadavg_end"] = os.getloadavg()
+    (out / "e2e_load.json").write_text(json.dumps({"options": vars(args), "machine": machine, "results": results},
+                                                  indent=2, default=str))
     print(table(results))
 
 

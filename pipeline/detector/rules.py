@@ -197,12 +197,20 @@ class PairState:
         if len(quotes) != len(cached):
             raise KeyError("labels differ")
         i = 0
+        replaced = None
         for label, quote in quotes.items():
             if quote is not cached[i]:
                 if label != self.labels[i]:
                     raise KeyError(label)
-                self._replace(i, quote)
+                if replaced is None:
+                    replaced = [i]
+                else:
+                    replaced.append(i)
+                self._take(i, quote)
             i += 1
+        if replaced is not None:              # pairs after every new quote is in: each pair walked once
+            for i in replaced:
+                self._pairs_of(i, replaced)
         pairs = self.pairs
         if not pairs:
             return [], []
@@ -218,10 +226,10 @@ class PairState:
             (suspect if is_suspect else found).append(candidate)
         return found, suspect
 
-    def _replace(self, i: int, quote: Quote) -> None:
+    def _take(self, i: int, quote: Quote) -> None:
+        """A new quote at ``i``: its tradability apart from age, and its pairs forgotten."""
         self.quotes[i] = quote
         bids, asks = quote.bids, quote.asks
-        ok = quote.status == LIVE and bool(bids) and bool(asks) and bids[0][0] < asks[0][0]
         staleness_ns = self.staleness_ns
         self.limit[i] = quote.max_age_ns if quote.max_age_ns and quote.max_age_ns < staleness_ns else staleness_ns
         self.confirmed[i] = quote.confirmed_ns if quote.confirmed_ns > quote.recv_ns else quote.recv_ns
@@ -229,18 +237,25 @@ class PairState:
         if pairs:
             for key in [k for k in pairs if i in k]:
                 del pairs[key]
+        if quote.status == LIVE and bids and asks and bids[0][0] < asks[0][0]:
+            self.top[i] = (bids[0][0], asks[0][0])
+        else:
+            self.top[i] = None
+
+    def _pairs_of(self, i: int, replaced: list[int]) -> None:
+        """Walk the pairs of the new quote at ``i`` (both ways), except with new quotes before it (done)."""
         top = self.top
-        if not ok:
-            top[i] = None
+        if top[i] is None:
             return
         # find()'s and walk()'s first two tests, inline: most pairs stop here without a walk
-        best_bid, best_ask = top[i] = (bids[0][0], asks[0][0])
-        ask_cost = best_ask * self.buy_mult[i]
-        bid_gain = best_bid * self.sell_mult[i]
+        best_bid, best_ask = top[i]
         buy_mult, sell_mult = self.buy_mult, self.sell_mult
+        ask_cost = best_ask * buy_mult[i]
+        bid_gain = best_bid * sell_mult[i]
+        first = replaced[0] != i
         j = 0
         for other in top:
-            if other is not None and j != i:
+            if other is not None and j != i and not (first and j < i and j in replaced):
                 bid_j, ask_j = other
                 if bid_j > best_ask and bid_j * sell_mult[j] > ask_cost:
                     self._pair(i, j)

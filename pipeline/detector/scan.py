@@ -208,9 +208,22 @@ class BoardView:
         np.not_equal(current, last, out=self._moved)
         dirty: dict[str, list[int]] = {}
         key_of_row = self.key_of_row
+        moved = self._moved.nonzero()[0]
+        if len(moved) > 64:                        # a burst: the odd rows in one numpy pass
+            odd_rows = moved[(current[moved] & 1).astype(bool)]
+            if len(odd_rows):
+                current = current.copy()
+                current[odd_rows] = last[odd_rows]
+                seen = current.tobytes()
+                moved = np.flatnonzero(current != last)
+            for row in moved.tolist():
+                dirty.setdefault(key_of_row[row], []).append(row)
+            self._last_column = current
+            self._last_bytes = seen
+            return dirty
         seq_at = _U64.unpack_from
         odd = []
-        for row in self._moved.nonzero()[0].tolist():
+        for row in moved.tolist():
             if seq_at(seen, 8 * row)[0] & 1:       # odd: a write in progress, seen when it completes
                 odd.append(row)
                 continue
