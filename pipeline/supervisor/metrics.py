@@ -74,6 +74,10 @@ _FEED_COUNTERS = (
     ("record_dropped", "pipeline_feed_recording_dropped_frames",
      "Frames lost from the recording (disk full, unwritable directory); never from the board."),
     ("record_errors", "pipeline_feed_recording_errors", "Recording write failures."),
+    ("resyncs_deferred", "pipeline_feed_resyncs_deferred",
+     "Resubscribes held back by the per-instrument limit (3 a minute): a gap storm, not a subscribe storm."),
+    ("stuck_channels", "pipeline_feed_stuck_channels",
+     "Top-of-book channels re-armed after their ids stayed behind the depth channel's."),
 )
 _SKIP_REASONS = tuple((int(r), r.name.lower()) for r in SkipReason)
 _ROW_STATES = tuple((int(s), s.name.lower()) for s in RowStatus)

@@ -94,3 +94,39 @@ def test_okx_login_then_tick_by_tick_refused_falls_back_to_books_and_goes_live()
             [conn] = h.feed.open_conns
             assert conn.logged_in is True                          # logged in, then refused the channel
     run(scenario())
+
+
+def test_a_connection_near_its_lifetime_is_replaced_make_before_break():
+    async def scenario():
+        async with FeedHarness("binance") as h:
+            await h.all_live()
+            # Binance allows 24 h; the feed replaces a connection 10 min before. Here: a lifetime that is due now.
+            from pipeline.feed.process import LIFETIME_MARGIN_S
+            h.feed.lifetime_s = LIFETIME_MARGIN_S + 0.3
+            opened = h.server.connections_opened
+            seen: set = set()
+            stop = asyncio.Event()
+            watcher = asyncio.ensure_future(watch_states(h, seen, stop))
+            await h.until(lambda: h.server.connections_opened > opened, 10, "the replacement connection")
+            await h.until(lambda: len(h.server.connections) == 1 and h.feed.open_conns, 10, "one connection left")
+            h.feed.lifetime_s = None
+            await h.all_live()
+            stop.set()
+            await watcher
+            assert RowStatus.DISCONNECTED not in seen, seen
+    run(scenario())
+
+
+def test_kraken_reconnects_no_faster_than_every_5_s_after_maintenance():
+    async def scenario():
+        async with FeedHarness("kraken") as h:
+            await h.all_live()
+            await h.server.announce_status("maintenance")
+            await h.until(lambda: all(h.status(i) == RowStatus.HALTED for i in h.instruments), 5, "halted rows")
+            opened = h.server.connections_opened
+            loop = asyncio.get_running_loop()
+            dropped = loop.time()
+            await h.server.drop_connections("abort")
+            await h.until(lambda: h.server.connections_opened > opened, 15, "the reconnect")
+            assert loop.time() - dropped >= 4.9          # the documented pause; the backoff alone is 0.05-0.5 s
+    run(scenario())

@@ -108,3 +108,27 @@ def test_cli_usage_error_exits_2():
     result = run_cli("--duration", "5")
     assert result.returncode == 2
     assert "usage:" in result.stderr and "--config" in result.stderr
+
+
+def test_connection_options_per_venue():
+    from pipeline.config import parse_config
+    from pipeline.errors import ConfigError
+    raw = {"venues": {"okx": {"instruments": ["BTC/USDT"], "url": "wss://x", "ws_ping_interval_s": 0,
+                              "transport": "websockets",
+                              "credentials_env": {"key": "OKX_KEY", "secret": "OKX_SECRET", "passphrase": "OKX_PASS"}}}}
+    okx = parse_config(raw, available_cores=frozenset({0})).venue("okx")
+    assert okx.ws_ping_interval_s == 0 and okx.transport == "websockets"
+    assert dict(okx.credentials_env) == {"key": "OKX_KEY", "secret": "OKX_SECRET", "passphrase": "OKX_PASS"}
+    bad = {"venues": {"okx": {"instruments": ["BTC/USDT"], "url": "wss://x", "transport": "tcp",
+                              "credentials_env": {"key": "OKX_KEY", "secret": "s3cr3t value", "passphrase": "P"}},
+                      "binance": {"instruments": ["BTC/USDT"], "url": "wss://x",
+                                  "credentials_env": {"key": "A", "secret": "B", "passphrase": "C"}}}}
+    try:
+        parse_config(bad, available_cores=frozenset({0}))
+    except ConfigError as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("accepted")
+    assert "venues.okx.transport: must be one of websockets, picows, got 'tcp'" in text
+    assert "venues.okx.credentials_env.secret: must be the name of an environment variable" in text
+    assert "venues.binance.credentials_env: only okx takes credentials" in text
