@@ -76,7 +76,7 @@ def plot_detector(path_in, path_out) -> None:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, linestyle=line,
                         color=colours.get(n_ex), label=f"{n_ex} exchanges, depth {depth}")
         if key == "one_us":
-            ax.axhline(20, color="red", linestyle="--", linewidth=1, label="target 20 µs (600 rows, depth 5)")
+            ax.axhline(12, color="red", linestyle="--", linewidth=1, label="target 12 µs (600 rows, depth 5)")
             ax.axvline(600, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -109,6 +109,8 @@ def plot_e2e(path_in, path_out) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator
     data = json.loads(path_in.read_text())
     results = data["results"] if isinstance(data, dict) else data      # e2e_load.py writes a bare list
+    if len({r.get("transport", "websockets") for r in results}) > 1:     # one series per feed transport and wait
+        results = [dict(r, wait=f"{r['transport']} {r['wait']}") for r in results]
     hops = [h for h in E2E_HOPS if any(h in r["hops"] for r in results)]
     waits = list(dict.fromkeys(r["wait"] for r in results))
     rates = sorted({r["target_rate"] for r in results})
