@@ -38,6 +38,20 @@ class Emitted:
     event: Event | None = None       # None for shadow records
 
 
+def remote_leg_delay_ns(candidate) -> int:
+    """How much later a bridged leg is seen here than on its own box (its row's age on arrival at the open).
+
+    An order for that leg reaches its venue from the remote box, and what the venue's book did at
+    ``open + latency`` shows up here this much later: the shadow fill of a cross-box opportunity is
+    priced on the book as seen ``latency`` + this delay after the open. Local legs: 0.
+    """
+    delay = 0
+    for quote in (candidate.buy, candidate.sell):
+        if "@" in quote.venue and quote.publish_ns > quote.recv_ns:
+            delay = max(delay, quote.publish_ns - quote.recv_ns)
+    return delay
+
+
 class DetectorEngine:
     def __init__(self, config, universe: RowUniverse, quotes_of: Callable[[str], dict[str, Quote]],
                  clock_offset_ns: Callable[[str], int] = lambda label: 0):
@@ -101,10 +115,12 @@ class DetectorEngine:
     def _schedule_shadows(self, event: Event) -> None:
         if not self.shadow_latencies_ms:
             return
-        self.shadow_pending[id(event)] = [event, {}]
+        remote_ns = remote_leg_delay_ns(event.candidate)
+        self.shadow_pending[id(event)] = [event, {}, remote_ns]
         for latency_ms in self.shadow_latencies_ms:
             self._shadow_n += 1
-            heapq.heappush(self.shadow_due, (event.now_ns + int(latency_ms * 1e6), self._shadow_n, event, latency_ms))
+            heapq.heappush(self.shadow_due, (event.now_ns + int(latency_ms * 1e6) + remote_ns, self._shadow_n, event,
+                                             latency_ms))
 
     def next_shadow_ns(self) -> int | None:
         return self.shadow_due[0][0] if self.shadow_due else None
@@ -130,7 +146,10 @@ class DetectorEngine:
             if len(pending[1]) == len(self.shadow_latencies_ms):
                 del self.shadow_pending[id(event)]
                 fills = [pending[1][ms] for ms in sorted(pending[1])]
-                out.append(Emitted(shadow_record(event, fills, now_ns), None))
+                record = shadow_record(event, fills, now_ns)
+                if pending[2]:
+                    record["remote_leg_delay_ms"] = round(pending[2] / 1e6, 3)
+                out.append(Emitted(record, None))
         return out
 
     # ---------------------------------------------------------------- time

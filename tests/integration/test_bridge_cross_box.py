@@ -53,6 +53,11 @@ def test_cross_box_opportunities_with_honest_ages_and_none_while_disconnected(tm
             assert 0 <= remote_age < 2000
             fees = {e["buy_exchange"]: e["buy_fee_bps"], e["sell_exchange"]: e["sell_fee_bps"]}
             assert fees == {"okx": 10.0, "binance@tokyo": 10.0}
+        # the shadow fills of a cross-box open are priced later by the remote leg's age on arrival
+        shadows = wait_for(lambda: [e for e in events(out) if e["event"] == "shadow"
+                                    and "binance@tokyo" in (e["buy_exchange"], e["sell_exchange"])], 10,
+                           interval=0.2, message="a cross-box shadow fill")
+        assert all(0 < e["remote_leg_delay_ms"] < 2000 for e in shadows)
         remote = central.row_of("binance@tokyo", "BTC/USDT")
         server.kill()
         wait_for(lambda: central.row(remote)["status"] == int(RowStatus.DISCONNECTED), 3,

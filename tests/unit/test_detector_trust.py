@@ -32,3 +32,13 @@ def test_a_quiet_row_the_exchange_keeps_confirming_stays_tradable():
     assert untradable_reason(silent, NOW, STALENESS) == "quote_stale"
     assert untradable_reason(quote("kraken", 99.0, 99.1, recv_ms_ago=5000, confirmed_ms_ago=1500), NOW,
                              STALENESS) == "quote_stale"
+
+
+def test_a_bridged_leg_delays_its_shadow_fill_by_its_age_on_arrival():
+    from pipeline.detector.engine import remote_leg_delay_ns
+    from pipeline.detector.rules import Candidate
+    local = quote("okx", 99.0, 99.1)
+    remote = quote("binance@tokyo", 101.0, 101.1, recv_ms_ago=10)
+    remote.publish_ns = remote.recv_ns + 4 * MS              # written here 4 ms after tokyo received it
+    assert remote_leg_delay_ns(Candidate("BTC/USDT", local, remote, None)) == 4 * MS
+    assert remote_leg_delay_ns(Candidate("BTC/USDT", local, quote("bybit", 101.0, 101.1), None)) == 0
