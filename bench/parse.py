@@ -631,7 +631,7 @@ def main(argv=None) -> None:
                  "frames from a socket into a real feed (session, board row, doorbell, hop histograms), median", "",
                  markdown_table(["transport", "frames/s", "µs/frame", "publishes/frame"], rows)]
         if len(feed_receive) == 2:
-            text += ["", f"picows / websockets: {ratio(feed_receive['picows'], feed_receive['websockets'])}"]
+            text += ["", f"picows / websockets: {feed_receive['picows'] / feed_receive['websockets']:.2f}x"]
     if book_ticker is not None and not args.skip_recv:
         receive = receive_compare(book_ticker["frames"][0].encode(), args.recv_s, max(1, min(args.rounds, 3)))
         text += ["", f"WebSocket receive, one frame type blasted over loopback ({args.recv_s:.1f} s per run, "

@@ -188,10 +188,7 @@ def import_cryptofeed(src: str, out_dir: str, exchange: str | None = None) -> tu
             elif kind == "frame":
                 if when is not None:
                     last_ns = int(when * 1e9)
-                if isinstance(frame, bytes):
-                    writer.add(BINARY, last_ns, conn, frame)
-                else:
-                    writer.add(TEXT, last_ns, conn, frame.encode("utf-8", "surrogatepass"))
+                writer.add(BINARY if isinstance(frame, bytes) else TEXT, last_ns, conn, frame)
     writer.close()
     return out, writer.count
 
@@ -206,8 +203,7 @@ def import_jsonl(src: str, out_dir: str, exchange: str, start_ns: int) -> tuple[
             kind, frame, _ = split_line(line)
             if kind != "frame":
                 continue
-            payload = frame if isinstance(frame, bytes) else frame.encode("utf-8", "surrogatepass")
-            writer.add(BINARY if isinstance(frame, bytes) else TEXT, start_ns + n * 1_000_000, 1, payload)
+            writer.add(BINARY if isinstance(frame, bytes) else TEXT, start_ns + n * 1_000_000, 1, frame)
             n += 1
     writer.close()
     return out, writer.count

@@ -1,9 +1,10 @@
 """The feed's recorder: every frame exactly as received, without slowing the feed down.
 
-The hot path only appends a tuple to a list (:meth:`Recorder.frame`, a few
-hundred nanoseconds); a writer thread swaps the list out every
-``flush_interval_s``, encodes and compresses it (zstandard releases the GIL
-while compressing) and appends one chunk to the current file. Disk trouble
+The hot path only appends a tuple to a list (:meth:`Recorder.frame`, well
+under a microsecond); a writer thread swaps the list out every
+``flush_interval_s``, builds the chunk body by column with a few C-level
+calls (no Python work per frame, so the feed barely waits for the GIL),
+compresses it (zstandard releases the GIL) and appends it to the file. Disk trouble
 (full, unwritable, removed directory) never reaches the feed: the batch is
 dropped from the recording and counted (``record_dropped``, ``record_errors``
 in the process slot, shown by health and metrics), the error is logged once
@@ -23,11 +24,9 @@ import time
 
 import orjson
 
-from pipeline.recording.format import BINARY, EVENT, SUFFIX, TEXT, encode_chunk, encode_header, encode_records
+from pipeline.recording.format import SUFFIX, encode_body, encode_chunk, encode_header
 
 log = logging.getLogger("pipeline.recording")
-
-YIELD_EVERY = 256
 
 
 class Recorder:
@@ -40,7 +39,8 @@ class Recorder:
         self.keep_files = keep_files
         self.flush_interval_s = flush_interval_s
         self.retry_after_s = retry_after_s
-        self._buffer: list = []
+        self._buffer: list = []           # (raw, recv_ns, conn), appended by the feed
+        self._events: list = []           # (now_ns, conn, kind, fields)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._file = None
@@ -60,8 +60,8 @@ class Recorder:
         self._buffer.append((raw, recv_ns, conn))
 
     def event(self, kind: str, now_ns: int, fields: dict) -> None:
-        self._buffer.append((None, now_ns, fields.get("conn", 0) if isinstance(fields.get("conn"), int) else 0,
-                             kind, fields))
+        conn = fields.get("conn")
+        self._events.append((now_ns, conn if isinstance(conn, int) else 0, kind, fields))
 
     def publish_stats(self, stats) -> None:
         """Copy the counters into the feed's process slot (called by the feed's watchdog)."""
@@ -70,9 +70,11 @@ class Recorder:
         stats.set("record_errors", self.errors)
 
     # ---------------------------------------------------------------- writer thread
-    def _take(self) -> list:
-        batch, self._buffer = self._buffer, []        # one atomic rebinding under the GIL
-        return batch
+    def _take(self) -> tuple[list, list]:
+        # one rebinding each, atomic under the GIL: the feed appends to the new lists from here on
+        frames, self._buffer = self._buffer, []
+        events, self._events = self._events, []
+        return frames, events
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):
@@ -80,27 +82,18 @@ class Recorder:
         self._write(self._take())
         self._close_file()
 
-    def _encode(self, batch: list) -> bytes:
-        """The batch as record bytes. The thread holds the GIL while it does this, so it lets go every
-        ``YIELD_EVERY`` records: the feed's event loop never waits on it for more than ~0.1 ms."""
-        records = []
-        for n, item in enumerate(batch):
-            if n % YIELD_EVERY == YIELD_EVERY - 1:
-                time.sleep(0)
-            raw, recv_ns, conn = item[0], item[1], item[2]
-            if raw is None:
-                records.append((EVENT, recv_ns, conn, orjson.dumps({"kind": item[3], **item[4]},
-                                                                   option=orjson.OPT_NON_STR_KEYS)))
-            elif isinstance(raw, str):
-                records.append((TEXT, recv_ns, conn, raw.encode("utf-8", "surrogatepass")))
-            else:
-                records.append((BINARY, recv_ns, conn, bytes(raw)))
-        return encode_records(records)
+    @staticmethod
+    def _encode(frames: list, events: list) -> bytes:
+        """The chunk body: C-level calls per chunk, no Python work per frame (the feed shares the GIL)."""
+        return encode_body(frames, [(now_ns, conn, orjson.dumps({"kind": kind, **fields},
+                                                                  option=orjson.OPT_NON_STR_KEYS))
+                                    for now_ns, conn, kind, fields in events])
 
-    def _write(self, batch: list) -> None:
-        if not batch:
+    def _write(self, batch: tuple[list, list]) -> None:
+        frame_list, events = batch
+        if not frame_list and not events:
             return
-        frames = sum(1 for item in batch if item[0] is not None)
+        frames = len(frame_list)
         try:
             if self._file is None:
                 if time.monotonic() - self._failed_at < self.retry_after_s:
@@ -110,7 +103,7 @@ class Recorder:
             if self._compressor is None:
                 import zstandard
                 self._compressor = zstandard.ZstdCompressor(level=3)
-            chunk = encode_chunk(self._encode(batch), self._compressor)
+            chunk = encode_chunk(self._encode(frame_list, events), self._compressor)
             self._file.write(chunk)
             self._file.flush()
             self._file_bytes += len(chunk)
