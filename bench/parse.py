@@ -356,8 +356,8 @@ def decode_compare(frames, rounds):
 
 # ---------------------------------------------------------------- receive: websockets vs picows
 
-def _blast_server(listener, payload):
-    """Minimal RFC 6455 server: answer the upgrade, then write the same text frame until the peer goes away."""
+def _accept_upgrade(listener):
+    """Accept one client and answer its WebSocket upgrade (RFC 6455); returns the socket."""
     conn, _ = listener.accept()
     request = b""
     while b"\r\n\r\n" not in request:
@@ -367,6 +367,12 @@ def _blast_server(listener, payload):
     accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    return conn
+
+
+def _blast_server(listener, payload):
+    """Minimal RFC 6455 server: answer the upgrade, then write the same text frame until the peer goes away."""
+    conn = _accept_upgrade(listener)
     n = len(payload)
     header = bytes([0x81, n]) if n < 126 else bytes([0x81, 126]) + n.to_bytes(2, "big")
     block = (header + payload) * 256
@@ -447,15 +453,7 @@ def receive_compare(payload, seconds, rounds):
 
 def _blast_distinct(listener, block: bytes):
     """Answer the upgrade, send ``block`` (many distinct text frames) once, then wait for the peer to leave."""
-    conn, _ = listener.accept()
-    request = b""
-    while b"\r\n\r\n" not in request:
-        request += conn.recv(4096)
-    key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
-               if line.lower().startswith(b"sec-websocket-key:"))
-    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    conn = _accept_upgrade(listener)
     try:
         conn.sendall(block)
         while conn.recv(4096):

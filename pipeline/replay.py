@@ -38,8 +38,8 @@ from pipeline.detector.scan import BoardView, RowUniverse
 from pipeline.errors import ConfigError
 from pipeline.feed.session import FeedSession
 from pipeline.recording.format import EVENT, RecordingError, RecordingReader, recording_files
-from pipeline.runtime import RowAssignment
-from pipeline.venues import load_venue, native_symbols
+from pipeline.supervisor.core import plan_rows
+from pipeline.venues import load_venue
 
 TICK_INTERVAL_NS = 100_000_000       # the feed watchdog's interval
 CATCH_UP_LIMIT_NS = 10_000_000_000   # a silence longer than this is jumped, not walked in 20 ms steps
@@ -56,15 +56,6 @@ class ReplayResult:
     damage: list = field(default_factory=list)
     summary: str = ""
     incidents: dict = field(default_factory=dict)
-
-
-def plan_rows(config) -> list[RowAssignment]:
-    rows = []
-    for venue in config.venues:
-        symbols = native_symbols(venue)
-        for instrument in venue.instruments:
-            rows.append(RowAssignment(len(rows), venue.name, instrument, symbols[instrument]))
-    return rows
 
 
 def parse_time(text: str | None) -> int | None:

@@ -26,32 +26,17 @@ from typing import NamedTuple
 from pipeline.board.layout import RowStatus
 from pipeline.bridge.codec import RemoteQuote, heartbeat_subject, parse_heartbeat, parse_quote, quote_subject
 from pipeline.runtime import RowAssignment
+from pipeline.feed.session import ClockOffset
 
 DISCONNECTED = int(RowStatus.DISCONNECTED)
 
 
-class BoxClock:
-    """Low envelope of (local arrival - remote send time) over a sliding window of ``window_s``.
-
-    Two half-windows keep it O(1) per sample and let it follow drift while
-    ignoring queueing spikes.
-    """
-
-    def __init__(self, window_s: float = 30.0):
-        self.half_ns = int(window_s * 1e9 / 2)
-        self.current: int | None = None
-        self.previous: int | None = None
-        self.started_ns = 0
-
-    def observe(self, delay_ns: int, now_ns: int) -> None:
-        if now_ns - self.started_ns > self.half_ns:
-            self.previous, self.current, self.started_ns = self.current, None, now_ns
-        if self.current is None or delay_ns < self.current:
-            self.current = delay_ns
+class BoxClock(ClockOffset):
+    """Low envelope of (local arrival - remote send time) over a sliding window of ``window_s``: the same
+    two-half-window estimate the feeds keep of each exchange's clock."""
 
     def envelope_ns(self) -> int | None:
-        values = [v for v in (self.current, self.previous) if v is not None]
-        return min(values) if values else None
+        return self.offset_ns(0)
 
     def correction_ns(self) -> int:
         """Add to a remote time to put it on this box's clock (see the module docstring)."""
