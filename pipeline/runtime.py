@@ -95,3 +95,17 @@ class RateLimitedLog:
         suppressed = self._suppressed.pop(key, 0)
         self._last[key] = now
         log.warning("%s%s", message, f" (+{suppressed} similar suppressed)" if suppressed else "")
+
+
+async def run_until_stopped(tasks: list, stop) -> None:
+    """Run a process's tasks until one of them ends or ``stop`` (an asyncio.Event) is set; cancel the
+    rest, and raise the first failure so that it reaches the process's main (which logs it and exits
+    with its documented status for the supervisor to restart)."""
+    import asyncio
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait(tasks + [stopper], return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks + [stopper]:
+        task.cancel()
+    for task in done:
+        if task is not stopper and not task.cancelled() and task.exception() is not None:
+            raise task.exception()

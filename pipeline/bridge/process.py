@@ -47,7 +47,7 @@ from pipeline.bridge.codec import heartbeat_subject, quote_subject, refresh_subj
 from pipeline.bridge.rows import RemoteRows
 from pipeline.errors import ParseError, PipelineError
 from pipeline.feed.retry import Backoff
-from pipeline.runtime import ProcessSpec, RateLimitedLog, RowAssignment, parent_alive, setup_child
+from pipeline.runtime import ProcessSpec, RateLimitedLog, RowAssignment, parent_alive, run_until_stopped, setup_child
 
 log = logging.getLogger("pipeline.bridge")
 
@@ -400,16 +400,12 @@ class Bridge:
         if self.published:
             tasks.append(asyncio.ensure_future(self.publisher()))
             tasks.append(asyncio.ensure_future(self.heartbeat()))
-        stopper = asyncio.ensure_future(self.stop.wait())
-        done, _ = await asyncio.wait(tasks + [stopper], return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks + [stopper]:
-            task.cancel()
-        if self.nc is not None and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.close(), 2)
-        for task in done:
-            if task is not stopper and not task.cancelled() and task.exception() is not None:
-                raise task.exception()
+        try:
+            await run_until_stopped(tasks, self.stop)
+        finally:
+            if self.nc is not None and not self.nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.nc.close(), 2)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -24,7 +24,7 @@ from pipeline.board.stats import ProcStats
 from pipeline.feed.retry import Backoff, should_reconnect
 from pipeline.feed.session import FeedSession
 from pipeline.feed.transport import open_link
-from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, setup_child
+from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, run_until_stopped, setup_child
 from pipeline.venues import VENUE_IDS, load_venue
 
 log = logging.getLogger("pipeline.feed")
@@ -347,13 +347,7 @@ class Feed:
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         tasks = [asyncio.ensure_future(self.connection(group)) for group in self.session.connection_groups()]
         tasks.append(asyncio.ensure_future(self.watchdog()))
-        stopper = asyncio.ensure_future(self.stop.wait())
-        done, _ = await asyncio.wait(tasks + [stopper], return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks + [stopper]:
-            task.cancel()
-        for task in done:
-            if task is not stopper and not task.cancelled() and task.exception() is not None:
-                raise task.exception()
+        await run_until_stopped(tasks, self.stop)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
