@@ -5,15 +5,30 @@ The record schema is documented in the README (keep the two in step).
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass, field
 
 from pipeline.detector.lifecycle import Event
 from pipeline.detector.rules import ShadowFill
 
 
+_ISO_SECOND = [None, ""]       # the last whole second formatted, and its text
+
+
 def iso(now_ns: int) -> str:
-    return datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.timezone.utc).isoformat(
-        timespec="microseconds").replace("+00:00", "Z")
+    """``2026-11-29T08:00:00.123457Z``: what ``datetime.fromtimestamp(now_ns / 1e9, utc).isoformat()`` gives,
+    with the same rounding to the microsecond, but the date and time formatted once per second (this is on
+    the path from a board change to an emitted event)."""
+    frac, whole = math.modf(now_ns / 1e9)
+    us = round(frac * 1e6)                  # half-even, as datetime rounds a float timestamp
+    if us >= 1_000_000:
+        us -= 1_000_000
+        whole += 1.0
+    cache = _ISO_SECOND
+    if cache[0] != whole:
+        cache[0] = whole
+        cache[1] = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{cache[1]}.{us:06d}Z"
 
 
 def event_record(event: Event, now_ns: int, fees_bps: dict[str, float], buy_offset_ns: int = 0,
