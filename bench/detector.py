@@ -49,7 +49,6 @@ class Rig:
     """A board of ``n_venues`` x ``n_instruments`` rows at ``depth``, its writer, and a real Detector on it."""
 
     def __init__(self, n_venues: int, n_instruments: int, depth: int):
-        from pipeline.detector.process import Detector
         venues = VENUES[:n_venues]
         instruments = [f"X{i:04d}/USDT" for i in range(n_instruments)]
         raw = {
@@ -66,6 +65,17 @@ class Rig:
         self.rows = rows
         self.board = Board.create(raw["board"]["name"], len(rows), depth, n_venues + 3)
         self.efd = Doorbell.create_fd()
+        try:
+            self._fill(rows, n_venues, depth)
+        except BaseException:
+            # a rig that could not be built must not leave its board in /dev/shm
+            self.writer = self.detector = None
+            self.board.destroy()
+            os.close(self.efd)
+            raise
+
+    def _fill(self, rows, n_venues: int, depth: int) -> None:
+        from pipeline.detector.process import Detector
         self.writer = RowWriter(self.board, [r.row for r in rows])
         self.depth = depth
         self.books = {}
