@@ -208,7 +208,7 @@ def remove_leftover(name: str) -> str | None:
                 owner_pid = int(header["supervisor_pid"])
     finally:
         shm.close()
-    if owner_pid and owner_pid != os.getpid() and _pid_alive(owner_pid):
+    if owner_pid and owner_pid != os.getpid() and pid_alive(owner_pid):
         raise BoardInUseError(
             f"quote board {name!r} belongs to supervisor pid {owner_pid}, which is still running; "
             "stop it first or use another board.name")
@@ -216,7 +216,8 @@ def remove_leftover(name: str) -> str | None:
     return f"removed leftover shared memory {name!r} (from supervisor pid {owner_pid or 'unknown'}, no longer running)"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 
+from pipeline.board.shm import pid_alive
 from pipeline.console.events import EventBook, JsonlTail
 from pipeline.console.render import View, render, render_text
 from pipeline.console.snapshot import BoardSource
@@ -181,15 +182,7 @@ class Console:
 
     def supervisor_alive(self) -> bool:
         pid = self.setup.supervisor_pid
-        if not pid:
-            return True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return not pid or pid_alive(pid)
 
     def run(self, out, key_fd: int) -> int:
         """Draw on ``out`` until ``q``, SIGTERM or the supervisor's exit; keys from ``key_fd`` (-1: none)."""
