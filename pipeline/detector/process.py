@@ -32,7 +32,7 @@ from pipeline.board.layout import HOPS, PROC_DTYPE, ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine, Emitted
 from pipeline.detector.outputs import Outputs
-from pipeline.detector.scan import BoardView, RowUniverse, instrument_key  # noqa: F401 - instrument_key re-exported
+from pipeline.detector.scan import BoardView, RowUniverse
 from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, setup_child
 from pipeline.venues import VENUE_IDS
 

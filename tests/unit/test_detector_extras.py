@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.board import RowStatus
 from pipeline.config import parse_config
-from pipeline.detector.process import instrument_key
+from pipeline.detector.scan import instrument_key
 from pipeline.detector.rules import Quote, find, shadow_fill, take
 from pipeline.errors import ConfigError
 
