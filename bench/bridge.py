@@ -45,7 +45,7 @@ from pipeline.board.histogram import read_histogram
 from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.config import parse_config
-from pipeline.runtime import ProcessSpec, RowAssignment
+from pipeline.runtime import ProcessSpec
 from pipeline.supervisor.core import plan_rows
 
 CTX = mp.get_context("fork")
