@@ -477,7 +477,7 @@ async def _feed_receive(kind, url, rig, n_frames):
     feed = rig.fresh()
     link = await open_link(kind, url, None, 10)
     conn = feed.session.connection_opened([r.symbol for r in rig.spec.rows], time.time_ns())
-    handler = feed._handler(link, conn)  # noqa: SLF001 - the feed process's own per-frame path
+    handler = feed._handler(link, conn, None)  # noqa: SLF001 - the feed process's own per-frame path
     perf = time.perf_counter
     state = {"n": 0, "t0": 0.0, "t1": 0.0}
 

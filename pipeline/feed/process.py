@@ -36,6 +36,15 @@ REPLACE_RETRY_S = 5.0
 LIFETIME_MARGIN_S = 600.0      # replace a connection this long before the exchange's lifetime limit (24 h)
 
 
+async def wait_or_end(event: asyncio.Event, task: asyncio.Future, timeout_s: float) -> None:
+    """Until ``event`` is set, ``task`` ends or ``timeout_s`` passes, whichever comes first."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([waiter, task], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
 class BoardSink:
     """A session's rows on the board: the seqlocked row, the doorbell, the feed's hop histograms."""
 
@@ -143,8 +152,10 @@ class Feed:
     async def _open(self, symbols: list[str], url: str, standby_for=None, group: dict | None = None):
         """Connect, start handing frames to the session, log in when configured, subscribe (paced).
 
-        Returns ``(link, conn, reader)``: ``reader`` is the task that hands every frame of the
-        connection to the session and ends, with the reason, when the connection does.
+        Returns ``(link, conn, reader, waits)``: ``reader`` is the task that hands every frame of the
+        connection to the session and ends, with the reason, when the connection does; ``waits`` (for a
+        login or a standby, else None) are the events set when the login is answered and when the rows
+        have been handed over to this connection.
         """
         link = await open_link(self.transport, url, self.ws_ping_interval_s, self.open_timeout_s)
         reader = None
@@ -155,9 +166,12 @@ class Feed:
                     self.stats.add("reconnects")
                 group["established"] = True
             conn = self.session.connection_opened(symbols, time.time_ns(), standby_for=standby_for)
-            reader = asyncio.ensure_future(link.run(self._handler(link, conn)))
-            if self.credentials is not None and self.session.depth_channel is not None:
-                await self._log_in(link, conn, reader)
+            login = self.credentials is not None and self.session.depth_channel is not None
+            # what the opening waits for, set from the frame handler: the login answered, the rows handed over
+            waits = (asyncio.Event(), asyncio.Event()) if login or standby_for is not None else None
+            reader = asyncio.ensure_future(link.run(self._handler(link, conn, waits)))
+            if login:
+                await self._log_in(link, conn, reader, waits[0])
             venue = self.venue
             for n, frame in enumerate(self.session.subscribe_frames(conn)):
                 if n and venue.SUBSCRIBE_INTERVAL_S:
@@ -169,9 +183,9 @@ class Feed:
                 reader.cancel()
             await link.close()
             raise
-        return link, conn, reader
+        return link, conn, reader, waits
 
-    def _handler(self, link, conn):
+    def _handler(self, link, conn, waits):
         """What happens to every frame of ``conn``: record it, the session decides, act on its decision."""
         recorder = self.recorder
         receive = self.session.receive
@@ -180,6 +194,11 @@ class Feed:
             if recorder is not None:
                 recorder.frame(raw, recv_ns, conn.id)
             replies = receive(raw, recv_ns, conn)
+            if waits is not None:
+                if conn.logged_in is not None:
+                    waits[0].set()
+                if conn.books is None:
+                    waits[1].set()
             if conn.reconnect_reason:
                 link.stop(conn.reconnect_reason)
             elif conn.replace_requested and conn not in self.replacing and not conn.retired and conn.books is None:
@@ -187,13 +206,11 @@ class Feed:
             return replies
         return on_frame
 
-    async def _log_in(self, link, conn, reader) -> None:
+    async def _log_in(self, link, conn, reader, answered: asyncio.Event) -> None:
         """OKX: log in before subscribing the tick-by-tick channel; on refusal or silence, public depth."""
         c = self.credentials
         await link.send_now(self.venue.build_login(c["key"], c["secret"], c["passphrase"], int(time.time())))
-        deadline = time.monotonic() + LOGIN_TIMEOUT_S
-        while conn.logged_in is None and time.monotonic() < deadline and not reader.done():
-            await asyncio.sleep(0.005)
+        await wait_or_end(answered, reader, LOGIN_TIMEOUT_S)
         if not conn.logged_in:
             self.session.depth_channel = None
             log.warning("%s: login %s; using the public depth channel", self.spec.venue,
@@ -220,16 +237,13 @@ class Feed:
     async def _standby(self, old):
         """Open the replacement of ``old``, build its books, hand the rows over, close ``old``."""
         url = self.venue.build_url(self.url, old.symbols, self.depth)
-        link, conn, reader = await self._open(list(old.symbols), url, standby_for=old)
+        link, conn, reader, waits = await self._open(list(old.symbols), url, standby_for=old)
         try:
-            deadline = time.monotonic() + self.handover_timeout_s
-            while conn.books is not None:
+            await wait_or_end(waits[1], reader, self.handover_timeout_s)
+            if conn.books is not None:
                 if reader.done():
                     raise ConnectionError(f"replacement connection ended: {reader.result()}")
-                if time.monotonic() >= deadline:
-                    self.session.handover(conn, time.time_ns(), forced=True)
-                    break
-                await asyncio.sleep(0.002)
+                self.session.handover(conn, time.time_ns(), forced=True)
         except BaseException:
             self._set_connected(-1)
             reader.cancel()
@@ -255,7 +269,7 @@ class Feed:
                     link, conn, reader = handed
                     handed = None
                 else:
-                    link, conn, reader = await self._open(symbols, url, group=group)
+                    link, conn, reader, _ = await self._open(symbols, url, group=group)
                 opened = time.monotonic()
                 try:
                     reason = await self._read(link, conn, reader)
