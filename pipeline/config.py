@@ -40,6 +40,7 @@ class VenueConfig:
     fee_overrides: tuple[tuple[str, float], ...] = ()   # instrument -> taker fee bps on this venue
     ws_ping_interval_s: float | None = None   # RFC 6455 pings; None: the venue's default, 0: off
     transport: str = "websockets"             # or "picows" (pip install -e '.[fast]')
+    decoder: str = "orjson"                   # or "msgspec" (pip install -e '.[fast]')
     # OKX only: names of the environment variables holding key, secret and passphrase (never the values):
     # log in on the public connection and take the tick-by-tick depth channel
     credentials_env: tuple[tuple[str, str], ...] = ()
@@ -356,6 +357,7 @@ def _venue_schema(available):
         "fee_overrides": _instrument_numbers(0),
         "ws_ping_interval_s": _number(0, 3600),
         "transport": _transport,
+        "decoder": _decoder,
         "credentials_env": _credentials_env,
     }
 
@@ -364,6 +366,17 @@ def _transport(value, path, problems):
     from pipeline.feed.transport import TRANSPORTS, available
     if value not in TRANSPORTS:
         problems.add(path, f"must be one of {', '.join(TRANSPORTS)}, got {value!r}")
+        return _BAD
+    if not available(value):
+        problems.add(path, f"{value} is not installed (pip install -e '.[fast]')")
+        return _BAD
+    return value
+
+
+def _decoder(value, path, problems):
+    from pipeline.venues.typed import DECODERS, available
+    if value not in DECODERS:
+        problems.add(path, f"must be one of {', '.join(DECODERS)}, got {value!r}")
         return _BAD
     if not available(value):
         problems.add(path, f"{value} is not installed (pip install -e '.[fast]')")
@@ -614,6 +627,7 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
                        fee_overrides=values.get("fee_overrides", ()),
                        ws_ping_interval_s=values.get("ws_ping_interval_s"),
                        transport=values.get("transport", "websockets"),
+                       decoder=values.get("decoder", "orjson"),
                        credentials_env=values.get("credentials_env", ()))
 
 

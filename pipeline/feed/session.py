@@ -37,6 +37,7 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import (BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
                             SequenceMark, SubscribeError, TradingStatus)
+from pipeline.venues.typed import decoder_for
 
 SKIP_BY_REASON = {"invalid_json": SkipReason.INVALID_JSON, "unknown_message": SkipReason.UNKNOWN_MESSAGE,
                   "bad_number": SkipReason.BAD_NUMBER, "oversize": SkipReason.OVERSIZE}
@@ -210,8 +211,12 @@ class FeedSession:
 
     def __init__(self, venue, rows: dict[str, int], depth: int, staleness_ns: int, sink: RowSink,
                  stats=None, journal: Callable[[str, int, dict], None] | None = None,
-                 add_unknown: bool = False):
+                 add_unknown: bool = False, decoder: str = "orjson"):
         self.venue = venue
+        chosen = decoder_for(venue, decoder)
+        self.decoder = chosen.name
+        self.parse = chosen.parse
+        self.top = chosen.top
         self.name = venue.NAME
         self.depth = depth
         self.staleness_ns = staleness_ns
@@ -367,7 +372,7 @@ class FeedSession:
         """Parse one frame and apply it; returns frames to send back (pongs, resubscriptions)."""
         self._words[self._messages_word] += 1
         try:
-            events = self.venue.parse(raw, recv_ns)
+            events = self.parse(raw, recv_ns)
         except ParseError as exc:
             self.stats.add("parse_errors")
             self.stats.skip(SKIP_BY_REASON.get(exc.reason, SkipReason.OTHER))
