@@ -69,6 +69,8 @@ class Outcome(enum.IntEnum):
     STATUS = 7         # trust state changed without a book change (halted / resumed): publish the row state
 
 
+_CHANGED = Outcome.CHANGED
+
 STUCK_AFTER_MS = 1000        # a channel whose ids stay behind this long while the other advances is re-armed
 STUCK_AFTER_IGNORED = 200    # the same, counted in messages, for venues without exchange timestamps
 
@@ -396,6 +398,41 @@ class InstrumentBook:
                 self.checksum_ok = True
         self._refresh_state()
         return Outcome.CHANGED
+
+    def apply_top(self, top: tuple) -> Outcome:
+        """Apply one top-of-book snapshot given as numbers: the short path of :meth:`apply`.
+
+        ``top`` is ``(symbol, bid_px, bid_qty, ask_px, ask_qty, exch_ts_ms, seq, xseq)``, what a decoder's
+        ``top`` returns (:mod:`pipeline.venues.typed`). This does exactly what
+        ``apply(BookUpdate(symbol, BBO, True, [(bid_px, bid_qty)], [(ask_px, ask_qty)], exch_ts_ms, seq,
+        xseq=xseq))`` does, without building the update and its level lists when the
+        update is a plain newer quote (positive numbers, an id above the last one); anything else (a bad
+        number, an empty side, an older or repeated id) goes through :meth:`apply` itself. The property
+        test ``test_top_path_properties.py`` holds the two to the same books and rows.
+        """
+        _, bid_px, bid_qty, ask_px, ask_qty, exch_ts_ms, seq, xseq = top
+        bbo = self.bbo
+        last = bbo.last_seq
+        if (0.0 < bid_px < _INF and 0.0 < bid_qty < _INF and 0.0 < ask_px < _INF and 0.0 < ask_qty < _INF
+                and (seq is None or last is None or seq > last or not bbo.synced)):
+            self.uses_bbo = True
+            bbo.bids.level = [(bid_px, bid_qty)]
+            bbo.asks.level = [(ask_px, ask_qty)]
+            bbo.synced = True
+            self._bbo_ignored = 0
+            if seq is not None:
+                bbo.last_seq = seq
+            bbo.xseq = xseq
+            bbo.weak = False
+            if exch_ts_ms:
+                bbo.exch_ts_ms = exch_ts_ms
+                self.exch_ts_ms = exch_ts_ms
+            self._order += 1
+            bbo.recv_order = self._order
+            self._refresh_state()
+            return _CHANGED
+        return self.apply(BookUpdate(self.symbol, BBO, True, [(bid_px, bid_qty)], [(ask_px, ask_qty)], exch_ts_ms,
+                                     seq, xseq=xseq))
 
     def _bbo_stuck(self, update: BookUpdate) -> bool:
         """True when an older-id top-of-book update must be taken after all (T3).

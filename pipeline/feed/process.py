@@ -18,7 +18,7 @@ import time
 
 from pipeline.board import Board, RowStatus, RowWriter
 from pipeline.board.doorbell import Doorbell
-from pipeline.board.histogram import HistogramWriter
+from pipeline.board.histogram import HistogramBuffer, HistogramWriter
 from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.feed.retry import Backoff, should_reconnect
@@ -46,26 +46,44 @@ async def wait_or_end(event: asyncio.Event, task: asyncio.Future, timeout_s: flo
 
 
 class BoardSink:
-    """A session's rows on the board: the seqlocked row, the doorbell, the feed's hop histograms."""
+    """A session's rows on the board: the seqlocked row, the doorbell, the feed's hop histograms.
+
+    The two hops of every publish are buffered (:class:`HistogramBuffer`) and recorded in batches by
+    :meth:`flush`, which the feed's watchdog calls every 100 ms.
+    """
+
+    BATCH = 512
 
     def __init__(self, writer: RowWriter, doorbell: Doorbell, exchange_to_receive: HistogramWriter,
                  receive_to_publish: HistogramWriter):
         self.writer = writer
         self.doorbell = doorbell
-        self.exchange_to_receive = exchange_to_receive
-        self.receive_to_publish = receive_to_publish
+        self.exchange_to_receive = HistogramBuffer(exchange_to_receive, self.BATCH)
+        self.receive_to_publish = HistogramBuffer(receive_to_publish, self.BATCH)
+        self._write = writer.write
+        self._ring = doorbell.ring_if_sleeping
+        self._published = self.receive_to_publish.samples
+        self._exchanged = self.exchange_to_receive.samples
 
     def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures) -> None:
-        self.writer.write(row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures)
-        self.doorbell.ring_if_sleeping()
-        self.receive_to_publish.record(time.time_ns() - recv_ns)
+        self._write(row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures)
+        self._ring()
+        published = self._published
+        published.append(time.time_ns() - recv_ns)
         if exch_ts_ns:
-            self.exchange_to_receive.record(recv_ns - exch_ts_ns)
+            self._exchanged.append(recv_ns - exch_ts_ns)
+        if len(published) >= self.BATCH:
+            self.flush()
 
     def set_status(self, row, status, confirmed_ns=None) -> None:
         self.writer.set_status(row, status, confirmed_ns)
         if confirmed_ns is not None:
-            self.doorbell.ring_if_sleeping()
+            self._ring()
+
+    def flush(self) -> None:
+        """Record the buffered hop samples into the board's histograms."""
+        self.receive_to_publish.flush()
+        self.exchange_to_receive.flush()
 
 
 class Feed:
@@ -91,7 +109,7 @@ class Feed:
         self.rate_log = RateLimitedLog()
         self.recorder = recorder
         hops = HOPS[ProcessRole.FEED]
-        sink = BoardSink(self.writer, self.doorbell,
+        self.sink = sink = BoardSink(self.writer, self.doorbell,
                          HistogramWriter(self.board, spec.slot, hops.index("exchange_to_receive")),
                          HistogramWriter(self.board, spec.slot, hops.index("receive_to_publish")))
         self.session = FeedSession(self.venue, {r.symbol: r.row for r in spec.rows}, spec.depth,
@@ -330,6 +348,7 @@ class Feed:
             if offset is not None:
                 self.board.procs[self.spec.slot]["clock_offset_ns"] = offset
             self.session.tick(now)
+            self.sink.flush()
             await self._connection_timers(now)
             if self.recorder is not None:
                 self.recorder.publish_stats(self.stats)
@@ -366,6 +385,8 @@ class Feed:
         await run_until_stopped(tasks, self.stop)
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.sink.flush()
         with contextlib.suppress(Exception):
             self.writer.set_status_all(int(RowStatus.DISCONNECTED))
         if self.recorder is not None:

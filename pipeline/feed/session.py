@@ -371,6 +371,21 @@ class FeedSession:
     def receive(self, raw, recv_ns: int, conn: Connection) -> list:
         """Parse one frame and apply it; returns frames to send back (pongs, resubscriptions)."""
         self._words[self._messages_word] += 1
+        top = self.top
+        if top is not None and conn.books is None and not conn.retired and self.trace is None:
+            # the short path: one top-of-book snapshot, applied from its numbers (no event objects)
+            quote = top(raw)
+            if quote is not None:
+                book = self.books.get(quote[0])
+                if book is not None:
+                    outcome = book.apply_top(quote)
+                    if outcome is CHANGED:
+                        self.publish(book, recv_ns)
+                    elif outcome is UNCHANGED:
+                        self.confirm(book, recv_ns)
+                    elif outcome is not IGNORED:
+                        return self._after(book, outcome, recv_ns, conn, False)
+                    return []
         try:
             events = self.parse(raw, recv_ns)
         except ParseError as exc:

@@ -40,7 +40,7 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SubscribeError
-from pipeline.venues._common import Venue, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, Venue, levels, make_parse
 
 NAME = "binance"
 DEFAULT_URL = "wss://stream.binance.com:9443/stream"
@@ -128,6 +128,24 @@ def _handle(msg: dict, raw) -> list | None:
 
 
 parse = make_parse(NAME, _handle)
+
+
+def top(raw) -> tuple | None:
+    """The short path for a bookTicker frame (contract in :mod:`pipeline.venues.typed`); None for any other."""
+    try:
+        if raw.find(_TOP_MARK[raw.__class__], 0, 64) < 0 or len(raw) > MAX_FRAME_BYTES:
+            return None
+        msg = orjson.loads(raw)
+        if not msg["stream"].endswith("@bookTicker"):
+            return None
+        data = msg["data"]
+        u = int(data["u"])
+        return data["s"], float(data["b"]), float(data["B"]), float(data["a"]), float(data["A"]), 0, u, u
+    except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
+        return None
+
+
+_TOP_MARK = {str: "@bookTicker", bytes: b"@bookTicker"}
 
 VENUE = Venue(NAME, DEFAULT_URL, "/stream", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
               MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,

@@ -41,7 +41,7 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SubscribeError
-from pipeline.venues._common import Venue, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, Venue, levels, make_parse
 
 NAME = "bybit"
 DEFAULT_URL = "wss://stream.bybit.com/v5/public/spot"
@@ -117,6 +117,32 @@ def _handle(msg: dict, raw) -> list | None:
         return [SubscribeError(str(msg.get("ret_msg", "subscription failed")),
                                _symbol_from_error(str(msg.get("ret_msg", ""))))]
     return None
+
+
+def top(raw) -> tuple | None:
+    """The short path for an ``orderbook.1`` snapshot (contract in :mod:`pipeline.venues.typed`); None otherwise."""
+    try:
+        if raw.find(_TOP_MARK[raw.__class__], 0, 48) < 0 or len(raw) > MAX_FRAME_BYTES:
+            return None
+        msg = orjson.loads(raw)
+        if msg["type"] != "snapshot" or not msg["topic"].startswith("orderbook.1."):
+            return None
+        data = msg["data"]
+        u = int(data["u"])
+        bids = data["b"]
+        asks = data["a"]
+        if u == 1 or len(bids) != 1 or len(asks) != 1:
+            return None                       # a restart or a side without its level: the general path
+        bid = bids[0]
+        ask = asks[0]
+        xseq = data.get("seq")
+        return (data["s"], float(bid[0]), float(bid[1]), float(ask[0]), float(ask[1]),
+                int(msg.get("cts") or msg.get("ts") or 0), u, None if xseq is None else int(xseq))
+    except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
+        return None
+
+
+_TOP_MARK = {str: '"orderbook.1.', bytes: b'"orderbook.1.'}
 
 
 parse = make_parse(NAME, _handle)

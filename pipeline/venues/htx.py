@@ -124,10 +124,48 @@ def decompress(raw: bytes) -> bytes:
     return out
 
 
+# the last frame :func:`top` inflated and its text: when top hands a frame to the general path, parse does
+# not inflate it a second time (identity, not equality: the entry holds the frame, so its id cannot be reused)
+_inflated: list = [None, None]
+
+
 def _pre(raw):
     if not isinstance(raw, str) and raw[:2] == _GZIP_MAGIC:
+        if raw is _inflated[0]:
+            return _inflated[1], None
         return decompress(bytes(raw)), None
     return raw, None
+
+
+def top(raw) -> tuple | None:
+    """The short path for a ``market.<sym>.bbo`` push (contract in :mod:`pipeline.venues.typed`); None otherwise."""
+    try:
+        text = raw
+        if raw.__class__ is not str and raw[:2] == _GZIP_MAGIC:
+            text = decompress(bytes(raw))
+            _inflated[0] = raw
+            _inflated[1] = text
+        elif len(raw) > MAX_FRAME_BYTES:
+            return None
+        if text.find(_TOP_MARK[text.__class__], 0, 48) < 0:
+            return None
+        msg = orjson.loads(text)
+        parts = msg["ch"].split(".")
+        if parts[0] != "market" or len(parts) < 3 or parts[2] != "bbo":
+            return None
+        tick = msg["tick"]
+        bid = tick.get("bid")
+        ask = tick.get("ask")
+        if bid is None or ask is None:
+            return None
+        ts = int(msg.get("ts") or 0)
+        return (parts[1], float(bid), float(tick["bidSize"]), float(ask), float(tick["askSize"]),
+                int(tick.get("quoteTime") or ts), _opt_int(tick.get("seqId")), None)
+    except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
+        return None
+
+
+_TOP_MARK = {str: '.bbo"', bytes: b'.bbo"'}
 
 
 def _handle(msg: dict, raw) -> list | None:

@@ -72,7 +72,7 @@ import orjson
 from pipeline.errors import ParseError
 from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, ChannelNotPermitted, LoginResult, Notice, Pong,
                             SubscribeError)
-from pipeline.venues._common import Venue, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, Venue, levels, make_parse
 
 NAME = "okx"
 DEFAULT_URL = "wss://ws.okx.com:8443/ws/v5/public"
@@ -195,6 +195,33 @@ def _handle(msg: dict, raw) -> list | None:
 
 
 parse = make_parse(NAME, _handle, _pre)
+
+
+def top(raw) -> tuple | None:
+    """The short path for a ``bbo-tbt`` push (contract in :mod:`pipeline.venues.typed`); None for any other."""
+    try:
+        if raw.find(_TOP_MARK[raw.__class__], 0, 40) < 0 or len(raw) > MAX_FRAME_BYTES:
+            return None
+        msg = orjson.loads(raw)
+        arg = msg["arg"]
+        data = msg["data"]
+        if arg["channel"] != "bbo-tbt" or len(data) != 1:
+            return None
+        d = data[0]
+        bids = d["bids"]
+        asks = d["asks"]
+        if len(bids) != 1 or len(asks) != 1:
+            return None
+        bid = bids[0]
+        ask = asks[0]
+        seq = _opt_int(d.get("seqId"))
+        return (d.get("instId") or arg["instId"], float(bid[0]), float(bid[1]), float(ask[0]), float(ask[1]),
+                int(d["ts"]), seq, seq)
+    except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
+        return None
+
+
+_TOP_MARK = {str: '"bbo-tbt"', bytes: b'"bbo-tbt"'}
 
 
 def _books(symbol: str, action: str, d: dict) -> BookUpdate:

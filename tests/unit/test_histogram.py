@@ -1,8 +1,10 @@
 """Latency histograms in shared memory."""
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings, strategies as st
+
 from pipeline.board import Board
-from pipeline.board.histogram import HistogramWriter, bucket_of, bucket_upper_ns, read_histogram
+from pipeline.board.histogram import HistogramBuffer, HistogramWriter, bucket_of, bucket_upper_ns, read_histogram
 
 
 def test_bucket_bounds_contain_their_values():
@@ -42,3 +44,23 @@ def test_absurd_samples_are_clamped_never_overflow(board_name):
         h = read_histogram(board, 0, 0)
         assert h.count == 101 and h.max_ns == 1 << 40
         writer = None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(samples=st.lists(st.one_of(st.integers(-10**6, 10**6), st.integers(0, 1 << 45),
+                                  st.sampled_from([0, 127, 128, 129, 255, 256, (1 << 40) - 1, 1 << 40,
+                                                   (1 << 40) + 1, 1_700_000_000_000_000_000])), max_size=300))
+def test_a_batch_records_exactly_what_one_sample_at_a_time_records(board_name, samples):
+    with Board.create(board_name, n_rows=1, depth=1, n_procs=2) as board:
+        one, batch = HistogramWriter(board, 0, 1), HistogramWriter(board, 1, 1)
+        for ns in samples:
+            one.record(ns)
+        buffer = HistogramBuffer(batch, batch=64)
+        for ns in samples:
+            buffer.add(ns)
+            if len(buffer.samples) >= buffer.batch:
+                buffer.flush()
+        buffer.flush()
+        assert buffer.samples == []
+        assert read_histogram(board, 0, 1) == read_histogram(board, 1, 1)
+        one = batch = buffer = None
