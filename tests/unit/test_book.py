@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 
+from hypothesis import given, settings, strategies as st
+
 from pipeline.board import RowStatus
-from pipeline.book import InstrumentBook, Outcome
+from pipeline.book import InstrumentBook, Outcome, SideBook
 from pipeline.model import BBO, DEPTH, BookUpdate
 
 
@@ -118,3 +120,35 @@ def test_reference_data_for_another_symbol_is_ignored():
     book = InstrumentBook("X", depth=2)
     assert book.apply(InstrumentSpec("Y", 1, 8, "maintenance")) is Outcome.IGNORED
     assert book.precision is None and book.halted == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(st.one_of(
+    st.tuples(st.just("set"), st.sampled_from([99.5, 100.0, 100.25, 100.5, 101.0, 102.0, 98.0, 97.75]),
+              st.sampled_from([0.0, 0.0, 1.0, 2.5, 0.001])),
+    st.tuples(st.just("truncate"), st.integers(0, 6), st.just(0.0)),
+    st.tuples(st.just("clear"), st.just(0), st.just(0.0))), max_size=80),
+    is_bid=st.booleans())
+def test_a_side_matches_a_plain_sorted_model_whatever_the_operations(ops, is_bid):
+    side = SideBook(is_bid, keep_text=True)
+    model: dict[float, float] = {}
+    best_first = (lambda prices: sorted(prices, reverse=True)) if is_bid else sorted
+    for op, a, b in ops:
+        if op == "set":
+            side.set(a, b, (str(a), str(b)))
+            if b == 0.0:
+                model.pop(a, None)
+            else:
+                model[a] = b
+        elif op == "truncate":
+            side.truncate(a)
+            model = {p: model[p] for p in best_first(model)[:a]}
+        else:
+            side.clear()
+            model.clear()
+        expected = [(p, model[p]) for p in best_first(model)]
+        assert side.top(100) == expected
+        assert side.top(2) == expected[:2]
+        assert side.top_text(3) == [(str(p), str(q)) for p, q in expected[:3]]
+        assert side.best() == (expected[0][0] if expected else None)
+        assert len(side.keys) == len(side.levels) == len(side.text) == len(model)
