@@ -1,0 +1,196 @@
+"""The benchmark's load generator: its frames are what the real parsers and the feed session take.
+
+Every venue's prerendered frames, played the way a connection gets them (the
+answers to the feed's own subscribe frames, the prologue, then the body loop
+pass after pass with the counters moved on), go through a FeedSession with a
+MemorySink: no gap, resync, checksum failure or parse error, every row LIVE,
+and each row holds exactly the top levels of the book of the step just sent,
+in the third pass as in the first. Then the same over real sockets.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+
+import pytest
+
+from bench.loadgen import (COUNTER, STAMP_MS, LoadGenerator, Template, build_scripts, gzip_stored, instruments_of,
+                           ladder_books, market_books, message, render_venue, stamps_at, template)
+from pipeline.board.layout import RowStatus
+from pipeline.feed.session import FeedSession, MemorySink
+from pipeline.sim.protocols.base import _changes
+from pipeline.venues import VENUES, load_venue
+
+DEPTH = 5
+SEND_NS = 1_800_000_000_123_456_789          # the "send time" the tests stamp frames with
+VENUE_INSTRUMENTS = {v: instruments_of(v) for v in VENUES}
+
+
+@pytest.fixture(scope="module", params=["ladder", "sim"])
+def market(request):
+    make = ladder_books if request.param == "ladder" else market_books
+    return make(VENUE_INSTRUMENTS, 24, seed=5, dislocation_every=12, dislocation_steps=3)
+
+
+def session_for(script):
+    venue = load_venue(script.name)
+    natives = list(script.symbols.values())
+    sink = MemorySink(DEPTH)
+    session = FeedSession(venue, {s: n for n, s in enumerate(natives)}, DEPTH, 10 ** 15, sink)
+    return venue, session, sink, session.connection_opened(natives, 0)
+
+
+def control_answers(script, venue) -> list:
+    """What a live connection answers the feed's handshake and subscribe frames (acks, Kraken's status)."""
+    proto = script.control_protocol()
+    proto.path = script.path
+    out = list(proto.on_connect())
+    for frame in venue.build_subscribe(list(script.symbols.values()), DEPTH):
+        out += proto.on_message(frame)
+    assert script.subscriptions <= set(proto.subscriptions)
+    return out
+
+
+def top(book) -> tuple[list, list]:
+    return list(book[0][:DEPTH]), list(book[1][:DEPTH])
+
+
+@pytest.mark.parametrize("name", VENUES)
+def test_frames_pass_after_pass_rebuild_exactly_the_rendered_books(market, name):
+    books, decimals = market
+    script = render_venue(name, books, decimals, VENUE_INSTRUMENTS[name], DEPTH)
+    venue, session, sink, conn = session_for(script)
+    stamps = stamps_at(SEND_NS)
+    recv = SEND_NS
+
+    def feed(raw):
+        nonlocal recv
+        recv += 1000
+        assert session.receive(raw, recv, conn) == []
+
+    for raw in control_answers(script, venue):
+        feed(raw)
+    for t in script.prologue:
+        feed(message(t, 0, stamps))
+    instruments = list(script.symbols)
+    for row, instrument in enumerate(instruments):
+        assert sink.row(row).status == RowStatus.LIVE
+        assert (sink.row(row).bids, sink.row(row).asks) == top(books[0][(name, instrument)])
+    steps = len(script.body)
+    for k in range(3):
+        for j, step in enumerate(script.body):
+            for t in step:
+                feed(message(t, k, stamps))
+            if j in (4, steps - 1):                  # mid-loop, and the loop's end (the book of step 0 again)
+                book_of = books[(j + 1) % steps]
+                for row, instrument in enumerate(instruments):
+                    assert sink.row(row).status == RowStatus.LIVE, (k, j, instrument)
+                    assert (sink.row(row).bids, sink.row(row).asks) == top(book_of[(name, instrument)]), (k, j)
+    for counter in ("gaps", "resyncs", "parse_errors", "checksum_failures", "resyncs_deferred"):
+        assert session.stats.get(counter) == 0, counter
+    assert conn.reconnect_reason == ""
+    if name != "binance":                             # Binance's partial depth and bookTicker carry no time
+        assert sink.row(0).exch_ts_ns == SEND_NS // 1_000_000 * 1_000_000
+
+
+def test_counters_move_on_by_one_pass_each_pass_and_times_are_the_send_time():
+    first = '{"u":17,"seq":400,"ts":' + str(STAMP_MS) + ',"x":"a%"}'
+    second = '{"u":29,"seq":1400,"ts":' + str(STAMP_MS) + ',"x":"a%"}'
+    t = template(first, second)
+    assert t.fmt == b'{"u":%d,"seq":%d,"ts":%b,"x":"a%%"}'
+    assert t.slots == ((COUNTER, 17, 12), (COUNTER, 400, 1000), (1, 0, 0))
+    assert t.payload(3, stamps_at(SEND_NS)) == b'{"u":53,"seq":3400,"ts":1800000000123,"x":"a%"}'
+    still = template('{"a":1.5}', '{"a":1.5}')
+    assert still == Template(b'{"a":1.5}', (), False)
+    with pytest.raises(ValueError):
+        template('{"a":"x"}', '{"a":"y"}')
+
+
+def test_rfc3339_stamps_take_the_send_time():
+    t = template('{"timestamp":"2023-11-14T22:13:20.123000000Z","e":"2023-11-14T22:13:20.123000Z"}',
+                 '{"timestamp":"2023-11-14T22:13:20.123000000Z","e":"2023-11-14T22:13:20.123000Z"}')
+    assert t.slots == ((2, 0, 0), (3, 0, 0))
+    assert t.payload(0, stamps_at(SEND_NS)) == \
+        b'{"timestamp":"2027-01-15T08:00:00.123456789Z","e":"2027-01-15T08:00:00.123456Z"}'
+
+
+def test_htx_frames_are_valid_gzip_the_parser_takes():
+    data = b'{"ping":1700000000000}'
+    packed = gzip_stored(data)
+    assert gzip.decompress(packed) == data
+    assert zlib.decompress(packed, 16 + zlib.MAX_WBITS) == data
+    events = load_venue("htx").parse(packed, 0)
+    assert [type(e).__name__ for e in events] == ["Ping"]
+
+
+def test_ladder_books_change_a_few_levels_per_step_and_the_loop_closes():
+    books, _ = ladder_books({"binance": ("BTC/USDT",), "okx": ("BTC/USDT",)}, 40, seed=2,
+                            dislocation_every=30, dislocation_steps=4, dislocation_bps=45.0)
+
+    def mid(step, venue):
+        bids, asks = books[step][(venue, "BTC/USDT")]
+        return (bids[0][0] + asks[0][0]) / 2
+
+    key = ("okx", "BTC/USDT")
+    changes = [len(_changes(books[t - 1][key][0], books[t][key][0])) + len(_changes(books[t - 1][key][1],
+                                                                                   books[t][key][1]))
+               for t in range(1, 40)]
+    assert max(changes) < 40 and sum(changes) / len(changes) < 8      # never the whole book (2 x 2 x 10)
+    assert abs(mid(39, "okx") / mid(0, "okx") - 1) < 2e-5              # the walk comes back near its start
+    # the one dislocation goes to binance (the lowest fee, then the name): 45 bps too low for steps 15-18
+    for step in range(40):
+        expected = -45e-4 if 15 <= step <= 18 else 0.0
+        assert abs(mid(step, "binance") / mid(step, "okx") - 1 - expected) < 2e-5, step
+
+
+def test_the_step_rate_follows_the_target_rate():
+    scripts = build_scripts({"binance": ("BTC/USDT",), "okx": ("BTC/USDT", "ETH/USDT")}, 600.0, loop_s=1.0,
+                            min_steps=50)
+    generator = LoadGenerator(scripts, 600.0)
+    assert len(scripts["binance"].body) == 100                       # 6 channels: 100 steps/s for one second
+    assert 5.5 < generator.frames_per_step <= 6.0                    # okx's bbo-tbt skips unchanged tops
+    assert generator.step_rate == pytest.approx(600.0 / generator.frames_per_step)
+
+
+def test_over_sockets_every_venue_subscribes_and_gets_frames_its_session_takes():
+    websockets = pytest.importorskip("websockets.asyncio.client")
+    scripts = build_scripts(VENUE_INSTRUMENTS, 3000.0, loop_s=0.5, min_steps=40)
+
+    async def one(name, url):
+        script = scripts[name]
+        venue, session, sink, conn = session_for(script)
+        async with websockets.connect(url, compression=None, max_size=2 ** 24) as ws:
+            pong = await ws.ping()                                   # RFC 6455 pings are answered
+            await asyncio.wait_for(pong, 20)
+            for frame in venue.build_subscribe(list(script.symbols.values()), DEPTH):
+                await ws.send(frame)
+            received = []
+            while len(received) < 300 or (name == "okx" and "pong" not in received):
+                raw = await asyncio.wait_for(ws.recv(), 20)
+                received.append(raw)
+                assert session.receive(raw, len(received), conn) == []
+                if name == "okx" and len(received) == 100:
+                    await ws.send("ping")                            # the venue's own keepalive is answered
+        return name, session, sink
+
+    async def main():
+        generator = LoadGenerator(scripts, 3000.0)
+        urls = await generator.start()
+        stop = asyncio.Event()
+        runner = asyncio.ensure_future(generator.run(stop))
+        try:
+            results = await asyncio.gather(*(one(name, url) for name, url in urls.items()))
+        finally:
+            stop.set()
+            await runner
+            await generator.close()
+        return results, generator.stats()
+
+    results, stats = asyncio.run(main())
+    for name, session, sink in results:
+        for counter in ("gaps", "resyncs", "parse_errors", "checksum_failures"):
+            assert session.stats.get(counter) == 0, (name, counter)
+        assert [RowStatus(sink.row(r).status) for r in range(3)] == [RowStatus.LIVE] * 3, name
+        assert stats["venues"][name]["handler_errors"] == 0
+        assert stats["venues"][name]["frames_sent"] >= 300 - 6
