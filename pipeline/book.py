@@ -143,6 +143,24 @@ class SideBook:
                 if text is not None and texts is not None:
                     text[key] = texts[i]
 
+    def replace(self, pairs, texts) -> None:
+        """The side becomes ``pairs`` (a snapshot): what :meth:`clear` then :meth:`load` leave, built at once."""
+        self._top = None
+        sign = self.sign
+        levels = self.levels = {sign * price: qty for price, qty in pairs}
+        if 0.0 in levels.values():
+            for key in [key for key, qty in levels.items() if qty == 0.0]:
+                del levels[key]
+        self.keys = sorted(levels)
+        text = self.text
+        if text is not None:
+            text.clear()
+            if texts is not None:
+                for (price, _), wire in zip(pairs, texts):
+                    key = sign * price
+                    if key in levels:
+                        text[key] = wire
+
     def truncate(self, keep: int) -> None:
         keys = self.keys
         if len(keys) > keep:
@@ -209,10 +227,11 @@ class Book:
 
     def load(self, update: BookUpdate, replace: bool) -> None:
         if replace:
-            self.bids.clear()
-            self.asks.clear()
-        self.bids.load(update.bids, update.bids_text)
-        self.asks.load(update.asks, update.asks_text)
+            self.bids.replace(update.bids, update.bids_text)
+            self.asks.replace(update.asks, update.asks_text)
+        else:
+            self.bids.load(update.bids, update.bids_text)
+            self.asks.load(update.asks, update.asks_text)
         if self.keep_levels is not None:
             self.bids.truncate(self.keep_levels)
             self.asks.truncate(self.keep_levels)

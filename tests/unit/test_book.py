@@ -127,7 +127,10 @@ def test_reference_data_for_another_symbol_is_ignored():
     st.tuples(st.just("set"), st.sampled_from([99.5, 100.0, 100.25, 100.5, 101.0, 102.0, 98.0, 97.75]),
               st.sampled_from([0.0, 0.0, 1.0, 2.5, 0.001])),
     st.tuples(st.just("truncate"), st.integers(0, 6), st.just(0.0)),
-    st.tuples(st.just("clear"), st.just(0), st.just(0.0))), max_size=80),
+    st.tuples(st.just("clear"), st.just(0), st.just(0.0)),
+    st.tuples(st.just("replace"), st.lists(st.tuples(st.sampled_from([99.5, 100.0, 100.5, 101.0, 98.0]),
+                                                     st.sampled_from([0.0, 1.0, 2.5])), max_size=6),
+              st.just(0.0))), max_size=80),
     is_bid=st.booleans())
 def test_a_side_matches_a_plain_sorted_model_whatever_the_operations(ops, is_bid):
     side = SideBook(is_bid, keep_text=True)
@@ -143,6 +146,14 @@ def test_a_side_matches_a_plain_sorted_model_whatever_the_operations(ops, is_bid
         elif op == "truncate":
             side.truncate(a)
             model = {p: model[p] for p in best_first(model)[:a]}
+        elif op == "replace":
+            side.replace(a, [(str(p), str(q)) for p, q in a])
+            model = {}
+            for p, q in a:
+                if q == 0.0:
+                    model.pop(p, None)
+                else:
+                    model[p] = q
         else:
             side.clear()
             model.clear()
