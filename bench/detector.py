@@ -69,14 +69,25 @@ class Rig:
             self._fill(rows, n_venues, depth)
         except BaseException:
             # a rig that could not be built must not leave its board in /dev/shm
-            self.writer = self.detector = None
+            self.writers = self.detector = None
             self.board.destroy()
             os.close(self.efd)
             raise
 
     def _fill(self, rows, n_venues: int, depth: int) -> None:
         from pipeline.detector.process import Detector
-        self.writer = RowWriter(self.board, [r.row for r in rows])
+        # one writer per exchange, each logging to its feed's change lane, as the supervisor sets them up
+        # (a board without lanes, before layout 6: one writer for every row)
+        if hasattr(self.board, "assign_lane"):
+            self.writers = {}
+            for slot, v in enumerate(self.config.venues):
+                mine = [r.row for r in rows if r.venue == v.name]
+                self.board.assign_lane(mine, slot)
+                writer = RowWriter(self.board, mine)
+                self.writers.update((row, writer) for row in mine)
+        else:
+            writer = RowWriter(self.board, [r.row for r in rows])
+            self.writers = {r.row: writer for r in rows}
         self.depth = depth
         self.books = {}
         for r in rows:
@@ -104,7 +115,7 @@ class Rig:
     def write(self, row: int) -> None:
         bids, asks = self.books[row]
         now = time.time_ns()
-        self.writer.write(row, LIVE, bids, asks, now, now)
+        self.writers[row].write(row, LIVE, bids, asks, now, now)
 
     def one_pass(self) -> int:
         """One loop of Detector.run while there is work; returns the changed instruments."""
@@ -133,7 +144,7 @@ class Rig:
         try:
             self.detector.close()
         finally:
-            self.writer = None
+            self.writers = None
             self.board.destroy()
             os.close(self.efd)
 

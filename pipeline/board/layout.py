@@ -1,8 +1,9 @@
 """The quote board's layout, declared once.
 
-The segment is three regions, each an array of one numpy structured dtype::
+The segment is a few regions, each an array of one numpy structured dtype::
 
-    [ header ][ process slots (n_procs x 256 B) ][ latency histograms (n_procs x 4) ][ pairs ][ quote rows ]
+    [ header ][ process slots (n_procs x 256 B) ][ latency histograms (n_procs x 4) ][ pairs ]
+    [ row lanes (n_rows x u2) ][ change lanes (n_procs x 1088 B) ][ quote rows ]
 
 Every offset anyone uses (the seqlock writer's ``struct`` format, the
 detector's strided views, the health reporter) is derived from these dtypes,
@@ -13,6 +14,22 @@ loudly instead of reading garbage.
 Rows are padded to a multiple of 64 bytes and start 64-byte aligned, so two
 feed processes never write the same cache line (no false sharing), and the
 header's doorbell flag sits on its own line, away from the identity fields.
+
+Change lanes (version 6). Each writing process (a feed, the bridge) may own a
+*lane*: a change counter on its own cache line and a ring of the last
+``LANE_RING`` row indices it published. After a row's seqlock write the
+writer stores the row index at ``ring[count % LANE_RING]`` and then
+``count + 1``, in that order, so a reader that reads the counter and then the
+entries below it finds every row published before that counter, and a pass of
+the detector costs per change, not per row (see
+:class:`pipeline.detector.scan.BoardView`). A reader more than a ring behind
+(``count`` moved by ``LANE_RING`` or more since it last looked) cannot know
+which rows changed and scans all the rows of that lane instead. The row
+lanes table says which lane (process slot + 1; 0: none) each row's writer
+logs to; the board's creator fills it before any writer starts
+(:meth:`pipeline.board.shm.Board.assign_lane`). A row without a lane is found
+by scanning its seq word on every pass, as before lanes existed. All rows of
+one lane belong to one writer: the counter has exactly one writer.
 """
 from __future__ import annotations
 
@@ -23,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 5
+LAYOUT_VERSION = 6
 CACHE_LINE = 64
 MAX_DEPTH = 10
 PROC_SLOT_SIZE = 256
@@ -154,12 +171,25 @@ MAX_VENUES = 8
 PAIRS_DTYPE = np.dtype([("opened", "<u8", (MAX_VENUES, MAX_VENUES))])
 
 
+# One change lane per process slot (see the module docstring): ``count`` rows published so far, on its
+# own cache line, then the ring of the last LANE_RING row indices, entry ``n`` at ``ring[n % LANE_RING]``.
+LANE_RING = 256
+LANE_MASK = LANE_RING - 1
+LANE_DTYPE = np.dtype([("count", "<u8"), ("pad0", "V56"), ("ring", "<u4", (LANE_RING,))])
+assert LANE_DTYPE.itemsize % CACHE_LINE == 0 and LANE_RING & LANE_MASK == 0
+NO_LANE = 0          # in the row lanes table: a row whose writer keeps no lane
+
+
 def row_dtype(depth: int) -> np.dtype:
     """The quote row for top-``depth`` books.
 
     Field order matters: ``seq`` is first so the seqlock counter is one
-    aligned u64 at offset 0; the payload after it is written by a single
-    ``struct.pack_into`` (see :mod:`pipeline.board.seqlock`).
+    aligned u64 at offset 0; the payload after it is written by one
+    ``struct.pack_into`` (see :mod:`pipeline.board.seqlock`). Everything a
+    top-of-book write changes comes first (the best levels, the times, the
+    counters, the status) and then the level arrays, so that write packs the
+    header and the first bid level in one go and the first ask level in a
+    second small one, instead of the whole row.
     """
     if not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"depth must be 1..{MAX_DEPTH}, got {depth}")
@@ -173,18 +203,18 @@ def row_dtype(depth: int) -> np.dtype:
         ("recv_ns", "<i8"),        # time.time_ns() when the frame was handed to the feed
         ("publish_ns", "<i8"),     # time.time_ns() just before the row was written
         ("update_count", "<u8"),
+        ("confirmed_ns", "<i8"),   # last time the exchange confirmed this quote current (a change or a
+                                   # liveness message: heartbeat, unchanged re-send); staleness uses it
         ("status", "u1"),
         ("n_bids", "u1"),
         ("n_asks", "u1"),
         ("pad0", "u1"),
         ("venue_id", "<u2"),
         ("instrument_id", "<u2"),
-        ("bids", "<f8", (depth, 2)),  # [price, qty], best first
-        ("asks", "<f8", (depth, 2)),
         ("gaps", "<u4"),
         ("checksum_failures", "<u4"),
-        ("confirmed_ns", "<i8"),   # last time the exchange confirmed this quote current (a change or a
-                                   # liveness message: heartbeat, unchanged re-send); staleness uses it
+        ("bids", "<f8", (depth, 2)),  # [price, qty], best first
+        ("asks", "<f8", (depth, 2)),
     ]
     packed = np.dtype(fields)
     size = -(-packed.itemsize // CACHE_LINE) * CACHE_LINE
@@ -192,19 +222,19 @@ def row_dtype(depth: int) -> np.dtype:
                      "offsets": [packed.fields[n][1] for n in packed.names], "itemsize": size})
 
 
-def struct_format(dtype: np.dtype, first_field: str) -> str:
-    """A ``struct`` format covering ``dtype`` from ``first_field`` to its last field.
+def struct_format(dtype: np.dtype, first_field: str, last_field: str | None = None) -> str:
+    """A ``struct`` format covering ``dtype`` from ``first_field`` to ``last_field`` (default: its last field).
 
-    Derived from the dtype so the seqlock's single ``pack_into`` can never
-    disagree with the numpy views: sub-arrays become repeated codes and holes
-    become pad bytes.
+    Derived from the dtype so the seqlock's ``pack_into`` can never disagree
+    with the numpy views: sub-arrays become repeated codes and holes become
+    pad bytes.
     """
     codes = {"<f8": "d", "<i8": "q", "<u8": "Q", "<u4": "I", "<u2": "H", "|u1": "B", "<i4": "i"}
     names = list(dtype.names)
     start = dtype.fields[first_field][1]
     out = ["<"]
     cursor = start
-    for name in names[names.index(first_field):]:
+    for name in names[names.index(first_field):names.index(last_field or names[-1]) + 1]:
         field_dtype, offset = dtype.fields[name][:2]
         if offset > cursor:
             out.append(f"{offset - cursor}x")
@@ -243,8 +273,19 @@ class BoardGeometry:
         return self.hists_offset + self.n_procs * HISTS_PER_PROC * HIST_DTYPE.itemsize
 
     @property
-    def rows_offset(self) -> int:
+    def row_lanes_offset(self) -> int:
         return self.pairs_offset + PAIRS_DTYPE.itemsize
+
+    @property
+    def lanes_offset(self) -> int:
+        return self.row_lanes_offset + -(-2 * self.n_rows // CACHE_LINE) * CACHE_LINE
+
+    def lane_offset(self, lane: int) -> int:
+        return self.lanes_offset + lane * LANE_DTYPE.itemsize
+
+    @property
+    def rows_offset(self) -> int:
+        return self.lanes_offset + self.n_procs * LANE_DTYPE.itemsize
 
     def hist_offset(self, slot: int, index: int) -> int:
         return self.hists_offset + (slot * HISTS_PER_PROC + index) * HIST_DTYPE.itemsize

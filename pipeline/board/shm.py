@@ -33,6 +33,7 @@ import numpy as np
 from pipeline.errors import BoardError, BoardInUseError, LayoutMismatchError
 from pipeline.board.layout import (
     HEADER_DTYPE,
+    LANE_DTYPE,
     LAYOUT_VERSION,
     MAGIC,
     PAIRS_DTYPE,
@@ -76,6 +77,20 @@ class Board:
         self.procs = np.ndarray((geometry.n_procs,), PROC_DTYPE, self.buf, geometry.procs_offset)
         self.rows = np.ndarray((geometry.n_rows,), geometry.row, self.buf, geometry.rows_offset)
         self.pairs = np.ndarray((), PAIRS_DTYPE, self.buf, geometry.pairs_offset)["opened"]
+        # which change lane (process slot + 1, 0: none) each row's writer logs to; see pipeline.board.layout
+        self.row_lanes = np.ndarray((geometry.n_rows,), "<u2", self.buf, geometry.row_lanes_offset)
+        self.lanes = np.ndarray((geometry.n_procs,), LANE_DTYPE, self.buf, geometry.lanes_offset)
+
+    def assign_lane(self, rows, slot: int) -> None:
+        """Log the changes of ``rows`` in the change lane of process ``slot`` (the process that writes them).
+
+        The board's creator calls this before any writer of those rows starts; a lane's rows must all
+        belong to one writer, since its counter has exactly one writer.
+        """
+        if not 0 <= slot < self.geometry.n_procs:
+            raise BoardError(f"lane {slot} is outside the board (0..{self.geometry.n_procs - 1})")
+        for row in rows:
+            self.row_lanes[row] = slot + 1
 
     # -- lifetime -------------------------------------------------------
     @classmethod
@@ -115,7 +130,8 @@ class Board:
 
     def close(self) -> None:
         """Unmap. Views handed out earlier must not be used afterwards."""
-        self.header = self.procs = self.rows = self.pairs = None  # drop exported buffers before closing
+        # drop exported buffers before closing
+        self.header = self.procs = self.rows = self.pairs = self.row_lanes = self.lanes = None
         self.buf = None
         try:
             self._shm.close()

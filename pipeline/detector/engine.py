@@ -65,6 +65,7 @@ class DetectorEngine:
         self.threshold_bps = dc.threshold_bps
         self.shadow_latencies_ms = tuple(dc.shadow_latencies_ms or ())
         self.lifecycle = Lifecycle(update_bps=dc.update_bps)
+        self._open = self.lifecycle.by_instrument        # instrument -> its live opportunities
         self.summary = Summary()
         self.suspects: list = []          # (key, candidate) seen since the caller last looked
         self.shadow_due: list = []        # heap of (due_ns, n, opened event, latency_ms)
@@ -94,6 +95,8 @@ class DetectorEngine:
             for candidate in suspect:
                 self.summary.suspects += 1
                 self.suspects.append((key, candidate))
+        elif not found and key not in self._open:
+            return []                     # nothing found and nothing open: what Lifecycle.step would say
         events = self.lifecycle.step(key, found, quotes, now_ns, self.staleness_ns)
         return self._records(events, now_ns) if events else []
 

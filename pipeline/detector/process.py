@@ -39,6 +39,7 @@ from pipeline.venues import VENUE_IDS
 log = logging.getLogger("pipeline.detector")
 
 SLEEP_TIMEOUT_MS = 50          # bounds a lost wake-up and the staleness re-check interval
+SAMPLE_BATCH = 256             # publish_to_seen samples kept before they are recorded in a busy stretch
 
 
 class Detector:
@@ -67,6 +68,7 @@ class Detector:
         self.seen_to_emitted = HistogramWriter(self.board, spec.slot, hops.index("seen_to_emitted"))
         self.receive_to_emitted = HistogramWriter(self.board, spec.slot, hops.index("receive_to_emitted"))
         self.rate_log = RateLimitedLog()
+        self.seen_samples: list[int] = []      # publish_to_seen samples, recorded when the loop is idle
         self.pairs = self.board.pairs
         self.stop = False
 
@@ -81,7 +83,7 @@ class Detector:
     # ---------------------------------------------------------------- deciding
     def evaluate(self, key: str, seen_ns: int, changed_rows: list[int]) -> None:
         try:
-            quotes = self.view.quotes(key)
+            quotes = self.view.refresh(key, changed_rows)
         except TornReadError:
             self.view.retry(key)       # a writer was preempted mid-write: evaluate again on the next pass
             return
@@ -89,16 +91,25 @@ class Detector:
         # quote must never look younger than the decision that uses it
         now_ns = time.time_ns()
         label_of_row = self.universe.label_of_row
-        record = self.publish_to_seen.record
+        samples = self.seen_samples
         for row in changed_rows:
             publish_ns = quotes[label_of_row[row]].publish_ns
             if publish_ns:
-                record(seen_ns - publish_ns)
+                samples.append(seen_ns - publish_ns)
+        if len(samples) >= SAMPLE_BATCH:
+            self.record_samples()
         emitted = self.engine.evaluate(key, quotes, now_ns)
         if self.engine.suspects:
             self.warn_suspects()
         if emitted:
             self.emit(emitted, seen_ns)
+
+    def record_samples(self) -> None:
+        """Record the publish -> seen samples kept since the last call (off the path from a change to its events)."""
+        record = self.publish_to_seen.record
+        for ns in self.seen_samples:
+            record(ns)
+        self.seen_samples.clear()
 
     def warn_suspects(self) -> None:
         sanity = self.config.detector.sanity_bps
@@ -168,6 +179,8 @@ class Detector:
                 self.emit(engine.run_shadows(time.time_ns()))
             if dirty:
                 continue
+            if self.seen_samples:
+                self.record_samples()
             mono = time.monotonic_ns()
             if mono - last_expire > EXPIRE_INTERVAL_NS:
                 last_expire = mono
@@ -186,6 +199,7 @@ class Detector:
             last_activity = time.monotonic_ns()
 
     def close(self) -> None:
+        self.record_samples()
         self.emit(self.engine.close_all(time.time_ns()))
         self.outputs.close()
         self.view.close()

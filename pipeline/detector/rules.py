@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pipeline.board.layout import RowStatus
 
 LIVE = int(RowStatus.LIVE)
+_INF = float("inf")
 
 CLOSE_REASON_BY_STATUS = {
     int(RowStatus.STALE): "quote_stale",
@@ -169,7 +170,8 @@ class PairState:
     """
 
     __slots__ = ("instrument", "labels", "staleness_ns", "threshold_bps", "max_notional", "min_notional",
-                 "sanity_bps", "fees", "buy_mult", "sell_mult", "quotes", "top", "confirmed", "limit", "pairs")
+                 "sanity_bps", "fees", "buy_mult", "sell_mult", "quotes", "top", "confirmed", "limit", "pairs",
+                 "cost", "gain")
 
     def __init__(self, instrument: str, labels, fees_bps: dict[str, float], staleness_ns: int,
                  threshold_bps: float, max_notional: float = float("inf"), min_notional: float = 0.0,
@@ -189,6 +191,10 @@ class PairState:
         self.top: list = [None] * n      # (best bid, best ask) of a LIVE uncrossed two-sided book, else None
         self.confirmed = [0] * n
         self.limit = [0] * n
+        # a tradable book's best ask with the buy fee, best bid net of the sell fee (else +inf / -inf): a new
+        # quote has no pair to walk unless some other's gain beats its cost or its gain beats another's cost
+        self.cost = [_INF] * n
+        self.gain = [-_INF] * n
         self.pairs: dict[tuple[int, int], tuple[Candidate, bool]] = {}   # (buy, sell) -> (candidate, suspect)
 
     def find(self, quotes: dict[str, Quote], now_ns: int) -> tuple[list[Candidate], list[Candidate]]:
@@ -239,19 +245,25 @@ class PairState:
                 del pairs[key]
         if quote.status == LIVE and bids and asks and bids[0][0] < asks[0][0]:
             self.top[i] = (bids[0][0], asks[0][0])
+            self.cost[i] = asks[0][0] * self.buy_mult[i]
+            self.gain[i] = bids[0][0] * self.sell_mult[i]
         else:
             self.top[i] = None
+            self.cost[i] = _INF
+            self.gain[i] = -_INF
 
     def _pairs_of(self, i: int, replaced: list[int]) -> None:
         """Walk the pairs of the new quote at ``i`` (both ways), except with new quotes before it (done)."""
         top = self.top
         if top[i] is None:
             return
+        ask_cost = self.cost[i]
+        bid_gain = self.gain[i]
+        if max(self.gain) <= ask_cost and min(self.cost) >= bid_gain:
+            return                    # no book's first level pays both fees against this one's: nothing to walk
         # find()'s and walk()'s first two tests, inline: most pairs stop here without a walk
         best_bid, best_ask = top[i]
         buy_mult, sell_mult = self.buy_mult, self.sell_mult
-        ask_cost = best_ask * buy_mult[i]
-        bid_gain = best_bid * sell_mult[i]
         first = replaced[0] != i
         j = 0
         for other in top:

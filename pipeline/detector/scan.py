@@ -1,9 +1,15 @@
 """The detector's view of the board: which rows changed, and their quotes.
 
 Reads rows in place through the seqlock (no serialization, no queue) and
-finds changed rows by their seq words, so a pass costs in proportion to what
-changed, not to the size of the board. The live detector and ``replay`` read
-the board through this same class.
+finds changed rows in the writers' change lanes (see
+:mod:`pipeline.board.layout` and :mod:`pipeline.board.seqlock`): one counter
+load per lane, then only the ring entries published since the last pass, so
+a pass costs in proportion to what changed, not to the size of the board. A
+lane that moved by a whole ring or more since the last pass is scanned row by
+row (a burst: evaluating it costs far more than the scan), and rows that have
+no lane (a board whose creator assigned none, as in ``replay``) are found by
+comparing every seq word on each pass, one strided numpy copy on large boards.
+The live detector and ``replay`` read the board through this same class.
 
 Rows are grouped by instrument identity (quotes declared equivalent, such as
 USDT and USDC, map to the group's first). A row's venue is named by its
@@ -15,26 +21,35 @@ section declares it).
 from __future__ import annotations
 
 import struct
+from itertools import compress
+from operator import ne
 
 import numpy as np
 
 from pipeline.board import RowReader, TornReadError
-from pipeline.board.seqlock import READ_RETRIES
+from pipeline.board.layout import LANE_MASK, LANE_RING
+from pipeline.board.seqlock import READ_RETRIES, ChangeLane, lane_of_rows
 from pipeline.detector.rules import Quote
 
 NUMPY_SCAN_ROWS = 64
 _U64 = struct.Struct("<Q")
 
 
-def level_readers(bids_at: int, asks_at: int, depth: int) -> list[list]:
-    """``readers[n_bids][n_asks](values)`` -> (bids, asks) as lists of (price, qty), from an unpacked row.
+def quote_readers(index: dict[str, int], depth: int) -> list[list]:
+    """``readers[n_bids][n_asks](values, label, seq, max_age_ns)`` -> a :class:`Quote`, from an unpacked row.
 
-    One small function per pair of level counts, written out index by index: building the lists from
-    constant indexes costs about half of slicing and zipping, and the detector reads a row per change.
+    One small function per pair of level counts, written out index by index: building the level lists
+    from constant indexes costs about half of slicing and zipping, and building the Quote in the same
+    call saves a call per row read; the detector reads a row per change.
     """
+    bids_at, asks_at = index["bids"], index["asks"]
+
     def side(at: int, n: int) -> str:
         return "[" + "".join(f"(v[{at + 2 * k}], v[{at + 2 * k + 1}]), " for k in range(n)) + "]"
-    return [[eval(f"lambda v: ({side(bids_at, nb)}, {side(asks_at, na)})")  # noqa: S307 - our own constant text
+    i = index
+    return [[eval(f"lambda v, label, seq, max_age_ns: Quote(label, v[{i['status']}], {side(bids_at, nb)}, "  # noqa: S307
+                  f"{side(asks_at, na)}, v[{i['recv_ns']}], v[{i['exch_ts_ns']}], v[{i['publish_ns']}], seq, "
+                  f"max_age_ns, v[{i['confirmed_ns']}])", {"Quote": Quote})      # our own constant text
              for na in range(depth + 1)] for nb in range(depth + 1)]
 
 
@@ -93,19 +108,15 @@ class BoardView:
         self.rows_of = universe.rows_of
         self.key_of_row = universe.key_of_row
         self.max_age_ns = universe.max_age_ns
-        self.watch = universe.watch
-        self.seq_words = [self.reader.seq_words[r] for r in self.watch]
-        self.last_seq = [0] * len(self.watch)
-        self._position = {row: i for i, row in enumerate(self.watch)}
         codec = self.reader.codec
         idx = codec.index
-        self._fields = (idx["bids"], idx["asks"], idx["n_bids"], idx["n_asks"], idx["status"], idx["recv_ns"],
-                        idx["exch_ts_ns"], idx["publish_ns"], idx["confirmed_ns"])
-        self._levels = level_readers(idx["bids"], idx["asks"], codec.depth)
+        self._n_bids, self._n_asks = idx["n_bids"], idx["n_asks"]
+        self._readers = quote_readers(idx, codec.depth)
         self._words = self.reader._words  # noqa: SLF001 - the hot loops read seq words directly
         self._buf = board.buf
         self._unpack = codec.payload.unpack_from
-        # per row: [row, label, seq word, payload offset, seq of the cached quote, staleness limit]
+        # per row: [row, label, seq word, payload offset, seq of the cached quote, staleness limit,
+        #           seq last reported changed (rows with a lane), instrument key]
         self._entry: dict[int, list] = {}
         self._entries_of: dict[str, list[list]] = {}
         self._cached: dict[str, dict[str, Quote]] = {}
@@ -113,20 +124,55 @@ class BoardView:
             entries = []
             for row, label in members:
                 word = self.reader.seq_words[row]
-                entry = [row, label, word, word * 8 + codec.payload_offset, -1, self.max_age_ns[label]]
+                entry = [row, label, word, word * 8 + codec.payload_offset, -1, self.max_age_ns[label], 0, key]
                 self._entry[row] = entry
                 entries.append(entry)
             self._entries_of[key] = entries
             self._cached[key] = {}
+        self._again: dict[str, list[int]] = {}      # instruments to evaluate again (a torn read)
+        # change lanes: [counter word, count seen, ring, entries of the watched rows it logs]
+        by_lane: dict[int, list] = {}
+        unlaned = []
+        for row in sorted(self.key_of_row):
+            lane = lane_of_rows(board, [row])
+            if lane is None:
+                unlaned.append(row)
+            else:
+                by_lane.setdefault(lane, []).append(self._entry[row])
+        self._lanes = []
+        for lane, entries in sorted(by_lane.items()):
+            where = ChangeLane(board, lane)
+            # seen up to the current count; the rows already written are found by one scan on the first pass
+            self._lanes.append([where.count_word, self._words[where.count_word], where.ring, entries])
+        self._first = list(self._lanes)
+        # every lane's counter in one unpack (native 'Q' fields are copied whole, as a memoryview index is,
+        # so each is one aligned 8-byte load: a counter is never torn), compared with the last pass's
+        fmt, cursor = ["@"], None
+        for lane in self._lanes:
+            offset = lane[0] * 8
+            if cursor is not None:
+                fmt.append(f"{offset - cursor}x")
+            fmt.append("Q")
+            cursor = offset + 8
+        counters = struct.Struct("".join(fmt))
+        self._counts_at = self._lanes[0][0] * 8 if self._lanes else 0
+        assert not self._lanes or counters.size == cursor - self._counts_at
+        self._counts = counters.unpack_from
+        self._last_counts = self._counts(self._buf, self._counts_at)
+        self._lane_index = range(len(self._lanes))
+        # rows without a lane: compared one by one on every pass
+        self.watch = unlaned
+        self.seq_words = [self.reader.seq_words[r] for r in unlaned]
+        self.last_seq = [0] * len(unlaned)
         # large boards: find changed rows with one strided numpy copy of the seq column instead of a
         # Python loop (about 37 ns a row); small boards: the loop is cheaper than numpy's call overhead
         self._seq_column = None
-        if len(self.watch) > NUMPY_SCAN_ROWS and self.watch == list(range(len(self.watch))):
-            self._seq_column = np.ndarray((len(self.watch),), "<u8", board.buf, codec.rows_offset,
-                                          (codec.row_size,))
-            self._last_column = np.zeros(len(self.watch), "<u8")  # the seq column as last seen, and as bytes
+        if len(unlaned) > NUMPY_SCAN_ROWS and unlaned == list(range(len(unlaned))):
+            self._seq_column = np.ndarray((len(unlaned),), "<u8", board.buf, codec.rows_offset, (codec.row_size,))
+            self._last_column = np.zeros(len(unlaned), "<u8")  # the seq column as last seen, and as bytes
             self._last_bytes = self._last_column.tobytes()
-            self._moved = np.zeros(len(self.watch), bool)
+            self._moved = np.zeros(len(unlaned), bool)
+        self._more = True                          # changed() has more to do than the lanes (see _changed_more)
 
     # ---------------------------------------------------------------- reading
     def quote(self, row: int, label: str) -> Quote:
@@ -135,6 +181,17 @@ class BoardView:
 
     def _read_quote(self, entry: list) -> Quote:
         """The seqlock read (as :meth:`RowReader.read_with_seq`) of one row into a new Quote; updates its seq."""
+        words = self._words
+        word = entry[2]
+        seq = words[word]
+        v = self._unpack(self._buf, entry[3]) if not seq & 1 else None
+        if v is None or words[word] != seq:
+            seq, v = self._read_again(entry)
+        entry[4] = seq
+        return self._readers[v[self._n_bids]][v[self._n_asks]](v, entry[1], seq, entry[5])
+
+    def _read_again(self, entry: list) -> tuple[int, tuple]:
+        """The seqlock's retries, after a first attempt met a write in progress."""
         words = self._words
         word = entry[2]
         unpack = self._unpack
@@ -146,13 +203,8 @@ class BoardView:
                 continue
             v = unpack(buf, offset)
             if words[word] == seq:
-                break
-        else:
-            raise TornReadError(f"row {entry[0]} changed during {READ_RETRIES} read attempts")
-        _, _, nb, na, status, recv, exch, publish, confirmed = self._fields
-        entry[4] = seq
-        bids, asks = self._levels[v[nb]][v[na]](v)
-        return Quote(entry[1], v[status], bids, asks, v[recv], v[exch], v[publish], seq, entry[5], v[confirmed])
+                return seq, v
+        raise TornReadError(f"row {entry[0]} changed during {READ_RETRIES} read attempts")
 
     def quotes(self, key: str) -> dict[str, Quote]:
         """Every quote of one instrument identity, by label. Raises TornReadError when a writer stalls mid-write.
@@ -168,45 +220,133 @@ class BoardView:
                 cache[entry[1]] = self._read_quote(entry)
         return cache
 
+    def refresh(self, key: str, rows: list[int]) -> dict[str, Quote]:
+        """:meth:`quotes` of ``key`` after :meth:`changed` named ``rows`` of it: only those rows are read again.
+
+        The instrument's other rows keep their last quote even if they moved since: a move not yet in
+        :meth:`changed` is in the next one. The first call of an instrument reads all its rows.
+        """
+        cache = self._cached[key]
+        if len(cache) != len(self._entries_of[key]):
+            return self.quotes(key)
+        words = self._words
+        entry_of = self._entry
+        for row in rows:
+            entry = entry_of[row]
+            if words[entry[2]] != entry[4]:
+                cache[entry[1]] = self._read_quote(entry)
+        return cache
+
     def retry(self, key: str) -> None:
         """Read ``key`` again on the next pass (its read was torn by a preempted writer)."""
-        for row, _ in self.rows_of[key]:
-            if self._seq_column is not None:
-                last = self._last_column.copy()
-                last[row] = 0
-                self._last_column = last
-                self._last_bytes = last.tobytes()
-            else:
-                self.last_seq[self._position[row]] = -1
+        self._again[key] = [row for row, _ in self.rows_of[key]]
+        self._more = True
 
     # ---------------------------------------------------------------- change scan
     def changed(self) -> dict[str, list[int]]:
         """Instrument identities whose rows changed since the last pass, with those rows."""
-        if self._seq_column is not None:
-            return self._changed_numpy()
+        counts = self._counts(self._buf, self._counts_at)
+        if counts == self._last_counts and not self._more:
+            return {}                              # nothing published: one call and one comparison
+        dirty: dict[str, list[int]] = {}
+        if self._more:
+            self._changed_more(dirty)
+        last = self._last_counts
+        if counts != last:
+            lanes = self._lanes
+            for i in compress(self._lane_index, map(ne, counts, last)):
+                lane = lanes[i]
+                if counts[i] > lane[1]:            # (a scan may have taken the lane past this count)
+                    self._changed_lane(lane, counts[i], dirty)
+            self._last_counts = counts
+        return dirty
+
+    def _changed_more(self, dirty: dict[str, list[int]]) -> None:
+        """Besides the lanes: instruments to read again, the first pass's scan, and the rows without a lane."""
+        if self._again:
+            dirty.update(self._again)
+            self._again = {}
+        if self._first:                            # the rows written before this view existed
+            for lane in self._first:
+                self._scan_lane(lane, dirty)
+            self._first = []
+        if self.watch:
+            if self._seq_column is not None:
+                self._changed_numpy(dirty)
+            else:
+                self._changed_rows(dirty)
+        self._more = bool(self.watch)
+
+    def _changed_lane(self, lane: list, count: int, dirty: dict[str, list[int]]) -> None:
+        """The rows a lane logged since the last pass, up to ``count`` (the whole lane scanned if it lapped)."""
+        words = self._words
+        last = lane[1]
+        if count - last < LANE_RING:
+            ring = lane[2]
+            if count - last == 1:                  # the common case: one publish since the last pass
+                rows = (ring[last & LANE_MASK],)
+            else:
+                start, end = last & LANE_MASK, count & LANE_MASK
+                rows = ring[start:end].tolist() if start < end else ring[start:].tolist() + ring[:end].tolist()
+            # entries at or below (count now - LANE_RING) may have been overwritten while they were read
+            if words[lane[0]] - last < LANE_RING:
+                lane[1] = count
+                entry_of = self._entry
+                for row in rows:
+                    entry = entry_of.get(row)
+                    if entry is None:              # a row of this lane the view does not watch
+                        continue
+                    seq = words[entry[2]]
+                    # odd: a write in progress, whose publish logs the row again; equal: reported already
+                    if seq & 1 or seq == entry[6]:
+                        continue
+                    entry[6] = seq
+                    rows_of_key = dirty.get(entry[7])
+                    if rows_of_key is None:
+                        dirty[entry[7]] = [row]
+                    elif row not in rows_of_key:
+                        rows_of_key.append(row)
+                return
+        self._scan_lane(lane, dirty)
+
+    def _scan_lane(self, lane: list, dirty: dict[str, list[int]]) -> None:
+        """Every watched row of a lane against the seq last reported (after the ring lapped, and at start)."""
+        words = self._words
+        lane[1] = words[lane[0]]                   # before the rows: a publish after it is seen again, never lost
+        for entry in lane[3]:
+            seq = words[entry[2]]
+            if seq & 1 or seq == entry[6]:
+                continue
+            entry[6] = seq
+            rows_of_key = dirty.get(entry[7])
+            if rows_of_key is None:
+                dirty[entry[7]] = [entry[0]]
+            elif entry[0] not in rows_of_key:
+                rows_of_key.append(entry[0])
+
+    def _changed_rows(self, dirty: dict[str, list[int]]) -> None:
         words = self._words
         current = [words[word] for word in self.seq_words]
         last = self.last_seq
         if current == last:
-            return {}
-        dirty: dict[str, list[int]] = {}
+            return
         watch = self.watch
         key_of_row = self.key_of_row
         for i, seq in enumerate(current):
             if seq != last[i] and not seq & 1:      # odd: a write in progress, seen when it completes
                 last[i] = seq
                 row = watch[i]
-                dirty.setdefault(key_of_row[row], []).append(row)
-        return dirty
+                rows = dirty.setdefault(key_of_row[row], [])
+                if row not in rows:
+                    rows.append(row)
 
-    def _changed_numpy(self) -> dict[str, list[int]]:
+    def _changed_numpy(self, dirty: dict[str, list[int]]) -> None:
         seen = self._seq_column.tobytes()          # each u64 load is atomic; rows are re-validated when read
         if seen == self._last_bytes:
-            return {}
+            return
         current = np.frombuffer(seen, "<u8")
         last = self._last_column
         np.not_equal(current, last, out=self._moved)
-        dirty: dict[str, list[int]] = {}
         key_of_row = self.key_of_row
         moved = self._moved.nonzero()[0]
         if len(moved) > 64:                        # a burst: the odd rows in one numpy pass
@@ -217,29 +357,35 @@ class BoardView:
                 seen = current.tobytes()
                 moved = np.flatnonzero(current != last)
             for row in moved.tolist():
-                dirty.setdefault(key_of_row[row], []).append(row)
+                rows = dirty.setdefault(key_of_row[row], [])
+                if row not in rows:
+                    rows.append(row)
             self._last_column = current
             self._last_bytes = seen
-            return dirty
+            return
         seq_at = _U64.unpack_from
         odd = []
         for row in moved.tolist():
             if seq_at(seen, 8 * row)[0] & 1:       # odd: a write in progress, seen when it completes
                 odd.append(row)
                 continue
-            dirty.setdefault(key_of_row[row], []).append(row)
+            rows = dirty.setdefault(key_of_row[row], [])
+            if row not in rows:
+                rows.append(row)
         if odd:
             current = current.copy()
             current[odd] = last[odd]
             seen = current.tobytes()
-        self._last_column = current                # read-only when it shares ``seen``: retry() copies first
+        self._last_column = current
         self._last_bytes = seen
-        return dirty
 
     def anything_changed(self) -> bool:
+        """Whether :meth:`changed` would find anything (the doorbell's re-check before sleeping)."""
+        words = self._words
+        if self._counts(self._buf, self._counts_at) != self._last_counts or self._again or self._first:
+            return True
         if self._seq_column is not None:
             return self._seq_column.tobytes() != self._last_bytes
-        words = self._words
         last = self.last_seq
         for i, word in enumerate(self.seq_words):
             if words[word] != last[i]:
@@ -249,4 +395,5 @@ class BoardView:
     def close(self) -> None:
         self.reader = None
         self._seq_column = None
+        self._lanes = self._first = []
         self._words = self._buf = self._unpack = None

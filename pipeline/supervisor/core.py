@@ -230,6 +230,9 @@ class Supervisor:
         if self.config.simulator is not None and not self.stopping:
             self.start_simulator()
         specs = self.specs()
+        for spec in specs:                   # each writer logs its publishes in its own change lane
+            if spec.role in (ProcessRole.FEED, ProcessRole.BRIDGE) and spec.rows:
+                self.board.assign_lane([r.row for r in spec.rows], spec.slot)
         for spec in specs:
             if self.stopping:
                 return
