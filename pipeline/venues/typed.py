@@ -22,8 +22,11 @@ frame; ``tests/unit/test_top_path.py`` holds them to it on every fixture.
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Callable
+
+from pipeline.model import BBO, BookUpdate
 
 DECODERS = ("orjson", "msgspec")
 
@@ -36,17 +39,42 @@ class Decoder:
 
 
 def available(name: str) -> bool:
+    """Whether decoder ``name`` can run here (msgspec is the optional ``fast`` extra)."""
     if name == "orjson":
         return True
-    try:
-        import msgspec  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return name == "msgspec" and importlib.util.find_spec("msgspec") is not None
 
 
 def decoder_for(venue, name: str = "orjson") -> Decoder:
     """The decoder ``name`` for the venue module ``venue``."""
     if name == "orjson":
         return Decoder(name, venue.parse, getattr(venue, "top", None))
+    if name == "msgspec":
+        if not available(name):
+            raise ValueError("decoder 'msgspec' needs msgspec installed (pip install -e '.[fast]')")
+        from pipeline.venues import typed_msgspec
+        return typed_msgspec.decoder(venue)
     raise ValueError(f"unknown decoder {name!r}; one of {', '.join(DECODERS)}")
+
+
+def top_from_parse(parse) -> Callable:
+    """``top`` computed the long way, from ``parse``: the contract above, word for word.
+
+    The msgspec decoder hands the frames its structs cannot settle to the
+    venue's own ``top``, or to this one for a venue module without a ``top``.
+    """
+    def top(raw):
+        try:
+            events = parse(raw, 0)
+        except Exception:  # noqa: BLE001 - a frame parse refuses is not a top-of-book frame
+            return None
+        if len(events) != 1:
+            return None
+        e = events[0]
+        if (e.__class__ is not BookUpdate or e.channel != BBO or not e.snapshot or len(e.bids) != 1
+                or len(e.asks) != 1 or e.prev_seq is not None or e.checksum is not None or e.restart or e.weak
+                or e.bids_text is not None or e.asks_text is not None):
+            return None
+        (bid_px, bid_qty), (ask_px, ask_qty) = e.bids[0], e.asks[0]
+        return (e.symbol, bid_px, bid_qty, ask_px, ask_qty, e.exch_ts_ms, e.seq, e.xseq)
+    return top
