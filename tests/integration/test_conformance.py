@@ -12,19 +12,39 @@ import pytest
 from pipeline.board import RowStatus
 from pipeline.sim.market import price_decimals
 from pipeline.venues import VENUES as ALL_VENUES, load_venue, venues_with
+from pipeline.feed.process import Feed
 from pipeline.feed.transport import TRANSPORTS, available
+from pipeline.venues.typed import available as decoder_available
 from tests.integration import harness
 from tests.integration.harness import FeedHarness
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=TRANSPORTS, autouse=True)
-def transport(request, monkeypatch):
-    """Every conformance test runs over each WebSocket transport: the rows must be the same."""
-    if not available(request.param):
-        pytest.skip(f"{request.param} is not installed (pip install -e '.[fast]')")
-    monkeypatch.setattr(harness, "DEFAULT_TRANSPORT", request.param)
+# (transport, decoder): every transport with the default decoder, and msgspec over the default transport
+# (a decoder takes the frames a transport hands over, str or bytes, and both are tested on their own; picows with
+# msgspec would be a fourth run of every test)
+RUNS = [(transport, "orjson") for transport in TRANSPORTS] + [(harness.DEFAULT_TRANSPORT, "msgspec")]
+
+
+def feed_with_decoder(decoder: str):
+    """The harness's Feed with ``decoder`` chosen, as ``venues.NAME.decoder`` chooses it in a config."""
+    class DecodingFeed(Feed):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("decoder", decoder)
+            super().__init__(*args, **kwargs)
+    return DecodingFeed
+
+
+@pytest.fixture(params=RUNS, ids=[f"{t}-{d}" for t, d in RUNS], autouse=True)
+def run_on(request, monkeypatch):
+    """Every conformance test runs over each WebSocket transport and each decoder: the rows must be the same."""
+    transport, decoder = request.param
+    for name, installed in ((transport, available(transport)), (decoder, decoder_available(decoder))):
+        if not installed:
+            pytest.skip(f"{name} is not installed (pip install -e '.[fast]')")
+    monkeypatch.setattr(harness, "DEFAULT_TRANSPORT", transport)
+    monkeypatch.setattr(harness, "Feed", feed_with_decoder(decoder))
     return request.param
 
 
@@ -68,9 +88,10 @@ async def settled_books_match(h: FeedHarness) -> None:
 
 
 @pytest.mark.parametrize("venue", VENUES)
-def test_subscribe_acked_and_snapshot_then_deltas_give_the_right_top_n(venue):
+def test_subscribe_acked_and_snapshot_then_deltas_give_the_right_top_n(venue, run_on):
     async def scenario():
         async with FeedHarness(venue) as h:
+            assert (h.feed.transport, h.feed.session.decoder) == run_on
             await h.all_live()
             assert any(h.server.received), "the feed subscribed"
             assert h.stat("parse_errors") == 0
