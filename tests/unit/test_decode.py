@@ -4,14 +4,22 @@ from __future__ import annotations
 import io
 
 import orjson
+import pytest
 
 from pipeline.decode import decode_stream, frame_of
+from pipeline.venues.typed import DECODERS
 from tests.conftest import FIXTURES, run_cli
 
 
-def decode(exchange: str, text: str) -> tuple[list[dict], str]:
+@pytest.fixture(params=DECODERS)
+def decoder(request):
+    """The decode tests run on each decoder: the records must be the same."""
+    return request.param
+
+
+def decode(exchange: str, text: str, decoder: str = "orjson") -> tuple[list[dict], str]:
     out, err = io.StringIO(), io.StringIO()
-    assert decode_stream(exchange, io.StringIO(text), out, err) == 0
+    assert decode_stream(exchange, io.StringIO(text), out, err, decoder=decoder) == 0
     return [orjson.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
 
 
@@ -23,9 +31,9 @@ def test_frame_of_understands_capture_formats():
     assert frame_of("1.5: b'\\x1f\\x8b'") == b"\x1f\x8b"
 
 
-def test_one_record_per_line_with_what_the_line_did():
+def test_one_record_per_line_with_what_the_line_did(decoder):
     text = (FIXTURES / "binance" / "depth5.jsonl").read_text()
-    records, err = decode("binance", text)
+    records, err = decode("binance", text, decoder)
     assert [r["line"] for r in records] == list(range(1, len(text.splitlines()) + 1))
     # a raw partial depth has no symbol: reported on stderr and still gets its record
     assert "line 1:" in err
@@ -40,9 +48,9 @@ def test_one_record_per_line_with_what_the_line_did():
                                       [656.77, 0.625]]}
 
 
-def test_repeated_frame_is_reported_as_ignored_and_the_row_kept():
+def test_repeated_frame_is_reported_as_ignored_and_the_row_kept(decoder):
     line = (FIXTURES / "binance" / "depth5.jsonl").read_text().splitlines()[1]
-    records, _ = decode("binance", line + "\n" + line + "\n")
+    records, _ = decode("binance", line + "\n" + line + "\n", decoder)
     assert [r["did"] for r in records] == ["changed", "unchanged"] or [r["did"] for r in records] == ["changed",
                                                                                                        "ignored"]
     assert records[1]["row"] == records[0]["row"]
@@ -79,8 +87,8 @@ def test_cryptofeed_capture_files_decode_without_stopping():
     assert sum(1 for line in result.stdout.splitlines() if orjson.loads(line)["did"] == "changed") > 50
 
 
-def test_bad_lines_are_reported_with_their_number():
-    records, err = decode("bybit", "not json\n" + (FIXTURES / "bybit" / "bbo.jsonl").read_text())
+def test_bad_lines_are_reported_with_their_number(decoder):
+    records, err = decode("bybit", "not json\n" + (FIXTURES / "bybit" / "bbo.jsonl").read_text(), decoder)
     assert "line 1: bybit: invalid_json" in err
     assert records[0]["did"] == "unusable" and records[0]["line"] == 1
     assert records[1]["symbol"] == "BTCUSDT" and records[1]["row"]["bid_price"] == 28165.07
@@ -98,3 +106,24 @@ def decode_with(exchange: str, text: str, **options) -> tuple[list[dict], str]:
     out, err = io.StringIO(), io.StringIO()
     assert decode_stream(exchange, io.StringIO(text), out, err, **options) == 0
     return [orjson.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
+
+
+CAPTURES = [("binance", "cryptofeed-2021/BINANCE.ws.1.0"), ("okx", "cryptofeed-2021/OKX.ws.1.0"),
+            ("htx", "cryptofeed-2021/HUOBI.ws.44.0"), ("bybit", "bybit/depth.jsonl"), ("bybit", "bybit/bbo.jsonl"),
+            ("okx", "okx/books.jsonl"), ("okx", "okx/bbo.jsonl"), ("htx", "htx/mbp_incremental.jsonl"),
+            ("coinbase", "coinbase/at_level2.jsonl"), ("kraken", "kraken/book.jsonl")]
+
+
+@pytest.mark.parametrize("exchange, name", CAPTURES)
+def test_both_decoders_print_the_same_records(exchange, name):
+    text = (FIXTURES / name).read_text(errors="replace")
+    assert decode(exchange, text, "msgspec") == decode(exchange, text, "orjson")
+
+
+def test_decoder_option():
+    path = FIXTURES / "bybit" / "depth.jsonl"
+    runs = [run_cli("decode", "--exchange", "bybit", *options, str(path)) for options in ((), ("--decoder", "msgspec"))]
+    assert [r.returncode for r in runs] == [0, 0]
+    assert runs[0].stdout == runs[1].stdout and len(runs[1].stdout.splitlines()) == 7
+    refused = run_cli("decode", "--exchange", "bybit", "--decoder", "ujson", str(path))
+    assert refused.returncode == 2 and "invalid choice: 'ujson'" in refused.stderr
