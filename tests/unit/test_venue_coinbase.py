@@ -16,7 +16,9 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, Heartbeat, Liveness, SequenceMark, SubscribeError
 from pipeline.venues import coinbase
+from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import FIXTURES as SHARED, fixture_lines
+
 
 FIXTURES = SHARED / "coinbase"
 
@@ -24,11 +26,20 @@ FIXTURES = SHARED / "coinbase"
 lines = partial(fixture_lines, "coinbase")
 
 
-def marked(raw, seq: int) -> list:
-    """parse, check the SequenceMark comes first, return the rest."""
-    events = coinbase.parse(raw, 0)
-    assert events[0] == SequenceMark(seq)
-    return events[1:]
+@pytest.fixture(params=DECODERS)
+def parse(request):
+    """The tests that parse frames run on each decoder (``venues.coinbase.decoder``): the events must be the same."""
+    return decoder_for(coinbase, request.param).parse
+
+
+@pytest.fixture
+def marked(parse):
+    def marked(raw, seq: int) -> list:
+        """parse, check the SequenceMark comes first, return the rest."""
+        events = parse(raw, 0)
+        assert events[0] == SequenceMark(seq)
+        return events[1:]
+    return marked
 
 
 def utc_ms(*args) -> int:
@@ -36,7 +47,7 @@ def utc_ms(*args) -> int:
 
 
 # ---------------------------------------------------------------- ticker
-def test_ticker_real_2026():
+def test_ticker_real_2026(marked):
     tickers = lines("at_ticker.jsonl")
     [u] = marked(tickers[1], 7)
     assert (u.symbol, u.channel, u.snapshot) == ("ETH-USD", BBO, True)
@@ -50,7 +61,7 @@ def test_ticker_real_2026():
     assert (u.bids, u.asks) == ([(1919.46, 0.0328824)], [(1919.49, 0.07384676)])
 
 
-def test_ticker_is_weak_and_never_overrides_a_synced_level2_book():
+def test_ticker_is_weak_and_never_overrides_a_synced_level2_book(marked):
     book = InstrumentBook("ETH-USD", depth=2)
     [snap] = marked(lines("at_level2.jsonl")[1], 21)
     assert book.apply(snap) is Outcome.CHANGED
@@ -61,7 +72,7 @@ def test_ticker_is_weak_and_never_overrides_a_synced_level2_book():
     assert bids[0] == (1919.44, 0.02858092) and asks[0] == (1919.49, 0.07814824)   # level2, not 1919.42
 
 
-def test_level2_event_time_with_trimmed_fraction_digits():
+def test_level2_event_time_with_trimmed_fraction_digits(marked):
     raw = (b'{"channel":"l2_data","timestamp":"2026-08-09T21:05:49.000000001Z","sequence_num":4,"events":[{'
            b'"type":"update","product_id":"ETH-USD","updates":[{"side":"bid","event_time":"2026-08-09T21:05:48.35Z",'
            b'"price_level":"1","new_quantity":"1"},{"side":"bid","event_time":"2026-08-09T21:05:48.351Z",'
@@ -71,14 +82,14 @@ def test_level2_event_time_with_trimmed_fraction_digits():
     assert u.exch_ts_ms == 1786309548351
 
 
-def test_ticker_docs_example():
+def test_ticker_docs_example(marked):
     [u] = marked(lines("at_ticker.jsonl")[0], 0)
     assert (u.symbol, u.bids, u.asks) == ("BTC-USD", [(21931.98, 8000.21)], [(21933.98, 8038.07770938)])
     assert u.exch_ts_ms == 1675974637167 == utc_ms(2023, 2, 9, 20, 30, 37, 167000)
 
 
 # ---------------------------------------------------------------- level2
-def test_level2_full_book_snapshot():
+def test_level2_full_book_snapshot(marked):
     line = lines("at_level2.jsonl")[1]
     [u] = marked(line, 21)
     assert (u.symbol, u.channel, u.snapshot) == ("ETH-USD", DEPTH, True)
@@ -90,7 +101,7 @@ def test_level2_full_book_snapshot():
     assert len(u.bids) + len(u.asks) == 23334
 
 
-def test_level2_update_offer_is_ask():
+def test_level2_update_offer_is_ask(marked):
     level2 = lines("at_level2.jsonl")
     [u] = marked(level2[4], 25)
     assert (u.symbol, u.channel, u.snapshot) == ("ETH-USD", DEPTH, False)
@@ -101,18 +112,18 @@ def test_level2_update_offer_is_ask():
     assert u.bids == [(1918.55, 0.00000131), (1917.95, 1.1531), (1917.35, 0.0)] and u.asks == []
 
 
-def test_level2_docs_example_has_one_side():
+def test_level2_docs_example_has_one_side(marked):
     [u] = marked(lines("at_level2.jsonl")[0], 0)
     assert (u.symbol, u.snapshot, u.bids, u.asks) == ("BTC-USD", True, [(21921.73, 0.06317902), (21921.3, 0.02)], [])
     # every event_time is the 1970-01-01T00:00:00Z placeholder: the envelope time 2023-02-09T20:32:50.714964855Z
     assert u.exch_ts_ms == utc_ms(2023, 2, 9, 20, 32, 50, 714000)
 
 
-def test_level2_through_book():
+def test_level2_through_book(parse):
     book = InstrumentBook("ETH-USD", depth=5, keep_levels=coinbase.BOOK_LEVELS)
     level2 = lines("at_level2.jsonl")
     for line in level2[1:]:
-        [u] = coinbase.parse(line, 0)[1:]
+        [u] = parse(line, 0)[1:]
         assert book.apply(u) == Outcome.CHANGED
     bids, asks = book.compose()
     assert bids == [(1919.44, 0.02858092), (1919.43, 0.05050291), (1919.42, 1.43358917), (1919.41, 1.1531),
@@ -126,7 +137,7 @@ def test_level2_through_book():
 
 
 # ---------------------------------------------------------------- control
-def test_heartbeats_and_subscriptions():
+def test_heartbeats_and_subscriptions(marked):
     recv = lines("at_control_recv.jsonl")
     # an in-sequence heartbeat proves every book of the connection current (L5)
     assert marked(recv[0], 0) == [Liveness(None)]        # docs: heartbeat_counter as a string
@@ -138,40 +149,40 @@ def test_heartbeats_and_subscriptions():
         Ack("BTC-USD", "level2"), Ack("ETH-USD", "level2"), Ack("BTC-USD", "ticker"), Ack("ETH-USD", "ticker")}
 
 
-def test_other_channels_only_mark_the_sequence():
-    assert coinbase.parse(lines("at_other.jsonl")[0], 0) == [SequenceMark(0)]
+def test_other_channels_only_mark_the_sequence(parse):
+    assert parse(lines("at_other.jsonl")[0], 0) == [SequenceMark(0)]
     with pytest.raises(ParseError):
-        coinbase.parse(b'{"channel":"candles","events":[]}', 0)    # nothing to count either
+        parse(b'{"channel":"candles","events":[]}', 0)             # nothing to count either
 
 
-def test_errors():
-    assert coinbase.parse(b'{"type":"error","message":"failure to subscribe"}', 0) == [
+def test_errors(parse):
+    assert parse(b'{"type":"error","message":"failure to subscribe"}', 0) == [
         SubscribeError("failure to subscribe")]
-    assert coinbase.parse(b'{"type":"error","message":"Failed to subscribe","reason":"BTC-USDX is not a valid '
-                          b'product"}', 0) == [SubscribeError("Failed to subscribe: BTC-USDX is not a valid product",
-                                                              "BTC-USDX")]
+    assert parse(b'{"type":"error","message":"Failed to subscribe","reason":"BTC-USDX is not a valid '
+                 b'product"}', 0) == [SubscribeError("Failed to subscribe: BTC-USDX is not a valid product",
+                                                     "BTC-USDX")]
     with pytest.raises(ParseError) as exc:
-        coinbase.parse(b'{"channel":"l2_data","timestamp":"x","sequence_num":3,"events":[]}', 0)
+        parse(b'{"channel":"l2_data","timestamp":"x","sequence_num":3,"events":[]}', 0)
     assert exc.value.reason == "unknown_message"
     with pytest.raises(ParseError) as exc:
-        coinbase.parse(b'{"channel":"l2_data","timestamp":"2026-08-09T21:05:48Z","sequence_num":3,"events":'
-                       b'[{"type":"update","product_id":"A-B","updates":[{"side":"sell","price_level":"1",'
-                       b'"new_quantity":"1"}]}]}', 0)
+        parse(b'{"channel":"l2_data","timestamp":"2026-08-09T21:05:48Z","sequence_num":3,"events":'
+              b'[{"type":"update","product_id":"A-B","updates":[{"side":"sell","price_level":"1",'
+              b'"new_quantity":"1"}]}]}', 0)
     assert exc.value.reason == "unknown_message"
 
 
-def test_exchange_feed_lines():
+def test_exchange_feed_lines(parse):
     ticker, heartbeat, error, l2update = lines("exchange_feed.jsonl")
     with pytest.raises(ParseError):
-        coinbase.parse(ticker, 0)                        # no best_bid_size/best_ask_size: no usable quote
+        parse(ticker, 0)                                 # no best_bid_size/best_ask_size: no usable quote
     sized = orjson.loads(ticker) | {"best_bid_size": "0.5", "best_ask_size": "0.25"}
-    [u] = coinbase.parse(orjson.dumps(sized), 0)
+    [u] = parse(orjson.dumps(sized), 0)
     assert (u.symbol, u.channel, u.bids, u.asks) == ("BTC-USD", BBO, [(9380.54, 0.5)], [(9380.55, 0.25)])
     assert (u.seq, u.exch_ts_ms) == (12042642428, utc_ms(2020, 2, 1, 1, 40, 16, 253000))
-    assert coinbase.parse(heartbeat, 0) == [Heartbeat()]
-    [err] = coinbase.parse(error, 0)
+    assert parse(heartbeat, 0) == [Heartbeat()]
+    [err] = parse(error, 0)
     assert isinstance(err, SubscribeError) and "require authentication" in err.message
-    [u] = coinbase.parse(l2update, 0)
+    [u] = parse(l2update, 0)
     assert (u.symbol, u.channel, u.snapshot, u.bids, u.asks) == ("BTC-USD", DEPTH, False, [], [(30862.6, 0.0)])
     assert u.exch_ts_ms == utc_ms(2023, 7, 4, 18, 14, 39)   # no zone: UTC
 
@@ -215,11 +226,13 @@ def test_module_contract():
 
 
 # ---------------------------------------------------------------- fuzz
+@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
-def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
+def test_parse_arbitrary_bytes_raises_only_parse_error(decoder, raw):
+    parse = decoder_for(coinbase, decoder).parse
     try:
-        coinbase.parse(raw, 0)
+        parse(raw, 0)
     except ParseError:
         pass
 
@@ -228,12 +241,14 @@ _SAMPLES = [line for name in ("at_control_recv.jsonl", "at_ticker.jsonl", "excha
             for line in lines(name)] + [line for line in lines("at_level2.jsonl") if len(line) < 10000]
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
-def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
+def test_parse_mutated_fixture_raises_only_parse_error(decoder, line, at, cut, insert):
+    parse = decoder_for(coinbase, decoder).parse
     raw = line.encode()
     at %= len(raw)
     try:
-        coinbase.parse(raw[:at] + insert + raw[at + cut:], 0)
+        parse(raw[:at] + insert + raw[at + cut:], 0)
     except ParseError:
         pass

@@ -6,6 +6,7 @@ from functools import partial
 import ast
 import gzip
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -16,7 +17,9 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SubscribeError
 from pipeline.venues import htx
+from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
+
 
 FIXTURES = SHARED / "htx"
 
@@ -24,7 +27,16 @@ FIXTURES = SHARED / "htx"
 lines = partial(fixture_lines, "htx")
 
 
-one = partial(single_book_update, htx)
+@pytest.fixture(params=DECODERS)
+def parse(request):
+    """The tests that parse frames run on each decoder (``venues.htx.decoder``): the events must be the same."""
+    return decoder_for(htx, request.param).parse
+
+
+@pytest.fixture
+def one(parse):
+    """The one BookUpdate a frame parses into, on the decoder of ``parse``."""
+    return partial(single_book_update, SimpleNamespace(parse=parse))
 
 
 def same(a: BookUpdate, b: BookUpdate) -> bool:
@@ -32,7 +44,7 @@ def same(a: BookUpdate, b: BookUpdate) -> bool:
 
 
 # ---------------------------------------------------------------- market data
-def test_bbo():
+def test_bbo(one):
     u = one(lines("bbo.jsonl")[0])
     assert (u.symbol, u.channel, u.snapshot) == ("btcusdt", BBO, True)
     assert u.bids == [(31764.08, 4.378544)]
@@ -40,13 +52,13 @@ def test_bbo():
     assert (u.exch_ts_ms, u.seq, u.prev_seq) == (1654031600064, 155441231856, None)   # quoteTime, not ts
 
 
-def test_bbo_without_seq_id_uses_quote_time_or_ts():
+def test_bbo_without_seq_id_uses_quote_time_or_ts(one):
     u = one(b'{"ch":"market.ethusdt.bbo","ts":1600000000100,"tick":{"ask":2.5E2,"askSize":1,'
             b'"bid":249.5,"bidSize":0.5,"symbol":"ethusdt"}}')
     assert (u.bids, u.asks, u.exch_ts_ms, u.seq) == ([(249.5, 0.5)], [(250.0, 1.0)], 1600000000100, None)
 
 
-def test_mbp_refresh_snapshot():
+def test_mbp_refresh_snapshot(one):
     u = one(lines("mbp_refresh_bittrade.jsonl")[0])
     assert (u.symbol, u.channel, u.snapshot) == ("batjpy", DEPTH, True)
     assert u.bids == [(14.46, 13.39), (14.42, 17.48), (14.4, 21.76)]
@@ -54,9 +66,9 @@ def test_mbp_refresh_snapshot():
     assert (u.exch_ts_ms, u.seq, u.prev_seq) == (1790134135640, 200333109135, None)
 
 
-def test_depth_step0_snapshot_with_exponent_numbers():
+def test_depth_step0_snapshot_with_exponent_numbers(parse, one):
     ack, step0 = lines("cryptofeed2021_decompressed.jsonl")[:2]
-    assert htx.parse(ack, 0) == [Ack("trioeth", "market.trioeth.depth.step0")]
+    assert parse(ack, 0) == [Ack("trioeth", "market.trioeth.depth.step0")]
     u = one(step0)
     tick = orjson.loads(step0)["tick"]
     assert (u.symbol, u.channel, u.snapshot) == ("trioeth", DEPTH, True)
@@ -67,7 +79,7 @@ def test_depth_step0_snapshot_with_exponent_numbers():
     assert (u.exch_ts_ms, u.seq) == (1618678069868, 100182534697)    # tick.ts and tick.version
 
 
-def test_mbp_incremental_deltas():
+def test_mbp_incremental_deltas(one):
     first, one_sided, third, fourth = (one(line) for line in lines("mbp_incremental.jsonl"))
     assert (first.symbol, first.channel, first.snapshot) == ("btcusdt", DEPTH, False)
     assert first.bids == [(38765.39, 0.0), (38762.87, 0.009708)]
@@ -79,7 +91,7 @@ def test_mbp_incremental_deltas():
     assert third.asks[0] == (9138.61, 0.033785) and len(third.bids) == 14
 
 
-def test_mbp_chain_through_book_with_req_snapshot():
+def test_mbp_chain_through_book_with_req_snapshot(one):
     book = InstrumentBook("btcusdt", depth=5, keep_levels=htx.BOOK_LEVELS)
     first, _, third, fourth = (one(line) for line in lines("mbp_incremental.jsonl"))
     assert book.apply(third) == Outcome.IGNORED                 # no snapshot yet
@@ -97,66 +109,66 @@ def test_mbp_chain_through_book_with_req_snapshot():
     assert book.apply(first) == Outcome.GAP                     # prevSeqNum is not our last seqNum
 
 
-def test_other_topics_are_unknown():
+def test_other_topics_are_unknown(parse):
     trade = lines("cryptofeed2021_decompressed.jsonl")[5]
     with pytest.raises(ParseError) as exc:
-        htx.parse(trade, 0)                                     # 27-digit trade id parses, topic is not ours
+        parse(trade, 0)                                         # 27-digit trade id parses, topic is not ours
     assert exc.value.reason == "unknown_message"
 
 
 # ---------------------------------------------------------------- gzip
-def test_gzip_frames_equal_plain_json():
+def test_gzip_frames_equal_plain_json(parse, one):
     for name in ("bbo.jsonl", "mbp_refresh_bittrade.jsonl", "mbp_incremental.jsonl"):
         for line in lines(name):
             assert same(one(gzip.compress(line.encode())), one(line))
-    assert htx.parse(bytearray(gzip.compress(b'{"ping":7}')), 0) == [Ping(7)]
-    assert htx.parse(memoryview(gzip.compress(b'{"ping":8}')), 0) == [Ping(8)]
+    assert parse(bytearray(gzip.compress(b'{"ping":7}')), 0) == [Ping(7)]
+    assert parse(memoryview(gzip.compress(b'{"ping":8}')), 0) == [Ping(8)]
 
 
-def test_real_gzip_frames_from_2021_capture():
+def test_real_gzip_frames_from_2021_capture(parse, one):
     capture = (SHARED / "cryptofeed-2021" / "HUOBI.ws.44.0").read_text().splitlines()
     frames = [ast.literal_eval(line.split(": ", 1)[1]) for line in capture[21:23]]
     assert all(f[:2] == b"\x1f\x8b" for f in frames)
-    ack, depth = (htx.parse(f, 0) for f in frames)
+    ack, depth = (parse(f, 0) for f in frames)
     decompressed = lines("cryptofeed2021_decompressed.jsonl")
-    assert ack == htx.parse(decompressed[0], 0) == [Ack("trioeth", "market.trioeth.depth.step0")]
+    assert ack == parse(decompressed[0], 0) == [Ack("trioeth", "market.trioeth.depth.step0")]
     assert same(depth[0], one(decompressed[1]))
 
 
-def test_bad_gzip():
+def test_bad_gzip(parse):
     frame = gzip.compress(lines("bbo.jsonl")[0].encode())
     for bad in (frame[:-12], frame[:2] + b"\x00" * 20, b"\x1f\x8b"):
         with pytest.raises(ParseError) as exc:
-            htx.parse(bad, 0)
+            parse(bad, 0)
         assert exc.value.reason == "invalid_json"
 
 
-def test_gzip_output_is_capped(monkeypatch):
+def test_gzip_output_is_capped(monkeypatch, parse):
     monkeypatch.setattr(htx, "MAX_FRAME_BYTES", 100)
     with pytest.raises(ParseError) as exc:
-        htx.parse(gzip.compress(b'{"ping":1,"pad":"' + b"x" * 200 + b'"}'), 0)
+        parse(gzip.compress(b'{"ping":1,"pad":"' + b"x" * 200 + b'"}'), 0)
     assert exc.value.reason == "oversize"
 
 
 # ---------------------------------------------------------------- control
-def test_ping_pong_round_trip():
+def test_ping_pong_round_trip(parse):
     recv = lines("control_recv.jsonl")
-    events = htx.parse(gzip.compress(recv[1].encode()), 0)
+    events = parse(gzip.compress(recv[1].encode()), 0)
     assert events == [Ping(1786563068868)]
     assert htx.build_pong(events[0].token) == lines("control_sent.jsonl")[1] == '{"pong":1786563068868}'
-    assert htx.parse(recv[2], 0) == [Ping(1786563073866)]
-    assert htx.parse(b'{"pong":1786563068868}', 0) == [Pong()]
+    assert parse(recv[2], 0) == [Ping(1786563073866)]
+    assert parse(b'{"pong":1786563068868}', 0) == [Pong()]
     assert htx.KEEPALIVE_INTERVAL_S is None and htx.build_keepalive() is None
 
 
-def test_acks_and_errors():
+def test_acks_and_errors(parse):
     recv = lines("control_recv.jsonl")
-    assert htx.parse(recv[0], 0) == [Ack("btcusdt", "market.btcusdt.detail")]
-    assert htx.parse(recv[3], 0) == [Ack("btcusdt", "market.btcusdt.mbp.refresh.20")]
-    assert htx.parse(recv[4], 0) == [SubscribeError("bad-request: invalid ping", "")]
+    assert parse(recv[0], 0) == [Ack("btcusdt", "market.btcusdt.detail")]
+    assert parse(recv[3], 0) == [Ack("btcusdt", "market.btcusdt.mbp.refresh.20")]
+    assert parse(recv[4], 0) == [SubscribeError("bad-request: invalid ping", "")]
     bad_topic = b'{"id":"id3","status":"error","err-code":"bad-request","err-msg":"invalid topic market.btcusdx.bbo"}'
-    assert htx.parse(bad_topic, 0) == [SubscribeError("bad-request: invalid topic market.btcusdx.bbo", "btcusdx")]
-    assert htx.parse(b'{"id":"id4","status":"ok","unsubbed":"market.btcusdt.bbo","ts":1}', 0) == []
+    assert parse(bad_topic, 0) == [SubscribeError("bad-request: invalid topic market.btcusdx.bbo", "btcusdx")]
+    assert parse(b'{"id":"id4","status":"ok","unsubbed":"market.btcusdt.bbo","ts":1}', 0) == []
 
 
 def test_build_subscribe():
@@ -179,12 +191,14 @@ def test_module_contract():
 
 
 # ---------------------------------------------------------------- fuzz
+@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
-def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
+def test_parse_arbitrary_bytes_raises_only_parse_error(decoder, raw):
+    parse = decoder_for(htx, decoder).parse
     for frame in (raw, b"\x1f\x8b" + raw, gzip.compress(raw)):
         try:
-            htx.parse(frame, 0)
+            parse(frame, 0)
         except ParseError:
             pass
 
@@ -193,12 +207,14 @@ _SAMPLES = [line for name in ("bbo.jsonl", "mbp_incremental.jsonl", "mbp_refresh
                               "control_recv.jsonl") for line in lines(name)]
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
-def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
+def test_parse_mutated_fixture_raises_only_parse_error(decoder, line, at, cut, insert):
+    parse = decoder_for(htx, decoder).parse
     raw = line.encode()
     at %= len(raw)
     try:
-        htx.parse(gzip.compress(raw[:at] + insert + raw[at + cut:]), 0)
+        parse(gzip.compress(raw[:at] + insert + raw[at + cut:]), 0)
     except ParseError:
         pass

@@ -6,6 +6,7 @@ from functools import partial
 import ast
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -17,7 +18,9 @@ from pipeline.errors import ParseError
 from pipeline.board.layout import RowStatus
 from pipeline.model import BBO, DEPTH, Ack, ChannelNotPermitted, LoginResult, Notice, Pong, SubscribeError
 from pipeline.venues import okx
+from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
+
 
 FIXTURES = SHARED / "okx"
 
@@ -25,7 +28,16 @@ FIXTURES = SHARED / "okx"
 lines = partial(fixture_lines, "okx")
 
 
-one = partial(single_book_update, okx)
+@pytest.fixture(params=DECODERS)
+def parse(request):
+    """The tests that parse frames run on each decoder (``venues.okx.decoder``): the events must be the same."""
+    return decoder_for(okx, request.param).parse
+
+
+@pytest.fixture
+def one(parse):
+    """The one BookUpdate a frame parses into, on the decoder of ``parse``."""
+    return partial(single_book_update, SimpleNamespace(parse=parse))
 
 
 def books_msg(action: str, prev: int, seq: int, bids=(), asks=(), checksum: int = 0) -> bytes:
@@ -36,7 +48,7 @@ def books_msg(action: str, prev: int, seq: int, bids=(), asks=(), checksum: int 
 
 
 # ---------------------------------------------------------------- market data
-def test_bbo_tbt_with_seq_id():
+def test_bbo_tbt_with_seq_id(one):
     u = one(lines("bbo.jsonl")[0])
     assert (u.symbol, u.channel, u.snapshot) == ("BCH-USDT-SWAP", BBO, True)
     assert u.bids == [(111.05, 57745.0)]
@@ -44,13 +56,13 @@ def test_bbo_tbt_with_seq_id():
     assert (u.exch_ts_ms, u.seq, u.prev_seq, u.checksum) == (1670324386802, 363996337, None, None)
 
 
-def test_bbo_tbt_and_books_carry_seq_id_as_cross_channel_id():
+def test_bbo_tbt_and_books_carry_seq_id_as_cross_channel_id(one):
     assert one(lines("bbo.jsonl")[0]).xseq == 363996337
     snap = one(lines("books.jsonl")[0])
     assert snap.xseq == snap.seq
 
 
-def test_late_books_never_override_a_newer_bbo_tbt():
+def test_late_books_never_override_a_newer_bbo_tbt(one):
     """W1: books seqId 10 -> bbo-tbt seqId 12 -> books update seqId 11 delivered late keeps bbo-tbt's top."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
     assert book.apply(one(books_msg("snapshot", -1, 10, bids=[("100.0", "1", "0", "1"), ("99", "2", "0", "1")],
@@ -69,7 +81,7 @@ def _bbo(seq: int, ts: int, bid: str = "99.5") -> bytes:
         "asks": [["101", "1", "0", "1"]], "bids": [[bid, "3", "0", "1"]], "ts": str(ts), "seqId": seq}]})
 
 
-def test_sequence_reset_on_books_rearms_bbo_tbt():
+def test_sequence_reset_on_books_rearms_bbo_tbt(one):
     """T3: after books resets (prev 1002 -> seqId 5) bbo-tbt ids 6, 7 are taken, not ignored."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
@@ -84,7 +96,7 @@ def test_sequence_reset_on_books_rearms_bbo_tbt():
     assert book.stuck_channels == 0
 
 
-def test_a_reset_after_a_lost_message_is_a_gap():
+def test_a_reset_after_a_lost_message_is_a_gap(one):
     """The reset message's prevSeqId must still be the last seqId applied: 1002 lost, reset says prev 1003."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
@@ -92,7 +104,7 @@ def test_a_reset_after_a_lost_message_is_a_gap():
     assert book.gaps == 1 and book.state == RowStatus.RESYNCING
 
 
-def test_deltas_stuck_behind_a_missed_reset_rebuild_the_book():
+def test_deltas_stuck_behind_a_missed_reset_rebuild_the_book(one):
     """T3: a reset whose message was lost leaves later ids below the last applied: rebuilt after ~1 s."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
@@ -108,7 +120,7 @@ def test_deltas_stuck_behind_a_missed_reset_rebuild_the_book():
     assert book.stuck_channels == 1 and book.gaps == 1 and book.state == RowStatus.RESYNCING
 
 
-def test_a_stuck_bbo_channel_is_rearmed_and_counted():
+def test_a_stuck_bbo_channel_is_rearmed_and_counted(one):
     """T3: bbo-tbt resets on its own (no prevSeqId to say so); older ids for > 1 s while books advances."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
@@ -122,7 +134,7 @@ def test_a_stuck_bbo_channel_is_rearmed_and_counted():
     assert book.bbo.bids.level == [(99.4, 3.0)]
 
 
-def test_an_older_bbo_alone_is_not_called_stuck():
+def test_an_older_bbo_alone_is_not_called_stuck(one):
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
     book.apply(one(_bbo(5000, 1597026383000)))
@@ -132,7 +144,7 @@ def test_an_older_bbo_alone_is_not_called_stuck():
 
 
 @pytest.mark.parametrize("channel, levels", [("books-l2-tbt", 400), ("books50-l2-tbt", 50)])
-def test_tick_by_tick_channels_decode_like_books(channel, levels):
+def test_tick_by_tick_channels_decode_like_books(channel, levels, one):
     for line, action in zip(lines("books.jsonl")[:2], ("snapshot", "update")):
         msg = orjson.loads(line)
         msg["arg"]["channel"] = channel
@@ -149,16 +161,16 @@ def test_tick_by_tick_channels_decode_like_books(channel, levels):
     assert channel in unsub and channel in sub
 
 
-def test_login_and_channel_refusals():
-    assert okx.parse(b'{"event":"login","code":"0","msg":"","connId":"a4d3ae55"}', 0) == [LoginResult(True, "0", "")]
-    assert okx.parse(b'{"event":"error","code":"60009","msg":"Login failed.","connId":"a4d3ae55"}', 0) == [
+def test_login_and_channel_refusals(parse):
+    assert parse(b'{"event":"login","code":"0","msg":"","connId":"a4d3ae55"}', 0) == [LoginResult(True, "0", "")]
+    assert parse(b'{"event":"error","code":"60009","msg":"Login failed.","connId":"a4d3ae55"}', 0) == [
         LoginResult(False, "60009", "Login failed.")]
-    refused = okx.parse(b'{"event":"error","code":"64003","msg":"Your trading fee tier does not meet the '
-                        b'requirement to access this channel","arg":{"channel":"books50-l2-tbt","instId":"BTC-USDT"},'
-                        b'"connId":"a4d3ae55"}', 0)
+    refused = parse(b'{"event":"error","code":"64003","msg":"Your trading fee tier does not meet the '
+                    b'requirement to access this channel","arg":{"channel":"books50-l2-tbt","instId":"BTC-USDT"},'
+                    b'"connId":"a4d3ae55"}', 0)
     assert refused == [ChannelNotPermitted("BTC-USDT", "books50-l2-tbt", "64003", "Your trading fee tier does not "
                                            "meet the requirement to access this channel")]
-    [login] = okx.parse(b'{"event":"error","msg":"Please log in","code":"60011"}', 0)   # cryptofeed #845, 2022
+    [login] = parse(b'{"event":"error","msg":"Please log in","code":"60011"}', 0)       # cryptofeed #845, 2022
     assert isinstance(login, ChannelNotPermitted) and login.code == "60011"
 
 
@@ -173,7 +185,7 @@ def test_build_login_signs_timestamp_get_verify_path():
                                               "sign": expected.decode()}
 
 
-def test_bbo_tbt_2022_without_seq_id():
+def test_bbo_tbt_2022_without_seq_id(one):
     u = one(lines("bbo.jsonl")[1].encode())
     assert (u.symbol, u.channel, u.snapshot) == ("BTC-USDT", BBO, True)
     assert u.bids == [(31774.6, 0.3392211)]
@@ -181,7 +193,7 @@ def test_bbo_tbt_2022_without_seq_id():
     assert (u.exch_ts_ms, u.seq) == (1654031991947, None)
 
 
-def test_tickers_as_bbo():
+def test_tickers_as_bbo(one):
     first, second = (one(line) for line in lines("ticker.jsonl"))
     assert (first.symbol, first.channel, first.snapshot) == ("BTC-USDT", BBO, True)
     assert first.bids == [(64028.6, 0.00503393)]
@@ -192,7 +204,7 @@ def test_tickers_as_bbo():
     assert second.exch_ts_ms == 1786538789666
 
 
-def test_tickers_empty_side_is_empty_list():
+def test_tickers_empty_side_is_empty_list(one):
     line = lines("ticker.jsonl")[0].replace('"bidPx":"64028.6"', '"bidPx":""').replace(
         '"bidSz":"0.00503393"', '"bidSz":""')
     u = one(line)
@@ -200,7 +212,7 @@ def test_tickers_empty_side_is_empty_list():
     assert u.asks == [(64028.7, 2.31126955)]
 
 
-def test_books5_snapshot_real_2026():
+def test_books5_snapshot_real_2026(one):
     u = one(lines("depth5.jsonl")[1])
     assert (u.symbol, u.channel, u.snapshot) == ("BTC-USDT", DEPTH, True)
     assert u.bids == [(64073.0, 0.58849577), (64072.7, 0.00050267), (64072.2, 0.0000102),
@@ -211,7 +223,7 @@ def test_books5_snapshot_real_2026():
     assert one(lines("depth5.jsonl")[2]).seq == 79706756227
 
 
-def test_books_snapshot_and_update():
+def test_books_snapshot_and_update(one):
     snap, upd = (one(line) for line in lines("books.jsonl"))
     assert (snap.symbol, snap.channel, snap.snapshot) == ("BTC-USDT", DEPTH, True)
     assert snap.asks[:3] == [(8476.98, 415.0), (8477.0, 7.0), (8477.34, 85.0)]
@@ -223,13 +235,13 @@ def test_books_snapshot_and_update():
     assert snap.checksum is None and upd.checksum is None      # the wire checksum is always 0: never used
 
 
-def test_nonzero_checksum_is_still_ignored():
+def test_nonzero_checksum_is_still_ignored(one):
     u = one(books_msg("update", 10, 11, asks=[("1", "1", "0", "1")], checksum=-1234567))
     assert u.checksum is None
 
 
 # ---------------------------------------------------------------- through the shared book
-def test_snapshot_update_keepalive_reset_and_gap_through_book():
+def test_snapshot_update_keepalive_reset_and_gap_through_book(one):
     book = InstrumentBook("BTC-USDT", depth=5, keep_levels=okx.BOOK_LEVELS, checksum=okx.CHECKSUM)
     snap, upd = (one(line) for line in lines("books.jsonl"))
     assert book.apply(snap) == Outcome.CHANGED
@@ -280,7 +292,7 @@ def _okx_2022_checksum(bids_text, asks_text) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
-def test_real_2022_books_session_replays_with_verified_checksums():
+def test_real_2022_books_session_replays_with_verified_checksums(one):
     """Every BTC-USDT `books` frame of the 2022 session, through parse and the shared book.
 
     OKX no longer sends a checksum, but in 2022 its CRC32s were real: verifying them after every
@@ -307,28 +319,28 @@ def test_real_2022_books_session_replays_with_verified_checksums():
 
 
 # ---------------------------------------------------------------- control
-def test_text_pong_is_not_json():
+def test_text_pong_is_not_json(parse):
     ping, pong = (FIXTURES / "control_text_frames.txt").read_text().split()
     assert okx.build_keepalive() == ping == "ping"
-    assert okx.parse(pong, 0) == [Pong()]
-    assert okx.parse(pong.encode(), 0) == [Pong()]
-    assert okx.parse(b"pong\n", 0) == [Pong()]
+    assert parse(pong, 0) == [Pong()]
+    assert parse(pong.encode(), 0) == [Pong()]
+    assert parse(b"pong\n", 0) == [Pong()]
     assert okx.KEEPALIVE_INTERVAL_S == 20.0
 
 
-def test_control_messages():
+def test_control_messages(parse):
     ack, ack5, error, notice = lines("control_recv.jsonl")
-    assert okx.parse(ack, 0) == [Ack("BTC-USDT", "books")]
-    assert okx.parse(ack5.encode(), 0) == [Ack("BTC-USDT", "books5")]
-    [err] = okx.parse(error, 0)
+    assert parse(ack, 0) == [Ack("BTC-USDT", "books")]
+    assert parse(ack5.encode(), 0) == [Ack("BTC-USDT", "books5")]
+    [err] = parse(error, 0)
     assert isinstance(err, SubscribeError)
     assert err.symbol == "BTC-USD-191227" and err.message.startswith("code 60012: Invalid request")
     # C1: 64008 is an announced (planned) disconnect: make-before-break
-    assert okx.parse(notice, 0) == [Notice("code 64008: The connection will soon be closed for a service "
-                                           "upgrade. Please reconnect.", reconnect=True, planned=True)]
-    other = okx.parse(b'{"event":"notice","code":"64009","msg":"x"}', 0)
+    assert parse(notice, 0) == [Notice("code 64008: The connection will soon be closed for a service "
+                                       "upgrade. Please reconnect.", reconnect=True, planned=True)]
+    other = parse(b'{"event":"notice","code":"64009","msg":"x"}', 0)
     assert other == [Notice("code 64009: x", reconnect=False, planned=False)]
-    assert okx.parse(b'{"event":"unsubscribe","arg":{"channel":"books","instId":"BTC-USDT"}}', 0) == []
+    assert parse(b'{"event":"unsubscribe","arg":{"channel":"books","instId":"BTC-USDT"}}', 0) == []
 
 
 def test_build_subscribe_and_resubscribe():
@@ -346,15 +358,15 @@ def test_build_subscribe_and_resubscribe():
     assert set(orjson.loads(lines("control_sent.jsonl")[1])) == set(orjson.loads(sub))
 
 
-def test_errors():
+def test_errors(parse):
     with pytest.raises(ParseError) as exc:
-        okx.parse(b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{}]}', 0)
+        parse(b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{}]}', 0)
     assert exc.value.reason == "unknown_message"
     with pytest.raises(ParseError) as exc:
-        okx.parse(b"pang", 0)
+        parse(b"pang", 0)
     assert exc.value.reason == "invalid_json"
     with pytest.raises(ParseError) as exc:
-        okx.parse(b'{"arg":{"channel":"books","instId":"X"},"action":"update","data":[{"bids":[]}]}', 0)
+        parse(b'{"arg":{"channel":"books","instId":"X"},"action":"update","data":[{"bids":[]}]}', 0)
     assert exc.value.reason == "unknown_message"
 
 
@@ -369,11 +381,13 @@ def test_module_contract():
 
 
 # ---------------------------------------------------------------- fuzz
+@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
-def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
+def test_parse_arbitrary_bytes_raises_only_parse_error(decoder, raw):
+    parse = decoder_for(okx, decoder).parse
     try:
-        okx.parse(raw, 0)
+        parse(raw, 0)
     except ParseError:
         pass
 
@@ -382,12 +396,14 @@ _SAMPLES = [line for name in ("bbo.jsonl", "books.jsonl", "depth5.jsonl", "ticke
             for line in lines(name)]
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
-def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
+def test_parse_mutated_fixture_raises_only_parse_error(decoder, line, at, cut, insert):
+    parse = decoder_for(okx, decoder).parse
     raw = line.encode()
     at %= len(raw)
     try:
-        okx.parse(raw[:at] + insert + raw[at + cut:], 0)
+        parse(raw[:at] + insert + raw[at + cut:], 0)
     except ParseError:
         pass
