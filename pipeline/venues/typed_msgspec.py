@@ -529,6 +529,8 @@ def coinbase(venue) -> Decoder:
 
     def fast(raw):
         try:
+            if not _mark(raw, '"l2_data"', 64):      # heartbeats and the rest: no decode attempt that must fail
+                return None
             if not _taken(raw) or not _plain(raw):
                 return None
             msg = frame.decode(raw)
