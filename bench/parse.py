@@ -10,6 +10,10 @@ renumbered so that every frame is new to the book (otherwise the book would
 rightly ignore repeats). There is no socket here: see the receive benchmark
 below for that part.
 
+Each case runs twice: with the default decoder (orjson) and with
+``venues.NAME.decoder: msgspec`` (typed structs for the hot messages,
+:mod:`pipeline.venues.typed_msgspec`), the same session otherwise.
+
 Peer: cryptofeed 2.4.1's own ``message_handler`` coroutine on the same frames
 with a no-op callback (its JSON decode with Decimal prices, its book update,
 its callback dispatch). Side measurements: orjson + ``float()`` against a
@@ -188,11 +192,11 @@ class FeedRig:
         self.Feed = Feed
         self.feed = None
 
-    def fresh(self):
+    def fresh(self, decoder: str = "orjson"):
         """A new Feed (fresh books) on the same board, so renumbered sequences start over each round."""
         if self.feed is not None:
             self.feed.close()
-        self.feed = self.Feed(self.spec, "ws://127.0.0.1:1/", 60_000.0)
+        self.feed = self.Feed(self.spec, "ws://127.0.0.1:1/", 60_000.0, decoder=decoder)
         self.conn = self.feed.session.connection_opened([r.symbol for r in self.spec.rows], 0)
         return self.feed
 
@@ -206,9 +210,9 @@ class FeedRig:
         os.close(self.efd)
 
 
-def time_ours(rig, setup, frames, recorder=None):
+def time_ours(rig, setup, frames, recorder=None, decoder="orjson"):
     """frames/s through the session; with ``recorder``, each frame is also handed to it as the feed loop does."""
-    feed = rig.fresh()
+    feed = rig.fresh(decoder)
     handle, conn, now = feed.session.receive, rig.conn, time.time_ns
     for raw in setup:
         handle(raw, now(), conn)
@@ -229,11 +233,12 @@ def time_ours(rig, setup, frames, recorder=None):
     return len(frames) / elapsed, (rig.publishes() - before) / len(frames)
 
 
-def time_stages(venue, setup, frames, depth):
+def time_stages(venue, setup, frames, depth, decoder="orjson"):
     """µs/frame for the venue parse alone, and parse + ``InstrumentBook.apply`` (books built as the feed builds them)."""
     from pipeline.book import InstrumentBook
+    from pipeline.venues.typed import decoder_for
     module = importlib.import_module(f"pipeline.venues.{venue}")
-    parse, now = module.parse, time.time_ns
+    parse, now = decoder_for(module, decoder).parse, time.time_ns
     t0 = time.perf_counter()
     for raw in frames:
         parse(raw, now())
@@ -532,9 +537,13 @@ def main(argv=None) -> None:
     ap.add_argument("--depth", type=int, default=5, help="board depth (default 5)")
     ap.add_argument("--recv-s", type=float, default=1.0, help="seconds per WebSocket receive run (default 1.0)")
     ap.add_argument("--skip-recv", action="store_true", help="skip the websockets/picows receive comparison")
+    ap.add_argument("--skip-msgspec", action="store_true",
+                    help="skip the second run of every case with decoder: msgspec (the msgspec columns)")
     ap.add_argument("--record-dir", default=None,
                     help="also time each case with a recorder writing to this directory (recording on vs off)")
     args = ap.parse_args(argv)
+    from pipeline.venues.typed import available
+    with_msgspec = not args.skip_msgspec and available("msgspec")
     machine = machine_info()
     meter = BusyMeter()
     notes = []
@@ -552,6 +561,7 @@ def main(argv=None) -> None:
         handler, conn, peer_note = cryptofeed_peer(name, symbols)
         cases.append({"name": name, "rig": rig, "setup": setup, "frames": frames, "peer": handler, "conn": conn,
                       "peer_note": peer_note, "ours": [], "theirs": [], "publishes": [], "callbacks": [],
+                      "msgspec": [], "msgspec_publishes": [], "msgspec_parse_us": [],
                       "parse_us": [], "apply_us": [], "venue": venue, "recording": [],
                       "bytes": sum(map(len, frames[:100])) / min(100, len(frames))})
     try:
@@ -570,6 +580,12 @@ def main(argv=None) -> None:
                 parse_us, apply_us = time_stages(c["venue"], c["setup"], c["frames"], args.depth)
                 c["parse_us"].append(parse_us)
                 c["apply_us"].append(apply_us)
+                if with_msgspec:                # the same session with venues.NAME.decoder: msgspec
+                    rate, pubs = time_ours(c["rig"], c["setup"], c["frames"], decoder="msgspec")
+                    c["msgspec"].append(rate)
+                    c["msgspec_publishes"].append(pubs)
+                    c["msgspec_parse_us"].append(time_stages(c["venue"], c["setup"], c["frames"], args.depth,
+                                                             decoder="msgspec")[0])
                 if c["peer"] is not None:
                     rate, calls = time_peer(c["peer"], c["conn"], c["setup"], c["frames"])
                     c["theirs"].append(rate)
@@ -586,18 +602,29 @@ def main(argv=None) -> None:
                "peer_frames_per_s": theirs, "peer_callbacks_per_frame": median(c["callbacks"]),
                "ratio_vs_peer": ratio(ours, theirs), "peer": c["peer_note"], "ours_rounds": c["ours"],
                "peer_rounds": c["theirs"]}
+        msgspec_cols = []
+        if with_msgspec:
+            fast = median(c["msgspec"])
+            res.update(msgspec_frames_per_s=fast, msgspec_us_per_frame=1e6 / fast,
+                       msgspec_publishes_per_frame=median(c["msgspec_publishes"]),
+                       msgspec_parse_us=median(c["msgspec_parse_us"]), msgspec_vs_orjson=ratio(fast, ours),
+                       msgspec_rounds=c["msgspec"])
+            msgspec_cols = [fast, res["msgspec_vs_orjson"]]
         results.append(res)
         rows.append([c["name"], f"{c['bytes']:.0f}", ours, res["us_per_frame"], res["publishes_per_frame"],
-                     theirs if c["peer"] else "-", res["peer_callbacks_per_frame"] if c["peer"] else "-",
+                     *msgspec_cols, theirs if c["peer"] else "-", res["peer_callbacks_per_frame"] if c["peer"] else "-",
                      res["ratio_vs_peer"] if c["peer"] else "-", c["peer_note"]])
-        stage_rows.append([c["name"], parse_us, apply_us - parse_us, res["us_per_frame"] - apply_us,
-                           res["us_per_frame"]])
-    text = [f"FeedSession.receive (parse + apply + compose + RowWriter.write), frames/s on one core, median of {args.rounds}",
-            "", markdown_table(["message", "bytes", "frames/s", "µs/frame", "publishes/frame",
+        stage_rows.append([c["name"], parse_us, *([res["msgspec_parse_us"]] if with_msgspec else []),
+                           apply_us - parse_us, res["us_per_frame"] - apply_us, res["us_per_frame"]])
+    msgspec_heads = ["decoder msgspec frames/s", "msgspec / orjson"] if with_msgspec else []
+    text = [f"FeedSession.receive (parse + apply + compose + RowWriter.write), frames/s on one core, median of {args.rounds}"
+            + (" (frames/s: the default decoder orjson; decoder msgspec: the same session with venues.NAME.decoder: "
+               "msgspec)" if with_msgspec else ""),
+            "", markdown_table(["message", "bytes", "frames/s", "µs/frame", "publishes/frame", *msgspec_heads,
                                 "cryptofeed 2.4.1 frames/s", "peer callbacks/frame", "ours / peer", "peer path"], rows),
             "", "Where the time goes (µs/frame, medians; stages timed separately, so they add up only roughly)", "",
-            markdown_table(["message", "venue parse", "+ book apply", "+ compose, write, counters", "session.receive"],
-                           stage_rows)]
+            markdown_table(["message", "venue parse", *(["venue parse, msgspec"] if with_msgspec else []),
+                            "+ book apply", "+ compose, write, counters", "session.receive"], stage_rows)]
     if args.record_dir:
         record_rows = []
         for c in cases:
