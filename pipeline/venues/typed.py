@@ -19,6 +19,12 @@ raises: the session then runs ``parse``, which names the problem. Whether the
 numbers are usable (NaN, zero or negative prices) is for the book to judge,
 as on the general path. Both decoders return the same values for the same
 frame; ``tests/unit/test_top_path.py`` holds them to it on every fixture.
+
+``orjson`` is the venue module's own ``parse`` and ``top``. ``msgspec``
+(:mod:`pipeline.venues.typed_msgspec`, imported only when chosen) decodes the
+hot book messages into typed structs and hands every other frame to the
+venue's own functions; ``tests/unit/test_typed_decoder.py`` holds its events,
+errors and tops to the orjson path's on every fixture frame and on mutations.
 """
 from __future__ import annotations
 
