@@ -83,7 +83,7 @@ UNDECIDED = object()      # a struct could not settle the frame: the orjson path
 
 
 def _mark(raw, text: str, window: int) -> bool:
-    """``text`` within the first ``window`` characters: the same first look the orjson ``top`` takes."""
+    """``text`` within the first ``window`` characters of the frame."""
     if raw.__class__ is str:
         return raw.find(text, 0, window) >= 0
     return raw.find(text.encode(), 0, window) >= 0
@@ -92,16 +92,20 @@ def _mark(raw, text: str, window: int) -> bool:
 def _short_path(mark: str, window: int, settle, orjson_top, gunzip=None):
     """``top(raw)`` for one venue, with exactly the answers of the venue's orjson ``top``.
 
-    ``settle(text)`` returns the tuple or None as decided from its struct, or
-    :data:`UNDECIDED`; an undecided frame goes to ``orjson_top`` (a zero price
-    or quantity, a frame the struct refuses, a non-ASCII frame).
+    It takes the same first look as the orjson ``top`` (``mark`` within the
+    first ``window`` characters, the size limit). ``settle(text)`` returns the
+    tuple or None as decided from its struct, or :data:`UNDECIDED`; an
+    undecided frame goes to ``orjson_top`` (a zero price or quantity that may
+    be a "-0", a frame the struct refuses, a non-ASCII frame).
     """
+    marks = {str: mark, bytes: mark.encode()}
+
     def top(raw):
         if raw.__class__ is not str and raw.__class__ is not bytes:
             return orjson_top(raw)   # what the transports never hand over: as the orjson top takes it
         try:
             text = raw if gunzip is None else gunzip(raw)
-            if not _mark(text, mark, window) or len(text) > MAX_FRAME_BYTES:
+            if text.find(marks[text.__class__], 0, window) < 0 or len(text) > MAX_FRAME_BYTES:
                 return None
             if text.isascii():
                 quote = settle(text)
