@@ -7,24 +7,21 @@ A decoder is two pure functions of one venue:
 * ``top(raw) -> tuple | None``, the short path for the venue's top-of-book
   channel (see below), or None for a venue without one.
 
-``top`` contract. For a frame that is exactly one top-of-book snapshot of the
-venue's BBO channel, ``top(raw)`` returns
-``(symbol, bid_px, bid_qty, ask_px, ask_qty, exch_ts_ms, seq, xseq)`` such that
-``parse(raw, recv_ns)`` would have returned exactly
+``top`` contract. ``top(raw)`` either returns None or a tuple
+``(symbol, bid_px, bid_qty, ask_px, ask_qty, exch_ts_ms, seq, xseq)``, and a
+tuple only for a frame that is exactly one top-of-book snapshot of the venue's
+BBO channel, such that ``parse(raw, recv_ns)`` would have returned exactly
 ``[BookUpdate(symbol, BBO, True, [(bid_px, bid_qty)], [(ask_px, ask_qty)], exch_ts_ms, seq, xseq=xseq)]``
 (one level a side, ``prev_seq``/``checksum`` None, ``restart``/``weak`` False).
-For every other frame (another channel, a control message, a side with no
-level, a restart, a frame that does not decode) it returns None and never
-raises: the session then runs ``parse``, which names the problem. Whether the
-numbers are usable (NaN, zero or negative prices) is for the book to judge,
-as on the general path. Both decoders return the same values for the same
-frame; ``tests/unit/test_top_path.py`` holds them to it on every fixture.
-
-``orjson`` is the venue module's own ``parse`` and ``top``. ``msgspec``
-(:mod:`pipeline.venues.typed_msgspec`, imported only when chosen) decodes the
-hot book messages into typed structs and hands every other frame to the
-venue's own functions; ``tests/unit/test_typed_decoder.py`` holds its events,
-errors and tops to the orjson path's on every fixture frame and on mutations.
+None is always a correct answer (the session then runs ``parse``, which names
+any problem); ``top`` answers None for every other frame (another channel, a
+control message, a side with no level, a restart, a frame that does not
+decode) and for shapes it does not look for (a Binance raw ``/ws`` frame), and
+never raises. Whether the numbers are usable (NaN, zero or negative prices) is
+for the book to judge, as on the general path. Both decoders return the same
+values for the same frame (``tests/unit/test_top_path.py``,
+``tests/unit/test_typed_decoder.py``), and a session on the short path writes
+the same rows as one without it (``tests/property/test_top_path_properties.py``).
 """
 from __future__ import annotations
 
