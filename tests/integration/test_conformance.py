@@ -12,7 +12,6 @@ import pytest
 from pipeline.board import RowStatus
 from pipeline.sim.market import price_decimals
 from pipeline.venues import VENUES as ALL_VENUES, load_venue, venues_with
-from pipeline.feed.process import Feed
 from pipeline.feed.transport import TRANSPORTS, available
 from pipeline.venues.typed import available as decoder_available
 from tests.integration import harness
@@ -27,15 +26,6 @@ pytestmark = pytest.mark.integration
 RUNS = [(transport, "orjson") for transport in TRANSPORTS] + [(harness.DEFAULT_TRANSPORT, "msgspec")]
 
 
-def feed_with_decoder(decoder: str):
-    """The harness's Feed with ``decoder`` chosen, as ``venues.NAME.decoder`` chooses it in a config."""
-    class DecodingFeed(Feed):
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("decoder", decoder)
-            super().__init__(*args, **kwargs)
-    return DecodingFeed
-
-
 @pytest.fixture(params=RUNS, ids=[f"{t}-{d}" for t, d in RUNS], autouse=True)
 def run_on(request, monkeypatch):
     """Every conformance test runs over each WebSocket transport and each decoder: the rows must be the same."""
@@ -44,7 +34,7 @@ def run_on(request, monkeypatch):
         if not installed:
             pytest.skip(f"{name} is not installed (pip install -e '.[fast]')")
     monkeypatch.setattr(harness, "DEFAULT_TRANSPORT", transport)
-    monkeypatch.setattr(harness, "Feed", feed_with_decoder(decoder))
+    monkeypatch.setattr(harness, "DEFAULT_DECODER", decoder)
     return request.param
 
 
