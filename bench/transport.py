@@ -15,9 +15,18 @@ number on that bet on this machine, with the pipeline's own ``RowWriter``,
   writer's publish (what a feed does when it calls it as a frame arrives);
 * ``mp_queue``       ``multiprocessing.Queue`` (pickled tuples);
 * ``os_pipe``        ``os.pipe`` carrying one orjson line per quote;
+* ``os_pipe_row``    the same pipe carrying what a board row carries (status, the levels as
+  given, exchange / receive / publish times, update count, confirmed time, venue and
+  instrument ids, gap and checksum counts: the writer takes ``time.time_ns()`` and counts
+  updates as ``RowWriter.write`` does), so its writer does the work the board's does;
 * ``redis``          Redis pub/sub on loopback (a private ``redis-server``).
 
 One writer process and one reader process per variant run, both forked.
+The writer runs on core 0 and the reader on core 1 (``--pin``), where the
+shipped configs put the feeds and the detector, so every variant's wake-up
+crosses cores the same way; ``--pin none`` leaves placement to the scheduler,
+which on this VM tends to queue the woken reader behind the writer on its own
+core (then a wake-up cannot overlap anything the writer still does).
 Every quote carries the writer's ``time.perf_counter_ns()`` taken just before
 it publishes (CLOCK_MONOTONIC, one clock for the whole machine); the reader
 subtracts it from its own clock once it holds the quote. The writer also
@@ -25,7 +34,9 @@ notes the moment its message is ready (the row written, the line or the
 tuple built) just before it hands it over, so each quote's latency splits
 into the writer's own cold publish (stamp to ready) and the hand-off (ready
 to the reader holding it: for the board the ring, the wake-up and the read;
-for the pipe the write, the wake-up, the read and the decode). Paced phase: about
+for the pipe the write, the wake-up, the read and the decode). The board's reader holds the
+quote once it has read the row's head (``RowReader.read_top``: the best levels, the times and
+the status, what the pipes carry), not the deeper levels. Paced phase: about
 1 quote/ms, which lets the writer sleep between quotes as a feed does, so the
 latencies include cold caches and wake-ups. Blast phase: the writer publishes
 as fast as it can for ``--blast-s``; for the board the reader can only see
@@ -53,7 +64,7 @@ from pipeline.board.doorbell import Doorbell
 from pipeline.board.layout import RowStatus
 
 CTX = mp.get_context("fork")
-VARIANTS = ("board_spin", "board_doorbell", "board_doorbell_ahead", "mp_queue", "os_pipe", "redis")
+VARIANTS = ("board_spin", "board_doorbell", "board_doorbell_ahead", "mp_queue", "os_pipe", "os_pipe_row", "redis")
 BLAST = 1 << 40          # tags at or above this are blast quotes
 PACED_END = -1
 BLAST_END = -2
@@ -106,7 +117,7 @@ def board_receive(res, doorbell: bool, on_quote, ready):
     word = reader.seq_words[0]
     idx = reader.codec.index
     i_tag, i_stamp = idx["exch_ts_ns"], idx["recv_ns"]
-    read = reader.read_with_seq
+    read = reader.read_top                 # the head: best levels, times, status (what the pipes carry)
     perf = time.perf_counter_ns
     bell = Doorbell(res["board"].buf, res["efd"]) if doorbell else None
     last = words[word]
@@ -183,6 +194,45 @@ def pipe_sender(res):
     return send
 
 
+def pipe_row_sender(res):
+    """The pipe writer doing a board row's work: the same fields, its own publish time and update count."""
+    os.close(res["pipe"][0])
+    fd = res["pipe"][1]
+    dumps = orjson.dumps
+    write = os.write
+    perf = time.perf_counter_ns
+    time_ns = time.time_ns
+    count = [0]
+
+    def send(tag):
+        q = quote(tag, perf())
+        count[0] += 1
+        line = dumps((LIVE, ((q[2], q[3]),), ((q[4], q[5]),), tag, q[1], time_ns(), count[0], q[1], 1, 1, 0, 0)) + b"\n"
+        ready = perf()
+        write(fd, line)
+        return q[1], ready
+    return send
+
+
+def pipe_row_receive(res, on_quote, ready):
+    os.close(res["pipe"][1])
+    fd = res["pipe"][0]
+    loads = orjson.loads
+    perf = time.perf_counter_ns
+    pending = b""
+    ready.set()
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            q = loads(line)
+            if on_quote(q[3], q[4], perf()):
+                return
+
+
 def pipe_receive(res, on_quote, ready):
     os.close(res["pipe"][1])
     fd = res["pipe"][0]
@@ -248,18 +298,27 @@ def make_sender(variant, res):
         return board_sender(res, True)
     if variant == "board_doorbell_ahead":
         return board_sender(res, True, ahead=True)
-    return {"mp_queue": queue_sender, "os_pipe": pipe_sender, "redis": redis_sender}[variant](res)
+    return {"mp_queue": queue_sender, "os_pipe": pipe_sender, "os_pipe_row": pipe_row_sender,
+            "redis": redis_sender}[variant](res)
 
 
 def receive(variant, res, on_quote, ready):
     if variant.startswith("board_"):
         return board_receive(res, variant != "board_spin", on_quote, ready)
-    return {"mp_queue": queue_receive, "os_pipe": pipe_receive, "redis": redis_receive}[variant](res, on_quote, ready)
+    return {"mp_queue": queue_receive, "os_pipe": pipe_receive, "os_pipe_row": pipe_row_receive,
+            "redis": redis_receive}[variant](res, on_quote, ready)
 
 
 # ---------------------------------------------------------------- processes
 
+def pin(cpu):
+    """Run this process on ``cpu`` only (None: wherever the scheduler puts it)."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
 def writer_main(variant, res, opts, ready, acks, results):
+    pin(opts["pin"][0])
     send = make_sender(variant, res)
     perf = time.perf_counter_ns
     latest_value = variant.startswith("board_")
@@ -268,7 +327,7 @@ def writer_main(variant, res, opts, ready, acks, results):
     next_t = perf()
     warmup = opts["warmup"]
     publish = []                                   # the writer's own cost per paced quote
-    ready_at = {}                                  # tag -> (stamp, ready)
+    ready_at = {}                                  # tag -> (stamp, ready, hand-over call returned)
     for tag in range(warmup + opts["paced"]):
         now = perf()
         if next_t > now:
@@ -277,10 +336,11 @@ def writer_main(variant, res, opts, ready, acks, results):
         else:
             next_t = now + period                  # late: never burst to catch up
         t0 = perf()
-        times = send(tag)
+        stamp, ready = send(tag)
+        done = perf()                              # the hand-over call (ring, write, put) has returned
         if tag >= warmup:
-            publish.append(perf() - t0)
-            ready_at[tag] = times
+            publish.append(done - t0)
+            ready_at[tag] = (stamp, ready, done)
     _finish(send, PACED_END, acks[0], latest_value)
     count = 0
     t0 = perf()
@@ -310,6 +370,7 @@ def _finish(send, tag, ack, latest_value):
 
 
 def reader_main(variant, res, opts, ready, acks, results):
+    pin(opts["pin"][1])
     warmup = opts["warmup"]
     lat: list[int] = []
     seen_at: dict[int, int] = {}
@@ -364,11 +425,13 @@ def run_variant(variant, opts, redis_port):
     try:
         if variant.startswith("board_"):
             board = Board.create(f"bench-{uuid.uuid4().hex[:12]}", n_rows=1, depth=opts["depth"], n_procs=1)
+            if hasattr(board, "assign_lane"):
+                board.assign_lane([0], 0)          # the writer logs its publishes, as a feed does
             res["board"] = board
             res["efd"] = Doorbell.create_fd()
         elif variant == "mp_queue":
             res["queue"] = CTX.Queue(maxsize=4096)
-        elif variant == "os_pipe":
+        elif variant in ("os_pipe", "os_pipe_row"):
             res["pipe"] = os.pipe()
         elif variant == "redis":
             res["redis_port"] = redis_port
@@ -392,10 +455,13 @@ def run_variant(variant, opts, redis_port):
             merged["error"] = f"{type(exc).__name__}: {exc}"
         ready_at, seen_at = merged.pop("ready_at", {}), merged.pop("seen_at", {})
         if ready_at and seen_at:
-            publish = latency_summary([ready - stamp for stamp, ready in ready_at.values()])
+            publish = latency_summary([ready - stamp for stamp, ready, _ in ready_at.values()])
             handoff = latency_summary([seen_at[t] - ready_at[t][1] for t in seen_at if t in ready_at])
+            call = latency_summary([done - ready for _, ready, done in ready_at.values()])
+            after = latency_summary([seen_at[t] - ready_at[t][2] for t in seen_at if t in ready_at])
             merged.update({"publish_p50_us": publish["p50_us"], "handoff_p50_us": handoff["p50_us"],
-                           "handoff_p99_us": handoff["p99_us"]})
+                           "handoff_p99_us": handoff["p99_us"], "call_p50_us": call["p50_us"],
+                           "after_call_p50_us": after["p50_us"]})
         for proc in (writer, reader):
             proc.join(5)
             if proc.is_alive():
@@ -442,7 +508,7 @@ def start_redis():
 
 def summarize(rounds: dict[str, list[dict]]) -> dict[str, dict]:
     keys = ("p50_us", "p99_us", "p999_us", "max_us", "writer_send_p50_us", "publish_p50_us", "handoff_p50_us",
-            "handoff_p99_us", "reader_cpu_pct", "publish_per_s", "seen_per_s")
+            "handoff_p99_us", "call_p50_us", "after_call_p50_us", "reader_cpu_pct", "publish_per_s", "seen_per_s")
     out = {}
     for variant, runs in rounds.items():
         ok = [r for r in runs if "error" not in r]
@@ -462,11 +528,14 @@ def report(summary: dict, notes: list[str]) -> str:
     text = ["One-way latency at about 1 quote/ms (µs; median over rounds of each round's percentile)", "",
             markdown_table(["variant", "p50", "p99", "p99.9", "max", "writer send p50", "seen %", "reader CPU %",
                             "blast: writer publish/s", "blast: reader sees/s", "rounds"], rows), ""]
-    split_rows = [[v, s["p50_us"], s["publish_p50_us"], s["handoff_p50_us"], s["handoff_p99_us"]]
-                  for v, s in summary.items()]
+    split_rows = [[v, s["p50_us"], s["publish_p50_us"], s["handoff_p50_us"], s["handoff_p99_us"], s["call_p50_us"],
+                   s["after_call_p50_us"]] for v, s in summary.items()]
     text += ["Where the one-way time goes (µs; median over rounds): the writer's own publish (stamp -> message "
-             "ready) and the hand-off (ready -> the reader holds it)", "",
-             markdown_table(["variant", "one-way p50", "publish p50", "hand-off p50", "hand-off p99"], split_rows), ""]
+             "ready: for the board the row written, with a ring-ahead before it) and the hand-off (ready -> the "
+             "reader holds it), which splits into the writer's hand-over call (ring, write, put, publish) and "
+             "what follows it (the wake-up and the read; negative when the reader already holds it)", "",
+             markdown_table(["variant", "one-way p50", "publish p50", "hand-off p50", "hand-off p99",
+                             "hand-over call p50", "after the call p50"], split_rows), ""]
     ratio_rows = []
     q = summary.get("mp_queue", {})
     r = summary.get("redis", {})
@@ -497,10 +566,17 @@ def main(argv=None) -> None:
     ap.add_argument("--blast-s", type=float, default=1.0, help="unpaced blast duration, s (default 1.0)")
     ap.add_argument("--depth", type=int, default=5, help="board depth (default 5)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    ap.add_argument("--pin", default="0,1",
+                    help="WRITER,READER cores for every variant, as the shipped configs place the feeds (core 0) "
+                         "and the detector (core 1); 'none' leaves both to the scheduler (default 0,1)")
     args = ap.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
+    if args.pin == "none" or len(os.sched_getaffinity(0)) < 2:
+        cores = (None, None)
+    else:
+        cores = tuple(int(c) for c in args.pin.split(","))
     opts = {"paced": args.paced, "warmup": args.warmup, "rate": args.rate, "blast_s": args.blast_s,
-            "depth": args.depth}
+            "depth": args.depth, "pin": cores}
     notes = []
     redis_proc = redis_port = None
     if "redis" in variants:

@@ -65,21 +65,30 @@ class Doorbell:
         fence = self._fence
         fence.acquire()
         fence.release()
-        if self._flags[_FLAG_WORD]:
-            self._ring()
+        flags = self._flags
+        if flags[_FLAG_WORD]:
+            flags[_FLAG_WORD] = 0            # one ring per sleep is enough (and the woken detector need not clear it)
+            self.rings += 1
+            try:
+                os.eventfd_write(self.fd, 1)
+            except BlockingIOError:          # counter saturated: the detector is awake anyway
+                pass
 
     def ring_ahead(self) -> None:
-        """Before a publish: wake a sleeping detector now, so its wake-up overlaps the publish. A hint only."""
-        if self._flags[_FLAG_WORD]:
-            self._ring()
+        """Before a publish: wake a sleeping detector now, so its wake-up overlaps the publish. A hint only.
 
-    def _ring(self) -> None:
-        self._flags[_FLAG_WORD] = 0          # one ring per sleep is enough
-        self.rings += 1
-        try:
-            os.eventfd_write(self.fd, 1)
-        except BlockingIOError:              # counter saturated: the detector is awake anyway
-            pass
+        Call it as soon as a publish is known to be coming (a frame arrived): on a detector that sleeps on
+        another core the wake-up, which costs more than the parse and the write together on a VM, then
+        runs alongside them (``python -m bench.transport``: board_doorbell_ahead against board_doorbell).
+        """
+        flags = self._flags
+        if flags[_FLAG_WORD]:
+            flags[_FLAG_WORD] = 0
+            self.rings += 1
+            try:
+                os.eventfd_write(self.fd, 1)
+            except BlockingIOError:
+                pass
 
     # -- detector side -----------------------------------------------------
     def prepare_sleep(self) -> None:
@@ -94,14 +103,21 @@ class Doorbell:
         fence.release()
 
     def sleep(self, timeout_ms: float) -> bool:
-        """Block until rung or ``timeout_ms``; True when rung. The ring is drained by the next prepare_sleep."""
+        """Block until rung or ``timeout_ms``; True when rung. The ring is drained by the next prepare_sleep.
+
+        A ring cleared the flag already (the writer that rang did); only a timeout leaves it to clear here,
+        so a woken detector goes straight back to its rows. (A ring delayed past a timeout, by a writer
+        preempted between clearing the flag and writing the eventfd, can end the next sleep with the flag
+        still up: the next publish then rings once more and clears it.)
+        """
         poll = self._poll
         if poll is None:
             poll = self._poll = select.poll()
             poll.register(self.fd, select.POLLIN)
-        events = poll.poll(timeout_ms)
+        if poll.poll(timeout_ms):
+            return True
         self._flags[_FLAG_WORD] = 0
-        return bool(events)
+        return False
 
     def cancel_sleep(self) -> None:
         self._flags[_FLAG_WORD] = 0

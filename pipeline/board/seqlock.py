@@ -19,6 +19,11 @@ overwritten meanwhile, so a reader that far behind scans the lane's rows
 instead. A row caught mid-write (odd ``seq``) when its entry is read was
 already published again-in-progress: that next publish appends its own entry.
 
+``seq`` and the lane's words are stored through a u64 memoryview (one
+aligned 8-byte store each), never inside a ``pack_into``: CPython's
+``s_pack_internal`` zero-fills the whole span it packs before it stores the
+fields, so a ``seq`` packed with the payload would read 0, even, for a moment.
+
 Why this is correct without fences: CPython has no memory barriers, so we rely
 on the hardware. x86-64 (TSO) keeps stores in program order with other stores
 and loads in order with other loads, and CPython's ``struct.pack_into`` /
@@ -191,6 +196,7 @@ class RowWriter:
             word = state[6]
             words = self._words
             buf = self._buf
+            # the seq never goes into a pack_into: it zero-fills its whole span before it stores the fields
             words[word] = seq + 1                                 # odd: write in progress
             self._head(buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, time.time_ns(),
                        count, confirmed_ns or recv_ns, status, 1, 1, 0, state[2], state[3], state[4], state[5],
@@ -317,4 +323,24 @@ class RowReader:
 
     def read_with_seq(self, row: int) -> tuple[int, tuple]:
         return _read(self.codec, self._buf, self._words, self.seq_words[row], row)
+
+    def read_top(self, row: int) -> tuple[int, tuple]:
+        """(even sequence, the row's head): every field but the levels past the first bid, half of a whole row.
+
+        The head's values sit at the same indexes as in :meth:`read` (``codec.index``), up to the first
+        bid level; a top-of-book reader needs no more.
+        """
+        words = self._words
+        word = self.seq_words[row]
+        unpack = self.codec.head.unpack_from
+        buf = self._buf
+        offset = word * 8 + self.codec.payload_offset
+        for _ in range(READ_RETRIES):
+            before = words[word]
+            if before & 1:
+                continue
+            values = unpack(buf, offset)
+            if words[word] == before:
+                return before, values
+        raise TornReadError(f"row {row} changed during {READ_RETRIES} read attempts")
 
