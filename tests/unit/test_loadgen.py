@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import threading
 import zlib
 
 import pytest
 
-from bench.loadgen import (COUNTER, STAMP_MS, LoadGenerator, Template, build_scripts, gzip_stored, instruments_of,
-                           ladder_books, market_books, message, render_venue, stamps_at, template)
+from bench.loadgen import (COUNTER, STAMP_MS, LoadGenerator, Stamper, Template, build_scripts, gzip_stored,
+                           instruments_of, ladder_books, market_books, message, render_venue, stamps_at, template)
 from pipeline.board.layout import RowStatus
 from pipeline.feed.session import FeedSession, MemorySink
 from pipeline.sim.protocols.base import _changes
@@ -151,6 +152,13 @@ def test_the_step_rate_follows_the_target_rate():
     assert len(scripts["binance"].body) == 100                       # 6 channels: 100 steps/s for one second
     assert 5.5 < generator.frames_per_step <= 6.0                    # okx's bbo-tbt skips unchanged tops
     assert generator.step_rate == pytest.approx(600.0 / generator.frames_per_step)
+    generator.close()
+
+
+def test_stamps_are_formatted_like_the_simulator_formats_them():
+    stamper = Stamper()
+    for now_ns in (SEND_NS, SEND_NS + 5_000_000, SEND_NS + 2_000_000_000, 1_700_000_000_000_000_001):
+        assert stamper(now_ns) == stamps_at(now_ns)
 
 
 def test_over_sockets_every_venue_subscribes_and_gets_frames_its_session_takes():
@@ -174,20 +182,21 @@ def test_over_sockets_every_venue_subscribes_and_gets_frames_its_session_takes()
                     await ws.send("ping")                            # the venue's own keepalive is answered
         return name, session, sink
 
-    async def main():
-        generator = LoadGenerator(scripts, 3000.0)
-        urls = await generator.start()
-        stop = asyncio.Event()
-        runner = asyncio.ensure_future(generator.run(stop))
-        try:
-            results = await asyncio.gather(*(one(name, url) for name, url in urls.items()))
-        finally:
-            stop.set()
-            await runner
-            await generator.close()
-        return results, generator.stats()
+    async def clients(urls):
+        return await asyncio.gather(*(one(name, url) for name, url in urls.items()))
 
-    results, stats = asyncio.run(main())
+    generator = LoadGenerator(scripts, 3000.0)
+    urls = generator.start()
+    stop = threading.Event()
+    server = threading.Thread(target=generator.run, args=(stop.is_set,), daemon=True)
+    server.start()
+    try:
+        results = asyncio.run(clients(urls))
+    finally:
+        stop.set()
+        server.join(30)
+        generator.close()
+    stats = generator.stats()
     for name, session, sink in results:
         for counter in ("gaps", "resyncs", "parse_errors", "checksum_failures"):
             assert session.stats.get(counter) == 0, (name, counter)
