@@ -254,10 +254,28 @@ class BoardView:
         last = self._last_counts
         if counts != last:
             lanes = self._lanes
+            words = self._words
             for i in compress(self._lane_index, map(ne, counts, last)):
                 lane = lanes[i]
-                if counts[i] > lane[1]:            # (a scan may have taken the lane past this count)
-                    self._changed_lane(lane, counts[i], dirty)
+                count = counts[i]
+                seen = lane[1]
+                if count == seen + 1:              # the common case, inline: one publish since the last pass
+                    row = lane[2][seen & LANE_MASK]
+                    if words[lane[0]] - seen < LANE_RING:      # (after the entry: it was not overwritten)
+                        lane[1] = count
+                        entry = self._entry.get(row)
+                        if entry is not None:
+                            seq = words[entry[2]]
+                            if not seq & 1 and seq != entry[6]:
+                                entry[6] = seq
+                                rows_of_key = dirty.get(entry[7])
+                                if rows_of_key is None:
+                                    dirty[entry[7]] = [row]
+                                elif row not in rows_of_key:
+                                    rows_of_key.append(row)
+                        continue
+                if count > seen:                   # (a scan may have taken the lane past this count)
+                    self._changed_lane(lane, count, dirty)
             self._last_counts = counts
         return dirty
 
