@@ -3,14 +3,17 @@
 Why: the detector is one Python process that must notice a changed row and
 decide within microseconds, however many exchanges, instruments and levels
 the board holds. A pass is what ``Detector.run`` does each time around its
-loop: scan every watched row's seq word for changes, then for each changed
-instrument read its rows through the seqlock, run ``rules.find`` (depth walk
-for every tradable pair) and the opportunity lifecycle. We time exactly that
-on the real ``pipeline.detector.process.Detector``, built from a
-``ProcessSpec`` and a config validated by ``parse_config``, attached to a real
-board filled with ``RowWriter``:
+loop: read the writers' change lanes (one counter per feed, then only the
+rows published since the last pass; see ``pipeline.board.layout``), then for
+each changed instrument read its changed rows through the seqlock, run the
+pair rules (depth walk for every pair whose first levels can pay both fees)
+and the opportunity lifecycle. We time exactly that on the real
+``pipeline.detector.process.Detector``, built from a ``ProcessSpec`` and a
+config validated by ``parse_config``, attached to a real board filled by one
+``RowWriter`` per exchange, each logging to its feed's lane as the supervisor
+assigns them:
 
-* ``idle``: a pass where nothing changed (the pure scan);
+* ``idle``: a pass where nothing changed (the lanes' counters only);
 * ``one row``: one row rewritten before each pass (the common case);
 * ``all rows``: every row rewritten before each pass (a burst).
 

@@ -20,22 +20,24 @@ A lost wake-up is still bounded by the detector's poll timeout.
 
 Where the wake-up time goes, and what is done about it (``python -m
 bench.transport``, writer on core 0 and reader on core 1 as the shipped
-configs place feeds and detector; the figures are from one run on this VM):
+configs place feeds and detector; three runs of 5 rounds on this VM):
 
-* The hand-off itself is a pipe's: from the row written to the reader holding
-  it, 39.0 µs against the pipe's 37.7 µs from its line built (ring call 11.1
-  against ``os.write`` 8.9 µs, then the wake-up and the read, 29.0 against
-  28.2 µs). The wake-up of a blocked process is the same kernel path for an
-  eventfd and a pipe (``poll``, ``epoll``, ``select``, a blocking read, and
-  a futex through ctypes measured alike or worse), and it is the bulk of either: a vCPU
-  woken from idle. Waking returns at once: the eventfd is drained before the
-  next sleep (:meth:`prepare_sleep`), and the writer that rang has cleared
-  the flag, so the woken detector touches nothing before its rows.
+* The hand-off itself is close to a pipe's: from the row written to the
+  reader holding it, 39.0 / 54.4 / 38.0 µs p50 against the pipe's 37.7 /
+  45.9 / 30.4 µs from its line built (the ring call, fence included, 11.1 /
+  10.7 / 10.9 against ``os.write``'s 8.9 / 8.6 / 8.2 µs; then the wake-up
+  and the read). The wake-up of a blocked process is the same kernel path
+  for an eventfd and a pipe (``poll``, ``epoll``, ``select``, a blocking
+  read, and a futex through ctypes measured alike or worse), and it is the
+  bulk of either: a vCPU woken from idle. Waking returns at once: the
+  eventfd is drained before the next sleep (:meth:`prepare_sleep`), and the
+  writer that rang has cleared the flag, so the woken detector touches
+  nothing before its rows.
 * What the board adds is the writer's own cold publish: the row's stores go
-  to shared cache lines the reader last read (13.3 µs p50 after a 1 ms sleep,
-  against 7.6 µs for orjson of a 6-tuple and 9.3 µs for orjson of everything
-  a row carries); a top-of-book write packs half a row for it (see
-  :mod:`pipeline.board.seqlock`).
+  to shared cache lines the reader last read (12.4-13.3 µs p50 after a 1 ms
+  sleep, against 6.2-7.6 µs for orjson of a 6-tuple and 8.8-10.0 µs for
+  orjson of everything a row carries); a top-of-book write packs half a row
+  for it (see :mod:`pipeline.board.seqlock`).
 * :meth:`ring_ahead` takes the wake-up off that path: a writer that knows it
   is about to publish (a frame arrived) wakes a sleeping detector first, so
   the wake-up runs on the detector's core while the writer parses and
