@@ -20,10 +20,10 @@ from tests.integration.harness import FeedHarness
 pytestmark = pytest.mark.integration
 
 
-# (transport, decoder): every transport with the default decoder, and msgspec over the default transport
-# (a decoder takes the frames a transport hands over, str or bytes, and both are tested on their own; picows with
-# msgspec would be a fourth run of every test)
-RUNS = [(transport, "orjson") for transport in TRANSPORTS] + [(harness.DEFAULT_TRANSPORT, "msgspec")]
+# (transport, decoder): every transport with the default decoder, msgspec over the default transport, and the
+# fast path configs/tokyo.yaml ships (picows + msgspec)
+RUNS = ([(transport, "orjson") for transport in TRANSPORTS] + [(harness.DEFAULT_TRANSPORT, "msgspec")]
+        + [("picows", "msgspec")])
 
 
 @pytest.fixture(params=RUNS, ids=[f"{t}-{d}" for t, d in RUNS], autouse=True)
