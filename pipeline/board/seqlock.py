@@ -314,6 +314,8 @@ class RowReader:
         self.n_rows = board.geometry.n_rows
         codec = self.codec
         self.seq_words = [(codec.rows_offset + r * codec.row_size) // 8 for r in range(self.n_rows)]
+        self._head_from = codec.head.unpack_from
+        self._payload_offset = codec.payload_offset
 
     def seq(self, row: int) -> int:
         return self._words[self.seq_words[row]]
@@ -328,13 +330,19 @@ class RowReader:
         """(even sequence, the row's head): every field but the levels past the first bid, half of a whole row.
 
         The head's values sit at the same indexes as in :meth:`read` (``codec.index``), up to the first
-        bid level; a top-of-book reader needs no more.
+        bid level; a top-of-book reader needs no more. The first attempt is straight-line code: a reader
+        that just woke up runs it cold.
         """
         words = self._words
         word = self.seq_words[row]
-        unpack = self.codec.head.unpack_from
+        seq = words[word]
+        if not seq & 1:
+            values = self._head_from(self._buf, word * 8 + self._payload_offset)
+            if words[word] == seq:
+                return seq, values
+        unpack = self._head_from
         buf = self._buf
-        offset = word * 8 + self.codec.payload_offset
+        offset = word * 8 + self._payload_offset
         for _ in range(READ_RETRIES):
             before = words[word]
             if before & 1:
@@ -343,4 +351,3 @@ class RowReader:
             if words[word] == before:
                 return before, values
         raise TornReadError(f"row {row} changed during {READ_RETRIES} read attempts")
-

@@ -31,6 +31,14 @@ def test_any_levels_read_back_as_written(bids, asks, depth, gaps, confirmed):
         assert (v[idx["gaps"]], v[idx["checksum_failures"]]) == (gaps, 3)
         assert v[idx["confirmed_ns"]] == (confirmed or 22)
         assert reader.seq(0) == 2 and v[idx["update_count"]] == 1
+        seq, head = reader.read_top(0)                       # the head: a prefix of the whole row's values
+        assert seq == 2 and head == v[:idx["bids"] + 2]
+        # a second write of another shape over the first: the short path zeroes nothing it must not keep
+        writer.write(0, 2, [(5.0, 1.0)], [(6.0, 2.0)], 1, 2)
+        v = reader.read(0)
+        assert [v[b], v[b + 1], v[a], v[a + 1]] == [5.0, 1.0, 6.0, 2.0]
+        assert all(x == 0.0 for x in v[b + 2:b + 2 * depth]) and all(x == 0.0 for x in v[a + 2:a + 2 * depth])
+        assert (v[idx["gaps"]], v[idx["n_bids"]], v[idx["n_asks"]]) == (gaps, 1, 1)
     finally:
         writer = reader = None
         board.destroy()
