@@ -38,8 +38,9 @@ prebuilt WebSocket frames straight to the socket:
    prologue and then body steps at the target rate. The loop sleeps to the
    next ``tick_ms`` boundary of the wall clock (``time.sleep``: no event
    loop, and the wake-up is not rounded up to a whole millisecond as an
-   epoll timeout is), takes what the clients sent, stamps the frames with
-   that time and writes each connection's due frames with one ``send``. HTX
+   epoll timeout is): every connection's frames due at that boundary are
+   built before it, stamped with it, and written right after it, one
+   ``send`` per connection; then what the clients sent is taken. HTX
    frames are gzip members with one stored (uncompressed) deflate block, so
    they stay valid gzip without compressing each frame again.
 
@@ -229,6 +230,20 @@ class VenueScript:
     @property
     def frames_per_pass(self) -> int:
         return sum(len(step) for step in self.body)
+
+    def flatten(self) -> None:
+        """``flat``: the body's frames in order; ``before[j]``: how many come before step ``j``."""
+        self.flat = [t for step in self.body for t in step]
+        self.before = [0]
+        for step in self.body:
+            self.before.append(self.before[-1] + len(step))
+
+    def frames_due(self, steps: float) -> int:
+        """Frames of the body (over all passes) due when ``steps`` market steps have passed: whole steps,
+        and the fraction of the next one, so a step's frames go out spread over its duration."""
+        k, rest = divmod(steps, len(self.body))
+        j = int(rest)
+        return int(k) * len(self.flat) + self.before[j] + int((rest - j) * len(self.body[j]))
 
     def control_protocol(self):
         """A protocol instance that answers one live connection's own frames (handshake path, subscribe, ping)."""
@@ -498,7 +513,8 @@ class Connection:
         self.proto = None
         self.ready = False
         self.start = 0.0                 # monotonic time its body starts (set when its cohort starts)
-        self.sent_steps = 0              # body steps sent
+        self.sent_steps = 0.0            # market steps passed when it was last written to
+        self.sent_frames = 0             # body frames sent (over all passes)
         self.prologue_sent = False
         self.fragments: list = []
 
@@ -672,6 +688,8 @@ class LoadGenerator:
         self.scripts = scripts
         self.host = host
         self.servers = {name: VenueServer(script, self) for name, script in scripts.items()}
+        for script in scripts.values():
+            script.flatten()
         steps = len(next(iter(scripts.values())).body)
         self.frames_per_step = sum(s.frames_per_pass for s in scripts.values()) / steps
         self.rate = rate
@@ -687,6 +705,7 @@ class LoadGenerator:
         self.rebased = 0
         self.selector = selectors.DefaultSelector()
         self.stamper = Stamper()
+        self.lateness = [(0, 0)] * 2000       # (wake-up, last write done) after the tick boundary, ns; recent ticks
 
     def start(self, ports: dict | None = None) -> dict:
         """Listens on every venue's port; returns the venues' URLs."""
@@ -754,24 +773,40 @@ class LoadGenerator:
                 transport.abort()
 
     def send_due(self, now_ns: int, now_s: float) -> None:
-        """Writes every streaming connection's due body steps, stamped ``now_ns``."""
+        """Writes every streaming connection's due frames, stamped ``now_ns``."""
+        self.write(self.build_due(now_ns, now_s))
+
+    def build_due(self, now_ns: int, now_s: float) -> list:
+        """Every streaming connection's frames due at ``now_s`` (monotonic), stamped ``now_ns``, built
+        but not written: ``[(connection, bytes, frames)]``.
+
+        The market advances ``step_rate`` steps a second for every connection; each venue's frames of a
+        step go out spread over the step (so 5 k updates/s is about 5 frames a millisecond, not a step's
+        34 frames every 7 ms).
+        """
         if self.waiting and now_s - self.first_waiting > self.cohort_wait_s:
             self._start(list(self.waiting.values()))          # the others did not come: start without them
         if not self.streaming:
-            return
+            return []
         stamps = self.stamper(now_ns)
         step_rate = self.step_rate
-        max_steps = max(1, int(step_rate))                    # at most one second of steps in one write
+        writes = []
         for conn in self.streaming:
             transport = conn.transport
             transport.flush()
             if transport.get_write_buffer_size() > self.max_buffer:
                 conn.server.skipped_backed_up += 1
                 continue
-            due = int((now_s - conn.start) * step_rate)
-            if due <= conn.sent_steps and conn.prologue_sent:
-                continue
             script = conn.server.script
+            steps = (now_s - conn.start) * step_rate
+            if steps - conn.sent_steps > step_rate:           # more than a second behind: the market slows
+                conn.start += (steps - conn.sent_steps - step_rate) / step_rate
+                steps = conn.sent_steps + step_rate
+                self.rebased += 1
+            due = script.frames_due(steps)
+            if due <= conn.sent_frames and conn.prologue_sent:
+                continue
+            conn.sent_steps = steps
             out = []
             sent = 0
             if not conn.prologue_sent:
@@ -779,44 +814,45 @@ class LoadGenerator:
                 for t in script.prologue:
                     out.append(_wire(t, 0, stamps))
                 sent += len(script.prologue)
-            behind = due - conn.sent_steps
-            if behind > max_steps:                            # more than a second behind: the market slows
-                conn.start += (behind - max_steps) / step_rate
-                self.rebased += 1
-                due = conn.sent_steps + max_steps
-            body = script.body
-            steps = len(body)
+            flat = script.flat
+            per_pass = len(flat)
             append = out.append
-            for position in range(conn.sent_steps, due):
-                k, j = divmod(position, steps)
-                frames = body[j]
-                for t in frames:
-                    slots = t.slots
-                    if not slots:
-                        data = t.fmt
-                    else:
-                        data = t.fmt % tuple([first + k * step if kind == 0 else stamps[kind]
-                                              for kind, first, step in slots])
-                    if t.binary:
-                        data = gzip_stored(data)
-                        head = 0x82
-                    else:
-                        head = 0x81
-                    n = len(data)
-                    if n < 126:
-                        append(bytes((head, n)))
-                    elif n < 65536:
-                        append(pack_head(head, 126, n))
-                    else:
-                        append(pack_long(head, 127, n))
-                    append(data)
-                sent += len(frames)
-            conn.sent_steps = max(due, conn.sent_steps)
+            for position in range(conn.sent_frames, due):
+                k, i = divmod(position, per_pass)
+                t = flat[i]
+                slots = t.slots
+                if not slots:
+                    data = t.fmt
+                else:
+                    data = t.fmt % tuple([first + k * step if kind == 0 else stamps[kind]
+                                          for kind, first, step in slots])
+                if t.binary:
+                    data = gzip_stored(data)
+                    head = 0x82
+                else:
+                    head = 0x81
+                n = len(data)
+                if n < 126:
+                    append(bytes((head, n)))
+                elif n < 65536:
+                    append(pack_head(head, 126, n))
+                else:
+                    append(pack_long(head, 127, n))
+                append(data)
+            sent += max(0, due - conn.sent_frames)
+            conn.sent_frames = max(due, conn.sent_frames)
             if out:
-                data = b"".join(out)
-                transport.write(data)
-                conn.server.frames_sent += sent
-                conn.server.bytes_sent += len(data)
+                writes.append((conn, b"".join(out), sent))
+        return writes
+
+    @staticmethod
+    def write(writes: list) -> None:
+        for conn, data, sent in writes:
+            if conn.transport.is_closing():
+                continue
+            conn.transport.write(data)
+            conn.server.frames_sent += sent
+            conn.server.bytes_sent += len(data)
 
     def run(self, stop, stats_path: str | None = None, stats_every_s: float = 0.5) -> None:
         """Serves until ``stop()`` is true; writes :meth:`stats` to ``stats_path`` every ``stats_every_s``."""
@@ -826,21 +862,31 @@ class LoadGenerator:
             tick = self.tick_ns if active else 10_000_000     # idle: every 10 ms
             now_ns = time.time_ns()
             wake = (now_ns // tick + 1) * tick                # the next tick boundary of the wall clock
-            time.sleep((wake - now_ns) / 1e9)
-            self.poll()
+            wake_s = time.monotonic() + (wake - now_ns) / 1e9
+            writes = self.build_due(wake, wake_s)             # built before the boundary, stamped with it
             now_ns = time.time_ns()
-            now_s = time.monotonic()
-            if now_ns - wake > self.tick_ns:
+            if wake > now_ns:
+                time.sleep((wake - now_ns) / 1e9)
+            woke = time.time_ns()
+            self.write(writes)
+            if writes:
+                self.lateness[self.ticks % len(self.lateness)] = (woke - wake, time.time_ns() - wake)
+            if woke - wake > self.tick_ns:
                 self.late_ticks += 1
             self.ticks += 1
-            self.send_due(now_ns, now_s)
-            if stats_path and now_s >= next_stats:
-                next_stats = now_s + stats_every_s
+            self.poll()
+            if stats_path and wake_s >= next_stats:
+                next_stats = wake_s + stats_every_s
                 write_stats(self.stats(), stats_path)
 
     def stats(self) -> dict:
+        wake = sorted(w for w, _ in self.lateness)
+        done = sorted(d for _, d in self.lateness)
         return {"rate": self.rate, "frames_per_step": round(self.frames_per_step, 2),
                 "step_rate": round(self.step_rate, 1), "ticks": self.ticks, "late_ticks": self.late_ticks,
+                # µs after the tick's boundary, over the last 2000 ticks: the wake-up, the last write done
+                "wake_us": [round(wake[len(wake) // 2] / 1e3), round(wake[len(wake) * 99 // 100] / 1e3)],
+                "written_us": [round(done[len(done) // 2] / 1e3), round(done[len(done) * 99 // 100] / 1e3)],
                 "rebased": self.rebased, "time_s": time.monotonic(),
                 "venues": {name: {"frames_sent": s.frames_sent, "bytes_sent": s.bytes_sent,
                                   "client_frames": s.client_frames, "handler_errors": s.handler_errors,
