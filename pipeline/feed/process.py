@@ -209,8 +209,12 @@ class Feed:
         """What happens to every frame of ``conn``: record it, the session decides, act on its decision."""
         recorder = self.recorder
         receive = self.session.receive
+        ring_ahead = self.doorbell.ring_ahead
 
         def on_frame(raw, recv_ns):
+            # a frame in is most often a row out: a sleeping detector starts waking now, on its own core,
+            # while the frame is parsed and written (a hint; the contract is ring_if_sleeping after the write)
+            ring_ahead()
             if recorder is not None:
                 recorder.frame(raw, recv_ns, conn.id)
             replies = receive(raw, recv_ns, conn)
