@@ -2,34 +2,45 @@
 
 Run by hand::
 
-    python -m bench.e2e_load --seconds 12 --rates 5000 10000 50000 --transports websockets picows
+    python -m bench.e2e_load --seconds 12 --warmup 4 --rates 5000 10000 50000 --transports websockets picows
 
 For each target rate (updates/s summed over six exchanges x 3 instruments x
 2 channels) the load comes from :mod:`bench.loadgen` (``--load loadgen``, the
 default): every venue's frames rendered once in advance with the simulator's
 own protocol code, then written to the sockets at the target rate by one
-process pinned to ``--loadgen-cores``. The feeds connect to it the normal way
-(each venue's ``url`` in the config points at its loopback port), subscribe,
-and get frames their parsers take (sequences increasing, Coinbase
+process pinned to ``--loadgen-cores`` at niceness ``--loadgen-nice`` (ahead
+of the feeds when it shares their core, so the load is delivered and the
+feeds are what falls behind). The feeds connect to it the normal way (each
+venue's ``url`` in the config points at its loopback port), subscribe, and
+get frames their parsers take (sequences increasing, Coinbase
 ``sequence_num`` contiguous, Kraken checksums right), with a 45 bps
-dislocation every 0.5 s so the detector has opportunities to emit. One
-generator serves every transport and wait mode of a rate in turn.
-``--load simulator`` runs the simulator instead (the supervisor starts it,
-as in the demo), for comparison.
+dislocation every 0.5 s so the detector has opportunities to emit. By
+default a book changes a few levels per update (``--book ladder``); ``--book
+sim`` replays the simulator's market, where every level moves every step;
+``--depth-every N`` sends depth updates every N steps only (top of book every
+step). One generator serves every transport and wait mode of a rate in turn.
+``--load simulator`` runs the simulator instead (the supervisor starts it, as
+in the demo), for comparison.
 
 For each rate, feed transport and detector wait mode the supervisor runs the
-feeds, the detector and health; after a warm-up the script reads the per-hop
-histograms and counters from the board twice and reports what was recorded in
-between: the rate the feeds received (their message counters, not the
-target), the rate the generator sent, the hop percentiles, the CPU of every
-process (psutil) and the whole machine's busy cores. "Falls behind" shows in
-``exchange_to_receive``: every frame is stamped when it is written, so a feed
-that cannot keep up shows a growing p99 there (frames queue in the socket),
-while the board itself never queues (it keeps only the latest state).
+feeds, the detector and health; once every feed is connected and after a
+warm-up the script reads the per-hop histograms and counters from the board
+twice and reports what was recorded in between: the rate the generator sent
+(its own counters) and the rate the feeds received (their message counters),
+the hop percentiles, the CPU of every process (psutil), the whole machine's
+busy cores and, of those, other users' share. "Falls behind" shows in
+``exchange_to_receive``: every frame is stamped (in ms, as the venues do) at
+the millisecond it is written in, so a feed that keeps up shows a few hundred
+µs there and one that cannot shows its socket's queue (ms to s), while the
+board itself never queues (it keeps only the latest state). The machine is
+small and shared: before each run the script waits (``--quiet-below``) for
+the other users' work to drop.
 
-Cores: ``--feed-cores``, ``--detector-cores``, ``--health-cores`` become the
-config's ``cores`` keys (the supervisor pins each process); the supervisor
-itself and the generator are pinned by this script.
+Cores (defaults: the generator, the feeds, health and the supervisor on core
+0, the detector alone on core 1): ``--feed-cores``, ``--detector-cores``,
+``--health-cores`` become the config's ``cores`` keys (the supervisor pins
+each process); the supervisor itself and the generator are pinned by this
+script. Results go to ``bench/results/<--out>``.
 """
 from __future__ import annotations
 
@@ -274,6 +285,7 @@ def run_one(rate: int, wait: str, seconds: float, warmup: float, transport: str 
         result["loadgen"] = {"late_ticks": load_after["late_ticks"] - load_before["late_ticks"],
                              "ticks": load_after["ticks"] - load_before["ticks"],
                              "rebased": load_after["rebased"] - load_before["rebased"],
+                             "wake_us": load_after.get("wake_us"), "written_us": load_after.get("written_us"),
                              "skipped_backed_up": sum(v["skipped_backed_up"] for v in load_after["venues"].values())
                              - sum(v["skipped_backed_up"] for v in load_before["venues"].values())}
     for hop in HOP_NAMES:
