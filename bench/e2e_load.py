@@ -307,13 +307,15 @@ def _pp(r: dict, hop: str) -> str:
 
 def _cpu(r: dict, name: str) -> str:
     value = r["cpu_percent"].get(name)
+    if value is None and name == "loadgen":
+        value = r["cpu_percent"].get("simulator")          # --load simulator: the load is the simulator's
     return "-" if value is None else f"{value:.0f}"
 
 
 def table(results: list[dict]) -> str:
     lines = ["| target/s | feeds | wait | sent/s | reached/s | **receive→emitted** p50 / p99 µs (n) "
              "| exchange→receive | receive→publish | publish→seen | seen→emitted "
-             "| CPU % loadgen / feeds / detector / health+sup | busy cores (others) | opps | gaps / resyncs |",
+             "| CPU % load / feeds / detector / health+sup | busy cores (others) | opps | gaps / resyncs |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         n = r["hops"].get("receive_to_emitted", {}).get("count", 0)
