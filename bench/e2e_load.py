@@ -2,7 +2,10 @@
 
 Run by hand::
 
-    python -m bench.e2e_load --seconds 12 --warmup 4 --rates 5000 10000 50000 --transports websockets picows
+    python -m bench.e2e_load --seconds 12 --warmup 4 --rates 5000 10000 50000 --transports websockets fast
+
+``--transports`` picks the feed path: ``websockets`` (with orjson, the default config), ``picows`` (with
+orjson), ``fast`` (picows + msgspec, as ``configs/tokyo.yaml``).
 
 For each target rate (updates/s summed over six exchanges x 3 instruments x
 2 channels) the load comes from :mod:`bench.loadgen` (``--load loadgen``, the
@@ -77,6 +80,11 @@ def frames_per_step(venues: list[str]) -> int:
     return sum(len(INSTRUMENTS.get(v, [1, 2, 3])) for v in venues) * 2
 
 
+# what each --transports value sets on every venue: the default path, picows alone, and the fast path
+PATHS = {"websockets": {}, "picows": {"transport": "picows"},
+         "fast": {"transport": "picows", "decoder": "msgspec"}}
+
+
 def config(board: str, rate: int, wait: str, out: Path, transport: str = "websockets", urls: dict | None = None,
            venues: list[str] = VENUES, feed_cores=(0,), detector_cores=(1,), health_cores=(0,),
            simulator_cores=(0,)) -> dict:
@@ -86,7 +94,7 @@ def config(board: str, rate: int, wait: str, out: Path, transport: str = "websoc
         "venues": {v: {"instruments": INSTRUMENTS.get(v, ["BTC/USDT", "ETH/USDT", "SOL/USDT"]),
                        "cores": list(feed_cores),
                        **({"url": urls[v]} if urls is not None else {}),
-                       **({"transport": transport} if transport != "websockets" else {})}
+                       **PATHS[transport]}
                    for v in venues},
         "detector": {"threshold_bps": 0.0, "wait": wait, "output": str(out), "print_opportunities": False,
                      "cores": list(detector_cores), "shadow_latencies_ms": []},
@@ -352,8 +360,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=4.0, help="after every feed is connected")
     parser.add_argument("--rates", type=int, nargs="+", default=[5000, 10000, 50000])
     parser.add_argument("--waits", nargs="+", default=["spin", "doorbell"])
-    parser.add_argument("--transports", nargs="+", default=["websockets", "picows"],
-                        help="feed transports to compare (websockets, picows)")
+    parser.add_argument("--transports", nargs="+", default=["websockets", "fast"], choices=sorted(PATHS),
+                        help="feed paths to compare: websockets (+ orjson, the default), picows (+ orjson), "
+                             "fast (picows + msgspec, as configs/tokyo.yaml)")
     parser.add_argument("--load", choices=("loadgen", "simulator"), default="loadgen")
     parser.add_argument("--venues", nargs="+", default=VENUES)
     parser.add_argument("--depth-every", type=int, default=1,
