@@ -87,10 +87,16 @@ def make_recording(directory: str, frames: int, instruments: int, seed: int = 1)
     return raw_config, frames
 
 
+def _stream(reader: RecordingReader, index: int):
+    venue = reader.venue
+    for record in reader.records():
+        yield record.recv_ns, index, venue, record
+
+
 def merged(paths):
-    readers = [RecordingReader(p) for p in paths]
-    streams = [((r.recv_ns, i, reader.venue, r) for r in reader.records()) for i, reader in enumerate(readers)]
-    return heapq.merge(*streams, key=lambda item: item[0])
+    # one generator function per file: a generator expression in a comprehension would read the loop's
+    # last reader for every file when it runs
+    return heapq.merge(*(_stream(RecordingReader(p), i) for i, p in enumerate(paths)), key=lambda item: item[0])
 
 
 def time_read(paths) -> float:
@@ -120,6 +126,9 @@ def time_sessions(config, paths, scan: bool, decoder: str = "orjson") -> float:
                     view.quotes(key)
             n += 1
         rate = n / (time.perf_counter() - t0)
+        unusable = sum(s.stats.get("parse_errors") for s, _ in sessions.values())
+        if unusable:
+            raise RuntimeError(f"{unusable} of {n} frames were unusable to their session: the bench is broken")
         if view is not None:
             view.close()
         writer = None
