@@ -476,10 +476,13 @@ def _frame_block(frames) -> bytes:
     return b"".join(parts)
 
 
-async def _feed_receive(kind, url, rig, n_frames):
+async def _feed_receive(kind, url, rig, n_frames, decoder="orjson"):
     """frames/s from the socket through the feed's own frame handler (session, board row, doorbell, hops)."""
     from pipeline.feed.transport import open_link
+    from pipeline.venues.typed import decoder_for
     feed = rig.fresh()
+    chosen = decoder_for(feed.venue, decoder)
+    feed.session.parse, feed.session.top = chosen.parse, chosen.top
     link = await open_link(kind, url, None, 10)
     conn = feed.session.connection_opened([r.symbol for r in rig.spec.rows], time.time_ns())
     handler = feed._handler(link, conn, None)  # noqa: SLF001 - the feed process's own per-frame path
@@ -502,13 +505,18 @@ async def _feed_receive(kind, url, rig, n_frames):
 
 
 def feed_receive_compare(frames, rig, rounds):
-    """The same distinct bookTicker frames over loopback into a real feed, per transport: frames/s."""
+    """The same distinct bookTicker frames over loopback into a real feed, per transport (and picows with
+    decoder msgspec, the fast path): frames/s."""
     from pipeline.feed.transport import TRANSPORTS, available
+    from pipeline.venues.typed import available as decoder_available
     block = _frame_block(frames)
-    out = {kind: [] for kind in TRANSPORTS if available(kind)}
+    paths = {kind: (kind, "orjson") for kind in TRANSPORTS if available(kind)}
+    if available("picows") and decoder_available("msgspec"):
+        paths["picows + msgspec"] = ("picows", "msgspec")
+    out = {name: [] for name in paths}
     publishes = {}
     for _ in range(rounds):
-        for kind in out:
+        for name, (kind, decoder) in paths.items():
             listener = socket.socket()
             listener.bind(("127.0.0.1", 0))
             listener.listen(1)
@@ -517,9 +525,9 @@ def feed_receive_compare(frames, rig, rounds):
             url = f"ws://127.0.0.1:{listener.getsockname()[1]}/"
             listener.close()
             try:
-                rate, pubs = asyncio.run(_feed_receive(kind, url, rig, len(frames)))
-                out[kind].append(rate)
-                publishes[kind] = pubs
+                rate, pubs = asyncio.run(_feed_receive(kind, url, rig, len(frames), decoder))
+                out[name].append(rate)
+                publishes[name] = pubs
             finally:
                 proc.join(5)
                 if proc.is_alive():
@@ -654,9 +662,13 @@ def main(argv=None) -> None:
         rows = [[kind, rate, 1e6 / rate, pubs.get(kind)] for kind, rate in feed_receive.items()]
         text += ["", f"Receive + parse + publish over loopback: {len(book_ticker['frames'])} distinct bookTicker "
                  "frames from a socket into a real feed (session, board row, doorbell, hop histograms), median", "",
-                 markdown_table(["transport", "frames/s", "µs/frame", "publishes/frame"], rows)]
-        if len(feed_receive) == 2:
+                 markdown_table(["transport (decoder orjson unless named)", "frames/s", "µs/frame", "publishes/frame"],
+                                rows)]
+        if "picows" in feed_receive and "websockets" in feed_receive:
             text += ["", f"picows / websockets: {feed_receive['picows'] / feed_receive['websockets']:.2f}x"]
+        if "picows + msgspec" in feed_receive and "websockets" in feed_receive:
+            text += [f"picows + msgspec / websockets: "
+                     f"{feed_receive['picows + msgspec'] / feed_receive['websockets']:.2f}x"]
     if book_ticker is not None and not args.skip_recv:
         receive = receive_compare(book_ticker["frames"][0].encode(), args.recv_s, max(1, min(args.rounds, 3)))
         text += ["", f"WebSocket receive, one frame type blasted over loopback ({args.recv_s:.1f} s per run, "
