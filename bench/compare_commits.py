@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = ("binance bookTicker", "bybit orderbook.1")
+CASES = ("binance bookTicker", "bybit orderbook.1", "bybit orderbook.50 delta", "okx bbo-tbt")
 
 PROBE = r'''
 import importlib, json, sys
