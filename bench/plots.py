@@ -177,8 +177,9 @@ def plot_e2e(path_in, path_out) -> None:
             a.set_xticks(range(len(rates)), labels)
         a.set_xlabel("target updates/s (all feeds)")
         a.grid(which="major", alpha=0.3)
-    fig.suptitle("End to end under load, per hop: supervisor + simulator, 6 exchanges x 3 instruments x 2 channels "
-                 "(p50 solid, p99 dashed)")
+    load = "load generator" if all(r.get("load", "simulator") == "loadgen" for r in results) else "simulator"
+    fig.suptitle(f"End to end under load, per hop: supervisor + {load}, 6 exchanges x 3 instruments x 2 channels "
+                 "(p50 solid, p99 dashed; feeds 'fast' = picows + msgspec)")
     fig.tight_layout()
     fig.savefig(path_out, dpi=110)
     plt.close(fig)
