@@ -8,6 +8,8 @@ default. Nothing else in the pipeline reads YAML, argv or the environment.
 """
 from __future__ import annotations
 
+import importlib
+
 import os
 import re
 from dataclasses import dataclass
@@ -362,26 +364,27 @@ def _venue_schema(available):
     }
 
 
-def _transport(value, path, problems):
-    from pipeline.feed.transport import TRANSPORTS, available
-    if value not in TRANSPORTS:
-        problems.add(path, f"must be one of {', '.join(TRANSPORTS)}, got {value!r}")
-        return _BAD
-    if not available(value):
-        problems.add(path, f"{value} is not installed (pip install -e '.[fast]')")
-        return _BAD
-    return value
+def _fast_choice(module: str, choices: str):
+    """A check for a choice whose non-default values come with the ``fast`` extra (transport, decoder).
+
+    The module is imported when a config is checked, not when this one is imported: it pulls in the
+    WebSocket and decoding stacks.
+    """
+    def check(value, path, problems):
+        loaded = importlib.import_module(module)
+        allowed = getattr(loaded, choices)
+        if value not in allowed:
+            problems.add(path, f"must be one of {', '.join(allowed)}, got {value!r}")
+            return _BAD
+        if not loaded.available(value):
+            problems.add(path, f"{value} is not installed (pip install -e '.[fast]')")
+            return _BAD
+        return value
+    return check
 
 
-def _decoder(value, path, problems):
-    from pipeline.venues.typed import DECODERS, available
-    if value not in DECODERS:
-        problems.add(path, f"must be one of {', '.join(DECODERS)}, got {value!r}")
-        return _BAD
-    if not available(value):
-        problems.add(path, f"{value} is not installed (pip install -e '.[fast]')")
-        return _BAD
-    return value
+_transport = _fast_choice("pipeline.feed.transport", "TRANSPORTS")
+_decoder = _fast_choice("pipeline.venues.typed", "DECODERS")
 
 
 CREDENTIAL_KEYS = ("key", "secret", "passphrase")

@@ -119,7 +119,7 @@ def test_connection_options_per_venue():
     okx = parse_config(raw, available_cores=frozenset({0})).venue("okx")
     assert okx.ws_ping_interval_s == 0 and okx.transport == "websockets"
     assert dict(okx.credentials_env) == {"key": "OKX_KEY", "secret": "OKX_SECRET", "passphrase": "OKX_PASS"}
-    bad = {"venues": {"okx": {"instruments": ["BTC/USDT"], "url": "wss://x", "transport": "tcp",
+    bad = {"venues": {"okx": {"instruments": ["BTC/USDT"], "url": "wss://x", "transport": "tcp", "decoder": "json",
                               "credentials_env": {"key": "OKX_KEY", "secret": "s3cr3t value", "passphrase": "P"}},
                       "binance": {"instruments": ["BTC/USDT"], "url": "wss://x",
                                   "credentials_env": {"key": "A", "secret": "B", "passphrase": "C"}}}}
@@ -130,5 +130,6 @@ def test_connection_options_per_venue():
     else:
         raise AssertionError("accepted")
     assert "venues.okx.transport: must be one of websockets, picows, got 'tcp'" in text
+    assert "venues.okx.decoder: must be one of orjson, msgspec, got 'json'" in text
     assert "venues.okx.credentials_env.secret: must be the name of an environment variable" in text
     assert "venues.binance.credentials_env: only okx takes credentials" in text
