@@ -124,28 +124,32 @@ def decompress(raw: bytes) -> bytes:
     return out
 
 
-# the last frame :func:`top` inflated and its text: when top hands a frame to the general path, parse does
-# not inflate it a second time (identity, not equality: the entry holds the frame, so its id cannot be reused)
+# the last frame inflated and its text: top, then parse (of either decoder), inflate a frame once
+# (identity, not equality: the entry holds the frame, so its id cannot be reused)
 _inflated: list = [None, None]
 
 
+def inflate(raw):
+    """A frame's JSON text: a gzip frame gunzipped (:func:`decompress`), any other frame as it is."""
+    if raw.__class__ is str or raw[:2] != _GZIP_MAGIC:
+        return raw
+    if raw is _inflated[0]:
+        return _inflated[1]
+    text = decompress(bytes(raw))
+    _inflated[0] = raw
+    _inflated[1] = text
+    return text
+
+
 def _pre(raw):
-    if not isinstance(raw, str) and raw[:2] == _GZIP_MAGIC:
-        if raw is _inflated[0]:
-            return _inflated[1], None
-        return decompress(bytes(raw)), None
-    return raw, None
+    return inflate(raw), None
 
 
 def top(raw) -> tuple | None:
     """The short path for a ``market.<sym>.bbo`` push (contract in :mod:`pipeline.venues.typed`); None otherwise."""
     try:
-        text = raw
-        if raw.__class__ is not str and raw[:2] == _GZIP_MAGIC:
-            text = decompress(bytes(raw))
-            _inflated[0] = raw
-            _inflated[1] = text
-        elif len(raw) > MAX_FRAME_BYTES:
+        text = inflate(raw)
+        if text is raw and len(raw) > MAX_FRAME_BYTES:
             return None
         if text.find(_TOP_MARK[text.__class__], 0, 48) < 0:
             return None

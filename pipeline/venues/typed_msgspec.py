@@ -418,26 +418,10 @@ class _HtxFrame(_Msg):
     ts: Optional[I64] = None
 
 
-GZIP_MAGIC = b"\x1f\x8b"
-
-
 def htx(venue) -> Decoder:
     """``bbo``, ``mbp.refresh.<N>``, ``mbp.<N>`` and ``depth.step<K>`` after the gunzip; strict numbers."""
     frame = msgspec.json.Decoder(_HtxFrame)          # strict: HTX numbers are JSON numbers
-    decompress = venue.decompress
-    # the last frame gunzipped and its text: when top leaves a frame to parse, parse does not gunzip it again
-    # (identity, not equality: the entry holds the frame, so its id cannot be reused)
-    inflated = [None, None]
-
-    def gunzip(raw):
-        if raw.__class__ is str or raw[:2] != GZIP_MAGIC:
-            return raw
-        if raw is inflated[0]:
-            return inflated[1]
-        text = decompress(bytes(raw))
-        inflated[0] = raw
-        inflated[1] = text
-        return text
+    gunzip = venue.inflate                         # the venue's own, with its one-frame cache
 
     def market(text):
         """(msg, symbol, kind, parts, ts) of a ``market.*`` frame, or None."""
