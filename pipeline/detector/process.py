@@ -27,7 +27,7 @@ import time
 
 from pipeline.board import Board, TornReadError
 from pipeline.board.doorbell import Doorbell
-from pipeline.board.histogram import HistogramWriter
+from pipeline.board.histogram import HistogramBuffer, HistogramWriter
 from pipeline.board.layout import HOPS, PROC_DTYPE, ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine, Emitted
@@ -64,11 +64,13 @@ class Detector:
         self.engine = DetectorEngine(config, self.universe, self.view.quotes, self.clock_offset_ns)
         self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink)
         hops = HOPS[ProcessRole.DETECTOR]
-        self.publish_to_seen = HistogramWriter(self.board, spec.slot, hops.index("publish_to_seen"))
+        # publish -> seen samples are kept in a list and recorded when the loop is idle (or every SAMPLE_BATCH),
+        # off the path from a change to its events
+        self.publish_to_seen = HistogramBuffer(HistogramWriter(self.board, spec.slot, hops.index("publish_to_seen")),
+                                               SAMPLE_BATCH)
         self.seen_to_emitted = HistogramWriter(self.board, spec.slot, hops.index("seen_to_emitted"))
         self.receive_to_emitted = HistogramWriter(self.board, spec.slot, hops.index("receive_to_emitted"))
         self.rate_log = RateLimitedLog()
-        self.seen_samples: list[int] = []      # publish_to_seen samples, recorded when the loop is idle
         self.pairs = self.board.pairs
         self.stop = False
 
@@ -91,25 +93,18 @@ class Detector:
         # quote must never look younger than the decision that uses it
         now_ns = time.time_ns()
         label_of_row = self.universe.label_of_row
-        samples = self.seen_samples
+        samples = self.publish_to_seen.samples
         for row in changed_rows:
             publish_ns = quotes[label_of_row[row]].publish_ns
             if publish_ns:
                 samples.append(seen_ns - publish_ns)
         if len(samples) >= SAMPLE_BATCH:
-            self.record_samples()
+            self.publish_to_seen.flush()
         emitted = self.engine.evaluate(key, quotes, now_ns)
         if self.engine.suspects:
             self.warn_suspects()
         if emitted:
             self.emit(emitted, seen_ns)
-
-    def record_samples(self) -> None:
-        """Record the publish -> seen samples kept since the last call (off the path from a change to its events)."""
-        record = self.publish_to_seen.record
-        for ns in self.seen_samples:
-            record(ns)
-        self.seen_samples.clear()
 
     def warn_suspects(self) -> None:
         sanity = self.config.detector.sanity_bps
@@ -179,8 +174,8 @@ class Detector:
                 self.emit(engine.run_shadows(time.time_ns()))
             if dirty:
                 continue
-            if self.seen_samples:
-                self.record_samples()
+            if self.publish_to_seen.samples:
+                self.publish_to_seen.flush()
             mono = time.monotonic_ns()
             if mono - last_expire > EXPIRE_INTERVAL_NS:
                 last_expire = mono
@@ -199,7 +194,7 @@ class Detector:
             last_activity = time.monotonic_ns()
 
     def close(self) -> None:
-        self.record_samples()
+        self.publish_to_seen.flush()
         self.emit(self.engine.close_all(time.time_ns()))
         self.outputs.close()
         self.view.close()
