@@ -290,18 +290,22 @@ def read_row(codec: RowCodec, buf, row: int, words=None) -> tuple:
     return _read(codec, buf, words, (codec.rows_offset + row * codec.row_size) // 8, row)[1]
 
 
-def _read(codec: RowCodec, buf, words, word: int, row: int) -> tuple[int, tuple]:
-    """The seqlock read: (even sequence, payload) copied between two equal sequence loads."""
-    unpack = codec.payload.unpack_from
-    payload_offset = word * 8 + codec.payload_offset
+def read_consistent(words, word: int, unpack, buf, offset: int, row: int) -> tuple[int, tuple]:
+    """The seqlock read: (even sequence, ``unpack(buf, offset)``) taken between two equal loads of the
+    sequence word ``words[word]``; TornReadError after READ_RETRIES attempts met a write."""
     for _ in range(READ_RETRIES):
         before = words[word]
         if before & 1:
             continue
-        values = unpack(buf, payload_offset)
+        values = unpack(buf, offset)
         if words[word] == before:
             return before, values
     raise TornReadError(f"row {row} changed during {READ_RETRIES} read attempts")
+
+
+def _read(codec: RowCodec, buf, words, word: int, row: int) -> tuple[int, tuple]:
+    """A whole row's payload, read through the seqlock."""
+    return read_consistent(words, word, codec.payload.unpack_from, buf, word * 8 + codec.payload_offset, row)
 
 
 class RowReader:
@@ -340,14 +344,4 @@ class RowReader:
             values = self._head_from(self._buf, word * 8 + self._payload_offset)
             if words[word] == seq:
                 return seq, values
-        unpack = self._head_from
-        buf = self._buf
-        offset = word * 8 + self._payload_offset
-        for _ in range(READ_RETRIES):
-            before = words[word]
-            if before & 1:
-                continue
-            values = unpack(buf, offset)
-            if words[word] == before:
-                return before, values
-        raise TornReadError(f"row {row} changed during {READ_RETRIES} read attempts")
+        return read_consistent(words, word, self._head_from, self._buf, word * 8 + self._payload_offset, row)

@@ -26,9 +26,9 @@ from operator import ne
 
 import numpy as np
 
-from pipeline.board import RowReader, TornReadError
+from pipeline.board import RowReader
 from pipeline.board.layout import LANE_MASK, LANE_RING
-from pipeline.board.seqlock import READ_RETRIES, ChangeLane, lane_of_rows
+from pipeline.board.seqlock import ChangeLane, lane_of_rows, read_consistent
 from pipeline.detector.rules import Quote
 
 NUMPY_SCAN_ROWS = 64
@@ -192,19 +192,7 @@ class BoardView:
 
     def _read_again(self, entry: list) -> tuple[int, tuple]:
         """The seqlock's retries, after a first attempt met a write in progress."""
-        words = self._words
-        word = entry[2]
-        unpack = self._unpack
-        buf = self._buf
-        offset = entry[3]
-        for _ in range(READ_RETRIES):
-            seq = words[word]
-            if seq & 1:
-                continue
-            v = unpack(buf, offset)
-            if words[word] == seq:
-                return seq, v
-        raise TornReadError(f"row {entry[0]} changed during {READ_RETRIES} read attempts")
+        return read_consistent(self._words, entry[2], self._unpack, self._buf, entry[3], entry[0])
 
     def quotes(self, key: str) -> dict[str, Quote]:
         """Every quote of one instrument identity, by label. Raises TornReadError when a writer stalls mid-write.
