@@ -214,42 +214,30 @@ def pipe_row_sender(res):
     return send
 
 
-def pipe_row_receive(res, on_quote, ready):
-    os.close(res["pipe"][1])
-    fd = res["pipe"][0]
-    loads = orjson.loads
-    perf = time.perf_counter_ns
-    pending = b""
-    ready.set()
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            q = loads(line)
-            if on_quote(q[3], q[4], perf()):
+def pipe_receiver(tag_at: int, stamp_at: int):
+    """A reader of orjson lines from the pipe, handing (line[tag_at], line[stamp_at]) to ``on_quote``."""
+    def receive(res, on_quote, ready):
+        os.close(res["pipe"][1])
+        fd = res["pipe"][0]
+        loads = orjson.loads
+        perf = time.perf_counter_ns
+        pending = b""
+        ready.set()
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
                 return
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                q = loads(line)
+                if on_quote(q[tag_at], q[stamp_at], perf()):  # held once decoded, as for the board
+                    return
+    return receive
 
 
-def pipe_receive(res, on_quote, ready):
-    os.close(res["pipe"][1])
-    fd = res["pipe"][0]
-    loads = orjson.loads
-    perf = time.perf_counter_ns
-    pending = b""
-    ready.set()
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            q = loads(line)
-            if on_quote(q[0], q[1], perf()):     # the reader holds the quote once it is decoded, as for the board
-                return
+pipe_receive = pipe_receiver(0, 1)          # the quote tuple
+pipe_row_receive = pipe_receiver(3, 4)      # everything a row carries: the tag and stamp sit after the levels
 
 
 def redis_sender(res):
