@@ -227,6 +227,7 @@ class FeedSession:
         self.add_unknown = add_unknown
         # decode only: reference data inferred from a symbol's first message when a capture holds none
         self.infer_reference: Callable | None = None
+        # the last word of the exchange on each pair and on itself, for books created later (standby, decode)
         self.reference: dict[str, InstrumentSpec] = {}
         self.pair_status: dict[str, TradingStatus] = {}
         self.venue_status: TradingStatus | None = None
@@ -240,10 +241,6 @@ class FeedSession:
         self.clock = ClockOffset()
         self.connections = 0
         self.depth_channel: str | None = None     # a non-default depth channel (OKX tbt after login)
-        # the last word of the exchange on each pair and on itself, for books created later (standby, decode)
-        self.reference: dict[str, InstrumentSpec] = {}
-        self.pair_status: dict[str, TradingStatus] = {}
-        self.venue_status: TradingStatus | None = None
         self.resync_times: dict[str, deque] = {}
         record = getattr(venue, "VENUE", None)
         limits = dict(getattr(record, "limits", ()) or ())
