@@ -25,7 +25,7 @@ from typing import Callable
 from pipeline.board import TornReadError
 from pipeline.detector.lifecycle import Event, Lifecycle
 from pipeline.detector.report import Summary, event_record, shadow_record
-from pipeline.detector.rules import PairState, Quote, shadow_fill
+from pipeline.detector.rules import PairState, Quote, allocate, shadow_fill
 from pipeline.detector.scan import RowUniverse
 
 EXPIRE_INTERVAL_NS = 20_000_000
@@ -52,7 +52,15 @@ def remote_leg_delay_ns(candidate) -> int:
     return delay
 
 
+def _by_edge(candidate) -> float:
+    """Liquidity goes to the best net edge first: per unit taken, it is the pair that earns most (ranking by
+    profit would hand the shared levels to a large pair whose deeper units earn less on them)."""
+    return -candidate.fill.net_bps
+
+
 class DetectorEngine:
+    """Quotes and a time in, records out: pairs found, liquidity allocated, lifecycle followed, shadow fills run."""
+
     def __init__(self, config, universe: RowUniverse, quotes_of: Callable[[str], dict[str, Quote]],
                  clock_offset_ns: Callable[[str], int] = lambda label: 0):
         dc = config.detector
@@ -63,15 +71,25 @@ class DetectorEngine:
         self.clock_offset_ns = clock_offset_ns
         self.staleness_ns = int(dc.staleness_ms * 1e6)
         self.threshold_bps = dc.threshold_bps
+        self.hysteresis_bps = dc.close_hysteresis_bps       # None: half the pair's fees
         self.shadow_latencies_ms = tuple(dc.shadow_latencies_ms or ())
-        self.lifecycle = Lifecycle(update_bps=dc.update_bps)
+        self.lifecycle = Lifecycle(update_bps=dc.update_bps, threshold_bps=dc.threshold_bps,
+                                   close_after_ns=int(dc.close_after_ms * 1e6), reopen_ns=int(dc.reopen_ms * 1e6))
         self._open = self.lifecycle.by_instrument        # instrument -> its live opportunities
         self.summary = Summary()
         self.suspects: list = []          # (key, candidate) seen since the caller last looked
         self.shadow_due: list = []        # heap of (due_ns, n, opened event, latency_ms)
-        self.shadow_pending: dict = {}    # id(open) -> [event, {latency: ShadowFill}]
+        self.shadow_pending: dict = {}    # id(open) -> [event, {latency: ShadowFill}, remote delay]
         self._shadow_n = 0
         self._pairs: dict[str, PairState] = {}   # per instrument identity, kept between passes
+
+    def close_level_bps(self, candidate) -> float:
+        """The net edge under which an open opportunity of this pair ends: the threshold less the hysteresis."""
+        hysteresis = self.hysteresis_bps if self.hysteresis_bps is not None else 0.5 * candidate.fill.fees_bps
+        return self.threshold_bps - hysteresis
+
+    def _bar(self, candidate) -> float:
+        return self.close_level_bps(candidate) if self.lifecycle.is_open(candidate.key) else self.threshold_bps
 
     # ---------------------------------------------------------------- deciding
     def evaluate(self, key: str, quotes: dict[str, Quote], now_ns: int) -> list[Emitted]:
@@ -79,7 +97,9 @@ class DetectorEngine:
 
         Per instrument, the pairs' fills are kept between calls (:class:`~pipeline.detector.rules.PairState`)
         and only the pairs of quotes that are new objects are walked again; the result is what
-        :func:`~pipeline.detector.rules.find` gives on the same quotes.
+        :func:`~pipeline.detector.rules.find` gives on the same quotes. The pairs that clear their bar (the
+        threshold to open, the close level to stay open) then share the books' liquidity, best net edge
+        first (:func:`~pipeline.detector.rules.allocate`), and the lifecycle decides what to emit.
         """
         state = self._pairs.get(key)
         try:
@@ -87,9 +107,7 @@ class DetectorEngine:
                 raise KeyError(key)
             found, suspect = state.find(quotes, now_ns)
         except KeyError:                  # first time, or another set of labels: start this instrument afresh
-            dc = self.config.detector
-            state = self._pairs[key] = PairState(key, quotes, self.fees[key], self.staleness_ns, self.threshold_bps,
-                                                 self.universe.max_notional[key], dc.min_notional, dc.sanity_bps)
+            state = self._pairs[key] = self._pair_state(key, quotes)
             found, suspect = state.find(quotes, now_ns)
         if suspect:
             for candidate in suspect:
@@ -97,17 +115,39 @@ class DetectorEngine:
                 self.suspects.append((key, candidate))
         elif not found and key not in self._open:
             return []                     # nothing found and nothing open: what Lifecycle.step would say
-        events = self.lifecycle.step(key, found, quotes, now_ns, self.staleness_ns)
+        alone = None
+        if len(found) > 1:
+            bar = self._bar
+            ranked = sorted((c for c in found if c.fill.net_bps >= bar(c)), key=_by_edge)
+            kept = allocate(ranked, bar, self.universe.max_notional[key], self.config.detector.min_notional)
+            if len(kept) < len(ranked):
+                taken = {c.key for c in kept}
+                alone = {c.key: c for c in ranked if c.key not in taken}
+        else:
+            kept = [c for c in found if c.fill.net_bps >= self._bar(c)]
+        events = self.lifecycle.step(key, kept, quotes, now_ns, self.staleness_ns, alone)
         return self._records(events, now_ns) if events else []
+
+    def _pair_state(self, key: str, quotes: dict[str, Quote]) -> PairState:
+        dc = self.config.detector
+        fees = self.fees[key]
+        top_two = sorted(fees.values())[-2:]
+        conversion = dc.conversion_bps if len(set(self.universe.currency[key].values())) > 1 else 0.0
+        widest = self.hysteresis_bps if self.hysteresis_bps is not None else 0.5 * (sum(top_two) + conversion)
+        # keep every pair that could stay open: the lowest close level of any pair of this instrument
+        return PairState(key, quotes, fees, self.staleness_ns, self.threshold_bps - widest,
+                         self.universe.max_notional[key], dc.min_notional, dc.sanity_bps,
+                         self.universe.currency[key], dc.conversion_bps)
 
     def _records(self, events: list[Event], now_ns: int) -> list[Emitted]:
         out = []
+        universe = self.universe
         for event in events:
             c = event.candidate
-            record = event_record(event, now_ns, self.fees[c.instrument], self.clock_offset_ns(c.buy.venue),
-                                  self.clock_offset_ns(c.sell.venue))
+            record = event_record(event, now_ns, self.fees[c.instrument], universe.currency_of_key[c.instrument],
+                                  self.clock_offset_ns(c.buy.venue), self.clock_offset_ns(c.sell.venue))
             if event.kind == "open":
-                self.summary.opened(record)
+                self.summary.opened(record, universe.currency_of_key[c.instrument][1])
                 self._schedule_shadows(event)
             elif event.kind == "close":
                 self.summary.closed(record)
@@ -129,11 +169,16 @@ class DetectorEngine:
         return self.shadow_due[0][0] if self.shadow_due else None
 
     def run_shadows(self, now_ns: int) -> list[Emitted]:
-        """Shadow fills that are due: what taking both legs ``latency`` after the open would have given."""
+        """Shadow fills that are due: what taking both legs ``latency`` after the open would have given.
+
+        The fills due at one moment for one instrument (the opens of one pass) take from the books in
+        the order the pass ranked them, each from what the ones before it left, as at the open.
+        """
         due = self.shadow_due
         out = []
+        taken: dict = {}                  # (due_ns, instrument) -> the levels left, by (leg, side)
         while due and due[0][0] <= now_ns:
-            _, _, event, latency_ms = heapq.heappop(due)
+            due_ns, _, event, latency_ms = heapq.heappop(due)
             c = event.candidate
             try:
                 quotes = self.quotes_of(c.instrument)
@@ -141,15 +186,15 @@ class DetectorEngine:
                 self._shadow_n += 1
                 heapq.heappush(due, (now_ns + TORN_RETRY_NS, self._shadow_n, event, latency_ms))
                 break
-            fill = shadow_fill(c, quotes[c.buy.venue], quotes[c.sell.venue], self.fees[c.instrument], latency_ms,
-                               now_ns, self.staleness_ns)
-            self.summary.shadow(fill)
+            left = taken.setdefault((due_ns, c.instrument), {})
+            fill = shadow_fill(c, quotes[c.buy.leg], quotes[c.sell.leg], latency_ms, now_ns, self.staleness_ns, left)
+            self.summary.shadow(fill, c.fill.quantity, self.universe.currency_of_key[c.instrument][1])
             pending = self.shadow_pending[id(event)]
             pending[1][latency_ms] = fill
             if len(pending[1]) == len(self.shadow_latencies_ms):
                 del self.shadow_pending[id(event)]
                 fills = [pending[1][ms] for ms in sorted(pending[1])]
-                record = shadow_record(event, fills, now_ns)
+                record = shadow_record(event, fills, now_ns, self.universe.currency_of_key[c.instrument])
                 if pending[2]:
                     record["remote_leg_delay_ms"] = round(pending[2] / 1e6, 3)
                 out.append(Emitted(record, None))

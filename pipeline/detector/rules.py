@@ -4,7 +4,8 @@ No I/O and no clock: callers pass ``now_ns``. Every number a reported
 opportunity carries comes from here, so the tests can check it by hand.
 
 An opportunity buys at the asks of one exchange and sells into the bids of
-another. Its size is found by walking both books level by level and keeping
+another: two different matching engines (:func:`engine_of`; a venue seen
+through another box is still that venue). Its size is found by walking both books level by level and keeping
 every unit whose *marginal* edge is still positive net of both taker fees,
 capped by a maximum notional and dropped below a minimum notional. Prices
 reported are the volume-weighted prices of that size, so ``gross_bps`` is
@@ -45,9 +46,20 @@ class Quote:
     seq: int = 0
     max_age_ns: int = 0          # this exchange's own staleness limit when stricter than the detector's (0: none)
     confirmed_ns: int = 0        # last time the exchange confirmed the quote current (>= recv_ns; 0: recv_ns)
+    instrument: str = ""         # the row's own instrument (BTC/USDT), which may differ from the compared one
+
+    @property
+    def leg(self) -> str:
+        """This quote's name among the quotes of one compared instrument: one per board row."""
+        return f"{self.venue} {self.instrument}" if self.instrument else self.venue
 
     def age_ms(self, now_ns: int) -> float:
         return (now_ns - self.recv_ns) / 1e6
+
+
+def engine_of(label: str) -> str:
+    """The matching engine behind a row label: ``kraken@frankfurt`` (a row bridged from another box) is ``kraken``."""
+    return label.partition("@")[0]
 
 
 def untradable_reason(quote: Quote, now_ns: int, staleness_ns: int) -> str | None:
@@ -72,8 +84,10 @@ class Fill:
     sell_price: float       # volume-weighted
     gross_bps: float
     net_bps: float
-    fees_bps: float
+    fees_bps: float         # both legs' fees, and the conversion cost where the legs quote different currencies
     profit_quote: float     # after both fees, in the quote currency
+    buy_fee_bps: float = 0.0    # the buy leg's fee as walked (its venue's taker fee plus any conversion cost)
+    sell_fee_bps: float = 0.0
 
     @property
     def buy_notional(self) -> float:
@@ -126,35 +140,59 @@ def walk(asks: list, bids: list, buy_fee_bps: float, sell_fee_bps: float,
     gross_bps = (sell_price - buy_price) / buy_price * 1e4
     fees_bps = buy_fee_bps + sell_fee_bps
     return Fill(quantity, buy_price, sell_price, gross_bps, gross_bps - fees_bps, fees_bps,
-                proceeds * sell_mult - cost * buy_mult)
+                proceeds * sell_mult - cost * buy_mult, buy_fee_bps, sell_fee_bps)
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A tradable (buy venue, sell venue) pair for one instrument, before lifecycle."""
+    """A tradable (buy venue, sell venue) pair for one instrument, before lifecycle.
+
+    ``fill`` is what the pair may take; after :func:`allocate` it is what is left to it once better
+    pairs took their share, and ``alone`` is what it would take on its own (None when the same).
+    ``shares`` names the other pairs that take from one of its two book sides in the same pass.
+    """
 
     instrument: str
     buy: Quote
     sell: Quote
     fill: Fill
+    alone: Fill | None = None
+    shares: tuple = ()
+    conversion_bps: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.instrument, self.buy.leg, self.sell.leg)
+
+    @property
+    def pair(self) -> str:
+        return f"{self.buy.venue}>{self.sell.venue}"
 
 
 def find(instrument: str, quotes: list[Quote], fees_bps: dict[str, float], now_ns: int, staleness_ns: int,
          threshold_bps: float, max_notional: float = float("inf"), min_notional: float = 0.0,
-         sanity_bps: float = float("inf")) -> tuple[list[Candidate], list[Candidate]]:
-    """All pairs above the threshold, and those above the sanity bound (suspected bad data)."""
+         sanity_bps: float = float("inf"), currency: dict[str, str] | None = None,
+         conversion_bps: float = 0.0) -> tuple[list[Candidate], list[Candidate]]:
+    """All pairs above the threshold, and those above the sanity bound (suspected bad data).
+
+    ``fees_bps`` and ``currency`` are keyed by :attr:`Quote.leg`. A pair is never two rows of one matching
+    engine. Where the two legs quote different currencies declared equivalent (``currency``), the buy leg
+    also pays ``conversion_bps``, the assumed cost of the conversion between them.
+    """
     tradable = [q for q in quotes if untradable_reason(q, now_ns, staleness_ns) is None]
     found: list[Candidate] = []
     suspect: list[Candidate] = []
     for buy in tradable:
         best_ask = buy.asks[0][0]
         for sell in tradable:
-            if sell is buy or sell.bids[0][0] <= best_ask:
+            if engine_of(sell.venue) == engine_of(buy.venue) or sell.bids[0][0] <= best_ask:
                 continue
-            fill = walk(buy.asks, sell.bids, fees_bps[buy.venue], fees_bps[sell.venue], max_notional, min_notional)
+            extra = conversion_bps if currency and currency[buy.leg] != currency[sell.leg] else 0.0
+            fill = walk(buy.asks, sell.bids, fees_bps[buy.leg] + extra, fees_bps[sell.leg], max_notional,
+                        min_notional)
             if fill is None or fill.net_bps < threshold_bps:
                 continue
-            candidate = Candidate(instrument, buy, sell, fill)
+            candidate = Candidate(instrument, buy, sell, fill, conversion_bps=extra)
             (suspect if fill.net_bps > sanity_bps else found).append(candidate)
     return found, suspect
 
@@ -171,13 +209,18 @@ class PairState:
 
     __slots__ = ("instrument", "labels", "staleness_ns", "threshold_bps", "max_notional", "min_notional",
                  "sanity_bps", "fees", "buy_mult", "sell_mult", "quotes", "top", "confirmed", "limit", "pairs",
-                 "cost", "gain")
+                 "cost", "gain", "engine", "extra")
 
     def __init__(self, instrument: str, labels, fees_bps: dict[str, float], staleness_ns: int,
                  threshold_bps: float, max_notional: float = float("inf"), min_notional: float = 0.0,
-                 sanity_bps: float = float("inf")):
+                 sanity_bps: float = float("inf"), currency: dict[str, str] | None = None,
+                 conversion_bps: float = 0.0):
         self.instrument = instrument
         self.labels = tuple(labels)
+        # a label is a quote's leg (``venue`` or ``venue instrument``): the matching engine is the venue's
+        self.engine = [engine_of(label.split(" ", 1)[0]) for label in self.labels]
+        self.extra = [[conversion_bps if currency and currency[a] != currency[b] else 0.0 for b in self.labels]
+                      for a in self.labels]
         self.staleness_ns = staleness_ns
         self.threshold_bps = threshold_bps
         self.max_notional = max_notional
@@ -265,9 +308,11 @@ class PairState:
         best_bid, best_ask = top[i]
         buy_mult, sell_mult = self.buy_mult, self.sell_mult
         first = replaced[0] != i
+        engine = self.engine
+        mine = engine[i]
         j = 0
         for other in top:
-            if other is not None and j != i and not (first and j < i and j in replaced):
+            if other is not None and engine[j] != mine and not (first and j < i and j in replaced):
                 bid_j, ask_j = other
                 if bid_j > best_ask and bid_j * sell_mult[j] > ask_cost:
                     self._pair(i, j)
@@ -277,10 +322,65 @@ class PairState:
 
     def _pair(self, buy: int, sell: int) -> None:
         b, s = self.quotes[buy], self.quotes[sell]
-        fill = walk(b.asks, s.bids, self.fees[buy], self.fees[sell], self.max_notional, self.min_notional)
+        extra = self.extra[buy][sell]
+        fill = walk(b.asks, s.bids, self.fees[buy] + extra, self.fees[sell], self.max_notional, self.min_notional)
         if fill is None or fill.net_bps < self.threshold_bps:
             return
-        self.pairs[(buy, sell)] = (Candidate(self.instrument, b, s, fill), fill.net_bps > self.sanity_bps)
+        self.pairs[(buy, sell)] = (Candidate(self.instrument, b, s, fill, conversion_bps=extra),
+                                   fill.net_bps > self.sanity_bps)
+
+
+def consume(levels: list, quantity: float) -> list:
+    """``levels`` (best first) with ``quantity`` taken from the best ones: what another taker still finds."""
+    out = []
+    left = quantity
+    for price, qty in levels:
+        if left > 0.0:
+            if qty <= left * (1 + 1e-12):      # taken whole (a float residue of the walk is not a level)
+                left -= qty
+                continue
+            qty -= left
+            left = 0.0
+        out.append((price, qty))
+    return out
+
+
+def allocate(ranked: list[Candidate], bar_bps, max_notional: float = float("inf"),
+             min_notional: float = 0.0) -> list[Candidate]:
+    """Give each pair, in the order of ``ranked``, the liquidity the pairs before it left.
+
+    A book side (a row's asks or bids) is taken from once: a pair that shares a side with a pair
+    ranked before it is walked again on what is left of that side, and kept only if its net edge
+    still reaches ``bar_bps(candidate)`` (and its size ``min_notional``). A pair that is kept
+    consumes what it takes; one that is not consumes nothing. The result keeps the order of
+    ``ranked``; each kept pair carries what it would take alone (``alone``, when that is more) and the
+    pairs it shares a side with (``shares``). So the sizes that buy from (sell into) one row never add
+    up to more than that row's asks (bids) at the prices used.
+    """
+    if len(ranked) < 2:
+        return [c for c in ranked if c.fill.net_bps >= bar_bps(c)]
+    left: dict[tuple[str, int], list] = {}         # (leg, 0 asks / 1 bids) -> the levels not yet taken
+    kept: list[Candidate] = []
+    for c in ranked:
+        buy_side, sell_side = (c.buy.leg, 0), (c.sell.leg, 1)
+        asks, bids = left.get(buy_side), left.get(sell_side)
+        fill = c.fill
+        if asks is not None or bids is not None:
+            fill = walk(c.buy.asks if asks is None else asks, c.sell.bids if bids is None else bids,
+                        fill.buy_fee_bps, fill.sell_fee_bps, max_notional, min_notional)
+        if fill is None or fill.net_bps < bar_bps(c):
+            continue
+        left[buy_side] = consume(c.buy.asks if asks is None else asks, fill.quantity)
+        left[sell_side] = consume(c.sell.bids if bids is None else bids, fill.quantity)
+        kept.append(c if fill is c.fill else Candidate(c.instrument, c.buy, c.sell, fill, c.fill,
+                                                        conversion_bps=c.conversion_bps))
+    if len(kept) < 2:
+        return kept
+    out = []
+    for c in kept:
+        shares = tuple(o.pair for o in kept if o is not c and (o.buy.leg == c.buy.leg or o.sell.leg == c.sell.leg))
+        out.append(Candidate(c.instrument, c.buy, c.sell, c.fill, c.alone, shares, c.conversion_bps) if shares else c)
+    return out
 
 
 def take(levels: list, quantity: float) -> tuple[float, float]:
@@ -308,27 +408,58 @@ class ShadowFill:
     net_bps: float | None         # realized edge after fees; None when a quote was not tradable
     slippage_bps: float | None    # detected net edge minus realized net edge
     reason: str = ""              # why there was nothing to fill ("quote_stale", ...)
+    fraction: float = 0.0         # filled / detected quantity
+    profit_quote: float | None = None   # after both fees, on what filled
+
+    @property
+    def full(self) -> bool:
+        return self.fraction >= FULL_FILL
 
     def as_dict(self) -> dict:
-        return {"latency_ms": self.latency_ms, "filled": self.filled, "buy_price": self.buy_price,
-                "sell_price": self.sell_price, "net_bps": None if self.net_bps is None else round(self.net_bps, 4),
+        return {"latency_ms": self.latency_ms, "filled_qty_base": sig(self.filled),
+                "fill_fraction": round(self.fraction, 6), "buy_price": sig(self.buy_price),
+                "sell_price": sig(self.sell_price), "net_bps": None if self.net_bps is None else round(self.net_bps, 4),
+                "profit_quote": None if self.profit_quote is None else round(self.profit_quote, 6),
                 "slippage_bps": None if self.slippage_bps is None else round(self.slippage_bps, 4),
                 "reason": self.reason}
 
 
-def shadow_fill(candidate: Candidate, buy: Quote, sell: Quote, fees_bps: dict[str, float], latency_ms: float,
-                now_ns: int, staleness_ns: int) -> ShadowFill:
-    """Re-price the detected quantity against the books as they are now."""
+FULL_FILL = 1.0 - 1e-9          # a fill this close to the detected size is full (float residue of the walk)
+
+
+def sig(value: float | None, digits: int = 10) -> float | None:
+    """``value`` to ``digits`` significant digits: ``65099.99999999999`` is reported as ``65100.0``."""
+    return None if value is None else float(f"{value:.{digits}g}")
+
+
+def shadow_fill(candidate: Candidate, buy: Quote, sell: Quote, latency_ms: float, now_ns: int, staleness_ns: int,
+                left: dict | None = None) -> ShadowFill:
+    """Re-price the detected quantity against the books as they are now.
+
+    ``left``: the levels other shadow fills of the same moment already took, by (leg, side), as
+    :func:`allocate` keeps them; this fill takes from what they left and records what it took.
+    """
     for quote in (buy, sell):
         why = untradable_reason(quote, now_ns, staleness_ns)
         if why is not None:
             return ShadowFill(latency_ms, 0.0, None, None, None, None, why)
     quantity = candidate.fill.quantity
-    buy_price, buy_filled = take(buy.asks, quantity)
-    sell_price, sell_filled = take(sell.bids, quantity)
+    asks = left.get((buy.leg, 0), buy.asks) if left is not None else buy.asks
+    bids = left.get((sell.leg, 1), sell.bids) if left is not None else sell.bids
+    buy_price, buy_filled = take(asks, quantity)
+    sell_price, sell_filled = take(bids, quantity)
     filled = min(buy_filled, sell_filled)
     if filled <= 0.0:
         return ShadowFill(latency_ms, 0.0, None, None, None, None, "book_empty")
+    if filled < quantity:                  # the legs fill the same size: price both on what both can take
+        buy_price, _ = take(asks, filled)
+        sell_price, _ = take(bids, filled)
+    if left is not None:
+        left[(buy.leg, 0)] = consume(asks, filled)
+        left[(sell.leg, 1)] = consume(bids, filled)
+    fill = candidate.fill
     gross_bps = (sell_price - buy_price) / buy_price * 1e4
-    net_bps = gross_bps - fees_bps[buy.venue] - fees_bps[sell.venue]
-    return ShadowFill(latency_ms, filled, buy_price, sell_price, net_bps, candidate.fill.net_bps - net_bps)
+    net_bps = gross_bps - fill.fees_bps
+    profit = filled * (sell_price * (1.0 - fill.sell_fee_bps * 1e-4) - buy_price * (1.0 + fill.buy_fee_bps * 1e-4))
+    return ShadowFill(latency_ms, filled, buy_price, sell_price, net_bps, fill.net_bps - net_bps, "",
+                      filled / quantity, profit)

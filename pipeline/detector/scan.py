@@ -12,9 +12,12 @@ comparing every seq word on each pass, one strided numpy copy on large boards.
 The live detector and ``replay`` read the board through this same class.
 
 Rows are grouped by instrument identity (quotes declared equivalent, such as
-USDT and USDC, map to the group's first). A row's venue is named by its
-label: ``kraken`` for this box's own feed, ``kraken@frankfurt`` for a row a
-bridge mirrors from another box; fees and staleness limits come from the
+USDT and USD, map to the group's first, the currency its profit is stated
+in). A row's venue is named by its label: ``kraken`` for this box's own feed,
+``kraken@frankfurt`` for a row a bridge mirrors from another box; within a
+group a row is named by its *leg*, label and own instrument (``kraken
+BTC/USDT``), so one venue quoting two equivalent instruments gives two legs of
+one matching engine, never a pair. Fees and staleness limits come from the
 venue's config (for a bridged row, the venue as the ``bridge.subscribe``
 section declares it).
 """
@@ -36,7 +39,7 @@ _U64 = struct.Struct("<Q")
 
 
 def quote_readers(index: dict[str, int], depth: int) -> list[list]:
-    """``readers[n_bids][n_asks](values, label, seq, max_age_ns)`` -> a :class:`Quote`, from an unpacked row.
+    """``readers[n_bids][n_asks](values, label, seq, max_age_ns, instrument)`` -> a :class:`Quote`, from a row.
 
     One small function per pair of level counts, written out index by index: building the level lists
     from constant indexes costs about half of slicing and zipping, and building the Quote in the same
@@ -47,9 +50,10 @@ def quote_readers(index: dict[str, int], depth: int) -> list[list]:
     def side(at: int, n: int) -> str:
         return "[" + "".join(f"(v[{at + 2 * k}], v[{at + 2 * k + 1}]), " for k in range(n)) + "]"
     i = index
-    return [[eval(f"lambda v, label, seq, max_age_ns: Quote(label, v[{i['status']}], {side(bids_at, nb)}, "  # noqa: S307
-                  f"{side(asks_at, na)}, v[{i['recv_ns']}], v[{i['exch_ts_ns']}], v[{i['publish_ns']}], seq, "
-                  f"max_age_ns, v[{i['confirmed_ns']}])", {"Quote": Quote})      # our own constant text
+    return [[eval(f"lambda v, label, seq, max_age_ns, instrument: Quote(label, v[{i['status']}], "  # noqa: S307
+                  f"{side(bids_at, nb)}, {side(asks_at, na)}, v[{i['recv_ns']}], v[{i['exch_ts_ns']}], "
+                  f"v[{i['publish_ns']}], seq, max_age_ns, v[{i['confirmed_ns']}], instrument)",
+                  {"Quote": Quote})      # our own constant text
              for na in range(depth + 1)] for nb in range(depth + 1)]
 
 
@@ -73,29 +77,44 @@ def venue_config_for(config, assignment):
     return config.venue(assignment.venue)
 
 
+def leg_of(label: str, instrument: str) -> str:
+    """A row's name among the rows of its instrument identity (:attr:`~pipeline.detector.rules.Quote.leg`)."""
+    return f"{label} {instrument}"
+
+
 class RowUniverse:
-    """The rows the detector watches, grouped by instrument identity, with fees and limits per label."""
+    """The rows the detector watches, grouped by instrument identity, with fees and limits per leg."""
 
     def __init__(self, config, rows):
         dc = config.detector
-        self.rows_of: dict[str, list[tuple[int, str]]] = {}
+        self.rows_of: dict[str, list[tuple[int, str]]] = {}         # key -> [(row, leg)]
         self.key_of_row: dict[int, str] = {}
-        self.label_of_row: dict[int, str] = {}
+        self.label_of_row: dict[int, str] = {}                     # row -> its leg
+        self.venue_label_of_row: dict[int, str] = {}               # row -> venue label (kraken, kraken@frankfurt)
+        self.instrument_of_row: dict[int, str] = {}
         self.venue_of_label: dict[str, str] = {}
-        self.fees: dict[str, dict[str, float]] = {}
-        self.max_age_ns: dict[str, int] = {}
+        self.fees: dict[str, dict[str, float]] = {}                # key -> leg -> taker fee bps
+        self.currency: dict[str, dict[str, str]] = {}              # key -> leg -> the quote currency it trades in
+        self.currency_of_key: dict[str, tuple[str, str]] = {}     # key -> (base, currency profit is stated in)
+        self.max_age_ns: dict[str, int] = {}                       # leg -> its venue's staleness limit
         self.max_notional: dict[str, float] = {}
         for assignment in rows:
             key = instrument_key(assignment.instrument, dc.equivalent_quotes)
             label = assignment.label
+            leg = leg_of(label, assignment.instrument)
             venue = venue_config_for(config, assignment)
-            self.rows_of.setdefault(key, []).append((assignment.row, label))
+            self.rows_of.setdefault(key, []).append((assignment.row, leg))
             self.key_of_row[assignment.row] = key
-            self.label_of_row[assignment.row] = label
+            self.label_of_row[assignment.row] = leg
+            self.venue_label_of_row[assignment.row] = label
+            self.instrument_of_row[assignment.row] = assignment.instrument
             self.venue_of_label[label] = assignment.venue
-            self.fees.setdefault(key, {})[label] = venue.fee_bps(assignment.instrument)
-            self.max_age_ns[label] = int(venue.staleness_ms * 1e6)
-            self.max_notional[key] = dc.max_notional_for(assignment.instrument)
+            self.fees.setdefault(key, {})[leg] = venue.fee_bps(assignment.instrument)
+            self.currency.setdefault(key, {})[leg] = assignment.instrument.split("/")[1]
+            self.currency_of_key[key] = tuple(key.split("/"))
+            self.max_age_ns[leg] = int(venue.staleness_ms * 1e6)
+            self.max_notional[key] = min(self.max_notional.get(key, float("inf")),
+                                         dc.max_notional_for(assignment.instrument))
         self.watch = sorted(self.key_of_row)
 
 
@@ -115,8 +134,8 @@ class BoardView:
         self._words = self.reader._words  # noqa: SLF001 - the hot loops read seq words directly
         self._buf = board.buf
         self._unpack = codec.payload.unpack_from
-        # per row: [row, label, seq word, payload offset, seq of the cached quote, staleness limit,
-        #           seq last reported changed (rows with a lane), instrument key]
+        # per row: [row, leg, seq word, payload offset, seq of the cached quote, staleness limit,
+        #           seq last reported changed (rows with a lane), instrument key, venue label, instrument]
         self._entry: dict[int, list] = {}
         self._entries_of: dict[str, list[list]] = {}
         self._cached: dict[str, dict[str, Quote]] = {}
@@ -124,7 +143,8 @@ class BoardView:
             entries = []
             for row, label in members:
                 word = self.reader.seq_words[row]
-                entry = [row, label, word, word * 8 + codec.payload_offset, -1, self.max_age_ns[label], 0, key]
+                entry = [row, label, word, word * 8 + codec.payload_offset, -1, self.max_age_ns[label], 0, key,
+                         universe.venue_label_of_row[row], universe.instrument_of_row[row]]
                 self._entry[row] = entry
                 entries.append(entry)
             self._entries_of[key] = entries
@@ -188,7 +208,7 @@ class BoardView:
         if v is None or words[word] != seq:
             seq, v = self._read_again(entry)
         entry[4] = seq
-        return self._readers[v[self._n_bids]][v[self._n_asks]](v, entry[1], seq, entry[5])
+        return self._readers[v[self._n_bids]][v[self._n_asks]](v, entry[8], seq, entry[5], entry[9])
 
     def _read_again(self, entry: list) -> tuple[int, tuple]:
         """The seqlock's retries, after a first attempt met a write in progress."""

@@ -115,12 +115,12 @@ def test_refresh_reads_the_named_rows_and_keeps_the_others(board_name):
         b.write(1, LIVE, [(1.5, 1.0)], [(2.5, 1.0)], 0, 1)
         view = _view(board, [0, 1])
         first = dict(view.refresh("I0/USDT", [0]))                       # the first read takes every row
-        assert first["binance"].bids == [(1.0, 1.0)] and first["bybit"].bids == [(1.5, 1.0)]
+        assert first["binance I0/USDT"].bids == [(1.0, 1.0)] and first["bybit I0/USDT"].bids == [(1.5, 1.0)]
         a.write(0, LIVE, [(1.1, 1.0), (1.0, 3.0)], [(2.0, 1.0)], 0, 1)
         b.write(1, LIVE, [(1.6, 1.0)], [(2.5, 1.0)], 0, 1)
         after = view.refresh("I0/USDT", [0])
-        assert after["binance"].bids == [(1.1, 1.0), (1.0, 3.0)]
-        assert after["bybit"] is first["bybit"]                         # its move is the next pass's
-        assert view.quotes("I0/USDT")["bybit"].bids == [(1.6, 1.0)]
+        assert after["binance I0/USDT"].bids == [(1.1, 1.0), (1.0, 3.0)]
+        assert after["bybit I0/USDT"] is first["bybit I0/USDT"]                         # its move is the next pass's
+        assert view.quotes("I0/USDT")["bybit I0/USDT"].bids == [(1.6, 1.0)]
         a = b = None
         view.close()

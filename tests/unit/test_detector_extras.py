@@ -30,14 +30,32 @@ def test_shadow_fill_reprices_the_detected_quantity():
     [c], _ = find("X/Y", [a, b], fees, NOW, 2_000_000_000, 0)
     assert c.fill.quantity == 1.0 and c.fill.net_bps == pytest.approx(30.0)
     later_b = q("b", [(100.3, 0.5), (100.25, 5.0)], [(100.6, 1.0)])
-    fill = shadow_fill(c, a, later_b, fees, 20.0, NOW, 2_000_000_000)
+    fill = shadow_fill(c, a, later_b, 20.0, NOW, 2_000_000_000)
     sell = (0.5 * 100.3 + 0.5 * 100.25) / 1.0
-    assert fill.filled == 1.0 and fill.sell_price == pytest.approx(sell) and fill.buy_price == 100.0
+    assert fill.filled == 1.0 and fill.fraction == 1.0 and fill.full
+    assert fill.sell_price == pytest.approx(sell) and fill.buy_price == 100.0
     assert fill.net_bps == pytest.approx((sell - 100.0) / 100.0 * 1e4 - 20.0)
     assert fill.slippage_bps == pytest.approx(30.0 - fill.net_bps)
-    gone = shadow_fill(c, a, q("b", [(100.5, 2.0)], [(100.6, 1.0)], status=int(RowStatus.STALE)), fees, 50.0,
+    assert fill.profit_quote == pytest.approx(sell * 0.999 - 100.0 * 1.001)
+    gone = shadow_fill(c, a, q("b", [(100.5, 2.0)], [(100.6, 1.0)], status=int(RowStatus.STALE)), 50.0,
                        NOW, 2_000_000_000)
-    assert gone.net_bps is None and gone.reason == "quote_stale"
+    assert gone.net_bps is None and gone.reason == "quote_stale" and gone.profit_quote is None
+
+
+def test_a_partial_shadow_fill_is_priced_and_counted_on_what_filled():
+    fees = {"a": 10.0, "b": 10.0}
+    a = q("a", [(99.0, 1.0)], [(100.0, 1.0)])
+    b = q("b", [(100.5, 2.0)], [(100.6, 1.0)])
+    [c], _ = find("X/Y", [a, b], fees, NOW, 2_000_000_000, 0)
+    thin_b = q("b", [(100.4, 0.14)], [(100.6, 1.0)])          # only 14 % of the size is still bid
+    fill = shadow_fill(c, a, thin_b, 50.0, NOW, 2_000_000_000)
+    assert fill.filled == pytest.approx(0.14) and fill.fraction == pytest.approx(0.14) and not fill.full
+    assert fill.buy_price == 100.0 and fill.sell_price == 100.4
+    assert fill.net_bps == pytest.approx(40.0 - 20.0)
+    assert fill.profit_quote == pytest.approx(0.14 * (100.4 * 0.999 - 100.0 * 1.001))
+    assert fill.as_dict()["fill_fraction"] == 0.14 and fill.as_dict()["filled_qty_base"] == 0.14
+    from pipeline.detector.report import shadow_outcome
+    assert shadow_outcome([fill.as_dict()]) == "50ms +20.00bps 14% filled"
 
 
 def test_quotes_are_one_instrument_only_when_declared_equivalent():

@@ -54,10 +54,10 @@ def test_changed_rows_are_found_and_a_row_caught_mid_write_waits(tmp_path, board
         assert [q.bids for q in before.values()] == [[(99.0, 1.0)], [(101.0, 1.0)]]
         writer.write(first[1].row, int(RowStatus.LIVE), [(101.5, 2.0), (101.0, 1.0)], [(102.0, 1.0)], 0, 10**19 // 10)
         after = detector.view.quotes(instruments[0])
-        assert after[first[0].venue] is before[first[0].venue]
-        assert after[first[1].venue] is not before[first[1].venue]
-        assert after[first[1].venue].bids == [(101.5, 2.0), (101.0, 1.0)]
-        assert after[first[1].venue].asks == [(102.0, 1.0)]
+        assert after[f"{first[0].venue} {first[0].instrument}"] is before[f"{first[0].venue} {first[0].instrument}"]
+        assert after[f"{first[1].venue} {first[1].instrument}"] is not before[f"{first[1].venue} {first[1].instrument}"]
+        assert after[f"{first[1].venue} {first[1].instrument}"].bids == [(101.5, 2.0), (101.0, 1.0)]
+        assert after[f"{first[1].venue} {first[1].instrument}"].asks == [(102.0, 1.0)]
         assert detector.view.changed() == {instruments[0]: [first[1].row]}
         writer = None
         detector.close()
