@@ -67,6 +67,11 @@ class DetectorConfig:
     min_notional: float = 10.0             # smaller opportunities are not reported
     sanity_bps: float = 500.0              # a net edge above this is a suspected data or mapping error
     update_bps: float = 1.0                # an open opportunity whose edge moves this much gets an update
+    # an open opportunity ends below threshold_bps - close_hysteresis_bps (None: half the pair's two taker fees)
+    close_hysteresis_bps: float | None = None
+    close_after_ms: float = 1000.0         # or after this long under threshold_bps (0: never)
+    reopen_ms: float = 100.0               # an end followed within this long by the same pair's return is a flap
+    conversion_bps: float = 10.0           # charged to a pair whose legs quote different equivalent currencies
     shadow_latencies_ms: tuple[float, ...] = (5.0, 20.0, 50.0)  # look at the books again this long after open
     equivalent_quotes: tuple[tuple[str, ...], ...] = ()   # e.g. ((USD, USDC),): treated as one instrument
     max_notional_by_instrument: tuple[tuple[str, float], ...] = ()
@@ -203,6 +208,7 @@ class Config:
     recording: RecordingConfig | None = None
     source: str = ""
     verbose: bool = False      # from the command line (--verbose), never from the file: full health block, update/shadow lines
+    run_id: str = ""           # chosen by the supervisor at start, never from the file: stamped on every event record
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -420,6 +426,10 @@ def _detector_schema(available):
         "min_notional": _number(0),
         "sanity_bps": _number(0, exclusive_min=True),
         "update_bps": _number(0),
+        "close_hysteresis_bps": _number(0),
+        "close_after_ms": _number(0),
+        "reopen_ms": _number(0),
+        "conversion_bps": _number(0),
         "shadow_latencies_ms": _number_list(0, exclusive_min=True),
         "equivalent_quotes": _quote_groups,
         "max_notional_by_instrument": _instrument_numbers(0, exclusive_min=True),

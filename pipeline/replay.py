@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import heapq
 import os
 import sys
@@ -95,6 +96,13 @@ class Replay:
         self.print_lines = print_lines
         self.stdout = stdout or sys.stdout
 
+    def run_id(self) -> str:
+        """``replay-`` and a digest of what decides the records (the files, the window, the venues and the
+        detector's settings): the same replay always has the same id, so its file is byte for byte the same."""
+        what = repr(([os.path.basename(p) for p in self.paths], self.from_ns, self.to_ns, self.config.venues,
+                     self.config.detector))
+        return "replay-" + hashlib.sha1(what.encode()).hexdigest()[:12]
+
     def run(self) -> ReplayResult:
         config = self.config
         depth = config.board.depth
@@ -124,7 +132,8 @@ class Replay:
                 offset = session.clock.offset_ns(clock["now"]) if session is not None else None
                 return offset or 0
             engine = DetectorEngine(config, universe, view.quotes, clock_offset)
-            outputs = Outputs(self.out_path, self.print_lines, config.verbose, stdout=self.stdout, truncate=True)
+            outputs = Outputs(self.out_path, self.print_lines, config.verbose, stdout=self.stdout, truncate=True,
+                              run_id=self.run_id())
 
             def emit(items):
                 for item in items:

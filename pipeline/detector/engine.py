@@ -52,12 +52,6 @@ def remote_leg_delay_ns(candidate) -> int:
     return delay
 
 
-def _by_edge(candidate) -> float:
-    """Liquidity goes to the best net edge first: per unit taken, it is the pair that earns most (ranking by
-    profit would hand the shared levels to a large pair whose deeper units earn less on them)."""
-    return -candidate.fill.net_bps
-
-
 class DetectorEngine:
     """Quotes and a time in, records out: pairs found, liquidity allocated, lifecycle followed, shadow fills run."""
 
@@ -83,13 +77,40 @@ class DetectorEngine:
         self._shadow_n = 0
         self._pairs: dict[str, PairState] = {}   # per instrument identity, kept between passes
 
+    def hysteresis(self, candidate) -> float:
+        return self.hysteresis_bps if self.hysteresis_bps is not None else 0.5 * candidate.fill.fees_bps
+
     def close_level_bps(self, candidate) -> float:
         """The net edge under which an open opportunity of this pair ends: the threshold less the hysteresis."""
-        hysteresis = self.hysteresis_bps if self.hysteresis_bps is not None else 0.5 * candidate.fill.fees_bps
-        return self.threshold_bps - hysteresis
+        return self.threshold_bps - self.hysteresis(candidate)
+
+    def _ranked(self, candidates: list) -> list:
+        """The order in which pairs take shared liquidity: the best net edge first (per unit taken, the pair that
+        earns most; ranking by profit would hand the shared levels to a large pair whose deeper units earn less
+        on them), except that a pair already open keeps its place, the older first, until another beats its
+        edge by more than the hysteresis: two pairs of about the same edge never take a book from each other
+        at every tick, and a much better one is never kept waiting."""
+        live = self.lifecycle.live
+        placed: list = []               # (candidate, the edge another must beat to go before it)
+        opened = []
+        fresh = []
+        for c in candidates:
+            current = live.get(c.key)
+            if current is not None and not current.ended_ns:
+                opened.append((current.id, c))
+            else:
+                fresh.append(c)
+        opened.sort(key=lambda item: item[0])
+        fresh.sort(key=lambda c: -c.fill.net_bps)
+        for c, guard in [(c, c.fill.net_bps + self.hysteresis(c)) for _, c in opened] + [
+                (c, c.fill.net_bps) for c in fresh]:
+            edge = c.fill.net_bps
+            at = next((n for n, (_, other) in enumerate(placed) if edge > other), len(placed))
+            placed.insert(at, (c, guard))
+        return [c for c, _ in placed]
 
     def _bar(self, candidate) -> float:
-        return self.close_level_bps(candidate) if self.lifecycle.is_open(candidate.key) else self.threshold_bps
+        return self.lifecycle.bar(candidate.key, self.threshold_bps, self.close_level_bps(candidate))
 
     # ---------------------------------------------------------------- deciding
     def evaluate(self, key: str, quotes: dict[str, Quote], now_ns: int) -> list[Emitted]:
@@ -109,6 +130,9 @@ class DetectorEngine:
         except KeyError:                  # first time, or another set of labels: start this instrument afresh
             state = self._pairs[key] = self._pair_state(key, quotes)
             found, suspect = state.find(quotes, now_ns)
+        if self.lifecycle.spent:
+            close_level = self.close_level_bps
+            self.lifecycle.seen(key, {c.key for c in found if c.fill.net_bps >= close_level(c)}, now_ns)
         if suspect:
             for candidate in suspect:
                 self.summary.suspects += 1
@@ -118,7 +142,7 @@ class DetectorEngine:
         alone = None
         if len(found) > 1:
             bar = self._bar
-            ranked = sorted((c for c in found if c.fill.net_bps >= bar(c)), key=_by_edge)
+            ranked = self._ranked([c for c in found if c.fill.net_bps >= bar(c)])
             kept = allocate(ranked, bar, self.universe.max_notional[key], self.config.detector.min_notional)
             if len(kept) < len(ranked):
                 taken = {c.key for c in kept}

@@ -5,12 +5,25 @@
 longer tradable, when its edge falls below its close level (``threshold_bps``
 minus the pair's hysteresis: the edge must fall well below the bar it crossed,
 so noise around the threshold does not make a new opportunity at every tick),
-when the better pairs of the same pass took the liquidity it had, or when it
-stays below ``threshold_bps`` for ``close_after_ms``. An ended opportunity
-whose pair would open again within ``reopen_ms`` continues (a *flap*, counted
-on its close); otherwise its ``close`` is emitted once ``reopen_ms`` has
-passed, with the reason, the lifetime up to its end, peaks and flaps. So a
-``close`` is final, and one dislocation is one opportunity.
+or when the better pairs of the same pass took the liquidity it had. An ended
+opportunity whose pair is back above its close level within ``reopen_ms``
+continues (a *flap*, counted on its close); otherwise its ``close`` is emitted
+once ``reopen_ms`` has passed, with the reason, the lifetime up to its end,
+peaks and flaps. So a ``close`` is final, and one dislocation is one
+opportunity.
+
+An opportunity that stays under ``threshold_bps`` (above its close level) for
+``close_after_ms`` is closed at once (``below_threshold``), and its pair is
+*spent*: it cannot open again until it has been below its close level for
+``reopen_ms``, so a dislocation that lingers is still one opportunity.
+
+What follows: where the close level is the same for two thresholds (the
+default hysteresis is half the pair's fees, and no pair is ever found below
+zero, so every threshold up to it closes at the same place), an opportunity at
+the higher one is a stretch of the pair above its close level (gaps shorter
+than ``reopen_ms`` bridged) that also reached the higher bar, and each such
+stretch gives at most one opportunity: raising the threshold can only remove
+opportunities (tests/property/test_detector_properties.py).
 
 Pure: callers pass ``now_ns``; candidates come already allocated (see
 :func:`pipeline.detector.rules.allocate`).
@@ -20,6 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.detector.rules import Candidate, Quote, untradable_reason
+
+_NEVER = float("inf")
 
 
 @dataclass(slots=True)
@@ -64,12 +79,28 @@ class Lifecycle:
     reopen_ns: int = 0                    # an end followed by a reopen within this long is a flap
     live: dict = field(default_factory=dict)             # key -> Live (ended ones included until their close)
     by_instrument: dict = field(default_factory=dict)    # instrument -> {key: None}, in the order opened
+    spent: dict = field(default_factory=dict)            # key -> since when below its close level (0: it is not)
     opened: int = 0                                      # ids given so far
 
-    def is_open(self, key) -> bool:
-        """Whether ``key`` is open and not ended (its bar is its close level, not the open threshold)."""
-        current = self.live.get(key)
-        return current is not None and not current.ended_ns
+    def bar(self, key, threshold_bps: float, close_level_bps: float) -> float:
+        """The net edge a pair must reach in this pass: its close level while it is open (ended ones included,
+        which continue if back above it), the threshold to open, never while it is spent."""
+        if key in self.live:
+            return close_level_bps
+        return _NEVER if key in self.spent else threshold_bps
+
+    def seen(self, instrument: str, above_close: set, now_ns: int) -> None:
+        """Before a pass's bars are read: the spent pairs of ``instrument`` seen above their close level
+        (``above_close``) stay spent; the others are released once below it for ``reopen_ms``."""
+        if not self.spent:
+            return
+        for key in [k for k in self.spent if k[0] == instrument]:
+            if key in above_close:
+                self.spent[key] = 0
+            elif not self.spent[key]:
+                self.spent[key] = now_ns
+            if self.spent[key] and now_ns - self.spent[key] >= self.reopen_ns:
+                del self.spent[key]
 
     def step(self, instrument: str, candidates: list[Candidate], quotes: dict[str, Quote], now_ns: int,
              staleness_ns: int, alone: dict | None = None) -> list[Event]:
@@ -90,6 +121,12 @@ class Lifecycle:
             seen.add(key)
             fill = candidate.fill
             current = self.live.get(key)
+            if current is not None and current.ended_ns and now_ns - current.ended_ns >= self.reopen_ns:
+                events.append(self._close(current, now_ns))        # ended too long ago: that one is over
+                current = None
+                if fill.net_bps < threshold:
+                    continue
+                mine = self.by_instrument.get(instrument)
             if current is None:
                 self.opened += 1
                 self.live[key] = Live(key, self.opened, now_ns, candidate, fill.net_bps, fill.profit_quote)
@@ -99,10 +136,11 @@ class Lifecycle:
                 events.append(Event("open", now_ns, candidate, now_ns, fill.net_bps, fill.profit_quote,
                                     id=self.opened))
                 continue
-            if current.ended_ns:          # ended, and back before its close: the same opportunity goes on
+            if current.ended_ns:          # ended, and back within reopen_ms: the same opportunity goes on
                 current.ended_ns = 0
                 current.end_reason = ""
                 current.flaps += 1
+                current.below_since_ns = 0
             if fill.net_bps >= threshold:
                 current.below_since_ns = 0
             elif not current.below_since_ns:
@@ -166,7 +204,10 @@ class Lifecycle:
     def _end(self, current: Live, now_ns: int, reason: str, events: list[Event]) -> None:
         current.ended_ns = now_ns
         current.end_reason = reason
-        if self.reopen_ns <= 0:
+        if reason == "below_threshold":     # the edge is still there: closed now, and spent while it lasts
+            self.spent[current.key] = 0
+            events.append(self._close(current, now_ns))
+        elif self.reopen_ns <= 0:
             events.append(self._close(current, now_ns))
 
     def _close(self, current: Live, now_ns: int) -> Event:

@@ -1,0 +1,99 @@
+"""Invariants of what the detector reports: liquidity is counted once, and a higher threshold never makes more.
+
+* For any books and any order of the pairs, what :func:`allocate` keeps never takes more from a row than
+  the row holds at the prices used: the sizes sold into one row's bids add up to at most its depth, and
+  their proceeds to at most what selling that total from the best bid down would give (so no level is
+  sold into twice); the same for the asks bought from, with cost.
+* For any run of one pair's edge (with gaps and stale legs), raising the threshold within the pair's
+  hysteresis never raises the number of opportunities or the sum of their peak profits.
+"""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.detector.rules import allocate, find, take
+from tests.engine_harness import MS, T0, engine_for, quote
+
+VENUES = ("a", "b", "c", "d")
+
+
+@st.composite
+def boards(draw):
+    quotes = []
+    for venue in draw(st.lists(st.sampled_from(VENUES), min_size=2, max_size=4, unique=True)):
+        mid = 100.0 + draw(st.integers(-40, 40)) * 0.01
+        half = draw(st.integers(1, 5)) * 0.01
+        bids = [(round(mid - half - k * 0.01, 2), draw(st.sampled_from([0.1, 0.5, 1.0, 2.5])))
+                for k in range(draw(st.integers(1, 4)))]
+        asks = [(round(mid + half + k * 0.01, 2), draw(st.sampled_from([0.1, 0.5, 1.0, 2.5])))
+                for k in range(draw(st.integers(1, 4)))]
+        quotes.append(quote(venue, "X/Y", bids, asks))
+    fees = {q.leg: draw(st.sampled_from([0.0, 1.0, 5.0, 10.0])) for q in quotes}
+    return quotes, fees
+
+
+@settings(max_examples=400, deadline=None)
+@given(boards(), st.randoms(use_true_random=False), st.sampled_from([float("inf"), 150.0]))
+def test_allocated_pairs_never_take_a_level_twice(board, rng, cap):
+    quotes, fees = board
+    found, _ = find("X/Y", quotes, fees, T0, 2000 * MS, 0.0, cap)
+    rng.shuffle(found)
+    kept = allocate(found, lambda c: 0.0, cap)
+    for q in quotes:
+        sold = [c.fill for c in kept if c.sell is q]
+        bought = [c.fill for c in kept if c.buy is q]
+        for fills, levels, sign in ((sold, q.bids, 1), (bought, q.asks, -1)):
+            total = sum(f.quantity for f in fills)
+            if not total:
+                continue
+            assert total <= sum(qty for _, qty in levels) * (1 + 1e-9)
+            best_price, filled = take(levels, total)
+            assert filled >= total * (1 - 1e-9)
+            money = sum(f.quantity * (f.sell_price if sign == 1 else f.buy_price) for f in fills)
+            # selling: at most the proceeds of the best levels; buying: at least their cost
+            assert sign * money <= sign * best_price * total + 1e-6
+    # and every pair kept alone takes no more than it would alone
+    for c in kept:
+        if c.alone is not None:
+            assert c.fill.quantity <= c.alone.quantity * (1 + 1e-9)
+
+
+def books(e, stale, now):
+    """binance asks 100; bybit bids so that the pair nets ``e`` bps after 10 + 10 bps of fees."""
+    bid = 99.0 if e is None else 100.0 * (1 + (e + 20) * 1e-4)
+    bybit_recv = now - 3000 * MS if stale else now      # older than the detector's 2 s staleness limit
+    return {"binance BTC/USDT": quote("binance", "BTC/USDT", [(99.0, 1.0)], [(100.0, 1.0)], now),
+            "bybit BTC/USDT": quote("bybit", "BTC/USDT", [(bid, 1.0)], [(bid + 1.0, 1.0)], bybit_recv + MS)}
+
+
+def outcome(steps, threshold, close_after_ms, reopen_ms):
+    current = {}
+    engine = engine_for({"binance": ["BTC/USDT"], "bybit": ["BTC/USDT"]}, quotes_of=lambda key: current,
+                        threshold_bps=threshold, close_after_ms=close_after_ms, reopen_ms=reopen_ms)
+    now = T0
+    closes = []
+    for dt_ms, e, stale in steps:
+        now += dt_ms * MS
+        current = books(e, stale, now)
+        emitted = engine.evaluate("BTC/USDT", current, now) + engine.expire(now)
+        closes += [x.record for x in emitted if x.record["event"] == "close"]
+    closes += [x.record for x in engine.close_all(now + MS)]
+    return engine.summary.opens, sum(r["peak_profit_quote"] for r in closes)
+
+
+edges = st.one_of(st.none(), st.sampled_from([0.5, 1.0, 2.0, 3.0, 4.0, 4.99, 5.0, 6.0, 8.0, 9.5, 10.0, 12.0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 5, 20, 60, 150, 400]), edges, st.sampled_from([False, False, True])),
+               min_size=1, max_size=60),
+       st.sampled_from([0.0, 1.0, 2.0, 5.0]), st.sampled_from([0.5, 2.0, 5.0, 7.5, 10.0]),
+       st.sampled_from([0.0, 50.0, 1000.0]), st.sampled_from([0.0, 30.0, 100.0]))
+def test_a_higher_threshold_within_the_hysteresis_never_makes_more_opportunities(steps, low, step, close_after_ms,
+                                                                                  reopen_ms):
+    high = min(low + step, 10.0)          # the default hysteresis here: half of 10 + 10 bps of fees
+    opens_low, peaks_low = outcome(steps, low, close_after_ms, reopen_ms)
+    opens_high, peaks_high = outcome(steps, high, close_after_ms, reopen_ms)
+    assert opens_high <= opens_low
+    assert peaks_high <= peaks_low + 1e-9
