@@ -23,6 +23,7 @@ replay evaluates after every frame, so it sees every intermediate state.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import heapq
@@ -99,8 +100,9 @@ class Replay:
     def run_id(self) -> str:
         """``replay-`` and a digest of what decides the records (the files, the window, the venues and the
         detector's settings): the same replay always has the same id, so its file is byte for byte the same."""
+        detector = dataclasses.replace(self.config.detector, output="")       # where it is written decides nothing
         what = repr(([os.path.basename(p) for p in self.paths], self.from_ns, self.to_ns, self.config.venues,
-                     self.config.detector))
+                     detector))
         return "replay-" + hashlib.sha1(what.encode()).hexdigest()[:12]
 
     def run(self) -> ReplayResult:
@@ -266,8 +268,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str, overrides, verbose: bool):
-    import dataclasses
-
     from pipeline.config import load_config
     config = load_config(path, overrides)
     if config.bridge is not None:
