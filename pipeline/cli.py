@@ -37,6 +37,11 @@ def run_parser() -> argparse.ArgumentParser:
                              "the output goes to a log file next to detector.output")
     parser.add_argument("--verbose", action="store_true",
                         help="print every event (update, shadow) and the full health block each interval")
+    parser.add_argument("--append", action="store_true",
+                        help="append this run's events to detector.output itself, as before (the records still "
+                             "carry the run id; `run.py report` splits them). Default: each run writes its own "
+                             "file, <stem>-<run id><ext> beside detector.output, and detector.output becomes a "
+                             "link to the latest")
     return parser
 
 
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None, stop_requested: list | None = None) -> i
         config = dataclasses.replace(config, verbose=True)
     from pipeline.supervisor.core import Supervisor
     try:
-        return Supervisor(config, args.duration, stop_requested=stop_requested, console=args.console).run()
+        return Supervisor(config, args.duration, stop_requested=stop_requested, console=args.console,
+                          append=args.append).run()
     except PipelineError as exc:
         sys.stderr.write(f"run.py: {exc}\n")
         return 1

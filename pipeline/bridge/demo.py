@@ -6,7 +6,8 @@ names, then ``run.py --config`` for each box, prefixes their output with the
 box name, and on Ctrl-C or after ``--duration`` stops the boxes (SIGINT, so
 each prints its summary) and then the server. At the end it counts the
 opportunities the last box (the aggregating one) found across boxes: those
-with a bridged leg, named ``venue@box``.
+with a bridged leg, named ``venue@box``, in the records of this run only (each
+run writes its own file, and ``detector.output`` links to the latest).
 """
 from __future__ import annotations
 
@@ -52,19 +53,32 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def cross_box_opens(path: Path, since_ns: int = 0) -> int:
-    """``open`` events (emitted from ``since_ns`` on) in a detector output file with at least one bridged leg."""
+def cross_box_opens(path: Path, run_id: str | None = None) -> int:
+    """``open`` events of one run with at least one bridged leg, in a detector output file (or the link to
+    the latest run's file, which is followed).
+
+    ``run_id`` None: the run of the last record in the file that carries one (a run's own file holds only
+    that run; a file appended to with ``--append`` holds several, and only the newest counts).
+    """
     if not path.exists():
         return 0
-    count = 0
+    events = []
     for line in path.read_bytes().splitlines():
         try:
             event = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        if event.get("event") == "open" and event.get("time_ns", 0) >= since_ns and ("@" in event.get("buy_exchange", "") + event.get("sell_exchange", "")):
-            count += 1
-    return count
+        if isinstance(event, dict):
+            events.append(event)
+    if run_id is None:
+        run_id = next((e["run_id"] for e in reversed(events) if e.get("run_id")), None)
+    return sum(1 for e in events if e.get("event") == "open" and e.get("run_id") == run_id
+               and "@" in str(e.get("buy_exchange", "")) + str(e.get("sell_exchange", "")))
+
+
+def _run_file(path: Path) -> str | None:
+    """The file ``detector.output`` links to now (None: it is no link)."""
+    return os.path.realpath(path) if path.is_symlink() else None
 
 
 def main(argv: list[str]) -> int:
@@ -108,7 +122,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     store = tempfile.mkdtemp(prefix="two-box-jetstream-")
-    started_ns = time.time_ns()
+    aggregator = configs[-1]
+    output = Path(aggregator.detector.output)
+    earlier_run_file = _run_file(output)     # the aggregator's run repoints the link to a file of its own
     server = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     boxes: list[tuple[str, subprocess.Popen]] = []
@@ -144,9 +160,12 @@ def main(argv: list[str]) -> int:
         server.terminate()
         server.wait(5)
         shutil.rmtree(store, ignore_errors=True)
-    aggregator = configs[-1]
-    output = Path(aggregator.detector.output)
-    print(f"two-box-demo: {aggregator.bridge.box} found {cross_box_opens(output, started_ns)} opportunities with a leg on "
-          f"another box (see {output})", flush=True)
+    run_file = _run_file(output)
+    if run_file is None or run_file == earlier_run_file:
+        print(f"two-box-demo: {aggregator.bridge.box} wrote no events file of this run ({output} was not "
+              f"repointed to a new run's file)", flush=True)
+    else:
+        print(f"two-box-demo: {aggregator.bridge.box} found {cross_box_opens(output)} opportunities with a leg on "
+              f"another box (see {run_file}, linked from {output})", flush=True)
     failed = [name for name, p in boxes if p.returncode not in (0, None)]
     return 1 if failed else 0

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from pipeline.console.events import EventBook
 from pipeline.console.snapshot import Quote, Snapshot
+from pipeline.detector.rules import FULL_FILL
 
 STATE_STYLE = {"live": "green", "stale": "yellow", "resyncing": "magenta", "disconnected": "red",
                "halted": "bold red", "crossed": "yellow", "rejected": "red", "syncing": "cyan", "empty": "dim"}
@@ -137,16 +138,27 @@ def _bottom(snapshot: Snapshot, events: EventBook, now_ns: int, width: int, room
                          f"{hop:>9}", style="red" if p.restarted_recently else ""))
     right_width = max(0, width - LEFT_WIDTH)
     n = 6 if right_width >= 46 else 5                # venue names in a pair
-    right = [Text(f"open {len(events.open)} (net/peak bps, size, age)", style="bold")]
+    title = f"open {len(events.open)} flaps {events.counts['flaps']}"
+    legend = next((t for t in (" (net/peak bps, size, age)", " (net/peak, size, age)")
+                   if len(title) + len(t) <= right_width), "")
+    right = [Text(title + legend, style="bold")]
     for opp in sorted(events.open.values(), key=lambda o: -o.net_bps):
         pair = f"{opp.buy[:n]}>{opp.sell[:n]}"
         right.append(Text(f"{opp.instrument[:8]:8} {pair:{2 * n + 1}} {opp.net_bps:.1f}/{opp.peak_net_bps:.1f} "
-                          f"{_qty(opp.quantity)} {_age((now_ns - opp.opened_ns) / 1e6)}", style="bold green"))
+                          f"{_qty(opp.qty_base)} {_age((now_ns - opp.opened_ns) / 1e6)}", style="bold green"))
     right.append(Text("closed (lifetime, peak, shadow fill)", style="bold"))
     for closed in events.closes:
         pair = f"{closed.buy[:n]}>{closed.sell[:n]}"
-        right.append(Text(f"{closed.instrument[:8]:8} {pair:{2 * n + 1}} {_age(closed.duration_ms):>5} "
-                          f"{closed.peak_net_bps:.1f} {_shadow(closed.shadow)}"))
+        line = (f"{closed.instrument[:8]:8} {pair:{2 * n + 1}} {_age(closed.duration_ms):>5} "
+                f"{closed.peak_net_bps:.1f} {_shadow(closed.shadow)}")
+        partial = _partial(closed.shadow)
+        if partial and len(line) + 1 + len(partial) <= right_width:
+            right.append(Text(f"{line} {partial}"))
+        else:
+            right.append(Text(line))
+            if partial:          # too narrow for one line: under it, where the shadow fill is
+                right.append(Text(f"{'':{max(0, len(line) - len(_shadow(closed.shadow)))}}{partial}",
+                                  style="yellow"))
     lines = []
     for i in range(min(room, max(len(left), len(right)))):
         line = left[i].copy() if i < len(left) else Text("")
@@ -218,5 +230,15 @@ def _shadow(shadow: tuple | None) -> str:
     """The net edge a shadow fill at the longest latency got, ``17.7@50ms``; ``x`` when a leg was not tradable."""
     if not shadow:
         return ""
-    latency, net, _ = shadow[-1]
+    latency, net = shadow[-1][:2]
     return f"{'x' if net is None else f'{net:.1f}'}@{latency:g}ms"
+
+
+def _partial(shadow: tuple | None) -> str:
+    """``14% filled`` when the shadow fill at the longest latency filled only part of the size detected."""
+    if not shadow:
+        return ""
+    _, net, _, fraction = shadow[-1]
+    if net is None or fraction is None or fraction >= FULL_FILL:
+        return ""
+    return f"{min(99, max(1, round(fraction * 100)))}% filled"

@@ -62,7 +62,7 @@ class Detector:
                              for label, slot in self.feed_slot.items()}
         assert (self.board.geometry.procs_offset + field_offset) % 8 == 0 and PROC_DTYPE.itemsize % 8 == 0
         self.engine = DetectorEngine(config, self.universe, self.view.quotes, self.clock_offset_ns)
-        self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink)
+        self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink, run_id=config.run_id)
         hops = HOPS[ProcessRole.DETECTOR]
         # publish -> seen samples are kept in a list and recorded when the loop is idle (or every SAMPLE_BATCH),
         # off the path from a change to its events

@@ -424,7 +424,7 @@ class ShadowFill:
                 "reason": self.reason}
 
 
-FULL_FILL = 1.0 - 1e-9          # a fill this close to the detected size is full (float residue of the walk)
+FULL_FILL = 1.0 - 1e-6          # a fill this close to the detected size is full (the records carry 6 decimals)
 
 
 def sig(value: float | None, digits: int = 10) -> float | None:

@@ -8,6 +8,7 @@ is safe. It is the only process that creates or unlinks the segment.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -107,12 +108,26 @@ def check_resources(config) -> str | None:
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing):
             return f"detector.output: cannot write {output!r} ({existing!r} is not a directory)"
+        if os.path.isdir(output):
+            return f"detector.output: cannot write {output!r} (it is a directory)"
         if not os.access(existing, os.W_OK | os.X_OK) or (os.path.exists(output) and not os.access(output, os.W_OK)):
             return f"detector.output: cannot write {output!r} (no write permission in {existing!r})"
     if config.bridge is not None:
         from pipeline.bridge.process import check_bridge
         return check_bridge(config.bridge, os.environ)
     return None
+
+
+def resolve_run_output(config, append: bool = False, say=None, run_id: str | None = None):
+    """The config the children get: this run's id, and ``detector.output`` resolved to the file it writes.
+
+    Called once at start: a detector the supervisor restarts gets the same config, so it keeps the
+    run id and appends to the same run file. See :func:`pipeline.detector.outputs.run_output_path`.
+    """
+    from pipeline.detector.outputs import new_run_id, run_output_path
+    run_id = run_id or new_run_id()
+    output = run_output_path(config.detector.output, run_id, append, say)
+    return dataclasses.replace(config, run_id=run_id, detector=dataclasses.replace(config.detector, output=output))
 
 
 def name_supervisor(config_source: str = "") -> None:
@@ -132,8 +147,9 @@ def console_log_path(config) -> str:
 
 class Supervisor:
     def __init__(self, config, duration_s: float | None = None, out=sys.stdout, stop_requested: list | None = None,
-                 console: bool = False):
+                 console: bool = False, append: bool = False):
         self.config = config
+        self.append = append             # --append: every run appends to detector.output itself
         self.console = console
         self._console_fds: tuple | None = None      # (terminal out, terminal err, keys, saved tty) while it runs
         self._early_stop = stop_requested if stop_requested is not None else []
@@ -341,6 +357,16 @@ class Supervisor:
         if problem:
             sys.stderr.write(f"run.py: {problem}\n")
             return 2
+        configured = self.config.detector.output
+        try:
+            self.config = resolve_run_output(self.config, self.append, self.say)
+        except OSError as exc:
+            sys.stderr.write(f"run.py: detector.output: cannot write {configured!r} ({exc.strerror or exc})\n")
+            return 2
+        if configured:
+            where = (f"appending to {configured}" if self.config.detector.output == configured
+                     else f"events in {self.config.detector.output} ({configured} links to it)")
+            self.say(f"run {self.config.run_id}: {where}")
         name_supervisor(self.config.source)
         self.install_signal_handlers()
         started = time.monotonic()

@@ -38,13 +38,13 @@ def test_scripted_dislocation_opens_sizes_closes_and_shadow_fills(tmp_path, boar
     # the top-of-book and depth channels arrive as separate frames, so the first view may be partial;
     # once both books show the dislocation the reported opportunity is exactly the scripted one
     settled = [r for r in records if r["event"] in ("open", "update")][-1]
-    assert settled["quantity"] == pytest.approx(expected.quantity, rel=1e-9)
-    assert settled["buy_price"] == pytest.approx(expected.buy_price, rel=1e-12)
-    assert settled["sell_price"] == pytest.approx(expected.sell_price, rel=1e-12)
+    assert settled["qty_base"] == pytest.approx(expected.quantity, rel=1e-9)
+    assert settled["buy_price"] == pytest.approx(expected.buy_price, rel=1e-9)      # 10 significant digits
+    assert settled["sell_price"] == pytest.approx(expected.sell_price, rel=1e-9)
     assert settled["net_bps"] == pytest.approx(expected.net_bps, abs=1e-3)
     assert settled["profit_quote"] == pytest.approx(expected.profit_quote, rel=1e-6)
     assert 20.0 < settled["net_bps"] < 30.0         # 50 bps dislocation - 1 bp spread - 20 bps fees, less the walk
-    assert opened["net_bps"] > 0 and opened["quantity"] <= expected.quantity * (1 + 1e-9)
+    assert opened["net_bps"] > 0 and opened["qty_base"] <= expected.quantity * (1 + 1e-9)
 
     [closed] = [r for r in records if r["event"] == "close"]
     assert closed["close_reason"] == "spread_closed"
@@ -56,4 +56,6 @@ def test_scripted_dislocation_opens_sizes_closes_and_shadow_fills(tmp_path, boar
     assert fast["latency_ms"] == 5 and fast["net_bps"] is not None and fast["net_bps"] > 20.0
     assert slow["latency_ms"] == 1000 and slow["net_bps"] is not None and slow["net_bps"] < 0, \
         "a fill slower than the window must report the edge gone"
-    assert "shadow fill after 1000 ms: 0/1 still profitable" in result.stdout
+    assert fast["fill_fraction"] == 1.0 and fast["filled_qty_base"] == opened["qty_base"]
+    assert ("shadow fill after 1000 ms: 0% of the detected size filled at a profit; full fills 0/1 profitable, "
+            "partial 0/0, not tradable 0") in result.stdout

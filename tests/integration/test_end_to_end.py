@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ def check_arithmetic(record: dict, fees: dict) -> None:
     assert record["fees_bps"] == pytest.approx(fee_sum)
     assert record["buy_fee_bps"] == fees[record["buy_exchange"]]
     assert record["net_bps"] == pytest.approx(gross - fee_sum, abs=1e-3)
-    qty = record["quantity"]
+    qty = record.get("qty_base", record.get("quantity"))
     profit = qty * sell * (1 - fees[record["sell_exchange"]] * 1e-4) - qty * buy * (1 + fees[record["buy_exchange"]] * 1e-4)
     assert record["profit_quote"] == pytest.approx(profit, rel=1e-6, abs=1e-6)
     assert record["buy_exchange"] != record["sell_exchange"]
@@ -41,7 +42,11 @@ def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
     assert "simulator listening" in result.stdout
     assert "--- health" in result.stdout and "pipeline: feed binance" in result.stdout
     assert "pipeline: detector" in result.stdout
+    # this run's own file, the configured name a relative link to it, the run id on every record
+    run_id = re.search(r"supervisor: run (\S+): events in (\S+) ", result.stdout).group(1)
+    assert os.readlink(out) == f"opps-{run_id}.jsonl"
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert {r["run_id"] for r in records} == {run_id}
     opens = [r for r in records if r["event"] == "open"]
     assert opens, "a 6 s demo with dislocations every 0.5 s must open at least one opportunity"
     fees = {"binance": 10.0, "bybit": 10.0}
@@ -55,6 +60,34 @@ def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
     assert all(r["close_reason"] in {"spread_closed", "quote_stale", "exchange_disconnected",
                                      "book_invalidated", "shutdown"} for r in closes)
     assert "OPEN" in result.stdout and "detector summary:" in result.stdout
+    assert not (Path("/dev/shm") / board_name).exists()
+
+
+def test_each_run_writes_its_own_file_and_append_keeps_adding_to_one(tmp_path, board_name):
+    out = tmp_path / "opps.jsonl"
+    config = write_config(tmp_path / "c.yaml", demo_config(board_name, out))
+    first = run_cli("--config", str(config), "--duration", "4", timeout=90)
+    assert first.returncode == 0, first.stderr[-3000:]
+    first_id = re.search(r"supervisor: run (\S+): events in ", first.stdout).group(1)
+    run_file = tmp_path / f"opps-{first_id}.jsonl"
+    assert os.readlink(out) == run_file.name
+    written = run_file.read_bytes()
+    assert written, "a 4 s demo writes events"
+    # --append: no file of its own, no new link; it appends to detector.output (through the link), with its own id
+    second = run_cli("--config", str(config), "--duration", "4", "--append", timeout=90)
+    assert second.returncode == 0, second.stderr[-3000:]
+    second_id = re.search(r"supervisor: run (\S+): appending to ", second.stdout).group(1)
+    assert second_id != first_id
+    assert sorted(p.name for p in tmp_path.glob("opps*")) == sorted(["opps.jsonl", run_file.name])
+    data = run_file.read_bytes()
+    assert data.startswith(written) and len(data) > len(written)
+    assert {orjson.loads(line)["run_id"] for line in data[len(written):].splitlines()} == {second_id}
+    # the report splits the file again, and by default reports the last run
+    report = run_cli("report", str(out), "--out", str(tmp_path / "report"), timeout=120)
+    assert report.returncode == 0, report.stderr
+    n_second = len(data[len(written):].splitlines())
+    assert report.stdout.splitlines()[0] == (f"report: {out} holds 2 runs; reporting run {second_id} "
+                                             f"({n_second} events); --run ID or --run all")
     assert not (Path("/dev/shm") / board_name).exists()
 
 

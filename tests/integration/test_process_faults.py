@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import psutil
 import pytest
 
@@ -45,19 +46,29 @@ def stop(proc: subprocess.Popen) -> str:
 
 
 def test_killed_detector_is_restarted(tmp_path, board_name):
-    config = write_config(tmp_path / "c.yaml", demo_config(board_name, tmp_path / "o.jsonl"))
+    out = tmp_path / "o.jsonl"
+    config = write_config(tmp_path / "c.yaml", demo_config(board_name, out))
     proc = start(config)
     try:
         detector_slot = 2                                  # after the two feeds
         first = wait_for(lambda: slot_pid(board_name, detector_slot), 30, message="detector running")
+        wait_for(lambda: out.exists() and out.read_bytes(), 30, message="the detector's first events")
+        before = out.read_bytes()
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: (p := slot_pid(board_name, detector_slot)) and p != first, 15, message="detector restarted")
+        wait_for(lambda: len(out.read_bytes()) > len(before), 30, message="events of the restarted detector")
     finally:
         output = stop(proc)
     assert proc.returncode == 0, output[-2000:]
     assert "pipeline: detector died (killed by signal 9)" in output
     assert "restarted pipeline: detector" in output
     assert not (Path("/dev/shm") / board_name).exists()
+    # the restarted detector is the same run: the same run id, appending to the same run file
+    [run_file] = tmp_path.glob("o-*.jsonl")
+    assert os.readlink(out) == run_file.name
+    data = run_file.read_bytes()
+    assert data.startswith(before) and len(data) > len(before)
+    assert {orjson.loads(line)["run_id"] for line in data.splitlines()} == {run_file.name[len("o-"):-len(".jsonl")]}
 
 
 def test_a_child_that_keeps_dying_is_reported_failed_and_the_rest_keeps_running(tmp_path, board_name):

@@ -54,6 +54,18 @@ def test_unwritable_output_exits_2_naming_the_field(tmp_path, board_name):
     assert not (Path("/dev/shm") / board_name).exists()
 
 
+def test_output_naming_a_directory_exits_2_naming_the_field(tmp_path, board_name):
+    (tmp_path / "opps.jsonl").mkdir()
+    raw = demo_config(board_name, tmp_path / "opps.jsonl")
+    for extra in ((), ("--append",)):
+        result = run_cli("--config", str(write_config(tmp_path / "c.yaml", raw)), "--duration", "5", *extra,
+                         timeout=60)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"run.py: detector.output: cannot write {str(tmp_path / 'opps.jsonl')!r} (it is a directory)"]
+    assert not (Path("/dev/shm") / board_name).exists()
+
+
 def test_top_without_a_board_exits_2_naming_it():
     result = run_cli("top", "--board", "pipeline-test-no-such-board", timeout=30)
     assert result.returncode == 2

@@ -28,15 +28,18 @@ FEES = {("binance", "BTC/USDT"): 10.0, ("bybit", "BTC/USDT"): 10.0, ("kraken@fra
 
 def record(kind: str, t_ms: float, buy="binance", sell="bybit", net=5.0, **extra) -> dict:
     r = {"event": kind, "time_ns": NOW + int(t_ms * MS), "instrument": "BTC/USDT", "buy_exchange": buy,
-         "sell_exchange": sell, "net_bps": net, "quantity": 0.5, "profit_quote": 12.5}
+         "sell_exchange": sell, "base_currency": "BTC", "quote_currency": "USDT", "net_bps": net, "qty_base": 0.5,
+         "profit_quote": 12.5}
     r.update(extra)
     return r
 
 
-def shadow(t_ms: float, buy="binance", sell="bybit", nets=(4.0, 1.5, None)) -> dict:
-    fills = [{"latency_ms": latency, "net_bps": n, "reason": "" if n is not None else "quote_stale"}
-             for latency, n in zip((5.0, 20.0, 50.0), nets)]
-    return record("shadow", t_ms, buy, sell, shadow_fills=fills, opened_time_ns=NOW)
+def shadow(t_ms: float, buy="binance", sell="bybit", nets=(4.0, 1.5, None), fractions=(1.0, 1.0, 0.0),
+           **extra) -> dict:
+    fills = [{"latency_ms": latency, "net_bps": n, "reason": "" if n is not None else "quote_stale",
+              "filled_qty_base": 0.5 * f, "fill_fraction": f}
+             for latency, n, f in zip((5.0, 20.0, 50.0), nets, fractions)]
+    return record("shadow", t_ms, buy, sell, shadow_fills=fills, opened_time_ns=NOW, **extra)
 
 
 @pytest.fixture
@@ -83,7 +86,12 @@ def test_render_of_a_known_board_is_exact(board):
     book.apply(record("open", -2000, buy="bybit", sell="binance", net=1.0))
     book.apply(shadow(-1950, buy="bybit", sell="binance"))
     book.apply(record("close", -1500, buy="bybit", sell="binance", duration_ms=500.0, peak_net_bps=2.5,
-                      close_reason="spread_closed"))
+                      close_reason="spread_closed", flaps=2))
+    # a shadow fill that took 14 % of the size detected at the longest latency (too long for one line at 80)
+    book.apply(record("open", -1200, buy="kraken@frankfurt", sell="bybit", net=3.0))
+    book.apply(shadow(-1150, buy="kraken@frankfurt", sell="bybit", nets=(2.0, 1.0, 0.5), fractions=(1.0, 0.5, 0.14)))
+    book.apply(record("close", -1000, buy="kraken@frankfurt", sell="bybit", duration_ms=200.0, peak_net_bps=3.0,
+                      close_reason="spread_closed", flaps=1))
     text = render_text(snapshot, book, NOW, View(width=80, height=24))
     expected = """\
 {board} 22:13:20  live 2/3  500 msg/s  1 open  e2e p50/p99 300/300µs
@@ -95,13 +103,18 @@ net bps buy/sell binance   bybit kraken@
 binance               ·  *+10.0       -
 bybit             -69.8       ·       -
 kraken@frankfur       -       -       ·
-venue   msg/s rcn gap offms p50/p99µs open 1 (net/peak bps, size, age)
+venue   msg/s rcn gap offms p50/p99µs open 1 flaps 3 (net/peak bps, size, age)
 binance   500   0   0     -   115/900 BTC/USDT binan>bybit 10.0/10.0 0.5 300ms
 bybit       0   0   0  +2.5         - closed (lifetime, peak, shadow fill)
-kraken      0   0  45     -         - BTC/USDT bybit>binan 500ms 2.5 x@50ms
+kraken      0   0  45     -         - BTC/USDT krake>bybit 200ms 3.0 0.5@50ms
+                                                                     14% filled
+                                      BTC/USDT bybit>binan 500ms 2.5 x@50ms
 alerts: kraken@frankfurt stale; kraken gap storm 5/s
 f/b next/previous instrument   p pause   q quit""".format(board=board.name[:16])
     assert text == expected
+    # wider: the partial fill fits on the close's own line
+    wide = render_text(snapshot, book, NOW, View(width=100, height=24)).splitlines()
+    assert wide[12].endswith("BTC/USDT kraken>bybit  200ms 3.0 0.5@50ms 14% filled")
 
 
 def test_edge_is_net_of_both_fees_at_the_top_of_book():
@@ -131,7 +144,7 @@ def test_event_book_follows_the_lifecycle_and_ignores_an_earlier_run():
     book.apply(record("close", 100, duration_ms=100.0, peak_net_bps=6.0, close_reason="quote_stale"))
     book.apply(shadow(120))                                # the shadow can come after the close
     assert not book.open
-    assert book.closes[0].shadow == ((5.0, 4.0, ""), (20.0, 1.5, ""), (50.0, None, "quote_stale"))
+    assert book.closes[0].shadow == ((5.0, 4.0, "", 1.0), (20.0, 1.5, "", 1.0), (50.0, None, "quote_stale", 0.0))
     for i in range(3):
         book.apply(record("open", 200 + i, buy=f"v{i}"))
         book.apply(record("close", 300 + i, buy=f"v{i}", duration_ms=1.0, peak_net_bps=1.0, close_reason="x"))
@@ -149,6 +162,70 @@ def test_tail_reads_whole_lines_and_starts_over_after_truncation(tmp_path):
     assert tail.read() == [{"event": "update", "time_ns": 1}]
     path.write_bytes(orjson.dumps(record("close", 0)) + b"\n")     # truncated and rewritten
     assert [r["event"] for r in tail.read()] == ["close"]
+    tail.close()
+
+
+def test_event_book_reads_sizes_of_both_schemas_counts_flaps_and_starts_over_on_a_new_run():
+    book = EventBook()
+    book.apply(record("open", 0, run_id="run-a", id=1, qty_base=0.25))
+    assert book.open[("BTC/USDT", "binance", "bybit")].qty_base == 0.25
+    book.apply(record("update", 5, run_id="run-a", id=1, qty_base=0.75, net=7.0))
+    assert book.open[("BTC/USDT", "binance", "bybit")].qty_base == 0.75
+    book.apply(record("close", 10, run_id="run-a", id=1, duration_ms=10.0, peak_net_bps=7.0,
+                      close_reason="spread_closed", flaps=2))
+    book.apply(record("open", 20, run_id="run-a", id=2, buy="okx"))
+    book.apply(record("close", 30, run_id="run-a", id=2, buy="okx", duration_ms=10.0, peak_net_bps=5.0,
+                      close_reason="quote_stale", flaps=3))
+    assert (book.counts["flaps"], book.counts["open"], book.counts["close"]) == (5, 2, 2)
+    book.apply(record("open", 40, run_id="run-a", id=3, buy="htx"))
+    # a record of another run: a new run started; what was open belonged to the old one
+    book.apply(record("open", 50, run_id="run-b", id=1, buy="kraken"))
+    assert list(book.open) == [("BTC/USDT", "kraken", "bybit")] and book.run_id == "run-b"
+    assert (book.counts["flaps"], book.counts["open"]) == (0, 1)
+    assert [c.buy for c in book.closes] == ["okx", "binance"]          # the last closes stay, as history
+    # a late shadow goes to the close of its own id, not to a later close of the same pair
+    book.apply(record("close", 60, run_id="run-b", id=1, buy="kraken", duration_ms=10.0, peak_net_bps=5.0,
+                      close_reason="spread_closed"))
+    book.apply(record("open", 70, run_id="run-b", id=2, buy="kraken"))
+    book.apply(record("close", 80, run_id="run-b", id=2, buy="kraken", duration_ms=10.0, peak_net_bps=5.0,
+                      close_reason="spread_closed"))
+    book.apply(shadow(90, buy="kraken", run_id="run-b", id=1, fractions=(1.0, 0.5, 0.0)))
+    assert [(c.id, c.shadow is not None) for c in book.closes][:2] == [(2, False), (1, True)]
+    assert book.closes[1].shadow[1] == (20.0, 1.5, "", 0.5)
+    # a record of an older version: ``quantity``, no run id, no id, ``filled`` instead of fill_fraction
+    def older(r: dict) -> dict:
+        return {k: v for k, v in r.items() if k not in ("qty_base", "quote_currency")}
+    old = EventBook()
+    old.apply(older(record("open", 0, quantity=2.0)))
+    assert old.open[("BTC/USDT", "binance", "bybit")].qty_base == 2.0
+    old.apply(older(record("close", 10, duration_ms=10.0, peak_net_bps=5.0, close_reason="spread_closed")))
+    old.apply(older(record("shadow", 20, quantity=2.0,
+                           shadow_fills=[{"latency_ms": 5.0, "filled": 0.5, "net_bps": 1.0, "reason": ""}])))
+    assert old.closes[0].shadow == ((5.0, 1.0, "", 0.25),) and old.counts["flaps"] == 0
+
+
+def test_tail_follows_the_link_when_a_new_run_repoints_it(tmp_path):
+    import os
+    first, second, link = tmp_path / "o-run-a.jsonl", tmp_path / "o-run-b.jsonl", tmp_path / "o.jsonl"
+    first.write_bytes(orjson.dumps(record("open", 0, run_id="run-a")) + b"\n")
+    os.symlink(first.name, link)
+    tail = JsonlTail(str(link))
+    assert [r["run_id"] for r in tail.read()] == ["run-a"]
+    with open(first, "ab") as f:
+        f.write(orjson.dumps(record("close", 5, run_id="run-a")) + b"\n")
+    assert [r["event"] for r in tail.read()] == ["close"]
+    # a new run: its own file (longer than what was read of the old one: no shrink to notice), the link repointed
+    second.write_bytes(b"".join(orjson.dumps(record(kind, t, run_id="run-b", buy=f"v{t}")) + b"\n"
+                                for kind, t in (("open", 10), ("update", 11), ("open", 12))))
+    os.symlink(second.name, tmp_path / "tmp-link")
+    os.replace(tmp_path / "tmp-link", link)
+    assert [(r["run_id"], r["event"]) for r in tail.read()] == [("run-b", "open"), ("run-b", "update"),
+                                                                ("run-b", "open")]
+    with open(first, "ab") as f:                                   # the old run's file is no longer followed
+        f.write(orjson.dumps(record("open", 20, run_id="run-a")) + b"\n")
+    with open(second, "ab") as f:
+        f.write(orjson.dumps(record("close", 21, run_id="run-b", buy="v10")) + b"\n")
+    assert [(r["run_id"], r["event"]) for r in tail.read()] == [("run-b", "close")]
     tail.close()
 
 
@@ -176,23 +253,24 @@ def test_keys_choose_the_instrument_pause_and_quit(board):
 
 # ---------------------------------------------------------------- readable stdout
 def test_default_stdout_is_open_and_close_with_the_shadow_outcome():
-    opened = record("open", 0, net=5.98, quantity=1.10356, profit_quote=42.68)
-    update = dict(record("update", 1), buy_price=1.0, sell_price=1.0, gross_bps=25.0)
-    closed = record("close", 160, duration_ms=159.7, peak_net_bps=7.19, close_reason="spread_closed")
+    opened = record("open", 0, id=7, net=5.98, qty_base=1.10356, profit_quote=42.68)
+    update = dict(record("update", 1, id=7), buy_price=1.0, sell_price=1.0, gross_bps=25.0)
+    closed = record("close", 160, id=7, duration_ms=159.7, peak_net_bps=7.19, close_reason="spread_closed", flaps=2)
     assert report.event_line(opened) == \
-        "OPEN  BTC/USDT   buy binance  sell bybit    net   5.98 bps  qty 1.104  profit 42.68"
+        "OPEN  BTC/USDT   buy binance  sell bybit    net   5.98 bps  qty 1.104 BTC  profit 42.68 USDT"
     assert report.event_line(update) is None
-    assert report.event_line(shadow(50)) is None
+    assert report.event_line(shadow(50, id=7, fractions=(1.0, 0.14, 0.0))) is None
     assert report.event_line(closed) == ("CLOSE BTC/USDT   buy binance  sell bybit    after 160 ms peak 7.19 bps "
-                                         "(spread_closed)  shadow 5ms +4.00bps, 20ms +1.50bps, 50ms quote_stale")
+                                         "(spread_closed, 2 flaps)  shadow 5ms +4.00bps, 20ms +1.50bps 14% filled, "
+                                         "50ms quote_stale")
     # the shadow outcome belongs to one close only
-    assert report.event_line(closed).endswith("(spread_closed)")
+    assert report.event_line(closed).endswith("(spread_closed, 2 flaps)")
 
 
 def test_verbose_stdout_prints_every_record_in_full():
-    full = dict(record("update", 1), buy_price=100.0, sell_price=100.3, gross_bps=30.0)
+    full = dict(record("update", 1, id=7), buy_price=100.0, sell_price=100.3, gross_bps=30.0)
     assert report.event_line(full, verbose=True).startswith("UPDATE BTC/USDT   buy binance @ 100 sell bybit @ 100.3")
-    assert report.event_line(shadow(50), verbose=True) == (
+    assert report.event_line(shadow(50, id=7), verbose=True) == (
         "SHADOW BTC/USDT   buy binance sell bybit detected 5.00 bps -> 5ms +4.00bps, 20ms +1.50bps, 50ms quote_stale")
 
 
