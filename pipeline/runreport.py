@@ -75,6 +75,7 @@ class ShadowCheck:
     fill_fraction: float
     profit_quote: float | None      # after both fees on what filled; None when nothing filled (or older records)
     quote: str
+    notional: float = 0.0           # the size detected in the quote currency (older records: in the base)
 
     @property
     def tradable(self) -> bool:
@@ -98,7 +99,7 @@ class ShadowRow:
     partial: int
     partial_profitable: int
     unfilled: int                   # nothing filled, or a leg not tradable
-    size_share: float | None        # filled size of the profitable fills / size detected
+    size_share: float | None        # filled size of the profitable fills / size detected, valued in quote
     realized: dict                  # quote currency -> profit after fees on what filled
     mean_net_bps: float | None      # over the tradable fills
     edge_kept: float | None         # total net / total detected net, tradable fills
@@ -146,8 +147,9 @@ class RunSummary:
         """One row per latency: full and partial fills (each with how many were still profitable), the
         size-weighted share still profitable, the realized profit, the mean net edge and the edge kept.
 
-        The share by size is the size the profitable fills filled over the size detected (every check
-        counts in the denominator: a fill that got nothing kept nothing). The edge kept is a ratio of
+        The share by size is the size the profitable fills filled over the size detected, both valued in
+        the quote currency at the detected buy price, so BTC and SOL opportunities weigh by what they are
+        worth (every check counts in the denominator: a fill that got nothing kept nothing). The edge kept is a ratio of
         sums (total shadow net over total detected net, tradable fills only): a mean of per-fill ratios
         would be dominated by the opportunities detected with an edge near zero.
         """
@@ -157,19 +159,19 @@ class RunSummary:
             tradable = [c for c in checks if c.tradable]
             full = [c for c in tradable if c.full]
             partial = [c for c in tradable if not c.full]
-            detected_qty = sum(c.qty_base for c in checks)
+            detected = sum(c.notional for c in checks)
             realized: dict[str, float] = defaultdict(float)
             for c in checks:
                 if c.profit_quote is not None:
                     realized[c.quote] += c.profit_quote
             nets = [c.net_bps for c in tradable]
-            detected = sum(c.detected_net_bps for c in tradable)
+            detected_net = sum(c.detected_net_bps for c in tradable)
             rows.append(ShadowRow(
                 latency, len(checks), len(full), sum(1 for c in full if c.profitable), len(partial),
                 sum(1 for c in partial if c.profitable), len(checks) - len(tradable),
-                sum(c.filled_qty_base for c in tradable if c.profitable) / detected_qty if detected_qty > 0 else None,
+                sum(c.fill_fraction * c.notional for c in tradable if c.profitable) / detected if detected > 0 else None,
                 dict(realized), sum(nets) / len(nets) if nets else None,
-                sum(nets) / detected if detected > 0 else None))
+                sum(nets) / detected_net if detected_net > 0 else None))
         return rows
 
 
@@ -208,7 +210,7 @@ def _shadow_check(record: dict, fill: dict, quote: str) -> ShadowCheck:
     if fraction is None:
         fraction = filled / qty if qty > 0 else 0.0
     return ShadowCheck(record["net_bps"], fill["net_bps"], fill.get("reason", ""), qty, filled, float(fraction),
-                       fill.get("profit_quote"), quote)
+                       fill.get("profit_quote"), quote, float(record.get("notional_quote", qty)))
 
 
 def summarize(records: list[dict], run_id: str = "") -> RunSummary:
@@ -287,7 +289,8 @@ def _run_body(s: RunSummary, plots: tuple[str, ...], heading: str = "##") -> lis
         lines.append("")
         lines.append(f"Full fills: both legs could take the whole size detected (fill fraction >= {FULL_FILL:.6f}); "
                      "partial: only part of it; profitable: net edge after both fees above zero. Still profitable, "
-                     "by size: the size the profitable fills filled as a share of the size detected. Realized "
+                     "by size: the size the profitable fills filled as a share of the size detected, both valued at the "
+                     "detected buy price. Realized "
                      "profit: after both fees, on what filled. Edge kept: the shadow fills' total net edge as a "
                      "share of the total edge detected, over the fills where both legs were tradable.")
         lines.append("")

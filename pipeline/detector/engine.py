@@ -212,7 +212,7 @@ class DetectorEngine:
                 break
             left = taken.setdefault((due_ns, c.instrument), {})
             fill = shadow_fill(c, quotes[c.buy.leg], quotes[c.sell.leg], latency_ms, now_ns, self.staleness_ns, left)
-            self.summary.shadow(fill, c.fill.quantity, self.universe.currency_of_key[c.instrument][1])
+            self.summary.shadow(fill, c.fill.quantity * c.fill.buy_price, self.universe.currency_of_key[c.instrument][1])
             pending = self.shadow_pending[id(event)]
             pending[1][latency_ms] = fill
             if len(pending[1]) == len(self.shadow_latencies_ms):

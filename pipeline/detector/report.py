@@ -104,6 +104,7 @@ def shadow_record(opened: Event, fills: list[ShadowFill], now_ns: int, currency:
         "sell_exchange": c.sell.venue,
         "quote_currency": c.buy.instrument.split("/")[1] if same and c.buy.instrument else currency[1],
         "qty_base": sig(c.fill.quantity),
+        "notional_quote": round(c.fill.quantity * c.fill.buy_price, 6),
         "net_bps": round(c.fill.net_bps, 4),
         "shadow_fills": [f.as_dict() for f in fills],
     }
@@ -210,8 +211,8 @@ class ShadowTotals:
     partial: int = 0
     partial_profitable: int = 0
     untradable: int = 0            # a leg not tradable then, or nothing left to fill
-    detected_qty: float = 0.0      # sum of the detected sizes
-    profitable_qty: float = 0.0    # sum of the sizes filled at a profit
+    detected: float = 0.0          # sum of the detected sizes, in the quote currency at the detected buy price
+    profitable: float = 0.0        # sum of the sizes filled at a profit, valued the same way
     profit: dict = field(default_factory=dict)   # currency -> realized profit on what filled, after fees
     net_bps_sum: float = 0.0       # over the fills that filled something
 
@@ -221,8 +222,9 @@ class ShadowTotals:
 
     @property
     def profitable_share(self) -> float:
-        """Of the size detected, the share that filled at a profit."""
-        return self.profitable_qty / self.detected_qty if self.detected_qty > 0 else 0.0
+        """Of the size detected (valued in the quote currency: a BTC and a SOL opportunity weigh by what they
+        are worth), the share that filled at a profit."""
+        return self.profitable / self.detected if self.detected > 0 else 0.0
 
 
 @dataclass
@@ -259,11 +261,12 @@ class Summary:
         self.durations_ms.append(record["duration_ms"])
         self.flaps += record["flaps"]
 
-    def shadow(self, fill: ShadowFill, detected_qty: float, currency: str = "") -> None:
+    def shadow(self, fill: ShadowFill, detected_notional: float, currency: str = "") -> None:
+        """One shadow fill of an opportunity detected at ``detected_notional`` (size x buy price)."""
         totals = self.shadow_by_latency.get(fill.latency_ms)
         if totals is None:
             totals = self.shadow_by_latency[fill.latency_ms] = ShadowTotals()
-        totals.detected_qty += detected_qty
+        totals.detected += detected_notional
         if fill.net_bps is None:
             totals.untradable += 1
             return
@@ -275,7 +278,7 @@ class Summary:
             totals.partial += 1
             totals.partial_profitable += profitable
         if profitable:
-            totals.profitable_qty += fill.filled
+            totals.profitable += fill.fraction * detected_notional
         totals.profit[currency] = totals.profit.get(currency, 0.0) + fill.profit_quote
         totals.net_bps_sum += fill.net_bps
 

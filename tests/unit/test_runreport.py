@@ -76,7 +76,7 @@ still profitable, by size | realized profit | mean net bps | edge kept |
 SHADOW_NOTE = """
 Full fills: both legs could take the whole size detected (fill fraction >= 0.999999); partial: only part of it; \
 profitable: net edge after both fees above zero. Still profitable, by size: the size the profitable fills filled \
-as a share of the size detected. Realized profit: after both fees, on what filled. Edge kept: the shadow fills' \
+as a share of the size detected, both valued at the detected buy price. Realized profit: after both fees, on what filled. Edge kept: the shadow fills' \
 total net edge as a share of the total edge detected, over the fills where both legs were tradable.
 
 """
@@ -312,3 +312,20 @@ def test_report_default_directory_and_errors(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     empty = run_cli("report", str(tmp_path / "empty.jsonl"))
     assert empty.returncode == 1 and "no opportunity events" in empty.stderr
+
+
+def test_the_share_still_profitable_by_size_weighs_each_opportunity_by_its_value():
+    # a BTC opportunity of 1.0 at 60 000 (60 000 USDT) half filled at a profit, and a SOL one of 100 at 150
+    # (15 000 USDT) filled whole at a loss: 30 000 / 75 000 = 40 % of the detected size filled at a profit
+    # (by base quantities it would read 0.5 / 101, as if the SOL were worth as much a unit as the BTC)
+    btc = event("shadow", 0.05, net_bps=10.0, qty_base=1.0, notional_quote=60_000.0, quote_currency="USDT",
+                shadow_fills=[{"latency_ms": 5.0, "filled_qty_base": 0.5, "fill_fraction": 0.5, "net_bps": 8.0,
+                               "profit_quote": 24.0, "reason": ""}])
+    sol = event("shadow", 0.06, "SOL/USDT", net_bps=10.0, qty_base=100.0, notional_quote=15_000.0,
+                quote_currency="USDT", shadow_fills=[{"latency_ms": 5.0, "filled_qty_base": 100.0,
+                                                      "fill_fraction": 1.0, "net_bps": -2.0, "profit_quote": -3.0,
+                                                      "reason": ""}])
+    [row] = runreport.summarize([btc, sol]).shadow_rows()
+    assert (row.full, row.full_profitable, row.partial, row.partial_profitable) == (1, 0, 1, 1)
+    assert row.size_share == 0.4
+    assert row.realized == {"USDT": 21.0}
