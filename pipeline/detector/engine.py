@@ -100,8 +100,10 @@ class DetectorEngine:
                 opened.append((current.id, c))
             else:
                 fresh.append(c)
-        opened.sort(key=lambda item: item[0])
         fresh.sort(key=lambda c: -c.fill.net_bps)
+        if not opened:
+            return fresh
+        opened.sort(key=lambda item: item[0])
         for c, guard in [(c, c.fill.net_bps + self.hysteresis(c)) for _, c in opened] + [
                 (c, c.fill.net_bps) for c in fresh]:
             edge = c.fill.net_bps
@@ -211,7 +213,7 @@ class DetectorEngine:
                 heapq.heappush(due, (now_ns + TORN_RETRY_NS, self._shadow_n, event, latency_ms))
                 break
             left = taken.setdefault((due_ns, c.instrument), {})
-            fill = shadow_fill(c, quotes[c.buy.leg], quotes[c.sell.leg], latency_ms, now_ns, self.staleness_ns, left)
+            fill = shadow_fill(c, quotes[c.key[1]], quotes[c.key[2]], latency_ms, now_ns, self.staleness_ns, left)
             self.summary.shadow(fill, c.fill.quantity * c.fill.buy_price, self.universe.currency_of_key[c.instrument][1])
             pending = self.shadow_pending[id(event)]
             pending[1][latency_ms] = fill

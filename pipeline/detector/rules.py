@@ -150,6 +150,8 @@ class Candidate:
     ``fill`` is what the pair may take; after :func:`allocate` it is what is left to it once better
     pairs took their share, and ``alone`` is what it would take on its own (None when the same).
     ``shares`` names the other pairs that take from one of its two book sides in the same pass.
+    ``key`` (instrument, buy leg, sell leg) names the pair in the lifecycle; :func:`find` and
+    :class:`PairState` set it.
     """
 
     instrument: str
@@ -159,10 +161,7 @@ class Candidate:
     alone: Fill | None = None
     shares: tuple = ()
     conversion_bps: float = 0.0
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.instrument, self.buy.leg, self.sell.leg)
+    key: tuple = ()
 
     @property
     def pair(self) -> str:
@@ -192,7 +191,8 @@ def find(instrument: str, quotes: list[Quote], fees_bps: dict[str, float], now_n
                         min_notional)
             if fill is None or fill.net_bps < threshold_bps:
                 continue
-            candidate = Candidate(instrument, buy, sell, fill, conversion_bps=extra)
+            candidate = Candidate(instrument, buy, sell, fill, conversion_bps=extra,
+                                  key=(instrument, buy.leg, sell.leg))
             (suspect if fill.net_bps > sanity_bps else found).append(candidate)
     return found, suspect
 
@@ -326,7 +326,8 @@ class PairState:
         fill = walk(b.asks, s.bids, self.fees[buy] + extra, self.fees[sell], self.max_notional, self.min_notional)
         if fill is None or fill.net_bps < self.threshold_bps:
             return
-        self.pairs[(buy, sell)] = (Candidate(self.instrument, b, s, fill, conversion_bps=extra),
+        self.pairs[(buy, sell)] = (Candidate(self.instrument, b, s, fill, conversion_bps=extra,
+                                             key=(self.instrument, self.labels[buy], self.labels[sell])),
                                    fill.net_bps > self.sanity_bps)
 
 
@@ -362,7 +363,7 @@ def allocate(ranked: list[Candidate], bar_bps, max_notional: float = float("inf"
     left: dict[tuple[str, int], list] = {}         # (leg, 0 asks / 1 bids) -> the levels not yet taken
     kept: list[Candidate] = []
     for c in ranked:
-        buy_side, sell_side = (c.buy.leg, 0), (c.sell.leg, 1)
+        buy_side, sell_side = (c.key[1], 0), (c.key[2], 1)
         asks, bids = left.get(buy_side), left.get(sell_side)
         fill = c.fill
         if asks is not None or bids is not None:
@@ -373,13 +374,14 @@ def allocate(ranked: list[Candidate], bar_bps, max_notional: float = float("inf"
         left[buy_side] = consume(c.buy.asks if asks is None else asks, fill.quantity)
         left[sell_side] = consume(c.sell.bids if bids is None else bids, fill.quantity)
         kept.append(c if fill is c.fill else Candidate(c.instrument, c.buy, c.sell, fill, c.fill,
-                                                        conversion_bps=c.conversion_bps))
+                                                        conversion_bps=c.conversion_bps, key=c.key))
     if len(kept) < 2:
         return kept
     out = []
     for c in kept:
-        shares = tuple(o.pair for o in kept if o is not c and (o.buy.leg == c.buy.leg or o.sell.leg == c.sell.leg))
-        out.append(Candidate(c.instrument, c.buy, c.sell, c.fill, c.alone, shares, c.conversion_bps) if shares else c)
+        shares = tuple(o.pair for o in kept if o is not c and (o.key[1] == c.key[1] or o.key[2] == c.key[2]))
+        out.append(Candidate(c.instrument, c.buy, c.sell, c.fill, c.alone, shares, c.conversion_bps, c.key)
+                   if shares else c)
     return out
 
 
