@@ -35,7 +35,7 @@ from bisect import bisect_left, insort
 
 
 from pipeline.board.layout import RowStatus
-from pipeline.model import BBO, BookUpdate, InstrumentSpec, TradingStatus
+from pipeline.model import BBO, MAX_TS_MS, BookUpdate, InstrumentSpec, TradingStatus
 
 _INF = math.inf
 
@@ -63,7 +63,8 @@ class Outcome(enum.IntEnum):
     IGNORED = 2        # not applicable now (delta before snapshot, duplicate or old update)
     GAP = 3            # continuity broken: book discarded, resync needed
     CHECKSUM = 4       # checksum mismatch: book discarded, resync needed
-    BAD_NUMBER = 5     # NaN/inf/negative/zero price or negative quantity: book discarded, resync needed
+    BAD_NUMBER = 5     # NaN/inf/negative/zero price, negative quantity, or an exchange time a row cannot hold
+                       # (model.MAX_TS_MS): book discarded, resync needed
     RESUBSCRIBE = 6    # the pair's precision changed: depth book discarded, send build_resubscribe(symbol)
     STATUS = 7         # trust state changed without a book change (halted / resumed): publish the row state
 
@@ -368,7 +369,7 @@ class InstrumentBook:
         else:
             self.uses_depth = True
             book = self.book
-        if not (_valid_levels(update.bids) and _valid_levels(update.asks)):
+        if not (_valid_levels(update.bids) and _valid_levels(update.asks) and 0 <= update.exch_ts_ms <= MAX_TS_MS):
             # the book can no longer be trusted either way: a delta was lost, a snapshot is unusable
             self.invalidate(book=book)
             return Outcome.BAD_NUMBER
@@ -469,7 +470,7 @@ class InstrumentBook:
         bbo = self.bbo
         last = bbo.last_seq
         if (0.0 < bid_px < _INF and 0.0 < bid_qty < _INF and 0.0 < ask_px < _INF and 0.0 < ask_qty < _INF
-                and (seq is None or last is None or seq > last or not bbo.synced)):
+                and 0 <= exch_ts_ms <= MAX_TS_MS and (seq is None or last is None or seq > last or not bbo.synced)):
             self.uses_bbo = True
             bbo.bids.level = [(bid_px, bid_qty)]
             bbo.asks.level = [(ask_px, ask_qty)]

@@ -47,6 +47,10 @@ class RowOwnershipError(BoardError):
     """A writer tried to write a row that belongs to another feed."""
 
 
+class RowValueError(BoardError):
+    """A value does not fit the row's field (a time past what an int64 of nanoseconds holds); nothing was written."""
+
+
 class BoardInUseError(BoardError):
     """The segment belongs to a supervisor that is still running."""
 

@@ -27,6 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The latest exchange time in ms a row can hold: rows keep times as int64 nanoseconds (until 2262-04-11).
+# A larger (or negative) one is a bad number, like a NaN price: counted, and the book is not trusted.
+MAX_TS_MS = (2 ** 63 - 1) // 1_000_000
+
 # Which book an update belongs to: the exchange's top-of-book channel, or its depth channel.
 BBO = 0
 DEPTH = 1

@@ -53,8 +53,9 @@ import time
 
 from pipeline.board.layout import LANE_DTYPE, LANE_MASK, LANE_RING, NO_LANE, struct_format
 from pipeline.board.shm import Board
-from pipeline.errors import BoardError, RowOwnershipError
+from pipeline.errors import BoardError, RowOwnershipError, RowValueError
 
+_I64_MAX = 2 ** 63 - 1   # the row's time fields are int64 nanoseconds
 READ_RETRIES = 10_000   # ~1-2 ms of retries: a writer preempted mid-write makes the row "busy", not an error to die on
 assert LANE_MASK == 255     # RowWriter.write masks with the literal
 
@@ -178,11 +179,17 @@ class RowWriter:
         """Publish one row. ``bids``/``asks`` are sequences of (price, qty), best first.
 
         Levels beyond the board's depth are ignored; missing levels are zero.
-        ``confirmed_ns`` defaults to ``recv_ns`` (a change confirms the quote).
+        ``confirmed_ns`` defaults to ``recv_ns`` (a change confirms the quote). A time that does not fit
+        the row's int64 field raises :class:`RowValueError` before anything is stored: the row keeps its
+        last consistent value and its sequence stays even (a failure half way through a write would leave
+        it odd, and every reader waiting).
         """
         state = self._state.get(row)
         if state is None:
             raise RowOwnershipError(f"this writer owns rows {sorted(self._owned)}, not row {row}")
+        if not (0 <= exch_ts_ns <= _I64_MAX and 0 <= recv_ns <= _I64_MAX and 0 <= confirmed_ns <= _I64_MAX):
+            raise RowValueError(f"row {row}: a time out of range (exch_ts_ns {exch_ts_ns}, recv_ns {recv_ns}, "
+                                f"confirmed_ns {confirmed_ns})")
         if gaps is not None:
             state[4] = gaps
         if checksum_failures is not None:
@@ -254,6 +261,8 @@ class RowWriter:
         """
         if row not in self._state:
             raise RowOwnershipError(f"this writer owns rows {sorted(self._owned)}, not row {row}")
+        if confirmed_ns is not None and not 0 <= confirmed_ns <= _I64_MAX:
+            raise RowValueError(f"row {row}: confirmed_ns {confirmed_ns} out of range")
         values = read_row(self._codec, self._buf, row, self._words)
         codec = self._codec
         idx = codec.index

@@ -157,10 +157,13 @@ def _loads(data: bytes, what: str) -> dict:
     return message
 
 
+_I64_MAX = 2 ** 63 - 1      # rows keep times and counters as int64: a larger number would not fit the row
+
+
 def _integer(message: dict, key: str) -> int:
     value = message[key]
-    if value.__class__ is not int or value < 0:
-        raise ParseError("bad_number", f"{key} must be a non-negative integer, got {value!r}")
+    if value.__class__ is not int or not 0 <= value <= _I64_MAX:
+        raise ParseError("bad_number", f"{key} must be an integer from 0 to 2^63-1, got {value!r}")
     return value
 
 

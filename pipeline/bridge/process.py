@@ -45,7 +45,7 @@ from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.bridge.codec import heartbeat_subject, quote_subject, refresh_subject, render_heartbeat, render_row
 from pipeline.bridge.rows import RemoteRows
-from pipeline.errors import ParseError, PipelineError
+from pipeline.errors import ParseError, PipelineError, RowValueError
 from pipeline.feed.retry import Backoff
 from pipeline.runtime import ProcessSpec, RateLimitedLog, RowAssignment, parent_alive, run_until_stopped, setup_child
 
@@ -175,8 +175,16 @@ class Bridge:
             return
         if write is None:
             return
-        self.writer.write(write.row, write.status, write.bids, write.asks, write.exch_ts_ns, write.recv_ns,
-                          confirmed_ns=write.confirmed_ns)
+        try:
+            self.writer.write(write.row, write.status, write.bids, write.asks, write.exch_ts_ns, write.recv_ns,
+                              confirmed_ns=write.confirmed_ns)
+        except RowValueError as exc:      # a time the row cannot hold: the quote is dropped, the row untrusted
+            self.stats.add("parse_errors")
+            self.stats.skip(SkipReason.BAD_NUMBER)
+            self.rate_log.warning("row:bad_number", f"skipped message on {subject}: {exc}")
+            self.writer.set_status(write.row, int(RowStatus.RESYNCING))
+            self.doorbell.ring_if_sleeping()
+            return
         self.doorbell.ring_if_sleeping()
         now = time.time_ns()
         self.publish_to_written.record(now - write.sent_ns)

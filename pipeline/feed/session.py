@@ -34,7 +34,7 @@ from typing import Callable, Protocol
 from pipeline.board.layout import PROC_DTYPE, RowStatus, SkipReason
 from pipeline.board.stats import SKIPPED_WORD, WORD
 from pipeline.book import InstrumentBook, Outcome
-from pipeline.errors import ParseError
+from pipeline.errors import ParseError, RowValueError
 from pipeline.model import (BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
                             SequenceMark, SubscribeError, TradingStatus)
 from pipeline.venues.typed import decoder_for
@@ -531,7 +531,16 @@ class FeedSession:
             self._note("crossed", recv_ns, symbol=book.symbol)
         bids, asks = book.composed
         exch_ts_ns = book.exch_ts_ms * 1_000_000
-        self.sink.write(row, state, bids, asks, exch_ts_ns, recv_ns, book.gaps, book.checksum_failures)
+        try:
+            self.sink.write(row, state, bids, asks, exch_ts_ns, recv_ns, book.gaps, book.checksum_failures)
+        except RowValueError as exc:    # the book checks its numbers; this is the row's own guard: never fatal
+            self.stats.skip(SkipReason.BAD_NUMBER)
+            self._note("bad_number", recv_ns, symbol=book.symbol, detail=str(exc))
+            book.invalidate()
+            state = int(book.state)
+            self.sink.set_status(row, state)
+            self.status[row] = state
+            return
         if exch_ts_ns:
             self.clock.observe(recv_ns - exch_ts_ns, recv_ns)
         self.status[row] = state

@@ -40,6 +40,8 @@ Real behaviours reproduced:
 """
 from __future__ import annotations
 
+import math
+
 import random
 import time
 
@@ -136,7 +138,8 @@ class Protocol(SimProtocol):
             if qty == 0:
                 out.append([_trim(self.fmt_px(symbol, price)), "0", "0", "0"])
             else:
-                count = 1 + int(price * 7 + qty * 13) % 9     # a stable, plausible order count
+                mix = price * 7 + qty * 13                    # a stable, plausible order count; a bad price
+                count = 1 + int(mix) % 9 if math.isfinite(mix) else 1   # (a fault) still renders
                 out.append([_trim(self.fmt_px(symbol, price)), _trim(self.fmt_qty(qty)), "0", str(count)])
         return out
 
