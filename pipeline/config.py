@@ -9,9 +9,9 @@ default. Nothing else in the pipeline reads YAML, argv or the environment.
 from __future__ import annotations
 
 import importlib
-
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.net import is_loopback
 from pipeline.board.layout import MAX_DEPTH
 
 INSTRUMENT_RE = re.compile(r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$")
@@ -186,6 +187,9 @@ class BridgeConfig:
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    # nats:// to another machine carries the credentials and the quotes in clear: refused unless this says the
+    # network between the boxes is private and trusted
+    allow_plaintext: bool = False
     cores: tuple[int, ...] = ()
     record: BridgeRecordConfig | None = None
 
@@ -772,6 +776,7 @@ def _bridge_schema(available):
         "tls_ca_file": _existing_file,
         "tls_cert_file": _existing_file,
         "tls_key_file": _existing_file,
+        "allow_plaintext": _boolean,
         "cores": _cores(available),
         "record": _bridge_record,
     }
@@ -802,6 +807,17 @@ def _parse_bridge(raw, path, problems, available, known_venues) -> BridgeConfig 
         if key not in raw:
             problems.add(f"{path}.{key}", "missing" + (" (e.g. nats://127.0.0.1:4222)" if key == "nats_url"
                                                        else " (this box's name, e.g. tokyo)"))
+    url = values.get("nats_url")
+    if url and "@" in url:
+        problems.add(f"{path}.nats_url", "never put credentials in a config file (user:password@ in the URL): "
+                                         "use token_env, token_file, nkey_seed_file or creds_file")
+        url = values.pop("nats_url")
+    elif url and url.startswith("nats://") and not values.get("allow_plaintext") \
+            and not is_loopback(urllib.parse.urlsplit(url).hostname):
+        problems.add(f"{path}.nats_url", f"{url} is plain text to another machine: the credentials and every quote "
+                                         f"travel in clear, and anyone on the path can read them or inject quotes "
+                                         f"the detector would trade on; use tls://{url[len('nats://'):]} (or, only on "
+                                         f"a private network you trust, set {path}.allow_plaintext: true)")
     given = [k for k in ("token_env", "token_file", "nkey_seed_file", "creds_file") if k in values]
     if len(given) > 1:
         problems.add(f"{path}.{given[1]}", f"only one credential source, got {', '.join(given)}")

@@ -43,7 +43,6 @@ from __future__ import annotations
 import datetime
 import email.utils
 import http.client
-import ipaddress
 import logging
 import queue
 import random
@@ -56,6 +55,7 @@ from dataclasses import dataclass
 import orjson
 
 from pipeline.errors import PipelineError
+from pipeline.net import is_loopback
 
 log = logging.getLogger("pipeline.sink")
 
@@ -129,7 +129,7 @@ class HttpSink:
         if token:
             _check_token(token, token_env)
             self._headers["Authorization"] = f"Bearer {token}"
-            if self._scheme == "http" and not _is_loopback(self._host):
+            if self._scheme == "http" and not is_loopback(self._host):
                 log.warning("analysis sink at %s uses plain http: the bearer token from %s travels "
                             "unencrypted; prefer an https URL", self.display_url, self._token_name())
 
@@ -438,15 +438,6 @@ def _check_token(token: str, token_env: str | None) -> None:
         token.encode("latin-1")
     except UnicodeEncodeError:
         raise SinkError(f"{where} contains characters that cannot be sent in an HTTP header") from None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _retry_after(value: str | None) -> float | None:
