@@ -40,6 +40,13 @@ class VenueConfig:
     taker_fee_bps: float = 10.0
     cores: tuple[int, ...] = ()
     staleness_ms: float = 5000.0
+    # the detector opens nothing on this venue's quote when it has not changed for this long while another
+    # venue's quote of the instrument did (confirmations prove the connection, not the price);
+    # None: detector.staleness_ms, 0: never
+    max_unchanged_ms: float | None = None
+    # ... nor when its last change arrived more than this after its exchange time, corrected by the feed's clock
+    # offset: the venue's stream runs late (0: never)
+    max_exchange_lag_ms: float = 1000.0
     fee_overrides: tuple[tuple[str, float], ...] = ()   # instrument -> taker fee bps on this venue
     ws_ping_interval_s: float | None = None   # RFC 6455 pings; None: the venue's default, 0: off
     transport: str = "websockets"             # or "picows" (pip install -e '.[fast]')
@@ -366,6 +373,8 @@ def _venue_schema(available):
         "taker_fee_bps": _number(0, 1000),
         "cores": _cores(available),
         "staleness_ms": _number(0, exclusive_min=True),
+        "max_unchanged_ms": _number(0),
+        "max_exchange_lag_ms": _number(0),
         "fee_overrides": _instrument_numbers(0),
         "ws_ping_interval_s": _number(0, 3600),
         "transport": _transport,
@@ -641,6 +650,8 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
     return VenueConfig(name=name, instruments=instruments, symbols=tuple(overrides),
                        url=values.get("url"), taker_fee_bps=values.get("taker_fee_bps", fee_default),
                        cores=values.get("cores", ()), staleness_ms=values.get("staleness_ms", 5000.0),
+                       max_unchanged_ms=values.get("max_unchanged_ms"),
+                       max_exchange_lag_ms=values.get("max_exchange_lag_ms", VenueConfig.max_exchange_lag_ms),
                        fee_overrides=values.get("fee_overrides", ()),
                        ws_ping_interval_s=values.get("ws_ping_interval_s"),
                        transport=values.get("transport", "websockets"),
@@ -743,7 +754,9 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
 
 BOX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")     # one NATS subject token: no dots, no wildcards
 STREAM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-REMOTE_VENUE_KEYS = {"instruments", "taker_fee_bps", "fee_overrides", "staleness_ms"}   # the rest is the remote box's
+# the rest is the remote box's
+REMOTE_VENUE_KEYS = {"instruments", "taker_fee_bps", "fee_overrides", "staleness_ms", "max_unchanged_ms",
+                     "max_exchange_lag_ms"}
 SECRET_KEYS = {"token": "token_env or token_file", "password": "token_env or token_file",
                "nkey_seed": "nkey_seed_file", "creds": "creds_file", "user": "creds_file"}
 

@@ -76,6 +76,7 @@ class DetectorEngine:
         self.shadow_pending: dict = {}    # id(open) -> [event, {latency: ShadowFill}, remote delay]
         self._shadow_n = 0
         self._pairs: dict[str, PairState] = {}   # per instrument identity, kept between passes
+        self.held: dict = {}              # pair key -> why it may not open now (counted once per hold)
 
     def hysteresis(self, candidate) -> float:
         return self.hysteresis_bps if self.hysteresis_bps is not None else 0.5 * candidate.fill.fees_bps
@@ -142,6 +143,8 @@ class DetectorEngine:
         elif not found and key not in self._open:
             return []                     # nothing found and nothing open: what Lifecycle.step would say
         alone = None
+        if found:
+            found = self._openable(key, found, quotes, now_ns)
         if len(found) > 1:
             bar = self._bar
             ranked = self._ranked([c for c in found if c.fill.net_bps >= bar(c)])
@@ -153,6 +156,46 @@ class DetectorEngine:
             kept = [c for c in found if c.fill.net_bps >= self._bar(c)]
         events = self.lifecycle.step(key, kept, quotes, now_ns, self.staleness_ns, alone)
         return self._records(events, now_ns) if events else []
+
+    def _openable(self, key: str, found: list, quotes: dict[str, Quote], now_ns: int) -> list:
+        """``found`` less the pairs that may not open now: a leg whose price has sat still past its venue's
+        ``max_unchanged_ms`` while another venue's quote of the instrument changed (the exchange's
+        confirmations kept its row fresh: they prove the connection, not the price), or whose exchange time,
+        corrected by its feed's clock offset, was more than ``max_exchange_lag_ms`` behind its receive time (the
+        venue's stream runs late). An open opportunity is not affected. Each hold is counted once in the summary."""
+        held = self.held
+        live = self.lifecycle.live
+        out = []
+        for c in found:
+            if c.key in live:
+                out.append(c)
+                continue
+            reason = self._held_by(c.buy, c.key[1], quotes, now_ns) or self._held_by(c.sell, c.key[2], quotes, now_ns)
+            if reason is None:
+                held.pop(c.key, None)
+                out.append(c)
+            elif held.get(c.key) != reason:
+                held[c.key] = reason
+                self.summary.held_back[reason] = self.summary.held_back.get(reason, 0) + 1
+        if held:
+            seen = {c.key for c in found}
+            for k in [k for k in held if k[0] == key and k not in seen]:
+                del held[k]                    # gone: a later hold of the pair is another would-be open
+        return out
+
+    def _held_by(self, quote: Quote, leg: str, quotes: dict[str, Quote], now_ns: int) -> str | None:
+        universe = self.universe
+        limit = universe.unchanged_ns[leg]
+        if limit and now_ns - quote.recv_ns > limit:
+            for other in quotes.values():
+                if other.venue != quote.venue and now_ns - other.recv_ns <= limit:
+                    return "quote_unchanged"
+        # how late the quote's last change arrived: receive time less exchange time, less the feed's clock offset
+        # (the low envelope of that difference): not the quote's age, which a quiet book makes large
+        lag = universe.lag_ns[leg]
+        if lag and quote.exch_ts_ns and quote.recv_ns - quote.exch_ts_ns - self.clock_offset_ns(quote.venue) > lag:
+            return "exchange_lag"
+        return None
 
     def _pair_state(self, key: str, quotes: dict[str, Quote]) -> PairState:
         dc = self.config.detector

@@ -241,6 +241,7 @@ class Summary:
     shared: int = 0                 # opens that took from a book side another open opportunity also takes from
     alone_profit: float = 0.0       # what those would claim if each had the books to itself, less what they got
     suspects: int = 0
+    held_back: dict = field(default_factory=dict)   # reason -> would-be opens held back (quote_unchanged, ...)
     by_pair: dict = field(default_factory=dict)
     profit_by_quote: dict = field(default_factory=dict)
     durations_ms: list = field(default_factory=list)
@@ -301,6 +302,11 @@ class Summary:
                          f"at a profit; full fills {t.full_profitable}/{t.full} profitable, partial "
                          f"{t.partial_profitable}/{t.partial}, not tradable {t.untradable}; realized profit "
                          f"{', '.join(f'{v:.4f} {q}' for q, v in sorted(t.profit.items())) or '0'}, mean net {t.net_bps_sum / filled if filled else 0.0:+.2f} bps")
+        if self.held_back:
+            words = {"quote_unchanged": "a quote unchanged while the market moved",
+                     "exchange_lag": "an exchange stream running late"}
+            lines.append("  held back, not opened: " + ", ".join(
+                f"{n} on {words.get(reason, reason)}" for reason, n in sorted(self.held_back.items())))
         if self.suspects:
             lines.append(f"  {self.suspects} suspected data/mapping errors (edge above the sanity bound) not reported")
         return "\n".join(lines)

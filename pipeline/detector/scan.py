@@ -97,6 +97,8 @@ class RowUniverse:
         self.currency: dict[str, dict[str, str]] = {}              # key -> leg -> the quote currency it trades in
         self.currency_of_key: dict[str, tuple[str, str]] = {}     # key -> (base, currency profit is stated in)
         self.max_age_ns: dict[str, int] = {}                       # leg -> its venue's staleness limit
+        self.unchanged_ns: dict[str, int] = {}                     # leg -> how long its price may sit still (0: any)
+        self.lag_ns: dict[str, int] = {}                           # leg -> how far behind its exchange time may be
         self.max_notional: dict[str, float] = {}
         for assignment in rows:
             key = instrument_key(assignment.instrument, dc.equivalent_quotes)
@@ -113,6 +115,9 @@ class RowUniverse:
             self.currency.setdefault(key, {})[leg] = assignment.instrument.split("/")[1]
             self.currency_of_key[key] = tuple(key.split("/"))
             self.max_age_ns[leg] = int(venue.staleness_ms * 1e6)
+            unchanged_ms = dc.staleness_ms if venue.max_unchanged_ms is None else venue.max_unchanged_ms
+            self.unchanged_ns[leg] = int(unchanged_ms * 1e6)
+            self.lag_ns[leg] = int(venue.max_exchange_lag_ms * 1e6)
             self.max_notional[key] = min(self.max_notional.get(key, float("inf")),
                                          dc.max_notional_for(assignment.instrument))
         self.watch = sorted(self.key_of_row)
