@@ -50,6 +50,7 @@ CATCH_UP_LIMIT_NS = 10_000_000_000   # a silence longer than this is jumped, not
 @dataclass
 class ReplayResult:
     frames: int = 0
+    active_frames: int = 0           # frames inside --from/--to (the others only build the books)
     events: int = 0
     skipped_frames: int = 0          # venues or instruments the config does not have
     records: int = 0
@@ -197,6 +198,7 @@ class Replay:
                     self._event(session, record, key, conns)
                 else:
                     result.frames += 1
+                    result.active_frames += active
                     conn = conns.get(key)
                     if conn is None:
                         conn = conns[key] = session.connection_opened(list(session.books), recv_ns, record.conn)
@@ -241,6 +243,30 @@ class Replay:
         elif kind == "connect_failed":
             session.connection_failed(event.get("symbols") or list(session.books), record.recv_ns,
                                       event.get("reason", ""))
+
+
+def recording_span(paths: list[str]) -> tuple[int | None, int | None]:
+    """The first and last receive time in the files (None when they hold no record)."""
+    first = last = None
+    for path in paths:
+        reader = RecordingReader(path)
+        try:
+            for record in reader.records():
+                first = record.recv_ns if first is None else min(first, record.recv_ns)
+                last = record.recv_ns if last is None else max(last, record.recv_ns)
+        finally:
+            reader.close()
+    return first, last
+
+
+def _when(ns: int | None) -> str:
+    if ns is None:
+        return "(nothing)"
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _window(from_ns: int | None, to_ns: int | None) -> str:
+    return f"{_when(from_ns) if from_ns is not None else 'the start'} .. {_when(to_ns) if to_ns is not None else 'the end'}"
 
 
 # ---------------------------------------------------------------- command line
@@ -323,6 +349,11 @@ def main(argv: list[str]) -> int:
             return 2
         results.append((title, result, out))
     title, result, out = results[-1]
+    if not result.active_frames and (from_ns is not None or to_ns is not None):
+        first, last = recording_span(paths)
+        sys.stderr.write(f"run.py replay: --from/--to: no frame of the recording in {_window(from_ns, to_ns)}; "
+                         f"it spans {_when(first)} to {_when(last)}\n")
+        return 2
     span = (result.last_ns - result.first_ns) / 1e9
     sys.stdout.write(f"replay: {result.frames} frames, {result.events} session events over {span:.1f} s of "
                      f"recording; {result.records} records written to {out}\n")

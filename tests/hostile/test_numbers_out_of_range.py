@@ -130,3 +130,4 @@ def test_replay_of_a_capture_with_an_out_of_range_time_runs_to_the_end(tmp_path)
     assert "Traceback" not in result.stderr
     assert "replay: 3 frames" in result.stdout
     assert "replay: okx incidents: connect 1, resync 1" in result.stdout        # the bad number's resync
+
