@@ -7,10 +7,10 @@ from pipeline.board.layout import (
     SkipReason,
     row_dtype,
 )
-from pipeline.board.shm import Board, remove_leftover, unlink
+from pipeline.board.shm import Board, foreign_segment, remove_leftover, unlink
 from pipeline.board.seqlock import RowCodec, RowReader, RowWriter, TornReadError, read_row
 
 __all__ = [
     "LAYOUT_VERSION", "MAX_DEPTH", "ProcessRole", "RowStatus", "SkipReason", "row_dtype",
-    "Board", "remove_leftover", "unlink", "RowCodec", "RowReader", "RowWriter", "TornReadError", "read_row",
+    "Board", "foreign_segment", "remove_leftover", "unlink", "RowCodec", "RowReader", "RowWriter", "TornReadError", "read_row",
 ]

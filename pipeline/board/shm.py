@@ -56,6 +56,39 @@ def _registration_suppressed():
         resource_tracker.register = original
 
 
+SHM_DIR = "/dev/shm"       # where POSIX shared memory lives on Linux (shm_open(name) is SHM_DIR/name)
+
+
+def foreign_segment(name: str) -> str | None:
+    """Why an existing segment called ``name`` is not ours to trust or remove, or None (ours, or none).
+
+    A segment another user created could carry a fake board with a valid header (quotes the detector would
+    trade on), and removing it is not ours to do; one that other users may write could be changed under us.
+    """
+    try:
+        st = os.stat(os.path.join(SHM_DIR, name))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"shared memory segment {name!r} cannot be examined ({exc.strerror})"
+    if st.st_uid != os.geteuid():
+        return (f"shared memory segment {name!r} belongs to {_user(st.st_uid)}, not to this user: it is not "
+                f"ours to trust or remove; choose another board.name")
+    if st.st_mode & 0o022:
+        return (f"shared memory segment {name!r} may be written by other users (mode {st.st_mode & 0o777:o}): "
+                f"its quotes cannot be trusted; remove it (rm {os.path.join(SHM_DIR, name)}) or choose another "
+                f"board.name")
+    return None
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
 def _open(name: str, create: bool = False, size: int = 0) -> SharedMemory:
     """Open or create a segment without registering it with the resource tracker."""
     if sys.version_info >= (3, 13):
@@ -117,10 +150,15 @@ class Board:
 
     @classmethod
     def attach(cls, name: str, expected_depth: int | None = None) -> "Board":
+        problem = foreign_segment(name)
+        if problem:
+            raise BoardError(problem)
         try:
             shm = _open(name)
         except FileNotFoundError as exc:
             raise BoardError(f"no quote board named {name!r} (is the supervisor running?)") from exc
+        except PermissionError as exc:
+            raise BoardError(f"shared memory segment {name!r}: {exc.strerror}") from None
         try:
             geometry = _verify(shm, expected_depth)
         except BaseException:
@@ -210,8 +248,11 @@ def remove_leftover(name: str) -> str | None:
 
     Returns a message describing what was removed, None when there was
     nothing. Raises :class:`BoardInUseError` when the segment belongs to a
-    supervisor that is still alive.
+    supervisor that is still alive, and :class:`BoardError` when it is not ours (:func:`foreign_segment`).
     """
+    problem = foreign_segment(name)
+    if problem:
+        raise BoardError(problem)
     try:
         shm = _open(name)
     except FileNotFoundError:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from pipeline.board import Board, remove_leftover
+from pipeline.board import Board, foreign_segment, remove_leftover
 from pipeline.board.doorbell import Doorbell
 from pipeline.board.layout import ProcessRole
 from pipeline.board.stats import ProcStats
@@ -88,6 +88,9 @@ def check_resources(config) -> str | None:
     not exist are checked elsewhere (board lifetime, config validation).
     """
     import socket
+    problem = foreign_segment(config.board.name)
+    if problem:
+        return f"board.name: {problem}"
     if config.metrics is not None and config.metrics.port:
         port = config.metrics.port
         probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
