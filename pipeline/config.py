@@ -410,17 +410,28 @@ CREDENTIAL_KEYS = ("key", "secret", "passphrase")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _env_name(value, path, problems):
+    """The name of an environment variable that holds a secret. What was given is never echoed: a value that
+    is not a name may be the secret itself, pasted where its variable's name belongs."""
+    if not isinstance(value, str) or not ENV_NAME.match(value):
+        problems.add(path, "must be the name of an environment variable (letters, digits and _, not starting with "
+                           "a digit); the secret itself never goes in the config (what was given is not shown: "
+                           "it may be the secret)")
+        return _BAD
+    return value
+
+
 def _credentials_env(value, path, problems):
     """``{key: ENV, secret: ENV, passphrase: ENV}``: environment variable names, never the secrets."""
     if not isinstance(value, dict) or set(value) != set(CREDENTIAL_KEYS):
-        problems.add(path, f"must map key, secret and passphrase to environment variable names, got {value!r}")
+        keys = sorted(map(str, value)) if isinstance(value, dict) else None
+        problems.add(path, "must map key, secret and passphrase to environment variable names"
+                           + (f" (given: {', '.join(keys)})" if keys is not None else ""))
         return _BAD
     out = []
     for key in CREDENTIAL_KEYS:
-        name = value[key]
-        if not isinstance(name, str) or not ENV_NAME.match(name):
-            problems.add(f"{path}.{key}", f"must be the name of an environment variable (the secret itself never "
-                                          f"goes in the config), got {name!r}")
+        name = _env_name(value[key], f"{path}.{key}", problems)
+        if name is _BAD:
             return _BAD
         out.append((key, name))
     return tuple(out)
@@ -503,7 +514,7 @@ def _instrument_numbers(minimum=None, exclusive_min=False):
 
 SINK_SCHEMA = {
     "url": _string(re.compile(r"^https?://")),
-    "token_env": _string(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")),
+    "token_env": _env_name,
     "timeout_s": _number(0, exclusive_min=True),
     "queue_size": _number(1, integer=True),
 }
@@ -782,7 +793,7 @@ def _bridge_schema(available):
         "heartbeat_timeout_ms": _number(0, exclusive_min=True),
         "poll_interval_ms": _number(0.05, 1000),
         "connect_timeout_s": _number(0, exclusive_min=True),
-        "token_env": _string(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")),
+        "token_env": _env_name,
         "token_file": _existing_file,
         "nkey_seed_file": _existing_file,
         "creds_file": _existing_file,
