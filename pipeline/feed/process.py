@@ -21,7 +21,7 @@ from pipeline.board.doorbell import Doorbell
 from pipeline.board.histogram import HistogramBuffer, HistogramWriter
 from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.board.stats import ProcStats
-from pipeline.feed.retry import Backoff, should_reconnect
+from pipeline.feed.retry import Backoff, ConnectionRateLimit, should_reconnect
 from pipeline.feed.session import FeedSession
 from pipeline.feed.transport import open_link
 from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, run_until_stopped, setup_child
@@ -120,6 +120,7 @@ class Feed:
             ws_ping_interval_s = record.ws_ping_interval_s
         self.ws_ping_interval_s = ws_ping_interval_s or None          # 0 or None: no RFC 6455 pings
         self.lifetime_s = record.limit("connection_lifetime_s")
+        self.connection_limit = ConnectionRateLimit.of(record)
         self.status_pause_s = record.limit("reconnect_after_status_s") or 0.0
         self.credentials = credentials if credentials and hasattr(self.venue, "build_login") else None
         if self.credentials is not None:
@@ -177,6 +178,12 @@ class Feed:
         login or a standby, else None) are the events set when the login is answered and when the rows
         have been handed over to this connection.
         """
+        wait = self.connection_limit.wait_s(time.monotonic())
+        if wait > 0:                      # the venue's connection-rate limit, for every attempt of this feed
+            self.rate_log.warning(f"connlimit:{url}", f"{self.venue.NAME}: next connection held {wait:.2f} s to keep "
+                                                      f"to the venue's connection limit")
+            await asyncio.sleep(wait)
+        self.connection_limit.note(time.monotonic())
         link = await open_link(self.transport, url, self.ws_ping_interval_s, self.open_timeout_s)
         reader = None
         try:

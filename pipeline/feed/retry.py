@@ -1,4 +1,4 @@
-"""Reconnect policy: a pure classifier plus a backoff generator.
+"""Reconnect policy: a pure classifier, a backoff generator and the venue's connection-rate limits.
 
 A parse error is not a network error: it is counted and skipped and never
 causes a reconnect. Network errors, closed connections, handshake failures
@@ -7,6 +7,7 @@ backoff resets once a connection has stayed healthy for ``reset_after_s``.
 """
 from __future__ import annotations
 
+import collections
 import random
 
 from pipeline.errors import FeedError, ParseError
@@ -42,3 +43,42 @@ class Backoff:
         """Report how long the last connection stayed up; a healthy one resets the backoff."""
         if seconds >= self.reset_after_s:
             self.attempt = 0
+
+
+# the venues' documented connection limits (``Venue.limits``), as (attempts, window in seconds)
+CONNECTION_LIMIT_WINDOWS = {"connections_per_s": 1.0, "connections_per_5_min": 300.0,
+                            "connection_attempts_per_10_min": 600.0}
+
+
+class ConnectionRateLimit:
+    """Never more connection attempts than the venue allows, whatever asks for them.
+
+    Backoff spaces the reconnects of one connection; this bounds all of a venue's attempts together
+    (reconnects, replacements for a planned disconnect, redundant connections), so a broken or hostile
+    server that drops us, or keeps announcing disconnects, cannot make us hammer it. ``windows`` are
+    (attempts, seconds) pairs; :meth:`wait_s` is how long until one more attempt keeps to all of them.
+    Pure: the caller passes the time (monotonic seconds).
+    """
+
+    def __init__(self, windows):
+        self.windows = tuple((int(n), float(span)) for n, span in windows if n and n > 0)
+        most = max((n for n, _ in self.windows), default=0)
+        self.attempts: collections.deque = collections.deque(maxlen=most or 1)
+
+    @classmethod
+    def of(cls, venue) -> "ConnectionRateLimit":
+        """The limits a venue record (``Venue``) documents."""
+        return cls([(venue.limit(name), span) for name, span in CONNECTION_LIMIT_WINDOWS.items()
+                    if venue.limit(name)])
+
+    def wait_s(self, now: float) -> float:
+        wait = 0.0
+        attempts = self.attempts
+        for n, span in self.windows:
+            if len(attempts) >= n:
+                oldest = attempts[-n]            # the n-th latest attempt must have left the window
+                wait = max(wait, oldest + span - now)
+        return wait
+
+    def note(self, now: float) -> None:
+        self.attempts.append(now)

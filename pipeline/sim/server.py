@@ -30,6 +30,7 @@ few REST calls those clients need to build a book (Binance
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import http
 import logging
@@ -104,6 +105,7 @@ class ExchangeServer:
         self.keepalive_s: float | None = None               # override of the protocol's server keepalive period
         self.quirks = Quirks()                              # shared by every connection; switch at any time
         self.rules = Rules()                                # the venue's server-side rules; off by default
+        self.handshakes = collections.deque(maxlen=10_000)  # when each WebSocket handshake came (monotonic s)
         self.states: dict[str, SymbolState] = {}            # native symbol -> this step's shared state
         self.handler_errors = 0                             # protocol exceptions caught (a test asserts 0)
         self._next_event_s: float | None = None             # when the next staged quirk events happen
@@ -143,6 +145,8 @@ class ExchangeServer:
         return self.protocol_class.render_rest(path, query, self.states, self.decimals())
 
     async def _process_request(self, connection, request):
+        if "upgrade" in request.headers.get("Connection", "").lower():
+            self.handshakes.append(time.monotonic())
         if self.faults.hang_handshake:
             await asyncio.sleep(3600)
         if time.monotonic() < self.faults.refuse_until:
