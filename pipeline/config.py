@@ -653,6 +653,11 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
                     overrides.append((canonical, native))
     if values.get("credentials_env") and name != "okx":
         problems.add(f"{path}.credentials_env", "only okx takes credentials (to log in for tick-by-tick depth)")
+    url = values.get("url")
+    if values.get("credentials_env") and url and url.startswith("ws://") \
+            and not is_loopback(urllib.parse.urlsplit(url).hostname):
+        problems.add(f"{path}.url", f"{url} is plain text: the login (api key, passphrase, signature) would travel "
+                                    f"in clear; log in over wss:// only")
     fee_default = known_venues[name]
     for instrument, _ in values.get("fee_overrides", ()):
         if instrument not in instruments:

@@ -48,3 +48,15 @@ def test_run_exits_2_and_prints_no_secret(tmp_path, board_name):
     assert result.returncode == 2
     assert "detector.sink.token_env" in result.stderr
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_a_login_over_plain_ws_to_another_machine_is_refused():
+    creds = {"key": "OKX_KEY", "secret": "OKX_SECRET", "passphrase": "OKX_PASS"}
+    raw = {"venues": {"okx": {"instruments": ["BTC/USDT"], "url": "ws://ws.okx.example:8443/ws/v5/public",
+                              "credentials_env": creds}}}
+    text = problems_of(raw)
+    assert "venues.okx.url: ws://ws.okx.example:8443/ws/v5/public is plain text" in text and "wss://" in text
+    raw["venues"]["okx"]["url"] = "wss://ws.okx.example:8443/ws/v5/public"
+    assert parse_config(raw, available_cores=frozenset({0})).venues[0].credentials_env
+    raw["venues"]["okx"]["url"] = "ws://127.0.0.1:8443/ws/v5/public"        # a local test server
+    assert parse_config(raw, available_cores=frozenset({0})).venues[0].credentials_env
