@@ -21,6 +21,7 @@ import sys
 import orjson
 
 from pipeline.detector.report import event_line
+from pipeline.files import open_for_writing
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
@@ -56,7 +57,14 @@ def run_output_path(configured: str, run_id: str, append: bool = False, say=None
     callable taking one line) is told so: nothing is lost. Calling it again with the same run id
     (a restarted detector) changes nothing and returns the same path.
     """
-    if not configured or append:
+    if not configured:
+        return configured
+    if append:
+        if os.path.islink(configured):      # our own latest-run link (a name beside it): append to its file
+            link = os.readlink(configured)
+            if os.sep in link or link.startswith("."):
+                raise OSError(f"{configured!r} is a link to {link!r}, not to a run file beside it: not written")
+            return os.path.join(os.path.dirname(configured), link)
         return configured
     directory, name = os.path.split(configured)
     stem, ext = os.path.splitext(name)
@@ -70,7 +78,7 @@ def run_output_path(configured: str, run_id: str, append: bool = False, say=None
         if say is not None:
             say(f"{configured} was a file of earlier runs; renamed to {aside} (each run now writes its own "
                 f"file and {configured} links to the latest)")
-    with open(target, "ab"):
+    with open_for_writing(target, append=True):
         pass
     if os.path.islink(configured) and os.readlink(configured) == os.path.basename(target):
         return target
@@ -92,7 +100,8 @@ class Outputs:
                  stdout=None, truncate: bool = False, *, run_id: str = ""):
         if output_path:
             os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-        self.file = open(output_path, "wb" if truncate else "ab", buffering=0) if output_path else None
+        self.file = (open_for_writing(output_path, append=not truncate, truncate=truncate, buffering=0)
+                     if output_path else None)
         self.print_lines = print_lines
         self.verbose = verbose
         self.sink = sink

@@ -22,6 +22,7 @@ import sys
 import orjson
 
 from pipeline.decode import split_line
+from pipeline.files import open_for_writing
 from pipeline.recording.format import (BINARY, EVENT, SUFFIX, TEXT, RecordingError, RecordingReader, encode_chunk,
                                        encode_header, encode_records, recording_files)
 
@@ -136,7 +137,7 @@ class RecordingFileWriter:
 
     def __init__(self, path: str, venue: str, header: dict):
         self.path = path
-        self.stream = open(path, "wb")
+        self.stream = open_for_writing(path, truncate=True)
         self.stream.write(encode_header({"venue": venue, "compression": "zstd", **header}))
         self.pending: list = []
         self.count = 0

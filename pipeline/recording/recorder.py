@@ -24,6 +24,7 @@ import time
 
 import orjson
 
+from pipeline.files import open_for_writing
 from pipeline.recording.format import SUFFIX, encode_body, encode_chunk, encode_header
 
 log = logging.getLogger("pipeline.recording")
@@ -126,7 +127,7 @@ class Recorder:
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now / 1e9)) + f".{now % 1_000_000_000 // 1000:06d}Z"
         path = os.path.join(self.directory, f"{self.venue}-{stamp}-{os.getpid()}{SUFFIX}")
-        stream = open(path, "xb")
+        stream = open_for_writing(path, exclusive=True)
         try:
             header = encode_header({**self.header, "created_ns": now})
             stream.write(header)

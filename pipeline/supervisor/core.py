@@ -23,6 +23,7 @@ from pipeline.board.doorbell import Doorbell
 from pipeline.board.layout import ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.errors import PipelineError
+from pipeline.files import FILE_MODE
 from pipeline.runtime import ProcessSpec, RowAssignment
 from pipeline.venues import VENUE_IDS, native_symbols
 
@@ -367,8 +368,12 @@ class Supervisor:
             sys.stderr.write(f"run.py: detector.output: cannot write {configured!r} ({exc.strerror or exc})\n")
             return 2
         if configured:
-            where = (f"appending to {configured}" if self.config.detector.output == configured
-                     else f"events in {self.config.detector.output} ({configured} links to it)")
+            output = self.config.detector.output
+            if self.append:
+                where = f"appending to {configured}" + (f" (the run file {output} it links to)"
+                                                       if output != configured else "")
+            else:
+                where = f"events in {output} ({configured} links to it)"
             self.say(f"run {self.config.run_id}: {where}")
         name_supervisor(self.config.source)
         self.install_signal_handlers()
@@ -432,7 +437,7 @@ class Supervisor:
         sys.stdout.flush()
         sys.stderr.flush()
         self._console_fds = (os.dup(1), os.dup(2), os.dup(0) if os.isatty(0) else -1, saved_tty)
-        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, FILE_MODE)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)

@@ -130,7 +130,9 @@ def test_the_supervisor_resolves_the_output_once_for_every_child(tmp_path):
     assert os.readlink(configured) == f"opps-{RUN_A}.jsonl" and said == []
     assert resolved.detector.threshold_bps == config.detector.threshold_bps and resolved.venues == config.venues
     appended = resolve_run_output(config, append=True)
-    assert appended.detector.output == str(configured) and re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", appended.run_id)
+    # --append writes where the configured name leads: through our own latest-run link, that run's file
+    assert appended.detector.output == resolved.detector.output
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", appended.run_id)
 
 
 def test_two_box_demo_counts_the_cross_box_opens_of_the_newest_run_only(tmp_path):
