@@ -62,6 +62,9 @@ _KIND = {True: TEXT, False: BINARY}
 _SWAP = sys.byteorder != "little"         # the body is little-endian; arrays are native
 SUFFIX = ".rec"
 MAX_CHUNK_RAW = 64 << 20
+# a chunk holds what a feed received in one flush interval (0.1 s) or one import batch (5 000): a quarter of a
+# million records is 2.5 M frames a second; more is a file built to make the reader allocate without end
+MAX_CHUNK_RECORDS = 250_000
 
 
 class RecordingError(PipelineError):
@@ -151,6 +154,8 @@ def decode_body(raw: bytes) -> list[Record]:
     if len(raw) < BODY.size:
         raise ValueError("body header cut")
     count, text_len, bin_len, event_len = BODY.unpack_from(raw, 0)
+    if count > MAX_CHUNK_RECORDS:
+        raise ValueError(f"{count} records in one chunk (at most {MAX_CHUNK_RECORDS})")
     pos = BODY.size
     need = pos + count * (1 + 4 + 8 + 4) + text_len + bin_len + event_len
     if need != len(raw):
@@ -230,6 +235,7 @@ class RecordingReader:
         self.damage: Damage | None = None
 
     def records(self) -> Iterator[Record]:
+        import zstandard
         stream = self._stream
         decompressor = _decompressor()
         try:
@@ -253,6 +259,13 @@ class RecordingReader:
                     self.damage = Damage(self.path, offset, "chunk checksum mismatch")
                     return
                 try:
+                    # the size the compressed frame declares, before anything is allocated: zstandard allocates
+                    # whatever a frame declares (max_output_size only bounds frames that declare none)
+                    declared = zstandard.frame_content_size(data)
+                    if declared not in (rlen, -1):
+                        self.damage = Damage(self.path, offset, f"chunk's compressed frame declares {declared} "
+                                                                f"bytes, its header {rlen}")
+                        return
                     raw = decompressor.decompress(data, max_output_size=rlen)
                 except Exception as exc:  # noqa: BLE001 - zstandard raises its own error type
                     self.damage = Damage(self.path, offset, f"chunk does not decompress: {exc}")

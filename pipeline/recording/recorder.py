@@ -25,7 +25,7 @@ import time
 import orjson
 
 from pipeline.files import open_for_writing
-from pipeline.recording.format import SUFFIX, encode_body, encode_chunk, encode_header
+from pipeline.recording.format import MAX_CHUNK_RECORDS, SUFFIX, encode_body, encode_chunk, encode_header
 
 log = logging.getLogger("pipeline.recording")
 
@@ -104,10 +104,14 @@ class Recorder:
             if self._compressor is None:
                 import zstandard
                 self._compressor = zstandard.ZstdCompressor(level=3)
-            chunk = encode_chunk(self._encode(frame_list, events), self._compressor)
-            self._file.write(chunk)
+            # chunks of at most MAX_CHUNK_RECORDS (a backlog after a slow disk can exceed one), events in the first
+            step = max(1, MAX_CHUNK_RECORDS - len(events))
+            for start in range(0, max(frames, 1), step):
+                part = frame_list[start:start + step]
+                chunk = encode_chunk(self._encode(part, events if start == 0 else []), self._compressor)
+                self._file.write(chunk)
+                self._file_bytes += len(chunk)
             self._file.flush()
-            self._file_bytes += len(chunk)
             self.recorded += frames
             if self._file_bytes >= self.rotate_bytes:
                 self._close_file()
