@@ -188,6 +188,7 @@ def decode_body(raw: bytes) -> list[Record]:
             frames.append(Record(BINARY, recvs[i], conns[i], data))
         elif kind == EVENT:
             data, e = blob[e:e + length], e + length
+            _check_event(i, data)
             events.append(Record(EVENT, recvs[i], conns[i], data))
         else:
             raise ValueError(f"record {i} has kind {kind}")
@@ -196,6 +197,19 @@ def decode_body(raw: bytes) -> list[Record]:
     if not events:
         return frames
     return list(heapq.merge(frames, events, key=lambda r: r.recv_ns))
+
+
+def _check_event(i: int, data: bytes) -> None:
+    """A session event is a JSON object with a ``kind`` string (replay and info read it): anything else is damage."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ValueError(f"record {i}: a session event that is not JSON") from None
+    if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
+        raise ValueError(f"record {i}: a session event that is not an object with a kind")
+    symbols = event.get("symbols")
+    if symbols is not None and not (isinstance(symbols, list) and all(isinstance(x, str) for x in symbols)):
+        raise ValueError(f"record {i}: a session event whose symbols are not a list of names")
 
 
 def encode_chunk(raw: bytes, compressor=None) -> bytes:

@@ -14,12 +14,11 @@ import zlib
 
 import zstandard
 
-from pipeline.recording.format import (CHUNK, CHUNK_MAGIC, MAX_CHUNK_RECORDS, RecordingReader, encode_chunk,
-                                       encode_header, encode_records, read_recording)
+from pipeline.recording.format import (CHUNK, CHUNK_MAGIC, EVENT, MAX_CHUNK_RECORDS, TEXT, RecordingReader,
+                                       encode_chunk, encode_header, encode_records, read_recording)
 from pipeline.recording.recorder import Recorder
 from tests.conftest import run_cli
 
-TEXT = 1
 
 
 def recording(tmp_path, *chunks: bytes):
@@ -73,3 +72,21 @@ def test_the_recorder_splits_a_backlog_into_chunks_a_reader_accepts(tmp_path):
     [path] = sorted(tmp_path.glob("*.rec"))
     reader = RecordingReader(path)
     assert sum(1 for _ in reader.records()) == MAX_CHUNK_RECORDS + 10 and reader.damage is None
+
+
+
+def test_a_malformed_session_event_is_damage_with_its_place_and_replay_runs_to_it(tmp_path):
+    frames = encode_chunk(encode_records([(EVENT, 1_000, 1, b'{"kind":"connect","symbols":["BTC-USDT"]}'),
+                                          (TEXT, 1_001, 1, '{"event":"subscribe"}')]))
+    for bad in (b"not json", b"[1, 2]", b'{"kind":"connect","symbols":"BTC-USDT"}'):
+        path = recording(tmp_path, frames, encode_chunk(encode_records([(EVENT, 2_000, 1, bad)])))
+        header, records, damage = read_recording(path)
+        assert len(records) == 2 and damage is not None and "session event" in str(damage)
+    from tests.conftest import write_config
+    config = write_config(tmp_path / "c.yaml", {
+        "board": {"name": "unused"}, "venues": {"okx": {"instruments": ["BTC/USDT"], "url": "wss://x"}},
+        "detector": {"output": str(tmp_path / "unused.jsonl")}})
+    result = run_cli("replay", "--config", str(config), "--recording", str(path), "--quiet",
+                     "--out", str(tmp_path / "o.jsonl"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"replay: stopped reading {path}: unreadable from byte" in result.stdout
