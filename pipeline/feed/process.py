@@ -159,12 +159,14 @@ class Feed:
             self.rate_log.warning(f"gap:{fields['conn']}", f"{venue}: {fields['reason']}; rows resyncing")
         elif kind == "crossed":
             self.rate_log.warning(f"crossed:{fields['symbol']}", f"{venue} {fields['symbol']}: book crossed or locked")
-        elif kind == "reject":
+        elif kind == "reject":              # (the server's text arrives trimmed and redacted: session.server_text)
             symbol = fields["symbol"]
-            log.error("%s refused a subscription%s: %s", venue, f" for {symbol}" if symbol else "", fields["message"])
+            self.rate_log.warning("reject", f"{venue} refused a subscription{f' for {symbol}' if symbol else ''}: "
+                                            f"{fields['message']}")
         elif kind in ("notice", "budget", "handover", "fallback", "resync_deferred") or (
                 kind == "login" and not fields.get("ok")) or (kind == "status" and not fields.get("tradable")):
-            log.warning("%s: %s %s", venue, kind, " ".join(f"{k}={v}" for k, v in fields.items()))
+            self.rate_log.warning(f"journal:{kind}", f"{venue}: {kind} " +
+                                  " ".join(f"{k}={v}" for k, v in fields.items()))
         elif kind == "stale":
             self.rate_log.warning(f"stale:{fields['row']}", f"{venue}: row {fields['row']} stale "
                                                             f"(no update for {fields['silent_ms']:.0f} ms)")

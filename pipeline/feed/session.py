@@ -28,6 +28,7 @@ and control event: ``decode`` uses it to say what each line did.
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Callable, Protocol
 
@@ -59,6 +60,22 @@ RESYNC_WINDOW_NS = 60_000_000_000
 # new connection (make-before-break) instead of spending the rest
 BUDGET_SHARE = 0.9
 HOUR_NS = 3_600_000_000_000
+
+
+SERVER_TEXT_CHARS = 300            # what a log line or a recording keeps of an exchange's error or notice text
+# "apiKey":"...", passphrase='...', sign=...: a credential field and its quoted value, in JSON or key=value text
+_CREDENTIAL_FIELD = re.compile(
+    r"""(["']?(?:apiKey|api_key|passphrase|sign|signature|secret|password|token)["']?\s*[:=]\s*)"""
+    r"""(["'])[^"']*(["'])""", re.IGNORECASE)
+
+
+def server_text(text) -> str:
+    """An exchange's error or notice text as we keep it: credentials it echoes back (OKX 60012 quotes the whole
+    login request) replaced by ``<redacted>``, and at most :data:`SERVER_TEXT_CHARS` characters."""
+    text = _CREDENTIAL_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>{m.group(3)}", str(text))
+    if len(text) > SERVER_TEXT_CHARS:
+        text = f"{text[:SERVER_TEXT_CHARS]}... ({len(text) - SERVER_TEXT_CHARS} more characters)"
+    return text
 
 
 class RowSink(Protocol):
@@ -266,6 +283,8 @@ class FeedSession:
 
     def _note(self, kind: str, now_ns: int, **fields) -> None:
         if self.journal is not None:
+            if "message" in fields:
+                fields["message"] = server_text(fields["message"])
             self.journal(kind, now_ns, fields)
 
     # ---------------------------------------------------------------- connections

@@ -1,0 +1,36 @@
+"""What an exchange says back is kept short and without our credentials.
+
+OKX answers a malformed login with error 60012 quoting the whole request (api key, passphrase, signature);
+that text went into the log and the recording as it came. Server error and notice text is now redacted
+and trimmed where the feed session takes it in, so every log line and recording gets the kept version.
+"""
+from __future__ import annotations
+
+from pipeline.feed.session import SERVER_TEXT_CHARS, FeedSession, MemorySink, server_text
+from pipeline.venues import load_venue
+
+LOGIN_ECHO = ('{"event":"error","code":"60012","msg":"Invalid request: {\\"op\\": \\"login\\", \\"args\\":[{'
+              '\\"apiKey\\":\\"985d5b66-57ce-40fb-b714-afc0b9787083\\",\\"passphrase\\":\\"hunter2hunter2\\",'
+              '\\"timestamp\\":\\"1538054050\\",\\"sign\\":\\"7L+zFQ+85FjUaEKj9mZVgb4s8lcjHhTrAM5Q=\\"}]}"}')
+SECRETS = ("985d5b66-57ce-40fb-b714-afc0b9787083", "hunter2hunter2", "7L+zFQ+85FjUaEKj9mZVgb4s8lcjHhTrAM5Q=")
+
+
+def test_credentials_an_exchange_echoes_never_reach_the_journal():
+    journal = []
+    session = FeedSession(load_venue("okx"), {"BTC-USDT": 0}, 5, 5_000_000_000, MemorySink(5),
+                          journal=lambda kind, now, fields: journal.append((kind, fields)))
+    conn = session.connection_opened(["BTC-USDT"], 0)
+    session.receive(LOGIN_ECHO, 1, conn)
+    assert journal, "the error was journaled"
+    text = repr(journal)
+    assert not any(secret in text for secret in SECRETS), text
+    assert "<redacted>" in text
+
+
+def test_server_text_is_redacted_in_json_and_key_value_forms_and_trimmed():
+    assert server_text('apiKey="abc" passphrase=\'p\' token: "t"') == \
+        'apiKey="<redacted>" passphrase=\'<redacted>\' token: "<redacted>"'
+    long = server_text("x" * 5000)
+    assert len(long) < SERVER_TEXT_CHARS + 40 and long.endswith("(4700 more characters)")
+    assert server_text("subscription refused: unknown symbol ZZZ-USDT") == \
+        "subscription refused: unknown symbol ZZZ-USDT"
