@@ -30,6 +30,7 @@ import time
 from typing import Callable
 
 TRANSPORTS = ("websockets", "picows")
+MAX_MESSAGE_BYTES = 2 ** 24    # one message, fragments joined: websockets closes a connection past it (1009), picows too
 
 
 class Link:
@@ -85,7 +86,7 @@ class WebsocketsLink(Link):
 
 async def _open_websockets(url: str, ping_interval_s: float | None, open_timeout_s: float) -> Link:
     from websockets.asyncio.client import connect
-    ws = await connect(url, max_size=2 ** 24, open_timeout=open_timeout_s, close_timeout=1, compression=None,
+    ws = await connect(url, max_size=MAX_MESSAGE_BYTES, open_timeout=open_timeout_s, close_timeout=1, compression=None,
                        ping_interval=ping_interval_s, ping_timeout=ping_interval_s, max_queue=None)
     return WebsocketsLink(ws)
 
@@ -102,6 +103,7 @@ class PicowsLink(Link):
         self._stop_reason = ""
         self._backlog: list = []          # messages that arrived before run() (login, subscribe acks)
         self._parts: list = []
+        self._size = 0                    # bytes of the fragmented message collected so far
         self._text = True
 
     # -- picows listener callbacks (the listener forwards to these)
@@ -111,11 +113,18 @@ class PicowsLink(Link):
         if kind == WSMsgType.TEXT or kind == WSMsgType.BINARY:
             if not frame.fin:                          # a fragmented message: collect it
                 self._parts = [frame.get_payload_as_bytes()]
+                self._size = len(self._parts[0])
                 self._text = kind == WSMsgType.TEXT
                 return
             raw = frame.get_payload_as_utf8_text() if kind == WSMsgType.TEXT else frame.get_payload_as_bytes()
         elif kind == WSMsgType.CONTINUATION:
-            self._parts.append(frame.get_payload_as_bytes())
+            part = frame.get_payload_as_bytes()
+            self._size += len(part)
+            if self._size > MAX_MESSAGE_BYTES:         # as websockets does: a message this big ends the connection
+                self._parts = []
+                self.stop(f"message too big (more than {MAX_MESSAGE_BYTES} bytes in fragments)")
+                return
+            self._parts.append(part)
             if not frame.fin:
                 return
             data = b"".join(self._parts)
@@ -194,7 +203,7 @@ async def _open_picows(url: str, ping_interval_s: float | None, open_timeout_s: 
                    "auto_ping_reply_timeout": ping_interval_s}
     ssl_context = ssl.create_default_context() if url.startswith("wss://") else None
     await asyncio.wait_for(ws_connect(Listener, url, ssl_context=ssl_context, websocket_handshake_timeout=open_timeout_s,
-                                      max_frame_size=2 ** 24, **options), open_timeout_s + 1)
+                                      max_frame_size=MAX_MESSAGE_BYTES, **options), open_timeout_s + 1)
     return link
 
 
