@@ -144,7 +144,7 @@ def test_bad_gzip(parse):
 
 
 def test_gzip_output_is_capped(monkeypatch, parse):
-    monkeypatch.setattr(htx, "MAX_FRAME_BYTES", 100)
+    monkeypatch.setattr(htx, "MAX_INFLATED_BYTES", 100)
     with pytest.raises(ParseError) as exc:
         parse(gzip.compress(b'{"ping":1,"pad":"' + b"x" * 200 + b'"}'), 0)
     assert exc.value.reason == "oversize"
