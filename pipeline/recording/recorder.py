@@ -30,6 +30,11 @@ from pipeline.recording.format import MAX_CHUNK_RECORDS, SUFFIX, encode_body, en
 log = logging.getLogger("pipeline.recording")
 
 
+# frames waiting for the writer thread: about 2 s at 100 k frames/s; a writer stuck on a disk that blocks
+# makes the feed drop frames from the recording (counted as record_dropped), never grow without bound
+MAX_BUFFERED_FRAMES = 200_000
+
+
 class Recorder:
     def __init__(self, directory: str, venue: str, header: dict, rotate_mb: float = 256.0,
                  keep_files: int = 0, flush_interval_s: float = 0.1, retry_after_s: float = 5.0):
@@ -50,6 +55,7 @@ class Recorder:
         self._last_error = ""
         self.recorded = 0
         self.dropped = 0
+        self.overflowed = 0               # frames refused because the buffer was full (the feed's thread counts these)
         self.errors = 0
         self.files: list[str] = []
         self._compressor = None
@@ -58,7 +64,11 @@ class Recorder:
 
     # ---------------------------------------------------------------- feed side (hot)
     def frame(self, raw, recv_ns: int, conn: int) -> None:
-        self._buffer.append((raw, recv_ns, conn))
+        buffer = self._buffer
+        if len(buffer) < MAX_BUFFERED_FRAMES:
+            buffer.append((raw, recv_ns, conn))
+        else:                                # the writer is stuck (a disk that blocks): bounded, and counted
+            self.overflowed += 1
 
     def event(self, kind: str, now_ns: int, fields: dict) -> None:
         conn = fields.get("conn")
@@ -67,7 +77,7 @@ class Recorder:
     def publish_stats(self, stats) -> None:
         """Copy the counters into the feed's process slot (called by the feed's watchdog)."""
         stats.set("recorded", self.recorded)
-        stats.set("record_dropped", self.dropped)
+        stats.set("record_dropped", self.dropped + self.overflowed)
         stats.set("record_errors", self.errors)
 
     # ---------------------------------------------------------------- writer thread

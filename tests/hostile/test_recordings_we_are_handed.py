@@ -90,3 +90,15 @@ def test_a_malformed_session_event_is_damage_with_its_place_and_replay_runs_to_i
                      "--out", str(tmp_path / "o.jsonl"))
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert f"replay: stopped reading {path}: unreadable from byte" in result.stdout
+
+
+def test_a_writer_that_cannot_keep_up_bounds_the_buffer_and_counts_what_it_drops(tmp_path):
+    from pipeline.recording.recorder import MAX_BUFFERED_FRAMES
+    recorder = Recorder(str(tmp_path), "okx", {}, flush_interval_s=3600)    # the writer never gets to write
+    for n in range(MAX_BUFFERED_FRAMES + 1234):
+        recorder.frame("{}", n, 1)
+    assert len(recorder._buffer) == MAX_BUFFERED_FRAMES and recorder.overflowed == 1234
+    recorder.close()                                    # what was kept is written at close
+    [path] = sorted(tmp_path.glob("*.rec"))
+    reader = RecordingReader(path)
+    assert sum(1 for _ in reader.records()) == MAX_BUFFERED_FRAMES
