@@ -473,6 +473,8 @@ class FeedSession:
                     trace.append(("control", "", "liveness"))
             elif isinstance(event, (TradingStatus, InstrumentSpec)):
                 symbol = event.symbol
+                if symbol is not None and symbol not in self.books and not self.add_unknown:
+                    continue                        # a pair we do not follow: kept nowhere (a server may name any)
                 if isinstance(event, InstrumentSpec):
                     self.reference[symbol] = event
                 elif symbol is None:
