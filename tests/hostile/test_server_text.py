@@ -35,15 +35,3 @@ def test_server_text_is_redacted_in_json_and_key_value_forms_and_trimmed():
     assert server_text("subscription refused: unknown symbol ZZZ-USDT") == \
         "subscription refused: unknown symbol ZZZ-USDT"
 
-
-def test_reference_data_for_pairs_we_do_not_follow_is_kept_nowhere():
-    import orjson
-    session = FeedSession(load_venue("kraken"), {"BTC/USD": 0}, 5, 5_000_000_000, MemorySink(5))
-    conn = session.connection_opened(["BTC/USD"], 0)
-    pairs = [{"symbol": f"Z{n:05d}/USD", "base": f"Z{n:05d}", "quote": "USD", "status": "online",
-              "qty_precision": 8, "price_precision": 1} for n in range(20_000)]
-    pairs.append({"symbol": "BTC/USD", "base": "BTC", "quote": "USD", "status": "online", "qty_precision": 8,
-                  "price_precision": 1})
-    session.receive(orjson.dumps({"channel": "instrument", "type": "snapshot",
-                                  "data": {"assets": [], "pairs": pairs}}).decode(), 1, conn)
-    assert list(session.reference) == ["BTC/USD"]       # 20 000 names a server made up cost nothing
