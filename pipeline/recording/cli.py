@@ -261,4 +261,18 @@ def main(argv: list[str]) -> int:
             status = 2
             continue
         sys.stdout.write(f"{src} -> {out} ({count} records)\n")
+        warning = unusable_warning(out)
+        if warning:
+            sys.stderr.write(f"run.py recording import: {src}: {warning}\n")
     return status
+
+
+def unusable_warning(path: str) -> str | None:
+    """What ``recording info`` would find wrong with a file just imported, said at once: frames the venue's
+    parser cannot read (an older API version, another venue's capture) make a recording that replays nothing."""
+    for venue, entry in info(path).items():
+        frames, unusable = entry["frames"], entry["session"].get("parse_errors", 0)
+        if frames and unusable * 2 >= frames:
+            return (f"{unusable} of {frames} frames are unusable to the {venue} parser (an older API version, or "
+                    f"not {venue}'s?): a replay of it finds little or nothing; see run.py recording info {path}")
+    return None

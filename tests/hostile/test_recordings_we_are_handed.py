@@ -102,3 +102,20 @@ def test_a_writer_that_cannot_keep_up_bounds_the_buffer_and_counts_what_it_drops
     [path] = sorted(tmp_path.glob("*.rec"))
     reader = RecordingReader(path)
     assert sum(1 for _ in reader.records()) == MAX_BUFFERED_FRAMES
+
+
+def test_an_import_the_parser_cannot_read_is_warned_about_at_once(tmp_path):
+    old_api = tmp_path / "bybit-v2.jsonl"                # Bybit's retired v2 orderBookL2 frames
+    old_api.write_text(
+        '{"topic":"orderBookL2_25.BTCUSD","type":"snapshot","data":[{"price":"1","symbol":"BTCUSD","id":1,'
+        '"side":"Buy","size":1}]}\n'
+        '{"topic":"orderBookL2_25.BTCUSD","type":"delta","data":{"delete":[],"update":[],"insert":[]}}\n')
+    current = tmp_path / "bybit-v5.jsonl"
+    current.write_text(
+        '{"topic":"orderbook.1.BTCUSDT","ts":1700000000001,"type":"snapshot","data":{"s":"BTCUSDT",'
+        '"b":[["100.0","1"]],"a":[["101.0","1"]],"u":1,"seq":1001}}\n')
+    result = run_cli("recording", "import", "--format", "jsonl", "--exchange", "bybit", "--out",
+                     str(tmp_path / "rec"), str(old_api), str(current))
+    assert result.returncode == 0, result.stderr
+    assert f"{old_api}: 2 of 2 frames are unusable to the bybit parser" in result.stderr
+    assert str(current) not in result.stderr
