@@ -51,6 +51,24 @@ def channel_of(venue_module, frame) -> list[str]:
     return names or ["empty"]
 
 
+def _live_rows_sink(depth: int):
+    from pipeline.board.layout import RowStatus
+    from pipeline.feed.session import MemorySink
+
+    class LiveRows(MemorySink):
+        """Rows in memory, and which of them were ever written LIVE."""
+
+        def __init__(self, depth: int):
+            super().__init__(depth)
+            self.live_rows: set = set()
+
+        def write(self, row, status, *args) -> None:
+            super().write(row, status, *args)
+            if status == RowStatus.LIVE:
+                self.live_rows.add(row)
+    return LiveRows(depth)
+
+
 def info(path: str) -> dict:
     from pipeline.feed.session import FeedSession, MemorySink
     from pipeline.venues import VENUES, load_venue
@@ -65,7 +83,7 @@ def info(path: str) -> dict:
         known = venue in VENUES
         if known and venue not in sessions:
             journal: dict[str, int] = {}
-            session = FeedSession(load_venue(venue), {}, 5, 1 << 62, MemorySink(5), add_unknown=True,
+            session = FeedSession(load_venue(venue), {}, 5, 1 << 62, _live_rows_sink(5), add_unknown=True,
                                   journal=lambda kind, now, fields, journal=journal: journal.__setitem__(
                                       kind, journal.get(kind, 0) + 1))
             sessions[venue] = (session, session.connection_opened([], 0), journal)
@@ -91,7 +109,9 @@ def info(path: str) -> dict:
         stats = session.stats
         venues[venue]["session"] = {"parse_errors": stats.get("parse_errors"), "gaps": stats.get("gaps"),
                                     "checksum_failures": stats.get("checksum_failures"),
-                                    "resyncs": stats.get("resyncs")}
+                                    "resyncs": stats.get("resyncs"),
+                                    "never_live": sorted(symbol for symbol, row in session.row_of.items()
+                                                         if row not in session.sink.live_rows)}
     for entry in venues.values():
         span = ((entry["last_ns"] or 0) - (entry["first_ns"] or 0)) / 1e9
         entry["duration_s"] = round(span, 3)
@@ -113,6 +133,11 @@ def render_info(venues: dict) -> str:
         if s:
             lines.append(f"  through the session: {s['gaps']} gaps, {s['checksum_failures']} checksum failures, "
                          f"{s['resyncs']} resyncs, {s['parse_errors']} unusable frames")
+            if s.get("never_live"):
+                names = s["never_live"]
+                lines.append(f"  never live: {', '.join(names[:10])}{f' and {len(names) - 10} more' if len(names) > 10 else ''}"
+                             f" (their books never became complete and current: no snapshot in the recording? a "
+                             f"file rotated with keep_files starts mid-stream; a replay of them finds nothing)")
         for name, n in list(e["channels"].items())[:12]:
             lines.append(f"  {n:>9}  {name}")
         if len(e["channels"]) > 12:

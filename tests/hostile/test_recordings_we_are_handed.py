@@ -119,3 +119,16 @@ def test_an_import_the_parser_cannot_read_is_warned_about_at_once(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"{old_api}: 2 of 2 frames are unusable to the bybit parser" in result.stderr
     assert str(current) not in result.stderr
+
+
+def test_info_says_which_books_never_went_live_in_a_recording_that_starts_mid_stream(tmp_path):
+    deltas = tmp_path / "bybit-mid-stream.jsonl"           # what a file rotated away from its snapshot holds
+    deltas.write_text("".join(
+        '{"topic":"orderbook.50.BTCUSDT","ts":%d,"type":"delta","data":{"s":"BTCUSDT","b":[["100.%d","1"]],'
+        '"a":[],"u":%d,"seq":%d}}\n' % (1700000000000 + n, n, 5 + n, 1005 + n) for n in range(50)))
+    assert run_cli("recording", "import", "--format", "jsonl", "--exchange", "bybit", "--out",
+                   str(tmp_path / "rec"), str(deltas)).returncode == 0
+    info = run_cli("recording", "info", str(tmp_path / "rec"))
+    assert info.returncode == 0, info.stderr
+    assert "0 gaps, 0 checksum failures, 0 resyncs, 0 unusable frames" in info.stdout
+    assert "never live: BTCUSDT (their books never became complete and current" in info.stdout
