@@ -63,8 +63,8 @@ class Outcome(enum.IntEnum):
     IGNORED = 2        # not applicable now (delta before snapshot, duplicate or old update)
     GAP = 3            # continuity broken: book discarded, resync needed
     CHECKSUM = 4       # checksum mismatch: book discarded, resync needed
-    BAD_NUMBER = 5     # NaN/inf/negative/zero price, negative quantity, or an exchange time a row cannot hold
-                       # (model.MAX_TS_MS): book discarded, resync needed
+    BAD_NUMBER = 5     # NaN/inf/negative/zero price, negative quantity, an exchange time a row cannot hold
+                       # (model.MAX_TS_MS), or a side deeper than MAX_BOOK_LEVELS: book discarded, resync needed
     RESUBSCRIBE = 6    # the pair's precision changed: depth book discarded, send build_resubscribe(symbol)
     STATUS = 7         # trust state changed without a book change (halted / resumed): publish the row state
 
@@ -74,6 +74,9 @@ _CHANGED = Outcome.CHANGED
 _LIVE, _CROSSED, _HALTED = RowStatus.LIVE, RowStatus.CROSSED, RowStatus.HALTED
 _SYNCING, _RESYNCING = RowStatus.SYNCING, RowStatus.RESYNCING
 
+# a side of a full-depth book (Coinbase level2) holds at most this many levels: the deepest real one in our
+# captures is 16 399 (Coinbase ETH-USD asks); a server adding levels without end costs a resync, not the memory
+MAX_BOOK_LEVELS = 100_000
 STUCK_AFTER_MS = 1000        # a channel whose ids stay behind this long while the other advances is re-armed
 STUCK_AFTER_IGNORED = 200    # the same, counted in messages, for venues without exchange timestamps
 
@@ -424,6 +427,9 @@ class InstrumentBook:
                     self.invalidate(book=book)
                     return Outcome.GAP
                 book.load(update, replace=False)
+        if book is self.book and (len(book.bids.levels) > MAX_BOOK_LEVELS or len(book.asks.levels) > MAX_BOOK_LEVELS):
+            self.invalidate(book=book)
+            return Outcome.BAD_NUMBER
         if book is self.bbo:
             self._bbo_ignored = 0
         else:
