@@ -19,7 +19,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-FIXTURES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 
 def percentile(sorted_values: list, p: float) -> float:

@@ -52,8 +52,11 @@ def main(argv=None) -> None:
             tree = root / commit.replace("/", "_")
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True,
                            capture_output=True)
-            # the fixtures live beside the repository
-            (root / "shared").exists() or os.symlink(REPO.parent / "shared", root / "shared")
+            # older commits read their fixtures from ../shared/fixtures: give them this repository's copy there
+            fixtures = root / "shared" / "fixtures"
+            if not fixtures.exists():
+                fixtures.parent.mkdir(exist_ok=True)
+                os.symlink(REPO / "tests" / "fixtures", fixtures)
             trees[commit] = tree
         results = {commit: {name: [] for name in CASES} for commit in args.commits}
         for _ in range(args.runs):

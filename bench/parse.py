@@ -5,7 +5,7 @@ rows per second bounds how many instruments one feed can carry, and the time
 per frame is part of every quote's latency. We drive the real
 ``FeedSession.receive`` of a real feed process object (venue parse, ``InstrumentBook.apply``,
 ``compose``, ``RowWriter.write``, the doorbell check and the per-process
-counters) with frames taken from ``shared/fixtures``; only sequence fields are
+counters) with frames taken from ``tests/fixtures``; only sequence fields are
 renumbered so that every frame is new to the book (otherwise the book would
 rightly ignore repeats). There is no socket here: see the receive benchmark
 below for that part.

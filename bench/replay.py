@@ -6,7 +6,7 @@ between the stages, so its rate is the cleanest measure of our per-frame
 cost. The load is a mix of top-of-book frames (Binance bookTicker, Bybit
 orderbook.1, OKX bbo-tbt) for ``--instruments`` instruments, written as a
 real recording (the documented format) from the real frame shapes in
-``shared/fixtures`` with prices walking and update ids rising.
+``tests/fixtures`` with prices walking and update ids rising.
 
 Stages, each timed over the same recording in one run, rounds interleaved:
 

@@ -1,4 +1,4 @@
-"""Binance parser against real messages (../shared/fixtures/binance)."""
+"""Binance parser against real messages (tests/fixtures/binance)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Bybit v5 parser against real messages (../shared/fixtures/bybit)."""
+"""Bybit v5 parser against real messages (tests/fixtures/bybit)."""
 from __future__ import annotations
 
 import pytest

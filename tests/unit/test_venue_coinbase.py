@@ -1,4 +1,4 @@
-"""Coinbase Advanced Trade parser against shared/fixtures/coinbase."""
+"""Coinbase Advanced Trade parser against tests/fixtures/coinbase."""
 from __future__ import annotations
 
 from functools import partial

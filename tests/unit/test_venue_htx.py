@@ -1,4 +1,4 @@
-"""HTX parser against shared/fixtures/htx (decompressed JSON) and real gzip frames."""
+"""HTX parser against tests/fixtures/htx (decompressed JSON) and real gzip frames."""
 from __future__ import annotations
 
 from functools import partial

@@ -1,4 +1,4 @@
-"""Kraken v2 parser and book checksum against shared/fixtures/kraken."""
+"""Kraken v2 parser and book checksum against tests/fixtures/kraken."""
 from __future__ import annotations
 
 from functools import partial

@@ -1,4 +1,4 @@
-"""OKX v5 parser against the real and documented messages in shared/fixtures/okx."""
+"""OKX v5 parser against the real and documented messages in tests/fixtures/okx."""
 from __future__ import annotations
 
 from functools import partial
