@@ -92,10 +92,10 @@ class Detector:
         # decide at a time taken after the read: a row may have been rewritten since ``seen_ns``, and a
         # quote must never look younger than the decision that uses it
         now_ns = time.time_ns()
-        label_of_row = self.universe.label_of_row
+        leg_of_row = self.universe.leg_of_row
         samples = self.publish_to_seen.samples
         for row in changed_rows:
-            publish_ns = quotes[label_of_row[row]].publish_ns
+            publish_ns = quotes[leg_of_row[row]].publish_ns
             if publish_ns:
                 samples.append(seen_ns - publish_ns)
         if len(samples) >= SAMPLE_BATCH:

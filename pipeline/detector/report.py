@@ -31,6 +31,14 @@ def iso(now_ns: int) -> str:
     return f"{cache[1]}.{us:06d}Z"
 
 
+def _labels(c, currency: tuple[str, str]) -> tuple[str, str]:
+    """(instrument, quote currency) a record names: the legs' own when both trade one instrument, else the
+    compared group's (``currency`` is its (base, quote))."""
+    if c.buy.instrument and c.buy.instrument == c.sell.instrument:
+        return c.buy.instrument, c.buy.instrument.split("/")[1]
+    return c.instrument, currency[1]
+
+
 def event_record(event: Event, now_ns: int, fees_bps: dict[str, float], currency: tuple[str, str],
                  buy_offset_ns: int = 0, sell_offset_ns: int = 0) -> dict:
     """The JSON-lines object for one lifecycle event (fields and units: the README's event table).
@@ -41,19 +49,19 @@ def event_record(event: Event, now_ns: int, fees_bps: dict[str, float], currency
     c = event.candidate
     fill = c.fill
     buy, sell = c.buy, c.sell
-    same = buy.instrument == sell.instrument
+    instrument, quote_currency = _labels(c, currency)
     record = {
         "event": event.kind,
         "id": event.id,
         "time": iso(now_ns),
         "time_ns": now_ns,
-        "instrument": buy.instrument if same and buy.instrument else c.instrument,
+        "instrument": instrument,
         "buy_exchange": buy.venue,
         "sell_exchange": sell.venue,
         "buy_instrument": buy.instrument or c.instrument,
         "sell_instrument": sell.instrument or c.instrument,
         "base_currency": currency[0],
-        "quote_currency": buy.instrument.split("/")[1] if same and buy.instrument else currency[1],
+        "quote_currency": quote_currency,
         "buy_price": sig(fill.buy_price),
         "sell_price": sig(fill.sell_price),
         "qty_base": sig(fill.quantity),
@@ -92,17 +100,17 @@ def event_record(event: Event, now_ns: int, fees_bps: dict[str, float], currency
 def shadow_record(opened: Event, fills: list[ShadowFill], now_ns: int, currency: tuple[str, str]) -> dict:
     """Follow-up of an ``open``: the shadow fills at every configured latency."""
     c = opened.candidate
-    same = c.buy.instrument == c.sell.instrument
+    instrument, quote_currency = _labels(c, currency)
     return {
         "event": "shadow",
         "id": opened.id,
         "time": iso(now_ns),
         "time_ns": now_ns,
         "opened_time_ns": opened.now_ns,
-        "instrument": c.buy.instrument if same and c.buy.instrument else c.instrument,
+        "instrument": instrument,
         "buy_exchange": c.buy.venue,
         "sell_exchange": c.sell.venue,
-        "quote_currency": c.buy.instrument.split("/")[1] if same and c.buy.instrument else currency[1],
+        "quote_currency": quote_currency,
         "qty_base": sig(c.fill.quantity),
         "notional_quote": round(c.fill.quantity * c.fill.buy_price, 6),
         "net_bps": round(c.fill.net_bps, 4),

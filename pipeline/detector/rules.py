@@ -51,10 +51,16 @@ class Quote:
     @property
     def leg(self) -> str:
         """This quote's name among the quotes of one compared instrument: one per board row."""
-        return f"{self.venue} {self.instrument}" if self.instrument else self.venue
+        return leg_of(self.venue, self.instrument) if self.instrument else self.venue
 
     def age_ms(self, now_ns: int) -> float:
         return (now_ns - self.recv_ns) / 1e6
+
+
+def leg_of(label: str, instrument: str) -> str:
+    """A row's name among the rows of its instrument identity: venue label and its own instrument
+    (``kraken BTC/USDT``), so one venue quoting two equivalent instruments gives two legs."""
+    return f"{label} {instrument}"
 
 
 def engine_of(label: str) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 from pipeline.board import RowReader
 from pipeline.board.layout import LANE_MASK, LANE_RING
 from pipeline.board.seqlock import ChangeLane, lane_of_rows, read_consistent
-from pipeline.detector.rules import Quote
+from pipeline.detector.rules import Quote, leg_of
 
 NUMPY_SCAN_ROWS = 64
 _U64 = struct.Struct("<Q")
@@ -77,11 +77,6 @@ def venue_config_for(config, assignment):
     return config.venue(assignment.venue)
 
 
-def leg_of(label: str, instrument: str) -> str:
-    """A row's name among the rows of its instrument identity (:attr:`~pipeline.detector.rules.Quote.leg`)."""
-    return f"{label} {instrument}"
-
-
 class RowUniverse:
     """The rows the detector watches, grouped by instrument identity, with fees and limits per leg."""
 
@@ -89,7 +84,7 @@ class RowUniverse:
         dc = config.detector
         self.rows_of: dict[str, list[tuple[int, str]]] = {}         # key -> [(row, leg)]
         self.key_of_row: dict[int, str] = {}
-        self.label_of_row: dict[int, str] = {}                     # row -> its leg
+        self.leg_of_row: dict[int, str] = {}                       # row -> its leg (the key of its quote)
         self.venue_label_of_row: dict[int, str] = {}               # row -> venue label (kraken, kraken@frankfurt)
         self.instrument_of_row: dict[int, str] = {}
         self.venue_of_label: dict[str, str] = {}
@@ -107,7 +102,7 @@ class RowUniverse:
             venue = venue_config_for(config, assignment)
             self.rows_of.setdefault(key, []).append((assignment.row, leg))
             self.key_of_row[assignment.row] = key
-            self.label_of_row[assignment.row] = leg
+            self.leg_of_row[assignment.row] = leg
             self.venue_label_of_row[assignment.row] = label
             self.instrument_of_row[assignment.row] = assignment.instrument
             self.venue_of_label[label] = assignment.venue

@@ -70,7 +70,7 @@ def _live_rows_sink(depth: int):
 
 
 def info(path: str) -> dict:
-    from pipeline.feed.session import FeedSession, MemorySink
+    from pipeline.feed.session import FeedSession
     from pipeline.venues import VENUES, load_venue
     venues: dict[str, dict] = {}
     sessions: dict[str, tuple] = {}
