@@ -29,7 +29,7 @@ out = {}
 for name in %r:
     case = next(c for c in CASES if c.name == name)
     setup, frames = build_frames(case, 20000)
-    module = importlib.import_module(f"pipeline.venues.{case.venue}")
+    module = getattr(importlib.import_module(f"pipeline.venues.{case.venue}"), "VENUE", None) or importlib.import_module(f"pipeline.venues.{case.venue}")
     rig = FeedRig(case.venue, symbols_of(module, setup + frames), 5)
     try:
         rates = sorted(time_ours(rig, setup, frames)[0] for _ in range(5))

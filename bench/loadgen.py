@@ -13,7 +13,7 @@ prebuilt WebSocket frames straight to the socket:
    again, so the body can be played in a loop without a jump in the book.
    Dislocations (one venue's instrument ``dislocation_bps`` away from the
    others for a while) are placed at fixed steps, none across the loop's end.
-2. **Frames.** For each venue a :class:`~pipeline.sim.protocols.base.SimProtocol`
+2. **Frames.** For each venue a :class:`~pipeline.sim.protocol.SimProtocol`
    instance is subscribed exactly as the feed will subscribe it (the venue
    module's own ``build_url`` and ``build_subscribe`` frames), renders the
    snapshots of step 0 (the *prologue*, sent once per connection) and then
@@ -80,10 +80,10 @@ from urllib.parse import urlsplit
 
 from pipeline.model import BBO, DEPTH
 from pipeline.sim.market import DEFAULT_PRICES, Dislocation, Market, Tape, level_quantity, price_decimals
-from pipeline.sim.protocols import load_protocol
-from pipeline.sim.protocols.base import SymbolState
-from pipeline.sim.protocols.coinbase import rfc3339_ns
-from pipeline.sim.protocols.kraken import rfc3339_us
+from pipeline.venues import load_protocol
+from pipeline.sim.protocol import SymbolState
+from pipeline.venues.coinbase.sim import rfc3339_ns
+from pipeline.venues.kraken.sim import rfc3339_us
 from pipeline.venues import DEFAULT_TAKER_FEE_BPS, SIM_PATHS, VENUES, load_venue
 
 STAMP_MS = 1_700_000_000_123                 # the fixed time every frame is rendered with

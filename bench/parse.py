@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import base64
 import hashlib
-import importlib
 import multiprocessing as mp
 import os
 import re
@@ -40,6 +39,7 @@ import orjson
 
 from bench._common import FIXTURES_DIR, BusyMeter, machine_info, markdown_table, median, ratio, write_results
 from pipeline.board import Board
+from pipeline.venues import load_venue
 from pipeline.board.doorbell import Doorbell
 from pipeline.board.layout import ProcessRole
 from pipeline.model import BookUpdate
@@ -237,13 +237,13 @@ def time_stages(venue, setup, frames, depth, decoder="orjson"):
     """µs/frame for the venue parse alone, and parse + ``InstrumentBook.apply`` (books built as the feed builds them)."""
     from pipeline.book import InstrumentBook
     from pipeline.venues.typed import decoder_for
-    module = importlib.import_module(f"pipeline.venues.{venue}")
+    module = load_venue(venue)
     parse, now = decoder_for(module, decoder).parse, time.time_ns
     t0 = time.perf_counter()
     for raw in frames:
         parse(raw, now())
     parse_us = (time.perf_counter() - t0) / len(frames) * 1e6
-    books = {s: InstrumentBook(s, depth, module.BOOK_LEVELS, module.CHECKSUM, module.CHECKSUM_LEVELS or 10)
+    books = {s: InstrumentBook(s, depth, module.book_levels, module.checksum, module.checksum_levels or 10)
              for s in symbols_of(module, setup + frames)}
     for raw in setup:
         for ev in parse(raw, now()):
@@ -559,7 +559,7 @@ def main(argv=None) -> None:
     for case in CASES:
         name, venue = case.name, case.venue
         try:
-            module = importlib.import_module(f"pipeline.venues.{venue}")
+            module = load_venue(venue)
             setup, frames = build_frames(case, args.frames)
             symbols = symbols_of(module, setup + frames)
             rig = FeedRig(venue, symbols, args.depth)
@@ -653,7 +653,7 @@ def main(argv=None) -> None:
                                 [[decode["orjson"], decode["msgspec"], ratio(decode["orjson"], decode["msgspec"])]])]
     feed_receive = None
     if book_ticker is not None and not args.skip_recv:
-        rig = FeedRig("binance", symbols_of(importlib.import_module("pipeline.venues.binance"),
+        rig = FeedRig("binance", symbols_of(load_venue("binance"),
                                             book_ticker["frames"]), args.depth)
         try:
             feed_receive, pubs = feed_receive_compare(book_ticker["frames"], rig, max(1, min(args.rounds, 3)))

@@ -14,12 +14,12 @@ share of each function (inclusive) and of each source line (self).
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import time
 from collections import Counter
 
 from bench import parse as bench_parse
+from pipeline.venues import load_venue
 from pipeline.venues.typed import decoder_for
 
 
@@ -29,7 +29,7 @@ def run(case_name: str, seconds: float, decoder: str) -> None:
         setup, frames = bench_parse._bybit_delta_frames(case, 20000)  # noqa: SLF001 - the same frames bench.parse times
     else:
         setup, frames = bench_parse.build_frames(case, 20000)
-    module = importlib.import_module(f"pipeline.venues.{case.venue}")
+    module = load_venue(case.venue)
     rig = bench_parse.FeedRig(case.venue, bench_parse.symbols_of(module, setup + frames), 5)
     now = time.time_ns
     end = time.monotonic() + seconds

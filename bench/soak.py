@@ -41,7 +41,7 @@ import yaml
 from pipeline.board import Board, RowStatus, SkipReason
 from pipeline.board.layout import ProcessRole
 from pipeline.sim.market import Market
-from pipeline.sim.protocols.base import QUIRK_NAMES, Quirks
+from pipeline.sim.protocol import QUIRK_NAMES, Quirks
 from pipeline.sim.server import Simulator
 from pipeline.venues import VENUES, load_venue
 

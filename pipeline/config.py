@@ -145,7 +145,7 @@ class SimulatorConfig:
     start_prices: tuple[tuple[str, float], ...] = ()
     random_dislocations: bool = True
     scripted_dislocations: tuple["ScriptedDislocation", ...] = ()
-    quirks: tuple[str, ...] = ()           # real-venue behaviours to imitate (pipeline.sim.protocols.base.QUIRK_NAMES)
+    quirks: tuple[str, ...] = ()           # real-venue behaviours to imitate (pipeline.sim.protocol.QUIRK_NAMES)
 
 
 @dataclass(frozen=True)
@@ -565,7 +565,7 @@ def _simulator_schema(available):
 
 
 def _sim_quirks(value, path, problems):
-    from pipeline.sim.protocols.base import QUIRK_NAMES
+    from pipeline.sim.protocol import QUIRK_NAMES
     if not isinstance(value, list):
         problems.add(path, f"must be a list of quirk names ({', '.join(QUIRK_NAMES)}), got {value!r}")
         return _BAD

@@ -97,7 +97,7 @@ def inferred_reference(venue):
     """For captures with no reference data (Kraken without its ``instrument`` messages): the pair's
     precisions inferred from the first snapshot's numbers (inferred, not documented: it can only err low,
     and then the checksum fails visibly)."""
-    infer = getattr(venue, "infer_precision", None)
+    infer = venue.infer_precision
     if infer is None:
         return None
     from pipeline.model import InstrumentSpec

@@ -198,6 +198,19 @@ class ChannelNotPermitted:
 
 
 @dataclass(frozen=True, slots=True)
+class SchemaDrift:
+    """A market-data message carried fields its declaration does not know (the exchange added one).
+
+    It was still decoded, by the same declaration with the unknown fields ignored, and its other
+    events are in the same list; the session counts ``schema_fallbacks`` and says once per venue
+    which message and field, so a changed wire format is seen the day it happens.
+    """
+
+    message: str          # the declaration's name, e.g. "BookTicker"
+    detail: str           # msgspec's words: "Object contains unknown field `x` - at `$.data`"
+
+
+@dataclass(frozen=True, slots=True)
 class SequenceMark:
     """A per-connection sequence number (Coinbase ``sequence_num``)."""
     seq: int

@@ -15,7 +15,7 @@ import asyncio
 import signal
 import sys
 
-from pipeline.sim.protocols.base import RULE_NAMES
+from pipeline.sim.protocol import RULE_NAMES
 
 # the other URL forms each venue accepts besides the one printed
 OTHER_FORMS = {"binance": "also /ws (bare payloads), /ws/<stream>, /stream?streams=<a>/<b>",

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 6
+LAYOUT_VERSION = 7
 CACHE_LINE = 64
 MAX_DEPTH = 10
 PROC_SLOT_SIZE = 256
@@ -133,6 +133,7 @@ PROC_DTYPE = np.dtype(
         ("record_errors", "<u8"),     # feeds: recording write failures
         ("resyncs_deferred", "<u8"),  # feeds: resubscribes held back by the per-instrument rate limit
         ("stuck_channels", "<u8"),    # feeds: top-of-book channels re-armed after their ids stayed behind
+        ("schema_fallbacks", "<u8"),  # feeds: market-data frames with fields their declaration does not know
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),

@@ -104,7 +104,7 @@ class Feed:
         self.doorbell = Doorbell(self.board.buf, spec.doorbell_fd)
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
-        self.keepalive_s = keepalive_s or self.venue.KEEPALIVE_INTERVAL_S
+        self.keepalive_s = keepalive_s or self.venue.keepalive_interval_s
         self.open_timeout_s = open_timeout_s
         self.rate_log = RateLimitedLog()
         self.recorder = recorder
@@ -115,16 +115,16 @@ class Feed:
         self.session = FeedSession(self.venue, {r.symbol: r.row for r in spec.rows}, spec.depth,
                                    int(staleness_ms * 1e6), sink, self.stats, journal=self.journal,
                                    decoder=decoder)
-        record = self.venue.VENUE
+        record = self.venue
         if ws_ping_interval_s is None:
             ws_ping_interval_s = record.ws_ping_interval_s
         self.ws_ping_interval_s = ws_ping_interval_s or None          # 0 or None: no RFC 6455 pings
         self.lifetime_s = record.limit("connection_lifetime_s")
         self.connection_limit = ConnectionRateLimit.of(record)
         self.status_pause_s = record.limit("reconnect_after_status_s") or 0.0
-        self.credentials = credentials if credentials and hasattr(self.venue, "build_login") else None
+        self.credentials = credentials if credentials and self.venue.build_login is not None else None
         if self.credentials is not None:
-            self.session.depth_channel = self.venue.TBT_CHANNEL
+            self.session.depth_channel = self.venue.login_depth_channel
         self.handover_timeout_s = handover_timeout_s
         self.transport = transport
         self.open_conns: dict = {}        # Connection -> websocket, every connection that is open now
@@ -167,6 +167,10 @@ class Feed:
                 kind == "login" and not fields.get("ok")) or (kind == "status" and not fields.get("tradable")):
             self.rate_log.warning(f"journal:{kind}", f"{venue}: {kind} " +
                                   " ".join(f"{k}={v}" for k, v in fields.items()))
+        elif kind == "schema_drift":
+            self.rate_log.warning(f"drift:{fields['message']}", f"{venue}: {fields['message']} frames carry fields we "
+                                  f"do not declare ({fields['detail']}); decoded with them ignored, counted in "
+                                  "schema_fallbacks")
         elif kind == "stale":
             self.rate_log.warning(f"stale:{fields['row']}", f"{venue}: row {fields['row']} stale "
                                                             f"(no update for {fields['silent_ms']:.0f} ms)")
@@ -182,7 +186,7 @@ class Feed:
         """
         wait = self.connection_limit.wait_s(time.monotonic())
         if wait > 0:                      # the venue's connection-rate limit, for every attempt of this feed
-            self.rate_log.warning(f"connlimit:{url}", f"{self.venue.NAME}: next connection held {wait:.2f} s to keep "
+            self.rate_log.warning(f"connlimit:{url}", f"{self.venue.name}: next connection held {wait:.2f} s to keep "
                                                       f"to the venue's connection limit")
             await asyncio.sleep(wait)
         self.connection_limit.note(time.monotonic())
@@ -203,8 +207,8 @@ class Feed:
                 await self._log_in(link, conn, reader, waits[0])
             venue = self.venue
             for n, frame in enumerate(self.session.subscribe_frames(conn)):
-                if n and venue.SUBSCRIBE_INTERVAL_S:
-                    await asyncio.sleep(venue.SUBSCRIBE_INTERVAL_S)     # the exchange's request rate limit
+                if n and venue.subscribe_interval_s:
+                    await asyncio.sleep(venue.subscribe_interval_s)     # the exchange's request rate limit
                 await link.send_now(frame)
         except BaseException:
             self._set_connected(-1)
@@ -307,7 +311,7 @@ class Feed:
                 try:
                     reason = await self._read(link, conn, reader)
                     if reason != "closed by the exchange" and not conn.retired:
-                        log.warning("%s: reconnecting: %s", venue.NAME, reason)
+                        log.warning("%s: reconnecting: %s", venue.name, reason)
                 finally:
                     self._set_connected(-1)
                     reader.cancel()
@@ -318,7 +322,7 @@ class Feed:
                 if not should_reconnect(exc):
                     raise
                 reason = f"{type(exc).__name__}: {exc}"
-                self.rate_log.warning(f"conn:{url}", f"{venue.NAME}: connection to {url} failed: {reason}")
+                self.rate_log.warning(f"conn:{url}", f"{venue.name}: connection to {url} failed: {reason}")
             replacement = self.replacing.pop(conn, None) if conn is not None else None
             if conn is None:
                 self.session.connection_failed(symbols, time.time_ns(), reason)
@@ -332,7 +336,7 @@ class Feed:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a failed replacement: reconnect as usual
-                    self.rate_log.warning(f"replace:{url}", f"{venue.NAME}: replacement failed: "
+                    self.rate_log.warning(f"replace:{url}", f"{venue.name}: replacement failed: "
                                                             f"{type(exc).__name__}: {exc}")
             if opened is not None:
                 backoff.connected_for(time.monotonic() - opened)
@@ -435,7 +439,7 @@ def main(spec: ProcessSpec, config) -> None:
     """Entry point of a feed process (called in the forked child)."""
     setup_child(spec)
     venue_config = config.venue(spec.venue)
-    url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).DEFAULT_URL
+    url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).default_url
     feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config),
                 ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config),
                 transport=venue_config.transport, decoder=venue_config.decoder)

@@ -37,7 +37,7 @@ from pipeline.board.stats import SKIPPED_WORD, WORD
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError, RowValueError
 from pipeline.model import (BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
-                            SequenceMark, SubscribeError, TradingStatus)
+                            SchemaDrift, SequenceMark, SubscribeError, TradingStatus)
 from pipeline.venues.typed import decoder_for
 
 SKIP_BY_REASON = {"invalid_json": SkipReason.INVALID_JSON, "unknown_message": SkipReason.UNKNOWN_MESSAGE,
@@ -234,7 +234,7 @@ class FeedSession:
         self.decoder = chosen.name
         self.parse = chosen.parse
         self.top = chosen.top
-        self.name = venue.NAME
+        self.name = venue.name
         self.depth = depth
         self.staleness_ns = staleness_ns
         self.sink = sink
@@ -259,16 +259,15 @@ class FeedSession:
         self.connections = 0
         self.depth_channel: str | None = None     # a non-default depth channel (OKX tbt after login)
         self.resync_times: dict[str, deque] = {}
-        record = getattr(venue, "VENUE", None)
-        limits = dict(getattr(record, "limits", ()) or ())
-        self.request_budget = limits.get("requests_per_connection_per_hour")
+        self.request_budget = venue.limit("requests_per_connection_per_hour")
+        self.drifted: set[str] = set()             # declarations an exchange has added fields to (SchemaDrift)
         self._words = self.stats.words
         self._messages_word = self.stats.word("messages")
 
     def _new_book(self, symbol: str) -> InstrumentBook:
         """A fresh book that already knows what the exchange said about its pair and the venue."""
         venue = self.venue
-        book = InstrumentBook(symbol, self.depth, venue.BOOK_LEVELS, venue.CHECKSUM, venue.CHECKSUM_LEVELS or 10)
+        book = InstrumentBook(symbol, self.depth, venue.book_levels, venue.checksum, venue.checksum_levels or 10)
         for said in (self.reference.get(symbol), self.venue_status, self.pair_status.get(symbol)):
             if said is not None:
                 book.apply(said)
@@ -290,7 +289,7 @@ class FeedSession:
     # ---------------------------------------------------------------- connections
     def connection_groups(self) -> list[list[str]]:
         symbols = list(self.books)
-        size = self.venue.MAX_SYMBOLS_PER_CONNECTION
+        size = self.venue.max_symbols_per_connection
         return [symbols[i:i + size] for i in range(0, len(symbols), size)]
 
     def connection_opened(self, symbols: list[str], now_ns: int, conn_id: int | None = None,
@@ -499,6 +498,13 @@ class FeedSession:
                 self.reject(event, recv_ns)
                 if trace is not None:
                     trace.append(("rejected", event.symbol, event.message))
+            elif isinstance(event, SchemaDrift):
+                self.stats.add("schema_fallbacks")
+                if event.message not in self.drifted:        # said once per message: the count says how often
+                    self.drifted.add(event.message)
+                    self._note("schema_drift", recv_ns, message=event.message, detail=event.detail)
+                if trace is not None:
+                    trace.append(("control", "", "schema_drift"))
             elif isinstance(event, ChannelNotPermitted):
                 out.extend(self._fall_back(event, recv_ns, conn))
                 if trace is not None:

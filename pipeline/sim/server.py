@@ -8,7 +8,7 @@ rendered for every connection subscribed to it.
 
 Two kinds of switches make it misbehave. :class:`Faults` are one-shot or
 test-driven failures (a dropped or corrupted message, silence, refused
-handshakes). :class:`~pipeline.sim.protocols.base.Quirks` (config
+handshakes). :class:`~pipeline.sim.protocol.Quirks` (config
 ``simulator.quirks``) make it behave like the real venues where they differ
 from the happy path: numbers printed in shortest or exponent form, depth
 arriving behind a newer top of book, re-sent unchanged books, and staged
@@ -47,8 +47,8 @@ from websockets.http11 import Response
 
 from pipeline.model import DEPTH
 from pipeline.sim.market import Market, Tape, price_decimals
-from pipeline.sim.protocols import load_protocol
-from pipeline.sim.protocols.base import BBO, Quirks, Rules, SymbolState
+from pipeline.venues import load_protocol
+from pipeline.sim.protocol import BBO, Quirks, Rules, SymbolState
 from pipeline.venues import SIM_PATHS
 
 log = logging.getLogger("pipeline.sim")
@@ -408,7 +408,7 @@ class Simulator:
 def build_simulator(config, rules=()) -> Simulator:
     """A simulator for every venue of ``config`` (a :class:`pipeline.config.Config`).
 
-    ``rules``: names of :class:`~pipeline.sim.protocols.base.Rules` to enforce (none by default).
+    ``rules``: names of :class:`~pipeline.sim.protocol.Rules` to enforce (none by default).
     """
     from pipeline.venues import native_symbols
     sim = config.simulator

@@ -78,6 +78,8 @@ _FEED_COUNTERS = (
      "Resubscribes held back by the per-instrument limit (3 a minute): a gap storm, not a subscribe storm."),
     ("stuck_channels", "pipeline_feed_stuck_channels",
      "Top-of-book channels re-armed after their ids stayed behind the depth channel's."),
+    ("schema_fallbacks", "pipeline_feed_schema_fallbacks",
+     "Market-data frames carrying fields their declaration does not know (decoded with them ignored)."),
 )
 _SKIP_REASONS = tuple((int(r), r.name.lower()) for r in SkipReason)
 _ROW_STATES = tuple((int(s), s.name.lower()) for s in RowStatus)

@@ -1,11 +1,15 @@
 """Small helpers the venue parsers share (pure, no I/O)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
+from typing import Callable
 
+import msgspec
 import orjson
 
 from pipeline.errors import ParseError
+from pipeline.model import SchemaDrift
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # Coinbase's whole-book snapshot is ~5 MB; anything near this is not a quote
 
@@ -26,6 +30,96 @@ def levels(pairs) -> list[tuple[float, float]]:
 
 
 SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+
+
+# ---------------------------------------------------------------- wire messages, each declared once
+
+class WireMsg(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """Base of every wire-message declaration (a ``wire.py`` struct per hot market-data message).
+
+    The declaration is the one description of the message: :class:`Message` decodes with it, the
+    top-of-book short path reads it, and nothing else restates its fields. Prices and quantities are
+    declared ``float`` (msgspec reads ``"25.35"`` into a float in C, lax mode); ids are ``int``; a
+    field we keep the wire text of (a checksum over the text) is :class:`msgspec.Raw`. Unknown
+    fields are forbidden here so that an exchange adding one is *noticed*; :class:`Message` then
+    decodes the frame again with the fields ignored and reports :class:`~pipeline.model.SchemaDrift`.
+    """
+
+
+_LENIENT: dict = {}
+
+
+def _lenient_type(tp):
+    """``tp`` with every :class:`WireMsg` inside it replaced by its lenient twin."""
+    if isinstance(tp, type) and issubclass(tp, WireMsg):
+        return lenient(tp)
+    args = typing.get_args(tp)
+    if not args:
+        return tp
+    origin = typing.get_origin(tp)
+    new = tuple(_lenient_type(a) for a in args)
+    if new == args:
+        return tp
+    if origin is typing.Union:
+        return typing.Union[new]
+    if origin is typing.Annotated:
+        return typing.Annotated[(new[0], *tp.__metadata__)]
+    return origin[new if len(new) > 1 else new[0]] if origin is not tuple else tuple[new]
+
+
+def lenient(struct_type: type) -> type:
+    """The same declaration with unknown fields ignored: derived, never written by hand."""
+    twin = _LENIENT.get(struct_type)
+    if twin is None:
+        hints = typing.get_type_hints(struct_type, include_extras=True)
+        fields = []
+        for f in msgspec.structs.fields(struct_type):
+            tp = _lenient_type(hints[f.name])
+            if f.default is not msgspec.NODEFAULT:
+                fields.append((f.name, tp, f.default))
+            elif f.default_factory is not msgspec.NODEFAULT:
+                fields.append((f.name, tp, msgspec.field(default_factory=f.default_factory)))
+            else:
+                fields.append((f.name, tp))
+        twin = _LENIENT[struct_type] = msgspec.defstruct(
+            f"{struct_type.__name__}Lenient", fields, gc=False, forbid_unknown_fields=False,
+            array_like=struct_type.__struct_config__.array_like)
+    return twin
+
+
+class Message:
+    """One declared wire message and its decoders: ``decode(raw) -> (msg, drift)``.
+
+    ``drift`` is None for a frame of exactly the declared shape, else a
+    :class:`~pipeline.model.SchemaDrift` (the frame had fields the declaration does not know; ``msg``
+    was decoded with them ignored). A frame that is not this message at all (a missing field, a
+    wrong type, a number that is not one, bad JSON) raises :class:`ParseError` with msgspec's words.
+    ``strict_numbers``: numbers must be JSON numbers (HTX), not text.
+    """
+
+    __slots__ = ("struct", "exchange", "exact", "_loose")
+
+    def __init__(self, struct_type: type, exchange: str, strict_numbers: bool = False):
+        self.struct = struct_type
+        self.exchange = exchange
+        self.exact = msgspec.json.Decoder(struct_type, strict=strict_numbers)   # the hot path uses this alone
+        self._loose = msgspec.json.Decoder(lenient(struct_type), strict=strict_numbers)
+
+    def decode(self, raw):
+        if len(raw) > MAX_FRAME_BYTES:
+            raise ParseError("oversize", f"{len(raw)} bytes", self.exchange)
+        try:
+            return self.exact.decode(raw), None
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            if not text.startswith("Object contains unknown field"):
+                raise ParseError("unknown_message", f"{self.struct.__name__}: {text}"[:160], self.exchange) from None
+        except msgspec.DecodeError as exc:
+            raise ParseError("invalid_json", str(exc)[:120], self.exchange) from None
+        try:
+            return self._loose.decode(raw), SchemaDrift(self.struct.__name__, text[:160])
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ParseError("unknown_message", f"{self.struct.__name__}: {exc}"[:160], self.exchange) from None
 
 
 def make_parse(name: str, handle, pre=None):
@@ -60,36 +154,98 @@ def make_parse(name: str, handle, pre=None):
     return parse
 
 
-@dataclass(frozen=True)
-class Venue:
-    """Everything one exchange declares, once (its module ends with ``VENUE = Venue(...)``).
+# ---------------------------------------------------------------- RFC 3339 times (Coinbase, Kraken)
 
-    The registry in :mod:`pipeline.venues` derives the fee table, the
-    simulator's URL paths and the conformance lists from these records.
+_day_cache: dict[str, int] = {}
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def rfc3339_ms(text: str) -> int:
+    """``2026-08-09T21:05:48.618125631Z`` -> Unix ms (UTC), without datetime.
+
+    Fraction digits beyond ms are truncated; a missing zone means UTC; a
+    numeric offset is applied. Raises ValueError on anything else.
+    """
+    if len(text) < 19 or text[4] != "-" or text[7] != "-" or text[10] not in "Tt " or text[13] != ":":
+        raise ValueError(f"not an RFC3339 time: {text!r}")
+    day = text[:10]
+    days = _day_cache.get(day)
+    if days is None:
+        month = int(day[5:7])
+        mday = int(day[8:10])
+        if not (1 <= month <= 12 and 1 <= mday <= 31):
+            raise ValueError(f"not an RFC3339 date: {text!r}")
+        days = _days_from_civil(int(day[:4]), month, mday)
+        if len(_day_cache) > 64:
+            _day_cache.clear()
+        _day_cache[day] = days
+    secs = days * 86400 + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
+    ms = 0
+    i = 19
+    n = len(text)
+    if i < n and text[i] == ".":
+        j = i + 1
+        while j < n and "0" <= text[j] <= "9":
+            j += 1
+        ms = int((text[i + 1:j] + "000")[:3])
+        i = j
+    zone = text[i:]
+    if zone and zone not in ("Z", "z"):
+        if len(zone) != 6 or zone[0] not in "+-" or zone[3] != ":":
+            raise ValueError(f"bad RFC3339 zone: {text!r}")
+        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
+        secs -= offset if zone[0] == "+" else -offset
+    return secs * 1000 + ms
+
+
+@dataclass(frozen=True, kw_only=True)
+class Venue:
+    """Everything one exchange declares, once: its folder's ``__init__.py`` is ``VENUE = Venue(...)``.
+
+    The session, the feed, the simulator, the config checks and the console read this record and
+    nothing else of the venue; the registry in :mod:`pipeline.venues` derives the fee table, the
+    simulator's URL paths and the conformance lists from it.
     """
 
     name: str
     default_url: str
     sim_path: str                      # URL path the simulator serves this exchange on
     taker_fee_bps: float               # standard spot taker tier
-    keepalive_interval_s: float | None
-    subscribe_interval_s: float
-    max_symbols_per_connection: int
-    book_levels: int | None
-    checksum: object                   # checksum(bids_text, asks_text[, price_dp, qty_dp]) -> int, or None
-    checksum_levels: int
-    native_symbol: object
-    build_url: object
-    build_subscribe: object
-    build_resubscribe: object
-    build_keepalive: object
-    build_pong: object
-    parse: object
+    # connection
+    keepalive_interval_s: float | None  # how often the client sends build_keepalive() (None: the server pings)
+    ws_ping_interval_s: float | None = 20.0   # RFC 6455 pings from the client; None: rely on the venue's own keepalive
+    subscribe_interval_s: float = 0.0  # pause between subscribe frames (the exchange's request rate limit)
+    max_symbols_per_connection: int    # the feed splits instruments over several connections above this
+    limits: tuple[tuple[str, float], ...] = ()   # documented limits, (name, value): budgets the session enforces
+    # the book
+    book_levels: int | None            # levels the depth book keeps (the channel's depth; None: full book)
+    checksum: Callable | None = None   # checksum(bids_text, asks_text[, price_dp, qty_dp]) -> int, or None
+    checksum_levels: int = 0
     depth_is_delta: bool               # the depth channel is deltas with a continuity check (a lost frame is a gap)
     cross_channel_seq: str             # the id that orders top of book vs depth, or '' (arrival order)
-    quirks: tuple[str, ...] = ()       # simulator quirks (pipeline.sim.protocols.base.QUIRK_NAMES) this venue has
-    ws_ping_interval_s: float | None = 20.0   # RFC 6455 pings from the client; None: rely on the venue's own keepalive
-    limits: tuple[tuple[str, float], ...] = ()   # documented limits, (name, value): budgets the session enforces
+    # the wire (the folder's wire.py)
+    native_symbol: Callable            # canonical BASE/QUOTE -> the exchange's symbol
+    build_url: Callable                # (url, symbols, depth) -> url
+    build_subscribe: Callable          # (symbols, depth[, channel]) -> frames to send after connecting
+    build_resubscribe: Callable        # (symbol, depth[, channel]) -> frames that bring a fresh snapshot
+    build_keepalive: Callable          # () -> frame or None
+    build_pong: Callable               # (token) -> frame
+    parse: Callable                    # (raw, recv_ns) -> list of pipeline.model events; raises only ParseError
+    top: Callable | None = None        # (raw) -> top-of-book tuple or None (pipeline.venues.typed has the contract)
+    infer_precision: Callable | None = None   # (bids_text, asks_text) -> (price dp, qty dp), for decode of a capture
+    # logged-in market data (OKX): a signed login unlocks a faster depth channel
+    build_login: Callable | None = None       # (key, secret, passphrase, timestamp_s) -> frame
+    login_depth_channel: str | None = None    # the depth channel to ask for once logged in
+    depth_channels: dict[str, int] = field(default_factory=dict)   # depth channel -> the levels it keeps
+    quirks: tuple[str, ...] = ()       # simulator quirks (pipeline.sim.protocol.QUIRK_NAMES) this venue has
 
     def limit(self, name: str, default: float | None = None) -> float | None:
         return dict(self.limits).get(name, default)

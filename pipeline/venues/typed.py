@@ -51,7 +51,7 @@ def available(name: str) -> bool:
 def decoder_for(venue, name: str = "orjson") -> Decoder:
     """The decoder ``name`` for the venue module ``venue``."""
     if name == "orjson":
-        return Decoder(name, venue.parse, getattr(venue, "top", None))
+        return Decoder(name, venue.parse, venue.top)
     if name == "msgspec":
         if not available(name):
             raise ValueError("decoder 'msgspec' needs msgspec installed (pip install -e '.[fast]')")

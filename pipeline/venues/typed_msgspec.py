@@ -46,7 +46,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from pipeline.model import BBO, DEPTH, BookUpdate, SequenceMark
-from pipeline.venues._common import MAX_FRAME_BYTES
+from pipeline.venues._common import MAX_FRAME_BYTES, rfc3339_ms
 from pipeline.venues.typed import Decoder, top_from_parse
 
 I64 = Annotated[int, Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
@@ -119,7 +119,7 @@ def _short_path(mark: str, window: int, settle, orjson_top, gunzip=None):
 
 
 def _orjson_top(venue):
-    return getattr(venue, "top", None) or top_from_parse(venue.parse)
+    return venue.top or top_from_parse(venue.parse)
 
 
 def _parse(fast, general):
@@ -314,7 +314,7 @@ def _okx_no_zero(levels) -> bool:
 def okx(venue) -> Decoder:
     """``bbo-tbt``, ``books5`` and the ``books`` depth channels; everything else is general."""
     frame = msgspec.json.Decoder(_OkxFrame, strict=False)
-    depth_channels = venue.DEPTH_CHANNELS
+    depth_channels = venue.depth_channels
 
     def fast(raw):
         try:
@@ -421,7 +421,7 @@ class _HtxFrame(_Msg):
 def htx(venue) -> Decoder:
     """``bbo``, ``mbp.refresh.<N>``, ``mbp.<N>`` and ``depth.step<K>`` after the gunzip; strict numbers."""
     frame = msgspec.json.Decoder(_HtxFrame)          # strict: HTX numbers are JSON numbers
-    gunzip = venue.inflate                         # the venue's own, with its one-frame cache
+    from pipeline.venues.htx.wire import inflate as gunzip   # the venue's own, with its one-frame cache
 
     def market(text):
         """(msg, symbol, kind, parts, ts) of a ``market.*`` frame, or None."""
@@ -512,7 +512,6 @@ class _L2Frame(_Msg):
 
 def coinbase(venue) -> Decoder:
     """Advanced Trade ``level2`` (``l2_data``), snapshots and updates; everything else is general."""
-    rfc3339_ms = venue.rfc3339_ms
     frame = msgspec.json.Decoder(_L2Frame, strict=False)
 
     def fast(raw):
@@ -554,7 +553,7 @@ def coinbase(venue) -> Decoder:
         except Exception:  # noqa: BLE001
             return None
 
-    return Decoder("msgspec", _parse(fast, venue.parse), getattr(venue, "top", None))
+    return Decoder("msgspec", _parse(fast, venue.parse), venue.top)
 
 
 BUILDERS = {"binance": binance, "bybit": bybit, "okx": okx, "htx": htx, "coinbase": coinbase}
@@ -562,7 +561,7 @@ BUILDERS = {"binance": binance, "bybit": bybit, "okx": okx, "htx": htx, "coinbas
 
 def decoder(venue) -> Decoder:
     """The msgspec decoder of the venue module ``venue``; a venue without structs keeps its own parse."""
-    build = BUILDERS.get(venue.NAME)
+    build = BUILDERS.get(venue.name)
     if build is None:              # Kraken: the book checksum needs each level's wire text
-        return Decoder("msgspec", venue.parse, getattr(venue, "top", None))
+        return Decoder("msgspec", venue.parse, venue.top)
     return build(venue)

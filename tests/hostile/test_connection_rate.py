@@ -25,11 +25,11 @@ def test_the_limit_waits_until_the_oldest_attempt_in_each_window_has_left_it():
 
 
 def test_each_venue_takes_its_documented_limits():
-    assert ConnectionRateLimit.of(load_venue("okx").VENUE).windows == ((3, 1.0),)
-    assert ConnectionRateLimit.of(load_venue("coinbase").VENUE).windows == ((8, 1.0),)
-    assert ConnectionRateLimit.of(load_venue("binance").VENUE).windows == ((300, 300.0),)
-    assert ConnectionRateLimit.of(load_venue("bybit").VENUE).windows == ((500, 300.0),)
-    assert ConnectionRateLimit.of(load_venue("kraken").VENUE).windows == ((150, 600.0),)
+    assert ConnectionRateLimit.of(load_venue("okx")).windows == ((3, 1.0),)
+    assert ConnectionRateLimit.of(load_venue("coinbase")).windows == ((8, 1.0),)
+    assert ConnectionRateLimit.of(load_venue("binance")).windows == ((300, 300.0),)
+    assert ConnectionRateLimit.of(load_venue("bybit")).windows == ((500, 300.0),)
+    assert ConnectionRateLimit.of(load_venue("kraken")).windows == ((150, 600.0),)
 
 
 @pytest.mark.integration

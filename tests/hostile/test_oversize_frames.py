@@ -11,7 +11,8 @@ import zlib
 
 from pipeline.board.layout import SkipReason
 from pipeline.feed.session import FeedSession, MemorySink
-from pipeline.venues import htx, load_venue
+from pipeline.venues import load_venue
+from pipeline.venues.htx import wire as htx
 
 SECOND = 1_000_000_000
 

@@ -14,7 +14,7 @@ import pytest
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, BookUpdate
-from pipeline.sim.protocols import load_protocol
+from pipeline.venues import load_protocol
 from pipeline.venues import VENUES, load_venue
 
 T0 = 1_790_000_000_000
@@ -29,8 +29,8 @@ def test_every_venue_renders_a_bad_price_as_a_frame_its_parser_rejects(name, bad
     symbol = venue.native_symbol("ETH/USDT")
     proto = load_protocol(name)({symbol: 2})
     proto.known_symbols = {symbol}
-    book = InstrumentBook(symbol, depth=5, keep_levels=venue.BOOK_LEVELS, checksum=venue.CHECKSUM,
-                          checksum_levels=venue.CHECKSUM_LEVELS or 10)
+    book = InstrumentBook(symbol, depth=5, keep_levels=venue.book_levels, checksum=venue.checksum,
+                          checksum_levels=venue.checksum_levels or 10)
     rejected = 0
     for n, channel in enumerate((BBO, DEPTH, BBO, DEPTH)):
         bids = GOOD_BIDS if n < 2 else [(bad, 1.0)] + GOOD_BIDS[1:]

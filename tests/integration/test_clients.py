@@ -198,7 +198,7 @@ def test_ccxt_pro_client_ends_on_our_feeds_book(venue):
 @contextlib.asynccontextmanager
 async def simulated(venue: str, instrument: str = "BTC/USDT", **rules):
     from pipeline.sim.market import Market
-    from pipeline.sim.protocols.base import Rules
+    from pipeline.sim.protocol import Rules
     from pipeline.sim.server import Simulator
     from pipeline.venues import load_venue
     native = load_venue(venue).native_symbol(instrument)

@@ -160,7 +160,7 @@ def test_keepalive_is_sent_on_time(venue):
                     await asyncio.wait_for(pong, 1.0)
             await asyncio.sleep(1.1)
             frames = [f for _, f in h.server.received[start:]]
-            if module.KEEPALIVE_INTERVAL_S:
+            if module.keepalive_interval_s:
                 assert sum(_is_keepalive(venue, f) for f in frames) >= 3, frames[:5]
             elif venue == "htx":
                 pongs = [f for f in frames if b'"pong"' in (f.encode() if isinstance(f, str) else f)]

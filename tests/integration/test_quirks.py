@@ -23,7 +23,7 @@ from pipeline.model import (BBO, DEPTH, BookUpdate, ChannelNotPermitted, Instrum
                             Notice, Ping, SequenceMark, TradingStatus)
 from pipeline.sim.market import Market, price_decimals
 from pipeline.sim.server import Simulator
-from pipeline.venues import load_venue, venue_record, venues_with
+from pipeline.venues import load_venue, venues_with
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +55,8 @@ class Venue:
         still = {"volatility_bps": 0.0, "noise_bps": 0.0} if quiet_market else {}
         self.market = Market([name], self.instruments, seed=3, depth=10, random_dislocations=False, **still)
         self.sim = Simulator({name: self.symbols}, self.market, 10)
-        self.books = {s: InstrumentBook(s, 5, self.venue.BOOK_LEVELS, self.venue.CHECKSUM,
-                                        self.venue.CHECKSUM_LEVELS or 10) for s in self.symbols.values()}
+        self.books = {s: InstrumentBook(s, 5, self.venue.book_levels, self.venue.checksum,
+                                        self.venue.checksum_levels or 10) for s in self.symbols.values()}
         self.depth_channel = depth_channel
         self.events: list = []                 # every non-book event, in order
         self.outcomes: list = []               # (symbol, channel, outcome) for every book update
@@ -159,7 +159,7 @@ class Venue:
 # ---------------------------------------------------------------- W1: late depth vs fast top of book
 @pytest.mark.parametrize("name", venues_with(lambda v: "late_depth" in v.quirks))
 def test_late_depth_never_brings_back_an_older_top(name):
-    assert venue_record(name).cross_channel_seq
+    assert load_venue(name).cross_channel_seq
 
     async def scenario():
         async with Venue(name) as v:

@@ -135,7 +135,7 @@ def test_the_newest_id_wins_whatever_the_interleaving(channels, tops):
        price_dp=st.integers(0, 8), qty_dp=st.integers(0, 8))
 def test_kraken_checksum_does_not_depend_on_how_numbers_are_printed(ticks, price_dp, qty_dp):
     """T1: fixed full-precision text, shortest repr and exponent forms of the same numbers hash alike."""
-    from pipeline.venues import kraken
+    from pipeline.venues.kraken import wire as kraken
     values = [(p / 10 ** price_dp, q / 10 ** qty_dp) for p, q in ticks]
     fixed = [(f"{p:.{price_dp}f}", f"{q:.{qty_dp}f}") for p, q in values]
     shortest = [(repr(p).removesuffix(".0"), repr(q).removesuffix(".0")) for p, q in values]

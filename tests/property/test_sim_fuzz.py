@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pipeline.model import BBO, DEPTH
 from pipeline.sim.market import Tape
-from pipeline.sim.protocols import load_protocol
-from pipeline.sim.protocols.base import Rules, SymbolState
+from pipeline.venues import load_protocol
+from pipeline.sim.protocol import Rules, SymbolState
 from pipeline.venues import VENUES, load_venue
 
 INSTRUMENT = {"coinbase": "BTC/USD", "kraken": "BTC/USD"}

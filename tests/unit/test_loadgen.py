@@ -21,7 +21,7 @@ from bench.loadgen import (COUNTER, STAMP_MS, LoadGenerator, Stamper, Template, 
                            template)
 from pipeline.board.layout import RowStatus
 from pipeline.feed.session import FeedSession, MemorySink
-from pipeline.sim.protocols.base import _changes
+from pipeline.sim.protocol import _changes
 from pipeline.venues import VENUES, load_venue
 
 DEPTH = 5

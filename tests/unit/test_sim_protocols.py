@@ -18,7 +18,7 @@ from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Ping, Pong, SequenceMark,
                             SubscribeError, TradingStatus)
-from pipeline.sim.protocols import load_protocol
+from pipeline.venues import load_protocol
 from pipeline.venues import VENUES, load_venue
 
 INSTRUMENT = "ETH/USDT"
@@ -92,7 +92,7 @@ def random_walk(seed: int, steps: int = 20, levels: int = 10):
 def subscribe(venue, proto, symbol: str, seq: Sequence) -> list:
     """Subscribe as the client does; returns the reference data (Kraken instrument specs) to hand to the book."""
     events = seq.strip(parse_all(venue, proto.on_connect()))
-    assert events == ([TradingStatus(None, True, "online")] if venue.NAME == "kraken" else []), events
+    assert events == ([TradingStatus(None, True, "online")] if venue.name == "kraken" else []), events
     specs = []
     for frame in venue.build_subscribe([symbol], SHOWN):
         events = seq.strip(parse_all(venue, proto.on_message(frame)))
@@ -100,7 +100,7 @@ def subscribe(venue, proto, symbol: str, seq: Sequence) -> list:
         events = [e for e in events if not isinstance(e, InstrumentSpec)]
         assert events and all(isinstance(e, Ack) for e in events), events
     # Coinbase: level2 only, the top of book is the book's own (W4)
-    expected = {(symbol, DEPTH)} if venue.NAME == "coinbase" else {(symbol, BBO), (symbol, DEPTH)}
+    expected = {(symbol, DEPTH)} if venue.name == "coinbase" else {(symbol, BBO), (symbol, DEPTH)}
     assert set(proto.subscriptions) == expected
     return specs
 
@@ -110,8 +110,8 @@ def test_subscribe_and_random_walk_round_trip(name):
     venue, proto, symbol = setup(name)
     seq = Sequence()
     specs = subscribe(venue, proto, symbol, seq)
-    book = InstrumentBook(symbol, depth=SHOWN, keep_levels=venue.BOOK_LEVELS, checksum=venue.CHECKSUM,
-                          checksum_levels=venue.CHECKSUM_LEVELS or 10)
+    book = InstrumentBook(symbol, depth=SHOWN, keep_levels=venue.book_levels, checksum=venue.checksum,
+                          checksum_levels=venue.checksum_levels or 10)
     for spec in specs:
         book.apply(spec)
     if name == "kraken":
@@ -227,7 +227,7 @@ def test_coinbase_heartbeats_and_sequence():
 def served(name: str, path: str = "/"):
     """A protocol with the server's shared state, as a connection on ``path`` sees it."""
     from pipeline.sim.market import Tape
-    from pipeline.sim.protocols.base import SymbolState
+    from pipeline.sim.protocol import SymbolState
     venue, proto, symbol = setup(name)
     state = SymbolState(symbol, Tape(f"{name}:{symbol}", 3200.0, DECIMALS, trade_chance=1.0))
     proto.states = {symbol: state}
@@ -277,7 +277,7 @@ def test_binance_each_stream_is_answered_under_its_own_name_with_its_own_payload
 
 
 def test_binance_rest_snapshot_lines_up_with_the_diff_stream():
-    from pipeline.sim.protocols.binance import Protocol
+    from pipeline.venues.binance.sim import Protocol
     _, proto, symbol, state = served("binance")
     proto.on_message('{"method":"SUBSCRIBE","params":["ethusdt@depth@100ms"],"id":1}')
     step(proto, state, 1, T0)
@@ -355,7 +355,7 @@ def test_htx_detail_ticker_trades_step0_and_incremental_mbp_with_req():
 
 
 def test_htx_closes_after_two_missed_pongs_only_when_the_rule_is_on():
-    from pipeline.sim.protocols.base import Rules
+    from pipeline.sim.protocol import Rules
     _, proto, _ = setup("htx")
     for _ in range(4):
         proto.keepalive(T0)
@@ -408,7 +408,7 @@ def test_kraken_trade_statistics_and_event_trigger():
 
 
 def test_okx_request_budget_rule_and_rule_names():
-    from pipeline.sim.protocols.base import Rules
+    from pipeline.sim.protocol import Rules
     _, proto, symbol = setup("okx")
     frame = orjson.dumps({"op": "subscribe", "args": [{"channel": "bbo-tbt", "instId": symbol}]})
     for _ in range(500):

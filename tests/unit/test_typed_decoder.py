@@ -165,14 +165,14 @@ def test_exact_values_through_the_struct_path():
 def test_decoder_by_name():
     binance = load_venue("binance")
     assert available("orjson") and available("msgspec") and not available("ujson")
-    assert [decoder_for(binance, name).name for name in DECODERS] == ["orjson", "msgspec"]
-    orjson_path = decoder_for(binance, "orjson")
+    assert [decoder_for(load_venue("binance"), name).name for name in DECODERS] == ["orjson", "msgspec"]
+    orjson_path = decoder_for(load_venue("binance"), "orjson")
     assert orjson_path.parse is binance.parse and orjson_path.top is binance.top
     kraken = decoder_for(load_venue("kraken"), "msgspec")   # the checksum needs the wire text: its own parse
     assert kraken.name == "msgspec" and kraken.parse is load_venue("kraken").parse and kraken.top is None
     assert decoder_for(load_venue("coinbase"), "msgspec").top is None
     with pytest.raises(ValueError, match="unknown decoder 'ujson'"):
-        decoder_for(binance, "ujson")
+        decoder_for(load_venue("binance"), "ujson")
 
 
 def test_top_from_parse_is_the_contract():

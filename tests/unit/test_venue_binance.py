@@ -8,7 +8,8 @@ from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SubscribeError
-from pipeline.venues import binance
+from pipeline.venues.binance import wire as binance
+from pipeline.venues import load_venue
 from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import fixture_lines
 
@@ -16,7 +17,7 @@ from tests.conftest import fixture_lines
 @pytest.fixture(params=DECODERS)
 def parse(request):
     """The tests that parse frames run on each decoder (``venues.binance.decoder``): the events must be the same."""
-    return decoder_for(binance, request.param).parse
+    return decoder_for(load_venue("binance"), request.param).parse
 
 
 def test_book_ticker_raw_and_combined(parse):
@@ -62,7 +63,7 @@ def test_subscribe_frame_shape():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_raise_only_parse_error(decoder, raw):
-    parse = decoder_for(binance, decoder).parse
+    parse = decoder_for(load_venue("binance"), decoder).parse
     try:
         events = parse(raw, 0)
     except ParseError:

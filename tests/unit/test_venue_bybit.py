@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SubscribeError
-from pipeline.venues import bybit
+from pipeline.venues.bybit import wire as bybit
+from pipeline.venues import load_venue
 from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import fixture_lines
 
@@ -15,7 +16,7 @@ from tests.conftest import fixture_lines
 @pytest.fixture(params=DECODERS)
 def parse(request):
     """The tests that parse frames run on each decoder (``venues.bybit.decoder``): the events must be the same."""
-    return decoder_for(bybit, request.param).parse
+    return decoder_for(load_venue("bybit"), request.param).parse
 
 
 def test_orderbook_1_spot_snapshot_and_delta(parse):
@@ -112,7 +113,7 @@ def test_subscribe_one_request_per_symbol_within_the_arg_limit():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_raise_only_parse_error(decoder, raw):
-    parse = decoder_for(bybit, decoder).parse
+    parse = decoder_for(load_venue("bybit"), decoder).parse
     try:
         events = parse(raw, 0)
     except ParseError:

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, Heartbeat, Liveness, SequenceMark, SubscribeError
-from pipeline.venues import coinbase
+from pipeline.venues.coinbase import wire as coinbase
+from pipeline.venues.coinbase import VENUE as COINBASE_VENUE
+from pipeline.venues import load_venue
 from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import FIXTURES as SHARED, fixture_lines
 
@@ -29,7 +31,7 @@ lines = partial(fixture_lines, "coinbase")
 @pytest.fixture(params=DECODERS)
 def parse(request):
     """The tests that parse frames run on each decoder (``venues.coinbase.decoder``): the events must be the same."""
-    return decoder_for(coinbase, request.param).parse
+    return decoder_for(load_venue("coinbase"), request.param).parse
 
 
 @pytest.fixture
@@ -120,7 +122,7 @@ def test_level2_docs_example_has_one_side(marked):
 
 
 def test_level2_through_book(parse):
-    book = InstrumentBook("ETH-USD", depth=5, keep_levels=coinbase.BOOK_LEVELS)
+    book = InstrumentBook("ETH-USD", depth=5, keep_levels=COINBASE_VENUE.book_levels)
     level2 = lines("at_level2.jsonl")
     for line in level2[1:]:
         [u] = parse(line, 0)[1:]
@@ -194,7 +196,7 @@ def test_build_subscribe_matches_capture():
     assert coinbase.build_resubscribe("BTC-USD", 5) == [
         '{"type":"unsubscribe","product_ids":["BTC-USD"],"channel":"level2"}',
         '{"type":"subscribe","product_ids":["BTC-USD"],"channel":"level2"}']
-    assert coinbase.KEEPALIVE_INTERVAL_S is None and coinbase.build_keepalive() is None
+    assert COINBASE_VENUE.keepalive_interval_s is None and coinbase.build_keepalive() is None
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -222,7 +224,7 @@ def test_module_contract():
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"asyncio", "websockets", "socket", "time", "multiprocessing", "datetime"}
-    assert (coinbase.NAME, coinbase.BOOK_LEVELS, coinbase.DEFAULT_TAKER_FEE_BPS) == ("coinbase", None, 120.0)
+    assert (coinbase.NAME, COINBASE_VENUE.book_levels, COINBASE_VENUE.taker_fee_bps) == ("coinbase", None, 120.0)
 
 
 # ---------------------------------------------------------------- fuzz
@@ -230,7 +232,7 @@ def test_module_contract():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
 def test_parse_arbitrary_bytes_raises_only_parse_error(decoder, raw):
-    parse = decoder_for(coinbase, decoder).parse
+    parse = decoder_for(load_venue("coinbase"), decoder).parse
     try:
         parse(raw, 0)
     except ParseError:
@@ -245,7 +247,7 @@ _SAMPLES = [line for name in ("at_control_recv.jsonl", "at_ticker.jsonl", "excha
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
 def test_parse_mutated_fixture_raises_only_parse_error(decoder, line, at, cut, insert):
-    parse = decoder_for(coinbase, decoder).parse
+    parse = decoder_for(load_venue("coinbase"), decoder).parse
     raw = line.encode()
     at %= len(raw)
     try:

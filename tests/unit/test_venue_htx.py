@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SubscribeError
-from pipeline.venues import htx
+from pipeline.venues.htx import wire as htx
+from pipeline.venues.htx import VENUE as HTX_VENUE
+from pipeline.venues import load_venue
 from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
@@ -30,7 +32,7 @@ lines = partial(fixture_lines, "htx")
 @pytest.fixture(params=DECODERS)
 def parse(request):
     """The tests that parse frames run on each decoder (``venues.htx.decoder``): the events must be the same."""
-    return decoder_for(htx, request.param).parse
+    return decoder_for(load_venue("htx"), request.param).parse
 
 
 @pytest.fixture
@@ -158,7 +160,7 @@ def test_ping_pong_round_trip(parse):
     assert htx.build_pong(events[0].token) == lines("control_sent.jsonl")[1] == '{"pong":1786563068868}'
     assert parse(recv[2], 0) == [Ping(1786563073866)]
     assert parse(b'{"pong":1786563068868}', 0) == [Pong()]
-    assert htx.KEEPALIVE_INTERVAL_S is None and htx.build_keepalive() is None
+    assert HTX_VENUE.keepalive_interval_s is None and htx.build_keepalive() is None
 
 
 def test_acks_and_errors(parse):
@@ -187,7 +189,7 @@ def test_module_contract():
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"asyncio", "websockets", "socket", "time", "multiprocessing"}
-    assert (htx.NAME, htx.BOOK_LEVELS, htx.CHECKSUM, htx.DEFAULT_TAKER_FEE_BPS) == ("htx", None, None, 20.0)
+    assert (htx.NAME, htx.BOOK_LEVELS, HTX_VENUE.checksum, HTX_VENUE.taker_fee_bps) == ("htx", None, None, 20.0)
 
 
 # ---------------------------------------------------------------- fuzz
@@ -195,7 +197,7 @@ def test_module_contract():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
 def test_parse_arbitrary_bytes_raises_only_parse_error(decoder, raw):
-    parse = decoder_for(htx, decoder).parse
+    parse = decoder_for(load_venue("htx"), decoder).parse
     for frame in (raw, b"\x1f\x8b" + raw, gzip.compress(raw)):
         try:
             parse(frame, 0)
@@ -211,7 +213,7 @@ _SAMPLES = [line for name in ("bbo.jsonl", "mbp_incremental.jsonl", "mbp_refresh
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
 def test_parse_mutated_fixture_raises_only_parse_error(decoder, line, at, cut, insert):
-    parse = decoder_for(htx, decoder).parse
+    parse = decoder_for(load_venue("htx"), decoder).parse
     raw = line.encode()
     at %= len(raw)
     try:

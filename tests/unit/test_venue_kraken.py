@@ -17,7 +17,8 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Pong, SubscribeError,
                             TradingStatus)
-from pipeline.venues import kraken
+from pipeline.venues.kraken import wire as kraken
+from pipeline.venues.kraken import VENUE as KRAKEN_VENUE
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
 FIXTURES = SHARED / "kraken"
@@ -70,7 +71,7 @@ SPECS = {s.symbol: s for s in kraken.parse(INSTRUMENT, 0)}
 
 
 def new_book(symbol: str = "ETH/USD", spec: bool = True) -> InstrumentBook:
-    book = InstrumentBook(symbol, depth=10, keep_levels=kraken.BOOK_LEVELS, checksum=kraken.CHECKSUM,
+    book = InstrumentBook(symbol, depth=10, keep_levels=kraken.BOOK_LEVELS, checksum=KRAKEN_VENUE.checksum,
                           checksum_levels=kraken.CHECKSUM_LEVELS)
     if spec:
         book.apply(SPECS[symbol])
@@ -327,7 +328,7 @@ def test_keepalive():
     assert first["method"] == "ping" and isinstance(first["req_id"], int)
     assert kraken.parse('{"method":"pong","req_id":1,"time_in":"2023-09-24T14:10:23.799685Z",'
                         '"time_out":"2023-09-24T14:10:23.799703Z"}', 0) == [Pong()]
-    assert kraken.KEEPALIVE_INTERVAL_S == 20.0
+    assert KRAKEN_VENUE.keepalive_interval_s == 20.0
 
 
 def test_module_contract():
@@ -336,7 +337,7 @@ def test_module_contract():
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"asyncio", "websockets", "socket", "time", "multiprocessing"}
     assert (kraken.NAME, kraken.BOOK_LEVELS, kraken.CHECKSUM_LEVELS) == ("kraken", 10, 10)
-    assert kraken.CHECKSUM is kraken.checksum and kraken.DEFAULT_TAKER_FEE_BPS == 40.0
+    assert KRAKEN_VENUE.checksum is kraken.checksum and KRAKEN_VENUE.taker_fee_bps == 40.0
 
 
 # ---------------------------------------------------------------- fuzz

@@ -17,7 +17,9 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.board.layout import RowStatus
 from pipeline.model import BBO, DEPTH, Ack, ChannelNotPermitted, LoginResult, Notice, Pong, SubscribeError
-from pipeline.venues import okx
+from pipeline.venues.okx import wire as okx
+from pipeline.venues.okx import VENUE as OKX_VENUE
+from pipeline.venues import load_venue
 from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
@@ -31,7 +33,7 @@ lines = partial(fixture_lines, "okx")
 @pytest.fixture(params=DECODERS)
 def parse(request):
     """The tests that parse frames run on each decoder (``venues.okx.decoder``): the events must be the same."""
-    return decoder_for(okx, request.param).parse
+    return decoder_for(load_venue("okx"), request.param).parse
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ def test_bbo_tbt_and_books_carry_seq_id_as_cross_channel_id(one):
 
 def test_late_books_never_override_a_newer_bbo_tbt(one):
     """W1: books seqId 10 -> bbo-tbt seqId 12 -> books update seqId 11 delivered late keeps bbo-tbt's top."""
-    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     assert book.apply(one(books_msg("snapshot", -1, 10, bids=[("100.0", "1", "0", "1"), ("99", "2", "0", "1")],
                                     asks=[("101", "1", "0", "1")]))) is Outcome.CHANGED
     bbo = orjson.dumps({"arg": {"channel": "bbo-tbt", "instId": "BTC-USDT"}, "data": [{
@@ -83,7 +85,7 @@ def _bbo(seq: int, ts: int, bid: str = "99.5") -> bytes:
 
 def test_sequence_reset_on_books_rearms_bbo_tbt(one):
     """T3: after books resets (prev 1002 -> seqId 5) bbo-tbt ids 6, 7 are taken, not ignored."""
-    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
     book.apply(one(_bbo(1001, 1597026383000)))
     book.apply(one(books_msg("update", 1000, 1002, bids=[("98", "1", "0", "1")])))
@@ -98,7 +100,7 @@ def test_sequence_reset_on_books_rearms_bbo_tbt(one):
 
 def test_a_reset_after_a_lost_message_is_a_gap(one):
     """The reset message's prevSeqId must still be the last seqId applied: 1002 lost, reset says prev 1003."""
-    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
     assert book.apply(one(books_msg("update", 1003, 5, bids=[("98", "2", "0", "1")]))) is Outcome.GAP
     assert book.gaps == 1 and book.state == RowStatus.RESYNCING
@@ -106,7 +108,7 @@ def test_a_reset_after_a_lost_message_is_a_gap(one):
 
 def test_deltas_stuck_behind_a_missed_reset_rebuild_the_book(one):
     """T3: a reset whose message was lost leaves later ids below the last applied: rebuilt after ~1 s."""
-    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
 
     def update(prev, seq, ts):
@@ -122,7 +124,7 @@ def test_deltas_stuck_behind_a_missed_reset_rebuild_the_book(one):
 
 def test_a_stuck_bbo_channel_is_rearmed_and_counted(one):
     """T3: bbo-tbt resets on its own (no prevSeqId to say so); older ids for > 1 s while books advances."""
-    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
     book.apply(one(_bbo(5000, 1597026383000)))
     assert book.apply(one(_bbo(10, 1597026383100, "99.1"))) is Outcome.IGNORED
@@ -135,7 +137,7 @@ def test_a_stuck_bbo_channel_is_rearmed_and_counted(one):
 
 
 def test_an_older_bbo_alone_is_not_called_stuck(one):
-    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=okx.BOOK_LEVELS)
+    book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
     book.apply(one(_bbo(5000, 1597026383000)))
     for k in range(3):                                   # depth did not move: a late frame, not a reset
@@ -242,7 +244,7 @@ def test_nonzero_checksum_is_still_ignored(one):
 
 # ---------------------------------------------------------------- through the shared book
 def test_snapshot_update_keepalive_reset_and_gap_through_book(one):
-    book = InstrumentBook("BTC-USDT", depth=5, keep_levels=okx.BOOK_LEVELS, checksum=okx.CHECKSUM)
+    book = InstrumentBook("BTC-USDT", depth=5, keep_levels=OKX_VENUE.book_levels, checksum=OKX_VENUE.checksum)
     snap, upd = (one(line) for line in lines("books.jsonl"))
     assert book.apply(snap) == Outcome.CHANGED
     assert book.apply(upd) == Outcome.CHANGED
@@ -298,7 +300,7 @@ def test_real_2022_books_session_replays_with_verified_checksums(one):
     OKX no longer sends a checksum, but in 2022 its CRC32s were real: verifying them after every
     update proves the parsed levels and the delta application reproduce OKX's own book.
     """
-    book = InstrumentBook("BTC-USDT", depth=5, keep_levels=okx.BOOK_LEVELS,
+    book = InstrumentBook("BTC-USDT", depth=5, keep_levels=OKX_VENUE.book_levels,
                           checksum=_okx_2022_checksum, checksum_levels=25)
     applied = 0
     for line in (SHARED / "cryptofeed-2021" / "OKX.ws.1.0").read_text().splitlines():
@@ -325,7 +327,7 @@ def test_text_pong_is_not_json(parse):
     assert parse(pong, 0) == [Pong()]
     assert parse(pong.encode(), 0) == [Pong()]
     assert parse(b"pong\n", 0) == [Pong()]
-    assert okx.KEEPALIVE_INTERVAL_S == 20.0
+    assert OKX_VENUE.keepalive_interval_s == 20.0
 
 
 def test_control_messages(parse):
@@ -345,7 +347,7 @@ def test_control_messages(parse):
 
 def test_build_subscribe_and_resubscribe():
     assert okx.native_symbol("BTC/USDT") == "BTC-USDT"
-    assert okx.build_url(okx.DEFAULT_URL, ["BTC-USDT"], 5) == "wss://ws.okx.com:8443/ws/v5/public"
+    assert okx.build_url(OKX_VENUE.default_url, ["BTC-USDT"], 5) == "wss://ws.okx.com:8443/ws/v5/public"
     assert okx.build_subscribe(["BTC-USDT"], 5) == [
         '{"op":"subscribe","args":[{"channel":"bbo-tbt","instId":"BTC-USDT"},'
         '{"channel":"books","instId":"BTC-USDT"}]}']
@@ -375,7 +377,7 @@ def test_module_contract():
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"asyncio", "websockets", "socket", "time", "multiprocessing"}
-    assert (okx.NAME, okx.BOOK_LEVELS, okx.CHECKSUM, okx.DEFAULT_TAKER_FEE_BPS) == ("okx", 400, None, 10.0)
+    assert (okx.NAME, OKX_VENUE.book_levels, OKX_VENUE.checksum, OKX_VENUE.taker_fee_bps) == ("okx", 400, None, 10.0)
     with pytest.raises(NotImplementedError):
         okx.build_pong(1)
 
@@ -385,7 +387,7 @@ def test_module_contract():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
 def test_parse_arbitrary_bytes_raises_only_parse_error(decoder, raw):
-    parse = decoder_for(okx, decoder).parse
+    parse = decoder_for(load_venue("okx"), decoder).parse
     try:
         parse(raw, 0)
     except ParseError:
@@ -400,7 +402,7 @@ _SAMPLES = [line for name in ("bbo.jsonl", "books.jsonl", "depth5.jsonl", "ticke
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
 def test_parse_mutated_fixture_raises_only_parse_error(decoder, line, at, cut, insert):
-    parse = decoder_for(okx, decoder).parse
+    parse = decoder_for(load_venue("okx"), decoder).parse
     raw = line.encode()
     at %= len(raw)
     try:

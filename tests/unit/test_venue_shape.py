@@ -2,29 +2,35 @@
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
 
 from pipeline.venues import DEFAULT_TAKER_FEE_BPS, VENUES, load_venue
 
-REQUIRED = ["NAME", "DEFAULT_URL", "DEFAULT_TAKER_FEE_BPS", "KEEPALIVE_INTERVAL_S", "SUBSCRIBE_INTERVAL_S",
-            "MAX_SYMBOLS_PER_CONNECTION", "BOOK_LEVELS", "CHECKSUM", "CHECKSUM_LEVELS", "native_symbol",
-            "build_url", "build_subscribe", "build_resubscribe", "build_keepalive", "build_pong", "parse",
-            "WS_PING_INTERVAL_S", "VENUE"]
 FORBIDDEN = {"asyncio", "websockets", "socket", "time", "multiprocessing", "threading", "requests", "urllib"}
+FOLDERS = Path(__file__).resolve().parents[2] / "pipeline" / "venues"
+RECORD_ONLY = ["DEFAULT_URL", "DEFAULT_TAKER_FEE_BPS", "KEEPALIVE_INTERVAL_S", "SUBSCRIBE_INTERVAL_S",
+               "MAX_SYMBOLS_PER_CONNECTION", "WS_PING_INTERVAL_S", "VENUE"]
 
 
 @pytest.mark.parametrize("venue", VENUES)
-def test_same_shape(venue):
-    module = load_venue(venue)
-    missing = [name for name in REQUIRED if not hasattr(module, name)]
-    assert not missing
-    assert module.NAME == venue
-    assert module.DEFAULT_TAKER_FEE_BPS == DEFAULT_TAKER_FEE_BPS[venue]
+def test_each_venue_is_one_folder_with_one_record(venue):
+    from pipeline.venues._common import Venue
+    folder = FOLDERS / venue
+    assert {"__init__.py", "wire.py", "sim.py"} <= {p.name for p in folder.glob("*.py")}
+    record = load_venue(venue)
+    assert isinstance(record, Venue) and record.name == venue
+    assert record.taker_fee_bps == DEFAULT_TAKER_FEE_BPS[venue]
+    wire = importlib.import_module(f"pipeline.venues.{venue}.wire")
+    assert record.parse is wire.parse and record.build_subscribe is wire.build_subscribe
+    copies = [name for name in RECORD_ONLY if hasattr(wire, name)]
+    assert not copies, f"{venue}/wire.py restates what the record declares: {copies}"
 
 
-@pytest.mark.parametrize("path", sorted(Path(load_venue("binance").__file__).parent.glob("*.py")))
+@pytest.mark.parametrize("path", sorted([*FOLDERS.glob("*/wire.py"), *FOLDERS.glob("*/__init__.py"),
+                                         FOLDERS / "_common.py"]), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_venue_modules_import_no_io(path):
     tree = ast.parse(path.read_text())
     imported = set()
@@ -36,6 +42,14 @@ def test_venue_modules_import_no_io(path):
     assert not imported & FORBIDDEN, f"{path.name} imports {imported & FORBIDDEN}"
 
 
+@pytest.mark.parametrize("path", sorted(FOLDERS.glob("*/*.py")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_venue_folder_imports_no_other_venue(path):
+    tree = ast.parse(path.read_text())
+    others = {f"pipeline.venues.{name}" for name in VENUES} - {f"pipeline.venues.{path.parent.name}"}
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {m for m in imported if m.rsplit(".", 1)[0] in others or m in others}
+
+
 @pytest.mark.parametrize("venue, instrument, native", [
     ("binance", "BTC/USDT", "BTCUSDT"), ("bybit", "ETH/USDT", "ETHUSDT"), ("okx", "BTC/USDT", "BTC-USDT"),
     ("htx", "BTC/USDT", "btcusdt"), ("coinbase", "BTC/USD", "BTC-USD"), ("kraken", "BTC/USD", "BTC/USD"),
@@ -45,18 +59,9 @@ def test_native_symbol_rules(venue, instrument, native):
 
 
 @pytest.mark.parametrize("venue", VENUES)
-def test_one_declared_record_matches_the_module(venue):
-    from pipeline.venues import SIM_PATHS, venue_record
-    module = load_venue(venue)
-    record = venue_record(venue)
-    assert record is module.VENUE and record.name == module.NAME == venue
-    assert (record.default_url, record.taker_fee_bps, record.keepalive_interval_s, record.subscribe_interval_s,
-            record.max_symbols_per_connection, record.book_levels, record.checksum, record.checksum_levels) == (
-        module.DEFAULT_URL, module.DEFAULT_TAKER_FEE_BPS, module.KEEPALIVE_INTERVAL_S, module.SUBSCRIBE_INTERVAL_S,
-        module.MAX_SYMBOLS_PER_CONNECTION, module.BOOK_LEVELS, module.CHECKSUM, module.CHECKSUM_LEVELS)
-    assert record.parse is module.parse and record.build_subscribe is module.build_subscribe
-    assert DEFAULT_TAKER_FEE_BPS[venue] == record.taker_fee_bps
-    assert SIM_PATHS[venue] == record.sim_path and record.sim_path.startswith("/")
+def test_the_record_declares_the_simulator_path(venue):
+    from pipeline.venues import SIM_PATHS
+    assert SIM_PATHS[venue] == load_venue(venue).sim_path and load_venue(venue).sim_path.startswith("/")
 
 
 def test_simulator_serves_each_venue_on_its_declared_path():
@@ -66,11 +71,10 @@ def test_simulator_serves_each_venue_on_its_declared_path():
 
 
 def test_documented_limits_are_declared():
-    from pipeline.venues import venue_record
-    assert venue_record("okx").limit("requests_per_connection_per_hour") == 480
-    assert venue_record("kraken").limit("reconnect_after_status_s") == 5
-    assert venue_record("binance").limit("connection_lifetime_s") == 86400
-    assert venue_record("htx").limit("requests_per_connection_per_hour") is None
+    assert load_venue("okx").limit("requests_per_connection_per_hour") == 480
+    assert load_venue("kraken").limit("reconnect_after_status_s") == 5
+    assert load_venue("binance").limit("connection_lifetime_s") == 86400
+    assert load_venue("htx").limit("requests_per_connection_per_hour") is None
 
 
 def test_cross_channel_ids_are_declared_where_both_channels_carry_one():
@@ -81,6 +85,5 @@ def test_cross_channel_ids_are_declared_where_both_channels_carry_one():
 
 @pytest.mark.parametrize("venue", VENUES)
 def test_declared_quirks_are_simulator_switches(venue):
-    from pipeline.sim.protocols.base import QUIRK_NAMES
-    from pipeline.venues import venue_record
-    assert set(venue_record(venue).quirks) <= set(QUIRK_NAMES)
+    from pipeline.sim.protocol import QUIRK_NAMES
+    assert set(load_venue(venue).quirks) <= set(QUIRK_NAMES)

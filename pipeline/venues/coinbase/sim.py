@@ -40,7 +40,7 @@ import time
 
 import orjson
 
-from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
+from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
 
 DATA_CHANNELS = {"ticker": BBO, "level2": DEPTH}
 OTHER_CHANNELS = ("heartbeats", "market_trades")

@@ -67,19 +67,19 @@ import re
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, Liveness, SequenceMark, SubscribeError
-from pipeline.venues._common import Venue, levels, make_parse
+from pipeline.model import (
+    BBO,
+    DEPTH,
+    Ack,
+    BookUpdate,
+    Heartbeat,
+    Liveness,
+    SequenceMark,
+    SubscribeError,
+)
+from pipeline.venues._common import levels, make_parse, rfc3339_ms
 
 NAME = "coinbase"
-DEFAULT_URL = "wss://advanced-trade-ws.coinbase.com"
-DEFAULT_TAKER_FEE_BPS = 120.0
-KEEPALIVE_INTERVAL_S = None           # `heartbeats` keeps the subscriptions open
-SUBSCRIBE_INTERVAL_S = 0.0   # between subscribe frames: three subscribe frames, well under the documented rate
-MAX_SYMBOLS_PER_CONNECTION = 10       # every level2 subscription starts with a multi-MB full book
-BOOK_LEVELS = None                    # full book
-CHECKSUM = None
-CHECKSUM_LEVELS = 0
-WS_PING_INTERVAL_S = 20.0  # transport pings; the heartbeats channel keeps subscriptions open
 CHANNELS = ("level2", "heartbeats")
 CONNECTION_LIVE = Liveness(None)
 
@@ -211,59 +211,3 @@ def _exchange_feed(msg: dict, raw) -> list:
     raise ParseError("unknown_message", str(raw[:80]), NAME)
 
 
-_day_cache: dict[str, int] = {}
-
-
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-
-
-def rfc3339_ms(text: str) -> int:
-    """``2026-08-09T21:05:48.618125631Z`` -> Unix ms (UTC), without datetime.
-
-    Fraction digits beyond ms are truncated; a missing zone means UTC; a
-    numeric offset is applied. Raises ValueError on anything else.
-    """
-    if len(text) < 19 or text[4] != "-" or text[7] != "-" or text[10] not in "Tt " or text[13] != ":":
-        raise ValueError(f"not an RFC3339 time: {text!r}")
-    day = text[:10]
-    days = _day_cache.get(day)
-    if days is None:
-        month = int(day[5:7])
-        mday = int(day[8:10])
-        if not (1 <= month <= 12 and 1 <= mday <= 31):
-            raise ValueError(f"not an RFC3339 date: {text!r}")
-        days = _days_from_civil(int(day[:4]), month, mday)
-        if len(_day_cache) > 64:
-            _day_cache.clear()
-        _day_cache[day] = days
-    secs = days * 86400 + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-    ms = 0
-    i = 19
-    n = len(text)
-    if i < n and text[i] == ".":
-        j = i + 1
-        while j < n and "0" <= text[j] <= "9":
-            j += 1
-        ms = int((text[i + 1:j] + "000")[:3])
-        i = j
-    zone = text[i:]
-    if zone and zone not in ("Z", "z"):
-        if len(zone) != 6 or zone[0] not in "+-" or zone[3] != ":":
-            raise ValueError(f"bad RFC3339 zone: {text!r}")
-        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
-        secs -= offset if zone[0] == "+" else -offset
-    return secs * 1000 + ms
-
-
-VENUE = Venue(NAME, DEFAULT_URL, "/", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
-              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
-              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
-              depth_is_delta=True, cross_channel_seq="",
-              quirks=("dropped_messages",), ws_ping_interval_s=WS_PING_INTERVAL_S,
-              limits=(("connections_per_s", 8), ("unauthenticated_messages_per_s", 8)))

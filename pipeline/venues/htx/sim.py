@@ -39,7 +39,7 @@ import time
 
 import orjson
 
-from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol, _changes
+from pipeline.sim.protocol import BBO, DEPTH, SimProtocol, _changes
 
 REFRESH_LEVELS = (5, 10, 20)
 MBP_LEVELS = (5, 20, 150, 400)

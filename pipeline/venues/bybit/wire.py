@@ -41,18 +41,10 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, Venue, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, levels, make_parse
 
 NAME = "bybit"
-DEFAULT_URL = "wss://stream.bybit.com/v5/public/spot"
-DEFAULT_TAKER_FEE_BPS = 10.0
-KEEPALIVE_INTERVAL_S = 20.0
-SUBSCRIBE_INTERVAL_S = 0.0   # between subscribe frames: no documented per-second limit; 500 connections per 5 minutes
-MAX_SYMBOLS_PER_CONNECTION = 50
 BOOK_LEVELS = 50
-CHECKSUM = None
-CHECKSUM_LEVELS = 0
-WS_PING_INTERVAL_S = 20.0   # whether Bybit answers RFC 6455 pings is not documented: watch for ~40 s reconnects live
 ARGS_PER_REQUEST = 10   # spot limit per subscribe request
 
 
@@ -154,11 +146,3 @@ def _symbol_from_error(message: str) -> str:
         if token.startswith("orderbook."):
             return token.rsplit(".", 1)[-1]
     return ""
-
-
-VENUE = Venue(NAME, DEFAULT_URL, "/v5/public/spot", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S,
-              SUBSCRIBE_INTERVAL_S, MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS,
-              native_symbol, build_url, build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
-              depth_is_delta=True, cross_channel_seq="data.seq",
-              quirks=("late_depth", "resend_unchanged", "sequence_resets", "dropped_messages"), ws_ping_interval_s=WS_PING_INTERVAL_S,
-              limits=(("args_per_request", ARGS_PER_REQUEST), ("connections_per_5_min", 500)))

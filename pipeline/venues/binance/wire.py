@@ -40,18 +40,9 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, Venue, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, levels, make_parse
 
 NAME = "binance"
-DEFAULT_URL = "wss://stream.binance.com:9443/stream"
-DEFAULT_TAKER_FEE_BPS = 10.0
-KEEPALIVE_INTERVAL_S = None
-SUBSCRIBE_INTERVAL_S = 0.25   # between subscribe frames: 5 incoming messages per second per connection, SUBSCRIBE and pongs included
-MAX_SYMBOLS_PER_CONNECTION = 200      # 2 streams each, well under 1024 streams per connection
-BOOK_LEVELS = None                    # partial-depth snapshots replace the book
-CHECKSUM = None
-CHECKSUM_LEVELS = 0
-WS_PING_INTERVAL_S = 20.0   # the server pings every 20 s; client pings count towards 5 messages/s (one per 20 s is fine)
 DEPTH_CHOICES = (5, 10, 20)
 
 
@@ -146,11 +137,3 @@ def top(raw) -> tuple | None:
 
 
 _TOP_MARK = {str: "@bookTicker", bytes: b"@bookTicker"}
-
-VENUE = Venue(NAME, DEFAULT_URL, "/stream", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
-              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
-              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
-              depth_is_delta=False, cross_channel_seq="u / lastUpdateId",
-              quirks=("late_depth", "planned_disconnects"), ws_ping_interval_s=WS_PING_INTERVAL_S,
-              limits=(("incoming_messages_per_s", 5), ("streams_per_connection", 1024),
-                      ("connections_per_5_min", 300), ("connection_lifetime_s", 24 * 3600)))

@@ -23,7 +23,7 @@ import uuid
 
 import orjson
 
-from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
+from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
 
 
 FIRST_UPDATE_ID = 20_404_753    # a fresh subscription does not start at u 1 (that means a restart)

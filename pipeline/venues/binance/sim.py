@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
+from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
 
 PARTIAL_DEPTH = re.compile(r"depth(5|10|20)(@100ms|@1000ms)?")
 DIFF_DEPTH = ("depth", "depth@100ms", "depth@1000ms")

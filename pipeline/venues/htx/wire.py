@@ -57,18 +57,10 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, Venue, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, levels, make_parse
 
 NAME = "htx"
-DEFAULT_URL = "wss://api.huobi.pro/ws"
-DEFAULT_TAKER_FEE_BPS = 20.0
-KEEPALIVE_INTERVAL_S = None           # the server pings; we answer with build_pong
-SUBSCRIBE_INTERVAL_S = 0.1   # between subscribe frames: one topic per frame; bursts of requests get '429 too many request'
-MAX_SYMBOLS_PER_CONNECTION = 20       # no documented limit; 2 topics each
 BOOK_LEVELS = None                    # mbp.refresh snapshots replace the book
-CHECKSUM = None
-CHECKSUM_LEVELS = 0
-WS_PING_INTERVAL_S = 20.0   # whether HTX answers RFC 6455 pings is not documented: watch for ~40 s reconnects live
 DEPTH_CHOICES = (5, 10, 20)
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -239,9 +231,3 @@ def _symbol_from_text(text: str) -> str:
     # "market.btcusdt.mbp.refresh.20" / "invalid topic market.btcusdx.bbo"
     match = _SYMBOL_IN_TEXT.search(text)
     return match.group(1) if match else ""
-
-
-VENUE = Venue(NAME, DEFAULT_URL, "/ws", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
-              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
-              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
-              depth_is_delta=False, cross_channel_seq="", ws_ping_interval_s=WS_PING_INTERVAL_S)

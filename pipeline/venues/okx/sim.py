@@ -47,7 +47,7 @@ import time
 
 import orjson
 
-from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
+from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
 
 CHANNELS = {"bbo-tbt": BBO, "books": DEPTH, "tickers": "tickers", "books5": "books5", "trades": "trades"}
 TBT_CHANNELS = ("books-l2-tbt", "books50-l2-tbt")

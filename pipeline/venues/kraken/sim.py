@@ -51,7 +51,7 @@ import zlib
 
 import orjson
 
-from pipeline.sim.protocols.base import BBO, DEPTH, SimProtocol
+from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
 
 CHANNELS = {"ticker": BBO, "book": DEPTH, "trade": "trade"}
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)

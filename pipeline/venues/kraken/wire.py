@@ -75,20 +75,22 @@ from functools import lru_cache
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Pong, SubscribeError,
-                            TradingStatus)
-from pipeline.venues._common import Venue, make_parse
-from pipeline.venues.coinbase import rfc3339_ms
+from pipeline.model import (
+    BBO,
+    DEPTH,
+    Ack,
+    BookUpdate,
+    InstrumentSpec,
+    Liveness,
+    Pong,
+    SubscribeError,
+    TradingStatus,
+)
+from pipeline.venues._common import make_parse, rfc3339_ms
 
 NAME = "kraken"
-DEFAULT_URL = "wss://ws.kraken.com/v2"
-DEFAULT_TAKER_FEE_BPS = 40.0
-KEEPALIVE_INTERVAL_S = 20.0
-SUBSCRIBE_INTERVAL_S = 0.0   # between subscribe frames: one frame per channel
-MAX_SYMBOLS_PER_CONNECTION = 50       # no documented per-connection limit
 BOOK_LEVELS = 10
 CHECKSUM_LEVELS = 10
-WS_PING_INTERVAL_S = 20.0   # transport pings besides the documented method ping
 
 _SECTION = re.compile(rb'"(bids|asks)"\s*:\s*\[([^\]]*)\]')
 _LEVEL = re.compile(rb'\{\s*"price"\s*:\s*(-?[0-9][0-9.eE+-]*)\s*,\s*"qty"\s*:\s*(-?[0-9][0-9.eE+-]*)\s*[,}]')
@@ -114,7 +116,6 @@ def checksum(bids_text: list, asks_text: list, price_precision: int, qty_precisi
 
 
 checksum.precision_required = True     # the book calls it with the pair's precisions (pipeline.book)
-CHECKSUM = checksum
 
 
 def infer_precision(bids_text: list, asks_text: list) -> tuple[int, int]:
@@ -277,12 +278,3 @@ def _level_text(section: bytes | None, expected: int) -> list[tuple[str, str]]:
         # price/qty in another order or shape: without the wire text the checksum cannot work
         raise ParseError("unknown_message", f"book level text: found {len(found)} of {expected}", NAME)
     return found
-
-
-VENUE = Venue(NAME, DEFAULT_URL, "/v2", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
-              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
-              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
-              depth_is_delta=True, cross_channel_seq="",
-              quirks=("shortest_numbers", "venue_status", "dropped_messages"),
-              ws_ping_interval_s=WS_PING_INTERVAL_S,
-              limits=(("connection_attempts_per_10_min", 150), ("reconnect_after_status_s", 5)))

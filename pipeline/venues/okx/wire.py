@@ -72,18 +72,9 @@ import orjson
 from pipeline.errors import ParseError
 from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, ChannelNotPermitted, LoginResult, Notice, Pong,
                             SubscribeError)
-from pipeline.venues._common import MAX_FRAME_BYTES, Venue, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, levels, make_parse
 
 NAME = "okx"
-DEFAULT_URL = "wss://ws.okx.com:8443/ws/v5/public"
-DEFAULT_TAKER_FEE_BPS = 10.0
-KEEPALIVE_INTERVAL_S = 20.0
-SUBSCRIBE_INTERVAL_S = 0.0   # between subscribe frames: 480 (un)subscribe requests per connection per hour: a handful at start
-MAX_SYMBOLS_PER_CONNECTION = 25       # one 400-level `books` channel each: under the advised 30
-BOOK_LEVELS = 400
-CHECKSUM = None                       # the `checksum` field is always 0 now
-CHECKSUM_LEVELS = 0
-WS_PING_INTERVAL_S = 20.0   # whether OKX answers RFC 6455 pings is not documented: watch for ~40 s reconnects live
 DEPTH_CHANNEL = "books"              # public default
 DEPTH_CHANNELS = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}   # channel -> levels
 TBT_CHANNEL = "books50-l2-tbt"        # the tick-by-tick channel to ask for when logged in
@@ -257,13 +248,3 @@ def _symbol_from_error(text: str) -> str:
     # 'Invalid request: {"op": "subscribe", "argss":[{ "channel" : "books", "instId" : "BTC-USD-191227"}]}'
     match = _INST_IN_TEXT.search(text)
     return match.group(1) if match else ""
-
-
-VENUE = Venue(NAME, DEFAULT_URL, "/ws/v5/public", DEFAULT_TAKER_FEE_BPS, KEEPALIVE_INTERVAL_S, SUBSCRIBE_INTERVAL_S,
-              MAX_SYMBOLS_PER_CONNECTION, BOOK_LEVELS, CHECKSUM, CHECKSUM_LEVELS, native_symbol, build_url,
-              build_subscribe, build_resubscribe, build_keepalive, build_pong, parse,
-              depth_is_delta=True, cross_channel_seq="seqId",
-              quirks=("late_depth", "sequence_resets", "planned_disconnects", "dropped_messages"),
-              ws_ping_interval_s=WS_PING_INTERVAL_S,
-              limits=(("connections_per_s", 3), ("requests_per_connection_per_hour", 480),
-                      ("depth_channels_per_connection", 30)))

@@ -1,0 +1,31 @@
+"""bybit: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
+from __future__ import annotations
+
+from pipeline.venues._common import Venue
+from pipeline.venues.bybit import wire
+
+VENUE = Venue(
+    name=wire.NAME,
+    default_url="wss://stream.bybit.com/v5/public/spot",
+    sim_path="/v5/public/spot",
+    taker_fee_bps=10.0,
+    keepalive_interval_s=20.0,
+    ws_ping_interval_s=20.0,  # whether Bybit answers RFC 6455 pings is not documented: watch for ~40 s reconnects live
+    subscribe_interval_s=0.0,  # between subscribe frames: no documented per-second limit; 500 connections per 5 minutes
+    max_symbols_per_connection=50,
+    limits=(("args_per_request", wire.ARGS_PER_REQUEST), ("connections_per_5_min", 500)),
+    book_levels=wire.BOOK_LEVELS,
+    checksum=None,
+    checksum_levels=0,
+    depth_is_delta=True,
+    cross_channel_seq="data.seq",
+    native_symbol=wire.native_symbol,
+    build_url=wire.build_url,
+    build_subscribe=wire.build_subscribe,
+    build_resubscribe=wire.build_resubscribe,
+    build_keepalive=wire.build_keepalive,
+    build_pong=wire.build_pong,
+    parse=wire.parse,
+    top=wire.top,
+    quirks=("late_depth", "resend_unchanged", "sequence_resets", "dropped_messages"),
+)

@@ -1,0 +1,30 @@
+"""coinbase: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
+from __future__ import annotations
+
+from pipeline.venues._common import Venue
+from pipeline.venues.coinbase import wire
+
+VENUE = Venue(
+    name=wire.NAME,
+    default_url="wss://advanced-trade-ws.coinbase.com",
+    sim_path="/",
+    taker_fee_bps=120.0,
+    keepalive_interval_s=None,  # `heartbeats` keeps the subscriptions open
+    ws_ping_interval_s=20.0,  # transport pings; the heartbeats channel keeps subscriptions open
+    subscribe_interval_s=0.0,  # between subscribe frames: three subscribe frames, well under the documented rate
+    max_symbols_per_connection=10,  # every level2 subscription starts with a multi-MB full book
+    limits=(("connections_per_s", 8), ("unauthenticated_messages_per_s", 8)),
+    book_levels=None,  # full book
+    checksum=None,
+    checksum_levels=0,
+    depth_is_delta=True,
+    cross_channel_seq="",
+    native_symbol=wire.native_symbol,
+    build_url=wire.build_url,
+    build_subscribe=wire.build_subscribe,
+    build_resubscribe=wire.build_resubscribe,
+    build_keepalive=wire.build_keepalive,
+    build_pong=wire.build_pong,
+    parse=wire.parse,
+    quirks=("dropped_messages",),
+)

@@ -1,0 +1,31 @@
+"""kraken: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
+from __future__ import annotations
+
+from pipeline.venues._common import Venue
+from pipeline.venues.kraken import wire
+
+VENUE = Venue(
+    name=wire.NAME,
+    default_url="wss://ws.kraken.com/v2",
+    sim_path="/v2",
+    taker_fee_bps=40.0,
+    keepalive_interval_s=20.0,
+    ws_ping_interval_s=20.0,  # transport pings besides the documented method ping
+    subscribe_interval_s=0.0,  # between subscribe frames: one frame per channel
+    max_symbols_per_connection=50,  # no documented per-connection limit
+    limits=(("connection_attempts_per_10_min", 150), ("reconnect_after_status_s", 5)),
+    book_levels=wire.BOOK_LEVELS,
+    checksum=wire.checksum,
+    checksum_levels=wire.CHECKSUM_LEVELS,
+    depth_is_delta=True,
+    cross_channel_seq="",
+    native_symbol=wire.native_symbol,
+    build_url=wire.build_url,
+    build_subscribe=wire.build_subscribe,
+    build_resubscribe=wire.build_resubscribe,
+    build_keepalive=wire.build_keepalive,
+    build_pong=wire.build_pong,
+    parse=wire.parse,
+    infer_precision=wire.infer_precision,
+    quirks=("shortest_numbers", "venue_status", "dropped_messages"),
+)
