@@ -2,7 +2,7 @@
 
 The segment is a few regions, each an array of one numpy structured dtype::
 
-    [ header ][ process slots (n_procs x 256 B) ][ latency histograms (n_procs x 4) ][ pairs ]
+    [ header ][ process slots (n_procs x 320 B) ][ latency histograms (n_procs x 4) ][ pairs ]
     [ row lanes (n_rows x u2) ][ change lanes (n_procs x 1088 B) ][ quote rows ]
 
 Every offset anyone uses (the seqlock writer's ``struct`` format, the
@@ -43,7 +43,7 @@ MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
 LAYOUT_VERSION = 7
 CACHE_LINE = 64
 MAX_DEPTH = 10
-PROC_SLOT_SIZE = 256
+PROC_SLOT_SIZE = 320
 
 
 class RowStatus(enum.IntEnum):

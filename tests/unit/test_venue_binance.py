@@ -7,17 +7,17 @@ from hypothesis import given, settings, strategies as st
 from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SubscribeError
-from pipeline.venues.binance import wire as binance
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SchemaDrift, SubscribeError
 from pipeline.venues import load_venue
-from pipeline.venues.typed import DECODERS, decoder_for
+from pipeline.venues.binance import wire as binance
 from tests.conftest import fixture_lines
 
+VENUE = load_venue("binance")
 
-@pytest.fixture(params=DECODERS)
-def parse(request):
-    """The tests that parse frames run on each decoder (``venues.binance.decoder``): the events must be the same."""
-    return decoder_for(load_venue("binance"), request.param).parse
+
+@pytest.fixture
+def parse():
+    return VENUE.parse
 
 
 def test_book_ticker_raw_and_combined(parse):
@@ -59,16 +59,53 @@ def test_subscribe_frame_shape():
     assert binance.native_symbol("BTC/USDT") == "BTCUSDT"
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
-def test_arbitrary_bytes_raise_only_parse_error(decoder, raw):
-    parse = decoder_for(load_venue("binance"), decoder).parse
+def test_arbitrary_bytes_raise_only_parse_error(raw):
     try:
-        events = parse(raw, 0)
+        events = VENUE.parse(raw, 0)
     except ParseError:
         return
-    assert all(isinstance(e, (BookUpdate, Ack, Notice, SubscribeError)) for e in events)
+    assert all(isinstance(e, (BookUpdate, Ack, Notice, SubscribeError, SchemaDrift)) for e in events)
+
+
+def test_a_field_binance_adds_is_decoded_and_reported_once_per_frame(parse):
+    line = fixture_lines("binance", "bbo.jsonl")[1]
+    [before] = parse(line, 0)
+    added = line.replace('"data":{', '"data":{"E":1700000000000,', 1).replace('{"stream"', '{"sig":"x","stream"', 1)
+    after, drift = parse(added, 0)
+    assert after == before
+    assert drift == SchemaDrift("BookTickerFrame", "Object contains unknown field `sig`")
+    assert VENUE.top(added) is None                     # the short path takes exact frames only: parse counts it
+    [u, drift] = parse(fixture_lines("binance", "depth5.jsonl")[1].replace('"bids"', '"T":1,"bids"', 1), 0)
+    assert u.channel == DEPTH and drift.message == "PartialDepthFrame" and "`T`" in drift.detail
+
+
+@pytest.mark.parametrize("frame, words", [
+    ('{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":null,"B":"1","a":"2","A":"1"}}', "$.data.b"),
+    ('{"stream":"btcusdt@bookTicker","data":{"u":[1],"s":"BTCUSDT","b":"1","B":"1","a":"2","A":"1"}}', "$.data.u"),
+    ('{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"x1","B":"1","a":"2","A":"1"}}', "$.data.b"),
+    ('{"stream":"btcusdt@depth5@100ms","data":{"lastUpdateId":5,"bids":[["1"]],"asks":[]}}', "$.data.bids[0]"),
+])
+def test_a_frame_of_the_wrong_shape_is_refused_with_where(parse, frame, words):
+    with pytest.raises(ParseError) as err:
+        parse(frame, 0)
+    assert err.value.reason == "unknown_message" and words in err.value.detail
+    assert VENUE.top(frame) is None
+
+
+def test_the_short_path_agrees_with_parse_on_every_captured_frame():
+    for name in ("bbo.jsonl", "depth5.jsonl", "control_recv.jsonl"):
+        for line in fixture_lines("binance", name):
+            try:
+                events = VENUE.parse(line, 0)
+            except ParseError:
+                events = None
+            quote = VENUE.top(line)
+            if quote is not None:
+                [u] = events
+                assert (u.channel, u.bids, u.asks, u.seq, u.xseq) == (BBO, [quote[1:3]], [quote[3:5]], quote[6], quote[7])
+                assert u.symbol == quote[0]
 
 
 def test_late_depth_never_overrides_a_newer_book_ticker(parse):

@@ -40,7 +40,7 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, Message, WireMsg, make_parse
 
 NAME = "binance"
 DEPTH_CHOICES = (5, 10, 20)
@@ -85,25 +85,87 @@ def build_pong(token) -> str:
 SHUTDOWN = Notice("server shutdown announced", reconnect=True, planned=True)
 
 
-def _book_ticker(data: dict) -> BookUpdate:
-    u = int(data["u"])
-    return BookUpdate(data["s"], BBO, True, [(float(data["b"]), float(data["B"]))],
-                      [(float(data["a"]), float(data["A"]))], 0, u, xseq=u)
+# ---------------------------------------------------------------- the market-data messages, declared once
+
+class BookTicker(WireMsg):
+    """``<symbol>@bookTicker`` payload ("Individual Symbol Book Ticker Streams"): no timestamp."""
+
+    u: int               # order book updateId
+    s: str               # symbol
+    b: float             # best bid price
+    B: float             # best bid qty
+    a: float             # best ask price
+    A: float             # best ask qty
 
 
-def _handle(msg: dict, raw) -> list | None:
+class BookTickerFrame(WireMsg):
+    """A bookTicker on the combined endpoint: ``{"stream": "<symbol>@bookTicker", "data": {...}}``."""
+
+    stream: str
+    data: BookTicker
+
+
+class PartialDepth(WireMsg):
+    """``<symbol>@depth<levels>[@100ms]`` payload ("Partial Book Depth Streams"): no symbol, no timestamp."""
+
+    lastUpdateId: int
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+
+
+class PartialDepthFrame(WireMsg):
+    """A partial depth push on the combined endpoint; the symbol is the stream name's."""
+
+    stream: str
+    data: PartialDepth
+
+
+TICKER = Message(BookTickerFrame, NAME)
+RAW_TICKER = Message(BookTicker, NAME)          # the raw ``/ws`` endpoint sends the payload bare
+PARTIAL_DEPTH = Message(PartialDepthFrame, NAME)
+_TICKER_MARK = {str: '@bookTicker"', bytes: b'@bookTicker"'}
+_DEPTH_MARK = {str: "@depth", bytes: b"@depth"}
+
+
+def _ticker(d: BookTicker) -> tuple:
+    """The top of book a bookTicker says: ``(symbol, bid, bid qty, ask, ask qty, exch ts, seq, xseq)``."""
+    return d.s, d.b, d.B, d.a, d.A, 0, d.u, d.u
+
+
+def _ticker_update(d: BookTicker) -> BookUpdate:
+    return BookUpdate(d.s, BBO, True, [(d.b, d.B)], [(d.a, d.A)], 0, d.u, xseq=d.u)
+
+
+def _market(raw, message: Message) -> list:
+    """A combined-stream market-data frame into events (the stream name says which declaration)."""
+    msg, drift = message.decode(raw)
+    stream = msg.stream
+    if message is TICKER:
+        if not stream.endswith("@bookTicker"):
+            raise ParseError("unknown_message", f"a book ticker on stream {stream!r}", NAME)
+        events = [_ticker_update(msg.data)]
+    else:
+        if "@depth" not in stream or stream.endswith("@bookTicker"):
+            raise ParseError("unknown_message", f"partial depth on stream {stream!r}", NAME)
+        d = msg.data
+        last = d.lastUpdateId
+        events = [BookUpdate(stream.split("@", 1)[0].upper(), DEPTH, True, d.bids, d.asks, 0, last, xseq=last)]
+    if drift is not None:
+        events.append(drift)
+    return events
+
+
+def _control(msg: dict, raw) -> list | None:
+    """Every frame that is not a combined-stream market-data push: acks, errors, notices, raw tickers."""
     if "stream" in msg:
         stream = msg["stream"]
         data = msg["data"]
         if stream.endswith("@bookTicker"):
-            return [_book_ticker(data)]
+            return _market(raw, TICKER)
         if "@depth" in stream:
             if "lastUpdateId" not in data:
                 raise ParseError("unknown_message", "diff depth is not used; subscribe to partial depth", NAME)
-            symbol = stream.split("@", 1)[0].upper()
-            last = int(data["lastUpdateId"])
-            return [BookUpdate(symbol, DEPTH, True, levels(data["bids"]), levels(data["asks"]), 0, last,
-                               xseq=last)]
+            return _market(raw, PARTIAL_DEPTH)
         if data.get("e") == "serverShutdown":
             return [SHUTDOWN]
         raise ParseError("unknown_message", f"stream {stream!r}", NAME)
@@ -114,26 +176,38 @@ def _handle(msg: dict, raw) -> list | None:
     if msg.get("e") == "serverShutdown":
         return [SHUTDOWN]
     if "u" in msg and "s" in msg and "b" in msg:          # raw-stream bookTicker
-        return [_book_ticker(msg)]
+        d, drift = RAW_TICKER.decode(raw)
+        return [_ticker_update(d)] if drift is None else [_ticker_update(d), drift]
     return None
 
 
-parse = make_parse(NAME, _handle)
+_parse_control = make_parse(NAME, _control)
+
+
+def parse(raw, recv_ns: int) -> list:
+    """One frame into :mod:`pipeline.model` events; raises only :class:`~pipeline.errors.ParseError`."""
+    cls = raw.__class__
+    if cls is bytes or cls is str:
+        if raw.find(_TICKER_MARK[cls], 0, 64) >= 0:
+            return _market(raw, TICKER)
+        if raw.find(_DEPTH_MARK[cls], 0, 64) >= 0 and raw.find(_LAST_MARK[cls]) >= 0:
+            return _market(raw, PARTIAL_DEPTH)
+    return _parse_control(raw, recv_ns)
+
+
+_LAST_MARK = {str: '"lastUpdateId"', bytes: b'"lastUpdateId"'}
 
 
 def top(raw) -> tuple | None:
-    """The short path for a bookTicker frame (contract in :mod:`pipeline.venues.typed`); None for any other."""
+    """The short path for a bookTicker frame (contract in :mod:`pipeline.venues.typed`); None for any other.
+
+    The same declaration as :func:`parse`, decoded exactly (a frame with a field we do not declare is
+    left to :func:`parse`, which counts it).
+    """
     try:
-        if raw.find(_TOP_MARK[raw.__class__], 0, 64) < 0 or len(raw) > MAX_FRAME_BYTES:
+        if raw.find(_TICKER_MARK[raw.__class__], 0, 64) < 0 or len(raw) > MAX_FRAME_BYTES:
             return None
-        msg = orjson.loads(raw)
-        if not msg["stream"].endswith("@bookTicker"):
-            return None
-        data = msg["data"]
-        u = int(data["u"])
-        return data["s"], float(data["b"]), float(data["B"]), float(data["a"]), float(data["A"]), 0, u, u
+        msg = TICKER.exact.decode(raw)
     except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
         return None
-
-
-_TOP_MARK = {str: "@bookTicker", bytes: b"@bookTicker"}
+    return _ticker(msg.data) if msg.stream.endswith("@bookTicker") else None
