@@ -50,7 +50,6 @@ class VenueConfig:
     fee_overrides: tuple[tuple[str, float], ...] = ()   # instrument -> taker fee bps on this venue
     ws_ping_interval_s: float | None = None   # RFC 6455 pings; None: the venue's default, 0: off
     transport: str = "websockets"             # or "picows" (pip install -e '.[fast]')
-    decoder: str = "orjson"                   # or "msgspec" (pip install -e '.[fast]')
     # OKX only: names of the environment variables holding key, secret and passphrase (never the values):
     # log in on the public connection and take the tick-by-tick depth channel
     credentials_env: tuple[tuple[str, str], ...] = ()
@@ -378,7 +377,8 @@ def _venue_schema(available):
         "fee_overrides": _instrument_numbers(0),
         "ws_ping_interval_s": _number(0, 3600),
         "transport": _transport,
-        "decoder": _decoder,
+        "decoder": _replaced("each venue's wire messages are declared once and decoded by that declaration "
+                             "(msgspec); there is no decoder to choose: remove the key"),
         "credentials_env": _credentials_env,
     }
 
@@ -403,7 +403,14 @@ def _fast_choice(module: str, choices: str):
 
 
 _transport = _fast_choice("pipeline.feed.transport", "TRANSPORTS")
-_decoder = _fast_choice("pipeline.venues.typed", "DECODERS")
+
+
+def _replaced(what: str):
+    """A key that no longer exists: its config is refused with what replaced it (exit 2, the field named)."""
+    def check(value, path, problems):
+        problems.add(path, f"no longer exists: {what}")
+        return _BAD
+    return check
 
 
 CREDENTIAL_KEYS = ("key", "secret", "passphrase")
@@ -651,8 +658,12 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
                     problems.add(sub, f"native symbol must be a non-empty string, got {native!r}")
                 else:
                     overrides.append((canonical, native))
-    if values.get("credentials_env") and name != "okx":
-        problems.add(f"{path}.credentials_env", "only okx takes credentials (to log in for tick-by-tick depth)")
+    if values.get("credentials_env"):
+        from pipeline.venues import VENUES, load_venue
+        logs_in = [v for v in VENUES if load_venue(v).build_login is not None]
+        if load_venue(name).build_login is None:
+            problems.add(f"{path}.credentials_env", f"only {', '.join(logs_in)} takes credentials (to log in for "
+                                                    "tick-by-tick depth)")
     url = values.get("url")
     if values.get("credentials_env") and url and url.startswith("ws://") \
             and not is_loopback(urllib.parse.urlsplit(url).hostname):
@@ -671,7 +682,6 @@ def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueCon
                        fee_overrides=values.get("fee_overrides", ()),
                        ws_ping_interval_s=values.get("ws_ping_interval_s"),
                        transport=values.get("transport", "websockets"),
-                       decoder=values.get("decoder", "orjson"),
                        credentials_env=values.get("credentials_env", ()))
 
 

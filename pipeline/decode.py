@@ -27,9 +27,7 @@ outcome and ``did`` is the most important one; ``row`` is the row of the
 last symbol it touched, as it stands after the line (``null`` before any).
 
 The session is the one the feed process runs (:mod:`pipeline.feed.session`)
-over an in-memory row sink: no second copy of the feed's logic. ``--decoder
-msgspec`` runs it with the decoder ``venues.NAME.decoder: msgspec`` selects;
-the records are the same.
+over an in-memory row sink: no second copy of the feed's logic.
 """
 from __future__ import annotations
 
@@ -113,12 +111,10 @@ def inferred_reference(venue):
     return reference
 
 
-def decode_stream(exchange: str, lines, out, err, depth: int = 5, infer_precision: bool = False,
-                  decoder: str = "orjson") -> int:
+def decode_stream(exchange: str, lines, out, err, depth: int = 5, infer_precision: bool = False) -> int:
     venue = load_venue(exchange)
     sink = MemorySink(max(depth, 1))
-    session = FeedSession(venue, {}, max(depth, 1), staleness_ns=1 << 62, sink=sink, add_unknown=True,
-                          decoder=decoder)
+    session = FeedSession(venue, {}, max(depth, 1), staleness_ns=1 << 62, sink=sink, add_unknown=True)
     if infer_precision:
         session.infer_reference = inferred_reference(venue)
     session.trace = trace = []
@@ -153,7 +149,6 @@ def decode_stream(exchange: str, lines, out, err, depth: int = 5, infer_precisio
 def parser():
     import argparse
     from pipeline.venues import VENUES
-    from pipeline.venues.typed import DECODERS
     p = argparse.ArgumentParser(
         prog="run.py decode", description="Decode raw WebSocket frames (one per line) through the feed's own "
                                           "session; print one JSON object per input line.")
@@ -162,9 +157,6 @@ def parser():
     p.add_argument("--infer-precision", action="store_true",
                    help="kraken: captures without instrument messages get each pair's precisions from its first "
                         "snapshot (inferred; a wrong guess shows as checksum failures)")
-    p.add_argument("--decoder", choices=DECODERS, default="orjson",
-                   help="the feed's frame decoder, as venues.NAME.decoder sets it (default orjson; msgspec needs "
-                        "pip install -e '.[fast]')")
     p.add_argument("file", nargs="?", default="-", help="capture file, or - for standard input")
     return p
 
@@ -174,16 +166,11 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if not 1 <= args.depth <= 50:
         parser().error("--depth must be 1..50")
-    from pipeline.venues.typed import available
-    if not available(args.decoder):
-        parser().error(f"--decoder {args.decoder}: not installed (pip install -e '.[fast]')")
     try:
         if args.file == "-":
-            return decode_stream(args.exchange, sys.stdin, sys.stdout, sys.stderr, args.depth, args.infer_precision,
-                                 args.decoder)
+            return decode_stream(args.exchange, sys.stdin, sys.stdout, sys.stderr, args.depth, args.infer_precision)
         with open(args.file, "r", encoding="utf-8", errors="replace") as stream:
-            return decode_stream(args.exchange, stream, sys.stdout, sys.stderr, args.depth, args.infer_precision,
-                                 args.decoder)
+            return decode_stream(args.exchange, stream, sys.stdout, sys.stderr, args.depth, args.infer_precision)
     except BrokenPipeError:                     # the reader went away (| head): not an error of ours
         sys.stderr.close()
         return 0

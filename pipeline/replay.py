@@ -125,7 +125,7 @@ class Replay:
                     counts[kind] = counts.get(kind, 0) + 1
                 sessions[venue_config.name] = FeedSession(load_venue(venue_config.name), mine, depth,
                                                           int(venue_config.staleness_ms * 1e6), writer,
-                                                          journal=journal, decoder=venue_config.decoder)
+                                                          journal=journal)
             universe = RowUniverse(config, self.rows)
             view = BoardView(board, universe)
             clock = {"now": 0}

@@ -92,8 +92,7 @@ class Feed:
     def __init__(self, spec: ProcessSpec, url: str, staleness_ms: float, backoff_base_s: float = 0.1,
                  backoff_cap_s: float = 10.0, keepalive_s: float | None = None, open_timeout_s: float = 10.0,
                  recorder=None, ws_ping_interval_s: float | None = None, credentials: dict | None = None,
-                 handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = "websockets",
-                 decoder: str = "orjson"):
+                 handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = "websockets"):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
@@ -113,8 +112,7 @@ class Feed:
                          HistogramWriter(self.board, spec.slot, hops.index("exchange_to_receive")),
                          HistogramWriter(self.board, spec.slot, hops.index("receive_to_publish")))
         self.session = FeedSession(self.venue, {r.symbol: r.row for r in spec.rows}, spec.depth,
-                                   int(staleness_ms * 1e6), sink, self.stats, journal=self.journal,
-                                   decoder=decoder)
+                                   int(staleness_ms * 1e6), sink, self.stats, journal=self.journal)
         record = self.venue
         if ws_ping_interval_s is None:
             ws_ping_interval_s = record.ws_ping_interval_s
@@ -442,7 +440,7 @@ def main(spec: ProcessSpec, config) -> None:
     url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).default_url
     feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config),
                 ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config),
-                transport=venue_config.transport, decoder=venue_config.decoder)
+                transport=venue_config.transport)
     try:
         asyncio.run(feed.run())
     except Exception:

@@ -38,7 +38,6 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError, RowValueError
 from pipeline.model import (BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
                             SchemaDrift, SequenceMark, SubscribeError, TradingStatus)
-from pipeline.venues.typed import decoder_for
 
 SKIP_BY_REASON = {"invalid_json": SkipReason.INVALID_JSON, "unknown_message": SkipReason.UNKNOWN_MESSAGE,
                   "bad_number": SkipReason.BAD_NUMBER, "oversize": SkipReason.OVERSIZE}
@@ -228,12 +227,10 @@ class FeedSession:
 
     def __init__(self, venue, rows: dict[str, int], depth: int, staleness_ns: int, sink: RowSink,
                  stats=None, journal: Callable[[str, int, dict], None] | None = None,
-                 add_unknown: bool = False, decoder: str = "orjson"):
+                 add_unknown: bool = False):
         self.venue = venue
-        chosen = decoder_for(venue, decoder)
-        self.decoder = chosen.name
-        self.parse = chosen.parse
-        self.top = chosen.top
+        self.parse = venue.parse
+        self.top = venue.top
         self.name = venue.name
         self.depth = depth
         self.staleness_ns = staleness_ns

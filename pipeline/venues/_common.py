@@ -1,4 +1,17 @@
-"""Small helpers the venue parsers share (pure, no I/O)."""
+"""What the venue folders share (pure, no I/O): the record, the wire-message base, small helpers.
+
+The top-of-book short path. A venue with a top-of-book channel gives its record a ``top(raw)``
+that either returns None or a tuple ``(symbol, bid_px, bid_qty, ask_px, ask_qty, exch_ts_ms, seq,
+xseq)``, and a tuple only for a frame that is exactly one top-of-book snapshot of that channel, such
+that ``parse(raw, recv_ns)`` would have returned exactly
+``[BookUpdate(symbol, BBO, True, [(bid_px, bid_qty)], [(ask_px, ask_qty)], exch_ts_ms, seq, xseq=xseq)]``
+(one level a side, ``prev_seq``/``checksum`` None, ``restart``/``weak`` False). None is always a
+correct answer (the session then runs ``parse``, which names any problem, and counts a frame whose
+shape drifted); ``top`` never raises. It decodes with the same declaration as ``parse`` (one
+description), exactly (unknown fields refused). Whether the numbers are usable (NaN, zero or
+negative prices) is for the book to judge, as on the general path. A session on the short path
+writes the same rows as one without it (``tests/property/test_top_path_properties.py``).
+"""
 from __future__ import annotations
 
 import typing
@@ -239,7 +252,7 @@ class Venue:
     build_keepalive: Callable          # () -> frame or None
     build_pong: Callable               # (token) -> frame
     parse: Callable                    # (raw, recv_ns) -> list of pipeline.model events; raises only ParseError
-    top: Callable | None = None        # (raw) -> top-of-book tuple or None (pipeline.venues.typed has the contract)
+    top: Callable | None = None        # (raw) -> top-of-book tuple or None (the contract is in this module's docstring)
     infer_precision: Callable | None = None   # (bids_text, asks_text) -> (price dp, qty dp), for decode of a capture
     # logged-in market data (OKX): a signed login unlocks a faster depth channel
     build_login: Callable | None = None       # (key, secret, passphrase, timestamp_s) -> frame

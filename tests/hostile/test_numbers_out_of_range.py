@@ -43,11 +43,11 @@ def board():
         board.destroy()
 
 
-def okx_session(board, decoder: str):
+def okx_session(board):
     writer = RowWriter(board, [0])
     journal = []
     session = FeedSession(load_venue("okx"), {"BTC-USDT": 0}, 5, 5 * SECOND, writer,
-                          journal=lambda kind, now, fields: journal.append((kind, fields)), decoder=decoder)
+                          journal=lambda kind, now, fields: journal.append((kind, fields)))
     return session, session.connection_opened(["BTC-USDT"], T0), journal
 
 
@@ -57,9 +57,8 @@ def row_of(board) -> dict:
     return {name: values[i] for name, i in reader.codec.index.items()}
 
 
-@pytest.mark.parametrize("decoder", ["orjson", "msgspec"])
-def test_an_exchange_time_no_row_can_hold_is_a_counted_bad_number_and_the_feed_goes_on(board, decoder):
-    session, conn, _ = okx_session(board, decoder)
+def test_an_exchange_time_no_row_can_hold_is_a_counted_bad_number_and_the_feed_goes_on(board):
+    session, conn, _ = okx_session(board)
     session.receive(okx_bbo("1654031991947", 1), T0, conn)
     assert session.stats.skipped(SkipReason.BAD_NUMBER) == 0
     before = row_of(board)
@@ -91,7 +90,7 @@ def test_the_row_writer_refuses_a_time_it_cannot_hold_before_storing_anything(bo
 
 
 def test_a_session_whose_row_write_is_refused_counts_it_and_untrusts_the_row(board):
-    session, conn, journal = okx_session(board, "orjson")
+    session, conn, journal = okx_session(board)
     session.receive(okx_bbo("1654031991947", 1), T0, conn)
     assert row_of(board)["bid_px"] == 31774.6
     # a receive time the row cannot hold (a clock gone wrong): the row writer's own guard, not the book's

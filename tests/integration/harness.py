@@ -18,13 +18,12 @@ from pipeline.venues import load_venue
 
 INSTRUMENTS = {"coinbase": ["BTC/USD", "ETH/USD"], "kraken": ["BTC/USD", "ETH/USD"]}
 DEFAULT_TRANSPORT = "websockets"     # the conformance suite runs once per transport (see its fixture)
-DEFAULT_DECODER = "orjson"           # and with decoder msgspec
 
 
 class FeedHarness:
     def __init__(self, venue: str, instruments=None, staleness_ms: float = 5000, keepalive_s: float | None = None,
                  update_interval_ms: float = 10, depth: int = 5, open_timeout_s: float = 10.0,
-                 transport: str | None = None, decoder: str | None = None):
+                 transport: str | None = None):
         self.venue = venue
         module = load_venue(venue)
         self.instruments = instruments or INSTRUMENTS.get(venue, ["BTC/USDT", "ETH/USDT"])
@@ -38,7 +37,6 @@ class FeedHarness:
         self.keepalive_s = keepalive_s
         self.open_timeout_s = open_timeout_s
         self.transport = transport or DEFAULT_TRANSPORT
-        self.decoder = decoder or DEFAULT_DECODER
         self.stop = asyncio.Event()
         self.tasks = []
 
@@ -51,8 +49,7 @@ class FeedHarness:
                            board_name=self.board_name, depth=self.depth, doorbell_fd=self.fd, venue=self.venue,
                            rows=self.rows, supervisor_pid=0)
         self.feed = Feed(spec, urls[self.venue], self.staleness_ms, backoff_base_s=0.05, backoff_cap_s=0.5,
-                         keepalive_s=self.keepalive_s, open_timeout_s=self.open_timeout_s, transport=self.transport,
-                         decoder=self.decoder)
+                         keepalive_s=self.keepalive_s, open_timeout_s=self.open_timeout_s, transport=self.transport)
         self.reader = RowReader(self.board)
         self.tasks = [asyncio.ensure_future(self.sim.run(self.stop)), asyncio.ensure_future(self.feed.run())]
         return self

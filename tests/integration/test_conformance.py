@@ -13,29 +13,20 @@ from pipeline.board import RowStatus
 from pipeline.sim.market import price_decimals
 from pipeline.venues import VENUES as ALL_VENUES, load_venue, venues_with
 from pipeline.feed.transport import TRANSPORTS, available
-from pipeline.venues.typed import available as decoder_available
 from tests.integration import harness
 from tests.integration.harness import FeedHarness
 
 pytestmark = pytest.mark.integration
 
 
-# (transport, decoder): every transport with the default decoder, msgspec over the default transport, and the
-# fast path configs/tokyo.yaml ships (picows + msgspec)
-RUNS = ([(transport, "orjson") for transport in TRANSPORTS] + [(harness.DEFAULT_TRANSPORT, "msgspec")]
-        + [("picows", "msgspec")])
-
-
-@pytest.fixture(params=RUNS, ids=[f"{t}-{d}" for t, d in RUNS], autouse=True)
+@pytest.fixture(params=TRANSPORTS, autouse=True)
 def run_on(request, monkeypatch):
-    """Every conformance test runs over each WebSocket transport and each decoder: the rows must be the same."""
-    transport, decoder = request.param
-    for name, installed in ((transport, available(transport)), (decoder, decoder_available(decoder))):
-        if not installed:
-            pytest.skip(f"{name} is not installed (pip install -e '.[fast]')")
+    """Every conformance test runs over each WebSocket transport: the rows must be the same."""
+    transport = request.param
+    if not available(transport):
+        pytest.skip(f"{transport} is not installed (pip install -e '.[fast]')")
     monkeypatch.setattr(harness, "DEFAULT_TRANSPORT", transport)
-    monkeypatch.setattr(harness, "DEFAULT_DECODER", decoder)
-    return request.param
+    return transport
 
 
 VENUES = list(ALL_VENUES)
@@ -81,7 +72,7 @@ async def settled_books_match(h: FeedHarness) -> None:
 def test_subscribe_acked_and_snapshot_then_deltas_give_the_right_top_n(venue, run_on):
     async def scenario():
         async with FeedHarness(venue) as h:
-            assert (h.feed.transport, h.feed.session.decoder) == run_on
+            assert h.feed.transport == run_on
             await h.all_live()
             assert any(h.server.received), "the feed subscribed"
             assert h.stat("parse_errors") == 0

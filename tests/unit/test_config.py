@@ -130,6 +130,6 @@ def test_connection_options_per_venue():
     else:
         raise AssertionError("accepted")
     assert "venues.okx.transport: must be one of websockets, picows, got 'tcp'" in text
-    assert "venues.okx.decoder: must be one of orjson, msgspec, got 'json'" in text
+    assert "venues.okx.decoder: no longer exists: each venue's wire messages are declared once" in text
     assert "venues.okx.credentials_env.secret: must be the name of an environment variable" in text
     assert "venues.binance.credentials_env: only okx takes credentials" in text

@@ -199,7 +199,7 @@ _LAST_MARK = {str: '"lastUpdateId"', bytes: b'"lastUpdateId"'}
 
 
 def top(raw) -> tuple | None:
-    """The short path for a bookTicker frame (contract in :mod:`pipeline.venues.typed`); None for any other.
+    """The short path for a bookTicker frame (contract in :mod:`pipeline.venues._common`); None for any other.
 
     The same declaration as :func:`parse`, decoded exactly (a frame with a field we do not declare is
     left to :func:`parse`, which counts it).
