@@ -186,6 +186,8 @@ def check_alerts(snapshot: Snapshot) -> list[str]:
             alerts.append(f"{p.name} restarted ({p.restarts}x)")
         if p.record_dropped:
             alerts.append(f"{p.name} recording failing ({p.record_dropped} frames)")
+        if p.schema_fallbacks:
+            alerts.append(f"{p.name} wire format changed ({p.schema_fallbacks} frames with unknown fields)")
         if p.heartbeat_age_ms is not None and p.heartbeat_age_ms > 2000:
             alerts.append(f"{p.name} silent {p.heartbeat_age_ms / 1000:.0f}s")
     return alerts

@@ -63,6 +63,7 @@ class ProcessStats:
     opportunities: int = 0
     scans_per_s: float | None = None
     record_dropped: int = 0        # feeds: frames the recorder could not write
+    schema_fallbacks: int = 0      # feeds: frames with fields their declaration does not know (the exchange changed)
 
 
 @dataclass(frozen=True)
@@ -188,5 +189,6 @@ class BoardSource:
                 restarted_recently=bool(seen[1]) and now_ns - seen[1] < 30e9,
                 heartbeat_age_ms=max(0.0, (now_ns - heartbeat) / 1e6) if heartbeat else None,
                 opportunities=int(slot["opportunities"]), scans_per_s=rates[2],
-                record_dropped=int(slot["record_dropped"]) if "record_dropped" in slot.dtype.names else 0))
+                record_dropped=int(slot["record_dropped"]) if "record_dropped" in slot.dtype.names else 0,
+                schema_fallbacks=int(slot["schema_fallbacks"]) if "schema_fallbacks" in slot.dtype.names else 0))
         return tuple(out)

@@ -126,10 +126,11 @@ def test_edge_is_net_of_both_fees_at_the_top_of_book():
 
 def test_alerts_name_unknown_states_restarts_and_silence():
     quotes = (Quote(0, "okx", "X/Y", "halted", 1, 1, 2, 1, NOW), Quote(1, "okx", "Z/Y", "state9", 1, 1, 2, 1, NOW))
-    procs = (ProcessStats("okx", "feed", 1, 10.0, 0, 0, 0.0, 0.0, None, None, 3, True, 2500.0, record_dropped=12),)
+    procs = (ProcessStats("okx", "feed", 1, 10.0, 0, 0, 0.0, 0.0, None, None, 3, True, 2500.0, record_dropped=12,
+                          schema_fallbacks=4),)
     snapshot = Snapshot("b", NOW, ("X/Y", "Z/Y"), quotes, procs, ())
     assert check_alerts(snapshot) == ["okx halted,state9", "okx restarted (3x)", "okx recording failing (12 frames)",
-                                      "okx silent 2s"]
+                                      "okx wire format changed (4 frames with unknown fields)", "okx silent 2s"]
 
 
 def test_event_book_follows_the_lifecycle_and_ignores_an_earlier_run():

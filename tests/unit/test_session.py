@@ -229,3 +229,18 @@ def test_okx_request_budget_moves_the_instruments_to_a_new_connection():
             break
     assert conn.replace_requested.startswith("4") and "480 requests per hour" in conn.replace_requested
     assert len(conn.requests) <= 0.9 * 480
+
+
+def test_a_frame_with_a_field_the_declaration_does_not_know_is_used_counted_and_said_once():
+    session, sink, conn, journal = session_for("binance", ["BTCUSDT"])
+    line = fixture_lines("binance", "bbo.jsonl")[3]                 # a combined-stream bookTicker
+    drifted = line.replace('"data":{', '"data":{"E":1700000000000,', 1)
+    session.receive(drifted, 1 * SECOND, conn)
+    row = sink.row(0)
+    assert row.status == RowStatus.LIVE and row.bids == [(8010.0, 0.142459)] and row.asks == [(8012.15, 0.031201)]
+    session.receive(drifted.replace('"u":1127645101', '"u":1127645102'), 2 * SECOND, conn)
+    assert session.stats.get("schema_fallbacks") == 2 and session.stats.get("parse_errors") == 0
+    assert [fields for kind, _, fields in journal if kind == "schema_drift"] == [
+        {"message": "BookTickerFrame", "detail": "Object contains unknown field `E` - at `$.data`"}]
+    session.receive(line, 3 * SECOND, conn)                         # the declared shape: nothing more to count
+    assert session.stats.get("schema_fallbacks") == 2
