@@ -21,6 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("binance bookTicker", "bybit orderbook.1", "bybit orderbook.50 delta", "okx bbo-tbt")
 
+# Runs inside each checkout against that checkout's own bench.parse, so it uses only what every version has:
+# ``time_ours(rig, setup, frames)`` with no keyword (older versions took ``decoder=``, defaulting to orjson, the
+# current one has no decoder to choose), and the venue as the record ``VENUE`` (a venue folder) or, on older
+# commits, the venue module itself.
 PROBE = r'''
 import importlib, json, sys
 sys.path.insert(0, ".")

@@ -10,14 +10,16 @@ renumbered so that every frame is new to the book (otherwise the book would
 rightly ignore repeats). There is no socket here: see the receive benchmark
 below for that part.
 
-Each case runs twice: with the default decoder (orjson) and with
-``venues.NAME.decoder: msgspec`` (typed structs for the hot messages,
-:mod:`pipeline.venues.typed_msgspec`), the same session otherwise.
+Each case runs once through the session, with the venue record's own
+``parse``/``top`` (its wire messages declared once as msgspec structs in
+``pipeline/venues/<name>/wire.py``): there is no decoder to choose.
 
 Peer: cryptofeed 2.4.1's own ``message_handler`` coroutine on the same frames
 with a no-op callback (its JSON decode with Decimal prices, its book update,
-its callback dispatch). Side measurements: orjson + ``float()`` against a
-msgspec typed decoder on bookTicker, and the WebSocket receive rate of
+its callback dispatch). Side measurements: the building block, orjson +
+``float()`` against a msgspec typed decoder on bookTicker; distinct bookTicker
+frames from a socket through a real feed's frame handler, per transport
+(``websockets``, ``picows``); and the bare WebSocket receive rate of
 ``websockets`` (what the feed uses) against ``picows``, each receiving the
 same frame blasted by a local raw-socket sender over loopback.
 """
@@ -35,6 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import msgspec
 import orjson
 
 from bench._common import FIXTURES_DIR, BusyMeter, machine_info, markdown_table, median, ratio, write_results
@@ -192,11 +195,11 @@ class FeedRig:
         self.Feed = Feed
         self.feed = None
 
-    def fresh(self, decoder: str = "orjson"):
+    def fresh(self):
         """A new Feed (fresh books) on the same board, so renumbered sequences start over each round."""
         if self.feed is not None:
             self.feed.close()
-        self.feed = self.Feed(self.spec, "ws://127.0.0.1:1/", 60_000.0, decoder=decoder)
+        self.feed = self.Feed(self.spec, "ws://127.0.0.1:1/", 60_000.0)
         self.conn = self.feed.session.connection_opened([r.symbol for r in self.spec.rows], 0)
         return self.feed
 
@@ -210,9 +213,9 @@ class FeedRig:
         os.close(self.efd)
 
 
-def time_ours(rig, setup, frames, recorder=None, decoder="orjson"):
+def time_ours(rig, setup, frames, recorder=None):
     """frames/s through the session; with ``recorder``, each frame is also handed to it as the feed loop does."""
-    feed = rig.fresh(decoder)
+    feed = rig.fresh()
     handle, conn, now = feed.session.receive, rig.conn, time.time_ns
     for raw in setup:
         handle(raw, now(), conn)
@@ -233,12 +236,11 @@ def time_ours(rig, setup, frames, recorder=None, decoder="orjson"):
     return len(frames) / elapsed, (rig.publishes() - before) / len(frames)
 
 
-def time_stages(venue, setup, frames, depth, decoder="orjson"):
+def time_stages(venue, setup, frames, depth):
     """µs/frame for the venue parse alone, and parse + ``InstrumentBook.apply`` (books built as the feed builds them)."""
     from pipeline.book import InstrumentBook
-    from pipeline.venues.typed import decoder_for
     module = load_venue(venue)
-    parse, now = decoder_for(module, decoder).parse, time.time_ns
+    parse, now = module.parse, time.time_ns
     t0 = time.perf_counter()
     for raw in frames:
         parse(raw, now())
@@ -316,27 +318,22 @@ def time_peer(handler, conn, setup, frames):
 
 # ---------------------------------------------------------------- decode: orjson vs msgspec
 
-try:
-    import msgspec
+class BookTicker(msgspec.Struct):
+    u: int
+    s: str
+    b: float
+    B: float
+    a: float
+    A: float
 
-    class BookTicker(msgspec.Struct):
-        u: int
-        s: str
-        b: float
-        B: float
-        a: float
-        A: float
 
-    class BookTickerEnvelope(msgspec.Struct):
-        stream: str
-        data: BookTicker
-except ImportError:  # pragma: no cover - reported by decode_compare
-    msgspec = None
+class BookTickerEnvelope(msgspec.Struct):
+    stream: str
+    data: BookTicker
 
 
 def decode_compare(frames, rounds):
-    if msgspec is None:
-        return None
+    """ns/frame to decode a bookTicker to its fields and 4 floats: orjson + ``float()`` vs a msgspec typed struct."""
     dec = msgspec.json.Decoder(BookTickerEnvelope, strict=False)   # lax mode parses "25.35" into a float in C
     blobs = [f.encode() for f in frames]
     loads = orjson.loads
@@ -476,13 +473,10 @@ def _frame_block(frames) -> bytes:
     return b"".join(parts)
 
 
-async def _feed_receive(kind, url, rig, n_frames, decoder="orjson"):
+async def _feed_receive(kind, url, rig, n_frames):
     """frames/s from the socket through the feed's own frame handler (session, board row, doorbell, hops)."""
     from pipeline.feed.transport import open_link
-    from pipeline.venues.typed import decoder_for
     feed = rig.fresh()
-    chosen = decoder_for(feed.venue, decoder)
-    feed.session.parse, feed.session.top = chosen.parse, chosen.top
     link = await open_link(kind, url, None, 10)
     conn = feed.session.connection_opened([r.symbol for r in rig.spec.rows], time.time_ns())
     handler = feed._handler(link, conn, None)  # noqa: SLF001 - the feed process's own per-frame path
@@ -505,18 +499,14 @@ async def _feed_receive(kind, url, rig, n_frames, decoder="orjson"):
 
 
 def feed_receive_compare(frames, rig, rounds):
-    """The same distinct bookTicker frames over loopback into a real feed, per transport (and picows with
-    decoder msgspec, the fast path): frames/s."""
+    """The same distinct bookTicker frames over loopback into a real feed, per transport: frames/s."""
     from pipeline.feed.transport import TRANSPORTS, available
-    from pipeline.venues.typed import available as decoder_available
     block = _frame_block(frames)
-    paths = {kind: (kind, "orjson") for kind in TRANSPORTS if available(kind)}
-    if available("picows") and decoder_available("msgspec"):
-        paths["picows + msgspec"] = ("picows", "msgspec")
-    out = {name: [] for name in paths}
+    kinds = [kind for kind in TRANSPORTS if available(kind)]
+    out = {kind: [] for kind in kinds}
     publishes = {}
     for _ in range(rounds):
-        for name, (kind, decoder) in paths.items():
+        for kind in kinds:
             listener = socket.socket()
             listener.bind(("127.0.0.1", 0))
             listener.listen(1)
@@ -525,9 +515,9 @@ def feed_receive_compare(frames, rig, rounds):
             url = f"ws://127.0.0.1:{listener.getsockname()[1]}/"
             listener.close()
             try:
-                rate, pubs = asyncio.run(_feed_receive(kind, url, rig, len(frames), decoder))
-                out[name].append(rate)
-                publishes[name] = pubs
+                rate, pubs = asyncio.run(_feed_receive(kind, url, rig, len(frames)))
+                out[kind].append(rate)
+                publishes[kind] = pubs
             finally:
                 proc.join(5)
                 if proc.is_alive():
@@ -545,13 +535,9 @@ def main(argv=None) -> None:
     ap.add_argument("--depth", type=int, default=5, help="board depth (default 5)")
     ap.add_argument("--recv-s", type=float, default=1.0, help="seconds per WebSocket receive run (default 1.0)")
     ap.add_argument("--skip-recv", action="store_true", help="skip the websockets/picows receive comparison")
-    ap.add_argument("--skip-msgspec", action="store_true",
-                    help="skip the second run of every case with decoder: msgspec (the msgspec columns)")
     ap.add_argument("--record-dir", default=None,
                     help="also time each case with a recorder writing to this directory (recording on vs off)")
     args = ap.parse_args(argv)
-    from pipeline.venues.typed import available
-    with_msgspec = not args.skip_msgspec and available("msgspec")
     machine = machine_info()
     meter = BusyMeter()
     notes = []
@@ -569,7 +555,6 @@ def main(argv=None) -> None:
         handler, conn, peer_note = cryptofeed_peer(name, symbols)
         cases.append({"name": name, "rig": rig, "setup": setup, "frames": frames, "peer": handler, "conn": conn,
                       "peer_note": peer_note, "ours": [], "theirs": [], "publishes": [], "callbacks": [],
-                      "msgspec": [], "msgspec_publishes": [], "msgspec_parse_us": [],
                       "parse_us": [], "apply_us": [], "venue": venue, "recording": [],
                       "bytes": sum(map(len, frames[:100])) / min(100, len(frames))})
     try:
@@ -588,12 +573,6 @@ def main(argv=None) -> None:
                 parse_us, apply_us = time_stages(c["venue"], c["setup"], c["frames"], args.depth)
                 c["parse_us"].append(parse_us)
                 c["apply_us"].append(apply_us)
-                if with_msgspec:                # the same session with venues.NAME.decoder: msgspec
-                    rate, pubs = time_ours(c["rig"], c["setup"], c["frames"], decoder="msgspec")
-                    c["msgspec"].append(rate)
-                    c["msgspec_publishes"].append(pubs)
-                    c["msgspec_parse_us"].append(time_stages(c["venue"], c["setup"], c["frames"], args.depth,
-                                                             decoder="msgspec")[0])
                 if c["peer"] is not None:
                     rate, calls = time_peer(c["peer"], c["conn"], c["setup"], c["frames"])
                     c["theirs"].append(rate)
@@ -610,29 +589,16 @@ def main(argv=None) -> None:
                "peer_frames_per_s": theirs, "peer_callbacks_per_frame": median(c["callbacks"]),
                "ratio_vs_peer": ratio(ours, theirs), "peer": c["peer_note"], "ours_rounds": c["ours"],
                "peer_rounds": c["theirs"]}
-        msgspec_cols = []
-        if with_msgspec:
-            fast = median(c["msgspec"])
-            res.update(msgspec_frames_per_s=fast, msgspec_us_per_frame=1e6 / fast,
-                       msgspec_publishes_per_frame=median(c["msgspec_publishes"]),
-                       msgspec_parse_us=median(c["msgspec_parse_us"]), msgspec_vs_orjson=ratio(fast, ours),
-                       msgspec_rounds=c["msgspec"])
-            msgspec_cols = [fast, res["msgspec_vs_orjson"]]
         results.append(res)
         rows.append([c["name"], f"{c['bytes']:.0f}", ours, res["us_per_frame"], res["publishes_per_frame"],
-                     *msgspec_cols, theirs if c["peer"] else "-", res["peer_callbacks_per_frame"] if c["peer"] else "-",
+                     theirs if c["peer"] else "-", res["peer_callbacks_per_frame"] if c["peer"] else "-",
                      res["ratio_vs_peer"] if c["peer"] else "-", c["peer_note"]])
-        stage_rows.append([c["name"], parse_us, *([res["msgspec_parse_us"]] if with_msgspec else []),
-                           apply_us - parse_us, res["us_per_frame"] - apply_us, res["us_per_frame"]])
-    msgspec_heads = ["decoder msgspec frames/s", "msgspec / orjson"] if with_msgspec else []
-    text = [f"FeedSession.receive (parse + apply + compose + RowWriter.write), frames/s on one core, median of {args.rounds}"
-            + (" (frames/s: the default decoder orjson; decoder msgspec: the same session with venues.NAME.decoder: "
-               "msgspec)" if with_msgspec else ""),
-            "", markdown_table(["message", "bytes", "frames/s", "µs/frame", "publishes/frame", *msgspec_heads,
+        stage_rows.append([c["name"], parse_us, apply_us - parse_us, res["us_per_frame"] - apply_us, res["us_per_frame"]])
+    text = [f"FeedSession.receive (parse + apply + compose + RowWriter.write), frames/s on one core, median of {args.rounds}",
+            "", markdown_table(["message", "bytes", "frames/s", "µs/frame", "publishes/frame",
                                 "cryptofeed 2.4.1 frames/s", "peer callbacks/frame", "ours / peer", "peer path"], rows),
             "", "Where the time goes (µs/frame, medians; stages timed separately, so they add up only roughly)", "",
-            markdown_table(["message", "venue parse", *(["venue parse, msgspec"] if with_msgspec else []),
-                            "+ book apply", "+ compose, write, counters", "session.receive"], stage_rows)]
+            markdown_table(["message", "venue parse", "+ book apply", "+ compose, write, counters", "session.receive"], stage_rows)]
     if args.record_dir:
         record_rows = []
         for c in cases:
@@ -645,9 +611,7 @@ def main(argv=None) -> None:
     decode = receive = None
     if book_ticker is not None:
         decode = decode_compare(book_ticker["frames"], args.rounds)
-    if decode is None:
-        notes.append("msgspec not installed: decode comparison skipped (pip install msgspec)")
-    else:
+    if decode is not None:
         text += ["", "bookTicker decode to 4 floats (ns/frame, median)", "",
                  markdown_table(["orjson + float()", "msgspec typed, strict=False", "orjson / msgspec"],
                                 [[decode["orjson"], decode["msgspec"], ratio(decode["orjson"], decode["msgspec"])]])]
@@ -662,13 +626,10 @@ def main(argv=None) -> None:
         rows = [[kind, rate, 1e6 / rate, pubs.get(kind)] for kind, rate in feed_receive.items()]
         text += ["", f"Receive + parse + publish over loopback: {len(book_ticker['frames'])} distinct bookTicker "
                  "frames from a socket into a real feed (session, board row, doorbell, hop histograms), median", "",
-                 markdown_table(["transport (decoder orjson unless named)", "frames/s", "µs/frame", "publishes/frame"],
+                 markdown_table(["transport", "frames/s", "µs/frame", "publishes/frame"],
                                 rows)]
         if "picows" in feed_receive and "websockets" in feed_receive:
             text += ["", f"picows / websockets: {feed_receive['picows'] / feed_receive['websockets']:.2f}x"]
-        if "picows + msgspec" in feed_receive and "websockets" in feed_receive:
-            text += [f"picows + msgspec / websockets: "
-                     f"{feed_receive['picows + msgspec'] / feed_receive['websockets']:.2f}x"]
     if book_ticker is not None and not args.skip_recv:
         receive = receive_compare(book_ticker["frames"][0].encode(), args.recv_s, max(1, min(args.rounds, 3)))
         text += ["", f"WebSocket receive, one frame type blasted over loopback ({args.recv_s:.1f} s per run, "

@@ -6,8 +6,8 @@ Run by hand (py-spy is a sampling profiler: it does not slow the code it samples
     py-spy record -r 2000 -f raw -o /tmp/session.txt -- python -m bench.profile_session run "binance bookTicker"
     python -m bench.profile_session summary /tmp/session.txt
 
-``run CASE [--seconds S] [--decoder orjson|msgspec]`` feeds the frames of one ``bench.parse`` case through a
-real ``Feed``'s session on a private board (the frames ``bench.parse`` times) for S seconds.
+``run CASE [--seconds S]`` feeds the frames of one ``bench.parse`` case through a real ``Feed``'s session
+(its venue record's own ``parse``/``top``) on a private board (the frames ``bench.parse`` times) for S seconds.
 ``summary FILE`` reads py-spy's raw output and prints, for the samples inside ``FeedSession.receive``, the
 share of each function (inclusive) and of each source line (self).
 """
@@ -20,10 +20,9 @@ from collections import Counter
 
 from bench import parse as bench_parse
 from pipeline.venues import load_venue
-from pipeline.venues.typed import decoder_for
 
 
-def run(case_name: str, seconds: float, decoder: str) -> None:
+def run(case_name: str, seconds: float) -> None:
     case = next(c for c in bench_parse.CASES if c.name == case_name)
     if "orderbook.50 delta" in case_name:
         setup, frames = bench_parse._bybit_delta_frames(case, 20000)  # noqa: SLF001 - the same frames bench.parse times
@@ -36,9 +35,7 @@ def run(case_name: str, seconds: float, decoder: str) -> None:
     try:
         while time.monotonic() < end:
             feed = rig.fresh()
-            chosen = decoder_for(module, decoder)
             session, conn = feed.session, rig.conn
-            session.parse, session.top = chosen.parse, chosen.top
             for raw in setup:
                 session.receive(raw, now(), conn)
             for raw in frames:
@@ -77,12 +74,11 @@ def main(argv=None) -> None:
     r = sub.add_parser("run")
     r.add_argument("case", choices=[c.name for c in bench_parse.CASES])
     r.add_argument("--seconds", type=float, default=8.0)
-    r.add_argument("--decoder", choices=["orjson", "msgspec"], default="orjson")
     s = sub.add_parser("summary")
     s.add_argument("file")
     args = ap.parse_args(argv)
     if args.command == "run":
-        run(args.case, args.seconds, args.decoder)
+        run(args.case, args.seconds)
     else:
         print(summary(args.file))
 

@@ -16,10 +16,10 @@ Stages, each timed over the same recording in one run, rounds interleaved:
 * ``+ engine``: the full replay (``pipeline.replay.Replay``): edge, lifecycle,
   shadow fills, the events file.
 
-Every stage after ``read`` runs with each decoder (``venues.NAME.decoder``:
-orjson, the default, and msgspec when installed), side by side in one run.
+Each session parses with its venue record's own ``parse``/``top`` (the wire
+messages declared once in ``pipeline/venues/<name>/wire.py``), as live.
 
-Run: ``python -m bench.replay [--frames 60000] [--instruments 20] [--rounds 3] [--decoders orjson msgspec]``
+Run: ``python -m bench.replay [--frames 60000] [--instruments 20] [--rounds 3]``
 """
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ from pipeline.recording.cli import RecordingFileWriter
 from pipeline.recording.format import TEXT, RecordingReader, recording_files
 from pipeline.replay import Replay, plan_rows
 from pipeline.venues import load_venue
-from pipeline.venues.typed import DECODERS, available
 
 VENUES = ("binance", "bybit", "okx")
 
@@ -105,7 +104,7 @@ def time_read(paths) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def time_sessions(config, paths, scan: bool, decoder: str = "orjson") -> float:
+def time_sessions(config, paths, scan: bool) -> float:
     rows = plan_rows(config)
     board = Board.create(f"bench-{uuid.uuid4().hex[:10]}", len(rows), config.board.depth, 1)
     try:
@@ -113,7 +112,7 @@ def time_sessions(config, paths, scan: bool, decoder: str = "orjson") -> float:
         sessions = {}
         for v in config.venues:
             s = FeedSession(load_venue(v.name), {r.symbol: r.row for r in rows if r.venue == v.name},
-                            config.board.depth, 1 << 62, writer, decoder=decoder)
+                            config.board.depth, 1 << 62, writer)
             sessions[v.name] = (s, s.connection_opened(list(s.books), 0))
         view = BoardView(board, RowUniverse(config, rows)) if scan else None
         t0 = time.perf_counter()
@@ -148,41 +147,31 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=60000)
     ap.add_argument("--instruments", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--decoders", nargs="+", default=[d for d in DECODERS if available(d)], choices=DECODERS)
     args = ap.parse_args(argv)
     machine = machine_info()
     meter = BusyMeter()
     with tempfile.TemporaryDirectory() as tmp:
         raw_config, frames = make_recording(tmp, args.frames, args.instruments)
-        configs = {}
-        for decoder in args.decoders:
-            for venue in raw_config["venues"].values():
-                venue["decoder"] = decoder
-            configs[decoder] = parse_config(raw_config, source="bench", available_cores=frozenset({0}))
+        config = parse_config(raw_config, source="bench", available_cores=frozenset({0}))
         paths = recording_files(tmp)
-        stages = {"read": []}
-        for decoder in args.decoders:
-            stages.update({f"session/{decoder}": [], f"scan/{decoder}": [], f"full/{decoder}": []})
+        stages = {"read": [], "session": [], "scan": [], "full": []}
         records = 0
         for _ in range(args.rounds):
             stages["read"].append(time_read(paths))
-            for decoder, config in configs.items():
-                stages[f"session/{decoder}"].append(time_sessions(config, paths, scan=False, decoder=decoder))
-                stages[f"scan/{decoder}"].append(time_sessions(config, paths, scan=True, decoder=decoder))
-                rate, records = time_full(config, paths, os.path.join(tmp, "o.jsonl"))
-                stages[f"full/{decoder}"].append(rate)
+            stages["session"].append(time_sessions(config, paths, scan=False))
+            stages["scan"].append(time_sessions(config, paths, scan=True))
+            rate, records = time_full(config, paths, os.path.join(tmp, "o.jsonl"))
+            stages["full"].append(rate)
     med = {k: median(v) for k, v in stages.items()}
     us = {k: 1e6 / v for k, v in med.items()}
-    rows = [["read + merge", "", med["read"], us["read"], us["read"]]]
-    for decoder in args.decoders:
-        s_, c_, f_ = f"session/{decoder}", f"scan/{decoder}", f"full/{decoder}"
-        rows += [["+ session (parse, book, row write)", decoder, med[s_], us[s_], us[s_] - us["read"]],
-                 ["+ change scan and quote reads", decoder, med[c_], us[c_], us[c_] - us[s_]],
-                 ["+ detector engine, events file (full replay)", decoder, med[f_], us[f_], us[f_] - us[c_]]]
+    rows = [["read + merge", med["read"], us["read"], us["read"]],
+            ["+ session (parse, book, row write)", med["session"], us["session"], us["session"] - us["read"]],
+            ["+ change scan and quote reads", med["scan"], us["scan"], us["scan"] - us["session"]],
+            ["+ detector engine, events file (full replay)", med["full"], us["full"], us["full"] - us["scan"]]]
     text = "\n".join([
         f"Replay at max speed: {frames} top-of-book frames (binance bookTicker, bybit orderbook.1, okx bbo-tbt), "
         f"{args.instruments} instruments x 3 venues, median of {args.rounds} rounds; {records} event records",
-        "", markdown_table(["stage (cumulative)", "decoder", "frames/s", "µs/frame", "stage µs/frame"], rows)])
+        "", markdown_table(["stage (cumulative)", "frames/s", "µs/frame", "stage µs/frame"], rows)])
     print(text)
     machine["busy_cores_during_run"] = meter.busy_cores()
     path = write_results("replay", {"options": vars(args), "stages": stages, "medians": med, "records": records,
