@@ -2,10 +2,10 @@
 
 Run by hand::
 
-    python -m bench.e2e_load --seconds 12 --warmup 4 --rates 5000 10000 50000 --transports websockets fast
+    python -m bench.e2e_load --seconds 12 --warmup 4 --rates 5000 10000 50000 --transports websockets picows
 
-``--transports`` picks the feed path: ``websockets`` (with orjson, the default config), ``picows`` (with
-orjson), ``fast`` (picows + msgspec, as ``configs/tokyo.yaml``).
+``--transports`` picks the feed's WebSocket client: ``websockets`` (the default config) or ``picows`` (as
+``configs/tokyo.yaml``).
 
 For each target rate (updates/s summed over six exchanges x 3 instruments x
 2 channels) the load comes from :mod:`bench.loadgen` (``--load loadgen``, the
@@ -80,9 +80,8 @@ def frames_per_step(venues: list[str]) -> int:
     return sum(len(INSTRUMENTS.get(v, [1, 2, 3])) for v in venues) * 2
 
 
-# what each --transports value sets on every venue: the default path, picows alone, and the fast path
-PATHS = {"websockets": {}, "picows": {"transport": "picows"},
-         "fast": {"transport": "picows", "decoder": "msgspec"}}
+# what each --transports value sets on every venue
+PATHS = {"websockets": {}, "picows": {"transport": "picows"}}
 
 
 def config(board: str, rate: int, wait: str, out: Path, transport: str = "websockets", urls: dict | None = None,
@@ -360,9 +359,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=4.0, help="after every feed is connected")
     parser.add_argument("--rates", type=int, nargs="+", default=[5000, 10000, 50000])
     parser.add_argument("--waits", nargs="+", default=["spin", "doorbell"])
-    parser.add_argument("--transports", nargs="+", default=["websockets", "fast"], choices=sorted(PATHS),
-                        help="feed paths to compare: websockets (+ orjson, the default), picows (+ orjson), "
-                             "fast (picows + msgspec, as configs/tokyo.yaml)")
+    parser.add_argument("--transports", nargs="+", default=["websockets", "picows"], choices=sorted(PATHS),
+                        help="feed WebSocket clients to compare: websockets (the default), picows (as "
+                             "configs/tokyo.yaml)")
     parser.add_argument("--load", choices=("loadgen", "simulator"), default="loadgen")
     parser.add_argument("--venues", nargs="+", default=VENUES)
     parser.add_argument("--depth-every", type=int, default=1,
