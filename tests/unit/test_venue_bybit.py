@@ -6,17 +6,16 @@ from hypothesis import given, settings, strategies as st
 
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SubscribeError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SchemaDrift, SubscribeError
 from pipeline.venues.bybit import wire as bybit
 from pipeline.venues import load_venue
-from pipeline.venues.typed import DECODERS, decoder_for
-from tests.conftest import fixture_lines
+from tests.conftest import FIXTURES, fixture_lines
 
 
-@pytest.fixture(params=DECODERS)
-def parse(request):
-    """The tests that parse frames run on each decoder (``venues.bybit.decoder``): the events must be the same."""
-    return decoder_for(load_venue("bybit"), request.param).parse
+@pytest.fixture
+def parse():
+    """The venue's one parse (its messages are declared once, in ``venues/bybit/wire.py``)."""
+    return load_venue("bybit").parse
 
 
 def test_orderbook_1_spot_snapshot_and_delta(parse):
@@ -109,13 +108,133 @@ def test_subscribe_one_request_per_symbol_within_the_arg_limit():
     assert bybit.build_keepalive() == '{"op":"ping"}'
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
-def test_arbitrary_bytes_raise_only_parse_error(decoder, raw):
-    parse = decoder_for(load_venue("bybit"), decoder).parse
+def test_arbitrary_bytes_raise_only_parse_error(raw):
     try:
-        events = parse(raw, 0)
+        events = load_venue("bybit").parse(raw, 0)
     except ParseError:
         return
     assert all(isinstance(e, (BookUpdate, Ack, Pong, SubscribeError)) for e in events)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_tails_of_an_orderbook_frame_raise_only_parse_error(tail):
+    """Past the orderbook marker the declaration reads the frame: still ParseError or events, never a crash."""
+    venue = load_venue("bybit")
+    raw = b'{"topic":"orderbook.1.BTCUSDT",' + tail
+    try:
+        events = venue.parse(raw, 0)
+    except ParseError:
+        events = None
+    assert events is None or all(isinstance(e, (BookUpdate, SchemaDrift)) for e in events)
+    assert venue.top(raw) is None or events is not None
+
+
+# ---------------------------------------------------------------- the declaration: drift, refusals, top
+
+def _drifted(line: str, where: str) -> str:
+    if where == "top":
+        return line.replace('{"topic"', '{"newField":1,"topic"', 1)
+    return line.replace('"data":{', '"data":{"newField":[1,2],', 1)
+
+
+@pytest.mark.parametrize("name, index", [("bbo.jsonl", 0), ("bbo.jsonl", 2), ("depth.jsonl", 3), ("depth.jsonl", 4)])
+@pytest.mark.parametrize("where", ["top", "data"])
+def test_an_unknown_field_is_decoded_and_reported_as_drift(name, index, where):
+    venue = load_venue("bybit")
+    line = fixture_lines("bybit", name)[index]
+    drifted = _drifted(line, where)
+    assert drifted != line
+    expected = venue.parse(line, 0)
+    [update, drift] = venue.parse(drifted, 0)
+    assert repr([update]) == repr(expected)
+    assert (update.bids, update.asks, update.seq, update.prev_seq, update.xseq, update.exch_ts_ms) == (
+        expected[0].bids, expected[0].asks, expected[0].seq, expected[0].prev_seq, expected[0].xseq,
+        expected[0].exch_ts_ms)
+    assert isinstance(drift, SchemaDrift) and drift.message == "OrderbookFrame"
+    assert "newField" in drift.detail and (where == "top") == ("$.data" not in drift.detail)
+    assert venue.parse(drifted.encode(), 0)[1] == drift
+    assert venue.top(drifted) is None                 # the short path leaves a drifted frame to parse, which counts it
+
+
+@pytest.mark.parametrize("old, new", [
+    ('"28165.07"', "null"),                           # a price null
+    ('"0.996816"', "null"),                           # a size null
+    ('"u":20404754', '"u":[20404754]'),               # u as a list
+    ('"u":20404754', '"u":null'),
+    ('"seq":4281281856', '"seq":"x"'),
+    ('"ts":1680652806504', '"ts":[1]'),
+    ('[["28165.07","0.175231"]]', '[["28165.07"]]'),  # a level without its size
+    ('"s":"BTCUSDT"', '"s":7'),
+    ('"type":"snapshot"', '"type":"partial"'),
+    (',"u":20404754', ''),                            # a missing id
+])
+def test_a_wrong_type_or_shape_raises_parse_error(old, new):
+    venue = load_venue("bybit")
+    line = fixture_lines("bybit", "bbo.jsonl")[0]
+    bad = line.replace(old, new, 1)
+    assert bad != line
+    for raw in (bad, bad.encode()):
+        with pytest.raises(ParseError):
+            venue.parse(raw, 0)
+        assert venue.top(raw) is None
+    with pytest.raises(ParseError):                    # also with an unknown field beside the fault
+        venue.parse(_drifted(bad, "data"), 0)
+
+
+def test_timestamps_prefer_cts_then_ts_then_zero(parse):
+    frame = ('{"topic":"orderbook.50.BTCUSDT",%s"type":"delta","data":{"s":"BTCUSDT","b":[],"a":[["1","0"]],'
+             '"u":5,"seq":9}%s}')
+    assert parse(frame % ('"ts":7,', ',"cts":6'), 0)[0].exch_ts_ms == 6
+    assert parse(frame % ('"ts":7,', ',"cts":0'), 0)[0].exch_ts_ms == 7
+    assert parse(frame % ('"ts":7,', ',"cts":null'), 0)[0].exch_ts_ms == 7
+    assert parse(frame % ("", ""), 0)[0].exch_ts_ms == 0
+    [u] = parse(frame % ('"ts":7,', ""), 0)
+    assert (u.channel, u.snapshot, u.seq, u.prev_seq, u.xseq, u.restart) == (DEPTH, False, 5, 4, 9, False)
+
+
+def test_an_orderbook_frame_with_its_keys_reordered_reads_the_same(parse):
+    """The cheap first-bytes test misses it; the control handler hands it to the same declaration."""
+    line = fixture_lines("bybit", "bbo.jsonl")[0]
+    reordered = '{"ts":1680652806504,' + line[1:].replace(',"ts":1680652806504', "")
+    assert reordered.find('"topic"') > 10
+    assert repr(parse(reordered, 0)) == repr(parse(line, 0))
+    assert repr(parse(bytearray(line.encode()), 0)) == repr(parse(line, 0))
+
+
+def _all_fixture_lines():
+    return [(path.name, i, line) for path in sorted((FIXTURES / "bybit").glob("*.jsonl"))
+            for i, line in enumerate(fixture_lines("bybit", path.name))]
+
+
+@pytest.mark.parametrize("name, index, line", _all_fixture_lines(), ids=lambda v: str(v)[:20])
+def test_top_agrees_with_parse_on_every_fixture_line(name, index, line):
+    venue = load_venue("bybit")
+    for raw in (line, line.encode()):
+        quote = venue.top(raw)
+        try:
+            events = venue.parse(raw, 0)
+        except ParseError:
+            events = None
+        single = (events is not None and len(events) == 1 and events[0].__class__ is BookUpdate
+                  and events[0].channel == BBO and events[0].snapshot and len(events[0].bids) == 1
+                  and len(events[0].asks) == 1 and events[0].prev_seq is None and not events[0].restart)
+        if quote is None:
+            assert not single or name != "bbo.jsonl", "a plain top-of-book snapshot should take the short path"
+            continue
+        assert single
+        e = events[0]
+        assert quote == (e.symbol, *e.bids[0], *e.asks[0], e.exch_ts_ms, e.seq, e.xseq)
+
+
+def test_top_on_the_real_top_of_book_frames():
+    top = load_venue("bybit").top
+    lines = fixture_lines("bybit", "bbo.jsonl")
+    assert top(lines[0]) == ("BTCUSDT", 28165.07, 0.175231, 28165.08, 0.996816, 1680652806504, 20404754, 4281281856)
+    assert top(lines[1]) is None                                    # a delta
+    assert top(lines[2]) == ("BANDUSDT", 0.6131, 17.9, 0.6134, 35.4, 1749833474768, 24042997, 209972815373)
+    assert top(lines[2].replace('"u":24042997', '"u":1')) is None   # a restart
+    assert top(fixture_lines("bybit", "depth.jsonl")[1]) is None    # orderbook.50, one level a side
+    assert top(memoryview(lines[0].encode())) is None               # not a type the transports hand over

@@ -34,6 +34,10 @@ data, and for the smaller seq, then it means the data is generated earlier"
 ``ts`` is the system push time, ``cts`` the matching-engine time (ms); we
 use ``cts`` when present. Keepalive: ``{"op":"ping"}`` every 20 s. Spot
 subscribe requests take at most 10 args each.
+
+Both orderbook channels are one message, declared once (:class:`OrderbookFrame`,
+:class:`OrderbookData`): ``parse`` and ``top`` both read it, through :func:`_book`.
+Control frames (pongs, subscribe acks and errors) are read with orjson.
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, Message, WireMsg, make_parse
 
 NAME = "bybit"
 BOOK_LEVELS = 50
@@ -82,24 +86,80 @@ def build_pong(token) -> str:
     raise NotImplementedError("Bybit does not ping clients")
 
 
+# ---------------------------------------------------------------- the hot messages, each declared once
+
+Level = tuple[float, float]          # [price, size] as text; size 0 deletes the level
+
+
+class OrderbookData(WireMsg):
+    """``data`` of an ``orderbook.<depth>.<SYMBOL>`` message.
+
+    Docs: https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook ("Response Parameters":
+    ``s`` symbol, ``b``/``a`` bids/asks ``[price, size]``, ``u`` update id, ``seq`` cross sequence).
+    """
+
+    s: str
+    b: list[Level]
+    a: list[Level]
+    u: int
+    seq: int | None = None          # the cross sequence (carried as xseq); always sent, tolerated absent
+
+
+class OrderbookFrame(WireMsg):
+    """One ``orderbook.<depth>.<SYMBOL>`` snapshot or delta (top of book is depth 1).
+
+    Docs: https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook ("Response Parameters":
+    ``topic``, ``type`` snapshot/delta, ``ts`` system push time ms, ``data``, ``cts`` matching-engine time ms).
+    """
+
+    topic: str
+    type: str
+    data: OrderbookData
+    ts: int | None = None
+    cts: int | None = None          # preferred over ts when present (and not 0)
+
+
+ORDERBOOK = Message(OrderbookFrame, NAME)
+
+
+def _book(msg: OrderbookFrame) -> tuple:
+    """A decoded orderbook frame -> ``(symbol, channel, snapshot, bids, asks, exch_ts_ms, u, xseq)``.
+
+    The one reading of the frame, for :func:`parse` and :func:`top` alike; raises ParseError for a
+    topic or type the declaration's text fields allow but the channel does not.
+    """
+    topic = msg.topic
+    if not topic.startswith("orderbook."):
+        raise ParseError("unknown_message", f"topic {topic!r}", NAME)
+    kind = msg.type
+    if kind != "snapshot" and kind != "delta":
+        raise ParseError("unknown_message", f"orderbook type {kind!r}", NAME)
+    d = msg.data
+    return (d.s, BBO if topic.split(".", 2)[1] == "1" else DEPTH, kind == "snapshot", d.b, d.a,
+            msg.cts or msg.ts or 0, d.u, d.seq)
+
+
+def _book_events(raw) -> list:
+    """``parse`` of an orderbook frame: one BookUpdate, then the SchemaDrift if the frame had new fields."""
+    try:
+        msg, drift = ORDERBOOK.decode(raw)
+    except UnicodeEncodeError as exc:     # a str frame with a lone surrogate (msgspec encodes str first)
+        raise ParseError("invalid_json", str(exc)[:120], NAME) from None
+    symbol, channel, snapshot, bids, asks, ts, u, xseq = _book(msg)
+    events = [BookUpdate(symbol, channel, snapshot, bids, asks, ts, u,
+                         None if snapshot or channel == BBO else u - 1, restart=(u == 1), xseq=xseq)]
+    if drift is not None:
+        events.append(drift)
+    return events
+
+
 def _handle(msg: dict, raw) -> list | None:
+    """Control frames (pongs, subscribe acks and errors); orderbook frames are :func:`_book_events`."""
     topic = msg.get("topic")
     if topic is not None:
-        if not topic.startswith("orderbook."):
-            raise ParseError("unknown_message", f"topic {topic!r}", NAME)
-        data = msg["data"]
-        level_count = topic.split(".", 2)[1]
-        u = int(data["u"])
-        kind = msg["type"]
-        if kind != "snapshot" and kind != "delta":
-            raise ParseError("unknown_message", f"orderbook type {kind!r}", NAME)
-        snapshot = kind == "snapshot"
-        ts = int(msg.get("cts") or msg.get("ts") or 0)
-        channel = BBO if level_count == "1" else DEPTH
-        xseq = data.get("seq")
-        return [BookUpdate(data["s"], channel, snapshot, levels(data["b"]), levels(data["a"]), ts, u,
-                           None if snapshot or channel == BBO else u - 1, restart=(u == 1),
-                           xseq=None if xseq is None else int(xseq))]
+        if isinstance(topic, str) and topic.startswith("orderbook."):
+            return _book_events(raw)          # an orderbook frame without the usual first bytes: same reading
+        raise ParseError("unknown_message", f"topic {topic!r}", NAME)
     op = msg.get("op")
     if op in ("ping", "pong"):
         return [Pong()]
@@ -111,33 +171,39 @@ def _handle(msg: dict, raw) -> list | None:
     return None
 
 
+_control = make_parse(NAME, _handle)
+_BOOK_MARK = {str: '"topic":"orderbook.', bytes: b'"topic":"orderbook.'}
+_TOP_MARK = {str: '"orderbook.1.', bytes: b'"orderbook.1.'}     # as wide as before: the struct decides
+
+
+def parse(raw, recv_ns: int) -> list:
+    """``(raw, recv_ns) -> list[event]`` (:func:`pipeline.venues._common.make_parse`'s contract):
+    orderbook frames through :data:`ORDERBOOK`, everything else through the control handler."""
+    mark = _BOOK_MARK.get(raw.__class__)
+    if mark is not None and raw.find(mark, 0, 48) >= 0:
+        return _book_events(raw)
+    return _control(raw, recv_ns)
+
+
+parse.__name__ = f"parse_{NAME}"
+
+
 def top(raw) -> tuple | None:
-    """The short path for an ``orderbook.1`` snapshot (contract in :mod:`pipeline.venues.typed`); None otherwise."""
+    """The short path for an ``orderbook.1`` snapshot (contract in :mod:`pipeline.venues.typed`); None otherwise.
+
+    Reads the frame with the exact decoder of :data:`ORDERBOOK` (a drifted frame is None: parse counts it).
+    """
     try:
         if raw.find(_TOP_MARK[raw.__class__], 0, 48) < 0 or len(raw) > MAX_FRAME_BYTES:
             return None
-        msg = orjson.loads(raw)
-        if msg["type"] != "snapshot" or not msg["topic"].startswith("orderbook.1."):
-            return None
-        data = msg["data"]
-        u = int(data["u"])
-        bids = data["b"]
-        asks = data["a"]
-        if u == 1 or len(bids) != 1 or len(asks) != 1:
+        symbol, channel, snapshot, bids, asks, ts, u, xseq = _book(ORDERBOOK.exact.decode(raw))
+        if channel != BBO or not snapshot or u == 1 or len(bids) != 1 or len(asks) != 1:
             return None                       # a restart or a side without its level: the general path
-        bid = bids[0]
-        ask = asks[0]
-        xseq = data.get("seq")
-        return (data["s"], float(bid[0]), float(bid[1]), float(ask[0]), float(ask[1]),
-                int(msg.get("cts") or msg.get("ts") or 0), u, None if xseq is None else int(xseq))
+        (bid_px, bid_qty), = bids
+        (ask_px, ask_qty), = asks
+        return (symbol, bid_px, bid_qty, ask_px, ask_qty, ts, u, xseq)
     except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
         return None
-
-
-_TOP_MARK = {str: '"orderbook.1.', bytes: b'"orderbook.1.'}
-
-
-parse = make_parse(NAME, _handle)
 
 
 def _symbol_from_error(message: str) -> str:
