@@ -1,4 +1,8 @@
-"""HTX parser against tests/fixtures/htx (decompressed JSON) and real gzip frames."""
+"""HTX parser against tests/fixtures/htx (decompressed JSON) and real gzip frames.
+
+One path: ``load_venue("htx").parse`` / ``.top``, whose hot messages are the msgspec declarations in
+``pipeline/venues/htx/wire.py`` (``Bbo``, ``MbpRefresh``, ``MbpUpdate``, ``Depth``, ``MbpSnapshotReply``).
+"""
 from __future__ import annotations
 
 from functools import partial
@@ -15,11 +19,12 @@ from hypothesis import strategies as st
 
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SubscribeError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SchemaDrift, SubscribeError
+from pipeline.venues._common import WireMsg
 from pipeline.venues.htx import wire as htx
 from pipeline.venues.htx import VENUE as HTX_VENUE
 from pipeline.venues import load_venue
-from pipeline.venues.typed import DECODERS, decoder_for
+from pipeline.venues.typed import top_from_parse
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
 
@@ -29,10 +34,10 @@ FIXTURES = SHARED / "htx"
 lines = partial(fixture_lines, "htx")
 
 
-@pytest.fixture(params=DECODERS)
-def parse(request):
-    """The tests that parse frames run on each decoder (``venues.htx.decoder``): the events must be the same."""
-    return decoder_for(load_venue("htx"), request.param).parse
+@pytest.fixture
+def parse():
+    """The venue's parse: the one path (the declarations in ``wire.py``)."""
+    return load_venue("htx").parse
 
 
 @pytest.fixture
@@ -192,31 +197,156 @@ def test_module_contract():
     assert (htx.NAME, htx.BOOK_LEVELS, HTX_VENUE.checksum, HTX_VENUE.taker_fee_bps) == ("htx", None, None, 20.0)
 
 
+# ---------------------------------------------------------------- the declarations
+ALL_FIXTURE_LINES = [line for path in sorted(FIXTURES.glob("*.jsonl")) for line in lines(path.name)]
+
+
+def test_hot_messages_are_declared_once_as_wire_structs():
+    declared = {name for name, obj in vars(htx).items()
+                if isinstance(obj, type) and issubclass(obj, WireMsg) and obj is not WireMsg}
+    assert declared >= {"Bbo", "BboTick", "MbpRefresh", "MbpRefreshTick", "MbpUpdate", "MbpUpdateTick",
+                        "Depth", "DepthTick", "MbpSnapshotReply", "MbpSnapshotData"}
+    for name in declared:
+        assert "HTX Spot v1" in getattr(htx, name).__doc__ or "#" in getattr(htx, name).__doc__, name
+
+
+def _with_field(line: str, where: str, field: str) -> str:
+    """``line`` with ``"field":1`` added at the top level or first in ``tick``."""
+    if where == "top":
+        return line[:-1] + f',"{field}":1}}'
+    return line.replace('"tick":{', f'"tick":{{"{field}":1,', 1)
+
+
+DRIFT_FRAMES = [("bbo.jsonl", 0, "Bbo"), ("mbp_refresh_bittrade.jsonl", 0, "MbpRefresh"),
+                ("mbp_incremental.jsonl", 1, "MbpUpdate"), ("cryptofeed2021_decompressed.jsonl", 1, "Depth")]
+
+
+@pytest.mark.parametrize("where", ["top", "tick"])
+@pytest.mark.parametrize("name,index,message", DRIFT_FRAMES)
+def test_an_unknown_field_is_one_schema_drift_and_the_same_events(parse, name, index, message, where):
+    line = lines(name)[index]
+    plain = parse(gzip.compress(line.encode()), 0)
+    drifted = _with_field(line, where, "brandNew")
+    assert drifted != line
+    events = parse(gzip.compress(drifted.encode()), 0)
+    assert len(events) == len(plain) + 1 and all(same(a, b) for a, b in zip(events, plain))
+    drift = events[-1]
+    assert drift.__class__ is SchemaDrift and drift.message == message
+    assert "`brandNew`" in drift.detail and ("$.tick" in drift.detail) == (where == "tick")
+    assert [e for e in events if e.__class__ is SchemaDrift] == [drift]
+    assert load_venue("htx").top(gzip.compress(drifted.encode())) is None      # the short path takes exact frames only
+
+
+def test_the_mbp_req_answer_is_declared_too(parse):
+    rep = {"id": "r1", "rep": "market.btcusdt.mbp.150", "status": "ok", "ts": 5,
+           "data": {"seqNum": 9, "bids": [[1.5, 2]], "asks": [], "brandNew": 1}}
+    u, drift = parse(orjson.dumps(rep), 0)
+    assert (u.symbol, u.channel, u.snapshot, u.bids, u.asks, u.exch_ts_ms, u.seq) == (
+        "btcusdt", DEPTH, True, [(1.5, 2.0)], [], 5, 9)
+    assert drift.message == "MbpSnapshotReply" and "`brandNew` - at `$.data`" in drift.detail
+    rep["data"] = {"seqNum": 9, "bids": [["1.5", 2]]}
+    with pytest.raises(ParseError):
+        parse(orjson.dumps(rep), 0)
+
+
+WRONG_TYPES = [
+    ("bbo.jsonl", 0, '"bid":31764.08', '"bid":"1.0"'),                 # a price as text: HTX sends numbers
+    ("bbo.jsonl", 0, '"ask":31764.09', '"ask":"31764.09"'),
+    ("bbo.jsonl", 0, '"bidSize":4.378544', '"bidSize":null'),           # a price without its size
+    ("bbo.jsonl", 0, '"askSize":0.794873', '"askSize":"1.0"'),
+    ("bbo.jsonl", 0, '"seqId":155441231856', '"seqId":"155441231856"'),
+    ("bbo.jsonl", 0, '"ts":1654031600066', '"ts":1654031600066.5'),
+    ("mbp_refresh_bittrade.jsonl", 0, "[14.46,13.39]", '["1.0",13.39]'),
+    ("mbp_refresh_bittrade.jsonl", 0, "[14.46,13.39]", "[null,13.39]"),
+    ("mbp_refresh_bittrade.jsonl", 0, "[14.64,2.53]", "[14.64,null]"),
+    ("mbp_refresh_bittrade.jsonl", 0, '"bids":[', '"bids":null,"x":['),
+    ("mbp_incremental.jsonl", 0, '"prevSeqNum":129803485424', '"prevSeqNum":null'),
+    ("mbp_incremental.jsonl", 0, '"seqNum":129803485567,', ''),              # the chain needs both ids
+    ("mbp_incremental.jsonl", 0, "[38762.88,0.102302]", '[38762.88,"0.102302"]'),
+    ("cryptofeed2021_decompressed.jsonl", 1, '"version":100182534697', '"version":"100182534697"'),
+]
+
+
+@pytest.mark.parametrize("name,index,old,new", WRONG_TYPES)
+def test_a_wrong_type_is_a_parse_error(parse, name, index, old, new):
+    line = lines(name)[index]
+    assert old in line
+    frame = gzip.compress(line.replace(old, new, 1).encode())
+    with pytest.raises(ParseError) as exc:
+        parse(frame, 0)
+    assert exc.value.reason == "unknown_message"
+    assert load_venue("htx").top(frame) is None
+
+
+def test_a_side_without_a_price_is_a_side_without_a_level(one):
+    line = lines("bbo.jsonl")[0]
+    assert one(line.replace('"bid":31764.08,', '')).bids == []
+    u = one(line.replace('"ask":31764.09', '"ask":null'))
+    assert (u.bids, u.asks) == ([(31764.08, 4.378544)], [])
+    assert load_venue("htx").top(line.replace('"ask":31764.09', '"ask":null')) is None
+
+
+def test_a_push_in_another_key_order_is_read_by_the_same_declaration(parse):
+    line = lines("bbo.jsonl")[0]
+    moved = '{"ts":1654031600066,' + line[1:].replace(',"ts":1654031600066', '', 1)
+    escaped = line.replace("market.btcusdt.bbo", "market.btc\\u0075sdt.bbo")
+    for frame in (moved, escaped):
+        (u,) = parse(frame, 0)
+        assert same(u, parse(line, 0)[0])
+        assert load_venue("htx").top(frame) is None                   # None is always a correct answer
+    assert load_venue("htx").top(line) == top_from_parse(parse)(line)
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_top_agrees_with_parse_on_every_fixture_frame(parse, gzipped):
+    top = load_venue("htx").top
+    long_way = top_from_parse(parse)
+    answered = 0
+    for line in ALL_FIXTURE_LINES:
+        frame = gzip.compress(line.encode()) if gzipped else line.encode()
+        quote = top(frame)
+        assert quote == long_way(frame), line[:80]
+        answered += quote is not None
+    assert answered == len(lines("bbo.jsonl"))
+
+
+def test_text_that_is_not_utf8_is_invalid_json(parse):
+    line = lines("bbo.jsonl")[0]
+    for frame in (line.replace("btcusdt\"}", "btcusdt\ud800\"}"), line + "\ud800",
+                  line.encode().replace(b"btcusdt\"}", b"btcusdt\xff\"}")):
+        with pytest.raises(ParseError) as exc:
+            parse(frame, 0)
+        assert exc.value.reason == "invalid_json"
+        assert load_venue("htx").top(frame) is None
+
+
 # ---------------------------------------------------------------- fuzz
-@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
-def test_parse_arbitrary_bytes_raises_only_parse_error(decoder, raw):
-    parse = decoder_for(load_venue("htx"), decoder).parse
-    for frame in (raw, b"\x1f\x8b" + raw, gzip.compress(raw)):
+def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
+    parse = load_venue("htx").parse
+    for frame in (raw, b"\x1f\x8b" + raw, gzip.compress(raw), b'{"ch":"market.x.bbo"' + raw,
+                  b'{"ch":"market.x.mbp.5",' + raw):
         try:
             parse(frame, 0)
         except ParseError:
             pass
+        load_venue("htx").top(frame)
 
 
 _SAMPLES = [line for name in ("bbo.jsonl", "mbp_incremental.jsonl", "mbp_refresh_bittrade.jsonl",
                               "control_recv.jsonl") for line in lines(name)]
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
-def test_parse_mutated_fixture_raises_only_parse_error(decoder, line, at, cut, insert):
-    parse = decoder_for(load_venue("htx"), decoder).parse
+def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
+    venue = load_venue("htx")
     raw = line.encode()
     at %= len(raw)
+    frame = gzip.compress(raw[:at] + insert + raw[at + cut:])
     try:
-        parse(gzip.compress(raw[:at] + insert + raw[at + cut:]), 0)
+        events = venue.parse(frame, 0)
     except ParseError:
-        pass
+        events = None
+    assert venue.top(frame) == (None if events is None else top_from_parse(venue.parse)(frame))

@@ -35,6 +35,13 @@ Channels (``wss://api.huobi.pro/ws``, native symbol lower-case ``btcusdt``):
   replayed from the snapshot's ``seqNum``; until that is built the feed uses
   the 100 ms ``mbp.refresh`` snapshots, which need no sequence at all.
 
+Each market message is declared once, as a msgspec struct (:class:`Bbo`, :class:`MbpRefresh`,
+:class:`MbpUpdate`, :class:`Depth`, and :class:`MbpSnapshotReply` for the ``req`` answer), decoded
+strictly (a number sent as text is refused) by :class:`~pipeline.venues._common.Message`: a field HTX
+adds is ignored and reported as :class:`~pipeline.model.SchemaDrift`. :func:`parse` picks the
+declaration from the channel name at the head of the frame; pings, acks, errors and every other frame
+go through the orjson control handler :func:`_handle`. :func:`top` reads the same :class:`Bbo`.
+
 Merging: the bbo ``seqId`` and the mbp ``seqNum`` are not documented as one
 id space, so the book merges the two channels by arrival order (the fallback).
 
@@ -52,12 +59,13 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import Optional, Union
 
 import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, Message, WireMsg, make_parse
 
 NAME = "htx"
 BOOK_LEVELS = None                    # mbp.refresh snapshots replace the book
@@ -139,41 +147,268 @@ def inflate(raw):
     return text
 
 
+# ---------------------------------------------------------------- wire messages, each declared once
+# HTX numbers are JSON numbers: every Message here is strict (a price sent as text is refused, not read).
+
+Level = tuple[float, float]           # [price, size]
+
+
+class BboTick(WireMsg):
+    """``tick`` of a ``market.$symbol.bbo`` push: HTX Spot v1, Websocket Market Data, "Best Bid/Offer"
+    (https://huobiapi.github.io/docs/spot/v1/en/#best-bid-offer). ``seqId`` is missing on 2020 frames; a
+    side without a price is a side without a level (as the orjson path always read it)."""
+
+    seqId: Optional[int] = None
+    ask: Optional[float] = None
+    askSize: Optional[float] = None
+    bid: Optional[float] = None
+    bidSize: Optional[float] = None
+    quoteTime: Optional[int] = None   # ms; the time we keep (``ts`` is the push time)
+    symbol: Optional[str] = None
+
+
+class Bbo(WireMsg):
+    """A ``market.$symbol.bbo`` push (HTX Spot v1, "Best Bid/Offer", #best-bid-offer)."""
+
+    ch: str
+    tick: BboTick
+    ts: Optional[int] = None
+
+
+class MbpRefreshTick(WireMsg):
+    """``tick`` of a ``market.$symbol.mbp.refresh.$levels`` push: HTX Spot v1, "Market By Price (refresh
+    update)" (#market-by-price-refresh-update; announcement 900000455606): the whole N-level book."""
+
+    seqNum: Optional[int] = None
+    bids: list[Level] = []
+    asks: list[Level] = []
+
+
+class MbpRefresh(WireMsg):
+    """A ``market.$symbol.mbp.refresh.$levels`` push (HTX Spot v1, #market-by-price-refresh-update)."""
+
+    ch: str
+    tick: MbpRefreshTick
+    ts: Optional[int] = None
+
+
+class MbpUpdateTick(WireMsg):
+    """``tick`` of a ``market.$symbol.mbp.$levels`` push: HTX Spot v1, "Market By Price (incremental
+    update)" (#market-by-price-incremental-update; announcement 900000047626). A missing side is no change."""
+
+    seqNum: int
+    prevSeqNum: int
+    bids: list[Level] = []
+    asks: list[Level] = []
+
+
+class MbpUpdate(WireMsg):
+    """A ``market.$symbol.mbp.$levels`` delta (HTX Spot v1, #market-by-price-incremental-update)."""
+
+    ch: str
+    tick: MbpUpdateTick
+    ts: Optional[int] = None
+
+
+class MbpSnapshotData(WireMsg):
+    """``data`` of the answer to ``{"req": "market.$symbol.mbp.$levels"}``: HTX Spot v1, "Market By Price
+    (incremental update)", request of the full book (#market-by-price-incremental-update)."""
+
+    seqNum: int
+    bids: list[Level] = []
+    asks: list[Level] = []
+
+
+class MbpSnapshotReply(WireMsg):
+    """The ``rep`` to an mbp ``req`` (HTX Spot v1, #market-by-price-incremental-update):
+    ``{"id":..,"rep":"market.btcusdt.mbp.150","status":"ok","data":{"seqNum":..,"bids":..,"asks":..}}``."""
+
+    rep: str
+    data: MbpSnapshotData
+    id: Union[str, int, None] = None
+    status: Optional[str] = None
+    ts: Optional[int] = None
+
+
+class DepthTick(WireMsg):
+    """``tick`` of a ``market.$symbol.depth.$type`` push: HTX Spot v1, "Market Depth" (#market-depth),
+    a 150-level snapshot with its own ``ts`` and ``version``."""
+
+    bids: list[Level] = []
+    asks: list[Level] = []
+    version: Optional[int] = None
+    ts: Optional[int] = None
+
+
+class Depth(WireMsg):
+    """A ``market.$symbol.depth.$type`` push (HTX Spot v1, "Market Depth", #market-depth)."""
+
+    ch: str
+    tick: DepthTick
+    ts: Optional[int] = None
+
+
+_BBO = Message(Bbo, NAME, strict_numbers=True)
+_MBP_REFRESH = Message(MbpRefresh, NAME, strict_numbers=True)
+_MBP_UPDATE = Message(MbpUpdate, NAME, strict_numbers=True)
+_MBP_REPLY = Message(MbpSnapshotReply, NAME, strict_numbers=True)
+_DEPTH = Message(Depth, NAME, strict_numbers=True)
+
+
+# ---------------------------------------------------------------- frame -> values
+
+def _bbo_quote(msg: Bbo) -> tuple:
+    """``(symbol, bid_px, bid_qty, ask_px, ask_qty, exch_ts_ms, seq)`` of a bbo push; a side with no
+    price is ``None, None``. The one reading of :class:`Bbo`: :func:`parse` and :func:`top` both call it."""
+    tick = msg.tick
+    bid = tick.bid
+    ask = tick.ask
+    if (bid is not None and tick.bidSize is None) or (ask is not None and tick.askSize is None):
+        raise ParseError("unknown_message", "bbo: a price without its size", NAME)
+    return (msg.ch.split(".", 2)[1], bid, tick.bidSize, ask, tick.askSize, tick.quoteTime or msg.ts or 0,
+            tick.seqId)
+
+
+def _bbo_events(msg: Bbo) -> list:
+    symbol, bid, bid_qty, ask, ask_qty, ts, seq = _bbo_quote(msg)
+    return [BookUpdate(symbol, BBO, True, [] if bid is None else [(bid, bid_qty)],
+                       [] if ask is None else [(ask, ask_qty)], ts, seq)]
+
+
+def _mbp_refresh_events(msg: MbpRefresh) -> list:
+    tick = msg.tick
+    return [BookUpdate(msg.ch.split(".", 2)[1], DEPTH, True, tick.bids, tick.asks, msg.ts or 0, tick.seqNum)]
+
+
+def _mbp_update_events(msg: MbpUpdate) -> list:
+    tick = msg.tick
+    return [BookUpdate(msg.ch.split(".", 2)[1], DEPTH, False, tick.bids, tick.asks, msg.ts or 0, tick.seqNum,
+                       tick.prevSeqNum)]
+
+
+def _mbp_reply_events(msg: MbpSnapshotReply) -> list:
+    data = msg.data
+    return [BookUpdate(msg.rep.split(".")[1], DEPTH, True, data.bids, data.asks, msg.ts or 0, data.seqNum)]
+
+
+def _depth_events(msg: Depth) -> list:
+    tick = msg.tick
+    return [BookUpdate(msg.ch.split(".", 2)[1], DEPTH, True, tick.bids, tick.asks, tick.ts or msg.ts or 0,
+                       tick.version)]
+
+
+_PUSH_BBO = (_BBO, _bbo_events)
+_PUSH_MBP_REFRESH = (_MBP_REFRESH, _mbp_refresh_events)
+_PUSH_MBP_UPDATE = (_MBP_UPDATE, _mbp_update_events)
+_PUSH_DEPTH = (_DEPTH, _depth_events)
+
+
+def _push_for(ch: str):
+    """The declaration of the push on channel ``ch`` (a ``(Message, events)`` pair), or None."""
+    parts = ch.split(".")
+    if parts[0] != "market" or len(parts) < 3:
+        return None
+    kind = parts[2]
+    if kind == "bbo":
+        return _PUSH_BBO
+    if kind == "mbp":
+        if len(parts) == 5 and parts[3] == "refresh":
+            return _PUSH_MBP_REFRESH
+        if len(parts) == 4:
+            return _PUSH_MBP_UPDATE
+    elif kind == "depth" and len(parts) == 4:
+        return _PUSH_DEPTH
+    return None
+
+
+def _read(message: Message, text) -> tuple:
+    """``message.decode(text)``: ``(msg, drift)``, or :class:`ParseError`."""
+    try:
+        return message.decode(text)
+    except UnicodeEncodeError:    # a str frame holding a lone surrogate: not JSON text (orjson says so too)
+        raise ParseError("invalid_json", "str is not valid UTF-8: surrogates not allowed", NAME) from None
+
+
+def _with_drift(events: list, drift) -> list:
+    if drift is not None:
+        events.append(drift)
+    return events
+
+
+def _decode(push, ch: str, text, again: bool = True) -> list:
+    """The events of one push of channel ``ch``, decoded by its declaration; a SchemaDrift last if it drifted."""
+    message, events_of = push
+    msg, drift = _read(message, text)
+    if msg.ch != ch:              # a second "ch" key later in the frame: the last one counts (as orjson reads it)
+        if not again:
+            raise ParseError("unknown_message", f"channel {msg.ch!r} or {ch!r}", NAME)
+        return _market(msg.ch, text, again=False)
+    return _with_drift(events_of(msg), drift)
+
+
+def _market(ch: str, text, again: bool = True) -> list:
+    push = _push_for(ch)
+    if push is None:
+        raise ParseError("unknown_message", f"channel {ch!r}", NAME)
+    return _decode(push, ch, text, again)
+
+
+_LEAD = {str: '{"ch":"market.', bytes: b'{"ch":"market.'}
+_QUOTE = {str: '"', bytes: b'"'}
+_ROUTES: dict = {}        # channel name as the frame spells it -> (push, ch) or None: a few per connection
+_MAX_ROUTES = 4096        # a server inventing names costs this many entries at most, then the cache restarts
+
+
+def _route(text):
+    """``(push, ch)`` for a frame that opens with the channel of a declared push (every HTX push does:
+    ``{"ch":"market.<sym>.<kind>...``), read off the text without decoding it; None for any other frame."""
+    cls = text.__class__
+    lead = _LEAD.get(cls)
+    if lead is None:
+        return None
+    if text.startswith(lead):
+        at = 0
+    else:
+        at = text.find(lead, 0, 24)   # after a little whitespace
+        if at < 0 or text[:at].strip():
+            return None
+    end = text.find(_QUOTE[cls], at + 14, at + 160)
+    if end < 0:
+        return None
+    spelled = text[at + 7:end]
+    route = _ROUTES.get(spelled, _ROUTES)
+    if route is _ROUTES:
+        route = _route_of(spelled)
+        if len(_ROUTES) >= _MAX_ROUTES:
+            _ROUTES.clear()
+        _ROUTES[spelled] = route
+    return route
+
+
+def _route_of(spelled):
+    ch = spelled
+    if ch.__class__ is bytes:
+        if not ch.isascii():
+            return None
+        ch = ch.decode()
+    if "\\" in ch:                 # an escape: let the JSON decoder spell the name
+        return None
+    push = _push_for(ch)
+    return None if push is None else (push, ch)
+
+
+# ---------------------------------------------------------------- parse and top
+
 def _pre(raw):
     return inflate(raw), None
 
 
-def top(raw) -> tuple | None:
-    """The short path for a ``market.<sym>.bbo`` push (contract in :mod:`pipeline.venues.typed`); None otherwise."""
-    try:
-        text = inflate(raw)
-        if text is raw and len(raw) > MAX_FRAME_BYTES:
-            return None
-        if text.find(_TOP_MARK[text.__class__], 0, 48) < 0:
-            return None
-        msg = orjson.loads(text)
-        parts = msg["ch"].split(".")
-        if parts[0] != "market" or len(parts) < 3 or parts[2] != "bbo":
-            return None
-        tick = msg["tick"]
-        bid = tick.get("bid")
-        ask = tick.get("ask")
-        if bid is None or ask is None:
-            return None
-        ts = int(msg.get("ts") or 0)
-        return (parts[1], float(bid), float(tick["bidSize"]), float(ask), float(tick["askSize"]),
-                int(tick.get("quoteTime") or ts), _opt_int(tick.get("seqId")), None)
-    except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
-        return None
-
-
-_TOP_MARK = {str: '.bbo"', bytes: b'.bbo"'}
-
-
 def _handle(msg: dict, raw) -> list | None:
+    """Control frames (pings, acks, errors, ``req`` answers); a push :func:`_route` did not recognise by its
+    opening (keys in another order, an escaped name) is handed to its declaration here."""
     ch = msg.get("ch")
     if ch is not None:
-        return [_market(ch, msg["tick"], int(msg.get("ts") or 0))]
+        return _market(ch, raw)
     if "ping" in msg:
         return [Ping(token=msg["ping"])]
     status = msg.get("status")
@@ -185,9 +420,8 @@ def _handle(msg: dict, raw) -> list | None:
             return []
         rep = msg.get("rep")
         if rep is not None and ".mbp." in rep:    # answer to a `req` for an mbp snapshot
-            data = msg["data"]
-            return [BookUpdate(rep.split(".")[1], DEPTH, True, levels(data.get("bids", ())),
-                               levels(data.get("asks", ())), int(msg.get("ts") or 0), int(data["seqNum"]))]
+            reply, drift = _read(_MBP_REPLY, raw)
+            return _with_drift(_mbp_reply_events(reply), drift)
     if status == "error":
         text = str(msg.get("err-msg", ""))
         return [SubscribeError(f"{msg.get('err-code', 'error')}: {text}", _symbol_from_text(text))]
@@ -196,35 +430,43 @@ def _handle(msg: dict, raw) -> list | None:
     return None
 
 
-parse = make_parse(NAME, _handle, _pre)
+_control = make_parse(NAME, _handle, _pre)
 
 
-def _market(ch: str, tick: dict, ts: int) -> BookUpdate:
-    parts = ch.split(".")
-    if parts[0] != "market" or len(parts) < 3:
-        raise ParseError("unknown_message", f"channel {ch!r}", NAME)
-    symbol = parts[1]
-    kind = parts[2]
-    if kind == "bbo":
-        bids = [(float(tick["bid"]), float(tick["bidSize"]))] if tick.get("bid") is not None else []
-        asks = [(float(tick["ask"]), float(tick["askSize"]))] if tick.get("ask") is not None else []
-        return BookUpdate(symbol, BBO, True, bids, asks, int(tick.get("quoteTime") or ts),
-                          _opt_int(tick.get("seqId")))
-    if kind == "mbp":
-        bids = levels(tick.get("bids", ()))
-        asks = levels(tick.get("asks", ()))
-        if len(parts) == 5 and parts[3] == "refresh":
-            return BookUpdate(symbol, DEPTH, True, bids, asks, ts, _opt_int(tick.get("seqNum")))
-        if len(parts) == 4:
-            return BookUpdate(symbol, DEPTH, False, bids, asks, ts, int(tick["seqNum"]), int(tick["prevSeqNum"]))
-    elif kind == "depth" and len(parts) == 4:
-        return BookUpdate(symbol, DEPTH, True, levels(tick.get("bids", ())), levels(tick.get("asks", ())),
-                          int(tick.get("ts") or ts), _opt_int(tick.get("version")))
-    raise ParseError("unknown_message", f"channel {ch!r}", NAME)
+def parse(raw, recv_ns: int) -> list:
+    """``raw`` (gzip or plain JSON) -> events; raises only :class:`ParseError`. A bbo, mbp or depth push is
+    decoded by its declaration above, every other frame by :func:`_handle`."""
+    text = inflate(raw)
+    route = _route(text)
+    if route is None:
+        return _control(raw, recv_ns)        # inflate hands back the same text (its one-frame cache)
+    return _decode(route[0], route[1], text)
 
 
-def _opt_int(value) -> int | None:
-    return None if value is None else int(value)
+parse.__name__ = f"parse_{NAME}"
+
+
+def top(raw) -> tuple | None:
+    """The short path for a ``market.<sym>.bbo`` push (contract in :mod:`pipeline.venues.typed`); None otherwise.
+
+    Only a frame of exactly the :class:`Bbo` declaration (``Message.exact``: a drifted frame is None here
+    and counted by :func:`parse`), read by :func:`_bbo_quote` as :func:`parse` reads it."""
+    try:
+        text = inflate(raw)
+        if text is raw and len(raw) > MAX_FRAME_BYTES:
+            return None
+        route = _route(text)
+        if route is None or route[0] is not _PUSH_BBO:
+            return None
+        msg = _BBO.exact.decode(text)
+        if msg.ch != route[1]:
+            return None
+        symbol, bid, bid_qty, ask, ask_qty, ts, seq = _bbo_quote(msg)
+        if bid is None or ask is None:
+            return None
+        return (symbol, bid, bid_qty, ask, ask_qty, ts, seq, None)
+    except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
+        return None
 
 
 def _symbol_from_text(text: str) -> str:
