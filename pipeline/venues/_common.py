@@ -127,11 +127,11 @@ class Message:
             text = str(exc)
             if not text.startswith("Object contains unknown field"):
                 raise ParseError("unknown_message", f"{self.struct.__name__}: {text}"[:160], self.exchange) from None
-        except (msgspec.DecodeError, UnicodeError) as exc:     # (a str frame with a lone surrogate: UnicodeError)
+        except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:   # (a str frame with a lone surrogate)
             raise ParseError("invalid_json", str(exc)[:120], self.exchange) from None
         try:
             return self._loose.decode(raw), SchemaDrift(self.struct.__name__, text[:160])
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError, RecursionError) as exc:
             raise ParseError("unknown_message", f"{self.struct.__name__}: {exc}"[:160], self.exchange) from None
 
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, Heartbeat, Liveness, SequenceMark, SubscribeError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, Liveness, SchemaDrift, SequenceMark, SubscribeError
+from pipeline.venues._common import rfc3339_ms
 from pipeline.venues.coinbase import wire as coinbase
 from pipeline.venues.coinbase import VENUE as COINBASE_VENUE
 from pipeline.venues import load_venue
-from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import FIXTURES as SHARED, fixture_lines
 
 
@@ -28,10 +28,9 @@ FIXTURES = SHARED / "coinbase"
 lines = partial(fixture_lines, "coinbase")
 
 
-@pytest.fixture(params=DECODERS)
-def parse(request):
-    """The tests that parse frames run on each decoder (``venues.coinbase.decoder``): the events must be the same."""
-    return decoder_for(load_venue("coinbase"), request.param).parse
+@pytest.fixture
+def parse():
+    return load_venue("coinbase").parse
 
 
 @pytest.fixture
@@ -207,7 +206,7 @@ def test_build_subscribe_matches_capture():
     ("2023-07-04T18:14:39", utc_ms(2023, 7, 4, 18, 14, 39)),
 ])
 def test_rfc3339_ms(text, expected):
-    assert coinbase.rfc3339_ms(text) == expected
+    assert rfc3339_ms(text) == expected
 
 
 @settings(max_examples=200, deadline=None)
@@ -216,7 +215,7 @@ def test_rfc3339_ms_matches_datetime(dt):
     text = dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
     expected = (dt.replace(tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(
         milliseconds=1)
-    assert coinbase.rfc3339_ms(text) == expected
+    assert rfc3339_ms(text) == expected
 
 
 def test_module_contract():
@@ -227,12 +226,140 @@ def test_module_contract():
     assert (coinbase.NAME, COINBASE_VENUE.book_levels, COINBASE_VENUE.taker_fee_bps) == ("coinbase", None, 120.0)
 
 
+# ---------------------------------------------------------------- the wire declarations (wire.py structs)
+def values(events: list) -> list:
+    """Events as comparable values (BookUpdate compares by identity): every slot, with its type."""
+    return [tuple((getattr(e, s), type(getattr(e, s))) for s in BookUpdate.__slots__) if isinstance(e, BookUpdate)
+            else e for e in events]
+
+
+def with_field(line: str, path: tuple, name: str, value) -> bytes:
+    """The fixture frame with ``name: value`` added to the object at ``path`` (keys and indexes)."""
+    msg = orjson.loads(line)
+    node = msg
+    for key in path:
+        node = node[key]
+    node[name] = value
+    return orjson.dumps(msg)
+
+
+@pytest.mark.parametrize("name, index, path, struct", [
+    ("at_level2.jsonl", 4, (), "Level2Message"),
+    ("at_level2.jsonl", 4, ("events", 0, "updates", 1), "Level2Message"),
+    ("at_level2.jsonl", 1, ("events", 0, "updates", 23333), "Level2Message"),     # the last level of the full book
+    ("at_ticker.jsonl", 1, (), "TickerMessage"),
+    ("at_ticker.jsonl", 2, ("events", 0, "tickers", 0), "TickerMessage"),
+])
+def test_an_unknown_field_is_schema_drift_next_to_the_same_events(parse, name, index, path, struct):
+    line = lines(name)[index]
+    raw = with_field(line, path, "new_field_x", "1")
+    events = parse(raw, 0)
+    *same, drift = events
+    assert values(same) == values(parse(line, 0))
+    assert drift.__class__ is SchemaDrift and drift.message == struct and "`new_field_x`" in drift.detail
+    assert [e for e in events if isinstance(e, SchemaDrift)] == [drift]
+
+
+def test_unknown_fields_in_the_envelope_and_in_an_update_are_one_schema_drift(parse):
+    line = lines("at_level2.jsonl")[6]
+    msg = orjson.loads(line)
+    msg["extra_envelope"] = 1
+    msg["events"][0]["updates"][3]["extra_update"] = {"a": [1, 2]}
+    events = parse(orjson.dumps(msg), 0)
+    assert values(events[:-1]) == values(parse(line, 0))
+    assert [e.__class__ for e in events].count(SchemaDrift) == 1
+    # msgspec names the first unknown field in wire order (the envelope's comes after ``events`` here)
+    assert events[-1].message == "Level2Message" and "`extra_update`" in events[-1].detail
+
+
+def test_real_frames_have_no_schema_drift(parse):
+    for name in ("at_level2.jsonl", "at_ticker.jsonl", "at_control_recv.jsonl", "at_other.jsonl"):
+        for line in lines(name):
+            assert not any(isinstance(e, SchemaDrift) for e in parse(line, 0)), (name, line[:80])
+
+
+@pytest.mark.parametrize("name, index, path, key, value", [
+    ("at_level2.jsonl", 4, ("events", 0, "updates", 0), "price_level", None),
+    ("at_level2.jsonl", 4, ("events", 0, "updates", 1), "new_quantity", [1]),
+    ("at_level2.jsonl", 4, ("events", 0, "updates", 0), "price_level", "12a"),
+    ("at_level2.jsonl", 4, (), "events", {"type": "update"}),
+    ("at_level2.jsonl", 4, (), "events", ""),
+    ("at_level2.jsonl", 4, ("events", 0), "updates", "none"),
+    ("at_level2.jsonl", 4, ("events", 0), "product_id", 7),
+    ("at_level2.jsonl", 4, (), "sequence_num", "25x"),
+    ("at_level2.jsonl", 4, (), "timestamp", None),
+    ("at_ticker.jsonl", 2, (), "events", None),
+    ("at_ticker.jsonl", 2, ("events", 0, "tickers", 0), "best_bid", "x"),
+])
+def test_a_wrong_type_is_a_parse_error(parse, name, index, path, key, value):
+    raw = with_field(lines(name)[index], path, key, value)
+    with pytest.raises(ParseError) as exc:
+        parse(raw, 0)
+    assert exc.value.reason == "unknown_message"
+
+
+@pytest.mark.parametrize("missing", ["price_level", "new_quantity", "side", "updates", "type", "product_id", "events",
+                                     "timestamp", "channel"])
+def test_a_missing_field_is_a_parse_error(parse, missing):
+    msg = orjson.loads(lines("at_level2.jsonl")[4])
+    for node in (msg, msg["events"][0], msg["events"][0]["updates"][0]):
+        node.pop(missing, None)
+    with pytest.raises(ParseError):
+        parse(orjson.dumps(msg), 0)
+
+
+def test_a_frame_that_is_not_json_is_named_so(parse):
+    line = lines("at_level2.jsonl")[4]
+    for raw in (line[:-1], line[:120], line.replace('"0.0948519"', "0.0948519x"),
+                line.replace('"product_id":"ETH-USD"', '"product_id":7,,"x":1'),   # a wrong type before bad JSON
+                line.encode().replace(b"ETH-USD", b"\xffTH-USD"), line.replace("ETH-USD", "\ud800TH-USD"),
+                b'{"channel":"l2_data","x":' + b"[" * 5000 + b"]" * 5000 + b"}"):
+        with pytest.raises(ParseError) as exc:
+            parse(raw, 0)
+        assert exc.value.reason == "invalid_json", raw[:200]
+
+
+def test_every_frame_type_and_layout_reads_alike(parse):
+    """str, bytes, bytearray, memoryview; the channel not first or spaced (the marker misses): the same events."""
+    for name, index in (("at_level2.jsonl", 4), ("at_level2.jsonl", 0), ("at_ticker.jsonl", 7)):
+        line = lines(name)[index]
+        expected = parse(line, 0)
+        msg = orjson.loads(line)
+        reordered = orjson.dumps({k: msg[k] for k in reversed(msg)})
+        spaced = line.replace('":', '": ').replace('","', '", "')
+        for raw in (line.encode(), bytearray(line.encode()), memoryview(line.encode()), reordered, spaced,
+                    spaced.encode()):
+            assert values(parse(raw, 0)) == values(expected), raw[:60]
+
+
+def test_ticker_empty_or_absent_best_levels_are_no_level(parse):
+    line = lines("at_ticker.jsonl")[2]
+    [_, u] = parse(with_field(line, ("events", 0, "tickers", 0), "best_bid", ""), 0)
+    assert (u.bids, u.asks, u.weak) == ([], [(1919.49, 0.07814824)], True)
+    [_, u] = parse(with_field(line, ("events", 0, "tickers", 0), "best_ask_quantity", None), 0)
+    assert (u.bids, u.asks) == ([(1919.44, 0.02858092)], [])
+    msg = orjson.loads(line)
+    for key in ("best_bid", "best_bid_quantity", "best_ask", "best_ask_quantity"):
+        del msg["events"][0]["tickers"][0][key]
+    assert parse(orjson.dumps(msg), 0)[1].bids == [] and parse(orjson.dumps(msg), 0)[1].asks == []
+
+
+def test_marker_in_another_channel_is_still_that_channel(parse):
+    raw = b'{"channel":"heartbeats","note":{"channel":"l2_data"},"sequence_num":4,"events":[]}'
+    assert parse(raw, 0) == [SequenceMark(4), Liveness(None)]
+    raw = b'{"channel":"market_trades","x":{"channel":"ticker"},"timestamp":"x","sequence_num":5,"events":[]}'
+    assert parse(raw, 0) == [SequenceMark(5)]
+
+
+def test_no_top_path():
+    assert load_venue("coinbase").top is None
+
+
 # ---------------------------------------------------------------- fuzz
-@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
-def test_parse_arbitrary_bytes_raises_only_parse_error(decoder, raw):
-    parse = decoder_for(load_venue("coinbase"), decoder).parse
+def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
+    parse = load_venue("coinbase").parse
     try:
         parse(raw, 0)
     except ParseError:
@@ -243,11 +370,10 @@ _SAMPLES = [line for name in ("at_control_recv.jsonl", "at_ticker.jsonl", "excha
             for line in lines(name)] + [line for line in lines("at_level2.jsonl") if len(line) < 10000]
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
-def test_parse_mutated_fixture_raises_only_parse_error(decoder, line, at, cut, insert):
-    parse = decoder_for(load_venue("coinbase"), decoder).parse
+def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
+    parse = load_venue("coinbase").parse
     raw = line.encode()
     at %= len(raw)
     try:

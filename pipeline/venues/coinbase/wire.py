@@ -59,10 +59,17 @@ connections/s and 8 unauthenticated messages/s per IP.
 The legacy *Exchange* feed (``wss://ws-feed.exchange.coinbase.com``, messages
 keyed by ``type``: ``ticker``, ``snapshot``, ``l2update``, ``heartbeat``,
 ``error``) is parsed too, so its captures decode.
+
+Each hot message (``l2_data``, ``ticker``) is declared once below as a
+:class:`~pipeline.venues._common.WireMsg` struct and decoded with it; a field
+Coinbase adds shows as a :class:`~pipeline.model.SchemaDrift` next to the
+frame's events. Control frames (``heartbeats``, ``subscriptions``, errors, the
+Exchange feed, other channels) are read with orjson by :func:`_handle`.
 """
 from __future__ import annotations
 
 import re
+from typing import Literal, Optional, Union
 
 import orjson
 
@@ -77,7 +84,7 @@ from pipeline.model import (
     SequenceMark,
     SubscribeError,
 )
-from pipeline.venues._common import levels, make_parse, rfc3339_ms
+from pipeline.venues._common import SHAPE_ERRORS, Message, WireMsg, levels, make_parse, rfc3339_ms
 
 NAME = "coinbase"
 CHANNELS = ("level2", "heartbeats")
@@ -113,29 +120,185 @@ def build_pong(token) -> str:
     raise NotImplementedError("Coinbase does not send application-level pings")
 
 
+# ---------------------------------------------------------------- the hot messages, each declared once
+
+class Level2Update(WireMsg):
+    """One level of a ``level2`` event: websocket-channels, "Level2 Channel" (``updates[]``).
+
+    ``side`` is ``bid`` or ``offer`` (the ask side); ``new_quantity`` is absolute, ``"0"`` deletes.
+    ``event_time`` is the engine time of the change (``1970-01-01T00:00:00Z`` in the docs' snapshot).
+    """
+
+    side: str
+    price_level: float
+    new_quantity: float
+    event_time: Optional[str] = None
+
+
+class Level2Event(WireMsg):
+    """An event of a ``level2`` message: websocket-channels, "Level2 Channel" (``events[]``).
+
+    ``type`` is ``snapshot`` (the whole book) or ``update``.
+    """
+
+    type: str
+    product_id: str
+    updates: list[Level2Update]
+
+
+class Level2Message(WireMsg):
+    """The ``level2`` envelope, channel ``l2_data``: websocket-channels, "Level2 Channel".
+
+    ``sequence_num`` counts the connection's messages across all channels (see the module docstring);
+    ``client_id`` appears in the docs' examples only.
+    """
+
+    channel: str
+    timestamp: str
+    events: list[Level2Event]
+    sequence_num: Optional[int] = None
+    client_id: Optional[str] = None
+
+
+Best = Union[float, Literal[""], None]      # best bid/ask price or quantity: "" (or absent) when the side is empty
+
+
+class Ticker(WireMsg):
+    """One product of a ``ticker`` event: websocket-channels, "Ticker Channel" (``tickers[]``).
+
+    Only ``product_id`` and the best bid/ask with their quantities are read; the trade and 24 h / 52 w
+    statistics are declared so that they are known, never read.
+    """
+
+    product_id: str
+    best_bid: Best = None
+    best_bid_quantity: Best = None
+    best_ask: Best = None
+    best_ask_quantity: Best = None
+    type: Optional[str] = None
+    price: Optional[str] = None
+    volume_24_h: Optional[str] = None
+    low_24_h: Optional[str] = None
+    high_24_h: Optional[str] = None
+    low_52_w: Optional[str] = None
+    high_52_w: Optional[str] = None
+    price_percent_chg_24_h: Optional[str] = None
+
+
+class TickerEvent(WireMsg):
+    """An event of a ``ticker`` message: websocket-channels, "Ticker Channel" (``events[]``)."""
+
+    tickers: list[Ticker]
+    type: Optional[str] = None
+
+
+class TickerMessage(WireMsg):
+    """The ``ticker`` envelope: websocket-channels, "Ticker Channel"."""
+
+    channel: str
+    timestamp: str
+    events: list[TickerEvent]
+    sequence_num: Optional[int] = None
+    client_id: Optional[str] = None
+
+
+_LEVEL2 = Message(Level2Message, NAME)
+_TICKER = Message(TickerMessage, NAME)
+
+# A hot frame names its channel first (``{"channel":"l2_data",...``): found in the frame's first bytes.
+_HEAD = 64
+_MARKS = {str: ('"channel":"l2_data"', '"channel":"ticker"')}
+_MARKS[bytes] = _MARKS[bytearray] = tuple(m.encode() for m in _MARKS[str])
+
+
+def _level2(raw) -> list | None:
+    """The events of an ``l2_data`` frame; None when its envelope names another channel."""
+    msg, drift = _LEVEL2.decode(raw)
+    if msg.channel != "l2_data":
+        return None
+    seq = msg.sequence_num
+    out = [] if seq is None else [SequenceMark(seq)]
+    envelope_ms = rfc3339_ms(msg.timestamp)
+    for event in msg.events:
+        kind = event.type
+        if kind != "snapshot" and kind != "update":
+            raise ParseError("unknown_message", f"l2_data event type {kind!r}", NAME)
+        bids, asks, newest = _updates(event.updates)
+        # no engine time in the event (or the 1970 placeholder): the send time is the best we have
+        ts = (rfc3339_ms(newest) if newest else 0) or envelope_ms
+        out.append(BookUpdate(event.product_id, DEPTH, kind == "snapshot", bids, asks, ts))
+    if drift is not None:
+        out.append(drift)
+    return out
+
+
+def _updates(updates: list[Level2Update]) -> tuple[list, list, str]:
+    """(bids, asks, newest event_time text).
+
+    Coinbase trims trailing zeros of the fraction (``48.35161Z``), so texts are
+    compared without the zone letter: a shorter fraction that is a prefix is
+    the smaller time, which plain string order gets right once the ``Z`` is gone.
+    """
+    bids = []
+    asks = []
+    bid = bids.append
+    ask = asks.append
+    newest = ""
+    newest_key = ""
+    for u in updates:
+        side = u.side
+        if side == "bid":
+            bid((u.price_level, u.new_quantity))
+        elif side == "offer" or side == "ask":
+            ask((u.price_level, u.new_quantity))
+        else:
+            raise ParseError("unknown_message", f"l2 side {side!r}", NAME)
+        event_time = u.event_time
+        if event_time and event_time != newest:         # the same text as the newest: nothing to compare
+            key = event_time[:-1] if event_time[-1] in "Zz" else event_time
+            if key > newest_key:
+                newest, newest_key = event_time, key
+    return bids, asks, newest
+
+
+def _ticker(raw) -> list | None:
+    """The events of a ``ticker`` frame (weak tops of book); None when its envelope names another channel."""
+    msg, drift = _TICKER.decode(raw)
+    if msg.channel != "ticker":
+        return None
+    seq = msg.sequence_num
+    out = [] if seq is None else [SequenceMark(seq)]
+    ts = rfc3339_ms(msg.timestamp)
+    for event in msg.events:
+        for t in event.tickers:
+            out.append(BookUpdate(t.product_id, BBO, True, _side(t.best_bid, t.best_bid_quantity),
+                                  _side(t.best_ask, t.best_ask_quantity), ts, weak=True))
+    if drift is not None:
+        out.append(drift)
+    return out
+
+
+def _side(px, qty) -> list[tuple[float, float]]:
+    """One best level, or none when the price or quantity is empty or absent."""
+    if px is None or px == "" or qty is None or qty == "":
+        return []
+    return [(px, qty)]
+
+
+_HOT = {"l2_data": _level2, "ticker": _ticker}
+
+
 def _handle(msg: dict, raw) -> list | None:
+    """Control frames (and the Exchange feed); a hot channel missed by the marker goes to its struct."""
     channel = msg.get("channel")
     if channel is None:
         return _exchange_feed(msg, raw)
+    hot = _HOT.get(channel) if channel.__class__ is str else None
+    if hot is not None:                   # not seen by parse's marker (another key first, spaces): same struct
+        return _hot(hot, raw)
     seq = msg.get("sequence_num")
     out = [] if seq is None else [SequenceMark(int(seq))]
-    if channel == "l2_data":
-        envelope_ms = rfc3339_ms(msg["timestamp"])
-        for event in msg["events"]:
-            kind = event["type"]
-            if kind != "snapshot" and kind != "update":
-                raise ParseError("unknown_message", f"l2_data event type {kind!r}", NAME)
-            bids, asks, newest = _updates(event["updates"])
-            # no engine time in the event (or the 1970 placeholder): the send time is the best we have
-            ts = (rfc3339_ms(newest) if newest else 0) or envelope_ms
-            out.append(BookUpdate(event["product_id"], DEPTH, kind == "snapshot", bids, asks, ts))
-    elif channel == "ticker":
-        ts = rfc3339_ms(msg["timestamp"])
-        for event in msg["events"]:
-            for t in event["tickers"]:
-                out.append(BookUpdate(t["product_id"], BBO, True, _one(t, "best_bid", "best_bid_quantity"),
-                                      _one(t, "best_ask", "best_ask_quantity"), ts, weak=True))
-    elif channel == "heartbeats":
+    if channel == "heartbeats":
         out.append(CONNECTION_LIVE)
     elif channel == "subscriptions":
         for event in msg["events"]:
@@ -146,35 +309,42 @@ def _handle(msg: dict, raw) -> list | None:
     return out
 
 
-parse = make_parse(NAME, _handle)
+_control = make_parse(NAME, _handle)
 
 
-def _updates(updates) -> tuple[list, list, str]:
-    """(bids, asks, newest event_time text).
+def parse(raw: bytes | str, recv_ns: int) -> list:
+    """``raw`` -> events: ``l2_data`` and ``ticker`` by their structs, every other frame by :func:`_handle`.
 
-    Coinbase trims trailing zeros of the fraction (``48.35161Z``), so texts are
-    compared without the zone letter: a shorter fraction that is a prefix is
-    the smaller time, which plain string order gets right once the ``Z`` is gone.
+    The marker only chooses the first attempt: a frame it picks that does not decode (or whose envelope
+    names another channel, the marker having been found elsewhere) goes the control way, which reads
+    the channel with orjson and names the problem (``invalid_json`` first, as before).
     """
-    bids = []
-    asks = []
-    newest = ""
-    newest_key = ""
-    for u in updates:
-        side = u["side"]
-        level = (float(u["price_level"]), float(u["new_quantity"]))
-        if side == "bid":
-            bids.append(level)
-        elif side == "offer" or side == "ask":
-            asks.append(level)
-        else:
-            raise ParseError("unknown_message", f"l2 side {side!r}", NAME)
-        event_time = u.get("event_time")
-        if event_time:
-            key = event_time[:-1] if event_time[-1] in "Zz" else event_time
-            if key > newest_key:
-                newest, newest_key = event_time, key
-    return bids, asks, newest
+    marks = _MARKS.get(raw.__class__)
+    if marks is not None:
+        try:
+            if raw.find(marks[0], 0, _HEAD) >= 0:
+                events = _level2(raw)
+                if events is not None:
+                    return events
+            elif raw.find(marks[1], 0, _HEAD) >= 0:
+                events = _ticker(raw)
+                if events is not None:
+                    return events
+        except Exception:  # noqa: BLE001 - not decoded: the control way decides, and raises only ParseError
+            pass
+    return _control(raw, recv_ns)
+
+
+def _hot(decode, raw) -> list | None:
+    """``decode(raw)`` for a frame orjson read (the channel is ``l2_data`` or ``ticker``), raising only ParseError."""
+    try:
+        return decode(raw)
+    except ParseError:
+        raise
+    except RecursionError as exc:                     # nesting msgspec refuses deeper than orjson does
+        raise ParseError("invalid_json", f"{type(exc).__name__}: {exc}"[:120], NAME) from None
+    except SHAPE_ERRORS as exc:                       # a time that is not RFC 3339
+        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
 
 
 def _one(d: dict, px_key: str, qty_key: str) -> list[tuple[float, float]]:
