@@ -6,7 +6,6 @@ from functools import partial
 import ast
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -16,30 +15,22 @@ from hypothesis import strategies as st
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.board.layout import RowStatus
-from pipeline.model import BBO, DEPTH, Ack, ChannelNotPermitted, LoginResult, Notice, Pong, SubscribeError
+from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, ChannelNotPermitted, LoginResult, Notice, Pong, SchemaDrift,
+                            SubscribeError)
 from pipeline.venues.okx import wire as okx
 from pipeline.venues.okx import VENUE as OKX_VENUE
 from pipeline.venues import load_venue
-from pipeline.venues.typed import DECODERS, decoder_for
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
 
 FIXTURES = SHARED / "okx"
+VENUE = load_venue("okx")
+parse = VENUE.parse
+top = VENUE.top
+one = partial(single_book_update, VENUE)      # the one BookUpdate a frame parses into
 
 
 lines = partial(fixture_lines, "okx")
-
-
-@pytest.fixture(params=DECODERS)
-def parse(request):
-    """The tests that parse frames run on each decoder (``venues.okx.decoder``): the events must be the same."""
-    return decoder_for(load_venue("okx"), request.param).parse
-
-
-@pytest.fixture
-def one(parse):
-    """The one BookUpdate a frame parses into, on the decoder of ``parse``."""
-    return partial(single_book_update, SimpleNamespace(parse=parse))
 
 
 def books_msg(action: str, prev: int, seq: int, bids=(), asks=(), checksum: int = 0) -> bytes:
@@ -50,7 +41,7 @@ def books_msg(action: str, prev: int, seq: int, bids=(), asks=(), checksum: int 
 
 
 # ---------------------------------------------------------------- market data
-def test_bbo_tbt_with_seq_id(one):
+def test_bbo_tbt_with_seq_id():
     u = one(lines("bbo.jsonl")[0])
     assert (u.symbol, u.channel, u.snapshot) == ("BCH-USDT-SWAP", BBO, True)
     assert u.bids == [(111.05, 57745.0)]
@@ -58,13 +49,13 @@ def test_bbo_tbt_with_seq_id(one):
     assert (u.exch_ts_ms, u.seq, u.prev_seq, u.checksum) == (1670324386802, 363996337, None, None)
 
 
-def test_bbo_tbt_and_books_carry_seq_id_as_cross_channel_id(one):
+def test_bbo_tbt_and_books_carry_seq_id_as_cross_channel_id():
     assert one(lines("bbo.jsonl")[0]).xseq == 363996337
     snap = one(lines("books.jsonl")[0])
     assert snap.xseq == snap.seq
 
 
-def test_late_books_never_override_a_newer_bbo_tbt(one):
+def test_late_books_never_override_a_newer_bbo_tbt():
     """W1: books seqId 10 -> bbo-tbt seqId 12 -> books update seqId 11 delivered late keeps bbo-tbt's top."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     assert book.apply(one(books_msg("snapshot", -1, 10, bids=[("100.0", "1", "0", "1"), ("99", "2", "0", "1")],
@@ -83,7 +74,7 @@ def _bbo(seq: int, ts: int, bid: str = "99.5") -> bytes:
         "asks": [["101", "1", "0", "1"]], "bids": [[bid, "3", "0", "1"]], "ts": str(ts), "seqId": seq}]})
 
 
-def test_sequence_reset_on_books_rearms_bbo_tbt(one):
+def test_sequence_reset_on_books_rearms_bbo_tbt():
     """T3: after books resets (prev 1002 -> seqId 5) bbo-tbt ids 6, 7 are taken, not ignored."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
@@ -98,7 +89,7 @@ def test_sequence_reset_on_books_rearms_bbo_tbt(one):
     assert book.stuck_channels == 0
 
 
-def test_a_reset_after_a_lost_message_is_a_gap(one):
+def test_a_reset_after_a_lost_message_is_a_gap():
     """The reset message's prevSeqId must still be the last seqId applied: 1002 lost, reset says prev 1003."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
@@ -106,7 +97,7 @@ def test_a_reset_after_a_lost_message_is_a_gap(one):
     assert book.gaps == 1 and book.state == RowStatus.RESYNCING
 
 
-def test_deltas_stuck_behind_a_missed_reset_rebuild_the_book(one):
+def test_deltas_stuck_behind_a_missed_reset_rebuild_the_book():
     """T3: a reset whose message was lost leaves later ids below the last applied: rebuilt after ~1 s."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
@@ -122,7 +113,7 @@ def test_deltas_stuck_behind_a_missed_reset_rebuild_the_book(one):
     assert book.stuck_channels == 1 and book.gaps == 1 and book.state == RowStatus.RESYNCING
 
 
-def test_a_stuck_bbo_channel_is_rearmed_and_counted(one):
+def test_a_stuck_bbo_channel_is_rearmed_and_counted():
     """T3: bbo-tbt resets on its own (no prevSeqId to say so); older ids for > 1 s while books advances."""
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
@@ -136,7 +127,7 @@ def test_a_stuck_bbo_channel_is_rearmed_and_counted(one):
     assert book.bbo.bids.level == [(99.4, 3.0)]
 
 
-def test_an_older_bbo_alone_is_not_called_stuck(one):
+def test_an_older_bbo_alone_is_not_called_stuck():
     book = InstrumentBook("BTC-USDT", depth=2, keep_levels=OKX_VENUE.book_levels)
     book.apply(one(books_msg("snapshot", -1, 1000, bids=[("99", "2", "0", "1")], asks=[("101", "1", "0", "1")])))
     book.apply(one(_bbo(5000, 1597026383000)))
@@ -146,7 +137,7 @@ def test_an_older_bbo_alone_is_not_called_stuck(one):
 
 
 @pytest.mark.parametrize("channel, levels", [("books-l2-tbt", 400), ("books50-l2-tbt", 50)])
-def test_tick_by_tick_channels_decode_like_books(channel, levels, one):
+def test_tick_by_tick_channels_decode_like_books(channel, levels):
     for line, action in zip(lines("books.jsonl")[:2], ("snapshot", "update")):
         msg = orjson.loads(line)
         msg["arg"]["channel"] = channel
@@ -163,7 +154,7 @@ def test_tick_by_tick_channels_decode_like_books(channel, levels, one):
     assert channel in unsub and channel in sub
 
 
-def test_login_and_channel_refusals(parse):
+def test_login_and_channel_refusals():
     assert parse(b'{"event":"login","code":"0","msg":"","connId":"a4d3ae55"}', 0) == [LoginResult(True, "0", "")]
     assert parse(b'{"event":"error","code":"60009","msg":"Login failed.","connId":"a4d3ae55"}', 0) == [
         LoginResult(False, "60009", "Login failed.")]
@@ -187,7 +178,7 @@ def test_build_login_signs_timestamp_get_verify_path():
                                               "sign": expected.decode()}
 
 
-def test_bbo_tbt_2022_without_seq_id(one):
+def test_bbo_tbt_2022_without_seq_id():
     u = one(lines("bbo.jsonl")[1].encode())
     assert (u.symbol, u.channel, u.snapshot) == ("BTC-USDT", BBO, True)
     assert u.bids == [(31774.6, 0.3392211)]
@@ -195,7 +186,7 @@ def test_bbo_tbt_2022_without_seq_id(one):
     assert (u.exch_ts_ms, u.seq) == (1654031991947, None)
 
 
-def test_tickers_as_bbo(one):
+def test_tickers_as_bbo():
     first, second = (one(line) for line in lines("ticker.jsonl"))
     assert (first.symbol, first.channel, first.snapshot) == ("BTC-USDT", BBO, True)
     assert first.bids == [(64028.6, 0.00503393)]
@@ -206,7 +197,7 @@ def test_tickers_as_bbo(one):
     assert second.exch_ts_ms == 1786538789666
 
 
-def test_tickers_empty_side_is_empty_list(one):
+def test_tickers_empty_side_is_empty_list():
     line = lines("ticker.jsonl")[0].replace('"bidPx":"64028.6"', '"bidPx":""').replace(
         '"bidSz":"0.00503393"', '"bidSz":""')
     u = one(line)
@@ -214,7 +205,7 @@ def test_tickers_empty_side_is_empty_list(one):
     assert u.asks == [(64028.7, 2.31126955)]
 
 
-def test_books5_snapshot_real_2026(one):
+def test_books5_snapshot_real_2026():
     u = one(lines("depth5.jsonl")[1])
     assert (u.symbol, u.channel, u.snapshot) == ("BTC-USDT", DEPTH, True)
     assert u.bids == [(64073.0, 0.58849577), (64072.7, 0.00050267), (64072.2, 0.0000102),
@@ -225,7 +216,7 @@ def test_books5_snapshot_real_2026(one):
     assert one(lines("depth5.jsonl")[2]).seq == 79706756227
 
 
-def test_books_snapshot_and_update(one):
+def test_books_snapshot_and_update():
     snap, upd = (one(line) for line in lines("books.jsonl"))
     assert (snap.symbol, snap.channel, snap.snapshot) == ("BTC-USDT", DEPTH, True)
     assert snap.asks[:3] == [(8476.98, 415.0), (8477.0, 7.0), (8477.34, 85.0)]
@@ -237,13 +228,13 @@ def test_books_snapshot_and_update(one):
     assert snap.checksum is None and upd.checksum is None      # the wire checksum is always 0: never used
 
 
-def test_nonzero_checksum_is_still_ignored(one):
+def test_nonzero_checksum_is_still_ignored():
     u = one(books_msg("update", 10, 11, asks=[("1", "1", "0", "1")], checksum=-1234567))
     assert u.checksum is None
 
 
 # ---------------------------------------------------------------- through the shared book
-def test_snapshot_update_keepalive_reset_and_gap_through_book(one):
+def test_snapshot_update_keepalive_reset_and_gap_through_book():
     book = InstrumentBook("BTC-USDT", depth=5, keep_levels=OKX_VENUE.book_levels, checksum=OKX_VENUE.checksum)
     snap, upd = (one(line) for line in lines("books.jsonl"))
     assert book.apply(snap) == Outcome.CHANGED
@@ -294,7 +285,7 @@ def _okx_2022_checksum(bids_text, asks_text) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
-def test_real_2022_books_session_replays_with_verified_checksums(one):
+def test_real_2022_books_session_replays_with_verified_checksums():
     """Every BTC-USDT `books` frame of the 2022 session, through parse and the shared book.
 
     OKX no longer sends a checksum, but in 2022 its CRC32s were real: verifying them after every
@@ -321,7 +312,7 @@ def test_real_2022_books_session_replays_with_verified_checksums(one):
 
 
 # ---------------------------------------------------------------- control
-def test_text_pong_is_not_json(parse):
+def test_text_pong_is_not_json():
     ping, pong = (FIXTURES / "control_text_frames.txt").read_text().split()
     assert okx.build_keepalive() == ping == "ping"
     assert parse(pong, 0) == [Pong()]
@@ -330,7 +321,7 @@ def test_text_pong_is_not_json(parse):
     assert OKX_VENUE.keepalive_interval_s == 20.0
 
 
-def test_control_messages(parse):
+def test_control_messages():
     ack, ack5, error, notice = lines("control_recv.jsonl")
     assert parse(ack, 0) == [Ack("BTC-USDT", "books")]
     assert parse(ack5.encode(), 0) == [Ack("BTC-USDT", "books5")]
@@ -360,7 +351,7 @@ def test_build_subscribe_and_resubscribe():
     assert set(orjson.loads(lines("control_sent.jsonl")[1])) == set(orjson.loads(sub))
 
 
-def test_errors(parse):
+def test_errors():
     with pytest.raises(ParseError) as exc:
         parse(b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{}]}', 0)
     assert exc.value.reason == "unknown_message"
@@ -382,30 +373,167 @@ def test_module_contract():
         okx.build_pong(1)
 
 
+# ---------------------------------------------------------------- the declaration (okx.BookPush)
+def _values(events) -> list:
+    """Events as comparable values (BookUpdate has slots, no __eq__)."""
+    return [tuple(getattr(e, k) for k in BookUpdate.__slots__) if isinstance(e, BookUpdate) else e for e in events]
+
+
+def _with_field(line: str, where: str) -> str:
+    """A real frame with an unknown field ``extra`` added inside ``arg`` or inside the first ``data`` item."""
+    msg = orjson.loads(line)
+    (msg["arg"] if where == "arg" else msg["data"][0])["extra"] = "1"
+    return orjson.dumps(msg).decode()
+
+
+@pytest.mark.parametrize("name, index", [("bbo.jsonl", 0), ("bbo.jsonl", 1), ("books.jsonl", 0), ("books.jsonl", 1),
+                                         ("depth5.jsonl", 1)])
+@pytest.mark.parametrize("where, at", [("arg", "$.arg"), ("data", "$.data[0]")])
+def test_an_unknown_field_is_one_schema_drift_after_the_same_events(name, index, where, at):
+    line = lines(name)[index]
+    *events, drift = parse(_with_field(line, where), 0)
+    assert _values(events) == _values(parse(line, 0)) and all(isinstance(e, BookUpdate) for e in events)
+    assert isinstance(drift, SchemaDrift) and drift.message == "BookPush"
+    assert "unknown field `extra`" in drift.detail and at in drift.detail
+    assert top(_with_field(line, where)) is None               # the short path leaves a drifted frame to parse
+
+
+def test_unknown_fields_in_arg_and_data_are_still_one_schema_drift():
+    line = lines("books.jsonl")[1]
+    events = parse(_with_field(_with_field(line, "arg"), "data"), 0)
+    assert _values(events[:-1]) == _values(parse(line, 0))
+    assert [type(e) for e in events].count(SchemaDrift) == 1 and "`extra`" in events[-1].detail
+
+
+@pytest.mark.parametrize("name, index, old, new", [
+    ("bbo.jsonl", 0, '["111.05",', "[null,"),                  # a price null
+    ("books.jsonl", 1, '["8476.98",', "[null,"),
+    ("bbo.jsonl", 0, '"seqId":363996337', '"seqId":[363996337]'),   # seqId a list
+    ("books.jsonl", 1, '"seqId":123457', '"seqId":[123457]'),
+    ("books.jsonl", 1, '"prevSeqId":123456', '"prevSeqId":"x"'),
+    ("depth5.jsonl", 1, '"ts":"1786538744703"', '"ts":null'),
+    ("books.jsonl", 0, '"asks":[[', '"asks":[{"p":1},['),
+])
+def test_a_wrong_type_is_a_parse_error(name, index, old, new):
+    line = lines(name)[index]
+    assert old in line
+    bad = line.replace(old, new, 1)
+    for raw in (bad, bad.encode()):
+        with pytest.raises(ParseError) as exc:
+            parse(raw, 0)
+        assert exc.value.reason == "unknown_message" and "BookPush" in str(exc.value)
+        assert top(raw) is None
+
+
+def test_a_push_that_is_not_json_text_is_a_parse_error():
+    line = lines("bbo.jsonl")[0]
+    deep = line.replace('"ts"', '"extra":' + "[" * 100_000 + "]" * 100_000 + ',"ts"', 1)   # skipped as drift
+    for raw in (line.replace("BCH-USDT-SWAP", "BCH-\ud800"), line.encode().replace(b"BCH", b"\xff\xfe"), deep,
+                deep.encode()):
+        with pytest.raises(ParseError) as exc:
+            parse(raw, 0)
+        assert exc.value.reason == "invalid_json"
+        assert top(raw) is None
+
+
+def test_a_push_without_the_usual_first_bytes_is_read_by_the_same_declaration():
+    snap = lines("books.jsonl")[0]
+    msg = orjson.loads(snap)
+    reordered = orjson.dumps({"data": msg["data"], "action": msg["action"], "arg": msg["arg"]})
+    spaced = snap.replace('{"arg":{"channel":"books"', '{ "arg" : { "channel" : "books"', 1)
+    assert _values(parse(reordered, 0)) == _values(parse(spaced, 0)) == _values(parse(snap, 0))
+    msg["data"][0]["extra"] = 1
+    [_, drift] = parse(orjson.dumps({"data": msg["data"], "action": "snapshot", "arg": msg["arg"]}), 0)
+    assert isinstance(drift, SchemaDrift) and "`extra`" in drift.detail
+
+
+def test_empty_depth_push_and_action_rules():
+    assert parse(b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[]}', 0) == []
+    assert parse(b'{"arg":{"channel":"books"},"data":[]}', 0) == []          # nothing to apply: nothing needed
+    snap = orjson.loads(lines("books.jsonl")[0])
+    for change in ({"action": "partial"}, {"arg": {"channel": "books"}}):
+        with pytest.raises(ParseError):
+            parse(orjson.dumps({**snap, **change}), 0)
+    no_action = {k: v for k, v in snap.items() if k != "action"}
+    with pytest.raises(ParseError):
+        parse(orjson.dumps(no_action), 0)
+
+
+def test_books5_and_bbo_take_the_instrument_from_data_or_arg():
+    bbo = orjson.loads(lines("bbo.jsonl")[0])
+    bbo["data"][0]["instId"] = "ETH-USDT"
+    assert one(orjson.dumps(bbo)).symbol == "ETH-USDT"
+    del bbo["arg"]["instId"]
+    assert one(orjson.dumps(bbo)).symbol == "ETH-USDT"
+    del bbo["data"][0]["instId"]
+    with pytest.raises(ParseError):
+        parse(orjson.dumps(bbo), 0)
+    books = orjson.loads(lines("books.jsonl")[1])
+    books["data"][0]["instId"] = "ETH-USDT"                   # a depth push names its book by arg
+    assert one(orjson.dumps(books)).symbol == "BTC-USDT"
+
+
+def _bbo_of(events) -> tuple | None:
+    """``top``'s answer as the contract derives it from parse's events."""
+    if len(events) != 1:
+        return None
+    e = events[0]
+    if (e.__class__ is not BookUpdate or e.channel != BBO or not e.snapshot or len(e.bids) != 1 or len(e.asks) != 1
+            or e.prev_seq is not None or e.checksum is not None or e.restart or e.weak):
+        return None
+    (bid_px, bid_qty), (ask_px, ask_qty) = e.bids[0], e.asks[0]
+    return (e.symbol, bid_px, bid_qty, ask_px, ask_qty, e.exch_ts_ms, e.seq, e.xseq)
+
+
+_ALL_LINES = [(path.name, line) for path in sorted(FIXTURES.iterdir()) for line in fixture_lines("okx", path.name)]
+
+
+@pytest.mark.parametrize("name, line", _ALL_LINES, ids=[f"{n}:{i}" for i, (n, _) in enumerate(_ALL_LINES)])
+def test_top_agrees_with_parse_on_every_fixture_line(name, line):
+    for raw in (line, line.encode()):
+        try:
+            expected = _bbo_of(parse(raw, 0))
+        except ParseError:
+            expected = None
+        assert top(raw) == expected
+        if name == "bbo.jsonl":
+            assert expected is not None                        # the short path takes every real bbo-tbt frame
+
+
+def test_top_of_a_real_frame():
+    assert top(lines("bbo.jsonl")[0]) == ("BCH-USDT-SWAP", 111.05, 57745.0, 111.06, 55154.0, 1670324386802,
+                                          363996337, 363996337)
+    assert top(lines("bbo.jsonl")[1].encode()) == ("BTC-USDT", 31774.6, 0.3392211, 31774.7, 0.14368878,
+                                                   1654031991947, None, None)
+    two = lines("bbo.jsonl")[0].replace('"asks":[', '"asks":[["111.07","1","0","1"],', 1)
+    assert top(two) is None and len(one(two).asks) == 2
+    for other in (lines("depth5.jsonl")[0], lines("books.jsonl")[0], lines("ticker.jsonl")[0], "pong", b"", 7):
+        assert top(other) is None
+
+
 # ---------------------------------------------------------------- fuzz
-@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
-def test_parse_arbitrary_bytes_raises_only_parse_error(decoder, raw):
-    parse = decoder_for(load_venue("okx"), decoder).parse
+def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
     try:
         parse(raw, 0)
     except ParseError:
         pass
+    top(raw)                                                   # never raises
 
 
 _SAMPLES = [line for name in ("bbo.jsonl", "books.jsonl", "depth5.jsonl", "ticker.jsonl", "control_recv.jsonl")
             for line in lines(name)]
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
-def test_parse_mutated_fixture_raises_only_parse_error(decoder, line, at, cut, insert):
-    parse = decoder_for(load_venue("okx"), decoder).parse
+def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
     raw = line.encode()
     at %= len(raw)
+    mutated = raw[:at] + insert + raw[at + cut:]
     try:
-        parse(raw[:at] + insert + raw[at + cut:], 0)
+        events = parse(mutated, 0)
     except ParseError:
-        pass
+        events = None
+    assert top(mutated) == (None if events is None else _bbo_of(events))

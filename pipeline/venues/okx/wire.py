@@ -52,6 +52,12 @@ while the depth advances (that bbo-tbt resets with the instrument is inferred).
 The empty keep-alive update of an unchanged book is the exchange's liveness
 confirmation (the book reports it as UNCHANGED).
 
+Decoding: the pushes of all five order book channels share one format, declared once in this module as
+:class:`BookPush` (``arg``: :class:`BookArg`, ``data`` items: :class:`BookData`) and read by :data:`BOOK`
+(a :class:`~pipeline.venues._common.Message`) for ``parse`` and ``top`` alike: a field OKX adds is a
+:class:`~pipeline.model.SchemaDrift` after the frame's events, a wrong type is a ParseError. Control frames
+and ``tickers`` (never subscribed here; a weak top of book) are read from orjson's dict by ``_handle``.
+
 Keepalive: the client sends the bare text ``ping`` when idle (the server
 drops a connection after 30 s without traffic) and gets the bare text
 ``pong`` back, not JSON. ``{"event":"notice","code":"64008"}`` announces a
@@ -72,7 +78,7 @@ import orjson
 from pipeline.errors import ParseError
 from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, ChannelNotPermitted, LoginResult, Notice, Pong,
                             SubscribeError)
-from pipeline.venues._common import MAX_FRAME_BYTES, levels, make_parse
+from pipeline.venues._common import MAX_FRAME_BYTES, Message, WireMsg, make_parse
 
 NAME = "okx"
 DEPTH_CHANNEL = "books"              # public default
@@ -139,21 +145,130 @@ def _pre(raw):
 _LOGIN_ERRORS = {"60004", "60005", "60006", "60007", "60009", "60024", "60031", "63999"}
 
 
+# ---------------------------------------------------------------- the hot messages, each declared once
+
+Level = tuple[float, float, str, str]     # [price, size, "0" (deprecated), order count], all text on the wire
+
+
+class BookArg(WireMsg):
+    """``arg`` of an order book push: the subscription it answers.
+
+    Docs: https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel
+    ("Push data parameters": ``arg`` > ``channel``, ``instId``).
+    """
+
+    channel: str
+    instId: str | None = None             # always sent; a bbo-tbt/books5 item's own instId is preferred
+
+
+class BookData(WireMsg):
+    """One item of ``data`` of an order book push (``bbo-tbt``, ``books5``, ``books``, ``books-l2-tbt``,
+    ``books50-l2-tbt``).
+
+    Docs: https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel
+    ("Push data parameters": ``asks``/``bids`` ``[price, size, "0", orders]``, ``ts`` ms, ``checksum``,
+    ``prevSeqId``, ``seqId``; ``instId`` in ``books5`` pushes).
+    """
+
+    asks: list[Level]
+    bids: list[Level]
+    ts: int                               # matching-engine time, ms (text on the wire)
+    seqId: int | None = None              # absent in 2022-05 captures: nothing to check then
+    prevSeqId: int | None = None          # depth channels; -1 on a snapshot (never passed on)
+    checksum: int | None = None           # deprecated, fixed to 0: never passed on
+    instId: str | None = None
+
+
+class BookPush(WireMsg):
+    """An order book push: ``{"arg": ..., "action": ..., "data": [...]}``.
+
+    Docs: https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel
+    ("Push data parameters": ``arg``, ``action`` ``snapshot``/``update`` (``books`` and the tbt channels
+    only), ``data``).
+    """
+
+    arg: BookArg
+    data: list[BookData]
+    action: str | None = None
+
+
+BOOK = Message(BookPush, NAME)
+SNAPSHOT_CHANNELS = {"bbo-tbt": BBO, "books5": DEPTH}    # a snapshot each push; DEPTH_CHANNELS send deltas
+
+
+def _rows(msg: BookPush) -> list[tuple]:
+    """A decoded push -> ``(symbol, channel, snapshot, item, prev_seq, restart)`` per ``data`` item.
+
+    The one reading of the declaration, for :func:`parse` and :func:`top` alike (``item.seqId`` is
+    both the sequence and the cross-channel id). Raises ParseError for what the types allow but the
+    channel does not (another channel, an unknown action, a depth push without instId or action).
+    """
+    arg = msg.arg
+    channel = arg.channel
+    data = msg.data
+    if channel in DEPTH_CHANNELS:
+        if not data:
+            return []                     # nothing to apply: instId and action are not needed
+        symbol = arg.instId
+        action = msg.action
+        if symbol is None or action is None:
+            raise ParseError("unknown_message", f"{channel} push without {'instId' if symbol is None else 'action'}",
+                             NAME)
+        if action == "snapshot":
+            return [(symbol, DEPTH, True, d, None, False) for d in data]
+        if action != "update":
+            raise ParseError("unknown_message", f"books action {action!r}", NAME)
+        rows = []
+        for d in data:
+            seq = d.seqId
+            prev = d.prevSeqId
+            # seqId < prevSeqId: the exchange reset its sequence (maintenance); continue from seqId. The
+            # reset message's prevSeqId is still the last seqId sent: the book checks it like any other.
+            # prevSeqId == seqId with empty sides: keep-alive of an unchanged book; the book sees
+            # seq <= last and ignores it (or reports a gap if we had fallen behind seqId).
+            rows.append((symbol, DEPTH, False, d, prev, seq is not None and prev is not None and seq < prev))
+        return rows
+    chan = SNAPSHOT_CHANNELS.get(channel)
+    if chan is None:
+        raise ParseError("unknown_message", f"channel {channel!r}", NAME)
+    rows = []
+    for d in data:
+        symbol = d.instId or arg.instId
+        if symbol is None:
+            raise ParseError("unknown_message", f"{channel} push without instId", NAME)
+        rows.append((symbol, chan, True, d, None, False))
+    return rows
+
+
+def _pairs(levels: list) -> list[tuple[float, float]]:
+    return [(px, qty) for px, qty, _, _ in levels]
+
+
+def _book_events(raw) -> list:
+    """``parse`` of an order book push: its BookUpdates, then the SchemaDrift if the frame had new fields."""
+    try:
+        msg, drift = BOOK.decode(raw)
+    except (UnicodeEncodeError, RecursionError) as exc:
+        # a str holding a lone surrogate, an unknown field nested too deep: not JSON to orjson either
+        raise ParseError("invalid_json", f"{type(exc).__name__}: {exc}"[:120], NAME) from None
+    events = [BookUpdate(symbol, channel, snapshot, _pairs(d.bids), _pairs(d.asks), d.ts, d.seqId, prev,
+                         restart=restart, xseq=d.seqId)
+              for symbol, channel, snapshot, d, prev, restart in _rows(msg)]
+    if drift is not None:
+        events.append(drift)
+    return events
+
+
+# ---------------------------------------------------------------- everything else: control frames, tickers
+
 def _handle(msg: dict, raw) -> list | None:
+    """Control frames (acks, errors, login, notices) and ``tickers``; order book pushes are :func:`_book_events`."""
     data = msg.get("data")
     if data is not None:
         arg = msg["arg"]
         channel = arg["channel"]
-        if channel in DEPTH_CHANNELS:
-            return [_books(arg["instId"], msg["action"], d) for d in data]
-        if channel == "bbo-tbt" or channel == "books5":
-            chan = BBO if channel == "bbo-tbt" else DEPTH
-            out = []
-            for d in data:
-                seq = _opt_int(d.get("seqId"))
-                out.append(BookUpdate(d.get("instId") or arg["instId"], chan, True, levels(d["bids"]),
-                                      levels(d["asks"]), int(d["ts"]), seq, xseq=seq))
-            return out
+        if channel in DEPTH_CHANNELS or channel in SNAPSHOT_CHANNELS:
+            return _book_events(raw)      # an order book push without the usual first bytes: the same reading
         if channel == "tickers":
             return [BookUpdate(d.get("instId") or arg["instId"], BBO, True, _side(d, "bidPx", "bidSz"),
                                _side(d, "askPx", "askSz"), int(d["ts"]), weak=True) for d in data]
@@ -185,55 +300,45 @@ def _handle(msg: dict, raw) -> list | None:
     return None
 
 
-parse = make_parse(NAME, _handle, _pre)
-
-
-def top(raw) -> tuple | None:
-    """The short path for a ``bbo-tbt`` push (contract in :mod:`pipeline.venues.typed`); None for any other."""
-    try:
-        if raw.find(_TOP_MARK[raw.__class__], 0, 40) < 0 or len(raw) > MAX_FRAME_BYTES:
-            return None
-        msg = orjson.loads(raw)
-        arg = msg["arg"]
-        data = msg["data"]
-        if arg["channel"] != "bbo-tbt" or len(data) != 1:
-            return None
-        d = data[0]
-        bids = d["bids"]
-        asks = d["asks"]
-        if len(bids) != 1 or len(asks) != 1:
-            return None
-        bid = bids[0]
-        ask = asks[0]
-        seq = _opt_int(d.get("seqId"))
-        return (d.get("instId") or arg["instId"], float(bid[0]), float(bid[1]), float(ask[0]), float(ask[1]),
-                int(d["ts"]), seq, seq)
-    except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
-        return None
-
-
+_control = make_parse(NAME, _handle, _pre)
+# An order book push starts {"arg":{"channel":"b... (bbo-tbt, books, books5, books-l2-tbt, books50-l2-tbt)
+# and has "data"; a subscribe ack for the same channel has no "data". A push that does not look like this
+# still reaches _book_events through _handle.
+_BOOK_MARK = {str: ('"channel":"b', '"data"'), bytes: (b'"channel":"b', b'"data"')}
 _TOP_MARK = {str: '"bbo-tbt"', bytes: b'"bbo-tbt"'}
 
 
-def _books(symbol: str, action: str, d: dict) -> BookUpdate:
-    seq = _opt_int(d.get("seqId"))        # absent in 2022-05 captures: nothing to check then
-    ts = int(d["ts"])
-    if action == "snapshot":
-        return BookUpdate(symbol, DEPTH, True, levels(d["bids"]), levels(d["asks"]), ts, seq, xseq=seq)
-    if action != "update":
-        raise ParseError("unknown_message", f"books action {action!r}", NAME)
-    prev = _opt_int(d.get("prevSeqId"))
-    # seqId < prevSeqId: the exchange reset its sequence (maintenance); continue from seqId. The
-    # reset message's prevSeqId is still the last seqId sent: the book checks it like any other.
-    # prevSeqId == seqId with empty sides: keep-alive of an unchanged book; the book sees
-    # seq <= last and ignores it (or reports a gap if we had fallen behind seqId).
-    restart = seq is not None and prev is not None and seq < prev
-    return BookUpdate(symbol, DEPTH, False, levels(d["bids"]), levels(d["asks"]), ts, seq, prev,
-                      restart=restart, xseq=seq)
+def parse(raw, recv_ns: int) -> list:
+    """``(raw, recv_ns) -> list[event]`` (:func:`pipeline.venues._common.make_parse`'s contract):
+    order book pushes through :data:`BOOK`, everything else through the control handler."""
+    marks = _BOOK_MARK.get(raw.__class__)
+    if marks is not None and raw.find(marks[0], 0, 32) >= 0 and raw.find(marks[1]) >= 0:
+        return _book_events(raw)
+    return _control(raw, recv_ns)
 
 
-def _opt_int(value) -> int | None:
-    return None if value is None else int(value)
+parse.__name__ = f"parse_{NAME}"
+
+
+def top(raw) -> tuple | None:
+    """The short path for a ``bbo-tbt`` push (contract in :mod:`pipeline.venues._common`); None for any other.
+
+    Reads the frame with the exact decoder of :data:`BOOK` (a drifted frame is None: parse counts it).
+    """
+    try:
+        if raw.find(_TOP_MARK[raw.__class__], 0, 40) < 0 or len(raw) > MAX_FRAME_BYTES:
+            return None
+        rows = _rows(BOOK.exact.decode(raw))
+        if len(rows) != 1:
+            return None
+        symbol, channel, snapshot, d, prev, restart = rows[0]
+        if channel != BBO or not snapshot or restart or len(d.bids) != 1 or len(d.asks) != 1:
+            return None
+        (bid_px, bid_qty, _, _), = d.bids
+        (ask_px, ask_qty, _, _), = d.asks
+        return (symbol, bid_px, bid_qty, ask_px, ask_qty, d.ts, d.seqId, d.seqId)
+    except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
+        return None
 
 
 def _side(d: dict, px_key: str, sz_key: str) -> list[tuple[float, float]]:
