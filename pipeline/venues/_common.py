@@ -131,8 +131,10 @@ class Message:
             raise ParseError("invalid_json", str(exc)[:120], self.exchange) from None
         try:
             return self._loose.decode(raw), SchemaDrift(self.struct.__name__, text[:160])
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError, RecursionError) as exc:
+        except msgspec.ValidationError as exc:
             raise ParseError("unknown_message", f"{self.struct.__name__}: {exc}"[:160], self.exchange) from None
+        except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:   # (an unknown field nested too deep)
+            raise ParseError("invalid_json", str(exc)[:120], self.exchange) from None
 
 
 def make_parse(name: str, handle, pre=None):
