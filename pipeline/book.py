@@ -465,7 +465,7 @@ class InstrumentBook:
         """Apply one top-of-book snapshot given as numbers: the short path of :meth:`apply`.
 
         ``top`` is ``(symbol, bid_px, bid_qty, ask_px, ask_qty, exch_ts_ms, seq, xseq)``, what a decoder's
-        ``top`` returns (:mod:`pipeline.venues.typed`). This does exactly what
+        ``top`` returns (contract in :mod:`pipeline.venues._common`). This does exactly what
         ``apply(BookUpdate(symbol, BBO, True, [(bid_px, bid_qty)], [(ask_px, ask_qty)], exch_ts_ms, seq,
         xseq=xseq))`` does, without building the update and its level lists when the
         update is a plain newer quote (positive numbers, an id above the last one); anything else (a bad
@@ -491,7 +491,11 @@ class InstrumentBook:
                 self.exch_ts_ms = exch_ts_ms
             self._order += 1
             bbo.recv_order = self._order
-            self._refresh_state()
+            if self.uses_depth:
+                self._refresh_state()
+            else:       # a top-of-book-only row: what _refresh_state would decide, without its general cases
+                self.composed = bbo.bids.level, bbo.asks.level
+                self.state = _HALTED if self.halted else _CROSSED if bid_px >= ask_px else _LIVE
             return _CHANGED
         return self.apply(BookUpdate(self.symbol, BBO, True, [(bid_px, bid_qty)], [(ask_px, ask_qty)], exch_ts_ms,
                                      seq, xseq=xseq))

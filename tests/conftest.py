@@ -26,6 +26,30 @@ def single_book_update(venue_module, raw):
     return events[0]
 
 
+
+def top_from_parse(parse):
+    """``top`` computed the long way, from ``parse``: the short path's contract (venues/_common.py), word for word.
+
+    The oracle the tests hold each venue's ``top`` to."""
+    from pipeline.model import BBO, BookUpdate
+
+    def top(raw):
+        try:
+            events = parse(raw, 0)
+        except Exception:  # noqa: BLE001 - a frame parse refuses is not a top-of-book frame
+            return None
+        if len(events) != 1:
+            return None
+        e = events[0]
+        if (e.__class__ is not BookUpdate or e.channel != BBO or not e.snapshot or len(e.bids) != 1
+                or len(e.asks) != 1 or e.prev_seq is not None or e.checksum is not None or e.restart or e.weak
+                or e.bids_text is not None or e.asks_text is not None):
+            return None
+        (bid_px, bid_qty), (ask_px, ask_qty) = e.bids[0], e.asks[0]
+        return (e.symbol, bid_px, bid_qty, ask_px, ask_qty, e.exch_ts_ms, e.seq, e.xseq)
+    return top
+
+
 @pytest.fixture
 def board_name():
     """A unique shared-memory name; the test fails if the segment is left behind."""

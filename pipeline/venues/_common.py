@@ -100,6 +100,16 @@ def lenient(struct_type: type) -> type:
     return twin
 
 
+def _refusal(raw) -> str:
+    """Why a declaration refused a frame: msgspec stops at the first wrong field, before it would have seen
+    that the JSON is broken further on; the skip reason says which it was (checked on this error path only)."""
+    try:
+        orjson.loads(raw)
+    except Exception:  # noqa: BLE001 - whatever orjson refuses is not JSON
+        return "invalid_json"
+    return "unknown_message"
+
+
 class Message:
     """One declared wire message and its decoders: ``decode(raw) -> (msg, drift)``.
 
@@ -126,13 +136,13 @@ class Message:
         except msgspec.ValidationError as exc:
             text = str(exc)
             if not text.startswith("Object contains unknown field"):
-                raise ParseError("unknown_message", f"{self.struct.__name__}: {text}"[:160], self.exchange) from None
+                raise ParseError(_refusal(raw), f"{self.struct.__name__}: {text}"[:160], self.exchange) from None
         except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:   # (a str frame with a lone surrogate)
             raise ParseError("invalid_json", str(exc)[:120], self.exchange) from None
         try:
             return self._loose.decode(raw), SchemaDrift(self.struct.__name__, text[:160])
         except msgspec.ValidationError as exc:
-            raise ParseError("unknown_message", f"{self.struct.__name__}: {exc}"[:160], self.exchange) from None
+            raise ParseError(_refusal(raw), f"{self.struct.__name__}: {exc}"[:160], self.exchange) from None
         except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:   # (an unknown field nested too deep)
             raise ParseError("invalid_json", str(exc)[:120], self.exchange) from None
 

@@ -24,7 +24,7 @@ from pipeline.venues._common import WireMsg
 from pipeline.venues.htx import wire as htx
 from pipeline.venues.htx import VENUE as HTX_VENUE
 from pipeline.venues import load_venue
-from pipeline.venues.typed import top_from_parse
+from tests.conftest import top_from_parse
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Pong, SubscribeError,
-                            TradingStatus)
+from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Pong, SchemaDrift,
+                            SubscribeError, TradingStatus)
 from pipeline.venues.kraken import wire as kraken
 from pipeline.venues.kraken import VENUE as KRAKEN_VENUE
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
@@ -272,11 +272,147 @@ def test_ticker_only_stands_in_while_the_book_is_not_synced():
     assert book.compose() == ([(63300.1, 1.0)], [(63300.2, 1.0)]) and book.state == RowStatus.LIVE
 
 
-def test_level_text_in_unexpected_layout_is_refused():
+def test_level_keys_in_any_order_keep_their_text():
+    """The declaration reads a level by its keys: ``qty`` before ``price`` is the same level, same text."""
+    u = one(b'{"channel":"book","type":"update","data":[{"symbol":"ETH/USD","bids":'
+            b'[{"qty":1.00000000,"price":1797.10}],"asks":[],"checksum":1}]}')
+    assert (u.bids, u.bids_text, u.checksum) == ([(1797.1, 1.0)], [("1797.10", "1.00000000")], 1)
+
+
+# ---------------------------------------------------------------- the declarations (BookPush, TickerPush)
+def _events_and_drift(raw):
+    events = kraken.parse(raw, 0)
+    drift = [e for e in events if isinstance(e, SchemaDrift)]
+    return [e for e in events if not isinstance(e, SchemaDrift)], drift
+
+
+def _same_updates(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.__class__ is y.__class__ is BookUpdate
+        for name in BookUpdate.__slots__:
+            assert getattr(x, name) == getattr(y, name), name
+            assert type(getattr(x, name)) is type(getattr(y, name)), name
+
+
+@pytest.mark.parametrize("name, line", [("book.jsonl", 2), ("book.jsonl", 3), ("ticker.jsonl", 0)])
+@pytest.mark.parametrize("where", ["top", "data"])
+def test_an_unknown_field_is_drift_with_the_same_events(name, line, where):
+    raw = lines(name)[line]
+    expected = kraken.parse(raw, 0)
+    assert not any(isinstance(e, SchemaDrift) for e in expected)        # the real frame is exactly declared
+    if where == "top":
+        changed = raw.replace('"type":', '"new_field":{"a":[1,2]},"type":', 1)
+    else:
+        changed = raw.replace('{"symbol":', '{"new_field":1.5,"symbol":', 1)
+    assert changed != raw
+    events, drift = _events_and_drift(changed)
+    _same_updates(events, expected)
+    assert len(drift) == 1 and "new_field" in drift[0].detail
+    assert drift[0].message == ("TickerPush" if name == "ticker.jsonl" else "BookPush")
+    if where == "data":
+        assert "$.data[0]" in drift[0].detail
+    from_bytes, drift_from_bytes = _events_and_drift(changed.encode())
+    _same_updates(from_bytes, expected)
+    assert drift_from_bytes == drift
+
+
+def test_an_unknown_field_in_a_level_is_drift():
+    raw = lines("book.jsonl")[3].replace('"qty":1.56601318}', '"qty":1.56601318,"orders":3}')
+    events, drift = _events_and_drift(raw)
+    _same_updates(events, kraken.parse(lines("book.jsonl")[3], 0))
+    assert len(drift) == 1 and "orders" in drift[0].detail and "asks[1]" in drift[0].detail
+
+
+@pytest.mark.parametrize("bad", ['"1797.29"', '"1.0"', "null", "true", "[1797.29]", '{"v":1797.29}'])
+@pytest.mark.parametrize("field", ["price", "qty"])
+def test_a_level_number_of_the_wrong_type_is_refused(bad, field):
+    good = lines("book.jsonl")[3]
+    raw = good.replace('"price":1797.29', f'"price":{bad}') if field == "price" else \
+        good.replace('"qty":0.00000000', f'"qty":{bad}')
+    assert raw != good
     with pytest.raises(ParseError) as exc:
-        kraken.parse(b'{"channel":"book","type":"update","data":[{"symbol":"ETH/USD","bids":'
-                     b'[{"qty":1.0,"price":1797.1}],"asks":[],"checksum":1}]}', 0)
+        kraken.parse(raw, 0)
     assert exc.value.reason == "unknown_message"
+
+
+@pytest.mark.parametrize("broken, reason", [
+    ('"price":1e999', "invalid_json"), ('"price":-1e400', "invalid_json"),        # orjson refuses infinity too
+    ('"checksum":"x"', "unknown_message"), ('"symbol":5', "unknown_message"), ('"timestamp":5', "unknown_message"),
+    ('"timestamp":"2025-13-06T09:17:26Z"', "unknown_message"), ('"type":"x"', "unknown_message"),
+    ('"bids":null', "unknown_message"), ('"asks":[[1797.29,0.0]]', "unknown_message"),
+    ('"data":{}', "unknown_message")])
+def test_a_misshapen_book_is_refused(broken, reason):
+    key = broken.split(":", 1)[0]
+    good = lines("book.jsonl")[3]
+    start = good.index(key + ":")
+    # replace the value of the first occurrence of key (up to the next , or } or ] at depth 0)
+    depth, end = 0, start + len(key) + 1
+    while end < len(good) and not (depth == 0 and good[end] in ",}"):
+        depth += good[end] in "[{"
+        depth -= good[end] in "]}"
+        end += 1
+    raw = good[:start] + broken + good[end:]
+    with pytest.raises(ParseError) as exc:
+        kraken.parse(raw, 0)
+    assert exc.value.reason == reason
+
+
+def test_the_ticker_declaration_refuses_wrong_types():
+    good = lines("ticker.jsonl")[1]
+    no_bid = one(good.replace('"bid":0.10025,"bid_qty":740.0,', '"bid":null,'))
+    assert no_bid.bids == [] and no_bid.asks == [(0.10035, 740.0)]          # no bid: an empty side, as before
+    for bad in (good.replace('"bid":0.10025', '"bid":true'), good.replace('"bid_qty":740.0', '"bid_qty":null'),
+                good.replace('"bid_qty":740.0,', ''), good.replace('"symbol":"ALGO/USD"', '"symbol":1'),
+                good.replace('"timestamp":"2023-09-25T09:04:31.742648Z"', '"timestamp":"x"'),
+                good.replace('"type":"update"', '"type":"delete"')):
+        assert bad != good
+        with pytest.raises(ParseError) as exc:
+            kraken.parse(bad, 0)
+        assert exc.value.reason == "unknown_message"
+    with pytest.raises(ParseError) as exc:
+        kraken.parse(good.replace('"bid":0.10025', '"bid":1e999'), 0)
+    assert exc.value.reason == "invalid_json"                                 # as orjson said before
+
+
+@pytest.mark.parametrize("price, qty", [("63298.10", "5.1e-05"), ("63298", "0.00000000"), ("6.32981E4", "1e-8"),
+                                        ("-0", "0.10000000")])
+def test_level_text_is_kept_as_written(price, qty):
+    raw = ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":%s,"qty":%s}],'
+           '"asks":[{"price": %s , "qty" :%s}],"checksum":7,"timestamp":"2026-08-12T19:28:09.140448Z"}]}'
+           % (price, qty, price, qty))
+    for frame in (raw, raw.encode()):
+        u = one(frame)
+        assert u.bids_text == u.asks_text == [(price, qty)]
+        assert type(u.bids_text[0][0]) is str
+        assert u.bids == u.asks == [(float(price), float(qty))]
+
+
+@pytest.mark.parametrize("numbers", [
+    ["63298.10", "5.1e-05", "63298", "0.00000000"], ["1797.30", "139.09783403"] * 10, ["-0", "1", "2", "-0.0"],
+    ["-1797.29", "1"], ["1E+2", "99999999999999999999", "1e-400", "0.1000000000000000055511151231257827"],
+    ["2.2250738585072011e-308", "1.7976931348623157e308"]])
+def test_a_side_read_in_one_go_equals_one_number_at_a_time(numbers):
+    """_side reads a side's numbers as one array; _side_each (float() per number) is the reference."""
+    levels = ",".join('{"price":%s,"qty":%s}' % (numbers[i], numbers[i + 1]) for i in range(0, len(numbers), 2))
+    raw = '{"channel":"book","type":"update","data":[{"symbol":"X/Y","bids":[%s]}]}' % levels
+    side = kraken.BOOK.decode(raw)[0].data[0].bids
+    texts, floats = kraken._side(side)
+    assert (texts, floats) == kraken._side_each(side)
+    assert repr(floats) == repr([(float(p), float(q)) for p, q in texts])          # -0.0 keeps its sign
+    assert texts == [(numbers[i], numbers[i + 1]) for i in range(0, len(numbers), 2)]
+
+
+def test_a_push_not_written_channel_first_still_parses():
+    """The fast test is the frame's first bytes; any other layout reaches the same declaration."""
+    raw = lines("book.jsonl")[3]
+    moved = raw.replace('{"channel":"book","type":"update",', '{"type":"update","channel":"book",')
+    spaced = raw.replace('{"channel":"book",', '{ "channel" : "book" ,')
+    ticker = lines("ticker.jsonl")[0].replace('{"channel":"ticker","type":"snapshot",', '{"type":"snapshot","channel":"ticker",')
+    for frame, original in ((moved, raw), (spaced, raw), (ticker, lines("ticker.jsonl")[0])):
+        _same_updates(kraken.parse(frame, 0), kraken.parse(original, 0))
+        _same_updates(kraken.parse(memoryview(frame.encode()), 0), kraken.parse(original, 0))
+        _same_updates(kraken.parse(bytearray(frame.encode()), 0), kraken.parse(original, 0))
 
 
 # ---------------------------------------------------------------- control

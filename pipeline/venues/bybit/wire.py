@@ -189,7 +189,7 @@ parse.__name__ = f"parse_{NAME}"
 
 
 def top(raw) -> tuple | None:
-    """The short path for an ``orderbook.1`` snapshot (contract in :mod:`pipeline.venues.typed`); None otherwise.
+    """The short path for an ``orderbook.1`` snapshot (contract in :mod:`pipeline.venues._common`); None otherwise.
 
     Reads the frame with the exact decoder of :data:`ORDERBOOK` (a drifted frame is None: parse counts it).
     """

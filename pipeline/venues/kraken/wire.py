@@ -45,8 +45,10 @@ BTC where v1 said XBT):
   a per-pair precision table). The wire text is not enough on its own: it
   carries full precision only while Kraken prints it so (``1797.30``); a
   re-serialized or shortest-form number (``63298``, ``5.1e-05``) breaks a
-  raw-text checksum. So :func:`parse` lifts each level's number text from the
-  raw frame (``bids_text``/``asks_text``, never through a float) and
+  raw-text checksum. So a level's ``price`` and ``qty`` are declared
+  :class:`msgspec.Raw` (:class:`BookLevel`): the decoder keeps each number's
+  text as sent, :func:`parse` hands it on as ``bids_text``/``asks_text`` (never
+  through a float) beside the floats read from the same text, and
   :func:`checksum` formats it through ``Decimal`` to the pair's precision.
   Until the ``instrument`` channel gave the precisions the book keeps the
   row syncing. A snapshot may have no ``timestamp``.
@@ -71,7 +73,9 @@ import re
 import zlib
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import Literal
 
+import msgspec
 import orjson
 
 from pipeline.errors import ParseError
@@ -86,14 +90,12 @@ from pipeline.model import (
     SubscribeError,
     TradingStatus,
 )
-from pipeline.venues._common import make_parse, rfc3339_ms
+from pipeline.venues._common import SHAPE_ERRORS, Message, WireMsg, loads, make_parse, rfc3339_ms
 
 NAME = "kraken"
 BOOK_LEVELS = 10
 CHECKSUM_LEVELS = 10
 
-_SECTION = re.compile(rb'"(bids|asks)"\s*:\s*\[([^\]]*)\]')
-_LEVEL = re.compile(rb'\{\s*"price"\s*:\s*(-?[0-9][0-9.eE+-]*)\s*,\s*"qty"\s*:\s*(-?[0-9][0-9.eE+-]*)\s*[,}]')
 _PAIR_IN_TEXT = re.compile(r"\b([A-Z0-9]{2,12}/[A-Z0-9]{2,12})\b")
 KEEPALIVE_FRAME = '{"method":"ping","req_id":1}'   # a constant id: the pong only needs to arrive
 
@@ -181,14 +183,190 @@ def build_pong(token) -> str:
 CONNECTION_LIVE = Liveness(None)
 
 
+# ---------------------------------------------------------------- the market-data messages, declared once
+
+class BookLevel(WireMsg):
+    """One level of a ``book`` push (websocket-v2/book, "Snapshot Response" / "Update Response": ``bids`` and
+    ``asks`` items). Both are JSON numbers; kept as their wire text for the checksum (see the module docstring)."""
+
+    price: msgspec.Raw
+    qty: msgspec.Raw           # 0 deletes the level
+
+
+class BookData(WireMsg):
+    """One ``data`` item of a ``book`` push (websocket-v2/book, "Snapshot Response" / "Update Response").
+
+    An update carries only the side(s) that changed; a snapshot may come without ``timestamp``
+    (the real 2025 ETH/USD capture).
+    """
+
+    symbol: str
+    bids: list[BookLevel] = []
+    asks: list[BookLevel] = []
+    checksum: int | None = None    # CRC32 of the top 10 levels after this message (checksum guide)
+    timestamp: str | None = None   # RFC 3339
+
+
+class BookPush(WireMsg):
+    """A ``book`` channel push (websocket-v2/book, "Snapshot Response" / "Update Response")."""
+
+    channel: Literal["book"]
+    type: Literal["snapshot", "update"]
+    data: list[BookData]
+
+
+class TickerData(WireMsg):
+    """One ``data`` item of a ``ticker`` push (websocket-v2/ticker, "Snapshot / Update Response").
+
+    Only the top of book and ``timestamp`` are read. The 24 h statistics (JSON numbers in the docs)
+    are declared so that they are known, and kept undecoded: a value we never read cannot refuse the
+    frame.
+    """
+
+    symbol: str
+    bid: float | None = None
+    bid_qty: float | None = None
+    ask: float | None = None
+    ask_qty: float | None = None
+    last: msgspec.Raw = msgspec.Raw()
+    volume: msgspec.Raw = msgspec.Raw()
+    vwap: msgspec.Raw = msgspec.Raw()
+    low: msgspec.Raw = msgspec.Raw()
+    high: msgspec.Raw = msgspec.Raw()
+    change: msgspec.Raw = msgspec.Raw()
+    change_pct: msgspec.Raw = msgspec.Raw()
+    timestamp: str | None = None   # RFC 3339
+
+
+class TickerPush(WireMsg):
+    """A ``ticker`` channel push (websocket-v2/ticker, "Snapshot / Update Response"); both carry the whole top."""
+
+    channel: Literal["ticker"]
+    type: Literal["snapshot", "update"]
+    data: list[TickerData]
+
+
+BOOK = Message(BookPush, NAME)
+TICKER = Message(TickerPush, NAME)
+# Kraken writes ``channel`` first; a push written otherwise still arrives, through the control path
+_BOOK_MARK = {bytes: b'{"channel":"book",', str: '{"channel":"book",'}
+_TICKER_MARK = {bytes: b'{"channel":"ticker",', str: '{"channel":"ticker",'}
+_NUMBER_START = frozenset(bytes([c]) for c in b"-0123456789")
+
+
+def _side(levels: list) -> tuple[list[tuple[str, str]], list[tuple[float, float]]]:
+    """A book side as ``(wire text, floats)`` of each level, both read from the same :class:`msgspec.Raw`.
+
+    The numbers of a side are read in one go, as one JSON array of floats (msgspec reads them in C,
+    correctly rounded, the value ``float()`` gives); a side that array refuses (a value that is not a
+    number, or one too large for a double) or that holds a negative number (``-0`` would lose its
+    sign) is read one number at a time by :func:`_side_each`, which names the problem.
+    """
+    if not levels:
+        return [], []
+    values = []
+    for level in levels:
+        values.append(level.price)
+        values.append(level.qty)
+    joined = b",".join(values)
+    if joined[:1] != b"-" and b",-" not in joined:
+        try:
+            numbers = _FLOATS.decode(b"[" + joined + b"]")
+        except msgspec.DecodeError:
+            return _side_each(levels)
+        texts = iter(joined.decode("ascii").split(","))    # numbers only: no comma inside one
+        floats = iter(numbers)
+        return list(zip(texts, texts)), list(zip(floats, floats))
+    return _side_each(levels)
+
+
+_FLOATS = msgspec.json.Decoder(list[float])
+
+
+def _side_each(levels: list) -> tuple[list[tuple[str, str]], list[tuple[float, float]]]:
+    """:func:`_side` one number at a time.
+
+    ``float()`` takes every JSON number and refuses every other JSON value (a string keeps its
+    quotes, ``null``, ``true``, an object), so it is also the check that both are numbers: the
+    checksum needs them as Kraken printed them. A number too large for a double (``1e400``) is
+    refused as orjson refused it, as ``invalid_json``.
+    """
+    try:
+        texts = [(str(level.price, "ascii"), str(level.qty, "ascii")) for level in levels]
+        numbers = [(float(price), float(qty)) for price, qty in texts]
+    except ValueError:
+        bad = next((f"{bytes(v)[:24]!r}" for level in levels for v in (level.price, level.qty)
+                    if bytes(v)[:1] not in _NUMBER_START), "?")
+        raise ParseError("unknown_message", f"book level price/qty not a JSON number: {bad}", NAME) from None
+    for price, qty in numbers:
+        if price - price or qty - qty:         # inf - inf is nan, which is true
+            raise ParseError("invalid_json", "number is infinity when parsed as double", NAME)
+    return texts, numbers
+
+
+def _decode(message: Message, raw):
+    """``message.decode(raw)``; a refused frame that is not JSON at all is ``invalid_json``, as orjson says.
+
+    msgspec checks the shape while it reads, so a frame both malformed and misshapen can fail on the
+    shape first; only on that error path is the frame read again to give the reason the control path
+    (and this module before the declarations) gives.
+    """
+    try:
+        return message.decode(raw)
+    except ParseError as exc:
+        if exc.reason == "unknown_message":
+            loads(raw, NAME)           # raises ParseError("invalid_json") for a frame orjson refuses
+        raise
+
+
+def _book(raw) -> list:
+    msg, drift = _decode(BOOK, raw)
+    snapshot = msg.type == "snapshot"
+    out = []
+    try:
+        for item in msg.data:
+            bids_text, bids = _side(item.bids)
+            asks_text, asks = _side(item.asks)
+            ts = item.timestamp
+            out.append(BookUpdate(item.symbol, DEPTH, snapshot, bids, asks, rfc3339_ms(ts) if ts else 0,
+                                  checksum=item.checksum, bids_text=bids_text, asks_text=asks_text))
+    except SHAPE_ERRORS as exc:        # a time that is not one
+        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
+    if drift is not None:
+        out.append(drift)
+    return out
+
+
+def _ticker(raw) -> list:
+    msg, drift = _decode(TICKER, raw)
+    out = []
+    try:
+        for d in msg.data:
+            ts = d.timestamp
+            out.append(BookUpdate(d.symbol, BBO, True, _one(d.bid, d.bid_qty), _one(d.ask, d.ask_qty),
+                                  rfc3339_ms(ts) if ts else 0, weak=True))
+    except SHAPE_ERRORS as exc:        # a time that is not one
+        raise ParseError("unknown_message", f"{type(exc).__name__}: {exc}", NAME) from None
+    if drift is not None:
+        out.append(drift)
+    return out
+
+
+def _one(px: float | None, qty: float | None) -> list[tuple[float, float]]:
+    if px is None:
+        return []
+    if qty is None:
+        raise ParseError("unknown_message", "ticker price without a quantity", NAME)
+    return [(px, qty)]
+
+
 def _handle(msg: dict, raw) -> list | None:
+    """Control frames: status, instrument, heartbeat, pong, subscribe results and errors."""
     channel = msg.get("channel")
-    if channel == "book":
-        return _book(msg, raw)
+    if channel == "book":              # a push not written channel-first (see _BOOK_MARK)
+        return _book(raw)
     if channel == "ticker":
-        return [BookUpdate(d["symbol"], BBO, True, _one(d, "bid", "bid_qty"), _one(d, "ask", "ask_qty"),
-                           rfc3339_ms(d["timestamp"]) if d.get("timestamp") else 0, weak=True)
-                for d in msg["data"]]
+        return _ticker(raw)
     if channel == "heartbeat":
         return [CONNECTION_LIVE]
     if channel == "status":
@@ -214,7 +392,18 @@ def _handle(msg: dict, raw) -> list | None:
     return None
 
 
-parse = make_parse(NAME, _handle)
+_parse_control = make_parse(NAME, _handle)
+
+
+def parse(raw, recv_ns: int) -> list:
+    """One frame into :mod:`pipeline.model` events; raises only :class:`~pipeline.errors.ParseError`."""
+    cls = raw.__class__
+    if cls is bytes or cls is str:
+        if raw.startswith(_BOOK_MARK[cls]):
+            return _book(raw)
+        if raw.startswith(_TICKER_MARK[cls]):
+            return _ticker(raw)
+    return _parse_control(raw, recv_ns)
 
 
 def _instrument(msg: dict) -> list:
@@ -233,48 +422,3 @@ def _instrument(msg: dict) -> list:
             raise ParseError("unknown_message", f"instrument pair {str(pair)[:80]}", NAME)
         out.append(InstrumentSpec(symbol, price_dp, qty_dp, status))
     return out
-
-
-def _one(d: dict, px_key: str, qty_key: str) -> list[tuple[float, float]]:
-    px = d.get(px_key)
-    if px is None:
-        return []
-    return [(float(px), float(d[qty_key]))]
-
-
-def _book(msg: dict, raw) -> list:
-    kind = msg["type"]
-    if kind != "snapshot" and kind != "update":
-        raise ParseError("unknown_message", f"book type {kind!r}", NAME)
-    text = raw.encode() if isinstance(raw, str) else bytes(raw)
-    sections = {b"bids": [], b"asks": []}
-    for match in _SECTION.finditer(text):
-        sections[match.group(1)].append(match.group(2))
-    bid_sections = iter(sections[b"bids"])
-    ask_sections = iter(sections[b"asks"])
-    out = []
-    for item in msg["data"]:
-        bids_text = _level_text(next(bid_sections, None), len(item["bids"])) if "bids" in item else []
-        asks_text = _level_text(next(ask_sections, None), len(item["asks"])) if "asks" in item else []
-        ts = item.get("timestamp")
-        out.append(BookUpdate(item["symbol"], DEPTH, kind == "snapshot",
-                              [(float(p), float(q)) for p, q in bids_text],
-                              [(float(p), float(q)) for p, q in asks_text],
-                              rfc3339_ms(ts) if ts else 0, checksum=_checksum_value(item),
-                              bids_text=bids_text, asks_text=asks_text))
-    return out
-
-
-def _checksum_value(item: dict) -> int | None:
-    value = item.get("checksum")
-    return None if value is None else int(value)
-
-
-def _level_text(section: bytes | None, expected: int) -> list[tuple[str, str]]:
-    if section is None:
-        raise ParseError("unknown_message", "book side not found in the frame text", NAME)
-    found = [(p.decode("ascii"), q.decode("ascii")) for p, q in _LEVEL.findall(section)]
-    if len(found) != expected:
-        # price/qty in another order or shape: without the wire text the checksum cannot work
-        raise ParseError("unknown_message", f"book level text: found {len(found)} of {expected}", NAME)
-    return found
