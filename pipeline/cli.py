@@ -47,6 +47,11 @@ def run_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, stop_requested: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from pipeline.venues import extra_problems
+    problems = extra_problems()
+    if problems:
+        sys.stderr.write("".join(f"run.py: {p}\n" for p in problems))
+        return 2
     if argv and argv[0] in SUBCOMMANDS:
         module, function = SUBCOMMANDS[argv[0]].split(":")
         return getattr(importlib.import_module(module), function)(argv[1:])

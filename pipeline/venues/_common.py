@@ -14,6 +14,7 @@ writes the same rows as one without it (``tests/property/test_top_path_propertie
 """
 from __future__ import annotations
 
+import gzip
 import typing
 from dataclasses import dataclass, field
 from typing import Callable
@@ -271,6 +272,11 @@ class Venue:
     login_depth_channel: str | None = None    # the depth channel to ask for once logged in
     depth_channels: dict[str, int] = field(default_factory=dict)   # depth channel -> the levels it keeps
     quirks: tuple[str, ...] = ()       # simulator quirks (pipeline.sim.protocol.QUIRK_NAMES) this venue has
+    compression: str | None = None     # "gzip": every frame the exchange sends is gzip-compressed JSON (HTX)
+
+    def wire_frame(self, text: str):
+        """A frame's JSON text as this exchange sends it (captures kept as text, tests)."""
+        return gzip.compress(text.encode()) if self.compression == "gzip" else text
 
     def limit(self, name: str, default: float | None = None) -> float | None:
         return dict(self.limits).get(name, default)

@@ -16,6 +16,7 @@ for venue in VENUES:
     for path in sorted((FIXTURES / venue).glob("*.jsonl")):
         lines += [line for line in path.read_text().splitlines() if line.strip()][:40]
     FRAMES[venue] = lines
+CAPTURED = [venue for venue in VENUES if FRAMES[venue]]     # a venue folder without captures has nothing to mix
 
 LIVE = int(RowStatus.LIVE)
 
@@ -26,7 +27,7 @@ def new_session(venue: str):
     return session, sink, session.connection_opened([], 0)
 
 
-@pytest.mark.parametrize("venue", VENUES)
+@pytest.mark.parametrize("venue", CAPTURED)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_mix_of_real_and_garbage_frames_never_raises_and_live_rows_are_uncrossed(venue, data):
@@ -44,7 +45,7 @@ def test_any_mix_of_real_and_garbage_frames_never_raises_and_live_rows_are_uncro
     assert session.stats.get("messages") == len(frames)
 
 
-@pytest.mark.parametrize("venue", VENUES)
+@pytest.mark.parametrize("venue", CAPTURED)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_after_a_lost_connection_no_row_is_live_until_the_exchange_sends_again(venue, data):

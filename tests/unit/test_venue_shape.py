@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.venues import DEFAULT_TAKER_FEE_BPS, VENUES, load_venue
+from pipeline.venues import DEFAULT_TAKER_FEE_BPS, PACKAGES, VENUES, load_venue
 
 FORBIDDEN = {"asyncio", "websockets", "socket", "time", "multiprocessing", "threading", "requests", "urllib"}
 FOLDERS = Path(__file__).resolve().parents[2] / "pipeline" / "venues"
+FOLDER = {name: Path(importlib.import_module(package).__file__).parent for name, package in PACKAGES.items()}
 RECORD_ONLY = ["DEFAULT_URL", "DEFAULT_TAKER_FEE_BPS", "KEEPALIVE_INTERVAL_S", "SUBSCRIBE_INTERVAL_S",
                "MAX_SYMBOLS_PER_CONNECTION", "WS_PING_INTERVAL_S", "VENUE"]
 
@@ -18,19 +19,21 @@ RECORD_ONLY = ["DEFAULT_URL", "DEFAULT_TAKER_FEE_BPS", "KEEPALIVE_INTERVAL_S", "
 @pytest.mark.parametrize("venue", VENUES)
 def test_each_venue_is_one_folder_with_one_record(venue):
     from pipeline.venues._common import Venue
-    folder = FOLDERS / venue
+    folder = FOLDER[venue]
     assert {"__init__.py", "wire.py", "sim.py"} <= {p.name for p in folder.glob("*.py")}
     record = load_venue(venue)
     assert isinstance(record, Venue) and record.name == venue
     assert record.taker_fee_bps == DEFAULT_TAKER_FEE_BPS[venue]
-    wire = importlib.import_module(f"pipeline.venues.{venue}.wire")
+    wire = importlib.import_module(f"{PACKAGES[venue]}.wire")
     assert record.parse is wire.parse and record.build_subscribe is wire.build_subscribe
     copies = [name for name in RECORD_ONLY if hasattr(wire, name)]
     assert not copies, f"{venue}/wire.py restates what the record declares: {copies}"
 
 
-@pytest.mark.parametrize("path", sorted([*FOLDERS.glob("*/wire.py"), *FOLDERS.glob("*/__init__.py"),
-                                         FOLDERS / "_common.py"]), ids=lambda p: f"{p.parent.name}/{p.name}")
+PURE = sorted([*(FOLDER[v] / name for v in VENUES for name in ("wire.py", "__init__.py")), FOLDERS / "_common.py"])
+
+
+@pytest.mark.parametrize("path", PURE, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_venue_modules_import_no_io(path):
     tree = ast.parse(path.read_text())
     imported = set()
@@ -42,10 +45,11 @@ def test_venue_modules_import_no_io(path):
     assert not imported & FORBIDDEN, f"{path.name} imports {imported & FORBIDDEN}"
 
 
-@pytest.mark.parametrize("path", sorted(FOLDERS.glob("*/*.py")), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", sorted(p for v in VENUES for p in FOLDER[v].glob("*.py")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_a_venue_folder_imports_no_other_venue(path):
     tree = ast.parse(path.read_text())
-    others = {f"pipeline.venues.{name}" for name in VENUES} - {f"pipeline.venues.{path.parent.name}"}
+    others = set(PACKAGES.values()) - {PACKAGES[path.parent.name]}
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not {m for m in imported if m.rsplit(".", 1)[0] in others or m in others}
 

@@ -1,0 +1,1 @@
+"""Venue folders kept in the test suite (registered with ``PIPELINE_EXTRA_VENUES``)."""
