@@ -273,6 +273,10 @@ class Venue:
     depth_channels: dict[str, int] = field(default_factory=dict)   # depth channel -> the levels it keeps
     quirks: tuple[str, ...] = ()       # simulator quirks (pipeline.sim.protocol.QUIRK_NAMES) this venue has
     compression: str | None = None     # "gzip": every frame the exchange sends is gzip-compressed JSON (HTX)
+    bbo_channel: bool = True           # a top-of-book channel besides depth (Coinbase: the book's own top only)
+    exchange_time: bool = True         # market-data frames carry the exchange's time (Binance spot's do not)
+    refuses_unknown_symbols: bool = True   # a subscription to a symbol it does not list is answered with an
+    #                                        error (Binance acks it and stays silent: the row just never syncs)
 
     def wire_frame(self, text: str):
         """A frame's JSON text as this exchange sends it (captures kept as text, tests)."""

@@ -19,6 +19,7 @@ VENUE = Venue(
     checksum_levels=0,
     depth_is_delta=True,
     cross_channel_seq="",
+    bbo_channel=False,                # level2 only: the top of book is the book's own (W4)
     native_symbol=wire.native_symbol,
     build_url=wire.build_url,
     build_subscribe=wire.build_subscribe,
