@@ -232,6 +232,16 @@ def rfc3339_ms(text: str) -> int:
     return secs * 1000 + ms
 
 
+WIRE_FUNCTIONS = ("native_symbol", "build_url", "build_subscribe", "build_resubscribe", "build_keepalive",
+                  "build_pong", "parse", "top", "build_login", "infer_precision")
+
+
+def wire_functions(wire) -> dict:
+    """The record's wire fields from a venue's ``wire`` module: every function of :data:`WIRE_FUNCTIONS` it
+    defines (``Venue(name=..., **wire_functions(wire))``), so a record does not list them one by one."""
+    return {name: getattr(wire, name) for name in WIRE_FUNCTIONS if callable(getattr(wire, name, None))}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Venue:
     """Everything one exchange declares, once: its folder's ``__init__.py`` is ``VENUE = Venue(...)``.

@@ -1,7 +1,7 @@
 """binance: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue
+from pipeline.venues._common import Venue, wire_functions
 from pipeline.venues.binance import wire
 
 VENUE = Venue(
@@ -10,10 +10,11 @@ VENUE = Venue(
     sim_path="/stream",
     taker_fee_bps=10.0,
     keepalive_interval_s=None,
-    ws_ping_interval_s=20.0,  # the server pings every 20 s; client pings count towards 5 messages/s (one per 20 s is fine)
-    subscribe_interval_s=0.25,  # between subscribe frames: 5 incoming messages per second per connection, SUBSCRIBE and pongs included
+    ws_ping_interval_s=20.0,    # the server pings every 20 s; ours count towards 5 messages/s (one per 20 s is fine)
+    subscribe_interval_s=0.25,  # 5 incoming messages per second per connection, SUBSCRIBE and pongs included
     max_symbols_per_connection=200,  # 2 streams each, well under 1024 streams per connection
-    limits=(("incoming_messages_per_s", 5), ("streams_per_connection", 1024), ("connections_per_5_min", 300), ("connection_lifetime_s", 24 * 3600)),
+    limits=(("incoming_messages_per_s", 5), ("streams_per_connection", 1024), ("connections_per_5_min", 300),
+            ("connection_lifetime_s", 24 * 3600)),
     book_levels=None,  # partial-depth snapshots replace the book
     checksum=None,
     checksum_levels=0,
@@ -21,13 +22,6 @@ VENUE = Venue(
     cross_channel_seq="u / lastUpdateId",
     exchange_time=False,              # bookTicker and partial depth carry no time
     refuses_unknown_symbols=False,    # a stream of an unknown symbol is acked and stays silent
-    native_symbol=wire.native_symbol,
-    build_url=wire.build_url,
-    build_subscribe=wire.build_subscribe,
-    build_resubscribe=wire.build_resubscribe,
-    build_keepalive=wire.build_keepalive,
-    build_pong=wire.build_pong,
-    parse=wire.parse,
-    top=wire.top,
     quirks=("late_depth", "planned_disconnects"),
+    **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -1,7 +1,7 @@
 """bybit: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue
+from pipeline.venues._common import Venue, wire_functions
 from pipeline.venues.bybit import wire
 
 VENUE = Venue(
@@ -19,13 +19,6 @@ VENUE = Venue(
     checksum_levels=0,
     depth_is_delta=True,
     cross_channel_seq="data.seq",
-    native_symbol=wire.native_symbol,
-    build_url=wire.build_url,
-    build_subscribe=wire.build_subscribe,
-    build_resubscribe=wire.build_resubscribe,
-    build_keepalive=wire.build_keepalive,
-    build_pong=wire.build_pong,
-    parse=wire.parse,
-    top=wire.top,
     quirks=("late_depth", "resend_unchanged", "sequence_resets", "dropped_messages"),
+    **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -1,7 +1,7 @@
 """coinbase: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue
+from pipeline.venues._common import Venue, wire_functions
 from pipeline.venues.coinbase import wire
 
 VENUE = Venue(
@@ -20,12 +20,6 @@ VENUE = Venue(
     depth_is_delta=True,
     cross_channel_seq="",
     bbo_channel=False,                # level2 only: the top of book is the book's own (W4)
-    native_symbol=wire.native_symbol,
-    build_url=wire.build_url,
-    build_subscribe=wire.build_subscribe,
-    build_resubscribe=wire.build_resubscribe,
-    build_keepalive=wire.build_keepalive,
-    build_pong=wire.build_pong,
-    parse=wire.parse,
     quirks=("dropped_messages",),
+    **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -1,7 +1,7 @@
 """okx: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue
+from pipeline.venues._common import Venue, wire_functions
 from pipeline.venues.okx import wire
 
 VENUE = Venue(
@@ -11,24 +11,17 @@ VENUE = Venue(
     taker_fee_bps=10.0,
     keepalive_interval_s=20.0,
     ws_ping_interval_s=20.0,  # whether OKX answers RFC 6455 pings is not documented: watch for ~40 s reconnects live
-    subscribe_interval_s=0.0,  # between subscribe frames: 480 (un)subscribe requests per connection per hour: a handful at start
+    subscribe_interval_s=0.0,  # 480 (un)subscribe requests per connection per hour: a handful at start
     max_symbols_per_connection=25,  # one 400-level `books` channel each: under the advised 30
-    limits=(("connections_per_s", 3), ("requests_per_connection_per_hour", 480), ("depth_channels_per_connection", 30)),
+    limits=(("connections_per_s", 3), ("requests_per_connection_per_hour", 480),
+            ("depth_channels_per_connection", 30)),
     book_levels=400,
     checksum=None,  # the `checksum` field is always 0 now
     checksum_levels=0,
     depth_is_delta=True,
     cross_channel_seq="seqId",
-    native_symbol=wire.native_symbol,
-    build_url=wire.build_url,
-    build_subscribe=wire.build_subscribe,
-    build_resubscribe=wire.build_resubscribe,
-    build_keepalive=wire.build_keepalive,
-    build_pong=wire.build_pong,
-    parse=wire.parse,
-    top=wire.top,
-    build_login=wire.build_login,
     login_depth_channel=wire.TBT_CHANNEL,
     depth_channels=wire.DEPTH_CHANNELS,
     quirks=("late_depth", "sequence_resets", "planned_disconnects", "dropped_messages"),
+    **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )
