@@ -713,6 +713,14 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
 
     board = BoardConfig(**_section(raw.get("board"), "board", BOARD_SCHEMA, problems))
     detector = DetectorConfig(**_section(raw.get("detector"), "detector", _detector_schema(available_cores), problems))
+    if detector.max_notional < detector.min_notional:
+        problems.add("detector.max_notional", f"{detector.max_notional:g} is below detector.min_notional "
+                                              f"({detector.min_notional:g}): no opportunity could ever be reported")
+    for instrument, cap in detector.max_notional_by_instrument:
+        if cap < detector.min_notional:
+            problems.add(f"detector.max_notional_by_instrument.{instrument}",
+                         f"{cap:g} is below detector.min_notional ({detector.min_notional:g}): no opportunity in "
+                         f"{instrument} could ever be reported")
     health = HealthConfig(**_section(raw.get("health"), "health", _health_schema(available_cores), problems))
     supervisor = SupervisorConfig(**_section(raw.get("supervisor"), "supervisor", SUPERVISOR_SCHEMA, problems))
 
@@ -955,10 +963,17 @@ def load_config(path: str | os.PathLike, overrides=()) -> Config:
     """Read and validate a YAML config file, with ``section.key=value`` overrides applied first.
     Raises ConfigError naming the problem."""
     path = Path(path)
+    looked = [path]
+    if not path.exists() and len(path.parts) == 1:     # a bare name: also the shipped configs/ folder
+        for folder in (Path.cwd() / "configs", Path(__file__).resolve().parents[1] / "configs"):
+            if folder / path not in looked:
+                looked.append(folder / path)
+        path = next((p for p in looked if p.exists()), path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError([("", f"config file {str(path)!r} not found")]) from None
+        where = " or ".join(repr(str(p)) for p in looked)
+        raise ConfigError([("", f"config file {str(looked[0])!r} not found (looked for {where})")]) from None
     except OSError as exc:
         raise ConfigError([("", f"cannot read config file {str(path)!r}: {exc.strerror}")]) from None
     try:

@@ -133,3 +133,22 @@ def test_connection_options_per_venue():
     assert "venues.okx.decoder: no longer exists: each venue's wire messages are declared once" in text
     assert "venues.okx.credentials_env.secret: must be the name of an environment variable" in text
     assert "venues.binance.credentials_env: only okx takes credentials" in text
+
+
+def test_a_size_cap_below_the_smallest_reported_size_is_refused_naming_both():
+    raw = {"venues": {"binance": {"instruments": ["BTC/USDT"], "url": "wss://x"}},
+           "detector": {"max_notional": 5, "min_notional": 10, "max_notional_by_instrument": {"BTC/USDT": 8}}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, available_cores=frozenset({0}))
+    text = str(err.value)
+    assert "detector.max_notional: 5 is below detector.min_notional (10)" in text
+    assert "detector.max_notional_by_instrument.BTC/USDT: 8 is below detector.min_notional (10)" in text
+
+
+def test_a_bare_config_name_is_also_looked_for_in_configs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo.yaml").board.name == load_config(REPO / "configs" / "demo.yaml").board.name
+    with pytest.raises(ConfigError) as err:
+        load_config("nothere.yaml")
+    assert f"looked for 'nothere.yaml' or '{tmp_path}/configs/nothere.yaml' or '{REPO}/configs/nothere.yaml'" in str(
+        err.value)
