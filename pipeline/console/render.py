@@ -142,14 +142,17 @@ def _bottom(snapshot: Snapshot, events: EventBook, now_ns: int, width: int, room
     legend = next((t for t in (" (net/peak bps, size, age)", " (net/peak, size, age)")
                    if len(title) + len(t) <= right_width), "")
     right = [Text(title + legend, style="bold")]
+    # an instrument is never cut (SHIB/USDT cut to SHIB/USD is another instrument): its column is as wide as the
+    # widest shown; the venue names and the tail of the line give way instead
+    w = max([8, *(len(o.instrument) for o in events.open.values()), *(len(c.instrument) for c in events.closes)])
     for opp in sorted(events.open.values(), key=lambda o: -o.net_bps):
         pair = f"{opp.buy[:n]}>{opp.sell[:n]}"
-        right.append(Text(f"{opp.instrument[:8]:8} {pair:{2 * n + 1}} {opp.net_bps:.1f}/{opp.peak_net_bps:.1f} "
+        right.append(Text(f"{opp.instrument:{w}} {pair:{2 * n + 1}} {opp.net_bps:.1f}/{opp.peak_net_bps:.1f} "
                           f"{_qty(opp.qty_base)} {_age((now_ns - opp.opened_ns) / 1e6)}", style="bold green"))
     right.append(Text("closed (lifetime, peak, shadow fill)", style="bold"))
     for closed in events.closes:
         pair = f"{closed.buy[:n]}>{closed.sell[:n]}"
-        line = (f"{closed.instrument[:8]:8} {pair:{2 * n + 1}} {_age(closed.duration_ms):>5} "
+        line = (f"{closed.instrument:{w}} {pair:{2 * n + 1}} {_age(closed.duration_ms):>5} "
                 f"{closed.peak_net_bps:.1f} {_shadow(closed.shadow)}")
         partial = _partial(closed.shadow)
         if partial and len(line) + 1 + len(partial) <= right_width:

@@ -115,6 +115,11 @@ f/b next/previous instrument   p pause   q quit""".format(board=board.name[:16])
     # wider: the partial fill fits on the close's own line
     wide = render_text(snapshot, book, NOW, View(width=100, height=24)).splitlines()
     assert wide[12].endswith("BTC/USDT kraken>bybit  200ms 3.0 0.5@50ms 14% filled")
+    # an instrument is never cut: SHIB/USDT cut to SHIB/USD would be another instrument
+    book.apply(record("open", -100, net=12.0, instrument="SHIB/USDT", base_currency="SHIB"))
+    lines = render_text(snapshot, book, NOW, View(width=80, height=24)).splitlines()
+    assert lines[10].endswith("SHIB/USDT binan>bybit 12.0/12.0 0.5 100ms")
+    assert lines[11].endswith("BTC/USDT  binan>bybit 10.0/10.0 0.5 300ms")
 
 
 def test_edge_is_net_of_both_fees_at_the_top_of_book():
