@@ -175,8 +175,10 @@ class RowWriter:
         self._count[0] = n
 
     def write(self, row: int, status: int, bids, asks, exch_ts_ns: int, recv_ns: int,
-              gaps: int | None = None, checksum_failures: int | None = None, confirmed_ns: int = 0) -> None:
-        """Publish one row. ``bids``/``asks`` are sequences of (price, qty), best first.
+              gaps: int | None = None, checksum_failures: int | None = None, confirmed_ns: int = 0) -> int:
+        """Publish one row; returns the time it was published (the row's ``publish_ns``).
+
+        ``bids``/``asks`` are sequences of (price, qty), best first.
 
         Levels beyond the board's depth are ignored; missing levels are zero.
         ``confirmed_ns`` defaults to ``recv_ns`` (a change confirms the quote). A time that does not fit
@@ -204,8 +206,9 @@ class RowWriter:
             words = self._words
             buf = self._buf
             # the seq never goes into a pack_into: it zero-fills its whole span before it stores the fields
+            published_ns = time.time_ns()
             words[word] = seq + 1                                 # odd: write in progress
-            self._head(buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, time.time_ns(),
+            self._head(buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, published_ns,
                        count, confirmed_ns or recv_ns, status, 1, 1, 0, state[2], state[3], state[4], state[5],
                        bid_px, bid_qty)
             self._top_ask(buf, state[8], ask_px, ask_qty)
@@ -216,7 +219,7 @@ class RowWriter:
             self._ring[n & 255] = row
             lane[0] = n = n + 1
             self._count[0] = n
-            return
+            return published_ns
         depth = self._depth
         if len(bids) > depth:
             bids = bids[:depth]
@@ -242,8 +245,9 @@ class RowWriter:
         state[9] = n_bids > 1 or n_asks > 1
         word = state[6]
         words = self._words
+        published_ns = time.time_ns()
         words[word] = seq + 1                                     # odd: write in progress
-        self._pack(self._buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, time.time_ns(),
+        self._pack(self._buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, published_ns,
                    state[1], confirmed_ns or recv_ns, status, n_bids, n_asks, 0, state[2], state[3], state[4],
                    state[5], *flat)
         words[word] = seq + 2                                     # even: consistent
@@ -253,6 +257,7 @@ class RowWriter:
         self._ring[n & 255] = row
         lane[0] = n = n + 1
         self._count[0] = n
+        return published_ns
 
     def set_status(self, row: int, status: int, confirmed_ns: int | None = None) -> None:
         """Change only the status of a row (and, when given, its confirmed time), keeping its last quote.

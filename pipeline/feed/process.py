@@ -66,10 +66,10 @@ class BoardSink:
         self._exchanged = self.exchange_to_receive.samples
 
     def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures) -> None:
-        self._write(row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures)
+        published_ns = self._write(row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures)
         self._ring()
         published = self._published
-        published.append(time.time_ns() - recv_ns)
+        published.append(published_ns - recv_ns)         # the row's own publish time: one clock read a frame
         if exch_ts_ns:
             self._exchanged.append(recv_ns - exch_ts_ns)
         if len(published) >= self.BATCH:
