@@ -245,7 +245,8 @@ def time_stages(venue, setup, frames, depth):
     for raw in frames:
         parse(raw, now())
     parse_us = (time.perf_counter() - t0) / len(frames) * 1e6
-    books = {s: InstrumentBook(s, depth, module.book_levels, module.checksum, module.checksum_levels or 10)
+    books = {s: InstrumentBook(s, depth, module.book_levels, module.checksum, module.checksum_levels or 10,
+                               aligned=module.aligned_snapshots)
              for s in symbols_of(module, setup + frames)}
     for raw in setup:
         for ev in parse(raw, now()):

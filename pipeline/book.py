@@ -26,6 +26,58 @@ them; a change returns :attr:`Outcome.RESUBSCRIBE`) and
 On a gap or checksum mismatch the book is discarded (never merged) and the
 instrument goes to ``RESYNCING`` until a new snapshot arrives; the caller
 (the feed) asks the exchange for one.
+
+Alignment: a snapshot numbered inside its delta stream
+------------------------------------------------------
+Most venues send their depth snapshot as the first message of the
+subscription and every later delta follows it. HTX's incremental MBP does
+not: the deltas (``market.<sym>.mbp.<N>``, ``seqNum``/``prevSeqNum``) flow
+from the subscription on, and the snapshot is the answer to a separate
+``req``, numbered with a ``seqNum`` of the same stream. A venue marks such a
+snapshot :class:`AlignedSnapshot` and the book builds it as HTX documents
+(HTX Spot v1, "Market By Price (incremental update)", suggested downstream
+processing steps 1-4; announcement 900001078223):
+
+A1. On a book built with ``aligned=True`` (the venue record's
+    ``aligned_snapshots``), a depth delta that carries ``seq`` and ``prev_seq``
+    and arrives while the depth book is not synced is *cached*, in arrival
+    order (the stream order: one TCP connection). The outcome stays
+    ``IGNORED``; a plain snapshot later simply drops the cache. Every other
+    venue's book ignores such a delta, as before.
+A2. When the :class:`AlignedSnapshot` (``seq`` = s) arrives, it is *aligned*
+    with the first cached delta whose ``prev_seq`` is s: the cached deltas
+    before that one are *dropped as older* (the snapshot holds them), the
+    snapshot is loaded and the rest applied in order, each ``prev_seq`` equal
+    to the ``seq`` applied before it (a duplicate, ``seq`` at or below it, is
+    skipped). Only then is the depth book synced, so only a book built this
+    way goes ``LIVE``. A break in that chain is a lost message: ``GAP``
+    (counted), the book is discarded and the deltas from the break on stay
+    cached for the next snapshot.
+A3. No cached delta follows s:
+    * every cached delta is at or below s (or none came yet): they are dropped
+      as older and the snapshot *waits*, not synced (``IGNORED``), for the
+      next delta: one with ``prev_seq`` s aligns it (A2), one at or below s is
+      dropped as older, any other is a hole (next case);
+    * a cached delta is newer than s, yet none follows s (a hole between the
+      snapshot and the stream: the snapshot is older than what we hold): the
+      snapshot is discarded, counted in ``refresh_misses``, the newer deltas
+      stay cached and the outcome is ``RESUBSCRIBE``: the feed asks for a
+      fresh snapshot. Not a data error: nothing was lost.
+A4. Once aligned, every delta's ``prev_seq`` must equal the last ``seq``
+    (the usual continuity check); a delta that breaks it is a ``GAP``: the
+    book is discarded and that delta is the first one cached for the next
+    snapshot (it is the stream the next snapshot must meet). Another
+    :class:`AlignedSnapshot` while the book is synced changes nothing: at the
+    book's own ``seq`` it confirms it (``UNCHANGED``), otherwise ``IGNORED``.
+A5. The cache is bounded: :data:`MAX_CACHED_DELTAS` deltas, spanning at most
+    :data:`MAX_CACHE_SPAN_MS` of exchange time. Past either bound the request
+    is taken as lost (a ``req`` refused for its rate, an answer that never
+    came): counted in ``delta_cache_overflows``, the cache restarts from the
+    newest delta and the outcome is ``RESUBSCRIBE`` (the feed asks again;
+    its resync rate limit applies).
+
+Each of these steps leaves a line in ``note`` (taken by :meth:`pop_note`):
+``decode`` shows it as the record's ``detail``.
 """
 from __future__ import annotations
 
@@ -35,7 +87,7 @@ from bisect import bisect_left, insort
 
 
 from pipeline.board.layout import RowStatus
-from pipeline.model import BBO, MAX_TS_MS, BookUpdate, InstrumentSpec, TradingStatus
+from pipeline.model import BBO, MAX_TS_MS, AlignedSnapshot, BookUpdate, InstrumentSpec, TradingStatus
 
 _INF = math.inf
 
@@ -52,8 +104,11 @@ class Outcome(enum.IntEnum):
       (the state is RESYNCING), count it, send ``build_resubscribe(symbol)``
       (rate-limited by the session).
     * RESUBSCRIBE: the pair's precision changed (Kraken): the depth book was
-      discarded; publish and send ``build_resubscribe(symbol)``. Not a data
-      error: count it apart from gaps and checksum failures.
+      discarded; or the depth book needs a fresh snapshot to align with (a
+      snapshot that meets no cached delta, an overflowing delta cache: see
+      "Alignment" in the module docstring); publish and send
+      ``build_resubscribe(symbol)``. Not a data error: count it apart from
+      gaps and checksum failures. ``resubscribe_reason`` says which.
     * STATUS: the trust state changed with no book change (HALTED set or
       cleared): publish the row state.
     """
@@ -65,7 +120,7 @@ class Outcome(enum.IntEnum):
     CHECKSUM = 4       # checksum mismatch: book discarded, resync needed
     BAD_NUMBER = 5     # NaN/inf/negative/zero price, negative quantity, an exchange time a row cannot hold
                        # (model.MAX_TS_MS), or a side deeper than MAX_BOOK_LEVELS: book discarded, resync needed
-    RESUBSCRIBE = 6    # the pair's precision changed: depth book discarded, send build_resubscribe(symbol)
+    RESUBSCRIBE = 6    # precision changed / a snapshot to align with is needed: send build_resubscribe(symbol)
     STATUS = 7         # trust state changed without a book change (halted / resumed): publish the row state
 
 
@@ -79,6 +134,11 @@ _SYNCING, _RESYNCING = RowStatus.SYNCING, RowStatus.RESYNCING
 MAX_BOOK_LEVELS = 100_000
 STUCK_AFTER_MS = 1000        # a channel whose ids stay behind this long while the other advances is re-armed
 STUCK_AFTER_IGNORED = 200    # the same, counted in messages, for venues without exchange timestamps
+# depth deltas kept while their snapshot is awaited (Alignment, A5). HTX answers a `req` at once and our feed sends
+# it 0.2 s after the subscription; mbp.5 is tick by tick (tens of deltas a second on BTC): both bounds are ours,
+# far above what an answered request needs, and they turn an unanswered one into a new request
+MAX_CACHED_DELTAS = 1000
+MAX_CACHE_SPAN_MS = 10_000
 
 
 class SideBook:
@@ -302,12 +362,16 @@ class InstrumentBook:
     ``checksum_failures``, ``exch_ts_ms``, ``precision`` (``(price, qty)`` or
     None), ``halted`` (the reason, '' when tradable), ``stuck_channels`` (how
     often a channel whose ids stayed behind was re-armed, see :meth:`apply`),
-    ``sequence_resets`` (exchange-side resets seen).
+    ``sequence_resets`` (exchange-side resets seen), ``refresh_misses`` and
+    ``delta_cache_overflows`` (Alignment A3, A5), ``resubscribe_reason`` (why
+    the last ``RESUBSCRIBE``), ``note`` (what the last update did, where it is
+    not obvious from the outcome: Alignment).
     """
 
     def __init__(self, symbol: str, depth: int, keep_levels: int | None = None,
-                 checksum=None, checksum_levels: int = 10):
+                 checksum=None, checksum_levels: int = 10, aligned: bool = False):
         self.symbol = symbol
+        self.aligned = aligned                  # the venue's snapshots are aligned with cached deltas (Alignment)
         self.depth = depth
         self.checksum = checksum
         self.checksum_levels = checksum_levels
@@ -334,6 +398,14 @@ class InstrumentBook:
         self._depth_advanced = False            # the depth channel moved on while they were ignored
         self._depth_ignored = 0                 # consecutive older depth deltas ignored
         self._depth_ignored_since_ms = 0
+        # Alignment (module docstring): deltas before their snapshot, and a snapshot waiting for its delta
+        self._cache: list = []
+        self._pending: AlignedSnapshot | None = None
+        self._aligns = False                    # an AlignedSnapshot was seen: a gap's delta starts the next cache
+        self.refresh_misses = 0
+        self.delta_cache_overflows = 0
+        self.resubscribe_reason = ""
+        self.note = ""
 
     # ------------------------------------------------------------------
     def invalidate(self, state: RowStatus = RowStatus.RESYNCING, book: Book | None = None) -> None:
@@ -350,6 +422,8 @@ class InstrumentBook:
             self.book.reset()
             self.checksum_ok = False
             self._depth_ignored = 0
+            self._cache = []
+            self._pending = None
             # the rebuilt depth book may start a new id epoch (a reset we did not see): the top of book keeps
             # its levels but takes its next update whatever its id, and is merged by arrival until then
             self.bbo.last_seq = None
@@ -361,6 +435,8 @@ class InstrumentBook:
     def apply(self, update) -> Outcome:
         """Apply one :class:`BookUpdate`, :class:`InstrumentSpec` or :class:`TradingStatus`."""
         if update.__class__ is not BookUpdate:
+            if update.__class__ is AlignedSnapshot:
+                return self._apply_aligned(update)
             if isinstance(update, InstrumentSpec):
                 return self._apply_spec(update)
             if isinstance(update, TradingStatus):
@@ -394,6 +470,8 @@ class InstrumentBook:
                     return Outcome.IGNORED         # an older top-of-book snapshot arrived late
             book.load(update, replace=True)
             book.synced = True
+            if self._cache and book is self.book:
+                self._cache = []                   # deltas from before a plain snapshot: it holds them
         else:
             if not book.synced:
                 if book is self.bbo:
@@ -401,7 +479,7 @@ class InstrumentBook:
                     book.load(update, replace=True)
                     book.synced = True
                 else:
-                    return Outcome.IGNORED         # deltas before the snapshot carry nothing usable
+                    return self._early_delta(update)   # cached for an AlignedSnapshot (Alignment A1)
             else:
                 last = book.last_seq
                 if update.restart:
@@ -425,6 +503,10 @@ class InstrumentBook:
                 elif update.prev_seq is not None and last is not None and update.prev_seq != last:
                     self.gaps += 1
                     self.invalidate(book=book)
+                    if self._aligns and book is self.book:
+                        self._cache.append(update)     # Alignment A4: the stream the next snapshot must meet
+                        self.note = (f"gap: delta {seq} follows {update.prev_seq}, the book is at {last}; "
+                                     f"cached for the next snapshot")
                     return Outcome.GAP
                 book.load(update, replace=False)
         if book is self.book and (len(book.bids.levels) > MAX_BOOK_LEVELS or len(book.asks.levels) > MAX_BOOK_LEVELS):
@@ -500,6 +582,137 @@ class InstrumentBook:
         return self.apply(BookUpdate(self.symbol, BBO, True, [(bid_px, bid_qty)], [(ask_px, ask_qty)], exch_ts_ms,
                                      seq, xseq=xseq))
 
+    # ------------------------------------------------------------------ Alignment (module docstring)
+    def pop_note(self) -> str:
+        """What the last update did, once (``decode`` puts it in the record's ``detail``); '' when nothing to say."""
+        note, self.note = self.note, ""
+        return note
+
+    def _early_delta(self, update: BookUpdate) -> Outcome:
+        """A depth delta while the depth book is not synced: cached (A1), or the one a waiting snapshot needed (A3)."""
+        seq, prev = update.seq, update.prev_seq
+        if not self.aligned or seq is None or prev is None:
+            return Outcome.IGNORED                 # no snapshot will be aligned with it: it carries nothing usable
+        cache = self._cache
+        cache.append(update)
+        if self._pending is not None:
+            return self._align(self._pending, waiting=True)
+        first_ts = cache[0].exch_ts_ms
+        if len(cache) > MAX_CACHED_DELTAS or (
+                first_ts and update.exch_ts_ms and update.exch_ts_ms - first_ts > MAX_CACHE_SPAN_MS):
+            self.delta_cache_overflows += 1
+            self.note = (f"cache overflow: {len(cache) - 1} deltas over {update.exch_ts_ms - first_ts} ms and no "
+                         f"snapshot; restarted from delta {seq}, asking for a snapshot")
+            del cache[:-1]
+            self.resubscribe_reason = "delta_cache_overflow"
+            return Outcome.RESUBSCRIBE
+        self.note = f"cached delta {seq} (prev {prev}): {len(cache)} waiting for the snapshot"
+        return Outcome.IGNORED
+
+    def _apply_aligned(self, snap: AlignedSnapshot) -> Outcome:
+        """An :class:`AlignedSnapshot` (A2-A4)."""
+        self.uses_depth = True
+        book = self.book
+        if not (_valid_levels(snap.bids) and _valid_levels(snap.asks) and 0 <= snap.exch_ts_ms <= MAX_TS_MS):
+            self.invalidate(book=book)
+            return Outcome.BAD_NUMBER
+        seq = snap.seq
+        if seq is None:
+            self.note = "snapshot without a sequence number: nothing to align it with"
+            return Outcome.IGNORED
+        self._aligns = True
+        if book.synced:
+            last = book.last_seq
+            if seq == last:
+                self.note = f"snapshot {seq} confirms the aligned book"
+                return Outcome.UNCHANGED
+            self.note = f"snapshot {seq} ignored: the book is aligned and continuous at {last}"
+            return Outcome.IGNORED
+        return self._align(snap)
+
+    def _align(self, snap: AlignedSnapshot, waiting: bool = False) -> Outcome:
+        """Align ``snap`` with the cached deltas (A2), or keep it waiting / ask for another (A3).
+
+        ``waiting``: ``snap`` was already waiting and one delta has just been cached."""
+        s = snap.seq
+        cache = self._cache
+        at = next((i for i, delta in enumerate(cache) if delta.prev_seq == s), -1)
+        if at < 0:
+            newer = [delta for delta in cache if delta.seq > s]
+            if not newer:
+                if waiting:
+                    self.note = f"dropped older delta {cache[-1].seq}: snapshot {s} holds it; still waiting"
+                else:
+                    self.note = (f"snapshot {s}: dropped {len(cache)} older cached deltas; waiting for the delta "
+                                 f"after {s}")
+                self._cache = []
+                self._pending = snap
+                return Outcome.IGNORED
+            self._pending = None
+            self._cache = newer
+            self.refresh_misses += 1
+            self.resubscribe_reason = "snapshot_unaligned"
+            self.note = (f"snapshot {s} meets no delta: the {len(newer)} newer cached deltas start after "
+                         f"{newer[0].prev_seq}; dropped {len(cache) - len(newer)} older, asking for a fresh one")
+            return Outcome.RESUBSCRIBE
+        chain = cache[at:]
+        dropped = at
+        self._cache = []
+        self._pending = None
+        book = self.book
+        book.load(snap, replace=True)
+        last = s
+        ts = snap.exch_ts_ms
+        applied = 0
+        for k, delta in enumerate(chain):
+            if delta.seq <= last:
+                dropped += 1                       # a duplicate: already in the book
+                continue
+            if delta.prev_seq != last:             # a lost message between cached deltas (A2)
+                self.gaps += 1
+                self.invalidate(book=book)
+                self._cache = chain[k:]
+                self.note = (f"aligned snapshot {s}, then a gap: delta {delta.seq} follows {delta.prev_seq}, not "
+                             f"{last}; book discarded, {len(chain) - k} deltas stay cached")
+                return Outcome.GAP
+            book.load(delta, replace=False)
+            last = delta.seq
+            ts = delta.exch_ts_ms or ts
+            applied += 1
+        book.synced = True
+        self.note = (f"aligned snapshot {s} with delta {chain[0].seq} (prev {s}): dropped {dropped} older, "
+                     f"applied {applied}")
+        return self._aligned(last, ts, chain[-1])
+
+    def _aligned(self, last: int, ts: int, newest: BookUpdate) -> Outcome:
+        """The bookkeeping of :meth:`apply` after a depth update, for a book just aligned at ``last``."""
+        book = self.book
+        if len(book.bids.levels) > MAX_BOOK_LEVELS or len(book.asks.levels) > MAX_BOOK_LEVELS:
+            self.invalidate(book=book)
+            return Outcome.BAD_NUMBER
+        self._depth_advanced = True
+        self._depth_ignored = 0
+        book.last_seq = last
+        book.xseq = newest.xseq
+        book.weak = False
+        if ts:
+            book.exch_ts_ms = ts
+            self.exch_ts_ms = ts
+        self._order += 1
+        book.recv_order = self._order
+        if self.checksum is not None and newest.checksum is not None and (
+                self.precision is not None or not self.precision_required):
+            n = self.checksum_levels
+            args = (book.bids.top_text(n), book.asks.top_text(n)) + (self.precision if self.precision_required
+                                                                     else ())
+            if self.checksum(*args) != newest.checksum:
+                self.checksum_failures += 1
+                self.invalidate(book=book)
+                return Outcome.CHECKSUM
+            self.checksum_ok = True
+        self._refresh_state()
+        return Outcome.CHANGED
+
     def _bbo_stuck(self, update: BookUpdate) -> bool:
         """True when an older-id top-of-book update must be taken after all (T3).
 
@@ -560,6 +773,7 @@ class InstrumentBook:
             # every level text the checksum was built from is now in the old precision: start again
             self.precision = precision
             self.invalidate(book=self.book)
+            self.resubscribe_reason = "precision_changed"
             outcome = Outcome.RESUBSCRIBE
         self.precision = precision
         self._halted_pair = "" if spec.status == "online" else f"pair {spec.status}"

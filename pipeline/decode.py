@@ -26,6 +26,20 @@ trading status or reference data: halted, resumed, precisions), ``rejected``,
 outcome and ``did`` is the most important one; ``row`` is the row of the
 last symbol it touched, as it stands after the line (``null`` before any).
 
+``detail`` says what a book update did where the outcome alone does not
+(the book's ``note``, :mod:`pipeline.book` "Alignment"): on a venue whose
+snapshot is aligned with its delta stream (HTX ``mbp.5`` and its ``req``
+answer) a capture may hold deltas before the snapshot, and each step shows::
+
+    {"line": 1, "did": "ignored", "detail": "cached delta 109409288130 (prev 109409288078): 1 waiting ..."}
+    {"line": 3, "did": "changed", "detail": "aligned snapshot 109409288078 with delta 109409288130
+                                             (prev 109409288078): dropped 0 older, applied 2"}
+
+and likewise ``dropped older delta``, a snapshot ``waiting for the delta
+after`` its number, one that ``meets no delta`` (``resubscribe``), a
+``cache overflow`` and a ``gap`` whose delta is ``cached for the next
+snapshot``.
+
 The session is the one the feed process runs (:mod:`pipeline.feed.session`)
 over an in-memory row sink: no second copy of the feed's logic.
 """

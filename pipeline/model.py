@@ -90,6 +90,17 @@ class BookUpdate:
                 f"ts={self.exch_ts_ms} seq={self.seq} prev={self.prev_seq} xseq={self.xseq})")
 
 
+class AlignedSnapshot(BookUpdate):
+    """A depth snapshot numbered inside its delta stream, to be aligned with it before use (HTX ``req`` answer).
+
+    The same fields as :class:`~pipeline.model.BookUpdate` (``snapshot`` True, ``channel`` DEPTH, ``seq`` the
+    stream's number of the book it holds, ``prev_seq`` None); the class alone says that the deltas which came
+    before it are to be aligned with it and that it is not usable on its own (:mod:`pipeline.book`, "Alignment").
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Ack:
     """The exchange accepted a subscription (``symbol`` may be '' when it does not say)."""

@@ -36,7 +36,7 @@ from pipeline.board.layout import PROC_DTYPE, RowStatus, SkipReason
 from pipeline.board.stats import SKIPPED_WORD, WORD
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError, RowValueError
-from pipeline.model import (BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
+from pipeline.model import (AlignedSnapshot, BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
                             SchemaDrift, SequenceMark, SubscribeError, TradingStatus)
 
 SKIP_BY_REASON = {"invalid_json": SkipReason.INVALID_JSON, "unknown_message": SkipReason.UNKNOWN_MESSAGE,
@@ -264,7 +264,8 @@ class FeedSession:
     def _new_book(self, symbol: str) -> InstrumentBook:
         """A fresh book that already knows what the exchange said about its pair and the venue."""
         venue = self.venue
-        book = InstrumentBook(symbol, self.depth, venue.book_levels, venue.checksum, venue.checksum_levels or 10)
+        book = InstrumentBook(symbol, self.depth, venue.book_levels, venue.checksum, venue.checksum_levels or 10,
+                              aligned=venue.aligned_snapshots)
         for said in (self.reference.get(symbol), self.venue_status, self.pair_status.get(symbol)):
             if said is not None:
                 book.apply(said)
@@ -412,7 +413,7 @@ class FeedSession:
         standby = conn.books is not None
         books = conn.books if standby else self.books
         for event in events:
-            if event.__class__ is BookUpdate:
+            if event.__class__ is BookUpdate or event.__class__ is AlignedSnapshot:
                 if conn.retired:
                     continue                        # its rows moved to the replacement connection
                 book = books.get(event.symbol)
@@ -431,7 +432,7 @@ class FeedSession:
                             book.apply(spec)
                 outcome = book.apply(event)
                 if trace is not None:
-                    trace.append((OUTCOME_KIND[outcome], event.symbol, ""))
+                    trace.append((OUTCOME_KIND[outcome], event.symbol, book.pop_note()))
                 if outcome is CHANGED:
                     if not standby:
                         self.publish(book, recv_ns)
@@ -527,7 +528,7 @@ class FeedSession:
         """A book that failed (gap, checksum, bad number) or must be subscribed again (precision change)."""
         if outcome is Outcome.RESUBSCRIBE:
             self.stats.add("resyncs")
-            self._note("resync", recv_ns, symbol=book.symbol, reason="precision_changed")
+            self._note("resync", recv_ns, symbol=book.symbol, reason=book.resubscribe_reason or "precision_changed")
             if not standby:
                 self.publish(book, recv_ns)
             return self._resubscribe(book.symbol, recv_ns, conn)

@@ -287,6 +287,8 @@ class Venue:
     exchange_time: bool = True         # market-data frames carry the exchange's time (Binance spot's do not)
     refuses_unknown_symbols: bool = True   # a subscription to a symbol it does not list is answered with an
     #                                        error (Binance acks it and stays silent: the row just never syncs)
+    aligned_snapshots: bool = False    # the depth snapshot is requested apart and numbered inside the delta stream:
+    #                                    deltas before it are cached and aligned with it (HTX; pipeline.book "Alignment")
 
     def wire_frame(self, text: str):
         """A frame's JSON text as this exchange sends it (captures kept as text, tests)."""

@@ -56,7 +56,8 @@ class Venue:
         self.market = Market([name], self.instruments, seed=3, depth=10, random_dislocations=False, **still)
         self.sim = Simulator({name: self.symbols}, self.market, 10)
         self.books = {s: InstrumentBook(s, 5, self.venue.book_levels, self.venue.checksum,
-                                        self.venue.checksum_levels or 10) for s in self.symbols.values()}
+                                        self.venue.checksum_levels or 10, aligned=self.venue.aligned_snapshots)
+                      for s in self.symbols.values()}
         self.depth_channel = depth_channel
         self.events: list = []                 # every non-book event, in order
         self.outcomes: list = []               # (symbol, channel, outcome) for every book update

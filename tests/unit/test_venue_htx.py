@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.book import InstrumentBook, Outcome
+from pipeline.model import AlignedSnapshot
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SchemaDrift, SubscribeError
 from pipeline.venues._common import WireMsg
@@ -99,20 +100,23 @@ def test_mbp_incremental_deltas(one):
 
 
 def test_mbp_chain_through_book_with_req_snapshot(one):
-    book = InstrumentBook("btcusdt", depth=5, keep_levels=htx.BOOK_LEVELS)
+    """The 2020 capture's chain (lines 3, 4) and a hand-written req answer at line 3's prevSeqNum: the deltas
+    that came first are cached, the answer aligns them (exact book in tests/unit/test_htx_mbp.py)."""
+    book = InstrumentBook("btcusdt", depth=5, keep_levels=htx.BOOK_LEVELS, aligned=True)
     first, _, third, fourth = (one(line) for line in lines("mbp_incremental.jsonl"))
-    assert book.apply(third) == Outcome.IGNORED                 # no snapshot yet
+    assert book.apply(third) == Outcome.IGNORED                 # no snapshot yet: cached
+    assert book.apply(fourth) == Outcome.IGNORED
     rep = orjson.dumps({"id": "r1", "rep": "market.btcusdt.mbp.150", "status": "ok", "ts": 1593561600600,
                         "data": {"seqNum": 109409288078, "bids": [[9137.67, 4.0], [9135.96, 1.0]],
                                  "asks": [[9138.61, 1.0], [9138.67, 2.0]]}})
     snap = one(rep)
+    assert snap.__class__ is AlignedSnapshot
     assert (snap.symbol, snap.snapshot, snap.seq, snap.exch_ts_ms) == ("btcusdt", True, 109409288078, 1593561600600)
-    assert book.apply(snap) == Outcome.CHANGED
-    assert book.apply(third) == Outcome.CHANGED
-    assert book.apply(fourth) == Outcome.CHANGED
+    assert book.apply(snap) == Outcome.CHANGED                  # aligned with line 3, then line 4 applied
     bids, asks = book.compose()
     assert asks[:3] == [(9138.6, 0.010259), (9138.61, 0.01767), (9138.67, 0.014126)]
     assert bids[:2] == [(9137.67, 4.683547), (9135.95, 0.4998)]
+    assert book.book.last_seq == 109409288160
     assert book.apply(first) == Outcome.GAP                     # prevSeqNum is not our last seqNum
 
 
@@ -175,18 +179,33 @@ def test_acks_and_errors(parse):
     assert parse(recv[4], 0) == [SubscribeError("bad-request: invalid ping", "")]
     bad_topic = b'{"id":"id3","status":"error","err-code":"bad-request","err-msg":"invalid topic market.btcusdx.bbo"}'
     assert parse(bad_topic, 0) == [SubscribeError("bad-request: invalid topic market.btcusdx.bbo", "btcusdx")]
+    # a req for a pair the level count does not serve (ccxt issue 6748, 2020): the pair is named
+    bad_req = (b'{"ts":1586252319079,"status":"error","err-code":"bad-request",'
+               b'"err-msg":"invalid mbp.150.symbol linkusdt","id":"2"}')
+    assert parse(bad_req, 0) == [SubscribeError("bad-request: invalid mbp.150.symbol linkusdt", "linkusdt")]
+    too_fast = b'{"status":"error","err-code":"bad-request","err-msg":"429 too many request"}'
+    assert parse(too_fast, 0) == [SubscribeError("bad-request: 429 too many request", "")]
+    assert parse(b'{"status":"error","err-code":"bad-request","err-msg":"symbol trade not open now"}', 0) == [
+        SubscribeError("bad-request: symbol trade not open now", "")]
     assert parse(b'{"id":"id4","status":"ok","unsubbed":"market.btcusdt.bbo","ts":1}', 0) == []
 
 
 def test_build_subscribe():
+    """Per symbol: the incremental mbp.5 (no bbo: it is not documented on /feed, and mbp.5's best level is the
+    top of book), then the req for the mbp.5 snapshot on the same connection; a resubscribe is the req alone
+    (the subscription and its cached deltas stay)."""
     assert htx.native_symbol("BTC/USDT") == "btcusdt"
-    frames = htx.build_subscribe(["btcusdt"], 20)
-    assert frames[0] == lines("control_sent.jsonl")[0] == '{"sub":"market.btcusdt.mbp.refresh.20","id":"id1"}'
-    assert frames[1] == '{"sub":"market.btcusdt.bbo","id":"id2"}'
-    assert [orjson.loads(f)["sub"] for f in htx.build_subscribe(["btcusdt", "ethusdt"], 5)] == [
-        "market.btcusdt.mbp.refresh.5", "market.btcusdt.bbo", "market.ethusdt.mbp.refresh.5", "market.ethusdt.bbo"]
-    assert orjson.loads(htx.build_subscribe(["x"], 7)[0])["sub"] == "market.x.mbp.refresh.10"
-    assert htx.build_resubscribe("btcusdt", 5) == []
+    assert htx.build_subscribe(["btcusdt"], 5) == [
+        '{"sub":"market.btcusdt.mbp.5","id":"id1"}', '{"req":"market.btcusdt.mbp.5","id":"req.btcusdt"}']
+    assert [(orjson.loads(f).get("sub"), orjson.loads(f).get("req")) for f in htx.build_subscribe(
+        ["btcusdt", "ethusdt"], 5)] == [
+        ("market.btcusdt.mbp.5", None), (None, "market.btcusdt.mbp.5"),
+        ("market.ethusdt.mbp.5", None), (None, "market.ethusdt.mbp.5")]
+    assert htx.build_subscribe(["x"], 10) == htx.build_subscribe(["x"], 5)       # mbp.5 whatever the depth
+    assert htx.build_resubscribe("btcusdt", 5) == ['{"req":"market.btcusdt.mbp.5","id":"req.btcusdt"}']
+    assert (HTX_VENUE.default_url, HTX_VENUE.depth_is_delta, HTX_VENUE.book_levels) == (
+        "wss://api.huobi.pro/feed", True, 5)
+    assert "dropped_messages" in HTX_VENUE.quirks
 
 
 def test_module_contract():
@@ -194,7 +213,7 @@ def test_module_contract():
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"asyncio", "websockets", "socket", "time", "multiprocessing"}
-    assert (htx.NAME, htx.BOOK_LEVELS, HTX_VENUE.checksum, HTX_VENUE.taker_fee_bps) == ("htx", None, None, 20.0)
+    assert (htx.NAME, htx.BOOK_LEVELS, HTX_VENUE.checksum, HTX_VENUE.taker_fee_bps) == ("htx", 5, None, 20.0)
 
 
 # ---------------------------------------------------------------- the declarations
@@ -241,6 +260,7 @@ def test_the_mbp_req_answer_is_declared_too(parse):
     rep = {"id": "r1", "rep": "market.btcusdt.mbp.150", "status": "ok", "ts": 5,
            "data": {"seqNum": 9, "bids": [[1.5, 2]], "asks": [], "brandNew": 1}}
     u, drift = parse(orjson.dumps(rep), 0)
+    assert u.__class__ is AlignedSnapshot and u.prev_seq is None
     assert (u.symbol, u.channel, u.snapshot, u.bids, u.asks, u.exch_ts_ms, u.seq) == (
         "btcusdt", DEPTH, True, [(1.5, 2.0)], [], 5, 9)
     assert drift.message == "MbpSnapshotReply" and "`brandNew` - at `$.data`" in drift.detail

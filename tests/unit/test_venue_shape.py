@@ -84,7 +84,8 @@ def test_documented_limits_are_declared():
 def test_cross_channel_ids_are_declared_where_both_channels_carry_one():
     from pipeline.venues import venues_with
     assert venues_with(lambda v: bool(v.cross_channel_seq)) == ["binance", "bybit", "okx"]
-    assert venues_with(lambda v: v.depth_is_delta) == ["bybit", "okx", "coinbase", "kraken"]
+    assert venues_with(lambda v: v.depth_is_delta) == ["bybit", "okx", "htx", "coinbase", "kraken"]
+    assert venues_with(lambda v: v.aligned_snapshots) == ["htx"]
 
 
 @pytest.mark.parametrize("venue", VENUES)

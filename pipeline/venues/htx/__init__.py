@@ -1,29 +1,24 @@
 """htx: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue
+from pipeline.venues._common import Venue, wire_functions
 from pipeline.venues.htx import wire
 
 VENUE = Venue(
     name=wire.NAME,
-    default_url="wss://api.huobi.pro/ws",
-    sim_path="/ws",
+    default_url="wss://api.huobi.pro/feed",  # the MBP incremental channel and its req live on /feed only (wire.py)
+    sim_path="/feed",
+    compression="gzip",
     taker_fee_bps=20.0,
     keepalive_interval_s=None,  # the server pings; we answer with build_pong
-    ws_ping_interval_s=20.0,  # whether HTX answers RFC 6455 pings is not documented: watch for ~40 s reconnects live
-    subscribe_interval_s=0.1,  # between subscribe frames: one topic per frame; bursts of requests get '429 too many request'
-    max_symbols_per_connection=20,  # no documented limit; 2 topics each
+    ws_ping_interval_s=20.0,    # whether HTX answers RFC 6455 pings is not documented: watch for ~40 s reconnects
+    subscribe_interval_s=0.1,   # one topic per frame; bursts get '429 too many request'; a req at most every 100 ms
+    max_symbols_per_connection=20,  # no documented limit; a topic and a req each
     book_levels=wire.BOOK_LEVELS,
-    checksum=None,
-    checksum_levels=0,
-    depth_is_delta=False,
+    depth_is_delta=True,        # mbp.5 deltas chained by prevSeqNum, aligned with the req snapshot (pipeline.book)
+    aligned_snapshots=True,
+    bbo_channel=False,          # bbo is not documented on /feed; mbp.5 is tick by tick: its best level is the top
     cross_channel_seq="",
-    native_symbol=wire.native_symbol,
-    build_url=wire.build_url,
-    build_subscribe=wire.build_subscribe,
-    build_resubscribe=wire.build_resubscribe,
-    build_keepalive=wire.build_keepalive,
-    build_pong=wire.build_pong,
-    parse=wire.parse,
-    top=wire.top,
+    quirks=("dropped_messages",),
+    **wire_functions(wire),     # parse, top, the control frames: the wire module's functions
 )

@@ -1,4 +1,4 @@
-"""Simulated HTX (Huobi) spot market endpoint (``/ws``).
+"""Simulated HTX (Huobi) spot market endpoint (``/feed`` and ``/ws``).
 
 Real behaviours reproduced:
 
@@ -17,20 +17,36 @@ Real behaviours reproduced:
 * ``market.<sym>.bbo``: pushed when the top of book changed, ``tick`` with
   ``seqId``, ``bid``/``bidSize``/``ask``/``askSize``, ``quoteTime``, ``symbol``;
   numbers are JSON numbers.
+* ``market.<sym>.mbp.<5|20|150|400>``, incremental MBP: ``seqNum``/``prevSeqNum``
+  per (symbol, depth) numbered once for every connection (one book the
+  exchange keeps, :func:`_mbp`), one push per market step that changed that
+  N-level book: the changed levels only, size 0 for a level that left it, a
+  side without changes left out (as the 5/20-level channels do); no snapshot
+  on subscribe. ``{"req": "market.<sym>.mbp.<5|20|150>"}`` answers
+  ``{"id", "rep", "status":"ok", "ts", "data":{"seqNum","bids","asks"}}`` (a
+  ``req`` for 400 levels is refused, as documented). The answer's ``seqNum``
+  fits into the stream as HTX's does (announcement 900001078223: it equals
+  the ``prevSeqNum`` of one of the incrementals on the same connection), and
+  it alternates between the two ways it can: the first request on a
+  connection (and every other one after it) gets the book the stream has
+  reached, newer than every incremental already sent; the others, when this
+  connection was sent the latest incremental, get the book before it, older
+  than an incremental already sent (the client finds that one in its cache).
+  Either way the next incremental, or one already sent, has the answer's
+  ``seqNum`` as its ``prevSeqNum``. Subscribing makes it this connection's
+  depth channel (the server's depth faults, such as a dropped message, apply
+  to it). The simulator serves both on ``/ws`` and ``/feed`` (on HTX the
+  incremental channel and its ``req`` live on ``/feed`` only).
 * ``market.<sym>.mbp.refresh.<5|10|20>``: a full N-level snapshot each step,
   ``tick.seqNum`` (unchanged when the book did not change), ``bids``/``asks``
-  as ``[[px, qty], ...]`` numbers.
+  as ``[[px, qty], ...]`` numbers. A symbol's depth channel is the one
+  subscribed last, incremental or refresh.
 * Other public topics, from the same market: ``market.<sym>.detail`` (24 h
   statistics, every 500 ms), ``market.<sym>.ticker`` (statistics plus best
   bid/ask and last trade, every 100 ms), ``market.<sym>.trade.detail`` (every
-  simulated trade), ``market.<sym>.depth.step0`` (a 150-level snapshot of
+  simulated trade) and ``market.<sym>.depth.step0`` (a 150-level snapshot of
   the book the market has, every second; the aggregated ``step1``-``step5``
-  are refused) and the incremental ``market.<sym>.mbp.<5|20|150|400>``:
-  ``seqNum``/``prevSeqNum`` per (symbol, depth) numbered once for every
-  connection, no snapshot on subscribe; ``{"req": "market.<sym>.mbp.<n>"}``
-  answers ``{"rep", "status":"ok", "data":{"seqNum","bids","asks"}}`` with the
-  book the stream has reached. The simulator serves both on ``/ws`` and
-  ``/feed`` (on HTX, ``mbp.5`` lives on ``/feed`` only).
+  are refused).
 """
 from __future__ import annotations
 
@@ -39,25 +55,32 @@ import time
 
 import orjson
 
-from pipeline.sim.protocol import BBO, DEPTH, SimProtocol, _changes
+from pipeline.sim.protocol import BBO, DEPTH, SimProtocol, SymbolState, _changes
 
 REFRESH_LEVELS = (5, 10, 20)
 MBP_LEVELS = (5, 20, 150, 400)
+REQ_LEVELS = (5, 20, 150)        # "REQ channel supports refreshing message for 5-level, 20-level, and 150-level"
 TIMED = {"detail": 500, "ticker": 100, "depth.step0": 1000}
+MBP, REFRESH = "mbp", "refresh"
 
 
 def _mbp(state, levels: int) -> dict:
-    """The shared incremental book of (symbol, depth): advanced once per market step, whoever asks first."""
+    """The shared incremental book of (symbol, depth): advanced once per market step, whoever asks first.
+
+    ``seq``/``bids``/``asks`` the book the stream has reached, ``prev``/``before`` the book before it,
+    ``changes`` the levels the last step changed (empty when it changed none)."""
     shared = state.extra.get(("mbp", levels))
     if shared is None:
         shared = state.extra[("mbp", levels)] = {"step": -1, "seq": 100_000_000_000, "prev": 0,
-                                                  "bids": [], "asks": [], "changes": ([], [])}
+                                                  "bids": [], "asks": [], "before": ([], []),
+                                                  "changes": ([], [])}
     if shared["step"] != state.step:
         bids, asks = state.bids[:levels], state.asks[:levels]
         changes = (_changes(shared["bids"], bids), _changes(shared["asks"], asks))
         shared["step"] = state.step
         if changes[0] or changes[1]:
             shared["prev"], shared["seq"] = shared["seq"], shared["seq"] + 1
+            shared["before"] = (shared["bids"], shared["asks"])
             shared.update(bids=bids, asks=asks, changes=changes)
         else:
             shared["changes"] = ([], [])
@@ -75,7 +98,10 @@ class Protocol(SimProtocol):
 
     def __init__(self, decimals=None):
         super().__init__(decimals)
-        self.levels: dict[str, int] = {}               # symbol -> mbp.refresh depth
+        self.depth_kind: dict[str, tuple[str, int]] = {}   # symbol -> (MBP or REFRESH, levels) of its depth channel
+        self.sent_seq: dict[tuple[str, int], int] = {}   # (symbol, levels) -> seqNum of the last incremental sent
+        self.requests = 0                                # mbp req answered on this connection
+        self._own: dict[str, SymbolState] = {}           # a symbol's book when no server shares one (unit tests)
         self.seq_id = 160_000_000_000
         self.seq_num: dict[str, int] = {}
         self.last: dict[tuple[str, int], tuple] = {}   # last book pushed per (symbol, channel)
@@ -86,7 +112,9 @@ class Protocol(SimProtocol):
     def _frame(msg: dict) -> bytes:
         return gzip.compress(orjson.dumps(msg), compresslevel=5, mtime=0)
 
-    def _parse_topic(self, topic) -> tuple[str, object, int] | None:
+    def _parse_topic(self, topic) -> tuple[str, object, object] | None:
+        """``(symbol, channel, detail)`` of a topic we serve: the depth channel's detail is ``(MBP or REFRESH,
+        levels)``; None for any other topic."""
         parts = topic.split(".") if isinstance(topic, str) else []
         if len(parts) < 3 or parts[0] != "market" or not self.accepts(parts[1]):
             return None
@@ -96,10 +124,10 @@ class Protocol(SimProtocol):
         if rest in ("detail", "ticker", "trade.detail", "depth.step0"):
             return parts[1], rest, 0
         if len(parts) == 4 and parts[2] == "mbp" and parts[3].isdigit() and int(parts[3]) in MBP_LEVELS:
-            return parts[1], f"mbp.{int(parts[3])}", int(parts[3])
+            return parts[1], DEPTH, (MBP, int(parts[3]))
         if len(parts) == 5 and parts[2:4] == ["mbp", "refresh"] and parts[4].isdigit() \
                 and int(parts[4]) in REFRESH_LEVELS:
-            return parts[1], DEPTH, int(parts[4])
+            return parts[1], DEPTH, (REFRESH, int(parts[4]))
         return None
 
     def on_message(self, frame) -> list:
@@ -130,28 +158,43 @@ class Protocol(SimProtocol):
         if parsed is None:
             return [self._frame({**head, "status": "error", "ts": _now_ms(), "err-code": "bad-request",
                                  "err-msg": f"invalid topic {topic}"})]
-        symbol, channel, levels = parsed
+        symbol, channel, depth = parsed
         if kind == "sub":
             self.subscribe(symbol, channel)
             if channel == DEPTH:
-                self.levels[symbol] = levels
+                self.depth_kind[symbol] = depth
+                self.sent_seq.pop((symbol, depth[1]), None)
         else:
             self.unsubscribe(symbol, channel)
         self.last.pop((symbol, channel), None)
         return [self._frame({**head, "status": "ok", f"{kind}bed": topic, "ts": _now_ms()})]
 
+    def _state(self, symbol: str) -> SymbolState:
+        """The server's shared state of ``symbol``; without a server (a protocol driven by hand), this
+        connection's own, advanced one step per depth render (an empty book before the first)."""
+        state = self.states.get(symbol) or self._own.get(symbol)
+        if state is None:
+            state = self._own[symbol] = SymbolState(symbol, None)
+        return state
+
     def _request(self, topic, head: dict) -> bytes:
         parsed = self._parse_topic(topic)
-        if parsed is None or not str(parsed[1]).startswith("mbp.") or parsed[0] not in self.states:
+        if parsed is None or parsed[1] != DEPTH or parsed[2][0] != MBP or parsed[2][1] not in REQ_LEVELS:
             return self._frame({**head, "status": "error", "ts": _now_ms(), "err-code": "bad-request",
                                 "err-msg": f"invalid topic {str(topic)[:200]}"})
-        symbol, _, levels = parsed
-        shared = _mbp(self.states[symbol], levels)
+        symbol, _, (_, levels) = parsed
+        shared = _mbp(self._state(symbol), levels)
+        self.requests += 1
+        seq, bids, asks = shared["seq"], shared["bids"], shared["asks"]
+        if self.requests % 2 == 0 and shared["prev"] and self.sent_seq.get((symbol, levels)) == seq:
+            # the book before the incremental this connection was just sent: older than that one, which
+            # has this seqNum as its prevSeqNum
+            seq, (bids, asks) = shared["prev"], shared["before"]
         px = self.fmt_px
         return self._frame({**head, "rep": topic, "status": "ok", "ts": _now_ms(), "data": {
-            "seqNum": shared["seq"],
-            "bids": [[float(px(symbol, p)), float(self.fmt_qty(q))] for p, q in shared["bids"]],
-            "asks": [[float(px(symbol, p)), float(self.fmt_qty(q))] for p, q in shared["asks"]]}})
+            "seqNum": seq,
+            "bids": [[float(px(symbol, p)), float(self.fmt_qty(q))] for p, q in bids],
+            "asks": [[float(px(symbol, p)), float(self.fmt_qty(q))] for p, q in asks]}})
 
     def keepalive(self, now_ms: int) -> list:
         if self.rules.missed_pongs and self.missed_pongs >= 2:
@@ -170,17 +213,6 @@ class Protocol(SimProtocol):
         px = lambda value: float(self.fmt_px(symbol, value))            # noqa: E731
         qty = lambda value: float(self.fmt_qty(value))                  # noqa: E731
         ch = f"market.{symbol}.{channel}"
-        if channel.startswith("mbp."):
-            shared = _mbp(state, int(channel[4:]))
-            bids, asks = shared["changes"]
-            if not bids and not asks:
-                return []
-            tick = {"seqNum": shared["seq"], "prevSeqNum": shared["prev"]}
-            if bids:
-                tick["bids"] = [[px(p), qty(q)] for p, q in bids]
-            if asks:
-                tick["asks"] = [[px(p), qty(q)] for p, q in asks]
-            return [self._frame({"ch": ch, "ts": ts, "tick": tick})]
         if channel == "trade.detail":
             if not state.trades:
                 return []
@@ -223,7 +255,9 @@ class Protocol(SimProtocol):
                 tick.update(bid=float(px(symbol, bids[0][0])), bidSize=float(self.fmt_qty(bids[0][1])))
             tick.update(quoteTime=ts_ms, symbol=symbol)
             return [self._frame({"ch": f"market.{symbol}.bbo", "ts": ts_ms, "tick": tick})]
-        n = self.levels.get(symbol, 5)
+        kind, n = self.depth_kind.get(symbol, (REFRESH, 5))
+        if kind == MBP:
+            return self._incremental(symbol, n, bids, asks, ts_ms)
         book = (tuple(bids[:n]), tuple(asks[:n]))
         if self.last.get((symbol, DEPTH)) != book or symbol not in self.seq_num:
             self.seq_num[symbol] = self.seq_num.get(symbol, 100_020_000_000) + 1
@@ -232,3 +266,23 @@ class Protocol(SimProtocol):
                 "bids": [[float(px(symbol, p)), float(self.fmt_qty(q))] for p, q in bids[:n]],
                 "asks": [[float(px(symbol, p)), float(self.fmt_qty(q))] for p, q in asks[:n]]}
         return [self._frame({"ch": f"market.{symbol}.mbp.refresh.{n}", "ts": ts_ms, "tick": tick})]
+
+    def _incremental(self, symbol: str, levels: int, bids, asks, ts_ms: int) -> list:
+        """This step's ``market.<sym>.mbp.<levels>`` push: the shared book's change, or nothing."""
+        state = self._state(symbol)
+        if symbol not in self.states:                 # this connection's own book: one market step per render
+            state.step += 1
+            state.bids, state.asks, state.ts_ms = list(bids), list(asks), ts_ms
+        shared = _mbp(state, levels)
+        changed_bids, changed_asks = shared["changes"]
+        if not changed_bids and not changed_asks:
+            return []
+        px = lambda value: float(self.fmt_px(symbol, value))            # noqa: E731
+        qty = lambda value: float(self.fmt_qty(value))                  # noqa: E731
+        tick = {"seqNum": shared["seq"], "prevSeqNum": shared["prev"]}
+        if changed_bids:
+            tick["bids"] = [[px(p), qty(q)] for p, q in changed_bids]
+        if changed_asks:
+            tick["asks"] = [[px(p), qty(q)] for p, q in changed_asks]
+        self.sent_seq[(symbol, levels)] = shared["seq"]
+        return [self._frame({"ch": f"market.{symbol}.mbp.{levels}", "ts": state.ts_ms or ts_ms, "tick": tick})]

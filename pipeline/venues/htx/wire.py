@@ -1,17 +1,67 @@
 """HTX (Huobi) spot public market data.
 
 Docs: https://huobiapi.github.io/docs/spot/v1/en/#websocket-market-data (Huobi v1 market
-WebSocket), announcements https://www.huobi.com/support/en-us/detail/900000455606/
-(``mbp.refresh``) and https://www.htx.com/support/900000047626 (incremental ``mbp``).
+WebSocket; the same text is now at https://www.htx.com/en-us/opend/newApiPages/, "Websocket
+Market Data"), announcements https://www.huobi.com/support/en-us/detail/900000455606/
+(``mbp.refresh``), 900001526643 (tick-by-tick ``mbp.5`` on ``/feed``) and 900001078223
+(the ``req`` answer's ``seqNum`` meets the incremental stream).
 
 **Every server frame is a binary WebSocket frame of gzip-compressed JSON**
 (magic ``1f 8b``), pings included. :func:`parse` accepts the gzip bytes and
 also the plain JSON (decompressed) text used by fixtures and the decoder.
 Numbers are JSON numbers, sometimes in exponent form (``9.121E-7``).
 
-Channels (``wss://api.huobi.pro/ws``, native symbol lower-case ``btcusdt``):
+Channels (native symbol lower-case ``btcusdt``):
 
-* ``market.<sym>.bbo`` -- top of book, pushed on change::
+* ``market.<sym>.mbp.5`` -- the depth book we keep: incremental Market By Price
+  ("Market By Price (incremental update)", #market-by-price-incremental-update)::
+
+      {"ch":"market.btcusdt.mbp.5","ts":1573199608679,
+       "tick":{"seqNum":100020146795,"prevSeqNum":100020146794,"asks":[[645.14,26.75597395914065]]}}
+
+  and its snapshot, the answer to ``{"req": "market.<sym>.mbp.5", "id": ..}`` on the same
+  connection (parsed as an :class:`~pipeline.model.AlignedSnapshot`)::
+
+      {"id":"id21","rep":"market.btcusdt.mbp.150","status":"ok",
+       "data":{"seqNum":100020142010,"bids":[[618.37,71.594],...],"asks":[...]}}
+
+  The rules we build it by, as HTX writes them (the book enforces them, :mod:`pipeline.book`,
+  "Alignment"):
+
+  - "Suggested downstream data processing: 1) Subscribe to incremental updates and start to
+    cache them; 2) Request refresh message (with same number of levels), and base on its
+    "seqNum" to align it with the cached incremental message which has the same "prevSeqNum";
+    3) Start to continuously process incremental messages to build up MBP book; 4) The
+    "prevSeqNum" of the current incremental message must be the same with "seqNum" of the
+    previous message, otherwise it implicates message loss which should require another round
+    of refresh message retrieval and alignment" (docs, #market-by-price-incremental-update).
+    Steps 5-7: a new price is inserted, a new size replaces the old, size 0 removes the level;
+    step 8: all levels of one message change at once.
+  - "The 'seqNum' inside refresh message user requested via 'REQ', should match with the
+    'prevSeqNum' inside one of incremental messages user subscribed via 'SUB'. User has to make
+    sure that 'REQ' request and the 'SUB' subscription are coming from same Websocket
+    connection" (announcement 900001078223, effective 2020-06-18).
+  - Levels 5, 20, 150 or 400; "REQ channel supports refreshing message for 5-level, 20-level,
+    and 150-level"; "All trading pairs support 5-level incremental push", 20 levels only a listed
+    few symbols; 5/20 are "tick by tick" (an update whenever that book changes) and a one-sided
+    change carries only that side, while 150/400 are the difference of two snapshots 100 ms apart
+    and send blank sides and blank messages (docs). Hence ``mbp.5`` (:data:`BOOK_LEVELS`): every
+    pair, a ``req`` snapshot, the lowest latency; the book is kept at 5 levels.
+  - "MBP incremental channel & its REQ channel": ``wss://api.huobi.pro/feed`` or
+    ``wss://api-aws.huobi.pro/feed``; ``/ws`` serves the "Websocket Market Feed (excluding MBP
+    incremental channel & its REQ channel)" (docs, "Websocket URL"), so the record's URL is
+    ``/feed``. The ``bbo`` channel is not documented on ``/feed``, so it is not subscribed: ``mbp.5``
+  is tick by tick and its best level is the top of book (the record says ``bbo_channel=False``).
+  - ``req`` rate: "The limitation of single connection is 100 ms" (docs, "Rate Limit");
+    the subscribe frames (the ``req`` among them) are paced 100 ms apart.
+
+  A missing ``bids`` or ``asks`` key means no change on that side; an incremental without
+  ``seqNum`` and ``prevSeqNum`` cannot be chained and is refused. The ``req`` goes out after
+  each symbol's subscriptions (:func:`build_subscribe`) and again whenever the book asks for a
+  snapshot (:func:`build_resubscribe`: after a gap, a snapshot that met no delta, an
+  unanswered request).
+* ``market.<sym>.bbo`` -- top of book, pushed on change (on ``/ws``; not subscribed, see above; parsed, with
+  its short path :func:`top`, for captures and recordings made on ``/ws``)::
 
       {"ch":"market.btcusdt.bbo","ts":1654031600066,"tick":{"seqId":155441231856,
        "ask":31764.09,"askSize":0.794873,"bid":31764.08,"bidSize":4.378544,
@@ -19,41 +69,31 @@ Channels (``wss://api.huobi.pro/ws``, native symbol lower-case ``btcusdt``):
 
   ``ts`` is the push time, ``quoteTime`` the quote time (ms; we use it);
   ``seqId`` is missing on 2020 frames.
-* ``market.<sym>.mbp.refresh.<5|10|20>`` -- a full N-level snapshot every 100 ms::
-
-      {"ch":"market.btcusdt.mbp.refresh.20","ts":1573199608679,
-       "tick":{"seqNum":100020142010,"bids":[[618.37,71.594],...],"asks":[...]}}
-
-  Each push replaces the book: no sequence to lose (``BOOK_LEVELS`` None).
-* Also understood: ``market.<sym>.depth.step<K>`` 150-level snapshots
-  (``tick.version``, ``tick.ts``) and incremental ``market.<sym>.mbp.<N>``
-  deltas chained by ``prevSeqNum`` -> ``seqNum`` where a missing ``bids`` or
-  ``asks`` key means no change on that side; their starting snapshot is the
-  answer to a ``{"req": "market.<sym>.mbp.<N>"}`` request (``rep``). Parsed
-  (captures decode) but not subscribed: the tick-by-tick ``mbp.5`` on
-  ``/feed`` needs that ``req`` on the same connection, buffered deltas
-  replayed from the snapshot's ``seqNum``; until that is built the feed uses
-  the 100 ms ``mbp.refresh`` snapshots, which need no sequence at all.
+* Also understood (captures decode; not subscribed): ``market.<sym>.mbp.refresh.<5|10|20>``
+  full N-level snapshots every 100 ms (``tick.seqNum``), and ``market.<sym>.depth.step<K>``
+  150-level snapshots (``tick.version``, ``tick.ts``).
 
 Each market message is declared once, as a msgspec struct (:class:`Bbo`, :class:`MbpRefresh`,
 :class:`MbpUpdate`, :class:`Depth`, and :class:`MbpSnapshotReply` for the ``req`` answer), decoded
 strictly (a number sent as text is refused) by :class:`~pipeline.venues._common.Message`: a field HTX
 adds is ignored and reported as :class:`~pipeline.model.SchemaDrift`. :func:`parse` picks the
 declaration from the channel name at the head of the frame; pings, acks, errors and every other frame
-go through the orjson control handler :func:`_handle`. :func:`top` reads the same :class:`Bbo`.
+(the ``req`` answer among them) go through the orjson control handler :func:`_handle`. :func:`top`
+reads the same :class:`Bbo`.
 
 Merging: the bbo ``seqId`` and the mbp ``seqNum`` are not documented as one
 id space, so the book merges the two channels by arrival order (the fallback).
 
-Endpoint: ``wss://api.huobi.pro/ws``; boxes hosted on AWS should use
-``wss://api-aws.huobi.pro/ws`` ("preferred by aws customers", lower latency
+Endpoint: ``wss://api.huobi.pro/feed``; boxes hosted on AWS should use
+``wss://api-aws.huobi.pro/feed`` ("preferred by aws customers", lower latency
 from AWS per HTX announcement 900000014146).
 
 Keepalive: the server sends ``{"ping": <ms>}`` every 5 s and closes the
 connection after two unanswered ones; the answer is ``{"pong": <same>}``.
 Subscribe with one ``{"sub": topic, "id": ...}`` frame per topic; acks are
 ``{"id":..,"status":"ok","subbed":topic}``, refusals ``"status":"error"``
-with ``err-code``/``err-msg``.
+with ``err-code``/``err-msg`` (a ``req`` for a pair a level count does not serve:
+``"err-msg":"invalid mbp.150.symbol linkusdt"``, ccxt issue 6748, 2020).
 """
 from __future__ import annotations
 
@@ -64,15 +104,15 @@ from typing import Optional, Union
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SubscribeError
+from pipeline.model import BBO, DEPTH, Ack, AlignedSnapshot, BookUpdate, Ping, Pong, SubscribeError
 from pipeline.venues._common import MAX_FRAME_BYTES, Message, WireMsg, make_parse
 
 NAME = "htx"
-BOOK_LEVELS = None                    # mbp.refresh snapshots replace the book
-DEPTH_CHOICES = (5, 10, 20)
+BOOK_LEVELS = 5                       # market.<sym>.mbp.5: every pair, tick by tick, a req snapshot (module docstring)
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_SYMBOL_IN_TEXT = re.compile(r"market\.([a-z0-9]+)\.")
+# "market.btcusdt.mbp.5", "invalid topic market.btcusdx.bbo"; a req refused for its pair: "invalid mbp.150.symbol x"
+_SYMBOL_IN_TEXT = re.compile(r"market\.([a-z0-9]+)\.|\.symbol ([a-z0-9]+)")
 
 
 def native_symbol(instrument: str) -> str:
@@ -80,26 +120,40 @@ def native_symbol(instrument: str) -> str:
     return f"{base}{quote}".lower()
 
 
-def _depth_levels(depth: int) -> int:
-    return next((n for n in DEPTH_CHOICES if n >= depth), DEPTH_CHOICES[-1])
+def depth_topic(symbol: str) -> str:
+    """The incremental MBP channel of ``symbol``, also the topic its snapshot is requested by."""
+    return f"market.{symbol}.mbp.{BOOK_LEVELS}"
 
 
 def topics(symbol: str, depth: int) -> list[str]:
-    return [f"market.{symbol}.mbp.refresh.{_depth_levels(depth)}", f"market.{symbol}.bbo"]
+    """The channels of ``symbol``: ``mbp.5`` whatever the board's depth; its best level is the top of book."""
+    return [depth_topic(symbol)]
 
 
 def build_url(url: str, symbols: list[str], depth: int) -> str:
     return url
 
 
+def _request(symbol: str) -> str:
+    return orjson.dumps({"req": depth_topic(symbol), "id": f"req.{symbol}"}).decode()
+
+
 def build_subscribe(symbols: list[str], depth: int) -> list[str]:
-    subs = [t for symbol in symbols for t in topics(symbol, depth)]
-    return [orjson.dumps({"sub": topic, "id": f"id{i}"}).decode() for i, topic in enumerate(subs, 1)]
+    """Per symbol: ``sub`` mbp.5, then the ``req`` for the mbp.5 snapshot on the same connection
+    (HTX step 2: the incrementals are cached by then). The session sends these ``subscribe_interval_s`` apart,
+    which keeps ``req`` within HTX's one per 100 ms per connection."""
+    frames = []
+    for symbol in symbols:
+        for topic in topics(symbol, depth):
+            frames.append(orjson.dumps({"sub": topic, "id": f"id{len(frames) + 1}"}).decode())
+        frames.append(_request(symbol))
+    return frames
 
 
 def build_resubscribe(symbol: str, depth: int) -> list[str]:
-    # mbp.refresh pushes are full snapshots: the next one rebuilds the book by itself
-    return []
+    """A fresh snapshot to align with (HTX step 4, "another round of refresh message retrieval and alignment"):
+    the ``req`` alone; the subscription stays and its deltas are cached meanwhile."""
+    return [_request(symbol)]
 
 
 def build_keepalive() -> str | None:
@@ -194,7 +248,10 @@ class MbpRefresh(WireMsg):
 
 class MbpUpdateTick(WireMsg):
     """``tick`` of a ``market.$symbol.mbp.$levels`` push: HTX Spot v1, "Market By Price (incremental
-    update)" (#market-by-price-incremental-update; announcement 900000047626). A missing side is no change."""
+    update)" (#market-by-price-incremental-update; announcement 900000047626). A missing side is no change
+    (5/20 levels send only the side that changed). The docs' table marks every field optional, but an
+    incremental without both ids cannot be chained (step 4), so both are required here. The 150/400-level
+    channels' "blank object" for an unchanged side is not a list: refused (we take ``mbp.5``)."""
 
     seqNum: int
     prevSeqNum: int
@@ -221,7 +278,9 @@ class MbpSnapshotData(WireMsg):
 
 class MbpSnapshotReply(WireMsg):
     """The ``rep`` to an mbp ``req`` (HTX Spot v1, #market-by-price-incremental-update):
-    ``{"id":..,"rep":"market.btcusdt.mbp.150","status":"ok","data":{"seqNum":..,"bids":..,"asks":..}}``."""
+    ``{"id":..,"rep":"market.btcusdt.mbp.150","status":"ok","data":{"seqNum":..,"bids":..,"asks":..}}``
+    (the docs' example has no ``ts``; the server adds one to most answers). ``data.seqNum`` is a number of the
+    incremental stream (announcement 900001078223): parsed as an :class:`~pipeline.model.AlignedSnapshot`."""
 
     rep: str
     data: MbpSnapshotData
@@ -287,8 +346,9 @@ def _mbp_update_events(msg: MbpUpdate) -> list:
 
 
 def _mbp_reply_events(msg: MbpSnapshotReply) -> list:
+    """The ``req`` answer: a snapshot numbered in the incremental stream, to be aligned with it (HTX step 2)."""
     data = msg.data
-    return [BookUpdate(msg.rep.split(".")[1], DEPTH, True, data.bids, data.asks, msg.ts or 0, data.seqNum)]
+    return [AlignedSnapshot(msg.rep.split(".")[1], DEPTH, True, data.bids, data.asks, msg.ts or 0, data.seqNum)]
 
 
 def _depth_events(msg: Depth) -> list:
@@ -447,7 +507,7 @@ parse.__name__ = f"parse_{NAME}"
 
 
 def top(raw) -> tuple | None:
-    """The short path for a ``market.<sym>.bbo`` push (contract in :mod:`pipeline.venues.typed`); None otherwise.
+    """The short path for a ``market.<sym>.bbo`` push (contract in :mod:`pipeline.venues._common`); None otherwise.
 
     Only a frame of exactly the :class:`Bbo` declaration (``Message.exact``: a drifted frame is None here
     and counted by :func:`parse`), read by :func:`_bbo_quote` as :func:`parse` reads it."""
@@ -470,6 +530,6 @@ def top(raw) -> tuple | None:
 
 
 def _symbol_from_text(text: str) -> str:
-    # "market.btcusdt.mbp.refresh.20" / "invalid topic market.btcusdx.bbo"
+    # "market.btcusdt.mbp.5" / "invalid topic market.btcusdx.bbo" / "invalid mbp.150.symbol linkusdt"
     match = _SYMBOL_IN_TEXT.search(text)
-    return match.group(1) if match else ""
+    return (match.group(1) or match.group(2)) if match else ""
