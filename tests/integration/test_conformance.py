@@ -10,8 +10,9 @@ import asyncio
 import pytest
 
 from pipeline.board import RowStatus
+from pipeline.model import Liveness, Ping
 from pipeline.sim.market import price_decimals
-from pipeline.venues import VENUES as ALL_VENUES, load_venue, venues_with
+from pipeline.venues import VENUES as ALL_VENUES, load_protocol, load_venue, venues_with
 from pipeline.feed.transport import TRANSPORTS, available
 from tests.integration import harness
 from tests.integration.harness import FeedHarness
@@ -31,8 +32,9 @@ def run_on(request, monkeypatch):
 
 VENUES = list(ALL_VENUES)
 # venues whose depth channel is a stream of deltas with a continuity check (a lost frame is a gap);
-# binance depth5 and htx mbp.refresh.5 are full snapshots every push: a lost frame loses nothing
+# where every depth push is a full snapshot a lost frame loses nothing
 DELTA_VENUES = list(venues_with(lambda v: v.depth_is_delta))
+CHECKSUM_VENUES = list(venues_with(lambda v: v.checksum is not None))
 
 
 def run(coro):
@@ -96,15 +98,16 @@ def test_gap_is_detected_and_the_book_rebuilt(venue):
     run(scenario())
 
 
-def test_kraken_checksum_mismatch_is_detected():
+@pytest.mark.parametrize("venue", CHECKSUM_VENUES)
+def test_checksum_mismatch_is_detected(venue):
     async def scenario():
-        async with FeedHarness("kraken") as h:
+        async with FeedHarness(venue) as h:
             await h.all_live()
-            symbol = h.symbols["BTC/USD"]
-            h.server.faults.corrupt_checksum_next.add(symbol)
+            instrument = h.instruments[0]
+            h.server.faults.corrupt_checksum_next.add(h.symbols[instrument])
             await h.until(lambda: h.stat("checksum_failures") >= 1, 10, "checksum failure")
             await h.all_live()
-            assert h.row("BTC/USD")["checksum_failures"] >= 1
+            assert h.row(instrument)["checksum_failures"] >= 1
             await settled_books_match(h)
     run(scenario())
 
@@ -137,33 +140,38 @@ def test_silence_is_flagged_stale(venue):
 
 @pytest.mark.parametrize("venue", VENUES)
 def test_keepalive_is_sent_on_time(venue):
-    module = load_venue(venue)
+    record = load_venue(venue)
+
+    def text(frame) -> str:
+        return frame.decode() if isinstance(frame, bytes) else frame
 
     async def scenario():
         async with FeedHarness(venue, keepalive_s=0.2) as h:
-            h.server.keepalive_s = 0.2                      # server-driven keepalives (HTX pings) every 0.2 s
+            h.server.keepalive_s = 0.2                      # the server's own keepalive (pings, heartbeats) every 0.2 s
             await h.all_live()
+            sent = []                                       # what the server's keepalive timer sent the feed
+            for protocol in h.server.connections.values():
+                def recorded(now_ms, own=protocol.keepalive):
+                    frames = own(now_ms)
+                    sent.extend(frames)
+                    return frames
+                protocol.keepalive = recorded
             start = len(h.server.received)
-            if venue == "binance":
-                # Binance pings with WebSocket control frames; the feed must answer each in time
-                for websocket in list(h.server.connections):
-                    pong = await websocket.ping()
-                    await asyncio.wait_for(pong, 1.0)
+            # WebSocket control-frame pings (Binance's only keepalive): the feed must answer each in time
+            for websocket in list(h.server.connections):
+                pong = await websocket.ping()
+                await asyncio.wait_for(pong, 1.0)
             await asyncio.sleep(1.1)
-            frames = [f for _, f in h.server.received[start:]]
-            if module.keepalive_interval_s:
-                assert sum(_is_keepalive(venue, f) for f in frames) >= 3, frames[:5]
-            elif venue == "htx":
-                pongs = [f for f in frames if b'"pong"' in (f.encode() if isinstance(f, str) else f)]
-                assert len(pongs) >= 3, frames[:5]
-            elif venue == "coinbase":
-                assert any(b"heartbeats" in (f.encode() if isinstance(f, str) else f) for _, f in h.server.received)
+            frames = [text(f) for _, f in h.server.received[start:]]
+            if record.keepalive_interval_s:                 # the client's own keepalive, every keepalive_s
+                assert sum(f == text(record.build_keepalive()) for f in frames) >= 3, frames[:5]
+            events = [e for frame in sent for e in record.parse(frame, 0)]
+            pings = [e.token for e in events if isinstance(e, Ping)]
+            if pings:                                       # the server pings (HTX): each answered with its pong
+                assert sum(text(record.build_pong(token)) in frames for token in pings) >= 3, (pings, frames[:5])
+            elif not record.keepalive_interval_s and load_protocol(venue).KEEPALIVE_INTERVAL_S:
+                # no keepalive of its own and a server that sends heartbeats: the feed subscribed to them (Coinbase)
+                assert any(isinstance(e, Liveness) for e in events), sent[:5]
             assert h.status(h.instruments[0]) == RowStatus.LIVE
             assert h.stat("reconnects") == 0
     run(scenario())
-
-
-def _is_keepalive(venue: str, frame) -> bool:
-    text = frame.decode() if isinstance(frame, bytes) else frame
-    return {"bybit": '"op":"ping"' in text, "okx": text == "ping",
-            "kraken": '"method":"ping"' in text}.get(venue, False)

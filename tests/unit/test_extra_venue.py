@@ -18,7 +18,8 @@ from pipeline.venues import BUILT_IN, _extra
 from tests.conftest import REPO, run_cli
 
 SUITES = ["tests/unit/test_venue_shape.py", "tests/unit/test_sim_protocols.py", "tests/unit/test_loadgen.py",
-          "tests/property/test_sim_fuzz.py", "tests/integration/test_conformance.py"]
+          "tests/property/test_sim_fuzz.py", "tests/property/test_top_path_properties.py",
+          "tests/integration/test_conformance.py"]
 
 
 @pytest.mark.integration

@@ -1,6 +1,7 @@
 """Binance parser against real messages (tests/fixtures/binance)."""
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -10,6 +11,8 @@ from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SchemaDrift, SubscribeError
 from pipeline.venues import load_venue
 from pipeline.venues.binance import wire as binance
+from tests.property import test_sim_fuzz as fuzz
+from tests.unit import test_sim_protocols as sim
 from tests.conftest import fixture_lines
 
 VENUE = load_venue("binance")
@@ -130,3 +133,92 @@ def test_late_depth_never_overrides_a_newer_book_ticker(parse):
     assert book.state == RowStatus.LIVE
     assert book.apply(depth(105, "99.95")) is Outcome.CHANGED     # a newer depth wins again
     assert book.compose()[0] == [(99.95, 1.0), (99.0, 2.0)]
+
+
+# ---------------------------------------------------------------- the simulator's Binance (sim-fidelity M1-M8)
+def test_the_record_says_frames_carry_no_time_and_an_unknown_symbol_is_not_refused():
+    assert VENUE.exchange_time is False and VENUE.refuses_unknown_symbols is False
+
+
+def test_sim_acks_a_stream_of_an_unknown_symbol_once_and_stays_silent():
+    proto = sim.setup("binance")[1]
+    proto.on_connect()
+    unknown = VENUE.native_symbol(sim.UNKNOWN)
+    events = [e for frame in VENUE.build_subscribe([unknown], sim.SHOWN)
+              for e in sim.parse_all(VENUE, proto.on_message(frame))]
+    assert events == [Ack()] and not proto.subscriptions
+
+
+def test_binance_unknown_streams_get_the_error_object_and_change_nothing():
+    _, proto, _, state = sim.served("binance")
+    for stream in ("ethusdt@kline_1m", "ethusdt@depth7", "ethusdt@avgPrice", "ETHUSDT@trade", 7):
+        reply = orjson.loads(proto.on_message(orjson.dumps({"method": "SUBSCRIBE", "params": [stream], "id": 9}))[0])
+        assert reply["id"] == 9 and reply["error"]["code"] == 2 and "Invalid request" in reply["error"]["msg"]
+    assert not proto.subscriptions and sim.step(proto, state, 1, sim.T0) == []
+    bad = orjson.loads(proto.on_message('{"method":"SUBSCRIBE","params":["ethusdt@trade","ethusdt@x"],"id":3}')[0])
+    assert "error" in bad and not proto.subscriptions          # one bad name refuses the whole request
+
+
+def test_binance_each_stream_is_answered_under_its_own_name_with_its_own_payload():
+    _, proto, symbol, state = sim.served("binance")
+    streams = ["ethusdt@trade", "ethusdt@aggTrade", "ethusdt@ticker", "ethusdt@miniTicker", "ethusdt@depth@100ms"]
+    assert orjson.loads(proto.on_message(orjson.dumps({"method": "SUBSCRIBE", "params": streams, "id": 1}))[0]) \
+        == {"result": None, "id": 1}
+    listed = orjson.loads(proto.on_message('{"method":"LIST_SUBSCRIPTIONS","id":2}')[0])["result"]
+    assert listed == streams
+    frames = sim.step(proto, state, 1, sim.T0) + sim.step(proto, state, 2, sim.T0 + 20)
+    events = {f["stream"]: f["data"]["e"] for f in frames}
+    assert events == {"ethusdt@trade": "trade", "ethusdt@aggTrade": "aggTrade", "ethusdt@ticker": "24hrTicker",
+                      "ethusdt@miniTicker": "24hrMiniTicker", "ethusdt@depth@100ms": "depthUpdate"}
+    diffs = [f["data"] for f in frames if f["stream"] == "ethusdt@depth@100ms"]
+    assert diffs[1]["U"] == diffs[0]["u"] + 1 and "pu" not in diffs[1] and diffs[1]["s"] == symbol
+    ticker = next(f["data"] for f in frames if f["stream"] == "ethusdt@ticker")
+    assert float(ticker["l"]) <= float(ticker["c"]) <= float(ticker["h"]) and ticker["b"] == "3200.01000000"
+    trade = next(f["data"] for f in frames if f["stream"] == "ethusdt@trade")
+    assert float(trade["p"]) in (3200.01, 3200.11)                     # at the top of step 1's book
+
+
+def test_binance_rest_snapshot_lines_up_with_the_diff_stream():
+    from pipeline.venues.binance.sim import Protocol
+    _, proto, symbol, state = sim.served("binance")
+    proto.on_message('{"method":"SUBSCRIBE","params":["ethusdt@depth@100ms"],"id":1}')
+    sim.step(proto, state, 1, sim.T0)
+    status, snapshot = Protocol.render_rest("/api/v3/depth", {"symbol": symbol, "limit": "5"}, proto.states, {})
+    assert status == 200 and len(snapshot["bids"]) == 5 and snapshot["lastUpdateId"] == state.book_id
+    update = sim.step(proto, state, 2, sim.T0 + 20)[0]["data"]
+    assert update["U"] == snapshot["lastUpdateId"] + 1
+    assert Protocol.render_rest("/api/v3/depth", {"symbol": "NOPE"}, proto.states, {})[0] == 400
+    assert Protocol.render_rest("/api/v3/klines", {}, proto.states, {})[0] == 404
+
+
+def test_binance_url_streams_and_the_raw_endpoint():
+    _, raw, _, state = sim.served("binance", "/ws/ethusdt@bookTicker")
+    raw.on_connect()
+    frame = sim.step(raw, state, 1, sim.T0)[0]
+    assert set(frame) == {"u", "s", "b", "B", "a", "A"}                # bare payload on /ws
+    assert orjson.loads(raw.on_message('{"method":"SET_PROPERTY","params":["combined",true],"id":5}')[0]) \
+        == {"result": None, "id": 5}
+    assert sim.step(raw, state, 2, sim.T0 + 20)[0]["stream"] == "ethusdt@bookTicker"
+    _, combined, _, state = sim.served("binance", "/stream?streams=ethusdt@bookTicker/ethusdt@kline_1m/ethusdt@trade")
+    combined.on_connect()
+    assert [c for _, c in combined.subscriptions] == [BBO, "trade"]      # the unknown stream is left out
+    assert {f["stream"] for f in sim.step(combined, state, 1, sim.T0)} == {"ethusdt@bookTicker", "ethusdt@trade"}
+
+
+# ---------------------------------------------------------------- fuzzing the simulator with Binance's request shapes
+def _fuzz_requests():
+    lower = fuzz.native("binance").lower()
+    name = fuzz.names([f"{lower}@{k}" for k in ("bookTicker", "depth5@100ms", "depth20", "depth", "depth@100ms",
+                                                "depth@1000ms", "ticker", "miniTicker", "trade", "aggTrade",
+                                                "kline_1m", "depth7", "avgPrice", "")] + ["BTCUSDT@trade", "@trade"])
+    anything = fuzz.json_values
+    return fuzz.shaped(st.fixed_dictionaries({"method": st.one_of(st.sampled_from(
+        ["SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY", "PING"]), anything),
+        "params": st.one_of(st.lists(name, max_size=4), st.lists(st.sampled_from(["combined", True, False, 1]),
+                                                                  max_size=3), anything),
+        "id": anything}))
+
+
+test_sim_never_raises_on_binance_requests = fuzz.fuzz("binance", _fuzz_requests(), [
+    "/ws", "/ws/btcusdt@trade", "/stream?streams=btcusdt@trade/btcusdt@kline_1m",
+    "/ws/btcusdt@nonsense/btcusdt@depth@100ms"])

@@ -1,6 +1,7 @@
 """Bybit v5 parser against real messages (tests/fixtures/bybit)."""
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -8,7 +9,9 @@ from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SchemaDrift, SubscribeError
 from pipeline.venues.bybit import wire as bybit
-from pipeline.venues import load_venue
+from pipeline.venues import load_protocol, load_venue
+from tests.property import test_sim_fuzz as fuzz
+from tests.unit import test_sim_protocols as sim
 from tests.conftest import FIXTURES, fixture_lines
 
 
@@ -238,3 +241,36 @@ def test_top_on_the_real_top_of_book_frames():
     assert top(lines[2].replace('"u":24042997', '"u":1')) is None   # a restart
     assert top(fixture_lines("bybit", "depth.jsonl")[1]) is None    # orderbook.50, one level a side
     assert top(memoryview(lines[0].encode())) is None               # not a type the transports hand over
+
+
+# ---------------------------------------------------------------- the simulator's Bybit (sim-fidelity M1-M8)
+def test_bybit_topics_requested_depths_req_id_and_conn_id():
+    _, proto, symbol, state = sim.served("bybit")
+    reply = orjson.loads(proto.on_message(orjson.dumps({"op": "subscribe", "req_id": "r1", "args": [
+        f"orderbook.200.{symbol}", f"tickers.{symbol}", f"publicTrade.{symbol}"]}))[0])
+    assert reply["success"] is True and reply["req_id"] == "r1"
+    frames = sim.step(proto, state, 1, sim.T0)
+    assert {f["topic"] for f in frames} == {f"orderbook.200.{symbol}", f"tickers.{symbol}", f"publicTrade.{symbol}"}
+    ticker = next(f for f in frames if f["topic"].startswith("tickers"))["data"]
+    assert {"lastPrice", "highPrice24h", "lowPrice24h", "prevPrice24h", "volume24h", "turnover24h",
+            "price24hPcnt"} <= set(ticker) and "bid1Price" not in ticker       # spot tickers carry no bid/ask
+    bad = orjson.loads(proto.on_message(orjson.dumps({"op": "subscribe", "args": [f"orderbook.7.{symbol}"]}))[0])
+    assert bad["success"] is False and "orderbook.7" in bad["ret_msg"]
+    pong = orjson.loads(proto.on_message('{"op":"ping","req_id":"p1"}')[0])
+    assert (pong["ret_msg"], pong["req_id"]) == ("pong", "p1")
+    assert load_protocol("bybit")({}).conn_id != proto.conn_id
+
+
+# ---------------------------------------------------------------- fuzzing the simulator with Bybit's request shapes
+def _fuzz_requests():
+    sym = fuzz.native("bybit")
+    name = fuzz.names([f"{k}.{sym}" for k in ("orderbook.1", "orderbook.50", "orderbook.200", "orderbook.1000",
+                                              "orderbook.7", "tickers", "publicTrade", "kline.1")] + ["orderbook", ""])
+    anything = fuzz.json_values
+    return fuzz.shaped(st.fixed_dictionaries({"op": st.one_of(st.sampled_from(["subscribe", "unsubscribe", "ping"]),
+                                                              anything),
+                                              "args": st.one_of(st.lists(name, max_size=11), anything),
+                                              "req_id": anything}))
+
+
+test_sim_never_raises_on_bybit_requests = fuzz.fuzz("bybit", _fuzz_requests())

@@ -19,6 +19,8 @@ from pipeline.venues._common import rfc3339_ms
 from pipeline.venues.coinbase import wire as coinbase
 from pipeline.venues.coinbase import VENUE as COINBASE_VENUE
 from pipeline.venues import load_venue
+from tests.property import test_sim_fuzz as fuzz
+from tests.unit import test_sim_protocols as sim
 from tests.conftest import FIXTURES as SHARED, fixture_lines
 
 
@@ -380,3 +382,52 @@ def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
         parse(raw[:at] + insert + raw[at + cut:], 0)
     except ParseError:
         pass
+
+
+# ---------------------------------------------------------------- the simulator's Coinbase (sim-fidelity M1-M8)
+def test_the_record_says_there_is_no_top_of_book_channel_and_the_sim_serves_level2_only():
+    assert COINBASE_VENUE.bbo_channel is False and COINBASE_VENUE.top is None
+    venue, proto, symbol = sim.setup("coinbase")
+    sim.subscribe(venue, proto, symbol, sim.Sequence())
+    assert list(proto.subscriptions) == [(symbol, DEPTH)]
+
+
+def test_coinbase_heartbeats_and_sequence():
+    venue, proto, symbol = sim.setup("coinbase")
+    seq = sim.Sequence()
+    assert proto.keepalive(sim.T0) == []                 # heartbeats not subscribed
+    sim.subscribe(venue, proto, symbol, seq)
+    acks = seq.strip(sim.parse_all(venue, proto.on_message(venue.build_subscribe([symbol], sim.SHOWN)[1])))
+    assert Ack("", "heartbeats") in acks                 # the whole subscription set, again
+    for _ in range(3):
+        assert seq.strip(sim.parse_all(venue, proto.keepalive(sim.T0))) == [Liveness(None)]
+    assert seq.last == 5                                 # 2 subscriptions + 1 again + 3 heartbeats, from 0
+
+
+def test_coinbase_market_trades_ticker_statistics_and_refused_channels():
+    venue, proto, symbol, state = sim.served("coinbase")
+    proto.on_message(orjson.dumps({"type": "subscribe", "channel": "market_trades", "product_ids": [symbol]}))
+    proto.on_message(orjson.dumps({"type": "subscribe", "channel": "ticker", "product_ids": [symbol]}))
+    frames = sim.step(proto, state, 1, sim.T0)
+    trades = next(f for f in frames if f["channel"] == "market_trades")["events"][0]
+    assert trades["type"] == "snapshot" and trades["trades"][0]["side"] in ("BUY", "SELL")
+    ticker = next(f for f in frames if f["channel"] == "ticker")["events"][0]["tickers"][0]
+    assert {"volume_24_h", "low_24_h", "high_24_h", "low_52_w", "high_52_w", "price_percent_chg_24_h"} <= set(ticker)
+    assert [f["sequence_num"] for f in frames] == sorted(f["sequence_num"] for f in frames)
+    for channel in ("candles", "status", "ticker_batch", "level3"):
+        refused = orjson.loads(proto.on_message(orjson.dumps({"type": "subscribe", "channel": channel,
+                                                              "product_ids": [symbol]}))[0])
+        assert refused["type"] == "error" and refused["message"] == "Failed to subscribe"
+
+
+# ---------------------------------------------------------------- fuzzing the simulator with Coinbase's request shapes
+def _fuzz_requests():
+    name = fuzz.names(["ticker", "level2", "heartbeats", "market_trades", "candles", "status", "ticker_batch", ""])
+    anything = fuzz.json_values
+    return fuzz.shaped(st.fixed_dictionaries({
+        "type": st.one_of(st.sampled_from(["subscribe", "unsubscribe"]), anything),
+        "channel": name,
+        "product_ids": st.one_of(st.lists(fuzz.symbols("coinbase"), max_size=3), anything)}))
+
+
+test_sim_never_raises_on_coinbase_requests = fuzz.fuzz("coinbase", _fuzz_requests())

@@ -18,15 +18,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.book import InstrumentBook, Outcome
-from pipeline.model import AlignedSnapshot
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Ping, Pong, SchemaDrift, SubscribeError
-from pipeline.venues._common import WireMsg
-from pipeline.venues.htx import wire as htx
-from pipeline.venues.htx import VENUE as HTX_VENUE
+from pipeline.model import BBO, DEPTH, Ack, AlignedSnapshot, BookUpdate, Ping, Pong, SchemaDrift, SubscribeError
 from pipeline.venues import load_venue
-from tests.conftest import top_from_parse
-from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
+from pipeline.venues._common import WireMsg
+from pipeline.venues.htx import VENUE as HTX_VENUE
+from pipeline.venues.htx import wire as htx
+from tests.conftest import FIXTURES as SHARED
+from tests.conftest import fixture_lines, single_book_update, top_from_parse
+from tests.property import test_sim_fuzz as fuzz
+from tests.unit import test_sim_protocols as sim
 
 
 FIXTURES = SHARED / "htx"
@@ -370,3 +371,67 @@ def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
     except ParseError:
         events = None
     assert venue.top(frame) == (None if events is None else top_from_parse(venue.parse)(frame))
+
+
+# ---------------------------------------------------------------- the simulator's HTX
+def test_htx_ping_pong_round_trip():
+    venue, proto, _ = sim.setup("htx")
+    frames = proto.keepalive(sim.T0)
+    assert proto.KEEPALIVE_INTERVAL_S == 5 and gzip.decompress(frames[0]) == b'{"ping":%d}' % sim.T0
+    assert sim.parse_all(venue, frames) == [Ping(token=sim.T0)]
+    assert proto.missed_pongs == 1
+    assert proto.on_message(venue.build_pong(sim.T0)) == []
+    assert proto.missed_pongs == 0
+    assert sim.parse_all(venue, proto.on_message('{"ping":"x"}'))[0].message.startswith("bad-request: invalid ping")
+
+
+def test_htx_detail_ticker_trades_step0_and_incremental_mbp_with_req():
+    _, proto, symbol, state = sim.served("htx")
+    for topic in ("detail", "ticker", "trade.detail", "depth.step0", "mbp.150"):
+        reply = orjson.loads(gzip.decompress(proto.on_message(orjson.dumps({"sub": f"market.{symbol}.{topic}",
+                                                                             "id": topic}))[0]))
+        assert reply["status"] == "ok", reply
+    first = sim.step(proto, state, 1, sim.T0)
+    snapshot = orjson.loads(gzip.decompress(proto.on_message(orjson.dumps({"req": f"market.{symbol}.mbp.150",
+                                                                            "id": "r"}))[0]))
+    assert snapshot["status"] == "ok" and snapshot["rep"] == f"market.{symbol}.mbp.150"
+    assert {f["ch"].split(".", 2)[2] for f in first} == {"detail", "ticker", "trade.detail", "depth.step0", "mbp.150"}
+    nxt = [f for f in sim.step(proto, state, 2, sim.T0 + 20) if f["ch"].endswith("mbp.150")][0]
+    assert nxt["tick"]["prevSeqNum"] == snapshot["data"]["seqNum"] < nxt["tick"]["seqNum"]
+    bad = orjson.loads(gzip.decompress(proto.on_message(orjson.dumps({"sub": f"market.{symbol}.depth.step3"}))[0]))
+    assert bad["err-code"] == "bad-request"
+
+
+def test_htx_closes_after_two_missed_pongs_only_when_the_rule_is_on():
+    from pipeline.sim.protocol import Rules
+    _, proto, _ = sim.setup("htx")
+    for _ in range(4):
+        proto.keepalive(sim.T0)
+    assert proto.close_reason(0.0) is None                  # rule off: only counted
+    proto.rules = Rules(missed_pongs=True)
+    _, strict, _ = sim.setup("htx")
+    strict.rules = Rules(missed_pongs=True)
+    assert strict.keepalive(sim.T0) and strict.keepalive(sim.T0)   # two pings go out unanswered
+    assert strict.keepalive(sim.T0) == [] and strict.close_reason(0.0) == (1003, "ping check expired")
+    _, polite, _ = sim.setup("htx")
+    polite.rules = Rules(missed_pongs=True)
+    for _ in range(5):
+        polite.keepalive(sim.T0)
+        polite.on_message('{"pong": 1}')
+    assert polite.close_reason(0.0) is None
+
+
+# ---------------------------------------------------------------- fuzzing the simulator with HTX's request shapes
+def _fuzz_requests():
+    lower = fuzz.native("htx").lower()
+    name = fuzz.names([f"market.{lower}.{k}" for k in ("bbo", "mbp.refresh.5", "mbp.refresh.7", "detail", "ticker",
+                                                  "trade.detail", "depth.step0", "depth.step3", "mbp.5", "mbp.150",
+                                                  "mbp.151", "kline.1min")] + ["market", "market..bbo"])
+    anything = fuzz.json_values
+    return fuzz.shaped(st.one_of(st.sampled_from(["sub", "unsub", "req"]).flatmap(
+                                lambda kind: st.fixed_dictionaries({kind: name, "id": anything})),
+                            st.sampled_from(["ping", "pong"]).flatmap(
+                                lambda kind: st.fixed_dictionaries({kind: anything}))))
+
+
+test_sim_never_raises_on_htx_requests = fuzz.fuzz("htx", _fuzz_requests())

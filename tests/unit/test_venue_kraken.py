@@ -19,6 +19,9 @@ from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Livenes
                             SubscribeError, TradingStatus)
 from pipeline.venues.kraken import wire as kraken
 from pipeline.venues.kraken import VENUE as KRAKEN_VENUE
+from tests.integration import test_quirks as quirks
+from tests.property import test_sim_fuzz as fuzz
+from tests.unit import test_sim_protocols as sim
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
 FIXTURES = SHARED / "kraken"
@@ -516,3 +519,105 @@ def test_precision_inferred_from_captured_snapshots():
     assert kraken.infer_precision(btc.bids_text, btc.asks_text) == (1, 8)      # 5.1e-05 shows 6, others 8
     matic = one(lines("book.jsonl")[0])
     assert kraken.infer_precision(matic.bids_text, matic.asks_text) == (4, 8)
+
+
+# ---------------------------------------------------------------- the simulator's Kraken (sim-fidelity M1-M8)
+def test_kraken_sim_says_online_on_connect_and_gives_the_pair_spec_on_subscribe():
+    venue, proto, symbol = sim.setup("kraken")
+    assert sim.parse_all(venue, proto.on_connect()) == [TradingStatus(None, True, "online")]
+    venue, proto, symbol = sim.setup("kraken")
+    assert sim.subscribe(venue, proto, symbol, sim.Sequence()) == [InstrumentSpec(symbol, sim.DECIMALS, 8, "online")]
+
+
+def test_kraken_status_ping_heartbeat_and_checksum_text():
+    venue, proto, symbol = sim.setup("kraken")
+    status = orjson.loads(proto.on_connect()[0])
+    assert status["channel"] == "status" and status["data"][0]["connection_id"] > 2 ** 63
+    pong = proto.on_message('{"method":"ping","req_id":101}')
+    assert venue.parse(pong[0], 0) == [Pong()] and orjson.loads(pong[0])["req_id"] == 101
+    assert venue.parse(proto.on_message(venue.build_keepalive())[0], 0) == [Pong()]
+    assert proto.keepalive(sim.T0) == []                 # not subscribed: no heartbeat
+    for frame in venue.build_subscribe([symbol], sim.SHOWN):
+        proto.on_message(frame)
+    assert proto.keepalive(sim.T0) == []                 # the acks were sent in the last second
+    assert sim.parse_all(venue, proto.keepalive(sim.T0)) == [Liveness(None)]
+    frame = proto.render(symbol, DEPTH, [(3200.1, 0.5)], [(3200.2, 1.25)], sim.T0)[0]
+    assert '{"price":3200.10,"qty":0.50000000}' in frame and '"timestamp":"2026-09-21T' in frame
+    update = venue.parse(frame, 0)[0]
+    assert update.checksum == venue.checksum(update.bids_text, update.asks_text, sim.DECIMALS, 8)
+    assert proto.keepalive(sim.T0) == []                 # book data went out: no heartbeat
+
+
+def test_kraken_trade_statistics_and_event_trigger():
+    _, proto, symbol, state = sim.served("kraken")
+    proto.on_connect()
+    ack = orjson.loads(proto.on_message(orjson.dumps({"method": "subscribe", "params": {
+        "channel": "ticker", "symbol": [symbol]}}))[0])
+    assert ack["result"]["event_trigger"] == "trades"
+    proto.on_message(orjson.dumps({"method": "subscribe", "params": {"channel": "trade", "symbol": [symbol]}}))
+    frames = sim.step(proto, state, 1, sim.T0)
+    ticker = next(f for f in frames if f["channel"] == "ticker")["data"][0]
+    assert {"volume", "vwap", "low", "high", "change", "change_pct"} <= set(ticker)
+    assert next(f for f in frames if f["channel"] == "trade")["type"] == "snapshot"
+    state.tape.trade_chance = 0.0                            # no trades: a trades-triggered ticker stays quiet
+    assert [f for f in sim.step(proto, state, 2, sim.T0 + 20) if f["channel"] == "ticker"] == []
+    refused = orjson.loads(proto.on_message(orjson.dumps({"method": "subscribe", "params": {
+        "channel": "ohlc", "symbol": [symbol]}}))[0])
+    assert refused["success"] is False and "ohlc" in refused["error"]
+
+
+# ---------------------------------------------------------------- Kraken's status words over a socket (W3)
+@pytest.mark.integration
+def test_kraken_says_online_on_connect_gives_pair_specs_and_halts_every_book_until_online():
+    async def scenario():
+        async with quirks.Venue("kraken") as v:
+            await v.all_live()
+            assert v.events[0] == TradingStatus(None, True, "online")       # sent on connect
+            specs = [e for e in v.events if isinstance(e, InstrumentSpec)]
+            assert {(s.symbol, s.qty_precision, s.status) for s in specs} == {
+                (symbol, 8, "online") for symbol in v.symbols.values()}
+            for system in ("maintenance", "cancel_only"):
+                await v.server.announce_status(system)
+                await quirks.until(lambda: TradingStatus(None, False, system) in v.events, 5, system)
+                await quirks.until(lambda: all(v.state(i) == RowStatus.HALTED for i in v.instruments), 5, "halted")
+                assert all(b.halted == f"venue {system}" for b in v.books.values())
+            await v.server.announce_status("online")
+            await v.all_live()
+    quirks.run(scenario())
+
+
+@pytest.mark.integration
+def test_kraken_pair_status_and_precision_change():
+    async def scenario():
+        async with quirks.Venue("kraken") as v:
+            await v.all_live()
+            halted, other = v.instruments
+            await v.server.announce_pair(v.symbols[halted], "cancel_only")
+            await quirks.until(lambda: v.state(halted) == RowStatus.HALTED, 5, "the pair halted")
+            assert v.state(other) == RowStatus.LIVE
+            await v.server.announce_pair(v.symbols[halted], "online")
+            await v.all_live()
+            book = v.books[v.symbols[other]]
+            dp = book.precision[0]
+            await v.server.announce_pair(v.symbols[other], "online", price_precision=dp + 1)
+            await quirks.until(lambda: book.precision == (dp + 1, 8), 5, "the new precision")
+            await v.all_live()                           # resubscribed, rebuilt, checksums at the new precision
+            assert book.checksum_failures == 0
+            await v.settled_tops_match()
+    quirks.run(scenario())
+
+
+# ---------------------------------------------------------------- fuzzing the simulator with Kraken's request shapes
+def _fuzz_requests():
+    name = fuzz.names(["ticker", "book", "trade", "instrument", "ohlc", "level3", ""])
+    symbol, anything = fuzz.symbols("kraken"), fuzz.json_values
+    return fuzz.shaped(st.fixed_dictionaries({
+        "method": st.one_of(st.sampled_from(["subscribe", "unsubscribe", "ping"]), anything),
+        "params": st.one_of(st.fixed_dictionaries(
+            {"channel": name, "symbol": st.one_of(st.lists(symbol, max_size=3), anything),
+             "depth": st.one_of(st.sampled_from([10, 25, 7]), anything),
+             "event_trigger": st.one_of(st.sampled_from(["bbo", "trades"]), anything)}), anything),
+        "req_id": anything}))
+
+
+test_sim_never_raises_on_kraken_requests = fuzz.fuzz("kraken", _fuzz_requests())

@@ -20,6 +20,8 @@ from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, ChannelNotPermitted, Lo
 from pipeline.venues.okx import wire as okx
 from pipeline.venues.okx import VENUE as OKX_VENUE
 from pipeline.venues import load_venue
+from tests.property import test_sim_fuzz as fuzz
+from tests.unit import test_sim_protocols as sim
 from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
 
@@ -537,3 +539,90 @@ def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
     except ParseError:
         events = None
     assert top(mutated) == (None if events is None else _bbo_of(events))
+
+
+# ---------------------------------------------------------------- the simulator's OKX (sim-fidelity M1-M8)
+def test_okx_text_ping_pong():
+    venue, proto, _ = sim.setup("okx")
+    assert proto.on_message(venue.build_keepalive()) == ["pong"]
+    assert venue.parse("pong", 0) == [Pong()]
+
+
+def test_okx_books_chain_and_keepalive_update():
+    venue, proto, symbol = sim.setup("okx")
+    proto.on_message(venue.build_subscribe([symbol], sim.SHOWN)[0])
+    bids, asks = [(3200.0, 1.0), (3199.5, 2.0)], [(3200.5, 1.5)]
+    snap = orjson.loads(proto.render(symbol, DEPTH, bids, asks, sim.T0)[0])
+    same = orjson.loads(proto.render(symbol, DEPTH, bids, asks, sim.T0 + 100)[0])
+    moved = orjson.loads(proto.render(symbol, DEPTH, bids[:1], asks, sim.T0 + 200)[0])
+    assert snap["action"] == "snapshot" and snap["data"][0]["prevSeqId"] == -1
+    assert snap["data"][0]["bids"][0][:3] == ["3200", "1", "0"] and snap["data"][0]["checksum"] == 0
+    keep = same["data"][0]
+    assert (same["action"], keep["asks"], keep["bids"]) == ("update", [], [])
+    assert keep["prevSeqId"] == keep["seqId"] == snap["data"][0]["seqId"]
+    assert moved["data"][0]["prevSeqId"] == snap["data"][0]["seqId"] < moved["data"][0]["seqId"]
+    assert moved["data"][0]["bids"] == [["3199.5", "0", "0", "0"]]
+
+
+def test_okx_sim_confirms_an_unchanged_book_with_a_keep_alive_the_book_calls_unchanged():
+    venue, proto, symbol = sim.setup("okx")
+    for frame in venue.build_subscribe([symbol], sim.SHOWN):
+        proto.on_message(frame)
+    book = InstrumentBook(symbol, depth=sim.SHOWN, keep_levels=venue.book_levels)
+    bids, asks = [(3200.0, 1.0), (3199.5, 2.0)], [(3200.5, 1.5), (3201.0, 1.0)]
+    for ts, outcome in ((sim.T0, Outcome.CHANGED), (sim.T0 + 100, Outcome.UNCHANGED)):   # the same book again
+        frames = [f for key in list(proto.subscriptions) if key[1] == DEPTH for f in proto.render(*key, bids, asks, ts)]
+        assert [book.apply(e) for f in frames for e in venue.parse(f, 0)] == [outcome]
+
+
+def test_okx_tickers_books5_and_trades():
+    _, proto, symbol, state = sim.served("okx")
+    args = [{"channel": c, "instId": symbol} for c in ("tickers", "books5", "trades")]
+    replies = [orjson.loads(r) for r in proto.on_message(orjson.dumps({"op": "subscribe", "args": args}))]
+    assert [r["event"] for r in replies] == ["subscribe"] * 3
+    frames = sim.step(proto, state, 1, sim.T0)
+    by_channel = {f["arg"]["channel"]: f["data"][0] for f in frames}
+    assert set(by_channel) == {"tickers", "books5", "trades"}
+    assert len(by_channel["books5"]["bids"]) == 5 and "prevSeqId" not in by_channel["books5"]
+    assert by_channel["tickers"]["bidPx"] == "3200.01" and {"open24h", "high24h", "low24h", "vol24h"} <= set(
+        by_channel["tickers"])
+    assert by_channel["trades"]["side"] in ("buy", "sell")
+    refused = orjson.loads(proto.on_message(orjson.dumps({"op": "subscribe", "args": [
+        {"channel": "candle1m", "instId": symbol}]}))[0])
+    assert refused["code"] == "60018"
+
+
+def test_okx_sim_refuses_the_tbt_channel_with_64003_and_answers_a_login_with_code_0():
+    venue, proto, symbol = sim.setup("okx")
+    channel = venue.login_depth_channel
+    refused = sim.parse_all(venue, proto.on_message(venue.build_subscribe([symbol], sim.SHOWN, channel=channel)[0]))
+    assert [(e.symbol, e.channel, e.code) for e in refused if isinstance(e, ChannelNotPermitted)] == [
+        (symbol, "books50-l2-tbt", "64003")]
+    assert sim.parse_all(venue, proto.on_message(venue.build_login("key", "secret", "pass", 1_700_000_000))) == [
+        LoginResult(True, "0", "")]
+
+
+def test_okx_request_budget_rule():
+    from pipeline.sim.protocol import Rules
+    _, proto, symbol = sim.setup("okx")
+    frame = orjson.dumps({"op": "subscribe", "args": [{"channel": "bbo-tbt", "instId": symbol}]})
+    for _ in range(500):
+        proto.on_message(frame)                              # rule off: never refused
+    proto.rules = Rules(request_budget=True)
+    replies = [orjson.loads(proto.on_message(frame)[0]) for _ in range(481)]
+    assert [r["event"] for r in replies[:480]] == ["subscribe"] * 480
+    assert (replies[480]["event"], replies[480]["code"]) == ("error", "60014")
+
+
+# ---------------------------------------------------------------- fuzzing the simulator with OKX's request shapes
+def _fuzz_requests():
+    name = fuzz.names(["bbo-tbt", "books", "books5", "tickers", "trades", "books-l2-tbt", "candle1m", ""])
+    anything = fuzz.json_values
+    return fuzz.shaped(st.fixed_dictionaries({
+        "op": st.one_of(st.sampled_from(["subscribe", "unsubscribe", "login"]), anything),
+        "args": st.one_of(st.lists(st.one_of(st.fixed_dictionaries({"channel": name, "instId": fuzz.symbols("okx")}),
+                                             anything), max_size=3), anything),
+        "id": anything}))
+
+
+test_sim_never_raises_on_okx_requests = fuzz.fuzz("okx", _fuzz_requests())
