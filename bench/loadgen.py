@@ -22,18 +22,28 @@ prebuilt WebSocket frames straight to the socket:
    with one fixed time.
 3. **Templates.** The two passes differ only in the sequence numbers the
    protocol counted on (Binance ``u``, Bybit ``u``/``seq``, OKX ``seqId``/
-   ``prevSeqId``, HTX ``seqId``/``seqNum``, Coinbase ``sequence_num``); each
+   ``prevSeqId``, HTX ``seqNum``/``prevSeqNum``, Coinbase ``sequence_num``); each
    such number moves by the same amount every pass, so pass ``k`` of a frame
    carries ``first + k * (second - first)``: sequences stay increasing and
    Coinbase's ``sequence_num`` contiguous for as long as the loop runs. The
    fixed time, in each of the forms the venues print it (ms, RFC 3339 with
    micro- or nanoseconds), becomes a slot filled with the send time. A frame
    is then one bytes %-format and a tuple of slots. Kraken's checksum
-   depends on the book only, which is the same in every pass.
+   depends on the book only, which is the same in every pass. The
+   exchange-wide per-symbol state (:class:`~pipeline.sim.protocol.SymbolState`,
+   which numbers HTX's incremental mbp book) takes every step's book without
+   trades (the tape, which Kraken's ticker prints, stays where it is).
+   A venue whose depth snapshot is a request answered inside the delta
+   stream (HTX's ``req``: its ``seqNum`` is the ``prevSeqNum`` of one
+   incremental on the same connection) also gets that request's answer
+   rendered after the prologue and after every body step, templated alike.
 4. **Sending.** One process, one thread, one listening port per venue,
    non-blocking sockets and a minimal RFC 6455 server: the handshake and
    every client frame (subscribe, pings) are answered by a live protocol
-   instance of that venue, so acks, errors and pongs are the simulator's;
+   instance of that venue, so acks, errors and pongs are the simulator's,
+   except such a request: it gets the answer rendered for the start of the
+   step that connection's stream is in (pass ``k`` numbered as its frames),
+   so it meets an incremental already sent or the next one;
    once a connection holds every subscription the feed asks for, it gets the
    prologue and then body steps at the target rate. The loop sleeps to the
    next ``tick_ms`` boundary of the wall clock (``time.sleep``: no event
@@ -62,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import hashlib
 import json
 import math
@@ -226,6 +237,9 @@ class VenueScript:
     prologue: tuple                  # Template, ...
     body: list                       # per step: (Template, ...)
     states: dict = field(default_factory=dict)
+    # a request answered from the stream (HTX's mbp ``req``): its text -> (the answer before the body, the
+    # answer after each body step), each a tuple of Templates (see :meth:`answer`)
+    answers: dict = field(default_factory=dict)
 
     @property
     def frames_per_pass(self) -> int:
@@ -251,6 +265,30 @@ class VenueScript:
         proto.known_symbols = set(self.decimals)
         proto.states = self.states
         return proto
+
+    def answer(self, proto, text: str, frames_sent: int, stamps: dict) -> list:
+        """What a connection sent ``frames_sent`` body frames (over all passes) is answered for a client frame.
+
+        A request whose answer is numbered inside the stream (HTX's mbp ``req``, whose ``seqNum`` must be the
+        ``prevSeqNum`` of an incremental on the same connection) is answered with the book the stream had at
+        the start of the step that connection is in, as rendered after the step before (pass ``k`` numbered
+        as the body's frames are): the connection's next incremental of that symbol, or one of this step's
+        already sent, carries its ``seqNum`` as ``prevSeqNum``. Before any body frame (the prologue sent or
+        not yet) it is the prologue's book. Every other frame is answered by ``proto``, live.
+        """
+        table = self.answers.get(text)
+        if table is None:
+            return proto.on_message(text)
+        before, after = table
+        k, i = divmod(frames_sent, len(self.flat)) if self.flat else (0, 0)
+        j = bisect.bisect_right(self.before, i) - 1       # the step frame i is in (after any empty ones)
+        if j > 0:
+            templates = after[j - 1]
+        elif k > 0:
+            templates, k = after[-1], k - 1
+        else:
+            templates = before
+        return [message(t, k, stamps) for t in templates]
 
 
 def closed_walk(rng: random.Random, steps: int, volatility: float) -> list[float]:
@@ -364,6 +402,9 @@ def _dislocations(venues: dict, steps: int, every: int, lasting: int, bps: float
 def _render_step(proto, name: str, books: dict, symbols: dict, with_depth: bool) -> list:
     frames = []
     canonical = {native: c for c, native in symbols.items()}
+    for native, state in proto.states.items():      # the exchange-wide book, once a step (as the server does):
+        # the channels that number it (HTX mbp) read it; the trade tape stays (every pass renders alike)
+        state.update(*books[(name, canonical[native])], STAMP_MS, trade=False)
     for symbol, channel in list(proto.subscriptions):
         if channel not in (BBO, DEPTH) or (channel == DEPTH and not with_depth):
             continue
@@ -372,9 +413,23 @@ def _render_step(proto, name: str, books: dict, symbols: dict, with_depth: bool)
     return frames
 
 
+def _answer_requests(script: VenueScript, requests: list) -> list:
+    """The answers a fresh connection gets to ``requests`` now, stamped with the fixed time."""
+    if not requests:
+        return []
+    proto = script.control_protocol()
+    proto.now_ms = lambda: STAMP_MS
+    return [list(proto.on_message(request)) for request in requests]
+
+
 def render_venue(name: str, books: list, decimals: dict, instruments, depth: int = 5, depth_every: int = 1,
                  seed: int = 11) -> VenueScript:
-    """``name``'s frames for the books of :func:`market_books` (see the module docstring)."""
+    """``name``'s frames for the books of :func:`market_books` (see the module docstring).
+
+    A venue whose depth snapshot is a request answered inside the delta stream (``aligned_snapshots``: HTX's
+    ``req``) also gets that request's answers: after the prologue and after every body step (a step without
+    a depth render keeps the previous answer: the book is numbered when a depth channel renders it).
+    """
     venue = load_venue(name)
     symbols = {i: venue.native_symbol(i) for i in instruments}
     native_decimals = {symbols[i]: decimals[i] for i in instruments}
@@ -387,6 +442,8 @@ def render_venue(name: str, books: list, decimals: dict, instruments, depth: int
         tape = Tape(f"{name}:{native}", (bids[0][0] + asks[0][0]) / 2, decimals[canonical])
         states[native] = SymbolState(native, tape, bids=list(bids), asks=list(asks), ts_ms=STAMP_MS)
     script = VenueScript(name, symbols, native_decimals, path, frozenset(), (), [], states)
+    requests = ([frame for native in symbols.values() for frame in venue.build_resubscribe(native, depth)]
+                if venue.aligned_snapshots else [])
     saved = random.getstate()
     try:
         random.seed(seed)
@@ -397,12 +454,20 @@ def render_venue(name: str, books: list, decimals: dict, instruments, depth: int
             proto.on_message(frame)
         script.subscriptions = frozenset(k for k in proto.subscriptions if k[1] in (BBO, DEPTH))
         prologue = _render_step(proto, name, books[0], symbols, True)
-        passes = []
+        prologue_answers = last = _answer_requests(script, requests)
+        passes, answer_passes = [], []
         for _ in range(2):
             random.seed(seed + 1)
             steps = len(books)
-            passes.append([_render_step(proto, name, books[step % steps], symbols, step % depth_every == 0)
-                           for step in range(1, steps + 1)])
+            frames, answers = [], []
+            for step in range(1, steps + 1):
+                with_depth = step % depth_every == 0
+                frames.append(_render_step(proto, name, books[step % steps], symbols, with_depth))
+                if with_depth:
+                    last = _answer_requests(script, requests)
+                answers.append(last)
+            passes.append(frames)
+            answer_passes.append(answers)
     finally:
         random.setstate(saved)
     for one, two in zip(*passes):
@@ -410,6 +475,11 @@ def render_venue(name: str, books: list, decimals: dict, instruments, depth: int
             raise ValueError(f"{name}: a step renders {len(one)} frames in one pass and {len(two)} in the next")
     script.prologue = tuple(template(f, f) for f in prologue)
     script.body = [tuple(template(a, b) for a, b in zip(one, two)) for one, two in zip(*passes)]
+    for n, request in enumerate(requests):
+        script.answers[request] = (tuple(template(f, f) for f in prologue_answers[n]),
+                                   [tuple(template(a, b) for a, b in zip(one[n], two[n]))
+                                    for one, two in zip(*answer_passes)])
+    script.flatten()
     return script
 
 
@@ -590,7 +660,7 @@ class Connection:
                 raw = b"".join(self.fragments)
                 self.fragments = []
                 self.server.client_frames += 1
-                self.send_replies(self.server.answer(self.proto, raw.decode("utf-8", "replace")))
+                self.send_replies(self.server.answer(self, raw.decode("utf-8", "replace")))
                 if not self.ready and self.server.script.subscriptions <= set(self.proto.subscriptions):
                     self.ready = True
                     self.server.became_ready(self)
@@ -640,9 +710,11 @@ class VenueServer:
             conn.connection_made(transport)
             self.generator.register(sock, conn)
 
-    def answer(self, proto, text: str) -> list:
+    def answer(self, conn: "Connection", text: str) -> list:
+        """The replies to one client frame: the live protocol's, or a request's answer where the connection's
+        stream is (:meth:`VenueScript.answer`)."""
         try:
-            return proto.on_message(text)
+            return self.script.answer(conn.proto, text, conn.sent_frames, self.generator.stamper(time.time_ns()))
         except Exception:                     # a protocol bug must not take the generator down
             self.handler_errors += 1
             return []

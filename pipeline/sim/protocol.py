@@ -110,7 +110,11 @@ class SymbolState:
     step: int = 0                                  # market steps seen
     extra: dict = field(default_factory=dict)      # a venue's own shared books (HTX incremental mbp per depth)
 
-    def update(self, bids: list, asks: list, ts_ms: int) -> None:
+    def update(self, bids: list, asks: list, ts_ms: int, trade: bool = True) -> None:
+        """One market step: the new book (numbered when it changed) and, with ``trade``, the tape's trades.
+
+        ``trade=False`` leaves the tape where it is (no trades this step): the load generator, which renders
+        every pass of its loop alike, numbers the books without moving the trade history."""
         self.step += 1
         self.previous_id = self.book_id
         self.bid_changes, self.ask_changes = _changes(self.bids, bids), _changes(self.asks, asks)
@@ -118,7 +122,7 @@ class SymbolState:
         if self.changed:
             self.book_id += 1
         self.bids, self.asks, self.ts_ms = list(bids), list(asks), ts_ms
-        self.trades = self.tape.step(bids, asks, ts_ms)
+        self.trades = self.tape.step(bids, asks, ts_ms) if trade else []
 
 
 class SimProtocol:
@@ -153,6 +157,12 @@ class SimProtocol:
         self._arrivals: list[float] = []                      # monotonic times of the last second's client frames
 
     # -- hooks ------------------------------------------------------------
+    @staticmethod
+    def now_ms() -> int:
+        """The server's clock (ms) for what it stamps with the time it answers (acks, request answers); the load
+        generator renders with a fixed one (an instance attribute)."""
+        return int(time.time() * 1000)
+
     def on_connect(self) -> list:
         return []
 

@@ -51,7 +51,6 @@ Real behaviours reproduced:
 from __future__ import annotations
 
 import gzip
-import time
 
 import orjson
 
@@ -85,10 +84,6 @@ def _mbp(state, levels: int) -> dict:
         else:
             shared["changes"] = ([], [])
     return shared
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Protocol(SimProtocol):
@@ -136,7 +131,7 @@ class Protocol(SimProtocol):
             if not isinstance(msg, dict):
                 raise ValueError
         except (orjson.JSONDecodeError, ValueError):
-            return [self._frame({"status": "error", "ts": _now_ms(), "err-code": "bad-request",
+            return [self._frame({"status": "error", "ts": self.now_ms(), "err-code": "bad-request",
                                  "err-msg": "invalid request"})]
         if "pong" in msg:
             self.missed_pongs = 0
@@ -144,19 +139,19 @@ class Protocol(SimProtocol):
         if "ping" in msg:
             if isinstance(msg["ping"], int) and not isinstance(msg["ping"], bool):
                 return [self._frame({"pong": msg["ping"]})]
-            return [self._frame({"ts": _now_ms(), "status": "error", "err-code": "bad-request",
+            return [self._frame({"ts": self.now_ms(), "status": "error", "err-code": "bad-request",
                                  "err-msg": "invalid ping"})]
         kind = "sub" if "sub" in msg else "unsub" if "unsub" in msg else "req" if "req" in msg else None
         head = {"id": msg["id"]} if "id" in msg else {}
         if kind == "req":
             return [self._request(msg["req"], head)]
         if kind is None:
-            return [self._frame({**head, "status": "error", "ts": _now_ms(), "err-code": "bad-request",
+            return [self._frame({**head, "status": "error", "ts": self.now_ms(), "err-code": "bad-request",
                                  "err-msg": "invalid request"})]
         topic = msg[kind]
         parsed = self._parse_topic(topic)
         if parsed is None:
-            return [self._frame({**head, "status": "error", "ts": _now_ms(), "err-code": "bad-request",
+            return [self._frame({**head, "status": "error", "ts": self.now_ms(), "err-code": "bad-request",
                                  "err-msg": f"invalid topic {topic}"})]
         symbol, channel, depth = parsed
         if kind == "sub":
@@ -167,7 +162,7 @@ class Protocol(SimProtocol):
         else:
             self.unsubscribe(symbol, channel)
         self.last.pop((symbol, channel), None)
-        return [self._frame({**head, "status": "ok", f"{kind}bed": topic, "ts": _now_ms()})]
+        return [self._frame({**head, "status": "ok", f"{kind}bed": topic, "ts": self.now_ms()})]
 
     def _state(self, symbol: str) -> SymbolState:
         """The server's shared state of ``symbol``; without a server (a protocol driven by hand), this
@@ -180,7 +175,7 @@ class Protocol(SimProtocol):
     def _request(self, topic, head: dict) -> bytes:
         parsed = self._parse_topic(topic)
         if parsed is None or parsed[1] != DEPTH or parsed[2][0] != MBP or parsed[2][1] not in REQ_LEVELS:
-            return self._frame({**head, "status": "error", "ts": _now_ms(), "err-code": "bad-request",
+            return self._frame({**head, "status": "error", "ts": self.now_ms(), "err-code": "bad-request",
                                 "err-msg": f"invalid topic {str(topic)[:200]}"})
         symbol, _, (_, levels) = parsed
         shared = _mbp(self._state(symbol), levels)
@@ -191,7 +186,7 @@ class Protocol(SimProtocol):
             # has this seqNum as its prevSeqNum
             seq, (bids, asks) = shared["prev"], shared["before"]
         px = self.fmt_px
-        return self._frame({**head, "rep": topic, "status": "ok", "ts": _now_ms(), "data": {
+        return self._frame({**head, "rep": topic, "status": "ok", "ts": self.now_ms(), "data": {
             "seqNum": seq,
             "bids": [[float(px(symbol, p)), float(self.fmt_qty(q))] for p, q in bids],
             "asks": [[float(px(symbol, p)), float(self.fmt_qty(q))] for p, q in asks]}})
