@@ -161,10 +161,14 @@ class ScriptedDislocation:
 
 @dataclass(frozen=True)
 class BridgeRecordConfig:
-    """Keep the published rows in a JetStream stream named ``stream`` for ``max_age_h`` hours."""
+    """Keep the published rows in a JetStream stream named ``stream`` for ``max_age_h`` hours, in at most
+    ``max_mb`` MiB and ``max_messages`` messages: past either the server discards the oldest messages (the
+    bridge counts them, see :mod:`pipeline.bridge.stream`)."""
 
     stream: str
     max_age_h: float = 24.0
+    max_mb: float = 1024.0
+    max_messages: int = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -829,7 +833,9 @@ def _bridge_schema(available):
     }
 
 
-RECORD_SCHEMA = {"stream": _string(STREAM_RE), "max_age_h": _number(0, exclusive_min=True)}
+RECORD_SCHEMA = {"stream": _string(STREAM_RE), "max_age_h": _number(0, exclusive_min=True),
+                 # at least a few hundred row messages; at most what one JetStream file store sensibly holds (1 TiB)
+                 "max_mb": _number(0.1, 1 << 20), "max_messages": _number(100, 1 << 40, integer=True)}
 
 
 def _bridge_record(value, path, problems):

@@ -25,7 +25,8 @@ Process slot counters (the board's per-process fields, read by health):
 reason under ``skipped``), ``scans`` row states published, ``reconnects``
 NATS reconnects, ``connected`` 1 while connected, ``gaps`` failed connection
 attempts, ``checksum_failures`` connection attempts whose credentials the
-server refused, ``clock_offset_ns`` the largest remote clock envelope.
+server refused, ``clock_offset_ns`` the largest remote clock envelope, ``record_dropped`` messages the
+JetStream stream (``bridge.record``) discarded at its size or count bound (see :mod:`pipeline.bridge.stream`).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from pipeline.board.layout import HOPS, ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.bridge.codec import heartbeat_subject, quote_subject, refresh_subject, render_heartbeat, render_row
 from pipeline.bridge.rows import RemoteRows
+from pipeline.bridge.stream import CHECK_INTERVAL_S, StreamKeeper
 from pipeline.errors import ParseError, PipelineError, RowValueError
 from pipeline.feed.retry import Backoff
 from pipeline.runtime import ProcessSpec, RateLimitedLog, RowAssignment, parent_alive, run_until_stopped, setup_child
@@ -142,6 +144,9 @@ class Bridge:
         self.receive_to_written = HistogramWriter(self.board, spec.slot, hops.index("remote_receive_to_written"))
         self._words = self.stats.words
         self._messages_word = self.stats.word("messages")
+        self.keeper = (StreamKeeper(bc.record, bc.box, lambda total: self.stats.set("record_dropped", total))
+                       if bc.record is not None and self.published else None)
+        self.stream_ready = False
         self.stop: asyncio.Event | None = None
 
     # ---------------------------------------------------------------- setup
@@ -282,21 +287,22 @@ class Bridge:
         await self.set_connected(True)
         for box in self.remote.boxes:          # ask every mirrored box for all its rows now
             await nc.publish(refresh_subject(box), b"")
-        if self.bridge.record is not None and self.published:
-            await self.create_stream(nc)
+        if self.keeper is not None:
+            self.stream_ready = await self.keeper.ensure(nc.jetstream())
 
-    async def create_stream(self, nc) -> None:
-        record = self.bridge.record
-        box = self.bridge.box
-        try:
-            js = nc.jetstream()
-            await js.add_stream(name=record.stream, subjects=[f"quotes.{box}.>", heartbeat_subject(box)],
-                                max_age=record.max_age_h * 3600.0)
-            log.info("recording quotes.%s.> and %s into JetStream stream %s (kept %.1f h)", box,
-                     heartbeat_subject(box), record.stream, record.max_age_h)
-        except Exception as exc:  # noqa: BLE001 - recording is optional; publishing goes on
-            log.error("cannot create JetStream stream %s (is JetStream enabled on the server, e.g. "
-                      "nats-server -js?): %s: %s", record.stream, type(exc).__name__, exc)
+    async def stream_watch(self) -> None:
+        """Every CHECK_INTERVAL_S: the recording stream's state, what its bounds discarded (record_dropped)."""
+        while not self.stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), CHECK_INTERVAL_S)
+            nc = self.nc
+            if self.stop.is_set() or nc is None or not nc.is_connected or not self.stream_ready:
+                continue         # a stream the server refused is asked for again at the next connection
+            try:
+                await self.keeper.check(nc.jetstream())
+            except Exception as exc:  # noqa: BLE001 - a check that fails is tried again at the next interval
+                self.rate_log.warning("stream", f"cannot read JetStream stream {self.bridge.record.stream} "
+                                                f"({type(exc).__name__}: {exc}); trying again")
 
     async def set_connected(self, connected: bool) -> None:
         self.board.procs[self.spec.slot]["connected"] = int(connected)
@@ -408,6 +414,8 @@ class Bridge:
         if self.published:
             tasks.append(asyncio.ensure_future(self.publisher()))
             tasks.append(asyncio.ensure_future(self.heartbeat()))
+        if self.keeper is not None:
+            tasks.append(asyncio.ensure_future(self.stream_watch()))
         try:
             await run_until_stopped(tasks, self.stop)
         finally:

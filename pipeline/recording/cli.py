@@ -12,11 +12,20 @@ cryptofeed's ``TIMESTAMP: PAYLOAD`` files (the exchange from the file name,
 the client sent are kept as ``sent`` events, HTX's gzip frames stay binary)
 and plain JSON-lines files with one received frame per line and no times
 (``--exchange`` names the venue; frame *n* gets ``--start`` + *n* ms).
+
+Captures are hostile input. Credentials in them (a login the client sent, a request the exchange echoed,
+a token in a URL) are replaced before anything is written (:mod:`pipeline.recording.redact`), counted,
+and said once per file. A capture is opened without following a symbolic link and must be a regular file;
+``--out`` must not be a symbolic link, and recordings are created ``0640`` without following one
+(:mod:`pipeline.files`): either refusal exits 2 naming the path. A line longer than
+:data:`MAX_LINE_BYTES` is damage at its byte offset.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import stat
 import sys
 
 import orjson
@@ -25,11 +34,17 @@ from pipeline.decode import split_line
 from pipeline.files import open_for_writing
 from pipeline.recording.format import (BINARY, EVENT, SUFFIX, TEXT, RecordingError, RecordingReader, encode_chunk,
                                        encode_header, encode_records, recording_files)
+from pipeline.recording.redact import redact_frame, redact_text, redact_url
 
 CRYPTOFEED_NAMES = {"BINANCE": "binance", "BYBIT": "bybit", "OKX": "okx", "OKEX": "okx", "HUOBI": "htx",
                     "HTX": "htx", "COINBASE": "coinbase", "KRAKEN": "kraken"}
 INCIDENT_KINDS = ("connect_failed", "disconnect", "gap", "resync", "reject", "stale", "notice", "crossed")
 CHUNK_RECORDS = 5000
+MAX_LINE_BYTES = 64 << 20        # a capture line longer than this is damage (the largest real frame: a few MB)
+
+
+class ImportRefused(ValueError):
+    """A capture or output path the import will not touch (a symbolic link, not a regular file)."""
 
 
 # ---------------------------------------------------------------- info
@@ -157,21 +172,68 @@ def render_info(venues: dict) -> str:
 
 # ---------------------------------------------------------------- import
 
+def open_capture(path: str):
+    """A capture file for reading in binary: never through a symbolic link, and only a regular file (a FIFO or
+    a device would block or never end). Raises :class:`ImportRefused` naming the path, or OSError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImportRefused(f"{path} is a symbolic link: refusing to follow it (import the file it names "
+                                f"instead)") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImportRefused(f"{path} is not a regular file: refusing to read it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def capture_lines(stream, path: str):
+    """The lines of an open capture as text, each at most :data:`MAX_LINE_BYTES`; a longer one is damage at
+    its byte offset (ValueError), never read whole."""
+    offset = 0
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES:
+            raise ValueError(f"{path}: the line at byte {offset} is longer than {MAX_LINE_BYTES} bytes: "
+                             f"not a capture, or damaged")
+        offset += len(line)
+        yield line.decode("utf-8", errors="replace")
+
+
 class RecordingFileWriter:
     """Writes one recording file synchronously (for imports; the live feed uses the threaded Recorder)."""
 
     def __init__(self, path: str, venue: str, header: dict):
         self.path = path
-        self.stream = open_for_writing(path, truncate=True)
+        try:
+            self.stream = open_for_writing(path, truncate=True)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ImportRefused(f"{path} is a symbolic link: refusing to write through it") from None
+            raise
         self.stream.write(encode_header({"venue": venue, "compression": "zstd", **header}))
         self.pending: list = []
         self.count = 0
+        self.redacted = 0           # records whose credentials were replaced
 
     def add(self, kind: int, recv_ns: int, conn: int, payload: bytes) -> None:
         self.pending.append((kind, recv_ns, conn, payload))
         self.count += 1
         if len(self.pending) >= CHUNK_RECORDS:
             self.flush()
+
+    def add_frame(self, recv_ns: int, conn: int, frame) -> None:
+        """A received frame, its credentials (an echoed request) replaced."""
+        frame, redacted = redact_frame(frame)
+        self.redacted += redacted
+        self.add(BINARY if isinstance(frame, bytes) else TEXT, recv_ns, conn, frame)
 
     def flush(self) -> None:
         if self.pending:
@@ -182,18 +244,33 @@ class RecordingFileWriter:
         self.flush()
         self.stream.close()
 
+    def abandon(self) -> None:
+        """Close and remove a file whose import failed part way (nothing half-read is left behind)."""
+        self.pending = []
+        self.stream.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
-def import_cryptofeed(src: str, out_dir: str, exchange: str | None = None) -> tuple[str, int]:
+
+def import_cryptofeed(src: str, out_dir: str, exchange: str | None = None) -> tuple[str, int, int]:
+    """(recording written, records, records whose credentials were replaced)."""
     name = os.path.basename(src)
     venue = exchange or CRYPTOFEED_NAMES.get(name.split(".")[0].upper())
     if venue is None:
         raise ValueError(f"{src}: cannot tell the exchange from the file name; give --exchange")
     out = os.path.join(out_dir, f"{venue}-import-{name}{SUFFIX}")
-    writer = RecordingFileWriter(out, venue, {"source": name, "imported_from": "cryptofeed", "pid": name})
+    with open_capture(src) as stream:     # refused (a link, not a file) before the recording is created
+        return _import_cryptofeed(stream, src, RecordingFileWriter(
+            out, venue, {"source": name, "imported_from": "cryptofeed", "pid": name}))
+
+
+def _import_cryptofeed(stream, src: str, writer: RecordingFileWriter) -> tuple[str, int, int]:
     conn = 0
     last_ns = 0
-    with open(src, "r", encoding="utf-8", errors="replace") as stream:
-        for line in stream:
+    try:
+        for line in capture_lines(stream, src):
             kind, frame, when = split_line(line)
             text = line.rstrip("\r\n")
             if kind == "connection":
@@ -202,37 +279,52 @@ def import_cryptofeed(src: str, out_dir: str, exchange: str | None = None) -> tu
                     last_ns = int(float(text.split(" <-> ", 1)[1].strip()) * 1e9)
                 except (IndexError, ValueError):
                     pass
-                writer.add(EVENT, last_ns, conn, orjson.dumps({"kind": "connect", "conn": conn,
-                                                               "url": text.split(" ", 1)[0]}))
+                url, redacted = redact_url(text.split(" ", 1)[0])
+                writer.redacted += redacted
+                writer.add(EVENT, last_ns, conn, orjson.dumps({"kind": "connect", "conn": conn, "url": url}))
             elif kind == "sent":
                 stamp, _, payload = text.split(" <- ", 1)[1].partition(": ")
                 try:
                     last_ns = int(float(stamp) * 1e9)
                 except ValueError:
                     pass
+                payload, redacted = redact_text(payload)
+                writer.redacted += redacted
                 writer.add(EVENT, last_ns, conn, orjson.dumps({"kind": "sent", "conn": conn, "frame": payload}))
             elif kind == "frame":
                 if when is not None:
                     last_ns = int(when * 1e9)
-                writer.add(BINARY if isinstance(frame, bytes) else TEXT, last_ns, conn, frame)
+                writer.add_frame(last_ns, conn, frame)
+    except BaseException:
+        writer.abandon()
+        raise
     writer.close()
-    return out, writer.count
+    return writer.path, writer.count, writer.redacted
 
 
-def import_jsonl(src: str, out_dir: str, exchange: str, start_ns: int) -> tuple[str, int]:
+def import_jsonl(src: str, out_dir: str, exchange: str, start_ns: int) -> tuple[str, int, int]:
+    """(recording written, records, records whose credentials were replaced)."""
     name = os.path.basename(src)
     out = os.path.join(out_dir, f"{exchange}-import-{name}{SUFFIX}")
-    writer = RecordingFileWriter(out, exchange, {"source": name, "imported_from": "jsonl", "pid": name})
-    with open(src, "r", encoding="utf-8", errors="replace") as stream:
-        n = 0
-        for line in stream:
+    with open_capture(src) as stream:     # refused (a link, not a file) before the recording is created
+        writer = RecordingFileWriter(out, exchange, {"source": name, "imported_from": "jsonl", "pid": name})
+        return _import_jsonl(stream, src, writer, start_ns)
+
+
+def _import_jsonl(stream, src: str, writer: RecordingFileWriter, start_ns: int) -> tuple[str, int, int]:
+    n = 0
+    try:
+        for line in capture_lines(stream, src):
             kind, frame, _ = split_line(line)
             if kind != "frame":
                 continue
-            writer.add(BINARY if isinstance(frame, bytes) else TEXT, start_ns + n * 1_000_000, 1, frame)
+            writer.add_frame(start_ns + n * 1_000_000, 1, frame)
             n += 1
+    except BaseException:
+        writer.abandon()
+        raise
     writer.close()
-    return out, writer.count
+    return writer.path, writer.count, writer.redacted
 
 
 # ---------------------------------------------------------------- command line
@@ -273,19 +365,39 @@ def main(argv: list[str]) -> int:
     if args.format == "jsonl" and not args.exchange:
         sys.stderr.write("run.py recording import: --exchange is required with --format jsonl\n")
         return 2
-    os.makedirs(args.out, exist_ok=True)
+    if os.path.islink(args.out):
+        sys.stderr.write(f"run.py recording import: --out {args.out} is a symbolic link: refusing to write "
+                         f"through it (name the directory itself)\n")
+        return 2
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        sys.stderr.write(f"run.py recording import: --out {args.out}: {exc.strerror or exc}\n")
+        return 2
     status = 0
     for src in args.files:
         try:
             if args.format == "cryptofeed":
-                out, count = import_cryptofeed(src, args.out, args.exchange)
+                out, count, redacted = import_cryptofeed(src, args.out, args.exchange)
             else:
-                out, count = import_jsonl(src, args.out, args.exchange, int(args.start * 1e9))
-        except (OSError, ValueError) as exc:
+                out, count, redacted = import_jsonl(src, args.out, args.exchange, int(args.start * 1e9))
+        except ImportRefused as exc:
+            sys.stderr.write(f"run.py recording import: {exc}\n")
+            status = 2
+            continue
+        except OSError as exc:           # named by path, never by content
+            sys.stderr.write(f"run.py recording import: {exc.filename or src}: {exc.strerror or exc}\n")
+            status = 2
+            continue
+        except ValueError as exc:
             sys.stderr.write(f"run.py recording import: {exc}\n")
             status = 2
             continue
         sys.stdout.write(f"{src} -> {out} ({count} records)\n")
+        if redacted:
+            sys.stderr.write(f"run.py recording import: {src}: credentials replaced by <redacted> in {redacted} "
+                             f"record(s) (a login or signed request the client sent, a request the exchange "
+                             f"echoed, a token in a URL)\n")
         warning = unusable_warning(out)
         if warning:
             sys.stderr.write(f"run.py recording import: {src}: {warning}\n")

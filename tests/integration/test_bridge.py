@@ -174,7 +174,9 @@ def tokyo_config(url: str, board: str, tmp: Path) -> dict:
             "venues": {"binance": {"instruments": ["BTC/USDT", "ETH/USDT"]}},
             "detector": {"output": str(tmp / "tokyo.jsonl"), "print_opportunities": False},
             "health": {"interval_s": 1.0},
-            "bridge": bridge_section(url, "tokyo", publish=True, record={"stream": "QUOTES", "max_age_h": 1})}
+            # 100 KiB: the stream meets its size bound within seconds (heartbeats resend every row 5 times a second)
+            "bridge": bridge_section(url, "tokyo", publish=True,
+                                     record={"stream": "QUOTES", "max_age_h": 1, "max_mb": 0.1})}
 
 
 def central_config(url: str, board: str, tmp: Path) -> dict:
@@ -261,6 +263,26 @@ def test_published_rows_are_recorded_in_jetstream(boxes):
             await nc.close()
     count, last = wait_for(lambda: asyncio.run(stored()), 10, interval=0.3, message="recorded messages")
     assert count > 0 and last.box == "tokyo" and last.instrument == "BTC/USDT" and last.bids
+
+
+def test_the_jetstream_stream_stays_bounded_and_what_it_discards_is_counted(boxes):
+    """bridge.record.max_mb: 0.1 on tokyo; the bridge checks the stream every 5 s (pipeline/bridge/stream.py)."""
+    server, tokyo, central = boxes
+    bridge = tokyo.slot(ProcessRole.BRIDGE)
+
+    async def state():
+        nc = await nats.connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
+        try:
+            info = await nc.jetstream().stream_info("QUOTES")
+            return info.config, info.state
+        finally:
+            await nc.close()
+    dropped = wait_for(lambda: bridge.get("record_dropped"), 60, interval=0.5,
+                       message="the bridge to count messages the stream's size bound discarded")
+    config, now = asyncio.run(state())
+    assert (config.max_bytes, config.max_msgs, config.max_age) == (int(0.1 * (1 << 20)), 10_000_000, 3600.0)
+    assert now.bytes <= config.max_bytes and now.first_seq > 1 and dropped <= now.first_seq - 1
+    assert "JetStream stream QUOTES reached its size bound" in tokyo.text()
 
 
 def test_metrics_show_the_bridge_and_name_bridged_rows_by_label(boxes):
