@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 7
+LAYOUT_VERSION = 8
 CACHE_LINE = 64
 MAX_DEPTH = 10
 PROC_SLOT_SIZE = 320
@@ -134,6 +134,13 @@ PROC_DTYPE = np.dtype(
         ("resyncs_deferred", "<u8"),  # feeds: resubscribes held back by the per-instrument rate limit
         ("stuck_channels", "<u8"),    # feeds: top-of-book channels re-armed after their ids stayed behind
         ("schema_fallbacks", "<u8"),  # feeds: market-data frames with fields their declaration does not know
+        # feeds, backlog (version 8): how long frames wait between the socket and the session
+        ("backlog_wait_ns", "<u8"),   # feeds: longest a frame waited (socket -> session) over the last 100 ms
+        ("backlog_frames", "<u8"),    # feeds: most messages queued in the WebSocket library over the last 100 ms
+        ("late_frames", "<u8"),       # feeds: frames that reached the session more than the staleness budget late
+        ("fell_behind", "<u8"),       # feeds: times a connection fell behind by more than the budget (rows STALE)
+        ("behind", "<u8"),            # feeds: connections behind now (their rows untrusted until caught up)
+        ("output_dropped", "<u8"),    # detector: records the events file or stdout lost (full buffer, failed write)
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),
@@ -201,7 +208,7 @@ def row_dtype(depth: int) -> np.dtype:
         ("ask_px", "<f8"),
         ("ask_qty", "<f8"),
         ("exch_ts_ns", "<i8"),     # exchange event time (wall clock), 0 when the exchange sends none
-        ("recv_ns", "<i8"),        # time.time_ns() when the frame was handed to the feed
+        ("recv_ns", "<i8"),        # when the frame reached the socket (wall clock; see feed/transport.py)
         ("publish_ns", "<i8"),     # time.time_ns() just before the row was written
         ("update_count", "<u8"),
         ("confirmed_ns", "<i8"),   # last time the exchange confirmed this quote current (a change or a

@@ -14,14 +14,27 @@ split again. Where a live run writes is decided once, by the supervisor, with
 """
 from __future__ import annotations
 
+import collections
 import datetime
+import logging
 import os
 import sys
+import threading
+import time
 
 import orjson
 
 from pipeline.detector.report import event_line
 from pipeline.files import open_for_writing
+
+log = logging.getLogger("pipeline.detector")
+
+QUEUE_RECORDS = 20_000      # records waiting for one destination (the file, stdout); past it they are dropped
+BATCH_RECORDS = 64          # records rendered (holding the GIL) and joined into one write
+OPEN_WAIT_S = 0.5           # the constructor waits this long for the file to open (a FIFO may need a reader)
+CLOSE_TIMEOUT_S = 2.0       # at stop, how long the file and stdout may take to drain
+STDOUT_GRACE_S = 0.5        # ... and stdout this much more, for the summary
+ERROR_LOG_INTERVAL_S = 10.0
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
@@ -90,41 +103,318 @@ def run_output_path(configured: str, run_id: str, append: bool = False, say=None
     return target
 
 
+class BackgroundWriter:
+    """Writes records to one destination from a daemon thread; :meth:`put` never blocks.
+
+    ``render`` turns a record into the bytes to write (``None``: nothing for this record); it runs on
+    the writer thread. ``opener`` returns ``(write, close)`` (``write(bytes)`` writes all of them); it
+    also runs on the writer thread, so a FIFO nobody opened yet holds up the writer, not the caller.
+    The constructor waits up to ``open_wait_s`` for it and raises what it raised (a planted link, a
+    missing directory); past that the open goes on in the background.
+
+    Records wait in a deque of at most ``capacity``; a record arriving when it is full is dropped and
+    counted (``full``), as is everything after a failed write or open (``failed``, logged once per
+    :data:`ERROR_LOG_INTERVAL_S`). Order is kept: one consumer, first in, first out, written in batches.
+    """
+
+    def __init__(self, name: str, render, opener, capacity: int, open_wait_s: float = OPEN_WAIT_S):
+        self.name = name
+        self.capacity = int(capacity)
+        self.full = 0                       # written by the producer (the detector loop) only
+        self.failed = 0                     # written under _lock (writer thread; close after abandoning)
+        self.written = 0
+        self._render = render
+        self._opener = opener
+        self._queue: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._abandoned = False
+        self._in_flight = 0
+        self._opened = threading.Event()
+        self._open_error: BaseException | None = None
+        self._close_target = None
+        self._gave_up_waiting = False
+        self._reported = 0                  # drops already logged
+        self._report_at = 0.0
+        self._error_at = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"pipeline-output-{name}", daemon=True)
+        self._thread.start()
+        self._opened.wait(open_wait_s)
+        with self._lock:
+            self._gave_up_waiting = not self._opened.is_set()
+        if not self._gave_up_waiting:
+            if self._open_error is not None:
+                self._thread.join()
+                raise self._open_error
+        else:
+            log.warning("%s: not open yet after %.1f s (a FIFO nobody reads?); records wait for it, at most "
+                        "%d, then are dropped and counted", name, open_wait_s, self.capacity)
+
+    # ---------------------------------------------------------------- the detector's side
+    def put(self, record) -> bool:
+        """Queue ``record``; False (and counted) when the buffer is full or closed."""
+        if self._closing or len(self._queue) >= self.capacity:
+            self.full += 1
+            return False
+        self._queue.append(record)
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def put_last(self, record) -> None:
+        """Queue ``record`` whatever the buffer holds (the summary at stop), then take nothing more."""
+        self._queue.append(record)          # before _closing: the writer leaves only on closing and empty
+        self._closing = True
+        self._wake.set()
+
+    @property
+    def dropped(self) -> int:
+        return self.full + self.failed
+
+    def close(self, deadline: float) -> bool:
+        """Write what is queued until ``deadline`` (``time.monotonic()``), then give the rest up, counted.
+
+        True when everything was written."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = self._thread.is_alive()
+        with self._lock:                    # a writer stuck in a write or an open is left there
+            self._abandoned = True
+            lost = (self._in_flight if stuck else 0) + len(self._queue)
+            self._queue.clear()
+            self.failed += lost
+        if stuck:
+            log.warning("%s: still blocked at stop; %d records not written", self.name, lost)
+        return not lost
+
+    # ---------------------------------------------------------------- the writer thread
+    def _run(self) -> None:
+        write = None
+        try:
+            try:
+                write, self._close_target = self._opener()
+            except Exception as exc:        # noqa: BLE001 - raised by the constructor, or logged
+                with self._lock:
+                    self._open_error = exc
+                    self._opened.set()
+                    late = self._gave_up_waiting
+                if not late:
+                    return
+                log.error("%s: cannot open (%s); its records are dropped and counted", self.name, exc)
+            self._opened.set()
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    self._write_batch(write)
+                    self._report_drops()
+                self._report_drops()
+                if self._closing and not self._queue:
+                    break
+        except Exception:                   # a bug here must not die silently
+            log.exception("%s: writer thread crashed; records are no longer written", self.name)
+        finally:
+            if self._close_target is not None and not self._abandoned:
+                try:
+                    self._close_target()
+                except OSError:
+                    pass
+
+    def _write_batch(self, write) -> None:
+        queue = self._queue
+        batch = []
+        with self._lock:
+            if self._abandoned:
+                return
+            while queue and len(batch) < BATCH_RECORDS:
+                batch.append(queue.popleft())
+            self._in_flight = len(batch)
+        parts = []
+        for record in batch:
+            try:
+                data = self._render(record)
+            except (TypeError, ValueError) as exc:      # not serializable: that record alone is lost
+                log.error("%s: a record could not be written (%s)", self.name, exc)
+                with self._lock:
+                    self.failed += 1
+                continue
+            if data is not None:
+                parts.append(data)
+        self._in_flight = len(parts)
+        ok = write is not None
+        if ok and parts:
+            try:
+                write(b"".join(parts))
+            except OSError as exc:
+                ok = False
+                if time.monotonic() >= self._error_at:
+                    log.error("%s: write failed (%s); %d records dropped (logged at most every %.0f s)",
+                              self.name, exc, len(parts), ERROR_LOG_INTERVAL_S)
+                    self._error_at = time.monotonic() + ERROR_LOG_INTERVAL_S
+        with self._lock:
+            if not self._abandoned:
+                if ok:
+                    self.written += len(parts)
+                else:
+                    self.failed += len(parts)
+            self._in_flight = 0
+
+    def _report_drops(self) -> None:
+        full = self.full
+        if full != self._reported and time.monotonic() >= self._report_at:
+            log.warning("%s: could not keep up; %d records dropped (at most %d wait; detection is never held "
+                        "up by it)", self.name, full - self._reported, self.capacity)
+            self._reported = full
+            self._report_at = time.monotonic() + ERROR_LOG_INTERVAL_S
+
+
+def _file_bytes(record: dict) -> bytes:
+    return orjson.dumps(record) + b"\n"
+
+
+def _write_all(fd: int):
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    return write
+
+
+def _stream_writer(stream, encoding: str):
+    """``(write, None)`` for a text stream: straight to its descriptor when it has one (its buffer and lock
+    stay free, so printing the summary or exiting never waits on a blocked write), else through the stream
+    (a ``StringIO`` in tests)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is not None:
+        stream.flush()
+        return _write_all(fd), None
+
+    def write(data: bytes) -> None:
+        stream.write(data.decode(encoding, "replace"))
+        stream.flush()
+    return write, None
+
+
 class Outputs:
     """Writes each record to the file, as a stdout line and to the sink.
 
     ``run_id`` (when not empty) is stamped on every record, in place, before any of the three sees it.
+
+    ``background=False`` (``replay``): written as they come, in the caller's thread. ``background=True``
+    (the live detector): :meth:`write` only queues; one :class:`BackgroundWriter` thread per destination
+    (the file, stdout) writes, so a slow disk or a pipe nobody reads costs dropped records (counted:
+    :attr:`dropped`), never detection time. A blocked stdout does not hold up the file, nor the reverse.
+    At :meth:`close` both are drained (the summary last on stdout) and the file closed.
     """
 
     def __init__(self, output_path: str | None, print_lines: bool, verbose: bool = False, sink=None,
-                 stdout=None, truncate: bool = False, *, run_id: str = ""):
+                 stdout=None, truncate: bool = False, *, run_id: str = "", background: bool = False,
+                 queue_records: int | None = None):
         if output_path:
             os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-        self.file = (open_for_writing(output_path, append=not truncate, truncate=truncate, buffering=0)
-                     if output_path else None)
         self.print_lines = print_lines
         self.verbose = verbose
         self.sink = sink
         self.stdout = stdout or sys.stdout
         self.sink_dropped = 0
         self.run_id = run_id
+        self.background = background
+        self.file = self.file_writer = self.stdout_writer = None
+        self._closed = False
+        self._encoding = getattr(self.stdout, "encoding", None) or "utf-8"
+        if not background:
+            self.file = (open_for_writing(output_path, append=not truncate, truncate=truncate, buffering=0)
+                         if output_path else None)
+            return
+        capacity = QUEUE_RECORDS if queue_records is None else queue_records
+        if output_path:
+            def open_file():
+                file = open_for_writing(output_path, append=not truncate, truncate=truncate, buffering=0)
+                return _write_all(file.fileno()), file.close
+            self.file_writer = BackgroundWriter(f"events file {output_path}", _file_bytes, open_file, capacity)
+        try:
+            self.stdout_writer = BackgroundWriter("stdout", self._line_bytes,
+                                                  lambda: _stream_writer(self.stdout, self._encoding), capacity)
+        except BaseException:
+            if self.file_writer is not None:
+                self.file_writer.close(time.monotonic() + CLOSE_TIMEOUT_S)
+            raise
 
     def write(self, record: dict) -> None:
         if self.run_id:
             record["run_id"] = self.run_id
-        if self.file is not None:
-            self.file.write(orjson.dumps(record) + b"\n")
-        if self.print_lines:
-            line = event_line(record, self.verbose)
-            if line is not None:
-                self.stdout.write(line + "\n")
-                self.stdout.flush()
+        if self.background:
+            if self.file_writer is not None:
+                self.file_writer.put(record)
+            if self.print_lines:
+                self.stdout_writer.put(record)
+        else:
+            if self.file is not None:
+                self.file.write(orjson.dumps(record) + b"\n")
+            if self.print_lines:
+                line = event_line(record, self.verbose)
+                if line is not None:
+                    self.stdout.write(line + "\n")
+                    self.stdout.flush()
         if self.sink is not None and record["event"] == "open" and not self.sink.submit(record):
             self.sink_dropped += 1
 
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-        if self.sink is not None:
-            self.sink.close(1.0)
+    def _line_bytes(self, record) -> bytes | None:
+        if isinstance(record, str):         # the text close() prints last
+            return record.encode(self._encoding, "backslashreplace")
+        line = event_line(record, self.verbose)
+        return None if line is None else (line + "\n").encode(self._encoding, "backslashreplace")
+
+    @property
+    def dropped(self) -> int:
+        """Records the file or stdout lost (buffer full, a failed write, still queued when stop gave up)."""
+        return sum(w.dropped for w in (self.file_writer, self.stdout_writer) if w is not None)
+
+    def dropped_by_destination(self) -> dict[str, int]:
+        """``{"events file": n, "stdout": n}`` for the destinations that lost records."""
+        out = {}
+        for label, writer in (("events file", self.file_writer), ("stdout", self.stdout_writer)):
+            if writer is not None and writer.dropped:
+                out[label] = writer.dropped
+        return out
+
+    def close(self, final_text=None, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
+        """Drain, then close (a second call does nothing).
+
+        ``final_text`` (a string, or a callable returning one once the file is done, so that it can count what
+        the file lost) is printed on stdout after every record. Background writers still blocked
+        ``timeout_s`` from now (stdout: :data:`STDOUT_GRACE_S` more, for that text) are given up, their
+        records counted in :attr:`dropped`. Returns False when ``final_text`` could not be printed.
+        """
+        if self._closed:
+            return True
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        printed = True
+        if self.background:
+            if self.file_writer is not None:
+                self.file_writer.close(deadline)
+            if self.sink is not None:
+                self.sink.close(1.0)
+            text = final_text() if callable(final_text) else final_text
+            if text:
+                self.stdout_writer.put_last(text if text.endswith("\n") else text + "\n")
+            printed = self.stdout_writer.close(deadline + STDOUT_GRACE_S)
+            if text and not printed:
+                self.stdout_writer.failed -= 1      # the text itself is not a record
+        else:
+            if self.file is not None:
+                self.file.close()
+                self.file = None
+            if self.sink is not None:
+                self.sink.close(1.0)
+            text = final_text() if callable(final_text) else final_text
+            if text:
+                self.stdout.write(text if text.endswith("\n") else text + "\n")
+                self.stdout.flush()
+        return printed

@@ -16,13 +16,19 @@ feeds ring (see :mod:`pipeline.board.doorbell`); idle it uses ~0 % CPU. In
 
 Every ``open`` is looked at again after each configured execution latency
 (shadow fills): what would taking both legs then have given?
+
+Output never waits in the loop: the events file and stdout are written by a
+thread each (:class:`~pipeline.detector.outputs.BackgroundWriter`), the HTTP
+sink by its own. The loop only queues a record; when a destination's buffer is
+full (a slow disk, a pipe nobody reads) the record is dropped from it and
+counted in the slot's ``output_dropped`` and in the summary. At a clean stop
+the buffers are drained, the file closed, and the summary printed last.
 """
 from __future__ import annotations
 
 import logging
 import os
 import signal
-import sys
 import time
 
 from pipeline.board import Board, TornReadError
@@ -62,7 +68,10 @@ class Detector:
                              for label, slot in self.feed_slot.items()}
         assert (self.board.geometry.procs_offset + field_offset) % 8 == 0 and PROC_DTYPE.itemsize % 8 == 0
         self.engine = DetectorEngine(config, self.universe, self.view.quotes, self.clock_offset_ns)
-        self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink, run_id=config.run_id)
+        # the file and stdout are written by their own threads; a full buffer drops (counted), never waits
+        self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink,
+                               run_id=config.run_id, background=True)
+        self._output_dropped = 0        # of outputs.dropped, what the board's counter has
         hops = HOPS[ProcessRole.DETECTOR]
         # publish -> seen samples are kept in a list and recorded when the loop is idle (or every SAMPLE_BATCH),
         # off the path from a change to its events
@@ -139,6 +148,15 @@ class Detector:
         if self.outputs.sink_dropped:
             self.stats.add("sink_dropped", self.outputs.sink_dropped)
             self.outputs.sink_dropped = 0
+        self.count_output_dropped()
+
+    def count_output_dropped(self) -> None:
+        """Adds what the file and stdout lost since the last call to the board's ``output_dropped``
+        (added, not set: a restarted detector continues its predecessor's count)."""
+        dropped = self.outputs.dropped
+        if dropped != self._output_dropped:
+            self.stats.add("output_dropped", dropped - self._output_dropped)
+            self._output_dropped = dropped
 
     # ---------------------------------------------------------------- loop
     def next_shadow_in_ms(self, now_ns: int) -> float:
@@ -180,7 +198,7 @@ class Detector:
             if mono - last_expire > EXPIRE_INTERVAL_NS:
                 last_expire = mono
                 words[heartbeat_word] = time.time_ns()
-                self.emit(engine.expire(time.time_ns()))
+                self.emit(engine.expire(time.time_ns()))     # also counts what a failed write lost
                 if not parent_alive(self.spec):
                     log.error("supervisor is gone; exiting")
                     break
@@ -193,13 +211,24 @@ class Detector:
             doorbell.sleep(self.next_shadow_in_ms(time.time_ns()))
             last_activity = time.monotonic_ns()
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Closes what is open and prints the summary last on stdout (False: stdout was blocked; it is logged)."""
         self.publish_to_seen.flush()
         self.emit(self.engine.close_all(time.time_ns()))
-        self.outputs.close()
+        printed = self.outputs.close(self.render_summary)
+        self.count_output_dropped()
+        if not printed:
+            self.summary.output_dropped = self.outputs.dropped_by_destination()
+            log.warning("stdout was not read; the summary it could not print:\n%s", self.summary.render())
         self.view.close()
         self.pairs = self._signed_words = None
         self.board.close()
+        return printed
+
+    def render_summary(self) -> str:
+        """The summary, with what the events file lost (and stdout so far): called once the file is closed."""
+        self.summary.output_dropped = self.outputs.dropped_by_destination()
+        return self.summary.render()
 
 
 def build_sink(config):
@@ -226,6 +255,4 @@ def main(spec: ProcessSpec, config) -> None:
     try:
         detector.run()
     finally:
-        detector.close()
-        sys.stdout.write(detector.summary.render() + "\n")
-        sys.stdout.flush()
+        detector.close()        # the summary goes out last through the stdout writer, bounded in time

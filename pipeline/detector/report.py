@@ -254,6 +254,7 @@ class Summary:
     profit_by_quote: dict = field(default_factory=dict)
     durations_ms: list = field(default_factory=list)
     shadow_by_latency: dict = field(default_factory=dict)   # latency -> ShadowTotals
+    output_dropped: dict = field(default_factory=dict)      # "events file"/"stdout" -> records it lost (live)
 
     def opened(self, record: dict, currency: str | None = None) -> None:
         self.opens += 1
@@ -317,4 +318,8 @@ class Summary:
                 f"{n} on {words.get(reason, reason)}" for reason, n in sorted(self.held_back.items())))
         if self.suspects:
             lines.append(f"  {self.suspects} suspected data/mapping errors (edge above the sanity bound) not reported")
+        if any(self.output_dropped.values()):
+            lines.append("  OUTPUT DROPPED (the disk or pipe could not keep up; detection went on): " + ", ".join(
+                f"{n} records not written to the {where}" if where != "stdout" else f"{n} lines not printed"
+                for where, n in self.output_dropped.items() if n))
         return "\n".join(lines)
