@@ -5,6 +5,7 @@ from functools import partial
 
 import ast
 import zlib
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -519,6 +520,60 @@ def test_precision_inferred_from_captured_snapshots():
     assert kraken.infer_precision(btc.bids_text, btc.asks_text) == (1, 8)      # 5.1e-05 shows 6, others 8
     matic = one(lines("book.jsonl")[0])
     assert kraken.infer_precision(matic.bids_text, matic.asks_text) == (4, 8)
+    # a capture's text cannot ask for more decimals than a pair may declare (1e-999: a thousand-digit checksum)
+    assert kraken.infer_precision([("1e-999", "1")], [("2", "1e-40")]) == (kraken.MAX_PRECISION, kraken.MAX_PRECISION)
+
+
+# ------------------------------------------------------ the checksum's formatted numbers (issue 24, finding 12)
+def _decimal_digits(text: str, decimals: int) -> str:
+    return format(Decimal(text), f".{decimals}f").replace(".", "").lstrip("0")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.decimals(min_value=0, max_value=10 ** 9, allow_nan=False, allow_infinity=False, places=10).map(str),
+                 st.floats(min_value=0, max_value=1e12, allow_nan=False).map(repr),
+                 st.from_regex(r"[0-9]{1,12}(\.[0-9]{0,20})?", fullmatch=True)),
+       st.integers(0, kraken.MAX_PRECISION))
+def test_digits_without_decimal_are_what_decimal_formats(text, decimals):
+    """Kraken's plain text (digits, at most ``decimals`` of them after the point) is padded, not parsed; every
+    other form (an exponent, rounding, a sign) goes through Decimal: the same digits either way."""
+    assert kraken._digits(text, decimals) == _decimal_digits(text, decimals)
+
+
+@pytest.mark.parametrize("text", ["-1.5", "+2", "1_000.25", " 7", "\u0663.5", "1E+2", "0.125", "5.", "0"])
+def test_digits_of_unusual_text_are_what_decimal_formats(text):
+    assert kraken._digits(text, 2) == _decimal_digits(text, 2)
+
+
+def test_the_checksum_cache_is_bounded_and_counts_its_clears(monkeypatch):
+    """At most ``DIGITS_CACHE_SIZE`` numbers are kept over all precisions; a full cache is emptied and counted,
+    and what it gives is what formatting each number gives."""
+    cache = kraken._DigitsCache()
+    monkeypatch.setattr(kraken, "DIGITS", cache)
+    monkeypatch.setattr(kraken, "DIGITS_CACHE_SIZE", 50)
+    for n in range(200):
+        bids = [(f"{3000 - n - i}.5", f"{n}.{i:08d}") for i in range(12)]
+        asks = [(f"{3001 + n + i}", f"{i}e-0{n % 9 + 1}") for i in range(12)]
+        for dp in (1, 4):
+            expected = zlib.crc32("".join(_decimal_digits(p, dp) + _decimal_digits(q, 8)
+                                          for p, q in asks[:10] + bids[:10]).encode("ascii"))
+            assert kraken.checksum(bids, asks, dp, 8) == expected
+            assert cache.size <= 50
+    assert cache.clears >= 50                    # new numbers every round: the cache was emptied again and again
+    assert sum(len(table) for table in cache.tables) == cache.size
+
+
+def test_a_precision_no_pair_has_is_formatted_and_not_kept(monkeypatch):
+    cache = kraken._DigitsCache()
+    monkeypatch.setattr(kraken, "DIGITS", cache)
+    dp = kraken.MAX_PRECISION + 1
+    expected = zlib.crc32("".join(_decimal_digits(p, dp) + _decimal_digits(q, 8)
+                                  for p, q in ETH_ASKS_TEXT + ETH_BIDS_TEXT).encode("ascii"))
+    assert kraken.checksum(ETH_BIDS_TEXT, ETH_ASKS_TEXT, dp, 8) == expected
+    for wrong in (-1, True, 2.0):                  # as before the cache: not a format
+        with pytest.raises(ValueError):
+            kraken.checksum(ETH_BIDS_TEXT, ETH_ASKS_TEXT, wrong, 8)
+    assert cache.size == 0
 
 
 # ---------------------------------------------------------------- the simulator's Kraken (sim-fidelity M1-M8)

@@ -72,7 +72,6 @@ from __future__ import annotations
 import re
 import zlib
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Literal
 
 import msgspec
@@ -100,9 +99,56 @@ _PAIR_IN_TEXT = re.compile(r"\b([A-Z0-9]{2,12}/[A-Z0-9]{2,12})\b")
 KEEPALIVE_FRAME = '{"method":"ping","req_id":1}'   # a constant id: the pong only needs to arrive
 
 
-@lru_cache(maxsize=1 << 16)
+MAX_PRECISION = 18        # the most decimals a pair's precision may have (what _instrument accepts)
+# The checksum's formatted numbers are kept, per precision, in a bounded cache: after every message a checksum
+# formats the 40 numbers of the top 10 levels, most of them unchanged since the previous message, and a dict
+# lookup is several times cheaper than formatting a number. At most DIGITS_CACHE_SIZE numbers over all
+# precisions; when it is full the whole cache is emptied (counted in DIGITS.clears) and refills with what the
+# books hold now. 4096 holds the top 10 levels of 50 pairs (2000 numbers; a connection carries at most 50) in
+# about 0.7 MB, the texts it keeps included (~170 bytes a number). It was an lru_cache of 65536 numbers: once
+# the books' numbers had wandered through that many, within minutes of a soak, it held 21 MB of RSS, the
+# Kraken feed's 57 MB against 36 MB for every other feed (issue 24, finding 12; tests/hostile/test_feed_memory.py).
+DIGITS_CACHE_SIZE = 4096
+
+
+class _DigitsCache:
+    """The formatted numbers of :func:`checksum`: ``tables[d]`` maps a number's text to its digits at ``d``
+    decimals; ``size`` numbers in all (at most :data:`DIGITS_CACHE_SIZE`), emptied ``clears`` times."""
+
+    __slots__ = ("tables", "size", "clears")
+
+    def __init__(self) -> None:
+        self.tables: tuple[dict[str, str], ...] = tuple({} for _ in range(MAX_PRECISION + 1))
+        self.size = 0
+        self.clears = 0
+
+    def add(self, table: dict, text: str, decimals: int) -> str:
+        """The digits of ``text`` (a miss in ``table``, the table of ``decimals``), remembered."""
+        digits = _digits(text, decimals)
+        if self.size >= DIGITS_CACHE_SIZE:
+            for each in self.tables:
+                each.clear()
+            self.size = 0
+            self.clears += 1
+        table[text] = digits
+        self.size += 1
+        return digits
+
+
+DIGITS = _DigitsCache()
+
+
 def _digits(text: str, decimals: int) -> str:
-    """One number as the checksum wants it: formatted to ``decimals``, no ".", no leading zeros."""
+    """One number as the checksum wants it: formatted to ``decimals``, no ".", no leading zeros.
+
+    What ``format(Decimal(text), f".{decimals}f")`` gives, without ``Decimal`` for the text Kraken prints
+    (ASCII digits, a ``.`` and at most ``decimals`` of them: only zeros to append); any other form (an
+    exponent, a sign, more decimals to round) goes through ``Decimal``.
+    """
+    whole, _, fraction = text.partition(".")
+    if (len(fraction) <= decimals and whole.isdigit() and text.isascii()
+            and (fraction.isdigit() or not fraction)):
+        return (whole + fraction + "0" * (decimals - len(fraction))).lstrip("0")
     try:
         fixed = format(Decimal(text), f".{decimals}f")
     except InvalidOperation:
@@ -112,8 +158,22 @@ def _digits(text: str, decimals: int) -> str:
 
 def checksum(bids_text: list, asks_text: list, price_precision: int, qty_precision: int) -> int:
     """Kraken's CRC32 over the top levels (best first), each number formatted to the pair's precision."""
-    parts = [_digits(p, price_precision) + _digits(q, qty_precision) for p, q in asks_text[:CHECKSUM_LEVELS]]
-    parts.extend(_digits(p, price_precision) + _digits(q, qty_precision) for p, q in bids_text[:CHECKSUM_LEVELS])
+    parts = []
+    if type(price_precision) is int and type(qty_precision) is int and (
+            0 <= price_precision <= MAX_PRECISION and 0 <= qty_precision <= MAX_PRECISION):
+        tables = DIGITS.tables
+        prices, quantities = tables[price_precision], tables[qty_precision]
+        for side in (asks_text, bids_text):
+            for price, qty in side[:CHECKSUM_LEVELS]:
+                digits = prices.get(price)
+                parts.append(digits if digits is not None else DIGITS.add(prices, price, price_precision))
+                digits = quantities.get(qty)
+                parts.append(digits if digits is not None else DIGITS.add(quantities, qty, qty_precision))
+    else:                              # a precision no pair has (a caller's own): formatted, not kept
+        if type(price_precision) is not int or type(qty_precision) is not int:
+            raise ValueError(f"precisions are not decimals: {price_precision!r}, {qty_precision!r}")
+        for side in (asks_text, bids_text):
+            parts.extend(_digits(p, price_precision) + _digits(q, qty_precision) for p, q in side[:CHECKSUM_LEVELS])
     return zlib.crc32("".join(parts).encode("ascii"))
 
 
@@ -140,7 +200,8 @@ def infer_precision(bids_text: list, asks_text: list) -> tuple[int, int]:
                 most = -exponent
         return most
     levels = list(bids_text) + list(asks_text)
-    return decimals(p for p, _ in levels), decimals(q for _, q in levels)
+    # at most what a pair may declare (``1e-999`` would ask every checksum for a thousand digits)
+    return (min(decimals(p for p, _ in levels), MAX_PRECISION), min(decimals(q for _, q in levels), MAX_PRECISION))
 
 
 def native_symbol(instrument: str) -> str:
@@ -417,8 +478,8 @@ def _instrument(msg: dict) -> list:
         qty_dp = pair["qty_precision"]
         status = pair["status"]
         symbol = pair["symbol"]
-        if (type(price_dp) is not int or type(qty_dp) is not int or not 0 <= price_dp <= 18
-                or not 0 <= qty_dp <= 18 or not isinstance(status, str) or not isinstance(symbol, str)):
+        if (type(price_dp) is not int or type(qty_dp) is not int or not 0 <= price_dp <= MAX_PRECISION
+                or not 0 <= qty_dp <= MAX_PRECISION or not isinstance(status, str) or not isinstance(symbol, str)):
             raise ParseError("unknown_message", f"instrument pair {str(pair)[:80]}", NAME)
         out.append(InstrumentSpec(symbol, price_dp, qty_dp, status))
     return out
