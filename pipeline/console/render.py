@@ -129,13 +129,12 @@ LEFT_WIDTH = 38      # the venue table; the opportunities take the rest of the w
 
 def _bottom(snapshot: Snapshot, events: EventBook, now_ns: int, width: int, room: int) -> list[Text]:
     """Venues on the left; open opportunities, then the last closes, on the right, in ``room`` lines."""
-    left = [Text(f"{'venue':7} {'msg/s':>5} {'rcn':>3} {'gap':>3} {'offms':>5} {'p50/p99µs':>9}", style="bold")]
+    left = [Text(f"{'venue':7} {'msg/s':>5} {'rcn':>3} {'gap':>3} {'lagms':>5} {'p50/p99µs':>9}", style="bold")]
     for p in snapshot.feeds:
         rate = "-" if p.messages_per_s is None else f"{p.messages_per_s:.0f}"
         hop = "-" if p.hop_p50_us is None else f"{_us(p.hop_p50_us)}/{_us(p.hop_p99_us)}"
-        offset = f"{p.clock_offset_ms:+.1f}" if p.clock_offset_ms else "-"
-        left.append(Text(f"{p.name[:7]:7} {rate:>5} {p.reconnects:>3} {min(p.gaps, 999):>3} {offset[:5]:>5} "
-                         f"{hop:>9}", style="red" if p.restarted_recently else ""))
+        left.append(Text(f"{p.name[:7]:7} {rate:>5} {p.reconnects:>3} {min(p.gaps, 999):>3} {_lag(p.lag_ms):>5} "
+                         f"{hop:>9}", style="red" if p.restarted_recently else "yellow" if p.behind else ""))
     right_width = max(0, width - LEFT_WIDTH)
     n = 6 if right_width >= 46 else 5                # venue names in a pair
     title = f"open {len(events.open)} flaps {events.counts['flaps']}"
@@ -191,6 +190,9 @@ def check_alerts(snapshot: Snapshot) -> list[str]:
             alerts.append(f"{p.name} recording failing ({p.record_dropped} frames)")
         if p.schema_fallbacks:
             alerts.append(f"{p.name} wire format changed ({p.schema_fallbacks} frames with unknown fields)")
+        if p.behind:
+            alerts.append(f"{p.name} behind {p.backlog_wait_ms / 1000:.1f}s ({p.backlog_frames} queued, "
+                          f"{p.late_frames} late)")
         if p.heartbeat_age_ms is not None and p.heartbeat_age_ms > 2000:
             alerts.append(f"{p.name} silent {p.heartbeat_age_ms / 1000:.0f}s")
     return alerts
@@ -223,6 +225,17 @@ def _age(ms: float) -> str:
     if ms < 3_600_000:
         return f"{ms / 60_000:.0f}m"
     return f"{ms / 3_600_000:.0f}h"
+
+
+def _lag(ms: float | None) -> str:
+    """A venue's exchange-time lag in 5 characters: ``12``, ``1234``, ``12s``, ``3h``; ``-`` without exchange times."""
+    if ms is None:
+        return "-"
+    if abs(ms) < 10_000:
+        return f"{round(ms)}"
+    if abs(ms) < 10_000_000:
+        return f"{round(ms / 1000)}s"
+    return f"{round(ms / 3_600_000)}h"[:5]
 
 
 def _us(us: float | None) -> str:

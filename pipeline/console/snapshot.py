@@ -28,6 +28,7 @@ class Quote:
     ask_px: float
     ask_qty: float
     recv_ns: int
+    exch_ts_ns: int = 0    # the exchange's time of the row's last change, 0 when it sends none
 
     @property
     def mid(self) -> float | None:
@@ -64,6 +65,13 @@ class ProcessStats:
     scans_per_s: float | None = None
     record_dropped: int = 0        # feeds: frames the recorder could not write
     schema_fallbacks: int = 0      # feeds: frames with fields their declaration does not know (the exchange changed)
+    # feeds: how late the newest row's last change arrived after its exchange time, less the feed's clock offset
+    # (what the detector's max_exchange_lag_ms holds a leg back on); None without exchange times
+    lag_ms: float | None = None
+    behind: int = 0                # feeds: connections behind by more than the staleness limit (rows stale)
+    backlog_wait_ms: float = 0.0   # feeds: longest a frame waited between the socket and the session, last 100 ms
+    backlog_frames: int = 0        # feeds: most messages queued in the WebSocket library, last 100 ms
+    late_frames: int = 0           # feeds: frames handed over later than the staleness limit
 
 
 @dataclass(frozen=True)
@@ -136,14 +144,14 @@ class BoardSource:
                 continue
             quote = Quote(row, venue, instrument, status_name(values[index["status"]]),
                           values[index["bid_px"]], values[index["bid_qty"]], values[index["ask_px"]],
-                          values[index["ask_qty"]], values[index["recv_ns"]])
+                          values[index["ask_qty"]], values[index["recv_ns"]], values[index["exch_ts_ns"]])
             self._last_quotes[row] = quote
             quotes.append(quote)
         now_ns = now_ns or time.time_ns()    # after the row reads: ages are never negative
-        return Snapshot(self.board.name, now_ns, self.instruments, tuple(quotes), self._processes(now_ns),
+        return Snapshot(self.board.name, now_ns, self.instruments, tuple(quotes), self._processes(now_ns, quotes),
                         self.fees_bps)
 
-    def _processes(self, now_ns: int) -> tuple[ProcessStats, ...]:
+    def _processes(self, now_ns: int, quotes=()) -> tuple[ProcessStats, ...]:
         out = []
         for slot_index, slot in enumerate(self.board.procs):
             role_value = int(slot["role"])
@@ -181,6 +189,7 @@ class BoardSource:
                 seen = (restarts, now_ns if seen is not None else 0)
                 self._restarts_seen[slot_index] = seen
             heartbeat = int(slot["heartbeat_ns"])
+            offset_ns = int(slot["clock_offset_ns"])
             out.append(ProcessStats(
                 name=name, role=role.name.lower() if role is not None else "unknown", pid=int(slot["pid"]),
                 messages_per_s=rates[0], reconnects=int(slot["reconnects"]), gaps=counters[1],
@@ -190,5 +199,20 @@ class BoardSource:
                 heartbeat_age_ms=max(0.0, (now_ns - heartbeat) / 1e6) if heartbeat else None,
                 opportunities=int(slot["opportunities"]), scans_per_s=rates[2],
                 record_dropped=int(slot["record_dropped"]) if "record_dropped" in slot.dtype.names else 0,
-                schema_fallbacks=int(slot["schema_fallbacks"]) if "schema_fallbacks" in slot.dtype.names else 0))
+                schema_fallbacks=int(slot["schema_fallbacks"]) if "schema_fallbacks" in slot.dtype.names else 0,
+                lag_ms=exchange_lag_ms(quotes, name, offset_ns) if role == ProcessRole.FEED else None,
+                behind=int(slot["behind"]), backlog_wait_ms=int(slot["backlog_wait_ns"]) / 1e6,
+                backlog_frames=int(slot["backlog_frames"]), late_frames=int(slot["late_frames"])))
         return tuple(out)
+
+
+def exchange_lag_ms(quotes, venue: str, clock_offset_ns: int) -> float | None:
+    """A venue's current lag: receive time less exchange time, less the feed's clock offset, of its own row
+    received last (the rule ``venues.NAME.max_exchange_lag_ms`` applies per leg); None without exchange times."""
+    latest = None
+    for q in quotes:
+        if q.venue == venue and q.exch_ts_ns and (latest is None or q.recv_ns > latest.recv_ns):
+            latest = q
+    if latest is None:
+        return None
+    return (latest.recv_ns - latest.exch_ts_ns - clock_offset_ns) / 1e6

@@ -5,6 +5,18 @@ by the pure :class:`~pipeline.feed.session.FeedSession`; this module only
 does I/O around it: the sockets, subscribe pacing, keepalive timers, the
 reconnect backoff, the watchdog that gives the session its clock, and the
 optional recorder that keeps every frame exactly as received.
+
+Backlogs. Every frame carries the time it reached the socket (see
+:mod:`pipeline.feed.transport`); the frame handler reads the clock once more
+as it hands the frame to the session. The difference is how long the frame
+waited in the kernel, the WebSocket library and behind the frames before it.
+A frame that waited more than the feed's staleness limit
+(``venues.NAME.staleness_ms``) is counted (``late_frames``) and puts its
+connection behind (:meth:`FeedSession.fall_behind`: its rows STALE); the first
+frame of that connection to arrive within half the limit ends it
+(:meth:`FeedSession.caught_up`). The watchdog publishes the longest wait and the
+most messages queued in the library over each of its 100 ms intervals
+(``backlog_wait_ns``, ``backlog_frames``).
 """
 from __future__ import annotations
 
@@ -43,6 +55,15 @@ async def wait_or_end(event: asyncio.Event, task: asyncio.Future, timeout_s: flo
         await asyncio.wait([waiter, task], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
+
+
+class Backlog:
+    """The longest a frame waited between the socket and the session since the watchdog last looked."""
+
+    __slots__ = ("peak_ns",)
+
+    def __init__(self) -> None:
+        self.peak_ns = 0
 
 
 class BoardSink:
@@ -129,6 +150,7 @@ class Feed:
         self.replacing: dict = {}         # Connection -> task opening its replacement
         self.replace_failed_ns: dict = {}
         self.connected = 0
+        self.backlog = Backlog()
         self.stop = asyncio.Event()
 
     # ---------------------------------------------------------------- setup
@@ -172,6 +194,12 @@ class Feed:
         elif kind == "stale":
             self.rate_log.warning(f"stale:{fields['row']}", f"{venue}: row {fields['row']} stale "
                                                             f"(no update for {fields['silent_ms']:.0f} ms)")
+        elif kind == "behind":
+            self.rate_log.warning(f"behind:{fields['conn']}", f"{venue}: connection {fields['conn']} behind: a frame "
+                                  f"waited {fields['waited_ms']:.0f} ms after it reached the socket (limit "
+                                  f"{fields['limit_ms']:.0f} ms); its rows are stale until it has caught up")
+        elif kind == "caught_up":
+            self.rate_log.warning(f"caught_up:{fields['conn']}", f"{venue}: connection {fields['conn']} caught up")
 
     # ---------------------------------------------------------------- I/O
     async def _open(self, symbols: list[str], url: str, standby_for=None, group: dict | None = None):
@@ -219,13 +247,30 @@ class Feed:
     def _handler(self, link, conn, waits):
         """What happens to every frame of ``conn``: record it, the session decides, act on its decision."""
         recorder = self.recorder
-        receive = self.session.receive
+        session = self.session
+        receive = session.receive
         ring_ahead = self.doorbell.ring_ahead
+        backlog = self.backlog
+        limit = session.staleness_ns               # a frame later than this puts the connection behind
+        settled = limit // 2                       # and one within this ends it
+        late_word = self.stats.word("late_frames")
+        words = self.stats.words
+        clock = time.time_ns
 
         def on_frame(raw, recv_ns):
             # a frame in is most often a row out: a sleeping detector starts waking now, on its own core,
             # while the frame is parsed and written (a hint; the contract is ring_if_sleeping after the write)
             ring_ahead()
+            now = clock()
+            waited = now - recv_ns                 # socket -> here: kernel, library queue, the frames before it
+            if waited > backlog.peak_ns:
+                backlog.peak_ns = waited
+            if waited > limit:
+                words[late_word] += 1
+                if not conn.behind:
+                    session.fall_behind(conn, now, waited)
+            elif conn.behind and waited <= settled:
+                session.caught_up(conn, now)
             if recorder is not None:
                 recorder.frame(raw, recv_ns, conn.id)
             replies = receive(raw, recv_ns, conn)
@@ -364,6 +409,7 @@ class Feed:
                 self.board.procs[self.spec.slot]["clock_offset_ns"] = offset
             self.session.tick(now)
             self.sink.flush()
+            self._publish_backlog()
             await self._connection_timers(now)
             if self.recorder is not None:
                 self.recorder.publish_stats(self.stats)
@@ -372,6 +418,12 @@ class Feed:
                 self.stop.set()
                 return
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
+
+    def _publish_backlog(self) -> None:
+        """The longest wait and the most messages queued since the last call, into the slot (then reset)."""
+        peak, self.backlog.peak_ns = self.backlog.peak_ns, 0
+        self.stats.set("backlog_wait_ns", peak)
+        self.stats.set("backlog_frames", max((link.take_waiting() for link in self.open_conns.values()), default=0))
 
     async def _connection_timers(self, now_ns: int) -> None:
         """Held-back resubscribes that are due, and replacements of connections near their lifetime."""

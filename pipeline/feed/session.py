@@ -12,6 +12,9 @@ else. It has no socket, no clock and no shared memory:
   (pongs, resubscriptions) are frames for the caller to send on ``conn``;
   ``conn.reconnect_reason`` is set when the connection must be dropped.
 * ``tick(now_ns)``: marks rows with no update for the staleness limit STALE.
+* ``fall_behind(conn, now_ns, waited_ns)`` / ``caught_up(conn, now_ns)``: the
+  caller saw ``conn``'s frames reach it more than the staleness limit after they
+  reached the socket (a backlog); its rows are STALE until it has caught up.
 * ``connection_opened(symbols, now_ns)`` / ``connection_lost(conn, now_ns, reason)``.
 
 Rows are written through a :class:`RowSink`: the board (with the doorbell and
@@ -49,6 +52,8 @@ OUTCOME_KIND = {Outcome.CHANGED: "changed", Outcome.UNCHANGED: "unchanged", Outc
 READY = (int(RowStatus.LIVE), int(RowStatus.CROSSED), int(RowStatus.HALTED))   # a book the exchange made whole
 CHANGED, UNCHANGED, IGNORED = Outcome.CHANGED, Outcome.UNCHANGED, Outcome.IGNORED
 CROSSED = int(RowStatus.CROSSED)
+LIVE = int(RowStatus.LIVE)
+STALE = int(RowStatus.STALE)
 
 # Gap- and checksum-driven resubscribes per instrument: at most RESYNC_BURST in RESYNC_WINDOW_NS, then one
 # each time the oldest leaves the window. A parser bug that sees a gap in every message must never become a
@@ -196,11 +201,12 @@ class Connection:
     (an announced disconnect, the connection's age, its request budget);
     ``books`` its own books while it is a standby for ``replaces`` (None once
     it carries the rows); ``retired`` once a standby took its rows over (its
-    frames are no longer applied and its loss marks nothing).
+    frames are no longer applied and its loss marks nothing); ``behind`` while its
+    frames reach the session later than the staleness limit (its rows STALE).
     """
 
     __slots__ = ("id", "symbols", "last_seq", "reconnect_reason", "opened_ns", "replace_requested", "books",
-                 "replaces", "retired", "requests", "deferred", "logged_in")
+                 "replaces", "retired", "requests", "deferred", "logged_in", "behind")
 
     def __init__(self, conn_id: int, symbols: list[str], opened_ns: int):
         self.id = conn_id
@@ -215,6 +221,7 @@ class Connection:
         self.requests: deque = deque()          # send times of (un)subscribe/login requests, last hour
         self.deferred: dict[str, int] = {}      # symbol -> when its held-back resubscribe may go
         self.logged_in: bool | None = None      # the answer to a login request, None before one
+        self.behind = False                     # a backlog: its frames arrive later than the staleness limit
 
 
 class FeedSession:
@@ -258,6 +265,8 @@ class FeedSession:
         self.resync_times: dict[str, deque] = {}
         self.request_budget = venue.limit("requests_per_connection_per_hour")
         self.drifted: set[str] = set()             # declarations an exchange has added fields to (SchemaDrift)
+        self.behind_conns: set[Connection] = set() # connections behind now (fall_behind)
+        self.behind_rows: set[int] = set()         # their rows: never LIVE until the connection has caught up
         self._words = self.stats.words
         self._messages_word = self.stats.word("messages")
 
@@ -328,6 +337,12 @@ class FeedSession:
         self._note("disconnect", now_ns, conn=conn.id, reason=reason or conn.reconnect_reason,
                    **({"retired": True} if conn.retired else {}), **({"standby": True} if conn.books is not None
                                                                     else {}))
+        if conn.behind:                          # its backlog is gone with it
+            conn.behind = False
+            self.behind_conns.discard(conn)
+            self.stats.set("behind", len(self.behind_conns))
+            if conn.books is None and not conn.retired:
+                self.behind_rows.difference_update(self._rows_of(conn))
         if conn.retired or conn.books is not None:
             return
         self.mark(conn.symbols, RowStatus.DISCONNECTED)
@@ -336,6 +351,12 @@ class FeedSession:
         """The standby ``conn`` takes the rows over from the connection it replaces."""
         old = conn.replaces
         books, conn.books, conn.replaces = conn.books or {}, None, None
+        if self.behind_rows or conn.behind:      # the rows now trust (or not) their new connection's timeliness
+            rows = {self.row_of[s] for s in books if s in self.row_of}
+            if conn.behind:
+                self.behind_rows |= rows
+            else:
+                self.behind_rows -= rows
         for symbol, book in books.items():
             if symbol in self.rejected:
                 continue
@@ -551,6 +572,8 @@ class FeedSession:
     def publish(self, book: InstrumentBook, recv_ns: int) -> None:
         row = self.row_of[book.symbol]
         state = book.state._value_               # the int, without IntEnum arithmetic on the hot path
+        if state == LIVE and self.behind_rows and row in self.behind_rows:
+            state = STALE                        # written, but not trusted while its connection is behind
         if state == CROSSED and self.status[row] != CROSSED:
             self.stats.skip(SkipReason.CROSSED_BOOK)
             self._note("crossed", recv_ns, symbol=book.symbol)
@@ -582,6 +605,9 @@ class FeedSession:
         if state != RowStatus.LIVE:
             if self.status[row] != state:
                 self.publish(book, now_ns)
+            return
+        if self.behind_rows and row in self.behind_rows:
+            self.last_update_ns[row] = now_ns    # current as of now_ns, trusted again once caught up
             return
         self.sink.set_status(row, state, now_ns)
         self.status[row] = state
@@ -640,6 +666,60 @@ class FeedSession:
             row = self.row_of[symbol]
             self.sink.set_status(row, int(RowStatus.REJECTED))
             self.status[row] = int(RowStatus.REJECTED)
+
+    # ---------------------------------------------------------------- backlog
+    def _rows_of(self, conn: Connection) -> list[int]:
+        return [self.row_of[s] for s in conn.symbols if s in self.row_of]
+
+    def fall_behind(self, conn: Connection, now_ns: int, waited_ns: int) -> None:
+        """``conn``'s frames reach us more than the staleness limit after they reached the socket.
+
+        Its rows are untrusted until it has caught up: LIVE rows go STALE now, and a row written meanwhile is
+        written STALE (its book is kept and applied as usual). Counted in ``fell_behind``; ``behind`` is the
+        number of connections behind now.
+        """
+        if conn.behind:
+            return
+        conn.behind = True
+        self.behind_conns.add(conn)
+        self.stats.set("behind", len(self.behind_conns))
+        self.stats.add("fell_behind")
+        self._note("behind", now_ns, conn=conn.id, waited_ms=round(waited_ns / 1e6, 1),
+                   limit_ms=round(self.staleness_ns / 1e6, 1))
+        if conn.books is not None or conn.retired:
+            return                               # a standby's books are not on the board; a retired one has none
+        for row in self._rows_of(conn):
+            self.behind_rows.add(row)
+            if self.status[row] == LIVE:
+                self.sink.set_status(row, STALE)
+                self.status[row] = STALE
+
+    def caught_up(self, conn: Connection, now_ns: int) -> None:
+        """``conn``'s frames arrive in time again: its rows are trusted as their books and their silence say.
+
+        A row whose book is whole and that was updated or confirmed within the staleness limit is LIVE again
+        (confirmed as of that update); one silent for longer stays STALE until the exchange speaks of it.
+        """
+        if not conn.behind:
+            return
+        conn.behind = False
+        self.behind_conns.discard(conn)
+        self.stats.set("behind", len(self.behind_conns))
+        self._note("caught_up", now_ns, conn=conn.id)
+        if conn.books is not None or conn.retired:
+            return
+        for symbol in conn.symbols:
+            row = self.row_of.get(symbol)
+            if row is None:
+                continue
+            self.behind_rows.discard(row)
+            if symbol in self.rejected:
+                continue
+            book = self.books.get(symbol)
+            if (book is not None and self.status[row] == STALE and int(book.state) == LIVE
+                    and now_ns - self.last_update_ns[row] <= self.staleness_ns):
+                self.sink.set_status(row, LIVE, self.last_update_ns[row])
+                self.status[row] = LIVE
 
     # ---------------------------------------------------------------- time
     def tick(self, now_ns: int) -> list[int]:

@@ -83,6 +83,12 @@ class HealthReporter:
             info["shadow_profitable"] = int(slot["shadow_profitable"])
             info["recorded"] = int(slot["recorded"])
             info["record_dropped"] = int(slot["record_dropped"])
+            # a backlog: frames waiting between the socket and the session (feed/process.py)
+            info["behind"] = int(slot["behind"])
+            info["fell_behind"] = int(slot["fell_behind"])
+            info["late_frames"] = int(slot["late_frames"])
+            info["backlog_wait_ms"] = int(slot["backlog_wait_ns"]) / 1e6
+            info["backlog_frames"] = int(slot["backlog_frames"])
             info["hops"] = latency_rows(self.board, spec)
             if spec.role == ProcessRole.FEED:
                 own = [r for r in self.rows if r.venue == spec.venue and not r.box]
@@ -116,7 +122,8 @@ class HealthReporter:
                              [f"{i['title'].removeprefix('pipeline: ')} {i['restarts']}" for i in snapshot
                               if i["restarts"]], not_live)
         failing = [f"{i['key'][5:]} {i['record_dropped']}" for i in feeds if i.get("record_dropped")]
-        return line + ("  RECORDING FAILING (frames not recorded): " + ", ".join(failing) if failing else "")
+        line += "  RECORDING FAILING (frames not recorded): " + ", ".join(failing) if failing else ""
+        return line + behind_part(feeds)
 
     def render(self, snapshot: list[dict]) -> str:
         n = len(self.specs) + 1   # + the supervisor
@@ -144,6 +151,8 @@ class HealthReporter:
                 line += f" clock offset {info['clock_offset_ms']:+.1f}ms"
             if info["key"].startswith("feed:") and info["record_dropped"]:
                 line += f" RECORDING FAILING: {info['record_dropped']} frames not recorded"
+            if info["key"].startswith("feed:"):
+                line += backlog_status(info)
             if info["key"] == "detector" and info["shadow_fills"]:
                 line += f" shadow fills profitable {info['shadow_profitable']}/{info['shadow_fills']}"
             if info["restarts"]:
@@ -174,6 +183,20 @@ def format_status(clock: str, live: int, feeds: int, messages_per_s: float | Non
     if restarted:
         parts.append("restarts: " + ", ".join(restarted))
     return "  ".join(parts)
+
+
+def backlog_status(info: dict) -> str:
+    """`` backlog waited 1750ms queued 64 late 250 fell behind 2x BEHIND``: a feed's backlog, when it has had one."""
+    if not (info["behind"] or info["fell_behind"] or info["late_frames"]):
+        return ""
+    return (f" backlog waited {info['backlog_wait_ms']:.0f}ms queued {info['backlog_frames']} late "
+            f"{info['late_frames']} fell behind {info['fell_behind']}x" + (" BEHIND" if info["behind"] else ""))
+
+
+def behind_part(feeds: list[dict]) -> str:
+    """``  BEHIND (rows stale): binance 1.8s``: the feeds whose frames reach them later than their staleness limit."""
+    behind = [f"{i['key'][5:]} {i['backlog_wait_ms'] / 1000:.1f}s" for i in feeds if i.get("behind")]
+    return "  BEHIND (rows stale): " + ", ".join(behind) if behind else ""
 
 
 def bridge_status(info: dict) -> str:

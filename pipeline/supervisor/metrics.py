@@ -22,6 +22,11 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_feed_checksum_failures_total{exchange}
     pipeline_feed_resyncs_total{exchange}
     pipeline_feed_connected_connections{exchange}         gauge
+    pipeline_feed_late_frames_total{exchange}             frames handed to the session later than the staleness limit
+    pipeline_feed_fell_behind_total{exchange}             times a connection fell behind (rows stale until caught up)
+    pipeline_feed_behind_connections{exchange}            gauge, connections behind now
+    pipeline_feed_backlog_wait_seconds{exchange}          gauge, longest socket -> session wait over the last 100 ms
+    pipeline_feed_backlog_frames{exchange}                gauge, most messages queued in the WebSocket library, same
     pipeline_feed_restarts_total{exchange}                supervisor-owned slot field
     pipeline_row_state{exchange,instrument,state}         gauge, 1 for the current RowStatus, else 0
     pipeline_row_last_update_age_seconds{exchange,instrument}   gauge, absent until the row is written
@@ -80,6 +85,10 @@ _FEED_COUNTERS = (
      "Top-of-book channels re-armed after their ids stayed behind the depth channel's."),
     ("schema_fallbacks", "pipeline_feed_schema_fallbacks",
      "Market-data frames carrying fields their declaration does not know (decoded with them ignored)."),
+    ("late_frames", "pipeline_feed_late_frames",
+     "Frames handed to the feed's session more than its staleness limit after they reached the socket."),
+    ("fell_behind", "pipeline_feed_fell_behind",
+     "Times a connection fell behind by more than the staleness limit (its rows stale until it caught up)."),
 )
 _SKIP_REASONS = tuple((int(r), r.name.lower()) for r in SkipReason)
 _ROW_STATES = tuple((int(s), s.name.lower()) for s in RowStatus)
@@ -168,13 +177,28 @@ class BoardCollector:
                                       labels=["exchange", "reason"])
         connected = GaugeMetricFamily("pipeline_feed_connected_connections",
                                       "Websocket connections the feed process currently has open.", labels=["exchange"])
+        behind = GaugeMetricFamily("pipeline_feed_behind_connections",
+                                   "Connections behind by more than the staleness limit now (their rows stale).",
+                                   labels=["exchange"])
+        wait = GaugeMetricFamily("pipeline_feed_backlog_wait_seconds",
+                                 "Longest a frame waited between the socket and the feed's session, last 100 ms.",
+                                 labels=["exchange"])
+        queued = GaugeMetricFamily("pipeline_feed_backlog_frames",
+                                   "Most messages waiting in the WebSocket library's queue, last 100 ms (picows: none).",
+                                   labels=["exchange"])
         for spec, slot in feeds:
             counts = slot["skipped"]
             for index, reason in _SKIP_REASONS:
                 skipped.add_metric([spec.venue, reason], int(counts[index]))
             connected.add_metric([spec.venue], int(slot["connected"]))
+            behind.add_metric([spec.venue], int(slot["behind"]))
+            wait.add_metric([spec.venue], int(slot["backlog_wait_ns"]) / 1e9)
+            queued.add_metric([spec.venue], int(slot["backlog_frames"]))
         yield skipped
         yield connected
+        yield behind
+        yield wait
+        yield queued
 
     def _row_families(self, now_ns: int) -> Iterator:
         rows = self.board.rows

@@ -52,8 +52,9 @@ def board(board_name):
 def fill_board(board: Board) -> None:
     writer = RowWriter(board, [0, 1, 2])
     # binance asks 100.00, bybit bids 100.30: +30 bps gross, +10 net after 10 + 10 bps fees
-    writer.write(0, int(RowStatus.LIVE), [(99.9, 2.0)], [(100.0, 1.0)], 0, NOW - 4 * MS)
-    writer.write(1, int(RowStatus.LIVE), [(100.3, 3.0)], [(100.4, 1.0)], 0, NOW - 12 * MS)
+    # exchange times: binance's change arrived 30 ms after it, bybit's 52.5 ms (of which 2.5 ms are its clock offset)
+    writer.write(0, int(RowStatus.LIVE), [(99.9, 2.0)], [(100.0, 1.0)], NOW - 34 * MS, NOW - 4 * MS)
+    writer.write(1, int(RowStatus.LIVE), [(100.3, 3.0)], [(100.4, 1.0)], NOW - 64_500_000, NOW - 12 * MS)
     writer.write(2, int(RowStatus.STALE), [(99.0, 1.0)], [(99.5, 1.0)], 0, NOW - 7_500 * MS)
     procs = board.procs
     for slot, (role, venue_id, messages, gaps) in enumerate([(ProcessRole.FEED, 1, 1000, 0),
@@ -103,9 +104,9 @@ net bps buy/sell binance   bybit kraken@
 binance               ·  *+10.0       -
 bybit             -69.8       ·       -
 kraken@frankfur       -       -       ·
-venue   msg/s rcn gap offms p50/p99µs open 1 flaps 3 (net/peak bps, size, age)
-binance   500   0   0     -   115/900 BTC/USDT binan>bybit 10.0/10.0 0.5 300ms
-bybit       0   0   0  +2.5         - closed (lifetime, peak, shadow fill)
+venue   msg/s rcn gap lagms p50/p99µs open 1 flaps 3 (net/peak bps, size, age)
+binance   500   0   0    30   115/900 BTC/USDT binan>bybit 10.0/10.0 0.5 300ms
+bybit       0   0   0    50         - closed (lifetime, peak, shadow fill)
 kraken      0   0  45     -         - BTC/USDT krake>bybit 200ms 3.0 0.5@50ms
                                                                      14% filled
                                       BTC/USDT bybit>binan 500ms 2.5 x@50ms
@@ -136,6 +137,24 @@ def test_alerts_name_unknown_states_restarts_and_silence():
     snapshot = Snapshot("b", NOW, ("X/Y", "Z/Y"), quotes, procs, ())
     assert check_alerts(snapshot) == ["okx halted,state9", "okx restarted (3x)", "okx recording failing (12 frames)",
                                       "okx wire format changed (4 frames with unknown fields)", "okx silent 2s"]
+
+
+def test_a_feed_behind_is_an_alert_and_its_venue_line_shows_the_lag():
+    from pipeline.console.render import _lag
+    from pipeline.console.snapshot import exchange_lag_ms
+    behind = ProcessStats("okx", "feed", 1, 10.0, 0, 0, 0.0, 0.0, None, None, 0, False, 100.0, lag_ms=None,
+                          behind=1, backlog_wait_ms=1750.0, backlog_frames=64, late_frames=250)
+    assert check_alerts(Snapshot("b", NOW, (), (), (behind,), ())) == ["okx behind 1.8s (64 queued, 250 late)"]
+    # the lag is the newest own row's (receive - exchange time - clock offset); bridged rows and rows without an
+    # exchange time do not count
+    quotes = (Quote(0, "okx", "X/Y", "live", 1, 1, 2, 1, NOW - 5 * MS, NOW - 25 * MS),
+              Quote(1, "okx", "Z/Y", "live", 1, 1, 2, 1, NOW - 9 * MS, NOW - 11 * MS),
+              Quote(2, "okx", "W/Y", "live", 1, 1, 2, 1, NOW),
+              Quote(3, "okx@tokyo", "X/Y", "live", 1, 1, 2, 1, NOW, NOW - 900 * MS))
+    assert exchange_lag_ms(quotes, "okx", 3 * MS) == 17.0             # row 0: 20 ms, less the 3 ms offset
+    assert exchange_lag_ms(quotes, "bybit", 0) is None
+    assert [_lag(v) for v in (None, 17.0, -0.4, -12.6, 9_999.0, 12_345.0, 9_999_000.0, 3.6e7)] == [
+        "-", "17", "0", "-13", "9999", "12s", "9999s", "10h"]
 
 
 def test_event_book_follows_the_lifecycle_and_ignores_an_earlier_run():

@@ -58,7 +58,8 @@ def _fill(board: Board) -> None:
     me = os.getpid()
     binance = dict(pid=me, role=int(ProcessRole.FEED), started_ns=time.time_ns(), heartbeat_ns=NOW - 1_500_000_000,
                    messages=1234, parse_errors=5, reconnects=2, gaps=3, checksum_failures=1, resyncs=4,
-                   connected=1, restarts=7)
+                   connected=1, restarts=7, late_frames=250, fell_behind=2, behind=1, backlog_wait_ns=1_750_000_000,
+                   backlog_frames=64)
     for field, value in binance.items():
         board.procs[0][field] = value
     board.procs[0]["skipped"] = [int(r) + 1 for r in SkipReason]       # invalid_json=1 ... other=8
@@ -151,6 +152,12 @@ def test_scrape_over_http_exposes_exact_board_values(collector):
     for field, (binance, bybit) in expected.items():
         assert _by(s, f"pipeline_feed_{field}_total", "exchange") == {("binance",): binance, ("bybit",): bybit}, field
     assert _by(s, "pipeline_feed_connected_connections", "exchange") == {("binance",): 1, ("bybit",): 2}
+    # a backlog: frames handed over late, the times a connection fell behind, the state now
+    assert _by(s, "pipeline_feed_late_frames_total", "exchange") == {("binance",): 250, ("bybit",): 0}
+    assert _by(s, "pipeline_feed_fell_behind_total", "exchange") == {("binance",): 2, ("bybit",): 0}
+    assert _by(s, "pipeline_feed_behind_connections", "exchange") == {("binance",): 1, ("bybit",): 0}
+    assert _by(s, "pipeline_feed_backlog_wait_seconds", "exchange") == {("binance",): 1.75, ("bybit",): 0.0}
+    assert _by(s, "pipeline_feed_backlog_frames", "exchange") == {("binance",): 64, ("bybit",): 0}
     skipped = _by(s, "pipeline_feed_skipped_total", "exchange", "reason")
     assert len(skipped) == 2 * len(SkipReason)
     for r in SkipReason:
