@@ -87,7 +87,7 @@ from bisect import bisect_left, insort
 
 
 from pipeline.board.layout import RowStatus
-from pipeline.model import BBO, MAX_TS_MS, AlignedSnapshot, BookUpdate, InstrumentSpec, TradingStatus
+from pipeline.model import BBO, MAX_ID, MAX_TS_MS, AlignedSnapshot, BookUpdate, InstrumentSpec, TradingStatus
 
 _INF = math.inf
 
@@ -261,6 +261,14 @@ def _valid_levels(levels) -> bool:
     for price, qty in levels:
         # comparisons with NaN are False, so NaN fails both tests
         if not (0.0 < price < _INF) or not (0.0 <= qty < _INF):
+            return False
+    return True
+
+
+def _valid_ids(update) -> bool:
+    """The exchange's ids of an update fit an int64 (:data:`~pipeline.model.MAX_ID`), or are absent."""
+    for value in (update.seq, update.prev_seq, update.xseq):
+        if value is not None and not -MAX_ID <= value <= MAX_ID:
             return False
     return True
 
@@ -448,7 +456,8 @@ class InstrumentBook:
         else:
             self.uses_depth = True
             book = self.book
-        if not (_valid_levels(update.bids) and _valid_levels(update.asks) and 0 <= update.exch_ts_ms <= MAX_TS_MS):
+        if not (_valid_levels(update.bids) and _valid_levels(update.asks) and 0 <= update.exch_ts_ms <= MAX_TS_MS
+                and _valid_ids(update)):
             # the book can no longer be trusted either way: a delta was lost, a snapshot is unusable
             self.invalidate(book=book)
             return Outcome.BAD_NUMBER
@@ -558,7 +567,8 @@ class InstrumentBook:
         bbo = self.bbo
         last = bbo.last_seq
         if (0.0 < bid_px < _INF and 0.0 < bid_qty < _INF and 0.0 < ask_px < _INF and 0.0 < ask_qty < _INF
-                and 0 <= exch_ts_ms <= MAX_TS_MS and (seq is None or last is None or seq > last or not bbo.synced)):
+                and 0 <= exch_ts_ms <= MAX_TS_MS and (seq is None or (-MAX_ID <= seq <= MAX_ID and (
+                    last is None or seq > last or not bbo.synced))) and (xseq is None or -MAX_ID <= xseq <= MAX_ID)):
             self.uses_bbo = True
             bbo.bids.level = [(bid_px, bid_qty)]
             bbo.asks.level = [(ask_px, ask_qty)]
@@ -613,7 +623,8 @@ class InstrumentBook:
         """An :class:`AlignedSnapshot` (A2-A4)."""
         self.uses_depth = True
         book = self.book
-        if not (_valid_levels(snap.bids) and _valid_levels(snap.asks) and 0 <= snap.exch_ts_ms <= MAX_TS_MS):
+        if not (_valid_levels(snap.bids) and _valid_levels(snap.asks) and 0 <= snap.exch_ts_ms <= MAX_TS_MS
+                and _valid_ids(snap)):
             self.invalidate(book=book)
             return Outcome.BAD_NUMBER
         seq = snap.seq

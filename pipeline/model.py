@@ -30,6 +30,9 @@ from dataclasses import dataclass
 # The latest exchange time in ms a row can hold: rows keep times as int64 nanoseconds (until 2262-04-11).
 # A larger (or negative) one is a bad number, like a NaN price: counted, and the book is not trusted.
 MAX_TS_MS = (2 ** 63 - 1) // 1_000_000
+# An exchange id (sequence, update id, cross-channel id) must fit the int64 every venue documents: a larger one
+# is a bad number too. Taken as the last id, it would make every later, real id look old and hold the quote.
+MAX_ID = 2 ** 63 - 1
 
 # Which book an update belongs to: the exchange's top-of-book channel, or its depth channel.
 BBO = 0

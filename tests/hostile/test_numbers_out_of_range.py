@@ -75,6 +75,32 @@ def test_an_exchange_time_no_row_can_hold_is_a_counted_bad_number_and_the_feed_g
     assert session.stats.skipped(SkipReason.BAD_NUMBER) == 1
 
 
+@pytest.mark.parametrize("venue, frame", [
+    ("okx", okx_bbo("1654031992000", 2, bid="31775.0", ask="31775.1").replace('"seqId":2', '"seqId":99999999999999999999')),
+    ("binance", '{"stream":"btcusdt@bookTicker","data":{"u":18446744073709551615,"s":"BTCUSDT","b":"31775.0",'
+                '"B":"1","a":"31775.1","A":"1"}}'),
+])
+def test_an_exchange_id_past_int64_is_a_counted_bad_number_not_a_quote_held_by_it(board, venue, frame):
+    """Taken as the last id, an id too large for the int64 every venue documents would make every later, real id
+    look old: the row would stay LIVE on that one quote. It is a bad number: the book is discarded, and the next
+    real frame (a smaller id) makes the row live again."""
+    symbol = {"okx": "BTC-USDT", "binance": "BTCUSDT"}[venue]
+    good = {"okx": okx_bbo("1654031991947", 1),
+            "binance": '{"stream":"btcusdt@bookTicker","data":{"u":7,"s":"BTCUSDT","b":"31774.6","B":"1",'
+                       '"a":"31774.7","A":"1"}}'}[venue]
+    writer = RowWriter(board, [0])
+    session = FeedSession(load_venue(venue), {symbol: 0}, 5, 5 * SECOND, writer)
+    conn = session.connection_opened([symbol], T0)
+    session.receive(good, T0, conn)
+    assert row_of(board)["status"] == LIVE and row_of(board)["bid_px"] == 31774.6
+    session.receive(frame, T0 + 1, conn)
+    assert session.stats.skipped(SkipReason.BAD_NUMBER) == 1
+    assert row_of(board)["status"] != LIVE and row_of(board)["bid_px"] != 31775.0
+    session.receive(good.replace("31774.6", "31776.0").replace("31774.7", "31776.1").replace('"seqId":1', '"seqId":3')
+                    .replace('"u":7', '"u":8'), T0 + 2, conn)
+    assert row_of(board)["status"] == LIVE and row_of(board)["bid_px"] == 31776.0
+
+
 def test_the_row_writer_refuses_a_time_it_cannot_hold_before_storing_anything(board):
     writer = RowWriter(board, [0])
     writer.write(0, LIVE, [(100.0, 1.0)], [(101.0, 1.0)], 5 * SECOND, T0)
