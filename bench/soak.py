@@ -3,6 +3,7 @@
 Run by hand (not in CI)::
 
     python -m bench.soak --minutes 30
+    python -m bench.soak --minutes 20 --kill-every 15 --seed 11     # issue 24's "done when" run
 
 This script runs the exchange simulator itself (in-process, so it can switch
 faults on and off) and starts the supervisor as a subprocess with a config
@@ -12,6 +13,27 @@ a quiet instrument, garbage frames, bad numbers, crossed books, sequence
 gaps, duplicates, corrupted checksums, bursts) and now and then kills a random
 child with SIGKILL. At the end it prints the figures and writes them as JSON
 to ``bench/results/soak.json``.
+
+``--hostile`` (on by default: all of :data:`~pipeline.sim.protocol.HOSTILE_NAMES`;
+``--hostile ''`` for none) has every simulated venue stage crafted input on its
+own as well (:class:`~pipeline.sim.protocol.Hostile`): a number no row can hold in
+the venue's own wire format (an exchange time past 2262, an id past int64, a price
+``1e400`` / ``inf`` / ``NaN``) every ~20 s, a real frame in 64 WebSocket fragments
+every ~5 s, a message past the clients' 16 MiB cap in 1 MiB fragments every ~60 s,
+and book (Kraken: instrument too) messages naming a new, never-subscribed symbol
+every 5 market steps.
+
+The summary's ``verdict`` is issue 24's "done when": processes the supervisor
+gave up on (``FAILED``), tracebacks anywhere in the pipeline's output, and whether
+each process's RSS stayed flat (sampled every 5 s; over the steady part of the run,
+from 10 s after every feed refused its first oversize message, the peak of the
+second half no more than 10 % + 5 MB above the peak of the first half, or below
+the start + 10 % + 5 MB + the 16 MiB a refused message may leave allocated; peaks,
+so that children restarted by the kills still compare: see :func:`rss_summary`);
+``rss_mb`` has each process's RSS at the start, middle and end (every 5 s sample is
+in the JSON file, ``rss_samples``), and ``hostile`` what the hostile faults sent and
+what the feeds counted (bad numbers, frames skipped as malformed, oversize messages
+refused, unknown symbols skipped).
 
 "Opportunities opened from untrustworthy rows" is checked from outside the
 detector: an ``open`` whose quote age exceeds the staleness limit, or that
@@ -40,8 +62,9 @@ import yaml
 
 from pipeline.board import Board, RowStatus, SkipReason
 from pipeline.board.layout import ProcessRole
+from pipeline.feed.transport import MAX_MESSAGE_BYTES
 from pipeline.sim.market import Market
-from pipeline.sim.protocol import QUIRK_NAMES, Quirks
+from pipeline.sim.protocol import HOSTILE_NAMES, QUIRK_NAMES, Hostile, Quirks
 from pipeline.sim.server import Simulator
 from pipeline.venues import VENUES, load_venue
 
@@ -49,6 +72,7 @@ REPO = Path(__file__).resolve().parents[1]
 INSTRUMENTS = {"coinbase": ["BTC/USD", "BTC/USDT"], "kraken": ["BTC/USD", "BTC/USDT"]}
 STALENESS_MS = 1000
 GRACE_S = 0.5
+RSS_EVERY_S = 5.0
 FAULTS = ["drop_close", "drop_abort", "refuse", "hang", "silence", "quiet_instrument", "garbage", "bad_number",
           "crossed", "gap", "duplicate", "checksum", "burst", "kill_child"]
 
@@ -62,6 +86,40 @@ def process_usage(pids: dict[str, int]) -> dict[str, dict]:
                          "cpu_s": round(sum(p.cpu_times()[:2]), 2)}
         except psutil.Error:
             out[name] = {"pid": pid, "rss_mb": None, "cpu_s": None}
+    return out
+
+
+def rss_summary(samples: list[tuple[float, dict]], steady_from_s: float = 0.0) -> dict:
+    """Per process: RSS (MB) at the start, middle and end, the peaks of each half of the steady part of the run
+    (from ``steady_from_s``: every feed has refused its first oversize message), whether it stayed flat, and the
+    longest-lived pid's own growth (a process restarted by a kill starts small again).
+
+    Flat: the second half's peak at most 10 % + 5 MB above the first half's, or within ``bound``: the start RSS
+    + 10 % + 5 MB + the 16 MiB a refused oversize message may leave allocated (the allocator keeps it or not,
+    so that step can come in either half)."""
+    out = {}
+    names = sorted({name for _, usage in samples for name in usage})
+    steady = [t for t, _ in samples if t >= steady_from_s] or [t for t, _ in samples]
+    middle_s = steady[len(steady) // 2]
+    for name in names:
+        series = [(t, u[name]["pid"], u[name]["rss_mb"]) for t, u in samples
+                  if name in u and u[name]["rss_mb"] is not None]
+        if not series:
+            continue
+        first = [rss for t, _, rss in series if steady[0] <= t <= middle_s] or [series[0][2]]
+        second = [rss for t, _, rss in series if t > middle_s] or [series[-1][2]]
+        lives: dict[int, list] = {}
+        for t, pid, rss in series:
+            lives.setdefault(pid, []).append((t, rss))
+        pid, life = max(lives.items(), key=lambda item: item[1][-1][0] - item[1][0][0])
+        middle = min(series, key=lambda x: abs(x[0] - middle_s))
+        bound = round(series[0][2] * 1.10 + 5.0 + MAX_MESSAGE_BYTES / 2 ** 20, 1)
+        out[name] = {"start": series[0][2], "middle": middle[2], "end": series[-1][2],
+                     "peak_first_half": max(first), "peak_second_half": max(second), "bound": bound,
+                     "flat": max(second) <= max(max(first) * 1.10 + 5.0, bound),
+                     "pids": len(lives),
+                     "longest_life": {"pid": pid, "seconds": round(life[-1][0] - life[0][0]),
+                                      "rss_first": life[0][1], "rss_last": life[-1][1]}}
     return out
 
 
@@ -111,7 +169,7 @@ def board_counters(board_name: str, venues: list[str]) -> dict:
 
 class Soak:
     def __init__(self, minutes: float, seed: int, fault_every_s: float, kill_every_s: float,
-                 quirks: tuple[str, ...] = QUIRK_NAMES):
+                 quirks: tuple[str, ...] = QUIRK_NAMES, hostile: tuple[str, ...] = HOSTILE_NAMES):
         self.minutes = minutes
         self.rng = random.Random(seed)
         self.fault_every_s = fault_every_s
@@ -131,8 +189,12 @@ class Soak:
         self.reaction_ms: list[float] = []                 # SIGKILL -> every row of that feed untrusted on the board
         self.reaction_timeouts: list[str] = []             # feeds whose rows were still live 1 s after the SIGKILL
         self.quirks = quirks
+        self.hostile = hostile
         for server in self.sim.exchanges.values():
             server.quirks = Quirks.named(quirks)
+            server.hostile = Hostile.named(hostile)
+        self.rss_samples: list[tuple[float, dict]] = []    # (seconds into the run, process -> pid and RSS)
+        self.steady_from_s: float | None = None if "oversize_messages" in hostile else 0.0
 
     def config(self, urls: dict[str, str], out: Path) -> dict:
         return {
@@ -241,8 +303,10 @@ class Soak:
             await asyncio.sleep(0.2)
         await asyncio.sleep(3)
         start_usage = process_usage(board_pids(self.board_name, self.venues))
-        end_at = time.monotonic() + self.minutes * 60
+        started = time.monotonic()
+        end_at = started + self.minutes * 60
         next_kill = time.monotonic() + self.kill_every_s
+        sampler = asyncio.ensure_future(self.sample_rss(started))
         pending = set()
         while time.monotonic() < end_at:
             kind = self.rng.choice(FAULTS[:-1])
@@ -254,6 +318,8 @@ class Soak:
             pending = {t for t in pending if not t.done()}
         await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.sleep(5)                                   # let everything recover
+        sampler.cancel()
+        self.rss_samples.append((time.monotonic() - started, self.usage()))
         end_usage = process_usage(board_pids(self.board_name, self.venues))
         counters = board_counters(self.board_name, self.venues)
         proc.send_signal(signal.SIGTERM)
@@ -262,6 +328,46 @@ class Soak:
         sim_task.cancel()
         await self.sim.close()
         return self.figures(out, counters, start_usage, end_usage, log_lines, proc.returncode)
+
+    def usage(self) -> dict:
+        usage = process_usage(board_pids(self.board_name, self.venues))
+        usage["simulator"] = process_usage({"simulator": os.getpid()})["simulator"]   # this process
+        return usage
+
+    async def sample_rss(self, started: float) -> None:
+        while True:
+            now_s = time.monotonic() - started
+            self.rss_samples.append((now_s, self.usage()))
+            if self.steady_from_s is None and all(s.hostile_sent["oversize_refused"]
+                                                  for s in self.sim.exchanges.values()):
+                self.steady_from_s = now_s + 10.0      # every feed has met its first oversize message
+            await asyncio.sleep(RSS_EVERY_S)
+
+    def hostile_figures(self, counters: dict, log_lines: list[str]) -> dict:
+        """What the hostile faults sent (the simulator's counts) and what the feeds made of it (the board's)."""
+        sent: dict[str, int] = {}
+        for server in self.sim.exchanges.values():
+            for key, n in server.hostile_sent.items():
+                sent[key] = sent.get(key, 0) + n
+        def skipped(reason: str) -> int:
+            return sum(counters[v]["skipped"][reason] for v in self.venues)
+        return {
+            "sent": dict(sorted(sent.items())),
+            "sent_by_venue": {name: dict(sorted(server.hostile_sent.items()))
+                              for name, server in self.sim.exchanges.items()},
+            "feeds_counted": {
+                "bad_numbers": skipped("bad_number"),
+                "frames_skipped_as_invalid_json": skipped("invalid_json"),
+                "frames_skipped_as_unknown_message": skipped("unknown_message"),   # unknown symbols are counted here
+                "stuck_channels_rearmed": sum(counters[v]["stuck_channels"] for v in self.venues),
+                "oversize_messages_refused": sent.get("oversize_refused", 0),   # the client hung up on it
+                "oversize_messages_kept": sent.get("oversize_kept", 0),         # must be 0
+                "oversize_refusals_logged": sum("exceeds limit" in line or "message too big" in line
+                                                for line in log_lines),       # rate-limited log lines
+            },
+            "unknown_symbols_named": sent.get("unknown_symbol", 0),
+            "simulator_handler_errors": sum(server.handler_errors for server in self.sim.exchanges.values()),
+        }
 
     def dead_quote(self, record: dict) -> str | None:
         """Exact attribution of a kill: the open came after a feed's death and used a quote that feed had
@@ -296,7 +402,22 @@ class Soak:
             for reason, n in counters[venue]["skipped"].items():
                 skipped[reason] = skipped.get(reason, 0) + n
         leftovers = [p.name for p in Path("/dev/shm").iterdir() if p.name == self.board_name]
+        rss = rss_summary(self.rss_samples, self.steady_from_s or 0.0)
+        failed = [line.strip() for line in log_lines if " FAILED: " in line]
+        tracebacks = sum("Traceback (most recent call last)" in line for line in log_lines)
+        crashes = [line.strip() for line in log_lines if "died (" in line and "killed by signal 9" not in line]
         return {
+            "verdict": {"processes_failed": len(failed), "tracebacks_in_logs": tracebacks,
+                        "unexpected_deaths": len(crashes), "rss_flat": all(r["flat"] for r in rss.values()),
+                        "rss_not_flat": sorted(name for name, r in rss.items() if not r["flat"]),
+                        "done": not failed and not tracebacks and all(r["flat"] for r in rss.values())},
+            "failed_lines": failed[:20],
+            "unexpected_death_lines": crashes[:20],
+            "traceback_excerpts": traceback_excerpts(log_lines),
+            "rss_mb": rss,
+            "rss_steady_from_s": self.steady_from_s,
+            "hostile_faults": list(self.hostile),
+            "hostile": self.hostile_figures(counters, log_lines),
             "minutes": self.minutes,
             "supervisor_exit_status": returncode,
             "faults_injected": self.injected,
@@ -322,7 +443,22 @@ class Soak:
             "process_usage_end": end_usage,
             "shared_memory_left": leftovers,
             "note": "counters of restarted feeds start again from the values on the board (rows and slots persist)",
+            "rss_samples": {name: [[round(t, 1), u[name]["pid"], u[name]["rss_mb"]] for t, u in self.rss_samples
+                                   if name in u] for name in rss},          # written to the file, not printed
         }
+
+
+def traceback_excerpts(log_lines: list[str], most: int = 5) -> list[str]:
+    """The first few tracebacks of the pipeline's output, each up to its exception line."""
+    out = []
+    for i, line in enumerate(log_lines):
+        if "Traceback (most recent call last)" in line:
+            end = next((j for j in range(i + 1, min(i + 80, len(log_lines)))
+                        if log_lines[j][:1] not in (" ", "\t") and "Traceback" not in log_lines[j]), i)
+            out.append("".join(log_lines[max(i - 1, 0):end + 1])[-3000:])
+            if len(out) >= most:
+                break
+    return out
 
 
 def main() -> None:
@@ -334,12 +470,21 @@ def main() -> None:
     parser.add_argument("--quirks", default=",".join(QUIRK_NAMES),
                         help=f"simulator quirks to switch on, comma-separated (default: all: {','.join(QUIRK_NAMES)}; "
                              "'' for none)")
+    parser.add_argument("--hostile", default=",".join(HOSTILE_NAMES),
+                        help=f"hostile faults every venue stages, comma-separated (default: all: "
+                             f"{','.join(HOSTILE_NAMES)}; '' for none)")
     args = parser.parse_args()
     quirks = tuple(q for q in args.quirks.split(",") if q)
-    figures = asyncio.run(Soak(args.minutes, args.seed, args.fault_every, args.kill_every, quirks).run())
+    hostile = tuple(h for h in args.hostile.split(",") if h)
+    try:
+        Hostile.named(hostile)                                # unknown names: an error before anything starts
+    except ValueError as exc:
+        parser.error(str(exc))
+    figures = asyncio.run(Soak(args.minutes, args.seed, args.fault_every, args.kill_every, quirks, hostile).run())
     results = REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "soak.json").write_text(json.dumps(figures, indent=2))
+    figures.pop("rss_samples")
     print(json.dumps(figures, indent=2))
 
 

@@ -1,6 +1,8 @@
 """Shared pieces of the simulated exchange protocols."""
 from __future__ import annotations
 
+import gzip
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -41,6 +43,99 @@ class Quirks:
 
     def stages_events(self) -> bool:
         return self.sequence_resets or self.venue_status or self.planned_disconnects or self.dropped_messages
+
+
+HOSTILE_NAMES = ("out_of_range_numbers", "fragmented_messages", "oversize_messages", "endless_symbols")
+
+
+@dataclass
+class Hostile:
+    """Crafted input a hostile venue (or whoever sits between us and it) may send (issue 24; the soak's ``--hostile``).
+
+    Not real-venue behaviour, unlike :class:`Quirks`: each is what a client must survive without dying,
+    growing or trusting it. The server stages them on its own (:meth:`pipeline.sim.server.ExchangeServer.
+    stage_events`), each venue independently; tests can also set the one-shot :class:`~pipeline.sim.server.
+    Faults` directly.
+
+    * ``out_of_range_numbers``: every ``numbers_every_s`` one frame (per connection) of one instrument carries
+      a number no row can hold, written the way the venue writes that field (:meth:`SimProtocol.out_of_range`):
+      an exchange time past 2262 (or past int64 even in ms), a sequence id past int64, a price ``1e400`` /
+      ``inf`` / ``NaN``.
+    * ``fragmented_messages``: every ``fragments_every_s`` one market-data message of each connection goes out
+      as ``fragments`` WebSocket fragments (a real frame: the client must put it together and use it).
+    * ``oversize_messages``: every ``oversize_every_s`` a message of ``oversize_bytes`` (past the clients' 16 MiB
+      cap) goes out in 1 MiB fragments: the client must refuse it and reconnect, not collect it.
+    * ``endless_symbols``: every ``symbol_every`` market steps each connection gets book messages (and, where the
+      venue has them, instrument/status messages) naming a symbol never seen before and never subscribed.
+    """
+
+    out_of_range_numbers: bool = False
+    fragmented_messages: bool = False
+    oversize_messages: bool = False
+    endless_symbols: bool = False
+    numbers_every_s: float = 20.0      # each costs the instrument a resync, of which a feed allows 3 a minute
+    fragments_every_s: float = 5.0
+    fragments: int = 64
+    oversize_every_s: float = 60.0
+    oversize_bytes: int = 17 * 2 ** 20
+    symbol_every: int = 5
+
+    @classmethod
+    def named(cls, names) -> "Hostile":
+        unknown = set(names) - set(HOSTILE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown hostile faults: {sorted(unknown)} (known: {', '.join(HOSTILE_NAMES)})")
+        return cls(**{name: True for name in names})
+
+    def any(self) -> bool:
+        return self.out_of_range_numbers or self.fragmented_messages or self.oversize_messages or self.endless_symbols
+
+
+OUT_OF_RANGE_KINDS = ("time", "id", "price")
+GZIP_MAGIC = b"\x1f\x8b"
+# the values, by kind and by how the venue writes the field (a JSON number, a quoted number, RFC3339 text)
+_TIMES = (b"99999999999999999999", b"9300000000000")    # ms: past int64 even as ms; year 2264 (past 2262 in ns)
+_YEARS = (b"2300", b"9999")                               # RFC3339: past 2262
+_IDS = (b"18446744073709551616", b"9223372036854775808", b"99999999999999999999999")   # 2^64, 2^63, 10^23
+_TEXT_PRICES = (b"1e400", b"inf", b"NaN", b"-inf", b"1E+400")
+_NUMBER_PRICES = (b"1e400", b"1E+400", b"-1e400")
+
+
+def _field(keys) -> re.Pattern:
+    names = b"|".join(re.escape(k.encode()) for k in keys)
+    return re.compile(rb'"(' + names + rb')":("?)(-?[0-9][0-9A-Za-z.:+-]*)\2')
+
+
+def _replace_number(match: re.Match, values: tuple, variant: int) -> bytes:
+    key, quote, value = match.groups()
+    if quote and b"-" in value[1:] and b"T" in value:      # RFC3339 text: the year goes past 2262
+        bad = _YEARS[variant % len(_YEARS)] + value[value.index(b"-"):]
+    else:
+        bad = values[variant % len(values)]
+    return b'"' + key + b'":' + quote + bad + quote
+
+
+def _levels_field(keys) -> re.Pattern:
+    names = b"|".join(re.escape(k.encode()) for k in keys)
+    return re.compile(rb'"(' + names + rb')":\[\[("?)(-?[0-9][0-9A-Za-z.:+-]*)\2')
+
+
+def _mutate(raw: bytes, kind: str, variant: int, patterns: tuple) -> bytes | None:
+    """``raw`` with every ``kind`` field out of range (``price``: the first price only); None when it has none."""
+    time_re, id_re, price_re, levels_re = patterns
+    if kind == "time":
+        out, n = time_re.subn(lambda m: _replace_number(m, _TIMES, variant), raw)
+    elif kind == "id":
+        out, n = id_re.subn(lambda m: _replace_number(m, _IDS, variant), raw)
+    else:
+        first = [m for m in (price_re.search(raw), levels_re.search(raw)) if m is not None]
+        if not first:
+            return None
+        match = min(first, key=lambda m: m.start())
+        quote = match.group(2)
+        bad = (_TEXT_PRICES if quote else _NUMBER_PRICES)[variant % len(_TEXT_PRICES if quote else _NUMBER_PRICES)]
+        out, n = raw[:match.start(3)] + bad + raw[match.end(3):], 1
+    return out if n else None
 
 
 def _monotonic() -> float:
@@ -140,6 +235,13 @@ class SimProtocol:
     PATHS: tuple[str, ...] = ()                # URL paths the venue serves this protocol on (empty: any)
     IDLE_TIMEOUT_S: float | None = None        # Rules.idle_timeout: the venue's idle period
     MESSAGE_RATE: int | None = None            # Rules.message_rate: incoming messages per second allowed
+    # Hostile.out_of_range_numbers: the JSON keys of the venue's exchange times, sequence ids and prices (scalars),
+    # and of its [[price, qty], ...] level lists; a venue whose frames use other names declares its own
+    TIME_FIELDS: tuple[str, ...] = ("ts", "E", "T", "quoteTime", "cts", "timestamp", "event_time", "time")
+    ID_FIELDS: tuple[str, ...] = ("u", "U", "seqId", "prevSeqId", "seqNum", "prevSeqNum", "seq", "lastUpdateId",
+                                  "sequence_num")
+    PRICE_FIELDS: tuple[str, ...] = ("b", "a", "bid", "ask", "best_bid", "best_ask", "price_level", "price", "px")
+    LEVEL_FIELDS: tuple[str, ...] = ("bids", "asks", "b", "a")
 
     def __init__(self, decimals: dict[str, int] | None = None):
         self.subscriptions: dict[tuple[str, int], None] = {}   # (native symbol, channel), insertion ordered
@@ -216,6 +318,62 @@ class SimProtocol:
         """Frames announcing one pair's status / precision (Kraken ``instrument`` update), or []."""
         return []
 
+    def out_of_range(self, frame, kind: str, variant: int = 0):
+        """``frame`` (as rendered) with a number no row can hold, written as the venue writes that field; None
+        when the frame has no field of ``kind`` (one of :data:`OUT_OF_RANGE_KINDS`).
+
+        ``time``: every exchange time of the frame past 2262 (``99999999999999999999`` / ``9300000000000`` ms, as
+        a number or quoted as the venue quotes it; RFC3339 text gets the year 2300 or 9999); ``id``: every
+        sequence id past int64 (2^64, 2^63, 10^23); ``price``: the first price ``1e400`` (a JSON number, where the
+        venue sends numbers) or ``inf`` / ``NaN`` / ``1e400`` text (where it sends text). ``variant`` picks the
+        value. Gzip frames (HTX) are inflated and compressed again. The default works from the ``*_FIELDS``
+        names, so a venue only declares the names its frames use."""
+        raw = frame.encode() if isinstance(frame, str) else bytes(frame)
+        packed = raw[:2] == GZIP_MAGIC
+        if packed:
+            raw = gzip.decompress(raw)
+        cls = type(self)
+        patterns = cls.__dict__.get("_number_patterns")
+        if patterns is None:
+            patterns = (_field(cls.TIME_FIELDS), _field(cls.ID_FIELDS), _field(cls.PRICE_FIELDS),
+                        _levels_field(cls.LEVEL_FIELDS))
+            cls._number_patterns = patterns
+        out = _mutate(raw, kind, variant, patterns)
+        if out is None:
+            return None
+        if packed:
+            out = gzip.compress(out, compresslevel=5, mtime=0)
+        return out.decode() if isinstance(frame, str) else out
+
+    def render_unknown(self, symbol: str, bids: list, asks: list, ts_ms: int) -> list:
+        """Hostile.endless_symbols: frames naming ``symbol``, which the client never subscribed and the venue
+        never listed: its book messages (both channels, from this connection's own renderer, so connection-wide
+        sequence numbers stay continuous) and, where the venue has them, an instrument/status message
+        (:meth:`render_pair`). Whatever the renderer kept about the symbol is forgotten afterwards
+        (:meth:`forget_symbol`): a simulator that sends endless names must not grow either."""
+        frames = []
+        for channel in (BBO, DEPTH):
+            frames.extend(self.render(symbol, channel, bids, asks, ts_ms))
+        held = self._late.pop(symbol, None)                  # late_depth: send the depth now rather than keep it
+        if held is not None:
+            frames.extend(held)
+        frames.extend(self.render_pair(symbol, "online"))
+        self.forget_symbol(symbol)
+        return frames
+
+    def forget_symbol(self, symbol: str) -> None:
+        """Drop every per-symbol entry this connection's renderer keeps for ``symbol`` (keys ``symbol`` or tuples
+        naming it, in any dict or set attribute); the server's shared state and the subscriptions are not
+        touched."""
+        for name, value in vars(self).items():
+            if name in ("states", "subscriptions", "decimals", "known_symbols") or not value:
+                continue
+            if isinstance(value, dict):
+                for key in [k for k in value if k == symbol or (isinstance(k, tuple) and symbol in k)]:
+                    del value[key]
+            elif isinstance(value, set):
+                value.discard(symbol)
+
     def late(self, symbol: str, frames: list) -> list:
         """``late_depth``: send the previous step's depth frames now and keep these for the next step."""
         if not self.quirks.late_depth:
@@ -285,4 +443,5 @@ def _changes(old: list, new: list) -> list:
     return out
 
 
-__all__ = ["SimProtocol", "SymbolState", "Rules", "RULE_NAMES", "Quirks", "QUIRK_NAMES", "BBO", "DEPTH"]
+__all__ = ["SimProtocol", "SymbolState", "Rules", "RULE_NAMES", "Quirks", "QUIRK_NAMES", "Hostile", "HOSTILE_NAMES",
+           "OUT_OF_RANGE_KINDS", "BBO", "DEPTH"]

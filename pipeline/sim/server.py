@@ -14,6 +14,11 @@ from the happy path: numbers printed in shortest or exponent form, depth
 arriving behind a newer top of book, re-sent unchanged books, and staged
 events every few seconds (sequence resets, Kraken status changes, announced
 disconnects, lost messages). ``announce_*`` push one such event now.
+:class:`~pipeline.sim.protocol.Hostile` switches (the soak's ``--hostile``)
+stage crafted input no real venue should send: numbers no row can hold in a
+venue's own wire format, messages in many fragments or past the clients'
+16 MiB cap, and book / instrument messages naming endless new symbols; their
+one-shot forms are :class:`Faults` too, and ``hostile_sent`` counts what went out.
 :class:`Rules` are the venues' server-side rules (HTX closing a connection
 that misses two pings, idle timeouts, Binance's incoming message rate); they
 are off unless switched on, because the demo and the tests of our own feeds
@@ -34,6 +39,7 @@ import collections
 import contextlib
 import http
 import logging
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -48,8 +54,8 @@ from websockets.http11 import Response
 from pipeline.model import DEPTH
 from pipeline.sim.market import Market, Tape, price_decimals
 from pipeline.venues import load_protocol
-from pipeline.sim.protocol import BBO, Quirks, Rules, SymbolState
-from pipeline.venues import SIM_PATHS
+from pipeline.sim.protocol import BBO, OUT_OF_RANGE_KINDS, Hostile, Quirks, Rules, SymbolState
+from pipeline.venues import SIM_PATHS, load_venue
 
 log = logging.getLogger("pipeline.sim")
 
@@ -75,6 +81,23 @@ class Faults:
     hang_handshake: bool = False                           # accept TCP, never answer the handshake
     burst: int = 0                                         # extra back-to-back updates on the next step
     reset_sequence_next: set = field(default_factory=set)  # the exchange restarts the symbol's sequence (OKX, Bybit)
+    # hostile input (pipeline.sim.protocol.Hostile stages these; tests set them directly)
+    out_of_range_next: dict = field(default_factory=dict)  # symbol -> (kind, variant): its next frame carries a
+                                                           # number no row can hold (SimProtocol.out_of_range)
+    fragment_next: int = 0                                 # the next market-data frame of every connection goes
+                                                           # out in this many WebSocket fragments
+    oversize_next: int = 0                                 # a message of this many bytes, in 1 MiB fragments
+    unknown_symbols_next: int = 0                          # book messages naming this many never-seen symbols
+
+
+FRAGMENT_BYTES = 2 ** 20          # the size of each fragment of an oversize message
+OVERSIZE_WATCH_S = 5.0            # a connection still open this long after an oversize message took it
+
+
+def _fragments(frame, n: int) -> list:
+    """``frame`` cut into (at most) ``n`` pieces, sent as one message in that many WebSocket fragments."""
+    size = max(1, -(-len(frame) // max(n, 1)))
+    return [frame[i:i + size] for i in range(0, len(frame), size)] or [frame]
 
 
 def _corrupt_checksum(frame):
@@ -111,6 +134,13 @@ class ExchangeServer:
         self._next_event_s: float | None = None             # when the next staged quirk events happen
         self._due: list = []                                # (monotonic time, coroutine function) staged for later
         self._dropped = 0
+        self.hostile = Hostile()                            # crafted input staged by stage_events; off by default
+        self.hostile_sent = collections.Counter()           # what the hostile faults sent (and what became of it)
+        self._rng = random.Random(f"hostile:{name}")
+        self._hostile_due: dict[str, float] = {}            # hostile fault -> when it is next staged (monotonic)
+        self._steps = 0
+        self._unknown = 0                                   # never-seen symbols named so far
+        self._watchers: set = set()                         # oversize: tasks waiting for the client to hang up
 
     def decimals(self) -> dict[str, int]:
         return {native: self.market.decimals[canonical] for native, canonical in self.instrument_of.items()}
@@ -209,6 +239,8 @@ class ExchangeServer:
         for at_s, action in [d for d in due if d[0] <= now_s]:
             due.remove((at_s, action))
             await action()
+        if self.hostile.any():
+            self._stage_hostile(now_s)
         if not quirks.stages_events():
             return
         if self._next_event_s is None:
@@ -228,6 +260,68 @@ class ExchangeServer:
             notified = list(self.connections)          # a replacement opened after the notice stays open
             if await self.announce_shutdown():
                 due.append((now_s + quirks.grace_s, lambda: self._close(notified)))
+
+    def _stage_hostile(self, now_s: float) -> None:
+        """Hostile faults, each on its own period (randomised +-50 %, reproducibly per venue)."""
+        hostile, faults, rng = self.hostile, self.faults, self._rng
+        periods = {"out_of_range_numbers": hostile.numbers_every_s, "fragmented_messages": hostile.fragments_every_s,
+                   "oversize_messages": hostile.oversize_every_s}
+        for name, period in periods.items():
+            if not getattr(hostile, name):
+                continue
+            due = self._hostile_due.get(name)
+            if due is None:                                  # the first one comes early: 10-50 % of a period
+                self._hostile_due[name] = now_s + period * rng.uniform(0.1, 0.5)
+            elif now_s >= due:
+                self._hostile_due[name] = now_s + period * rng.uniform(0.5, 1.5)
+                if name == "out_of_range_numbers":
+                    symbol = rng.choice(sorted(self.instrument_of))
+                    faults.out_of_range_next[symbol] = (rng.choice(OUT_OF_RANGE_KINDS), rng.randrange(60))
+                elif name == "fragmented_messages":
+                    faults.fragment_next = hostile.fragments
+                else:
+                    faults.oversize_next = hostile.oversize_bytes
+
+    def unknown_symbol(self) -> str:
+        """A symbol in the venue's own form that it never listed and nobody subscribed (``Q1234567/USDT``)."""
+        self._unknown += 1
+        quote = next(iter(self.instrument_of.values())).split("/")[1]
+        return load_venue(self.name).native_symbol(f"Q{self._unknown:07d}/{quote}")
+
+    def _out_of_range(self, protocol, frames: list, kind: str, variant: int) -> str | None:
+        """Puts a number no row can hold into the first of ``frames`` that has a field for it (the kind asked
+        for first, then the others); returns the kind used, or None when no frame had any."""
+        kinds = (kind,) + tuple(k for k in OUT_OF_RANGE_KINDS if k != kind)
+        for i, frame in enumerate(frames):
+            for k in kinds:
+                bad = self._answer(protocol, protocol.out_of_range, frame, k, variant)
+                if bad:
+                    frames[i] = bad
+                    return k
+        return None
+
+    async def _send_oversize(self, websocket, size: int, binary: bool) -> None:
+        """A message of ``size`` bytes in 1 MiB fragments (never one complete JSON value); the client must refuse
+        it. A watcher then counts whether the client hung up (``oversize_refused``) or kept the connection
+        (``oversize_kept``: it took a message past its cap)."""
+        chunk = b"A" * FRAGMENT_BYTES if binary else "A" * FRAGMENT_BYTES
+        head = (b'{"pad":"' if binary else '{"pad":"') + chunk[8:]
+        parts = [head] + [chunk] * (-(-size // FRAGMENT_BYTES) - 1)
+        self.hostile_sent["oversize"] += 1
+        try:
+            await websocket.send(parts)
+        except ConnectionClosed:
+            pass
+        watcher = asyncio.ensure_future(self._watch_oversize(websocket))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch_oversize(self, websocket) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(websocket.wait_closed()), OVERSIZE_WATCH_S)
+            self.hostile_sent["oversize_refused"] += 1
+        except asyncio.TimeoutError:
+            self.hostile_sent["oversize_kept"] += 1
 
     async def _close(self, websockets: list) -> None:
         for websocket in websockets:
@@ -310,12 +404,23 @@ class ExchangeServer:
                     or symbol in faults.corrupt_checksum_next or symbol in faults.bad_book_next}
         resets = faults.reset_sequence_next
         faults.reset_sequence_next = set()
+        self._steps += 1
+        unknown = faults.unknown_symbols_next
+        faults.unknown_symbols_next = 0
+        if self.hostile.endless_symbols and self._steps % max(self.hostile.symbol_every, 1) == 0:
+            unknown += 1
+        unknown_symbols = [self.unknown_symbol() for _ in range(unknown)]
+        fragments, oversize = faults.fragment_next, faults.oversize_next
+        faults.fragment_next = faults.oversize_next = 0
+        numbers_done = set()                             # out_of_range_next symbols that found a frame this step
+        fragmented = oversized = False                   # whether any connection got them this step
         for symbol, canonical in self.instrument_of.items():
             if symbol not in faults.silent_symbols:
                 self.state(symbol).update(*books[(self.name, canonical)], ts_ms)
         for websocket, protocol in list(self.connections.items()):
             protocol.reset_next |= resets
             frames = list(injected)
+            hit = set()                                  # symbols given their out-of-range number on this connection
             for step in range(repeat):
                 for symbol, channel in list(protocol.subscriptions):
                     canonical = self.instrument_of.get(symbol)
@@ -336,15 +441,48 @@ class ExchangeServer:
                             rendered = [_corrupt_checksum(f) for f in rendered]
                         if symbol in faults.duplicate_next_depth:
                             rendered = rendered + rendered
+                    bad = faults.out_of_range_next.get(symbol)
+                    if bad is not None and step == 0 and rendered and symbol not in hit:
+                        kind = self._out_of_range(protocol, rendered, *bad)
+                        if kind is not None:
+                            hit.add(symbol)
+                            numbers_done.add(symbol)
+                            self.hostile_sent[f"out_of_range_{kind}"] += 1
                     frames.extend(rendered)
+            if unknown_symbols and protocol.subscriptions:
+                followed = next(iter(protocol.subscriptions))[0]
+                canonical = self.instrument_of.get(followed)
+                if canonical is not None:
+                    bids, asks = books[(self.name, canonical)]
+                    for symbol in unknown_symbols:
+                        named = self._answer(protocol, protocol.render_unknown, symbol, bids, asks, ts_ms)
+                        frames.extend(named)
+                        self.hostile_sent["unknown_symbol"] += 1
+                        self.hostile_sent["unknown_symbol_frames"] += len(named)
+            first = len(injected)                        # the first market-data frame goes out in fragments
             try:
-                for frame in frames:
-                    await websocket.send(frame)
+                for n, frame in enumerate(frames):
+                    if fragments and n == first:
+                        await websocket.send(_fragments(frame, fragments))
+                        self.hostile_sent["fragmented"] += 1
+                        fragmented = True
+                    else:
+                        await websocket.send(frame)
                     self.frames_sent += 1
                 if frames:
                     protocol.last_sent_s = time.monotonic()
+                if oversize:
+                    binary = bool(frames) and not isinstance(frames[-1], str)
+                    oversized = True
+                    await self._send_oversize(websocket, oversize, binary)
             except ConnectionClosed:
                 self.connections.pop(websocket, None)
+        for symbol in numbers_done:
+            faults.out_of_range_next.pop(symbol, None)
+        if fragments and not fragmented:
+            faults.fragment_next = fragments             # no connection had a frame this step: the next one
+        if oversize and not oversized:
+            faults.oversize_next = oversize
         for symbol in one_shot:
             faults.drop_next_depth.discard(symbol)
             faults.duplicate_next_depth.discard(symbol)
@@ -399,16 +537,19 @@ class Simulator:
 
     async def close(self) -> None:
         for server in self.exchanges.values():
+            for watcher in list(server._watchers):
+                watcher.cancel()
             if server.server is not None:
                 server.server.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server.server.wait_closed(), 2)
 
 
-def build_simulator(config, rules=()) -> Simulator:
+def build_simulator(config, rules=(), hostile=()) -> Simulator:
     """A simulator for every venue of ``config`` (a :class:`pipeline.config.Config`).
 
-    ``rules``: names of :class:`~pipeline.sim.protocol.Rules` to enforce (none by default).
+    ``rules``: names of :class:`~pipeline.sim.protocol.Rules` to enforce (none by default); ``hostile``: names of
+    :class:`~pipeline.sim.protocol.Hostile` faults to stage (none by default).
     """
     from pipeline.venues import native_symbols
     sim = config.simulator
@@ -422,6 +563,7 @@ def build_simulator(config, rules=()) -> Simulator:
     for server in simulator.exchanges.values():
         server.quirks = Quirks.named(sim.quirks)
         server.rules = Rules.named(rules)
+        server.hostile = Hostile.named(hostile)
     from pipeline.sim.market import Dislocation
     simulator.scripted = [(d.at_s, Dislocation(d.exchange, d.instrument, d.bps, 0.0, d.duration_ms))
                           for d in sim.scripted_dislocations]

@@ -60,6 +60,7 @@ class Protocol(SimProtocol):
     PATHS = ("/",)
     KEEPALIVE_INTERVAL_S = 1
     DEPTH_LEVELS = 10                  # the whole book the market gives
+    PRICE_FIELDS = ("best_bid", "best_ask", "price_level")   # a ticker's "price" is the last trade, not a quote
 
     def __init__(self, decimals=None):
         super().__init__(decimals)
