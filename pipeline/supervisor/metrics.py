@@ -34,8 +34,11 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_detector_scans_total
     pipeline_bridge_connected                             gauge, 1 while the bridge is connected to NATS
     pipeline_bridge_received_total / _published_total / _malformed_total / _refused_total
+    pipeline_bridge_stream_discarded_total                messages the recording stream's size/count bound discarded
     pipeline_bridge_clock_envelope_seconds                gauge, largest remote clock offset + minimal transport
     pipeline_detector_opportunities_total
+    pipeline_detector_output_dropped_total                records the events file or stdout lost (full buffer, failed write)
+    pipeline_detector_sink_dropped_total                  events the HTTP sink dropped
     pipeline_process_cpu_seconds_total{process}           psutil user + system
     pipeline_process_resident_memory_bytes{process}       psutil rss
     pipeline_process_restarts_total{process}
@@ -240,7 +243,9 @@ class BoardCollector:
         for field, name, doc in (("messages", "received", "Messages the bridge received from other boxes."),
                                  ("scans", "published", "Row states the bridge published."),
                                  ("parse_errors", "malformed", "Malformed messages the bridge skipped."),
-                                 ("checksum_failures", "refused", "Connection attempts whose credentials NATS refused.")):
+                                 ("checksum_failures", "refused", "Connection attempts whose credentials NATS refused."),
+                                 ("record_dropped", "stream_discarded",
+                                  "Messages the recording stream's size or count bound discarded (bridge.record).")):
             yield CounterMetricFamily(f"pipeline_bridge_{name}", doc, value=int(slot[field]))
         yield GaugeMetricFamily("pipeline_bridge_clock_envelope_seconds",
                                 "Largest low envelope of (arrival - remote send time) over the mirrored boxes.",
@@ -254,6 +259,11 @@ class BoardCollector:
                                   value=sum(int(d["scans"]) for d in detectors))
         yield CounterMetricFamily("pipeline_detector_opportunities", "Arbitrage opportunities reported by the detector.",
                                   value=sum(int(d["opportunities"]) for d in detectors))
+        yield CounterMetricFamily("pipeline_detector_output_dropped",
+                                  "Records the detector's events file or stdout lost (a full buffer, a failed write).",
+                                  value=sum(int(d["output_dropped"]) for d in detectors))
+        yield CounterMetricFamily("pipeline_detector_sink_dropped", "Events the detector's HTTP sink dropped.",
+                                  value=sum(int(d["sink_dropped"]) for d in detectors))
 
     def _process_families(self, procs, now_ns: int) -> Iterator:
         cpu = CounterMetricFamily("pipeline_process_cpu_seconds", "User plus system CPU time of the process (psutil).",
