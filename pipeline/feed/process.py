@@ -36,6 +36,7 @@ from pipeline.board.stats import ProcStats
 from pipeline.feed.retry import Backoff, ConnectionRateLimit, should_reconnect
 from pipeline.feed.session import FeedSession
 from pipeline.feed.transport import open_link
+from pipeline.recording.redact import redact_frame
 from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, run_until_stopped, setup_child
 from pipeline.venues import VENUE_IDS, load_venue
 
@@ -272,8 +273,13 @@ class Feed:
             elif conn.behind and waited <= settled:
                 session.caught_up(conn, now)
             if recorder is not None:
-                recorder.frame(raw, recv_ns, conn.id)
-            replies = receive(raw, recv_ns, conn)
+                texts = session.server_texts
+                replies = receive(raw, recv_ns, conn)
+                # a frame with the server's own words (an error, a notice, a login answer) may echo our login
+                # (OKX 60012 quotes the whole request): recorded with its credentials replaced
+                recorder.frame(raw if session.server_texts == texts else redact_frame(raw)[0], recv_ns, conn.id)
+            else:
+                replies = receive(raw, recv_ns, conn)
             if waits is not None:
                 if conn.logged_in is not None:
                     waits[0].set()

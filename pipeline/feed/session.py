@@ -265,6 +265,7 @@ class FeedSession:
         self.resync_times: dict[str, deque] = {}
         self.request_budget = venue.limit("requests_per_connection_per_hour")
         self.drifted: set[str] = set()             # declarations an exchange has added fields to (SchemaDrift)
+        self.server_texts = 0                      # frames whose server text was journaled (errors, notices, logins)
         self.behind_conns: set[Connection] = set() # connections behind now (fall_behind)
         self.behind_rows: set[int] = set()         # their rows: never LIVE until the connection has caught up
         self._words = self.stats.words
@@ -288,6 +289,8 @@ class FeedSession:
         return book
 
     def _note(self, kind: str, now_ns: int, **fields) -> None:
+        if "message" in fields:
+            self.server_texts += 1                  # the frame carried the server's own words: it may echo a login
         if self.journal is not None:
             if "message" in fields:
                 fields["message"] = server_text(fields["message"])
