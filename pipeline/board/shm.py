@@ -273,6 +273,32 @@ def remove_leftover(name: str) -> str | None:
     return f"removed leftover shared memory {name!r} (from supervisor pid {owner_pid or 'unknown'}, no longer running)"
 
 
+def running_boards(directory: str = "/dev/shm") -> list[str]:
+    """Names of the quote boards a live supervisor holds: our own segments (:func:`foreign_segment`) with
+    the board's header and a running ``supervisor_pid``, sorted."""
+    names = []
+    try:
+        candidates = sorted(os.listdir(directory))
+    except OSError:
+        return names
+    for name in candidates:
+        if foreign_segment(name):
+            continue
+        try:
+            shm = _open(name)
+        except (OSError, ValueError):
+            continue
+        try:
+            if shm.size < HEADER_DTYPE.itemsize:
+                continue
+            header = np.ndarray((), HEADER_DTYPE, shm.buf, 0).copy()
+            if int(header["magic"]) == MAGIC and pid_alive(int(header["supervisor_pid"])):
+                names.append(name)
+        finally:
+            shm.close()
+    return names
+
+
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a running process (a zombie is not)."""
     try:

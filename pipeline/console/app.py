@@ -96,6 +96,19 @@ def _cwd_of(pid: int) -> str:
         return ""
 
 
+def _the_running_board() -> str:
+    """Without ``--board`` or ``--config``: the one board a running pipeline holds, or what to pass instead."""
+    from pipeline.board.shm import running_boards
+    from pipeline.errors import BoardError
+    names = running_boards()
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise BoardError("no pipeline is running (no quote board held by a live supervisor); start one with "
+                         "python run.py --config FILE")
+    raise BoardError(f"{len(names)} pipelines are running: {', '.join(names)}; pick one with --board NAME")
+
+
 def open_setup(args) -> Setup:
     from pipeline.board import Board
     rows = fees = events = None
@@ -106,7 +119,7 @@ def open_setup(args) -> Setup:
         # a relative detector.output is relative to where the pipeline runs, not to where top runs
         rows, fees, events = describe(config, _cwd_of(int(board.header["supervisor_pid"])))
     else:
-        board = Board.attach(args.board or "pipeline-board")
+        board = Board.attach(args.board or _the_running_board())
         config, cwd = config_of_running(int(board.header["supervisor_pid"]))
         if config is not None and config.board.name == board.name:
             rows, fees, events = describe(config, cwd)
@@ -126,7 +139,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"run.py top: {exc}\n")
         return 2
     except BoardError as exc:
-        sys.stderr.write(f"run.py top: --board: {exc}\n")
+        sys.stderr.write(f"run.py top: {'--board: ' if args.board else ''}{exc}\n")
         return 2
     try:
         if args.once:

@@ -71,3 +71,32 @@ def test_top_without_a_board_exits_2_naming_it():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "run.py top: --board: no quote board named 'pipeline-test-no-such-board' (is the supervisor running?)"]
+
+
+def test_top_without_flags_finds_the_one_running_board_or_says_which_exist(board_name):
+    """No --board and no --config: the board a live supervisor holds; with none or several, exit 2 saying so."""
+    from pipeline.board import Board
+    from pipeline.board.shm import running_boards
+    others = running_boards()
+    if others:
+        pytest.skip(f"pipelines already running here: {others}")
+    result = run_cli("top", "--once", timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "run.py top: no pipeline is running (no quote board held by a live supervisor); start one with "
+        "python run.py --config FILE"]
+    board = Board.create(board_name, 2, 5, 4)             # held by this process, alive: a running pipeline's board
+    second = Board.create(board_name + "-b", 2, 5, 4)
+    try:
+        result = run_cli("top", "--once", timeout=30)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"run.py top: 2 pipelines are running: {board_name}, {board_name}-b; pick one with --board NAME"]
+        second.destroy()
+        result = run_cli("top", "--once", timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0].startswith(board_name[:16])
+    finally:
+        board.destroy()
+        if (Path("/dev/shm") / (board_name + "-b")).exists():
+            second.destroy()
