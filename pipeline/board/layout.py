@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 8
+LAYOUT_VERSION = 9
 CACHE_LINE = 64
 MAX_DEPTH = 10
 PROC_SLOT_SIZE = 320
@@ -141,6 +141,7 @@ PROC_DTYPE = np.dtype(
         ("fell_behind", "<u8"),       # feeds: times a connection fell behind by more than the budget (rows STALE)
         ("behind", "<u8"),            # feeds: connections behind now (their rows untrusted until caught up)
         ("output_dropped", "<u8"),    # detector: records the events file or stdout lost (full buffer, failed write)
+        ("connect_failures", "<u8"),  # feeds: connection attempts that failed (offline: reconnects stay 0)
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),

@@ -371,6 +371,8 @@ class Feed:
                 if not should_reconnect(exc):
                     raise
                 reason = f"{type(exc).__name__}: {exc}"
+                if conn is None:
+                    self.stats.add("connect_failures")      # it never opened: not a reconnect, but an attempt
                 self.rate_log.warning(f"conn:{url}", f"{venue.name}: connection to {url} failed: {reason}")
             replacement = self.replacing.pop(conn, None) if conn is not None else None
             if conn is None:

@@ -75,7 +75,7 @@ class HealthReporter:
             heartbeat = int(slot["heartbeat_ns"])
             info["heartbeat_age_ms"] = (now_ns - heartbeat) / 1e6 if heartbeat else None
             for field in ("messages", "parse_errors", "reconnects", "gaps", "checksum_failures", "resyncs",
-                          "opportunities", "restarts", "last_exit_code", "connected"):
+                          "opportunities", "restarts", "last_exit_code", "connected", "connect_failures"):
                 info[field] = int(slot[field])
             info["scans"] = scans
             info["clock_offset_ms"] = int(slot["clock_offset_ns"]) / 1e6
@@ -138,7 +138,8 @@ class HealthReporter:
             if info["key"].startswith("feed:"):
                 age = "-" if info["last_update_age_ms"] is None else f"{info['last_update_age_ms']:.0f}ms"
                 states = " ".join(f"{k}={v}" for k, v in info["row_states"].items())
-                line += (f" msg/s {rate:>6} last {age:>7} reconnects {info['reconnects']} "
+                failed = f" failed connects {info['connect_failures']}" if info["connect_failures"] else ""
+                line += (f" msg/s {rate:>6} last {age:>7} reconnects {info['reconnects']}{failed} "
                          f"parse_errors {info['parse_errors']} gaps {info['gaps']} [{states}]")
             elif info["key"] == "detector":
                 scans = "-" if info["scans_per_s"] is None else f"{info['scans_per_s']:.0f}"

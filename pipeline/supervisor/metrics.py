@@ -18,6 +18,7 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_feed_parse_errors_total{exchange}
     pipeline_feed_skipped_total{exchange,reason}           reason: SkipReason name, lower-case
     pipeline_feed_reconnects_total{exchange}
+    pipeline_feed_connect_failures_total{exchange}        attempts that failed before the connection opened
     pipeline_feed_gaps_total{exchange}
     pipeline_feed_checksum_failures_total{exchange}
     pipeline_feed_resyncs_total{exchange}
@@ -74,6 +75,8 @@ _FEED_COUNTERS = (
     ("messages", "pipeline_feed_messages", "Frames received by the feed process."),
     ("parse_errors", "pipeline_feed_parse_errors", "Frames the feed process could not parse."),
     ("reconnects", "pipeline_feed_reconnects", "Websocket reconnects by the feed process."),
+    ("connect_failures", "pipeline_feed_connect_failures",
+     "Connection attempts by the feed process that failed before the connection opened."),
     ("gaps", "pipeline_feed_gaps", "Sequence gaps detected by the feed process."),
     ("checksum_failures", "pipeline_feed_checksum_failures", "Book checksum mismatches seen by the feed process."),
     ("resyncs", "pipeline_feed_resyncs", "Book resynchronisations (book discarded and rebuilt) by the feed process."),

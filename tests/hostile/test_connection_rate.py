@@ -46,4 +46,6 @@ def test_an_okx_feed_refused_again_and_again_keeps_to_three_connections_a_second
             worst = max(sum(1 for u in tries if t <= u < t + 1.0) for t in tries)
             assert worst <= 3, [round(t - start, 3) for t in tries]
             await h.all_live(10)
+            # every refused attempt is counted as what it is (it never opened, so it is no reconnect)
+            assert h.stat("connect_failures") >= len(tries) - 1
     asyncio.run(asyncio.wait_for(scenario(), 60))
