@@ -273,6 +273,12 @@ def _valid_ids(update) -> bool:
     return True
 
 
+def _usable(update) -> bool:
+    """Every number of an update is one a book and a row can hold: levels, exchange time, ids."""
+    return (_valid_levels(update.bids) and _valid_levels(update.asks) and 0 <= update.exch_ts_ms <= MAX_TS_MS
+            and _valid_ids(update))
+
+
 class Book:
     """A price-level book with optional truncation and wire text (for checksums)."""
 
@@ -456,8 +462,7 @@ class InstrumentBook:
         else:
             self.uses_depth = True
             book = self.book
-        if not (_valid_levels(update.bids) and _valid_levels(update.asks) and 0 <= update.exch_ts_ms <= MAX_TS_MS
-                and _valid_ids(update)):
+        if not _usable(update):
             # the book can no longer be trusted either way: a delta was lost, a snapshot is unusable
             self.invalidate(book=book)
             return Outcome.BAD_NUMBER
@@ -518,39 +523,7 @@ class InstrumentBook:
                                      f"cached for the next snapshot")
                     return Outcome.GAP
                 book.load(update, replace=False)
-        if book is self.book and (len(book.bids.levels) > MAX_BOOK_LEVELS or len(book.asks.levels) > MAX_BOOK_LEVELS):
-            self.invalidate(book=book)
-            return Outcome.BAD_NUMBER
-        if book is self.bbo:
-            self._bbo_ignored = 0
-        else:
-            self._depth_advanced = True
-            self._depth_ignored = 0
-        if seq is not None:
-            book.last_seq = seq
-        book.xseq = update.xseq
-        book.weak = update.weak
-        if update.exch_ts_ms:
-            book.exch_ts_ms = update.exch_ts_ms
-            self.exch_ts_ms = update.exch_ts_ms
-        self._order += 1
-        book.recv_order = self._order
-        if book is self.book and self.checksum is not None:
-            if update.checksum is not None and (self.precision is not None or not self.precision_required):
-                n = self.checksum_levels
-                bids_text = book.bids.top_text(n)
-                asks_text = book.asks.top_text(n)
-                if self.precision_required:
-                    expected = self.checksum(bids_text, asks_text, *self.precision)
-                else:
-                    expected = self.checksum(bids_text, asks_text)
-                if expected != update.checksum:
-                    self.checksum_failures += 1
-                    self.invalidate(book=book)
-                    return Outcome.CHECKSUM
-                self.checksum_ok = True
-        self._refresh_state()
-        return Outcome.CHANGED
+        return self._loaded(book, seq, update.xseq, update.weak, update.exch_ts_ms, update.checksum)
 
     def apply_top(self, top: tuple) -> Outcome:
         """Apply one top-of-book snapshot given as numbers: the short path of :meth:`apply`.
@@ -623,8 +596,7 @@ class InstrumentBook:
         """An :class:`AlignedSnapshot` (A2-A4)."""
         self.uses_depth = True
         book = self.book
-        if not (_valid_levels(snap.bids) and _valid_levels(snap.asks) and 0 <= snap.exch_ts_ms <= MAX_TS_MS
-                and _valid_ids(snap)):
+        if not _usable(snap):
             self.invalidate(book=book)
             return Outcome.BAD_NUMBER
         seq = snap.seq
@@ -693,34 +665,43 @@ class InstrumentBook:
         book.synced = True
         self.note = (f"aligned snapshot {s} with delta {chain[0].seq} (prev {s}): dropped {dropped} older, "
                      f"applied {applied}")
-        return self._aligned(last, ts, chain[-1])
+        newest = chain[-1]
+        return self._loaded(book, last, newest.xseq, False, ts, newest.checksum)
 
-    def _aligned(self, last: int, ts: int, newest: BookUpdate) -> Outcome:
-        """The bookkeeping of :meth:`apply` after a depth update, for a book just aligned at ``last``."""
-        book = self.book
-        if len(book.bids.levels) > MAX_BOOK_LEVELS or len(book.asks.levels) > MAX_BOOK_LEVELS:
+    def _loaded(self, book, seq, xseq, weak: bool, exch_ts_ms: int, checksum) -> Outcome:
+        """What follows loading an update into ``book`` (or aligning a depth book, Alignment A2): the level
+        bound, the ids and times the update carried, the checksum over the new top, the trust state."""
+        if book is self.book and (len(book.bids.levels) > MAX_BOOK_LEVELS or len(book.asks.levels) > MAX_BOOK_LEVELS):
             self.invalidate(book=book)
             return Outcome.BAD_NUMBER
-        self._depth_advanced = True
-        self._depth_ignored = 0
-        book.last_seq = last
-        book.xseq = newest.xseq
-        book.weak = False
-        if ts:
-            book.exch_ts_ms = ts
-            self.exch_ts_ms = ts
+        if book is self.bbo:
+            self._bbo_ignored = 0
+        else:
+            self._depth_advanced = True
+            self._depth_ignored = 0
+        if seq is not None:
+            book.last_seq = seq
+        book.xseq = xseq
+        book.weak = weak
+        if exch_ts_ms:
+            book.exch_ts_ms = exch_ts_ms
+            self.exch_ts_ms = exch_ts_ms
         self._order += 1
         book.recv_order = self._order
-        if self.checksum is not None and newest.checksum is not None and (
-                self.precision is not None or not self.precision_required):
-            n = self.checksum_levels
-            args = (book.bids.top_text(n), book.asks.top_text(n)) + (self.precision if self.precision_required
-                                                                     else ())
-            if self.checksum(*args) != newest.checksum:
-                self.checksum_failures += 1
-                self.invalidate(book=book)
-                return Outcome.CHECKSUM
-            self.checksum_ok = True
+        if book is self.book and self.checksum is not None:
+            if checksum is not None and (self.precision is not None or not self.precision_required):
+                n = self.checksum_levels
+                bids_text = book.bids.top_text(n)
+                asks_text = book.asks.top_text(n)
+                if self.precision_required:
+                    expected = self.checksum(bids_text, asks_text, *self.precision)
+                else:
+                    expected = self.checksum(bids_text, asks_text)
+                if expected != checksum:
+                    self.checksum_failures += 1
+                    self.invalidate(book=book)
+                    return Outcome.CHECKSUM
+                self.checksum_ok = True
         self._refresh_state()
         return Outcome.CHANGED
 
