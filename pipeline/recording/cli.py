@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import stat
 import sys
 
 import orjson
 
 from pipeline.decode import split_line
-from pipeline.files import open_for_writing
+from pipeline.files import NotARegularFile, open_for_reading, open_for_writing
 from pipeline.recording.format import (BINARY, EVENT, SUFFIX, TEXT, RecordingError, RecordingReader, encode_chunk,
                                        encode_header, encode_records, recording_files)
 from pipeline.recording.redact import redact_frame, redact_text, redact_url
@@ -173,22 +172,16 @@ def render_info(venues: dict) -> str:
 # ---------------------------------------------------------------- import
 
 def open_capture(path: str):
-    """A capture file for reading in binary: never through a symbolic link, and only a regular file (a FIFO or
-    a device would block or never end). Raises :class:`ImportRefused` naming the path, or OSError."""
+    """A capture file for reading in binary (:func:`pipeline.files.open_for_reading`: never through a symbolic
+    link, only a regular file). Raises :class:`ImportRefused` naming the path, or OSError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return open_for_reading(path)
+    except NotARegularFile:
+        raise ImportRefused(f"{path} is not a regular file: refusing to read it") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ImportRefused(f"{path} is a symbolic link: refusing to follow it (import the file it names "
                                 f"instead)") from None
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImportRefused(f"{path} is not a regular file: refusing to read it")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
         raise
 
 
