@@ -2,16 +2,16 @@
 
 Each commit is checked out into a temporary git worktree; the same loop (the ``time_ours`` loop of
 ``bench.parse``: a real feed object on a private board, frames straight into its per-frame call)
-runs there in a fresh process, commits in turn, ``--runs`` times, so that drifts of a shared machine
-hit every commit alike. Prints the median µs per frame of each message type per commit.
+runs there in a fresh process, commits in turn, ``--runs`` times, so that drifts of a busy machine
+hit every commit alike. Prints the median µs per frame of each message type per commit. Each checkout reads
+its own captured frames (``tests/fixtures``), so the commits compared must carry them (``5043bf5`` or later).
 
-Run: ``python -m bench.compare_commits 3250979 c4f24af HEAD [--runs 5]``
+Run: ``python -m bench.compare_commits e10cf6d HEAD [--runs 5]``
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -56,11 +56,6 @@ def main(argv=None) -> None:
             tree = root / commit.replace("/", "_")
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True,
                            capture_output=True)
-            # older commits read their fixtures from ../shared/fixtures: give them this repository's copy there
-            fixtures = root / "shared" / "fixtures"
-            if not fixtures.exists():
-                fixtures.parent.mkdir(exist_ok=True)
-                os.symlink(REPO / "tests" / "fixtures", fixtures)
             trees[commit] = tree
         results = {commit: {name: [] for name in CASES} for commit in args.commits}
         for _ in range(args.runs):
