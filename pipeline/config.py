@@ -107,9 +107,10 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """Prometheus endpoint on 127.0.0.1:``port`` (off unless configured)."""
+    """Prometheus endpoint on ``host``:``port`` (off unless configured; loopback unless ``host`` says otherwise)."""
 
     port: int
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -730,9 +731,10 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
 
     metrics = None
     if raw.get("metrics") is not None:
-        values = _section(raw["metrics"], "metrics", {"port": _number(1, 65535, integer=True)}, problems)
+        values = _section(raw["metrics"], "metrics", {"port": _number(1, 65535, integer=True),
+                                                      "host": _string()}, problems)
         if "port" in values:
-            metrics = MetricsConfig(port=values["port"])
+            metrics = MetricsConfig(**values)
         elif isinstance(raw["metrics"], dict) and "port" not in raw["metrics"]:
             problems.add("metrics.port", "missing (the port to serve /metrics on, bound to 127.0.0.1)")
 

@@ -93,14 +93,14 @@ def check_resources(config) -> str | None:
     if problem:
         return f"board.name: {problem}"
     if config.metrics is not None and config.metrics.port:
-        port = config.metrics.port
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        port, host = config.metrics.port, config.metrics.host
+        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         # the same option the metrics server binds with: a port in TIME_WAIT is free, a listener is not
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError as exc:
-            return (f"metrics.port: port {port} on 127.0.0.1 is not free ({exc.strerror}); "
+            return (f"metrics.port: port {port} on {host} is not free ({exc.strerror}); "
                     "choose another port or stop what listens there")
         finally:
             probe.close()

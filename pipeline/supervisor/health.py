@@ -252,7 +252,7 @@ def main(spec: ProcessSpec, config, specs: list[ProcessSpec]) -> None:
     metrics = None
     if config.metrics:
         try:
-            metrics = start_metrics(board, specs, spec, config.metrics.port)
+            metrics = start_metrics(board, specs, spec, config.metrics.port, config.metrics.host)
         except OSError as exc:
             # the supervisor checked the port before starting; something took it since. Health goes on
             # without the endpoint rather than dying and restarting in a loop
@@ -284,8 +284,9 @@ def main(spec: ProcessSpec, config, specs: list[ProcessSpec]) -> None:
     board.close()
 
 
-def start_metrics(board: Board, specs: list[ProcessSpec], spec: ProcessSpec, port: int):
-    """Serve /metrics on 127.0.0.1:port from this (health) process, reading the same board."""
+def start_metrics(board: Board, specs: list[ProcessSpec], spec: ProcessSpec, port: int, host: str = "127.0.0.1"):
+    """Serve /metrics on host:port (``metrics.host``, loopback by default) from this (health) process,
+    reading the same board."""
     from pipeline.board.histogram import bucket_upper_ns
     from pipeline.board.layout import HIST_BUCKETS
     from pipeline.supervisor.metrics import BoardCollector, start_metrics_server
@@ -313,4 +314,4 @@ def start_metrics(board: Board, specs: list[ProcessSpec], spec: ProcessSpec, por
                 if opened[i, j]}
 
     collector = BoardCollector(board, specs, list(spec.rows), histograms=histograms, opportunities_by_pair=pairs)
-    return start_metrics_server(port, collector)
+    return start_metrics_server(port, collector, host)

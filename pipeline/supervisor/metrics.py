@@ -399,7 +399,7 @@ def _process_usage(pid: int, started_ns: int) -> tuple[float, int] | None:
     return times.user + times.system, int(rss)
 
 
-def start_metrics_server(port: int, collector):
+def start_metrics_server(port: int, collector, host: str = LISTEN_ADDR):
     """Serve ``collector``'s registry over HTTP on 127.0.0.1:``port`` (0: any free port).
 
     ``collector`` is a :class:`BoardCollector` (its own registry is served), a
@@ -415,7 +415,7 @@ def start_metrics_server(port: int, collector):
     else:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
-    return start_http_server(port, addr=LISTEN_ADDR, registry=registry)
+    return start_http_server(port, addr=host, registry=registry)
 
 
 def stop_metrics_server(handle, timeout: float = 5.0) -> None:
