@@ -18,7 +18,23 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
+# the committed results: the reference docs/benchmarks.md quotes; a run writes here only when asked to
+REFERENCE_DIR = BENCH_DIR / "results"
+
+
+def results_dir() -> Path:
+    """Where a run writes its results: ``$PIPELINE_BENCH_RESULTS`` if set, else ``$XDG_CACHE_HOME/pipeline-bench``
+    (``~/.cache/pipeline-bench``): outside the repository, so running a benchmark leaves a clone as it was.
+
+    ``PIPELINE_BENCH_RESULTS=bench/results`` refreshes the committed reference (bench/README.md)."""
+    chosen = os.environ.get("PIPELINE_BENCH_RESULTS")
+    if chosen:
+        return Path(chosen).resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "pipeline-bench"
+
+
+RESULTS_DIR = results_dir()
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 
@@ -114,7 +130,8 @@ def code_version() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
     return {"commit": git("rev-parse", "--short", "HEAD").strip(),
-            "uncommitted_pipeline_files": [line[3:] for line in git("status", "--porcelain", "--", "pipeline").splitlines()]}
+            "uncommitted_pipeline_files": [line[3:] for line in
+                                           git("status", "--porcelain", "--", "pipeline").splitlines()]}
 
 
 def speed_probe_ns() -> float:

@@ -39,11 +39,18 @@ from pathlib import Path
 import psutil
 
 from bench._common import BusyMeter, machine_info, markdown_table, median, ratio, write_results
-from pipeline.board import Board, RowReader, RowStatus, RowWriter, TornReadError
-from pipeline.board.doorbell import Doorbell
-from pipeline.board.histogram import read_histogram
-from pipeline.board.layout import HOPS, ProcessRole
-from pipeline.board.stats import ProcStats
+from pipeline.board import (
+    HOPS,
+    Board,
+    Doorbell,
+    ProcessRole,
+    ProcStats,
+    RowReader,
+    RowStatus,
+    RowWriter,
+    TornReadError,
+    read_histogram,
+)
 from pipeline.config import parse_config
 from pipeline.runtime import ProcessSpec
 from pipeline.supervisor.core import plan_rows
@@ -69,9 +76,9 @@ def start_nats(port: int) -> subprocess.Popen:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return server
-        except OSError:
+        except OSError as exc:
             if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("nats-server did not start (pip install -e '.[bridge]')")
+                raise SystemExit("nats-server did not start (pip install -e '.[bridge]')") from exc
             time.sleep(0.05)
 
 
@@ -193,9 +200,11 @@ def run_round(args, url: str) -> dict:
     os.set_inheritable(efd_b, True)
     children = []
     try:
-        spec_a = ProcessSpec(key="bridge", role=ProcessRole.BRIDGE, title="pipeline: bridge (bench a)", slot=1, cores=(),
+        spec_a = ProcessSpec(key="bridge", role=ProcessRole.BRIDGE, title="pipeline: bridge (bench a)", slot=1,
+                             cores=(),
                              board_name=name_a, depth=depth, doorbell_fd=efd_a, supervisor_pid=os.getpid())
-        spec_b = ProcessSpec(key="bridge", role=ProcessRole.BRIDGE, title="pipeline: bridge (bench b)", slot=0, cores=(),
+        spec_b = ProcessSpec(key="bridge", role=ProcessRole.BRIDGE, title="pipeline: bridge (bench b)", slot=0,
+                             cores=(),
                              board_name=name_b, depth=depth, doorbell_fd=efd_b, supervisor_pid=os.getpid(),
                              rows=tuple(r for r in rows_b if r.box))
         bridge_a = CTX.Process(target=bridge_main, args=(spec_a, config_a, tuple(rows_a)))
@@ -281,7 +290,7 @@ def run_round(args, url: str) -> dict:
                     time.sleep(0.0005)
                 phases[name]["caught_up_ms"] = (caught - end) / 1e6 if caught else float("nan")
         samples = receiver.recv() if receiver.poll(args.settle_s + 20) else []
-        for name, values in phases.items():
+        for _name, values in phases.items():
             local = sorted(lat for seen, lat in samples if values["start_ns"] <= seen < values["end_ns"])
             values["local_p50_us"] = local[len(local) // 2] / 1e3 if local else float("nan")
             values["local_p99_us"] = local[min(len(local) - 1, int(len(local) * 0.99))] / 1e3 if local else float("nan")
@@ -344,7 +353,8 @@ def main() -> None:
     print(markdown_table(["phase", "rows written on A /s", "rows published /s", "rows written on B /s",
                           "conflation (written/published)", "CPU bridge A %", "CPU bridge B %"], throughput))
     print()
-    print(f"after the burst, B held A's final state of every row {median([r['burst']['caught_up_ms'] for r in rounds]):.1f} ms "
+    caught_up_ms = median([r['burst']['caught_up_ms'] for r in rounds])
+    print(f"after the burst, B held A's final state of every row {caught_up_ms:.1f} ms "
           f"(median of {len(rounds)} rounds) after the last write; machine busy cores during the run: "
           f"{meter.busy_cores():.2f} of {os.cpu_count()}")
     write_results("bridge", {"machine": machine_info(), "args": vars(args), "rounds": rounds,

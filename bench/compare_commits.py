@@ -33,7 +33,8 @@ out = {}
 for name in %r:
     case = next(c for c in CASES if c.name == name)
     setup, frames = build_frames(case, 20000)
-    module = getattr(importlib.import_module(f"pipeline.venues.{case.venue}"), "VENUE", None) or importlib.import_module(f"pipeline.venues.{case.venue}")
+    package = importlib.import_module(f"pipeline.venues.{case.venue}")
+    module = getattr(package, "VENUE", None) or package
     rig = FeedRig(case.venue, symbols_of(module, setup + frames), 5)
     try:
         rates = sorted(time_ours(rig, setup, frames)[0] for _ in range(5))

@@ -30,9 +30,7 @@ import time
 import uuid
 
 from bench._common import BusyMeter, machine_info, markdown_table, median, percentile, speed_probe_ns, write_results
-from pipeline.board import Board, RowWriter
-from pipeline.board.doorbell import Doorbell
-from pipeline.board.layout import ProcessRole, RowStatus
+from pipeline.board import Board, Doorbell, ProcessRole, RowStatus, RowWriter
 from pipeline.config import parse_config
 from pipeline.runtime import ProcessSpec, RowAssignment
 from pipeline.venues import VENUES

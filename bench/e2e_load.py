@@ -43,7 +43,8 @@ Cores (defaults: the generator, the feeds, health and the supervisor on core
 0, the detector alone on core 1): ``--feed-cores``, ``--detector-cores``,
 ``--health-cores`` become the config's ``cores`` keys (the supervisor pins
 each process); the supervisor itself and the generator are pinned by this
-script. Results go to ``bench/results/<--out>``.
+script. Results go to ``<results>/<--out>`` (:func:`bench._common.results_dir`: outside the repository unless
+``PIPELINE_BENCH_RESULTS`` says otherwise).
 """
 from __future__ import annotations
 
@@ -61,10 +62,8 @@ from pathlib import Path
 import psutil
 import yaml
 
-from bench._common import BusyMeter, machine_info
-from pipeline.board import Board
-from pipeline.board.histogram import HistogramSnapshot, read_histogram
-from pipeline.board.layout import HOPS, ProcessRole
+from bench._common import RESULTS_DIR, BusyMeter, machine_info
+from pipeline.board import HOPS, Board, HistogramSnapshot, ProcessRole, read_histogram
 from pipeline.errors import BoardError
 from pipeline.venues import VENUES as ALL_VENUES
 
@@ -381,7 +380,7 @@ def main() -> None:
     parser.add_argument("--quiet-below", type=float, default=0.5,
                         help="before each run, wait until the machine's busy cores fall below this (0: do not wait)")
     parser.add_argument("--quiet-wait-s", type=float, default=120.0, help="... but no longer than this")
-    parser.add_argument("--out", default="e2e_load.json", help="file name under bench/results")
+    parser.add_argument("--out", default="e2e_load.json", help=f"file name under {RESULTS_DIR}")
     args = parser.parse_args()
     cores = {"loadgen": args.loadgen_cores, "feeds": args.feed_cores, "detector": args.detector_cores,
              "health": args.health_cores, "supervisor": args.supervisor_cores}
@@ -404,7 +403,7 @@ def main() -> None:
         finally:
             if load is not None:
                 loadgens.append({"rate": rate, **load.info, "final": load.stop()})
-    out = REPO / "bench" / "results"
+    out = RESULTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     machine["loadavg_end"] = os.getloadavg()
     options = {k: v for k, v in vars(args).items()}

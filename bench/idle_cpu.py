@@ -20,8 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.board import Board
-from pipeline.board.layout import ProcessRole
+from pipeline.board import Board, ProcessRole
 from pipeline.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -91,11 +91,10 @@ from urllib.parse import urlsplit
 
 from pipeline.model import BBO, DEPTH
 from pipeline.sim.market import DEFAULT_PRICES, Dislocation, Market, Tape, level_quantity, price_decimals
-from pipeline.venues import load_protocol
 from pipeline.sim.protocol import SymbolState
+from pipeline.venues import DEFAULT_TAKER_FEE_BPS, SIM_PATHS, VENUES, load_protocol, load_venue
 from pipeline.venues.coinbase.sim import rfc3339_ns
 from pipeline.venues.kraken.sim import rfc3339_us
-from pipeline.venues import DEFAULT_TAKER_FEE_BPS, SIM_PATHS, VENUES, load_venue
 
 STAMP_MS = 1_700_000_000_123                 # the fixed time every frame is rendered with
 STAMP_FORMS = {                              # slot kind -> the fixed time as a venue prints it
@@ -516,7 +515,7 @@ class SocketTransport:
     """A non-blocking socket with what :class:`Connection` needs of a transport: bytes the kernel did not
     take yet wait in ``pending`` and go first on the next write or flush."""
 
-    def __init__(self, sock: socket.socket, generator: "LoadGenerator"):
+    def __init__(self, sock: socket.socket, generator: LoadGenerator):
         self.sock = sock
         self.generator = generator
         self.pending = bytearray()
@@ -575,7 +574,7 @@ class SocketTransport:
 class Connection:
     """One client connection: the handshake, the client's frames, and the frames it is owed."""
 
-    def __init__(self, server: "VenueServer"):
+    def __init__(self, server: VenueServer):
         self.server = server
         self.transport = None
         self.buffer = bytearray()
@@ -675,7 +674,7 @@ class Connection:
 class VenueServer:
     """One venue's listening socket and its connections."""
 
-    def __init__(self, script: VenueScript, generator: "LoadGenerator"):
+    def __init__(self, script: VenueScript, generator: LoadGenerator):
         self.script = script
         self.generator = generator
         self.name = script.name
@@ -710,12 +709,12 @@ class VenueServer:
             conn.connection_made(transport)
             self.generator.register(sock, conn)
 
-    def answer(self, conn: "Connection", text: str) -> list:
+    def answer(self, conn: Connection, text: str) -> list:
         """The replies to one client frame: the live protocol's, or a request's answer where the connection's
         stream is (:meth:`VenueScript.answer`)."""
         try:
             return self.script.answer(conn.proto, text, conn.sent_frames, self.generator.stamper(time.time_ns()))
-        except Exception:                     # a protocol bug must not take the generator down
+        except Exception:  # noqa: BLE001 - a protocol bug must not take the generator down
             self.handler_errors += 1
             return []
 

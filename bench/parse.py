@@ -41,12 +41,10 @@ import msgspec
 import orjson
 
 from bench._common import FIXTURES_DIR, BusyMeter, machine_info, markdown_table, median, ratio, write_results
-from pipeline.board import Board
-from pipeline.venues import load_venue
-from pipeline.board.doorbell import Doorbell
-from pipeline.board.layout import ProcessRole
+from pipeline.board import Board, Doorbell, ProcessRole
 from pipeline.model import BookUpdate
 from pipeline.runtime import ProcessSpec, RowAssignment
+from pipeline.venues import load_venue
 
 CTX = mp.get_context("fork")
 SEQ_BASE = 1_000_000
@@ -237,7 +235,8 @@ def time_ours(rig, setup, frames, recorder=None):
 
 
 def time_stages(venue, setup, frames, depth):
-    """µs/frame for the venue parse alone, and parse + ``InstrumentBook.apply`` (books built as the feed builds them)."""
+    """µs/frame for the venue parse alone, and parse + ``InstrumentBook.apply`` (books built as the feed builds
+    them)."""
     from pipeline.book import InstrumentBook
     module = load_venue(venue)
     parse, now = module.parse, time.time_ns
@@ -347,7 +346,7 @@ def decode_compare(frames, rounds):
     def with_msgspec():
         for raw in blobs:
             d = dec.decode(raw).data
-            (d.u, d.s, d.b, d.B, d.a, d.A)
+            (d.u, d.s, d.b, d.B, d.a, d.A)  # noqa: B018 - the field reads are what is timed
     out = {"orjson": [], "msgspec": []}
     for _ in range(rounds):
         for name, fn in (("orjson", with_orjson), ("msgspec", with_msgspec)):
@@ -594,12 +593,15 @@ def main(argv=None) -> None:
         rows.append([c["name"], f"{c['bytes']:.0f}", ours, res["us_per_frame"], res["publishes_per_frame"],
                      theirs if c["peer"] else "-", res["peer_callbacks_per_frame"] if c["peer"] else "-",
                      res["ratio_vs_peer"] if c["peer"] else "-", c["peer_note"]])
-        stage_rows.append([c["name"], parse_us, apply_us - parse_us, res["us_per_frame"] - apply_us, res["us_per_frame"]])
-    text = [f"FeedSession.receive (parse + apply + compose + RowWriter.write), frames/s on one core, median of {args.rounds}",
+        stage_rows.append([c["name"], parse_us, apply_us - parse_us, res["us_per_frame"] - apply_us,
+                           res["us_per_frame"]])
+    text = [f"FeedSession.receive (parse + apply + compose + RowWriter.write), frames/s on one core, "
+            f"median of {args.rounds}",
             "", markdown_table(["message", "bytes", "frames/s", "µs/frame", "publishes/frame",
                                 "cryptofeed 2.4.1 frames/s", "peer callbacks/frame", "ours / peer", "peer path"], rows),
             "", "Where the time goes (µs/frame, medians; stages timed separately, so they add up only roughly)", "",
-            markdown_table(["message", "venue parse", "+ book apply", "+ compose, write, counters", "session.receive"], stage_rows)]
+            markdown_table(["message", "venue parse", "+ book apply", "+ compose, write, counters", "session.receive"],
+                           stage_rows)]
     if args.record_dir:
         record_rows = []
         for c in cases:

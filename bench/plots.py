@@ -3,8 +3,11 @@
 Why: the tables carry the numbers; the plots show the shape at a glance (the
 orders of magnitude between transports, how a detector pass grows with the
 board, and which hop of the pipeline grows with the update rate). They are
-drawn only from ``bench/results/*.json`` written by a run, never from numbers
-typed in here.
+drawn only from the JSON results a run wrote, never from numbers typed in here.
+
+By default from the last runs' results and into the same folder (:func:`bench._common.results_dir`, outside
+the repository); ``--results bench/results --out docs`` redraws the plots docs/benchmarks.md shows from the
+committed reference results.
 """
 from __future__ import annotations
 
@@ -16,9 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-from bench._common import REPO_DIR, RESULTS_DIR  # noqa: E402
-
-DOCS = REPO_DIR / "docs"
+from bench._common import RESULTS_DIR  # noqa: E402
 
 
 def plot_transport(path_in, path_out) -> None:
@@ -152,7 +153,7 @@ def plot_e2e(path_in, path_out) -> None:
     ax.yaxis.set_major_formatter(plain)
     ax.set_ylabel("updates/s (log)")
     ax2 = ax.twinx()
-    for i, wait in enumerate(waits):
+    for wait in waits:
         runs = {r["target_rate"]: r for r in by_wait(wait)}
         ax2.plot(range(len(rates)), [runs[r]["detector_cpu_percent"] if r in runs else None for r in rates], "^:",
                  color=WAIT_COLOURS.get(wait), label=f"{wait}: detector CPU %")
@@ -187,14 +188,18 @@ def plot_e2e(path_in, path_out) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", default=str(RESULTS_DIR), help="folder with transport.json, detector.json and e2e_load.json")
+    ap.add_argument("--results", default=str(RESULTS_DIR),
+                    help="folder with transport.json, detector.json and e2e_load.json (default: %(default)s)")
+    ap.add_argument("--out", default=None, help="folder for the PNGs (default: the --results folder; "
+                                                "docs: the plots docs/benchmarks.md shows)")
     args = ap.parse_args(argv)
     from pathlib import Path
     results = Path(args.results)
-    DOCS.mkdir(exist_ok=True)
-    for name, fn, out in (("transport", plot_transport, DOCS / "bench_transport.png"),
-                          ("detector", plot_detector, DOCS / "bench_detector.png"),
-                          ("e2e_load", plot_e2e, DOCS / "bench_e2e.png")):
+    out_dir = Path(args.out) if args.out else results
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, fn, out in (("transport", plot_transport, out_dir / "bench_transport.png"),
+                          ("detector", plot_detector, out_dir / "bench_detector.png"),
+                          ("e2e_load", plot_e2e, out_dir / "bench_e2e.png")):
         src = results / f"{name}.json"
         if not src.exists():
             print(f"{src} missing: run python -m bench.{name} first")

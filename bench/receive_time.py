@@ -23,7 +23,7 @@ import multiprocessing as mp
 import socket
 import time
 
-from pipeline.feed.transport import SO_TIMESTAMPNS, _CMSG_SPACE, available, open_link
+from pipeline.feed.transport import _CMSG_SPACE, SO_TIMESTAMPNS, available, open_link
 
 FRAME = ('{"topic":"orderbook.1.BTCUSDT","ts":%d,"type":"snapshot","data":{"s":"BTCUSDT","b":[["28165.07",'
          '"0.175231"]],"a":[["28165.08","0.996816"]],"u":%d,"seq":4281281856}}')

@@ -12,7 +12,7 @@ exchange (dropped connections, refused reconnects, hung handshakes, silence,
 a quiet instrument, garbage frames, bad numbers, crossed books, sequence
 gaps, duplicates, corrupted checksums, bursts) and now and then kills a random
 child with SIGKILL. At the end it prints the figures and writes them as JSON
-to ``bench/results/soak.json``.
+to ``soak.json`` in the results folder (:func:`bench._common.results_dir`, outside the repository).
 
 ``--hostile`` (on by default: all of :data:`~pipeline.sim.protocol.HOSTILE_NAMES`;
 ``--hostile ''`` for none) has every simulated venue stage crafted input on its
@@ -60,8 +60,8 @@ import orjson
 import psutil
 import yaml
 
-from pipeline.board import Board, RowStatus, SkipReason
-from pipeline.board.layout import ProcessRole
+from bench._common import RESULTS_DIR
+from pipeline.board import Board, ProcessRole, RowStatus, SkipReason
 from pipeline.feed.transport import MAX_MESSAGE_BYTES
 from pipeline.sim.market import Market
 from pipeline.sim.protocol import HOSTILE_NAMES, QUIRK_NAMES, Hostile, Quirks
@@ -126,7 +126,7 @@ def rss_summary(samples: list[tuple[float, dict]], steady_from_s: float = 0.0) -
 def board_pids(board_name: str, venues: list[str]) -> dict[str, int]:
     try:
         board = Board.attach(board_name)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not created yet, or already gone: no pids
         return {}
     try:
         return {name: int(board.procs[i]["pid"]) for i, name in slot_names(board).items() if int(board.procs[i]["pid"])}
@@ -481,9 +481,9 @@ def main() -> None:
     except ValueError as exc:
         parser.error(str(exc))
     figures = asyncio.run(Soak(args.minutes, args.seed, args.fault_every, args.kill_every, quirks, hostile).run())
-    results = REPO / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "soak.json").write_text(json.dumps(figures, indent=2))
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "soak.json").write_text(json.dumps(figures, indent=2))
+    print(f"results: {RESULTS_DIR / 'soak.json'}")
     figures.pop("rss_samples")
     print(json.dumps(figures, indent=2))
 

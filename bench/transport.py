@@ -59,9 +59,7 @@ import uuid
 import orjson
 
 from bench._common import BusyMeter, latency_summary, machine_info, markdown_table, median, ratio, write_results
-from pipeline.board import Board, RowReader, RowWriter, TornReadError
-from pipeline.board.doorbell import Doorbell
-from pipeline.board.layout import RowStatus
+from pipeline.board import Board, Doorbell, RowReader, RowStatus, RowWriter, TornReadError
 
 CTX = mp.get_context("fork")
 VARIANTS = ("board_spin", "board_doorbell", "board_doorbell_ahead", "mp_queue", "os_pipe", "os_pipe_row", "redis")
@@ -484,7 +482,8 @@ def start_redis():
             client.ping()
             version = client.info("server").get("redis_version", "?")
             client.close()
-            return proc, port, f"redis-server {version}, redis-py {redis.__version__}, hiredis {redis.utils.HIREDIS_AVAILABLE}"
+            return proc, port, (f"redis-server {version}, redis-py {redis.__version__}, "
+                                f"hiredis {redis.utils.HIREDIS_AVAILABLE}")
         except redis.exceptions.ConnectionError:
             time.sleep(0.05)
     proc.terminate()

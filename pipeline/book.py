@@ -86,8 +86,7 @@ import math
 from bisect import bisect_left, insort
 
 
-from pipeline.board.layout import RowStatus
-from pipeline.model import BBO, MAX_ID, MAX_TS_MS, AlignedSnapshot, BookUpdate, InstrumentSpec, TradingStatus
+from pipeline.model import BBO, MAX_ID, MAX_TS_MS, AlignedSnapshot, BookUpdate, InstrumentSpec, RowStatus, TradingStatus
 
 _INF = math.inf
 
@@ -422,7 +421,7 @@ class InstrumentBook:
         self.note = ""
 
     # ------------------------------------------------------------------
-    def invalidate(self, state: RowStatus = RowStatus.RESYNCING, book: Book | None = None) -> None:
+    def invalidate(self, state: RowStatus = RowStatus.RESYNCING, book: Book | TopBook | None = None) -> None:
         """Discard ``book`` (default: both); the row must not be traded until it is rebuilt.
 
         A gap in the depth channel says nothing about the separate top-of-book
@@ -456,6 +455,7 @@ class InstrumentBook:
             if isinstance(update, TradingStatus):
                 return self._apply_status(update)
             raise TypeError(f"cannot apply {type(update).__name__} to a book")
+        book: Book | TopBook
         if update.channel == BBO:
             self.uses_bbo = True
             book = self.bbo

@@ -5,54 +5,473 @@
 path and the bad value (``venues.binance.cores[0]: core 7 does not exist ...``).
 Unknown keys are errors: a misspelled key must never silently read as a
 default. Nothing else in the pipeline reads YAML, argv or the environment.
+
+Each key is declared once, as one dataclass field made by :func:`key`: its
+default, its check and its one line of documentation. One walk
+(:func:`_load`) reads every section from those fields (nested sections, optional
+sections, lists and maps of sections); what relates two keys (a size cap below
+the size floor, an override for an instrument the venue does not quote, the
+bridge's transport and credentials) is checked by the explicit ``_check_*``
+functions after it. The README's configuration table is printed from the same
+declaration (``python -m pipeline.config --markdown``) and a test keeps the two
+equal. Choice lists come from :mod:`pipeline.choices`: this module imports no
+process package (feed, simulator, detector, bridge, supervisor, board); ``MAX_DEPTH`` from
+:mod:`pipeline.model`.
 """
 from __future__ import annotations
 
-import importlib
+import dataclasses
+import ipaddress
 import os
 import re
+import sys
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from pipeline.choices import QUIRK_NAMES, TRANSPORTS, WAIT_MODES, transport_installed
 from pipeline.errors import ConfigError
+from pipeline.model import MAX_DEPTH
 from pipeline.net import is_loopback
-from pipeline.board.layout import MAX_DEPTH
 
 INSTRUMENT_RE = re.compile(r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$")
+BOX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")     # one NATS subject token: no dots, no wildcards
+STREAM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+CREDENTIAL_KEYS = ("key", "secret", "passphrase")
+REQUIRED = dataclasses.MISSING
 
+
+# ---------------------------------------------------------------- checks
+#
+# A check is ``check(value, path, ctx) -> value``: it returns the value to store (converted: lists become
+# tuples) or ``_BAD`` after adding its problems to ``ctx`` with their dotted paths.
+
+_BAD = object()
+
+
+class _Context:
+    """The problems found so far, and what the checks need to know about this machine."""
+
+    def __init__(self, available: frozenset[int], known_venues: dict[str, float]) -> None:
+        self.items: list[tuple[str, str]] = []
+        self.available = available            # cores that exist here
+        self.known_venues = known_venues      # exchange name -> its standard taker fee, bps
+        self.section: dict = {}               # the raw mapping being walked (for keys that read a sibling)
+        self.cores_preferred = False          # supervisor.cores_preferred: a core missing here is no error
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append((path, message))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(minimum: float | None = None, maximum: float | None = None, integer: bool = False,
+            exclusive_min: bool = False):
+    def check(value, path, ctx):
+        if not _is_number(value) or (integer and not isinstance(value, int)):
+            kind = "an integer" if integer else "a number"
+            ctx.add(path, f"must be {kind}, got {value!r}")
+            return _BAD
+        if value != value or value in (float("inf"), float("-inf")):
+            ctx.add(path, f"must be finite, got {value!r}")
+            return _BAD
+        if minimum is not None and (value <= minimum if exclusive_min else value < minimum):
+            ctx.add(path, f"must be {'>' if exclusive_min else '>='} {minimum}, got {value!r}")
+            return _BAD
+        if maximum is not None and value > maximum:
+            ctx.add(path, f"must be <= {maximum}, got {value!r}")
+            return _BAD
+        return value
+    return check
+
+
+def _string(pattern: re.Pattern | None = None, choices: tuple[str, ...] | None = None):
+    def check(value, path, ctx):
+        if not isinstance(value, str) or not value:
+            ctx.add(path, f"must be a non-empty string, got {value!r}")
+            return _BAD
+        if choices is not None and value not in choices:
+            ctx.add(path, f"must be one of {', '.join(choices)}, got {value!r}")
+            return _BAD
+        if pattern is not None and not pattern.match(value):
+            ctx.add(path, f"invalid value {value!r}")
+            return _BAD
+        return value
+    return check
+
+
+def _boolean(value, path, ctx):
+    if not isinstance(value, bool):
+        ctx.add(path, f"must be true or false, got {value!r}")
+        return _BAD
+    return value
+
+
+def _cores(value, path, ctx):
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        ctx.add(path, f"must be a core number or a non-empty list of core numbers, got {value!r}")
+        return _BAD
+    ok = True
+    for i, core in enumerate(value):
+        if not isinstance(core, int) or isinstance(core, bool):
+            ctx.add(f"{path}[{i}]", f"must be a core number, got {core!r}")
+            ok = False
+        elif core not in ctx.available and not ctx.cores_preferred:
+            ctx.add(f"{path}[{i}]", f"core {core} does not exist on this machine "
+                                    f"(available: {', '.join(map(str, sorted(ctx.available)))})")
+            ok = False
+    if len(set(value)) != len(value):
+        ctx.add(path, f"lists a core twice: {value!r}")
+        ok = False
+    return tuple(value) if ok else _BAD
+
+
+def _bind_host(value, path, ctx):
+    """An address to listen on: an IP address (``127.0.0.1``, ``::1``, ``0.0.0.0``) or a host name; no port, no
+    scheme."""
+    if isinstance(value, str) and value:
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            # a name, but not one made of numbers only (999.1.1.1 is a mistyped address, not a name)
+            if HOST_NAME.match(value) and not all(part.isdigit() for part in value.split(".")):
+                return value
+    ctx.add(path, f"must be an IP address or a host name to listen on (127.0.0.1: this machine only, 0.0.0.0: "
+                  f"every interface), without port or scheme, got {value!r}")
+    return _BAD
+
+
+def _transport(value, path, ctx):
+    """A transport whose non-default values come with the ``fast`` extra: refused when not installed."""
+    if value not in TRANSPORTS:
+        ctx.add(path, f"must be one of {', '.join(TRANSPORTS)}, got {value!r}")
+        return _BAD
+    if not transport_installed(value):
+        ctx.add(path, f"{value} is not installed (pip install -e '.[fast]')")
+        return _BAD
+    return value
+
+
+def _env_name(value, path, ctx):
+    """The name of an environment variable that holds a secret. What was given is never echoed: a value that
+    is not a name may be the secret itself, pasted where its variable's name belongs."""
+    if not isinstance(value, str) or not ENV_NAME.match(value):
+        ctx.add(path, "must be the name of an environment variable (letters, digits and _, not starting with "
+                      "a digit); the secret itself never goes in the config (what was given is not shown: "
+                      "it may be the secret)")
+        return _BAD
+    return value
+
+
+def _credentials_env(value, path, ctx):
+    """``{key: ENV, secret: ENV, passphrase: ENV}``: environment variable names, never the secrets."""
+    if not isinstance(value, dict) or set(value) != set(CREDENTIAL_KEYS):
+        keys = sorted(map(str, value)) if isinstance(value, dict) else None
+        ctx.add(path, "must map key, secret and passphrase to environment variable names"
+                      + (f" (given: {', '.join(keys)})" if keys is not None else ""))
+        return _BAD
+    out = []
+    for name in CREDENTIAL_KEYS:
+        checked = _env_name(value[name], f"{path}.{name}", ctx)
+        if checked is _BAD:
+            return _BAD
+        out.append((name, checked))
+    return tuple(out)
+
+
+def _existing_file(value, path, ctx):
+    if not isinstance(value, str) or not value:
+        ctx.add(path, f"must be a file path, got {value!r}")
+        return _BAD
+    if not os.path.isfile(value):
+        ctx.add(path, f"file {value!r} does not exist")
+        return _BAD
+    return value
+
+
+def _number_list(minimum=None, exclusive_min=False):
+    item = _number(minimum, exclusive_min=exclusive_min)
+
+    def check(value, path, ctx):
+        if not isinstance(value, list):
+            ctx.add(path, f"must be a list of numbers, got {value!r}")
+            return _BAD
+        out = [item(v, f"{path}[{i}]", ctx) for i, v in enumerate(value)]
+        return _BAD if any(v is _BAD for v in out) else tuple(float(v) for v in out)
+    return check
+
+
+def _quote_groups(value, path, ctx):
+    if not isinstance(value, list):
+        ctx.add(path, f"must be a list of lists of quote currencies, e.g. [[USD, USDC]], got {value!r}")
+        return _BAD
+    groups = []
+    seen = set()
+    for i, group in enumerate(value):
+        if not isinstance(group, list) or len(group) < 2 or not all(
+                isinstance(c, str) and re.fullmatch(r"[A-Z0-9]{2,12}", c) for c in group):
+            ctx.add(f"{path}[{i}]", f"must list at least two currencies like [USD, USDC], got {group!r}")
+            return _BAD
+        if seen & set(group):
+            ctx.add(f"{path}[{i}]", f"a currency appears in two groups: {sorted(seen & set(group))}")
+            return _BAD
+        seen |= set(group)
+        groups.append(tuple(group))
+    return tuple(groups)
+
+
+def _instrument_numbers(minimum=None, exclusive_min=False):
+    item = _number(minimum, exclusive_min=exclusive_min)
+
+    def check(value, path, ctx):
+        if not isinstance(value, dict):
+            ctx.add(path, f"must map instrument -> number, got {value!r}")
+            return _BAD
+        out = []
+        for instrument, number in value.items():
+            sub = f"{path}.{instrument}"
+            if not isinstance(instrument, str) or not INSTRUMENT_RE.match(instrument):
+                ctx.add(sub, f"unknown instrument {instrument!r}")
+                continue
+            checked = item(number, sub, ctx)
+            if checked is not _BAD:
+                out.append((instrument, float(checked)))
+        return tuple(out)
+    return check
+
+
+def _start_prices(value, path, ctx):
+    if not isinstance(value, dict):
+        ctx.add(path, f"must map instrument -> price, got {value!r}")
+        return _BAD
+    prices = []
+    for instrument, price in value.items():
+        sub = f"{path}.{instrument}"
+        if not isinstance(instrument, str) or not INSTRUMENT_RE.match(instrument):
+            ctx.add(sub, f"unknown instrument {instrument!r}")
+        elif not _is_number(price) or not price > 0 or price == float("inf"):
+            ctx.add(sub, f"must be a positive number, got {price!r}")
+        else:
+            prices.append((instrument, float(price)))
+    return tuple(prices)
+
+
+def _instrument_list(value, path, ctx):
+    if not isinstance(value, list) or not value:
+        ctx.add(path, f"must be a non-empty list of instruments like BTC/USDT, got {value!r}")
+        return _BAD
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not INSTRUMENT_RE.match(item):
+            ctx.add(f"{path}[{i}]", f"unknown instrument {item!r} (expected BASE/QUOTE in capitals, e.g. BTC/USDT)")
+            continue
+        if item in out:
+            ctx.add(f"{path}[{i}]", f"duplicate instrument {item!r}")
+            continue
+        out.append(item)
+    return tuple(out)
+
+
+def _symbols(value, path, ctx):
+    """``{canonical: native}``; whether each canonical instrument is one the venue quotes is checked after the
+    walk (:func:`_check_venue`)."""
+    if not isinstance(value, dict):
+        ctx.add(path, f"must map instrument -> native symbol, got {value!r}")
+        return _BAD
+    out = []
+    for canonical, native in value.items():
+        if not isinstance(native, str) or not native:
+            ctx.add(f"{path}.{canonical}", f"native symbol must be a non-empty string, got {native!r}")
+        else:
+            out.append((canonical, native))
+    return tuple(out)
+
+
+def _sim_quirks(value, path, ctx):
+    if not isinstance(value, list):
+        ctx.add(path, f"must be a list of quirk names ({', '.join(QUIRK_NAMES)}), got {value!r}")
+        return _BAD
+    ok = True
+    for i, name in enumerate(value):
+        if name not in QUIRK_NAMES:
+            ctx.add(f"{path}[{i}]", f"unknown quirk {name!r} (known: {', '.join(QUIRK_NAMES)})")
+            ok = False
+    return tuple(value) if ok else _BAD
+
+
+# ---------------------------------------------------------------- declaring keys
+
+def key(default: Any, check: Callable, doc: str, *, shown: str | Callable[[], str] | None = None,
+        missing: str | None = None):
+    """One configuration key: a dataclass field carrying its default (``REQUIRED``: none), its check and its
+    one line of documentation. ``shown``: the default as the table states it, where the value alone does not
+    say it (``None`` meaning "the venue's"); ``missing``: what to say when a required key is absent."""
+    metadata = {"check": check, "doc": doc, "shown": shown, "missing": missing}
+    if default is REQUIRED:
+        return field(metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def section(cls: type, doc: str, *, optional: bool = False, shown: str | None = None):
+    """A nested section, loaded by the same walk. An optional one is off (None) unless the file has it; a
+    required one takes every default when absent."""
+    def check(value, path, ctx):
+        if value is None:
+            return None if optional else cls()
+        loaded = _load(cls, value, path, ctx)
+        return _BAD if loaded is None else loaded
+    metadata = {"check": check, "doc": doc, "shown": shown or ("off" if optional else "—"), "section": cls}
+    if optional:
+        return field(default=None, metadata=metadata)
+    return field(default_factory=cls, metadata=metadata)
+
+
+def sections(cls: type, doc: str, *, what: str):
+    """A list of sections (``[{...}, {...}]``); an item with problems is left out, its problems reported."""
+    def check(value, path, ctx):
+        if not isinstance(value, list):
+            ctx.add(path, f"must be a list of {what}, got {value!r}")
+            return _BAD
+        loaded = (_load(cls, item, f"{path}[{i}]", ctx) for i, item in enumerate(value))
+        return tuple(item for item in loaded if item is not None)
+    return field(default=(), metadata={"check": check, "doc": doc, "shown": "[]", "section": cls, "items": "[]"})
+
+
+def _keys(cls: type) -> dict[str, dataclasses.Field]:
+    """The fields of ``cls`` read from the file, in declaration order (``name``, ``source`` ... are not)."""
+    return {f.name: f for f in dataclasses.fields(cls) if "check" in f.metadata}
+
+
+def _venue(name, raw, path, ctx):
+    """One venue's section (``venues.NAME`` or ``bridge.subscribe.BOX.NAME``), or None."""
+    if name not in ctx.known_venues:
+        ctx.add(path, f"unknown exchange {name!r} (known: {', '.join(sorted(ctx.known_venues))})")
+        return None
+    if not isinstance(raw, dict):
+        ctx.add(path, f"must be a mapping, got {raw!r}")
+        return None
+    return _load(VenueConfig, raw, path, ctx, name=name)
+
+
+def _venues(value, path, ctx):
+    """``{exchange: {...}}``; an absent section is judged after the walk (a box may only mirror others)."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not value:
+        ctx.add(path, f"must map exchange name -> settings, with at least one exchange, got {value!r}")
+        return ()
+    venues = (_venue(name, raw, f"{path}.{name}", ctx) for name, raw in value.items())
+    return tuple(venue for venue in venues if venue is not None)
+
+
+# the keys of a venue another box quotes that this box sets (fees and trust); the rest is the remote box's
+REMOTE_VENUE_KEYS = {"instruments", "taker_fee_bps", "fee_overrides", "staleness_ms", "max_unchanged_ms",
+                     "max_exchange_lag_ms"}
+
+
+def _bridge_subscribe(raw, path, ctx):
+    """``{box: {venue: [instruments] | {instruments, taker_fee_bps, fee_overrides, staleness_ms}}}``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        ctx.add(path, f"must map box name -> {{venue: [instruments]}}, got {raw!r}")
+        return _BAD
+    own_box = ctx.section.get("box")
+    out = []
+    ok = True
+    for box, venues_raw in raw.items():
+        sub = f"{path}.{box}"
+        if not isinstance(box, str) or not BOX_RE.match(box):
+            ctx.add(sub, f"invalid box name {box!r} (lower-case letters, digits, - and _)")
+            ok = False
+            continue
+        if box == own_box:
+            ctx.add(sub, f"is this box's own name ({own_box!r}): its rows are already local")
+            ok = False
+            continue
+        if not isinstance(venues_raw, dict) or not venues_raw:
+            ctx.add(sub, f"must map venue -> instruments, got {venues_raw!r}")
+            ok = False
+            continue
+        venues = []
+        for name, venue_raw in venues_raw.items():
+            if isinstance(venue_raw, list):
+                venue_raw = {"instruments": venue_raw}
+            elif isinstance(venue_raw, dict) and set(venue_raw) - REMOTE_VENUE_KEYS:
+                for extra in sorted(set(venue_raw) - REMOTE_VENUE_KEYS, key=str):
+                    ctx.add(f"{sub}.{name}.{extra}", "belongs in the remote box's own config, not here "
+                                                     f"(allowed: {', '.join(sorted(REMOTE_VENUE_KEYS))})")
+                ok = False
+                continue
+            venue = _venue(name, venue_raw, f"{sub}.{name}", ctx)
+            if venue is None or not venue.instruments:
+                ok = False
+                continue
+            venues.append(venue)
+        out.append((box, tuple(venues)))
+    return tuple(out) if ok else _BAD
+
+
+def _fee_default() -> str:
+    from pipeline.venues import BUILT_IN, load_venue
+    return "the exchange's standard spot taker tier: " + ", ".join(
+        f"{name} {load_venue(name).taker_fee_bps:g}" for name in BUILT_IN)
+
+
+# ---------------------------------------------------------------- the declaration
 
 @dataclass(frozen=True)
 class BoardConfig:
-    name: str = "pipeline-board"
-    depth: int = 5
+    name: str = key("pipeline-board", _string(re.compile(r"^[A-Za-z0-9_.-]{1,60}$")),
+                    "shared-memory segment name (`/dev/shm/<name>`)")
+    depth: int = key(5, _number(1, MAX_DEPTH, integer=True), f"levels per side on each row (1–{MAX_DEPTH})")
 
 
 @dataclass(frozen=True)
 class VenueConfig:
-    name: str
-    instruments: tuple[str, ...]
-    url: str | None = None                 # None: connect to the simulator
-    symbols: tuple[tuple[str, str], ...] = ()  # canonical -> native overrides
-    taker_fee_bps: float = 10.0
-    cores: tuple[int, ...] = ()
-    staleness_ms: float = 5000.0
-    # the detector opens nothing on this venue's quote when it has not changed for this long while another
-    # venue's quote of the instrument did (confirmations prove the connection, not the price);
-    # None: detector.staleness_ms, 0: never
-    max_unchanged_ms: float | None = None
-    # ... nor when its last change arrived more than this after its exchange time, corrected by the feed's clock
-    # offset: the venue's stream runs late (0: never)
-    max_exchange_lag_ms: float = 1000.0
-    fee_overrides: tuple[tuple[str, float], ...] = ()   # instrument -> taker fee bps on this venue
-    ws_ping_interval_s: float | None = None   # RFC 6455 pings; None: the venue's default, 0: off
-    transport: str = "websockets"             # or "picows" (pip install -e '.[fast]')
-    # OKX only: names of the environment variables holding key, secret and passphrase (never the values):
-    # log in on the public connection and take the tick-by-tick depth channel
-    credentials_env: tuple[tuple[str, str], ...] = ()
+    name: str                              # the key under ``venues``
+    instruments: tuple[str, ...] = key(
+        REQUIRED, _instrument_list, "canonical `BASE/QUOTE`; `BTC/USD` and `BTC/USDT` are different instruments",
+        missing="list the instruments to quote, e.g. [BTC/USDT]")
+    url: str | None = key(None, _string(re.compile(r"^wss?://")),
+                          "real endpoint; without it the venue connects to the simulator", shown="simulator")
+    symbols: tuple[tuple[str, str], ...] = key((), _symbols, "per-instrument native symbol override",
+                                               shown="rule per exchange")
+    taker_fee_bps: float = key(10.0, _number(0, 1000), "taker fee on this exchange, bps", shown=_fee_default)
+    cores: tuple[int, ...] = key((), _cores, "cores for this feed process", shown="unpinned")
+    staleness_ms: float = key(5000.0, _number(0, exclusive_min=True),
+                              "a row neither updated nor confirmed (heartbeat, unchanged re-send) for this long is "
+                              "marked stale")
+    max_unchanged_ms: float | None = key(
+        None, _number(0), "the detector opens nothing on this venue's quote when its price has not changed for "
+        "this long while another venue's quote of the instrument did (the exchange's confirmations prove the "
+        "connection, not the price); 0: never. Counted in the summary as held back", shown="detector.staleness_ms")
+    max_exchange_lag_ms: float = key(
+        1000.0, _number(0), "nor when its last change arrived more than this after the exchange's own time for "
+        "it, less the feed's clock-offset estimate (the venue's stream runs late); 0: never")
+    fee_overrides: tuple[tuple[str, float], ...] = key((), _instrument_numbers(0),
+                                                       "per-instrument taker fee on this exchange", shown="{}")
+    ws_ping_interval_s: float | None = key(None, _number(0, 3600), "RFC 6455 pings from the client; 0 turns them "
+                                           "off for a server that does not answer them", shown="the venue's (20)")
+    transport: str = key("websockets", _transport,
+                         "`picows` (`pip install -e '.[fast]'`): a Cython WebSocket client that hands each message "
+                         "to the feed session from its protocol callback; the conformance suite runs every venue "
+                         "over both")
+    credentials_env: tuple[tuple[str, str], ...] = key(
+        (), _credentials_env, "`{key: ENV, secret: ENV, passphrase: ENV}`, for okx: names of environment variables "
+        "(never the secrets); log in and take `books50-l2-tbt`, falling back to `books` when OKX refuses it (64003)",
+        shown="off")
 
     def fee_bps(self, instrument: str) -> float:
         return dict(self.fee_overrides).get(instrument, self.taker_fee_bps)
@@ -62,90 +481,94 @@ class VenueConfig:
 
 
 @dataclass(frozen=True)
+class SinkConfig:
+    """Optional HTTP sink: POST every ``open`` event to ``url`` with a bearer token
+    read from the environment variable ``token_env`` (never from the file)."""
+
+    url: str = key(REQUIRED, _string(re.compile(r"^https?://")), "the analysis service's http(s) URL",
+                   missing="the analysis service's http(s) URL")
+    token_env: str | None = key(None, _env_name, "environment variable holding the bearer token", shown="no token")
+    timeout_s: float = key(2.0, _number(0, exclusive_min=True), "seconds per request")
+    queue_size: int = key(1000, _number(1, integer=True), "events waiting to be sent, at most")
+
+
+@dataclass(frozen=True)
 class DetectorConfig:
-    threshold_bps: float = 0.0
-    staleness_ms: float = 2000.0
-    wait: str = "doorbell"                 # "doorbell" (idle-friendly) or "spin" (dedicated core)
-    spin_us: float = 50.0                  # doorbell mode: spin this long after activity before blocking
-    output: str = "opportunities.jsonl"
-    cores: tuple[int, ...] = ()
-    print_opportunities: bool = True
-    max_notional: float = 100_000.0        # cap on the size walked through the books, in quote currency
-    min_notional: float = 10.0             # smaller opportunities are not reported
-    sanity_bps: float = 500.0              # a net edge above this is a suspected data or mapping error
-    update_bps: float = 1.0                # an open opportunity whose edge moves this much gets an update
-    # an open opportunity ends below threshold_bps - close_hysteresis_bps (None: half the pair's two taker fees)
-    close_hysteresis_bps: float | None = None
-    close_after_ms: float = 1000.0         # or after this long under threshold_bps (0: never)
-    reopen_ms: float = 100.0               # an end followed within this long by the same pair's return is a flap
-    conversion_bps: float = 10.0           # charged to a pair whose legs quote different equivalent currencies
-    shadow_latencies_ms: tuple[float, ...] = (5.0, 20.0, 50.0)  # look at the books again this long after open
-    equivalent_quotes: tuple[tuple[str, ...], ...] = ()   # e.g. ((USD, USDC),): treated as one instrument
-    max_notional_by_instrument: tuple[tuple[str, float], ...] = ()
-    sink: "SinkConfig | None" = None
+    threshold_bps: float = key(0.0, _number(0), "net edge after both fees at which an opportunity opens")
+    staleness_ms: float = key(2000.0, _number(0, exclusive_min=True), "quotes older than this never make an "
+                                                                      "opportunity")
+    wait: str = key("doorbell", _string(choices=WAIT_MODES), "`doorbell` (idle-friendly) or `spin` (dedicated core)")
+    spin_us: float = key(50.0, _number(0), "doorbell mode: spin this long after activity before sleeping")
+    output: str = key("opportunities.jsonl", _string(),
+                      "events file: each run writes its own beside it and this name links to the latest "
+                      "([One run, one file](#one-run-one-file))")
+    cores: tuple[int, ...] = key((), _cores, "cores for the detector process", shown="unpinned")
+    print_opportunities: bool = key(True, _boolean, "print each event as a readable line on stdout")
+    max_notional: float = key(100_000.0, _number(0, exclusive_min=True), "size cap, quote currency")
+    min_notional: float = key(10.0, _number(0), "size floor, quote currency: smaller opportunities are not reported")
+    sanity_bps: float = key(500.0, _number(0, exclusive_min=True),
+                            "edges above this are reported as suspected data errors, not opportunities")
+    update_bps: float = key(1.0, _number(0), "an open opportunity whose edge moves this much emits `update`")
+    close_hysteresis_bps: float | None = key(
+        None, _number(0), "an open opportunity ends when its edge falls below `threshold_bps` minus this "
+        "(10 bps for two 10 bps venues)", shown="half the pair's two taker fees")
+    close_after_ms: float = key(1000.0, _number(0), "or when it stays under `threshold_bps` this long (0: never); "
+                                                    "its pair then cannot reopen until the edge is gone")
+    reopen_ms: float = key(100.0, _number(0), "an opportunity whose pair comes back within this long after it "
+                                              "ended continues (a flap), and its `close` waits this long")
+    conversion_bps: float = key(10.0, _number(0), "cost charged to a pair whose legs quote different currencies "
+                                                  "of one `equivalent_quotes` group")
+    shadow_latencies_ms: tuple[float, ...] = key((5.0, 20.0, 50.0), _number_list(0, exclusive_min=True),
+                                                 "re-price every `open` this long after detection")
+    equivalent_quotes: tuple[tuple[str, ...], ...] = key(
+        (), _quote_groups, "quote currencies compared as one, e.g. `[[USD, USDT]]`; the first states the totals")
+    max_notional_by_instrument: tuple[tuple[str, float], ...] = key(
+        (), _instrument_numbers(0, exclusive_min=True), "per-instrument size caps", shown="{}")
+    sink: SinkConfig | None = section(
+        SinkConfig, "POST `open` events ([Sending opportunities](#sending-opportunities-to-an-analysis-service))",
+        optional=True)
 
     def max_notional_for(self, instrument: str) -> float:
         return dict(self.max_notional_by_instrument).get(instrument, self.max_notional)
 
 
 @dataclass(frozen=True)
-class SinkConfig:
-    """Optional HTTP sink: POST every ``open`` event to ``url`` with a bearer token
-    read from the environment variable ``token_env`` (never from the file)."""
-
-    url: str
-    token_env: str | None = None
-    timeout_s: float = 2.0
-    queue_size: int = 1000
-
-
-@dataclass(frozen=True)
 class HealthConfig:
-    interval_s: float = 5.0
-    cores: tuple[int, ...] = ()
+    interval_s: float = key(5.0, _number(0.1), "seconds between health blocks")
+    cores: tuple[int, ...] = key((), _cores, "cores for the health reporter", shown="unpinned")
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     """Prometheus endpoint on ``host``:``port`` (off unless configured; loopback unless ``host`` says otherwise)."""
 
-    port: int
-    host: str = "127.0.0.1"
+    port: int = key(REQUIRED, _number(1, 65535, integer=True), "Prometheus `/metrics` on `host:port`",
+                    missing="the port to serve /metrics on, at metrics.host")
+    host: str = key("127.0.0.1", _bind_host, "address `/metrics` listens on: this machine only unless this names "
+                                             "another (`0.0.0.0`: every interface)")
 
 
 @dataclass(frozen=True)
 class RecordingConfig:
     """Record every frame each feed receives (see :mod:`pipeline.recording`); off unless configured."""
 
-    dir: str
-    rotate_mb: float = 256.0     # start a new file past this size
-    keep_files: int = 0          # per venue, the newest kept; 0 keeps all
+    dir: str = key(REQUIRED, _string(re.compile(r".+")), "directory the feeds write their recordings to",
+                   missing="the directory the feeds write their recordings to")
+    rotate_mb: float = key(256.0, _number(minimum=0.01), "start a new file past this size, MiB")
+    keep_files: int = key(0, _number(minimum=0, integer=True), "per venue, the newest kept; 0 keeps all")
 
 
 @dataclass(frozen=True)
 class SupervisorConfig:
-    restart_backoff_s: float = 0.2
-    restart_backoff_max_s: float = 10.0
-    max_restarts: int = 20                 # within restart_window_s, then reported as failed
-    restart_window_s: float = 300.0
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    seed: int = 7
-    host: str = "127.0.0.1"
-    cores: tuple[int, ...] = ()
-    update_interval_ms: float = 20.0       # per exchange, per instrument
-    volatility_bps: float = 1.0            # per step, of the shared random walk
-    noise_bps: float = 0.3                 # per exchange quote noise
-    half_spread_bps: float = 0.5
-    dislocation_every_s: float = 2.0       # mean time between dislocations
-    dislocation_bps: float = 25.0          # how far the lagging exchange is off
-    dislocation_ms: float = 150.0          # how long it lags
-    start_prices: tuple[tuple[str, float], ...] = ()
-    random_dislocations: bool = True
-    scripted_dislocations: tuple["ScriptedDislocation", ...] = ()
-    quirks: tuple[str, ...] = ()           # real-venue behaviours to imitate (pipeline.sim.protocol.QUIRK_NAMES)
+    restart_backoff_s: float = key(0.2, _number(0), "delay before restarting a child that died; doubles with each "
+                                                    "death in a row")
+    restart_backoff_max_s: float = key(10.0, _number(0), "the restart delay at most")
+    max_restarts: int = key(20, _number(1, integer=True), "a child dying more often within `restart_window_s` is "
+                                                          "reported failed, the rest keeps running")
+    restart_window_s: float = key(300.0, _number(0, exclusive_min=True), "the window `max_restarts` counts in, s")
+    cores_preferred: bool = key(False, _boolean, "cores are a preference: pin each process only to its listed "
+                                                 "cores that exist here and say which were left out (the demo); "
+                                                 "false: a listed core missing here is a configuration error")
 
 
 @dataclass(frozen=True)
@@ -153,11 +576,36 @@ class ScriptedDislocation:
     """``exchange`` quotes ``instrument`` ``bps`` away from the market from ``at_s`` after
     the simulator starts, for ``duration_ms`` (positive: too high)."""
 
-    at_s: float
-    exchange: str
-    instrument: str
-    bps: float
-    duration_ms: float
+    at_s: float = key(REQUIRED, _number(0), "seconds after the simulator starts")
+    exchange: str = key(REQUIRED, _string(), "the exchange that quotes away from the market")
+    instrument: str = key(REQUIRED, _string(INSTRUMENT_RE), "the instrument it quotes away")
+    bps: float = key(REQUIRED, _number(-5000, 5000), "how far (positive: too high)")
+    duration_ms: float = key(REQUIRED, _number(0, exclusive_min=True), "for how long")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    seed: int = key(7, _number(0, integer=True), "seed of the simulated market")
+    host: str = key("127.0.0.1", _string(re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|::1)$")),
+                    "loopback address the simulated exchanges listen on")
+    cores: tuple[int, ...] = key((), _cores, "cores for the simulator process", shown="unpinned")
+    update_interval_ms: float = key(20.0, _number(0.01), "between two updates, per exchange and instrument")
+    volatility_bps: float = key(1.0, _number(0), "per step, of the shared random walk")
+    noise_bps: float = key(0.3, _number(0), "per exchange quote noise")
+    half_spread_bps: float = key(0.5, _number(0), "half the simulated spread")
+    dislocation_every_s: float = key(2.0, _number(0, exclusive_min=True), "mean time between random dislocations")
+    dislocation_bps: float = key(25.0, _number(0), "how far the lagging exchange is off")
+    dislocation_ms: float = key(150.0, _number(0), "how long it lags")
+    start_prices: tuple[tuple[str, float], ...] = key(
+        (), _start_prices, "`{BTC/USDT: 65000}`: where each instrument's price starts", shown="by base currency")
+    random_dislocations: bool = key(True, _boolean, "one exchange lagging the others now and then")
+    scripted_dislocations: tuple[ScriptedDislocation, ...] = sections(
+        ScriptedDislocation, "dislocations at set times, for repeatable scenarios", what="dislocations")
+    quirks: tuple[str, ...] = key(
+        (), _sim_quirks, "real-venue behaviours to imitate: `shortest_numbers` (Kraken numbers as JSON serializers "
+        "print them), `late_depth` (depth after a newer top of book), `resend_unchanged` (Bybit's 3 s re-send), "
+        "and every 10 s `sequence_resets`, `venue_status` (Kraken maintenance), `planned_disconnects` (Binance "
+        "`serverShutdown`, OKX 64008), `dropped_messages`")
 
 
 @dataclass(frozen=True)
@@ -166,10 +614,14 @@ class BridgeRecordConfig:
     ``max_mb`` MiB and ``max_messages`` messages: past either the server discards the oldest messages (the
     bridge counts them, see :mod:`pipeline.bridge.stream`)."""
 
-    stream: str
-    max_age_h: float = 24.0
-    max_mb: float = 1024.0
-    max_messages: int = 10_000_000
+    stream: str = key(REQUIRED, _string(STREAM_RE), "JetStream stream the published rows are kept in",
+                      missing="the JetStream stream name, e.g. QUOTES")
+    max_age_h: float = key(24.0, _number(0, exclusive_min=True), "hours a message is kept")
+    # at least a few hundred row messages; at most what one JetStream file store sensibly holds (1 TiB)
+    max_mb: float = key(1024.0, _number(0.1, 1 << 20), "MiB kept at most; past it the oldest are discarded "
+                                                       "(and counted)")
+    max_messages: int = key(10_000_000, _number(100, 1 << 40, integer=True), "messages kept at most; past it the "
+                                                                             "oldest are discarded (and counted)")
 
 
 @dataclass(frozen=True)
@@ -182,27 +634,39 @@ class BridgeConfig:
     for a token, an nkey seed or a creds file.
     """
 
-    nats_url: str
-    box: str
-    publish: bool = False
-    subscribe: tuple[tuple[str, tuple[VenueConfig, ...]], ...] = ()
-    depth: int | None = None                 # levels per side published; None: the board's depth
-    heartbeat_interval_ms: float = 1000.0
-    heartbeat_timeout_ms: float = 3000.0
-    poll_interval_ms: float = 1.0            # how often the publisher scans the board for changed rows
-    connect_timeout_s: float = 2.0
-    token_env: str | None = None
-    token_file: str | None = None
-    nkey_seed_file: str | None = None
-    creds_file: str | None = None
-    tls_ca_file: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
+    nats_url: str = key(REQUIRED, _string(re.compile(r"^(nats|tls)://[^\s/]+(:\d+)?/?$")),
+                        "`tls://host:port`; `nats://host:port` only to this machine unless `allow_plaintext`",
+                        missing="e.g. nats://127.0.0.1:4222")
+    box: str = key(REQUIRED, _string(BOX_RE), "this box's name (lower case, one subject token)",
+                   missing="this box's name, e.g. tokyo")
+    publish: bool = key(False, _boolean, "publish this box's rows")
+    subscribe: tuple[tuple[str, tuple[VenueConfig, ...]], ...] = key(
+        (), _bridge_subscribe, "`{box: {venue: [instruments] or {instruments, taker_fee_bps, fee_overrides, "
+        "staleness_ms, max_unchanged_ms, max_exchange_lag_ms}}}`: rows mirrored from other boxes, with the fees "
+        "and trust limits the detector uses for them", shown="{}")
+    depth: int | None = key(None, _number(1, MAX_DEPTH, integer=True), "levels per side published",
+                            shown="board.depth")
+    heartbeat_interval_ms: float = key(1000.0, _number(10), "between two heartbeats of this box")
+    heartbeat_timeout_ms: float = key(3000.0, _number(0, exclusive_min=True),
+                                      "a box silent this long has its rows marked `disconnected`")
+    poll_interval_ms: float = key(1.0, _number(0.05, 1000), "how often the publisher looks for changed rows "
+                                                            "(every 5 ms once none changed for 200 ms)")
+    connect_timeout_s: float = key(2.0, _number(0, exclusive_min=True), "per connection attempt")
+    token_env: str | None = key(None, _env_name, "environment variable holding the token; at most one "
+                                                 "credential source", shown="—")
+    token_file: str | None = key(None, _existing_file, "file holding the token", shown="—")
+    nkey_seed_file: str | None = key(None, _existing_file, "file holding the nkey seed", shown="—")
+    creds_file: str | None = key(None, _existing_file, "NATS creds file", shown="—")
+    tls_ca_file: str | None = key(None, _existing_file, "CA to trust", shown="—")
+    tls_cert_file: str | None = key(None, _existing_file, "client certificate (with `tls_key_file`)", shown="—")
+    tls_key_file: str | None = key(None, _existing_file, "client certificate's key", shown="—")
     # nats:// to another machine carries the credentials and the quotes in clear: refused unless this says the
     # network between the boxes is private and trusted
-    allow_plaintext: bool = False
-    cores: tuple[int, ...] = ()
-    record: BridgeRecordConfig | None = None
+    allow_plaintext: bool = key(False, _boolean, "`true` accepts `nats://` to another machine: only on a private "
+                                                 "network you trust")
+    cores: tuple[int, ...] = key((), _cores, "cores for the bridge process", shown="unpinned")
+    record: BridgeRecordConfig | None = section(BridgeRecordConfig, "keep the published rows in a JetStream stream",
+                                                optional=True)
 
     def remote_rows(self) -> list[tuple[str, VenueConfig, str]]:
         """(box, venue, instrument) of every mirrored row, in config order."""
@@ -212,15 +676,20 @@ class BridgeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    board: BoardConfig
-    venues: tuple[VenueConfig, ...]
-    detector: DetectorConfig
-    health: HealthConfig
-    supervisor: SupervisorConfig
-    simulator: SimulatorConfig | None = None
-    metrics: MetricsConfig | None = None
-    bridge: BridgeConfig | None = None
-    recording: RecordingConfig | None = None
+    board: BoardConfig = section(BoardConfig, "the shared-memory quote board")
+    venues: tuple[VenueConfig, ...] = key((), _venues, "`{exchange: {...}}`: the exchanges this box quotes "
+                                                        "(at least one, unless `bridge.subscribe` mirrors others)",
+                                          shown="required")
+    detector: DetectorConfig = section(DetectorConfig, "the opportunity detector")
+    health: HealthConfig = section(HealthConfig, "the health reporter")
+    supervisor: SupervisorConfig = section(SupervisorConfig, "restarts of the child processes")
+    simulator: SimulatorConfig | None = section(SimulatorConfig, "the local exchange simulator (the venues without "
+                                                                 "`url` connect to it)", optional=True)
+    metrics: MetricsConfig | None = section(MetricsConfig, "Prometheus endpoint", optional=True)
+    bridge: BridgeConfig | None = section(
+        BridgeConfig, "join boxes over NATS ([Several boxes](#several-boxes-joining-them-over-nats))", optional=True)
+    recording: RecordingConfig | None = section(RecordingConfig, "record every frame (see [Record and "
+                                                                 "replay](#record-and-replay))", optional=True)
     source: str = ""
     verbose: bool = False      # from the command line (--verbose), never from the file: full health block, update/shadow lines
     run_id: str = ""           # chosen by the supervisor at start, never from the file: stamped on every event record
@@ -264,437 +733,153 @@ class Config:
 
 # ---------------------------------------------------------------- loading
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
+# keys a section refuses by name, with what to do instead: secrets never go in a config file, and keys that no
+# longer exist say what replaced them
+SECRET_KEYS = {"token": "token_env or token_file", "password": "token_env or token_file",
+               "nkey_seed": "nkey_seed_file", "creds": "creds_file", "user": "creds_file"}
+REFUSED_KEYS: dict[type, dict[str, str]] = {
+    VenueConfig: {"decoder": "no longer exists: each venue's wire messages are declared once and decoded by that "
+                             "declaration (msgspec); there is no decoder to choose: remove the key"},
+    SinkConfig: {"token": "never put a token in a config file: name an environment variable in token_env and "
+                          "export the token there"},
+    BridgeConfig: {name: f"never put credentials in a config file: use {use}" for name, use in SECRET_KEYS.items()},
+}
 
-    def add(self, path: str, message: str) -> None:
-        self.items.append((path, message))
 
+def _load(cls: type, raw: Any, path: str, ctx: _Context, **fixed: Any):
+    """Walk the declared keys of ``cls`` over ``raw``; returns the instance, or None when it cannot be built.
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _section(raw: Any, path: str, allowed: dict[str, Any], problems: _Problems) -> dict[str, Any]:
-    """Check keys and types of a mapping. ``allowed`` maps key -> checker(value, path) -> value."""
+    Every problem is added to ``ctx`` with its dotted path: a key that is not declared, a refused key, a value
+    its check rejects, a required key that is missing. Then the section's ``_check_*`` function (in
+    :data:`CROSS_CHECKS`) judges what relates its keys; it may return False to leave the section out.
+    ``fixed``: values that do not come from the file (a venue's name is its key).
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        problems.add(path, f"must be a mapping, got {type(raw).__name__} {raw!r}")
-        return {}
-    out = {}
-    for key, value in raw.items():
-        sub = f"{path}.{key}" if path else str(key)
-        if key not in allowed:
-            problems.add(sub, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-            continue
-        checked = allowed[key](value, sub, problems)
-        if checked is not _BAD:
-            out[key] = checked
-    return out
-
-
-_BAD = object()
-
-
-def _number(minimum: float | None = None, maximum: float | None = None, integer: bool = False,
-            exclusive_min: bool = False):
-    def check(value, path, problems):
-        if not _is_number(value) or (integer and not isinstance(value, int)):
-            kind = "an integer" if integer else "a number"
-            problems.add(path, f"must be {kind}, got {value!r}")
-            return _BAD
-        if value != value or value in (float("inf"), float("-inf")):
-            problems.add(path, f"must be finite, got {value!r}")
-            return _BAD
-        if minimum is not None and (value <= minimum if exclusive_min else value < minimum):
-            problems.add(path, f"must be {'>' if exclusive_min else '>='} {minimum}, got {value!r}")
-            return _BAD
-        if maximum is not None and value > maximum:
-            problems.add(path, f"must be <= {maximum}, got {value!r}")
-            return _BAD
-        return value
-    return check
-
-
-def _string(pattern: re.Pattern | None = None, choices: tuple[str, ...] | None = None):
-    def check(value, path, problems):
-        if not isinstance(value, str) or not value:
-            problems.add(path, f"must be a non-empty string, got {value!r}")
-            return _BAD
-        if choices is not None and value not in choices:
-            problems.add(path, f"must be one of {', '.join(choices)}, got {value!r}")
-            return _BAD
-        if pattern is not None and not pattern.match(value):
-            problems.add(path, f"invalid value {value!r}")
-            return _BAD
-        return value
-    return check
-
-
-def _boolean(value, path, problems):
-    if not isinstance(value, bool):
-        problems.add(path, f"must be true or false, got {value!r}")
-        return _BAD
-    return value
-
-
-def _cores(available: frozenset[int]):
-    def check(value, path, problems):
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, list) or not value:
-            problems.add(path, f"must be a core number or a non-empty list of core numbers, got {value!r}")
-            return _BAD
-        ok = True
-        for i, core in enumerate(value):
-            if not isinstance(core, int) or isinstance(core, bool):
-                problems.add(f"{path}[{i}]", f"must be a core number, got {core!r}")
-                ok = False
-            elif core not in available:
-                problems.add(f"{path}[{i}]", f"core {core} does not exist on this machine "
-                                             f"(available: {', '.join(map(str, sorted(available)))})")
-                ok = False
-        if len(set(value)) != len(value):
-            problems.add(path, f"lists a core twice: {value!r}")
-            ok = False
-        return tuple(value) if ok else _BAD
-    return check
-
-
-BOARD_SCHEMA = {
-    "name": _string(re.compile(r"^[A-Za-z0-9_.-]{1,60}$")),
-    "depth": _number(1, MAX_DEPTH, integer=True),
-}
-
-
-def _venue_schema(available):
-    return {
-        "url": _string(re.compile(r"^wss?://")),
-        "instruments": None,  # checked separately (needs the per-item paths)
-        "symbols": None,
-        "taker_fee_bps": _number(0, 1000),
-        "cores": _cores(available),
-        "staleness_ms": _number(0, exclusive_min=True),
-        "max_unchanged_ms": _number(0),
-        "max_exchange_lag_ms": _number(0),
-        "fee_overrides": _instrument_numbers(0),
-        "ws_ping_interval_s": _number(0, 3600),
-        "transport": _transport,
-        "decoder": _replaced("each venue's wire messages are declared once and decoded by that declaration "
-                             "(msgspec); there is no decoder to choose: remove the key"),
-        "credentials_env": _credentials_env,
-    }
-
-
-def _fast_choice(module: str, choices: str):
-    """A check for a choice whose non-default values come with the ``fast`` extra (transport, decoder).
-
-    The module is imported when a config is checked, not when this one is imported: it pulls in the
-    WebSocket and decoding stacks.
-    """
-    def check(value, path, problems):
-        loaded = importlib.import_module(module)
-        allowed = getattr(loaded, choices)
-        if value not in allowed:
-            problems.add(path, f"must be one of {', '.join(allowed)}, got {value!r}")
-            return _BAD
-        if not loaded.available(value):
-            problems.add(path, f"{value} is not installed (pip install -e '.[fast]')")
-            return _BAD
-        return value
-    return check
-
-
-_transport = _fast_choice("pipeline.feed.transport", "TRANSPORTS")
-
-
-def _replaced(what: str):
-    """A key that no longer exists: its config is refused with what replaced it (exit 2, the field named)."""
-    def check(value, path, problems):
-        problems.add(path, f"no longer exists: {what}")
-        return _BAD
-    return check
-
-
-CREDENTIAL_KEYS = ("key", "secret", "passphrase")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _env_name(value, path, problems):
-    """The name of an environment variable that holds a secret. What was given is never echoed: a value that
-    is not a name may be the secret itself, pasted where its variable's name belongs."""
-    if not isinstance(value, str) or not ENV_NAME.match(value):
-        problems.add(path, "must be the name of an environment variable (letters, digits and _, not starting with "
-                           "a digit); the secret itself never goes in the config (what was given is not shown: "
-                           "it may be the secret)")
-        return _BAD
-    return value
-
-
-def _credentials_env(value, path, problems):
-    """``{key: ENV, secret: ENV, passphrase: ENV}``: environment variable names, never the secrets."""
-    if not isinstance(value, dict) or set(value) != set(CREDENTIAL_KEYS):
-        keys = sorted(map(str, value)) if isinstance(value, dict) else None
-        problems.add(path, "must map key, secret and passphrase to environment variable names"
-                           + (f" (given: {', '.join(keys)})" if keys is not None else ""))
-        return _BAD
-    out = []
-    for key in CREDENTIAL_KEYS:
-        name = _env_name(value[key], f"{path}.{key}", problems)
-        if name is _BAD:
-            return _BAD
-        out.append((key, name))
-    return tuple(out)
-
-
-def _detector_schema(available):
-    return {
-        "threshold_bps": _number(0),
-        "staleness_ms": _number(0, exclusive_min=True),
-        "wait": _string(choices=("doorbell", "spin")),
-        "spin_us": _number(0),
-        "output": _string(),
-        "cores": _cores(available),
-        "print_opportunities": _boolean,
-        "max_notional": _number(0, exclusive_min=True),
-        "min_notional": _number(0),
-        "sanity_bps": _number(0, exclusive_min=True),
-        "update_bps": _number(0),
-        "close_hysteresis_bps": _number(0),
-        "close_after_ms": _number(0),
-        "reopen_ms": _number(0),
-        "conversion_bps": _number(0),
-        "shadow_latencies_ms": _number_list(0, exclusive_min=True),
-        "equivalent_quotes": _quote_groups,
-        "max_notional_by_instrument": _instrument_numbers(0, exclusive_min=True),
-        "sink": _sink,
-    }
-
-
-def _number_list(minimum=None, exclusive_min=False):
-    item = _number(minimum, exclusive_min=exclusive_min)
-
-    def check(value, path, problems):
-        if not isinstance(value, list):
-            problems.add(path, f"must be a list of numbers, got {value!r}")
-            return _BAD
-        out = [item(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-        return _BAD if any(v is _BAD for v in out) else tuple(float(v) for v in out)
-    return check
-
-
-def _quote_groups(value, path, problems):
-    if not isinstance(value, list):
-        problems.add(path, f"must be a list of lists of quote currencies, e.g. [[USD, USDC]], got {value!r}")
-        return _BAD
-    groups = []
-    seen = set()
-    for i, group in enumerate(value):
-        if not isinstance(group, list) or len(group) < 2 or not all(
-                isinstance(c, str) and re.fullmatch(r"[A-Z0-9]{2,12}", c) for c in group):
-            problems.add(f"{path}[{i}]", f"must list at least two currencies like [USD, USDC], got {group!r}")
-            return _BAD
-        if seen & set(group):
-            problems.add(f"{path}[{i}]", f"a currency appears in two groups: {sorted(seen & set(group))}")
-            return _BAD
-        seen |= set(group)
-        groups.append(tuple(group))
-    return tuple(groups)
-
-
-def _instrument_numbers(minimum=None, exclusive_min=False):
-    item = _number(minimum, exclusive_min=exclusive_min)
-
-    def check(value, path, problems):
-        if not isinstance(value, dict):
-            problems.add(path, f"must map instrument -> number, got {value!r}")
-            return _BAD
-        out = []
-        for instrument, number in value.items():
-            sub = f"{path}.{instrument}"
-            if not isinstance(instrument, str) or not INSTRUMENT_RE.match(instrument):
-                problems.add(sub, f"unknown instrument {instrument!r}")
-                continue
-            checked = item(number, sub, problems)
-            if checked is not _BAD:
-                out.append((instrument, float(checked)))
-        return tuple(out)
-    return check
-
-
-SINK_SCHEMA = {
-    "url": _string(re.compile(r"^https?://")),
-    "token_env": _env_name,
-    "timeout_s": _number(0, exclusive_min=True),
-    "queue_size": _number(1, integer=True),
-}
-
-
-def _sink(value, path, problems):
-    if isinstance(value, dict) and "token" in value:
-        problems.add(f"{path}.token", "never put a token in a config file: name an environment variable in "
-                                      "token_env and export the token there")
-        return _BAD
-    values = _section(value, path, SINK_SCHEMA, problems)
-    if "url" not in values:
-        if isinstance(value, dict) and "url" not in value:
-            problems.add(f"{path}.url", "missing (the analysis service's http(s) URL)")
-        return _BAD
-    return SinkConfig(**values)
-
-
-def _health_schema(available):
-    return {"interval_s": _number(0.1), "cores": _cores(available)}
-
-
-SUPERVISOR_SCHEMA = {
-    "restart_backoff_s": _number(0),
-    "restart_backoff_max_s": _number(0),
-    "max_restarts": _number(1, integer=True),
-    "restart_window_s": _number(0, exclusive_min=True),
-}
-
-
-def _simulator_schema(available):
-    return {
-        "seed": _number(0, integer=True),
-        "host": _string(re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|::1)$")),
-        "cores": _cores(available),
-        "update_interval_ms": _number(0.01),
-        "volatility_bps": _number(0),
-        "noise_bps": _number(0),
-        "half_spread_bps": _number(0),
-        "dislocation_every_s": _number(0, exclusive_min=True),
-        "dislocation_bps": _number(0),
-        "dislocation_ms": _number(0),
-        "start_prices": None,
-        "random_dislocations": _boolean,
-        "scripted_dislocations": _scripted,
-        "quirks": _sim_quirks,
-    }
-
-
-def _sim_quirks(value, path, problems):
-    from pipeline.sim.protocol import QUIRK_NAMES
-    if not isinstance(value, list):
-        problems.add(path, f"must be a list of quirk names ({', '.join(QUIRK_NAMES)}), got {value!r}")
-        return _BAD
-    ok = True
-    for i, name in enumerate(value):
-        if name not in QUIRK_NAMES:
-            problems.add(f"{path}[{i}]", f"unknown quirk {name!r} (known: {', '.join(QUIRK_NAMES)})")
-            ok = False
-    return tuple(value) if ok else _BAD
-
-
-SCRIPTED_SCHEMA = {
-    "at_s": _number(0),
-    "exchange": _string(),
-    "instrument": _string(INSTRUMENT_RE),
-    "bps": _number(-5000, 5000),
-    "duration_ms": _number(0, exclusive_min=True),
-}
-
-
-def _scripted(value, path, problems):
-    if not isinstance(value, list):
-        problems.add(path, f"must be a list of dislocations, got {value!r}")
-        return _BAD
-    out = []
-    for i, item in enumerate(value):
-        values = _section(item, f"{path}[{i}]", SCRIPTED_SCHEMA, problems)
-        missing = [k for k in SCRIPTED_SCHEMA if k not in values]
-        if missing:
-            if isinstance(item, dict):
-                for key in missing:
-                    if key not in item:
-                        problems.add(f"{path}[{i}].{key}", "missing")
-            continue
-        out.append(ScriptedDislocation(**values))
-    return tuple(out)
-
-
-def _instrument_list(value, path, problems) -> tuple[str, ...] | object:
-    if not isinstance(value, list) or not value:
-        problems.add(path, f"must be a non-empty list of instruments like BTC/USDT, got {value!r}")
-        return _BAD
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not INSTRUMENT_RE.match(item):
-            problems.add(f"{path}[{i}]", f"unknown instrument {item!r} (expected BASE/QUOTE in capitals, e.g. BTC/USDT)")
-            continue
-        if item in out:
-            problems.add(f"{path}[{i}]", f"duplicate instrument {item!r}")
-            continue
-        out.append(item)
-    return tuple(out)
-
-
-def _parse_venue(name, raw, path, problems, available, known_venues) -> VenueConfig | None:
-    if name not in known_venues:
-        problems.add(path, f"unknown exchange {name!r} (known: {', '.join(sorted(known_venues))})")
+        ctx.add(path, f"must be a mapping, got {type(raw).__name__} {raw!r}")
         return None
-    schema = _venue_schema(available)
-    if not isinstance(raw, dict):
-        problems.add(path, f"must be a mapping, got {raw!r}")
+    declared = _keys(cls)
+    refused = REFUSED_KEYS.get(cls, {})
+    allowed = ", ".join(declared) if cls is Config else ", ".join(sorted(declared))
+    outer, ctx.section = ctx.section, raw
+    values: dict[str, Any] = dict(fixed)
+    try:
+        for name, value in raw.items():
+            sub = f"{path}.{name}" if path else str(name)
+            if name in refused:
+                ctx.add(sub, refused[name])
+            elif name not in declared:
+                ctx.add(sub, f"unknown key (allowed: {allowed})")
+            else:
+                checked = declared[name].metadata["check"](value, sub, ctx)
+                if checked is not _BAD:
+                    values[name] = checked
+        required = [f for f in declared.values() if f.default is REQUIRED and f.default_factory is REQUIRED]
+        for f in required:
+            if f.name not in raw:
+                hint = f.metadata["missing"]
+                ctx.add(f"{path}.{f.name}" if path else f.name, "missing" + (f" ({hint})" if hint else ""))
+        cross_check = CROSS_CHECKS.get(cls)
+        if cross_check is not None and cross_check(values, raw, path, ctx) is False:
+            return None
+    finally:
+        ctx.section = outer
+    if any(f.name not in values for f in required):
         return None
-    plain = {k: v for k, v in raw.items() if k not in ("instruments", "symbols")}
-    values = _section(plain, path, schema, problems)
-    if "instruments" not in raw:
-        problems.add(f"{path}.instruments", "missing (list the instruments to quote, e.g. [BTC/USDT])")
-        instruments = ()
-    else:
-        instruments = _instrument_list(raw["instruments"], f"{path}.instruments", problems)
-        if instruments is _BAD:
-            instruments = ()
-    overrides: list[tuple[str, str]] = []
-    symbols = raw.get("symbols")
-    if symbols is not None:
-        if not isinstance(symbols, dict):
-            problems.add(f"{path}.symbols", f"must map instrument -> native symbol, got {symbols!r}")
-        else:
-            for canonical, native in symbols.items():
-                sub = f"{path}.symbols.{canonical}"
-                if canonical not in instruments:
-                    problems.add(sub, f"override for {canonical!r}, which is not in {path}.instruments")
-                elif not isinstance(native, str) or not native:
-                    problems.add(sub, f"native symbol must be a non-empty string, got {native!r}")
-                else:
-                    overrides.append((canonical, native))
+    return cls(**values)
+
+
+def _default(cls: type, values: dict, name: str):
+    """The value of ``name`` in a section being checked: what the file gave, else the declared default."""
+    return values.get(name, next(f.default for f in dataclasses.fields(cls) if f.name == name))
+
+
+def _check_venue(values, raw, path, ctx):
+    """Overrides name instruments this venue quotes; credentials only where the venue logs in, and never over
+    plain text to another machine; the fee defaults to the venue's standard one."""
+    instruments = values.setdefault("instruments", ())      # a missing or bad list is reported: check the rest
+    for canonical, _ in values.get("symbols", ()):
+        if canonical not in instruments:
+            ctx.add(f"{path}.symbols.{canonical}", f"override for {canonical!r}, which is not in {path}.instruments")
     if values.get("credentials_env"):
         from pipeline.venues import VENUES, load_venue
         logs_in = [v for v in VENUES if load_venue(v).build_login is not None]
-        if load_venue(name).build_login is None:
-            problems.add(f"{path}.credentials_env", f"only {', '.join(logs_in)} takes credentials (to log in for "
-                                                    "tick-by-tick depth)")
-    url = values.get("url")
-    if values.get("credentials_env") and url and url.startswith("ws://") \
-            and not is_loopback(urllib.parse.urlsplit(url).hostname):
-        problems.add(f"{path}.url", f"{url} is plain text: the login (api key, passphrase, signature) would travel "
-                                    f"in clear; log in over wss:// only")
-    fee_default = known_venues[name]
+        if load_venue(values["name"]).build_login is None:
+            ctx.add(f"{path}.credentials_env", f"only {', '.join(logs_in)} takes credentials (to log in for "
+                                               "tick-by-tick depth)")
+        url = values.get("url")
+        if url and url.startswith("ws://") and not is_loopback(urllib.parse.urlsplit(url).hostname):
+            ctx.add(f"{path}.url", f"{url} is plain text: the login (api key, passphrase, signature) would travel "
+                                   f"in clear; log in over wss:// only")
     for instrument, _ in values.get("fee_overrides", ()):
         if instrument not in instruments:
-            problems.add(f"{path}.fee_overrides.{instrument}", f"override for {instrument!r}, which is not in "
-                                                                f"{path}.instruments")
-    return VenueConfig(name=name, instruments=instruments, symbols=tuple(overrides),
-                       url=values.get("url"), taker_fee_bps=values.get("taker_fee_bps", fee_default),
-                       cores=values.get("cores", ()), staleness_ms=values.get("staleness_ms", 5000.0),
-                       max_unchanged_ms=values.get("max_unchanged_ms"),
-                       max_exchange_lag_ms=values.get("max_exchange_lag_ms", VenueConfig.max_exchange_lag_ms),
-                       fee_overrides=values.get("fee_overrides", ()),
-                       ws_ping_interval_s=values.get("ws_ping_interval_s"),
-                       transport=values.get("transport", "websockets"),
-                       credentials_env=values.get("credentials_env", ()))
+            ctx.add(f"{path}.fee_overrides.{instrument}", f"override for {instrument!r}, which is not in "
+                                                          f"{path}.instruments")
+    values.setdefault("taker_fee_bps", ctx.known_venues[values["name"]])
 
 
-RECORDING_SCHEMA = {
-    "dir": _string(re.compile(r".+")),
-    "rotate_mb": _number(minimum=0.01),
-    "keep_files": _number(minimum=0, integer=True),
-}
+def _check_detector(values, raw, path, ctx):
+    """A size cap below the size floor would never let an opportunity through."""
+    max_notional = _default(DetectorConfig, values, "max_notional")
+    min_notional = _default(DetectorConfig, values, "min_notional")
+    if max_notional < min_notional:
+        ctx.add(f"{path}.max_notional", f"{max_notional:g} is below {path}.min_notional "
+                                        f"({min_notional:g}): no opportunity could ever be reported")
+    for instrument, cap in values.get("max_notional_by_instrument", ()):
+        if cap < min_notional:
+            ctx.add(f"{path}.max_notional_by_instrument.{instrument}",
+                    f"{cap:g} is below {path}.min_notional ({min_notional:g}): no opportunity in "
+                    f"{instrument} could ever be reported")
+
+
+def _check_bridge(values, raw, path, ctx):
+    """No credentials in the URL, nothing in clear to another machine unless allowed, one credential source, a
+    whole client certificate, a heartbeat timeout longer than the interval, and something to do."""
+    url = values.get("nats_url")
+    if url and "@" in url:
+        ctx.add(f"{path}.nats_url", "never put credentials in a config file (user:password@ in the URL): "
+                                    "use token_env, token_file, nkey_seed_file or creds_file")
+        values.pop("nats_url")
+    elif url and url.startswith("nats://") and not values.get("allow_plaintext") \
+            and not is_loopback(urllib.parse.urlsplit(url).hostname):
+        ctx.add(f"{path}.nats_url", f"{url} is plain text to another machine: the credentials and every quote "
+                                    f"travel in clear, and anyone on the path can read them or inject quotes "
+                                    f"the detector would trade on; use tls://{url[len('nats://'):]} (or, only on "
+                                    f"a private network you trust, set {path}.allow_plaintext: true)")
+    given = [k for k in ("token_env", "token_file", "nkey_seed_file", "creds_file") if k in values]
+    if len(given) > 1:
+        ctx.add(f"{path}.{given[1]}", f"only one credential source, got {', '.join(given)}")
+    if ("tls_cert_file" in values) != ("tls_key_file" in values):
+        ctx.add(f"{path}.tls_key_file" if "tls_cert_file" in values else f"{path}.tls_cert_file",
+                "a client certificate needs both tls_cert_file and tls_key_file")
+    interval_ms = _default(BridgeConfig, values, "heartbeat_interval_ms")
+    timeout_ms = _default(BridgeConfig, values, "heartbeat_timeout_ms")
+    if timeout_ms <= interval_ms:
+        ctx.add(f"{path}.heartbeat_timeout_ms", f"must be longer than heartbeat_interval_ms "
+                                                f"({interval_ms}), got {timeout_ms!r}")
+    if "nats_url" not in values or "box" not in values or "subscribe" in raw and "subscribe" not in values:
+        return False
+    if not values.get("publish") and not values.get("subscribe"):
+        ctx.add(path, "neither publish: true nor a subscribe section: the bridge would do nothing")
+        return False
+    return True
+
+
+def _check_config(values, raw, path, ctx):
+    """A box quotes at least one venue unless it only mirrors other boxes; a venue without ``url`` needs the
+    simulator."""
+    bridge = values.get("bridge")
+    if raw.get("venues") is None and not (bridge is not None and bridge.subscribe):
+        ctx.add("venues", f"must map exchange name -> settings, with at least one exchange, got {raw.get('venues')!r}")
+    if values.get("simulator") is None:
+        for venue in values.get("venues", ()):
+            if venue.url is None:
+                ctx.add(f"venues.{venue.name}.url", "missing (no simulator section, so every venue needs its real url)")
+
+
+CROSS_CHECKS: dict[type, Callable] = {VenueConfig: _check_venue, DetectorConfig: _check_detector,
+                                      BridgeConfig: _check_bridge, Config: _check_config}
 
 
 def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[int] | None = None,
@@ -705,265 +890,45 @@ def parse_config(raw: Any, source: str = "<config>", available_cores: frozenset[
     if known_venues is None:
         from pipeline.venues import DEFAULT_TAKER_FEE_BPS
         known_venues = DEFAULT_TAKER_FEE_BPS
-    problems = _Problems()
-    top_schema = {
-        "board": None, "venues": None, "detector": None, "health": None,
-        "supervisor": None, "simulator": None, "metrics": None, "bridge": None, "recording": None,
-    }
     if not isinstance(raw, dict):
         raise ConfigError([("", f"{source}: the top level must be a mapping with a 'venues' section, got {raw!r}")])
-    for key in raw:
-        if key not in top_schema:
-            problems.add(str(key), f"unknown key (allowed: {', '.join(top_schema)})")
-
-    board = BoardConfig(**_section(raw.get("board"), "board", BOARD_SCHEMA, problems))
-    detector = DetectorConfig(**_section(raw.get("detector"), "detector", _detector_schema(available_cores), problems))
-    if detector.max_notional < detector.min_notional:
-        problems.add("detector.max_notional", f"{detector.max_notional:g} is below detector.min_notional "
-                                              f"({detector.min_notional:g}): no opportunity could ever be reported")
-    for instrument, cap in detector.max_notional_by_instrument:
-        if cap < detector.min_notional:
-            problems.add(f"detector.max_notional_by_instrument.{instrument}",
-                         f"{cap:g} is below detector.min_notional ({detector.min_notional:g}): no opportunity in "
-                         f"{instrument} could ever be reported")
-    health = HealthConfig(**_section(raw.get("health"), "health", _health_schema(available_cores), problems))
-    supervisor = SupervisorConfig(**_section(raw.get("supervisor"), "supervisor", SUPERVISOR_SCHEMA, problems))
-
-    metrics = None
-    if raw.get("metrics") is not None:
-        values = _section(raw["metrics"], "metrics", {"port": _number(1, 65535, integer=True),
-                                                      "host": _string()}, problems)
-        if "port" in values:
-            metrics = MetricsConfig(**values)
-        elif isinstance(raw["metrics"], dict) and "port" not in raw["metrics"]:
-            problems.add("metrics.port", "missing (the port to serve /metrics on, bound to 127.0.0.1)")
-
-    simulator = None
-    if raw.get("simulator") is not None:
-        sim_raw = raw["simulator"]
-        plain = {k: v for k, v in sim_raw.items() if k != "start_prices"} if isinstance(sim_raw, dict) else sim_raw
-        values = _section(plain, "simulator", _simulator_schema(available_cores), problems)
-        prices = []
-        if isinstance(sim_raw, dict) and sim_raw.get("start_prices") is not None:
-            sp = sim_raw["start_prices"]
-            if not isinstance(sp, dict):
-                problems.add("simulator.start_prices", f"must map instrument -> price, got {sp!r}")
-            else:
-                for instrument, price in sp.items():
-                    sub = f"simulator.start_prices.{instrument}"
-                    if not isinstance(instrument, str) or not INSTRUMENT_RE.match(instrument):
-                        problems.add(sub, f"unknown instrument {instrument!r}")
-                    elif not _is_number(price) or not price > 0 or price == float("inf"):
-                        problems.add(sub, f"must be a positive number, got {price!r}")
-                    else:
-                        prices.append((instrument, float(price)))
-        simulator = SimulatorConfig(**values, start_prices=tuple(prices))
-
-    recording = None
-    if raw.get("recording") is not None:
-        values = _section(raw["recording"], "recording", RECORDING_SCHEMA, problems)
-        if "dir" in values:
-            recording = RecordingConfig(**values)
-        elif isinstance(raw["recording"], dict) and "dir" not in raw["recording"]:
-            problems.add("recording.dir", "missing (the directory the feeds write their recordings to)")
-
-    bridge = None
-    if raw.get("bridge") is not None:
-        bridge = _parse_bridge(raw["bridge"], "bridge", problems, available_cores, known_venues)
-
-    venues: list[VenueConfig] = []
-    raw_venues = raw.get("venues")
-    if raw_venues is None and bridge is not None and bridge.subscribe:
-        pass                     # a box that only aggregates other boxes' rows
-    elif not isinstance(raw_venues, dict) or not raw_venues:
-        problems.add("venues", f"must map exchange name -> settings, with at least one exchange, got {raw_venues!r}")
-    else:
-        for name, venue_raw in raw_venues.items():
-            venue = _parse_venue(name, venue_raw, f"venues.{name}", problems, available_cores, known_venues)
-            if venue is not None:
-                if venue.url is None and simulator is None:
-                    problems.add(f"venues.{name}.url", "missing (no simulator section, so every venue needs its real url)")
-                venues.append(venue)
-
-    if problems.items:
-        raise ConfigError(problems.items)
-    return Config(board=board, venues=tuple(venues), detector=detector, health=health,
-                  supervisor=supervisor, simulator=simulator, metrics=metrics, bridge=bridge, recording=recording,
-                  source=source)
-
-
-BOX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")     # one NATS subject token: no dots, no wildcards
-STREAM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# the rest is the remote box's
-REMOTE_VENUE_KEYS = {"instruments", "taker_fee_bps", "fee_overrides", "staleness_ms", "max_unchanged_ms",
-                     "max_exchange_lag_ms"}
-SECRET_KEYS = {"token": "token_env or token_file", "password": "token_env or token_file",
-               "nkey_seed": "nkey_seed_file", "creds": "creds_file", "user": "creds_file"}
-
-
-def _existing_file(value, path, problems):
-    if not isinstance(value, str) or not value:
-        problems.add(path, f"must be a file path, got {value!r}")
-        return _BAD
-    if not os.path.isfile(value):
-        problems.add(path, f"file {value!r} does not exist")
-        return _BAD
-    return value
-
-
-def _bridge_schema(available):
-    return {
-        "nats_url": _string(re.compile(r"^(nats|tls)://[^\s/]+(:\d+)?/?$")),
-        "box": _string(BOX_RE),
-        "publish": _boolean,
-        "subscribe": None,                 # checked separately (nested venue sections)
-        "depth": _number(1, MAX_DEPTH, integer=True),
-        "heartbeat_interval_ms": _number(10),
-        "heartbeat_timeout_ms": _number(0, exclusive_min=True),
-        "poll_interval_ms": _number(0.05, 1000),
-        "connect_timeout_s": _number(0, exclusive_min=True),
-        "token_env": _env_name,
-        "token_file": _existing_file,
-        "nkey_seed_file": _existing_file,
-        "creds_file": _existing_file,
-        "tls_ca_file": _existing_file,
-        "tls_cert_file": _existing_file,
-        "tls_key_file": _existing_file,
-        "allow_plaintext": _boolean,
-        "cores": _cores(available),
-        "record": _bridge_record,
-    }
-
-
-RECORD_SCHEMA = {"stream": _string(STREAM_RE), "max_age_h": _number(0, exclusive_min=True),
-                 # at least a few hundred row messages; at most what one JetStream file store sensibly holds (1 TiB)
-                 "max_mb": _number(0.1, 1 << 20), "max_messages": _number(100, 1 << 40, integer=True)}
-
-
-def _bridge_record(value, path, problems):
-    values = _section(value, path, RECORD_SCHEMA, problems)
-    if "stream" not in values:
-        if isinstance(value, dict) and "stream" not in value:
-            problems.add(f"{path}.stream", "missing (the JetStream stream name, e.g. QUOTES)")
-        return _BAD
-    return BridgeRecordConfig(**values)
-
-
-def _parse_bridge(raw, path, problems, available, known_venues) -> BridgeConfig | None:
-    if not isinstance(raw, dict):
-        problems.add(path, f"must be a mapping, got {raw!r}")
-        return None
-    secrets = [k for k in raw if k in SECRET_KEYS]
-    for key in secrets:
-        problems.add(f"{path}.{key}", f"never put credentials in a config file: use {SECRET_KEYS[key]}")
-    plain = {k: v for k, v in raw.items() if k != "subscribe" and k not in secrets}
-    values = _section(plain, path, _bridge_schema(available), problems)
-    for key in ("nats_url", "box"):
-        if key not in raw:
-            problems.add(f"{path}.{key}", "missing" + (" (e.g. nats://127.0.0.1:4222)" if key == "nats_url"
-                                                       else " (this box's name, e.g. tokyo)"))
-    url = values.get("nats_url")
-    if url and "@" in url:
-        problems.add(f"{path}.nats_url", "never put credentials in a config file (user:password@ in the URL): "
-                                         "use token_env, token_file, nkey_seed_file or creds_file")
-        url = values.pop("nats_url")
-    elif url and url.startswith("nats://") and not values.get("allow_plaintext") \
-            and not is_loopback(urllib.parse.urlsplit(url).hostname):
-        problems.add(f"{path}.nats_url", f"{url} is plain text to another machine: the credentials and every quote "
-                                         f"travel in clear, and anyone on the path can read them or inject quotes "
-                                         f"the detector would trade on; use tls://{url[len('nats://'):]} (or, only on "
-                                         f"a private network you trust, set {path}.allow_plaintext: true)")
-    given = [k for k in ("token_env", "token_file", "nkey_seed_file", "creds_file") if k in values]
-    if len(given) > 1:
-        problems.add(f"{path}.{given[1]}", f"only one credential source, got {', '.join(given)}")
-    if ("tls_cert_file" in values) != ("tls_key_file" in values):
-        problems.add(f"{path}.tls_key_file" if "tls_cert_file" in values else f"{path}.tls_cert_file",
-                     "a client certificate needs both tls_cert_file and tls_key_file")
-    interval_ms = values.get("heartbeat_interval_ms", BridgeConfig.heartbeat_interval_ms)
-    timeout_ms = values.get("heartbeat_timeout_ms", BridgeConfig.heartbeat_timeout_ms)
-    if timeout_ms <= interval_ms:
-        problems.add(f"{path}.heartbeat_timeout_ms", f"must be longer than heartbeat_interval_ms "
-                                                     f"({interval_ms}), got {timeout_ms!r}")
-    subscribe = _bridge_subscribe(raw.get("subscribe"), f"{path}.subscribe", problems, available, known_venues,
-                                  values.get("box"))
-    if "nats_url" not in values or "box" not in values or subscribe is None:
-        return None
-    if not values.get("publish") and not subscribe:
-        problems.add(path, "neither publish: true nor a subscribe section: the bridge would do nothing")
-        return None
-    return BridgeConfig(**values, subscribe=subscribe)
-
-
-def _bridge_subscribe(raw, path, problems, available, known_venues, own_box):
-    """``{box: {venue: [instruments] | {instruments, taker_fee_bps, fee_overrides, staleness_ms}}}``."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        problems.add(path, f"must map box name -> {{venue: [instruments]}}, got {raw!r}")
-        return None
-    out = []
-    ok = True
-    for box, venues_raw in raw.items():
-        sub = f"{path}.{box}"
-        if not isinstance(box, str) or not BOX_RE.match(box):
-            problems.add(sub, f"invalid box name {box!r} (lower-case letters, digits, - and _)")
-            ok = False
-            continue
-        if box == own_box:
-            problems.add(sub, f"is this box's own name ({own_box!r}): its rows are already local")
-            ok = False
-            continue
-        if not isinstance(venues_raw, dict) or not venues_raw:
-            problems.add(sub, f"must map venue -> instruments, got {venues_raw!r}")
-            ok = False
-            continue
-        venues = []
-        for name, venue_raw in venues_raw.items():
-            if isinstance(venue_raw, list):
-                venue_raw = {"instruments": venue_raw}
-            elif isinstance(venue_raw, dict) and set(venue_raw) - REMOTE_VENUE_KEYS:
-                for key in sorted(set(venue_raw) - REMOTE_VENUE_KEYS, key=str):
-                    problems.add(f"{sub}.{name}.{key}", "belongs in the remote box's own config, not here "
-                                                        f"(allowed: {', '.join(sorted(REMOTE_VENUE_KEYS))})")
-                ok = False
-                continue
-            venue = _parse_venue(name, venue_raw, f"{sub}.{name}", problems, available, known_venues)
-            if venue is None or not venue.instruments:
-                ok = False
-                continue
-            venues.append(venue)
-        out.append((box, tuple(venues)))
-    return tuple(out) if ok else None
+    ctx = _Context(available_cores, known_venues)
+    supervisor = raw.get("supervisor")
+    ctx.cores_preferred = isinstance(supervisor, dict) and supervisor.get("cores_preferred") is True
+    config = _load(Config, raw, "", ctx, source=source)
+    if ctx.items or config is None:
+        raise ConfigError(ctx.items)
+    return config
 
 
 def apply_overrides(raw: Any, overrides) -> Any:
     """``overrides``: ``"detector.threshold_bps=5"`` strings; each value is read as YAML (so ``5`` is a
     number, ``[5, 20]`` a list). Raises ConfigError naming a malformed one."""
-    problems = _Problems()
+    problems: list[tuple[str, str]] = []
     for text in overrides:
-        key, sep, value = text.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            problems.add(key or text, f"override must look like section.key=value, got {text!r}")
+        key_path, sep, value = text.partition("=")
+        if not sep or not key_path or any(not part for part in key_path.split(".")):
+            problems.append((key_path or text, f"override must look like section.key=value, got {text!r}"))
             continue
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
-            problems.add(key, f"override value is not valid YAML: {value!r}")
+            problems.append((key_path, f"override value is not valid YAML: {value!r}"))
             continue
         node = raw if isinstance(raw, dict) else {}
-        parts = key.split(".")
+        parts = key_path.split(".")
         for n, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                problems.add(".".join(parts[:n + 1]), "is not a section, cannot override inside it")
+                problems.append((".".join(parts[:n + 1]), "is not a section, cannot override inside it"))
                 break
             node = child
         else:
             node[parts[-1]] = parsed
-    if problems.items:
-        raise ConfigError(problems.items)
+    if problems:
+        raise ConfigError(problems)
     return raw
 
 
@@ -994,3 +959,68 @@ def load_config(path: str | os.PathLike, overrides=()) -> Config:
     if overrides:
         raw = apply_overrides(raw, overrides)
     return parse_config(raw, source=str(path))
+
+
+# ---------------------------------------------------------------- the documentation table
+
+TABLE_HEADER = ("| section | key | default | meaning |", "|---|---|---|---|")
+
+
+def _shown(f: dataclasses.Field) -> str:
+    """A key's default as the table states it."""
+    shown = f.metadata.get("shown")
+    if callable(shown):
+        return shown()
+    if shown is not None:
+        return shown
+    if f.default is REQUIRED and f.default_factory is REQUIRED:
+        return "required"
+    return _yaml_text(f.default)
+
+
+def _yaml_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_yaml_text(v) for v in value) + "]"
+    return "—" if value is None else str(value)
+
+
+def table_rows(cls: type = Config, where: str = "top level") -> list[tuple[str, str, str, str]]:
+    """(section, key, default, meaning) of every key under ``cls``, nested sections after their parent's keys."""
+    rows, nested = [], []
+    for name, f in _keys(cls).items():
+        rows.append((where, name, _shown(f), f.metadata["doc"]))
+        inner = f.metadata.get("section")
+        if inner is not None:
+            label = name if where == "top level" else f"{where}.{name}"
+            nested.append((inner, label + f.metadata.get("items", "")))
+        elif name == "venues":
+            nested.append((VenueConfig, "venues.NAME"))
+    for inner, label in nested:
+        rows.extend(table_rows(inner, label))
+    return rows
+
+
+def markdown_table() -> str:
+    """The README's configuration table, printed from the declaration."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+    lines = list(TABLE_HEADER)
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m pipeline.config --markdown``: print the configuration table (README.md holds the same)."""
+    if argv != ["--markdown"]:
+        sys.stderr.write("usage: python -m pipeline.config --markdown\n")
+        return 2
+    sys.stdout.write(markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -50,7 +50,7 @@ import re
 
 import orjson
 
-from pipeline.board.layout import RowStatus
+from pipeline.model import RowStatus
 from pipeline.feed.session import FeedSession, MemorySink
 from pipeline.venues import load_venue
 

@@ -270,8 +270,13 @@ def _cpu_ranges(cores: str) -> str:
 
 
 # ------------------------------------------------------------------ checks
-def pinned_cores(config) -> dict[str, tuple[int, ...]]:
-    """Process name -> the cores the config pins it to (unpinned processes left out)."""
+def pinned_cores(config, cpus=None) -> dict[str, tuple[int, ...]]:
+    """Process name -> the cores the config pins it to (unpinned processes left out). Given the online
+    ``cpus`` and a config whose cores are a preference (``supervisor.cores_preferred``), the pins the
+    supervisor will actually set: the listed cores that are online."""
+    if cpus is not None and config.supervisor.cores_preferred:
+        pins = {name: tuple(c for c in cores if c in cpus) for name, cores in pinned_cores(config).items()}
+        return {name: cores for name, cores in pins.items() if cores}
     out = {}
     for venue in config.venues:
         if venue.cores:
@@ -283,9 +288,84 @@ def pinned_cores(config) -> dict[str, tuple[int, ...]]:
 
 
 def board_bytes(config) -> int:
-    from pipeline.board.layout import BoardGeometry
-    n_rows = sum(len(v.instruments) for v in config.venues)
-    return BoardGeometry(n_rows=n_rows, depth=config.board.depth, n_procs=len(config.venues) + 4).size
+    from pipeline.board import BoardGeometry
+    from pipeline.board import BoardPlan
+    plan = BoardPlan.from_config(config)
+    return BoardGeometry(n_rows=len(plan.rows), depth=config.board.depth, n_procs=plan.n_procs).size
+
+
+def _is_hot(name: str) -> bool:
+    """The detector and the feeds are the latency path; health and the simulator are not."""
+    return name == "detector" or name.startswith("feed")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the doctor would put the hot processes on this box.
+
+    ``system``: the core left to the kernel, interrupts and everything else (the lowest online one);
+    ``moves``: process name -> the core it should move to, for hot processes pinned to the system core while
+    another core is free; ``isolate``: the hot cores once moved (never the system core), for ``isolcpus``.
+    On a 2-core box the feeds share the system core and only the detector's core is isolated: that is the
+    layout of the shipped configs. A larger box gives the feeds a core of their own. The detector has the
+    first claim on a free core (one is kept for it when the config does not pin it).
+    """
+
+    system: int
+    moves: dict[str, int]
+    isolate: tuple[int, ...]
+
+
+def layout_advice(cpus: set[int], pins: dict[str, tuple[int, ...]]) -> Layout:
+    """The advised layout for ``pins`` (:func:`pinned_cores`) on a box with ``cpus`` online (pure)."""
+    system = min(cpus) if cpus else 0
+    hot = {name: cores for name, cores in pins.items() if _is_hot(name)}
+    taken = {c for cores in pins.values() for c in cores}
+    spare = sorted(set(cpus) - taken - {system})
+    moves: dict[str, int] = {}
+    on_system = [name for name, cores in hot.items() if system in cores]
+    if "detector" not in hot and spare:
+        spare.pop(0)                  # kept for the detector, which the config leaves unpinned
+    # the detector first, to a core of its own; then the feeds, together (they share a core in the shipped layout)
+    for group in ([n for n in on_system if n == "detector"], [n for n in on_system if n != "detector"]):
+        if group and spare:
+            target = spare.pop(0)
+            moves.update({name: target for name in group})
+    if "detector" in on_system and "detector" not in moves:
+        # no core free: the detector swaps with feeds that have one (they share the system's, it gets theirs)
+        theirs = sorted({c for name, cores in hot.items() if name != "detector" for c in cores} - {system})
+        if theirs:
+            moves["detector"] = theirs[0]
+            moves.update({name: system for name, cores in hot.items() if name != "detector" and theirs[0] in cores})
+    placed = {c for name, cores in hot.items() for c in ((moves[name],) if name in moves else cores)}
+    return Layout(system, moves, tuple(sorted(placed - {system})))
+
+
+def _intruder_fix(plan: Layout, hot: list[int]) -> str:
+    """Busy processes off the cores meant to be exclusive; on the system core, which the feeds may share, the
+    most one can do is lower their priority."""
+    exclusive = [c for c in hot if c != plan.system]
+    fix = (f"move them off cores {_cpus(exclusive)} (taskset -cp), or isolate those cores (isolcpus)"
+           if exclusive else "")
+    if plan.system in hot:
+        fix += ("; " if fix else "") + (f"on core {plan.system}, which the feeds share with the system, lower their "
+                                        "priority (renice) or stop them")
+    return fix
+
+
+def _system_core_check(plan: Layout, pins: dict[str, tuple[int, ...]]) -> Check:
+    on_system = sorted(name for name, cores in pins.items() if _is_hot(name) and plan.system in cores)
+    if plan.moves:
+        targets = {}
+        for name, core in plan.moves.items():
+            targets.setdefault(core, []).append(name)
+        fix = "; ".join(f"pin {', '.join(sorted(names))} to core {core}" for core, names in sorted(targets.items()))
+        return Check("system core", WARN, f"{', '.join(on_system)} on core {plan.system}, the system's", fix
+                     + f" (venues.NAME.cores, detector.cores), and keep core {plan.system} for the system")
+    if on_system:
+        return Check("system core", OK, f"{', '.join(on_system)} share core {plan.system} with the system: no other "
+                     "core is free on this box")
+    return Check("system core", OK, f"no feed or detector on core {plan.system}, the system's")
 
 
 def run_checks(facts: Facts, config=None) -> list[Check]:
@@ -299,24 +379,40 @@ def run_checks(facts: Facts, config=None) -> list[Check]:
     # cores exist
     missing = {name: [c for c in cores if c not in facts.cpus] for name, cores in pins.items()}
     missing = {k: v for k, v in missing.items() if v}
-    if missing:
+    if missing and config is not None and config.supervisor.cores_preferred:
+        # cores as a preference: the supervisor pins only to those that exist here (and says so)
+        checks.append(Check("pinned cores exist", INFO, "; ".join(f"{k}: {v}" for k, v in missing.items())
+                            + f" not online ({_cpus(facts.cpus)}): left out, as supervisor.cores_preferred allows"))
+        pins = pinned_cores(config, facts.cpus)
+    elif missing:
         checks.append(Check("pinned cores exist", FAIL, "; ".join(f"{k}: {v}" for k, v in missing.items())
                             + f" (online: {_cpus(facts.cpus)})", "pin to cores that exist"))
     elif pins:
         checks.append(Check("pinned cores exist", OK, f"all pinned cores are online ({_cpus(facts.cpus)})"))
 
-    # isolation of the hot cores (the detector's and the feeds')
-    hot = sorted({c for name, cores in pins.items() if name == "detector" or name.startswith("feed") for c in cores})
-    cores = _cpus(hot) or "N"
-    fix = (f"boot with isolcpus={cores} nohz_full={cores} rcu_nocbs={cores} (kernel command line) for the hot "
-           "cores" + ("; keep core 0 for the system and pin nothing hot there" if 0 in hot else ""))
-    if not isolated and not nohz:
+    # the system core and the isolation of the hot cores (the detector's and the feeds')
+    hot = sorted({c for name, cores in pins.items() if _is_hot(name) for c in cores})
+    plan = layout_advice(facts.cpus, pins)
+    if pins:
+        checks.append(_system_core_check(plan, pins))
+    cores = _cpus(plan.isolate) or "N"
+    fix = f"boot with isolcpus={cores} nohz_full={cores} rcu_nocbs={cores} (kernel command line) for the hot cores"
+    if plan.system in isolated and len(facts.cpus) > 1:
+        checks.append(Check("core isolation", WARN, f"isolcpus={_cpus(isolated)} isolates core {plan.system}, the "
+                            "system's: interrupts and the kernel's own work have nowhere else to go",
+                            fix if plan.isolate else f"leave core {plan.system} out of isolcpus"))
+    elif config is not None and not hot:
+        checks.append(Check("core isolation", INFO, "the config pins no feed or detector: nothing to isolate"))
+    elif config is not None and not plan.isolate:
+        checks.append(Check("core isolation", INFO, f"every hot process shares core {plan.system} with the system "
+                            f"(a {len(facts.cpus)}-core box): nothing to isolate"))
+    elif not isolated and not nohz:
         target = f" (config pins hot processes to {_cpus(hot)})" if hot else ""
         checks.append(Check("core isolation", WARN, f"no isolcpus / nohz_full / rcu_nocbs on the kernel command "
                             f"line{target}", fix))
     else:
         found = f"isolcpus={_cpus(isolated) or '-'} nohz_full={_cpus(nohz) or '-'} rcu_nocbs={_cpus(rcu) or '-'}"
-        outside = [c for c in hot if c not in isolated]
+        outside = [c for c in plan.isolate if c not in isolated]
         if outside:
             checks.append(Check("core isolation", WARN, f"{found}; hot cores {_cpus(outside)} are not isolated",
                                 fix))
@@ -349,7 +445,7 @@ def run_checks(facts: Facts, config=None) -> list[Check]:
             checks.append(Check("other busy processes on hot cores", WARN, "; ".join(
                 f"{title} (pid {pid}) {cpu:.0f}% allowed on {cores}" for pid, cpu, cores, title in intruders[:5])
                 + (f"; and {len(intruders) - 5} more" if len(intruders) > 5 else ""),
-                f"move them off cores {_cpus(hot)} (taskset -cp), or isolate those cores (isolcpus)"))
+                _intruder_fix(plan, hot)))
         else:
             checks.append(Check("other busy processes on hot cores", OK,
                                 f"nothing else above {BUSY_PERCENT:.0f}% of a core may run on {_cpus(hot)}"))
@@ -382,7 +478,7 @@ def run_checks(facts: Facts, config=None) -> list[Check]:
     if "irqbalance" in facts.processes:
         checks.append(Check("irqbalance", WARN, "irqbalance is running: it may move interrupts onto the hot cores",
                             "stop irqbalance and pin IRQs (/proc/irq/*/smp_affinity) to the system core"
-                            + (f", or set IRQBALANCE_BANNED_CPULIST={_cpus(hot)}" if hot else "")))
+                            + (f", or set IRQBALANCE_BANNED_CPULIST={_cpus(plan.isolate)}" if plan.isolate else "")))
     else:
         checks.append(Check("irqbalance", OK, "not running"))
 

@@ -9,6 +9,7 @@ bug::
     ├── BoardError             shared-memory quote board
     │   ├── LayoutMismatchError    attach found another layout (magic/version/depth/row size)
     │   ├── RowOwnershipError      a writer touched a row it does not own
+    │   ├── TornReadError          a row kept changing under every read attempt
     │   └── BoardInUseError        another live supervisor owns the segment
     ├── VenueError             exchange protocol level
     │   ├── ParseError             a frame we cannot use (counted and skipped, never fatal)
@@ -49,6 +50,10 @@ class RowOwnershipError(BoardError):
 
 class RowValueError(BoardError):
     """A value does not fit the row's field (a time past what an int64 of nanoseconds holds); nothing was written."""
+
+
+class TornReadError(BoardError):
+    """A row kept changing for every attempt of a seqlock read (its writer was preempted mid-write)."""
 
 
 class BoardInUseError(BoardError):

@@ -22,10 +22,61 @@ What the feed session must do with each event (the contract):
   for every row of the connection, and the rest of that frame is not applied.
 * :class:`LoginResult`, :class:`ChannelNotPermitted`: OKX tick-by-tick depth;
   on a failed login or a refused channel fall back to ``books``.
+
+It also holds the pipeline's own vocabulary that the book, the feed session,
+the detector rules and the config share: what a row's state means
+(:class:`RowStatus`), why a frame was dropped (:class:`SkipReason`), which
+part a process plays (:class:`ProcessRole`) and how deep a book can be
+(:data:`MAX_DEPTH`). They are plain enums and numbers: the quote board
+(:mod:`pipeline.board.layout`) stores their int values, and nothing here
+depends on the board's layout.
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from decimal import Decimal
+
+# The most levels per side a book publishes (and a board row holds): ``board.depth`` is 1..MAX_DEPTH.
+MAX_DEPTH = 10
+
+
+class RowStatus(enum.IntEnum):
+    """What the detector may conclude from a row. Only LIVE rows can trade."""
+
+    EMPTY = 0          # assigned, never written
+    SYNCING = 1        # subscribed, waiting for the first snapshot
+    LIVE = 2           # book valid and fresh
+    RESYNCING = 3      # gap or checksum failure: book discarded, rebuilding
+    STALE = 4          # no update within the staleness limit
+    DISCONNECTED = 5   # connection lost, reconnecting
+    CROSSED = 6        # book crossed or locked: not tradable until it uncrosses
+    REJECTED = 7       # the exchange refused the subscription
+    HALTED = 8         # the exchange says it cannot trade now (maintenance, cancel-only, pair halted): book kept, not tradable
+
+
+class SkipReason(enum.IntEnum):
+    """Why a frame or update was dropped; one counter each per process."""
+
+    INVALID_JSON = 0
+    UNKNOWN_MESSAGE = 1
+    BAD_NUMBER = 2
+    SEQUENCE_GAP = 3
+    CHECKSUM_MISMATCH = 4
+    CROSSED_BOOK = 5
+    OVERSIZE = 6
+    OTHER = 7
+
+
+class ProcessRole(enum.IntEnum):
+    """What a process of the pipeline does; its process slot on the board records it."""
+
+    NONE = 0
+    FEED = 1
+    DETECTOR = 2
+    HEALTH = 3
+    SIMULATOR = 4
+    BRIDGE = 5
 
 # The latest exchange time in ms a row can hold: rows keep times as int64 nanoseconds (until 2262-04-11).
 # A larger (or negative) one is a bad number, like a NaN price: counted, and the book is not trusted.
@@ -237,9 +288,54 @@ class Instrument:
     quote: str
 
     @classmethod
-    def parse(cls, text: str) -> "Instrument":
+    def parse(cls, text: str) -> Instrument:
         base, quote = text.split("/")
         return cls(base, quote)
 
     def __str__(self) -> str:
         return f"{self.base}/{self.quote}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChange:
+    """A trading-rule change the exchange has announced (OKX ``upcChg``): ``field`` takes ``new_value`` at
+    ``effective_ms`` (Unix ms). ``field`` is the exchange's own name (``tickSz``, ``minSz``, ``maxMktSz``)."""
+
+    field: str
+    new_value: Decimal
+    effective_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentRules:
+    """What one exchange accepts as an order on one instrument, from its public reference data.
+
+    The contract every venue's ``instrument_rules(raw)`` keeps:
+
+    * ``tick`` (price increment) and ``step`` (quantity increment) are > 0, exact :class:`~decimal.Decimal`
+      values read from the wire *text* (never through a float); an order's price is a multiple of ``tick``,
+      its quantity a multiple of ``step``.
+    * ``min_qty`` (base units) and ``min_notional`` (quote currency, price x quantity) are >= 0; 0 means the
+      exchange states no such minimum. ``max_qty`` and ``max_notional`` are > 0, or None when unbounded.
+    * The limits are those of a **limit** order: the detector's orders are marketable limit orders (a buy at
+      the book's VWAP rounded up to the tick, a sell rounded down; :mod:`pipeline.detector.sizing`), so a
+      venue's market-order-only limits (Binance ``MARKET_LOT_SIZE``, OKX ``maxMktSz``/``maxMktAmt``, Bybit
+      ``maxMarketOrderQty``, HTX ``smminoa``/``bmmaxov``/``maxov``) are not used, and Binance's notional
+      filter applies whatever its ``applyMinToMarket``/``applyToMarket`` says (those flags concern market
+      orders only).
+    * ``trading`` is True only when a taker order can be sent now; ``status`` is the exchange's own word for
+      the state (``TRADING``, ``Trading``, ``live``, ``online``, ``cancel_only`` ...), for the console and logs.
+    * ``upcoming``: changes the exchange has announced and not yet applied (OKX only), oldest first.
+    """
+
+    venue: str
+    symbol: str                      # the exchange's native symbol
+    tick: Decimal
+    step: Decimal
+    min_qty: Decimal
+    max_qty: Decimal | None
+    min_notional: Decimal
+    max_notional: Decimal | None
+    trading: bool
+    status: str
+    upcoming: tuple[RuleChange, ...] = ()

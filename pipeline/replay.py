@@ -34,13 +34,13 @@ import uuid
 from dataclasses import dataclass, field
 
 from pipeline.board import Board, RowWriter
+from pipeline.board import plan_rows
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine
 from pipeline.detector.outputs import Outputs
 from pipeline.detector.scan import BoardView, RowUniverse
 from pipeline.errors import ConfigError
 from pipeline.feed.session import FeedSession
 from pipeline.recording.format import EVENT, RecordingError, RecordingReader, recording_files
-from pipeline.supervisor.core import plan_rows
 from pipeline.venues import load_venue
 
 TICK_INTERVAL_NS = 100_000_000       # the feed watchdog's interval

@@ -1,11 +1,21 @@
-"""Shared test helpers: fixture paths, unique board names, running the CLI."""
+"""Shared test helpers, in one place: fixture paths, unique board names, reserved ports, running the CLI,
+waiting for a condition (sync and async), running a coroutine with a deadline, building a feed session.
+
+Every helper here is safe under ``pytest-xdist``: board names are unique per call, and ports are held by
+the kernel for as long as the test needs them (:func:`reserved_port`), so two workers never meet.
+"""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -50,6 +60,69 @@ def top_from_parse(parse):
     return top
 
 
+# Tests that must run on one xdist worker, one after another, in file order: a file whose tests share one
+# module-wide setup (and rely on its order), and the test that must see no running board beside the bridge
+# file's boxes. Each is also marked ``xdist_group`` with the same name; this table is what the scheduler below
+# reads, because pytest-xdist 3.8 cannot tag the test ids with the group under pytest 9 (``Item._nodeid`` is
+# gone), so ``--dist loadgroup`` alone would spread these tests over the workers.
+ONE_WORKER = {
+    "tests/integration/test_bridge.py": "running_boards",
+    "tests/integration/test_startup_errors.py::test_top_without_flags_finds_the_one_running_board_or_says_which_"
+    "exist": "running_boards",
+    "tests/integration/test_record_replay.py": "record_replay",
+    "tests/integration/test_opportunity_accounting.py": "opportunity_accounting",
+}
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: two workers a core (at most 8). Most of the suite waits on processes and sockets, not the
+    CPU: a second worker a core keeps the cores busy meanwhile. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` decides
+    instead when set."""
+    chosen = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
+    if chosen:
+        return int(chosen)
+    return min(2 * len(os.sched_getaffinity(0)), 8)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: every test on its own, except the :data:`ONE_WORKER` groups, each kept whole."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            group = ONE_WORKER.get(nodeid.split("::", 1)[0]) or ONE_WORKER.get(nodeid.split("[", 1)[0])
+            return f"group:{group}" if group else nodeid
+
+    return OneWorkerGroups(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _serial_tests_run_alone(request, tmp_path_factory):
+    """A test marked ``serial`` runs while no other test runs, on any xdist worker.
+
+    Every test holds a shared lock on one file for its duration, a ``serial`` test an exclusive one. A second
+    lock taken first (a turnstile) keeps a waiting serial test from being starved by the other worker's
+    stream of shared locks. Without xdist there is one process and the locks never wait."""
+    import fcntl
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if base.name.startswith("popen-gw") else base     # shared by all the workers of a run
+    exclusive = request.node.get_closest_marker("serial") is not None
+    with open(root / "serial.turnstile", "a+") as turnstile, open(root / "serial.lock", "a+") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            if not exclusive:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
 @pytest.fixture
 def board_name():
     """A unique shared-memory name; the test fails if the segment is left behind."""
@@ -86,11 +159,119 @@ def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.Com
                           timeout=timeout, cwd=cwd)
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05, message: str = "condition"):
+def run_until(done, *args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``run.py *args`` until ``done(stdout_so_far)`` holds, then SIGTERM (a clean stop, like Ctrl-C).
+
+    Instead of ``--duration N`` and hoping N seconds were enough on a loaded machine, the run lasts as long as
+    its output takes to show what the test needs. Fails after ``timeout`` s without it; a run that ends on its
+    own first is returned as it ended."""
+    import signal
+    import tempfile
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], stdout=out, stderr=err, text=True,
+                                cwd=cwd)
+        try:
+            def seen() -> bool:
+                out.seek(0)
+                return proc.poll() is not None or done(out.read())
+            wait_until(seen, timeout, interval=0.05,
+                       message=f"run.py {' '.join(args)} to show what the test waits for")
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.01, message: str = "condition"):
+    """Call ``predicate`` until it returns something true, and return that; fail after ``timeout`` seconds.
+
+    The one way the tests wait for something to happen: never a fixed sleep. The predicate is called
+    once more at the deadline, so a slow machine only makes the test slower, never wrong."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+wait_for = wait_until          # the older name, still imported by a few files
+
+
+async def async_wait_until(predicate, timeout: float = 10.0, message: str = "condition", interval: float = 0.01):
+    """:func:`wait_until` inside an event loop: the loop keeps running (servers, feeds) while it waits.
+
+    The predicate may be a coroutine function (asking a server). (The message comes third here, as the
+    scenarios pass it; the interval rarely matters.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
+def run(coro, timeout: float = 60):
+    """Run one test scenario (a coroutine) in a fresh event loop, failing it after ``timeout`` seconds."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def port_holder(host: str = "127.0.0.1") -> socket.socket:
+    """A socket holding a TCP port the kernel picked (``holder.getsockname()[1]``) until it is closed.
+
+    It is bound with ``SO_REUSEADDR`` and never listens: a server that also sets ``SO_REUSEADDR`` (Python's
+    HTTP servers, the supervisor's start-up probe, nats-server) can bind and listen on the port, while the
+    kernel hands it to nobody else (another xdist worker, another test's port 0) as long as the holder is
+    open. Never bind, close and hope the port is still free."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind((host, 0))
+    return holder
+
+
+@contextlib.contextmanager
+def reserved_port(host: str = "127.0.0.1"):
+    """:func:`port_holder` for a ``with`` block: the port, held until the block ends."""
+    with port_holder(host) as holder:
+        yield holder.getsockname()[1]
+
+
+class SessionParts(NamedTuple):
+    """What :func:`session_for` builds: the session, its in-memory rows, its one connection, its journal."""
+    session: object
+    sink: object
+    conn: object
+    journal: list
+
+
+def session_for(venue, symbols, staleness_ms: float = 1000, depth: int = 5, sink=None, add_unknown: bool = False,
+                recv_ns: int = 0, journal_fields=lambda kind, now, fields: (kind, now, fields),
+                journal: bool = True) -> SessionParts:
+    """A pure :class:`~pipeline.feed.session.FeedSession` for ``venue`` (a name or a loaded venue module) with
+    one open connection subscribed to ``symbols`` (native symbols; rows numbered in order).
+
+    ``sink`` defaults to a :class:`~pipeline.feed.session.MemorySink` of ``depth`` levels; ``add_unknown``
+    gives rows to symbols the session sees first in a frame (the fuzzers' sessions start with none);
+    every journal entry is appended as ``journal_fields(kind, now, fields)`` (``journal=False``: no journal, as in
+    a feed whose log is off)."""
+    from pipeline.feed.session import FeedSession, MemorySink
+    from pipeline.venues import load_venue
+    module = load_venue(venue) if isinstance(venue, str) else venue
+    sink = MemorySink(depth) if sink is None else sink
+    entries: list = []
+    session = FeedSession(module, {s: n for n, s in enumerate(symbols)}, depth, int(staleness_ms * 1e6), sink,
+                          journal=(lambda kind, now, fields: entries.append(journal_fields(kind, now, fields)))
+                          if journal else None, add_unknown=add_unknown)
+    return SessionParts(session, sink, session.connection_opened(list(symbols), recv_ns), entries)

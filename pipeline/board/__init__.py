@@ -1,16 +1,62 @@
-"""The shared-memory quote board: layout, lifetime and the per-row seqlock."""
+"""The shared-memory quote board: layout, lifetime, the per-row seqlock, process slots, histograms, doorbell.
+
+This package is the board's front door: every module outside ``pipeline/board/`` imports what it needs
+from ``pipeline.board`` and never from its modules, so the board's insides can move without touching its
+users. (``RowStatus``, ``SkipReason``, ``ProcessRole`` and ``MAX_DEPTH`` belong to :mod:`pipeline.model`;
+they are here too because the layout stores them.)
+"""
+from pipeline.board.doorbell import Doorbell
+from pipeline.board.histogram import (
+    HistogramBuffer,
+    HistogramSnapshot,
+    HistogramWriter,
+    bucket_upper_ns,
+    read_histogram,
+)
 from pipeline.board.layout import (
+    HIST_BUCKETS,
+    HOPS,
+    LANE_MASK,
+    LANE_RING,
     LAYOUT_VERSION,
     MAX_DEPTH,
+    MAX_VENUES,
+    PROC_DTYPE,
+    BoardGeometry,
     ProcessRole,
     RowStatus,
     SkipReason,
     row_dtype,
 )
-from pipeline.board.shm import Board, foreign_segment, remove_leftover, unlink
-from pipeline.board.seqlock import RowCodec, RowReader, RowWriter, TornReadError, read_row
+from pipeline.board.plan import BoardPlan, RowAssignment, plan_remote_rows, plan_rows
+from pipeline.board.shm import Board, foreign_segment, pid_alive, remove_leftover, running_boards, unlink
+from pipeline.board.seqlock import (
+    ChangeLane,
+    RowCodec,
+    RowReader,
+    RowWriter,
+    TornReadError,
+    lane_of_rows,
+    read_consistent,
+    read_row,
+)
+from pipeline.board.snapshot import ProcSnapshot, read_proc, read_procs
+from pipeline.board.stats import ProcStats
 
 __all__ = [
-    "LAYOUT_VERSION", "MAX_DEPTH", "ProcessRole", "RowStatus", "SkipReason", "row_dtype",
-    "Board", "foreign_segment", "remove_leftover", "unlink", "RowCodec", "RowReader", "RowWriter", "TornReadError", "read_row",
+    # layout
+    "HIST_BUCKETS", "HOPS", "LANE_MASK", "LANE_RING", "LAYOUT_VERSION", "MAX_DEPTH", "MAX_VENUES", "PROC_DTYPE",
+    "BoardGeometry", "ProcessRole", "RowStatus", "SkipReason", "row_dtype",
+    # what goes where (rows, process slots), decided before the board exists
+    "BoardPlan", "RowAssignment", "plan_remote_rows", "plan_rows",
+    # lifetime
+    "Board", "foreign_segment", "pid_alive", "remove_leftover", "running_boards", "unlink",
+    # rows
+    "ChangeLane", "RowCodec", "RowReader", "RowWriter", "TornReadError", "lane_of_rows", "read_consistent",
+    "read_row",
+    # process slots and their histograms
+    "ProcSnapshot", "ProcStats", "read_proc", "read_procs",
+    "HistogramBuffer", "HistogramSnapshot", "HistogramWriter", "bucket_upper_ns", "read_histogram",
+    # the detector's wake-up
+    "Doorbell",
 ]

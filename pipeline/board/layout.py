@@ -33,53 +33,18 @@ one lane belong to one writer: the counter has exactly one writer.
 """
 from __future__ import annotations
 
-import enum
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
+# the states, reasons and roles are the pipeline's own vocabulary (pipeline.model); the board stores their values
+from pipeline.model import MAX_DEPTH, ProcessRole, RowStatus, SkipReason
+
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
 LAYOUT_VERSION = 9
 CACHE_LINE = 64
-MAX_DEPTH = 10
 PROC_SLOT_SIZE = 320
-
-
-class RowStatus(enum.IntEnum):
-    """What the detector may conclude from a row. Only LIVE rows can trade."""
-
-    EMPTY = 0          # assigned, never written
-    SYNCING = 1        # subscribed, waiting for the first snapshot
-    LIVE = 2           # book valid and fresh
-    RESYNCING = 3      # gap or checksum failure: book discarded, rebuilding
-    STALE = 4          # no update within the staleness limit
-    DISCONNECTED = 5   # connection lost, reconnecting
-    CROSSED = 6        # book crossed or locked: not tradable until it uncrosses
-    REJECTED = 7       # the exchange refused the subscription
-    HALTED = 8         # the exchange says it cannot trade now (maintenance, cancel-only, pair halted): book kept, not tradable
-
-
-class SkipReason(enum.IntEnum):
-    """Why a frame or update was dropped; one counter each per process."""
-
-    INVALID_JSON = 0
-    UNKNOWN_MESSAGE = 1
-    BAD_NUMBER = 2
-    SEQUENCE_GAP = 3
-    CHECKSUM_MISMATCH = 4
-    CROSSED_BOOK = 5
-    OVERSIZE = 6
-    OTHER = 7
-
-
-class ProcessRole(enum.IntEnum):
-    NONE = 0
-    FEED = 1
-    DETECTOR = 2
-    HEALTH = 3
-    SIMULATOR = 4
-    BRIDGE = 5
 
 
 HEADER_DTYPE = np.dtype(

@@ -53,7 +53,7 @@ import time
 
 from pipeline.board.layout import LANE_DTYPE, LANE_MASK, LANE_RING, NO_LANE, struct_format
 from pipeline.board.shm import Board
-from pipeline.errors import BoardError, RowOwnershipError, RowValueError
+from pipeline.errors import BoardError, RowOwnershipError, RowValueError, TornReadError
 
 _I64_MAX = 2 ** 63 - 1   # the row's time fields are int64 nanoseconds
 READ_RETRIES = 10_000   # ~1-2 ms of retries: a writer preempted mid-write makes the row "busy", not an error to die on
@@ -291,10 +291,6 @@ class RowWriter:
     def set_status_all(self, status: int) -> None:
         for row in self._owned:
             self.set_status(row, status)
-
-
-class TornReadError(BoardError):
-    """The row kept changing for ``READ_RETRIES`` attempts."""
 
 
 def read_row(codec: RowCodec, buf, row: int, words=None) -> tuple:

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import orjson
 
-from pipeline.board.layout import MAX_DEPTH, RowStatus
+from pipeline.model import MAX_DEPTH, RowStatus
 from pipeline.errors import ParseError
 
 MAX_MESSAGE_BYTES = 16_384

@@ -34,22 +34,18 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import ssl
-import sys
 import time
 
-from pipeline.board import Board, RowReader, RowStatus, RowWriter, SkipReason, TornReadError
-from pipeline.board.doorbell import Doorbell
-from pipeline.board.histogram import HistogramWriter
-from pipeline.board.layout import HOPS, ProcessRole
-from pipeline.board.stats import ProcStats
+from pipeline.board import (HOPS, Board, Doorbell, HistogramWriter, ProcessRole, ProcStats, RowReader, RowStatus,
+                            RowWriter, SkipReason, TornReadError)
 from pipeline.bridge.codec import heartbeat_subject, quote_subject, refresh_subject, render_heartbeat, render_row
 from pipeline.bridge.rows import RemoteRows
 from pipeline.bridge.stream import CHECK_INTERVAL_S, StreamKeeper
 from pipeline.errors import ParseError, PipelineError, RowValueError
-from pipeline.feed.retry import Backoff
-from pipeline.runtime import ProcessSpec, RateLimitedLog, RowAssignment, parent_alive, run_until_stopped, setup_child
+from pipeline.backoff import Backoff
+from pipeline.runtime import (ProcessSpec, RateLimitedLog, RowAssignment, UnusableResource, parent_alive, run_child,
+                              run_until_stopped)
 
 log = logging.getLogger("pipeline.bridge")
 
@@ -59,7 +55,6 @@ IDLE_POLL_S = 0.005
 WATCHDOG_INTERVAL_S = 0.05
 SKIP_BY_REASON = {"invalid_json": SkipReason.INVALID_JSON, "unknown_message": SkipReason.UNKNOWN_MESSAGE,
                   "bad_number": SkipReason.BAD_NUMBER, "oversize": SkipReason.OVERSIZE}
-EXIT_BAD_CREDENTIALS_SOURCE = 4
 
 
 class BridgeError(PipelineError):
@@ -151,12 +146,7 @@ class Bridge:
 
     # ---------------------------------------------------------------- setup
     def register(self) -> None:
-        slot = self.board.procs[self.spec.slot]
-        slot["role"] = int(ProcessRole.BRIDGE)
-        slot["connected"] = 0
-        self.stats.set("pid", os.getpid())
-        self.stats.set("started_ns", time.time_ns())
-        self.stats.set("heartbeat_ns", time.time_ns())
+        """Every mirrored row DISCONNECTED until its box is heard (the slot is claimed by the child runtime)."""
         self.writer.set_status_all(int(RowStatus.DISCONNECTED))
 
     # ---------------------------------------------------------------- receiving
@@ -402,12 +392,13 @@ class Bridge:
                 return
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
 
-    async def run(self) -> None:
+    async def run(self, stop=None) -> None:
+        """Until ``stop`` (the process's :class:`~pipeline.runtime.Stop`) is set, or a task fails."""
         self.stop = asyncio.Event()
         self.inbox_ready = asyncio.Event()
         self.register()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        if stop is not None:
+            stop.link(self.stop)
         tasks = [asyncio.ensure_future(self.connection()), asyncio.ensure_future(self.watchdog())]
         if self.remote.boxes:
             tasks.append(asyncio.ensure_future(self.writer_loop()))
@@ -433,17 +424,18 @@ class Bridge:
 
 def main(spec: ProcessSpec, config, local_rows: tuple[RowAssignment, ...] = ()) -> None:
     """Entry point of the bridge process (called in the forked child)."""
-    setup_child(spec)
+    run_child(spec, lambda stop: run_bridge(spec, config, local_rows, stop))
+
+
+def run_bridge(spec: ProcessSpec, config, local_rows: tuple[RowAssignment, ...], stop) -> None:
     logging.getLogger("nats").setLevel(logging.CRITICAL)     # its errors reach us through error_cb
     try:
         bridge = Bridge(spec, config, local_rows)
-    except (BridgeError, OSError) as exc:
-        log.error("bridge cannot start: %s", exc)
-        sys.exit(EXIT_BAD_CREDENTIALS_SOURCE)
+    except BridgeError as exc:                                # the message names the field
+        raise UnusableResource("", str(exc)) from exc
+    except OSError as exc:
+        raise UnusableResource("bridge", f"cannot read the credentials or TLS files: {exc}") from exc
     try:
-        asyncio.run(bridge.run())
-    except Exception:
-        log.exception("bridge failed")
+        asyncio.run(bridge.run(stop))
+    finally:
         bridge.close()
-        sys.exit(3)
-    bridge.close()

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 
-from pipeline.board.shm import pid_alive
+from pipeline.board import pid_alive
 from pipeline.console.events import EventBook, JsonlTail
 from pipeline.console.render import View, render, render_text
 from pipeline.console.snapshot import BoardSource
@@ -48,7 +48,7 @@ class Setup:
 
 def describe(config, base_dir: str = "") -> tuple[list, dict, str]:
     """Rows, (venue, instrument) -> fee, and the events file of a config."""
-    from pipeline.supervisor.core import plan_rows
+    from pipeline.board import plan_rows
     from pipeline.venues import DEFAULT_TAKER_FEE_BPS
     rows = plan_rows(config)
     venues = {("", venue.name): venue for venue in config.venues}
@@ -98,7 +98,7 @@ def _cwd_of(pid: int) -> str:
 
 def _the_running_board() -> str:
     """Without ``--board`` or ``--config``: the one board a running pipeline holds, or what to pass instead."""
-    from pipeline.board.shm import running_boards
+    from pipeline.board import running_boards
     from pipeline.errors import BoardError
     names = running_boards()
     if len(names) == 1:
@@ -277,14 +277,18 @@ class Console:
 def run_in_supervisor(spec, config, terminal_fd: int, key_fd: int) -> None:
     """The console as a child of the supervisor (``--console``): draws on the terminal the
     supervisor kept aside while everyone else's output goes to the log; ``q`` stops the pipeline."""
+    from pipeline.runtime import run_child
+    run_child(spec, lambda stop: _console_body(spec, config, terminal_fd, key_fd, stop))
+
+
+def _console_body(spec, config, terminal_fd: int, key_fd: int, stop) -> None:
     from pipeline.board import Board
-    from pipeline.runtime import setup_child
-    setup_child(spec)
     board = Board.attach(spec.board_name, spec.depth)
     rows, fees, events = describe(config)
     setup = Setup(board, rows, fees, events, spec.supervisor_pid)
     out = os.fdopen(terminal_fd, "w", closefd=False)
     console = Console(setup, on_quit=lambda: os.kill(spec.supervisor_pid, signal.SIGINT))
+    console.stop = bool(stop)         # a SIGTERM before the loop starts; during it, the loop's own handler
     try:
         console.run(out, key_fd)
     finally:

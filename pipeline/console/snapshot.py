@@ -1,9 +1,11 @@
 """Read the board, read-only, into one frozen :class:`Snapshot` per refresh.
 
 Rows are copied with the seqlock reader (never written, so the feeds are not
-disturbed); process counters and latency histograms are read from the slots as
-the health reporter does. Rates and latency percentiles are over a sliding
-window (``window_s``) of earlier reads kept here, so the renderer stays pure.
+disturbed); each process's counters and latency histograms are one
+:class:`~pipeline.board.ProcSnapshot` of its slot, the same snapshot the health
+reporter and the metrics endpoint render. Rates and latency percentiles are
+over a sliding window (``window_s``) of earlier reads kept here, so the
+renderer stays pure.
 """
 from __future__ import annotations
 
@@ -11,9 +13,7 @@ import collections
 import time
 from dataclasses import dataclass
 
-from pipeline.board import Board, RowReader, RowStatus, TornReadError
-from pipeline.board.histogram import read_histogram
-from pipeline.board.layout import HOPS, ProcessRole
+from pipeline.board import Board, ProcessRole, ProcSnapshot, RowReader, RowStatus, TornReadError, read_procs
 from pipeline.venues import VENUES
 
 
@@ -48,30 +48,42 @@ class Quote:
 
 @dataclass(frozen=True)
 class ProcessStats:
+    """One process on the console: its slot snapshot and what the console works out over its window.
+
+    The slot's counters are read through (``stats.reconnects`` is ``stats.proc.reconnects``); the fields are
+    the windowed figures only.
+    """
+
     name: str              # ``binance`` for a feed, else ``detector``, ``health``, ``simulator``
     role: str
-    pid: int
-    messages_per_s: float | None
-    reconnects: int
-    gaps: int
-    gaps_per_s: float | None
-    clock_offset_ms: float
-    hop_p50_us: float | None       # feeds: receive_to_publish; detector: receive_to_emitted (window)
-    hop_p99_us: float | None
-    restarts: int
-    restarted_recently: bool
-    heartbeat_age_ms: float | None
-    opportunities: int = 0
+    proc: ProcSnapshot
+    messages_per_s: float | None = None
+    gaps_per_s: float | None = None
     scans_per_s: float | None = None
-    record_dropped: int = 0        # feeds: frames the recorder could not write
-    schema_fallbacks: int = 0      # feeds: frames with fields their declaration does not know (the exchange changed)
+    hop_p50_us: float | None = None      # feeds: receive_to_publish; detector: receive_to_emitted (window)
+    hop_p99_us: float | None = None
+    restarted_recently: bool = False
     # feeds: how late the newest row's last change arrived after its exchange time, less the feed's clock offset
     # (what the detector's max_exchange_lag_ms holds a leg back on); None without exchange times
     lag_ms: float | None = None
-    behind: int = 0                # feeds: connections behind by more than the staleness limit (rows stale)
-    backlog_wait_ms: float = 0.0   # feeds: longest a frame waited between the socket and the session, last 100 ms
-    backlog_frames: int = 0        # feeds: most messages queued in the WebSocket library, last 100 ms
-    late_frames: int = 0           # feeds: frames handed over later than the staleness limit
+
+    def __getattr__(self, name: str):
+        # only called for names that are not fields: the slot's counters
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.proc, name)
+
+    @property
+    def heartbeat_age_ms(self) -> float | None:
+        return self.proc.heartbeat_age_ms()
+
+    @property
+    def clock_offset_ms(self) -> float:
+        return self.proc.clock_offset_ns / 1e6
+
+    @property
+    def backlog_wait_ms(self) -> float:
+        return self.proc.backlog_wait_ns / 1e6
 
 
 @dataclass(frozen=True)
@@ -153,20 +165,17 @@ class BoardSource:
 
     def _processes(self, now_ns: int, quotes=()) -> tuple[ProcessStats, ...]:
         out = []
-        for slot_index, slot in enumerate(self.board.procs):
-            role_value = int(slot["role"])
-            if role_value == ProcessRole.NONE or not int(slot["pid"]):
+        for proc in read_procs(self.board, venues=VENUES, now_ns=now_ns):
+            slot_index = proc.slot
+            if proc.role == ProcessRole.NONE or not proc.pid:
                 continue
-            role = ProcessRole(role_value) if role_value in ProcessRole._value2member_map_ else None
-            if role == ProcessRole.FEED:
-                venue_id = int(slot["venue_id"])
-                name = VENUES[venue_id - 1] if 0 < venue_id <= len(VENUES) else f"feed{slot_index}"
+            known = isinstance(proc.role, ProcessRole)
+            if proc.role == ProcessRole.FEED:
+                name = proc.venue
             else:
-                name = role.name.lower() if role is not None else f"process{slot_index}"
-            hops = HOPS.get(role, ())
-            hop = ("receive_to_publish" if role == ProcessRole.FEED else "receive_to_emitted")
-            histogram = read_histogram(self.board, slot_index, hops.index(hop)) if hop in hops else None
-            counters = (int(slot["messages"]), int(slot["gaps"]), int(slot["scans"]))
+                name = proc.role.name.lower() if known else f"process{slot_index}"
+            histogram = proc.hop("receive_to_publish" if proc.role == ProcessRole.FEED else "receive_to_emitted")
+            counters = (proc.messages, proc.gaps, proc.scans)
             history = self._history.setdefault(slot_index, collections.deque())
             history.append((now_ns, counters, histogram))
             while len(history) > 2 and now_ns - history[1][0] >= self.window_ns:
@@ -183,26 +192,15 @@ class BoardSource:
                     recent = histogram
                 if recent.count:
                     p50, p99 = recent.percentile_ns(0.5) / 1e3, recent.percentile_ns(0.99) / 1e3
-            restarts = int(slot["restarts"])
             seen = self._restarts_seen.get(slot_index)
-            if seen is None or restarts != seen[0]:
-                seen = (restarts, now_ns if seen is not None else 0)
+            if seen is None or proc.restarts != seen[0]:
+                seen = (proc.restarts, now_ns if seen is not None else 0)
                 self._restarts_seen[slot_index] = seen
-            heartbeat = int(slot["heartbeat_ns"])
-            offset_ns = int(slot["clock_offset_ns"])
             out.append(ProcessStats(
-                name=name, role=role.name.lower() if role is not None else "unknown", pid=int(slot["pid"]),
-                messages_per_s=rates[0], reconnects=int(slot["reconnects"]), gaps=counters[1],
-                gaps_per_s=rates[1], clock_offset_ms=int(slot["clock_offset_ns"]) / 1e6,
-                hop_p50_us=p50, hop_p99_us=p99, restarts=restarts,
+                name=name, role=proc.role.name.lower() if known else "unknown", proc=proc,
+                messages_per_s=rates[0], gaps_per_s=rates[1], scans_per_s=rates[2], hop_p50_us=p50, hop_p99_us=p99,
                 restarted_recently=bool(seen[1]) and now_ns - seen[1] < 30e9,
-                heartbeat_age_ms=max(0.0, (now_ns - heartbeat) / 1e6) if heartbeat else None,
-                opportunities=int(slot["opportunities"]), scans_per_s=rates[2],
-                record_dropped=int(slot["record_dropped"]) if "record_dropped" in slot.dtype.names else 0,
-                schema_fallbacks=int(slot["schema_fallbacks"]) if "schema_fallbacks" in slot.dtype.names else 0,
-                lag_ms=exchange_lag_ms(quotes, name, offset_ns) if role == ProcessRole.FEED else None,
-                behind=int(slot["behind"]), backlog_wait_ms=int(slot["backlog_wait_ns"]) / 1e6,
-                backlog_frames=int(slot["backlog_frames"]), late_frames=int(slot["late_frames"])))
+                lag_ms=exchange_lag_ms(quotes, name, proc.clock_offset_ns) if proc.role == ProcessRole.FEED else None))
         return tuple(out)
 
 

@@ -19,14 +19,14 @@ mid-write, and the engine then tries again shortly after.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from pipeline.board import TornReadError
 from pipeline.detector.lifecycle import Event, Lifecycle
 from pipeline.detector.report import Summary, event_record, shadow_record
 from pipeline.detector.rules import PairState, Quote, allocate, shadow_fill
 from pipeline.detector.scan import RowUniverse
+from pipeline.errors import TornReadError
 
 EXPIRE_INTERVAL_NS = 20_000_000
 TORN_RETRY_NS = 100_000
@@ -257,7 +257,8 @@ class DetectorEngine:
                 break
             left = taken.setdefault((due_ns, c.instrument), {})
             fill = shadow_fill(c, quotes[c.key[1]], quotes[c.key[2]], latency_ms, now_ns, self.staleness_ns, left)
-            self.summary.shadow(fill, c.fill.quantity * c.fill.buy_price, self.universe.currency_of_key[c.instrument][1])
+            self.summary.shadow(fill, c.fill.quantity * c.fill.buy_price,
+                                self.universe.currency_of_key[c.instrument][1])
             pending = self.shadow_pending[id(event)]
             pending[1][latency_ms] = fill
             if len(pending[1]) == len(self.shadow_latencies_ms):

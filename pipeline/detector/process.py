@@ -28,18 +28,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 
-from pipeline.board import Board, TornReadError
-from pipeline.board.doorbell import Doorbell
-from pipeline.board.histogram import HistogramBuffer, HistogramWriter
-from pipeline.board.layout import HOPS, PROC_DTYPE, ProcessRole
-from pipeline.board.stats import ProcStats
+from pipeline.board import (HOPS, PROC_DTYPE, Board, Doorbell, HistogramBuffer, HistogramWriter, ProcessRole, ProcStats,
+                            TornReadError)
+from pipeline.board import BoardPlan
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine, Emitted
 from pipeline.detector.outputs import Outputs
 from pipeline.detector.scan import BoardView, RowUniverse
-from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, setup_child
+from pipeline.runtime import ProcessSpec, RateLimitedLog, UnusableResource, parent_alive, run_child
 from pipeline.venues import VENUE_IDS
 
 log = logging.getLogger("pipeline.detector")
@@ -60,7 +57,7 @@ class Detector:
         self.view = BoardView(self.board, self.universe)
         self.stats = ProcStats(self.board, spec.slot)
         self.doorbell = Doorbell(self.board.buf, spec.doorbell_fd)
-        self.feed_slot = {v.name: n for n, v in enumerate(config.venues)}
+        self.feed_slot = BoardPlan.from_config(config).feed_slots()
         # each feed's clock-offset estimate, read as one i8 word of its slot (a numpy field read costs µs per event)
         field_offset = PROC_DTYPE.fields["clock_offset_ns"][1]
         self._signed_words = self.board.buf.cast("B").cast("q")
@@ -166,10 +163,6 @@ class Detector:
         return max(0.0, min(SLEEP_TIMEOUT_MS, (due - now_ns) / 1e6))
 
     def run(self) -> None:
-        slot = self.board.procs[self.spec.slot]
-        slot["role"] = int(ProcessRole.DETECTOR)
-        self.stats.set("pid", os.getpid())
-        self.stats.set("started_ns", time.time_ns())
         spin = self.config.detector.wait == "spin"
         spin_ns = int(self.config.detector.spin_us * 1000)
         scans_word = self.stats.word("scans")
@@ -235,23 +228,27 @@ def build_sink(config):
     sink_config = config.detector.sink
     if sink_config is None:
         return None
-    from pipeline.detector.sink import HttpSink
+    from pipeline.detector.sink import HttpSink, SinkError
     token = os.environ.get(sink_config.token_env) if sink_config.token_env else None
     if sink_config.token_env and not token:
         log.error("analysis sink: environment variable %s is not set; sending without a token",
                   sink_config.token_env)
-    sink = HttpSink(sink_config.url, token, timeout_s=sink_config.timeout_s, queue_size=sink_config.queue_size)
+    try:
+        sink = HttpSink(sink_config.url, token, timeout_s=sink_config.timeout_s, queue_size=sink_config.queue_size)
+    except SinkError as exc:
+        raise UnusableResource("detector.sink", str(exc)) from exc
     sink.start()
     return sink
 
 
 def main(spec: ProcessSpec, config) -> None:
-    setup_child(spec)
-    detector = Detector(spec, config, build_sink(config))
+    """Entry point of the detector process (called in the forked child)."""
+    run_child(spec, lambda stop: run_detector(spec, config, stop))
 
-    def on_term(signum, frame):
-        detector.stop = True
-    signal.signal(signal.SIGTERM, on_term)
+
+def run_detector(spec: ProcessSpec, config, stop) -> None:
+    detector = Detector(spec, config, build_sink(config))
+    detector.stop = stop        # SIGTERM ends the loop at its next pass (a sleep on the doorbell is bounded)
     try:
         detector.run()
     finally:

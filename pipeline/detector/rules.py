@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.board.layout import RowStatus
+from pipeline.model import RowStatus
 
 LIVE = int(RowStatus.LIVE)
 _INF = float("inf")
@@ -371,10 +371,10 @@ def allocate(ranked: list[Candidate], bar_bps, max_notional: float = float("inf"
     for c in ranked:
         buy_side, sell_side = (c.key[1], 0), (c.key[2], 1)
         asks, bids = left.get(buy_side), left.get(sell_side)
-        fill = c.fill
+        fill: Fill | None = c.fill
         if asks is not None or bids is not None:
             fill = walk(c.buy.asks if asks is None else asks, c.sell.bids if bids is None else bids,
-                        fill.buy_fee_bps, fill.sell_fee_bps, max_notional, min_notional)
+                        c.fill.buy_fee_bps, c.fill.sell_fee_bps, max_notional, min_notional)
         if fill is None or fill.net_bps < bar_bps(c):
             continue
         left[buy_side] = consume(c.buy.asks if asks is None else asks, fill.quantity)

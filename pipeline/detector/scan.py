@@ -29,9 +29,7 @@ from operator import ne
 
 import numpy as np
 
-from pipeline.board import RowReader
-from pipeline.board.layout import LANE_MASK, LANE_RING
-from pipeline.board.seqlock import ChangeLane, lane_of_rows, read_consistent
+from pipeline.board import LANE_MASK, LANE_RING, ChangeLane, RowReader, lane_of_rows, read_consistent
 from pipeline.detector.rules import Quote, leg_of
 
 NUMPY_SCAN_ROWS = 64
@@ -159,7 +157,7 @@ class BoardView:
                 unlaned.append(row)
             else:
                 by_lane.setdefault(lane, []).append(self._entry[row])
-        self._lanes = []
+        self._lanes: list[list] = []
         for lane, entries in sorted(by_lane.items()):
             where = ChangeLane(board, lane)
             # seen up to the current count; the rows already written are found by one scan on the first pass
@@ -167,7 +165,8 @@ class BoardView:
         self._first = list(self._lanes)
         # every lane's counter in one unpack (native 'Q' fields are copied whole, as a memoryview index is,
         # so each is one aligned 8-byte load: a counter is never torn), compared with the last pass's
-        fmt, cursor = ["@"], None
+        fmt: list[str] = ["@"]
+        cursor: int | None = None             # where the last counter ends (none yet)
         for lane in self._lanes:
             offset = lane[0] * 8
             if cursor is not None:

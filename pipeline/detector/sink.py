@@ -45,7 +45,6 @@ import email.utils
 import http.client
 import logging
 import queue
-import random
 import socket
 import threading
 import time
@@ -54,6 +53,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from pipeline.backoff import Backoff
 from pipeline.errors import PipelineError
 from pipeline.net import is_loopback
 
@@ -120,6 +120,7 @@ class HttpSink:
         self.timeout_s = float(timeout_s)
         self.max_backoff_s = float(max_backoff_s)
         self.backoff_base_s = float(backoff_base_s)
+        self._backoff_policy = Backoff(self.backoff_base_s, self.max_backoff_s)
         self.retries = int(retries)
         self.token_env = token_env
 
@@ -317,9 +318,9 @@ class HttpSink:
     # ---------------------------------------------------------------- helpers
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter: between half and all of ``base * 2**(attempt-1)``, capped."""
-        ceiling = min(self.max_backoff_s, self.backoff_base_s * (2 ** min(attempt - 1, 30)))
-        return random.uniform(ceiling / 2, ceiling)
+        """The pipeline's backoff (:class:`~pipeline.backoff.Backoff`) for retry ``attempt`` (from 1):
+        between half and all of ``backoff_base_s * 2**(attempt-1)``, capped at ``max_backoff_s``."""
+        return self._backoff_policy.delay(attempt - 1)
 
     def _pause(self, delay: float) -> bool:
         """Sleep ``delay`` seconds unless close() hard-stops first; False when stopped."""

@@ -24,21 +24,17 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import sys
 import time
 
-from pipeline.board import Board, RowStatus, RowWriter
-from pipeline.board.doorbell import Doorbell
-from pipeline.board.histogram import HistogramBuffer, HistogramWriter
-from pipeline.board.layout import HOPS, ProcessRole
-from pipeline.board.stats import ProcStats
+from pipeline.board import (HOPS, Board, Doorbell, HistogramBuffer, HistogramWriter, ProcessRole, ProcStats, RowStatus,
+                            RowWriter)
+from pipeline.config import VenueConfig
 from pipeline.feed.retry import Backoff, ConnectionRateLimit, should_reconnect
 from pipeline.feed.session import FeedSession
 from pipeline.feed.transport import open_link
 from pipeline.recording.redact import redact_frame
-from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, run_until_stopped, setup_child
-from pipeline.venues import VENUE_IDS, load_venue
+from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, run_child, run_until_stopped
+from pipeline.venues import load_venue
 
 log = logging.getLogger("pipeline.feed")
 
@@ -114,7 +110,7 @@ class Feed:
     def __init__(self, spec: ProcessSpec, url: str, staleness_ms: float, backoff_base_s: float = 0.1,
                  backoff_cap_s: float = 10.0, keepalive_s: float | None = None, open_timeout_s: float = 10.0,
                  recorder=None, ws_ping_interval_s: float | None = None, credentials: dict | None = None,
-                 handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = "websockets"):
+                 handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = VenueConfig.transport):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
@@ -156,13 +152,7 @@ class Feed:
 
     # ---------------------------------------------------------------- setup
     def register(self) -> None:
-        slot = self.board.procs[self.spec.slot]
-        slot["role"] = int(ProcessRole.FEED)
-        slot["venue_id"] = VENUE_IDS[self.spec.venue]
-        slot["connected"] = 0
-        self.stats.set("pid", os.getpid())
-        self.stats.set("started_ns", time.time_ns())
-        self.stats.set("heartbeat_ns", time.time_ns())
+        """Every row SYNCING until its first snapshot (the process slot is claimed by the child runtime)."""
         for row in self.writer.rows:
             self.writer.set_status(row, int(RowStatus.SYNCING))
 
@@ -451,10 +441,11 @@ class Feed:
             elif conn.replace_requested and conn not in self.replacing and not conn.retired and conn.books is None:
                 self._replace(conn)
 
-    async def run(self) -> None:
+    async def run(self, stop=None) -> None:
+        """Until ``self.stop`` is set, or ``stop`` (the process's :class:`~pipeline.runtime.Stop`) is."""
         self.register()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        if stop is not None:
+            stop.link(self.stop)
         tasks = [asyncio.ensure_future(self.connection(group)) for group in self.session.connection_groups()]
         tasks.append(asyncio.ensure_future(self.watchdog()))
         await run_until_stopped(tasks, self.stop)
@@ -495,16 +486,16 @@ def read_credentials(venue_config) -> dict | None:
 
 def main(spec: ProcessSpec, config) -> None:
     """Entry point of a feed process (called in the forked child)."""
-    setup_child(spec)
+    run_child(spec, lambda stop: run_feed(spec, config, stop))
+
+
+def run_feed(spec: ProcessSpec, config, stop) -> None:
     venue_config = config.venue(spec.venue)
     url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).default_url
     feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config),
                 ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config),
                 transport=venue_config.transport)
     try:
-        asyncio.run(feed.run())
-    except Exception:
-        log.exception("feed %s failed", spec.venue)
+        asyncio.run(feed.run(stop))
+    finally:
         feed.close()
-        sys.exit(3)
-    feed.close()

@@ -35,10 +35,9 @@ import re
 from collections import deque
 from typing import Callable, Protocol
 
-from pipeline.board.layout import PROC_DTYPE, RowStatus, SkipReason
-from pipeline.board.stats import SKIPPED_WORD, WORD
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError, RowValueError
+from pipeline.model import RowStatus, SkipReason
 from pipeline.model import (AlignedSnapshot, BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
                             SchemaDrift, SequenceMark, SubscribeError, TradingStatus)
 
@@ -143,28 +142,40 @@ class MemorySink:
 
 
 class MemoryStats:
-    """The counters of a process slot (:class:`~pipeline.board.stats.ProcStats`), in a list."""
+    """The counters a process slot keeps (the board's :class:`~pipeline.board.ProcStats`), in a list.
+
+    The same interface with no board: each name gets its word on first use, so this needs no layout.
+    """
 
     def __init__(self) -> None:
-        self.words = [0] * (PROC_DTYPE.itemsize // 8)
+        self.words: list[int] = []
+        self._word: dict[str, int] = {}
 
     def add(self, name: str, n: int = 1) -> None:
-        self.words[WORD[name]] += n
+        self.words[self.word(name)] += n
 
     def set(self, name: str, value: int) -> None:
-        self.words[WORD[name]] = value
+        self.words[self.word(name)] = value
 
     def get(self, name: str) -> int:
-        return self.words[WORD[name]]
+        return self.words[self.word(name)]
 
     def skip(self, reason: SkipReason) -> None:
-        self.words[SKIPPED_WORD + int(reason)] += 1
+        self.words[self.word(f"skipped.{reason.name}")] += 1
 
     def skipped(self, reason: SkipReason) -> int:
-        return self.words[SKIPPED_WORD + int(reason)]
+        return self.words[self.word(f"skipped.{reason.name}")]
 
     def word(self, name: str) -> int:
-        return WORD[name]
+        index = self._word.get(name)
+        if index is None:
+            index = self._word[name] = len(self.words)
+            self.words.append(0)       # in place: a caller holding ``words`` sees the new word
+        return index
+
+    def counts(self) -> dict[str, int]:
+        """Every counter that is not 0, by name (``skipped.<REASON>`` for the skips)."""
+        return {name: self.words[index] for name, index in sorted(self._word.items()) if self.words[index]}
 
 
 class ClockOffset:

@@ -61,7 +61,8 @@ import time
 from collections import deque
 from typing import Callable
 
-TRANSPORTS = ("websockets", "picows")
+from pipeline.choices import TRANSPORTS  # noqa: F401 - the transports (venues.NAME.transport) are named there
+
 MAX_MESSAGE_BYTES = 2 ** 24    # one message, fragments joined: websockets closes a connection past it (1009), picows too
 # websockets: reading pauses while more than this many messages wait in the library (it resumes at a quarter)
 MAX_QUEUE = 64

@@ -66,7 +66,7 @@ def channel_of(venue_module, frame) -> list[str]:
 
 
 def _live_rows_sink(depth: int):
-    from pipeline.board.layout import RowStatus
+    from pipeline.model import RowStatus
     from pipeline.feed.session import MemorySink
 
     class LiveRows(MemorySink):

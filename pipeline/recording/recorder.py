@@ -24,6 +24,7 @@ import time
 
 import orjson
 
+from pipeline.config import RecordingConfig
 from pipeline.files import open_for_writing
 from pipeline.recording.format import MAX_CHUNK_RECORDS, SUFFIX, encode_body, encode_chunk, encode_header
 
@@ -36,8 +37,9 @@ MAX_BUFFERED_FRAMES = 200_000
 
 
 class Recorder:
-    def __init__(self, directory: str, venue: str, header: dict, rotate_mb: float = 256.0,
-                 keep_files: int = 0, flush_interval_s: float = 0.1, retry_after_s: float = 5.0):
+    def __init__(self, directory: str, venue: str, header: dict, rotate_mb: float = RecordingConfig.rotate_mb,
+                 keep_files: int = RecordingConfig.keep_files, flush_interval_s: float = 0.1,
+                 retry_after_s: float = 5.0):
         self.directory = directory
         self.venue = venue
         self.header = {"venue": venue, "compression": "zstd", **header}

@@ -5,10 +5,34 @@ Children are forked (``multiprocessing`` "fork" context): they inherit the
 doorbell eventfd, and each attaches to the board by name and verifies its
 layout. The supervisor itself runs no threads and no event loop, so forking
 is safe. It is the only process that creates or unlinks the segment.
+
+Every child starts through :func:`pipeline.runtime.run_child` and ends with an
+exit status the supervisor acts on (:class:`~pipeline.runtime.ExitCode`): a
+clean stop (0) needs nothing; a crash (1, or killed by a signal) is restarted
+after the one backoff (:class:`~pipeline.backoff.Backoff`, fed by
+``supervisor.restart_backoff_s`` / ``restart_backoff_max_s``, reset once the
+child has run 30 s) and reported FAILED, not restarted again, when it dies more
+than ``supervisor.max_restarts`` times within ``restart_window_s``; a
+configuration or resource problem (2) is never restarted: the supervisor says
+which child and why, in one line. The feeds, the detector, health and the
+simulator are required: such an exit ends the run. The bridge is optional (it
+only mirrors rows between boxes): the run goes on without it. Either way the
+run's exit status is then 2.
+
+The run's own exit status (:class:`RunStatus`, the README's table): 0 a clean
+run; 1 the supervisor could not run; 2 a configuration or resource problem,
+before the start or reported by a child; 3 a child crash-looped (FAILED)
+during the run; 4 no row ever went LIVE although the run went on for
+:data:`LIVE_GRACE_S` (a run stopped sooner is not judged). The first that
+applies, in that order of precedence: 2, 3, 4. A stop request is SIGINT,
+SIGTERM, ``--duration`` running out, or stdout's reader going away
+(``run.py ... | head``): the run then stops as on Ctrl-C.
 """
 from __future__ import annotations
 
 import dataclasses
+import enum
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -18,19 +42,34 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from pipeline.board import Board, foreign_segment, remove_leftover
-from pipeline.board.doorbell import Doorbell
-from pipeline.board.layout import ProcessRole
-from pipeline.board.stats import ProcStats
+from pipeline.board import (Board, BoardPlan, Doorbell, ProcessRole, ProcStats, RowAssignment, foreign_segment,
+                            plan_remote_rows, plan_rows, remove_leftover)
 from pipeline.errors import PipelineError
 from pipeline.files import FILE_MODE
-from pipeline.runtime import ProcessSpec, RowAssignment
-from pipeline.venues import VENUE_IDS, native_symbols
+from pipeline.backoff import Backoff
+from pipeline.runtime import ClosedPipeGuard, ExitCode, ProcessSpec
+from pipeline.venues import VENUE_IDS
 
 log = logging.getLogger("pipeline.supervisor")
 
 _CTX = multiprocessing.get_context("fork")
 STOP_TIMEOUT_S = 5.0
+LIVE_GRACE_S = 10.0            # a run this long without any LIVE row ends with RunStatus.NEVER_LIVE
+HEALTHY_AFTER_S = 30.0         # a child that ran this long starts its restart backoff again from the base
+OPTIONAL_CHILDREN = frozenset({"bridge"})      # a configuration exit of these does not end the run
+
+__all__ = ["LIVE_GRACE_S", "BoardPlan", "Child", "RowAssignment", "RunStatus", "Supervisor", "check_resources",
+           "plan_remote_rows", "plan_rows"]
+
+
+class RunStatus(enum.IntEnum):
+    """The exit status of ``run.py --config FILE`` (see the module docstring and the README)."""
+
+    CLEAN = 0
+    ERROR = 1            # the supervisor itself could not run (e.g. the simulator did not start)
+    CONFIG = 2           # configuration or resource unusable: at the start, or a child's exit status 2
+    CHILD_FAILED = 3     # a child died too often and was given up (FAILED)
+    NEVER_LIVE = 4       # the run went on for LIVE_GRACE_S and no row ever went LIVE
 
 
 @dataclass
@@ -42,43 +81,18 @@ class Child:
     restarts: list = field(default_factory=list)      # monotonic times of restarts
     restart_at: float | None = None
     failed: bool = False
-    consecutive: int = 0
     started_at: float = 0.0
-
-
-def plan_rows(config) -> list[RowAssignment]:
-    """One row per (exchange, instrument), in config order; then the rows mirrored from other boxes."""
-    rows = []
-    for venue in config.venues:
-        symbols = native_symbols(venue)
-        for instrument in venue.instruments:
-            rows.append(RowAssignment(len(rows), venue.name, instrument, symbols[instrument]))
-    return rows + plan_remote_rows(config, len(rows))
-
-
-def plan_remote_rows(config, first_row: int) -> list[RowAssignment]:
-    """One row per (remote box, venue, instrument) of ``bridge.subscribe``, written by the bridge only.
-
-    ``venue`` is the real venue name (fees, venue ids) and ``box`` the remote box, so the
-    row's label reads ``kraken@frankfurt``; the native symbol is the remote feed's business.
-    """
-    if config.bridge is None:
-        return []
-    return [RowAssignment(first_row + n, venue.name, instrument, "", box=box)
-            for n, (box, venue, instrument) in enumerate(config.bridge.remote_rows())]
+    backoff: Backoff | None = None
+    unusable: str = ""         # why the child exited with ExitCode.CONFIG (it is not restarted)
 
 
 def bridge_spec(config, rows: list[RowAssignment], slot: int, common: dict) -> list[ProcessSpec]:
-    """The ``pipeline: bridge`` child (none without a bridge section); it owns the remote rows."""
+    """The ``pipeline: bridge`` child's spec in ``slot`` (none without a bridge section); it writes the
+    mirrored rows of ``rows``."""
     if config.bridge is None:
         return []
     return [ProcessSpec(key="bridge", role=ProcessRole.BRIDGE, title="pipeline: bridge", slot=slot,
                         cores=config.bridge.cores, rows=tuple(r for r in rows if r.box), **common)]
-
-
-def bridge_child(spec: ProcessSpec, config, rows: list[RowAssignment]) -> Child:
-    from pipeline.bridge import process as bridge_process
-    return Child(spec, bridge_process.main, (spec, config, tuple(r for r in rows if not r.box)))
 
 
 def check_resources(config) -> str | None:
@@ -114,11 +128,32 @@ def check_resources(config) -> str | None:
             return f"detector.output: cannot write {output!r} ({existing!r} is not a directory)"
         if os.path.isdir(output):
             return f"detector.output: cannot write {output!r} (it is a directory)"
-        if not os.access(existing, os.W_OK | os.X_OK) or (os.path.exists(output) and not os.access(output, os.W_OK)):
-            return f"detector.output: cannot write {output!r} (no write permission in {existing!r})"
+        problem = probe_output(output, directory)
+        if problem:
+            return f"detector.output: cannot write {output!r} ({problem})"
     if config.bridge is not None:
         from pipeline.bridge.process import check_bridge
         return check_bridge(config.bridge, os.environ)
+    return None
+
+
+def probe_output(output: str, directory: str) -> str | None:
+    """Create a file where the run will write (and remove it): the only test that holds for root, for a
+    read-only or pseudo file system (/sys, /proc) and for ACLs, where ``os.access`` says yes. Creates
+    the missing directories, as the run would. Returns what failed, or None."""
+    import tempfile
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {directory!r}: {exc.strerror or exc}"
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".pipeline-probe-")
+        os.close(fd)
+        os.unlink(probe)
+        if os.path.isfile(output) and not os.path.islink(output):     # --append writes to it itself
+            os.close(os.open(output, os.O_WRONLY | os.O_APPEND))
+    except OSError as exc:
+        return f"{exc.strerror or exc} in {directory!r}"
     return None
 
 
@@ -158,17 +193,30 @@ class Supervisor:
         self._console_fds: tuple | None = None      # (terminal out, terminal err, keys, saved tty) while it runs
         self._early_stop = stop_requested if stop_requested is not None else []
         self.duration_s = duration_s
-        self.out = out
-        self.rows = plan_rows(config)
+        # a reader that goes away (run.py | head) is a stop request, never a traceback
+        self.out = out if isinstance(out, ClosedPipeGuard) else ClosedPipeGuard(out, self._on_output_closed)
+        self.plan = BoardPlan.from_config(config)
+        self.rows = list(self.plan.rows)
         self.board: Board | None = None
         self.doorbell_fd = -1
         self.children: dict[str, Child] = {}
         self.stopping = False
         self.urls: dict[str, str] = {}
+        self._exit_reasons = (-1, -1)          # pipe: children say why they exit with ExitCode.CONFIG
+        self.went_live = False                 # a row was LIVE at some point of the run
+        self.live_since_start_s = 0.0          # how long the run went on after its children started
+        self.config_failure = False            # a child exited with ExitCode.CONFIG
+        self.child_failed = False              # a child was given up (FAILED)
 
     def say(self, message: str) -> None:
         self.out.write(f"supervisor: {message}\n")
         self.out.flush()
+
+    def _on_output_closed(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            sys.stderr.write("supervisor: stdout was closed by its reader; stopping\n")
+            sys.stderr.flush()
 
     # ---------------------------------------------------------------- signals
     def _on_signal(self, signum, frame) -> None:
@@ -182,27 +230,23 @@ class Supervisor:
 
     # ---------------------------------------------------------------- start
     def specs(self) -> list[ProcessSpec]:
+        """One spec per planned process slot (:class:`~pipeline.board.plan.BoardPlan`), in slot order."""
         config = self.config
         common = dict(board_name=config.board.name, depth=config.board.depth, doorbell_fd=self.doorbell_fd,
-                      supervisor_pid=os.getpid(), urls=tuple(self.urls.items()))
+                      supervisor_pid=os.getpid(), urls=tuple(self.urls.items()), exit_fd=self._exit_reasons[1])
+        cores = {"detector": config.detector.cores, "health": config.health.cores,
+                 "simulator": config.simulator.cores if config.simulator is not None else (),
+                 "bridge": config.bridge.cores if config.bridge is not None else ()}
         specs = []
-        slot = 0
-        for venue in config.venues:
-            specs.append(ProcessSpec(key=f"feed:{venue.name}", role=ProcessRole.FEED,
-                                     title=f"pipeline: feed {venue.name}", slot=slot, cores=venue.cores,
-                                     venue=venue.name, rows=tuple(r for r in self.rows if r.venue == venue.name and not r.box),
-                                     **common))
-            slot += 1
-        specs.append(ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="pipeline: detector", slot=slot,
-                                 cores=config.detector.cores, rows=tuple(self.rows), **common))
-        slot += 1
-        specs.append(ProcessSpec(key="health", role=ProcessRole.HEALTH, title="pipeline: health", slot=slot,
-                                 cores=config.health.cores, rows=tuple(self.rows), **common))
-        slot += 1
-        if config.simulator is not None:
-            specs.append(ProcessSpec(key="simulator", role=ProcessRole.SIMULATOR, title="pipeline: simulator",
-                                     slot=slot, cores=config.simulator.cores, **common))
-        specs += bridge_spec(config, self.rows, len(config.venues) + 3, common)
+        for slot in self.plan.slots:
+            if slot.role == ProcessRole.FEED:
+                specs.append(ProcessSpec(key=slot.key, role=slot.role, title=slot.title, slot=slot.slot,
+                                         cores=config.venue(slot.venue).cores, venue=slot.venue, rows=slot.rows,
+                                         venue_id=VENUE_IDS[slot.venue], **common))
+            else:        # the detector and health read every row; the bridge writes the mirrored ones
+                rows = slot.rows if slot.role == ProcessRole.BRIDGE else self.plan.rows
+                specs.append(ProcessSpec(key=slot.key, role=slot.role, title=slot.title, slot=slot.slot,
+                                         cores=cores[slot.key], rows=rows, **common))
         return specs
 
     def create_board(self) -> None:
@@ -210,14 +254,12 @@ class Supervisor:
         message = remove_leftover(config.board.name)
         if message:
             self.say(message)
-        n_procs = len(config.venues) + 3 + (config.bridge is not None)
-        self.board = Board.create(config.board.name, len(self.rows), config.board.depth, n_procs)
-        instruments = {name: i for i, name in enumerate(config.board_instruments)}
-        for r in self.rows:
-            self.board.rows[r.row]["venue_id"] = VENUE_IDS[r.venue]
-            self.board.rows[r.row]["instrument_id"] = instruments[r.instrument]
+        self.board = self.plan.create_board(config.board.name, config.board.depth)
         self.doorbell_fd = Doorbell.create_fd()
         os.set_inheritable(self.doorbell_fd, True)
+        read_fd, write_fd = os.pipe()
+        fcntl.fcntl(read_fd, fcntl.F_SETFL, fcntl.fcntl(read_fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        self._exit_reasons = (read_fd, write_fd)
 
     def start_simulator(self) -> None:
         from pipeline.sim import process as sim_process
@@ -240,6 +282,13 @@ class Supervisor:
                 break
         if self.stopping:
             return
+        child.process.join(2)
+        if child.process.exitcode == ExitCode.CONFIG:
+            self.config_failure = True
+            self.stopping = True
+            child.process = None
+            self.say(f"{spec.title} cannot run: {self._reason_of(spec.key)}; not restarting")
+            return
         raise PipelineError("the exchange simulator did not start (see its error above)")
 
     def start(self) -> None:
@@ -250,9 +299,6 @@ class Supervisor:
         if self.config.simulator is not None and not self.stopping:
             self.start_simulator()
         specs = self.specs()
-        for spec in specs:                   # each writer logs its publishes in its own change lane
-            if spec.role in (ProcessRole.FEED, ProcessRole.BRIDGE) and spec.rows:
-                self.board.assign_lane([r.row for r in spec.rows], spec.slot)
         for spec in specs:
             if self.stopping:
                 return
@@ -264,7 +310,8 @@ class Supervisor:
             elif spec.role == ProcessRole.DETECTOR:
                 child = Child(spec, detector_process.main, (spec, self.config))
             elif spec.role == ProcessRole.BRIDGE:
-                child = bridge_child(spec, self.config, self.rows)
+                from pipeline.bridge import process as bridge_process
+                child = Child(spec, bridge_process.main, (spec, self.config, self.plan.local_rows))
             else:
                 child = Child(spec, health.main, (spec, self.config, specs))
             self.children[spec.key] = child
@@ -285,11 +332,27 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.process = process
         child.started_at = time.monotonic()
-        if child.spec.cores:
+        cores = self._cores_for(child)
+        if cores:
             try:
-                os.sched_setaffinity(process.pid, child.spec.cores)
+                os.sched_setaffinity(process.pid, cores)
             except OSError as exc:
-                self.say(f"could not pin {child.spec.title} to cores {child.spec.cores}: {exc}")
+                self.say(f"could not pin {child.spec.title} to cores {cores}: {exc}")
+
+    def _cores_for(self, child: Child) -> tuple[int, ...]:
+        """The cores to pin ``child`` to. Strict (the default): its configured cores, which the config
+        check found on this machine. With cores as a preference (``supervisor.cores_preferred``), only
+        those that exist here; one line says what was left out."""
+        cores = tuple(child.spec.cores)
+        if not cores or not self.config.supervisor.cores_preferred:
+            return cores
+        available = os.sched_getaffinity(0)
+        kept = tuple(c for c in cores if c in available)
+        if kept != cores and child.restarts == []:
+            missing = ", ".join(str(c) for c in cores if c not in available)
+            self.say(f"{child.spec.title}: core(s) {missing} not on this machine; "
+                     + (f"pinned to {list(kept)}" if kept else "not pinned"))
+        return kept
 
     # ---------------------------------------------------------------- watch
     def _stats(self, child: Child) -> ProcStats | None:
@@ -310,7 +373,29 @@ class Supervisor:
         writer = RowWriter(self.board, [r.row for r in child.spec.rows])
         writer.set_status_all(int(RowStatus.DISCONNECTED))
 
+    def _reason_of(self, key: str) -> str:
+        """What child ``key`` reported before exiting with ExitCode.CONFIG (read from the reasons pipe)."""
+        read_fd = self._exit_reasons[0]
+        if read_fd >= 0:
+            data = b""
+            while True:
+                try:
+                    chunk = os.read(read_fd, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            for line in data.decode("utf-8", "replace").splitlines():
+                who, _, reason = line.partition("\t")
+                if who in self.children:
+                    self.children[who].unusable = reason
+        child = self.children.get(key)
+        return (child.unusable if child is not None else "") or "its configuration or a resource it names is " \
+                                                                 "unusable (see its message above)"
+
     def on_exit(self, child: Child) -> None:
+        """Act on a child's exit status: CONFIG is never restarted, a crash is, after the backoff."""
         code = child.process.exitcode
         cause = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         stats = self._stats(child)
@@ -318,19 +403,38 @@ class Supervisor:
             stats.add("restarts")
             stats.set("last_exit_code", code if code is not None else 0)
         now = time.monotonic()
+        ran_s = now - child.started_at
+        child.process = None
+        if code == ExitCode.CONFIG:
+            child.failed = True
+            self.config_failure = True
+            reason = self._reason_of(child.spec.key)
+            if child.spec.key in OPTIONAL_CHILDREN:
+                self.say(f"{child.spec.title} cannot run: {reason}; not restarting, the rest keeps running")
+            else:
+                self.say(f"{child.spec.title} cannot run: {reason}; not restarting, stopping the run")
+                self.stopping = True
+            return
         sup = self.config.supervisor
         child.restarts = [t for t in child.restarts if now - t < sup.restart_window_s] + [now]
         if len(child.restarts) > sup.max_restarts:
             child.failed = True
-            child.process = None
+            self.child_failed = True
             self.say(f"{child.spec.title} FAILED: died {len(child.restarts)} times within "
                      f"{sup.restart_window_s:.0f} s (last: {cause}); not restarting, the rest keeps running")
             return
-        delay = min(sup.restart_backoff_max_s, sup.restart_backoff_s * (2 ** child.consecutive))
-        child.consecutive += 1
+        if child.backoff is None:
+            child.backoff = Backoff(sup.restart_backoff_s, sup.restart_backoff_max_s, HEALTHY_AFTER_S)
+        child.backoff.connected_for(ran_s)
+        delay = child.backoff.next_delay()
         child.restart_at = now + delay
-        child.process = None
         self.say(f"{child.spec.title} died ({cause}); restarting in {delay:.2f} s")
+
+    def check_live(self) -> None:
+        """Note whether any row is LIVE now (the run then counts as having gone live)."""
+        if not self.went_live and self.board is not None and len(self.board.rows):
+            from pipeline.board import RowStatus
+            self.went_live = bool((self.board.rows["status"] == int(RowStatus.LIVE)).any())
 
     def watch_once(self, timeout: float) -> None:
         running = {c.process.sentinel: c for c in self.children.values() if c.process is not None}
@@ -353,20 +457,20 @@ class Supervisor:
                 child.restart_at = None
                 self._spawn(child)
                 self.say(f"restarted {child.spec.title} (pid {child.process.pid})")
-            elif child.process is not None and child.consecutive and now - child.started_at > 30:
-                child.consecutive = 0
+        self.check_live()
+        self.out.reader_closed()          # stdout's reader gone: a stop request (see _on_output_closed)
 
     def run(self) -> int:
         problem = check_resources(self.config)
         if problem:
             sys.stderr.write(f"run.py: {problem}\n")
-            return 2
+            return RunStatus.CONFIG
         configured = self.config.detector.output
         try:
             self.config = resolve_run_output(self.config, self.append, self.say)
         except OSError as exc:
             sys.stderr.write(f"run.py: detector.output: cannot write {configured!r} ({exc.strerror or exc})\n")
-            return 2
+            return RunStatus.CONFIG
         if configured:
             output = self.config.detector.output
             if self.append:
@@ -384,13 +488,28 @@ class Supervisor:
             self.start()
             if self.console and not self.stopping:
                 self.start_console()
+            running = time.monotonic()
             while not self.stopping:
                 if self.duration_s is not None and time.monotonic() - started >= self.duration_s:
                     break
                 self.watch_once(0.1)
+            self.live_since_start_s = time.monotonic() - running
+            self.check_live()
         finally:
             self.shutdown()
-        return 0
+        return self.status()
+
+    def status(self) -> RunStatus:
+        """The run's exit status (module docstring): the first of CONFIG, CHILD_FAILED, NEVER_LIVE that
+        applies, else CLEAN."""
+        if self.config_failure:
+            return RunStatus.CONFIG
+        if self.child_failed:
+            return RunStatus.CHILD_FAILED
+        if not self.went_live and self.live_since_start_s >= LIVE_GRACE_S:
+            self.say(f"no venue went live in {self.live_since_start_s:.0f} s (no row was ever LIVE)")
+            return RunStatus.NEVER_LIVE
+        return RunStatus.CLEAN
 
     # ---------------------------------------------------------------- stop
     def shutdown(self) -> None:
@@ -415,14 +534,18 @@ class Supervisor:
                     child.process.join(1)
         self.console_end()
         if self.board is not None:
-            from pipeline.supervisor.health import latency_table
-            self.out.write(latency_table(self.board, self.specs()) + "\n")
+            from pipeline.supervisor.health import final_block
+            self.out.write(final_block(self.board, self.specs()) + "\n")
             self.board.destroy()
             self.board = None
             self.say(f"stopped; shared memory {self.config.board.name!r} removed")
         if self.doorbell_fd >= 0:
             os.close(self.doorbell_fd)
             self.doorbell_fd = -1
+        for fd in self._exit_reasons:
+            if fd >= 0:
+                os.close(fd)
+        self._exit_reasons = (-1, -1)
 
 
     # ---------------------------------------------------------------- console (--console)
@@ -446,7 +569,7 @@ class Supervisor:
         from pipeline.console.app import run_in_supervisor
         spec = ProcessSpec(key="console", role=ProcessRole.NONE, title="pipeline: console", slot=-1, cores=(),
                            board_name=self.config.board.name, depth=self.config.board.depth,
-                           doorbell_fd=self.doorbell_fd, supervisor_pid=os.getpid())
+                           doorbell_fd=self.doorbell_fd, supervisor_pid=os.getpid(), exit_fd=self._exit_reasons[1])
         terminal, _, keys, _ = self._console_fds
         child = Child(spec, run_in_supervisor, (spec, self.config, terminal, keys))
         self.children[spec.key] = child

@@ -44,9 +44,23 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_process_resident_memory_bytes{process}       psutil rss
     pipeline_process_restarts_total{process}
     pipeline_process_heartbeat_age_seconds{process}       absent until the process beats
-    pipeline_latency_seconds_bucket/_count/_sum{hop,...}  from the ``histograms`` hook
+    pipeline_latency_seconds_bucket/_count/_sum{hop,process}   each process's hop histograms on the board
+                                                          (and the ``histograms`` hook's entries, with their labels)
     pipeline_opportunities_by_pair_total{buy_exchange,sell_exchange}   from the ``opportunities_by_pair`` hook
     pipeline_metrics_hook_errors_total{hook}              hook calls/entries that failed and were left out
+
+The ``process`` label. Every per-process metric (CPU, RSS, restarts,
+heartbeat age and the latency histograms) names the process the same way: by
+its key, ``feed:binance``, ``detector``, ``health``, ``simulator``,
+``bridge`` (``supervisor`` for the supervisor's CPU and RSS), so a feed's
+latency and its CPU join on one label value. ``exchange`` (``binance``) is
+the label of the feed-level families above. ``process_label="title"`` uses
+the process titles (``pipeline: feed binance``) instead, for every
+per-process metric alike.
+
+The counters come from one :class:`~pipeline.board.ProcSnapshot` per process
+slot per scrape (the same snapshot the health block and the console render),
+never from the slot's fields directly.
 """
 from __future__ import annotations
 
@@ -60,10 +74,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from pipeline.board.layout import ProcessRole, RowStatus, SkipReason
+from pipeline.board import (HIST_BUCKETS, HistogramSnapshot, ProcessRole, ProcSnapshot, RowStatus, SkipReason,
+                            bucket_upper_ns, read_proc)
 from pipeline.runtime import ProcessSpec, RateLimitedLog, RowAssignment
 
-__all__ = ["BoardCollector", "HistogramData", "start_metrics_server", "stop_metrics_server", "LISTEN_ADDR"]
+__all__ = ["BoardCollector", "HistogramData", "start_metrics_server", "stop_metrics_server", "LISTEN_ADDR",
+           "histogram_data"]
 
 LISTEN_ADDR = "127.0.0.1"
 
@@ -96,6 +112,9 @@ _FEED_COUNTERS = (
     ("fell_behind", "pipeline_feed_fell_behind",
      "Times a connection fell behind by more than the staleness limit (its rows stale until it caught up)."),
 )
+# board histogram buckets exposed: 1..3 are never used (everything below 128 ns is bucket 0); the last is open-ended
+_USED_BUCKETS = (0, *range(4, HIST_BUCKETS - 1))
+_BOUNDS_S = tuple(bucket_upper_ns(i) / 1e9 for i in _USED_BUCKETS)
 _SKIP_REASONS = tuple((int(r), r.name.lower()) for r in SkipReason)
 _ROW_STATES = tuple((int(s), s.name.lower()) for s in RowStatus)
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -111,14 +130,16 @@ class BoardCollector:
     specs give the ``exchange`` label, every spec with a slot gives a ``process``.
     ``rows``: the :class:`~pipeline.runtime.RowAssignment` list; defaults to the
     rows named in ``specs``.
-    ``histograms``: optional ``() -> list[HistogramData]``, exposed as
+    The hop histograms of every process are read from the board and exposed as
+    ``pipeline_latency_seconds{hop, process}``.
+    ``histograms``: optional ``() -> list[HistogramData]``, more entries exposed as
     ``pipeline_latency_seconds{hop=name, **labels}``. ``cumulative_counts`` has
     one entry per upper bound, plus optionally a last one for ``+Inf`` (the total
     count); without it the ``+Inf`` bucket equals the last count (or the last
     bound is itself ``inf``).
     ``opportunities_by_pair``: optional ``() -> {(buy, sell): count}``.
     ``process_label``: ``"key"`` (``feed:binance``) or ``"title"``
-    (``pipeline: feed binance``) for the ``process`` label.
+    (``pipeline: feed binance``) for the ``process`` label of every per-process metric.
     ``include_supervisor``: also report the pid in the board header as ``supervisor``.
     ``clock``: wall-clock nanoseconds (rows and heartbeats are ``time.time_ns()``).
     """
@@ -153,14 +174,14 @@ class BoardCollector:
     def collect(self) -> Iterator:
         now_ns = self.clock()
         board = self.board
-        procs = board.procs.copy() if board is not None and board.procs is not None else None
+        procs = self._read(now_ns) if board is not None and board.procs is not None else None
         if procs is not None:
             yield from self._feed_families(procs)
             yield from self._row_families(now_ns)
             yield from self._detector_families(procs)
             yield from self._bridge_families(procs)
             yield from self._process_families(procs, now_ns)
-        yield from self._histogram_families()
+        yield from self._histogram_families(procs or [])
         yield from self._pair_families()
         errors = CounterMetricFamily("pipeline_metrics_hook_errors",
                                      "Hook calls or entries that failed and were left out of a scrape.",
@@ -169,15 +190,24 @@ class BoardCollector:
             errors.add_metric([hook], n)
         yield errors
 
-    def _feeds(self, procs) -> list[tuple[ProcessSpec, object]]:
-        return [(s, procs[s.slot]) for s in self.specs if s.role == ProcessRole.FEED and s.slot < len(procs)]
+    def _read(self, now_ns: int) -> list[tuple[ProcessSpec, ProcSnapshot]]:
+        """One snapshot of each process's slot, for this scrape."""
+        n = self.board.geometry.n_procs
+        return [(s, read_proc(self.board, s.slot, now_ns=now_ns)) for s in self.specs if s.slot < n]
+
+    def label(self, spec: ProcessSpec) -> str:
+        """The ``process`` label of ``spec``'s process, the same in every per-process metric."""
+        return spec.key if self.process_label == "key" else spec.title
+
+    def _feeds(self, procs) -> list[tuple[ProcessSpec, ProcSnapshot]]:
+        return [(s, p) for s, p in procs if s.role == ProcessRole.FEED]
 
     def _feed_families(self, procs) -> Iterator:
         feeds = self._feeds(procs)
         for field, name, doc in _FEED_COUNTERS:
             family = CounterMetricFamily(name, doc, labels=["exchange"])
-            for spec, slot in feeds:
-                family.add_metric([spec.venue], int(slot[field]))
+            for spec, proc in feeds:
+                family.add_metric([spec.venue], getattr(proc, field))
             yield family
         skipped = CounterMetricFamily("pipeline_feed_skipped", "Frames or updates dropped by the feed process, by reason.",
                                       labels=["exchange", "reason"])
@@ -192,14 +222,13 @@ class BoardCollector:
         queued = GaugeMetricFamily("pipeline_feed_backlog_frames",
                                    "Most messages waiting in the WebSocket library's queue, last 100 ms (picows: none).",
                                    labels=["exchange"])
-        for spec, slot in feeds:
-            counts = slot["skipped"]
+        for spec, proc in feeds:
             for index, reason in _SKIP_REASONS:
-                skipped.add_metric([spec.venue, reason], int(counts[index]))
-            connected.add_metric([spec.venue], int(slot["connected"]))
-            behind.add_metric([spec.venue], int(slot["behind"]))
-            wait.add_metric([spec.venue], int(slot["backlog_wait_ns"]) / 1e9)
-            queued.add_metric([spec.venue], int(slot["backlog_frames"]))
+                skipped.add_metric([spec.venue, reason], proc.skipped[index])
+            connected.add_metric([spec.venue], proc.connected)
+            behind.add_metric([spec.venue], proc.behind)
+            wait.add_metric([spec.venue], proc.backlog_wait_ns / 1e9)
+            queued.add_metric([spec.venue], proc.backlog_frames)
         yield skipped
         yield connected
         yield behind
@@ -237,36 +266,36 @@ class BoardCollector:
 
     def _bridge_families(self, procs) -> Iterator:
         """The bridge's slot fields, as :mod:`pipeline.bridge.process` defines them."""
-        bridges = [procs[s.slot] for s in self.specs if s.role == ProcessRole.BRIDGE and s.slot < len(procs)]
+        bridges = [p for s, p in procs if s.role == ProcessRole.BRIDGE]
         if not bridges:
             return
-        slot = bridges[0]
+        bridge = bridges[0]
         yield GaugeMetricFamily("pipeline_bridge_connected", "1 while the bridge is connected to NATS.",
-                                value=int(slot["connected"]))
+                                value=bridge.connected)
         for field, name, doc in (("messages", "received", "Messages the bridge received from other boxes."),
                                  ("scans", "published", "Row states the bridge published."),
                                  ("parse_errors", "malformed", "Malformed messages the bridge skipped."),
                                  ("checksum_failures", "refused", "Connection attempts whose credentials NATS refused."),
                                  ("record_dropped", "stream_discarded",
                                   "Messages the recording stream's size or count bound discarded (bridge.record).")):
-            yield CounterMetricFamily(f"pipeline_bridge_{name}", doc, value=int(slot[field]))
+            yield CounterMetricFamily(f"pipeline_bridge_{name}", doc, value=getattr(bridge, field))
         yield GaugeMetricFamily("pipeline_bridge_clock_envelope_seconds",
                                 "Largest low envelope of (arrival - remote send time) over the mirrored boxes.",
-                                value=int(slot["clock_offset_ns"]) / 1e9)
+                                value=bridge.clock_offset_ns / 1e9)
 
     def _detector_families(self, procs) -> Iterator:
-        detectors = [procs[s.slot] for s in self.specs if s.role == ProcessRole.DETECTOR and s.slot < len(procs)]
+        detectors = [p for s, p in procs if s.role == ProcessRole.DETECTOR]
         if not detectors:
             return
         yield CounterMetricFamily("pipeline_detector_scans", "Board scans by the detector.",
-                                  value=sum(int(d["scans"]) for d in detectors))
+                                  value=sum(d.scans for d in detectors))
         yield CounterMetricFamily("pipeline_detector_opportunities", "Arbitrage opportunities reported by the detector.",
-                                  value=sum(int(d["opportunities"]) for d in detectors))
+                                  value=sum(d.opportunities for d in detectors))
         yield CounterMetricFamily("pipeline_detector_output_dropped",
                                   "Records the detector's events file or stdout lost (a full buffer, a failed write).",
-                                  value=sum(int(d["output_dropped"]) for d in detectors))
+                                  value=sum(d.output_dropped for d in detectors))
         yield CounterMetricFamily("pipeline_detector_sink_dropped", "Events the detector's HTTP sink dropped.",
-                                  value=sum(int(d["sink_dropped"]) for d in detectors))
+                                  value=sum(d.sink_dropped for d in detectors))
 
     def _process_families(self, procs, now_ns: int) -> Iterator:
         cpu = CounterMetricFamily("pipeline_process_cpu_seconds", "User plus system CPU time of the process (psutil).",
@@ -278,16 +307,13 @@ class BoardCollector:
         heartbeat = GaugeMetricFamily("pipeline_process_heartbeat_age_seconds",
                                       "Seconds since the process last wrote its heartbeat.", labels=["process"])
         targets: list[tuple[str, int, int]] = []   # (label, pid, started_ns)
-        for spec in self.specs:
-            if spec.slot >= len(procs):
-                continue
-            slot = procs[spec.slot]
-            label = spec.key if self.process_label == "key" else spec.title
-            targets.append((label, int(slot["pid"]), int(slot["started_ns"])))
-            restarts.add_metric([label], int(slot["restarts"]))
-            beat = int(slot["heartbeat_ns"])
-            if beat:
-                heartbeat.add_metric([label], max(0.0, (now_ns - beat) / 1e9))
+        for spec, proc in procs:
+            label = self.label(spec)
+            targets.append((label, proc.pid, proc.started_ns))
+            restarts.add_metric([label], proc.restarts)
+            beat = proc.heartbeat_age_ms(now_ns)
+            if beat is not None:
+                heartbeat.add_metric([label], beat / 1e3)
         if self.include_supervisor:
             header = self.board.header
             if header is not None:
@@ -307,13 +333,14 @@ class BoardCollector:
         self.hook_errors[hook] += 1
         self._log.warning(f"metrics:{hook}", f"metrics hook {hook}: {message}")
 
-    def _histogram_families(self) -> Iterator:
-        if self.histograms is None:
-            return
-        try:
-            entries = list(self.histograms())
-        except Exception as exc:  # noqa: BLE001 - a broken hook must not break the scrape
-            self._hook_failed("histograms", f"raised {exc!r}")
+    def _histogram_families(self, procs) -> Iterator:
+        entries = [histogram_data(hop, {"process": self.label(spec)}, h) for spec, proc in procs for hop, h in proc.hops]
+        if self.histograms is not None:
+            try:
+                entries += list(self.histograms())
+            except Exception as exc:  # noqa: BLE001 - a broken hook must not break the scrape
+                self._hook_failed("histograms", f"raised {exc!r}")
+        if not entries:
             return
         checked = []
         for entry in entries:
@@ -350,6 +377,16 @@ class BoardCollector:
                 continue
             family.add_metric([str(buy), str(sell)], value)
         yield family
+
+
+def histogram_data(hop: str, labels: dict, histogram: HistogramSnapshot) -> HistogramData:
+    """A board histogram as a :data:`HistogramData` entry: cumulative counts at the buckets' upper bounds."""
+    cumulative, running = [], 0
+    for n in histogram.buckets:
+        running += n
+        cumulative.append(running)
+    counts = [cumulative[i] for i in _USED_BUCKETS] if cumulative else [0] * len(_USED_BUCKETS)
+    return hop, labels, _BOUNDS_S, counts + [histogram.count], histogram.sum_ns / 1e9
 
 
 def _check_histogram(entry) -> tuple[str, dict[str, str], list[tuple[str, float]], float]:

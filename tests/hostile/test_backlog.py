@@ -22,10 +22,8 @@ import pytest
 
 from pipeline.board.layout import RowStatus
 from pipeline.feed import transport
-from pipeline.feed.session import FeedSession, MemorySink
 from pipeline.feed.transport import MAX_QUEUE, StampedSocket, available, open_link
-from pipeline.venues import load_venue
-from tests.conftest import fixture_lines
+from tests.conftest import fixture_lines, session_for
 
 MS = 1_000_000
 SECOND = 1_000_000_000
@@ -35,11 +33,7 @@ LIVE, STALE = int(RowStatus.LIVE), int(RowStatus.STALE)
 # ------------------------------------------------------------------ the session's decision, exact values
 
 def _bybit_session(staleness_ms: float = 1000):
-    sink = MemorySink(5)
-    journal = []
-    session = FeedSession(load_venue("bybit"), {"BTCUSDT": 0}, 5, int(staleness_ms * 1e6), sink,
-                          journal=lambda kind, now, fields: journal.append((kind, now, fields)))
-    conn = session.connection_opened(["BTCUSDT"], 0)
+    session, sink, conn, journal = session_for("bybit", ["BTCUSDT"], staleness_ms)
     snapshot, delta = [line for line in fixture_lines("bybit", "bbo.jsonl") if '"orderbook.1.BTCUSDT"' in line]
     return session, sink, conn, journal, snapshot, delta
 
@@ -164,7 +158,7 @@ def test_websockets_messages_keep_their_arrival_time_in_a_bounded_queue():
             for i in range(n):
                 sent.append(time.time_ns())
                 await ws.send(f'{{"i":{i}}}')
-            await asyncio.sleep(5)
+            await ws.wait_closed()                                   # until the client is done with it
 
         async with serve(handler, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
@@ -201,12 +195,13 @@ def test_websockets_messages_keep_their_arrival_time_in_a_bounded_queue():
 def test_a_slowed_feed_flooded_by_the_simulator_is_stale_while_behind_then_live_again(kind):
     if not available(kind):
         pytest.skip(f"{kind} is not installed (pip install -e '.[fast]')")
-    from pipeline.console.render import check_alerts, render_text
+    from prometheus_client import generate_latest
+
     from pipeline.console.events import EventBook
+    from pipeline.console.render import check_alerts, render_text
     from pipeline.console.snapshot import BoardSource
     from pipeline.supervisor.health import HealthReporter
     from pipeline.supervisor.metrics import BoardCollector
-    from prometheus_client import generate_latest
     from tests.integration.harness import FeedHarness
 
     async def scenario():
@@ -244,7 +239,9 @@ def test_a_slowed_feed_flooded_by_the_simulator_is_stale_while_behind_then_live_
             await h.until(lambda: h.stat("messages") - received >= h.server.frames_sent - sent
                           and not h.stat("behind"), 30, "the feed to catch up with everything sent")
             await h.all_live(10)
-            await asyncio.sleep(0.3)
+            # the watchdog publishes its gauges every 100 ms: wait for the ones the burst must have moved
+            await h.until(lambda: gauges["backlog_wait_ns"] > 300 * MS
+                          and (kind != "websockets" or gauges["backlog_frames"] > 0), 5, "the backlog gauges")
             sampler.cancel()
             assert h.server.frames_sent - sent >= 1_600
             assert h.stat("late_frames") > 0
@@ -265,7 +262,7 @@ def test_a_slowed_feed_flooded_by_the_simulator_is_stale_while_behind_then_live_
             assert screen[table + 1].split()[:1] + screen[table + 1].split()[4:5] == ["bybit", str(round(feed.lag_ms))]
             spec = h.feed.spec
             info = HealthReporter(h.board, [spec], list(h.rows), cpu_count=2).snapshot()[0]
-            assert info["fell_behind"] == h.stat("fell_behind") >= 1 and info["behind"] == 0
+            assert info.proc.fell_behind == h.stat("fell_behind") >= 1 and info.proc.behind == 0
             text = generate_latest(BoardCollector(h.board, [spec], include_supervisor=False).registry).decode()
             assert f'pipeline_feed_fell_behind_total{{exchange="bybit"}} {float(h.stat("fell_behind"))}' in text
             assert f'pipeline_feed_late_frames_total{{exchange="bybit"}} {float(h.stat("late_frames"))}' in text

@@ -19,9 +19,9 @@ import random
 import tracemalloc
 
 from pipeline.board.layout import RowStatus
-from pipeline.feed.session import FeedSession, MemorySink
 from pipeline.venues import load_protocol, load_venue
 from pipeline.venues.kraken import wire
+from tests.conftest import session_for
 
 SYMBOLS = ("ETH/USD", "BTC/USD")
 LEVELS = 10
@@ -70,8 +70,7 @@ class Walk:
 
 
 def _session(walk: Walk):
-    session = FeedSession(walk.venue, {s: row for row, s in enumerate(SYMBOLS)}, 10, 10 ** 15, MemorySink(10))
-    conn = session.connection_opened(list(SYMBOLS), 0)
+    session, _, conn, _ = session_for(walk.venue, list(SYMBOLS), staleness_ms=1e9, depth=10, journal=False)
 
     def feed(frames) -> None:
         for frame, recv_ns in frames:

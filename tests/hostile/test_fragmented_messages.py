@@ -27,7 +27,7 @@ def test_a_message_past_the_cap_in_fragments_ends_the_connection(kind):
         async def handler(ws):
             await ws.send("small")
             await ws.send([b"x" * (1 << 20) for _ in range(20)])     # one 20 MiB binary message, 20 fragments
-            await asyncio.sleep(5)
+            await ws.wait_closed()                              # until the client gives up on it
 
         async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
             port = server.sockets[0].getsockname()[1]

@@ -18,7 +18,7 @@ import pytest
 from pipeline.bridge.codec import quote_subject, render_quote
 from pipeline.bridge.stream import MIB, StreamKeeper
 from pipeline.config import BridgeRecordConfig, ConfigError, load_config
-from tests.conftest import write_config
+from tests.conftest import async_wait_until, write_config
 
 nats = pytest.importorskip("nats")
 from tests.integration.test_bridge import NatsServer  # noqa: E402 - only once nats is known to be there
@@ -55,7 +55,8 @@ def test_the_stream_stays_within_its_bounds_and_what_they_discard_is_counted(ser
             assert await keeper.ensure(js)
             info = await js.stream_info("QUOTES_BOUND")
             config = info.config
-            assert (config.max_bytes, config.max_msgs, config.max_age, str(getattr(config.discard, "value", config.discard))) == \
+            discard = str(getattr(config.discard, "value", config.discard))
+            assert (config.max_bytes, config.max_msgs, config.max_age, discard) == \
                    (int(0.1 * MIB), 1_000_000, 3600.0, "old")
             assert config.max_msg_size == 16_384
             await keeper.check(js)                               # the baseline: empty, nothing counted
@@ -65,7 +66,10 @@ def test_the_stream_stays_within_its_bounds_and_what_they_discard_is_counted(ser
                 for n in range(start, start + count):
                     await nc.publish(*row_message(n))
                 await nc.flush(5)
-                await asyncio.sleep(0.2)                         # the stream stores asynchronously
+
+                async def stored():                              # the stream stores asynchronously
+                    return (await js.stream_info("QUOTES_BOUND")).state.last_seq >= start + count
+                await async_wait_until(stored, 10, "the stream to store every message")
                 await keeper.check(js)
                 return (await js.stream_info("QUOTES_BOUND")).state
 

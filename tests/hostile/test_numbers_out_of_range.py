@@ -18,9 +18,7 @@ from pipeline.board import Board, RowReader, RowStatus, RowWriter
 from pipeline.board.layout import SkipReason
 from pipeline.bridge.codec import parse_quote
 from pipeline.errors import ParseError, RowValueError
-from pipeline.feed.session import FeedSession
-from pipeline.venues import load_venue
-from tests.conftest import run_cli, write_config
+from tests.conftest import run_cli, session_for, write_config
 
 LIVE = int(RowStatus.LIVE)
 SECOND = 1_000_000_000
@@ -44,11 +42,9 @@ def board():
 
 
 def okx_session(board):
-    writer = RowWriter(board, [0])
-    journal = []
-    session = FeedSession(load_venue("okx"), {"BTC-USDT": 0}, 5, 5 * SECOND, writer,
-                          journal=lambda kind, now, fields: journal.append((kind, fields)))
-    return session, session.connection_opened(["BTC-USDT"], T0), journal
+    session, _, conn, journal = session_for("okx", ["BTC-USDT"], 5000, sink=RowWriter(board, [0]), recv_ns=T0,
+                                            journal_fields=lambda kind, now, fields: (kind, fields))
+    return session, conn, journal
 
 
 def row_of(board) -> dict:
@@ -76,7 +72,8 @@ def test_an_exchange_time_no_row_can_hold_is_a_counted_bad_number_and_the_feed_g
 
 
 @pytest.mark.parametrize("venue, frame", [
-    ("okx", okx_bbo("1654031992000", 2, bid="31775.0", ask="31775.1").replace('"seqId":2', '"seqId":99999999999999999999')),
+    ("okx", okx_bbo("1654031992000", 2, bid="31775.0", ask="31775.1")
+     .replace('"seqId":2', '"seqId":99999999999999999999')),
     ("binance", '{"stream":"btcusdt@bookTicker","data":{"u":18446744073709551615,"s":"BTCUSDT","b":"31775.0",'
                 '"B":"1","a":"31775.1","A":"1"}}'),
 ])
@@ -88,9 +85,7 @@ def test_an_exchange_id_past_int64_is_a_counted_bad_number_not_a_quote_held_by_i
     good = {"okx": okx_bbo("1654031991947", 1),
             "binance": '{"stream":"btcusdt@bookTicker","data":{"u":7,"s":"BTCUSDT","b":"31774.6","B":"1",'
                        '"a":"31774.7","A":"1"}}'}[venue]
-    writer = RowWriter(board, [0])
-    session = FeedSession(load_venue(venue), {symbol: 0}, 5, 5 * SECOND, writer)
-    conn = session.connection_opened([symbol], T0)
+    session, _, conn, _ = session_for(venue, [symbol], 5000, sink=RowWriter(board, [0]), recv_ns=T0, journal=False)
     session.receive(good, T0, conn)
     assert row_of(board)["status"] == LIVE and row_of(board)["bid_px"] == 31774.6
     session.receive(frame, T0 + 1, conn)

@@ -14,11 +14,20 @@ import zlib
 
 import zstandard
 
-from pipeline.recording.format import (CHUNK, CHUNK_MAGIC, EVENT, MAX_CHUNK_RECORDS, TEXT, RecordingReader,
-                                       encode_chunk, encode_header, encode_records, read_recording)
+from pipeline.recording.format import (
+    CHUNK,
+    CHUNK_MAGIC,
+    EVENT,
+    MAX_CHUNK_RECORDS,
+    TEXT,
+    RecordingReader,
+    encode_chunk,
+    encode_header,
+    encode_records,
+    read_recording,
+)
 from pipeline.recording.recorder import Recorder
 from tests.conftest import run_cli
-
 
 
 def recording(tmp_path, *chunks: bytes):

@@ -29,7 +29,7 @@ from pipeline.board.doorbell import Doorbell
 from pipeline.config import parse_config
 from pipeline.detector.outputs import BATCH_RECORDS, BackgroundWriter, Outputs
 from pipeline.supervisor.core import STOP_TIMEOUT_S, plan_rows
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 SLOT = 2
 N_PROCS = 4
@@ -136,13 +136,17 @@ def drive_until_dropping(market, process, stderr_path):
     for _ in range(200):
         market.step()
         time.sleep(0.002)
-    time.sleep(0.1)
-    after = {name: market.counter(name) for name in ("scans", "opportunities", "output_dropped")}
-    assert process.poll() is None, stderr_path.read_text()[-3000:]
-    assert after["scans"] > before["scans"]
-    assert after["opportunities"] >= before["opportunities"] + 50, (before, after)
-    assert after["output_dropped"] > before["output_dropped"], (before, after)
-    return after
+
+    def went_on():
+        assert process.poll() is None, stderr_path.read_text()[-3000:]
+        now = {name: market.counter(name) for name in ("scans", "opportunities", "output_dropped")}
+        return (now["scans"] > before["scans"] and now["opportunities"] >= before["opportunities"] + 50
+                and now["output_dropped"] > before["output_dropped"] and now)
+    try:
+        return wait_until(went_on, 10, message="detection and drops to go on while the output is blocked")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: before {before}, now "
+                             f"{ {name: market.counter(name) for name in before} }") from None
 
 
 def stop(process) -> float:
@@ -314,9 +318,7 @@ def test_a_failed_write_is_counted_and_the_writer_goes_on():
         return write, None
     writer = BackgroundWriter("test", lambda r: r, opener, capacity=100)
     writer.put(b"a\n")
-    deadline = time.monotonic() + 5
-    while writer.failed == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: writer.failed, 5, message="the failed write counted")
     writer.put(b"b\n")
     assert writer.close(time.monotonic() + 5) is True
     assert writer.failed == 1 and writer.written == 1 and calls == [b"a\n", b"b\n"]

@@ -4,17 +4,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import uuid
 
 from pipeline.board import Board, RowReader, RowStatus
 from pipeline.board.doorbell import Doorbell
 from pipeline.board.layout import ProcessRole
 from pipeline.feed.process import Feed
-from pipeline.runtime import ProcessSpec, RowAssignment
+from pipeline.runtime import ProcessSpec, RowAssignment, claim_slot
 from pipeline.sim.market import Market
 from pipeline.sim.server import Simulator
-from pipeline.venues import load_venue
+from pipeline.venues import VENUE_IDS, load_venue
+from tests.conftest import async_wait_until
 
 INSTRUMENTS = {"coinbase": ["BTC/USD", "ETH/USD"], "kraken": ["BTC/USD", "ETH/USD"]}
 DEFAULT_TRANSPORT = "websockets"     # the conformance suite runs once per transport (see its fixture)
@@ -40,17 +40,19 @@ class FeedHarness:
         self.stop = asyncio.Event()
         self.tasks = []
 
-    async def __aenter__(self) -> "FeedHarness":
+    async def __aenter__(self) -> FeedHarness:
         self.board = Board.create(self.board_name, len(self.rows), self.depth, 1)
         self.fd = Doorbell.create_fd()
         urls = await self.sim.start()
         self.server = self.sim.exchanges[self.venue]
         spec = ProcessSpec(key=f"feed:{self.venue}", role=ProcessRole.FEED, title="test feed", slot=0, cores=(),
                            board_name=self.board_name, depth=self.depth, doorbell_fd=self.fd, venue=self.venue,
-                           rows=self.rows, supervisor_pid=0)
+                           rows=self.rows, supervisor_pid=0, venue_id=VENUE_IDS[self.venue])
+        claim_slot(spec)                 # as run_child does for the feed process: role, venue id, pid
         self.feed = Feed(spec, urls[self.venue], self.staleness_ms, backoff_base_s=0.05, backoff_cap_s=0.5,
                          keepalive_s=self.keepalive_s, open_timeout_s=self.open_timeout_s, transport=self.transport)
         self.reader = RowReader(self.board)
+        self._record_statuses()
         self.tasks = [asyncio.ensure_future(self.sim.run(self.stop)), asyncio.ensure_future(self.feed.run())]
         return self
 
@@ -65,6 +67,41 @@ class FeedHarness:
         self.reader = None
         self.board.destroy()
         os.close(self.fd)
+
+    def _record_statuses(self) -> None:
+        """Keep every status the feed writes to each row, in order (:meth:`statuses`).
+
+        Polling the board can miss a state that lasts a millisecond (a book discarded and rebuilt at once on
+        loopback); the feed's own writes cannot be missed. The writes still go to the board unchanged."""
+        self.written: dict[int, list[RowStatus]] = {r.row: [] for r in self.rows}
+        sink, writer = self.feed.sink, self.feed.writer
+        # the sink keeps the writer's ``write`` from its start (so wrap the sink's); its ``set_status`` and the
+        # feed's own status writes (syncing, disconnected) go through the writer's
+        write, set_status, set_status_all = sink.write, writer.set_status, writer.set_status_all
+
+        def recorded_write(row, status, *rest):
+            self.written[row].append(RowStatus(status))
+            write(row, status, *rest)
+
+        def recorded_set_status(row, status, confirmed_ns=None):
+            self.written[row].append(RowStatus(status))
+            set_status(row, status, confirmed_ns)
+
+        def recorded_set_status_all(status):
+            for history in self.written.values():
+                history.append(RowStatus(status))
+            set_status_all(status)
+
+        sink.write = recorded_write
+        writer.set_status, writer.set_status_all = recorded_set_status, recorded_set_status_all
+
+    def statuses(self, instrument: str, since: int = 0) -> list[RowStatus]:
+        """The statuses the feed wrote to the instrument's row, from the ``since``-th write on."""
+        return self.written[self.instruments.index(instrument)][since:]
+
+    def writes(self, instrument: str) -> int:
+        """How many times the feed wrote the instrument's row (a mark for :meth:`statuses`)."""
+        return len(self.written[self.instruments.index(instrument)])
 
     # ------------------------------------------------------------ reading
     def row(self, instrument: str) -> dict:
@@ -85,14 +122,17 @@ class FeedHarness:
         return self.feed.stats.get(name)
 
     async def until(self, predicate, timeout: float = 10.0, message: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        return await async_wait_until(predicate, timeout, message=message)
 
     async def all_live(self, timeout: float = 10.0):
         return await self.until(lambda: all(self.status(i) == RowStatus.LIVE for i in self.instruments),
                                 timeout, f"{self.venue} rows to be live")
+
+    async def all_rebuilt(self, timeout: float = 10.0):
+        """Every row live with its whole depth: after a depth book is discarded, the top-of-book channel alone
+        can make the row live again (one level a side) before the depth snapshot is back."""
+        def rebuilt(instrument: str) -> bool:
+            row = self.row(instrument)
+            return row["status"] == RowStatus.LIVE and len(row["bids"]) == len(row["asks"]) == self.depth
+        return await self.until(lambda: all(rebuilt(i) for i in self.instruments), timeout,
+                                f"{self.venue} rows live with their whole depth")

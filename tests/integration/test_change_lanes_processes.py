@@ -67,7 +67,8 @@ def test_a_view_in_another_process_never_misses_a_publish(board_name):
                 for rows in view.changed().values():
                     for row in rows:
                         seq = words[(board.geometry.rows_offset + row * board.geometry.row.itemsize) // 8]
-                        assert seq >= reported[row] and (seq > reported[row] or seq & 1 == 0), (row, seq, reported, passes)
+                        assert seq >= reported[row] and (seq > reported[row] or seq & 1 == 0), \
+                            (row, seq, reported, passes)
                         reported[row] = max(reported[row], seq)
                 passes += 1
         finally:

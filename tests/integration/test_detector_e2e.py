@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.detector.rules import walk
 from pipeline.sim.market import Dislocation, Market
-from tests.conftest import demo_config, run_cli, write_config
+from tests.conftest import demo_config, run_until, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,9 @@ def test_scripted_dislocation_opens_sizes_closes_and_shadow_fills(tmp_path, boar
     raw["simulator"] = {"seed": 5, "update_interval_ms": 10, "volatility_bps": 0.0, "noise_bps": 0.0,
                         "half_spread_bps": 0.5, "random_dislocations": False,
                         "scripted_dislocations": [DISLOCATION]}
-    result = run_cli("--config", str(write_config(tmp_path / "c.yaml", raw)), "--duration", "5", timeout=90)
+    # until the opportunity's shadow fills (1 s after its open) are out, then SIGTERM
+    result = run_until(lambda stdout: b'"event":"shadow"' in (out.read_bytes() if out.exists() else b""),
+                       "--config", str(write_config(tmp_path / "c.yaml", raw)))
     assert result.returncode == 0, result.stderr[-3000:]
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     opens = [r for r in records if r["event"] == "open"]

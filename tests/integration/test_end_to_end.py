@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from pipeline.board import Board
-from tests.conftest import REPO, demo_config, run_cli, wait_for, write_config
+from tests.conftest import REPO, demo_config, port_holder, run_cli, run_until, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,8 @@ def check_arithmetic(record: dict, fees: dict) -> None:
     assert record["buy_fee_bps"] == fees[record["buy_exchange"]]
     assert record["net_bps"] == pytest.approx(gross - fee_sum, abs=1e-3)
     qty = record.get("qty_base", record.get("quantity"))
-    profit = qty * sell * (1 - fees[record["sell_exchange"]] * 1e-4) - qty * buy * (1 + fees[record["buy_exchange"]] * 1e-4)
+    profit = (qty * sell * (1 - fees[record["sell_exchange"]] * 1e-4)
+              - qty * buy * (1 + fees[record["buy_exchange"]] * 1e-4))
     assert record["profit_quote"] == pytest.approx(profit, rel=1e-6, abs=1e-6)
     assert record["buy_exchange"] != record["sell_exchange"]
     assert record["buy_price"] >= record["best_ask"] * (1 - 1e-12)
@@ -34,10 +35,21 @@ def check_arithmetic(record: dict, fees: dict) -> None:
     assert record["buy_quote_age_ms"] >= 0 and record["sell_quote_age_ms"] >= 0
 
 
+def written(path: Path) -> list[dict]:
+    """The complete records in an events file so far (none before it exists)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [orjson.loads(line) for line in data.splitlines(keepends=True) if line.endswith(b"\n")]
+
+
 def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
     out = tmp_path / "opps.jsonl"
     config = write_config(tmp_path / "c.yaml", demo_config(board_name, out))
-    result = run_cli("--config", str(config), "--duration", "6", timeout=90)
+    # until a health block and a closed opportunity are out, then SIGTERM (closing what is open: shutdown)
+    result = run_until(lambda stdout: "--- health" in stdout and any(r["event"] == "close" for r in written(out)),
+                       "--config", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "simulator listening" in result.stdout
     assert "--- health" in result.stdout and "pipeline: feed binance" in result.stdout
@@ -48,7 +60,7 @@ def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert {r["run_id"] for r in records} == {run_id}
     opens = [r for r in records if r["event"] == "open"]
-    assert opens, "a 6 s demo with dislocations every 0.5 s must open at least one opportunity"
+    assert opens, "a demo with dislocations every 0.5 s must open at least one opportunity"
     fees = {"binance": 10.0, "bybit": 10.0}
     for record in records:
         if record["event"] == "shadow":
@@ -66,26 +78,27 @@ def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
 def test_each_run_writes_its_own_file_and_append_keeps_adding_to_one(tmp_path, board_name):
     out = tmp_path / "opps.jsonl"
     config = write_config(tmp_path / "c.yaml", demo_config(board_name, out))
-    first = run_cli("--config", str(config), "--duration", "4", timeout=90)
+    first = run_until(lambda stdout: len(written(out)) >= 2, "--config", str(config))
     assert first.returncode == 0, first.stderr[-3000:]
     first_id = re.search(r"supervisor: run (\S+): events in ", first.stdout).group(1)
     run_file = tmp_path / f"opps-{first_id}.jsonl"
     assert os.readlink(out) == run_file.name
-    written = run_file.read_bytes()
-    assert written, "a 4 s demo writes events"
+    first_data = run_file.read_bytes()
+    assert first_data, "a demo writes events"
     # --append: no file of its own, no new link; it appends to detector.output (through the link), with its own id
-    second = run_cli("--config", str(config), "--duration", "4", "--append", timeout=90)
+    second = run_until(lambda stdout: len(written(run_file)) >= len(first_data.splitlines()) + 2,
+                       "--config", str(config), "--append")
     assert second.returncode == 0, second.stderr[-3000:]
     second_id = re.search(r"supervisor: run (\S+): appending to ", second.stdout).group(1)
     assert second_id != first_id
     assert sorted(p.name for p in tmp_path.glob("opps*")) == sorted(["opps.jsonl", run_file.name])
     data = run_file.read_bytes()
-    assert data.startswith(written) and len(data) > len(written)
-    assert {orjson.loads(line)["run_id"] for line in data[len(written):].splitlines()} == {second_id}
+    assert data.startswith(first_data) and len(data) > len(first_data)
+    assert {orjson.loads(line)["run_id"] for line in data[len(first_data):].splitlines()} == {second_id}
     # the report splits the file again, and by default reports the last run
     report = run_cli("report", str(out), "--out", str(tmp_path / "report"), timeout=120)
     assert report.returncode == 0, report.stderr
-    n_second = len(data[len(written):].splitlines())
+    n_second = len(data[len(first_data):].splitlines())
     assert report.stdout.splitlines()[0] == (f"report: {out} holds 2 runs; reporting run {second_id} "
                                              f"({n_second} events); --run ID or --run all")
     assert not (Path("/dev/shm") / board_name).exists()
@@ -94,7 +107,7 @@ def test_each_run_writes_its_own_file_and_append_keeps_adding_to_one(tmp_path, b
 def _feed_pid(board_name: str, venue_slot: int = 0) -> int:
     try:
         board = Board.attach(board_name)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not created yet, or already gone
         return 0
     try:
         return int(board.procs[venue_slot]["pid"])
@@ -126,18 +139,17 @@ def test_killed_feed_is_restarted_and_sigterm_cleans_up(tmp_path, board_name):
 
 
 def test_metrics_endpoint_is_scraped_during_a_demo_run(tmp_path, board_name):
-    import socket
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    holder = port_holder()                    # held until the test ends: the run's /metrics binds it beside us
+    port = holder.getsockname()[1]
     raw = demo_config(board_name, tmp_path / "opps.jsonl")
     raw["metrics"] = {"port": port}
-    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(write_config(tmp_path / "c.yaml", raw)),
-                             "--duration", "8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    config = write_config(tmp_path / "c.yaml", raw)
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(config), "--duration", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
     def scrape():
         try:
@@ -160,9 +172,15 @@ def test_metrics_endpoint_is_scraped_during_a_demo_run(tmp_path, board_name):
         return None
 
     try:
-        families = wait_for(has_traffic, 30, interval=0.5, message="metrics with traffic")
+        families = wait_for(has_traffic, 30, interval=0.2, message="metrics with traffic")
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=60)
+        raise
     finally:
-        output, _ = proc.communicate(timeout=60)
+        holder.close()
+    proc.send_signal(signal.SIGTERM)                          # seen: stop it cleanly
+    output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output[-2000:]
     exchanges = {s.labels["exchange"] for s in families["pipeline_feed_messages"].samples}
     assert exchanges == {"binance", "bybit"}
@@ -177,7 +195,8 @@ def test_rows_of_a_killed_feed_are_marked_disconnected_at_once(tmp_path, board_n
     from pipeline.board import RowStatus
     raw = demo_config(board_name, tmp_path / "opps.jsonl")
     raw["supervisor"] = {"restart_backoff_s": 2.0}            # a long restart delay makes the gap observable
-    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(write_config(tmp_path / "c.yaml", raw))],
+    config = write_config(tmp_path / "c.yaml", raw)
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
     def statuses():
@@ -191,7 +210,8 @@ def test_rows_of_a_killed_feed_are_marked_disconnected_at_once(tmp_path, board_n
         wait_for(lambda: _feed_pid(board_name) and statuses()[0] == [RowStatus.LIVE] * 2, 30, message="binance live")
         first = _feed_pid(board_name)
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: statuses()[0] == [RowStatus.DISCONNECTED] * 2, 1.5, message="rows of the dead feed disconnected")
+        wait_for(lambda: statuses()[0] == [RowStatus.DISCONNECTED] * 2, 1.5,
+                 message="rows of the dead feed disconnected")
         assert _feed_pid(board_name) == first, "still before the restart"
         wait_for(lambda: _feed_pid(board_name) != first and statuses()[0] == [RowStatus.LIVE] * 2, 20,
                  message="the restarted feed live again")

@@ -17,7 +17,8 @@ from pipeline.config import parse_config
 from pipeline.recording.format import recording_files
 from pipeline.replay import Replay
 
-pytestmark = pytest.mark.integration
+# one set of replays serves the file: the whole file on one xdist worker
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("opportunity_accounting")]
 
 RECORDING = Path(__file__).resolve().parents[1] / "data" / "demo-recording"
 THRESHOLDS = (0.0, 2.0, 5.0, 10.0, 20.0)

@@ -88,7 +88,7 @@ def test_a_child_that_keeps_dying_is_reported_failed_and_the_rest_keeps_running(
     finally:
         output = stop(proc)
     assert "pipeline: feed binance FAILED" in output
-    assert proc.returncode == 0
+    assert proc.returncode == 3                            # RunStatus.CHILD_FAILED: cron and systemd see it
     assert not (Path("/dev/shm") / board_name).exists()
 
 

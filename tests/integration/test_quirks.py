@@ -23,12 +23,25 @@ from websockets.asyncio.client import connect
 from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import (BBO, DEPTH, BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult,
-                            Notice, Ping, SequenceMark, TradingStatus)
-from pipeline.sim.market import Market, price_decimals
+from pipeline.model import (
+    BBO,
+    DEPTH,
+    BookUpdate,
+    ChannelNotPermitted,
+    InstrumentSpec,
+    Liveness,
+    LoginResult,
+    Notice,
+    Ping,
+    SequenceMark,
+    TradingStatus,
+)
+from pipeline.sim.market import Market
 from pipeline.sim.protocol import Quirks
 from pipeline.sim.server import Simulator
 from pipeline.venues import VENUES, load_protocol, load_venue, venues_with
+from tests.conftest import async_wait_until as until
+from tests.conftest import run
 
 pytestmark = pytest.mark.integration
 
@@ -79,19 +92,6 @@ def confirms_unchanged_books(name: str) -> bool:
     return bool(ids[0] & ids[1])
 
 
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def until(predicate, timeout: float = 10.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-
-
 class Venue:
     """One simulated exchange and one client connection driving the parser and the books."""
 
@@ -113,7 +113,7 @@ class Venue:
         self.late_depth = 0                    # depth updates older (by the exchange's id) than the top of book
         self.stop = asyncio.Event()
 
-    async def __aenter__(self) -> "Venue":
+    async def __aenter__(self) -> Venue:
         urls = await self.sim.start()
         self.server = self.sim.exchanges[self.name]
         self.sim_task = asyncio.ensure_future(self.sim.run(self.stop))
@@ -180,7 +180,7 @@ class Venue:
 
     def expected_top(self, instrument: str):
         bids, asks = self.server.last_books[self.symbols[instrument]]
-        decimals = price_decimals(self.market.mid[instrument])
+        decimals = self.server.decimals()[self.symbols[instrument]]   # the grid the venue quotes it on
         return ((round(bids[0][0], decimals), round(bids[0][1], 6)),
                 (round(asks[0][0], decimals), round(asks[0][1], 6)))
 
@@ -191,7 +191,6 @@ class Venue:
     async def settled_tops_match(self) -> None:
         """Freeze the market: every book's composed top must be the last top the exchange rendered."""
         self.server.faults.silent = True
-        await asyncio.sleep(0.05)
         try:
             await until(lambda: all(self.top(i) == self.expected_top(i) for i in self.instruments), 5,
                         f"{self.name} tops to equal the last rendered tops")
@@ -214,7 +213,8 @@ def test_late_depth_never_brings_back_an_older_top(name):
         async with Venue(name) as v:
             v.server.quirks.late_depth = True
             await v.all_live()
-            await asyncio.sleep(0.4)                    # every depth message one step behind the top of book
+            # every depth message one step behind the top of book: many of them on top of the snapshot
+            await until(lambda: v.late_depth >= 20, 10, "depth messages behind the top of book")
             await v.settled_tops_match()
             assert not v.bad_outcomes()
             assert v.late_depth > 0                     # depth messages did arrive behind a newer top of book
@@ -251,14 +251,16 @@ def test_shortest_and_exponent_numbers_checksum_at_the_pair_precision(name):
             assert {(s.symbol, s.status) for s in specs} in (set(), {(s, "online") for s in v.symbols.values()})
             await until(lambda: any(b"e-0" in (f.encode() if isinstance(f, str) else f) for f in v.frames), 5,
                         "a quantity in exponent form")
-            await asyncio.sleep(0.3)
+            # checked against the checksum of many more updates in that form (the books verify each one)
+            after = len(v.outcomes)
+            await until(lambda: len(v.outcomes) >= after + 30, 10, "more updates checksummed")
             assert all(b.checksum_failures == 0 for b in v.books.values())
             assert not v.bad_outcomes()
             await v.settled_tops_match()
     run(scenario())
 
 
-# ---------------------------------------------------------------- W3: venue status (Kraken's own words: test_venue_kraken)
+# ------------------------------------------------------- W3: venue status (Kraken's own words: test_venue_kraken)
 @pytest.mark.parametrize("name", venues_with(lambda v: "venue_status" in v.quirks))
 def test_venue_status_halts_every_book_until_online(name):
     async def scenario():
@@ -295,7 +297,7 @@ def sequence_jumped(v: Venue) -> bool:
     return any(b != a + 1 for a, b in zip(marks, marks[1:]))
 
 
-# ---------------------------------------------------------------- W4 / L4: no top-of-book channel: top of book from depth
+# ------------------------------------------------------- W4 / L4: no top-of-book channel: top of book from depth
 @pytest.mark.parametrize("name", venues_with(lambda v: not v.bbo_channel))
 def test_top_of_book_is_the_depth_books_own_with_engine_time(name):
     async def scenario():

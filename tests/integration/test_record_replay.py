@@ -7,14 +7,15 @@ import orjson
 import pytest
 
 from pipeline.recording.format import EVENT, read_recording, recording_files
-from tests.conftest import FIXTURES, demo_config, run_cli, write_config
+from tests.conftest import FIXTURES, demo_config, run_cli, run_until, write_config
 
-pytestmark = pytest.mark.integration
+# one recorded run serves the file: the whole file on one xdist worker
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("record_replay")]
 
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """A 4 s demo run of three venues with recording on: (config path, recording dir, live events file)."""
+    """A 3 s demo run of three venues with recording on: (config path, recording dir, live events file)."""
     import uuid
     tmp = tmp_path_factory.mktemp("recorded")
     board = f"pipeline-test-{uuid.uuid4().hex[:10]}"
@@ -22,7 +23,7 @@ def recorded(tmp_path_factory):
                       shadow_latencies_ms=[5, 50])
     raw["recording"] = {"dir": str(tmp / "rec")}
     config = write_config(tmp / "config.yaml", raw)
-    result = run_cli("--config", str(config), "--duration", "4", timeout=90)
+    result = run_cli("--config", str(config), "--duration", "3", timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
     return config, tmp / "rec", tmp / "live.jsonl", tmp
 
@@ -152,7 +153,10 @@ def test_unwritable_recording_directory_never_stops_the_feeds(tmp_path, board_na
     raw = demo_config(board_name, tmp_path / "live.jsonl", venues=("binance", "bybit"))
     raw["recording"] = {"dir": str(blocker / "rec")}
     config = write_config(tmp_path / "config.yaml", raw)
-    result = run_cli("--config", str(config), "--duration", "4", "--verbose", timeout=90)
+    live = tmp_path / "live.jsonl"
+    result = run_until(lambda stdout: "frames not recorded" in stdout
+                       and b'"event":"open"' in (live.read_bytes() if live.exists() else b""),
+                       "--config", str(config), "--verbose")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "frames not recorded" in result.stdout           # the health line says so
     assert "recording to" in result.stderr and "failed" in result.stderr

@@ -73,6 +73,8 @@ def test_top_without_a_board_exits_2_naming_it():
         "run.py top: --board: no quote board named 'pipeline-test-no-such-board' (is the supervisor running?)"]
 
 
+@pytest.mark.serial
+@pytest.mark.xdist_group("running_boards")
 def test_top_without_flags_finds_the_one_running_board_or_says_which_exist(board_name):
     """No --board and no --config: the board a live supervisor holds; with none or several, exit 2 saying so."""
     from pipeline.board import Board

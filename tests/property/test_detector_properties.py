@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from pipeline.detector.rules import allocate, find, take
@@ -40,6 +40,9 @@ def test_allocated_pairs_never_take_a_level_twice(board, rng, cap):
     found, _ = find("X/Y", quotes, fees, T0, 2000 * MS, 0.0, cap)
     rng.shuffle(found)
     kept = allocate(found, lambda c: 0.0, cap)
+    shared = sum(1 for q in quotes for side in ("sell", "buy") if sum(getattr(c, side) is q for c in kept) > 1)
+    event(f"pairs found {min(len(found), 3)}{'+' if len(found) > 3 else ''}, kept {min(len(kept), 3)}"
+          f"{'+' if len(kept) > 3 else ''}" + (", a book side shared" if shared else ""))
     for q in quotes:
         sold = [c.fill for c in kept if c.sell is q]
         bought = [c.fill for c in kept if c.buy is q]
@@ -95,5 +98,7 @@ def test_a_higher_threshold_within_the_hysteresis_never_makes_more_opportunities
     high = min(low + step, 10.0)          # the default hysteresis here: half of 10 + 10 bps of fees
     opens_low, peaks_low = outcome(steps, low, close_after_ms, reopen_ms)
     opens_high, peaks_high = outcome(steps, high, close_after_ms, reopen_ms)
+    event(f"opens at the lower threshold: {min(opens_low, 3)}{'+' if opens_low > 3 else ''}"
+          + (", fewer at the higher" if opens_high < opens_low else ""))
     assert opens_high <= opens_low
     assert peaks_high <= peaks_low + 1e-9

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import uuid
 
-from hypothesis import settings, strategies as st
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.board import Board, RowStatus, RowWriter
 from pipeline.board.layout import LANE_RING

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.board import RowStatus
 from pipeline.book import InstrumentBook, Outcome, SideBook

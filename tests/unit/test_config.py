@@ -152,3 +152,119 @@ def test_a_bare_config_name_is_also_looked_for_in_configs(tmp_path, monkeypatch)
         load_config("nothere.yaml")
     assert f"looked for 'nothere.yaml' or '{tmp_path}/configs/nothere.yaml' or '{REPO}/configs/nothere.yaml'" in str(
         err.value)
+
+
+HOST_PROBLEM = ("must be an IP address or a host name to listen on (127.0.0.1: this machine only, 0.0.0.0: every "
+                "interface), without port or scheme, got {!r}")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "0.0.0.0", "10.1.2.3", "localhost", "metrics.box-1.internal"])
+def test_metrics_host_takes_an_address_or_a_name(host):
+    assert parse_config(minimal(metrics={"port": 9100, "host": host}), available_cores=CORES).metrics.host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:9100", "http://127.0.0.1", "999.1.1.1", "", "a b", 127, "-box"])
+def test_metrics_host_refuses_what_is_not_one(host):
+    assert problems(minimal(metrics={"port": 9100, "host": host})) == [("metrics.host", HOST_PROBLEM.format(host))]
+
+
+def test_metrics_listen_on_loopback_unless_metrics_host_says_otherwise():
+    """The endpoint binds where the config says: this machine only by default, every interface when asked."""
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.supervisor.metrics import start_metrics_server, stop_metrics_server
+    bound = {}
+    for host in (None, "0.0.0.0"):
+        metrics = {"port": 9100} if host is None else {"port": 9100, "host": host}
+        config = parse_config(minimal(metrics=metrics), available_cores=CORES)
+        handle = start_metrics_server(0, CollectorRegistry(), host=config.metrics.host)   # 0: any free port
+        try:
+            bound[host] = handle[0].server_address[0]
+        finally:
+            stop_metrics_server(handle)
+    assert bound == {None: "127.0.0.1", "0.0.0.0": "0.0.0.0"}
+
+
+def _readme_table() -> str:
+    lines = (REPO / "README.md").read_text().splitlines()
+    section = lines.index("## Configuration")
+    start = next(i for i in range(section, len(lines)) if lines[i].startswith("| section | key |"))
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[start:end]) + "\n"
+
+
+def test_the_readme_configuration_table_is_the_declared_one():
+    """Regenerate it with: python -m pipeline.config --markdown (and paste it over the README's table)."""
+    from pipeline.config import markdown_table
+    assert _readme_table() == markdown_table()
+
+
+def test_every_key_is_documented_with_its_default():
+    """Each key of every section, nested ones included, is a row with a default and a meaning."""
+    from pipeline.config import Config, table_rows
+    rows = table_rows()
+    assert all(default and meaning for _, _, default, meaning in rows)
+    keys = {f"{where}.{name}" for where, name, _, _ in rows}
+    for needed in ("detector.cores", "health.cores", "detector.print_opportunities", "simulator.cores",
+                   "simulator.host", "simulator.start_prices", "metrics.host", "venues.NAME.transport",
+                   "simulator.scripted_dislocations[].at_s", "bridge.record.max_messages", "detector.sink.url"):
+        assert needed in keys
+    declared = {f.name for f in dataclasses.fields(Config) if "check" in f.metadata}
+    assert {name for where, name, _, _ in rows if where == "top level"} == declared
+    assert ("detector", "staleness_ms", "2000", "quotes older than this never make an opportunity") in rows
+
+
+def test_the_markdown_command_prints_the_table():
+    import subprocess
+    import sys
+
+    from pipeline.config import markdown_table
+    done = subprocess.run([sys.executable, "-m", "pipeline.config", "--markdown"], capture_output=True, text=True,
+                          check=False, cwd=REPO, timeout=60)
+    assert done.returncode == 0 and done.stdout == markdown_table()
+    done = subprocess.run([sys.executable, "-m", "pipeline.config"], capture_output=True, text=True, check=False,
+                          cwd=REPO, timeout=60)
+    assert done.returncode == 2 and done.stderr == "usage: python -m pipeline.config --markdown\n"
+
+
+def test_config_imports_no_process_package():
+    """Checking a config (every shipped one) imports the choice lists, not the packages that act on them."""
+    import subprocess
+    import sys
+    script = ("import sys, glob, yaml\n"
+              "from pipeline.config import ConfigError, parse_config\n"
+              "for path in sorted(glob.glob('configs/*.yaml')):\n"
+              "    try:\n"
+              "        parse_config(yaml.safe_load(open(path)), path, available_cores=frozenset(range(64)))\n"
+              "    except ConfigError:\n"
+              "        pass   # tokyo.yaml without picows: refused, every key still walked\n"
+              "print(' '.join(sorted(m for m in sys.modules if m.startswith('pipeline.'))))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=REPO,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.split()
+    assert "pipeline.config" in loaded and "pipeline.choices" in loaded
+    for package in ("feed", "sim", "bridge", "detector", "supervisor", "console", "board", "recording"):
+        assert not [m for m in loaded if m == f"pipeline.{package}" or m.startswith(f"pipeline.{package}.")], loaded
+    assert not [m for m in loaded if m.startswith("pipeline.venues.") and m.endswith(".sim")], loaded
+
+
+def test_the_choice_lists_are_the_ones_the_packages_act_on():
+    from pipeline import choices
+    from pipeline.feed import transport
+    from pipeline.sim import protocol
+    assert transport.TRANSPORTS is choices.TRANSPORTS and protocol.QUIRK_NAMES is choices.QUIRK_NAMES
+    assert [transport.available(kind) for kind in choices.TRANSPORTS] == [
+        choices.transport_installed(kind) for kind in choices.TRANSPORTS]
+
+
+def test_removed_and_secret_keys_are_named_with_what_to_do():
+    found = dict(problems(minimal(detector={"sink": {"url": "https://x", "token": "abc"}},
+                                  bridge={"nats_url": "tls://a:1", "box": "tokyo", "publish": True,
+                                          "password": "pw"})))
+    assert found["detector.sink.token"] == ("never put a token in a config file: name an environment variable in "
+                                            "token_env and export the token there")
+    assert found["bridge.password"] == "never put credentials in a config file: use token_env or token_file"
+    assert "abc" not in str(found) and "pw'" not in str(found)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.board import Board, RowStatus, RowWriter
+from pipeline.board import Board, ProcSnapshot, RowStatus, RowWriter
 from pipeline.board.histogram import HistogramWriter
 from pipeline.board.layout import ProcessRole
 from pipeline.console.app import Console, Setup
@@ -132,8 +132,9 @@ def test_edge_is_net_of_both_fees_at_the_top_of_book():
 
 def test_alerts_name_unknown_states_restarts_and_silence():
     quotes = (Quote(0, "okx", "X/Y", "halted", 1, 1, 2, 1, NOW), Quote(1, "okx", "Z/Y", "state9", 1, 1, 2, 1, NOW))
-    procs = (ProcessStats("okx", "feed", 1, 10.0, 0, 0, 0.0, 0.0, None, None, 3, True, 2500.0, record_dropped=12,
-                          schema_fallbacks=4),)
+    slot = ProcSnapshot(role=ProcessRole.FEED, pid=1, taken_ns=NOW, heartbeat_ns=NOW - 2500 * MS, restarts=3,
+                        record_dropped=12, schema_fallbacks=4)
+    procs = (ProcessStats("okx", "feed", slot, messages_per_s=10.0, gaps_per_s=0.0, restarted_recently=True),)
     snapshot = Snapshot("b", NOW, ("X/Y", "Z/Y"), quotes, procs, ())
     assert check_alerts(snapshot) == ["okx halted,state9", "okx restarted (3x)", "okx recording failing (12 frames)",
                                       "okx wire format changed (4 frames with unknown fields)", "okx silent 2s"]
@@ -142,8 +143,9 @@ def test_alerts_name_unknown_states_restarts_and_silence():
 def test_a_feed_behind_is_an_alert_and_its_venue_line_shows_the_lag():
     from pipeline.console.render import _lag
     from pipeline.console.snapshot import exchange_lag_ms
-    behind = ProcessStats("okx", "feed", 1, 10.0, 0, 0, 0.0, 0.0, None, None, 0, False, 100.0, lag_ms=None,
-                          behind=1, backlog_wait_ms=1750.0, backlog_frames=64, late_frames=250)
+    slot = ProcSnapshot(role=ProcessRole.FEED, pid=1, taken_ns=NOW, heartbeat_ns=NOW - 100 * MS, behind=1,
+                        backlog_wait_ns=1_750_000_000, backlog_frames=64, late_frames=250)
+    behind = ProcessStats("okx", "feed", slot, messages_per_s=10.0, gaps_per_s=0.0)
     assert check_alerts(Snapshot("b", NOW, (), (), (behind,), ())) == ["okx behind 1.8s (64 queued, 250 late)"]
     # the lag is the newest own row's (receive - exchange time - clock offset); bridged rows and rows without an
     # exchange time do not count
@@ -337,7 +339,7 @@ def test_health_status_line_from_a_board(board):
                       "end to end p50 2000 µs p99 2000 µs  restarts: feed kraken 2  "
                       "RECORDING FAILING (frames not recorded): bybit 5")
     # a row written after the snapshot time never shows a negative age
-    assert reporter.snapshot(NOW - 60 * MS)[1]["last_update_age_ms"] == 0.0
+    assert reporter.snapshot(NOW - 60 * MS)[1].last_update_age_ms == 0.0
 
 
 def test_fees_of_every_row_label_including_bridged_rows():

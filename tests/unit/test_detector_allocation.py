@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.detector.rules import allocate, find, walk
-from pipeline.detector.rules import leg_of
+from pipeline.detector.rules import allocate, find, leg_of, walk
 from tests.engine_harness import MS, T0, engine_for, quote
-
 
 # ---------------------------------------------------------------- liquidity allocated once
 

@@ -5,8 +5,8 @@ import pytest
 
 from pipeline.board import RowStatus
 from pipeline.config import parse_config
-from pipeline.detector.scan import instrument_key
 from pipeline.detector.rules import Quote, find, shadow_fill, take
+from pipeline.detector.scan import instrument_key
 from pipeline.errors import ConfigError
 
 NOW = 10_000_000_000

@@ -2,11 +2,17 @@
 (tests/data/doctor/tuned and untuned), and a real run on this machine."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+import yaml
+
 from pipeline import doctor
-from pipeline.config import BoardConfig, Config, DetectorConfig, HealthConfig, SupervisorConfig, VenueConfig
+from pipeline.config import (BoardConfig, Config, DetectorConfig, HealthConfig, SupervisorConfig, VenueConfig,
+                             parse_config)
+from pipeline.errors import ConfigError
 from tests.conftest import run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "doctor"
@@ -69,7 +75,7 @@ def statuses(checks):
 def test_a_tuned_box_passes():
     checks = doctor.run_checks(doctor.read_facts(str(TUNED)), config())
     assert statuses(checks) == {
-        "pinned cores exist": "ok", "core isolation": "ok", "busy processes on separate cores": "ok",
+        "pinned cores exist": "ok", "system core": "ok", "core isolation": "ok", "busy processes on separate cores": "ok",
         "other busy processes on hot cores": "ok", "cpu frequency governor": "ok", "cpu idle states": "ok", "irqbalance": "ok",
         "transparent huge pages": "ok", "socket buffers": "ok", "open files limit": "ok",
         "clock synchronisation": "ok", "/dev/shm free space": "ok"}
@@ -82,7 +88,7 @@ def test_an_untuned_box_warns_with_fixes_and_blocks_on_shm_and_missing_cores():
     facts = doctor.read_facts(str(UNTUNED))
     checks = doctor.run_checks(facts, config(detector_cores=(1,), feed_cores=(1, 5), wait="spin"))
     assert statuses(checks) == {
-        "pinned cores exist": "fail", "core isolation": "warn", "busy processes on separate cores": "fail",
+        "pinned cores exist": "fail", "system core": "ok", "core isolation": "warn", "busy processes on separate cores": "fail",
         "other busy processes on hot cores": "warn", "cpu frequency governor": "warn", "cpu idle states": "warn", "irqbalance": "warn",
         "transparent huge pages": "warn", "socket buffers": "warn", "open files limit": "warn",
         "clock synchronisation": "warn", "/dev/shm free space": "fail"}
@@ -114,7 +120,10 @@ def test_doctor_on_this_machine(tmp_path):
         assert check["status"] in ("ok", "info", "warn", "fail") and check["found"]
         if check["status"] in ("warn", "fail"):
             assert check["fix"]
-    text = run_cli("doctor", "--config", str(Path(__file__).resolve().parents[2] / "configs/demo.yaml"), timeout=60)
+    pinned = tmp_path / "pinned.yaml"        # core 0 exists on every machine
+    pinned.write_text("venues: {binance: {instruments: [BTC/USDT], url: 'wss://x', cores: [0]}}\n"
+                      "detector: {cores: [0]}\n")
+    text = run_cli("doctor", "--config", str(pinned), timeout=60)
     assert text.returncode in (0, 1, 2) and text.stdout.splitlines()[-1].startswith("doctor: ")
     assert "pinned cores exist" in text.stdout
 
@@ -122,3 +131,86 @@ def test_doctor_on_this_machine(tmp_path):
 def test_doctor_config_error_exits_2(tmp_path):
     result = run_cli("doctor", "--config", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def layout_statuses(checks):
+    return {c.name: c.status for c in checks
+            if c.name in ("pinned cores exist", "system core", "core isolation", "busy processes on separate cores")}
+
+
+def test_a_2_core_box_keeps_core_0_for_the_system_and_the_feeds_and_isolates_the_detector_core():
+    facts = doctor.Facts(cpus={0, 1})
+    checks = {c.name: c for c in doctor.run_checks(facts, config(detector_cores=(1,), feed_cores=(0,)))}
+    assert (checks["system core"].status, checks["system core"].found) == (
+        "ok", "feed binance, feed bybit share core 0 with the system: no other core is free on this box")
+    assert checks["core isolation"].status == "warn"
+    assert checks["core isolation"].fix == ("boot with isolcpus=1 nohz_full=1 rcu_nocbs=1 (kernel command line) "
+                                            "for the hot cores")
+    tuned = doctor.Facts(cpus={0, 1}, cmdline="isolcpus=1 nohz_full=1 rcu_nocbs=1")
+    assert layout_statuses(doctor.run_checks(tuned, config(detector_cores=(1,), feed_cores=(0,)))) == {
+        "pinned cores exist": "ok", "system core": "ok", "core isolation": "ok",
+        "busy processes on separate cores": "ok"}
+    everything = doctor.Facts(cpus={0, 1}, cmdline="isolcpus=0-1 nohz_full=0-1")
+    isolation = next(c for c in doctor.run_checks(everything, config(detector_cores=(1,), feed_cores=(0,)))
+                     if c.name == "core isolation")
+    assert (isolation.status, isolation.found) == (
+        "warn", ("isolcpus=0,1 isolates core 0, the system's: interrupts and the kernel's own work have nowhere "
+                 "else to go"))
+
+
+def test_a_larger_box_moves_the_feeds_off_the_system_core():
+    facts = doctor.Facts(cpus={0, 1, 2, 3})
+    checks = {c.name: c for c in doctor.run_checks(facts, config(detector_cores=(1,), feed_cores=(0,)))}
+    assert (checks["system core"].status, checks["system core"].found, checks["system core"].fix) == (
+        "warn", "feed binance, feed bybit on core 0, the system's",
+        "pin feed binance, feed bybit to core 2 (venues.NAME.cores, detector.cores), and keep core 0 for the system")
+    assert checks["core isolation"].fix.startswith("boot with isolcpus=1,2 nohz_full=1,2 rcu_nocbs=1,2 ")
+    assert doctor.layout_advice({0, 1, 2, 3}, {"detector": (0,), "feed binance": (0,)}) == doctor.Layout(
+        system=0, moves={"detector": 1, "feed binance": 2}, isolate=(1, 2))
+    # an unpinned detector keeps the first free core: on 2 cores the feeds stay with the system
+    assert doctor.layout_advice({0, 1}, {"feed binance": (0,), "health": (0,)}) == doctor.Layout(0, {}, ())
+    assert doctor.layout_advice({0, 1, 2}, {"feed binance": (0,)}) == doctor.Layout(0, {"feed binance": 2}, (2,))
+    # the detector on the system core of a full box trades places with the feeds
+    assert doctor.layout_advice({0, 1}, {"detector": (0,), "feed binance": (1,), "feed okx": (1,)}) == doctor.Layout(
+        0, {"detector": 1, "feed binance": 0, "feed okx": 0}, (1,))
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def _moved(config, moves):
+    """``config`` with the doctor's moves applied (its pins as the doctor would set them)."""
+    venues = tuple(dataclasses.replace(v, cores=(moves[f"feed {v.name}"],)) if f"feed {v.name}" in moves else v
+                   for v in config.venues)
+    detector = config.detector
+    if "detector" in moves:
+        detector = dataclasses.replace(detector, cores=(moves["detector"],))
+    return dataclasses.replace(config, venues=venues, detector=detector)
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4, 8])
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_the_doctors_advice_and_each_shipped_config_agree(path, cores):
+    """On the 2-core box the shipped configs are laid out for, the doctor asks for no other pins; on any box its
+    advice leaves the system a core, and once followed (pins and isolcpus) the doctor finds nothing to change."""
+    raw = yaml.safe_load(path.read_text())
+    for venue in (raw.get("venues") or {}).values():
+        venue.pop("transport", None)            # the layout does not depend on it (picows may not be installed)
+    try:
+        config = parse_config(raw, source=str(path), available_cores=frozenset(range(cores)))
+    except ConfigError as exc:
+        assert cores == 1 and "does not exist on this machine" in str(exc), str(exc)
+        pytest.skip(f"{path.name} pins core 1: it is laid out for 2 cores or more")
+    cpus = set(range(cores))
+    plan = doctor.layout_advice(cpus, doctor.pinned_cores(config, cpus))
+    assert plan.system == 0 and 0 not in plan.isolate and (cores == 1 or set(plan.isolate) < cpus)
+    if cores <= 2:
+        assert plan.moves == {}, f"{path.name} pins hot processes where the doctor would not"
+    first = {c.name: c for c in doctor.run_checks(doctor.Facts(cpus=cpus), config)}
+    if plan.isolate:
+        listed = doctor._cpus(plan.isolate)
+        assert first["core isolation"].fix.startswith(f"boot with isolcpus={listed} nohz_full={listed} ")
+    followed = _moved(config, plan.moves)
+    cmdline = f"isolcpus={doctor._cpus(plan.isolate)} nohz_full={doctor._cpus(plan.isolate)}" if plan.isolate else ""
+    after = doctor.run_checks(doctor.Facts(cpus=cpus, cmdline=cmdline), followed)
+    assert set(layout_statuses(after).values()) <= {"ok", "info"}, layout_statuses(after)

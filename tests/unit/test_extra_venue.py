@@ -25,7 +25,8 @@ SUITES = ["tests/unit/test_venue_shape.py", "tests/unit/test_sim_protocols.py", 
 @pytest.mark.integration
 def test_the_toy_venue_passes_the_suites_every_venue_passes():
     env = {**os.environ, "PIPELINE_EXTRA_VENUES": "toyex=tests.venues.toyex"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "toyex", *SUITES],
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-k", "toyex",
+                          *SUITES],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

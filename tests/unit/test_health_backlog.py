@@ -1,6 +1,8 @@
 """The health reporter shows a feed's backlog: its one-line status names a feed behind, its block the counts."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pipeline.board import Board, RowStatus, RowWriter
@@ -43,16 +45,16 @@ def test_a_feed_behind_is_named_in_the_status_line_and_its_backlog_in_the_block(
     reporter = HealthReporter(board, specs, ROWS, cpu_count=2)
     snapshot = reporter.snapshot(NOW)
     binance_info, bybit_info = snapshot
-    assert (binance_info["behind"], binance_info["fell_behind"], binance_info["late_frames"],
-            binance_info["backlog_wait_ms"], binance_info["backlog_frames"]) == (1, 2, 250, 1750.0, 64)
+    assert (binance_info.behind, binance_info.fell_behind, binance_info.late_frames,
+            binance_info.backlog_wait_ns, binance_info.backlog_frames) == (1, 2, 250, 1_750_000_000, 64)
     assert reporter.status_line(snapshot, clock="12:00:00") == (
         "--- health 12:00:00  venues live 1/2 (binance stale)  msg/s -  BEHIND (rows stale): binance 1.8s")
-    assert backlog_status(binance_info) == " backlog waited 1750ms queued 64 late 250 fell behind 2x BEHIND"
-    assert backlog_status(bybit_info) == " backlog waited 40ms queued 0 late 3 fell behind 0x"
+    assert backlog_status(binance_info.proc) == " backlog waited 1750ms queued 64 late 250 fell behind 2x BEHIND"
+    assert backlog_status(bybit_info.proc) == " backlog waited 40ms queued 0 late 3 fell behind 0x"
     block = reporter.render(snapshot).splitlines()
     assert block[1].endswith("[stale=1] backlog waited 1750ms queued 64 late 250 fell behind 2x BEHIND")
     assert block[2].endswith("[live=1] backlog waited 40ms queued 0 late 3 fell behind 0x")
     # nothing to say for a feed that never had a backlog
-    bybit_info.update(late_frames=0)
-    assert backlog_status(bybit_info) == ""
-    assert behind_part([bybit_info]) == ""
+    quiet = replace(bybit_info, proc=replace(bybit_info.proc, late_frames=0))
+    assert backlog_status(quiet.proc) == ""
+    assert behind_part([quiet]) == ""

@@ -1,7 +1,8 @@
 """Latency histograms in shared memory."""
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.board import Board
 from pipeline.board.histogram import HistogramBuffer, HistogramWriter, bucket_of, bucket_upper_ns, read_histogram

@@ -21,10 +21,9 @@ from hypothesis import strategies as st
 
 from pipeline.board.layout import RowStatus
 from pipeline.book import MAX_CACHE_SPAN_MS, MAX_CACHED_DELTAS, InstrumentBook, Outcome
-from pipeline.model import AlignedSnapshot
 from pipeline.decode import decode_stream
 from pipeline.feed.session import FeedSession, MemorySink
-from pipeline.model import DEPTH, BookUpdate
+from pipeline.model import DEPTH, AlignedSnapshot, BookUpdate
 from pipeline.sim.market import Tape
 from pipeline.sim.protocol import SymbolState
 from pipeline.venues import load_protocol, load_venue

@@ -16,14 +16,28 @@ import zlib
 
 import pytest
 
-from bench.loadgen import (COUNTER, STAMP_MS, LoadGenerator, Stamper, Template, VenueScript, build_scripts,
-                           gzip_stored, instruments_of, ladder_books, market_books, message, render_venue, stamps_at,
-                           template)
+from bench.loadgen import (
+    COUNTER,
+    STAMP_MS,
+    LoadGenerator,
+    Stamper,
+    Template,
+    VenueScript,
+    build_scripts,
+    gzip_stored,
+    instruments_of,
+    ladder_books,
+    market_books,
+    message,
+    render_venue,
+    stamps_at,
+    template,
+)
 from pipeline.board.layout import RowStatus
-from pipeline.feed.session import FeedSession, MemorySink
-from pipeline.sim.protocol import _changes
 from pipeline.model import BookUpdate, Pong
+from pipeline.sim.protocol import _changes
 from pipeline.venues import VENUES, load_protocol, load_venue, venues_with
+from tests.conftest import session_for as shared_session_for
 
 DEPTH = 5
 SEND_NS = 1_800_000_000_123_456_789          # the "send time" the tests stamp frames with
@@ -38,10 +52,8 @@ def market(request):
 
 def session_for(script):
     venue = load_venue(script.name)
-    natives = list(script.symbols.values())
-    sink = MemorySink(DEPTH)
-    session = FeedSession(venue, {s: n for n, s in enumerate(natives)}, DEPTH, 10 ** 15, sink)
-    return venue, session, sink, session.connection_opened(natives, 0)
+    session, sink, conn, _ = shared_session_for(venue, list(script.symbols.values()), staleness_ms=1e9, depth=DEPTH)
+    return venue, session, sink, conn
 
 
 def control_answers(script, venue, frames_sent: int = 0) -> list:
@@ -230,7 +242,8 @@ def test_the_step_rate_follows_the_target_rate():
     generator = LoadGenerator(scripts, rate)
     assert [len(script.body) for script in scripts.values()] == [100] * len(venues)     # for one second
     subscribed = sum(len(script.subscriptions) for script in scripts.values())          # the channels that send
-    assert 0.9 * subscribed < generator.frames_per_step <= subscribed   # (a top-of-book channel may skip unchanged tops)
+    # (a top-of-book channel may skip unchanged tops)
+    assert 0.9 * subscribed < generator.frames_per_step <= subscribed
     assert generator.step_rate == pytest.approx(rate / generator.frames_per_step)
     generator.close()
 

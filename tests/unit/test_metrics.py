@@ -17,8 +17,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.board import Board, RowStatus, SkipReason
-from pipeline.board.layout import ProcessRole
+from pipeline.board import Board, HistogramWriter, ProcessRole, RowStatus, SkipReason
 from pipeline.runtime import ProcessSpec, RowAssignment
 from pipeline.supervisor.metrics import BoardCollector, start_metrics_server, stop_metrics_server
 
@@ -74,6 +73,10 @@ def _fill(board: Board) -> None:
     # a pid that was recycled after the health process wrote started_ns: must not be reported
     board.procs[3]["pid"] = me
     board.procs[3]["started_ns"] = 1
+    # binance's receive_to_publish (its second hop) and the detector's receive_to_emitted (its third)
+    for ns in (1_000, 1_000, 5_000):
+        HistogramWriter(board, 0, 1).record(ns)
+    HistogramWriter(board, 2, 2).record(300_000)
     for r in ROWS:
         board.rows[r.row]["status"] = int(ROW_STATUS[r.row])
         board.rows[r.row]["update_count"] = 10 * (r.row + 1)
@@ -195,16 +198,34 @@ def test_scrape_over_http_exposes_exact_board_values(collector):
         ("feed:binance",): 7, ("feed:bybit",): 0, ("detector",): 1, ("health",): 0}
     assert _by(s, "pipeline_process_heartbeat_age_seconds", "process") == {("feed:binance",): 1.5}
 
-    # latency histogram hook
-    buckets = _by(s, "pipeline_latency_seconds_bucket", "hop", "exchange", "le")
+    # latency histograms read from the board, labelled by process like every per-process metric
+    counts = _by(s, "pipeline_latency_seconds_count", "hop", "process")
+    assert {k: v for k, v in counts.items() if k[1]} == {
+        ("exchange_to_receive", "feed:binance"): 0, ("receive_to_publish", "feed:binance"): 3,
+        ("exchange_to_receive", "feed:bybit"): 0, ("receive_to_publish", "feed:bybit"): 0,
+        ("publish_to_seen", "detector"): 0, ("seen_to_emitted", "detector"): 0, ("receive_to_emitted", "detector"): 1}
+    sums = _by(s, "pipeline_latency_seconds_sum", "hop", "process")
+    assert sums[("receive_to_publish", "feed:binance")] == pytest.approx(7e-6, abs=1e-15)
+    assert sums[("receive_to_emitted", "detector")] == pytest.approx(3e-4, abs=1e-15)
+    board_buckets = _by(s, "pipeline_latency_seconds_bucket", "hop", "process", "le")
+    # 1000 ns lands in the bucket up to 1024 ns, 5000 ns in the one up to 5120 ns
+    assert board_buckets[("receive_to_publish", "feed:binance", "8.96e-07")] == 0
+    assert board_buckets[("receive_to_publish", "feed:binance", "1.024e-06")] == 2
+    assert board_buckets[("receive_to_publish", "feed:binance", "4.096e-06")] == 2
+    assert board_buckets[("receive_to_publish", "feed:binance", "5.12e-06")] == 3
+    assert board_buckets[("receive_to_publish", "feed:binance", "+Inf")] == 3
+
+    # latency histogram hook: its entries keep their own labels (no process)
+    buckets = {k: v for k, v in _by(s, "pipeline_latency_seconds_bucket", "hop", "exchange", "le", "process").items()
+               if not k[3]}
+    buckets = {k[:3]: v for k, v in buckets.items()}
     assert buckets == {
         ("recv_to_publish", "binance", "0.0001"): 5, ("recv_to_publish", "binance", "0.001"): 8,
         ("recv_to_publish", "binance", "0.01"): 9, ("recv_to_publish", "binance", "+Inf"): 10,
         ("publish_to_detect", "", "0.001"): 3, ("publish_to_detect", "", "+Inf"): 4,
     }
-    assert _by(s, "pipeline_latency_seconds_count", "hop") == {("recv_to_publish",): 10, ("publish_to_detect",): 4}
-    assert _by(s, "pipeline_latency_seconds_sum", "hop") == {("recv_to_publish",): 0.0123,
-                                                            ("publish_to_detect",): 0.002}
+    assert {k[0]: v for k, v in counts.items() if not k[1]} == {"recv_to_publish": 10, "publish_to_detect": 4}
+    assert {k[0]: v for k, v in sums.items() if not k[1]} == {"recv_to_publish": 0.0123, "publish_to_detect": 0.002}
     assert "# TYPE pipeline_latency_seconds histogram" in text
 
     # opportunities by pair hook, and the broken histogram entry counted as a hook error
@@ -234,7 +255,9 @@ def test_reads_the_board_on_every_scrape_and_survives_failing_hooks(board, board
     states = _by(second, "pipeline_row_state", "exchange", "instrument", "state")
     assert states[("binance", "BTC/USDT", "disconnected")] == 1.0
     assert states[("binance", "BTC/USDT", "live")] == 0.0
-    assert "pipeline_latency_seconds_bucket" not in second
+    # the failing hook's entries are left out; the board's histograms are still there, labelled by title
+    assert {labels["process"] for labels, _ in second["pipeline_latency_seconds_count"]} == {
+        "pipeline: feed binance", "pipeline: feed bybit", "pipeline: detector"}
     assert "pipeline_opportunities_by_pair_total" not in second
     assert _by(second, "pipeline_metrics_hook_errors_total", "hook") == {("histograms",): 2,
                                                                          ("opportunities_by_pair",): 2}
@@ -288,3 +311,26 @@ def test_dashboard_queries_only_metrics_the_collector_exposes(collector):
                  "pipeline_opportunities_by_pair_total", "pipeline_detector_scans_total",
                  "pipeline_process_cpu_seconds_total", "pipeline_process_resident_memory_bytes"):
         assert name in exprs, name
+
+
+PER_PROCESS = ("pipeline_process_cpu_seconds_total", "pipeline_process_resident_memory_bytes",
+               "pipeline_process_restarts_total", "pipeline_process_heartbeat_age_seconds",
+               "pipeline_latency_seconds_count")
+
+
+def test_every_per_process_metric_names_a_process_the_same_way(board, board_name):
+    """CPU, RSS, restarts, heartbeat and latency of one feed carry one ``process`` value: its key."""
+    specs = _specs(board_name)
+    board.procs[0]["heartbeat_ns"] = NOW - 1_000_000_000
+    s = _samples(_scrape_once(BoardCollector(board, specs, clock=lambda: NOW)))
+    keys = {spec.key for spec in specs} | {"supervisor"}
+    by_family = {name: {labels["process"] for labels, _ in s[name]} for name in PER_PROCESS}
+    for name, values in by_family.items():
+        assert values <= keys, (name, values - keys)
+    # the feed running in this test (its slot holds this pid) is named alike in each of them
+    assert all("feed:binance" in values for values in by_family.values()), by_family
+    assert by_family["pipeline_latency_seconds_count"] == {"feed:binance", "feed:bybit", "detector"}
+    # no feed is named by its bare exchange in any per-process family
+    assert not any(values & {"binance", "bybit"} for values in by_family.values())
+    # the feed-level families keep the exchange label
+    assert {labels["exchange"] for labels, _ in s["pipeline_feed_messages_total"]} == {"binance", "bybit"}

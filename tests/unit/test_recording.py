@@ -6,8 +6,17 @@ import struct
 
 import pytest
 
-from pipeline.recording.format import (BINARY, EVENT, MAGIC, PREAMBLE, TEXT, RecordingError, RecordingReader,
-                                       read_recording, recording_files)
+from pipeline.recording.format import (
+    BINARY,
+    EVENT,
+    MAGIC,
+    PREAMBLE,
+    TEXT,
+    RecordingError,
+    RecordingReader,
+    read_recording,
+    recording_files,
+)
 from pipeline.recording.recorder import Recorder
 from tests.conftest import fixture_lines, run_cli
 

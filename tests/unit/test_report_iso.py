@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import datetime
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.detector.report import iso
 
 
 def reference(now_ns: int) -> str:
-    return datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.timezone.utc).isoformat(
+    return datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.UTC).isoformat(
         timespec="microseconds").replace("+00:00", "Z")
 
 

@@ -58,7 +58,7 @@ def test_a_file_of_earlier_runs_at_the_configured_name_is_renamed_aside_and_kept
     configured = tmp_path / "opportunities.jsonl"
     old = b'{"event":"open","time_ns":1}\n{"event":"close","time_ns":2}\n'
     configured.write_bytes(old)
-    stamp = datetime.datetime(2026, 12, 6, 22, 5, 9, tzinfo=datetime.timezone.utc).timestamp()
+    stamp = datetime.datetime(2026, 12, 6, 22, 5, 9, tzinfo=datetime.UTC).timestamp()
     os.utime(configured, (stamp, stamp))
     said = []
     path = run_output_path(str(configured), RUN_A, say=said.append)

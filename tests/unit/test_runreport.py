@@ -76,7 +76,8 @@ still profitable, by size | realized profit | mean net bps | edge kept |
 SHADOW_NOTE = """
 Full fills: both legs could take the whole size detected (fill fraction >= 0.999999); partial: only part of it; \
 profitable: net edge after both fees above zero. Still profitable, by size: the size the profitable fills filled \
-as a share of the size detected, both valued at the detected buy price. Realized profit: after both fees, on what filled. Edge kept: the shadow fills' \
+as a share of the size detected, both valued at the detected buy price. Realized profit: after both fees, on what \
+filled. Edge kept: the shadow fills' \
 total net edge as a share of the total edge detected, over the fills where both legs were tradable.
 
 """

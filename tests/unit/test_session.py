@@ -4,20 +4,11 @@ from __future__ import annotations
 import orjson
 
 from pipeline.board.layout import RowStatus, SkipReason
-from pipeline.feed.session import FeedSession, MemorySink
+from pipeline.feed.session import FeedSession
 from pipeline.venues import load_venue
-from tests.conftest import fixture_lines
+from tests.conftest import fixture_lines, session_for
 
 SECOND = 1_000_000_000
-
-
-def session_for(venue: str, symbols: list[str], staleness_ms: float = 1000, depth: int = 5):
-    sink = MemorySink(depth)
-    journal = []
-    session = FeedSession(load_venue(venue), {s: n for n, s in enumerate(symbols)}, depth, int(staleness_ms * 1e6),
-                          sink, journal=lambda kind, now, fields: journal.append((kind, now, fields)))
-    conn = session.connection_opened(symbols, 0)
-    return session, sink, conn, journal
 
 
 def test_bybit_top_of_book_frames_make_a_live_row_with_exact_values():
@@ -124,7 +115,8 @@ def test_trace_names_every_outcome_of_a_frame():
 
 # ---------------------------------------------------------------- trust on the real exchanges (issue: audit items)
 
-KRAKEN_STATUS = '{"channel":"status","type":"update","data":[{"api_version":"v2","connection_id":1,"system":"%s","version":"2.0.0"}]}'
+KRAKEN_STATUS = ('{"channel":"status","type":"update","data":[{"api_version":"v2","connection_id":1,"system":"%s",'
+                 '"version":"2.0.0"}]}')
 
 
 def kraken_live_session():

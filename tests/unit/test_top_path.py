@@ -12,7 +12,6 @@ from pipeline.venues import VENUES, load_venue
 from tests.conftest import FIXTURES, fixture_lines
 
 
-
 def test_real_top_of_book_frames_give_exact_numbers():
     binance = fixture_lines("binance", "bbo.jsonl")[3]          # a combined-stream bookTicker
     assert load_venue("binance").top(binance) == ("BTCUSDT", 8010.0, 0.142459, 8012.15, 0.031201, 0, 1127645101,

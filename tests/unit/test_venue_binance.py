@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
@@ -11,9 +12,9 @@ from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SchemaDrift, SubscribeError
 from pipeline.venues import load_venue
 from pipeline.venues.binance import wire as binance
+from tests.conftest import fixture_lines
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
-from tests.conftest import fixture_lines
 
 VENUE = load_venue("binance")
 
@@ -110,7 +111,8 @@ def test_the_short_path_agrees_with_parse_on_every_captured_frame():
             quote = VENUE.top(line)
             if quote is not None:
                 [u] = events
-                assert (u.channel, u.bids, u.asks, u.seq, u.xseq) == (BBO, [quote[1:3]], [quote[3:5]], quote[6], quote[7])
+                assert (u.channel, u.bids, u.asks, u.seq, u.xseq) == \
+                    (BBO, [quote[1:3]], [quote[3:5]], quote[6], quote[7])
                 assert u.symbol == quote[0]
 
 

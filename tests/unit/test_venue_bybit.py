@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SchemaDrift, SubscribeError
-from pipeline.venues.bybit import wire as bybit
 from pipeline.venues import load_protocol, load_venue
+from pipeline.venues.bybit import wire as bybit
+from tests.conftest import FIXTURES, fixture_lines
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
-from tests.conftest import FIXTURES, fixture_lines
 
 
 @pytest.fixture

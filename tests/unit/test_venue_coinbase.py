@@ -1,10 +1,9 @@
 """Coinbase Advanced Trade parser against tests/fixtures/coinbase."""
 from __future__ import annotations
 
-from functools import partial
-
 import ast
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -15,14 +14,14 @@ from hypothesis import strategies as st
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Heartbeat, Liveness, SchemaDrift, SequenceMark, SubscribeError
-from pipeline.venues._common import rfc3339_ms
-from pipeline.venues.coinbase import wire as coinbase
-from pipeline.venues.coinbase import VENUE as COINBASE_VENUE
 from pipeline.venues import load_venue
+from pipeline.venues._common import rfc3339_ms
+from pipeline.venues.coinbase import VENUE as COINBASE_VENUE
+from pipeline.venues.coinbase import wire as coinbase
+from tests.conftest import FIXTURES as SHARED
+from tests.conftest import fixture_lines
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
-from tests.conftest import FIXTURES as SHARED, fixture_lines
-
 
 FIXTURES = SHARED / "coinbase"
 
@@ -46,7 +45,7 @@ def marked(parse):
 
 
 def utc_ms(*args) -> int:
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
 
 
 # ---------------------------------------------------------------- ticker
@@ -215,7 +214,7 @@ def test_rfc3339_ms(text, expected):
 @given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)))
 def test_rfc3339_ms_matches_datetime(dt):
     text = dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
-    expected = (dt.replace(tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(
+    expected = (dt.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
         milliseconds=1)
     assert rfc3339_ms(text) == expected
 

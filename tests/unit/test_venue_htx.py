@@ -5,10 +5,9 @@ One path: ``load_venue("htx").parse`` / ``.top``, whose hot messages are the msg
 """
 from __future__ import annotations
 
-from functools import partial
-
 import ast
 import gzip
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,7 +27,6 @@ from tests.conftest import FIXTURES as SHARED
 from tests.conftest import fixture_lines, single_book_update, top_from_parse
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
-
 
 FIXTURES = SHARED / "htx"
 

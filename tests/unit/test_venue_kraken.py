@@ -1,11 +1,10 @@
 """Kraken v2 parser and book checksum against tests/fixtures/kraken."""
 from __future__ import annotations
 
-from functools import partial
-
 import ast
 import zlib
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -16,14 +15,25 @@ from hypothesis import strategies as st
 from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Pong, SchemaDrift,
-                            SubscribeError, TradingStatus)
-from pipeline.venues.kraken import wire as kraken
+from pipeline.model import (
+    BBO,
+    DEPTH,
+    Ack,
+    BookUpdate,
+    InstrumentSpec,
+    Liveness,
+    Pong,
+    SchemaDrift,
+    SubscribeError,
+    TradingStatus,
+)
 from pipeline.venues.kraken import VENUE as KRAKEN_VENUE
+from pipeline.venues.kraken import wire as kraken
+from tests.conftest import FIXTURES as SHARED
+from tests.conftest import fixture_lines, single_book_update
 from tests.integration import test_quirks as quirks
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
-from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
 
 FIXTURES = SHARED / "kraken"
 
@@ -215,8 +225,10 @@ def test_instrument_channel():
     specs = kraken.parse(INSTRUMENT, 0)
     assert specs == [InstrumentSpec("BTC/USD", 1, 8, "online"), InstrumentSpec("ETH/USD", 2, 8, "online"),
                      InstrumentSpec("MATIC/USD", 4, 8, "cancel_only")]
-    for broken in (INSTRUMENT.replace('"price_precision":1,', ''), INSTRUMENT.replace('"qty_precision":8', '"qty_precision":"8"', 1),
-                   INSTRUMENT.replace('"status":"online"', '"status":null', 1), INSTRUMENT.replace('"type":"snapshot"', '"type":"x"')):
+    for broken in (INSTRUMENT.replace('"price_precision":1,', ''),
+                   INSTRUMENT.replace('"qty_precision":8', '"qty_precision":"8"', 1),
+                   INSTRUMENT.replace('"status":"online"', '"status":null', 1),
+                   INSTRUMENT.replace('"type":"snapshot"', '"type":"x"')):
         with pytest.raises(ParseError) as exc:
             kraken.parse(broken, 0)
         assert exc.value.reason == "unknown_message"
@@ -412,7 +424,8 @@ def test_a_push_not_written_channel_first_still_parses():
     raw = lines("book.jsonl")[3]
     moved = raw.replace('{"channel":"book","type":"update",', '{"type":"update","channel":"book",')
     spaced = raw.replace('{"channel":"book",', '{ "channel" : "book" ,')
-    ticker = lines("ticker.jsonl")[0].replace('{"channel":"ticker","type":"snapshot",', '{"type":"snapshot","channel":"ticker",')
+    ticker = lines("ticker.jsonl")[0].replace('{"channel":"ticker","type":"snapshot",',
+                                              '{"type":"snapshot","channel":"ticker",')
     for frame, original in ((moved, raw), (spaced, raw), (ticker, lines("ticker.jsonl")[0])):
         _same_updates(kraken.parse(frame, 0), kraken.parse(original, 0))
         _same_updates(kraken.parse(memoryview(frame.encode()), 0), kraken.parse(original, 0))

@@ -1,10 +1,9 @@
 """OKX v5 parser against the real and documented messages in tests/fixtures/okx."""
 from __future__ import annotations
 
-from functools import partial
-
 import ast
 import zlib
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -12,18 +11,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.board.layout import RowStatus
-from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, ChannelNotPermitted, LoginResult, Notice, Pong, SchemaDrift,
-                            SubscribeError)
-from pipeline.venues.okx import wire as okx
-from pipeline.venues.okx import VENUE as OKX_VENUE
+from pipeline.model import (
+    BBO,
+    DEPTH,
+    Ack,
+    BookUpdate,
+    ChannelNotPermitted,
+    LoginResult,
+    Notice,
+    Pong,
+    SchemaDrift,
+    SubscribeError,
+)
 from pipeline.venues import load_venue
+from pipeline.venues.okx import VENUE as OKX_VENUE
+from pipeline.venues.okx import wire as okx
+from tests.conftest import FIXTURES as SHARED
+from tests.conftest import fixture_lines, single_book_update
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
-from tests.conftest import FIXTURES as SHARED, fixture_lines, single_book_update
-
 
 FIXTURES = SHARED / "okx"
 VENUE = load_venue("okx")

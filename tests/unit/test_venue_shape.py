@@ -68,10 +68,41 @@ def test_the_record_declares_the_simulator_path(venue):
     assert SIM_PATHS[venue] == load_venue(venue).sim_path and load_venue(venue).sim_path.startswith("/")
 
 
+@pytest.mark.integration
 def test_simulator_serves_each_venue_on_its_declared_path():
-    from pipeline.sim.server import URL_PATHS
-    from pipeline.venues import SIM_PATHS
-    assert URL_PATHS == SIM_PATHS and set(SIM_PATHS) == set(VENUES)
+    """A running simulator: each venue's URL ends with the record's path, a handshake there is accepted, and
+    one on a path the venue does not serve is refused (404)."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    from pipeline.sim.market import Market
+    from pipeline.sim.server import Simulator
+    from tests.conftest import async_wait_until
+
+    async def scenario():
+        symbols = {v: {"BTC/USDT": load_venue(v).native_symbol("BTC/USDT")} for v in VENUES}
+        sim = Simulator(symbols, Market(list(VENUES), ["BTC/USDT"], seed=1, random_dislocations=False), 50)
+        urls = await sim.start()
+        try:
+            assert set(urls) == set(VENUES)
+            for venue in VENUES:
+                declared = load_venue(venue).sim_path
+                assert urlsplit(urls[venue]).path == declared, venue
+                server = sim.exchanges[venue]
+                opened = server.connections_opened
+                async with connect(urls[venue]):
+                    await async_wait_until(lambda: server.connections_opened == opened + 1, 5,
+                                           message=f"{venue}: the connection served")
+                with pytest.raises(InvalidStatus, match="404"):
+                    async with connect(f"ws://127.0.0.1:{server.port}/not-{venue}-at-all"):
+                        pass
+        finally:
+            await sim.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
 def test_documented_limits_are_declared():

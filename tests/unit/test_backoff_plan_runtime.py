@@ -1,0 +1,139 @@
+"""The one backoff (bounds, reset), the board plan (rows, slots, lanes) and the child exit-code mapping."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pipeline.backoff import Backoff
+from pipeline.board.plan import BoardPlan
+from pipeline.config import parse_config
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.model import ProcessRole
+from pipeline.runtime import ExitCode, Stop, UnusableResource, exit_code_for
+
+CORES = frozenset({0, 1})
+
+
+# ------------------------------------------------------------------ backoff
+def test_every_delay_is_within_its_jittered_ceiling_and_never_above_the_cap():
+    backoff = Backoff(base_s=0.2, cap_s=10.0, rng=random.Random(7))
+    for n in range(40):
+        ceiling = min(10.0, 0.2 * 2 ** n)
+        assert backoff.ceiling(n) == ceiling
+        delay = backoff.next_delay()
+        assert ceiling / 2 <= delay <= ceiling
+    assert backoff.attempt == 40
+
+
+def test_full_jitter_reaches_down_to_zero_and_no_jitter_is_the_ceiling():
+    full = Backoff(base_s=1.0, cap_s=4.0, rng=random.Random(3), jitter=1.0)
+    delays = [full.delay(5) for _ in range(200)]
+    assert min(delays) < 0.5 and max(delays) <= 4.0 and min(delays) >= 0.0
+    exact = Backoff(base_s=0.5, cap_s=3.0, jitter=0.0)
+    assert [exact.next_delay() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_a_healthy_period_resets_and_a_short_one_does_not():
+    backoff = Backoff(base_s=0.5, cap_s=3.0, reset_after_s=30.0, jitter=0.0)
+    assert [backoff.next_delay() for _ in range(3)] == [0.5, 1.0, 2.0]
+    backoff.connected_for(29.9)
+    assert backoff.next_delay() == 3.0
+    backoff.connected_for(30.0)
+    assert backoff.next_delay() == 0.5
+
+
+def test_huge_attempt_numbers_stay_at_the_cap_and_bad_settings_are_refused():
+    assert Backoff(base_s=0.1, cap_s=2.0).ceiling(10_000) == 2.0
+    with pytest.raises(ValueError, match="jitter"):
+        Backoff(jitter=1.5)
+    with pytest.raises(ValueError, match="base_s"):
+        Backoff(base_s=-1)
+
+
+# ------------------------------------------------------------------ plan
+def _config(simulator: bool, bridge: bool):
+    raw = {"venues": {"binance": {"instruments": ["BTC/USDT", "ETH/USDT"]},
+                      "kraken": {"instruments": ["BTC/USD"]}}}
+    if simulator:
+        raw["simulator"] = {}
+    else:
+        for venue in raw["venues"].values():
+            venue["url"] = "wss://example.invalid/ws"
+    if bridge:
+        raw["bridge"] = {"nats_url": "nats://127.0.0.1:4222", "box": "tokyo",
+                         "subscribe": {"frankfurt": {"coinbase": ["BTC/USD", "ETH/USD"]}}}
+    return parse_config(raw, available_cores=CORES)
+
+
+def test_the_plan_without_bridge_or_simulator():
+    plan = BoardPlan.from_config(_config(simulator=False, bridge=False))
+    assert [(r.row, r.label, r.instrument, r.symbol) for r in plan.rows] == [
+        (0, "binance", "BTC/USDT", "BTCUSDT"), (1, "binance", "ETH/USDT", "ETHUSDT"), (2, "kraken", "BTC/USD", "BTC/USD")]
+    assert [(s.slot, s.key, s.role, s.title) for s in plan.slots] == [
+        (0, "feed:binance", ProcessRole.FEED, "pipeline: feed binance"),
+        (1, "feed:kraken", ProcessRole.FEED, "pipeline: feed kraken"),
+        (2, "detector", ProcessRole.DETECTOR, "pipeline: detector"),
+        (3, "health", ProcessRole.HEALTH, "pipeline: health")]
+    assert plan.n_procs == 4
+    assert plan.lanes() == [([0, 1], 0), ([2], 1)]
+    assert plan.feed_slots() == {"binance": 0, "kraken": 1}
+    assert plan.instruments == ("BTC/USDT", "ETH/USDT", "BTC/USD")
+    assert plan.instrument_ids == (0, 1, 2)
+    assert plan.slot("detector").lane == -1 and not plan.has("simulator") and not plan.has("bridge")
+    with pytest.raises(KeyError, match="no process 'bridge'"):
+        plan.slot("bridge")
+
+
+def test_the_plan_with_simulator_and_bridge():
+    plan = BoardPlan.from_config(_config(simulator=True, bridge=True))
+    assert [(r.row, r.label, r.instrument) for r in plan.rows] == [
+        (0, "binance", "BTC/USDT"), (1, "binance", "ETH/USDT"), (2, "kraken", "BTC/USD"),
+        (3, "coinbase@frankfurt", "BTC/USD"), (4, "coinbase@frankfurt", "ETH/USD")]
+    assert [(s.slot, s.key) for s in plan.slots] == [
+        (0, "feed:binance"), (1, "feed:kraken"), (2, "detector"), (3, "health"), (4, "simulator"), (5, "bridge")]
+    assert plan.n_procs == 6
+    assert [r.row for r in plan.slot("bridge").rows] == [3, 4]
+    assert plan.lanes() == [([0, 1], 0), ([2], 1), ([3, 4], 5)]
+    assert [r.row for r in plan.local_rows] == [0, 1, 2] and [r.row for r in plan.remote_rows] == [3, 4]
+    assert plan.instrument_ids == (0, 1, 2, 2, 3)
+
+
+def test_a_bridge_without_simulator_takes_the_next_slot():
+    plan = BoardPlan.from_config(_config(simulator=False, bridge=True))
+    assert [(s.slot, s.key) for s in plan.slots][-1] == (4, "bridge") and plan.n_procs == 5
+
+
+def test_the_plan_creates_the_board_it_describes(board_name):
+    plan = BoardPlan.from_config(_config(simulator=True, bridge=True))
+    board = plan.create_board(board_name, 5)
+    try:
+        assert board.geometry.n_procs == 6 and board.geometry.n_rows == 5
+        assert [int(v) for v in board.rows["instrument_id"]] == [0, 1, 2, 2, 3]
+        assert [int(v) for v in board.row_lanes] == [1, 1, 2, 6, 6]         # lane + 1; 0 is "no lane"
+    finally:
+        board.destroy()
+
+
+# ------------------------------------------------------------------ exit codes
+def test_exit_code_mapping():
+    assert exit_code_for(None) == ExitCode.CLEAN
+    assert exit_code_for(ConfigError([("detector.output", "is a directory")])) == ExitCode.CONFIG
+    assert exit_code_for(UnusableResource("bridge.token_file", "cannot read it")) == ExitCode.CONFIG
+    assert exit_code_for(PipelineError("broken")) == ExitCode.CRASH
+    assert exit_code_for(ValueError("bug")) == ExitCode.CRASH
+    assert exit_code_for(SystemExit(0)) == ExitCode.CLEAN
+    assert exit_code_for(SystemExit(None)) == ExitCode.CLEAN
+    assert exit_code_for(SystemExit(2)) == ExitCode.CONFIG
+    assert exit_code_for(SystemExit(3)) == ExitCode.CRASH
+    assert [int(c) for c in ExitCode] == [0, 1, 2]
+    assert str(UnusableResource("bridge.token_file", "cannot read it")) == "bridge.token_file: cannot read it"
+    assert str(UnusableResource("", "bridge.token_env names X, which is not set")) == \
+        "bridge.token_env names X, which is not set"
+
+
+def test_stop_wakes_a_waiter_and_is_falsy_until_set():
+    stop = Stop()
+    assert not stop and stop.wait(0.01) is False
+    stop.set()
+    assert stop and stop.is_set() and stop.wait(5.0) is True
