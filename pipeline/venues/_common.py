@@ -17,13 +17,14 @@ from __future__ import annotations
 import gzip
 import typing
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Callable
 
 import msgspec
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import SchemaDrift
+from pipeline.model import InstrumentRules, RuleChange, SchemaDrift
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # Coinbase's whole-book snapshot is ~5 MB; anything near this is not a quote
 
@@ -232,6 +233,88 @@ def rfc3339_ms(text: str) -> int:
     return secs * 1000 + ms
 
 
+# ---------------------------------------------------------------- reference data (trading rules)
+
+class RefMsg(msgspec.Struct, gc=False):
+    """Base of every reference-data declaration (a venue's trading-rules response, REST or channel).
+
+    Unlike :class:`WireMsg`, unknown fields are ignored: these responses carry dozens of fields the rules do
+    not use and gain new ones often, and they are read once per refresh, not per frame. Increments and limits
+    are declared :class:`~decimal.Decimal`: msgspec reads both ``"0.01"`` and ``0.01`` into a Decimal from the
+    wire text, exactly (never through a float).
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceData:
+    """Where a venue publishes its trading rules, and how to read them (the record's ``reference_data``).
+
+    ``url`` + ``path`` is the request (``transport`` ``"rest"``: an HTTP GET; ``"websocket"``: the channel
+    named by ``path`` on the market-data connection at ``url``); ``doc`` links the exchange's documentation
+    of it; ``parse(raw) -> list[InstrumentRules]`` reads one whole response, and raises only
+    :class:`~pipeline.errors.ParseError` naming what is wrong.
+    """
+
+    url: str
+    path: str
+    doc: str
+    parse: Callable
+    transport: str = "rest"
+
+
+def decode_reference(decoder: msgspec.json.Decoder, raw, exchange: str):
+    """Decode a reference-data response with its declaration; msgspec's words (with the path) on refusal."""
+    if len(raw) > MAX_FRAME_BYTES:
+        raise ParseError("oversize", f"{len(raw)} bytes", exchange)
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ParseError("bad_reference_data", str(exc)[:200], exchange) from None
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
+        raise ParseError("invalid_json", str(exc)[:120], exchange) from None
+
+
+def _finite(value) -> bool:
+    return isinstance(value, Decimal) and value.is_finite()
+
+
+def build_rules(exchange: str, symbol: str, *, tick: Decimal, step: Decimal, min_qty: Decimal | None,
+                max_qty: Decimal | None, min_notional: Decimal | None, max_notional: Decimal | None,
+                trading: bool, status: str, upcoming: tuple[RuleChange, ...] = ()) -> InstrumentRules:
+    """One :class:`~pipeline.model.InstrumentRules`, checked: ``tick`` and ``step`` finite and > 0, minimums
+    finite and >= 0 (None: 0), maximums finite and > 0 (None, or 0 where a venue writes 0 for "none": unbounded).
+    Anything else raises :class:`ParseError` naming the symbol and the field."""
+    def bad(name, value):
+        return ParseError("bad_reference_data", f"{symbol}: {name} {value!s}", exchange)
+
+    for name, value in (("tick", tick), ("step", step)):
+        if not _finite(value) or value <= 0:
+            raise bad(name, value)
+    mins = []
+    for name, value in (("min_qty", min_qty), ("min_notional", min_notional)):
+        value = Decimal(0) if value is None else value
+        if not _finite(value) or value < 0:
+            raise bad(name, value)
+        mins.append(value)
+    maxes = []
+    for name, value in (("max_qty", max_qty), ("max_notional", max_notional)):
+        if value is not None and (not _finite(value) or value < 0):
+            raise bad(name, value)
+        maxes.append(value if value else None)
+    return InstrumentRules(exchange, symbol, tick, step, mins[0], maxes[0], mins[1], maxes[1], trading, status,
+                           upcoming)
+
+
+def decimal_text(text: str, exchange: str, what: str) -> Decimal | None:
+    """A number the exchange sends as text that may be empty (OKX ``""``): None when empty."""
+    if text == "":
+        return None
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        raise ParseError("bad_reference_data", f"{what}: {text[:40]!r} is not a number", exchange) from None
+
+
 WIRE_FUNCTIONS = ("native_symbol", "build_url", "build_subscribe", "build_resubscribe", "build_keepalive",
                   "build_pong", "parse", "top", "build_login", "infer_precision")
 
@@ -289,6 +372,7 @@ class Venue:
     #                                        error (Binance acks it and stays silent: the row just never syncs)
     aligned_snapshots: bool = False    # the depth snapshot is requested apart and numbered inside the delta stream:
     #                                    deltas before it are cached and aligned with it (HTX; pipeline.book "Alignment")
+    reference_data: ReferenceData | None = None   # where its trading rules (tick, step, minimums) are published
 
     def wire_frame(self, text: str):
         """A frame's JSON text as this exchange sends it (captures kept as text, tests)."""

@@ -1,7 +1,7 @@
 """binance: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue, wire_functions
+from pipeline.venues._common import ReferenceData, Venue, wire_functions
 from pipeline.venues.binance import wire
 
 VENUE = Venue(
@@ -23,5 +23,9 @@ VENUE = Venue(
     exchange_time=False,              # bookTicker and partial depth carry no time
     refuses_unknown_symbols=False,    # a stream of an unknown symbol is acked and stays silent
     quirks=("late_depth", "planned_disconnects"),
+    reference_data=ReferenceData(   # trading rules: tick, step, minimums (docs/trading-rules.md)
+        url="https://api.binance.com", path="/api/v3/exchangeInfo?permissions=SPOT",
+        doc="https://github.com/binance/binance-spot-api-docs/blob/master/rest-api.md#exchange-information",
+        parse=wire.instrument_rules),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -36,11 +36,14 @@ per second per connection (SUBSCRIBE counts), 1024 streams per connection.
 """
 from __future__ import annotations
 
+from decimal import Decimal
+
+import msgspec
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, Message, WireMsg, make_parse
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, InstrumentRules, Notice, SubscribeError
+from pipeline.venues._common import MAX_FRAME_BYTES, Message, RefMsg, WireMsg, build_rules, decode_reference, make_parse
 
 NAME = "binance"
 DEPTH_CHOICES = (5, 10, 20)
@@ -211,3 +214,72 @@ def top(raw) -> tuple | None:
     except Exception:  # noqa: BLE001 - anything unusual takes the general path, which names it
         return None
     return _ticker(msg.data) if msg.stream.endswith("@bookTicker") else None
+
+
+# ---------------------------------------------------------------- reference data: trading rules
+
+
+class SymbolFilter(RefMsg):
+    """One entry of a symbol's ``filters`` (filters.md), every kind in one declaration: the fields below are
+    those of ``PRICE_FILTER``, ``LOT_SIZE``, ``NOTIONAL`` and ``MIN_NOTIONAL``; other kinds leave them None."""
+
+    filterType: str
+    tickSize: Decimal | None = None
+    minQty: Decimal | None = None
+    maxQty: Decimal | None = None
+    stepSize: Decimal | None = None
+    minNotional: Decimal | None = None
+    maxNotional: Decimal | None = None
+
+
+class ExchangeSymbol(RefMsg):
+    symbol: str
+    status: str
+    filters: list[SymbolFilter]
+    isSpotTradingAllowed: bool = True
+
+
+class ExchangeInfo(RefMsg):
+    """``GET /api/v3/exchangeInfo`` (rest-api.md "Exchange information"): the fields the rules use."""
+
+    symbols: list[ExchangeSymbol]
+
+
+_EXCHANGE_INFO = msgspec.json.Decoder(ExchangeInfo)
+
+
+def instrument_rules(raw: bytes | str) -> list[InstrumentRules]:
+    """``GET /api/v3/exchangeInfo`` -> one :class:`~pipeline.model.InstrumentRules` per symbol.
+
+    Docs: ``rest-api.md`` "Exchange information", ``filters.md`` and ``enums.md`` of
+    https://github.com/binance/binance-spot-api-docs (read at commit a5e0bc3, 2026-07-21). A symbol, trimmed::
+
+        {"symbol":"BTCBUSD","status":"TRADING","isSpotTradingAllowed":true,"filters":[
+         {"filterType":"PRICE_FILTER","minPrice":"0.01000000","maxPrice":"1000000.00000000","tickSize":"0.01000000"},
+         {"filterType":"LOT_SIZE","minQty":"0.00001000","maxQty":"9000.00000000","stepSize":"0.00001000"},
+         {"filterType":"MIN_NOTIONAL","minNotional":"10.00000000","applyToMarket":true,"avgPriceMins":5},
+         {"filterType":"MARKET_LOT_SIZE","minQty":"0.00000000","maxQty":"122.34284289","stepSize":"0.00000000"}]}
+
+    ``tick`` is ``PRICE_FILTER.tickSize``; ``step``/``min_qty``/``max_qty`` are ``LOT_SIZE``'s; the notional
+    bounds come from ``NOTIONAL`` (``minNotional``, ``maxNotional``), or from the legacy ``MIN_NOTIONAL``
+    on symbols that still carry it. ``applyMinToMarket``/``applyMaxToMarket``/``applyToMarket`` only say
+    whether the bound also applies to MARKET orders; the orders sized here are limit orders, to which the
+    bounds always apply, so the flags are not read. ``MARKET_LOT_SIZE`` (market orders only) is not read
+    either. ``trading``: ``status`` is ``TRADING`` (the others: ``END_OF_DAY``, ``HALT``, ``BREAK``,
+    ``CANCEL_ONLY``) and ``isSpotTradingAllowed``. All numbers are strings on the wire.
+    """
+    info = decode_reference(_EXCHANGE_INFO, raw, NAME)
+    out = []
+    for sym in info.symbols:
+        kinds = {f.filterType: f for f in sym.filters}
+        price, lot = kinds.get("PRICE_FILTER"), kinds.get("LOT_SIZE")
+        notional = kinds.get("NOTIONAL") or kinds.get("MIN_NOTIONAL")
+        if price is None or lot is None:
+            missing = "PRICE_FILTER" if price is None else "LOT_SIZE"
+            raise ParseError("bad_reference_data", f"{sym.symbol}: no {missing} filter", NAME)
+        out.append(build_rules(
+            NAME, sym.symbol, tick=price.tickSize, step=lot.stepSize, min_qty=lot.minQty, max_qty=lot.maxQty,
+            min_notional=notional.minNotional if notional is not None else None,
+            max_notional=notional.maxNotional if notional is not None else None,
+            trading=sym.status == "TRADING" and sym.isSpotTradingAllowed, status=sym.status))
+    return out

@@ -1,7 +1,7 @@
 """bybit: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue, wire_functions
+from pipeline.venues._common import ReferenceData, Venue, wire_functions
 from pipeline.venues.bybit import wire
 
 VENUE = Venue(
@@ -20,5 +20,9 @@ VENUE = Venue(
     depth_is_delta=True,
     cross_channel_seq="data.seq",
     quirks=("late_depth", "resend_unchanged", "sequence_resets", "dropped_messages"),
+    reference_data=ReferenceData(   # trading rules: tick, step, minimums (docs/trading-rules.md)
+        url="https://api.bybit.com", path="/v5/market/instruments-info?category=spot",
+        doc="https://bybit-exchange.github.io/docs/v5/market/instrument",
+        parse=wire.instrument_rules),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -41,11 +41,14 @@ Control frames (pongs, subscribe acks and errors) are read with orjson.
 """
 from __future__ import annotations
 
+from decimal import Decimal
+
+import msgspec
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, Message, WireMsg, make_parse
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, InstrumentRules, Pong, SubscribeError
+from pipeline.venues._common import MAX_FRAME_BYTES, Message, RefMsg, WireMsg, build_rules, decode_reference, make_parse
 
 NAME = "bybit"
 BOOK_LEVELS = 50
@@ -212,3 +215,74 @@ def _symbol_from_error(message: str) -> str:
         if token.startswith("orderbook."):
             return token.rsplit(".", 1)[-1]
     return ""
+
+
+# ---------------------------------------------------------------- reference data: trading rules
+
+
+class LotSizeFilter(RefMsg):
+    basePrecision: Decimal
+    minOrderAmt: Decimal
+    minOrderQty: Decimal | None = None        # deprecated: "no longer check minOrderQty, check minOrderAmt"
+    maxOrderQty: Decimal | None = None        # deprecated in favour of maxLimitOrderQty / maxMarketOrderQty
+    maxLimitOrderQty: Decimal | None = None
+
+
+class PriceFilter(RefMsg):
+    tickSize: Decimal
+
+
+class SpotInstrument(RefMsg):
+    symbol: str
+    status: str
+    lotSizeFilter: LotSizeFilter
+    priceFilter: PriceFilter
+
+
+class InstrumentList(RefMsg):
+    items: list[SpotInstrument] = msgspec.field(default_factory=list, name="list")   # "result":{} on an error
+
+
+class InstrumentsInfo(RefMsg):
+    """``GET /v5/market/instruments-info?category=spot`` (docs/v5/market/instrument, Spot tab)."""
+
+    retCode: int
+    retMsg: str
+    result: InstrumentList = msgspec.field(default_factory=InstrumentList)
+
+
+_INSTRUMENTS_INFO = msgspec.json.Decoder(InstrumentsInfo)
+
+
+def instrument_rules(raw: bytes | str) -> list[InstrumentRules]:
+    """``GET /v5/market/instruments-info?category=spot`` -> one :class:`~pipeline.model.InstrumentRules` per symbol.
+
+    Docs: https://bybit-exchange.github.io/docs/v5/market/instrument (the repository
+    github.com/bybit-exchange/docs, ``docs/v5/market/instrument.mdx``, read at commit b3f09bd, 2026-05-27).
+    A symbol of the docs' spot example, trimmed::
+
+        {"symbol":"BTCUSDT","status":"Trading","lotSizeFilter":{"basePrecision":"0.000001",
+         "quotePrecision":"0.0000001","minOrderQty":"0.000011","maxOrderQty":"83","minOrderAmt":"5",
+         "maxOrderAmt":"8000000","maxLimitOrderQty":"83","maxMarketOrderQty":"41.5"},
+         "priceFilter":{"tickSize":"0.1"}}
+
+    ``tick`` is ``priceFilter.tickSize``; ``step`` is ``basePrecision`` (on spot the quantity increment);
+    ``min_notional`` is ``minOrderAmt``. ``minOrderQty`` is deprecated ("no longer check minOrderQty, check
+    minOrderAmt"): when a response still carries it, it is kept as ``min_qty`` (stricter, never wrong), and
+    absent it is 0. ``max_qty`` is ``maxLimitOrderQty`` (limit orders), else the deprecated ``maxOrderQty``;
+    ``maxOrderAmt`` is deprecated and "no longer checked", so ``max_notional`` is None. ``trading``: ``status``
+    is ``Trading`` (spot lists only trading symbols unless asked; the enum also has ``PreLaunch``,
+    ``Delivering``, ``Closed``). ``retCode`` other than 0 is a ParseError with ``retMsg``.
+    """
+    info = decode_reference(_INSTRUMENTS_INFO, raw, NAME)
+    if info.retCode != 0:
+        raise ParseError("bad_reference_data", f"retCode {info.retCode}: {info.retMsg[:80]}", NAME)
+    out = []
+    for inst in info.result.items:
+        lot = inst.lotSizeFilter
+        max_qty = lot.maxLimitOrderQty if lot.maxLimitOrderQty is not None else lot.maxOrderQty
+        out.append(build_rules(
+            NAME, inst.symbol, tick=inst.priceFilter.tickSize, step=lot.basePrecision, min_qty=lot.minOrderQty,
+            max_qty=max_qty, min_notional=lot.minOrderAmt, max_notional=None,
+            trading=inst.status == "Trading", status=inst.status))
+    return out

@@ -1,7 +1,7 @@
 """coinbase: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue, wire_functions
+from pipeline.venues._common import ReferenceData, Venue, wire_functions
 from pipeline.venues.coinbase import wire
 
 VENUE = Venue(
@@ -21,5 +21,9 @@ VENUE = Venue(
     cross_channel_seq="",
     bbo_channel=False,                # level2 only: the top of book is the book's own (W4)
     quirks=("dropped_messages",),
+    reference_data=ReferenceData(   # trading rules: tick, step, minimums (docs/trading-rules.md)
+        url="https://api.coinbase.com", path="/api/v3/brokerage/market/products?product_type=SPOT",
+        doc="https://docs.cdp.coinbase.com/api-reference/advanced-trade-api/rest-api/public/list-public-products",
+        parse=wire.instrument_rules),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

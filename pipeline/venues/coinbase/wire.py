@@ -69,8 +69,10 @@ Exchange feed, other channels) are read with orjson by :func:`_handle`.
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional, Union
+from decimal import Decimal
+from typing import Literal
 
+import msgspec
 import orjson
 
 from pipeline.errors import ParseError
@@ -80,11 +82,22 @@ from pipeline.model import (
     Ack,
     BookUpdate,
     Heartbeat,
+    InstrumentRules,
     Liveness,
     SequenceMark,
     SubscribeError,
 )
-from pipeline.venues._common import SHAPE_ERRORS, Message, WireMsg, levels, make_parse, rfc3339_ms
+from pipeline.venues._common import (
+    SHAPE_ERRORS,
+    Message,
+    RefMsg,
+    WireMsg,
+    build_rules,
+    decode_reference,
+    levels,
+    make_parse,
+    rfc3339_ms,
+)
 
 NAME = "coinbase"
 CHANNELS = ("level2", "heartbeats")
@@ -132,7 +145,7 @@ class Level2Update(WireMsg):
     side: str
     price_level: float
     new_quantity: float
-    event_time: Optional[str] = None
+    event_time: str | None = None
 
 
 class Level2Event(WireMsg):
@@ -156,11 +169,11 @@ class Level2Message(WireMsg):
     channel: str
     timestamp: str
     events: list[Level2Event]
-    sequence_num: Optional[int] = None
-    client_id: Optional[str] = None
+    sequence_num: int | None = None
+    client_id: str | None = None
 
 
-Best = Union[float, Literal[""], None]      # best bid/ask price or quantity: "" (or absent) when the side is empty
+Best = float | Literal[""] | None      # best bid/ask price or quantity: "" (or absent) when the side is empty
 
 
 class Ticker(WireMsg):
@@ -175,21 +188,21 @@ class Ticker(WireMsg):
     best_bid_quantity: Best = None
     best_ask: Best = None
     best_ask_quantity: Best = None
-    type: Optional[str] = None
-    price: Optional[str] = None
-    volume_24_h: Optional[str] = None
-    low_24_h: Optional[str] = None
-    high_24_h: Optional[str] = None
-    low_52_w: Optional[str] = None
-    high_52_w: Optional[str] = None
-    price_percent_chg_24_h: Optional[str] = None
+    type: str | None = None
+    price: str | None = None
+    volume_24_h: str | None = None
+    low_24_h: str | None = None
+    high_24_h: str | None = None
+    low_52_w: str | None = None
+    high_52_w: str | None = None
+    price_percent_chg_24_h: str | None = None
 
 
 class TickerEvent(WireMsg):
     """An event of a ``ticker`` message: websocket-channels, "Ticker Channel" (``events[]``)."""
 
     tickers: list[Ticker]
-    type: Optional[str] = None
+    type: str | None = None
 
 
 class TickerMessage(WireMsg):
@@ -198,8 +211,8 @@ class TickerMessage(WireMsg):
     channel: str
     timestamp: str
     events: list[TickerEvent]
-    sequence_num: Optional[int] = None
-    client_id: Optional[str] = None
+    sequence_num: int | None = None
+    client_id: str | None = None
 
 
 _LEVEL2 = Message(Level2Message, NAME)
@@ -207,7 +220,7 @@ _TICKER = Message(TickerMessage, NAME)
 
 # A hot frame names its channel first (``{"channel":"l2_data",...``): found in the frame's first bytes.
 _HEAD = 64
-_MARKS = {str: ('"channel":"l2_data"', '"channel":"ticker"')}
+_MARKS: dict[type, tuple] = {str: ('"channel":"l2_data"', '"channel":"ticker"')}
 _MARKS[bytes] = _MARKS[bytearray] = tuple(m.encode() for m in _MARKS[str])
 
 
@@ -217,7 +230,7 @@ def _level2(raw) -> list | None:
     if msg.channel != "l2_data":
         return None
     seq = msg.sequence_num
-    out = [] if seq is None else [SequenceMark(seq)]
+    out: list = [] if seq is None else [SequenceMark(seq)]
     envelope_ms = rfc3339_ms(msg.timestamp)
     for event in msg.events:
         kind = event.type
@@ -239,8 +252,8 @@ def _updates(updates: list[Level2Update]) -> tuple[list, list, str]:
     compared without the zone letter: a shorter fraction that is a prefix is
     the smaller time, which plain string order gets right once the ``Z`` is gone.
     """
-    bids = []
-    asks = []
+    bids: list = []
+    asks: list = []
     bid = bids.append
     ask = asks.append
     newest = ""
@@ -267,7 +280,7 @@ def _ticker(raw) -> list | None:
     if msg.channel != "ticker":
         return None
     seq = msg.sequence_num
-    out = [] if seq is None else [SequenceMark(seq)]
+    out: list = [] if seq is None else [SequenceMark(seq)]
     ts = rfc3339_ms(msg.timestamp)
     for event in msg.events:
         for t in event.tickers:
@@ -297,7 +310,7 @@ def _handle(msg: dict, raw) -> list | None:
     if hot is not None:                   # not seen by parse's marker (another key first, spaces): same struct
         return _hot(hot, raw)
     seq = msg.get("sequence_num")
-    out = [] if seq is None else [SequenceMark(int(seq))]
+    out: list = [] if seq is None else [SequenceMark(int(seq))]
     if channel == "heartbeats":
         out.append(CONNECTION_LIVE)
     elif channel == "subscriptions":
@@ -381,3 +394,60 @@ def _exchange_feed(msg: dict, raw) -> list:
     raise ParseError("unknown_message", str(raw[:80]), NAME)
 
 
+# ---------------------------------------------------------------- reference data: trading rules
+
+
+class Product(RefMsg):
+    product_id: str
+    price_increment: Decimal
+    base_increment: Decimal
+    base_min_size: Decimal
+    base_max_size: Decimal | None = None
+    quote_min_size: Decimal | None = None
+    quote_max_size: Decimal | None = None
+    status: str = ""
+    trading_disabled: bool = False
+    is_disabled: bool = False
+    cancel_only: bool = False
+    limit_only: bool = False
+    post_only: bool = False
+
+
+class Products(RefMsg):
+    """``GET /api/v3/brokerage/market/products`` (Advanced Trade "List Public Products")."""
+
+    products: list[Product]
+
+
+_PRODUCTS = msgspec.json.Decoder(Products)
+_UNTRADABLE_FLAGS = ("trading_disabled", "is_disabled", "cancel_only", "limit_only", "post_only")
+
+
+def instrument_rules(raw: bytes | str) -> list[InstrumentRules]:
+    """``GET /api/v3/brokerage/market/products`` -> one :class:`~pipeline.model.InstrumentRules` per product.
+
+    Docs: https://docs.cdp.coinbase.com/api-reference/advanced-trade-api/rest-api/public/list-public-products
+    (as scraped 2026-06-27 in github.com/qiuham/crypto-api-docs). A product of the docs' example, trimmed::
+
+        {"products":[{"product_id":"BTC-USD","price_increment":"0.00000001","base_increment":"0.00000001",
+         "quote_min_size":"0.00000001","quote_max_size":"1000","base_min_size":"0.00000001",
+         "base_max_size":"1000","status":"<string>","is_disabled":false,"trading_disabled":false,
+         "cancel_only":true,"limit_only":true,"post_only":true}],"num_products":100}
+
+    ``tick`` ``price_increment``, ``step`` ``base_increment``, ``min_qty``/``max_qty`` ``base_min_size``/
+    ``base_max_size``, ``min_notional``/``max_notional`` ``quote_min_size``/``quote_max_size``. ``trading``:
+    ``status`` is ``online`` and none of ``trading_disabled``, ``is_disabled``, ``cancel_only``,
+    ``limit_only``, ``post_only`` is set (``limit_only`` is read as "no taker order" too: conservative, a
+    marketable limit may be refused while the book is in that mode); the reported ``status`` names the flags
+    set. Numbers are strings.
+    """
+    resp = decode_reference(_PRODUCTS, raw, NAME)
+    out = []
+    for prod in resp.products:
+        flags = [name for name in _UNTRADABLE_FLAGS if getattr(prod, name)]
+        out.append(build_rules(
+            NAME, prod.product_id, tick=prod.price_increment, step=prod.base_increment,
+            min_qty=prod.base_min_size, max_qty=prod.base_max_size, min_notional=prod.quote_min_size,
+            max_notional=prod.quote_max_size, trading=prod.status == "online" and not flags,
+            status=" ".join([prod.status, *flags])))
+    return out

@@ -1,7 +1,7 @@
 """htx: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue, wire_functions
+from pipeline.venues._common import ReferenceData, Venue, wire_functions
 from pipeline.venues.htx import wire
 
 VENUE = Venue(
@@ -20,5 +20,9 @@ VENUE = Venue(
     bbo_channel=False,          # bbo is not documented on /feed; mbp.5 is tick by tick: its best level is the top
     cross_channel_seq="",
     quirks=("dropped_messages",),
+    reference_data=ReferenceData(   # trading rules: tick, step, minimums (docs/trading-rules.md)
+        url="https://api.huobi.pro", path="/v1/settings/common/market-symbols",
+        doc="https://www.htx.com/en-us/opend/newApiPages/?id=7ec4f5d6-7773-11ed-9966-0242ac110003",
+        parse=wire.instrument_rules),
     **wire_functions(wire),     # parse, top, the control frames: the wire module's functions
 )

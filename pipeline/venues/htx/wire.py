@@ -99,13 +99,14 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Optional, Union
+from decimal import Decimal
 
+import msgspec
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, AlignedSnapshot, BookUpdate, Ping, Pong, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, Message, WireMsg, make_parse
+from pipeline.model import BBO, DEPTH, Ack, AlignedSnapshot, BookUpdate, InstrumentRules, Ping, Pong, SubscribeError
+from pipeline.venues._common import MAX_FRAME_BYTES, Message, RefMsg, WireMsg, build_rules, decode_reference, make_parse
 
 NAME = "htx"
 BOOK_LEVELS = 5                       # market.<sym>.mbp.5: every pair, tick by tick, a req snapshot (module docstring)
@@ -142,7 +143,7 @@ def build_subscribe(symbols: list[str], depth: int) -> list[str]:
     """Per symbol: ``sub`` mbp.5, then the ``req`` for the mbp.5 snapshot on the same connection
     (HTX step 2: the incrementals are cached by then). The session sends these ``subscribe_interval_s`` apart,
     which keeps ``req`` within HTX's one per 100 ms per connection."""
-    frames = []
+    frames: list[str] = []
     for symbol in symbols:
         for topic in topics(symbol, depth):
             frames.append(orjson.dumps({"sub": topic, "id": f"id{len(frames) + 1}"}).decode())
@@ -212,13 +213,13 @@ class BboTick(WireMsg):
     (https://huobiapi.github.io/docs/spot/v1/en/#best-bid-offer). ``seqId`` is missing on 2020 frames; a
     side without a price is a side without a level (as the orjson path always read it)."""
 
-    seqId: Optional[int] = None
-    ask: Optional[float] = None
-    askSize: Optional[float] = None
-    bid: Optional[float] = None
-    bidSize: Optional[float] = None
-    quoteTime: Optional[int] = None   # ms; the time we keep (``ts`` is the push time)
-    symbol: Optional[str] = None
+    seqId: int | None = None
+    ask: float | None = None
+    askSize: float | None = None
+    bid: float | None = None
+    bidSize: float | None = None
+    quoteTime: int | None = None   # ms; the time we keep (``ts`` is the push time)
+    symbol: str | None = None
 
 
 class Bbo(WireMsg):
@@ -226,14 +227,14 @@ class Bbo(WireMsg):
 
     ch: str
     tick: BboTick
-    ts: Optional[int] = None
+    ts: int | None = None
 
 
 class MbpRefreshTick(WireMsg):
     """``tick`` of a ``market.$symbol.mbp.refresh.$levels`` push: HTX Spot v1, "Market By Price (refresh
     update)" (#market-by-price-refresh-update; announcement 900000455606): the whole N-level book."""
 
-    seqNum: Optional[int] = None
+    seqNum: int | None = None
     bids: list[Level] = []
     asks: list[Level] = []
 
@@ -243,7 +244,7 @@ class MbpRefresh(WireMsg):
 
     ch: str
     tick: MbpRefreshTick
-    ts: Optional[int] = None
+    ts: int | None = None
 
 
 class MbpUpdateTick(WireMsg):
@@ -264,7 +265,7 @@ class MbpUpdate(WireMsg):
 
     ch: str
     tick: MbpUpdateTick
-    ts: Optional[int] = None
+    ts: int | None = None
 
 
 class MbpSnapshotData(WireMsg):
@@ -284,9 +285,9 @@ class MbpSnapshotReply(WireMsg):
 
     rep: str
     data: MbpSnapshotData
-    id: Union[str, int, None] = None
-    status: Optional[str] = None
-    ts: Optional[int] = None
+    id: str | int | None = None
+    status: str | None = None
+    ts: int | None = None
 
 
 class DepthTick(WireMsg):
@@ -295,8 +296,8 @@ class DepthTick(WireMsg):
 
     bids: list[Level] = []
     asks: list[Level] = []
-    version: Optional[int] = None
-    ts: Optional[int] = None
+    version: int | None = None
+    ts: int | None = None
 
 
 class Depth(WireMsg):
@@ -304,7 +305,7 @@ class Depth(WireMsg):
 
     ch: str
     tick: DepthTick
-    ts: Optional[int] = None
+    ts: int | None = None
 
 
 _BBO = Message(Bbo, NAME, strict_numbers=True)
@@ -533,3 +534,70 @@ def _symbol_from_text(text: str) -> str:
     # "market.btcusdt.mbp.5" / "invalid topic market.btcusdx.bbo" / "invalid mbp.150.symbol linkusdt"
     match = _SYMBOL_IN_TEXT.search(text)
     return (match.group(1) or match.group(2)) if match else ""
+
+
+# ---------------------------------------------------------------- reference data: trading rules
+
+
+class MarketSymbol(RefMsg):
+    symbol: str
+    state: str
+    pp: int                           # price precision: decimals of the price
+    ap: int                           # amount precision: decimals of the quantity (base)
+    minov: Decimal | None = None      # min order value (quote)
+    minoa: Decimal | None = None      # min order amount (base)
+    maxoa: Decimal | None = None      # max order amount (base)
+    lominoa: Decimal | None = None    # min amount of a limit order
+    lomaxoa: Decimal | None = None    # max amount of a limit order
+    at: str = "enabled"               # "trading by api interface": enabled / disabled
+
+
+class MarketSymbols(RefMsg):
+    """``GET /v1/settings/common/market-symbols`` ("Get Market Symbols Setting"); codes as documented there."""
+
+    status: str
+    data: list[MarketSymbol] = []
+    err_msg: str = msgspec.field(default="", name="err-msg")
+
+
+_MARKET_SYMBOLS = msgspec.json.Decoder(MarketSymbols)
+MAX_DECIMALS = 18
+
+
+def instrument_rules(raw: bytes | str) -> list[InstrumentRules]:
+    """``GET /v1/settings/common/market-symbols`` -> one :class:`~pipeline.model.InstrumentRules` per symbol.
+
+    Docs: "Get Market Symbols Setting",
+    https://www.htx.com/en-us/opend/newApiPages/?id=7ec4f5d6-7773-11ed-9966-0242ac110003. The docs' example,
+    trimmed::
+
+        {"status":"ok","data":[{"symbol":"btc3lusdt","state":"online","bc":"btc3l","qc":"usdt","pp":4,"ap":4,
+         "vp":8,"minoa":0.01,"maxoa":199.0515,"minov":5,"lominoa":0.01,"lomaxoa":199.0515,"smminoa":0.01,
+         "smmaxoa":199.0515,"bmmaxov":2500,"maxov":2500,"at":"enabled"}],"ts":"1641880897191","full":1}
+
+    This endpoint, not ``/v2/settings/common/symbols``: the v2 list (``sc`` symbol, ``tpp``/``tap``/``ttp``
+    trade price/amount/total precisions, ``state``) carries no order limits; the codes used here are
+    documented on this one. ``tick`` is ``10**-pp`` (price precision), ``step`` ``10**-ap`` (amount
+    precision); ``min_qty``/``max_qty`` are the limit-order ``lominoa``/``lomaxoa`` (else the general
+    ``minoa``/``maxoa``); ``min_notional`` is ``minov``. ``maxov``, ``smminoa``/``smmaxoa``, ``bmmaxov``
+    bound market orders only and are not used. ``trading``: ``state`` is ``online`` (others: ``unknown``,
+    ``not-online``, ``pre-online``, ``suspend``, ``offline``, ``transfer-board``, ``fuse``) and ``at``
+    (API trading) is ``enabled``. Numbers are JSON numbers, read into Decimals from their text.
+    ``status`` other than ``ok`` is a ParseError with ``err-msg``.
+    """
+    resp = decode_reference(_MARKET_SYMBOLS, raw, NAME)
+    if resp.status != "ok":
+        raise ParseError("bad_reference_data", f"status {resp.status}: {resp.err_msg[:80]}", NAME)
+    out = []
+    for sym in resp.data:
+        for name, digits in (("pp", sym.pp), ("ap", sym.ap)):
+            if not 0 <= digits <= MAX_DECIMALS:
+                raise ParseError("bad_reference_data", f"{sym.symbol}: {name} {digits}", NAME)
+        out.append(build_rules(
+            NAME, sym.symbol, tick=Decimal(1).scaleb(-sym.pp), step=Decimal(1).scaleb(-sym.ap),
+            min_qty=sym.lominoa if sym.lominoa is not None else sym.minoa,
+            max_qty=sym.lomaxoa if sym.lomaxoa is not None else sym.maxoa,
+            min_notional=sym.minov, max_notional=None,
+            trading=sym.state == "online" and sym.at == "enabled",
+            status=sym.state if sym.at == "enabled" else f"{sym.state} (api trading {sym.at})"))
+    return out

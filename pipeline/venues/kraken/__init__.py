@@ -1,7 +1,7 @@
 """kraken: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue, wire_functions
+from pipeline.venues._common import ReferenceData, Venue, wire_functions
 from pipeline.venues.kraken import wire
 
 VENUE = Venue(
@@ -20,5 +20,9 @@ VENUE = Venue(
     depth_is_delta=True,
     cross_channel_seq="",
     quirks=("shortest_numbers", "venue_status", "dropped_messages"),
+    reference_data=ReferenceData(   # trading rules: tick, step, minimums (docs/trading-rules.md)
+        url="wss://ws.kraken.com/v2", path="instrument",
+        doc="https://docs.kraken.com/api/docs/websocket-v2/instrument",
+        parse=wire.instrument_rules, transport="websocket"),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -29,7 +29,8 @@ BTC where v1 said XBT):
   Each pair becomes an :class:`~pipeline.model.InstrumentSpec` (precisions
   and ``status``: ``online``, ``cancel_only``, ``delisted``, ``limit_only``,
   ``maintenance``, ``post_only``, ``reduce_only``, ``work_in_progress``; only
-  ``online`` is tradable for us). The book checksum needs the precisions.
+  ``online`` is tradable for us). The book checksum needs the precisions. The same
+  declaration (:class:`InstrumentPair`) gives each pair's trading rules (:func:`instrument_rules`).
 * ``book`` depth 10 -- a snapshot, then updates; qty 0 deletes; levels pushed
   out of the top 10 get no delete, so the book truncates to 10 after every
   message::
@@ -83,13 +84,23 @@ from pipeline.model import (
     DEPTH,
     Ack,
     BookUpdate,
+    InstrumentRules,
     InstrumentSpec,
     Liveness,
     Pong,
     SubscribeError,
     TradingStatus,
 )
-from pipeline.venues._common import SHAPE_ERRORS, Message, WireMsg, loads, make_parse, rfc3339_ms
+from pipeline.venues._common import (
+    SHAPE_ERRORS,
+    Message,
+    RefMsg,
+    WireMsg,
+    build_rules,
+    loads,
+    make_parse,
+    rfc3339_ms,
+)
 
 NAME = "kraken"
 BOOK_LEVELS = 10
@@ -177,7 +188,7 @@ def checksum(bids_text: list, asks_text: list, price_precision: int, qty_precisi
     return zlib.crc32("".join(parts).encode("ascii"))
 
 
-checksum.precision_required = True     # the book calls it with the pair's precisions (pipeline.book)
+checksum.precision_required = True  # type: ignore[attr-defined]  # the book calls it with the pair's precisions
 
 
 def infer_precision(bids_text: list, asks_text: list) -> tuple[int, int]:
@@ -213,7 +224,7 @@ def build_url(url: str, symbols: list[str], depth: int) -> str:
 
 
 def _request(method: str, channel: str, symbols: list[str]) -> str:
-    params = {"channel": channel, "symbol": list(symbols)}
+    params: dict[str, object] = {"channel": channel, "symbol": list(symbols)}
     if channel == "book":
         params["depth"] = BOOK_LEVELS
     else:
@@ -436,7 +447,7 @@ def _handle(msg: dict, raw) -> list | None:
             raise ParseError("unknown_message", f"status system {system!r}", NAME)
         return [TradingStatus(None, system == "online", system)]
     if channel == "instrument":
-        return _instrument(msg)
+        return _instrument(raw)
     method = msg.get("method")
     if method == "pong":
         return [Pong()]
@@ -467,19 +478,83 @@ def parse(raw, recv_ns: int) -> list:
     return _parse_control(raw, recv_ns)
 
 
-def _instrument(msg: dict) -> list:
+class InstrumentPair(RefMsg):
+    """One pair of the ``instrument`` channel (websocket-v2/instrument, ``data.pairs[]``), the one declaration
+    the books' precisions (:func:`parse`) and the trading rules (:func:`instrument_rules`) are read from.
+    The increments and minimums are JSON numbers (``"qty_increment":1e-08``; ``cost_min`` is documented as a
+    string, sent as a number): read into Decimals from their text. Fields not declared are ignored."""
+
+    symbol: str
+    status: str
+    price_precision: int
+    qty_precision: int
+    price_increment: Decimal | None = None
+    qty_increment: Decimal | None = None
+    qty_min: Decimal | None = None
+    cost_min: Decimal | None = None
+
+
+class InstrumentData(RefMsg):
+    pairs: list[InstrumentPair] | None = None
+
+
+class InstrumentPush(RefMsg):
+    channel: Literal["instrument"]
+    type: str
+    data: InstrumentData
+
+
+_INSTRUMENT = msgspec.json.Decoder(InstrumentPush)
+
+
+def _instrument_push(raw, reason: str) -> InstrumentPush:
+    try:
+        push = _INSTRUMENT.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ParseError(reason, f"instrument: {str(exc)[:120]}", NAME) from None
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
+        raise ParseError("invalid_json", str(exc)[:120], NAME) from None
+    if push.type != "snapshot" and push.type != "update":
+        raise ParseError(reason, f"instrument type {push.type!r}", NAME)
+    return push
+
+
+def _instrument(raw) -> list:
     """Every pair of an ``instrument`` snapshot or update; one malformed pair rejects the frame."""
-    kind = msg["type"]
-    if kind != "snapshot" and kind != "update":
-        raise ParseError("unknown_message", f"instrument type {kind!r}", NAME)
     out = []
-    for pair in msg["data"].get("pairs") or ():
-        price_dp = pair["price_precision"]
-        qty_dp = pair["qty_precision"]
-        status = pair["status"]
-        symbol = pair["symbol"]
-        if (type(price_dp) is not int or type(qty_dp) is not int or not 0 <= price_dp <= MAX_PRECISION
-                or not 0 <= qty_dp <= MAX_PRECISION or not isinstance(status, str) or not isinstance(symbol, str)):
-            raise ParseError("unknown_message", f"instrument pair {str(pair)[:80]}", NAME)
-        out.append(InstrumentSpec(symbol, price_dp, qty_dp, status))
+    for pair in _instrument_push(raw, "unknown_message").data.pairs or ():
+        if not 0 <= pair.price_precision <= MAX_PRECISION or not 0 <= pair.qty_precision <= MAX_PRECISION:
+            raise ParseError("unknown_message", f"instrument pair {pair.symbol}: precision "
+                             f"{pair.price_precision}/{pair.qty_precision}", NAME)
+        out.append(InstrumentSpec(pair.symbol, pair.price_precision, pair.qty_precision, pair.status))
+    return out
+
+
+# ---------------------------------------------------------------- reference data: trading rules
+
+
+def instrument_rules(raw: bytes | str) -> list[InstrumentRules]:
+    """An ``instrument`` snapshot or update -> one :class:`~pipeline.model.InstrumentRules` per pair.
+
+    Docs: https://docs.kraken.com/api/docs/websocket-v2/instrument (as scraped 2026-06-09 in
+    github.com/qiuham/crypto-api-docs, ``docs/kraken/websocket-v2/instrument.md``). A pair of the docs'
+    snapshot, trimmed::
+
+        {"symbol":"BTC/USD","base":"BTC","quote":"USD","status":"online","qty_precision":8,
+         "qty_increment":1e-08,"price_precision":1,"cost_precision":5,"cost_min":0.5,"tick_size":0.1,
+         "price_increment":0.1,"qty_min":0.0001}
+
+    The same declaration as the books' precisions (:class:`InstrumentPair`). ``tick`` ``price_increment``
+    (``tick_size`` is deprecated), ``step`` ``qty_increment``, ``min_qty`` ``qty_min``, ``min_notional``
+    ``cost_min``; Kraken documents no maximum. ``trading``: the pair's ``status`` is ``online`` (others:
+    ``cancel_only``, ``delisted``, ``limit_only``, ``maintenance``, ``post_only``, ``reduce_only``,
+    ``work_in_progress``). The venue-wide ``status`` channel is not part of this: the books hold the rows.
+    Numbers are JSON numbers on the live feed, read exactly from their text.
+    """
+    out = []
+    for pair in _instrument_push(raw, "bad_reference_data").data.pairs or ():
+        out.append(build_rules(
+            NAME, pair.symbol, tick=pair.price_increment, step=pair.qty_increment, min_qty=pair.qty_min,
+            max_qty=None, min_notional=pair.cost_min, max_notional=None, trading=pair.status == "online",
+            status=pair.status))
     return out

@@ -1,7 +1,7 @@
 """okx: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
-from pipeline.venues._common import Venue, wire_functions
+from pipeline.venues._common import ReferenceData, Venue, wire_functions
 from pipeline.venues.okx import wire
 
 VENUE = Venue(
@@ -23,5 +23,9 @@ VENUE = Venue(
     login_depth_channel=wire.TBT_CHANNEL,
     depth_channels=wire.DEPTH_CHANNELS,
     quirks=("late_depth", "sequence_resets", "planned_disconnects", "dropped_messages"),
+    reference_data=ReferenceData(   # trading rules (docs/trading-rules.md); the `instruments` channel pushes the same
+        url="https://www.okx.com", path="/api/v5/public/instruments?instType=SPOT",
+        doc="https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments",
+        parse=wire.instrument_rules),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

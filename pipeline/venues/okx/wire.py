@@ -72,13 +72,35 @@ import base64
 import hashlib
 import hmac
 import re
+from decimal import Decimal
 
+import msgspec
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, ChannelNotPermitted, LoginResult, Notice, Pong,
-                            SubscribeError)
-from pipeline.venues._common import MAX_FRAME_BYTES, Message, WireMsg, make_parse
+from pipeline.model import (
+    BBO,
+    DEPTH,
+    Ack,
+    BookUpdate,
+    ChannelNotPermitted,
+    InstrumentRules,
+    LoginResult,
+    Notice,
+    Pong,
+    RuleChange,
+    SubscribeError,
+)
+from pipeline.venues._common import (
+    MAX_FRAME_BYTES,
+    Message,
+    RefMsg,
+    WireMsg,
+    build_rules,
+    decimal_text,
+    decode_reference,
+    make_parse,
+)
 
 NAME = "okx"
 DEPTH_CHANNEL = "books"              # public default
@@ -353,3 +375,85 @@ def _symbol_from_error(text: str) -> str:
     # 'Invalid request: {"op": "subscribe", "argss":[{ "channel" : "books", "instId" : "BTC-USD-191227"}]}'
     match = _INST_IN_TEXT.search(text)
     return match.group(1) if match else ""
+
+
+# ---------------------------------------------------------------- reference data: trading rules
+
+USD_QUOTES = frozenset({"USD", "USDT", "USDC"})   # maxLmtAmt is in USD: a quote-currency bound only for these
+
+
+class UpcomingChange(RefMsg):
+    param: str
+    newValue: str
+    effTime: str
+
+
+class SpotInstrument(RefMsg):
+    instId: str
+    state: str
+    tickSz: str
+    lotSz: str
+    minSz: str
+    quoteCcy: str = ""
+    maxLmtSz: str = ""
+    maxLmtAmt: str = ""
+    upcChg: list[UpcomingChange] = []
+
+
+class InstrumentsResponse(RefMsg):
+    """The REST answer (``code``, ``msg``, ``data``) and the ``instruments`` channel's push (``arg``, ``data``)
+    carry the same instrument objects: one declaration reads both."""
+
+    data: list[SpotInstrument]
+    code: str = "0"
+    msg: str = ""
+
+
+_INSTRUMENTS = msgspec.json.Decoder(InstrumentsResponse)
+
+
+def _amount(inst: SpotInstrument, name: str) -> Decimal | None:
+    return decimal_text(getattr(inst, name), NAME, f"{inst.instId}: {name}")
+
+
+def instrument_rules(raw: bytes | str) -> list[InstrumentRules]:
+    """``GET /api/v5/public/instruments?instType=SPOT``, or a push of the ``instruments`` WebSocket channel
+    (``{"arg":{"channel":"instruments","instType":"SPOT"},"data":[...]}``: the same objects, pushed when a
+    state or a trading parameter changes) -> one :class:`~pipeline.model.InstrumentRules` per instrument.
+
+    Docs: https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments and
+    #public-data-websocket-instruments-channel (as scraped 2026-06-27 in github.com/qiuham/crypto-api-docs,
+    ``docs/okx/public/data/``). The docs' example, trimmed::
+
+        {"code":"0","msg":"","data":[{"instId":"BTC-USDT","instType":"SPOT","quoteCcy":"USDT",
+         "tickSz":"0.1","lotSz":"0.00000001","minSz":"0.00001","maxLmtSz":"9999999999","maxLmtAmt":"1000000",
+         "maxMktSz":"","maxMktAmt":"1000000","state":"live",
+         "upcChg":[{"param":"tickSz","newValue":"0.0001","effTime":"1704876947000"}]}]}
+
+    ``tick`` ``tickSz``, ``step`` ``lotSz``, ``min_qty`` ``minSz`` ("sz >= minSz AND sz is a multiple of
+    lotSz"), ``max_qty`` ``maxLmtSz`` (a limit order's maximum, base currency on SPOT). ``maxLmtAmt`` is a
+    limit order's maximum in USD: it is ``max_notional`` when the quote is USD, USDT or USDC, else not used.
+    ``maxMktSz``/``maxMktAmt`` bound market orders only. No minimum order value is documented (0).
+    ``trading``: ``state`` is ``live`` (others: ``suspend``, ``preopen``, ``test`` "can't be traded", and
+    ``rebase``/``post_only``/``settling`` for other instrument types). ``upcChg`` (announced changes of
+    ``tickSz``, ``minSz``, ``maxMktSz``) becomes ``upcoming``. All numbers are strings, ``""`` when unset.
+    """
+    resp = decode_reference(_INSTRUMENTS, raw, NAME)
+    if resp.code != "0":
+        raise ParseError("bad_reference_data", f"code {resp.code}: {resp.msg[:80]}", NAME)
+    out = []
+    for inst in resp.data:
+        upcoming = []
+        for chg in inst.upcChg:
+            value = decimal_text(chg.newValue, NAME, f"{inst.instId}: upcChg {chg.param}")
+            if value is None or not chg.effTime.isdigit():
+                raise ParseError("bad_reference_data", f"{inst.instId}: upcChg {chg.param} {chg.newValue!r} "
+                                 f"at {chg.effTime!r}", NAME)
+            upcoming.append(RuleChange(chg.param, value, int(chg.effTime)))
+        out.append(build_rules(
+            NAME, inst.instId, tick=_amount(inst, "tickSz"), step=_amount(inst, "lotSz"),
+            min_qty=_amount(inst, "minSz"), max_qty=_amount(inst, "maxLmtSz"), min_notional=None,
+            max_notional=_amount(inst, "maxLmtAmt") if inst.quoteCcy in USD_QUOTES else None,
+            trading=inst.state == "live", status=inst.state,
+            upcoming=tuple(sorted(upcoming, key=lambda c: c.effective_ms))))
+    return out

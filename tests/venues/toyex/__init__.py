@@ -5,7 +5,7 @@ Registered only when ``PIPELINE_EXTRA_VENUES=toyex=tests.venues.toyex`` is set
 """
 from __future__ import annotations
 
-from pipeline.venues._common import Venue
+from pipeline.venues._common import ReferenceData, Venue
 from tests.venues.toyex import wire
 
 VENUE = Venue(
@@ -26,4 +26,6 @@ VENUE = Venue(
     build_pong=wire.build_pong,
     parse=wire.parse,
     top=wire.top,
+    reference_data=ReferenceData(url="https://toyex.invalid", path="/api/symbols",
+                                 doc="tests/venues/toyex/wire.py", parse=wire.instrument_rules),
 )

@@ -6,14 +6,20 @@
 * depth: ``{"ch":"depth","s":"BTC-USDT","u":8,"t":1700000000123,"bids":[["100.5","1.5"],...],"asks":[...]}``.
 
 ``u`` counts every push of a connection (both channels), ``t`` is the exchange's time in ms.
+
+* trading rules (``GET /api/symbols``): ``{"symbols":[{"symbol":"BTC-USDT","tick":"0.1","step":"0.001",
+  "min_qty":"0.001","min_value":"5","open":true}]}``.
 """
 from __future__ import annotations
 
+from decimal import Decimal
+
+import msgspec
 import orjson
 
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, SubscribeError
-from pipeline.venues._common import Message, WireMsg, make_parse
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, InstrumentRules, SubscribeError
+from pipeline.venues._common import Message, RefMsg, WireMsg, build_rules, decode_reference, make_parse
 
 NAME = "toyex"
 
@@ -119,3 +125,29 @@ def top(raw) -> tuple | None:
         return _top(TOP.exact.decode(raw))
     except Exception:  # noqa: BLE001 - None: parse decides
         return None
+
+
+class SymbolRules(RefMsg):
+    """One entry of ``GET /api/symbols``."""
+
+    symbol: str
+    tick: Decimal
+    step: Decimal
+    min_qty: Decimal
+    min_value: Decimal
+    open: bool
+
+
+class Symbols(RefMsg):
+    symbols: list[SymbolRules]
+
+
+_SYMBOLS = msgspec.json.Decoder(Symbols)
+
+
+def instrument_rules(raw) -> list[InstrumentRules]:
+    """``GET /api/symbols`` -> the trading rules of every symbol (no maximums)."""
+    return [build_rules(NAME, s.symbol, tick=s.tick, step=s.step, min_qty=s.min_qty, max_qty=None,
+                        min_notional=s.min_value, max_notional=None, trading=s.open,
+                        status="open" if s.open else "closed")
+            for s in decode_reference(_SYMBOLS, raw, NAME).symbols]
