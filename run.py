@@ -9,7 +9,7 @@ _stop_requested: list = []
 signal.signal(signal.SIGINT, lambda signum, frame: _stop_requested.append(signum))
 signal.signal(signal.SIGTERM, lambda signum, frame: _stop_requested.append(signum))
 
-from pipeline.cli import main  # noqa: E402
+from pipeline.commands import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(stop_requested=_stop_requested))

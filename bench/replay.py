@@ -13,7 +13,7 @@ Stages, each timed over the same recording in one run, rounds interleaved:
 * ``read``: the recording read and merged (decompression, record decoding);
 * ``+ session``: each frame through its venue's ``FeedSession`` into board rows;
 * ``+ scan``: the detector's change scan and quote reads after every frame;
-* ``+ engine``: the full replay (``pipeline.replay.Replay``): edge, lifecycle,
+* ``+ engine``: the full replay (``pipeline.commands.replay.Replay``): edge, lifecycle,
   shadow fills, the events file.
 
 Each session parses with its venue record's own ``parse``/``top`` (the wire
@@ -36,9 +36,9 @@ from pipeline.board import Board, RowWriter
 from pipeline.config import parse_config
 from pipeline.detector.scan import BoardView, RowUniverse
 from pipeline.feed.session import FeedSession
-from pipeline.recording.cli import RecordingFileWriter
+from pipeline.commands.recording import RecordingFileWriter
 from pipeline.recording.format import TEXT, RecordingReader, recording_files
-from pipeline.replay import Replay, plan_rows
+from pipeline.commands.replay import Replay, plan_rows
 from pipeline.venues import load_venue
 
 VENUES = ("binance", "bybit", "okx")

@@ -4,12 +4,19 @@ noise, and occasional dislocations where one exchange lags the others.
 Pure and seeded: the same seed and the same sequence of ``step`` calls give
 the same quotes, so a run can be repeated and a test can script a
 dislocation of known size and duration (:meth:`Market.schedule`).
+
+In the simulator each exchange quotes on its own tick where it serves a real one
+(:func:`venue_ticks`, e.g. Binance BTC/USDT on 0.01, Kraken ETH/USD on 0.05; the
+servers call :meth:`Market.set_tick`), else on the instrument's grid of about 6
+significant digits, which is all a market built on its own uses
+(:meth:`Market.use_venue_ticks` switches the real ticks on).
 """
 from __future__ import annotations
 
 import math
 import random
 from dataclasses import dataclass
+from decimal import Decimal
 
 DEFAULT_PRICES = {"BTC": 65000.0, "ETH": 3200.0, "SOL": 150.0, "XRP": 0.6, "DOGE": 0.15}
 
@@ -37,11 +44,22 @@ def price_decimals(price: float) -> int:
     return max(0, min(8, 5 - int(math.floor(math.log10(price)))))
 
 
+def venue_ticks(exchange: str) -> dict[str, Decimal]:
+    """The real ticks a registered venue's simulator serves (its protocol's ``REFERENCE_RULES``), by instrument;
+    {} for a name the registry does not know (a test's own exchange names). Every market of a venue quotes on
+    them (:meth:`Market.use_venue_ticks`)."""
+    from pipeline.venues import VENUES, load_protocol
+    if exchange not in VENUES:
+        return {}
+    return {instrument: Decimal(rule.tick) for instrument, rule in load_protocol(exchange).REFERENCE_RULES.items()}
+
+
 class Market:
     def __init__(self, exchanges: list[str], instruments: list[str], seed: int = 7, depth: int = 10,
                  volatility_bps: float = 1.0, noise_bps: float = 0.3, half_spread_bps: float = 0.5,
                  dislocation_every_s: float = 2.0, dislocation_bps: float = 25.0, dislocation_ms: float = 150.0,
                  start_prices: dict[str, float] | None = None, random_dislocations: bool = True):
+        self.seed = seed
         self.rng = random.Random(seed)
         self.exchanges = list(exchanges)
         self.instruments = list(instruments)
@@ -59,9 +77,32 @@ class Market:
             base = instrument.split("/")[0]
             self.mid[instrument] = start_prices.get(instrument, DEFAULT_PRICES.get(base, 100.0))
         self.decimals = {i: price_decimals(p) for i, p in self.mid.items()}
+        self.ticks: dict[tuple[str, str], tuple[float, int]] = {}   # (exchange, instrument) -> (tick, decimals)
         self.scheduled: list[Dislocation] = []
         self.next_dislocation_ms: float | None = None
         self.dislocations_started = 0
+
+    def set_tick(self, exchange: str, instrument: str, tick: Decimal) -> None:
+        """Quote ``exchange``'s ``instrument`` on ``tick`` (the venue's real price increment, e.g. Kraken's 0.05)
+        instead of the instrument's default grid (``10**-decimals``). The random walk is the same either way."""
+        self.ticks[(exchange, instrument)] = (float(tick), max(0, -tick.normalize().as_tuple().exponent))
+
+    def use_venue_ticks(self) -> Market:
+        """Quote every registered exchange on the real ticks its simulator serves (:func:`venue_ticks`), as the
+        simulator's servers do: a market built apart (a test recomputing the books) then quotes what they do."""
+        for exchange in self.exchanges:
+            for instrument, tick in venue_ticks(exchange).items():
+                if instrument in self.mid:
+                    self.set_tick(exchange, instrument, tick)
+        return self
+
+    def grid(self, exchange: str, instrument: str) -> tuple[float, int]:
+        """(tick, decimals) ``exchange`` quotes ``instrument`` on."""
+        grid = self.ticks.get((exchange, instrument))
+        if grid is None:
+            decimals = self.decimals[instrument]
+            return 10.0 ** -decimals, decimals
+        return grid
 
     def schedule(self, dislocation: Dislocation) -> None:
         self.scheduled.append(dislocation)
@@ -95,20 +136,30 @@ class Market:
         for d in self.scheduled:
             if d.exchange == exchange and d.instrument == instrument and d.active(now_ms):
                 mid *= 1.0 + d.bps * 1e-4
-        decimals = self.decimals[instrument]
-        tick = 10.0 ** -decimals
+        grid = self.ticks.get((exchange, instrument))
+        if grid is None:
+            decimals = self.decimals[instrument]
+            tick = 10.0 ** -decimals
+            snap = None
+        else:
+            tick, decimals = grid
+            snap = tick if round(tick, decimals) != 10.0 ** -decimals else None   # a tick that is not a power of 10
+
+        def on_grid(price: float) -> float:
+            return round(round(price / snap) * snap, decimals) if snap else round(price, decimals)
+
         spread = max(mid * self.half_spread, tick)
-        best_bid = round(mid - spread, decimals)
-        best_ask = round(mid + spread, decimals)
+        best_bid = on_grid(mid - spread)
+        best_ask = on_grid(mid + spread)
         if best_ask <= best_bid:
-            best_ask = round(best_bid + tick, decimals)
+            best_ask = on_grid(best_bid + tick)
         bids = []
         asks = []
         size = 20000.0 / max(mid, 1e-9)
         for level in range(self.depth):
             step = tick * (1 + level * 2)
-            bid_px = round(best_bid - step * level, decimals)
-            ask_px = round(best_ask + step * level, decimals)
+            bid_px = on_grid(best_bid - step * level)
+            ask_px = on_grid(best_ask + step * level)
             bids.append((bid_px, level_quantity(size, bid_px, decimals, exchange)))
             asks.append((ask_px, level_quantity(size, ask_px, decimals, exchange)))
         return bids, asks

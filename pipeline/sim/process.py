@@ -3,44 +3,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 
-from pipeline.board import Board
-from pipeline.board.layout import ProcessRole
-from pipeline.board.stats import ProcStats
-from pipeline.runtime import ProcessSpec, parent_alive, setup_child
+from pipeline.board import Board, ProcStats
+from pipeline.runtime import ProcessSpec, claim_slot, parent_alive, run_child
 from pipeline.sim.server import build_simulator
 
 log = logging.getLogger("pipeline.sim")
 
 
-async def serve(spec: ProcessSpec, config, report, ports=None) -> None:
+async def serve(spec: ProcessSpec, config, report, ports=None, stop=None) -> None:
+    """Listen, report the URLs to the supervisor, claim the slot, then serve until ``stop`` is set."""
     simulator = build_simulator(config)
     urls = await simulator.start(ports)
     report.send(urls)
     report.close()
+    claim_slot(spec)                     # only now: the slot says the simulator is listening
     board = Board.attach(spec.board_name, spec.depth)
     stats = ProcStats(board, spec.slot)
-    board.procs[spec.slot]["role"] = int(ProcessRole.SIMULATOR)
-    stats.set("pid", os.getpid())
-    stats.set("started_ns", time.time_ns())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    stopped = asyncio.Event()
+    if stop is not None:
+        stop.link(stopped)
 
     async def watch():
-        while not stop.is_set():
+        while not stopped.is_set():
             stats.set("heartbeat_ns", time.time_ns())
             stats.set("messages", sum(s.frames_sent for s in simulator.exchanges.values()))
             if not parent_alive(spec):
-                stop.set()
+                stopped.set()
             await asyncio.sleep(0.2)
 
     watcher = asyncio.ensure_future(watch())
     try:
-        await simulator.run(stop)
+        await simulator.run(stopped)
     finally:
         watcher.cancel()
         await simulator.close()
@@ -48,5 +43,5 @@ async def serve(spec: ProcessSpec, config, report, ports=None) -> None:
 
 
 def main(spec: ProcessSpec, config, report, ports=None) -> None:
-    setup_child(spec)
-    asyncio.run(serve(spec, config, report, ports))
+    """Entry point of the simulator process (called in the forked child)."""
+    run_child(spec, lambda stop: asyncio.run(serve(spec, config, report, ports, stop)), claim=False)

@@ -1,15 +1,15 @@
 """Shared pieces of the simulated exchange protocols."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import re
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
+from pipeline.choices import QUIRK_NAMES
 from pipeline.model import BBO, DEPTH
-
-QUIRK_NAMES = ("shortest_numbers", "late_depth", "resend_unchanged", "sequence_resets", "venue_status",
-               "planned_disconnects", "dropped_messages")
 
 
 @dataclass
@@ -17,7 +17,7 @@ class Quirks:
     """Real-venue behaviours the simulator can switch on (config ``simulator.quirks``).
 
     Each applies only to the venues that have it; the others ignore it. The
-    first three change how every message is written; the last four are events
+    first three change how every message is written; the last five are events
     the simulator stages every ``every_s`` seconds (see
     :meth:`pipeline.sim.server.ExchangeServer.stage_events`); tests can also
     trigger each one directly.
@@ -30,6 +30,8 @@ class Quirks:
     venue_status: bool = False         # kraken: status maintenance, then online again after status_s
     planned_disconnects: bool = False  # binance serverShutdown / okx 64008, then the connection is closed after grace_s
     dropped_messages: bool = False     # one depth message is lost (coinbase: a sequence_num jump; others: a gap)
+    rule_changes: bool = False         # every venue: an instrument's minimums change (OKX announces it ahead in
+    #                                    upcChg) or it halts for status_s (ExchangeServer.change_rule)
     every_s: float = 10.0              # how often the staged events happen
     status_s: float = 1.0              # how long a staged non-online status lasts
     grace_s: float = 2.0               # how long after a shutdown notice the connection is closed
@@ -42,7 +44,8 @@ class Quirks:
         return cls(**{name: True for name in names})
 
     def stages_events(self) -> bool:
-        return self.sequence_resets or self.venue_status or self.planned_disconnects or self.dropped_messages
+        return (self.sequence_resets or self.venue_status or self.planned_disconnects or self.dropped_messages
+                or self.rule_changes)
 
 
 HOSTILE_NAMES = ("out_of_range_numbers", "fragmented_messages", "oversize_messages", "endless_symbols")
@@ -180,6 +183,50 @@ class Rules:
         return self.missed_pongs or self.idle_timeout or self.message_rate
 
 
+@dataclass(frozen=True)
+class InstrumentRule:
+    """One instrument's trading rules as a simulated venue publishes them (its reference data).
+
+    The numbers are decimal **text**, the values the venue's renderer writes (each in its own format: Binance pads
+    to 8 decimals, HTX and Kraken send JSON numbers, HTX a precision for the tick): what the venue's
+    ``wire.instrument_rules`` reads back is exactly these values (``tests/integration/test_sim_reference_data.py``).
+    ``tick`` is also the grid the simulated market quotes this venue's instrument on
+    (:meth:`pipeline.sim.market.Market.set_tick`). ``max_qty`` / ``max_notional`` None: the venue states none.
+    ``halted``: the venue's own non-trading status (each protocol's ``HALTED`` word). ``upcoming``: announced
+    changes ``(param, new value text, effective ms)``, which only OKX publishes (``upcChg``).
+
+    ``assets()`` is ``(base, quote)`` of ``instrument``.
+    """
+
+    tick: str
+    step: str
+    min_qty: str
+    min_notional: str
+    max_qty: str | None = None
+    max_notional: str | None = None
+    halted: bool = False
+    upcoming: tuple[tuple[str, str, int], ...] = ()
+    instrument: str = ""               # canonical BASE/QUOTE (the server fills it in: responses name both assets)
+
+    def replace(self, **changes) -> InstrumentRule:
+        return dataclasses.replace(self, **changes)
+
+    def assets(self) -> tuple[str, str]:
+        base, _, quote = self.instrument.partition("/")
+        return base, quote
+
+    def decimal(self, name: str) -> Decimal | None:
+        value = getattr(self, name)
+        return None if value is None else Decimal(value)
+
+
+def grid_rule(decimals: int) -> InstrumentRule:
+    """The rule of an instrument a venue's table does not list: the tick is the simulator's price grid
+    (``10**-decimals``), the rest plausible for a major pair (step 0.0001, no minimum size, 5 in quote)."""
+    tick = format(Decimal(1).scaleb(-decimals), "f")
+    return InstrumentRule(tick=tick, step="0.0001", min_qty="0.0001", min_notional="5")
+
+
 @dataclass
 class SymbolState:
     """One exchange's view of one symbol on the current market step, shared by every connection.
@@ -230,6 +277,10 @@ class SimProtocol:
     """
 
     NAME = ""
+    # the venue's trading rules by canonical instrument, from real responses (each venue's sim.py names its
+    # source); instruments not listed get grid_rule. HALTED: the status word the venue uses for a halt.
+    REFERENCE_RULES: dict[str, InstrumentRule] = {}
+    HALTED = ""
     KEEPALIVE_INTERVAL_S: float | None = None
     DEPTH_LEVELS = 5
     PATHS: tuple[str, ...] = ()                # URL paths the venue serves this protocol on (empty: any)
@@ -252,6 +303,7 @@ class SimProtocol:
         self.reset_next: set[str] = set()                     # symbols whose sequence resets on the next depth render
         self._late: dict[str, list] = {}                      # late_depth: the depth frames held back one step
         self.states: dict[str, SymbolState] = {}              # the server's per-symbol state (render_stream, requests)
+        self.trading_rules: dict[str, InstrumentRule] = {}    # the server's rules per native symbol (shared)
         self.path = "/"                                       # the request path (and query) the client connected to
         self._last_push: dict = {}                            # (symbol, channel) -> ts_ms of the last timed push
         self.rules = Rules()                                  # the server shares its rule switches
@@ -287,8 +339,10 @@ class SimProtocol:
         return not cls.PATHS or (path.rstrip("/") or "/") in cls.PATHS
 
     @classmethod
-    def render_rest(cls, path: str, query: dict, states: dict, decimals: dict) -> tuple[int, object]:
-        """(HTTP status, JSON body) of a REST request on the WebSocket port; only what clients need to build books."""
+    def render_rest(cls, path: str, query: dict, states: dict, decimals: dict,
+                    rules: dict | None = None) -> tuple[int, object]:
+        """(HTTP status, JSON body) of a REST request on the WebSocket port: what clients need to build books, and
+        the venue's reference-data endpoint from ``rules`` (native symbol -> :class:`InstrumentRule`)."""
         return 404, {"error": f"not served by the simulator: {path}"}
 
     def note_received(self, now_s: float) -> None:
@@ -316,6 +370,12 @@ class SimProtocol:
 
     def render_pair(self, symbol: str, status: str, price_precision: int | None = None) -> list:
         """Frames announcing one pair's status / precision (Kraken ``instrument`` update), or []."""
+        return []
+
+    def render_rule(self, symbol: str) -> list:
+        """Frames a subscribed client gets when ``symbol``'s trading rules change (``self.trading_rules`` already
+        holds the new ones): OKX's ``instruments`` push, Kraken's ``instrument`` update; [] where the venue
+        publishes its rules over REST only (the next request answers the new rule)."""
         return []
 
     def out_of_range(self, frame, kind: str, variant: int = 0):
@@ -366,7 +426,7 @@ class SimProtocol:
         naming it, in any dict or set attribute); the server's shared state and the subscriptions are not
         touched."""
         for name, value in vars(self).items():
-            if name in ("states", "subscriptions", "decimals", "known_symbols") or not value:
+            if name in ("states", "subscriptions", "decimals", "known_symbols", "trading_rules") or not value:
                 continue
             if isinstance(value, dict):
                 for key in [k for k in value if k == symbol or (isinstance(k, tuple) and symbol in k)]:
@@ -443,5 +503,5 @@ def _changes(old: list, new: list) -> list:
     return out
 
 
-__all__ = ["SimProtocol", "SymbolState", "Rules", "RULE_NAMES", "Quirks", "QUIRK_NAMES", "Hostile", "HOSTILE_NAMES",
-           "OUT_OF_RANGE_KINDS", "BBO", "DEPTH"]
+__all__ = ["SimProtocol", "SymbolState", "InstrumentRule", "grid_rule", "Rules", "RULE_NAMES", "Quirks",
+           "QUIRK_NAMES", "Hostile", "HOSTILE_NAMES", "OUT_OF_RANGE_KINDS", "BBO", "DEPTH"]

@@ -31,6 +31,13 @@ streams from the URL (``/stream?streams=a/b``, ``/ws/<stream>``), a
 handshake on a path the venue does not serve gets 404, and the
 few REST calls those clients need to build a book (Binance
 ``GET /api/v3/depth``) are answered on the WebSocket port (:meth:`ExchangeServer.rest`).
+
+Reference data. Each venue serves its trading rules (tick, step, minimums, status) where the real one publishes
+them: the REST endpoint its record's ``reference_data`` names, on the same port, and OKX's ``instruments`` /
+Kraken's ``instrument`` channels. The values come from each protocol's ``REFERENCE_RULES`` (real responses) and
+the market quotes on their ticks. :meth:`ExchangeServer.change_rule` changes one (or halts the instrument) while
+running: REST answers the new rule at once and the channels push it; the ``rule_changes`` quirk stages such
+changes every ``every_s`` on a schedule drawn from the market's seed.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -54,7 +62,8 @@ from websockets.http11 import Response
 from pipeline.model import DEPTH
 from pipeline.sim.market import Market, Tape, price_decimals
 from pipeline.venues import load_protocol
-from pipeline.sim.protocol import BBO, OUT_OF_RANGE_KINDS, Hostile, Quirks, Rules, SymbolState
+from pipeline.sim.protocol import (BBO, OUT_OF_RANGE_KINDS, Hostile, InstrumentRule, Quirks, Rules, SymbolState,
+                                   grid_rule)
 from pipeline.venues import SIM_PATHS, load_venue
 
 log = logging.getLogger("pipeline.sim")
@@ -141,9 +150,19 @@ class ExchangeServer:
         self._steps = 0
         self._unknown = 0                                   # never-seen symbols named so far
         self._watchers: set = set()                         # oversize: tasks waiting for the client to hang up
+        self.trading_rules: dict[str, InstrumentRule] = {}  # native symbol -> the rules served (reference data)
+        self.base_rules: dict[str, InstrumentRule] = {}     # native symbol -> the venue's table rule (quirk reverts)
+        for native, canonical in self.instrument_of.items():
+            rule = self.protocol_class.REFERENCE_RULES.get(canonical) or grid_rule(market.decimals[canonical])
+            rule = rule.replace(instrument=canonical)
+            self.trading_rules[native] = self.base_rules[native] = rule
+            market.set_tick(name, canonical, Decimal(rule.tick))
+        self._rule_rng = random.Random(f"rule_changes:{name}:{market.seed}")
+        self._rule_events = 0
 
     def decimals(self) -> dict[str, int]:
-        return {native: self.market.decimals[canonical] for native, canonical in self.instrument_of.items()}
+        """Native symbol -> the decimals of the grid this venue quotes it on (its served tick's)."""
+        return {native: self.market.grid(self.name, canonical)[1] for native, canonical in self.instrument_of.items()}
 
     async def start(self, host: str, port: int = 0, ssl=None) -> None:
         """Listen on ``host:port``; ``ssl`` (an ``ssl.SSLContext``) serves ``wss://`` and ``https://`` instead."""
@@ -163,7 +182,7 @@ class ExchangeServer:
         state = self.states.get(symbol)
         if state is None:
             canonical = self.instrument_of[symbol]
-            tape = Tape(f"{self.name}:{symbol}", self.market.mid[canonical], self.market.decimals[canonical])
+            tape = Tape(f"{self.name}:{symbol}", self.market.mid[canonical], self.market.grid(self.name, canonical)[1])
             state = self.states[symbol] = SymbolState(symbol, tape)
         return state
 
@@ -172,7 +191,7 @@ class ExchangeServer:
         if not self.states:
             for symbol in self.instrument_of:
                 self.state(symbol)
-        return self.protocol_class.render_rest(path, query, self.states, self.decimals())
+        return self.protocol_class.render_rest(path, query, self.states, self.decimals(), self.trading_rules)
 
     async def _process_request(self, connection, request):
         if "upgrade" in request.headers.get("Connection", "").lower():
@@ -232,6 +251,61 @@ class ExchangeServer:
         """One pair's status or precision change (Kraken ``instrument`` update)."""
         return await self.announce(lambda protocol: protocol.render_pair(symbol, status, price_precision))
 
+    async def change_rule(self, symbol: str, **changes) -> int:
+        """Change ``symbol``'s trading rules now (fields of :class:`~pipeline.sim.protocol.InstrumentRule`:
+        ``min_qty="0.001"``, ``halted=True``, ``tick="0.5"`` ...); returns the frames pushed.
+
+        REST answers the new rule from the next request; subscribed clients of OKX's ``instruments`` and
+        Kraken's ``instrument`` channels get a push. A new ``tick`` also moves the market's grid for this venue
+        (every connection formats prices with its decimals from then on). A halt sets the venue's own
+        non-trading status; the simulated book keeps being quoted (see docs/trading-rules.md, "The simulator").
+        """
+        rule = self.trading_rules[symbol].replace(**changes)
+        self.trading_rules[symbol] = rule
+        if "tick" in changes:
+            canonical = self.instrument_of[symbol]
+            self.market.set_tick(self.name, canonical, Decimal(rule.tick))
+            decimals = self.market.grid(self.name, canonical)[1]
+            for protocol in self.connections.values():
+                protocol.decimals[symbol] = decimals
+        return await self.announce(lambda protocol: protocol.render_rule(symbol))
+
+    async def halt(self, symbol: str, halted: bool = True) -> int:
+        """``symbol`` stops trading (the venue's halt status) or, with ``halted=False``, trades again."""
+        return await self.change_rule(symbol, halted=halted)
+
+    async def announce_rule_change(self, symbol: str, after_s: float, **changes) -> int:
+        """An announced change: OKX lists it in ``upcChg`` now (its ``tickSz`` / ``minSz`` / ``maxMktSz``), and it
+        takes effect ``after_s`` seconds later (then ``upcChg`` is empty again). Other venues publish no
+        announcement: their rule just changes then."""
+        names = {"tick": "tickSz", "min_qty": "minSz"}
+        effective_ms = int((time.time() + after_s) * 1000)
+        upcoming = tuple((names[k], str(v), effective_ms) for k, v in changes.items() if k in names)
+        sent = await self.change_rule(symbol, upcoming=upcoming) if upcoming else 0
+        self._due.append((time.monotonic() + after_s, lambda: self.change_rule(symbol, upcoming=(), **changes)))
+        return sent
+
+    def _stage_rule_change(self, now_s: float) -> None:
+        """The ``rule_changes`` quirk: a symbol drawn from the seed either halts for ``status_s`` (even events) or
+        has its minimums doubled, announced ``status_s`` ahead (odd events; the next such event on that symbol
+        puts them back)."""
+        symbols = sorted(self.instrument_of)
+        if not symbols:
+            return
+        symbol = self._rule_rng.choice(symbols)
+        self._rule_events += 1
+        status_s = self.quirks.status_s
+        if self._rule_events % 2:
+            self._due.append((now_s, lambda: self.halt(symbol)))
+            self._due.append((now_s + status_s, lambda: self.halt(symbol, False)))
+            return
+        base, rule = self.base_rules[symbol], self.trading_rules[symbol]
+        if rule.min_qty == base.min_qty and rule.min_notional == base.min_notional:
+            changes = {"min_qty": str(Decimal(base.min_qty) * 2), "min_notional": str(Decimal(base.min_notional) * 2)}
+        else:
+            changes = {"min_qty": base.min_qty, "min_notional": base.min_notional}
+        self._due.append((now_s, lambda: self.announce_rule_change(symbol, status_s, **changes)))
+
     async def stage_events(self, now_s: float) -> None:
         """The event quirks, every ``quirks.every_s`` seconds (``now_s``: monotonic time)."""
         quirks = self.quirks
@@ -249,6 +323,8 @@ class ExchangeServer:
             return
         self._next_event_s = now_s + quirks.every_s
         symbols = sorted(self.instrument_of)
+        if quirks.rule_changes:
+            self._stage_rule_change(now_s)
         if quirks.sequence_resets:
             self.faults.reset_sequence_next |= set(symbols)
         if quirks.dropped_messages and symbols:
@@ -346,6 +422,7 @@ class ExchangeServer:
         for symbol in self.instrument_of:
             self.state(symbol)
         protocol.states = self.states
+        protocol.trading_rules = self.trading_rules
         self.connections[websocket] = protocol
         self.connections_opened += 1
         tasks = []

@@ -161,9 +161,9 @@ def resolve_run_output(config, append: bool = False, say=None, run_id: str | Non
     """The config the children get: this run's id, and ``detector.output`` resolved to the file it writes.
 
     Called once at start: a detector the supervisor restarts gets the same config, so it keeps the
-    run id and appends to the same run file. See :func:`pipeline.detector.outputs.run_output_path`.
+    run id and appends to the same run file. See :func:`pipeline.output.writers.run_output_path`.
     """
-    from pipeline.detector.outputs import new_run_id, run_output_path
+    from pipeline.output.writers import new_run_id, run_output_path
     run_id = run_id or new_run_id()
     output = run_output_path(config.detector.output, run_id, append, say)
     return dataclasses.replace(config, run_id=run_id, detector=dataclasses.replace(config.detector, output=output))
@@ -294,7 +294,7 @@ class Supervisor:
     def start(self) -> None:
         from pipeline.detector import process as detector_process
         from pipeline.feed import process as feed_process
-        from pipeline.supervisor import health
+        from pipeline.health import process as health
         self.create_board()
         if self.config.simulator is not None and not self.stopping:
             self.start_simulator()
@@ -534,7 +534,7 @@ class Supervisor:
                     child.process.join(1)
         self.console_end()
         if self.board is not None:
-            from pipeline.supervisor.health import final_block
+            from pipeline.health.process import final_block
             self.out.write(final_block(self.board, self.specs()) + "\n")
             self.board.destroy()
             self.board = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.detector.outputs import Outputs, run_output_path
+from pipeline.output.writers import Outputs, run_output_path
 from pipeline.files import FILE_MODE, open_for_writing
 from tests.conftest import run_cli, write_config
 

@@ -184,7 +184,7 @@ def test_a_symlinked_output_is_refused_naming_it(tmp_path):
 
 
 def test_a_line_without_end_is_damage_not_memory(tmp_path, monkeypatch):
-    from pipeline.recording import cli
+    from pipeline.commands import recording as cli
     monkeypatch.setattr(cli, "MAX_LINE_BYTES", 1024)
     capture = tmp_path / "OKX.ws.1.0"
     capture.write_text('1700000000.0: {"event":"subscribe"}\n' + "1700000000.1: " + "x" * 5000)

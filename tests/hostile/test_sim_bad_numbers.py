@@ -14,8 +14,7 @@ import pytest
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, BookUpdate
-from pipeline.venues import load_protocol
-from pipeline.venues import VENUES, load_venue
+from pipeline.venues import VENUES, load_protocol, load_venue
 
 T0 = 1_790_000_000_000
 GOOD_BIDS = [(100.0, 1.0), (99.9, 2.0)]

@@ -27,7 +27,7 @@ import pytest
 from pipeline.board import Board, RowStatus, RowWriter
 from pipeline.board.doorbell import Doorbell
 from pipeline.config import parse_config
-from pipeline.detector.outputs import BATCH_RECORDS, BackgroundWriter, Outputs
+from pipeline.output.writers import BATCH_RECORDS, BackgroundWriter, Outputs
 from pipeline.supervisor.core import STOP_TIMEOUT_S, plan_rows
 from tests.conftest import REPO, wait_until
 
@@ -40,7 +40,7 @@ PIPE_SIZE = 4096
 CHILD = """
 import json, sys
 args = json.loads(sys.argv[1])
-from pipeline.detector import outputs
+from pipeline.output import writers as outputs
 outputs.QUEUE_RECORDS = args["queue"]
 from pipeline.board.layout import ProcessRole
 from pipeline.config import parse_config

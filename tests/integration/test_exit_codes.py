@@ -36,7 +36,7 @@ def faulty(spec, config):
     real_main(spec, config)
 
 detector_process.main = faulty
-from pipeline.cli import main
+from pipeline.commands import main
 sys.exit(main(sys.argv[3:]))
 """
 

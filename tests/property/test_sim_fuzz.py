@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.model import BBO, DEPTH
 from pipeline.sim.market import Tape
@@ -145,7 +146,7 @@ def mutated(draw, frames: tuple, words: tuple):
     return json.dumps(doc)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def own_requests(name: str) -> st.SearchStrategy:
     frames = tuple(client_frames(name))
     return st.one_of(mutated(frames, tuple(_words(frames))), mutated(frames, tuple(_words(frames))), junk)

@@ -172,7 +172,7 @@ def test_metrics_listen_on_loopback_unless_metrics_host_says_otherwise():
     """The endpoint binds where the config says: this machine only by default, every interface when asked."""
     from prometheus_client import CollectorRegistry
 
-    from pipeline.supervisor.metrics import start_metrics_server, stop_metrics_server
+    from pipeline.health.metrics import start_metrics_server, stop_metrics_server
     bound = {}
     for host in (None, "0.0.0.0"):
         metrics = {"port": 9100} if host is None else {"port": 9100, "host": host}

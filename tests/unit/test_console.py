@@ -303,7 +303,7 @@ def test_verbose_stdout_prints_every_record_in_full():
 
 def test_health_status_line():
     from pipeline.board.histogram import HistogramSnapshot
-    from pipeline.supervisor.health import format_status
+    from pipeline.health.process import format_status
     e2e = HistogramSnapshot(count=0, sum_ns=0, max_ns=0, buckets=())
     assert format_status("12:00:05", 5, 6, 1480.4, 12, e2e, ["feed okx 2"], ["okx stale"]) == (
         "--- health 12:00:05  venues live 5/6 (okx stale)  msg/s 1480  opportunities 12  restarts: feed okx 2")
@@ -312,7 +312,7 @@ def test_health_status_line():
 
 def test_health_status_line_from_a_board(board):
     from pipeline.runtime import ProcessSpec
-    from pipeline.supervisor.health import HealthReporter
+    from pipeline.health.process import HealthReporter
     fill_board(board)
     rows = ROWS[:2] + [RowAssignment(2, "kraken", "BTC/USDT", "XBT/USDT")]     # this box's own kraken feed
     common = dict(board_name=board.name, depth=5, doorbell_fd=-1, cores=())

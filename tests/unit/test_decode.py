@@ -6,7 +6,7 @@ import io
 import orjson
 import pytest
 
-from pipeline.decode import decode_stream, frame_of
+from pipeline.commands.decode import decode_stream, frame_of
 from tests.conftest import FIXTURES, run_cli
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import doctor
+from pipeline.commands import doctor
 from pipeline.config import (BoardConfig, Config, DetectorConfig, HealthConfig, SupervisorConfig, VenueConfig,
                              parse_config)
 from pipeline.errors import ConfigError

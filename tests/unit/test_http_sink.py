@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from pipeline.detector.sink import HttpSink, SinkError, SinkStatistics
+from pipeline.output.sink import HttpSink, SinkError, SinkStatistics
 from pipeline.errors import PipelineError
 from tests.conftest import wait_for
 

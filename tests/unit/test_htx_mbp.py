@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from pipeline.board.layout import RowStatus
 from pipeline.book import MAX_CACHE_SPAN_MS, MAX_CACHED_DELTAS, InstrumentBook, Outcome
-from pipeline.decode import decode_stream
+from pipeline.commands.decode import decode_stream
 from pipeline.feed.session import FeedSession, MemorySink
 from pipeline.model import DEPTH, AlignedSnapshot, BookUpdate
 from pipeline.sim.market import Tape

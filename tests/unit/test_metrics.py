@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.board import Board, HistogramWriter, ProcessRole, RowStatus, SkipReason
 from pipeline.runtime import ProcessSpec, RowAssignment
-from pipeline.supervisor.metrics import BoardCollector, start_metrics_server, stop_metrics_server
+from pipeline.health.metrics import BoardCollector, start_metrics_server, stop_metrics_server
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "dashboards" / "pipeline.json"
@@ -269,7 +269,7 @@ def test_own_registry_only_and_import_has_no_side_effects(collector):
     assert b"pipeline_feed_messages_total" in generate_latest(collector.registry)
     code = ("import threading, socket\n"
             "from prometheus_client import REGISTRY, generate_latest\n"
-            "import pipeline.supervisor.metrics\n"
+            "import pipeline.health.metrics\n"
             "assert threading.active_count() == 1, threading.enumerate()\n"
             "assert b'pipeline_' not in generate_latest(REGISTRY)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

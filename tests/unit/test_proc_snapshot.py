@@ -14,7 +14,7 @@ from pipeline.board import (HOPS, PROC_DTYPE, Board, HistogramWriter, ProcessRol
                             SkipReason, read_proc, read_procs)
 from pipeline.board.snapshot import PAD_FIELDS, snapshot_fields
 from pipeline.runtime import ProcessSpec, RowAssignment
-from pipeline.supervisor.health import final_block
+from pipeline.health.process import final_block
 from pipeline.venues import VENUES
 
 NOW = 1_700_000_000_000_000_000
@@ -176,4 +176,4 @@ def test_final_block_shows_a_process_still_running_with_its_usage(board, board_n
     board.procs[3]["started_ns"] = 1
     lines = final_block(board, _specs(board_name)[3:], cpu_count=2, clock="12:00:00").splitlines()
     assert lines[1] == f"  pipeline: health           pid {os.getpid():>7} stopped"
-    assert np.dtype(PROC_DTYPE).itemsize == 320
+    assert np.dtype(PROC_DTYPE).itemsize == 384

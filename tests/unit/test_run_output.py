@@ -9,7 +9,7 @@ import re
 import orjson
 
 from pipeline.config import load_config
-from pipeline.detector.outputs import Outputs, new_run_id, run_output_path
+from pipeline.output.writers import Outputs, new_run_id, run_output_path
 from pipeline.supervisor.core import resolve_run_output
 from tests.conftest import demo_config, write_config
 
@@ -138,7 +138,7 @@ def test_the_supervisor_resolves_the_output_once_for_every_child(tmp_path):
 def test_two_box_demo_counts_the_cross_box_opens_of_the_newest_run_only(tmp_path):
     from pathlib import Path
 
-    from pipeline.bridge.demo import cross_box_opens
+    from pipeline.commands.two_box_demo import cross_box_opens
 
     def opened(run_id, buy, sell="okx", kind="open"):
         return orjson.dumps({"event": kind, "run_id": run_id, "buy_exchange": buy, "sell_exchange": sell}) + b"\n"

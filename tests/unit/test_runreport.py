@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from pipeline import runreport
+from pipeline.commands import report as runreport
 from tests.conftest import run_cli
 
 T0 = 1_800_000_000_000_000_000          # 2027-01-15 08:00:00 UTC

@@ -18,10 +18,20 @@ import pytest
 
 from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
-from pipeline.model import (BBO, DEPTH, Ack, BookUpdate, InstrumentSpec, Liveness, Ping, Pong, SequenceMark,
-                            SubscribeError, TradingStatus)
-from pipeline.venues import load_protocol
-from pipeline.venues import VENUES, load_venue
+from pipeline.model import (
+    BBO,
+    DEPTH,
+    Ack,
+    BookUpdate,
+    InstrumentSpec,
+    Liveness,
+    Ping,
+    Pong,
+    SequenceMark,
+    SubscribeError,
+    TradingStatus,
+)
+from pipeline.venues import VENUES, load_protocol, load_venue
 
 INSTRUMENT = "ETH/USDT"
 UNKNOWN = "ZZZ/USDT"

@@ -22,6 +22,10 @@ Streams served (stream names lower-case, payload symbol upper-case):
   ``<s>@trade`` and ``<s>@aggTrade`` on every simulated trade. These carry
   numbers padded to 8 decimals as real spot frames do.
 
+Reference data: ``GET /api/v3/exchangeInfo`` (``symbol=`` / ``symbols=["A","B"]`` narrow it, an unknown one is
+``-1121``) lists every simulated symbol with ``PRICE_FILTER``, ``LOT_SIZE`` and ``MIN_NOTIONAL`` (``NOTIONAL``
+when a maximum is set) as rest-api.md shows them, numbers padded to 8 decimals; a halted symbol is ``BREAK``.
+
 A stream the simulator does not serve (``@kline_1m``, ``@avgPrice``, a
 typo) is refused with ``{"error":{"code":2,"msg":"Invalid request: ..."},"id":n}``
 (the docs' "Error Messages" list gives the code/msg pairs; the ``error``
@@ -35,11 +39,12 @@ than 5 incoming messages in a second closes the connection.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
+from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol
 
 PARTIAL_DEPTH = re.compile(r"depth(5|10|20)(@100ms|@1000ms)?")
 DIFF_DEPTH = ("depth", "depth@100ms", "depth@1000ms")
@@ -47,13 +52,49 @@ TIMED = {"ticker": 1000, "miniTicker": 1000}
 STREAM_KINDS = DIFF_DEPTH + ("ticker", "miniTicker", "trade", "aggTrade")
 MAX_STREAMS = 1024
 
+# Trading rules served by /api/v3/exchangeInfo, from tests/fixtures/binance/reference_data.json: BTCBUSD's and
+# ETHBUSD's filters (a 2022-08-23 response) for the USDT pairs the simulator quotes; SOL has no record there.
+REFERENCE_RULES = {
+    "BTC/USDT": InstrumentRule(tick="0.01", step="0.00001", min_qty="0.00001", max_qty="9000", min_notional="10"),
+    "ETH/USDT": InstrumentRule(tick="0.01", step="0.0001", min_qty="0.0001", max_qty="90000", min_notional="10"),
+}
+
 
 def _p8(value: float) -> str:
     return f"{value:.8f}"
 
 
+def _d8(text: str | None) -> str:
+    """A rule value as Binance writes it: 8 decimals (``"0.01000000"``)."""
+    return f"{Decimal(text or 0):.8f}"
+
+
+def _exchange_symbol(symbol: str, rule: InstrumentRule) -> dict:
+    base, quote = rule.assets()
+    notional = ({"filterType": "NOTIONAL", "minNotional": _d8(rule.min_notional), "applyMinToMarket": True,
+                 "maxNotional": _d8(rule.max_notional), "applyMaxToMarket": False, "avgPriceMins": 5}
+                if rule.max_notional is not None else
+                {"filterType": "MIN_NOTIONAL", "minNotional": _d8(rule.min_notional), "applyToMarket": True,
+                 "avgPriceMins": 5})
+    return {"symbol": symbol, "status": Protocol.HALTED if rule.halted else "TRADING", "baseAsset": base,
+            "baseAssetPrecision": 8, "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
+            "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "icebergAllowed": True, "ocoAllowed": True, "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
+            "cancelReplaceAllowed": True, "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
+            "filters": [{"filterType": "PRICE_FILTER", "minPrice": _d8(rule.tick), "maxPrice": "1000000.00000000",
+                         "tickSize": _d8(rule.tick)},
+                        {"filterType": "LOT_SIZE", "minQty": _d8(rule.min_qty), "maxQty": _d8(rule.max_qty or "9000"),
+                         "stepSize": _d8(rule.step)},
+                        notional],
+            "permissions": [], "permissionSets": [["SPOT"]], "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"]}
+
+
 class Protocol(SimProtocol):
     NAME = "binance"
+    REFERENCE_RULES = REFERENCE_RULES
+    HALTED = "BREAK"
     MESSAGE_RATE = 5
 
     def __init__(self, decimals=None):
@@ -173,7 +214,9 @@ class Protocol(SimProtocol):
 
     # -- REST -----------------------------------------------------------------
     @classmethod
-    def render_rest(cls, path, query, states, decimals):
+    def render_rest(cls, path, query, states, decimals, rules=None):
+        if path == "/api/v3/exchangeInfo":
+            return cls._exchange_info(query, rules or {})
         if path != "/api/v3/depth":
             return 404, {"code": -1, "msg": f"not served by the simulator: {path}"}
         state = states.get(str(query.get("symbol", "")))
@@ -186,6 +229,23 @@ class Protocol(SimProtocol):
         return 200, {"lastUpdateId": state.book_id,
                      "bids": [[_p8(p), _p8(q)] for p, q in state.bids[:limit]],
                      "asks": [[_p8(p), _p8(q)] for p, q in state.asks[:limit]]}
+
+    @staticmethod
+    def _exchange_info(query: dict, rules: dict) -> tuple[int, object]:
+        wanted = list(rules)
+        try:
+            if "symbols" in query:
+                wanted = orjson.loads(query["symbols"])
+                if not isinstance(wanted, list):
+                    raise ValueError(wanted)
+            elif "symbol" in query:
+                wanted = [query["symbol"]]
+        except ValueError:
+            return 400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbols'."}
+        if any(symbol not in rules for symbol in wanted):
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        return 200, {"timezone": "UTC", "serverTime": Protocol.now_ms(), "rateLimits": [], "exchangeFilters": [],
+                     "symbols": [_exchange_symbol(symbol, rules[symbol]) for symbol in wanted]}
 
     # -- market data ----------------------------------------------------------
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:

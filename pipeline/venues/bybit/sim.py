@@ -16,25 +16,64 @@ trade). Anything else, ``orderbook.7`` included, is refused
 ``req_id`` is echoed on every reply that had one (ping included), and
 ``conn_id`` is new on every connection. Rule ``idle_timeout``: 10 minutes
 without a ping or a push closes the connection.
+
+Reference data: ``GET /v5/market/instruments-info?category=spot`` (``symbol=`` narrows it) lists every simulated
+symbol in the documented spot shape (``lotSizeFilter``, ``priceFilter``, numbers as strings); a halted symbol's
+``status`` is ``Closed``. Another category answers ``retCode`` 10001.
 """
 from __future__ import annotations
 
+import time
 import uuid
 
 import orjson
 
-from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
-
+from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol
 
 FIRST_UPDATE_ID = 20_404_753    # a fresh subscription does not start at u 1 (that means a restart)
 OTHER_DEPTHS = ("200", "1000")
 
+# Trading rules served by /v5/market/instruments-info, from tests/fixtures/bybit/reference_data.json: BTCUSDT (the
+# docs' spot example, 2026) and ETHUSDT (the docs' 2023 example; its maxOrderQty is the maximum); no SOL record.
+REFERENCE_RULES = {
+    "BTC/USDT": InstrumentRule(tick="0.1", step="0.000001", min_qty="0.000011", max_qty="83", min_notional="5"),
+    "ETH/USDT": InstrumentRule(tick="0.01", step="0.00001", min_qty="0.0005", max_qty="100000000", min_notional="1"),
+}
+
+
+def _instrument(symbol: str, rule: InstrumentRule) -> dict:
+    base, quote = rule.assets()
+    max_qty = rule.max_qty or "100000000"
+    return {"symbol": symbol, "baseCoin": base, "quoteCoin": quote, "innovation": "0",
+            "status": Protocol.HALTED if rule.halted else "Trading", "marginTrading": "none", "stTag": "0",
+            "lotSizeFilter": {"basePrecision": rule.step, "quotePrecision": "0.0000001", "minOrderQty": rule.min_qty,
+                              "maxOrderQty": max_qty, "minOrderAmt": rule.min_notional, "maxOrderAmt": "8000000",
+                              "maxLimitOrderQty": max_qty, "maxMarketOrderQty": max_qty},
+            "priceFilter": {"tickSize": rule.tick},
+            "riskParameters": {"priceLimitRatioX": "0.005", "priceLimitRatioY": "0.01"}, "symbolType": ""}
+
 
 class Protocol(SimProtocol):
     NAME = "bybit"
+    REFERENCE_RULES = REFERENCE_RULES
+    HALTED = "Closed"
     PATHS = ("/v5/public/spot",)
     DEPTH_LEVELS = 50
     IDLE_TIMEOUT_S = 600
+
+    @classmethod
+    def render_rest(cls, path, query, states, decimals, rules=None):
+        if path.rstrip("/") != "/v5/market/instruments-info":
+            return 404, {"retCode": 10001, "retMsg": f"not served by the simulator: {path}"}
+        now = int(time.time() * 1000)
+        if query.get("category") != "spot":
+            return 200, {"retCode": 10001, "retMsg": "params error: Category is invalid", "result": {},
+                         "retExtInfo": {}, "time": now}
+        rules = rules or {}
+        wanted = [query["symbol"]] if "symbol" in query else list(rules)
+        items = [_instrument(symbol, rules[symbol]) for symbol in wanted if symbol in rules]
+        return 200, {"retCode": 0, "retMsg": "OK", "result": {"category": "spot", "list": items,
+                                                              "nextPageCursor": ""}, "retExtInfo": {}, "time": now}
 
     def __init__(self, decimals=None):
         super().__init__(decimals)

@@ -40,10 +40,36 @@ import time
 
 import orjson
 
-from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
+from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol
 
 DATA_CHANNELS = {"ticker": BBO, "level2": DEPTH}
 OTHER_CHANNELS = ("heartbeats", "market_trades")
+
+
+# Trading rules served by /api/v3/brokerage/market/products. tests/fixtures/coinbase/reference_data.json holds the
+# docs' schema example (every increment 0.00000001, placeholders, not BTC-USD's rules), so BTC-USD's come from the
+# live response quoted in ccxt 4.5.90's coinbase.py (fetch_markets_v3): price_increment 0.01, base_increment and
+# base_min_size 0.00000001, base_max_size 3400, quote_min_size 1, quote_max_size 150000000. Others: grid_rule.
+REFERENCE_RULES = {
+    "BTC/USD": InstrumentRule(tick="0.01", step="0.00000001", min_qty="0.00000001", max_qty="3400",
+                              min_notional="1", max_notional="150000000"),
+}
+
+
+def product(symbol: str, rule: InstrumentRule) -> dict:
+    """One SPOT product of "List Public Products" (market statistics left out)."""
+    base, quote = rule.assets()
+    bounds = {name: value for name, value in (("quote_max_size", rule.max_notional), ("base_max_size", rule.max_qty))
+              if value is not None}           # a rule without a maximum: the field left out (the parser's None)
+    return {"product_id": symbol, "base_increment": rule.step, "quote_increment": rule.tick,
+            "quote_min_size": rule.min_notional, "base_min_size": rule.min_qty, **bounds, "base_name": base,
+            "quote_name": quote, "watched": False, "is_disabled": False, "new": False,
+            "status": "offline" if rule.halted else "online", "cancel_only": False, "limit_only": False,
+            "post_only": False, "trading_disabled": rule.halted, "auction_mode": False, "product_type": "SPOT",
+            "quote_currency_id": quote, "base_currency_id": base, "fcm_trading_session_details": None,
+            "mid_market_price": "", "alias": "", "alias_to": [], "base_display_symbol": base,
+            "quote_display_symbol": quote, "view_only": False, "price_increment": rule.tick, "display_name": symbol,
+            "product_venue": "CBE"}
 
 
 def _trim(text: str) -> str:
@@ -57,10 +83,22 @@ def rfc3339_ns(ns: int) -> str:
 
 class Protocol(SimProtocol):
     NAME = "coinbase"
+    REFERENCE_RULES = REFERENCE_RULES
+    HALTED = "offline"
     PATHS = ("/",)
     KEEPALIVE_INTERVAL_S = 1
     DEPTH_LEVELS = 10                  # the whole book the market gives
     PRICE_FIELDS = ("best_bid", "best_ask", "price_level")   # a ticker's "price" is the last trade, not a quote
+
+    @classmethod
+    def render_rest(cls, path, query, states, decimals, rules=None):
+        if path.rstrip("/") != "/api/v3/brokerage/market/products":
+            return 404, {"error": "NOT_FOUND", "message": f"not served by the simulator: {path}"}
+        rules = rules or {}
+        spot = query.get("product_type", "SPOT") == "SPOT"
+        wanted = query["product_ids"].split(",") if query.get("product_ids") else list(rules)
+        products = [product(s, rules[s]) for s in wanted if s in rules] if spot else []
+        return 200, {"products": products, "num_products": len(products)}
 
     def __init__(self, decimals=None):
         super().__init__(decimals)

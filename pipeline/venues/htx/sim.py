@@ -47,14 +47,46 @@ Real behaviours reproduced:
   simulated trade) and ``market.<sym>.depth.step0`` (a 150-level snapshot of
   the book the market has, every second; the aggregated ``step1``-``step5``
   are refused).
+
+Reference data: ``GET /v1/settings/common/market-symbols`` (``symbols=a,b`` narrows it) lists every simulated
+symbol as "Get Market Symbols Setting" documents it: numbers as JSON numbers, the tick and step as precisions
+(``pp``, ``ap``), the limit-order bounds ``lominoa`` / ``lomaxoa`` and ``minov``; a halted symbol is ``offline``.
 """
 from __future__ import annotations
 
 import gzip
+import time
+from decimal import Decimal
 
 import orjson
 
-from pipeline.sim.protocol import BBO, DEPTH, SimProtocol, SymbolState, _changes
+from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol, SymbolState, _changes
+
+# Trading rules served by /v1/settings/common/market-symbols, from tests/fixtures/htx/reference_data.json's btcusdt
+# (pp 2, ap 6, minoa/lominoa 0.00001, maxoa/lomaxoa 1000, minov 1); no ETH or SOL record of this endpoint exists
+# there. HTX states the tick and step as decimals, so both must be powers of ten here.
+REFERENCE_RULES = {
+    "BTC/USDT": InstrumentRule(tick="0.01", step="0.000001", min_qty="0.00001", max_qty="1000", min_notional="1"),
+}
+
+
+def _digits(text: str) -> int:
+    return max(0, -Decimal(text).normalize().as_tuple().exponent)
+
+
+def _number(text: str) -> float | int:
+    value = Decimal(text)
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def market_symbol(symbol: str, rule: InstrumentRule) -> dict:
+    base, quote = (a.lower() for a in rule.assets())
+    min_qty, max_qty = _number(rule.min_qty), _number(rule.max_qty or "1000000")
+    return {"symbol": symbol, "state": Protocol.HALTED if rule.halted else "online", "bc": base, "qc": quote,
+            "pp": _digits(rule.tick), "ap": _digits(rule.step), "sp": "main", "vp": 8, "minoa": min_qty,
+            "maxoa": max_qty, "minov": _number(rule.min_notional), "lominoa": min_qty, "lomaxoa": max_qty,
+            "lomaxba": max_qty, "lomaxsa": max_qty, "smminoa": min_qty, "smmaxoa": max_qty, "bmmaxov": 1500000,
+            "blmlt": 1.1, "slmgt": 0.9, "msormlt": 0.01, "mbormlt": 0.01, "at": "enabled", "tags": ""}
 
 REFRESH_LEVELS = (5, 10, 20)
 MBP_LEVELS = (5, 20, 150, 400)
@@ -88,8 +120,19 @@ def _mbp(state, levels: int) -> dict:
 
 class Protocol(SimProtocol):
     NAME = "htx"
+    REFERENCE_RULES = REFERENCE_RULES
+    HALTED = "offline"
     PATHS = ("/ws", "/feed")
     KEEPALIVE_INTERVAL_S = 5
+
+    @classmethod
+    def render_rest(cls, path, query, states, decimals, rules=None):
+        if path.rstrip("/") != "/v1/settings/common/market-symbols":
+            return 404, {"status": "error", "err-code": "invalid-parameter", "err-msg": f"not served: {path}"}
+        rules = rules or {}
+        wanted = query["symbols"].split(",") if query.get("symbols") else list(rules)
+        return 200, {"status": "ok", "data": [market_symbol(s, rules[s]) for s in wanted if s in rules],
+                     "ts": str(int(time.time() * 1000)), "full": 0 if query.get("symbols") else 1}
 
     def __init__(self, decimals=None):
         super().__init__(decimals)

@@ -27,9 +27,11 @@ Real behaviours reproduced:
   independently of the client's code).
 * ``instrument``: ``{"method":"subscribe","params":{"channel":"instrument"}}``
   is acknowledged and answered with a snapshot of every known pair
-  (``price_precision`` = the pair's decimals, ``qty_precision`` 8,
-  ``status`` online); :meth:`Protocol.render_pair` pushes an ``update`` for
-  one pair (a status or precision change).
+  (``price_precision`` = the decimals of the pair's grid, ``qty_precision`` 8,
+  ``price_increment`` / ``qty_increment`` / ``qty_min`` / ``cost_min`` from its
+  trading rules, ``status`` online or ``maintenance`` when halted);
+  :meth:`Protocol.render_pair` pushes an ``update`` for one pair (a status or
+  precision change), :meth:`Protocol.render_rule` one for a rule change.
 * :meth:`Protocol.render_status` pushes a ``status`` update (``maintenance``,
   ``cancel_only``, ...).
 * ``ticker`` carries the 24 h statistics (``volume``, ``vwap``, ``low``,
@@ -51,13 +53,25 @@ import zlib
 
 import orjson
 
-from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
+from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol, grid_rule
 
 CHANNELS = {"ticker": BBO, "book": DEPTH, "trade": "trade"}
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 CHECKSUM_LEVELS = 10
 QTY_PRECISION = 8
 DUST_FROM_LEVEL = 5          # shortest_numbers: levels from here on get dust quantities (exponent form)
+
+# Trading rules served on the instrument channel, from tests/fixtures/kraken/instrument.jsonl line 1 (a stored
+# snapshot of BTC/USD and ETH/USD). qty_precision stays 8 whatever qty_increment says: it is the grid of the
+# simulated book's quantities, which the book checksum is computed on. No BTC/USDT record: grid_rule.
+REFERENCE_RULES = {
+    "BTC/USD": InstrumentRule(tick="0.1", step="0.00000001", min_qty="0.00005", min_notional="0.5"),
+    "ETH/USD": InstrumentRule(tick="0.05", step="0.00001", min_qty="0.002", min_notional="1.25"),
+}
+
+
+def _number(text: str) -> float:
+    return float(text)          # JSON numbers, as Kraken sends them (orjson writes the shortest form: 5e-05)
 
 
 def documented_checksum(bids: list, asks: list, price_dp: int, qty_dp: int) -> int:
@@ -86,6 +100,8 @@ def _now() -> str:
 
 class Protocol(SimProtocol):
     NAME = "kraken"
+    REFERENCE_RULES = REFERENCE_RULES
+    HALTED = "maintenance"
     PATHS = ("/v2",)
     KEEPALIVE_INTERVAL_S = 1
     DEPTH_LEVELS = 10                  # what the market gives; the checksum covers 10
@@ -182,13 +198,20 @@ class Protocol(SimProtocol):
     def precision(self, symbol: str) -> int:
         return self.price_precision.get(symbol, self.decimals.get(symbol, 2))
 
-    def _pair(self, symbol: str, status: str = "online") -> dict:
+    def _pair(self, symbol: str, status: str | None = None) -> dict:
         dp = self.precision(symbol)
         base, _, quote = symbol.partition("/")
+        rule = self.trading_rules.get(symbol) or grid_rule(dp)
+        tick = _number(rule.tick) if symbol not in self.price_precision else 10.0 ** -dp
+        if status is None:
+            status = self.HALTED if rule.halted else "online"
         return {"symbol": symbol, "base": base, "quote": quote, "status": status, "qty_precision": QTY_PRECISION,
-                "qty_increment": 10.0 ** -QTY_PRECISION, "price_precision": dp, "cost_precision": 5,
-                "marginable": False, "has_index": True, "cost_min": 0.5, "price_increment": 10.0 ** -dp,
-                "qty_min": 0.0001}
+                "qty_increment": _number(rule.step), "price_precision": dp, "cost_precision": 5,
+                "marginable": False, "has_index": True, "cost_min": _number(rule.min_notional),
+                "tick_size": tick, "price_increment": tick, "qty_min": _number(rule.min_qty)}
+
+    def render_rule(self, symbol: str) -> list:
+        return self._sent([self._instrument("update", [self._pair(symbol)])]) if self.instrument else []
 
     def _pairs(self) -> list:
         symbols = sorted(self.known_symbols if self.known_symbols is not None else self.decimals)

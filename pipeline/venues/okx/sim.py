@@ -31,6 +31,12 @@ Real behaviours reproduced:
   (a 5-level snapshot every 100 ms when the book changed, ``seqId``, no
   ``prevSeqId``) and ``trades`` (every simulated trade). Any other channel
   gets ``60018``; nothing else on the connection changes.
+* Reference data: ``GET /api/v5/public/instruments?instType=SPOT`` (``instId=`` narrows it; another
+  ``instType`` answers ``[]``) and the ``instruments`` channel
+  (``{"op":"subscribe","args":[{"channel":"instruments","instType":"SPOT"}]}``): the ack, then every instrument
+  in one push, then a push of each instrument whose rules change. The instrument objects are the REST ones
+  (strings, ``""`` when unset); ``upcChg`` lists announced changes of ``tickSz`` / ``minSz``; a halted instrument's
+  ``state`` is ``suspend``.
 * Rule ``idle_timeout``: 30 s without a push or a client frame closes the
   connection (no subscription within 30 s, or a silent one without pings).
 * Rule ``request_budget``: the 481st (un)subscribe / login request within an
@@ -41,17 +47,43 @@ Real behaviours reproduced:
 from __future__ import annotations
 
 import math
-
 import random
 import time
 
 import orjson
 
-from pipeline.sim.protocol import BBO, DEPTH, SimProtocol
+from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol
 
 CHANNELS = {"bbo-tbt": BBO, "books": DEPTH, "tickers": "tickers", "books5": "books5", "trades": "trades"}
 TBT_CHANNELS = ("books-l2-tbt", "books50-l2-tbt")
 REQUESTS_PER_HOUR = 480      # subscribe / unsubscribe / login per connection (rule request_budget)
+INSTRUMENTS_ARG = {"channel": "instruments", "instType": "SPOT"}
+
+# Trading rules served by /api/v5/public/instruments and the instruments channel, from
+# tests/fixtures/okx/reference_data.json: BTC-USDT (the docs' example), ETH-USDT and SOL-USDT (a 2021 capture).
+# OKX states no minimum order value (min_notional 0); maxLmtAmt is the maximum in USD.
+REFERENCE_RULES = {
+    "BTC/USDT": InstrumentRule(tick="0.1", step="0.00000001", min_qty="0.00001", max_qty="9999999999",
+                               min_notional="0", max_notional="1000000"),
+    "ETH/USDT": InstrumentRule(tick="0.01", step="0.000001", min_qty="0.0001", max_qty="999999999999",
+                               min_notional="0", max_notional="20000000"),
+    "SOL/USDT": InstrumentRule(tick="0.01", step="0.000001", min_qty="0.001", max_qty="999999999999",
+                               min_notional="0", max_notional="20000000"),
+}
+
+
+def instrument(symbol: str, rule: InstrumentRule) -> dict:
+    """One SPOT instrument object, as the REST answer and the ``instruments`` channel both carry it."""
+    base, quote = rule.assets()
+    return {"alias": "", "auctionEndTime": "", "baseCcy": base, "category": "1", "ctMult": "", "ctType": "",
+            "ctVal": "", "ctValCcy": "", "expTime": "", "instFamily": "", "instId": symbol, "instType": "SPOT",
+            "lever": "10", "listTime": "1606468572000", "lotSz": rule.step, "maxIcebergSz": rule.max_qty or "",
+            "maxLmtAmt": rule.max_notional or "", "maxLmtSz": rule.max_qty or "", "maxMktAmt": "1000000",
+            "maxMktSz": "1000000", "maxStopSz": "1000000", "maxTriggerSz": rule.max_qty or "",
+            "maxTwapSz": rule.max_qty or "", "minSz": rule.min_qty, "optType": "", "quoteCcy": quote,
+            "settleCcy": "", "state": Protocol.HALTED if rule.halted else "live", "ruleType": "normal", "stk": "",
+            "tickSz": rule.tick, "uly": "",
+            "upcChg": [{"param": param, "newValue": value, "effTime": str(ms)} for param, value, ms in rule.upcoming]}
 
 
 def _trim(text: str) -> str:
@@ -60,6 +92,8 @@ def _trim(text: str) -> str:
 
 class Protocol(SimProtocol):
     NAME = "okx"
+    REFERENCE_RULES = REFERENCE_RULES
+    HALTED = "suspend"
     PATHS = ("/ws/v5/public",)
     DEPTH_LEVELS = 400
     IDLE_TIMEOUT_S = 30
@@ -71,6 +105,25 @@ class Protocol(SimProtocol):
         self.book_seq: dict[str, int] = {}         # last seqId sent on `books` per instrument
         self.last_top: dict[str, tuple] = {}       # last bbo-tbt level pair per instrument
         self.requests: list[float] = []            # monotonic times of this hour's (un)subscribe / login requests
+        self.instruments = False                   # subscribed to the instruments channel (SPOT)
+
+    @classmethod
+    def render_rest(cls, path, query, states, decimals, rules=None):
+        if path.rstrip("/") != "/api/v5/public/instruments":
+            return 404, {"code": "50030", "msg": f"not served by the simulator: {path}", "data": []}
+        if "instType" not in query:
+            return 400, {"code": "50014", "msg": "Parameter instType can not be empty.", "data": []}
+        rules = rules or {}
+        wanted = [query["instId"]] if "instId" in query else list(rules)
+        data = [instrument(s, rules[s]) for s in wanted if s in rules] if query["instType"] == "SPOT" else []
+        return 200, {"code": "0", "msg": "", "data": data}
+
+    def _instruments_push(self, symbols) -> str:
+        return self._dump({"arg": INSTRUMENTS_ARG,
+                           "data": [instrument(s, self.trading_rules[s]) for s in symbols if s in self.trading_rules]})
+
+    def render_rule(self, symbol: str) -> list:
+        return [self._instruments_push([symbol])] if self.instruments else []
 
     def _dump(self, msg: dict) -> str:
         return orjson.dumps(msg).decode()
@@ -104,6 +157,12 @@ class Protocol(SimProtocol):
             channel = channel if isinstance(channel, str) else None
             inst = inst if isinstance(inst, str) else None
             head = {"id": msg["id"]} if "id" in msg else {}
+            if channel == "instruments" and isinstance(arg, dict) and arg.get("instType") == "SPOT":
+                self.instruments = op == "subscribe"
+                replies.append(self._dump({**head, "event": op, "arg": INSTRUMENTS_ARG, "connId": self.conn_id}))
+                if self.instruments:
+                    replies.append(self._instruments_push(sorted(self.trading_rules)))
+                continue
             if channel in TBT_CHANNELS and op == "subscribe":
                 replies.append(self._dump({**head, "event": "error", "code": "64003",
                                            "msg": "Your trading fee tier doesn't meet the requirement to access "

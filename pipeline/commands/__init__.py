@@ -14,14 +14,15 @@ from pipeline.errors import ConfigError, PipelineError
 
 # subcommand -> "module:function"; the function takes the remaining argv and returns an exit status
 SUBCOMMANDS = {
-    "decode": "pipeline.decode:main",
-    "top": "pipeline.console.app:main",
-    "report": "pipeline.runreport:main",
-    "doctor": "pipeline.doctor:main",
-    "recording": "pipeline.recording.cli:main",
-    "replay": "pipeline.replay:main",
-    "two-box-demo": "pipeline.bridge.demo:main",
-    "simulate": "pipeline.simulate:main",
+    "decode": "pipeline.commands.decode:main",
+    "top": "pipeline.commands.top:main",
+    "report": "pipeline.commands.report:main",
+    "doctor": "pipeline.commands.doctor:main",
+    "recording": "pipeline.commands.recording:main",
+    "replay": "pipeline.commands.replay:main",
+    "two-box-demo": "pipeline.commands.two_box_demo:main",
+    "simulate": "pipeline.commands.simulate:main",
+    "instruments": "pipeline.commands.instruments:main",
 }
 
 

@@ -29,7 +29,7 @@ import sys
 
 import orjson
 
-from pipeline.decode import split_line
+from pipeline.commands.decode import split_line
 from pipeline.files import NotARegularFile, open_for_reading, open_for_writing
 from pipeline.recording.format import (BINARY, EVENT, SUFFIX, TEXT, RecordingError, RecordingReader, encode_chunk,
                                        encode_header, encode_records, recording_files)

@@ -1,0 +1,1 @@
+"""Where decisions go: the events file and stdout (background writers) and the HTTP sink."""
