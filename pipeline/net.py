@@ -5,7 +5,8 @@ import ipaddress
 
 
 def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` (a name or an address, IPv6 without brackets) is this machine: ``localhost``, 127.0.0.0/8, ::1."""
+    """Whether ``host`` (a name or an address, IPv6 without brackets) is this machine: ``localhost``,
+    127.0.0.0/8, ::1."""
     if not host:
         return False
     if host.lower() == "localhost":

@@ -22,7 +22,7 @@ again at the next check.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.bridge.codec import MAX_MESSAGE_BYTES, heartbeat_subject
 

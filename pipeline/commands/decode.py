@@ -50,8 +50,8 @@ import re
 
 import orjson
 
-from pipeline.model import RowStatus
 from pipeline.feed.session import FeedSession, MemorySink
+from pipeline.model import RowStatus
 from pipeline.venues import load_venue
 
 CAPTURE_LINE = re.compile(r"^(\d+(?:\.\d+)?): (.*)$", re.S)
@@ -162,6 +162,7 @@ def decode_stream(exchange: str, lines, out, err, depth: int = 5, infer_precisio
 
 def parser():
     import argparse
+
     from pipeline.venues import VENUES
     p = argparse.ArgumentParser(
         prog="run.py decode", description="Decode raw WebSocket frames (one per line) through the feed's own "
@@ -183,7 +184,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.file == "-":
             return decode_stream(args.exchange, sys.stdin, sys.stdout, sys.stderr, args.depth, args.infer_precision)
-        with open(args.file, "r", encoding="utf-8", errors="replace") as stream:
+        with open(args.file, encoding="utf-8", errors="replace") as stream:
             return decode_stream(args.exchange, stream, sys.stdout, sys.stderr, args.depth, args.infer_precision)
     except BrokenPipeError:                     # the reader went away (| head): not an error of ours
         sys.stderr.close()

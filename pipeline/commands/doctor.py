@@ -288,8 +288,7 @@ def pinned_cores(config, cpus=None) -> dict[str, tuple[int, ...]]:
 
 
 def board_bytes(config) -> int:
-    from pipeline.board import BoardGeometry
-    from pipeline.board import BoardPlan
+    from pipeline.board import BoardGeometry, BoardPlan
     plan = BoardPlan.from_config(config)
     return BoardGeometry(n_rows=len(plan.rows), depth=config.board.depth, n_procs=plan.n_procs).size
 
@@ -454,7 +453,8 @@ def run_checks(facts: Facts, config=None) -> list[Check]:
     if facts.governors:
         slow = {c: g for c, g in facts.governors.items() if g != "performance"}
         if slow:
-            checks.append(Check("cpu frequency governor", WARN, ", ".join(f"cpu{c} {g}" for c, g in sorted(slow.items())),
+            governors = ", ".join(f"cpu{c} {g}" for c, g in sorted(slow.items()))
+            checks.append(Check("cpu frequency governor", WARN, governors,
                                 "cpupower frequency-set -g performance"))
         else:
             checks.append(Check("cpu frequency governor", OK, "performance on every core"))

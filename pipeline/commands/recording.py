@@ -31,8 +31,18 @@ import orjson
 
 from pipeline.commands.decode import split_line
 from pipeline.files import NotARegularFile, open_for_reading, open_for_writing
-from pipeline.recording.format import (BINARY, EVENT, SUFFIX, TEXT, RecordingError, RecordingReader, encode_chunk,
-                                       encode_header, encode_records, recording_files)
+from pipeline.recording.format import (
+    BINARY,
+    EVENT,
+    SUFFIX,
+    TEXT,
+    RecordingError,
+    RecordingReader,
+    encode_chunk,
+    encode_header,
+    encode_records,
+    recording_files,
+)
 from pipeline.recording.redact import redact_frame, redact_text, redact_url
 
 CRYPTOFEED_NAMES = {"BINANCE": "binance", "BYBIT": "bybit", "OKX": "okx", "OKEX": "okx", "HUOBI": "htx",
@@ -66,8 +76,8 @@ def channel_of(venue_module, frame) -> list[str]:
 
 
 def _live_rows_sink(depth: int):
-    from pipeline.model import RowStatus
     from pipeline.feed.session import MemorySink
+    from pipeline.model import RowStatus
 
     class LiveRows(MemorySink):
         """Rows in memory, and which of them were ever written LIVE."""
@@ -119,7 +129,7 @@ def info(path: str) -> dict:
                 conn.reconnect_reason = ""
         if reader.damage is not None:
             entry["damage"].append(str(reader.damage))
-    for venue, (session, _, journal) in sessions.items():
+    for venue, (session, _, _journal) in sessions.items():
         stats = session.stats
         venues[venue]["session"] = {"parse_errors": stats.get("parse_errors"), "gaps": stats.get("gaps"),
                                     "checksum_failures": stats.get("checksum_failures"),
@@ -138,7 +148,7 @@ def render_info(venues: dict) -> str:
     import datetime
     lines = []
     for venue, e in venues.items():
-        start = (datetime.datetime.fromtimestamp(e["first_ns"] / 1e9, datetime.timezone.utc).isoformat(
+        start = (datetime.datetime.fromtimestamp(e["first_ns"] / 1e9, datetime.UTC).isoformat(
             timespec="seconds") if e["first_ns"] else "-")
         rate = f"{e['frames_per_s']:.1f}/s" if e["frames_per_s"] else "-"
         lines.append(f"{venue}: {e['frames']} frames, {e['events']} session events, {len(e['files'])} file(s), "
@@ -149,7 +159,8 @@ def render_info(venues: dict) -> str:
                          f"{s['resyncs']} resyncs, {s['parse_errors']} unusable frames")
             if s.get("never_live"):
                 names = s["never_live"]
-                lines.append(f"  never live: {', '.join(names[:10])}{f' and {len(names) - 10} more' if len(names) > 10 else ''}"
+                more = f' and {len(names) - 10} more' if len(names) > 10 else ''
+                lines.append(f"  never live: {', '.join(names[:10])}{more}"
                              f" (their books never became complete and current: no snapshot in the recording? a "
                              f"file rotated with keep_files starts mid-stream; a replay of them finds nothing)")
         for name, n in list(e["channels"].items())[:12]:
@@ -159,7 +170,7 @@ def render_info(venues: dict) -> str:
         if e["incidents"]:
             lines.append(f"  incidents recorded: {len(e['incidents'])}")
             for incident in e["incidents"][:20]:
-                when = datetime.datetime.fromtimestamp(incident["time_ns"] / 1e9, datetime.timezone.utc)
+                when = datetime.datetime.fromtimestamp(incident["time_ns"] / 1e9, datetime.UTC)
                 detail = ", ".join(f"{k}={v}" for k, v in incident.items() if k not in ("time_ns", "kind"))
                 lines.append(f"    {when.strftime('%H:%M:%S.%f')[:-3]}  {incident['kind']:<14} {detail}")
             if len(e["incidents"]) > 20:

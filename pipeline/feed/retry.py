@@ -52,7 +52,7 @@ class ConnectionRateLimit:
         self.attempts: collections.deque = collections.deque(maxlen=most or 1)
 
     @classmethod
-    def of(cls, venue) -> "ConnectionRateLimit":
+    def of(cls, venue) -> ConnectionRateLimit:
         """The limits a venue record (``Venue``) documents."""
         return cls([(venue.limit(name), span) for name, span in CONNECTION_LIMIT_WINDOWS.items()
                     if venue.limit(name)])

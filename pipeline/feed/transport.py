@@ -59,11 +59,12 @@ import struct
 import sys
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.choices import TRANSPORTS  # noqa: F401 - the transports (venues.NAME.transport) are named there
 
-MAX_MESSAGE_BYTES = 2 ** 24    # one message, fragments joined: websockets closes a connection past it (1009), picows too
+# one message, fragments joined: websockets closes a connection past it (1009), picows too
+MAX_MESSAGE_BYTES = 2 ** 24
 # websockets: reading pauses while more than this many messages wait in the library (it resumes at a quarter)
 MAX_QUEUE = 64
 
@@ -385,7 +386,8 @@ async def _open_picows(url: str, ping_interval_s: float | None, open_timeout_s: 
         options = {"enable_auto_ping": True, "auto_ping_idle_timeout": ping_interval_s,
                    "auto_ping_reply_timeout": ping_interval_s}
     ssl_context = ssl.create_default_context() if url.startswith("wss://") else None
-    await asyncio.wait_for(ws_connect(Listener, url, ssl_context=ssl_context, websocket_handshake_timeout=open_timeout_s,
+    await asyncio.wait_for(ws_connect(Listener, url, ssl_context=ssl_context,
+                                      websocket_handshake_timeout=open_timeout_s,
                                       max_frame_size=MAX_MESSAGE_BYTES, **options), open_timeout_s + 1)
     return link
 

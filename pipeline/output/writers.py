@@ -39,14 +39,14 @@ ERROR_LOG_INTERVAL_S = 10.0
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
     """``20261207T063000Z-3fa2c1``: the UTC time and 6 random hex digits (two runs in one second differ)."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     if now.tzinfo is not None:
-        now = now.astimezone(datetime.timezone.utc)
+        now = now.astimezone(datetime.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
 
 
 def _utc_stamp(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _free_name(directory: str, stem: str, ext: str) -> str:

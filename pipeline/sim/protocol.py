@@ -23,8 +23,10 @@ class Quirks:
     trigger each one directly.
     """
 
-    shortest_numbers: bool = False     # kraken: numbers as JSON serializers print them (63298, 5.1e-05), dust deep in the book
-    late_depth: bool = False           # binance/bybit/okx: each depth message goes out one step late, after a newer top of book
+    # kraken: numbers as JSON serializers print them (63298, 5.1e-05), dust deep in the book
+    shortest_numbers: bool = False
+    # binance/bybit/okx: each depth message goes out one step late, after a newer top of book
+    late_depth: bool = False
     resend_unchanged: bool = False     # bybit: an unchanged orderbook.1 is re-sent with the same u (as every 3 s live)
     sequence_resets: bool = False      # okx/bybit: every instrument's sequence restarts (maintenance, u == 1)
     venue_status: bool = False         # kraken: status maintenance, then online again after status_s
@@ -37,7 +39,7 @@ class Quirks:
     grace_s: float = 2.0               # how long after a shutdown notice the connection is closed
 
     @classmethod
-    def named(cls, names) -> "Quirks":
+    def named(cls, names) -> Quirks:
         unknown = set(names) - set(QUIRK_NAMES)
         if unknown:
             raise ValueError(f"unknown simulator quirks: {sorted(unknown)}")
@@ -84,7 +86,7 @@ class Hostile:
     symbol_every: int = 5
 
     @classmethod
-    def named(cls, names) -> "Hostile":
+    def named(cls, names) -> Hostile:
         unknown = set(names) - set(HOSTILE_NAMES)
         if unknown:
             raise ValueError(f"unknown hostile faults: {sorted(unknown)} (known: {', '.join(HOSTILE_NAMES)})")
@@ -173,7 +175,7 @@ class Rules:
     idle_timeout_s: float | None = None
 
     @classmethod
-    def named(cls, names) -> "Rules":
+    def named(cls, names) -> Rules:
         unknown = set(names) - set(RULE_NAMES)
         if unknown:
             raise ValueError(f"unknown simulator rules: {sorted(unknown)}")

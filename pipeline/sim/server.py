@@ -61,10 +61,17 @@ from websockets.http11 import Response
 
 from pipeline.model import DEPTH
 from pipeline.sim.market import Market, Tape, price_decimals
-from pipeline.venues import load_protocol
-from pipeline.sim.protocol import (BBO, OUT_OF_RANGE_KINDS, Hostile, InstrumentRule, Quirks, Rules, SymbolState,
-                                   grid_rule)
-from pipeline.venues import SIM_PATHS, load_venue
+from pipeline.sim.protocol import (
+    BBO,
+    OUT_OF_RANGE_KINDS,
+    Hostile,
+    InstrumentRule,
+    Quirks,
+    Rules,
+    SymbolState,
+    grid_rule,
+)
+from pipeline.venues import SIM_PATHS, load_protocol, load_venue
 
 log = logging.getLogger("pipeline.sim")
 
@@ -396,7 +403,7 @@ class ExchangeServer:
         try:
             await asyncio.wait_for(asyncio.shield(websocket.wait_closed()), OVERSIZE_WATCH_S)
             self.hostile_sent["oversize_refused"] += 1
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.hostile_sent["oversize_kept"] += 1
 
     async def _close(self, websockets: list) -> None:

@@ -42,11 +42,21 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from pipeline.board import (Board, BoardPlan, Doorbell, ProcessRole, ProcStats, RowAssignment, foreign_segment,
-                            plan_remote_rows, plan_rows, remove_leftover)
+from pipeline.backoff import Backoff
+from pipeline.board import (
+    Board,
+    BoardPlan,
+    Doorbell,
+    ProcessRole,
+    ProcStats,
+    RowAssignment,
+    foreign_segment,
+    plan_remote_rows,
+    plan_rows,
+    remove_leftover,
+)
 from pipeline.errors import PipelineError
 from pipeline.files import FILE_MODE
-from pipeline.backoff import Backoff
 from pipeline.runtime import ClosedPipeGuard, ExitCode, ProcessSpec
 from pipeline.venues import VENUE_IDS
 

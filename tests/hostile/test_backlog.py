@@ -200,8 +200,8 @@ def test_a_slowed_feed_flooded_by_the_simulator_is_stale_while_behind_then_live_
     from pipeline.console.events import EventBook
     from pipeline.console.render import check_alerts, render_text
     from pipeline.console.snapshot import BoardSource
-    from pipeline.health.process import HealthReporter
     from pipeline.health.metrics import BoardCollector
+    from pipeline.health.process import HealthReporter
     from tests.integration.harness import FeedHarness
 
     async def scenario():

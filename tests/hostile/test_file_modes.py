@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.output.writers import Outputs, run_output_path
 from pipeline.files import FILE_MODE, open_for_writing
+from pipeline.output.writers import Outputs, run_output_path
 from tests.conftest import run_cli, write_config
 
 RECORDING = Path(__file__).resolve().parents[1] / "data" / "demo-recording"

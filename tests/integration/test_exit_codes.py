@@ -115,6 +115,7 @@ def test_a_run_in_which_no_venue_ever_went_live_exits_4(tmp_path, board_name):
     """No exchange reachable (a port the kernel gave us, bound but not listening: every connection is refused):
     a run that goes on past the grace period without one LIVE row must fail for cron and systemd."""
     import socket
+
     from pipeline.supervisor.core import LIVE_GRACE_S
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))

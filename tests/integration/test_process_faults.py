@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from pipeline.board import Board
+from pipeline.errors import BoardError
 from tests.conftest import REPO, demo_config, run_cli, wait_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def start(config: Path) -> subprocess.Popen:
 def slot_pid(board_name: str, slot: int) -> int:
     try:
         board = Board.attach(board_name)
-    except Exception:
+    except (BoardError, OSError):
         return 0
     try:
         return int(board.procs[slot]["pid"])

@@ -69,7 +69,8 @@ def _config(simulator: bool, bridge: bool):
 def test_the_plan_without_bridge_or_simulator():
     plan = BoardPlan.from_config(_config(simulator=False, bridge=False))
     assert [(r.row, r.label, r.instrument, r.symbol) for r in plan.rows] == [
-        (0, "binance", "BTC/USDT", "BTCUSDT"), (1, "binance", "ETH/USDT", "ETHUSDT"), (2, "kraken", "BTC/USD", "BTC/USD")]
+        (0, "binance", "BTC/USDT", "BTCUSDT"), (1, "binance", "ETH/USDT", "ETHUSDT"),
+        (2, "kraken", "BTC/USD", "BTC/USD")]
     assert [(s.slot, s.key, s.role, s.title) for s in plan.slots] == [
         (0, "feed:binance", ProcessRole.FEED, "pipeline: feed binance"),
         (1, "feed:kraken", ProcessRole.FEED, "pipeline: feed kraken"),

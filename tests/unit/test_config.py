@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from pipeline.config import DetectorConfig, load_config, parse_config
+from pipeline.config import load_config, parse_config
 from pipeline.errors import ConfigError
 from tests.conftest import REPO, run_cli, write_config
 
@@ -38,7 +38,10 @@ def test_shipped_configs_load(name):
 def test_defaults_are_the_documented_ones():
     config = parse_config(minimal(), available_cores=CORES)
     assert config.board.depth == 5
-    assert config.detector == DetectorConfig()
+    d = config.detector
+    assert (d.threshold_bps, d.staleness_ms, d.min_notional, d.max_notional, d.close_hysteresis_bps,
+            d.close_after_ms, d.reopen_ms, d.conversion_bps, d.shadow_latencies_ms, d.output) == (
+        0.0, 2000.0, 10.0, 100_000.0, None, 1000.0, 100.0, 10.0, (5.0, 20.0, 50.0), "opportunities.jsonl")
     assert config.detector.wait == "doorbell"
     assert config.venues[0].taker_fee_bps == 10.0
     assert config.instruments == ("BTC/USDT",)

@@ -2,7 +2,6 @@
 rendered to exact text; the event book; the file tail; the readable stdout lines."""
 from __future__ import annotations
 
-
 import orjson
 import pytest
 
@@ -94,8 +93,8 @@ def test_render_of_a_known_board_is_exact(board):
     book.apply(record("close", -1000, buy="kraken@frankfurt", sell="bybit", duration_ms=200.0, peak_net_bps=3.0,
                       close_reason="spread_closed", flaps=1))
     text = render_text(snapshot, book, NOW, View(width=80, height=24))
-    expected = """\
-{board} 22:13:20  live 2/3  500 msg/s  1 open  e2e p50/p99 300/300µs
+    expected = f"""\
+{board.name[:16]} 22:13:20  live 2/3  500 msg/s  1 open  e2e p50/p99 300/300µs
 BTC/USDT [1/1]        bid    qty       ask    qty       mid  sprd   imb   age
 binance  live     99.9000      2  100.0000      1   99.9500 10.01 +0.33   4ms
 bybit    live    100.3000      3  100.4000      1  100.3500  9.97 +0.50  12ms
@@ -111,7 +110,7 @@ kraken      0   0  45     -         - BTC/USDT krake>bybit 200ms 3.0 0.5@50ms
                                                                      14% filled
                                       BTC/USDT bybit>binan 500ms 2.5 x@50ms
 alerts: kraken@frankfurt stale; kraken gap storm 5/s
-f/b next/previous instrument   p pause   q quit""".format(board=board.name[:16])
+f/b next/previous instrument   p pause   q quit"""
     assert text == expected
     # wider: the partial fill fits on the close's own line
     wide = render_text(snapshot, book, NOW, View(width=100, height=24)).splitlines()
@@ -311,8 +310,8 @@ def test_health_status_line():
 
 
 def test_health_status_line_from_a_board(board):
-    from pipeline.runtime import ProcessSpec
     from pipeline.health.process import HealthReporter
+    from pipeline.runtime import ProcessSpec
     fill_board(board)
     rows = ROWS[:2] + [RowAssignment(2, "kraken", "BTC/USDT", "XBT/USDT")]     # this box's own kraken feed
     common = dict(board_name=board.name, depth=5, doorbell_fd=-1, cores=())

@@ -10,8 +10,15 @@ import pytest
 import yaml
 
 from pipeline.commands import doctor
-from pipeline.config import (BoardConfig, Config, DetectorConfig, HealthConfig, SupervisorConfig, VenueConfig,
-                             parse_config)
+from pipeline.config import (
+    BoardConfig,
+    Config,
+    DetectorConfig,
+    HealthConfig,
+    SupervisorConfig,
+    VenueConfig,
+    parse_config,
+)
 from pipeline.errors import ConfigError
 from tests.conftest import run_cli
 
@@ -75,10 +82,10 @@ def statuses(checks):
 def test_a_tuned_box_passes():
     checks = doctor.run_checks(doctor.read_facts(str(TUNED)), config())
     assert statuses(checks) == {
-        "pinned cores exist": "ok", "system core": "ok", "core isolation": "ok", "busy processes on separate cores": "ok",
-        "other busy processes on hot cores": "ok", "cpu frequency governor": "ok", "cpu idle states": "ok", "irqbalance": "ok",
-        "transparent huge pages": "ok", "socket buffers": "ok", "open files limit": "ok",
-        "clock synchronisation": "ok", "/dev/shm free space": "ok"}
+        "pinned cores exist": "ok", "system core": "ok", "core isolation": "ok",
+        "busy processes on separate cores": "ok", "other busy processes on hot cores": "ok",
+        "cpu frequency governor": "ok", "cpu idle states": "ok", "irqbalance": "ok", "transparent huge pages": "ok",
+        "socket buffers": "ok", "open files limit": "ok", "clock synchronisation": "ok", "/dev/shm free space": "ok"}
     assert doctor.exit_status(checks) == 0
     clock = next(c for c in checks if c.name == "clock synchronisation")
     assert clock.found == "chrony synchronised to A9FEA97B (169.254.169.123), offset -12.3 µs"
@@ -88,10 +95,12 @@ def test_an_untuned_box_warns_with_fixes_and_blocks_on_shm_and_missing_cores():
     facts = doctor.read_facts(str(UNTUNED))
     checks = doctor.run_checks(facts, config(detector_cores=(1,), feed_cores=(1, 5), wait="spin"))
     assert statuses(checks) == {
-        "pinned cores exist": "fail", "system core": "ok", "core isolation": "warn", "busy processes on separate cores": "fail",
-        "other busy processes on hot cores": "warn", "cpu frequency governor": "warn", "cpu idle states": "warn", "irqbalance": "warn",
+        "pinned cores exist": "fail", "system core": "ok", "core isolation": "warn",
+        "busy processes on separate cores": "fail", "other busy processes on hot cores": "warn",
+        "cpu frequency governor": "warn", "cpu idle states": "warn", "irqbalance": "warn",
         "transparent huge pages": "warn", "socket buffers": "warn", "open files limit": "warn",
-        "clock synchronisation": "warn", "/dev/shm free space": "fail"}
+        "clock synchronisation": "warn",
+        "/dev/shm free space": "fail"}
     assert doctor.exit_status(checks) == 2
     by_name = {c.name: c for c in checks}
     assert by_name["pinned cores exist"].found == "feed binance: [5]; feed bybit: [5] (online: 0,1)"

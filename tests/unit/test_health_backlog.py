@@ -7,8 +7,8 @@ import pytest
 
 from pipeline.board import Board, RowStatus, RowWriter
 from pipeline.board.layout import ProcessRole
-from pipeline.runtime import ProcessSpec, RowAssignment
 from pipeline.health.process import HealthReporter, backlog_status, behind_part
+from pipeline.runtime import ProcessSpec, RowAssignment
 
 NOW = 1_700_000_000_000_000_000
 MS = 1_000_000

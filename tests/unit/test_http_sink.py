@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from pipeline.output.sink import HttpSink, SinkError, SinkStatistics
 from pipeline.errors import PipelineError
+from pipeline.output.sink import HttpSink, SinkError, SinkStatistics
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(30)

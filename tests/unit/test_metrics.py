@@ -18,8 +18,8 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.board import Board, HistogramWriter, ProcessRole, RowStatus, SkipReason
-from pipeline.runtime import ProcessSpec, RowAssignment
 from pipeline.health.metrics import BoardCollector, start_metrics_server, stop_metrics_server
+from pipeline.runtime import ProcessSpec, RowAssignment
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "dashboards" / "pipeline.json"

@@ -10,11 +10,22 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.board import (HOPS, PROC_DTYPE, Board, HistogramWriter, ProcessRole, ProcSnapshot, RowStatus, RowWriter,
-                            SkipReason, read_proc, read_procs)
+from pipeline.board import (
+    HOPS,
+    PROC_DTYPE,
+    Board,
+    HistogramWriter,
+    ProcessRole,
+    ProcSnapshot,
+    RowStatus,
+    RowWriter,
+    SkipReason,
+    read_proc,
+    read_procs,
+)
 from pipeline.board.snapshot import PAD_FIELDS, snapshot_fields
-from pipeline.runtime import ProcessSpec, RowAssignment
 from pipeline.health.process import final_block
+from pipeline.runtime import ProcessSpec, RowAssignment
 from pipeline.venues import VENUES
 
 NOW = 1_700_000_000_000_000_000

@@ -149,7 +149,7 @@ def is_multiple(x: D, step: D) -> bool:
     return x % step == 0
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(buy=leg_rules(), sell=leg_rules(), size=SIZES, buy_vwap=PRICES, sell_vwap=PRICES)
 def test_the_fast_path_keeps_the_rules_and_equals_its_exact_twin(buy, sell, size, buy_vwap, sell_vwap):
     got = size_legs(buy, sell, float(size), float(buy_vwap), float(sell_vwap))
