@@ -21,7 +21,8 @@ arrival order the fallback. A ``weak`` top of book (Kraken/Coinbase
 Besides book updates, :meth:`InstrumentBook.apply` takes the pair's
 :class:`~pipeline.model.InstrumentSpec` (precisions for a checksum that needs
 them; a change returns :attr:`Outcome.RESUBSCRIBE`) and
-:class:`~pipeline.model.TradingStatus` (holds the row ``HALTED``).
+:class:`~pipeline.model.TradingStatus` (holds the row ``HALTED``); :meth:`InstrumentBook.set_rules` takes
+the instrument's trading rules (none: ``NO_RULES``; not trading: ``HALTED``).
 
 On a gap or checksum mismatch the book is discarded (never merged) and the
 instrument goes to ``RESYNCING`` until a new snapshot arrives; the caller
@@ -126,6 +127,7 @@ class Outcome(enum.IntEnum):
 _CHANGED = Outcome.CHANGED
 # members as module constants: the hot path reads them without the enum class's attribute lookup
 _LIVE, _CROSSED, _HALTED = RowStatus.LIVE, RowStatus.CROSSED, RowStatus.HALTED
+_NO_RULES = RowStatus.NO_RULES
 _SYNCING, _RESYNCING = RowStatus.SYNCING, RowStatus.RESYNCING
 
 # a side of a full-depth book (Coinbase level2) holds at most this many levels: the deepest real one in our
@@ -403,6 +405,9 @@ class InstrumentBook:
         self.halted = ""                        # why the venue or pair cannot trade ('' = tradable)
         self._halted_venue = ""
         self._halted_pair = ""
+        self._halted_rules = ""                 # the trading rules say it does not trade (rules.trading False)
+        self.has_rules = True                   # False: no trading rules (set_rules(None)): held NO_RULES
+        self._hold = _HALTED                    # the state a whole book is held in while ``halted``
         self.stuck_channels = 0
         self.sequence_resets = 0
         self._order = 0
@@ -560,7 +565,7 @@ class InstrumentBook:
                 self._refresh_state()
             else:       # a top-of-book-only row: what _refresh_state would decide, without its general cases
                 self.composed = bbo.bids.level, bbo.asks.level
-                self.state = _HALTED if self.halted else _CROSSED if bid_px >= ask_px else _LIVE
+                self.state = self._hold if self.halted else _CROSSED if bid_px >= ask_px else _LIVE
             return _CHANGED
         return self.apply(BookUpdate(self.symbol, BBO, True, [(bid_px, bid_qty)], [(ask_px, ask_qty)], exch_ts_ms,
                                      seq, xseq=xseq))
@@ -788,8 +793,26 @@ class InstrumentBook:
         self._refresh_state()
         return Outcome.STATUS if self.state != before else Outcome.IGNORED
 
+    def set_rules(self, rules) -> Outcome:
+        """The instrument's trading rules (an :class:`~pipeline.model.InstrumentRules`), or None: it has none.
+
+        No rules: a whole book is held ``NO_RULES`` (never LIVE; ``halted`` says ``no rules``). Rules whose
+        ``trading`` is False hold it ``HALTED`` (``rules <status>``), like the venue's own status does, until
+        rules that trade arrive. A book built before any call trades on the book alone (the rules are not
+        tracked: ``decode``, a session without reference data). ``STATUS`` when the row's state changed.
+        """
+        before = self.state
+        self.has_rules = rules is not None
+        self._halted_rules = "" if rules is None or rules.trading else f"rules {rules.status or 'not trading'}"
+        self._update_halted()
+        self._refresh_state()
+        return Outcome.STATUS if self.state != before else Outcome.IGNORED
+
     def _update_halted(self) -> None:
-        self.halted = self._halted_venue or self._halted_pair
+        if not self.has_rules:
+            self.halted, self._hold = "no rules", _NO_RULES
+        else:
+            self.halted, self._hold = self._halted_venue or self._halted_pair or self._halted_rules, _HALTED
 
     def _depth_valid(self) -> bool:
         return self.book.synced and (not self.precision_required or self.checksum_ok)
@@ -816,7 +839,7 @@ class InstrumentBook:
             return
         bids, asks = self.composed = self.compose()
         if self.halted:
-            self.state = _HALTED
+            self.state = self._hold
         elif not bids or not asks:
             self.state = _SYNCING        # one-sided book: nothing to trade against
         elif bids[0][0] >= asks[0][0]:

@@ -472,6 +472,10 @@ class VenueConfig:
         (), _credentials_env, "`{key: ENV, secret: ENV, passphrase: ENV}`, for okx: names of environment variables "
         "(never the secrets); log in and take `books50-l2-tbt`, falling back to `books` when OKX refuses it (64003)",
         shown="off")
+    rules_url: str | None = key(None, _string(re.compile(r"^(https?|wss?)://[^\s/]+/?$")),
+                                "`http(s)://host:port` the venue's trading rules are fetched from (its endpoint's "
+                                "path is kept; ws(s) for a venue that publishes them on a channel)",
+                                shown="the venue's; the simulator's without `url`")
 
     def fee_bps(self, instrument: str) -> float:
         return dict(self.fee_overrides).get(instrument, self.taker_fee_bps)
@@ -556,6 +560,18 @@ class RecordingConfig:
                    missing="the directory the feeds write their recordings to")
     rotate_mb: float = key(256.0, _number(minimum=0.01), "start a new file past this size, MiB")
     keep_files: int = key(0, _number(minimum=0, integer=True), "per venue, the newest kept; 0 keeps all")
+
+
+@dataclass(frozen=True)
+class ReferenceDataConfig:
+    """Each feed's trading rules (docs/trading-rules.md "How the pipeline loads them")."""
+
+    cache_dir: str = key("~/.cache/pipeline/rules", _string(re.compile(r".+")),
+                         "the last good reference-data response of each venue is kept here (`<venue>.json`)")
+    refresh_s: float = key(3600.0, _number(0), "fetch the rules again this often, s (0: only at start and on the "
+                                               "venue's change notices)")
+    timeout_s: float = key(5.0, _number(0, exclusive_min=True), "per fetch attempt, s")
+    retries: int = key(3, _number(1, 100, integer=True), "attempts per fetch (with backoff between them)")
 
 
 @dataclass(frozen=True)
@@ -683,6 +699,8 @@ class Config:
     detector: DetectorConfig = section(DetectorConfig, "the opportunity detector")
     health: HealthConfig = section(HealthConfig, "the health reporter")
     supervisor: SupervisorConfig = section(SupervisorConfig, "restarts of the child processes")
+    reference_data: ReferenceDataConfig = section(ReferenceDataConfig, "trading rules: where they are cached, "
+                                                                       "how often they are fetched again")
     simulator: SimulatorConfig | None = section(SimulatorConfig, "the local exchange simulator (the venues without "
                                                                  "`url` connect to it)", optional=True)
     metrics: MetricsConfig | None = section(MetricsConfig, "Prometheus endpoint", optional=True)

@@ -29,6 +29,7 @@ from pipeline.board.layout import (
     row_dtype,
 )
 from pipeline.board.plan import BoardPlan, RowAssignment, plan_remote_rows, plan_rows
+from pipeline.board.rules import RulesWriter, read_rules
 from pipeline.board.shm import Board, foreign_segment, pid_alive, remove_leftover, running_boards, unlink
 from pipeline.board.seqlock import (
     ChangeLane,
@@ -54,6 +55,8 @@ __all__ = [
     # rows
     "ChangeLane", "RowCodec", "RowReader", "RowWriter", "TornReadError", "lane_of_rows", "read_consistent",
     "read_row",
+    # each row's trading rules (own seqlock; pipeline.board.rules)
+    "RulesWriter", "read_rules",
     # process slots and their histograms
     "ProcSnapshot", "ProcStats", "read_proc", "read_procs",
     "HistogramBuffer", "HistogramSnapshot", "HistogramWriter", "bucket_upper_ns", "read_histogram",

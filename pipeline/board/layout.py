@@ -3,7 +3,7 @@
 The segment is a few regions, each an array of one numpy structured dtype::
 
     [ header ][ process slots (n_procs x 320 B) ][ latency histograms (n_procs x 4) ][ pairs ]
-    [ row lanes (n_rows x u2) ][ change lanes (n_procs x 1088 B) ][ quote rows ]
+    [ row lanes (n_rows x u2) ][ change lanes (n_procs x 1088 B) ][ quote rows ][ rules (n_rows x 192 B) ]
 
 Every offset anyone uses (the seqlock writer's ``struct`` format, the
 detector's strided views, the health reporter) is derived from these dtypes,
@@ -42,9 +42,9 @@ import numpy as np
 from pipeline.model import MAX_DEPTH, ProcessRole, RowStatus, SkipReason
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 9
+LAYOUT_VERSION = 10
 CACHE_LINE = 64
-PROC_SLOT_SIZE = 320
+PROC_SLOT_SIZE = 384
 
 
 HEADER_DTYPE = np.dtype(
@@ -107,6 +107,10 @@ PROC_DTYPE = np.dtype(
         ("behind", "<u8"),            # feeds: connections behind now (their rows untrusted until caught up)
         ("output_dropped", "<u8"),    # detector: records the events file or stdout lost (full buffer, failed write)
         ("connect_failures", "<u8"),  # feeds: connection attempts that failed (offline: reconnects stay 0)
+        # feeds, trading rules (version 10; docs/trading-rules.md)
+        ("rules_changes", "<u8"),     # feeds: rule changes applied while running (a field of one instrument each)
+        ("rules_fetch_failures", "<u8"),  # feeds: reference-data fetches that failed (start or refresh)
+        ("rules_cache_age_s", "<u8"), # feeds: age of the cached rules in use (s) when they came from the cache, else 0
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),
@@ -152,6 +156,20 @@ LANE_MASK = LANE_RING - 1
 LANE_DTYPE = np.dtype([("count", "<u8"), ("pad0", "V56"), ("ring", "<u4", (LANE_RING,))])
 assert LANE_DTYPE.itemsize % CACHE_LINE == 0 and LANE_RING & LANE_MASK == 0
 NO_LANE = 0          # in the row lanes table: a row whose writer keeps no lane
+
+
+# Trading rules (version 10), one entry per quote row, written by the row's writer only (its own seqlock:
+# ``seq`` odd while a write is in progress; the version a reader sees is ``seq // 2``). Increments and bounds
+# are float64 of the exact Decimals: every value a venue publishes has at most 15 significant digits, so the
+# shortest repr of the float gives back an equal Decimal (checked on write; pipeline.board.rules).
+RULES_DTYPE = np.dtype({
+    "names": ["seq", "tick", "step", "min_qty", "max_qty", "min_notional", "max_notional",
+              "present", "trading", "pad0", "venue", "symbol", "status"],
+    "formats": ["<u8", "<f8", "<f8", "<f8", "<f8", "<f8", "<f8", "u1", "u1", "V6", "S16", "S32", "S80"],
+    "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 57, 58, 64, 80, 112],
+    "itemsize": 3 * CACHE_LINE,
+})
+RULES_TEXT = {"venue": 16, "symbol": 32, "status": 80}   # bytes of each text field (UTF-8, NUL padded)
 
 
 def row_dtype(depth: int) -> np.dtype:
@@ -265,8 +283,15 @@ class BoardGeometry:
         return self.hists_offset + (slot * HISTS_PER_PROC + index) * HIST_DTYPE.itemsize
 
     @property
-    def size(self) -> int:
+    def rules_offset(self) -> int:
         return self.rows_offset + self.n_rows * self.row.itemsize
+
+    def rule_offset(self, row: int) -> int:
+        return self.rules_offset + row * RULES_DTYPE.itemsize
+
+    @property
+    def size(self) -> int:
+        return self.rules_offset + self.n_rows * RULES_DTYPE.itemsize
 
     def row_offset(self, row: int) -> int:
         return self.rows_offset + row * self.row.itemsize

@@ -38,6 +38,7 @@ from pipeline.board.layout import (
     MAGIC,
     PAIRS_DTYPE,
     PROC_DTYPE,
+    RULES_DTYPE,
     BoardGeometry,
 )
 
@@ -113,6 +114,8 @@ class Board:
         # which change lane (process slot + 1, 0: none) each row's writer logs to; see pipeline.board.layout
         self.row_lanes = np.ndarray((geometry.n_rows,), "<u2", self.buf, geometry.row_lanes_offset)
         self.lanes = np.ndarray((geometry.n_procs,), LANE_DTYPE, self.buf, geometry.lanes_offset)
+        # each row's trading rules, written by the row's writer (pipeline.board.rules)
+        self.rules = np.ndarray((geometry.n_rows,), RULES_DTYPE, self.buf, geometry.rules_offset)
 
     def assign_lane(self, rows, slot: int) -> None:
         """Log the changes of ``rows`` in the change lane of process ``slot`` (the process that writes them).
@@ -169,7 +172,7 @@ class Board:
     def close(self) -> None:
         """Unmap. Views handed out earlier must not be used afterwards."""
         # drop exported buffers before closing
-        self.header = self.procs = self.rows = self.pairs = self.row_lanes = self.lanes = None
+        self.header = self.procs = self.rows = self.pairs = self.row_lanes = self.lanes = self.rules = None
         self.buf = None
         try:
             self._shm.close()

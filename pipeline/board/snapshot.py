@@ -77,6 +77,9 @@ class ProcSnapshot:
     behind: int = 0
     output_dropped: int = 0
     connect_failures: int = 0
+    rules_changes: int = 0
+    rules_fetch_failures: int = 0
+    rules_cache_age_s: int = 0
     restarts: int = 0
     last_exit_code: int = 0
     # -- the role's latency histograms

@@ -16,6 +16,12 @@ two replays of one recording with one config write byte-identical event files.
 Recorded connects and disconnects replay as such; a frame with no recorded
 connection (imported captures) opens one for all of its venue's instruments.
 
+Trading rules: the reference-data responses the feeds applied are in the recording (``reference_data``
+events) and are applied again at the same point. Until a venue's first one, and for a recording made
+before they were recorded, its rows get the rules of the reference-data cache directory (``--rules-cache``,
+default ``reference_data.cache_dir``); a venue with neither has its rows ``no_rules`` (never tradable) and
+the summary says so.
+
 Where replay and a live run can differ: the live detector sees the board when
 it gets to it, and a burst of updates can land between two of its passes; the
 replay evaluates after every frame, so it sees every intermediate state.
@@ -33,14 +39,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from pipeline.board import Board, RowWriter
+from pipeline.board import Board, RowWriter, RulesWriter
 from pipeline.board import plan_rows
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine
-from pipeline.detector.outputs import Outputs
-from pipeline.detector.scan import BoardView, RowUniverse
+from pipeline.output.writers import Outputs
+from pipeline.detector.scan import BoardRules, BoardView, RowUniverse
 from pipeline.errors import ConfigError
 from pipeline.feed.session import FeedSession
 from pipeline.recording.format import EVENT, RecordingError, RecordingReader, recording_files
+from pipeline.refdata import RulesCache
 from pipeline.venues import load_venue
 
 TICK_INTERVAL_NS = 100_000_000       # the feed watchdog's interval
@@ -59,6 +66,8 @@ class ReplayResult:
     damage: list = field(default_factory=list)
     summary: str = ""
     incidents: dict = field(default_factory=dict)
+    rules: dict = field(default_factory=dict)        # venue -> where its rules came from: recording, cache, none
+    without_rules: list = field(default_factory=list)   # venues whose rows had no rules (no_rules) throughout
 
 
 def parse_time(text: str | None) -> int | None:
@@ -87,8 +96,9 @@ def _stream(reader: RecordingReader, index: int):
 class Replay:
     def __init__(self, config, paths: list[str], out_path: str | None, speed: float | None = None,
                  from_ns: int | None = None, to_ns: int | None = None, print_lines: bool = True,
-                 stdout=None):
+                 stdout=None, rules_cache: str | None = None):
         self.config = config
+        self.rules_cache = rules_cache      # reference-data cache directory for venues the recording has no rules of
         self.paths = paths
         self.speed = speed
         self.from_ns = from_ns
@@ -115,6 +125,7 @@ class Replay:
         outputs = None
         try:
             writer = RowWriter(board, [r.row for r in self.rows])
+            rules_writer = RulesWriter(board, [r.row for r in self.rows])      # what the feeds write for the detector
             sessions: dict[str, FeedSession] = {}
             incidents: dict[str, dict[str, int]] = {}
             for venue_config in config.venues:
@@ -122,10 +133,16 @@ class Replay:
                 counts = incidents.setdefault(venue_config.name, {})
 
                 def journal(kind, now_ns, fields, counts=counts):
-                    counts[kind] = counts.get(kind, 0) + 1
-                sessions[venue_config.name] = FeedSession(load_venue(venue_config.name), mine, depth,
-                                                          int(venue_config.staleness_ms * 1e6), writer,
-                                                          journal=journal)
+                    if kind != "rules":                 # (where the rules came from is said once, below)
+                        counts[kind] = counts.get(kind, 0) + 1
+                session = sessions[venue_config.name] = FeedSession(load_venue(venue_config.name), mine, depth,
+                                                                    int(venue_config.staleness_ms * 1e6), writer,
+                                                                    journal=journal)
+                session.rules_sink = rules_writer.write
+                cached = RulesCache(self.rules_cache).load(venue_config.name) if self.rules_cache else None
+                session.apply_rules(cached.rules if cached is not None else [], 0,
+                                    source="cache" if cached is not None else "none")
+                result.rules[venue_config.name] = "cache" if cached is not None else "none"
             universe = RowUniverse(config, self.rows)
             view = BoardView(board, universe)
             clock = {"now": 0}
@@ -134,7 +151,7 @@ class Replay:
                 session = sessions.get(label)
                 offset = session.clock.offset_ns(clock["now"]) if session is not None else None
                 return offset or 0
-            engine = DetectorEngine(config, universe, view.quotes, clock_offset)
+            engine = DetectorEngine(config, universe, view.quotes, clock_offset, BoardRules(board, universe))
             outputs = Outputs(self.out_path, self.print_lines, config.verbose, stdout=self.stdout, truncate=True,
                               run_id=self.run_id())
 
@@ -195,7 +212,8 @@ class Replay:
                 key = (index if pid is None else pid, venue, record.conn)
                 if record.kind == EVENT:
                     result.events += 1
-                    self._event(session, record, key, conns)
+                    if self._event(session, record, key, conns):
+                        result.rules[venue] = "recording"
                 else:
                     result.frames += 1
                     result.active_frames += active
@@ -210,6 +228,7 @@ class Replay:
             result.damage = [str(r.damage) for r in readers if r.damage is not None]
             result.summary = engine.summary.render()
             result.incidents = {v: dict(sorted(c.items())) for v, c in incidents.items() if c}
+            result.without_rules = sorted(v for v, where in result.rules.items() if where == "none")
             view.close()
             writer = None
         finally:
@@ -230,9 +249,18 @@ class Replay:
         engine.suspects.clear()
 
     @staticmethod
-    def _event(session: FeedSession, record, key, conns) -> None:
+    def _event(session: FeedSession, record, key, conns) -> bool:
+        """Apply one recorded session event; True when it was the venue's trading rules."""
         event = record.event
         kind = event.get("kind")
+        if kind == "reference_data":
+            from pipeline.errors import ParseError
+            try:
+                rules = session.venue.reference_data.parse(event.get("raw", "").encode())
+            except ParseError:
+                rules = []                      # what the feed applied parsed; a damaged event gives no rules
+            session.apply_rules(rules, record.recv_ns, source=event.get("source", "reference_data"))
+            return True
         if kind == "connect":
             conns[key] = session.connection_opened(event.get("symbols") or list(session.books), record.recv_ns,
                                                    record.conn)
@@ -243,6 +271,7 @@ class Replay:
         elif kind == "connect_failed":
             session.connection_failed(event.get("symbols") or list(session.books), record.recv_ns,
                                       event.get("reason", ""))
+        return False
 
 
 def recording_span(paths: list[str]) -> tuple[int | None, int | None]:
@@ -288,6 +317,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/replay-opportunities.jsonl",
                    help="events file (default out/replay-opportunities.jsonl; with --compare, a -baseline "
                         "file is written beside it)")
+    p.add_argument("--rules-cache", metavar="DIR",
+                   help="reference-data cache directory (<venue>.json) for venues the recording holds no trading "
+                        "rules of (default: the config's reference_data.cache_dir)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("--verbose", action="store_true", help="print update and shadow lines too")
     return p
@@ -340,7 +372,8 @@ def main(argv: list[str]) -> int:
     for title, cfg, out in runs:
         try:
             result = Replay(cfg, paths, out, speed, from_ns, to_ns,
-                            print_lines=not args.quiet and baseline is None).run()
+                            print_lines=not args.quiet and baseline is None,
+                            rules_cache=args.rules_cache or cfg.reference_data.cache_dir).run()
         except RecordingError as exc:
             sys.stderr.write(f"run.py replay: {exc}\n")
             return 2
@@ -361,6 +394,10 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(f"replay: {result.skipped_frames} frames of venues not in the config skipped\n")
     for venue, counts in result.incidents.items():
         sys.stdout.write(f"replay: {venue} incidents: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "\n")
+    if result.without_rules:
+        sys.stdout.write(f"replay: no trading rules for {', '.join(result.without_rules)} (none in the recording, "
+                         f"none in {args.rules_cache or config.reference_data.cache_dir}): their rows were "
+                         f"no_rules, never traded\n")
     for damage in result.damage:
         sys.stdout.write(f"replay: stopped reading {damage}\n")
     if len(results) == 2:

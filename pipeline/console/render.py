@@ -19,9 +19,10 @@ from pipeline.console.snapshot import Quote, Snapshot
 from pipeline.detector.rules import FULL_FILL
 
 STATE_STYLE = {"live": "green", "stale": "yellow", "resyncing": "magenta", "disconnected": "red",
-               "halted": "bold red", "crossed": "yellow", "rejected": "red", "syncing": "cyan", "empty": "dim"}
+               "halted": "bold red", "crossed": "yellow", "rejected": "red", "syncing": "cyan", "empty": "dim",
+               "no_rules": "bold red"}
 STATE_SHORT = {"resyncing": "resync", "disconnected": "discon", "rejected": "reject", "syncing": "sync",
-               "crossed": "crossd"}
+               "crossed": "crossd", "no_rules": "norule"}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,16 @@ frame of that connection to arrive within half the limit ends it
 (:meth:`FeedSession.caught_up`). The watchdog publishes the longest wait and the
 most messages queued in the library over each of its 100 ms intervals
 (``backlog_wait_ns``, ``backlog_frames``).
+
+Trading rules (docs/trading-rules.md "How the pipeline loads them"). Before any connection opens, the
+feed fetches its venue's reference data (:mod:`pipeline.refdata`: ``reference_data.timeout_s`` per
+attempt, ``retries`` attempts) and applies it (:meth:`FeedSession.apply_rules`), so no row is LIVE on a
+book alone; the raw response is kept in ``reference_data.cache_dir`` and recorded as a session event
+(``reference_data``). When the venue cannot be reached the cached response is used and its age said once
+(log, and ``rules_cache_age_s`` in the slot); with no cache the rows are held ``NO_RULES`` and the fetch is
+tried again on the backoff until it answers. The rules are fetched again every ``refresh_s`` and applied
+without a restart; each changed field is logged and counted (``rules_changes``). The rules go to the
+board's rules region (:class:`~pipeline.board.RulesWriter`) for the detector.
 """
 from __future__ import annotations
 
@@ -27,12 +37,14 @@ import os
 import time
 
 from pipeline.board import (HOPS, Board, Doorbell, HistogramBuffer, HistogramWriter, ProcessRole, ProcStats, RowStatus,
-                            RowWriter)
-from pipeline.config import VenueConfig
+                            RowWriter, RulesWriter)
+from pipeline.config import ReferenceDataConfig, VenueConfig
+from pipeline.errors import FeedError
 from pipeline.feed.retry import Backoff, ConnectionRateLimit, should_reconnect
 from pipeline.feed.session import FeedSession
 from pipeline.feed.transport import open_link
 from pipeline.recording.redact import redact_frame
+from pipeline.refdata import RulesCache, describe_age, fetch_reference_response_async, rules_base_url
 from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, run_child, run_until_stopped
 from pipeline.venues import load_venue
 
@@ -104,13 +116,25 @@ class BoardSink:
         self.exchange_to_receive.flush()
 
 
+class RulesSource:
+    """Where a feed gets its trading rules: ``base_url`` (None: the venue's own), the cache, the schedule."""
+
+    def __init__(self, base_url: str | None, settings: ReferenceDataConfig):
+        self.base_url = base_url
+        self.cache = RulesCache(settings.cache_dir)
+        self.refresh_s = settings.refresh_s
+        self.timeout_s = settings.timeout_s
+        self.retries = settings.retries
+
+
 class Feed:
     """The I/O shell around a :class:`~pipeline.feed.session.FeedSession`: sockets, timers, the clock."""
 
     def __init__(self, spec: ProcessSpec, url: str, staleness_ms: float, backoff_base_s: float = 0.1,
                  backoff_cap_s: float = 10.0, keepalive_s: float | None = None, open_timeout_s: float = 10.0,
                  recorder=None, ws_ping_interval_s: float | None = None, credentials: dict | None = None,
-                 handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = VenueConfig.transport):
+                 handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = VenueConfig.transport,
+                 rules: RulesSource | None = None):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
@@ -131,6 +155,9 @@ class Feed:
                          HistogramWriter(self.board, spec.slot, hops.index("receive_to_publish")))
         self.session = FeedSession(self.venue, {r.symbol: r.row for r in spec.rows}, spec.depth,
                                    int(staleness_ms * 1e6), sink, self.stats, journal=self.journal)
+        self.rules = rules
+        self.rules_writer = RulesWriter(self.board, [r.row for r in spec.rows])
+        self.session.rules_sink = self.rules_writer.write
         record = self.venue
         if ws_ping_interval_s is None:
             ws_ping_interval_s = record.ws_ping_interval_s
@@ -189,6 +216,15 @@ class Feed:
             self.rate_log.warning(f"behind:{fields['conn']}", f"{venue}: connection {fields['conn']} behind: a frame "
                                   f"waited {fields['waited_ms']:.0f} ms after it reached the socket (limit "
                                   f"{fields['limit_ms']:.0f} ms); its rows are stale until it has caught up")
+        elif kind == "rules_change":
+            log.warning("%s %s: trading rule %s %s -> %s (%s)", venue, fields["symbol"], fields["field"],
+                        fields["old"], fields["new"], fields["source"])
+        elif kind == "rules" and fields.get("missing"):
+            log.warning("%s: no trading rules for %s: %s held no_rules", venue, ", ".join(fields["missing"]),
+                        "it is" if len(fields["missing"]) == 1 else "they are")
+        elif kind == "rules_refused":
+            self.rate_log.warning("rules_refused", f"{venue}: reference data on the connection refused: "
+                                                   f"{fields['reason']}: {fields['detail']}")
         elif kind == "caught_up":
             self.rate_log.warning(f"caught_up:{fields['conn']}", f"{venue}: connection {fields['conn']} caught up")
 
@@ -446,9 +482,84 @@ class Feed:
         self.register()
         if stop is not None:
             stop.link(self.stop)
-        tasks = [asyncio.ensure_future(self.connection(group)) for group in self.session.connection_groups()]
-        tasks.append(asyncio.ensure_future(self.watchdog()))
+        tasks = [asyncio.ensure_future(self.watchdog())]         # the heartbeat beats while the rules load
+        if self.rules is not None:
+            loaded = asyncio.ensure_future(self.load_rules())
+            stopper = asyncio.ensure_future(self.stop.wait())
+            await asyncio.wait([loaded, tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not loaded.done():
+                loaded.cancel()
+                await run_until_stopped(tasks, self.stop)      # stopped (or the watchdog ended) while loading
+                return
+            if loaded.exception() is not None:
+                tasks[0].cancel()
+                raise loaded.exception()
+            tasks.append(asyncio.ensure_future(self.refresh_rules(fresh=loaded.result())))
+        tasks += [asyncio.ensure_future(self.connection(group)) for group in self.session.connection_groups()]
         await run_until_stopped(tasks, self.stop)
+
+    # ---------------------------------------------------------------- trading rules
+    async def _fetch_rules(self) -> bytes | None:
+        """One fetch (with its retries) applied; None when the venue did not answer (counted, logged)."""
+        source = self.rules
+        try:
+            raw, rules = await fetch_reference_response_async(self.spec.venue, source.base_url, source.timeout_s,
+                                                              source.retries)
+        except FeedError as exc:
+            self.stats.add("rules_fetch_failures")
+            self.rate_log.warning("rules_fetch", f"{exc}")
+            return None
+        self._apply_raw(raw, rules, "reference_data")
+        self.stats.set("rules_cache_age_s", 0)
+        with contextlib.suppress(OSError):
+            source.cache.store(self.spec.venue, raw)
+        return raw
+
+    def _apply_raw(self, raw: bytes, rules, source: str, **fields) -> None:
+        now = time.time_ns()
+        if self.recorder is not None:     # replay applies the same response at the same point
+            self.recorder.event("reference_data", now, {"source": source, "raw": raw.decode("utf-8", "replace"),
+                                                        **fields})
+        self.session.apply_rules(rules, now, source=source)
+
+    async def load_rules(self) -> bool:
+        """The rules at start: the venue's answer, else the cache (its age said once), else none (NO_RULES).
+        True when they came from the venue."""
+        if await self._fetch_rules() is not None:
+            log.info("%s: trading rules loaded for %d instruments", self.spec.venue,
+                     len(self.session.books) - len(self.session.rows_without_rules()))
+            return True
+        cached = self.rules.cache.load(self.spec.venue)
+        if cached is not None:
+            log.warning("%s: reference data unreachable; using the cached trading rules of %s ago (%s)",
+                        self.spec.venue, describe_age(cached.age_s), cached.path)
+            self.stats.set("rules_cache_age_s", max(1, int(cached.age_s)))
+            self._apply_raw(cached.raw, cached.rules, "cache", age_s=round(cached.age_s, 1))
+        else:
+            log.error("%s: reference data unreachable and no cached rules in %s: rows held no_rules until it "
+                      "answers", self.spec.venue, self.rules.cache.directory)
+            self.session.apply_rules([], time.time_ns(), source="none")
+        return False
+
+    async def refresh_rules(self, fresh: bool) -> None:
+        """Fetch the rules again every ``refresh_s``; until the venue first answered, on the backoff."""
+        backoff = Backoff(1.0, 60.0)
+        while not self.stop.is_set():
+            if fresh:
+                if not self.rules.refresh_s:
+                    await self.stop.wait()          # no schedule: only the venue's own notices change them
+                    return
+                delay = self.rules.refresh_s
+            else:
+                delay = backoff.next_delay()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), delay)
+            if self.stop.is_set():
+                return
+            if await self._fetch_rules() is not None and not fresh:
+                fresh = True
+                log.info("%s: trading rules loaded from the venue", self.spec.venue)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -484,6 +595,14 @@ def read_credentials(venue_config) -> dict | None:
     return values
 
 
+def rules_url(venue_config, url: str) -> str | None:
+    """Where the feed fetches its trading rules: ``venues.NAME.rules_url``; for a venue on the simulator (no
+    ``url``), the simulator's port; else None (the venue's own endpoint)."""
+    if venue_config.rules_url:
+        return venue_config.rules_url
+    return rules_base_url(url) if venue_config.url is None else None
+
+
 def main(spec: ProcessSpec, config) -> None:
     """Entry point of a feed process (called in the forked child)."""
     run_child(spec, lambda stop: run_feed(spec, config, stop))
@@ -494,7 +613,7 @@ def run_feed(spec: ProcessSpec, config, stop) -> None:
     url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).default_url
     feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config),
                 ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config),
-                transport=venue_config.transport)
+                transport=venue_config.transport, rules=RulesSource(rules_url(venue_config, url), config.reference_data))
     try:
         asyncio.run(feed.run(stop))
     finally:

@@ -16,6 +16,13 @@ else. It has no socket, no clock and no shared memory:
   caller saw ``conn``'s frames reach it more than the staleness limit after they
   reached the socket (a backlog); its rows are STALE until it has caught up.
 * ``connection_opened(symbols, now_ns)`` / ``connection_lost(conn, now_ns, reason)``.
+* ``apply_rules(rules, now_ns, full=True)``: the venue's trading rules (a whole reference-data response,
+  or with ``full=False`` a change notice naming some instruments). From the first call on, a row whose
+  instrument has no rules is never LIVE (``NO_RULES``) and one whose rules say it does not trade is
+  ``HALTED``; each changed field is journaled (``rules_change``: symbol, field, old, new) and counted
+  (``rules_changes``), and ``rules_sink(row, rules)`` (the board's rules region) gets the new rules. A
+  venue whose change notices arrive on the market-data connection (Kraken's ``instrument`` channel) has
+  them applied here as they arrive.
 
 Rows are written through a :class:`RowSink`: the board (with the doorbell and
 the hop histograms) in the feed process, :class:`MemorySink` in ``decode``,
@@ -37,7 +44,7 @@ from typing import Callable, Protocol
 
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError, RowValueError
-from pipeline.model import RowStatus, SkipReason
+from pipeline.model import InstrumentRules, RowStatus, SkipReason
 from pipeline.model import (AlignedSnapshot, BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
                             SchemaDrift, SequenceMark, SubscribeError, TradingStatus)
 
@@ -63,6 +70,7 @@ RESYNC_WINDOW_NS = 60_000_000_000
 # new connection (make-before-break) instead of spending the rest
 BUDGET_SHARE = 0.9
 HOUR_NS = 3_600_000_000_000
+RULE_FIELDS = ("tick", "step", "min_qty", "max_qty", "min_notional", "max_notional", "trading", "status")
 
 
 SERVER_TEXT_CHARS = 300            # what a log line or a recording keeps of an exchange's error or notice text
@@ -266,6 +274,9 @@ class FeedSession:
         self.books: dict[str, InstrumentBook] = {}
         self.row_of: dict[str, int] = {}
         self.status: dict[int, int] = {}
+        # trading rules (apply_rules): None until the first call, then symbol -> rules (None: the venue has none)
+        self.rules: dict[str, InstrumentRules | None] | None = None
+        self.rules_sink: Callable[[int, InstrumentRules | None], None] | None = None
         self.last_update_ns: dict[int, int] = {}
         for symbol, row in rows.items():
             self._add_row(symbol, row)
@@ -279,6 +290,8 @@ class FeedSession:
         self.server_texts = 0                      # frames whose server text was journaled (errors, notices, logins)
         self.behind_conns: set[Connection] = set() # connections behind now (fall_behind)
         self.behind_rows: set[int] = set()         # their rows: never LIVE until the connection has caught up
+        ref = getattr(venue, "reference_data", None)
+        self._rules_on_wire = ref.parse if ref is not None and ref.transport == "websocket" else None
         self._words = self.stats.words
         self._messages_word = self.stats.word("messages")
 
@@ -290,6 +303,8 @@ class FeedSession:
         for said in (self.reference.get(symbol), self.venue_status, self.pair_status.get(symbol)):
             if said is not None:
                 book.apply(said)
+        if self.rules is not None:
+            book.set_rules(self.rules.get(symbol))
         return book
 
     def _add_row(self, symbol: str, row: int) -> InstrumentBook:
@@ -306,6 +321,68 @@ class FeedSession:
             if "message" in fields:
                 fields["message"] = server_text(fields["message"])
             self.journal(kind, now_ns, fields)
+
+    # ---------------------------------------------------------------- trading rules
+    def apply_rules(self, rules: list[InstrumentRules], now_ns: int, full: bool = True,
+                    source: str = "reference_data") -> list[tuple[str, str, object, object]]:
+        """Apply the venue's trading rules; returns the changes ``(symbol, field, old, new)`` to followed rows.
+
+        ``full``: ``rules`` is a whole response, and a followed instrument missing from it has no rules
+        (``NO_RULES``); otherwise only the instruments it names change. The first call sets every followed
+        row's rules and counts no change; later calls count each changed field once in ``rules_changes``
+        (an instrument gaining or losing its rules counts as one change of ``rules``).
+        """
+        by_symbol = {r.symbol: r for r in rules}
+        first = self.rules is None
+        if first:
+            self.rules = {}
+        changes: list[tuple[str, str, object, object]] = []
+        for symbol, book in self.books.items():
+            if symbol not in by_symbol and not (full or first):
+                continue
+            new = by_symbol.get(symbol)
+            old = self.rules.get(symbol)
+            self.rules[symbol] = new
+            if not first and new != old:
+                if old is None or new is None:
+                    changes.append((symbol, "rules", "none" if old is None else "present",
+                                    "none" if new is None else "present"))
+                else:
+                    changes.extend((symbol, name, getattr(old, name), getattr(new, name)) for name in RULE_FIELDS
+                                   if getattr(old, name) != getattr(new, name))
+            if first or new != old:
+                row = self.row_of[symbol]
+                if self.rules_sink is not None:
+                    self.rules_sink(row, new)
+                outcome = book.set_rules(new)
+                if outcome is Outcome.STATUS and symbol not in self.rejected:
+                    self.publish(book, now_ns)
+        for symbol, name, old, new in changes:
+            self.stats.add("rules_changes")
+            self._note("rules_change", now_ns, symbol=symbol, field=name, old=str(old), new=str(new), source=source)
+        if first:
+            missing = sorted(s for s in self.books if self.rules.get(s) is None)
+            self._note("rules", now_ns, source=source, instruments=len(by_symbol),
+                       **({"missing": missing} if missing else {}))
+        return changes
+
+    def _rules_from_wire(self, raw, now_ns: int) -> None:
+        """A reference-data frame on the market-data connection (Kraken ``instrument``): its rules applied
+        (a snapshot as a whole response, an update for the pairs it names). A frame the rules' declaration
+        refuses changes nothing (its book-side meaning was applied already)."""
+        try:
+            rules = self._rules_on_wire(raw)
+        except ParseError as exc:
+            self._note("rules_refused", now_ns, reason=exc.reason, detail=exc.detail[:160])
+            return
+        full = b'"snapshot"' in (raw if isinstance(raw, bytes) else raw.encode())
+        self.apply_rules(rules, now_ns, full=full, source="instrument_channel")
+
+    def rows_without_rules(self) -> list[str]:
+        """The followed symbols that have no trading rules now ([] while rules are not tracked)."""
+        if self.rules is None:
+            return []
+        return [s for s in self.books if self.rules.get(s) is None]
 
     # ---------------------------------------------------------------- connections
     def connection_groups(self) -> list[list[str]]:
@@ -446,6 +523,7 @@ class FeedSession:
         out = []
         trace = self.trace
         standby = conn.books is not None
+        rules_done = False
         books = conn.books if standby else self.books
         for event in events:
             if event.__class__ is BookUpdate or event.__class__ is AlignedSnapshot:
@@ -524,6 +602,9 @@ class FeedSession:
                         out.extend(self._after(book, outcome, recv_ns, conn, standby))
                 if isinstance(event, TradingStatus):
                     self._note("status", recv_ns, symbol=symbol, tradable=event.tradable, reason=event.reason)
+                elif self._rules_on_wire is not None and self.rules is not None and not standby and not rules_done:
+                    rules_done = True               # one frame's rules applied once, not per pair in it
+                    self._rules_from_wire(raw, recv_ns)
                 if trace is not None:
                     trace.append(("status", symbol or "", "" if getattr(event, "tradable", True)
                                   else event.reason))

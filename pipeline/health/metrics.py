@@ -29,7 +29,10 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_feed_backlog_wait_seconds{exchange}          gauge, longest socket -> session wait over the last 100 ms
     pipeline_feed_backlog_frames{exchange}                gauge, most messages queued in the WebSocket library, same
     pipeline_feed_restarts_total{exchange}                supervisor-owned slot field
-    pipeline_row_state{exchange,instrument,state}         gauge, 1 for the current RowStatus, else 0
+    pipeline_feed_rules_changes_total{exchange}           trading-rule fields changed while running
+    pipeline_feed_rules_fetch_failures_total{exchange}    reference-data fetches that failed
+    pipeline_row_state{exchange,instrument,state}         gauge, 1 for the current RowStatus, else 0 (no_rules:
+                                                          the instrument has no trading rules)
     pipeline_row_last_update_age_seconds{exchange,instrument}   gauge, absent until the row is written
     pipeline_row_updates_total{exchange,instrument}
     pipeline_detector_scans_total
@@ -111,6 +114,10 @@ _FEED_COUNTERS = (
      "Frames handed to the feed's session more than its staleness limit after they reached the socket."),
     ("fell_behind", "pipeline_feed_fell_behind",
      "Times a connection fell behind by more than the staleness limit (its rows stale until it caught up)."),
+    ("rules_changes", "pipeline_feed_rules_changes",
+     "Trading-rule fields changed while running (one field of one instrument each)."),
+    ("rules_fetch_failures", "pipeline_feed_rules_fetch_failures",
+     "Reference-data fetches that failed after their retries (at start or on a refresh)."),
 )
 # board histogram buckets exposed: 1..3 are never used (everything below 128 ns is bucket 0); the last is open-ended
 _USED_BUCKETS = (0, *range(4, HIST_BUCKETS - 1))

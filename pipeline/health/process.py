@@ -187,7 +187,7 @@ def render_block(snapshot: list[ProcessHealth], cpu_count: int, clock: str, at_s
                 line += f" clock offset {proc.clock_offset_ns / 1e6:+.1f}ms"
             if proc.record_dropped:
                 line += f" RECORDING FAILING: {proc.record_dropped} frames not recorded"
-            line += backlog_status(proc)
+            line += backlog_status(proc) + rules_status(proc)
         elif info.key == "detector":
             scans = f"scans {proc.scans:>6}" if info.scans_per_s is None else f"scans/s {info.scans_per_s:>8.0f}"
             line += f" {scans} opportunities {proc.opportunities}"
@@ -255,6 +255,19 @@ def behind_part(feeds: list[ProcessHealth]) -> str:
     return "  BEHIND (rows stale): " + ", ".join(behind) if behind else ""
 
 
+def rules_status(proc: ProcSnapshot) -> str:
+    """The feed's trading rules when there is something to say: cached ones in use (with their age), failed
+    fetches, changes applied while running."""
+    parts = []
+    if proc.rules_cache_age_s > 0:
+        parts.append(f"rules from cache, {proc.rules_cache_age_s} s old")
+    if proc.rules_fetch_failures:
+        parts.append(f"rules fetch failures {proc.rules_fetch_failures}")
+    if proc.rules_changes:
+        parts.append(f"rules changes {proc.rules_changes}")
+    return "".join(f" {p}" for p in parts)
+
+
 def bridge_status(proc: ProcSnapshot) -> str:
     """The bridge's NATS state and counters (see :mod:`pipeline.bridge.process` for what each slot field means)."""
     if proc.connected:
@@ -312,7 +325,7 @@ def run_health(spec: ProcessSpec, config, specs: list[ProcessSpec], stop) -> Non
             sys.stdout.flush()
         stop.wait(0.2)
     if metrics is not None:
-        from pipeline.supervisor.metrics import stop_metrics_server
+        from pipeline.health.metrics import stop_metrics_server
         stop_metrics_server(metrics)
     del slot
     board.close()
@@ -321,7 +334,7 @@ def run_health(spec: ProcessSpec, config, specs: list[ProcessSpec], stop) -> Non
 def start_metrics(board: Board, specs: list[ProcessSpec], spec: ProcessSpec, port: int, host: str = "127.0.0.1"):
     """Serve /metrics on host:port (``metrics.host``, loopback by default) from this (health) process,
     reading the same board."""
-    from pipeline.supervisor.metrics import BoardCollector, start_metrics_server
+    from pipeline.health.metrics import BoardCollector, start_metrics_server
 
     def pairs():
         opened = board.pairs

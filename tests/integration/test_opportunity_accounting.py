@@ -15,12 +15,13 @@ import pytest
 
 from pipeline.config import parse_config
 from pipeline.recording.format import recording_files
-from pipeline.replay import Replay
+from pipeline.commands.replay import Replay
 
 # one set of replays serves the file: the whole file on one xdist worker
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("opportunity_accounting")]
 
 RECORDING = Path(__file__).resolve().parents[1] / "data" / "demo-recording"
+RULES = RECORDING / "rules"          # the recording holds no trading rules: the simulator's, as a cache directory
 THRESHOLDS = (0.0, 2.0, 5.0, 10.0, 20.0)
 
 
@@ -38,7 +39,10 @@ def replays(tmp_path_factory):
     out = {}
     for threshold in THRESHOLDS:
         path = tmp / f"t{threshold:g}.jsonl"
-        result = Replay(config(threshold, path), recording_files(str(RECORDING)), str(path), print_lines=False).run()
+        result = Replay(config(threshold, path), recording_files(str(RECORDING)), str(path), print_lines=False,
+                        rules_cache=str(RULES)).run()
+        assert result.rules == dict.fromkeys(("binance", "bybit", "okx", "htx"), "cache")
+        assert result.without_rules == []
         out[threshold] = (result, [orjson.loads(line) for line in path.read_bytes().splitlines()])
     return out
 
@@ -107,3 +111,11 @@ def test_partial_shadow_fills_are_reported_as_such(replays):
         assert f["profit_quote"] == pytest.approx(f["filled_qty_base"] * (
             f["sell_price"] * (1 - o["sell_fee_bps"] * 1e-4) - f["buy_price"] * (1 + buy_fee * 1e-4)), rel=1e-5,
             abs=1e-5)
+
+
+def test_without_rules_the_rows_are_no_rules_and_nothing_opens(tmp_path):
+    path = tmp_path / "none.jsonl"
+    result = Replay(config(0.0, path), recording_files(str(RECORDING)), str(path), print_lines=False,
+                    rules_cache=str(tmp_path / "empty")).run()
+    assert result.without_rules == ["binance", "bybit", "htx", "okx"]
+    assert result.frames > 1000 and path.read_bytes() == b""

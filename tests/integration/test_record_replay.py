@@ -41,7 +41,7 @@ def test_every_feed_recorded_its_frames_and_connection_events(recorded):
         frames = [r for r in records if r.kind != EVENT]
         events = [r.event["kind"] for r in records if r.kind == EVENT]
         assert len(frames) > 100, venue
-        assert events[:2] == ["connect", "subscribe"], venue
+        assert events[:4] == ["reference_data", "rules", "connect", "subscribe"], venue   # the rules come first
         assert [r.recv_ns for r in records] == sorted(r.recv_ns for r in records)
 
 
