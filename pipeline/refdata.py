@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import time
 import urllib.error
@@ -193,13 +194,23 @@ class CachedRules:
 
 
 class RulesCache:
-    """The last good reference-data response per venue, one file each under ``directory``."""
+    """The last good reference-data response per venue, one file each under ``directory``.
 
-    def __init__(self, directory: str | os.PathLike):
+    A response is kept under where it came from: ``<venue>.json`` for the venue's own endpoint,
+    ``<venue>@<host>_<port>.json`` for another source (``base_url``: the simulator, a ``rules_url``), so
+    the simulator's rules never stand in for the exchange's when the exchange is unreachable. A directory
+    handed to replay (``--rules-cache``) holds ``<venue>.json`` files.
+    """
+
+    def __init__(self, directory: str | os.PathLike, base_url: str | None = None):
         self.directory = Path(directory).expanduser()
+        self.suffix = ""
+        if base_url:
+            where = urlsplit(base_url)
+            self.suffix = "@" + re.sub(r"[^A-Za-z0-9.-]", "_", where.netloc or base_url)
 
     def path(self, venue_name: str) -> Path:
-        return self.directory / f"{venue_name}.json"
+        return self.directory / f"{venue_name}{self.suffix}.json"
 
     def store(self, venue_name: str, raw: bytes | str) -> Path:
         """Write ``raw`` as ``venue_name``'s cached response (atomically: a temporary file renamed)."""

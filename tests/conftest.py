@@ -150,6 +150,7 @@ def demo_config(board: str, out: Path, venues=("binance", "bybit"), **detector) 
         "venues": {v: {"instruments": instruments[v]} for v in venues},
         "detector": {"threshold_bps": 0.0, "staleness_ms": 2000, "output": str(out), **detector},
         "health": {"interval_s": 1.0},
+        "reference_data": {"cache_dir": str(out.parent / "rules")},   # a test's cache is its own
         "supervisor": {"restart_backoff_s": 0.1},
     }
 

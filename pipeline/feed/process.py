@@ -121,7 +121,7 @@ class RulesSource:
 
     def __init__(self, base_url: str | None, settings: ReferenceDataConfig):
         self.base_url = base_url
-        self.cache = RulesCache(settings.cache_dir)
+        self.cache = RulesCache(settings.cache_dir, base_url)
         self.refresh_s = settings.refresh_s
         self.timeout_s = settings.timeout_s
         self.retries = settings.retries

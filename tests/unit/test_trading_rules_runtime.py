@@ -153,6 +153,16 @@ def test_the_cache_keeps_the_last_response_with_its_age(tmp_path):
     assert [describe_age(a) for a in (42, 1020, 18720, 3 * 86400)] == ["42 s", "17 min", "5.2 h", "3.0 d"]
 
 
+def test_rules_from_another_source_never_stand_in_for_the_venues_own(tmp_path):
+    """The simulator's (or a rules_url's) responses are cached under their source: a feed of the real venue
+    finds none of them when the venue is unreachable."""
+    simulated = RulesCache(tmp_path, "http://127.0.0.1:41234")
+    path = simulated.store("okx", fixture("okx"))
+    assert path == tmp_path / "okx@127.0.0.1_41234.json"
+    assert RulesCache(tmp_path).load("okx") is None
+    assert RulesCache(tmp_path, "http://127.0.0.1:41234").load("okx").raw == fixture("okx")
+
+
 def all_fixture_rules():
     out = []
     for venue in REST_VENUES:
