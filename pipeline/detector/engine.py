@@ -12,6 +12,11 @@ stdout, the JSON-lines file and the sink; ``replay`` feeds it the same way
 with the time of the frame being replayed, which is why two replays of one
 recording give identical records.
 
+Each leg's trading rules are read through ``rules_of(leg) -> (version, InstrumentRules | None)`` (see
+:class:`~pipeline.detector.rules.PairState`): asked only when the leg's quote is replaced, a pair's
+sizer rebuilt only when a version moved. With them every opened size is one both venues accept and the
+refusals are counted in the summary (``refused``); without them (None) sizes are the depth walk's own.
+
 Quotes for shadow fills and expiry are read through ``quotes_of(key)``; it
 may raise :class:`~pipeline.board.TornReadError` when a writer was preempted
 mid-write, and the engine then tries again shortly after.
@@ -27,6 +32,7 @@ from pipeline.detector.report import Summary, event_record, shadow_record
 from pipeline.detector.rules import PairState, Quote, allocate, shadow_fill
 from pipeline.detector.scan import RowUniverse
 from pipeline.errors import TornReadError
+from pipeline.model import InstrumentRules
 
 EXPIRE_INTERVAL_NS = 20_000_000
 TORN_RETRY_NS = 100_000
@@ -56,8 +62,10 @@ class DetectorEngine:
     """Quotes and a time in, records out: pairs found, liquidity allocated, lifecycle followed, shadow fills run."""
 
     def __init__(self, config, universe: RowUniverse, quotes_of: Callable[[str], dict[str, Quote]],
-                 clock_offset_ns: Callable[[str], int] = lambda label: 0):
+                 clock_offset_ns: Callable[[str], int] = lambda label: 0,
+                 rules_of: Callable[[str], tuple[int, InstrumentRules | None]] | None = None):
         dc = config.detector
+        self.rules_of = rules_of
         self.config = config
         self.universe = universe
         self.fees = universe.fees
@@ -206,7 +214,8 @@ class DetectorEngine:
         # keep every pair that could stay open: the lowest close level of any pair of this instrument
         return PairState(key, quotes, fees, self.staleness_ns, self.threshold_bps - widest,
                          self.universe.max_notional[key], dc.min_notional, dc.sanity_bps,
-                         self.universe.currency[key], dc.conversion_bps)
+                         self.universe.currency[key], dc.conversion_bps, self.rules_of, self.summary.refused,
+                         self.threshold_bps)
 
     def _records(self, events: list[Event], now_ns: int) -> list[Emitted]:
         out = []

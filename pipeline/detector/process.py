@@ -5,7 +5,7 @@ Three parts, each in its own module: the board scan
 through the seqlock), the pure decision engine
 (:mod:`pipeline.detector.engine`: edge after fees, lifecycle, shadow fills,
 summary; it takes the time as an argument) and the output fan-out
-(:mod:`pipeline.detector.outputs`). This module is the loop that ties them
+(:mod:`pipeline.output.writers`). This module is the loop that ties them
 together with the clock, the doorbell and the board counters; ``replay``
 drives the same scan and engine with recorded time.
 
@@ -18,7 +18,7 @@ Every ``open`` is looked at again after each configured execution latency
 (shadow fills): what would taking both legs then have given?
 
 Output never waits in the loop: the events file and stdout are written by a
-thread each (:class:`~pipeline.detector.outputs.BackgroundWriter`), the HTTP
+thread each (:class:`~pipeline.output.writers.BackgroundWriter`), the HTTP
 sink by its own. The loop only queues a record; when a destination's buffer is
 full (a slow disk, a pipe nobody reads) the record is dropped from it and
 counted in the slot's ``output_dropped`` and in the summary. At a clean stop
@@ -30,12 +30,21 @@ import logging
 import os
 import time
 
-from pipeline.board import (HOPS, PROC_DTYPE, Board, Doorbell, HistogramBuffer, HistogramWriter, ProcessRole, ProcStats,
-                            TornReadError)
-from pipeline.board import BoardPlan
+from pipeline.board import (
+    HOPS,
+    PROC_DTYPE,
+    Board,
+    BoardPlan,
+    Doorbell,
+    HistogramBuffer,
+    HistogramWriter,
+    ProcessRole,
+    ProcStats,
+    TornReadError,
+)
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine, Emitted
-from pipeline.detector.outputs import Outputs
-from pipeline.detector.scan import BoardView, RowUniverse
+from pipeline.detector.scan import BoardRules, BoardView, RowUniverse
+from pipeline.output.writers import Outputs
 from pipeline.runtime import ProcessSpec, RateLimitedLog, UnusableResource, parent_alive, run_child
 from pipeline.venues import VENUE_IDS
 
@@ -64,7 +73,8 @@ class Detector:
         self._offset_word = {label: (self.board.geometry.procs_offset + slot * PROC_DTYPE.itemsize + field_offset) // 8
                              for label, slot in self.feed_slot.items()}
         assert (self.board.geometry.procs_offset + field_offset) % 8 == 0 and PROC_DTYPE.itemsize % 8 == 0
-        self.engine = DetectorEngine(config, self.universe, self.view.quotes, self.clock_offset_ns)
+        self.rules = BoardRules(self.board, self.universe)      # each row's trading rules, as its feed publishes them
+        self.engine = DetectorEngine(config, self.universe, self.view.quotes, self.clock_offset_ns, self.rules)
         # the file and stdout are written by their own threads; a full buffer drops (counted), never waits
         self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink,
                                run_id=config.run_id, background=True)
@@ -214,6 +224,7 @@ class Detector:
             self.summary.output_dropped = self.outputs.dropped_by_destination()
             log.warning("stdout was not read; the summary it could not print:\n%s", self.summary.render())
         self.view.close()
+        self.rules.close()
         self.pairs = self._signed_words = None
         self.board.close()
         return printed
@@ -228,7 +239,7 @@ def build_sink(config):
     sink_config = config.detector.sink
     if sink_config is None:
         return None
-    from pipeline.detector.sink import HttpSink, SinkError
+    from pipeline.output.sink import HttpSink, SinkError
     token = os.environ.get(sink_config.token_env) if sink_config.token_env else None
     if sink_config.token_env and not token:
         log.error("analysis sink: environment variable %s is not set; sending without a token",

@@ -7,10 +7,11 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pipeline.detector.lifecycle import Event
 from pipeline.detector.rules import FULL_FILL, ShadowFill, sig
-
+from pipeline.model import InstrumentRules
 
 _ISO_SECOND = [None, ""]       # the last whole second formatted, and its text
 
@@ -39,12 +40,28 @@ def _labels(c, currency: tuple[str, str]) -> tuple[str, str]:
     return c.instrument, currency[1]
 
 
+RULES_FIELDS = ("tick", "step", "min_qty", "min_notional", "max_qty", "max_notional")
+
+
+def rules_fields(rules: InstrumentRules) -> dict:
+    """One leg's trading rules as an event carries them: each bound as the text of its exact Decimal
+    (``"0.01"``), None where the venue states none (``max_qty``, ``max_notional``)."""
+    return dict(_rules_items(rules))
+
+
+@lru_cache(maxsize=1024)
+def _rules_items(rules: InstrumentRules) -> tuple:
+    return tuple((name, None if getattr(rules, name) is None else str(getattr(rules, name))) for name in RULES_FIELDS)
+
+
 def event_record(event: Event, now_ns: int, fees_bps: dict[str, float], currency: tuple[str, str],
                  buy_offset_ns: int = 0, sell_offset_ns: int = 0) -> dict:
     """The JSON-lines object for one lifecycle event (fields and units: the README's event table).
 
     ``currency``: (base, the currency profit is stated in) of the compared instrument. Prices and
-    quantities carry 10 significant digits (a volume-weighted price is not on the venue's tick).
+    quantities carry 10 significant digits (a volume-weighted price is not on the venue's tick). A
+    candidate sized to its legs' rules also carries each leg's limit price (on the venue's tick) and, on
+    ``open``, the rules themselves, so the event says on its own which orders would have been sent.
     """
     c = event.candidate
     fill = c.fill
@@ -76,6 +93,13 @@ def event_record(event: Event, now_ns: int, fees_bps: dict[str, float], currency
         "best_ask": buy.asks[0][0],
         "best_bid": sell.bids[0][0],
     }
+    sizer = c.sizer
+    if sizer is not None:         # sized to both venues' rules: the orders a trader would send
+        record["buy_limit_price"] = fill.buy_limit
+        record["sell_limit_price"] = fill.sell_limit
+        if event.kind == "open":
+            record["buy_rules"] = rules_fields(sizer.buy)
+            record["sell_rules"] = rules_fields(sizer.sell)
     if c.conversion_bps:
         record["conversion_bps"] = c.conversion_bps
     if c.shares:
@@ -250,6 +274,9 @@ class Summary:
     alone_profit: float = 0.0       # what those would claim if each had the books to itself, less what they got
     suspects: int = 0
     held_back: dict = field(default_factory=dict)   # reason -> would-be opens held back (quote_unchanged, ...)
+    # reason -> would-be opens the venues' trading rules refused (below_min_qty, below_min_notional, not_trading),
+    # each counted once while the same refusal of a pair lasts; no_rules: legs without rules, once while it lasts
+    refused: dict = field(default_factory=dict)
     by_pair: dict = field(default_factory=dict)
     profit_by_quote: dict = field(default_factory=dict)
     durations_ms: list = field(default_factory=list)
@@ -316,6 +343,9 @@ class Summary:
                      "exchange_lag": "an exchange stream running late"}
             lines.append("  held back, not opened: " + ", ".join(
                 f"{n} on {words.get(reason, reason)}" for reason, n in sorted(self.held_back.items())))
+        if self.refused:
+            lines.append("  refused by the venues' trading rules, not opened: " + ", ".join(
+                f"{n} {reason}" for reason, n in sorted(self.refused.items())))
         if self.suspects:
             lines.append(f"  {self.suspects} suspected data/mapping errors (edge above the sanity bound) not reported")
         if any(self.output_dropped.values()):

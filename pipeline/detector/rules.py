@@ -10,14 +10,22 @@ every unit whose *marginal* edge is still positive net of both taker fees,
 capped by a maximum notional and dropped below a minimum notional. Prices
 reported are the volume-weighted prices of that size, so ``gross_bps`` is
 what the trade would really earn before fees and ``net_bps`` after them.
+
+Where both legs' trading rules are known (:class:`~pipeline.model.InstrumentRules`, held as a
+:class:`~pipeline.detector.sizing.PairSizer`), :func:`fit` turns the walk's size into one both venues
+accept: rounded down onto both quantity steps, capped by the legs' maximums, refused under a minimum or
+when a leg does not trade, and walked again on the levels at that size, so the prices and the profit
+are those of the rounded quantity. The limit prices are the worst level each leg takes, on its tick.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.detector.sizing import PairSizer
 from pipeline.model import RowStatus
 
 LIVE = int(RowStatus.LIVE)
+NO_RULES = int(getattr(RowStatus, "NO_RULES", -1))   # a row whose venue's trading rules are not known (never LIVE)
 _INF = float("inf")
 
 CLOSE_REASON_BY_STATUS = {
@@ -94,6 +102,8 @@ class Fill:
     profit_quote: float     # after both fees, in the quote currency
     buy_fee_bps: float = 0.0    # the buy leg's fee as walked (its venue's taker fee plus any conversion cost)
     sell_fee_bps: float = 0.0
+    buy_limit: float = 0.0      # the worst ask taken: a marketable buy limit that reaches every level walked
+    sell_limit: float = 0.0     # the worst bid taken (after :func:`fit`: each on its venue's tick)
 
     @property
     def buy_notional(self) -> float:
@@ -114,6 +124,7 @@ def walk(asks: list, bids: list, buy_fee_bps: float, sell_fee_bps: float,
     ask_left = asks[0][1] if asks else 0.0
     bid_left = bids[0][1] if bids else 0.0
     quantity = cost = proceeds = 0.0
+    worst_ask = worst_bid = 0.0
     budget = max_notional
     while i < len(asks) and j < len(bids):
         ask_px = asks[i][0]
@@ -129,6 +140,8 @@ def walk(asks: list, bids: list, buy_fee_bps: float, sell_fee_bps: float,
             cost += take * ask_px
             proceeds += take * bid_px
             budget -= take * ask_px
+            worst_ask = ask_px
+            worst_bid = bid_px
         if capped:
             break                   # the notional cap is reached (float residue must not keep the loop going)
         ask_left -= take
@@ -146,7 +159,58 @@ def walk(asks: list, bids: list, buy_fee_bps: float, sell_fee_bps: float,
     gross_bps = (sell_price - buy_price) / buy_price * 1e4
     fees_bps = buy_fee_bps + sell_fee_bps
     return Fill(quantity, buy_price, sell_price, gross_bps, gross_bps - fees_bps, fees_bps,
-                proceeds * sell_mult - cost * buy_mult, buy_fee_bps, sell_fee_bps)
+                proceeds * sell_mult - cost * buy_mult, buy_fee_bps, sell_fee_bps, worst_ask, worst_bid)
+
+
+def _taken(levels: list, quantity: float) -> tuple[float, float]:
+    """(notional, worst price) of taking exactly ``quantity`` from ``levels`` (best first); a float residue of
+    the levels' sum (under 1e-12 of the quantity) does not reach the next level."""
+    left = quantity
+    notional = worst = 0.0
+    tiny = quantity * 1e-12
+    for price, qty in levels:
+        if left <= tiny:
+            break
+        step = qty if qty < left else left
+        notional += step * price
+        worst = price
+        left -= step
+    return notional, worst
+
+
+def walk_to(asks: list, bids: list, quantity: float, buy_fee_bps: float, sell_fee_bps: float) -> Fill:
+    """The fill of exactly ``quantity`` (no more than both books hold), taken level by level from both books:
+    the volume-weighted prices, edge and profit of that size (the levels' own prices, not a scaled VWAP)."""
+    cost, worst_ask = _taken(asks, quantity)
+    proceeds, worst_bid = _taken(bids, quantity)
+    buy_price = cost / quantity
+    sell_price = proceeds / quantity
+    gross_bps = (sell_price - buy_price) / buy_price * 1e4
+    fees_bps = buy_fee_bps + sell_fee_bps
+    profit = proceeds * (1.0 - sell_fee_bps * 1e-4) - cost * (1.0 + buy_fee_bps * 1e-4)
+    return Fill(quantity, buy_price, sell_price, gross_bps, gross_bps - fees_bps, fees_bps, profit,
+                buy_fee_bps, sell_fee_bps, worst_ask, worst_bid)
+
+
+def fit(sizer: PairSizer, fill: Fill, asks: list, bids: list) -> tuple[Fill | None, str | None]:
+    """``fill`` (a walk of ``asks`` against ``bids``) brought to a size both venues accept: (the fill, None),
+    or (None, the refusal: ``below_min_qty``, ``below_min_notional``, ``not_trading``).
+
+    The quantity is :class:`~pipeline.detector.sizing.PairSizer`'s (the largest multiple of both steps under
+    the walk's size and the legs' maximums, meeting both minimums) with the worst level each leg takes as its
+    limit price (the price the venue checks notional bounds at). A smaller size takes fewer levels, so it is
+    walked again (:func:`walk_to`) and sized again at its own limits, until the size holds: the quantity only
+    ever shrinks, on a finite grid. The returned fill's limits are on each venue's tick (the buy rounded up,
+    the sell down: a no-op for a book quoted on its tick)."""
+    while True:
+        sized = sizer.size(fill.quantity, fill.buy_limit, fill.sell_limit)
+        if sized.reason is not None:
+            return None, sized.reason
+        if sized.qty >= fill.quantity:
+            fill.buy_limit = sized.buy_px
+            fill.sell_limit = sized.sell_px
+            return fill, None
+        fill = walk_to(asks, bids, sized.qty, fill.buy_fee_bps, fill.sell_fee_bps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +232,7 @@ class Candidate:
     shares: tuple = ()
     conversion_bps: float = 0.0
     key: tuple = ()
+    sizer: PairSizer | None = None     # both legs' trading rules (None: sizes not rounded, no rules known)
 
     @property
     def pair(self) -> str:
@@ -211,17 +276,37 @@ class PairState:
     are never changed in place (a changed row is read into a new :class:`Quote`), so a quote that is
     the same object as last time has the same book. :meth:`find` gives exactly what :func:`find`
     gives on the same quotes, in the same order, with the same objects for unchanged pairs.
+
+    ``rules_of(label) -> (version, InstrumentRules | None)``: each leg's trading rules, asked when the leg's
+    quote is replaced (so a change of rules takes effect with the row's next quote); the pair's
+    :class:`~pipeline.detector.sizing.PairSizer` is built once per (buy, sell, both versions). With it every
+    candidate's size is :func:`fit` to both venues' rules, a leg without rules gives no pair (counted
+    ``no_rules`` once while it lasts), and a pair whose walk reaches ``count_bps`` but which the rules refuse is
+    counted under the refusal's reason in ``refusals``, once while the same refusal lasts. Without
+    ``rules_of`` sizes are the walk's own (the depth walk alone, as its tests use it); ``rules_of`` answering
+    None for a leg says its rules are not kept on this board (a row mirrored from another box whose bridge
+    carries none): that leg's pairs are reported as walked, unsized, and their events carry no rules.
     """
 
     __slots__ = ("instrument", "labels", "staleness_ns", "threshold_bps", "max_notional", "min_notional",
                  "sanity_bps", "fees", "buy_mult", "sell_mult", "quotes", "top", "confirmed", "limit", "pairs",
-                 "cost", "gain", "engine", "extra")
+                 "cost", "gain", "engine", "extra", "rules_of", "refusals", "count_bps", "rules", "sizers",
+                 "refused", "was_refused", "lacking")
 
     def __init__(self, instrument: str, labels, fees_bps: dict[str, float], staleness_ns: int,
                  threshold_bps: float, max_notional: float = float("inf"), min_notional: float = 0.0,
                  sanity_bps: float = float("inf"), currency: dict[str, str] | None = None,
-                 conversion_bps: float = 0.0):
+                 conversion_bps: float = 0.0, rules_of=None, refusals: dict | None = None,
+                 count_bps: float = float("-inf")):
         self.instrument = instrument
+        self.rules_of = rules_of
+        self.refusals = refusals if refusals is not None else {}
+        self.count_bps = count_bps
+        self.rules: list = [None] * len(labels)       # (version, rules) of each leg as last asked
+        self.lacking = [False] * len(labels)          # a leg counted no_rules, until it has rules again
+        self.sizers: dict[tuple[int, int], PairSizer] = {}
+        self.refused: dict[tuple[int, int], str] = {}        # pair -> the refusal counted for it
+        self.was_refused: dict[tuple[int, int], str] = {}    # the same, for pairs of a quote being replaced
         self.labels = tuple(labels)
         # a label is a quote's leg (``venue`` or ``venue instrument``): the matching engine is the venue's
         self.engine = [engine_of(label.split(" ", 1)[0]) for label in self.labels]
@@ -266,6 +351,8 @@ class PairState:
         if replaced is not None:              # pairs after every new quote is in: each pair walked once
             for i in replaced:
                 self._pairs_of(i, replaced)
+            if self.was_refused:
+                self.was_refused.clear()      # refusals that did not come back: the next one is counted again
         pairs = self.pairs
         if not pairs:
             return [], []
@@ -292,7 +379,29 @@ class PairState:
         if pairs:
             for key in [k for k in pairs if i in k]:
                 del pairs[key]
-        if quote.status == LIVE and bids and asks and bids[0][0] < asks[0][0]:
+        if self.refused:
+            for key in [k for k in self.refused if i in k]:
+                self.was_refused[key] = self.refused.pop(key)
+        usable = quote.status == LIVE and bids and asks and bids[0][0] < asks[0][0]
+        version_rules = self.rules_of(self.labels[i]) if self.rules_of is not None else None
+        if version_rules is None:                  # rules not kept here (a mirrored row): its pairs go unsized
+            self.rules[i] = None
+            self.lacking[i] = False
+        else:
+            previous = self.rules[i]
+            if previous is None or previous[0] != version_rules[0] or previous[1] is not version_rules[1]:
+                self.rules[i] = version_rules
+                if self.sizers:
+                    for key in [k for k in self.sizers if i in k]:
+                        del self.sizers[key]
+            if version_rules[1] is None and (usable or quote.status == NO_RULES):
+                if not self.lacking[i]:       # counted once while it lasts
+                    self.lacking[i] = True
+                    self.refusals["no_rules"] = self.refusals.get("no_rules", 0) + 1
+                usable = False                # no rules, no guessed step: this leg makes no pair
+            else:
+                self.lacking[i] = False
+        if usable:
             self.top[i] = (bids[0][0], asks[0][0])
             self.cost[i] = asks[0][0] * self.buy_mult[i]
             self.gain[i] = bids[0][0] * self.sell_mult[i]
@@ -332,9 +441,29 @@ class PairState:
         fill = walk(b.asks, s.bids, self.fees[buy] + extra, self.fees[sell], self.max_notional, self.min_notional)
         if fill is None or fill.net_bps < self.threshold_bps:
             return
+        suspect = fill.net_bps > self.sanity_bps
+        sizer = None
+        if self.rules_of is not None and not suspect and self.rules[buy] is not None and self.rules[sell] is not None:
+            pair = (buy, sell)
+            sizer = self.sizers.get(pair)
+            if sizer is None:
+                sizer = self.sizers[pair] = PairSizer(self.rules[buy][1], self.rules[sell][1])
+            walked_bps = fill.net_bps
+            fitted, reason = fit(sizer, fill, b.asks, s.bids)
+            if reason is not None:
+                if walked_bps >= self.count_bps:
+                    if self.was_refused.pop(pair, None) != reason:
+                        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+                    self.refused[pair] = reason
+                return
+            if fitted is None or fitted.quantity * fitted.buy_price < self.min_notional \
+                    or fitted.net_bps < self.threshold_bps:
+                return
+            fill = fitted
         self.pairs[(buy, sell)] = (Candidate(self.instrument, b, s, fill, conversion_bps=extra,
-                                             key=(self.instrument, self.labels[buy], self.labels[sell])),
-                                   fill.net_bps > self.sanity_bps)
+                                             key=(self.instrument, self.labels[buy], self.labels[sell]),
+                                             sizer=sizer),
+                                   suspect)
 
 
 def consume(levels: list, quantity: float) -> list:
@@ -357,8 +486,9 @@ def allocate(ranked: list[Candidate], bar_bps, max_notional: float = float("inf"
     """Give each pair, in the order of ``ranked``, the liquidity the pairs before it left.
 
     A book side (a row's asks or bids) is taken from once: a pair that shares a side with a pair
-    ranked before it is walked again on what is left of that side, and kept only if its net edge
-    still reaches ``bar_bps(candidate)`` (and its size ``min_notional``). A pair that is kept
+    ranked before it is walked again on what is left of that side (and, when it carries its legs' rules,
+    :func:`fit` to them again), and kept only if its net edge still reaches ``bar_bps(candidate)`` (and its
+    size ``min_notional``). A pair that is kept
     consumes what it takes; one that is not consumes nothing. The result keeps the order of
     ``ranked``; each kept pair carries what it would take alone (``alone``, when that is more) and the
     pairs it shares a side with (``shares``). So the sizes that buy from (sell into) one row never add
@@ -373,20 +503,25 @@ def allocate(ranked: list[Candidate], bar_bps, max_notional: float = float("inf"
         asks, bids = left.get(buy_side), left.get(sell_side)
         fill: Fill | None = c.fill
         if asks is not None or bids is not None:
-            fill = walk(c.buy.asks if asks is None else asks, c.sell.bids if bids is None else bids,
-                        c.fill.buy_fee_bps, c.fill.sell_fee_bps, max_notional, min_notional)
+            asks_now = c.buy.asks if asks is None else asks
+            bids_now = c.sell.bids if bids is None else bids
+            fill = walk(asks_now, bids_now, c.fill.buy_fee_bps, c.fill.sell_fee_bps, max_notional, min_notional)
+            if fill is not None and c.sizer is not None:     # what is left, on both venues' grids again
+                fill, _ = fit(c.sizer, fill, asks_now, bids_now)
+                if fill is not None and fill.quantity * fill.buy_price < min_notional:
+                    fill = None
         if fill is None or fill.net_bps < bar_bps(c):
             continue
         left[buy_side] = consume(c.buy.asks if asks is None else asks, fill.quantity)
         left[sell_side] = consume(c.sell.bids if bids is None else bids, fill.quantity)
         kept.append(c if fill is c.fill else Candidate(c.instrument, c.buy, c.sell, fill, c.fill,
-                                                        conversion_bps=c.conversion_bps, key=c.key))
+                                                        conversion_bps=c.conversion_bps, key=c.key, sizer=c.sizer))
     if len(kept) < 2:
         return kept
     out = []
     for c in kept:
         shares = tuple(o.pair for o in kept if o is not c and (o.key[1] == c.key[1] or o.key[2] == c.key[2]))
-        out.append(Candidate(c.instrument, c.buy, c.sell, c.fill, c.alone, shares, c.conversion_bps, c.key)
+        out.append(Candidate(c.instrument, c.buy, c.sell, c.fill, c.alone, shares, c.conversion_bps, c.key, c.sizer)
                    if shares else c)
     return out
 

@@ -29,7 +29,16 @@ from operator import ne
 
 import numpy as np
 
-from pipeline.board import LANE_MASK, LANE_RING, ChangeLane, RowReader, lane_of_rows, read_consistent
+from pipeline.board import (
+    LANE_MASK,
+    LANE_RING,
+    ChangeLane,
+    RowReader,
+    TornReadError,
+    lane_of_rows,
+    read_consistent,
+    read_rules,
+)
 from pipeline.detector.rules import Quote, leg_of
 
 NUMPY_SCAN_ROWS = 64
@@ -114,6 +123,42 @@ class RowUniverse:
             self.max_notional[key] = min(self.max_notional.get(key, float("inf")),
                                          dc.max_notional_for(assignment.instrument))
         self.watch = sorted(self.key_of_row)
+
+
+class BoardRules:
+    """``rules_of(leg) -> (version, InstrumentRules | None)`` from the board's rules entries (the engine's
+    ``rules_of``): one load of the entry's sequence word, and :func:`~pipeline.board.read_rules` only when the
+    version moved since the last read (a rules write is rare; decoding one costs Decimals). A torn read (the
+    writer preempted mid-write) gives the last rules read, or none yet: the next quote asks again.
+
+    A row mirrored from another box (``kraken@frankfurt``) whose entry was never written answers None: the
+    bridge does not carry the other box's rules, so its pairs are reported unsized rather than never."""
+
+    def __init__(self, board, universe: RowUniverse):
+        self.board = board
+        self._words = board.buf.cast("B").cast("Q")
+        self._row = {leg: row for row, leg in universe.leg_of_row.items()}
+        self._word = {leg: board.geometry.rule_offset(row) // 8 for leg, row in self._row.items()}
+        self._mirrored = {universe.leg_of_row[row] for row, label in universe.venue_label_of_row.items()
+                          if "@" in label}
+        self._last: dict[str, tuple[int, object]] = {}
+
+    def __call__(self, leg: str):
+        seq = self._words[self._word[leg]]
+        if not seq and leg in self._mirrored:
+            return None
+        last = self._last.get(leg)
+        if last is not None and not seq & 1 and seq // 2 == last[0]:
+            return last
+        try:
+            last = self._last[leg] = read_rules(self.board, self._row[leg])
+        except TornReadError:
+            return last if last is not None else (0, None)
+        return last
+
+    def close(self) -> None:
+        self._words = None
+        self.board = None
 
 
 class BoardView:

@@ -219,6 +219,9 @@ class Feed:
         elif kind == "rules_change":
             log.warning("%s %s: trading rule %s %s -> %s (%s)", venue, fields["symbol"], fields["field"],
                         fields["old"], fields["new"], fields["source"])
+        elif kind == "rules_announced":
+            log.warning("%s %s: trading rule %s announced: %s at %d ms (%s)", venue, fields["symbol"], fields["field"],
+                        fields["new"], fields["effective_ms"], fields["source"])
         elif kind == "rules" and fields.get("missing"):
             log.warning("%s: no trading rules for %s: %s held no_rules", venue, ", ".join(fields["missing"]),
                         "it is" if len(fields["missing"]) == 1 else "they are")

@@ -2,8 +2,8 @@
 
 :mod:`~pipeline.recording.format` (the documented file format and its reader),
 :mod:`~pipeline.recording.recorder` (the feed's non-blocking recorder),
-:mod:`~pipeline.recording.cli` (``run.py recording info|import``). Replay is
-:mod:`pipeline.replay`.
+:mod:`~pipeline.commands.recording` (``run.py recording info|import``). Replay is
+:mod:`pipeline.commands.replay`.
 """
 from pipeline.recording.format import Damage, Record, RecordingError, read_recording, recording_files
 

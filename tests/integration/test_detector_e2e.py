@@ -1,11 +1,17 @@
 """End to end against the simulator with a scripted dislocation of known size and duration."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 import orjson
 import pytest
 
-from pipeline.detector.rules import walk
+from pipeline.detector.rules import fit, walk
+from pipeline.detector.sizing import PairSizer
+from pipeline.model import InstrumentRules
 from pipeline.sim.market import Dislocation, Market
+from pipeline.venues.binance.sim import REFERENCE_RULES as BINANCE_RULES
+from pipeline.venues.bybit.sim import REFERENCE_RULES as BYBIT_RULES
 from tests.conftest import demo_config, run_until, write_config
 
 pytestmark = pytest.mark.integration
@@ -31,11 +37,14 @@ def test_scripted_dislocation_opens_sizes_closes_and_shadow_fills(tmp_path, boar
 
     # the same market model, computed independently: bybit quotes 50 bps high, so buy binance, sell bybit
     market = Market(["binance", "bybit"], ["BTC/USDT"], depth=10, volatility_bps=0, noise_bps=0,
-                    half_spread_bps=0.5, random_dislocations=False)
+                    half_spread_bps=0.5, random_dislocations=False).use_venue_ticks()
     market.schedule(Dislocation("bybit", "BTC/USDT", 50.0, 0.0, 1e12))
     _, binance_asks = market.book("binance", "BTC/USDT", 1.0)
     bybit_bids, _ = market.book("bybit", "BTC/USDT", 1.0)
     expected = walk(binance_asks[:5], bybit_bids[:5], 10.0, 10.0, 100_000.0, 10.0)
+    # sized to the rules the simulated venues serve and the feeds publish on the board
+    expected, _ = fit(PairSizer(served("binance", BINANCE_RULES["BTC/USDT"]), served("bybit", BYBIT_RULES["BTC/USDT"])),
+                      expected, binance_asks[:5], bybit_bids[:5])
     assert (opened["buy_exchange"], opened["sell_exchange"]) == ("binance", "bybit")
     # the top-of-book and depth channels arrive as separate frames, so the first view may be partial;
     # once both books show the dislocation the reported opportunity is exactly the scripted one
@@ -61,3 +70,11 @@ def test_scripted_dislocation_opens_sizes_closes_and_shadow_fills(tmp_path, boar
     assert fast["fill_fraction"] == 1.0 and fast["filled_qty_base"] == opened["qty_base"]
     assert ("shadow fill after 1000 ms: 0% of the detected size filled at a profit; full fills 0/1 profitable, "
             "partial 0/0, not tradable 0") in result.stdout
+
+
+def served(venue, rule) -> InstrumentRules:
+    """The :class:`InstrumentRules` a venue's parser reads from the simulator's ``InstrumentRule``."""
+    def dec(text):
+        return None if text is None else Decimal(text)
+    return InstrumentRules(venue, "BTCUSDT", dec(rule.tick), dec(rule.step), dec(rule.min_qty), dec(rule.max_qty),
+                           dec(rule.min_notional), dec(rule.max_notional), True, "")

@@ -4,15 +4,21 @@
   the row holds at the prices used: the sizes sold into one row's bids add up to at most its depth, and
   their proceeds to at most what selling that total from the best bid down would give (so no level is
   sold into twice); the same for the asks bought from, with cost.
+* For any books and any venues' trading rules, every size the engine opens is a multiple of both legs'
+  steps, within both maximums and at or above both minimums (at the limit prices, which are on each tick),
+  and the sizes opened into one book side never add up to more than its depth.
 * For any run of one pair's edge (with gaps and stale legs), raising the threshold within the pair's
   hysteresis never raises the number of opportunities or the sum of their peak profits.
 """
 from __future__ import annotations
 
+from decimal import Decimal as D
+
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from pipeline.detector.rules import allocate, find, take
+from pipeline.model import InstrumentRules
 from tests.engine_harness import MS, T0, engine_for, quote
 
 VENUES = ("a", "b", "c", "d")
@@ -102,3 +108,51 @@ def test_a_higher_threshold_within_the_hysteresis_never_makes_more_opportunities
           + (", fewer at the higher" if opens_high < opens_low else ""))
     assert opens_high <= opens_low
     assert peaks_high <= peaks_low + 1e-9
+
+
+STEPS = ["0.001", "0.0025", "0.01", "0.1", "0.5"]
+
+
+@st.composite
+def venue_rules(draw, venue):
+    step = D(draw(st.sampled_from(STEPS)))
+    min_qty = draw(st.sampled_from([D(0), step, D("0.3")]))
+    max_qty = draw(st.sampled_from([None, D("1.7"), D("100")]))
+    return InstrumentRules(venue, venue.upper(), D("0.01"), step, min_qty, max_qty,
+                           draw(st.sampled_from([D(0), D(5), D(60)])), draw(st.sampled_from([None, D(130)])),
+                           True, "online")
+
+
+@settings(max_examples=300, deadline=None)
+@given(boards(), st.data())
+def test_every_opened_size_is_one_both_venues_accept_and_no_book_side_is_overdrawn(board, data):
+    named = {"a": "binance", "b": "bybit", "c": "okx", "d": "htx"}
+    quotes = [quote(named[q.venue], "BTC/USDT", q.bids, q.asks) for q in board[0]]
+    fees = {named[leg.split(" ")[0]]: fee for leg, fee in board[1].items()}
+    table = {q.venue: data.draw(venue_rules(q.venue)) for q in quotes}
+    engine = engine_for({q.venue: ["BTC/USDT"] for q in quotes}, rules=table, min_notional=0,
+                        venue_keys={q.venue: {"taker_fee_bps": fees[q.venue]} for q in quotes})
+    records = [e.record for e in engine.evaluate("BTC/USDT", {q.leg: q for q in quotes}, T0)
+               if e.record["event"] == "open"]
+    event(f"opened {min(len(records), 2)}{'+' if len(records) > 2 else ''}"
+          + (f", refused {sorted(engine.summary.refused)}" if engine.summary.refused else ""))
+    by_venue = {q.venue: q for q in quotes}
+    for r in records:
+        qty = D(repr(r["qty_base"]))
+        buy, sell = table[r["buy_exchange"]], table[r["sell_exchange"]]
+        assert qty > 0 and qty % buy.step == 0 and qty % sell.step == 0
+        assert qty >= buy.min_qty and qty >= sell.min_qty
+        assert qty * D(repr(r["buy_limit_price"])) >= buy.min_notional
+        assert qty * D(repr(r["sell_limit_price"])) >= sell.min_notional
+        for leg, price in ((buy, r["buy_limit_price"]), (sell, r["sell_limit_price"])):
+            assert D(repr(price)) % leg.tick == 0
+            assert leg.max_qty is None or qty <= leg.max_qty
+            assert leg.max_notional is None or qty * D(repr(price)) <= leg.max_notional
+        # the limits reach every level the VWAP was made of
+        assert r["buy_limit_price"] >= r["buy_price"] * (1 - 1e-12)
+        assert r["sell_limit_price"] <= r["sell_price"] * (1 + 1e-12)
+    for venue, q in by_venue.items():
+        sold = sum(D(repr(r["qty_base"])) for r in records if r["sell_exchange"] == venue)
+        bought = sum(D(repr(r["qty_base"])) for r in records if r["buy_exchange"] == venue)
+        assert float(sold) <= sum(qty for _, qty in q.bids) * (1 + 1e-9)
+        assert float(bought) <= sum(qty for _, qty in q.asks) * (1 + 1e-9)

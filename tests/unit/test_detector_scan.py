@@ -64,3 +64,34 @@ def test_changed_rows_are_found_and_a_row_caught_mid_write_waits(tmp_path, board
     finally:
         board.destroy()
         os.close(fd)
+
+
+def test_board_rules_reads_a_rows_rules_again_only_when_its_version_moved(board_name):
+    from pipeline.board import RulesWriter
+    from pipeline.detector.scan import BoardRules, RowUniverse
+    from tests.engine_harness import rules
+
+    config = parse_config({"board": {"name": board_name},
+                           "venues": {"binance": {"instruments": ["BTC/USDT"], "url": "wss://x"},
+                                      "bybit": {"instruments": ["BTC/USDT"], "url": "wss://y"}}},
+                          available_cores=frozenset({0}))
+    rows = plan_rows(config)
+    board = Board.create(board_name, len(rows), 5, 4)
+    try:
+        rules_of = BoardRules(board, RowUniverse(config, rows))
+        binance = next(r.row for r in rows if r.venue == "binance")
+        assert rules_of("binance BTC/USDT") == (0, None) and rules_of("bybit BTC/USDT") == (0, None)
+        writer = RulesWriter(board, [r.row for r in rows])
+        first = rules("binance", tick="0.01", step="0.00001", min_qty="0.00001", min_notional="5")
+        writer.write(binance, first)
+        version, read = rules_of("binance BTC/USDT")
+        assert (version, read) == (1, first)
+        assert rules_of("binance BTC/USDT")[1] is read          # the same version: not decoded again
+        second = rules("binance", tick="0.01", step="0.0001", min_qty="0.0001", min_notional="10")
+        writer.write(binance, second)
+        assert rules_of("binance BTC/USDT") == (2, second)
+        writer.write(binance, None)
+        assert rules_of("binance BTC/USDT") == (3, None)
+        rules_of.close()
+    finally:
+        board.destroy()

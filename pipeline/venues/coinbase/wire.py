@@ -111,6 +111,12 @@ def native_symbol(instrument: str) -> str:
     return f"{base}-{quote}"
 
 
+def canonical_symbol(symbol: str) -> str | None:
+    """The inverse of :func:`native_symbol`: ``BTC-USDT`` -> ``BTC/USDT``, or None for another shape."""
+    base, sep, quote = symbol.partition("-")
+    return f"{base}/{quote}" if sep and base and quote and "-" not in quote else None
+
+
 def build_url(url: str, symbols: list[str], depth: int) -> str:
     return url
 

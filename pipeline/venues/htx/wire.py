@@ -121,6 +121,21 @@ def native_symbol(instrument: str) -> str:
     return f"{base}{quote}".lower()
 
 
+# quote currencies a concatenated symbol may end with, longest first (FDUSD before USD)
+_QUOTES = ("FDUSD", "USDT", "USDC", "TUSD", "BUSD", "EURI", "USD", "EUR", "TRY", "BRL", "GBP", "JPY", "BTC", "ETH",
+           "BNB", "DAI")
+
+
+def canonical_symbol(symbol: str) -> str | None:
+    """The inverse of :func:`native_symbol`: ``btcusdt`` -> ``BTC/USDT`` (split before the longest known quote
+    currency it ends with), or None when none fits."""
+    text = symbol.upper()
+    for quote in _QUOTES:
+        if text.endswith(quote) and len(text) > len(quote):
+            return f"{text[:-len(quote)]}/{quote}"
+    return None
+
+
 def depth_topic(symbol: str) -> str:
     """The incremental MBP channel of ``symbol``, also the topic its snapshot is requested by."""
     return f"market.{symbol}.mbp.{BOOK_LEVELS}"

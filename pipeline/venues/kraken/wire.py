@@ -219,6 +219,12 @@ def native_symbol(instrument: str) -> str:
     return instrument
 
 
+def canonical_symbol(symbol: str) -> str | None:
+    """The inverse of :func:`native_symbol`: Kraken's v2 symbols are canonical (``BTC/USD``); None otherwise."""
+    base, sep, quote = symbol.partition("/")
+    return symbol if sep and base and quote and "/" not in quote else None
+
+
 def build_url(url: str, symbols: list[str], depth: int) -> str:
     return url
 
