@@ -56,6 +56,11 @@ class RowStatus(enum.IntEnum):
     NO_RULES = 9       # no trading rules for the instrument (reference data unreachable, no cache, or not listed): not tradable
 
 
+# why the detector did not open a pair the depth walk found: the venues' trading rules refused it
+# (pipeline.detector.sizing; counted in the detector's summary and its slot's refused_<reason> counters)
+REFUSAL_REASONS = ("below_min_qty", "below_min_notional", "not_trading", "no_rules")
+
+
 class SkipReason(enum.IntEnum):
     """Why a frame or update was dropped; one counter each per process."""
 

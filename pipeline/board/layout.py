@@ -111,6 +111,11 @@ PROC_DTYPE = np.dtype(
         ("rules_changes", "<u8"),     # feeds: rule changes applied while running (a field of one instrument each)
         ("rules_fetch_failures", "<u8"),  # feeds: reference-data fetches that failed (start or refresh)
         ("rules_cache_age_s", "<u8"), # feeds: age of the cached rules in use (s) when they came from the cache, else 0
+        # detector: pairs the venues' trading rules refused (each counted once while the refusal lasts)
+        ("refused_below_min_qty", "<u8"),
+        ("refused_below_min_notional", "<u8"),
+        ("refused_not_trading", "<u8"),
+        ("refused_no_rules", "<u8"),
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),

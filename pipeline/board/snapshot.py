@@ -80,6 +80,10 @@ class ProcSnapshot:
     rules_changes: int = 0
     rules_fetch_failures: int = 0
     rules_cache_age_s: int = 0
+    refused_below_min_qty: int = 0
+    refused_below_min_notional: int = 0
+    refused_not_trading: int = 0
+    refused_no_rules: int = 0
     restarts: int = 0
     last_exit_code: int = 0
     # -- the role's latency histograms

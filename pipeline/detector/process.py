@@ -79,6 +79,7 @@ class Detector:
         self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink,
                                run_id=config.run_id, background=True)
         self._output_dropped = 0        # of outputs.dropped, what the board's counter has
+        self._refused: dict[str, int] = {}   # of the engine's refusals per reason, what the board's counters have
         hops = HOPS[ProcessRole.DETECTOR]
         # publish -> seen samples are kept in a list and recorded when the loop is idle (or every SAMPLE_BATCH),
         # off the path from a change to its events
@@ -156,6 +157,17 @@ class Detector:
             self.stats.add("sink_dropped", self.outputs.sink_dropped)
             self.outputs.sink_dropped = 0
         self.count_output_dropped()
+        self.count_refused()
+
+    def count_refused(self) -> None:
+        """The engine's refusals per reason (its summary's ``refused``) into the slot's ``refused_*``
+        counters (added, not set: a restarted detector continues its predecessor's count)."""
+        refused = self.engine.summary.refused
+        for reason, n in refused.items():
+            seen = self._refused.get(reason, 0)
+            if n != seen and f"refused_{reason}" in PROC_DTYPE.names:
+                self.stats.add(f"refused_{reason}", n - seen)
+                self._refused[reason] = n
 
     def count_output_dropped(self) -> None:
         """Adds what the file and stdout lost since the last call to the board's ``output_dropped``

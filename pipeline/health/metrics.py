@@ -41,6 +41,8 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_bridge_stream_discarded_total                messages the recording stream's size/count bound discarded
     pipeline_bridge_clock_envelope_seconds                gauge, largest remote clock offset + minimal transport
     pipeline_detector_opportunities_total
+    pipeline_detector_refused_total{reason}               pairs the trading rules refused: below_min_qty,
+                                                          below_min_notional, not_trading, no_rules
     pipeline_detector_output_dropped_total                records the events file or stdout lost (full buffer, failed write)
     pipeline_detector_sink_dropped_total                  events the HTTP sink dropped
     pipeline_process_cpu_seconds_total{process}           psutil user + system
@@ -79,6 +81,7 @@ from prometheus_client.utils import floatToGoString
 
 from pipeline.board import (HIST_BUCKETS, HistogramSnapshot, ProcessRole, ProcSnapshot, RowStatus, SkipReason,
                             bucket_upper_ns, read_proc)
+from pipeline.model import REFUSAL_REASONS
 from pipeline.runtime import ProcessSpec, RateLimitedLog, RowAssignment
 
 __all__ = ["BoardCollector", "HistogramData", "start_metrics_server", "stop_metrics_server", "LISTEN_ADDR",
@@ -301,6 +304,11 @@ class BoardCollector:
         yield CounterMetricFamily("pipeline_detector_output_dropped",
                                   "Records the detector's events file or stdout lost (a full buffer, a failed write).",
                                   value=sum(d.output_dropped for d in detectors))
+        refused = CounterMetricFamily("pipeline_detector_refused", "Pairs the venues' trading rules refused "
+                                      "(each counted once while the refusal lasts), by reason.", labels=["reason"])
+        for reason in REFUSAL_REASONS:
+            refused.add_metric([reason], sum(getattr(d, f"refused_{reason}") for d in detectors))
+        yield refused
         yield CounterMetricFamily("pipeline_detector_sink_dropped", "Events the detector's HTTP sink dropped.",
                                   value=sum(d.sink_dropped for d in detectors))
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import psutil
 
 from pipeline.board import Board, ProcessRole, ProcSnapshot, RowStatus, read_proc
+from pipeline.model import REFUSAL_REASONS
 from pipeline.runtime import ProcessSpec, parent_alive, run_child
 from pipeline.venues import VENUES
 
@@ -193,6 +194,9 @@ def render_block(snapshot: list[ProcessHealth], cpu_count: int, clock: str, at_s
             line += f" {scans} opportunities {proc.opportunities}"
             if proc.shadow_fills:
                 line += f" shadow fills profitable {proc.shadow_profitable}/{proc.shadow_fills}"
+            refused = [(reason, getattr(proc, f"refused_{reason}")) for reason in REFUSAL_REASONS]
+            if any(n for _, n in refused):
+                line += " refused " + " ".join(f"{reason} {n}" for reason, n in refused if n)
         elif info.key == "simulator":
             line += (f" frames {proc.messages:>6}" if info.messages_per_s is None
                      else f" frames/s {info.messages_per_s:>6.0f}")

@@ -67,7 +67,8 @@ def _fill(board: Board) -> None:
         board.procs[1][field] = value
     board.procs[1]["skipped"][int(SkipReason.SEQUENCE_GAP)] = 11
     detector = dict(pid=me, role=int(ProcessRole.DETECTOR), started_ns=time.time_ns(), scans=5000,
-                    opportunities=17, restarts=1, output_dropped=3, sink_dropped=2)
+                    opportunities=17, restarts=1, output_dropped=3, sink_dropped=2, refused_below_min_qty=4,
+                    refused_no_rules=6)
     for field, value in detector.items():
         board.procs[2][field] = value
     # a pid that was recycled after the health process wrote started_ns: must not be reported
@@ -183,6 +184,9 @@ def test_scrape_over_http_exposes_exact_board_values(collector):
     assert s["pipeline_detector_scans_total"] == [({}, 5000)]
     assert s["pipeline_detector_opportunities_total"] == [({}, 17)]
     assert s["pipeline_detector_output_dropped_total"] == [({}, 3)]
+    assert sorted(s["pipeline_detector_refused_total"], key=lambda x: x[0]["reason"]) == [
+        ({"reason": "below_min_notional"}, 0), ({"reason": "below_min_qty"}, 4), ({"reason": "no_rules"}, 6),
+        ({"reason": "not_trading"}, 0)]
     assert s["pipeline_detector_sink_dropped_total"] == [({}, 2)]
 
     # processes: psutil on the slot pids (this test process); pid 0 and the recycled pid are absent
