@@ -33,12 +33,12 @@ import uuid
 
 from bench._common import BusyMeter, machine_info, markdown_table, median, write_results
 from pipeline.board import Board, RowWriter
+from pipeline.commands.recording import RecordingFileWriter
+from pipeline.commands.replay import Replay, plan_rows
 from pipeline.config import parse_config
 from pipeline.detector.scan import BoardView, RowUniverse
 from pipeline.feed.session import FeedSession
-from pipeline.commands.recording import RecordingFileWriter
 from pipeline.recording.format import TEXT, RecordingReader, recording_files
-from pipeline.commands.replay import Replay, plan_rows
 from pipeline.venues import load_venue
 
 VENUES = ("binance", "bybit", "okx")

@@ -86,7 +86,6 @@ import enum
 import math
 from bisect import bisect_left, insort
 
-
 from pipeline.model import BBO, MAX_ID, MAX_TS_MS, AlignedSnapshot, BookUpdate, InstrumentSpec, RowStatus, TradingStatus
 
 _INF = math.inf
@@ -250,6 +249,7 @@ class SideBook:
 
     def top_text(self, n: int) -> list[tuple[str, str]]:
         text = self.text
+        assert text is not None, "a side keeps its wire text only when its venue's checksum needs it"
         return [text[k] for k in self.keys[:n]]
 
     def best(self) -> float | None:
@@ -699,6 +699,7 @@ class InstrumentBook:
                 bids_text = book.bids.top_text(n)
                 asks_text = book.asks.top_text(n)
                 if self.precision_required:
+                    assert self.precision is not None          # checked above
                     expected = self.checksum(bids_text, asks_text, *self.precision)
                 else:
                     expected = self.checksum(bids_text, asks_text)

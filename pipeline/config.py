@@ -26,9 +26,10 @@ import os
 import re
 import sys
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -709,7 +710,8 @@ class Config:
     recording: RecordingConfig | None = section(RecordingConfig, "record every frame (see [Record and "
                                                                  "replay](#record-and-replay))", optional=True)
     source: str = ""
-    verbose: bool = False      # from the command line (--verbose), never from the file: full health block, update/shadow lines
+    # from the command line (--verbose), never from the file: full health block, update/shadow lines
+    verbose: bool = False
     run_id: str = ""           # chosen by the supervisor at start, never from the file: stamped on every event record
 
     @property

@@ -52,8 +52,10 @@ class RowStatus(enum.IntEnum):
     DISCONNECTED = 5   # connection lost, reconnecting
     CROSSED = 6        # book crossed or locked: not tradable until it uncrosses
     REJECTED = 7       # the exchange refused the subscription
-    HALTED = 8         # the exchange says it cannot trade now (maintenance, cancel-only, pair halted): book kept, not tradable
-    NO_RULES = 9       # no trading rules for the instrument (reference data unreachable, no cache, or not listed): not tradable
+    HALTED = 8         # the exchange says it cannot trade now (maintenance, cancel-only, pair halted): book kept,
+                       # not tradable
+    NO_RULES = 9       # no trading rules for the instrument (reference data unreachable, no cache, or not listed):
+                       # not tradable
 
 
 # why the detector did not open a pair the depth walk found: the venues' trading rules refused it

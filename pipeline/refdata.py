@@ -65,7 +65,7 @@ def reference_url(venue_name: str, base_url: str | None = None) -> str:
 
 
 def _record(venue_name: str):
-    from pipeline.venues import load_venue       # the venue records; no process imports
+    from pipeline.venues import load_venue  # the venue records; no process imports
     try:
         record = load_venue(venue_name)
     except KeyError:

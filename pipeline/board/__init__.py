@@ -19,18 +19,13 @@ from pipeline.board.layout import (
     LANE_MASK,
     LANE_RING,
     LAYOUT_VERSION,
-    MAX_DEPTH,
     MAX_VENUES,
     PROC_DTYPE,
     BoardGeometry,
-    ProcessRole,
-    RowStatus,
-    SkipReason,
     row_dtype,
 )
 from pipeline.board.plan import BoardPlan, RowAssignment, plan_remote_rows, plan_rows
 from pipeline.board.rules import RulesWriter, read_rules
-from pipeline.board.shm import Board, foreign_segment, pid_alive, remove_leftover, running_boards, unlink
 from pipeline.board.seqlock import (
     ChangeLane,
     RowCodec,
@@ -41,8 +36,10 @@ from pipeline.board.seqlock import (
     read_consistent,
     read_row,
 )
+from pipeline.board.shm import Board, foreign_segment, pid_alive, remove_leftover, running_boards, unlink
 from pipeline.board.snapshot import ProcSnapshot, read_proc, read_procs
 from pipeline.board.stats import ProcStats
+from pipeline.model import MAX_DEPTH, ProcessRole, RowStatus, SkipReason  # the trust states the rows store
 
 __all__ = [
     # layout

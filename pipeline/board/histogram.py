@@ -137,7 +137,7 @@ class HistogramSnapshot:
                 return float(min(bucket_upper_ns(index), self.max_ns))
         return float(self.max_ns)
 
-    def minus(self, earlier: "HistogramSnapshot") -> "HistogramSnapshot":
+    def minus(self, earlier: HistogramSnapshot) -> HistogramSnapshot:
         """Samples recorded since ``earlier`` (max is the all-time max)."""
         return HistogramSnapshot(self.count - earlier.count, self.sum_ns - earlier.sum_ns, self.max_ns,
                                  tuple(a - b for a, b in zip(self.buckets, earlier.buckets)))

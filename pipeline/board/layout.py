@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # the states, reasons and roles are the pipeline's own vocabulary (pipeline.model); the board stores their values
-from pipeline.model import MAX_DEPTH, ProcessRole, RowStatus, SkipReason
+from pipeline.model import MAX_DEPTH, ProcessRole, SkipReason
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
 LAYOUT_VERSION = 10

@@ -13,7 +13,8 @@ most 15 significant digits, and for those the shortest ``repr`` of the nearest f
 so ``Decimal(repr(float(value)))`` equals the original Decimal; :meth:`RulesWriter.write` checks that for
 every value and refuses (:class:`~pipeline.errors.RowValueError`, nothing written) one it cannot give back.
 What is not stored: ``upcoming`` (the announced changes; the feed applies each when the venue publishes
-it), read back as ``()``. ``venue``, ``symbol`` and ``status`` hold up to 16, 32 and 80 UTF-8 bytes (a longer one is refused).
+it), read back as ``()``. ``venue``, ``symbol`` and ``status`` hold up to 16, 32 and 80 UTF-8 bytes (a longer
+one is refused).
 """
 from __future__ import annotations
 

@@ -30,7 +30,6 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from pipeline.errors import BoardError, BoardInUseError, LayoutMismatchError
 from pipeline.board.layout import (
     HEADER_DTYPE,
     LANE_DTYPE,
@@ -41,6 +40,7 @@ from pipeline.board.layout import (
     RULES_DTYPE,
     BoardGeometry,
 )
+from pipeline.errors import BoardError, BoardInUseError, LayoutMismatchError
 
 _TRACKER_TYPE = "shared_memory"
 
@@ -130,7 +130,7 @@ class Board:
 
     # -- lifetime -------------------------------------------------------
     @classmethod
-    def create(cls, name: str, n_rows: int, depth: int, n_procs: int) -> "Board":
+    def create(cls, name: str, n_rows: int, depth: int, n_procs: int) -> Board:
         geometry = BoardGeometry(n_rows=n_rows, depth=depth, n_procs=n_procs)
         try:
             shm = _open(name, create=True, size=geometry.size)
@@ -152,7 +152,7 @@ class Board:
         return board
 
     @classmethod
-    def attach(cls, name: str, expected_depth: int | None = None) -> "Board":
+    def attach(cls, name: str, expected_depth: int | None = None) -> Board:
         problem = foreign_segment(name)
         if problem:
             raise BoardError(problem)
@@ -194,7 +194,7 @@ class Board:
         self.close()
         unlink(self.name)
 
-    def __enter__(self) -> "Board":
+    def __enter__(self) -> Board:
         return self
 
     def __exit__(self, *exc) -> None:

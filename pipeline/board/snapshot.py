@@ -17,8 +17,8 @@ readers' business: they keep earlier snapshots.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 from pipeline.board.histogram import HistogramSnapshot, read_histogram
 from pipeline.board.layout import HOPS, PROC_DTYPE, ProcessRole, SkipReason

@@ -34,8 +34,8 @@ from typing import NamedTuple
 
 import orjson
 
-from pipeline.model import MAX_DEPTH, RowStatus
 from pipeline.errors import ParseError
+from pipeline.model import MAX_DEPTH, RowStatus
 
 MAX_MESSAGE_BYTES = 16_384
 _STATUSES = frozenset(int(s) for s in RowStatus)

@@ -37,15 +37,33 @@ import os
 import ssl
 import time
 
-from pipeline.board import (HOPS, Board, Doorbell, HistogramWriter, ProcessRole, ProcStats, RowReader, RowStatus,
-                            RowWriter, SkipReason, TornReadError)
+from pipeline.backoff import Backoff
+from pipeline.board import (
+    HOPS,
+    Board,
+    Doorbell,
+    HistogramWriter,
+    ProcessRole,
+    ProcStats,
+    RowReader,
+    RowStatus,
+    RowWriter,
+    SkipReason,
+    TornReadError,
+)
 from pipeline.bridge.codec import heartbeat_subject, quote_subject, refresh_subject, render_heartbeat, render_row
 from pipeline.bridge.rows import RemoteRows
 from pipeline.bridge.stream import CHECK_INTERVAL_S, StreamKeeper
 from pipeline.errors import ParseError, PipelineError, RowValueError
-from pipeline.backoff import Backoff
-from pipeline.runtime import (ProcessSpec, RateLimitedLog, RowAssignment, UnusableResource, parent_alive, run_child,
-                              run_until_stopped)
+from pipeline.runtime import (
+    ProcessSpec,
+    RateLimitedLog,
+    RowAssignment,
+    UnusableResource,
+    parent_alive,
+    run_child,
+    run_until_stopped,
+)
 
 log = logging.getLogger("pipeline.bridge")
 

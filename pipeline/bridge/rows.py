@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from pipeline.model import RowStatus
 from pipeline.bridge.codec import RemoteQuote, heartbeat_subject, parse_heartbeat, parse_quote, quote_subject
-from pipeline.runtime import RowAssignment
 from pipeline.feed.session import ClockOffset
+from pipeline.model import RowStatus
+from pipeline.runtime import RowAssignment
 
 DISCONNECTED = int(RowStatus.DISCONNECTED)
 

@@ -39,13 +39,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from pipeline.board import Board, RowWriter, RulesWriter
-from pipeline.board import plan_rows
+from pipeline.board import Board, RowWriter, RulesWriter, plan_rows
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine
-from pipeline.output.writers import Outputs
 from pipeline.detector.scan import BoardRules, BoardView, RowUniverse
 from pipeline.errors import ConfigError
 from pipeline.feed.session import FeedSession
+from pipeline.output.writers import Outputs
 from pipeline.recording.format import EVENT, RecordingError, RecordingReader, recording_files
 from pipeline.refdata import RulesCache
 from pipeline.venues import load_venue
@@ -83,7 +82,7 @@ def parse_time(text: str | None) -> int | None:
     except ValueError:
         raise ConfigError([("--from/--to", f"not a time: {text!r} (ISO-8601 or Unix seconds)")]) from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
+        when = when.replace(tzinfo=datetime.UTC)
     return int(when.timestamp() * 1e9)
 
 
@@ -291,11 +290,13 @@ def recording_span(paths: list[str]) -> tuple[int | None, int | None]:
 def _when(ns: int | None) -> str:
     if ns is None:
         return "(nothing)"
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _window(from_ns: int | None, to_ns: int | None) -> str:
-    return f"{_when(from_ns) if from_ns is not None else 'the start'} .. {_when(to_ns) if to_ns is not None else 'the end'}"
+    start = _when(from_ns) if from_ns is not None else "the start"
+    end = _when(to_ns) if to_ns is not None else "the end"
+    return f"{start} .. {end}"
 
 
 # ---------------------------------------------------------------- command line

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from pipeline.detector.rules import FULL_FILL    # a shadow fill of at least this share of the size is full
+from pipeline.detector.rules import FULL_FILL  # a shadow fill of at least this share of the size is full
 
 PLOTS = ("pairs_over_time.png", "edges.png", "lifetimes.png", "shadow.png", "profit_by_pair.png")
 
@@ -169,7 +169,8 @@ class RunSummary:
             rows.append(ShadowRow(
                 latency, len(checks), len(full), sum(1 for c in full if c.profitable), len(partial),
                 sum(1 for c in partial if c.profitable), len(checks) - len(tradable),
-                sum(c.fill_fraction * c.notional for c in tradable if c.profitable) / detected if detected > 0 else None,
+                (sum(c.fill_fraction * c.notional for c in tradable if c.profitable) / detected
+                 if detected > 0 else None),
                 dict(realized), sum(nets) / len(nets) if nets else None,
                 sum(nets) / detected_net if detected_net > 0 else None))
         return rows
@@ -246,7 +247,7 @@ def _run_body(s: RunSummary, plots: tuple[str, ...], heading: str = "##") -> lis
     lines = []
     if s.first_ns:
         import datetime
-        start = datetime.datetime.fromtimestamp(s.first_ns / 1e9, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        start = datetime.datetime.fromtimestamp(s.first_ns / 1e9, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
         lines.append(f"From {start} UTC, {s.duration_s:.1f} s of events.")
     counts = ", ".join(f"{s.events[k]} {k}" for k in ("open", "update", "close", "shadow"))
     lines += [f"Events: {counts}." + (f" {s.skipped_lines} unreadable lines skipped." if s.skipped_lines else ""), ""]
@@ -289,7 +290,8 @@ def _run_body(s: RunSummary, plots: tuple[str, ...], heading: str = "##") -> lis
         lines.append("")
         lines.append(f"Full fills: both legs could take the whole size detected (fill fraction >= {FULL_FILL:.6f}); "
                      "partial: only part of it; profitable: net edge after both fees above zero. Still profitable, "
-                     "by size: the size the profitable fills filled as a share of the size detected, both valued at the "
+                     "by size: the size the profitable fills filled as a share of the size detected, both valued "
+                     "at the "
                      "detected buy price. Realized "
                      "profit: after both fees, on what filled. Edge kept: the shadow fills' total net edge as a "
                      "share of the total edge detected, over the fills where both legs were tradable.")
@@ -328,7 +330,7 @@ def render_markdown_all(source: str, summaries: list[RunSummary], plots: list[tu
              "|---|---|---:|---:|---:|---|---:|"]
     import datetime
     for s in summaries:
-        start = (datetime.datetime.fromtimestamp(s.first_ns / 1e9, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        start = (datetime.datetime.fromtimestamp(s.first_ns / 1e9, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
                  if s.first_ns else "-")
         lines.append(f"| `{s.run_id}` | {start} | {s.duration_s:.1f} | {sum(s.events.values())} | {len(s.opens)} | "
                      f"{_money(s.profit())} | {'-' if s.flaps is None else s.flaps} |")

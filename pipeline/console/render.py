@@ -65,7 +65,7 @@ def _header(snapshot: Snapshot, events: EventBook, now_ns: int, view: View) -> T
     feeds = snapshot.feeds
     live = sum(1 for q in snapshot.quotes if q.status == "live")
     rate = sum(p.messages_per_s for p in feeds if p.messages_per_s is not None)
-    clock = datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.timezone.utc).strftime("%H:%M:%S")
+    clock = datetime.datetime.fromtimestamp(now_ns / 1e9, datetime.UTC).strftime("%H:%M:%S")
     text = Text(f"{snapshot.board[:16]} {clock}", style="bold")
     text.append(f"  live {live}/{len(snapshot.quotes)}  {rate:.0f} msg/s  {len(events.open)} open")
     detector = snapshot.detector

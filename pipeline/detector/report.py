@@ -28,7 +28,7 @@ def iso(now_ns: int) -> str:
     cache = _ISO_SECOND
     if cache[0] != whole:
         cache[0] = whole
-        cache[1] = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        cache[1] = datetime.datetime.fromtimestamp(whole, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{cache[1]}.{us:06d}Z"
 
 
@@ -337,7 +337,8 @@ class Summary:
             lines.append(f"  shadow fill after {latency:g} ms: {t.profitable_share:.0%} of the detected size filled "
                          f"at a profit; full fills {t.full_profitable}/{t.full} profitable, partial "
                          f"{t.partial_profitable}/{t.partial}, not tradable {t.untradable}; realized profit "
-                         f"{', '.join(f'{v:.4f} {q}' for q, v in sorted(t.profit.items())) or '0'}, mean net {t.net_bps_sum / filled if filled else 0.0:+.2f} bps")
+                         f"{', '.join(f'{v:.4f} {q}' for q, v in sorted(t.profit.items())) or '0'}, "
+                         f"mean net {t.net_bps_sum / filled if filled else 0.0:+.2f} bps")
         if self.held_back:
             words = {"quote_unchanged": "a quote unchanged while the market moved",
                      "exchange_lag": "an exchange stream running late"}

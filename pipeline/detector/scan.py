@@ -26,6 +26,7 @@ from __future__ import annotations
 import struct
 from itertools import compress
 from operator import ne
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,8 @@ class RowUniverse:
             self.venue_of_label[label] = assignment.venue
             self.fees.setdefault(key, {})[leg] = venue.fee_bps(assignment.instrument)
             self.currency.setdefault(key, {})[leg] = assignment.instrument.split("/")[1]
-            self.currency_of_key[key] = tuple(key.split("/"))
+            base, quote = key.split("/")
+            self.currency_of_key[key] = (base, quote)
             self.max_age_ns[leg] = int(venue.staleness_ms * 1e6)
             unchanged_ms = dc.staleness_ms if venue.max_unchanged_ms is None else venue.max_unchanged_ms
             self.unchanged_ns[leg] = int(unchanged_ms * 1e6)
@@ -202,7 +204,7 @@ class BoardView:
                 unlaned.append(row)
             else:
                 by_lane.setdefault(lane, []).append(self._entry[row])
-        self._lanes: list[list] = []
+        self._lanes: list[list[Any]] = []
         for lane, entries in sorted(by_lane.items()):
             where = ChangeLane(board, lane)
             # seen up to the current count; the rows already written are found by one scan on the first pass
@@ -211,10 +213,10 @@ class BoardView:
         # every lane's counter in one unpack (native 'Q' fields are copied whole, as a memoryview index is,
         # so each is one aligned 8-byte load: a counter is never torn), compared with the last pass's
         fmt: list[str] = ["@"]
-        cursor: int | None = None             # where the last counter ends (none yet)
-        for lane in self._lanes:
-            offset = lane[0] * 8
-            if cursor is not None:
+        cursor = -1                           # where the last counter ends (-1: none yet)
+        for counted in self._lanes:
+            offset: int = counted[0] * 8
+            if cursor >= 0:
                 fmt.append(f"{offset - cursor}x")
             fmt.append("Q")
             cursor = offset + 8
@@ -230,7 +232,7 @@ class BoardView:
         self.last_seq = [0] * len(unlaned)
         # large boards: find changed rows with one strided numpy copy of the seq column instead of a
         # Python loop (about 37 ns a row); small boards: the loop is cheaper than numpy's call overhead
-        self._seq_column = None
+        self._seq_column: np.ndarray | None = None
         if len(unlaned) > NUMPY_SCAN_ROWS and unlaned == list(range(len(unlaned))):
             self._seq_column = np.ndarray((len(unlaned),), "<u8", board.buf, codec.rows_offset, (codec.row_size,))
             self._last_column = np.zeros(len(unlaned), "<u8")  # the seq column as last seen, and as bytes
@@ -411,6 +413,7 @@ class BoardView:
                     rows.append(row)
 
     def _changed_numpy(self, dirty: dict[str, list[int]]) -> None:
+        assert self._seq_column is not None        # chosen at start for large boards only
         seen = self._seq_column.tobytes()          # each u64 load is atomic; rows are re-validated when read
         if seen == self._last_bytes:
             return
@@ -463,7 +466,7 @@ class BoardView:
         return False
 
     def close(self) -> None:
-        self.reader = None
+        self.reader = None  # type: ignore[assignment]   # closed: nothing reads through it again
         self._seq_column = None
         self._lanes = self._first = []
-        self._words = self._buf = self._unpack = None
+        self._words = self._buf = self._unpack = None  # type: ignore[assignment]

@@ -36,8 +36,18 @@ import logging
 import os
 import time
 
-from pipeline.board import (HOPS, Board, Doorbell, HistogramBuffer, HistogramWriter, ProcessRole, ProcStats, RowStatus,
-                            RowWriter, RulesWriter)
+from pipeline.board import (
+    HOPS,
+    Board,
+    Doorbell,
+    HistogramBuffer,
+    HistogramWriter,
+    ProcessRole,
+    ProcStats,
+    RowStatus,
+    RowWriter,
+    RulesWriter,
+)
 from pipeline.config import ReferenceDataConfig, VenueConfig
 from pipeline.errors import FeedError
 from pipeline.feed.retry import Backoff, ConnectionRateLimit, should_reconnect
@@ -616,7 +626,8 @@ def run_feed(spec: ProcessSpec, config, stop) -> None:
     url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).default_url
     feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config),
                 ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config),
-                transport=venue_config.transport, rules=RulesSource(rules_url(venue_config, url), config.reference_data))
+                transport=venue_config.transport,
+                rules=RulesSource(rules_url(venue_config, url), config.reference_data))
     try:
         asyncio.run(feed.run(stop))
     finally:

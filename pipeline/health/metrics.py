@@ -43,7 +43,8 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_detector_opportunities_total
     pipeline_detector_refused_total{reason}               pairs the trading rules refused: below_min_qty,
                                                           below_min_notional, not_trading, no_rules
-    pipeline_detector_output_dropped_total                records the events file or stdout lost (full buffer, failed write)
+    pipeline_detector_output_dropped_total                records the events file or stdout lost (full buffer,
+                                                          failed write)
     pipeline_detector_sink_dropped_total                  events the HTTP sink dropped
     pipeline_process_cpu_seconds_total{process}           psutil user + system
     pipeline_process_resident_memory_bytes{process}       psutil rss
@@ -72,15 +73,23 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import psutil
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from pipeline.board import (HIST_BUCKETS, HistogramSnapshot, ProcessRole, ProcSnapshot, RowStatus, SkipReason,
-                            bucket_upper_ns, read_proc)
+from pipeline.board import (
+    HIST_BUCKETS,
+    HistogramSnapshot,
+    ProcessRole,
+    ProcSnapshot,
+    RowStatus,
+    SkipReason,
+    bucket_upper_ns,
+    read_proc,
+)
 from pipeline.model import REFUSAL_REASONS
 from pipeline.runtime import ProcessSpec, RateLimitedLog, RowAssignment
 
@@ -219,7 +228,8 @@ class BoardCollector:
             for spec, proc in feeds:
                 family.add_metric([spec.venue], getattr(proc, field))
             yield family
-        skipped = CounterMetricFamily("pipeline_feed_skipped", "Frames or updates dropped by the feed process, by reason.",
+        skipped = CounterMetricFamily("pipeline_feed_skipped",
+                                      "Frames or updates dropped by the feed process, by reason.",
                                       labels=["exchange", "reason"])
         connected = GaugeMetricFamily("pipeline_feed_connected_connections",
                                       "Websocket connections the feed process currently has open.", labels=["exchange"])
@@ -230,7 +240,8 @@ class BoardCollector:
                                  "Longest a frame waited between the socket and the feed's session, last 100 ms.",
                                  labels=["exchange"])
         queued = GaugeMetricFamily("pipeline_feed_backlog_frames",
-                                   "Most messages waiting in the WebSocket library's queue, last 100 ms (picows: none).",
+                                   "Most messages waiting in the WebSocket library's queue, last 100 ms "
+                                   "(picows: none).",
                                    labels=["exchange"])
         for spec, proc in feeds:
             for index, reason in _SKIP_REASONS:
@@ -285,7 +296,8 @@ class BoardCollector:
         for field, name, doc in (("messages", "received", "Messages the bridge received from other boxes."),
                                  ("scans", "published", "Row states the bridge published."),
                                  ("parse_errors", "malformed", "Malformed messages the bridge skipped."),
-                                 ("checksum_failures", "refused", "Connection attempts whose credentials NATS refused."),
+                                 ("checksum_failures", "refused",
+                                  "Connection attempts whose credentials NATS refused."),
                                  ("record_dropped", "stream_discarded",
                                   "Messages the recording stream's size or count bound discarded (bridge.record).")):
             yield CounterMetricFamily(f"pipeline_bridge_{name}", doc, value=getattr(bridge, field))
@@ -299,7 +311,8 @@ class BoardCollector:
             return
         yield CounterMetricFamily("pipeline_detector_scans", "Board scans by the detector.",
                                   value=sum(d.scans for d in detectors))
-        yield CounterMetricFamily("pipeline_detector_opportunities", "Arbitrage opportunities reported by the detector.",
+        yield CounterMetricFamily("pipeline_detector_opportunities",
+                                  "Arbitrage opportunities reported by the detector.",
                                   value=sum(d.opportunities for d in detectors))
         yield CounterMetricFamily("pipeline_detector_output_dropped",
                                   "Records the detector's events file or stdout lost (a full buffer, a failed write).",
@@ -349,7 +362,8 @@ class BoardCollector:
         self._log.warning(f"metrics:{hook}", f"metrics hook {hook}: {message}")
 
     def _histogram_families(self, procs) -> Iterator:
-        entries = [histogram_data(hop, {"process": self.label(spec)}, h) for spec, proc in procs for hop, h in proc.hops]
+        entries = [histogram_data(hop, {"process": self.label(spec)}, h)
+                   for spec, proc in procs for hop, h in proc.hops]
         if self.histograms is not None:
             try:
                 entries += list(self.histograms())

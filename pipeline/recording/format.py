@@ -42,10 +42,10 @@ import struct
 import sys
 import zlib
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import not_
-from typing import Iterator
 
 import orjson
 

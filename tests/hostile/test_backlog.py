@@ -20,9 +20,9 @@ import types
 
 import pytest
 
-from pipeline.board.layout import RowStatus
 from pipeline.feed import transport
 from pipeline.feed.transport import MAX_QUEUE, StampedSocket, available, open_link
+from pipeline.model import RowStatus
 from tests.conftest import fixture_lines, session_for
 
 MS = 1_000_000

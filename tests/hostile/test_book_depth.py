@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import orjson
 
-from pipeline.board.layout import RowStatus, SkipReason
 from pipeline.book import MAX_BOOK_LEVELS
 from pipeline.feed.session import FeedSession, MemorySink
+from pipeline.model import RowStatus, SkipReason
 from pipeline.venues import load_venue
 
 

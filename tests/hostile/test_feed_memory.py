@@ -18,7 +18,7 @@ import gc
 import random
 import tracemalloc
 
-from pipeline.board.layout import RowStatus
+from pipeline.model import RowStatus
 from pipeline.venues import load_protocol, load_venue
 from pipeline.venues.kraken import wire
 from tests.conftest import session_for

@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from pipeline.board import Board, RowReader, RowStatus, RowWriter
-from pipeline.board.layout import SkipReason
 from pipeline.bridge.codec import parse_quote
 from pipeline.errors import ParseError, RowValueError
+from pipeline.model import SkipReason
 from tests.conftest import run_cli, session_for, write_config
 
 LIVE = int(RowStatus.LIVE)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import resource
 import zlib
 
-from pipeline.board.layout import SkipReason
 from pipeline.feed.session import FeedSession, MemorySink
+from pipeline.model import SkipReason
 from pipeline.venues import load_venue
 from pipeline.venues.htx import wire as htx
 

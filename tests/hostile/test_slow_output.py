@@ -42,7 +42,7 @@ import json, sys
 args = json.loads(sys.argv[1])
 from pipeline.output import writers as outputs
 outputs.QUEUE_RECORDS = args["queue"]
-from pipeline.board.layout import ProcessRole
+from pipeline.model import ProcessRole
 from pipeline.config import parse_config
 from pipeline.detector.process import main
 from pipeline.runtime import ProcessSpec

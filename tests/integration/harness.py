@@ -8,8 +8,8 @@ import uuid
 
 from pipeline.board import Board, RowReader, RowStatus
 from pipeline.board.doorbell import Doorbell
-from pipeline.board.layout import ProcessRole
 from pipeline.feed.process import Feed
+from pipeline.model import ProcessRole
 from pipeline.runtime import ProcessSpec, RowAssignment, claim_slot
 from pipeline.sim.market import Market
 from pipeline.sim.server import Simulator

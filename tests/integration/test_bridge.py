@@ -23,11 +23,11 @@ import orjson
 import pytest
 
 from pipeline.board import Board, RowReader, RowStatus, RowWriter, TornReadError
-from pipeline.board.layout import ProcessRole
 from pipeline.board.stats import ProcStats
 from pipeline.bridge.codec import parse_quote, quote_subject, render_heartbeat, render_quote
 from pipeline.bridge.process import Bridge
 from pipeline.config import load_config
+from pipeline.model import ProcessRole
 from pipeline.runtime import ProcessSpec, RowAssignment
 from pipeline.supervisor.core import plan_rows
 from pipeline.venues import VENUE_IDS

@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pipeline.commands.replay import Replay
 from pipeline.config import parse_config
 from pipeline.recording.format import recording_files
-from pipeline.commands.replay import Replay
 
 # one set of replays serves the file: the whole file on one xdist worker
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("opportunity_accounting")]

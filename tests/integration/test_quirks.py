@@ -20,7 +20,6 @@ import time
 import pytest
 from websockets.asyncio.client import connect
 
-from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import (
@@ -33,6 +32,7 @@ from pipeline.model import (
     LoginResult,
     Notice,
     Ping,
+    RowStatus,
     SequenceMark,
     TradingStatus,
 )

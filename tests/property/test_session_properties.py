@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pipeline.board.layout import RowStatus
+from pipeline.model import RowStatus
 from pipeline.venues import VENUES
 from tests.conftest import FIXTURES, session_for
 

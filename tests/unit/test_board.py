@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from pipeline.board import Board, RowReader, RowStatus, RowWriter, row_dtype
-from pipeline.board.layout import CACHE_LINE, HEADER_DTYPE, LAYOUT_VERSION, MAX_DEPTH
+from pipeline.board.layout import CACHE_LINE, HEADER_DTYPE, LAYOUT_VERSION
 from pipeline.errors import BoardError, LayoutMismatchError, RowOwnershipError
+from pipeline.model import MAX_DEPTH
 
 
 def test_rows_are_cache_line_multiples_and_aligned():

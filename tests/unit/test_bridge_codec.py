@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.board.layout import RowStatus
 from pipeline.bridge.codec import (
     MAX_MESSAGE_BYTES,
     heartbeat_subject,
@@ -20,6 +19,7 @@ from pipeline.bridge.process import BridgeError, connect_options, describe_conne
 from pipeline.bridge.rows import BoxClock, RemoteRows
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, ParseError
+from pipeline.model import RowStatus
 from pipeline.runtime import RowAssignment
 from pipeline.supervisor.core import bridge_spec, plan_rows
 

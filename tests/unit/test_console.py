@@ -7,12 +7,12 @@ import pytest
 
 from pipeline.board import Board, ProcSnapshot, RowStatus, RowWriter
 from pipeline.board.histogram import HistogramWriter
-from pipeline.board.layout import ProcessRole
 from pipeline.console.app import Console, Setup
 from pipeline.console.events import EventBook, JsonlTail
 from pipeline.console.render import View, check_alerts, edge_bps, render_text
 from pipeline.console.snapshot import BoardSource, ProcessStats, Quote, Snapshot
 from pipeline.detector import report
+from pipeline.model import ProcessRole
 from pipeline.runtime import RowAssignment
 
 NOW = 1_700_000_000_000_000_000

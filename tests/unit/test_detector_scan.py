@@ -7,10 +7,10 @@ import pytest
 
 from pipeline.board import Board, RowStatus, RowWriter
 from pipeline.board.doorbell import Doorbell
-from pipeline.board.layout import ProcessRole
 from pipeline.config import parse_config
 from pipeline.detector.process import Detector
 from pipeline.detector.scan import NUMPY_SCAN_ROWS
+from pipeline.model import ProcessRole
 from pipeline.runtime import ProcessSpec
 from pipeline.supervisor.core import plan_rows
 

@@ -1,8 +1,8 @@
 """What the detector takes from a row's trust fields: halted rows never trade, confirmed quiet rows stay fresh."""
 from __future__ import annotations
 
-from pipeline.board.layout import RowStatus
 from pipeline.detector.rules import Quote, find, untradable_reason
+from pipeline.model import RowStatus
 
 MS = 1_000_000
 NOW = 1_700_000_000_000 * MS

@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 
 from pipeline.board import Board, RowStatus, RowWriter
-from pipeline.board.layout import ProcessRole
 from pipeline.health.process import HealthReporter, backlog_status, behind_part
+from pipeline.model import ProcessRole
 from pipeline.runtime import ProcessSpec, RowAssignment
 
 NOW = 1_700_000_000_000_000_000

@@ -19,11 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.board.layout import RowStatus
 from pipeline.book import MAX_CACHE_SPAN_MS, MAX_CACHED_DELTAS, InstrumentBook, Outcome
 from pipeline.commands.decode import decode_stream
 from pipeline.feed.session import FeedSession, MemorySink
-from pipeline.model import DEPTH, AlignedSnapshot, BookUpdate
+from pipeline.model import DEPTH, AlignedSnapshot, BookUpdate, RowStatus
 from pipeline.sim.market import Tape
 from pipeline.sim.protocol import SymbolState
 from pipeline.venues import load_protocol, load_venue

@@ -33,8 +33,7 @@ from bench.loadgen import (
     stamps_at,
     template,
 )
-from pipeline.board.layout import RowStatus
-from pipeline.model import BookUpdate, Pong
+from pipeline.model import BookUpdate, Pong, RowStatus
 from pipeline.sim.protocol import _changes
 from pipeline.venues import VENUES, load_protocol, load_venue, venues_with
 from tests.conftest import session_for as shared_session_for

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import orjson
 
-from pipeline.board.layout import RowStatus, SkipReason
 from pipeline.feed.session import FeedSession
+from pipeline.model import RowStatus, SkipReason
 from pipeline.venues import load_venue
 from tests.conftest import fixture_lines, session_for
 

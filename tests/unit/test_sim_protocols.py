@@ -16,7 +16,6 @@ import random
 import orjson
 import pytest
 
-from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.model import (
     BBO,
@@ -27,6 +26,7 @@ from pipeline.model import (
     Liveness,
     Ping,
     Pong,
+    RowStatus,
     SequenceMark,
     SubscribeError,
     TradingStatus,

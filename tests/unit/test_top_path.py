@@ -5,9 +5,8 @@ import gzip
 
 import pytest
 
-from pipeline.board.layout import RowStatus
 from pipeline.feed.session import FeedSession, MemorySink
-from pipeline.model import BBO, BookUpdate
+from pipeline.model import BBO, BookUpdate, RowStatus
 from pipeline.venues import VENUES, load_venue
 from tests.conftest import FIXTURES, fixture_lines
 

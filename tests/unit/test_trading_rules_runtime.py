@@ -16,8 +16,15 @@ import pytest
 from pipeline.board import Board, RulesWriter, read_rules, remove_leftover
 from pipeline.errors import FeedError, RowOwnershipError, RowValueError
 from pipeline.model import RowStatus
-from pipeline.refdata import (RulesCache, describe_age, fetch_reference_data, fetch_reference_response,
-                              fetch_reference_data_async, reference_url, rules_base_url)
+from pipeline.refdata import (
+    RulesCache,
+    describe_age,
+    fetch_reference_data,
+    fetch_reference_data_async,
+    fetch_reference_response,
+    reference_url,
+    rules_base_url,
+)
 from pipeline.venues import load_venue
 from tests.conftest import fixture_lines, session_for
 

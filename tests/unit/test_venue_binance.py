@@ -6,10 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
-from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, SchemaDrift, SubscribeError
+from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, RowStatus, SchemaDrift, SubscribeError
 from pipeline.venues import load_venue
 from pipeline.venues.binance import wire as binance
 from tests.conftest import fixture_lines

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.board.layout import RowStatus
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError
 from pipeline.model import (
@@ -23,6 +22,7 @@ from pipeline.model import (
     InstrumentSpec,
     Liveness,
     Pong,
+    RowStatus,
     SchemaDrift,
     SubscribeError,
     TradingStatus,
