@@ -20,9 +20,11 @@ else. It has no socket, no clock and no shared memory:
   or with ``full=False`` a change notice naming some instruments). From the first call on, a row whose
   instrument has no rules is never LIVE (``NO_RULES``) and one whose rules say it does not trade is
   ``HALTED``; each changed field is journaled (``rules_change``: symbol, field, old, new) and counted
-  (``rules_changes``), and ``rules_sink(row, rules)`` (the board's rules region) gets the new rules. A
-  venue whose change notices arrive on the market-data connection (Kraken's ``instrument`` channel) has
-  them applied here as they arrive.
+  (``rules_changes``), and ``rules_sink(row, rules)`` (the board's rules region) gets the new rules; each
+  change the venue announces (``upcoming``, OKX ``upcChg``) is journaled once (``rules_announced``: symbol,
+  field, new, effective_ms). A venue whose rules arrive on the market-data connection (Kraken's
+  ``instrument`` channel; OKX's ``instruments``, which ``subscribe_frames`` subscribes: the record's
+  ``reference_data.channel_subscribe``) has them applied here as they arrive.
 
 Rows are written through a :class:`RowSink`: the board (with the doorbell and
 the hop histograms) in the feed process, :class:`MemorySink` in ``decode``,
@@ -40,13 +42,28 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from pipeline.book import InstrumentBook, Outcome
 from pipeline.errors import ParseError, RowValueError
-from pipeline.model import InstrumentRules, RowStatus, SkipReason
-from pipeline.model import (AlignedSnapshot, BookUpdate, ChannelNotPermitted, InstrumentSpec, Liveness, LoginResult, Notice, Ping,
-                            SchemaDrift, SequenceMark, SubscribeError, TradingStatus)
+from pipeline.model import (
+    AlignedSnapshot,
+    BookUpdate,
+    ChannelNotPermitted,
+    InstrumentRules,
+    InstrumentSpec,
+    Liveness,
+    LoginResult,
+    Notice,
+    Ping,
+    RowStatus,
+    SchemaDrift,
+    SequenceMark,
+    SkipReason,
+    SubscribeError,
+    TradingStatus,
+)
 
 SKIP_BY_REASON = {"invalid_json": SkipReason.INVALID_JSON, "unknown_message": SkipReason.UNKNOWN_MESSAGE,
                   "bad_number": SkipReason.BAD_NUMBER, "oversize": SkipReason.OVERSIZE}
@@ -291,7 +308,13 @@ class FeedSession:
         self.behind_conns: set[Connection] = set() # connections behind now (fall_behind)
         self.behind_rows: set[int] = set()         # their rows: never LIVE until the connection has caught up
         ref = getattr(venue, "reference_data", None)
-        self._rules_on_wire = ref.parse if ref is not None and ref.transport == "websocket" else None
+        # rules arriving on the market-data connection (ReferenceData): the channel that is the venue's source
+        # (Kraken: its snapshot is a whole response) or the pushes of changes `channel_subscribe` subscribes (OKX)
+        self._rules_subscribe: str | None = ref.channel_subscribe if ref is not None else None
+        self._rules_whole_on_wire = ref is not None and ref.transport == "websocket"
+        on_wire = ref is not None and (self._rules_whole_on_wire or self._rules_subscribe is not None)
+        self._rules_on_wire: Callable | None = ref.parse if ref is not None and on_wire else None
+        self.announced: dict[str, frozenset] = {}   # symbol -> the rule changes its venue has announced (journaled)
         self._words = self.stats.words
         self._messages_word = self.stats.word("messages")
 
@@ -357,6 +380,12 @@ class FeedSession:
                 outcome = book.set_rules(new)
                 if outcome is Outcome.STATUS and symbol not in self.rejected:
                     self.publish(book, now_ns)
+                upcoming = frozenset(new.upcoming if new is not None else ())
+                fresh = upcoming - self.announced.get(symbol, frozenset())
+                for change in sorted(fresh, key=lambda c: (c.effective_ms, c.field)):
+                    self._note("rules_announced", now_ns, symbol=symbol, field=change.field,
+                               new=str(change.new_value), effective_ms=change.effective_ms, source=source)
+                self.announced[symbol] = upcoming
         for symbol, name, old, new in changes:
             self.stats.add("rules_changes")
             self._note("rules_change", now_ns, symbol=symbol, field=name, old=str(old), new=str(new), source=source)
@@ -367,15 +396,19 @@ class FeedSession:
         return changes
 
     def _rules_from_wire(self, raw, now_ns: int) -> None:
-        """A reference-data frame on the market-data connection (Kraken ``instrument``): its rules applied
-        (a snapshot as a whole response, an update for the pairs it names). A frame the rules' declaration
-        refuses changes nothing (its book-side meaning was applied already)."""
+        """A reference-data frame on the market-data connection (Kraken ``instrument``, OKX ``instruments``):
+        its rules applied (a Kraken snapshot as a whole response; an update, and every OKX push, for the
+        instruments it names). A frame the rules' declaration refuses changes nothing (its book-side meaning
+        was applied already)."""
+        parse = self._rules_on_wire
+        if parse is None:
+            return
         try:
-            rules = self._rules_on_wire(raw)
+            rules = parse(raw)
         except ParseError as exc:
             self._note("rules_refused", now_ns, reason=exc.reason, detail=exc.detail[:160])
             return
-        full = b'"snapshot"' in (raw if isinstance(raw, bytes) else raw.encode())
+        full = self._rules_whole_on_wire and b'"snapshot"' in (raw if isinstance(raw, bytes) else raw.encode())
         self.apply_rules(rules, now_ns, full=full, source="instrument_channel")
 
     def rows_without_rules(self) -> list[str]:
@@ -415,6 +448,8 @@ class FeedSession:
             frames = self.venue.build_subscribe(symbols, self.depth, channel=self.depth_channel)
         else:
             frames = self.venue.build_subscribe(symbols, self.depth)
+        if self._rules_subscribe is not None:
+            frames = [*frames, self._rules_subscribe]      # the venue's trading-rule pushes (_rules_from_wire)
         self._spend(conn, len(frames), conn.opened_ns)
         self._note("subscribe", conn.opened_ns, conn=conn.id, frames=len(frames))
         return frames

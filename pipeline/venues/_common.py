@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import gzip
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable
 
 import msgspec
 import orjson
@@ -76,7 +76,7 @@ def _lenient_type(tp):
     if new == args:
         return tp
     if origin is typing.Union:
-        return typing.Union[new]
+        return typing.Union[new]  # noqa: UP007 - built from a tuple at run time, not an annotation
     if origin is typing.Annotated:
         return typing.Annotated[(new[0], *tp.__metadata__)]
     return origin[new if len(new) > 1 else new[0]] if origin is not tuple else tuple[new]
@@ -253,6 +253,13 @@ class ReferenceData:
     named by ``path`` on the market-data connection at ``url``); ``doc`` links the exchange's documentation
     of it; ``parse(raw) -> list[InstrumentRules]`` reads one whole response, and raises only
     :class:`~pipeline.errors.ParseError` naming what is wrong.
+
+    Rules that also arrive on the market-data connection are applied as they arrive: a ``"websocket"`` venue's
+    (Kraken: its ``build_subscribe`` subscribes the channel, a snapshot there is a whole response), and, for a
+    venue whose rules are fetched apart, the pushes that ``channel_subscribe`` (the frame) subscribes on each
+    market-data connection (OKX ``instruments``). In both, ``parse`` of the venue reports a rules frame with an
+    :class:`~pipeline.model.InstrumentSpec` per instrument, and the session applies ``parse`` of this record to
+    the same frame; a ``channel_subscribe`` push is a change (the instruments it does not name keep their rules).
     """
 
     url: str
@@ -260,6 +267,7 @@ class ReferenceData:
     doc: str
     parse: Callable
     transport: str = "rest"
+    channel_subscribe: str | None = None
 
 
 def decode_reference(decoder: msgspec.json.Decoder, raw, exchange: str):
@@ -278,10 +286,10 @@ def _finite(value) -> bool:
     return isinstance(value, Decimal) and value.is_finite()
 
 
-def build_rules(exchange: str, symbol: str, *, tick: Decimal, step: Decimal, min_qty: Decimal | None,
+def build_rules(exchange: str, symbol: str, *, tick: Decimal | None, step: Decimal | None, min_qty: Decimal | None,
                 max_qty: Decimal | None, min_notional: Decimal | None, max_notional: Decimal | None,
                 trading: bool, status: str, upcoming: tuple[RuleChange, ...] = ()) -> InstrumentRules:
-    """One :class:`~pipeline.model.InstrumentRules`, checked: ``tick`` and ``step`` finite and > 0, minimums
+    """One :class:`~pipeline.model.InstrumentRules`, checked: ``tick`` and ``step`` given, finite and > 0, minimums
     finite and >= 0 (None: 0), maximums finite and > 0 (None, or 0 where a venue writes 0 for "none": unbounded).
     Anything else raises :class:`ParseError` naming the symbol and the field."""
     def bad(name, value):
@@ -371,7 +379,7 @@ class Venue:
     refuses_unknown_symbols: bool = True   # a subscription to a symbol it does not list is answered with an
     #                                        error (Binance acks it and stays silent: the row just never syncs)
     aligned_snapshots: bool = False    # the depth snapshot is requested apart and numbered inside the delta stream:
-    #                                    deltas before it are cached and aligned with it (HTX; pipeline.book "Alignment")
+    #                                    deltas before it are cached and aligned with it (HTX; pipeline.book Alignment)
     reference_data: ReferenceData | None = None   # where its trading rules (tick, step, minimums) are published
 
     def wire_frame(self, text: str):

@@ -24,12 +24,13 @@ import time
 import orjson
 import pytest
 
-from pipeline.board import Board, RowStatus, RowWriter
+from pipeline.board import Board, RowStatus, RowWriter, RulesWriter
 from pipeline.board.doorbell import Doorbell
 from pipeline.config import parse_config
 from pipeline.output.writers import BATCH_RECORDS, BackgroundWriter, Outputs
 from pipeline.supervisor.core import STOP_TIMEOUT_S, plan_rows
 from tests.conftest import REPO, wait_until
+from tests.engine_harness import rules as trading_rules
 
 SLOT = 2
 N_PROCS = 4
@@ -72,6 +73,9 @@ class Market:
         self.fd = Doorbell.create_fd()
         self.board = Board.create(board_name, len(self.rows), DEPTH, N_PROCS)
         self.writer = RowWriter(self.board, [r.row for r in self.rows])
+        rules = RulesWriter(self.board, [r.row for r in self.rows])
+        for r in self.rows:             # the venues' trading rules, as a feed publishes them: fine grids, no minimum
+            rules.write(r.row, trading_rules(r.venue, tick="0.000001", step="0.0001"))
         self.doorbell = Doorbell(self.board.buf, self.fd)
         self.steps = 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pipeline.refdata import RulesCache
 from tests.conftest import REPO, demo_config, run_until, write_config
 
 pytestmark = pytest.mark.integration
@@ -46,11 +47,13 @@ def rules_config(tmp_path, board_name, cache_dir: Path, binance_rules_url: str, 
 def test_reference_data_unreachable_with_a_cache_runs_on_it_and_says_its_age(tmp_path, board_name):
     cache = tmp_path / "rules"
     cache.mkdir()
-    target = cache / "binance.json"
+    url = closed_port_url()
+    target = RulesCache(cache, url).path("binance")          # kept under where the rules come from
+    assert target.name.startswith("binance@127.0.0.1_")
     target.write_bytes((DEMO_RULES / "binance.json").read_bytes())
     two_hours_ago = time.time() - 7200
     os.utime(target, (two_hours_ago, two_hours_ago))
-    config = rules_config(tmp_path, board_name, cache, closed_port_url())
+    config = rules_config(tmp_path, board_name, cache, url)
     out = tmp_path / "opps.jsonl"
     result = run_until(lambda stdout: "rules from cache" in stdout and any(
         e["event"] == "open" and "binance" in (e["buy_exchange"], e["sell_exchange"]) for e in events(out)),
@@ -75,7 +78,9 @@ def test_reference_data_unreachable_without_a_cache_holds_the_rows_no_rules(tmp_
     assert not [e for e in events(out) if e["event"] == "open" and "binance" in (e["buy_exchange"],
                                                                                e["sell_exchange"])]
     # bybit fetched from the simulator and kept its answer; binance has nothing cached
-    assert sorted(p.name for p in (tmp_path / "no-cache").iterdir()) == ["bybit.json"]
+    # the simulator's rules are kept under their source, never as bybit's own
+    cached = sorted(p.name for p in (tmp_path / "no-cache").iterdir())
+    assert len(cached) == 1 and cached[0].startswith("bybit@127.0.0.1_") and cached[0].endswith(".json")
 
 
 class RulesServer:

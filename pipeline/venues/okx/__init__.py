@@ -23,9 +23,11 @@ VENUE = Venue(
     login_depth_channel=wire.TBT_CHANNEL,
     depth_channels=wire.DEPTH_CHANNELS,
     quirks=("late_depth", "sequence_resets", "planned_disconnects", "dropped_messages"),
-    reference_data=ReferenceData(   # trading rules (docs/trading-rules.md); the `instruments` channel pushes the same
+    # trading rules (docs/trading-rules.md): fetched over REST; their changes are pushed on the `instruments`
+    # channel, subscribed on each public connection (one request more a connection, of its 480 an hour)
+    reference_data=ReferenceData(
         url="https://www.okx.com", path="/api/v5/public/instruments?instType=SPOT",
         doc="https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments",
-        parse=wire.instrument_rules),
+        parse=wire.instrument_rules, channel_subscribe=wire.INSTRUMENTS_SUBSCRIBE),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -41,6 +41,15 @@ Channels (``wss://ws.okx.com:8443/ws/v5/public``, native symbol ``BTC-USDT``):
   :class:`~pipeline.model.LoginResult`.
 * ``books5`` (5-level snapshot every 100 ms) and ``tickers`` (``bidPx/bidSz/
   askPx/askSz``; an absent side is ``""``) are understood too.
+* ``instruments`` (``instType`` ``SPOT``, :data:`INSTRUMENTS_SUBSCRIBE`) -- trading rules: every instrument
+  in one push after the subscription, then a push of each instrument whose ``state`` or trading parameters
+  change (``upcChg`` lists announced ones)::
+
+      {"arg":{"channel":"instruments","instType":"SPOT"},"data":[{"instId":"BTC-USDT","state":"live",
+       "tickSz":"0.1","lotSz":"0.00000001","minSz":"0.00001","upcChg":[],...}]}
+
+  ``parse`` gives one :class:`~pipeline.model.InstrumentSpec` per instrument; the rules are
+  :func:`instrument_rules` of the same frame (the session applies them as a change).
 
 Merging: "each ``instId`` has an unique set of sequence ID" (docs), shared by
 ``bbo-tbt`` and the depth channels, so ``seqId`` is carried as ``xseq`` and
@@ -85,6 +94,7 @@ from pipeline.model import (
     BookUpdate,
     ChannelNotPermitted,
     InstrumentRules,
+    InstrumentSpec,
     LoginResult,
     Notice,
     Pong,
@@ -109,6 +119,9 @@ TBT_CHANNEL = "books50-l2-tbt"        # the tick-by-tick channel to ask for when
 RECONNECT_NOTICE = "64008"
 NOT_PERMITTED = {"64003", "60011"}    # channel needs VIP4+ / needs login: fall back to `books`
 LOGIN_PATH = "/users/self/verify"
+# trading-rule pushes on the public connection (the record's reference_data.channel_subscribe): every SPOT
+# instrument once after the subscription, then each one whose state or trading parameters change
+INSTRUMENTS_SUBSCRIBE = '{"op":"subscribe","args":[{"channel":"instruments","instType":"SPOT"}]}'
 
 _INST_IN_TEXT = re.compile(r'instId\W{1,6}([A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)')
 
@@ -116,6 +129,12 @@ _INST_IN_TEXT = re.compile(r'instId\W{1,6}([A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)')
 def native_symbol(instrument: str) -> str:
     base, quote = instrument.split("/")
     return f"{base}-{quote}"
+
+
+def canonical_symbol(symbol: str) -> str | None:
+    """The inverse of :func:`native_symbol`: ``BTC-USDT`` -> ``BTC/USDT``, or None for another shape."""
+    base, sep, quote = symbol.partition("-")
+    return f"{base}/{quote}" if sep and base and quote and "-" not in quote else None
 
 
 def channels(symbol: str, channel: str = DEPTH_CHANNEL) -> list[dict]:
@@ -294,6 +313,8 @@ def _handle(msg: dict, raw) -> list | None:
         if channel == "tickers":
             return [BookUpdate(d.get("instId") or arg["instId"], BBO, True, _side(d, "bidPx", "bidSz"),
                                _side(d, "askPx", "askSz"), int(d["ts"]), weak=True) for d in data]
+        if channel == "instruments":
+            return _instrument_specs(raw)
         raise ParseError("unknown_message", f"channel {channel!r}", NAME)
     event = msg.get("event")
     if event == "subscribe":
@@ -410,6 +431,24 @@ class InstrumentsResponse(RefMsg):
 
 
 _INSTRUMENTS = msgspec.json.Decoder(InstrumentsResponse)
+
+
+def _decimals(text: str) -> int:
+    """Decimals of an increment's text (``"0.10"`` -> 1, ``"1"`` -> 0): the precision an InstrumentSpec carries."""
+    return len(text.partition(".")[2].rstrip("0"))
+
+
+def _instrument_specs(raw) -> list:
+    """``parse`` of an ``instruments`` channel push: one :class:`~pipeline.model.InstrumentSpec` per instrument
+    (precisions from ``tickSz``/``lotSz``; ``status`` ``online`` while ``state`` is ``live``, else OKX's word, so
+    the book holds the row halted like any pair status). The event says the frame carries trading rules: the
+    session reads them from the same frame with :func:`instrument_rules` and applies them as a change."""
+    try:
+        resp = decode_reference(_INSTRUMENTS, raw, NAME)
+    except ParseError as exc:
+        raise ParseError("unknown_message", f"instruments: {exc.detail}"[:160], NAME) from None
+    return [InstrumentSpec(inst.instId, _decimals(inst.tickSz), _decimals(inst.lotSz),
+                           "online" if inst.state == "live" else inst.state) for inst in resp.data]
 
 
 def _amount(inst: SpotInstrument, name: str) -> Decimal | None:
