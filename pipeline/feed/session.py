@@ -357,15 +357,15 @@ class FeedSession:
         """
         by_symbol = {r.symbol: r for r in rules}
         first = self.rules is None
-        if first:
-            self.rules = {}
+        known: dict[str, InstrumentRules | None] = {} if self.rules is None else self.rules
+        self.rules = known
         changes: list[tuple[str, str, object, object]] = []
         for symbol, book in self.books.items():
             if symbol not in by_symbol and not (full or first):
                 continue
             new = by_symbol.get(symbol)
-            old = self.rules.get(symbol)
-            self.rules[symbol] = new
+            old = known.get(symbol)
+            known[symbol] = new
             if not first and new != old:
                 if old is None or new is None:
                     changes.append((symbol, "rules", "none" if old is None else "present",
@@ -386,11 +386,11 @@ class FeedSession:
                     self._note("rules_announced", now_ns, symbol=symbol, field=change.field,
                                new=str(change.new_value), effective_ms=change.effective_ms, source=source)
                 self.announced[symbol] = upcoming
-        for symbol, name, old, new in changes:
+        for changed, name, was, now in changes:
             self.stats.add("rules_changes")
-            self._note("rules_change", now_ns, symbol=symbol, field=name, old=str(old), new=str(new), source=source)
+            self._note("rules_change", now_ns, symbol=changed, field=name, old=str(was), new=str(now), source=source)
         if first:
-            missing = sorted(s for s in self.books if self.rules.get(s) is None)
+            missing = sorted(s for s in self.books if known.get(s) is None)
             self._note("rules", now_ns, source=source, instruments=len(by_symbol),
                        **({"missing": missing} if missing else {}))
         return changes
@@ -495,7 +495,8 @@ class FeedSession:
                    **({"forced": True} if forced else {}))
 
     def _standby_ready(self, conn: Connection) -> bool:
-        return all(int(book.state) in READY for symbol, book in conn.books.items() if symbol not in self.rejected)
+        books = conn.books or {}
+        return all(int(book.state) in READY for symbol, book in books.items() if symbol not in self.rejected)
 
     def _spend(self, conn: Connection, n: int, now_ns: int) -> bool:
         """Counts ``n`` requests on ``conn``; False (and a planned replacement) when its budget is nearly used."""
@@ -559,7 +560,7 @@ class FeedSession:
         trace = self.trace
         standby = conn.books is not None
         rules_done = False
-        books = conn.books if standby else self.books
+        books: dict[str, InstrumentBook] = conn.books if conn.books is not None else self.books
         for event in events:
             if event.__class__ is BookUpdate or event.__class__ is AlignedSnapshot:
                 if conn.retired:
@@ -617,16 +618,17 @@ class FeedSession:
                 if trace is not None:
                     trace.append(("control", "", "liveness"))
             elif isinstance(event, (TradingStatus, InstrumentSpec)):
-                symbol = event.symbol
-                if symbol is not None and symbol not in self.books and not self.add_unknown:
+                pair = event.symbol
+                if pair is not None and pair not in self.books and not self.add_unknown:
                     continue                        # a pair we do not follow: kept nowhere (a server may name any)
                 if isinstance(event, InstrumentSpec):
-                    self.reference[symbol] = event
-                elif symbol is None:
+                    if pair is not None:                # an instrument message always names its pair
+                        self.reference[pair] = event
+                elif pair is None:
                     self.venue_status = event
                 else:
-                    self.pair_status[symbol] = event
-                targets = list(books.values()) if symbol is None else [books.get(symbol)]
+                    self.pair_status[pair] = event
+                targets = list(books.values()) if pair is None else [books.get(pair)]
                 for book in targets:
                     if book is None:
                         continue
@@ -636,13 +638,13 @@ class FeedSession:
                     elif outcome is Outcome.RESUBSCRIBE:
                         out.extend(self._after(book, outcome, recv_ns, conn, standby))
                 if isinstance(event, TradingStatus):
-                    self._note("status", recv_ns, symbol=symbol, tradable=event.tradable, reason=event.reason)
+                    self._note("status", recv_ns, symbol=pair, tradable=event.tradable, reason=event.reason)
                 elif self._rules_on_wire is not None and self.rules is not None and not standby and not rules_done:
                     rules_done = True               # one frame's rules applied once, not per pair in it
                     self._rules_from_wire(raw, recv_ns)
                 if trace is not None:
-                    trace.append(("status", symbol or "", "" if getattr(event, "tradable", True)
-                                  else event.reason))
+                    trace.append(("status", pair or "", "" if getattr(event, "tradable", True)
+                                  else getattr(event, "reason", "")))
             elif isinstance(event, SubscribeError):
                 self.reject(event, recv_ns)
                 if trace is not None:
