@@ -147,8 +147,13 @@ def _bottom(snapshot: Snapshot, events: EventBook, now_ns: int, width: int, room
     w = max([8, *(len(o.instrument) for o in events.open.values()), *(len(c.instrument) for c in events.closes)])
     for opp in sorted(events.open.values(), key=lambda o: -o.net_bps):
         pair = f"{opp.buy[:n]}>{opp.sell[:n]}"
-        right.append(Text(f"{opp.instrument:{w}} {pair:{2 * n + 1}} {opp.net_bps:.1f}/{opp.peak_net_bps:.1f} "
-                          f"{_qty(opp.qty_base)} {_age((now_ns - opp.opened_ns) / 1e6)}", style="bold green"))
+        head, age = f"{opp.instrument:{w}} {pair:{2 * n + 1}}", _age((now_ns - opp.opened_ns) / 1e6)
+        # a cut figure reads as another one (738ms cut to 738m is minutes): the peak, then the size give way
+        line = next((t for t in (f"{head} {opp.net_bps:.1f}/{opp.peak_net_bps:.1f} {_qty(opp.qty_base)} {age}",
+                                 f"{head} {opp.net_bps:.1f} {_qty(opp.qty_base)} {age}",
+                                 f"{head} {opp.net_bps:.1f} {age}") if len(t) <= right_width),
+                    f"{head} {opp.net_bps:.1f} {age}")
+        right.append(Text(line, style="bold green"))
     right.append(Text("closed (lifetime, peak, shadow fill)", style="bold"))
     for closed in events.closes:
         pair = f"{closed.buy[:n]}>{closed.sell[:n]}"

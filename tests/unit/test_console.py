@@ -120,6 +120,10 @@ f/b next/previous instrument   p pause   q quit"""
     lines = render_text(snapshot, book, NOW, View(width=80, height=24)).splitlines()
     assert lines[10].endswith("SHIB/USDT binan>bybit 12.0/12.0 0.5 100ms")
     assert lines[11].endswith("BTC/USDT  binan>bybit 10.0/10.0 0.5 300ms")
+    # nor is a figure: a wide edge and size make the peak give way before the age is cut (738ms cut is 738m)
+    book.apply(record("open", -738, net=152.8, instrument="SHIB/USDT", base_currency="SHIB", qty_base=91765.4321))
+    lines = render_text(snapshot, book, NOW, View(width=80, height=24)).splitlines()
+    assert lines[10].endswith(" SHIB/USDT binan>bybit 152.8 92k 738ms"), lines[10]
 
 
 def test_edge_is_net_of_both_fees_at_the_top_of_book():
