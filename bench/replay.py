@@ -30,6 +30,9 @@ import random
 import tempfile
 import time
 import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
 
 from bench._common import BusyMeter, machine_info, markdown_table, median, write_results
 from pipeline.board import Board, RowWriter
@@ -39,7 +42,8 @@ from pipeline.config import parse_config
 from pipeline.detector.scan import BoardView, RowUniverse
 from pipeline.feed.session import FeedSession
 from pipeline.recording.format import TEXT, RecordingReader, recording_files
-from pipeline.venues import load_venue
+from pipeline.sim.protocol import grid_rule
+from pipeline.venues import load_protocol, load_venue
 
 VENUES = ("binance", "bybit", "okx")
 
@@ -84,6 +88,25 @@ def make_recording(directory: str, frames: int, instruments: int, seed: int = 1)
                   "detector": {"threshold_bps": 0.0, "staleness_ms": 5000, "output": os.path.join(directory, "o.jsonl"),
                                "print_opportunities": False, "shadow_latencies_ms": [5, 50]}}
     return raw_config, frames
+
+
+def write_rules_cache(directory: str, instruments: list[str]) -> str:
+    """The venues' trading rules for the bench's instruments, as each venue's reference-data endpoint answers
+    them (rendered by its simulator protocol: a fine tick, step 0.0001): replay reads them as a rules cache."""
+    cache = os.path.join(directory, "rules")
+    os.makedirs(cache, exist_ok=True)
+    for venue in VENUES:
+        record = load_venue(venue)
+        where = urlsplit(record.reference_data.path)
+        query = {key: values[-1] for key, values in parse_qs(where.query).items()}
+        symbols = {record.native_symbol(i): i for i in instruments}
+        rules = {s: grid_rule(6).replace(instrument=i) for s, i in symbols.items()}
+        status, body = load_protocol(venue).render_rest(where.path, query, dict.fromkeys(symbols),
+                                                        dict.fromkeys(symbols, 6), rules)
+        assert status == 200, (venue, status, body)
+        with open(os.path.join(cache, f"{venue}.json"), "wb") as f:
+            f.write(orjson.dumps(body))
+    return cache
 
 
 def _stream(reader: RecordingReader, index: int):
@@ -136,9 +159,9 @@ def time_sessions(config, paths, scan: bool) -> float:
         board.destroy()
 
 
-def time_full(config, paths, out) -> tuple[float, int]:
+def time_full(config, paths, out, rules_cache: str | None = None) -> tuple[float, int]:
     t0 = time.perf_counter()
-    result = Replay(config, paths, out, print_lines=False).run()
+    result = Replay(config, paths, out, print_lines=False, rules_cache=rules_cache).run()
     return result.frames / (time.perf_counter() - t0), result.records
 
 
@@ -154,13 +177,14 @@ def main(argv=None) -> None:
         raw_config, frames = make_recording(tmp, args.frames, args.instruments)
         config = parse_config(raw_config, source="bench", available_cores=frozenset({0}))
         paths = recording_files(tmp)
+        rules_cache = write_rules_cache(os.path.join(tmp, "cache"), raw_config["venues"][VENUES[0]]["instruments"])
         stages = {"read": [], "session": [], "scan": [], "full": []}
         records = 0
         for _ in range(args.rounds):
             stages["read"].append(time_read(paths))
             stages["session"].append(time_sessions(config, paths, scan=False))
             stages["scan"].append(time_sessions(config, paths, scan=True))
-            rate, records = time_full(config, paths, os.path.join(tmp, "o.jsonl"))
+            rate, records = time_full(config, paths, os.path.join(tmp, "o.jsonl"), rules_cache)
             stages["full"].append(rate)
     med = {k: median(v) for k, v in stages.items()}
     us = {k: 1e6 / v for k, v in med.items()}
