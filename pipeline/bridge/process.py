@@ -7,13 +7,18 @@ changed rows) and publishes the current state of the rows that changed
 Rows that changed ten times between two scans are sent once, with their
 latest state, so there is no queue to fall behind. Every heartbeat interval
 it also resends every row (a receiver that lost its connection is whole again
-within one interval) and publishes ``heartbeat.<box>``. While NATS is
+within one interval) and publishes ``heartbeat.<box>``. Each row's trading rules (the rules
+region the feed writes) go out on the row's rules subject when their version moves, and for every
+row again when a remote box asks for a refresh or this bridge (re)connects; the periodic resend
+leaves them out, as they rarely change. While NATS is
 unreachable, or the client's outgoing buffer is above :data:`PENDING_LIMIT`,
 it publishes nothing and simply sends the latest states later.
 
 Subscribing is conflated too: the NATS callback only keeps the newest message
 per subject; a separate task parses and writes them into the rows this process
-owns (one writer per row, as for the feeds). A remote box that is silent for
+owns (one writer per row, as for the feeds); a rules message is written into the
+mirrored row's rules entry (:class:`~pipeline.board.RulesWriter`), which the
+detector sizes the row's pairs with. A remote box that is silent for
 ``heartbeat_timeout_ms``, or a dropped NATS connection, marks that box's rows
 DISCONNECTED at once.
 
@@ -22,7 +27,7 @@ rows through the seqlock and writes its own rows.
 
 Process slot counters (the board's per-process fields, read by health):
 ``messages`` messages received, ``parse_errors`` malformed ones skipped (by
-reason under ``skipped``), ``scans`` row states published, ``reconnects``
+reason under ``skipped``), ``scans`` row states (and rules) published, ``reconnects``
 NATS reconnects, ``connected`` 1 while connected, ``gaps`` failed connection
 attempts, ``checksum_failures`` connection attempts whose credentials the
 server refused, ``clock_offset_ns`` the largest remote clock envelope, ``record_dropped`` messages the
@@ -48,10 +53,20 @@ from pipeline.board import (
     RowReader,
     RowStatus,
     RowWriter,
+    RulesWriter,
     SkipReason,
     TornReadError,
+    read_rules,
 )
-from pipeline.bridge.codec import heartbeat_subject, quote_subject, refresh_subject, render_heartbeat, render_row
+from pipeline.bridge.codec import (
+    heartbeat_subject,
+    quote_subject,
+    refresh_subject,
+    render_heartbeat,
+    render_row,
+    render_rules,
+    rules_subject,
+)
 from pipeline.bridge.rows import RemoteRows
 from pipeline.bridge.stream import CHECK_INTERVAL_S, StreamKeeper
 from pipeline.errors import ParseError, PipelineError, RowValueError
@@ -142,12 +157,17 @@ class Bridge:
         self.stats = ProcStats(self.board, spec.slot)
         self.reader = RowReader(self.board)
         self.writer = RowWriter(self.board, [r.row for r in spec.rows])
+        self.rules_writer = RulesWriter(self.board, [r.row for r in spec.rows])
         self.doorbell = Doorbell(self.board.buf, spec.doorbell_fd)
         self.remote = RemoteRows(spec.rows, int(bc.heartbeat_timeout_ms * 1e6))
         self.depth = min(bc.depth or spec.depth, spec.depth)
         self.published = [(r.row, quote_subject(bc.box, r.venue, r.instrument), r.venue, r.instrument)
                           for r in local_rows if not r.box] if bc.publish else []
         self.last_sent = [-1] * len(self.published)
+        self.rules_published = [(r.row, rules_subject(bc.box, r.venue, r.instrument), r.venue, r.instrument,
+                                 self.board.geometry.rule_offset(r.row) // 8)
+                                for r in local_rows if not r.box] if bc.publish else []
+        self.rules_sent = [-1] * len(self.rules_published)     # the rules version last sent, per row
         self.inbox: dict[str, tuple[bytes, int]] = {}
         self.inbox_ready: asyncio.Event | None = None
         self.nc = None
@@ -180,11 +200,20 @@ class Bridge:
             if remote.is_heartbeat(subject):
                 remote.on_heartbeat(subject, data, arrival_ns)
                 return
+            if remote.is_rules(subject):
+                row, rules = remote.on_rules(subject, data, arrival_ns)
+                self.rules_writer.write(row, rules)     # takes effect with the row's next quote
+                return
             write = remote.on_quote(subject, data, arrival_ns)
         except ParseError as exc:
             self.stats.add("parse_errors")
             self.stats.skip(SKIP_BY_REASON.get(exc.reason, SkipReason.OTHER))
             self.rate_log.warning(f"parse:{exc.reason}", f"skipped message on {subject}: {exc}")
+            return
+        except RowValueError as exc:      # rules the board's entry cannot hold exactly: not written
+            self.stats.add("parse_errors")
+            self.stats.skip(SkipReason.BAD_NUMBER)
+            self.rate_log.warning("rules:bad_number", f"skipped message on {subject}: {exc}")
             return
         if write is None:
             return
@@ -221,6 +250,26 @@ class Bridge:
                 log.warning("%d remote rows disconnected: %s", len(rows), why)
 
     # ---------------------------------------------------------------- publishing
+    def scan_rules(self) -> list[tuple[str, bytes]]:
+        """(subject, rules message) for every local row whose rules version moved since it was last sent (one
+        load of the entry's sequence word per row; the rules are decoded only for those)."""
+        words = self.reader._words  # noqa: SLF001 - the rules entries' seq words, read directly as in scan
+        sent = self.rules_sent
+        out = []
+        sent_ns = time.time_ns()
+        box = self.bridge.box
+        for i, (row, subject, venue, instrument, word) in enumerate(self.rules_published):
+            seq = words[word]
+            if seq // 2 == sent[i] or seq & 1:
+                continue
+            try:
+                version, rules = read_rules(self.board, row)
+            except TornReadError:
+                continue
+            sent[i] = version
+            out.append((subject, render_rules(box, venue, instrument, rules, sent_ns)))
+        return out
+
     def scan(self) -> list[tuple[str, bytes]]:
         """(subject, message) for every local row whose seqlock word moved since it was last sent."""
         words = self.reader._words  # noqa: SLF001 - the hot loop reads seq words directly, as the detector does
@@ -244,6 +293,10 @@ class Bridge:
     def resend_all(self) -> None:
         self.last_sent = [-1] * len(self.published)
 
+    def resend_rules(self) -> None:
+        """Every row's rules again at the next scan (a box that joined late, or messages lost in an outage)."""
+        self.rules_sent = [-1] * len(self.rules_published)
+
     async def publisher(self) -> None:
         interval_s = self.bridge.poll_interval_ms / 1000
         idle_interval_s = max(interval_s, IDLE_POLL_S)
@@ -258,12 +311,13 @@ class Bridge:
                 if refresh:
                     next_refresh = time.monotonic() + refresh_s
                     self.resend_all()
-                messages = self.scan()
+                messages = self.scan_rules() + self.scan()      # a row's rules before its quote
                 try:
                     for subject, data in messages:
                         await nc.publish(subject, data)
                 except Exception as exc:  # noqa: BLE001 - the connection went away mid-scan: resend later
                     self.resend_all()
+                    self.resend_rules()
                     self.rate_log.warning("publish", f"publish failed ({type(exc).__name__}: {exc}); "
                                                      f"the latest states are sent after reconnecting")
                 else:
@@ -286,6 +340,7 @@ class Bridge:
     # ---------------------------------------------------------------- connection
     async def on_refresh(self, msg) -> None:
         self.resend_all()
+        self.resend_rules()
 
     async def on_connected(self, nc) -> None:
         for subject in self.remote.subjects():
@@ -317,6 +372,7 @@ class Bridge:
         self.disconnect_rows(self.remote.set_connected(connected), "NATS connection lost")
         if connected:
             self.resend_all()
+            self.resend_rules()
 
     async def connection(self) -> None:
         import nats
@@ -436,6 +492,7 @@ class Bridge:
         with contextlib.suppress(Exception):
             self.writer.set_status_all(int(RowStatus.DISCONNECTED))
         self.writer = None
+        self.rules_writer = None
         self.reader = None
         self.board.close()
 

@@ -23,9 +23,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from pipeline.bridge.codec import RemoteQuote, heartbeat_subject, parse_heartbeat, parse_quote, quote_subject
+from pipeline.bridge.codec import (
+    RemoteQuote,
+    heartbeat_subject,
+    parse_heartbeat,
+    parse_quote,
+    parse_rules,
+    quote_subject,
+    rules_subject,
+)
 from pipeline.feed.session import ClockOffset
-from pipeline.model import RowStatus
+from pipeline.model import InstrumentRules, RowStatus
 from pipeline.runtime import RowAssignment
 
 DISCONNECTED = int(RowStatus.DISCONNECTED)
@@ -80,6 +88,7 @@ class RemoteRows:
     def __init__(self, rows: list[RowAssignment] | tuple[RowAssignment, ...], heartbeat_timeout_ns: int):
         self.timeout_ns = heartbeat_timeout_ns
         self.row_of = {quote_subject(r.box, r.venue, r.instrument): r.row for r in rows}
+        self.rules_row_of = {rules_subject(r.box, r.venue, r.instrument): r.row for r in rows}
         self.boxes: dict[str, BoxState] = {}
         for r in rows:
             self.boxes.setdefault(r.box, BoxState(r.box, [])).rows.append(r.row)
@@ -87,10 +96,13 @@ class RemoteRows:
         self.connected = False
 
     def subjects(self) -> list[str]:
-        return list(self.row_of) + list(self.box_of_heartbeat)
+        return list(self.row_of) + list(self.rules_row_of) + list(self.box_of_heartbeat)
 
     def is_heartbeat(self, subject: str) -> bool:
         return subject in self.box_of_heartbeat
+
+    def is_rules(self, subject: str) -> bool:
+        return subject in self.rules_row_of
 
     def _seen(self, box: BoxState, sent_ns: int, arrival_ns: int) -> None:
         box.clock.observe(arrival_ns - sent_ns, arrival_ns)
@@ -116,6 +128,13 @@ class RemoteRows:
         return RowWrite(row, quote.status, quote.bids, quote.asks, quote.exch_ts_ns,
                         quote.recv_ns + correction if quote.recv_ns else 0, quote.sent_ns + correction,
                         quote.confirmed_ns + correction if quote.confirmed_ns else 0)
+
+    def on_rules(self, subject: str, data: bytes, arrival_ns: int) -> tuple[int, InstrumentRules | None]:
+        """(local row, its rules) for one rules message on a subject :meth:`is_rules` accepted. Raises ParseError
+        when malformed."""
+        remote = parse_rules(subject, data)
+        self._seen(self.boxes[remote.box], remote.sent_ns, arrival_ns)
+        return self.rules_row_of[subject], remote.rules
 
     def set_connected(self, connected: bool) -> list[int]:
         """Rows to mark DISCONNECTED because the connection to NATS dropped."""

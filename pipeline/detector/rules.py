@@ -284,8 +284,9 @@ class PairState:
     ``no_rules`` once while it lasts), and a pair whose walk reaches ``count_bps`` but which the rules refuse is
     counted under the refusal's reason in ``refusals``, once while the same refusal lasts. Without
     ``rules_of`` sizes are the walk's own (the depth walk alone, as its tests use it); ``rules_of`` answering
-    None for a leg says its rules are not kept on this board (a row mirrored from another box whose bridge
-    carries none): that leg's pairs are reported as walked, unsized, and their events carry no rules.
+    None for a leg says its rules are not kept at all (the board's :class:`~pipeline.detector.scan.BoardRules`
+    never does so: a mirrored row's rules come over the bridge): that leg's pairs are reported as walked,
+    unsized, and their events carry no rules.
     """
 
     __slots__ = ("instrument", "labels", "staleness_ns", "threshold_bps", "max_notional", "min_notional",
@@ -384,7 +385,7 @@ class PairState:
                 self.was_refused[key] = self.refused.pop(key)
         usable = quote.status == LIVE and bids and asks and bids[0][0] < asks[0][0]
         version_rules = self.rules_of(self.labels[i]) if self.rules_of is not None else None
-        if version_rules is None:                  # rules not kept here (a mirrored row): its pairs go unsized
+        if version_rules is None:                  # no rules source, or rules not kept for it: pairs go unsized
             self.rules[i] = None
             self.lacking[i] = False
         else:

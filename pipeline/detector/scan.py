@@ -133,22 +133,18 @@ class BoardRules:
     version moved since the last read (a rules write is rare; decoding one costs Decimals). A torn read (the
     writer preempted mid-write) gives the last rules read, or none yet: the next quote asks again.
 
-    A row mirrored from another box (``kraken@frankfurt``) whose entry was never written answers None: the
-    bridge does not carry the other box's rules, so its pairs are reported unsized rather than never."""
+    A row mirrored from another box (``kraken@frankfurt``) is read like any other: its bridge writes the rules
+    the other box publishes for it, and until it has, the row has none (no pair, counted ``no_rules``)."""
 
     def __init__(self, board, universe: RowUniverse):
         self.board = board
         self._words = board.buf.cast("B").cast("Q")
         self._row = {leg: row for row, leg in universe.leg_of_row.items()}
         self._word = {leg: board.geometry.rule_offset(row) // 8 for leg, row in self._row.items()}
-        self._mirrored = {universe.leg_of_row[row] for row, label in universe.venue_label_of_row.items()
-                          if "@" in label}
         self._last: dict[str, tuple[int, object]] = {}
 
     def __call__(self, leg: str):
         seq = self._words[self._word[leg]]
-        if not seq and leg in self._mirrored:
-            return None
         last = self._last.get(leg)
         if last is not None and not seq & 1 and seq // 2 == last[0]:
             return last

@@ -1,5 +1,6 @@
 """Cross-box opportunities end to end: the aggregating box's detector trades a mirrored row against a
-local one, with honest ages, and never while the mirrored row is disconnected (NATS killed)."""
+local one, with honest ages, sized to the remote leg's trading rules (which the bridge carries), and never
+while the mirrored row is disconnected (NATS killed)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,8 @@ import time
 import orjson
 import pytest
 
-from pipeline.board import RowStatus
+from pipeline.board import RowStatus, read_rules
+from pipeline.detector.report import rules_fields
 from tests.conftest import wait_for
 from tests.integration.test_bridge import Box, NatsServer, bridge_section
 
@@ -56,6 +58,14 @@ def test_cross_box_opportunities_with_honest_ages_and_none_while_disconnected(tm
             assert 0 <= remote_age < 2000
             fees = {e["buy_exchange"]: e["buy_fee_bps"], e["sell_exchange"]: e["sell_fee_bps"]}
             assert fees == {"okx": 10.0, "binance@tokyo": 10.0}
+        # the remote leg is sized to the rules tokyo's feed wrote, carried exactly: the same decimal texts
+        _, tokyo_rules = read_rules(tokyo.board, tokyo.row_of("binance", "BTC/USDT"))
+        assert tokyo_rules is not None
+        assert read_rules(central.board, central.row_of("binance@tokyo", "BTC/USDT"))[1] == tokyo_rules
+        for e in opens:
+            remote_rules = e["sell_rules"] if e["sell_exchange"] == "binance@tokyo" else e["buy_rules"]
+            local_rules = e["buy_rules"] if e["sell_exchange"] == "binance@tokyo" else e["sell_rules"]
+            assert remote_rules == rules_fields(tokyo_rules) and local_rules is not None, e
         # the shadow fills of a cross-box open are priced later by the remote leg's age on arrival
         shadows = wait_for(lambda: [e for e in events(out) if e["event"] == "shadow"
                                     and "binance@tokyo" in (e["buy_exchange"], e["sell_exchange"])], 10,

@@ -1,6 +1,8 @@
 """The bridge's pure parts: wire format, remote row mapping, box liveness, clocks, config, row plan."""
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -11,9 +13,12 @@ from pipeline.bridge.codec import (
     heartbeat_subject,
     parse_heartbeat,
     parse_quote,
+    parse_rules,
     quote_subject,
     render_heartbeat,
     render_quote,
+    render_rules,
+    rules_subject,
 )
 from pipeline.bridge.process import BridgeError, connect_options, describe_connect_error
 from pipeline.bridge.rows import BoxClock, RemoteRows
@@ -22,6 +27,8 @@ from pipeline.errors import ConfigError, ParseError
 from pipeline.model import RowStatus
 from pipeline.runtime import RowAssignment
 from pipeline.supervisor.core import bridge_spec, plan_rows
+from pipeline.venues import VENUES
+from tests.unit.test_reference_data import FIXTURES, fixture, rules_of
 
 CORES = frozenset({0, 1})
 SUBJECT = "quotes.tokyo.binance.BTC-USDT"
@@ -123,6 +130,117 @@ def test_heartbeat_round_trip_and_mismatch():
         parse_heartbeat("heartbeat.tokyo", b'{"box": "tokyo"}')
 
 
+# ---------------------------------------------------------------- rules messages
+
+RULES_SUBJECT = "quotes.tokyo.binance.BTC-USDT.rules"
+BOUNDS = ("tick", "step", "min_qty", "max_qty", "min_notional", "max_notional")
+
+
+def fixture_rules() -> list:
+    """Every venue's rules from the reference-data fixtures (tests/unit/test_reference_data.py)."""
+    out = []
+    for venue in VENUES:
+        if (FIXTURES / venue / "reference_data.json").exists():
+            out.extend(rules_of(venue, fixture(venue)).values())
+        else:                                          # kraken: its instrument channel, one push a line
+            for line in fixture(venue, "instrument.jsonl").splitlines():
+                out.extend(rules_of(venue, line).values())
+    return out
+
+
+FIXTURE_RULES = fixture_rules()
+
+
+def rules_message(**changes) -> dict:
+    message = orjson.loads(render_rules("tokyo", "binance", "BTC/USDT", FIXTURE_RULES[0], 42))
+    rules = message["rules"]
+    for key, value in changes.items():
+        if key in rules:
+            rules[key] = value
+        else:
+            message[key] = value
+    return message
+
+
+def rules_reason(data: bytes, subject: str = RULES_SUBJECT) -> str:
+    with pytest.raises(ParseError) as info:
+        parse_rules(subject, data)
+    return info.value.reason
+
+
+def test_rules_subject_is_the_quote_subject_plus_rules():
+    assert rules_subject("tokyo", "binance", "BTC/USDT") == SUBJECT + ".rules" == RULES_SUBJECT
+
+
+def test_fixture_rules_cover_every_venue_and_an_unbounded_maximum():
+    assert {r.venue for r in FIXTURE_RULES} == set(VENUES)
+    assert any(r.max_qty is None for r in FIXTURE_RULES) and any(r.max_notional is not None for r in FIXTURE_RULES)
+    assert any(not r.trading for r in FIXTURE_RULES)
+
+
+@pytest.mark.parametrize("rules", FIXTURE_RULES, ids=[f"{r.venue}-{r.symbol}" for r in FIXTURE_RULES])
+def test_rules_round_trip_is_exact(rules):
+    data = render_rules("tokyo", rules.venue, "BTC/USDT", rules, 1_780_000_000_000_090_000)
+    got = parse_rules(rules_subject("tokyo", rules.venue, "BTC/USDT"), data)
+    assert (got.box, got.venue, got.instrument, got.sent_ns) == ("tokyo", rules.venue, "BTC/USDT",
+                                                                 1_780_000_000_000_090_000)
+    assert got.rules == dataclasses.replace(rules, upcoming=())       # upcoming changes are not carried
+    # the very decimal texts, exponent and trailing zeros included: never through a float
+    assert [str(getattr(got.rules, name)) for name in BOUNDS] == [str(getattr(rules, name)) for name in BOUNDS]
+    body = orjson.loads(data)["rules"]
+    assert all(body[name] is None or body[name].__class__ is str for name in BOUNDS)
+
+
+def test_a_row_without_rules_is_sent_as_null():
+    got = parse_rules(RULES_SUBJECT, render_rules("tokyo", "binance", "BTC/USDT", None, 7))
+    assert got.rules is None and got.sent_ns == 7
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"{not json", "invalid_json"),
+    (b"[1, 2]", "unknown_message"),
+    (orjson.dumps({k: v for k, v in rules_message().items() if k != "rules"}), "unknown_message"),
+    (orjson.dumps({k: v for k, v in rules_message().items() if k != "sent_ns"}), "unknown_message"),
+    (orjson.dumps(rules_message(box="frankfurt")), "unknown_message"),       # does not match its subject
+    (orjson.dumps(rules_message(rules=[])), "unknown_message"),
+    (orjson.dumps({**rules_message(), "rules": {k: v for k, v in rules_message()["rules"].items() if k != "step"}}),
+     "unknown_message"),
+    (orjson.dumps(rules_message(tick=0.01)), "bad_number"),                   # a float, not the exact text
+    (orjson.dumps(rules_message(tick="0")), "bad_number"),
+    (orjson.dumps(rules_message(step="-0.001")), "bad_number"),
+    (orjson.dumps(rules_message(min_qty="NaN")), "bad_number"),
+    (orjson.dumps(rules_message(max_qty="Infinity")), "bad_number"),
+    (orjson.dumps(rules_message(max_notional="0")), "bad_number"),
+    (orjson.dumps(rules_message(min_notional=None)), "bad_number"),          # only the maximums may be null
+    (orjson.dumps(rules_message(min_notional=" 5")), "bad_number"),
+    (orjson.dumps(rules_message(tick="1_0")), "bad_number"),
+    (orjson.dumps(rules_message(trading=1)), "unknown_message"),
+    (orjson.dumps(rules_message(status="")), "unknown_message"),
+    (orjson.dumps(rules_message(symbol=5)), "unknown_message"),
+    (orjson.dumps(rules_message(sent_ns=-1)), "bad_number"),
+    (b" " * (MAX_MESSAGE_BYTES + 1), "oversize"),
+])
+def test_malformed_rules_are_named_parse_errors(data, expected):
+    assert rules_reason(data) == expected
+
+
+def test_rules_on_the_quote_subject_are_refused():
+    assert rules_reason(orjson.dumps(rules_message()), SUBJECT) == "unknown_message"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300)
+       | st.builds(orjson.dumps, JSON_VALUES)
+       | st.builds(lambda changes: orjson.dumps(rules_message(**changes)),
+                   st.dictionaries(st.sampled_from([*rules_message(), *rules_message()["rules"]]), JSON_VALUES,
+                                   max_size=3)))
+def test_parse_rules_of_anything_raises_only_parse_error(data):
+    try:
+        parse_rules(RULES_SUBJECT, data)
+    except ParseError:
+        pass
+
+
 # ---------------------------------------------------------------- remote rows
 
 ROWS = (RowAssignment(3, "binance", "BTC/USDT", "", box="tokyo"),
@@ -135,7 +253,8 @@ def test_quote_maps_to_its_row_and_unknown_subjects_to_none():
     remote = RemoteRows(ROWS, TIMEOUT_NS)
     remote.set_connected(True)
     assert set(remote.subjects()) == {SUBJECT, "quotes.frankfurt.kraken.BTC-USD", "quotes.frankfurt.kraken.ETH-USD",
-                                      "heartbeat.tokyo", "heartbeat.frankfurt"}
+                                      RULES_SUBJECT, "quotes.frankfurt.kraken.BTC-USD.rules",
+                                      "quotes.frankfurt.kraken.ETH-USD.rules", "heartbeat.tokyo", "heartbeat.frankfurt"}
     m = quote(confirmed_ns=1_780_000_000_050_000_000)
     write = remote.on_quote(SUBJECT, orjson.dumps(m), m["sent_ns"] + 80_000_000)
     assert write.confirmed_ns == m["confirmed_ns"]
@@ -143,6 +262,19 @@ def test_quote_maps_to_its_row_and_unknown_subjects_to_none():
     # clocks agree (positive envelope: transport, not offset): remote times are kept as they are
     assert write.recv_ns == m["recv_ns"] and write.sent_ns == m["sent_ns"]
     assert remote.on_quote("quotes.tokyo.binance.ETH-USDT", orjson.dumps(quote()), 0) is None
+
+
+def test_rules_map_to_their_row_and_count_as_hearing_the_box():
+    remote = RemoteRows(ROWS, TIMEOUT_NS)
+    remote.set_connected(True)
+    kraken = next(r for r in FIXTURE_RULES if r.venue == "kraken")
+    subject = "quotes.frankfurt.kraken.ETH-USD.rules"
+    assert remote.is_rules(subject) and not remote.is_rules("quotes.frankfurt.kraken.ETH-USD")
+    row, rules = remote.on_rules(subject, render_rules("frankfurt", "kraken", "ETH/USD", kraken, 100), 200)
+    assert (row, rules) == (5, kraken)
+    assert remote.boxes["frankfurt"].alive and remote.boxes["frankfurt"].last_seen_ns == 200
+    with pytest.raises(ParseError):           # another row's rules on this row's subject
+        remote.on_rules(subject, render_rules("frankfurt", "kraken", "BTC/USD", kraken, 100), 200)
 
 
 def test_a_remote_clock_ahead_is_corrected_by_the_negative_envelope():

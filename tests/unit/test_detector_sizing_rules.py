@@ -132,7 +132,7 @@ def test_fit_walks_the_rounded_size_again_until_its_limits_hold():
 
 
 def test_a_leg_whose_rules_are_not_kept_here_is_reported_unsized():
-    # rules_of answers None for a row mirrored from another box whose bridge carries no rules
+    # rules_of answers None for a leg whose rules this engine is not given (an engine without a rules source)
     engine = engine_for(VENUES, rules=lambda leg: None if leg.startswith("bybit") else (0, BINANCE))
     [record] = opened(engine)
     assert record["qty_base"] == 0.1234          # the walk's own size
