@@ -320,7 +320,8 @@ def parser() -> argparse.ArgumentParser:
                         "file is written beside it)")
     p.add_argument("--rules-cache", metavar="DIR",
                    help="reference-data cache directory (<venue>.json) for venues the recording holds no trading "
-                        "rules of (default: the config's reference_data.cache_dir)")
+                        "rules of (default: a rules/ folder beside the recording's files when there is one, else "
+                        "the config's reference_data.cache_dir)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("--verbose", action="store_true", help="print update and shadow lines too")
     return p
@@ -369,12 +370,15 @@ def main(argv: list[str]) -> int:
     if baseline is not None:
         root, ext = os.path.splitext(args.out)
         runs.insert(0, ("as configured", baseline, f"{root}-baseline{ext or '.jsonl'}"))
+    kept_with = os.path.join(args.recording if os.path.isdir(args.recording) else os.path.dirname(args.recording),
+                             "rules")
+    rules_cache = args.rules_cache or (kept_with if os.path.isdir(kept_with) else None)
     results = []
     for title, cfg, out in runs:
         try:
             result = Replay(cfg, paths, out, speed, from_ns, to_ns,
                             print_lines=not args.quiet and baseline is None,
-                            rules_cache=args.rules_cache or cfg.reference_data.cache_dir).run()
+                            rules_cache=rules_cache or cfg.reference_data.cache_dir).run()
         except RecordingError as exc:
             sys.stderr.write(f"run.py replay: {exc}\n")
             return 2
@@ -397,7 +401,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(f"replay: {venue} incidents: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "\n")
     if result.without_rules:
         sys.stdout.write(f"replay: no trading rules for {', '.join(result.without_rules)} (none in the recording, "
-                         f"none in {args.rules_cache or config.reference_data.cache_dir}): their rows were "
+                         f"none in {rules_cache or config.reference_data.cache_dir}): their rows were "
                          f"no_rules, never traded\n")
     for damage in result.damage:
         sys.stdout.write(f"replay: stopped reading {damage}\n")

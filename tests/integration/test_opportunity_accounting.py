@@ -119,3 +119,16 @@ def test_without_rules_the_rows_are_no_rules_and_nothing_opens(tmp_path):
                     rules_cache=str(tmp_path / "empty")).run()
     assert result.without_rules == ["binance", "bybit", "htx", "okx"]
     assert result.frames > 1000 and path.read_bytes() == b""
+
+
+def test_replay_takes_the_rules_kept_beside_the_recording(tmp_path):
+    """``run.py replay`` of a recording made before trading rules were recorded finds the ``rules/`` folder kept
+    beside its files without being told (the demo recording's): its opportunities are sized, not refused."""
+    from tests.conftest import REPO, run_cli
+    out = tmp_path / "o.jsonl"
+    done = run_cli("replay", "--config", str(REPO / "configs" / "demo.yaml"), "--recording", str(RECORDING),
+                   "--out", str(out), "--quiet", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    opens = [orjson.loads(line) for line in out.read_bytes().splitlines() if b'"event":"open"' in line]
+    assert len(opens) == 44 and all(o["buy_rules"] and o["sell_rules"] for o in opens)
+    assert "detector summary: 44 opportunities opened" in done.stdout
