@@ -395,7 +395,8 @@ class PairState:
                 if self.sizers:
                     for key in [k for k in self.sizers if i in k]:
                         del self.sizers[key]
-            if version_rules[1] is None and (usable or quote.status == NO_RULES):
+            # counted for a row with a book (a quote the rules keep from trading), not for one that never had one
+            if version_rules[1] is None and (usable or (quote.status == NO_RULES and bids and asks)):
                 if not self.lacking[i]:       # counted once while it lasts
                     self.lacking[i] = True
                     self.refusals["no_rules"] = self.refusals.get("no_rules", 0) + 1

@@ -12,6 +12,7 @@ from decimal import Decimal as D
 
 from pipeline.detector.rules import fit, walk
 from pipeline.detector.sizing import PairSizer
+from pipeline.model import RowStatus
 from tests.engine_harness import T0, engine_for, quote, rules
 
 VENUES = {"binance": ["BTC/USDT"], "bybit": ["BTC/USDT"]}
@@ -98,6 +99,19 @@ def test_a_leg_without_rules_or_not_trading_opens_nothing():
     engine = engine_for(VENUES, rules={"binance": BINANCE, "bybit": rules("bybit", trading=False)})
     assert opened(engine) == []
     assert engine.summary.refused == {"not_trading": 1}
+
+
+def test_no_rules_counts_a_book_the_rules_keep_from_trading_not_a_row_that_never_had_one():
+    """A feed without its venue's rules publishes its book as NO_RULES: a would-be pair refused, counted once.
+    A row that never had a book (a venue absent from a recording) is no refusal of anything."""
+    held = books()
+    bybit = held["bybit BTC/USDT"]
+    held["bybit BTC/USDT"] = quote("bybit", "BTC/USDT", bybit.bids, bybit.asks, status=RowStatus.NO_RULES)
+    engine = engine_for(VENUES, rules={"binance": BINANCE, "bybit": None})
+    assert opened(engine, held) == [] and engine.summary.refused == {"no_rules": 1}
+    held["bybit BTC/USDT"] = quote("bybit", "BTC/USDT", [], [], status=RowStatus.NO_RULES)
+    engine = engine_for(VENUES, rules={"binance": BINANCE, "bybit": None})
+    assert opened(engine, held) == [] and engine.summary.refused == {}
 
 
 def test_new_rules_take_effect_with_the_rows_next_quote():
