@@ -104,6 +104,10 @@ def test_a_standby_behind_hands_its_rows_over_untrusted():
 # ------------------------------------------------------------------ the transports' receive times
 
 def test_a_stamped_socket_reads_the_time_its_data_reached_the_machine():
+    """Each read's time is the kernel's stamp of the data's arrival, or (when the kernel attached none) the
+    time of the read: never anything in between. Under load the kernel now and then attaches no stamp to a
+    loopback read (2 reads in 20 runs of the load-sensitive files with a core kept busy), so of five tries
+    with each read, most must carry the arrival time."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         client = StampedSocket(socket.AF_INET, socket.SOCK_STREAM)
         client.connect(server.getsockname())
@@ -111,21 +115,26 @@ def test_a_stamped_socket_reads_the_time_its_data_reached_the_machine():
         with client, peer:
             assert client.stamped
             for read in ("recv", "recv_into"):
-                before = time.time_ns()
-                peer.sendall(b"x" * 100)                     # on loopback the packet arrives during the send
-                # or, on a busy machine, in a softirq a little later: it has arrived once the socket is readable
-                assert select.select([client], [], [], 5)[0]
-                after = time.time_ns()
-                time.sleep(0.2)
-                if read == "recv":
-                    assert client.recv(4096) == b"x" * 100
-                else:
-                    buffer = bytearray(4096)
-                    assert client.recv_into(buffer, 50) == 50 and client.recv_into(buffer) == 50
-                read_at = time.time_ns()
-                # the packet's arrival (no later than the socket became readable), not the read 0.2 s later
-                assert before <= client.read_ns <= after, (read, client.read_ns - before, after - before)
-                assert read_at - client.read_ns >= 200 * MS
+                stamped = 0
+                for _ in range(5):
+                    before = time.time_ns()
+                    peer.sendall(b"x" * 100)             # on loopback the packet arrives during the send
+                    # or, on a busy machine, in a softirq a little later: it has arrived once the socket is readable
+                    assert select.select([client], [], [], 5)[0]
+                    after = time.time_ns()
+                    time.sleep(0.1)
+                    read_before = time.time_ns()
+                    if read == "recv":
+                        assert client.recv(4096) == b"x" * 100
+                    else:
+                        buffer = bytearray(4096)
+                        assert client.recv_into(buffer, 50) == 50 and client.recv_into(buffer) == 50
+                    read_at = time.time_ns()
+                    arrival = before <= client.read_ns <= after               # the kernel's stamp
+                    fallback = read_before <= client.read_ns <= read_at       # no stamp: the read's own time
+                    assert arrival or fallback, (read, client.read_ns - before, after - before)
+                    stamped += arrival
+                assert stamped >= 3, (read, stamped)
 
 
 def test_picows_frames_carry_the_time_of_their_read(monkeypatch):
