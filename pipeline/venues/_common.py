@@ -388,3 +388,18 @@ class Venue:
 
     def limit(self, name: str, default: float | None = None) -> float | None:
         return dict(self.limits).get(name, default)
+
+
+# quote currencies a concatenated symbol (``BTCUSDT``, ``btcusdt``) may end with, longest first (FDUSD before USD)
+CONCATENATED_QUOTES = ("FDUSD", "USDT", "USDC", "TUSD", "BUSD", "EURI", "USD", "EUR", "TRY", "BRL", "GBP", "JPY",
+                       "BTC", "ETH", "BNB", "DAI")
+
+
+def split_concatenated(symbol: str) -> str | None:
+    """``BTCUSDT`` / ``btcusdt`` -> ``BTC/USDT``: split before the longest known quote currency the symbol ends
+    with, or None when none fits. The inverse of the concatenating venues' ``native_symbol``."""
+    text = symbol.upper()
+    for quote in CONCATENATED_QUOTES:
+        if text.endswith(quote) and len(text) > len(quote):
+            return f"{text[:-len(quote)]}/{quote}"
+    return None

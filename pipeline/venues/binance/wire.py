@@ -43,7 +43,16 @@ import orjson
 
 from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, InstrumentRules, Notice, SubscribeError
-from pipeline.venues._common import MAX_FRAME_BYTES, Message, RefMsg, WireMsg, build_rules, decode_reference, make_parse
+from pipeline.venues._common import (
+    MAX_FRAME_BYTES,
+    Message,
+    RefMsg,
+    WireMsg,
+    build_rules,
+    decode_reference,
+    make_parse,
+    split_concatenated,
+)
 
 NAME = "binance"
 DEPTH_CHOICES = (5, 10, 20)
@@ -54,19 +63,7 @@ def native_symbol(instrument: str) -> str:
     return f"{base}{quote}"
 
 
-# quote currencies a concatenated symbol may end with, longest first (FDUSD before USD)
-_QUOTES = ("FDUSD", "USDT", "USDC", "TUSD", "BUSD", "EURI", "USD", "EUR", "TRY", "BRL", "GBP", "JPY", "BTC", "ETH",
-           "BNB", "DAI")
-
-
-def canonical_symbol(symbol: str) -> str | None:
-    """The inverse of :func:`native_symbol`: ``BTCUSDT`` -> ``BTC/USDT`` (split before the longest known quote
-    currency it ends with), or None when none fits."""
-    text = symbol.upper()
-    for quote in _QUOTES:
-        if text.endswith(quote) and len(text) > len(quote):
-            return f"{text[:-len(quote)]}/{quote}"
-    return None
+canonical_symbol = split_concatenated       # the inverse of native_symbol
 
 
 def _depth_levels(depth: int) -> int:
