@@ -18,11 +18,13 @@ No process, board or asyncio-loop state lives here.
   gives the rules only.
 
 The cache (:class:`RulesCache`): one file per venue, ``<dir>/<venue>.json``, the raw response of the
-last fetch that parsed, written atomically; its age is the file's modification time.
+last whole answer that parsed, written atomically; its age is the file's modification time (the last time the
+venue gave or confirmed it: an empty answer to "what changed since" touches the file).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -31,7 +33,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from pipeline.backoff import Backoff
 from pipeline.errors import FeedError, ParseError
@@ -50,8 +52,9 @@ def rules_base_url(feed_url: str) -> str:
     return f"{scheme}://{parts.netloc}"
 
 
-def reference_url(venue_name: str, base_url: str | None = None) -> str:
-    """The full request URL of ``venue_name``'s reference data (``base_url`` replacing the record's host)."""
+def reference_url(venue_name: str, base_url: str | None = None, since: str | None = None) -> str:
+    """The full request URL of ``venue_name``'s reference data (``base_url`` replacing the record's host);
+    ``since``: the stamp of the last answer, for a venue that answers what changed since one (``since_param``)."""
     record = _record(venue_name)
     ref = record.reference_data
     if ref.transport == "websocket":
@@ -61,7 +64,10 @@ def reference_url(venue_name: str, base_url: str | None = None) -> str:
         base = urlsplit(base_url)
         scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(base.scheme.lower(), base.scheme)
         return f"{scheme}://{base.netloc}{real.path}"
-    return (base_url.rstrip("/") if base_url is not None else ref.url.rstrip("/")) + ref.path
+    url = (base_url.rstrip("/") if base_url is not None else ref.url.rstrip("/")) + ref.path
+    if since is not None and ref.since_param:
+        url += ("&" if "?" in url else "?") + urlencode({ref.since_param: since})
+    return url
 
 
 def _record(venue_name: str):
@@ -132,14 +138,17 @@ def _reason(exc: BaseException) -> str:
 
 def fetch_reference_response(venue_name: str, base_url: str | None = None, timeout_s: float = 5.0,
                              retries: int = 3, backoff: Backoff | None = None,
-                             sleep=time.sleep) -> tuple[bytes, list[InstrumentRules]]:
+                             sleep=time.sleep, since: str | None = None) -> tuple[bytes, list[InstrumentRules]]:
     """``(raw response body, its rules)`` of ``venue_name``: the first attempt whose answer parses.
+
+    ``since``: ask only what changed since that stamp (a venue with ``since_param``; ignored by others). Such an
+    answer may name only the changed instruments: the record's ``since(raw)`` says whether it is whole.
 
     Raises :class:`FeedError` (one line: venue, URL, attempts, last reason) when none did.
     """
     record = _record(venue_name)
     ref = record.reference_data
-    url = reference_url(venue_name, base_url)
+    url = reference_url(venue_name, base_url, since)
     attempts = max(1, int(retries))
     backoff = backoff or Backoff(base_s=0.2, cap_s=2.0)
     last = "no attempt"
@@ -176,9 +185,10 @@ async def fetch_reference_data_async(venue_name: str, base_url: str | None = Non
 
 
 async def fetch_reference_response_async(venue_name: str, base_url: str | None = None, timeout_s: float = 5.0,
-                                         retries: int = 3) -> tuple[bytes, list[InstrumentRules]]:
+                                         retries: int = 3, since: str | None = None
+                                         ) -> tuple[bytes, list[InstrumentRules]]:
     """:func:`fetch_reference_response` in a worker thread."""
-    return await asyncio.to_thread(fetch_reference_response, venue_name, base_url, timeout_s, retries)
+    return await asyncio.to_thread(fetch_reference_response, venue_name, base_url, timeout_s, retries, since=since)
 
 
 # ---------------------------------------------------------------- the on-disk cache
@@ -221,6 +231,12 @@ class RulesCache:
         tmp.write_bytes(data)
         os.replace(tmp, target)
         return target
+
+    def touch(self, venue_name: str) -> None:
+        """The venue confirmed the cached response is still current (an empty change since its stamp): its age
+        starts again. Nothing when there is no cached response."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path(venue_name))
 
     def load(self, venue_name: str, now_s: float | None = None) -> CachedRules | None:
         """The cached response of ``venue_name`` with its age, or None when there is none or it no longer parses."""

@@ -258,7 +258,8 @@ class Replay:
                 rules = session.venue.reference_data.parse(event.get("raw", "").encode())
             except ParseError:
                 rules = []                      # what the feed applied parsed; a damaged event gives no rules
-            session.apply_rules(rules, record.recv_ns, source=event.get("source", "reference_data"))
+            session.apply_rules(rules, record.recv_ns, full=event.get("full", True) is not False,
+                                source=event.get("source", "reference_data"))   # full False: HTX's changes since ts
             return True
         if kind == "connect":
             conns[key] = session.connection_opened(event.get("symbols") or list(session.books), record.recv_ns,

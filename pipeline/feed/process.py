@@ -49,7 +49,7 @@ from pipeline.board import (
     RulesWriter,
 )
 from pipeline.config import ReferenceDataConfig, VenueConfig
-from pipeline.errors import FeedError
+from pipeline.errors import FeedError, ParseError
 from pipeline.feed.retry import Backoff, ConnectionRateLimit, should_reconnect
 from pipeline.feed.session import FeedSession
 from pipeline.feed.transport import open_link
@@ -166,6 +166,7 @@ class Feed:
         self.session = FeedSession(self.venue, {r.symbol: r.row for r in spec.rows}, spec.depth,
                                    int(staleness_ms * 1e6), sink, self.stats, journal=self.journal)
         self.rules = rules
+        self._rules_since: str | None = None    # the last answer's stamp, for a venue that answers changes only
         self.rules_writer = RulesWriter(self.board, [r.row for r in spec.rows])
         self.session.rules_sink = self.rules_writer.write
         record = self.venue
@@ -514,27 +515,41 @@ class Feed:
 
     # ---------------------------------------------------------------- trading rules
     async def _fetch_rules(self) -> bytes | None:
-        """One fetch (with its retries) applied; None when the venue did not answer (counted, logged)."""
+        """One fetch (with its retries) applied; None when the venue did not answer (counted, logged).
+
+        A venue that answers what changed since a stamp (HTX ``ts``: the record's ``since_param``) is asked
+        so once it gave a whole answer: an empty change confirms the cache (its age restarts), a change is
+        applied to the instruments it names and followed by one whole fetch, so the cache always holds a
+        whole answer."""
         source = self.rules
+        ref = self.session.venue.reference_data
         try:
             raw, rules = await fetch_reference_response_async(self.spec.venue, source.base_url, source.timeout_s,
-                                                              source.retries)
-        except FeedError as exc:
+                                                              source.retries, since=self._rules_since)
+            stamp, full = ref.since(raw) if ref.since is not None else (None, True)
+        except (FeedError, ParseError) as exc:
             self.stats.add("rules_fetch_failures")
             self.rate_log.warning("rules_fetch", f"{exc}")
             return None
-        self._apply_raw(raw, rules, "reference_data")
+        self._rules_since = stamp
+        self._apply_raw(raw, rules, "reference_data", **({} if full else {"full": False}))
         self.stats.set("rules_cache_age_s", 0)
         with contextlib.suppress(OSError):
-            source.cache.store(self.spec.venue, raw)
+            if full:
+                source.cache.store(self.spec.venue, raw)
+            elif rules:                   # changed: fetch the whole list once for the cache
+                self._rules_since = None
+                return await self._fetch_rules()
+            else:
+                source.cache.touch(self.spec.venue)
         return raw
 
-    def _apply_raw(self, raw: bytes, rules, source: str, **fields) -> None:
+    def _apply_raw(self, raw: bytes, rules, source: str, full: bool = True, **fields) -> None:
         now = time.time_ns()
         if self.recorder is not None:     # replay applies the same response at the same point
             self.recorder.event("reference_data", now, {"source": source, "raw": raw.decode("utf-8", "replace"),
-                                                        **fields})
-        self.session.apply_rules(rules, now, source=source)
+                                                        **({} if full else {"full": False}), **fields})
+        self.session.apply_rules(rules, now, full=full, source=source)
 
     async def load_rules(self) -> bool:
         """The rules at start: the venue's answer, else the cache (its age said once), else none (NO_RULES).

@@ -209,6 +209,7 @@ class InstrumentRule:
     halted: bool = False
     upcoming: tuple[tuple[str, str, int], ...] = ()
     instrument: str = ""               # canonical BASE/QUOTE (the server fills it in: responses name both assets)
+    changed_ms: int = 0                # when it last changed (0: as listed): HTX answers the changes since a ts
 
     def replace(self, **changes) -> InstrumentRule:
         return dataclasses.replace(self, **changes)

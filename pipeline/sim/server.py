@@ -145,6 +145,7 @@ class ExchangeServer:
         self.quirks = Quirks()                              # shared by every connection; switch at any time
         self.rules = Rules()                                # the venue's server-side rules; off by default
         self.handshakes = collections.deque(maxlen=10_000)  # when each WebSocket handshake came (monotonic s)
+        self.rest_queries: collections.deque = collections.deque(maxlen=1_000)   # (path, query) of each REST call
         self.states: dict[str, SymbolState] = {}            # native symbol -> this step's shared state
         self.handler_errors = 0                             # protocol exceptions caught (a test asserts 0)
         self._next_event_s: float | None = None             # when the next staged quirk events happen
@@ -195,6 +196,7 @@ class ExchangeServer:
 
     def rest(self, path: str, query: dict) -> tuple[int, object]:
         """(HTTP status, JSON body) of a REST call, or (404, ...) for what the venue's protocol does not serve."""
+        self.rest_queries.append((path, dict(query)))
         if not self.states:
             for symbol in self.instrument_of:
                 self.state(symbol)
@@ -267,7 +269,7 @@ class ExchangeServer:
         (every connection formats prices with its decimals from then on). A halt sets the venue's own
         non-trading status; the simulated book keeps being quoted (see docs/trading-rules.md, "The simulator").
         """
-        rule = self.trading_rules[symbol].replace(**changes)
+        rule = self.trading_rules[symbol].replace(**changes, changed_ms=int(time.time() * 1000))
         self.trading_rules[symbol] = rule
         if "tick" in changes:
             canonical = self.instrument_of[symbol]

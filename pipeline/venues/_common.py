@@ -260,6 +260,10 @@ class ReferenceData:
     market-data connection (OKX ``instruments``). In both, ``parse`` of the venue reports a rules frame with an
     :class:`~pipeline.model.InstrumentSpec` per instrument, and the session applies ``parse`` of this record to
     the same frame; a ``channel_subscribe`` push is a change (the instruments it does not name keep their rules).
+
+    A venue whose endpoint answers only what changed since a stamp (HTX ``ts``) names the query parameter in
+    ``since_param`` and gives ``since(raw) -> (stamp or None, full)``: a refresh sends the last answer's stamp,
+    and an answer that is not ``full`` changes only the instruments it names.
     """
 
     url: str
@@ -268,6 +272,8 @@ class ReferenceData:
     parse: Callable
     transport: str = "rest"
     channel_subscribe: str | None = None
+    since_param: str | None = None
+    since: Callable | None = None
 
 
 def decode_reference(decoder: msgspec.json.Decoder, raw, exchange: str):
@@ -381,6 +387,7 @@ class Venue:
     aligned_snapshots: bool = False    # the depth snapshot is requested apart and numbered inside the delta stream:
     #                                    deltas before it are cached and aligned with it (HTX; pipeline.book Alignment)
     reference_data: ReferenceData | None = None   # where its trading rules (tick, step, minimums) are published
+    account_fees: typing.Any = None    # the signed endpoint of the fees this account pays (_account.AccountFees)
 
     def wire_frame(self, text: str):
         """A frame's JSON text as this exchange sends it (captures kept as text, tests)."""

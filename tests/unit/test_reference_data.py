@@ -130,6 +130,21 @@ def test_htx_market_symbols():
                                      "online")
 
 
+def test_htx_answers_what_changed_since_a_stamp():
+    from pipeline.refdata import reference_url
+    since = load_venue("htx").reference_data.since
+    assert since(fixture("htx")) == ("1641880897191", True)
+    # the documented answer when nothing changed since ts: "data" is [] (and full 0)
+    empty = b'{"status":"ok","data":[],"ts":"1641880900000","full":0}'
+    assert since(empty) == ("1641880900000", False) and rules_of("htx", empty) == {}
+    assert since(b'{"status":"ok","data":[]}') == (None, True)           # no stamp: the next request is whole
+    with pytest.raises(ParseError):
+        since(b'{"status":"ok","data":[],"ts":"16418809x","full":0}')
+    assert reference_url("htx", "http://127.0.0.1:9", since="1641880900000") == (
+        "http://127.0.0.1:9/v1/settings/common/market-symbols?ts=1641880900000")
+    assert reference_url("binance", "http://127.0.0.1:9", since="5") == reference_url("binance", "http://127.0.0.1:9")
+
+
 def test_htx_not_online_or_api_trading_disabled():
     raw = fixture("htx").replace(b'"state":"online"', b'"state":"suspend"', 1)
     assert rules_of("htx", raw)["btcusdt"].trading is False

@@ -23,6 +23,7 @@ VENUE = Venue(
     reference_data=ReferenceData(   # trading rules: tick, step, minimums (docs/trading-rules.md)
         url="https://api.huobi.pro", path="/v1/settings/common/market-symbols",
         doc="https://www.htx.com/en-us/opend/newApiPages/?id=7ec4f5d6-7773-11ed-9966-0242ac110003",
-        parse=wire.instrument_rules),
+        parse=wire.instrument_rules,
+        since_param=wire.INCREMENTAL_PARAM, since=wire.reference_since),   # a refresh asks what changed since ts
     **wire_functions(wire),     # parse, top, the control frames: the wire module's functions
 )

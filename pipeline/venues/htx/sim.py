@@ -51,6 +51,7 @@ Real behaviours reproduced:
 Reference data: ``GET /v1/settings/common/market-symbols`` (``symbols=a,b`` narrows it) lists every simulated
 symbol as "Get Market Symbols Setting" documents it: numbers as JSON numbers, the tick and step as precisions
 (``pp``, ``ap``), the limit-order bounds ``lominoa`` / ``lomaxoa`` and ``minov``; a halted symbol is ``offline``.
+With ``ts=`` it answers as HTX does: only the symbols changed since then (``data`` ``[]`` when none), ``full`` 0.
 """
 from __future__ import annotations
 
@@ -131,8 +132,14 @@ class Protocol(SimProtocol):
             return 404, {"status": "error", "err-code": "invalid-parameter", "err-msg": f"not served: {path}"}
         rules = rules or {}
         wanted = query["symbols"].split(",") if query.get("symbols") else list(rules)
+        since = query.get("ts", "")
+        if since:           # "updated data from this timestamp to the current time"; none: "data" is []
+            if not since.isdigit():
+                return 200, {"status": "error", "err-code": "invalid-parameter", "err-msg": f"invalid ts: {since}",
+                             "data": None}
+            wanted = [s for s in wanted if s in rules and rules[s].changed_ms >= int(since)]
         return 200, {"status": "ok", "data": [market_symbol(s, rules[s]) for s in wanted if s in rules],
-                     "ts": str(int(time.time() * 1000)), "full": 0 if query.get("symbols") else 1}
+                     "ts": str(int(time.time() * 1000)), "full": 0 if query.get("symbols") or since else 1}
 
     def __init__(self, decimals=None):
         super().__init__(decimals)

@@ -570,6 +570,8 @@ class MarketSymbols(RefMsg):
     status: str
     data: list[MarketSymbol] = []
     err_msg: str = msgspec.field(default="", name="err-msg")
+    ts: str | None = None       # "timestamp of incremental data": the next request's ``ts``
+    full: int = 1               # "full data flag: 0 for no and 1 for yes"
 
 
 _MARKET_SYMBOLS = msgspec.json.Decoder(MarketSymbols)
@@ -595,7 +597,8 @@ def instrument_rules(raw: bytes | str) -> list[InstrumentRules]:
     bound market orders only and are not used. ``trading``: ``state`` is ``online`` (others: ``unknown``,
     ``not-online``, ``pre-online``, ``suspend``, ``offline``, ``transfer-board``, ``fuse``) and ``at``
     (API trading) is ``enabled``. Numbers are JSON numbers, read into Decimals from their text.
-    ``status`` other than ``ok`` is a ParseError with ``err-msg``.
+    ``status`` other than ``ok`` is a ParseError with ``err-msg``. An incremental answer (``full`` 0, see
+    :func:`reference_since`) gives the rules of the symbols it names only.
     """
     resp = decode_reference(_MARKET_SYMBOLS, raw, NAME)
     if resp.status != "ok":
@@ -613,3 +616,23 @@ def instrument_rules(raw: bytes | str) -> list[InstrumentRules]:
             trading=sym.state == "online" and sym.at == "enabled",
             status=sym.state if sym.at == "enabled" else f"{sym.state} (api trading {sym.at})"))
     return out
+
+
+INCREMENTAL_PARAM = "ts"
+
+
+def reference_since(raw: bytes | str) -> tuple[str | None, bool]:
+    """``(ts, full)`` of a ``market-symbols`` answer: the stamp to send as the next request's ``ts`` and
+    whether the answer is the whole list.
+
+    The same doc: the request's ``ts`` ("timestamp to get incremental data") "returns updated data from this
+    timestample to the current time if filled in with ts. If there is no update, the "data" of response is
+    "[]""; the answer's ``ts`` is the "timestamp of incremental data" and ``full`` the "full data flag: 0 for
+    no and 1 for yes". So a refresh sends the last answer's ``ts`` and applies a ``full`` 0 answer as a change
+    to the symbols it names (the others keep their rules). A ``ts`` that is not a decimal integer is refused
+    (ParseError), a missing one means the answer cannot be continued (the next request is a full one).
+    """
+    resp = decode_reference(_MARKET_SYMBOLS, raw, NAME)
+    if resp.ts is not None and not resp.ts.isdigit():
+        raise ParseError("bad_reference_data", f"ts {resp.ts[:40]!r}", NAME)
+    return resp.ts, resp.full != 0
