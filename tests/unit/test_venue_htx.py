@@ -371,6 +371,18 @@ def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
     assert venue.top(frame) == (None if events is None else top_from_parse(venue.parse)(frame))
 
 
+def test_a_channel_that_is_not_ascii_is_no_channel_for_parse_or_top():
+    """Found by the mutation test above: a non-ASCII byte in ``ch`` was read by parse as symbol '\\x80btcusdt'
+    while the short path declined it; HTX's channels are ASCII, so both refuse it."""
+    venue = load_venue("htx")
+    frame = gzip.compress(b'{"ch":"market.\xc2\x80btcusdt.bbo","ts":1654031600066,"tick":{"seqId":155441231856,'
+                          b'"ask":31764.09,"askSize":0.794873,"bid":31764.08,"bidSize":4.378544,'
+                          b'"quoteTime":1654031600064,"symbol":"btcusdt"}}')
+    with pytest.raises(ParseError, match="unknown_message"):
+        venue.parse(frame, 0)
+    assert venue.top(frame) is None
+
+
 # ---------------------------------------------------------------- the simulator's HTX
 def test_htx_ping_pong_round_trip():
     venue, proto, _ = sim.setup("htx")

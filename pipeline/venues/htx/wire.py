@@ -377,7 +377,11 @@ _PUSH_DEPTH = (_DEPTH, _depth_events)
 
 
 def _push_for(ch: str):
-    """The declaration of the push on channel ``ch`` (a ``(Message, events)`` pair), or None."""
+    """The declaration of the push on channel ``ch`` (a ``(Message, events)`` pair), or None. HTX's channel
+    names are ASCII (``market.<sym>.<kind>``, lower-case symbols): any other is no channel of ours, for
+    :func:`parse` as for :func:`top`."""
+    if not ch.isascii():
+        return None
     parts = ch.split(".")
     if parts[0] != "market" or len(parts) < 3:
         return None
