@@ -1,4 +1,4 @@
-"""Box to box through NATS on loopback, against the local board hop, in the same run.
+"""Box to box through NATS on loopback, against the local board hop and raw NATS, in the same run.
 
 Why: a bridged row must cost little next to the cross-region delay it carries
 (74-237 ms round trips), and a burst must never make the bridge fall behind
@@ -15,13 +15,24 @@ detector does. The writer stamps ``recv_ns`` just before each write, so
 * ``local``:  row written on A -> seen by the local reader (``publish_ns`` ->
   seen, the detector's ``publish_to_seen`` hop)
 
-start at the same write. Phases per round: idle (bridge CPU with nothing to
+start at the same write. The publishing bridge wakes on board A's doorbell as
+its second sleeper (the writer rings it as a feed does) and follows the writer's
+change lane. Phases per round: idle (bridge CPU with nothing to
 send), steady (``--rate`` rows/s), burst (``--burst-rate`` rows/s, default
 50 k), then quiet while the parent times how long B takes to hold A's final
-state of every row. Rounds repeat so noise spreads over all of them; tables
-give medians over rounds and ratios.
+state of every row. Then, on the same server, ``raw``: one nats-py process
+publishes messages of a bridged row's size at ``--rate`` (stamped just before
+``publish``) and another receives them in a subscription callback (stamp ->
+callback): what NATS and its Python client cost with nothing of ours around
+them, the floor the bridge is compared with. Rounds repeat so noise spreads over
+all of them; tables give medians over rounds and ratios. Raw percentiles are
+given exact and, to compare like with like, as the bucket upper bounds of the
+board's log histogram the bridge figures come from.
 
-    python -m bench.bridge [--rounds 3] [--rows 20] [--rate 2000] [--burst-rate 50000]
+    python -m bench.bridge [--rounds 3] [--rows 20] [--rate 2000] [--burst-rate 50000] [--profile PREFIX]
+
+``--profile PREFIX`` runs both bridges under cProfile (``PREFIX-a-<round>.prof``, ``PREFIX-b-...``;
+``python -m pstats`` reads them): where a bridged row's time goes inside the two processes.
 """
 from __future__ import annotations
 
@@ -40,17 +51,21 @@ import psutil
 
 from bench._common import BusyMeter, machine_info, markdown_table, median, ratio, write_results
 from pipeline.board import (
+    HIST_BUCKETS,
     HOPS,
     Board,
     Doorbell,
+    HistogramSnapshot,
     ProcessRole,
     ProcStats,
     RowReader,
     RowStatus,
     RowWriter,
     TornReadError,
+    bucket_of,
     read_histogram,
 )
+from pipeline.bridge.codec import render_row
 from pipeline.config import parse_config
 from pipeline.runtime import ProcessSpec
 from pipeline.supervisor.core import plan_rows
@@ -59,6 +74,8 @@ CTX = mp.get_context("fork")
 LIVE = int(RowStatus.LIVE)
 SPIN_NS = 50_000
 PHASES = (("idle", 0), ("steady", None), ("burst", None))
+RAW_SUBJECT = "bench.raw"
+STAMP_DIGITS = 19
 
 
 def free_port() -> int:
@@ -84,13 +101,14 @@ def start_nats(port: int) -> subprocess.Popen:
 
 # ---------------------------------------------------------------- child processes
 
-def writer_main(board_name: str, depth: int, rows: int, efd: int, schedule: list, stop_at_ns: int) -> None:
-    """Writes the rows round robin at each phase's rate, ringing the doorbell as a feed does;
-    ``schedule``: [(start_ns, end_ns, rows_per_s)]."""
+def writer_main(board_name: str, depth: int, rows: int, efd: int, bridge_efd: int, schedule: list,
+                stop_at_ns: int) -> None:
+    """Writes the rows round robin at each phase's rate, logging them in its change lane and ringing both
+    sleepers of the doorbell as a feed does; ``schedule``: [(start_ns, end_ns, rows_per_s)]."""
     board = Board.attach(board_name, depth)
     writer = RowWriter(board, list(range(rows)))
     write = writer.write
-    ring = Doorbell(board.buf, efd).ring_if_sleeping
+    ring = Doorbell(board.buf, efd, bridge_efd).ring_if_sleeping
     now = time.time_ns
     n = 0
     for start_ns, end_ns, rate in schedule:
@@ -167,9 +185,110 @@ def local_reader_main(board_name: str, depth: int, rows: int, efd: int, stop_at_
     board.close()
 
 
-def bridge_main(spec: ProcessSpec, config, local_rows) -> None:
+def bridge_main(spec: ProcessSpec, config, local_rows, profile: str = "") -> None:
+    """The pipeline's bridge process; under cProfile into ``profile`` (a file) when given."""
     from pipeline.bridge import process
-    process.main(spec, config, local_rows)
+    if not profile:
+        process.main(spec, config, local_rows)
+        return
+    import cProfile
+    profiler = cProfile.Profile()
+    signal.signal(signal.SIGTERM, lambda *_: (profiler.disable(), profiler.dump_stats(profile), os._exit(0)))
+    profiler.enable()
+    process.run_bridge(spec, config, local_rows, _NoStop())
+
+
+class _NoStop:
+    """A stop the profiled bridge never sees set (SIGTERM dumps the profile and exits)."""
+
+    def link(self, event) -> None:
+        pass
+
+
+def raw_subscriber_main(url: str, stop_at_ns: int, ready, out) -> None:
+    """A nats-py subscription callback that records (seen_ns, stamp -> callback ns) of each message."""
+    import asyncio
+
+    import nats
+    samples = []
+
+    async def body():
+        nc = await nats.connect(url)
+
+        async def on_message(msg):
+            t = time.time_ns()
+            samples.append((t, t - int(msg.data[:STAMP_DIGITS])))
+        await nc.subscribe(RAW_SUBJECT, cb=on_message)
+        await nc.flush()
+        ready.set()
+        while time.time_ns() < stop_at_ns:
+            await asyncio.sleep(0.05)
+        await nc.close()
+    asyncio.run(body())
+    out.send(samples)
+    out.close()
+
+
+def raw_publisher_main(url: str, size: int, start_ns: int, end_ns: int, rate: float) -> None:
+    """Publishes ``size``-byte messages at ``rate``, each stamped with the time just before its publish."""
+    import asyncio
+
+    import nats
+
+    async def body():
+        nc = await nats.connect(url)
+        pad = b" " * max(0, size - STAMP_DIGITS)
+        interval_ns = 1e9 / rate
+        due = float(start_ns)
+        while True:
+            t = time.time_ns()
+            if t >= end_ns:
+                break
+            if t < due:
+                await asyncio.sleep((due - t) / 1e9)
+                continue
+            await nc.publish(RAW_SUBJECT, b"%019d" % time.time_ns() + pad)
+            due += interval_ns
+        await nc.flush()
+        await nc.close()
+    asyncio.run(body())
+
+
+def bucketed(ns_values: list[int]) -> HistogramSnapshot:
+    """The samples as the board's log histogram holds them (its percentiles: bucket upper bounds)."""
+    buckets = [0] * HIST_BUCKETS
+    for ns in ns_values:
+        buckets[bucket_of(max(0, ns))] += 1
+    return HistogramSnapshot(len(ns_values), sum(ns_values), max(ns_values, default=0), tuple(buckets))
+
+
+def run_raw(url: str, size: int, seconds: float, rate: float) -> dict:
+    """Raw nats-py publish -> subscription callback on the same server, ``size``-byte messages at ``rate``."""
+    ready = CTX.Event()
+    start = time.time_ns() + 1_000_000_000
+    end = start + int(seconds * 1e9)
+    receiver, sender = CTX.Pipe(duplex=False)
+    subscriber = CTX.Process(target=raw_subscriber_main, args=(url, end + 500_000_000, ready, sender))
+    subscriber.start()
+    sender.close()
+    if not ready.wait(15):
+        subscriber.kill()
+        raise SystemExit("the raw NATS subscriber did not start")
+    publisher = CTX.Process(target=raw_publisher_main, args=(url, size, start, end, rate))
+    publisher.start()
+    samples = receiver.recv() if receiver.poll(seconds + 30) else []
+    for p in (publisher, subscriber):
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+    latencies = sorted(lat for seen, lat in samples if start <= seen < end)
+    h = bucketed(latencies)
+    return {"n": len(latencies), "message_bytes": size, "rate": rate,
+            "p50_us": latencies[len(latencies) // 2] / 1e3 if latencies else float("nan"),
+            "p99_us": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1e3 if latencies
+            else float("nan"),
+            "bucket_p50_us": h.percentile_ns(0.5) / 1e3 if h.count else float("nan"),
+            "bucket_p99_us": h.percentile_ns(0.99) / 1e3 if h.count else float("nan")}
 
 
 # ---------------------------------------------------------------- one round
@@ -182,9 +301,13 @@ def make_configs(url: str, rows: int):
     return config_a, config_b
 
 
-def states(reader: RowReader, rows: int) -> list:
+def states(reader: RowReader, rows: int) -> list | None:
+    """(bid, status) of every row; None when a row was being written all along (look again)."""
     idx = reader.codec.index
-    return [(v[idx["bid_px"]], v[idx["status"]]) for v in (reader.read(r) for r in range(rows))]
+    try:
+        return [(v[idx["bid_px"]], v[idx["status"]]) for v in (reader.read(r) for r in range(rows))]
+    except TornReadError:
+        return None
 
 
 def run_round(args, url: str) -> dict:
@@ -195,20 +318,23 @@ def run_round(args, url: str) -> dict:
     name_a, name_b = f"bench-bridge-a-{suffix}", f"bench-bridge-b-{suffix}"
     board_a = Board.create(name_a, len(rows_a), depth, 3)
     board_b = Board.create(name_b, len(rows_b), depth, 1)
-    efd_a, efd_b = Doorbell.create_fd(), Doorbell.create_fd()
-    os.set_inheritable(efd_a, True)
-    os.set_inheritable(efd_b, True)
+    board_a.assign_lane(list(range(rows)), 2)           # the writer's change lane (slot 2), as a feed's
+    efd_a, efd_b, bridge_efd_a = Doorbell.create_fd(), Doorbell.create_fd(), Doorbell.create_fd()
+    for fd in (efd_a, efd_b, bridge_efd_a):
+        os.set_inheritable(fd, True)
     children = []
     try:
         spec_a = ProcessSpec(key="bridge", role=ProcessRole.BRIDGE, title="pipeline: bridge (bench a)", slot=1,
                              cores=(),
-                             board_name=name_a, depth=depth, doorbell_fd=efd_a, supervisor_pid=os.getpid())
+                             board_name=name_a, depth=depth, doorbell_fd=efd_a, supervisor_pid=os.getpid(),
+                             bridge_doorbell_fd=bridge_efd_a)
         spec_b = ProcessSpec(key="bridge", role=ProcessRole.BRIDGE, title="pipeline: bridge (bench b)", slot=0,
                              cores=(),
                              board_name=name_b, depth=depth, doorbell_fd=efd_b, supervisor_pid=os.getpid(),
                              rows=tuple(r for r in rows_b if r.box))
-        bridge_a = CTX.Process(target=bridge_main, args=(spec_a, config_a, tuple(rows_a)))
-        bridge_b = CTX.Process(target=bridge_main, args=(spec_b, config_b, ()))
+        profiles = [f"{args.profile}-{box}-{suffix}.prof" if args.profile else "" for box in "ab"]
+        bridge_a = CTX.Process(target=bridge_main, args=(spec_a, config_a, tuple(rows_a), profiles[0]))
+        bridge_b = CTX.Process(target=bridge_main, args=(spec_b, config_b, (), profiles[1]))
         for p in (bridge_b, bridge_a):
             p.start()
             children.append(p)
@@ -229,7 +355,7 @@ def run_round(args, url: str) -> dict:
             t += int(length * 1e9)
         stop_at = t + int(args.settle_s * 1e9)
         receiver, sender = CTX.Pipe(duplex=False)
-        writer = CTX.Process(target=writer_main, args=(name_a, depth, rows, efd_a, schedule, stop_at))
+        writer = CTX.Process(target=writer_main, args=(name_a, depth, rows, efd_a, bridge_efd_a, schedule, stop_at))
         reader = CTX.Process(target=local_reader_main, args=(name_a, depth, rows, efd_a, stop_at, sender))
         for p in (reader, writer):
             p.start()
@@ -237,11 +363,13 @@ def run_round(args, url: str) -> dict:
         sender.close()
         proc_a, proc_b = psutil.Process(bridge_a.pid), psutil.Process(bridge_b.pid)
         hop = HOPS[ProcessRole.BRIDGE].index("remote_receive_to_written")
+        sent_hop = HOPS[ProcessRole.BRIDGE].index("remote_publish_to_written")   # from A's send stamp
         stats_a, stats_b = ProcStats(board_a, 1), ProcStats(board_b, 0)
         reader_a, reader_b = RowReader(board_a), RowReader(board_b)
 
         def snapshot():
-            return {"hist": read_histogram(board_b, 0, hop), "cpu_a": sum(proc_a.cpu_times()[:2]),
+            return {"hist": read_histogram(board_b, 0, hop), "sent": read_histogram(board_b, 0, sent_hop),
+                    "cpu_a": sum(proc_a.cpu_times()[:2]),
                     "cpu_b": sum(proc_b.cpu_times()[:2]), "published": stats_a.get("scans"),
                     "received": stats_b.get("messages"),
                     "written_a": sum(int(board_a.rows[r]["update_count"]) for r in range(rows)),
@@ -257,6 +385,7 @@ def run_round(args, url: str) -> dict:
             after = snapshot()
             seconds = (after["t"] - before["t"]) / 1e9
             h = after["hist"].minus(before["hist"])
+            sent = after["sent"].minus(before["sent"])
             phases[name] = {
                 "target_rows_per_s": rate,
                 "written_a_per_s": (after["written_a"] - before["written_a"]) / seconds,
@@ -265,6 +394,9 @@ def run_round(args, url: str) -> dict:
                 "written_b_per_s": (after["written_b"] - before["written_b"]) / seconds,
                 "bridge_p50_us": h.percentile_ns(0.5) / 1e3 if h.count else float("nan"),
                 "bridge_p99_us": h.percentile_ns(0.99) / 1e3 if h.count else float("nan"),
+                # the part after bridge A stamped the message (render, publish, NATS, B's parse and write)
+                "sent_p50_us": sent.percentile_ns(0.5) / 1e3 if sent.count else float("nan"),
+                "sent_p99_us": sent.percentile_ns(0.99) / 1e3 if sent.count else float("nan"),
                 "bridge_n": h.count,
                 "cpu_a_percent": (after["cpu_a"] - before["cpu_a"]) / seconds * 100,
                 "cpu_b_percent": (after["cpu_b"] - before["cpu_b"]) / seconds * 100,
@@ -280,7 +412,9 @@ def run_round(args, url: str) -> dict:
                         break
                     settled = count
                 end = time.time_ns() - 2_000_000
-                final = states(reader_a, rows)
+                final = None
+                while final is None:             # the writer has stopped: a read is whole at once or soon
+                    final = states(reader_a, rows)
                 caught = None
                 limit = time.time_ns() + 10_000_000_000
                 while time.time_ns() < limit:
@@ -297,6 +431,10 @@ def run_round(args, url: str) -> dict:
             values["local_n"] = len(local)
         for p in (writer, reader):
             p.join(30)
+        # raw NATS on the same server, messages of a bridged row's size (row 0 as bridge A renders it)
+        size = len(render_row("a", "binance", "C00/USDT", reader_a.read(0), reader_a.codec.index, depth,
+                              time.time_ns()))
+        phases["raw"] = run_raw(url, size, args.steady_s, args.rate)
         reader_a = reader_b = stats_a = stats_b = None
         return phases
     finally:
@@ -309,8 +447,8 @@ def run_round(args, url: str) -> dict:
                 p.kill()
         board_a.destroy()
         board_b.destroy()
-        os.close(efd_a)
-        os.close(efd_b)
+        for fd in (efd_a, efd_b, bridge_efd_a):
+            os.close(fd)
 
 
 def main() -> None:
@@ -323,6 +461,7 @@ def main() -> None:
     parser.add_argument("--steady-s", type=float, default=5.0)
     parser.add_argument("--burst-s", type=float, default=3.0)
     parser.add_argument("--settle-s", type=float, default=2.0)
+    parser.add_argument("--profile", default="", help="cProfile each bridge into PREFIX-{a,b}-<round>.prof")
     args = parser.parse_args()
     port = free_port()
     server = start_nats(port)
@@ -338,17 +477,29 @@ def main() -> None:
 
     def med(phase, key):
         return median([r[phase][key] for r in rounds])
-    latency = [[phase, med(phase, "local_p50_us"), med(phase, "bridge_p50_us"),
+    raw50, raw99 = med("raw", "bucket_p50_us"), med("raw", "bucket_p99_us")
+    latency = [[phase, med(phase, "local_p50_us"), med(phase, "bridge_p50_us"), raw50,
+                ratio(med(phase, "bridge_p50_us"), raw50),
                 ratio(med(phase, "bridge_p50_us"), med(phase, "local_p50_us")), med(phase, "local_p99_us"),
-                med(phase, "bridge_p99_us"), ratio(med(phase, "bridge_p99_us"), med(phase, "local_p99_us"))]
+                med(phase, "bridge_p99_us"), raw99, ratio(med(phase, "bridge_p99_us"), raw99),
+                ratio(med(phase, "bridge_p99_us"), med(phase, "local_p99_us"))]
                for phase in ("steady", "burst")]
     throughput = [[phase, med(phase, "written_a_per_s"), med(phase, "published_per_s"), med(phase, "written_b_per_s"),
                    ratio(med(phase, "written_a_per_s"), med(phase, "published_per_s")),
                    med(phase, "cpu_a_percent"), med(phase, "cpu_b_percent")]
                   for phase in ("idle", "steady", "burst")]
     print()
-    print(markdown_table(["phase", "local p50 µs", "bridge p50 µs", "bridge/local p50", "local p99 µs",
-                          "bridge p99 µs", "bridge/local p99"], latency))
+    print(markdown_table(["phase", "local p50 µs", "bridge p50 µs", "raw NATS p50 µs", "bridge/raw p50",
+                          "bridge/local p50", "local p99 µs", "bridge p99 µs", "raw NATS p99 µs", "bridge/raw p99",
+                          "bridge/local p99"], latency))
+    print()
+    for phase in ("steady", "burst"):
+        print(f"{phase}: of the bridge's p50 {med(phase, 'bridge_p50_us'):.1f} µs, from bridge A's send stamp to the "
+              f"row written on B: p50 {med(phase, 'sent_p50_us'):.1f} µs, p99 {med(phase, 'sent_p99_us'):.1f} µs")
+    print(f"raw NATS (nats-py publish -> subscription callback, {rounds[0]['raw']['message_bytes']}-byte messages "
+          f"at {args.rate:.0f}/s, same server): exact p50 {med('raw', 'p50_us'):.1f} µs, "
+          f"p99 {med('raw', 'p99_us'):.1f} µs; in the table as the histogram's bucket upper bounds, like the "
+          f"bridge figures")
     print()
     print(markdown_table(["phase", "rows written on A /s", "rows published /s", "rows written on B /s",
                           "conflation (written/published)", "CPU bridge A %", "CPU bridge B %"], throughput))

@@ -30,7 +30,10 @@ feeds, the detector and health; once every feed is connected and after a
 warm-up the script reads the per-hop histograms and counters from the board
 twice and reports what was recorded in between: the rate the generator sent
 (its own counters) and the rate the feeds received (their message counters),
-the hop percentiles, the CPU of every process (psutil), the whole machine's
+the hop percentiles (``receive_to_emitted``: frame received -> decision in the
+board's decision ring; ``seen_to_emitted``: the detector saw the change -> the
+decision in the ring; ``ring_to_output``: in the ring -> the output process has
+it), the CPU of every process (psutil), the whole machine's
 busy cores and, of those, other users' share. "Falls behind" shows in
 ``exchange_to_receive``: every frame is stamped (in ms, as the venues do) at
 the millisecond it is written in, so a feed that keeps up shows a few hundred
@@ -39,9 +42,10 @@ board itself never queues (it keeps only the latest state). The machine is
 small and shared: before each run the script waits (``--quiet-below``) for
 the other users' work to drop.
 
-Cores (defaults: the generator, the feeds, health and the supervisor on core
-0, the detector alone on core 1): ``--feed-cores``, ``--detector-cores``,
-``--health-cores`` become the config's ``cores`` keys (the supervisor pins
+Cores (defaults: the generator, the feeds, health, the output process and the
+supervisor on core 0, the detector alone on core 1): ``--feed-cores``,
+``--detector-cores``, ``--health-cores``, ``--output-cores`` become the config's
+``cores`` keys (the supervisor pins
 each process); the supervisor itself and the generator are pinned by this
 script. Results go to ``<results>/<--out>`` (:func:`bench._common.results_dir`: outside the repository unless
 ``PIPELINE_BENCH_RESULTS`` says otherwise).
@@ -70,7 +74,10 @@ from pipeline.venues import VENUES as ALL_VENUES
 REPO = Path(__file__).resolve().parents[1]
 VENUES = list(ALL_VENUES)
 INSTRUMENTS = {"coinbase": ["BTC/USD", "ETH/USD", "BTC/USDT"], "kraken": ["BTC/USD", "ETH/USD", "BTC/USDT"]}
-HOP_NAMES = ("exchange_to_receive", "receive_to_publish", "publish_to_seen", "seen_to_emitted", "receive_to_emitted")
+# seen_to_emitted / receive_to_emitted: to the decision in the board's decision ring (the detector formats and
+# writes nothing; the output process follows the ring: ring_to_output)
+HOP_NAMES = ("exchange_to_receive", "receive_to_publish", "publish_to_seen", "seen_to_emitted", "receive_to_emitted",
+             "ring_to_output")
 VENUE_OF_ID = {i + 1: name for i, name in enumerate(ALL_VENUES)}
 FEED_COUNTERS = ("messages", "gaps", "resyncs", "parse_errors", "reconnects", "checksum_failures")
 
@@ -85,7 +92,7 @@ PATHS = {"websockets": {}, "picows": {"transport": "picows"}}
 
 def config(board: str, rate: int, wait: str, out: Path, transport: str = "websockets", urls: dict | None = None,
            venues: list[str] = VENUES, feed_cores=(0,), detector_cores=(1,), health_cores=(0,),
-           simulator_cores=(0,)) -> dict:
+           simulator_cores=(0,), output_cores=(0,)) -> dict:
     """The run's config: the venues at ``urls`` (the load generator), or the simulator when ``urls`` is None."""
     raw = {
         "board": {"name": board, "depth": 5},
@@ -95,7 +102,8 @@ def config(board: str, rate: int, wait: str, out: Path, transport: str = "websoc
                        **PATHS[transport]}
                    for v in venues},
         "detector": {"threshold_bps": 0.0, "wait": wait, "output": str(out), "print_opportunities": False,
-                     "cores": list(detector_cores), "shadow_latencies_ms": []},
+                     "cores": list(detector_cores), "shadow_latencies_ms": [],
+                     "output_cores": list(output_cores)},
         "health": {"interval_s": 60, "cores": list(health_cores)},
     }
     if urls is None:
@@ -228,7 +236,8 @@ def run_one(rate: int, wait: str, seconds: float, warmup: float, transport: str 
     path.write_text(yaml.safe_dump(config(board_name, rate, wait, work / "o.jsonl", transport,
                                           load.urls if load is not None else None, venues,
                                           cores.get("feeds", (0,)), cores.get("detector", (1,)),
-                                          cores.get("health", (0,)), cores.get("loadgen", (0,)))))
+                                          cores.get("health", (0,)), cores.get("loadgen", (0,)),
+                                          cores.get("output", (0,)))))
     supervisor_cores = cores.get("supervisor", (0,))
     log = open(work / "run.log", "w")
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--config", str(path)],
@@ -281,7 +290,7 @@ def run_one(rate: int, wait: str, seconds: float, warmup: float, transport: str 
               "counters": {name: after[name] - before[name] for name in FEED_COUNTERS[1:] + ("opportunities",)},
               "cpu_percent": cpu, "affinity": affinity,
               "feeds_cpu_percent_total": round(sum(v or 0 for k, v in cpu.items() if k.startswith("feed:")), 1),
-              "detector_cpu_percent": cpu.get("detector"),
+              "detector_cpu_percent": cpu.get("detector"), "output_cpu_percent": cpu.get("output"),
               "hops": {}}
     if load_before and load_after:
         sent = sum(v["frames_sent"] for v in load_after["venues"].values()) - \
@@ -320,9 +329,9 @@ def _cpu(r: dict, name: str) -> str:
 
 def table(results: list[dict]) -> str:
     lines = ["| target/s | feeds | wait | sent/s | reached/s | **receive→emitted** p50 / p99 µs (n) "
-             "| exchange→receive | receive→publish | publish→seen | seen→emitted "
-             "| CPU % load / feeds / detector / health+sup | busy cores (others) | opps | gaps / resyncs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| exchange→receive | receive→publish | publish→seen | seen→emitted | ring→output "
+             "| CPU % load / feeds / detector / output / health+sup | busy cores (others) | opps | gaps / resyncs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         n = r["hops"].get("receive_to_emitted", {}).get("count", 0)
         other = (r["cpu_percent"].get("health") or 0) + (r["cpu_percent"].get("supervisor") or 0)
@@ -331,7 +340,9 @@ def table(results: list[dict]) -> str:
             f"| {r['target_rate']:,} | {r['transport']} | {r['wait']} | {r.get('sent_rate', 0) or 0:,} "
             f"| {r['achieved_rate']:,} | **{_pp(r, 'receive_to_emitted')}** ({n}) | {_pp(r, 'exchange_to_receive')} "
             f"| {_pp(r, 'receive_to_publish')} | {_pp(r, 'publish_to_seen')} | {_pp(r, 'seen_to_emitted')} "
-            f"| {_cpu(r, 'loadgen')} / {r['feeds_cpu_percent_total']:.0f} / {_cpu(r, 'detector')} / {other:.0f} "
+            f"| {_pp(r, 'ring_to_output')} "
+            f"| {_cpu(r, 'loadgen')} / {r['feeds_cpu_percent_total']:.0f} / {_cpu(r, 'detector')} "
+            f"/ {_cpu(r, 'output')} / {other:.0f} "
             f"| {r['busy_cores']:.2f} ({r['others_cores']:.2f}) | {counters['opportunities']} "
             f"| {counters['gaps']} / {counters['resyncs']} |")
     return "\n".join(lines)
@@ -376,6 +387,7 @@ def main() -> None:
     parser.add_argument("--feed-cores", type=_cores, default=(0,))
     parser.add_argument("--detector-cores", type=_cores, default=(1,))
     parser.add_argument("--health-cores", type=_cores, default=(0,))
+    parser.add_argument("--output-cores", type=_cores, default=(0,), help="the output process (stdout, events file)")
     parser.add_argument("--supervisor-cores", type=_cores, default=(0,))
     parser.add_argument("--quiet-below", type=float, default=0.5,
                         help="before each run, wait until the machine's busy cores fall below this (0: do not wait)")
@@ -383,7 +395,7 @@ def main() -> None:
     parser.add_argument("--out", default="e2e_load.json", help=f"file name under {RESULTS_DIR}")
     args = parser.parse_args()
     cores = {"loadgen": args.loadgen_cores, "feeds": args.feed_cores, "detector": args.detector_cores,
-             "health": args.health_cores, "supervisor": args.supervisor_cores}
+             "health": args.health_cores, "supervisor": args.supervisor_cores, "output": args.output_cores}
     machine = machine_info()
     results = []
     loadgens = []

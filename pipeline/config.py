@@ -176,14 +176,15 @@ def _env_name(value, path, ctx):
 
 
 def _credentials_env(value, path, ctx):
-    """``{key: ENV, secret: ENV, passphrase: ENV}``: environment variable names, never the secrets."""
-    if not isinstance(value, dict) or set(value) != set(CREDENTIAL_KEYS):
+    """``{key: ENV, secret: ENV[, passphrase: ENV]}``: environment variable names, never the secrets (whether
+    the venue needs the passphrase is checked with the venue, :func:`_check_venue`)."""
+    if not isinstance(value, dict) or not {"key", "secret"} <= set(value) <= set(CREDENTIAL_KEYS):
         keys = sorted(map(str, value)) if isinstance(value, dict) else None
-        ctx.add(path, "must map key, secret and passphrase to environment variable names"
-                      + (f" (given: {', '.join(keys)})" if keys is not None else ""))
+        ctx.add(path, "must map key, secret (and passphrase, where the venue has one) to environment variable "
+                      "names" + (f" (given: {', '.join(keys)})" if keys is not None else ""))
         return _BAD
     out = []
-    for name in CREDENTIAL_KEYS:
+    for name in (n for n in CREDENTIAL_KEYS if n in value):
         checked = _env_name(value[name], f"{path}.{name}", ctx)
         if checked is _BAD:
             return _BAD
@@ -470,9 +471,14 @@ class VenueConfig:
                          "to the feed session from its protocol callback; the conformance suite runs every venue "
                          "over both")
     credentials_env: tuple[tuple[str, str], ...] = key(
-        (), _credentials_env, "`{key: ENV, secret: ENV, passphrase: ENV}`, for okx: names of environment variables "
-        "(never the secrets); log in and take `books50-l2-tbt`, falling back to `books` when OKX refuses it (64003)",
+        (), _credentials_env, "`{key: ENV, secret: ENV, passphrase: ENV}`: names of environment variables (never "
+        "the secrets) of an API key; for okx (with its passphrase) log in and take `books50-l2-tbt`, falling back "
+        "to `books` when OKX refuses it (64003); with `fee_lookup`, every venue (passphrase: okx only)",
         shown="off")
+    fee_lookup: bool = key(False, _boolean, "ask the venue what this account pays (its signed fee endpoint, with "
+                           "`credentials_env`) at start and every `reference_data.refresh_s`; the detector uses it in "
+                           "place of `taker_fee_bps` / `fee_overrides`; refused: configured fees and a health alert "
+                           "([Fees your account pays](docs/trading-rules.md#fees-your-account-pays))")
     rules_url: str | None = key(None, _string(re.compile(r"^(https?|wss?)://[^\s/]+/?$")),
                                 "`http(s)://host:port` the venue's trading rules are fetched from (its endpoint's "
                                 "path is kept; ws(s) for a venue that publishes them on a channel)",
@@ -509,6 +515,12 @@ class DetectorConfig:
                       "([One run, one file](#one-run-one-file))")
     cores: tuple[int, ...] = key((), _cores, "cores for the detector process", shown="unpinned")
     print_opportunities: bool = key(True, _boolean, "print each event as a readable line on stdout")
+    decision_ring: int = key(65536, _number(16, 1 << 24, integer=True),
+                             "entries of the decision ring the detector writes and the output process (and "
+                             "`pipeline.decisions.follow`) reads; a reader more than this behind loses entries, "
+                             "counted")
+    output_cores: tuple[int, ...] = key((), _cores, "cores for the output process (stdout, events file, sink)",
+                                        shown="unpinned")
     max_notional: float = key(100_000.0, _number(0, exclusive_min=True), "size cap, quote currency")
     min_notional: float = key(10.0, _number(0), "size floor, quote currency: smaller opportunities are not reported")
     sanity_bps: float = key(500.0, _number(0, exclusive_min=True),
@@ -666,8 +678,6 @@ class BridgeConfig:
     heartbeat_interval_ms: float = key(1000.0, _number(10), "between two heartbeats of this box")
     heartbeat_timeout_ms: float = key(3000.0, _number(0, exclusive_min=True),
                                       "a box silent this long has its rows marked `disconnected`")
-    poll_interval_ms: float = key(1.0, _number(0.05, 1000), "how often the publisher looks for changed rows "
-                                                            "(every 5 ms once none changed for 200 ms)")
     connect_timeout_s: float = key(2.0, _number(0, exclusive_min=True), "per connection attempt")
     token_env: str | None = key(None, _env_name, "environment variable holding the token; at most one "
                                                  "credential source", shown="—")
@@ -822,14 +832,40 @@ def _check_venue(values, raw, path, ctx):
     for canonical, _ in values.get("symbols", ()):
         if canonical not in instruments:
             ctx.add(f"{path}.symbols.{canonical}", f"override for {canonical!r}, which is not in {path}.instruments")
+    from pipeline.venues import VENUES, load_venue
+    record = load_venue(values["name"])
+    fees = getattr(record, "account_fees", None)
+    if values.get("fee_lookup"):
+        if fees is None:
+            with_fees = [v for v in VENUES if getattr(load_venue(v), "account_fees", None) is not None]
+            ctx.add(f"{path}.fee_lookup", f"{values['name']} has no account fee endpoint (these do: "
+                                          f"{', '.join(with_fees)})")
+        elif not values.get("credentials_env"):
+            ctx.add(f"{path}.fee_lookup", f"needs {path}.credentials_env: the names of the environment variables "
+                                          f"holding the API {', '.join(fees.needs)}")
+        elif fees.method != "GET" and not values.get("url") and not values.get("rules_url"):
+            ctx.add(f"{path}.fee_lookup", f"the simulator answers {values['name']}'s signed {fees.method} on its "
+                                          "account port only, not where a feed asks: look fees up against the venue "
+                                          "(give url)")
     if values.get("credentials_env"):
-        from pipeline.venues import VENUES, load_venue
         logs_in = [v for v in VENUES if load_venue(v).build_login is not None]
-        if load_venue(values["name"]).build_login is None:
+        given = {part for part, _ in values["credentials_env"]}
+        needs = set(fees.needs) if fees is not None and values.get("fee_lookup") else set()
+        if record.build_login is not None:
+            needs |= set(CREDENTIAL_KEYS)
+        if record.build_login is None and not (values.get("fee_lookup") and fees is not None):
             ctx.add(f"{path}.credentials_env", f"only {', '.join(logs_in)} takes credentials (to log in for "
-                                               "tick-by-tick depth)")
+                                               "tick-by-tick depth), or a venue with fee_lookup")
+        elif needs - given:
+            ctx.add(f"{path}.credentials_env", f"{values['name']} needs {', '.join(sorted(needs - given))} too")
+        rules_at = values.get("rules_url")
+        if values.get("fee_lookup") and rules_at and rules_at.startswith("http://") and not is_loopback(
+                urllib.parse.urlsplit(rules_at).hostname):
+            ctx.add(f"{path}.rules_url", f"{rules_at} is plain text: the signed fee lookup would travel in clear; "
+                                         "use https:// with fee_lookup")
         url = values.get("url")
-        if url and url.startswith("ws://") and not is_loopback(urllib.parse.urlsplit(url).hostname):
+        if record.build_login is not None and url and url.startswith("ws://") and not is_loopback(
+                urllib.parse.urlsplit(url).hostname):
             ctx.add(f"{path}.url", f"{url} is plain text: the login (api key, passphrase, signature) would travel "
                                    f"in clear; log in over wss:// only")
     for instrument, _ in values.get("fee_overrides", ()):

@@ -85,6 +85,7 @@ class ProcessRole(enum.IntEnum):
     HEALTH = 3
     SIMULATOR = 4
     BRIDGE = 5
+    OUTPUT = 6
 
 # The latest exchange time in ms a row can hold: rows keep times as int64 nanoseconds (until 2262-04-11).
 # A larger (or negative) one is a bad number, like a NaN price: counted, and the book is not trusted.

@@ -113,6 +113,8 @@ class ProcessSpec:
     urls: tuple[tuple[str, str], ...] = ()     # venue -> url (simulator or real)
     venue_id: int = 0                          # feeds: the venue's id, claimed into the slot
     exit_fd: int = -1                          # where a child writes why it exits with CONFIG (-1: log only)
+    decision_fd: int = -1                      # the output process's doorbell (pipeline.decisions; -1: none)
+    bridge_doorbell_fd: int = -1               # the bridge publisher's doorbell eventfd (feeds ring it)
 
 
 class Stop:

@@ -2,8 +2,8 @@
 
 The segment is a few regions, each an array of one numpy structured dtype::
 
-    [ header ][ process slots (n_procs x 320 B) ][ latency histograms (n_procs x 4) ][ pairs ]
-    [ row lanes (n_rows x u2) ][ change lanes (n_procs x 1088 B) ][ quote rows ][ rules (n_rows x 192 B) ]
+    [ header ][ process slots (n_procs x 448 B) ][ latency histograms (n_procs x 4) ][ pairs ]
+    [ row lanes (n_rows x u2) ][ change lanes (n_procs x 1088 B) ][ quote rows ][ rules (n_rows x 256 B) ]
 
 Every offset anyone uses (the seqlock writer's ``struct`` format, the
 detector's strided views, the health reporter) is derived from these dtypes,
@@ -42,9 +42,9 @@ import numpy as np
 from pipeline.model import MAX_DEPTH, ProcessRole, SkipReason
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 10
+LAYOUT_VERSION = 12
 CACHE_LINE = 64
-PROC_SLOT_SIZE = 384
+PROC_SLOT_SIZE = 448
 
 
 HEADER_DTYPE = np.dtype(
@@ -58,11 +58,14 @@ HEADER_DTYPE = np.dtype(
         ("proc_size", "<u4"),
         ("supervisor_pid", "<i8"),
         ("created_ns", "<i8"),
-        ("pad0", "V16"),
-        # second cache line: the detector's doorbell flag, written by the
-        # detector only, read by every feed after each publish.
+        ("decision_entries", "<u4"),   # the decision ring's entries (pipeline.board.ring; 0: no ring)
+        ("decision_fills", "<u4"),     # shadow fills one of its entries holds at most
+        ("pad0", "V8"),
+        # second cache line: the doorbell's sleeping flags (pipeline.board.doorbell), each written by its
+        # sleeper only, both read by every writer after each publish (one 8-byte load).
         ("detector_sleeping", "<u4"),
-        ("pad1", "V60"),
+        ("bridge_sleeping", "<u4"),
+        ("pad1", "V56"),
     ],
     align=True,
 )
@@ -116,6 +119,13 @@ PROC_DTYPE = np.dtype(
         ("refused_below_min_notional", "<u8"),
         ("refused_not_trading", "<u8"),
         ("refused_no_rules", "<u8"),
+        # the output process (version 11): how far it is behind the decision ring, what the ring overwrote first
+        ("decisions_behind", "<u4"),  # output: entries written to the ring and not yet handled, at its last look
+        ("decisions_lost", "<u4"),    # output: entries overwritten before it read them (it fell a whole ring behind)
+        # feeds, the account's fees (version 12; docs/trading-rules.md "Fees your account pays")
+        ("fee_lookup_failures", "<u8"),  # feeds: account fee lookups that failed (refused or unreachable)
+        ("fee_lookup_state", "<u8"),  # feeds: 0 off, 1 account fees in use, 2 refused, 3 unreachable, 4 bad answer
+        ("fee_lookup_status", "<u8"), # feeds: the HTTP status of the last failed lookup (0: none, no answer)
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),
@@ -145,6 +155,8 @@ HOPS = {
     ProcessRole.DETECTOR: ("publish_to_seen", "seen_to_emitted", "receive_to_emitted"),
     # bridge, for rows mirrored from other boxes (remote times converted to this box's clock)
     ProcessRole.BRIDGE: ("remote_publish_to_written", "remote_receive_to_written"),
+    # output: a decision written to the ring -> the output process has it (pipeline.output.process)
+    ProcessRole.OUTPUT: ("ring_to_output",),
 }
 
 
@@ -167,12 +179,14 @@ NO_LANE = 0          # in the row lanes table: a row whose writer keeps no lane
 # ``seq`` odd while a write is in progress; the version a reader sees is ``seq // 2``). Increments and bounds
 # are float64 of the exact Decimals: every value a venue publishes has at most 15 significant digits, so the
 # shortest repr of the float gives back an equal Decimal (checked on write; pipeline.board.rules).
+# Version 12: the fees the row's account pays (its feed's signed fee lookup), bps, NaN when not looked up: the
+# detector uses them in place of the configured fee. Written under the same seqlock as the rules.
 RULES_DTYPE = np.dtype({
     "names": ["seq", "tick", "step", "min_qty", "max_qty", "min_notional", "max_notional",
-              "present", "trading", "pad0", "venue", "symbol", "status"],
-    "formats": ["<u8", "<f8", "<f8", "<f8", "<f8", "<f8", "<f8", "u1", "u1", "V6", "S16", "S32", "S80"],
-    "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 57, 58, 64, 80, 112],
-    "itemsize": 3 * CACHE_LINE,
+              "present", "trading", "pad0", "venue", "symbol", "status", "taker_fee_bps", "maker_fee_bps"],
+    "formats": ["<u8", "<f8", "<f8", "<f8", "<f8", "<f8", "<f8", "u1", "u1", "V6", "S16", "S32", "S80", "<f8", "<f8"],
+    "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 57, 58, 64, 80, 112, 192, 200],
+    "itemsize": 4 * CACHE_LINE,
 })
 RULES_TEXT = {"venue": 16, "symbol": 32, "status": 80}   # bytes of each text field (UTF-8, NUL padded)
 
@@ -245,6 +259,23 @@ def struct_format(dtype: np.dtype, first_field: str, last_field: str | None = No
     return fmt
 
 
+# The decision ring (version 11; pipeline.board.ring, pipeline.board.decisions): after the rules, a control
+# block (the ring's entry counter on its own cache line, then the output's sleeping flag on the next, where the
+# doorbell finds it), the names table (a counter line, then NAMES_MAX entries of NAME_SIZE bytes: the text a
+# decision refers to by index) and ``decision_entries`` slots of ``decision_slot_size(decision_fills)`` bytes.
+RING_CONTROL = 2 * CACHE_LINE
+NAMES_MAX = 1024
+NAME_SIZE = 64
+DECISION_HEAD = RING_CONTROL + CACHE_LINE + NAMES_MAX * NAME_SIZE
+DECISION_FIXED = 384        # bytes of an entry before its shadow fills (pipeline.board.decisions checks its struct)
+DECISION_FILL = 72          # bytes of one shadow fill
+
+
+def decision_slot_size(fills: int) -> int:
+    """Bytes of one decision ring slot holding up to ``fills`` shadow fills: whole cache lines."""
+    return -(-(DECISION_FIXED + fills * DECISION_FILL) // CACHE_LINE) * CACHE_LINE
+
+
 @dataclass(frozen=True)
 class BoardGeometry:
     """Sizes and offsets of one board, all derived from the dtypes above."""
@@ -252,6 +283,8 @@ class BoardGeometry:
     n_rows: int
     depth: int
     n_procs: int
+    decision_entries: int = 0       # 0: a board without a decision ring
+    decision_fills: int = 0
 
     @property
     def row(self) -> np.dtype:
@@ -295,8 +328,18 @@ class BoardGeometry:
         return self.rules_offset + row * RULES_DTYPE.itemsize
 
     @property
-    def size(self) -> int:
+    def decisions_offset(self) -> int:
         return self.rules_offset + self.n_rows * RULES_DTYPE.itemsize
+
+    @property
+    def decision_slot_size(self) -> int:
+        return decision_slot_size(self.decision_fills)
+
+    @property
+    def size(self) -> int:
+        if not self.decision_entries:
+            return self.decisions_offset
+        return self.decisions_offset + DECISION_HEAD + self.decision_entries * self.decision_slot_size
 
     def row_offset(self, row: int) -> int:
         return self.rows_offset + row * self.row.itemsize

@@ -14,8 +14,14 @@ change lane, the lane of its process slot.
 
 Process slots, in this order, one per process key: ``feed:<venue>`` for each
 venue, ``detector``, ``health``, then ``simulator`` when the config runs one
-and ``bridge`` when it has a bridge section. The console (``--console``) has no
-slot. The number of slots is the number of planned processes.
+and ``bridge`` when it has a bridge section, and last ``output`` (the process
+that follows the detector's decision ring and writes stdout, the events file
+and the sink). The console (``--console``) has no slot. The number of slots is
+the number of planned processes.
+
+The board's decision ring is sized here too: ``detector.decision_ring``
+entries, each holding as many shadow fills as ``detector.shadow_latencies_ms``
+has latencies.
 
 Pure: built from the config object passed in (``pipeline.config`` is not
 imported here), no board needed to build it.
@@ -69,6 +75,8 @@ class BoardPlan:
     instruments: tuple[str, ...]           # every instrument on the board; its index is its id
     venue_ids: tuple[int, ...]             # per row
     instrument_ids: tuple[int, ...]        # per row
+    decision_entries: int = 0              # the decision ring (pipeline.decisions)
+    decision_fills: int = 1
 
     @classmethod
     def from_config(cls, config) -> BoardPlan:
@@ -84,10 +92,13 @@ class BoardPlan:
             slots.append(SlotPlan(len(slots), "simulator", ProcessRole.SIMULATOR))
         if getattr(config, "bridge", None) is not None:
             slots.append(SlotPlan(len(slots), "bridge", ProcessRole.BRIDGE, rows=tuple(r for r in rows if r.box)))
+        slots.append(SlotPlan(len(slots), "output", ProcessRole.OUTPUT))
         instruments = tuple(config.board_instruments)
         index = {name: i for i, name in enumerate(instruments)}
+        detector = config.detector
         return cls(rows, tuple(slots), instruments, tuple(VENUE_IDS[r.venue] for r in rows),
-                   tuple(index[r.instrument] for r in rows))
+                   tuple(index[r.instrument] for r in rows), detector.decision_ring,
+                   max(1, len(detector.shadow_latencies_ms)))
 
     # ---------------------------------------------------------------- reading
     @property
@@ -126,7 +137,7 @@ class BoardPlan:
         """Create the board of this plan: sized for its rows and slots, each row's venue and instrument
         ids written, each writer's rows in its change lane. Only the supervisor calls this."""
         from pipeline.board.shm import Board
-        board = Board.create(name, len(self.rows), depth, self.n_procs)
+        board = Board.create(name, len(self.rows), depth, self.n_procs, self.decision_entries, self.decision_fills)
         for r in self.rows:
             board.rows[r.row]["venue_id"] = self.venue_ids[r.row]
             board.rows[r.row]["instrument_id"] = self.instrument_ids[r.row]

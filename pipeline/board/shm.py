@@ -43,6 +43,8 @@ from pipeline.board.layout import (
 from pipeline.errors import BoardError, BoardInUseError, LayoutMismatchError
 
 _TRACKER_TYPE = "shared_memory"
+DECISION_ENTRIES = 4096    # the decision ring of a board created without a size (tests, benchmarks, replay)
+DECISION_FILLS = 4
 
 
 @contextlib.contextmanager
@@ -130,8 +132,12 @@ class Board:
 
     # -- lifetime -------------------------------------------------------
     @classmethod
-    def create(cls, name: str, n_rows: int, depth: int, n_procs: int) -> Board:
-        geometry = BoardGeometry(n_rows=n_rows, depth=depth, n_procs=n_procs)
+    def create(cls, name: str, n_rows: int, depth: int, n_procs: int, decision_entries: int = DECISION_ENTRIES,
+               decision_fills: int = DECISION_FILLS) -> Board:
+        """A new board; ``decision_entries`` slots in its decision ring (0: none), each holding up to
+        ``decision_fills`` shadow fills (the supervisor sizes both from the config through the plan)."""
+        geometry = BoardGeometry(n_rows=n_rows, depth=depth, n_procs=n_procs, decision_entries=decision_entries,
+                                 decision_fills=decision_fills)
         try:
             shm = _open(name, create=True, size=geometry.size)
         except FileExistsError as exc:
@@ -145,6 +151,8 @@ class Board:
         header["row_size"] = geometry.row.itemsize
         header["n_procs"] = n_procs
         header["proc_size"] = PROC_DTYPE.itemsize
+        header["decision_entries"] = decision_entries
+        header["decision_fills"] = decision_fills
         header["supervisor_pid"] = os.getpid()
         header["created_ns"] = time.time_ns()
         # magic last: a reader that sees the magic sees a complete header
@@ -214,7 +222,9 @@ def _verify(shm: SharedMemory, expected_depth: int | None) -> BoardGeometry:
     if expected_depth is not None and depth != expected_depth:
         problems.append(f"depth {depth} (this process expects {expected_depth})")
     try:
-        geometry = BoardGeometry(n_rows=int(header["n_rows"]), depth=depth, n_procs=int(header["n_procs"]))
+        geometry = BoardGeometry(n_rows=int(header["n_rows"]), depth=depth, n_procs=int(header["n_procs"]),
+                                 decision_entries=int(header["decision_entries"]),
+                                 decision_fills=int(header["decision_fills"]))
         row_size = geometry.row.itemsize
     except ValueError as exc:
         raise LayoutMismatchError(f"segment {shm.name!r}: {exc}") from exc

@@ -84,6 +84,11 @@ class ProcSnapshot:
     refused_below_min_notional: int = 0
     refused_not_trading: int = 0
     refused_no_rules: int = 0
+    decisions_behind: int = 0
+    decisions_lost: int = 0
+    fee_lookup_failures: int = 0
+    fee_lookup_state: int = 0
+    fee_lookup_status: int = 0
     restarts: int = 0
     last_exit_code: int = 0
     # -- the role's latency histograms

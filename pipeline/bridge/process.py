@@ -1,22 +1,33 @@
 """The bridge process: this box's rows out to NATS, other boxes' rows in.
 
-Publishing is conflated: every ``poll_interval_ms`` the bridge compares each
-local row's seqlock word with the one it last sent (as the detector finds
-changed rows) and publishes the current state of the rows that changed
-(every 5 ms once nothing has changed for 200 ms, so an idle box costs little).
-Rows that changed ten times between two scans are sent once, with their
-latest state, so there is no queue to fall behind. Every heartbeat interval
-it also resends every row (a receiver that lost its connection is whole again
-within one interval) and publishes ``heartbeat.<box>``. Each row's trading rules (the rules
-region the feed writes) go out on the row's rules subject when their version moves, and for every
-row again when a remote box asks for a refresh or this bridge (re)connects; the periodic resend
-leaves them out, as they rarely change. While NATS is
-unreachable, or the client's outgoing buffer is above :data:`PENDING_LIMIT`,
-it publishes nothing and simply sends the latest states later.
+Publishing wakes on change, as the detector does: the publisher follows the
+local writers' change lanes (:mod:`pipeline.bridge.changes`) and, when they
+hold nothing new, sleeps on the board's doorbell as its second sleeper
+(:mod:`pipeline.board.doorbell`: raise the flag, re-check the lanes, block on
+its eventfd, which every feed rings after a publish while the flag is up). There
+is no polling interval: a change is sent as soon as the event loop gets to it,
+and an idle box costs one wake-up per heartbeat interval. Publishing is
+conflated: each pass sends the current state of every row logged since the
+last pass, once, so a row that changed ten times while the previous pass was
+being sent goes out once with its latest state, and there is no queue to fall
+behind. Every heartbeat interval it also resends every row (a receiver that
+lost its connection is whole again within one interval) and publishes
+``heartbeat.<box>``. Each row's trading rules (the rules region the feed writes)
+go out on the row's rules subject when their version moves: they are checked
+for the rows a pass sends (before their quotes) and for every row once per
+heartbeat interval, and sent for every row again when a remote box asks for a
+refresh or this bridge (re)connects; the periodic resend leaves them out, as
+they rarely change. While NATS is unreachable, or the client's outgoing buffer
+is above :data:`PENDING_LIMIT`, it publishes nothing and simply sends the latest
+states later.
 
-Subscribing is conflated too: the NATS callback only keeps the newest message
-per subject; a separate task parses and writes them into the rows this process
-owns (one writer per row, as for the feeds); a rules message is written into the
+Subscribing writes the row from the NATS callback itself, with no hand-off to
+another task: the message is parsed and written into the row this process owns
+(one writer per row, as for the feeds) before the callback returns. It is
+conflated too: each mirrored subject has its own subscription, and a message
+whose subscription already holds a newer one in the client's queue is skipped
+(counted in ``messages``, never written), so the newest message per row wins
+and a burst never backs up into the rows. A rules message is written into the
 mirrored row's rules entry (:class:`~pipeline.board.RulesWriter`), which the
 detector sizes the row's pairs with. A remote box that is silent for
 ``heartbeat_timeout_ms``, or a dropped NATS connection, marks that box's rows
@@ -44,6 +55,7 @@ import time
 
 from pipeline.backoff import Backoff
 from pipeline.board import (
+    BRIDGE,
     HOPS,
     Board,
     Doorbell,
@@ -58,6 +70,7 @@ from pipeline.board import (
     TornReadError,
     read_rules,
 )
+from pipeline.bridge.changes import ChangedRows
 from pipeline.bridge.codec import (
     heartbeat_subject,
     quote_subject,
@@ -83,8 +96,7 @@ from pipeline.runtime import (
 log = logging.getLogger("pipeline.bridge")
 
 PENDING_LIMIT = 256 * 1024         # bytes waiting in the NATS client: above this, skip a scan (conflate)
-IDLE_AFTER_S = 0.2                 # no row changed for this long: scan every IDLE_POLL_S instead
-IDLE_POLL_S = 0.005
+BUFFER_RETRY_S = 0.001             # the client's buffer above PENDING_LIMIT: look again this soon
 WATCHDOG_INTERVAL_S = 0.05
 SKIP_BY_REASON = {"invalid_json": SkipReason.INVALID_JSON, "unknown_message": SkipReason.UNKNOWN_MESSAGE,
                   "bad_number": SkipReason.BAD_NUMBER, "oversize": SkipReason.OVERSIZE}
@@ -158,18 +170,22 @@ class Bridge:
         self.reader = RowReader(self.board)
         self.writer = RowWriter(self.board, [r.row for r in spec.rows])
         self.rules_writer = RulesWriter(self.board, [r.row for r in spec.rows])
-        self.doorbell = Doorbell(self.board.buf, spec.doorbell_fd)
+        self.doorbell = Doorbell(self.board.buf, spec.doorbell_fd)         # rings the detector (mirrored rows)
+        # sleeps as the board's bridge sleeper (the feeds ring it); never rings itself
+        self.bell = Doorbell(self.board.buf, spec.doorbell_fd, spec.bridge_doorbell_fd, sleeper=BRIDGE)
         self.remote = RemoteRows(spec.rows, int(bc.heartbeat_timeout_ms * 1e6))
         self.depth = min(bc.depth or spec.depth, spec.depth)
         self.published = [(r.row, quote_subject(bc.box, r.venue, r.instrument), r.venue, r.instrument)
                           for r in local_rows if not r.box] if bc.publish else []
-        self.last_sent = [-1] * len(self.published)
+        self.last_sent = [-1] * len(self.published)              # seq last sent, per published row (in place)
+        self.changes = ChangedRows(self.board, [p[0] for p in self.published], self.reader.seq_words, self.last_sent)
         self.rules_published = [(r.row, rules_subject(bc.box, r.venue, r.instrument), r.venue, r.instrument,
                                  self.board.geometry.rule_offset(r.row) // 8)
                                 for r in local_rows if not r.box] if bc.publish else []
         self.rules_sent = [-1] * len(self.rules_published)     # the rules version last sent, per row
-        self.inbox: dict[str, tuple[bytes, int]] = {}
-        self.inbox_ready: asyncio.Event | None = None
+        self.subscriptions: dict = {}      # subject -> its nats-py subscription (its queue: newer messages)
+        self._waiter: asyncio.Future | None = None     # the publisher's sleep, while it sleeps
+        self._scans_word = self.stats.word("scans")
         self.nc = None
         self.rate_log = RateLimitedLog()
         hops = HOPS[ProcessRole.BRIDGE]
@@ -189,10 +205,13 @@ class Bridge:
 
     # ---------------------------------------------------------------- receiving
     async def on_message(self, msg) -> None:
-        """NATS callback: keep only the newest message per subject (conflation), wake the writer."""
+        """NATS callback: write the message's row now, unless a newer message of its subject is already queued
+        behind it in the client (conflation: that one is written instead)."""
         self._words[self._messages_word] += 1
-        self.inbox[msg.subject] = (msg.data, time.time_ns())
-        self.inbox_ready.set()
+        subscription = self.subscriptions.get(msg.subject)
+        if subscription is not None and subscription.pending_msgs:
+            return
+        self.apply(msg.subject, msg.data, time.time_ns())
 
     def apply(self, subject: str, data: bytes, arrival_ns: int) -> None:
         remote = self.remote
@@ -233,14 +252,6 @@ class Bridge:
         if write.recv_ns:
             self.receive_to_written.record(now - write.recv_ns)
 
-    async def writer_loop(self) -> None:
-        while not self.stop.is_set():
-            await self.inbox_ready.wait()
-            self.inbox_ready.clear()
-            inbox, self.inbox = self.inbox, {}
-            for subject, (data, arrival_ns) in inbox.items():
-                self.apply(subject, data, arrival_ns)
-
     def disconnect_rows(self, rows: list[int], why: str) -> None:
         for row in rows:
             self.writer.set_status(row, int(RowStatus.DISCONNECTED))
@@ -250,15 +261,18 @@ class Bridge:
                 log.warning("%d remote rows disconnected: %s", len(rows), why)
 
     # ---------------------------------------------------------------- publishing
-    def scan_rules(self) -> list[tuple[str, bytes]]:
-        """(subject, rules message) for every local row whose rules version moved since it was last sent (one
-        load of the entry's sequence word per row; the rules are decoded only for those)."""
+    def scan_rules(self, candidates: list[int] | None = None) -> list[tuple[str, bytes]]:
+        """(subject, rules message) for every local row (of ``candidates``, published indices; None: all) whose
+        rules version moved since it was last sent (one load of the entry's sequence word per row; the rules
+        are decoded only for those)."""
         words = self.reader._words  # noqa: SLF001 - the rules entries' seq words, read directly as in scan
         sent = self.rules_sent
         out = []
         sent_ns = time.time_ns()
         box = self.bridge.box
-        for i, (row, subject, venue, instrument, word) in enumerate(self.rules_published):
+        published = self.rules_published
+        for i in range(len(published)) if candidates is None else candidates:
+            row, subject, venue, instrument, word = published[i]
             seq = words[word]
             if seq // 2 == sent[i] or seq & 1:
                 continue
@@ -270,15 +284,18 @@ class Bridge:
             out.append((subject, render_rules(box, venue, instrument, rules, sent_ns)))
         return out
 
-    def scan(self) -> list[tuple[str, bytes]]:
-        """(subject, message) for every local row whose seqlock word moved since it was last sent."""
+    def scan(self, candidates: list[int] | None = None) -> list[tuple[str, bytes]]:
+        """(subject, message) for every local row whose seqlock word moved since it was last sent, among
+        ``candidates`` (published indices; None: what the change lanes logged since the last scan)."""
         words = self.reader._words  # noqa: SLF001 - the hot loop reads seq words directly, as the detector does
         seq_words = self.reader.seq_words
         last = self.last_sent
         out = []
         sent_ns = time.time_ns()
         box, depth, index = self.bridge.box, self.depth, self.reader.codec.index
-        for i, (row, subject, venue, instrument) in enumerate(self.published):
+        published = self.published
+        for i in self.changes.changed() if candidates is None else candidates:
+            row, subject, venue, instrument = published[i]
             seq = words[seq_words[row]]
             if seq == last[i] or seq & 1:
                 continue
@@ -291,41 +308,85 @@ class Bridge:
         return out
 
     def resend_all(self) -> None:
-        self.last_sent = [-1] * len(self.published)
+        """Every row's state again at the next pass (and the publisher woken for it)."""
+        self.last_sent[:] = [-1] * len(self.published)
+        self.changes.mark_all()
+        self.wake_publisher()
 
     def resend_rules(self) -> None:
-        """Every row's rules again at the next scan (a box that joined late, or messages lost in an outage)."""
+        """Every row's rules again at the next pass (a box that joined late, or messages lost in an outage)."""
         self.rules_sent = [-1] * len(self.rules_published)
+        self.changes.mark_all()
+        self.wake_publisher()
+
+    def wake_publisher(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_ring(self) -> None:
+        """The event loop's reader callback on the bridge's doorbell eventfd: a feed rang."""
+        self.bell.drain()
+        self.wake_publisher()
+
+    async def _sleep(self, timeout_s: float) -> None:
+        """Until :meth:`wake_publisher` (a ring, a resend) or ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(max(0.0, timeout_s), self.wake_publisher)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    async def publish_pass(self, nc) -> None:
+        """Send what changed since the last pass: each candidate row's rules (if their version moved), then its
+        latest state (if its seq moved)."""
+        candidates = self.changes.changed()
+        messages = self.scan_rules(candidates) + self.scan(candidates)      # a row's rules before its quote
+        try:
+            for subject, data in messages:
+                await nc.publish(subject, data)
+        except Exception as exc:  # noqa: BLE001 - the connection went away mid-pass: resend later
+            self.resend_all()
+            self.resend_rules()
+            self.rate_log.warning("publish", f"publish failed ({type(exc).__name__}: {exc}); "
+                                             f"the latest states are sent after reconnecting")
+        else:
+            self._words[self._scans_word] += len(messages)
 
     async def publisher(self) -> None:
-        interval_s = self.bridge.poll_interval_ms / 1000
-        idle_interval_s = max(interval_s, IDLE_POLL_S)
+        """Pass after pass while rows change; asleep on the doorbell while none does (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        bell = self.bell
         refresh_s = self.bridge.heartbeat_interval_ms / 1000
         next_refresh = time.monotonic() + refresh_s
-        last_change = time.monotonic()
-        scans_word = self.stats.word("scans")
-        while not self.stop.is_set():
-            nc = self.nc
-            if nc is not None and nc.is_connected and nc.pending_data_size < PENDING_LIMIT:
-                refresh = time.monotonic() >= next_refresh
-                if refresh:
+        loop.add_reader(bell.fd, self._on_ring)
+        try:
+            while not self.stop.is_set():
+                nc = self.nc
+                if nc is None or not nc.is_connected:
+                    await self._sleep(next_refresh - time.monotonic())   # the connection's resend_all wakes it
+                    if time.monotonic() >= next_refresh:
+                        next_refresh = time.monotonic() + refresh_s
+                    continue
+                if nc.pending_data_size >= PENDING_LIMIT:            # conflate: the latest states go later
+                    await asyncio.sleep(BUFFER_RETRY_S)
+                    continue
+                if time.monotonic() >= next_refresh:
                     next_refresh = time.monotonic() + refresh_s
                     self.resend_all()
-                messages = self.scan_rules() + self.scan()      # a row's rules before its quote
-                try:
-                    for subject, data in messages:
-                        await nc.publish(subject, data)
-                except Exception as exc:  # noqa: BLE001 - the connection went away mid-scan: resend later
-                    self.resend_all()
-                    self.resend_rules()
-                    self.rate_log.warning("publish", f"publish failed ({type(exc).__name__}: {exc}); "
-                                                     f"the latest states are sent after reconnecting")
-                else:
-                    self._words[scans_word] += len(messages)
-                if messages and not refresh:
-                    last_change = time.monotonic()
-            # a board that has not changed for a while is scanned less often (a busy market never is idle)
-            await asyncio.sleep(interval_s if time.monotonic() - last_change < IDLE_AFTER_S else idle_interval_s)
+                await self.publish_pass(nc)
+                bell.prepare_sleep()                                 # flag up, fence, then the re-check
+                if self.changes.pending():
+                    bell.cancel_sleep()
+                    await asyncio.sleep(0)                           # let the client send, the callbacks run
+                    continue
+                await self._sleep(next_refresh - time.monotonic())
+                bell.cancel_sleep()          # a ring lowered it already; a timeout or a resend did not
+        finally:
+            loop.remove_reader(bell.fd)
 
     async def heartbeat(self) -> None:
         interval_s = self.bridge.heartbeat_interval_ms / 1000
@@ -343,8 +404,9 @@ class Bridge:
         self.resend_rules()
 
     async def on_connected(self, nc) -> None:
+        self.subscriptions = {}
         for subject in self.remote.subjects():
-            await nc.subscribe(subject, cb=self.on_message)
+            self.subscriptions[subject] = await nc.subscribe(subject, cb=self.on_message)
         if self.published:
             await nc.subscribe(refresh_subject(self.bridge.box), cb=self.on_refresh)
         await self.set_connected(True)
@@ -469,13 +531,10 @@ class Bridge:
     async def run(self, stop=None) -> None:
         """Until ``stop`` (the process's :class:`~pipeline.runtime.Stop`) is set, or a task fails."""
         self.stop = asyncio.Event()
-        self.inbox_ready = asyncio.Event()
         self.register()
         if stop is not None:
             stop.link(self.stop)
         tasks = [asyncio.ensure_future(self.connection()), asyncio.ensure_future(self.watchdog())]
-        if self.remote.boxes:
-            tasks.append(asyncio.ensure_future(self.writer_loop()))
         if self.published:
             tasks.append(asyncio.ensure_future(self.publisher()))
             tasks.append(asyncio.ensure_future(self.heartbeat()))

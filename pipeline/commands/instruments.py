@@ -9,7 +9,9 @@ native symbols are mapped to canonical ``BASE/QUOTE`` instruments by the venue's
 instruments.
 
 One line per (instrument, venue): the native symbol, tick, step, minimum quantity and value, status and the
-taker fee the config (or the venue's standard tier) charges. ``--json`` prints the same as one JSON document;
+taker fee the config (or the venue's standard tier) charges, or, for a venue with ``fee_lookup``, what the
+account pays as the venue's signed fee endpoint answers (marked ``(account)``; ``fee_source`` in ``--json``).
+``--json`` prints the same as one JSON document;
 ``--write-config FILE`` writes a config that watches them (the given config with each venue's instruments
 replaced, nothing else changed; refused when the file exists). A venue whose reference data cannot be had is
 one line on stderr and left out; exit status 0 when at least one venue answered, 2 (naming them) when none did.
@@ -68,8 +70,10 @@ def fetch(venue: str, base_url: str | None, timeout_s: float) -> list[Instrument
     return fetch_reference_data(venue, base_url, timeout_s)
 
 
-def gather(answers: dict[str, list[InstrumentRules]], fees, quote: str | None, min_venues: int) -> list[dict]:
-    """Instruments listed on at least ``min_venues`` venues: [{instrument, venues: {name: fields}}], sorted."""
+def gather(answers: dict[str, list[InstrumentRules]], fees, quote: str | None, min_venues: int,
+           fee_source=lambda venue, instrument: "config") -> list[dict]:
+    """Instruments listed on at least ``min_venues`` venues: [{instrument, venues: {name: fields}}], sorted.
+    ``fee_source(venue, instrument)``: ``account`` where ``fees`` gives what the account pays, else ``config``."""
     by_instrument: dict[str, dict[str, dict]] = {}
     for venue, rules in answers.items():
         canonical = canonical_of(venue)
@@ -81,7 +85,8 @@ def gather(answers: dict[str, list[InstrumentRules]], fees, quote: str | None, m
                 "symbol": r.symbol, "tick": decimal_text(r.tick), "step": decimal_text(r.step),
                 "min_qty": decimal_text(r.min_qty), "max_qty": decimal_text(r.max_qty),
                 "min_notional": decimal_text(r.min_notional), "max_notional": decimal_text(r.max_notional),
-                "status": r.status, "trading": r.trading, "taker_fee_bps": fees(venue, instrument)}
+                "status": r.status, "trading": r.trading, "taker_fee_bps": fees(venue, instrument),
+                "fee_source": fee_source(venue, instrument)}
     return [{"instrument": instrument, "venues": dict(sorted(venues.items()))}
             for instrument, venues in sorted(by_instrument.items()) if len(venues) >= min_venues]
 
@@ -95,7 +100,8 @@ def table(listed: list[dict]) -> list[str]:
         first = True
         for venue, f in item["venues"].items():
             out.append(line([item["instrument"] if first else "", venue, f["symbol"], f["tick"], f["step"],
-                             f["min_qty"], f["min_notional"], f["status"], f"{f['taker_fee_bps']:g}"]))
+                             f["min_qty"], f["min_notional"], f["status"],
+                             f"{f['taker_fee_bps']:g}" + (" (account)" if f.get("fee_source") == "account" else "")]))
             first = False
     return out
 
@@ -118,11 +124,15 @@ def config_text(raw: dict | None, listed: list[dict]) -> str:
     return yaml.safe_dump(out, sort_keys=False)
 
 
-async def ask_all(targets: dict[str, str | None], config, timeout_s: float) -> tuple[dict, dict]:
+async def ask_all(targets: dict[str, str | None], config, timeout_s: float,
+                  accounts: dict | None = None) -> tuple[dict, dict]:
     """({venue: rules}, {venue: why not}) for every target; the config's simulated venues through a simulator
-    started here (and stopped before returning)."""
+    started here (and stopped before returning). With ``accounts`` (a dict), the fees the account pays on each
+    ``fee_lookup`` venue go there (``{venue: {instrument: bps}}``)."""
+    accounts = {} if accounts is None else accounts
     answers: dict[str, list[InstrumentRules]] = {}
     failed: dict[str, str] = {}
+    fee_bases: dict[str, str] = {}        # venue -> where its fee endpoint is asked (the simulator's port)
     async with contextlib.AsyncExitStack() as stack:
         if config is not None and config.simulator is not None and any(v is None for v in targets.values()):
             from pipeline.sim.server import build_simulator
@@ -142,6 +152,7 @@ async def ask_all(targets: dict[str, str | None], config, timeout_s: float) -> t
                     record = __import__("pipeline.venues", fromlist=["load_venue"]).load_venue(name)
                     rest = record.reference_data is None or record.reference_data.transport == "rest"
                     targets[name] = server.rest_base(host) if rest else server.url(host)
+                    fee_bases[name] = server.rest_base(host)
 
         async def one(venue: str, base: str | None) -> None:
             try:
@@ -151,7 +162,29 @@ async def ask_all(targets: dict[str, str | None], config, timeout_s: float) -> t
             except Exception as exc:  # noqa: BLE001 - any failure of one venue is its line, the others go on
                 failed[venue] = f"{type(exc).__name__}: {exc}"
         await asyncio.gather(*(one(v, b) for v, b in targets.items()))
+        if config is not None:
+            await asyncio.gather(*(account_fees(v, fee_bases, timeout_s, accounts, failed)
+                                   for v in config.venues if v.fee_lookup))
     return answers, failed
+
+
+async def account_fees(venue_config, fee_bases: dict, timeout_s: float, accounts: dict, failed: dict) -> None:
+    """What the account pays on ``venue_config``'s instruments, into ``accounts[venue][instrument]`` (bps); a
+    failed lookup is a line in ``failed`` (``venues.NAME.fee_lookup``) and the configured fee is shown."""
+    import os
+
+    from pipeline.fees import FeeLookupError, fee_base_url, fetch_account_fees, read_fee_credentials
+    from pipeline.venues import native_symbols
+    name = venue_config.name
+    natives = native_symbols(venue_config)
+    base = fee_bases.get(name) or fee_base_url(name, venue_config.rules_url)
+    try:
+        credentials = read_fee_credentials(venue_config, os.environ)
+        fees = await asyncio.to_thread(fetch_account_fees, name, base, credentials, list(natives.values()), timeout_s)
+    except FeeLookupError as exc:
+        failed[f"{name}.fee_lookup"] = f"{exc}: configured fees shown"
+        return
+    accounts[name] = {instrument: fees[native].taker_bps for instrument, native in natives.items() if native in fees}
 
 
 def main(argv: list[str]) -> int:
@@ -183,7 +216,11 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"run.py instruments: --write-config: {args.write_config} exists; not overwritten\n")
         return 2
 
+    accounts: dict[str, dict[str, float]] = {}
+
     def fees(venue: str, instrument: str) -> float:
+        if instrument in accounts.get(venue, {}):
+            return accounts[venue][instrument]
         if config is not None:
             for v in config.venues:
                 if v.name == venue:
@@ -191,17 +228,22 @@ def main(argv: list[str]) -> int:
         return DEFAULT_TAKER_FEE_BPS[venue]
 
     try:
-        answers, failed = asyncio.run(ask_all(targets, config, args.timeout))
+        answers, failed = asyncio.run(ask_all(targets, config, args.timeout, accounts))
     except OSError as exc:
         sys.stderr.write(f"run.py instruments: simulator: {exc}\n")
         return 2
     for venue, why in sorted(failed.items()):
-        sys.stderr.write(f"run.py instruments: venues.{venue}: reference data not available ({why})\n")
+        if venue.endswith(".fee_lookup"):
+            sys.stderr.write(f"run.py instruments: venues.{venue}: {why}\n")
+        else:
+            sys.stderr.write(f"run.py instruments: venues.{venue}: reference data not available ({why})\n")
+    failed = {venue: why for venue, why in failed.items() if not venue.endswith(".fee_lookup")}
     if not answers:
         sys.stderr.write("run.py instruments: no venue answered: "
                          + ", ".join(f"venues.{v}" for v in sorted(failed)) + "\n")
         return 2
-    listed = gather(answers, fees, args.quote, args.min_venues)
+    listed = gather(answers, fees, args.quote, args.min_venues,
+                    lambda venue, instrument: "account" if instrument in accounts.get(venue, {}) else "config")
     if args.json:
         sys.stdout.write(orjson.dumps({"instruments": listed, "unavailable": failed}).decode() + "\n")
     else:

@@ -223,7 +223,8 @@ class DetectorEngine:
         for event in events:
             c = event.candidate
             record = event_record(event, now_ns, self.fees[c.instrument], universe.currency_of_key[c.instrument],
-                                  self.clock_offset_ns(c.buy.venue), self.clock_offset_ns(c.sell.venue))
+                                  self.clock_offset_ns(c.buy.venue), self.clock_offset_ns(c.sell.venue),
+                                  universe.fee_source.get(c.instrument))
             if event.kind == "open":
                 self.summary.opened(record, universe.currency_of_key[c.instrument][1])
                 self._schedule_shadows(event)

@@ -1,13 +1,14 @@
-"""The detector process: polls the board, evaluates what changed, reports.
+"""The detector process: polls the board, evaluates what changed, puts each decision in the decision ring.
 
 Three parts, each in its own module: the board scan
 (:mod:`pipeline.detector.scan`: changed rows and their quotes, read in place
 through the seqlock), the pure decision engine
 (:mod:`pipeline.detector.engine`: edge after fees, lifecycle, shadow fills,
-summary; it takes the time as an argument) and the output fan-out
-(:mod:`pipeline.output.writers`). This module is the loop that ties them
-together with the clock, the doorbell and the board counters; ``replay``
-drives the same scan and engine with recorded time.
+summary; it takes the time as an argument) and the decision ring
+(:mod:`pipeline.decisions`: one fixed-size entry per record, in the board).
+This module is the loop that ties them together with the clock, the doorbell
+and the board counters; ``replay`` drives the same scan and engine with
+recorded time.
 
 Waiting: in ``doorbell`` mode (default) it spins for ``spin_us`` after the
 last change, then raises the sleeping flag and blocks on the eventfd the
@@ -17,17 +18,20 @@ feeds ring (see :mod:`pipeline.board.doorbell`); idle it uses ~0 % CPU. In
 Every ``open`` is looked at again after each configured execution latency
 (shadow fills): what would taking both legs then have given?
 
-Output never waits in the loop: the events file and stdout are written by a
-thread each (:class:`~pipeline.output.writers.BackgroundWriter`), the HTTP
-sink by its own. The loop only queues a record; when a destination's buffer is
-full (a slow disk, a pipe nobody reads) the record is dropped from it and
-counted in the slot's ``output_dropped`` and in the summary. At a clean stop
-the buffers are drained, the file closed, and the summary printed last.
+Nothing is formatted or written here: each record goes into the board's
+decision ring (one fixed-size entry, numbers and name indexes, no text made;
+``python -m bench.decisions`` measures it) and the output's doorbell is rung
+once per pass that wrote; the output
+process (:mod:`pipeline.output.process`) writes stdout, the events file and
+the sink from the ring, at its own pace. At a clean stop the detector closes
+what is open, puts its exit summary in the ring after the last record, and
+exits; the output process then reads the ring to its end and prints the
+summary last. Started on its own (no output process: ``spec.decision_fd``
+-1), the detector follows its own ring on a thread with the same code.
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from pipeline.board import (
@@ -42,9 +46,10 @@ from pipeline.board import (
     ProcStats,
     TornReadError,
 )
+from pipeline.decisions import DecisionError, DecisionWriter, bell
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine, Emitted
 from pipeline.detector.scan import BoardRules, BoardView, RowUniverse
-from pipeline.output.writers import Outputs
+from pipeline.output.process import FollowerThread, OutputFollower, build_sink
 from pipeline.runtime import ProcessSpec, RateLimitedLog, UnusableResource, parent_alive, run_child
 from pipeline.venues import VENUE_IDS
 
@@ -54,10 +59,17 @@ SLEEP_TIMEOUT_MS = 50          # bounds a lost wake-up and the staleness re-chec
 SAMPLE_BATCH = 256             # publish_to_seen samples kept before they are recorded in a busy stretch
 
 
-class Detector:
-    """The live detector: a board scan feeding a :class:`DetectorEngine`, records fanned out to the outputs."""
+NO_META = (0, 0, 0, 0, 0, 0, 0, 0)
 
-    def __init__(self, spec: ProcessSpec, config, sink=None):
+
+class Detector:
+    """The live detector: a board scan feeding a :class:`DetectorEngine`, records put in the decision ring.
+
+    ``decision_fd``: the output's doorbell (the supervisor's output process follows the ring); None, a
+    detector on its own, which follows its ring on a thread (:class:`~pipeline.output.process.FollowerThread`;
+    ``sink`` is then its HTTP sink)."""
+
+    def __init__(self, spec: ProcessSpec, config, sink=None, decision_fd: int | None = None):
         self.spec = spec
         self.config = config
         dc = config.detector
@@ -75,10 +87,22 @@ class Detector:
         assert (self.board.geometry.procs_offset + field_offset) % 8 == 0 and PROC_DTYPE.itemsize % 8 == 0
         self.rules = BoardRules(self.board, self.universe)      # each row's trading rules, as its feed publishes them
         self.engine = DetectorEngine(config, self.universe, self.view.quotes, self.clock_offset_ns, self.rules)
-        # the file and stdout are written by their own threads; a full buffer drops (counted), never waits
-        self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink,
-                               run_id=config.run_id, background=True)
-        self._output_dropped = 0        # of outputs.dropped, what the board's counter has
+        fills = self.board.geometry.decision_fills
+        if not self.board.geometry.decision_entries or len(dc.shadow_latencies_ms) > fills:
+            raise UnusableResource("detector.shadow_latencies_ms",
+                                   f"{len(dc.shadow_latencies_ms)} latencies, but the board's decision ring holds "
+                                   f"{fills} shadow fills per entry (start the pipeline again with this config)")
+        self.decisions = DecisionWriter(self.board)
+        self.decisions_dropped = 0      # records the ring could not carry (logged)
+        key_of_row = self.universe.key_of_row       # (instrument identity, leg) -> its board row
+        self.row_of_leg = {(key_of_row[row], leg): row for row, leg in self.universe.leg_of_row.items()}
+        self.follower = None
+        self.bell = None
+        if decision_fd is None:
+            self.follower = FollowerThread(OutputFollower(self.board, config, self.stats, sink,
+                                                          start=self.decisions.count))
+        else:
+            self.bell = bell(self.board, decision_fd)
         self._refused: dict[str, int] = {}   # of the engine's refusals per reason, what the board's counters have
         hops = HOPS[ProcessRole.DETECTOR]
         # publish -> seen samples are kept in a list and recorded when the loop is idle (or every SAMPLE_BATCH),
@@ -133,9 +157,25 @@ class Detector:
         self.engine.suspects.clear()
 
     def emit(self, emitted: list[Emitted], seen_ns: int | None = None) -> None:
+        """Put each record in the decision ring (``seen_to_emitted``: the change seen -> its decision in the
+        ring), count it on the board, and ring the output once."""
         venue_of_label = self.universe.venue_of_label
+        row_of_leg = self.row_of_leg
+        write = self.decisions.write
         for item in emitted:
             record, event = item.record, item.event
+            meta = NO_META
+            if event is not None:
+                c = event.candidate
+                buy, sell = c.buy, c.sell
+                meta = (0, seen_ns or 0, buy.recv_ns, sell.recv_ns, buy.seq, sell.seq,
+                        row_of_leg.get((c.instrument, buy.leg), 0), row_of_leg.get((c.instrument, sell.leg), 0))
+            try:
+                write(record, meta)
+            except DecisionError as exc:
+                self.decisions_dropped += 1
+                self.stats.add("output_dropped")
+                self.rate_log.warning("decision", f"a {record.get('event')} record not written: {exc}")
             if event is not None and seen_ns is not None and event.kind != "close":
                 now_ns = time.time_ns()
                 self.seen_to_emitted.record(now_ns - seen_ns)
@@ -152,12 +192,16 @@ class Detector:
                 self.stats.add("shadow_fills", len(fills))
                 self.stats.add("shadow_profitable", sum(1 for f in fills if f["net_bps"] is not None
                                                         and f["net_bps"] > 0))
-            self.outputs.write(record)
-        if self.outputs.sink_dropped:
-            self.stats.add("sink_dropped", self.outputs.sink_dropped)
-            self.outputs.sink_dropped = 0
-        self.count_output_dropped()
+        if emitted:
+            self.ring()
         self.count_refused()
+
+    def ring(self) -> None:
+        """Tell the output that the ring has new entries (the doorbell; the follower thread's event)."""
+        if self.bell is not None:
+            self.bell.ring_if_sleeping()
+        else:
+            self.follower.wake.set()
 
     def count_refused(self) -> None:
         """The engine's refusals per reason (its summary's ``refused``) into the slot's ``refused_*``
@@ -168,14 +212,6 @@ class Detector:
             if n != seen and f"refused_{reason}" in PROC_DTYPE.names:
                 self.stats.add(f"refused_{reason}", n - seen)
                 self._refused[reason] = n
-
-    def count_output_dropped(self) -> None:
-        """Adds what the file and stdout lost since the last call to the board's ``output_dropped``
-        (added, not set: a restarted detector continues its predecessor's count)."""
-        dropped = self.outputs.dropped
-        if dropped != self._output_dropped:
-            self.stats.add("output_dropped", dropped - self._output_dropped)
-            self._output_dropped = dropped
 
     # ---------------------------------------------------------------- loop
     def next_shadow_in_ms(self, now_ns: int) -> float:
@@ -227,52 +263,35 @@ class Detector:
             last_activity = time.monotonic_ns()
 
     def close(self) -> bool:
-        """Closes what is open and prints the summary last on stdout (False: stdout was blocked; it is logged)."""
+        """Closes what is open and puts the summary in the ring after the last record, for the output to print
+        last. Run alone, it then stops its follower, which prints it (False: stdout was blocked; it is logged)."""
         self.publish_to_seen.flush()
         self.emit(self.engine.close_all(time.time_ns()))
-        printed = self.outputs.close(self.render_summary)
-        self.count_output_dropped()
-        if not printed:
-            self.summary.output_dropped = self.outputs.dropped_by_destination()
-            log.warning("stdout was not read; the summary it could not print:\n%s", self.summary.render())
+        self.decisions.text(self.summary.render())
+        self.ring()
+        printed = True
+        if self.follower is not None:
+            printed = self.follower.close()
+        self.decisions.close()
         self.view.close()
         self.rules.close()
         self.pairs = self._signed_words = None
         self.board.close()
         return printed
 
-    def render_summary(self) -> str:
-        """The summary, with what the events file lost (and stdout so far): called once the file is closed."""
-        self.summary.output_dropped = self.outputs.dropped_by_destination()
-        return self.summary.render()
-
-
-def build_sink(config):
-    sink_config = config.detector.sink
-    if sink_config is None:
-        return None
-    from pipeline.output.sink import HttpSink, SinkError
-    token = os.environ.get(sink_config.token_env) if sink_config.token_env else None
-    if sink_config.token_env and not token:
-        log.error("analysis sink: environment variable %s is not set; sending without a token",
-                  sink_config.token_env)
-    try:
-        sink = HttpSink(sink_config.url, token, timeout_s=sink_config.timeout_s, queue_size=sink_config.queue_size)
-    except SinkError as exc:
-        raise UnusableResource("detector.sink", str(exc)) from exc
-    sink.start()
-    return sink
-
 
 def main(spec: ProcessSpec, config) -> None:
-    """Entry point of the detector process (called in the forked child)."""
+    """Entry point of the detector process (called in the forked child). ``spec.decision_fd``: the output
+    process's doorbell; without one (-1) the detector runs alone, writing its outputs from a thread."""
     run_child(spec, lambda stop: run_detector(spec, config, stop))
 
 
 def run_detector(spec: ProcessSpec, config, stop) -> None:
-    detector = Detector(spec, config, build_sink(config))
+    decision_fd = spec.decision_fd if spec.decision_fd >= 0 else None
+    sink = build_sink(config) if decision_fd is None else None
+    detector = Detector(spec, config, sink, decision_fd)
     detector.stop = stop        # SIGTERM ends the loop at its next pass (a sleep on the doorbell is bounded)
     try:
         detector.run()
     finally:
-        detector.close()        # the summary goes out last through the stdout writer, bounded in time
+        detector.close()        # every open closed, then the summary: the last entries of the ring

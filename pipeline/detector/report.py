@@ -55,13 +55,15 @@ def _rules_items(rules: InstrumentRules) -> tuple:
 
 
 def event_record(event: Event, now_ns: int, fees_bps: dict[str, float], currency: tuple[str, str],
-                 buy_offset_ns: int = 0, sell_offset_ns: int = 0) -> dict:
+                 buy_offset_ns: int = 0, sell_offset_ns: int = 0, fee_source: dict[str, str] | None = None) -> dict:
     """The JSON-lines object for one lifecycle event (fields and units: the README's event table).
 
     ``currency``: (base, the currency profit is stated in) of the compared instrument. Prices and
     quantities carry 10 significant digits (a volume-weighted price is not on the venue's tick). A
     candidate sized to its legs' rules also carries each leg's limit price (on the venue's tick) and, on
     ``open``, the rules themselves, so the event says on its own which orders would have been sent.
+    ``fee_source`` (leg -> ``"account"`` / ``"config"``): where each leg's fee came from, carried as
+    ``buy_fee_source`` / ``sell_fee_source`` (the account's, as its feed looked it up, or the configured one).
     """
     c = event.candidate
     fill = c.fill
@@ -87,6 +89,8 @@ def event_record(event: Event, now_ns: int, fees_bps: dict[str, float], currency
         "fees_bps": round(fill.fees_bps, 4),
         "buy_fee_bps": fees_bps[c.key[1]],
         "sell_fee_bps": fees_bps[c.key[2]],
+        "buy_fee_source": fee_source.get(c.key[1], "config") if fee_source else "config",
+        "sell_fee_source": fee_source.get(c.key[2], "config") if fee_source else "config",
         "profit_quote": round(fill.profit_quote, 6),
         "buy_quote_age_ms": round((now_ns - buy.recv_ns) / 1e6, 3),
         "sell_quote_age_ms": round((now_ns - sell.recv_ns) / 1e6, 3),

@@ -286,13 +286,15 @@ class PairState:
     ``rules_of`` sizes are the walk's own (the depth walk alone, as its tests use it); ``rules_of`` answering
     None for a leg says its rules are not kept at all (the board's :class:`~pipeline.detector.scan.BoardRules`
     never does so: a mirrored row's rules come over the bridge): that leg's pairs are reported as walked,
-    unsized, and their events carry no rules.
+    unsized, and their events carry no rules. ``fees_bps`` is read again for a leg whose rules version moved:
+    the version also moves when its feed publishes the account's fee (the caller updates the dict in place,
+    :meth:`~pipeline.detector.scan.RowUniverse.set_account_fee`).
     """
 
     __slots__ = ("instrument", "labels", "staleness_ns", "threshold_bps", "max_notional", "min_notional",
                  "sanity_bps", "fees", "buy_mult", "sell_mult", "quotes", "top", "confirmed", "limit", "pairs",
                  "cost", "gain", "engine", "extra", "rules_of", "refusals", "count_bps", "rules", "sizers",
-                 "refused", "was_refused", "lacking")
+                 "refused", "was_refused", "lacking", "fees_of")
 
     def __init__(self, instrument: str, labels, fees_bps: dict[str, float], staleness_ns: int,
                  threshold_bps: float, max_notional: float = float("inf"), min_notional: float = 0.0,
@@ -318,6 +320,7 @@ class PairState:
         self.max_notional = max_notional
         self.min_notional = min_notional
         self.sanity_bps = sanity_bps
+        self.fees_of = fees_bps                       # label -> fee in use (an account fee may replace it)
         self.fees = [fees_bps[label] for label in self.labels]
         self.buy_mult = [1.0 + fee * 1e-4 for fee in self.fees]      # the same floats walk() computes
         self.sell_mult = [1.0 - fee * 1e-4 for fee in self.fees]
@@ -392,6 +395,11 @@ class PairState:
             previous = self.rules[i]
             if previous is None or previous[0] != version_rules[0] or previous[1] is not version_rules[1]:
                 self.rules[i] = version_rules
+                fee = self.fees_of[self.labels[i]]     # a new version may carry the account's fee
+                if fee != self.fees[i]:
+                    self.fees[i] = fee
+                    self.buy_mult[i] = 1.0 + fee * 1e-4
+                    self.sell_mult[i] = 1.0 - fee * 1e-4
                 if self.sizers:
                     for key in [k for k in self.sizers if i in k]:
                         del self.sizers[key]

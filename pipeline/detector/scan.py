@@ -38,9 +38,10 @@ from pipeline.board import (
     TornReadError,
     lane_of_rows,
     read_consistent,
-    read_rules,
+    read_entry,
 )
 from pipeline.detector.rules import Quote, leg_of
+from pipeline.fees import account_fee_or_configured
 
 NUMPY_SCAN_ROWS = 64
 _U64 = struct.Struct("<Q")
@@ -96,7 +97,10 @@ class RowUniverse:
         self.venue_label_of_row: dict[int, str] = {}               # row -> venue label (kraken, kraken@frankfurt)
         self.instrument_of_row: dict[int, str] = {}
         self.venue_of_label: dict[str, str] = {}
-        self.fees: dict[str, dict[str, float]] = {}                # key -> leg -> taker fee bps
+        self.fees: dict[str, dict[str, float]] = {}                # key -> leg -> taker fee bps (in use)
+        self.configured_fees: dict[str, float] = {}                # leg -> the configured taker fee bps
+        self.fee_source: dict[str, dict[str, str]] = {}            # key -> leg -> "config" / "account"
+        self.key_of_leg: dict[str, str] = {}
         self.currency: dict[str, dict[str, str]] = {}              # key -> leg -> the quote currency it trades in
         self.currency_of_key: dict[str, tuple[str, str]] = {}     # key -> (base, currency profit is stated in)
         self.max_age_ns: dict[str, int] = {}                       # leg -> its venue's staleness limit
@@ -114,7 +118,9 @@ class RowUniverse:
             self.venue_label_of_row[assignment.row] = label
             self.instrument_of_row[assignment.row] = assignment.instrument
             self.venue_of_label[label] = assignment.venue
-            self.fees.setdefault(key, {})[leg] = venue.fee_bps(assignment.instrument)
+            self.fees.setdefault(key, {})[leg] = self.configured_fees[leg] = venue.fee_bps(assignment.instrument)
+            self.fee_source.setdefault(key, {})[leg] = "config"
+            self.key_of_leg[leg] = key
             self.currency.setdefault(key, {})[leg] = assignment.instrument.split("/")[1]
             base, quote = key.split("/")
             self.currency_of_key[key] = (base, quote)
@@ -126,6 +132,14 @@ class RowUniverse:
                                          dc.max_notional_for(assignment.instrument))
         self.watch = sorted(self.key_of_row)
 
+    def set_account_fee(self, leg: str, account_bps: float) -> None:
+        """The fee ``leg``'s account pays as its feed looked it up (NaN: none): it replaces the configured one
+        in :attr:`fees` (the dict each instrument's pairs read, updated in place) until it is NaN again."""
+        key = self.key_of_leg[leg]
+        fee, source = account_fee_or_configured(account_bps, self.configured_fees[leg])
+        self.fees[key][leg] = fee
+        self.fee_source[key][leg] = source
+
 
 class BoardRules:
     """``rules_of(leg) -> (version, InstrumentRules | None)`` from the board's rules entries (the engine's
@@ -134,10 +148,15 @@ class BoardRules:
     writer preempted mid-write) gives the last rules read, or none yet: the next quote asks again.
 
     A row mirrored from another box (``kraken@frankfurt``) is read like any other: its bridge writes the rules
-    the other box publishes for it, and until it has, the row has none (no pair, counted ``no_rules``)."""
+    the other box publishes for it, and until it has, the row has none (no pair, counted ``no_rules``).
+
+    The entry also carries the fee the row's account pays (its feed's fee lookup, NaN: none); each read of a
+    new version hands it to :meth:`RowUniverse.set_account_fee`, so a leg's fee changes with its version, as
+    its rules do (:class:`~pipeline.detector.rules.PairState` re-reads the leg's fee when the version moves)."""
 
     def __init__(self, board, universe: RowUniverse):
         self.board = board
+        self.universe = universe
         self._words = board.buf.cast("B").cast("Q")
         self._row = {leg: row for row, leg in universe.leg_of_row.items()}
         self._word = {leg: board.geometry.rule_offset(row) // 8 for leg, row in self._row.items()}
@@ -149,14 +168,17 @@ class BoardRules:
         if last is not None and not seq & 1 and seq // 2 == last[0]:
             return last
         try:
-            last = self._last[leg] = read_rules(self.board, self._row[leg])
+            version, rules, account_bps = read_entry(self.board, self._row[leg])
         except TornReadError:
             return last if last is not None else (0, None)
+        self.universe.set_account_fee(leg, account_bps)
+        last = self._last[leg] = (version, rules)
         return last
 
     def close(self) -> None:
         self._words = None
         self.board = None
+        self.universe = None  # type: ignore[assignment]   # closed: nothing reads through it again
 
 
 class BoardView:

@@ -26,7 +26,8 @@ book alone; the raw response is kept in ``reference_data.cache_dir`` and recorde
 (log, and ``rules_cache_age_s`` in the slot); with no cache the rows are held ``NO_RULES`` and the fetch is
 tried again on the backoff until it answers. The rules are fetched again every ``refresh_s`` and applied
 without a restart; each changed field is logged and counted (``rules_changes``). The rules go to the
-board's rules region (:class:`~pipeline.board.RulesWriter`) for the detector.
+board's rules region (:class:`~pipeline.board.RulesWriter`) for the detector. With ``fee_lookup`` the
+account's fees are looked up once the rules are in, and on the same schedule (:mod:`pipeline.feed.fees`).
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ from pipeline.board import (
 )
 from pipeline.config import ReferenceDataConfig, VenueConfig
 from pipeline.errors import FeedError, ParseError
+from pipeline.feed.fees import build_fee_lookup
 from pipeline.feed.retry import Backoff, ConnectionRateLimit, should_reconnect
 from pipeline.feed.session import FeedSession
 from pipeline.feed.transport import open_link
@@ -144,7 +146,7 @@ class Feed:
                  backoff_cap_s: float = 10.0, keepalive_s: float | None = None, open_timeout_s: float = 10.0,
                  recorder=None, ws_ping_interval_s: float | None = None, credentials: dict | None = None,
                  handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = VenueConfig.transport,
-                 rules: RulesSource | None = None):
+                 rules: RulesSource | None = None, fees=None):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
@@ -152,7 +154,7 @@ class Feed:
         self.board = Board.attach(spec.board_name, spec.depth)
         self.writer = RowWriter(self.board, [r.row for r in spec.rows])
         self.stats = ProcStats(self.board, spec.slot)
-        self.doorbell = Doorbell(self.board.buf, spec.doorbell_fd)
+        self.doorbell = Doorbell(self.board.buf, spec.doorbell_fd, spec.bridge_doorbell_fd)
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.keepalive_s = keepalive_s or self.venue.keepalive_interval_s
@@ -167,6 +169,7 @@ class Feed:
                                    int(staleness_ms * 1e6), sink, self.stats, journal=self.journal)
         self.rules = rules
         self._rules_since: str | None = None    # the last answer's stamp, for a venue that answers changes only
+        self.fees = fees                  # the account fee lookup (pipeline.feed.fees), None when off
         self.rules_writer = RulesWriter(self.board, [r.row for r in spec.rows])
         self.session.rules_sink = self.rules_writer.write
         record = self.venue
@@ -510,6 +513,8 @@ class Feed:
                 tasks[0].cancel()
                 raise loaded.exception()
             tasks.append(asyncio.ensure_future(self.refresh_rules(fresh=loaded.result())))
+        if self.fees is not None:         # after the rules: a fee write keeps the rules the entry has
+            tasks.append(asyncio.ensure_future(self.fees.run(self.rules_writer, self.stats, self.stop)))
         tasks += [asyncio.ensure_future(self.connection(group)) for group in self.session.connection_groups()]
         await run_until_stopped(tasks, self.stop)
 
@@ -639,10 +644,12 @@ def main(spec: ProcessSpec, config) -> None:
 def run_feed(spec: ProcessSpec, config, stop) -> None:
     venue_config = config.venue(spec.venue)
     url = dict(spec.urls).get(spec.venue) or venue_config.url or load_venue(spec.venue).default_url
+    rules_at = rules_url(venue_config, url)
     feed = Feed(spec, url, venue_config.staleness_ms, recorder=build_recorder(spec, config),
                 ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config),
                 transport=venue_config.transport,
-                rules=RulesSource(rules_url(venue_config, url), config.reference_data))
+                rules=RulesSource(rules_at, config.reference_data),
+                fees=build_fee_lookup(venue_config, rules_at, spec.rows, config.reference_data, os.environ))
     try:
         asyncio.run(feed.run(stop))
     finally:

@@ -31,6 +31,7 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_feed_restarts_total{exchange}                supervisor-owned slot field
     pipeline_feed_rules_changes_total{exchange}           trading-rule fields changed while running
     pipeline_feed_rules_fetch_failures_total{exchange}    reference-data fetches that failed
+    pipeline_feed_fee_lookup_failures_total{exchange}     account fee lookups refused or unanswered
     pipeline_row_state{exchange,instrument,state}         gauge, 1 for the current RowStatus, else 0 (no_rules:
                                                           the instrument has no trading rules)
     pipeline_row_last_update_age_seconds{exchange,instrument}   gauge, absent until the row is written
@@ -130,6 +131,8 @@ _FEED_COUNTERS = (
      "Trading-rule fields changed while running (one field of one instrument each)."),
     ("rules_fetch_failures", "pipeline_feed_rules_fetch_failures",
      "Reference-data fetches that failed after their retries (at start or on a refresh)."),
+    ("fee_lookup_failures", "pipeline_feed_fee_lookup_failures",
+     "Account fee lookups (the venue's signed fee endpoint) that were refused or found no answer."),
 )
 # board histogram buckets exposed: 1..3 are never used (everything below 128 ns is bucket 0); the last is open-ended
 _USED_BUCKETS = (0, *range(4, HIST_BUCKETS - 1))
@@ -306,7 +309,7 @@ class BoardCollector:
                                 value=bridge.clock_offset_ns / 1e9)
 
     def _detector_families(self, procs) -> Iterator:
-        detectors = [p for s, p in procs if s.role == ProcessRole.DETECTOR]
+        detectors = [p for s, p in procs if s.role in (ProcessRole.DETECTOR, ProcessRole.OUTPUT)]    # + its output
         if not detectors:
             return
         yield CounterMetricFamily("pipeline_detector_scans", "Board scans by the detector.",

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import psutil
 
 from pipeline.board import Board, ProcessRole, ProcSnapshot, RowStatus, read_proc
+from pipeline.fees import STATE_OFF, STATE_OK, describe_failure
 from pipeline.model import REFUSAL_REASONS
 from pipeline.runtime import ProcessSpec, parent_alive, run_child
 from pipeline.venues import VENUES
@@ -128,7 +129,8 @@ class HealthReporter:
         return out
 
     def status_line(self, snapshot: list[ProcessHealth], clock: str | None = None) -> str:
-        """The one line printed every interval by default (the full block is ``--verbose``)."""
+        """The one line printed every interval by default (the full block is ``--verbose``), and under it an
+        ``ALERT`` line for each feed whose account fee lookup failed (refused credentials, no answer)."""
         clock = clock or time.strftime("%H:%M:%S")
         feeds = [i for i in snapshot if i.is_feed]
         live = sum(1 for i in feeds if i.row_states and {s for s, _ in i.row_states} == {"live"})
@@ -148,7 +150,7 @@ class HealthReporter:
                               if i.proc.restarts], not_live)
         failing = [f"{i.key[5:]} {i.proc.record_dropped}" for i in feeds if i.proc.record_dropped]
         line += "  RECORDING FAILING (frames not recorded): " + ", ".join(failing) if failing else ""
-        return line + behind_part(feeds)
+        return line + behind_part(feeds) + "".join(f"\n  ALERT {fee_alert(i.proc)}" for i in feeds if fee_alert(i.proc))
 
     def render(self, snapshot: list[ProcessHealth], clock: str | None = None) -> str:
         """The full block of ``snapshot`` (see :func:`render_block`)."""
@@ -188,7 +190,7 @@ def render_block(snapshot: list[ProcessHealth], cpu_count: int, clock: str, at_s
                 line += f" clock offset {proc.clock_offset_ns / 1e6:+.1f}ms"
             if proc.record_dropped:
                 line += f" RECORDING FAILING: {proc.record_dropped} frames not recorded"
-            line += backlog_status(proc) + rules_status(proc)
+            line += backlog_status(proc) + rules_status(proc) + fee_status(proc)
         elif info.key == "detector":
             scans = f"scans {proc.scans:>6}" if info.scans_per_s is None else f"scans/s {info.scans_per_s:>8.0f}"
             line += f" {scans} opportunities {proc.opportunities}"
@@ -197,6 +199,9 @@ def render_block(snapshot: list[ProcessHealth], cpu_count: int, clock: str, at_s
             refused = [(reason, getattr(proc, f"refused_{reason}")) for reason in REFUSAL_REASONS]
             if any(n for _, n in refused):
                 line += " refused " + " ".join(f"{reason} {n}" for reason, n in refused if n)
+        elif info.key == "output":
+            line += (f" decisions {proc.messages:>6} behind {proc.decisions_behind} lost {proc.decisions_lost}"
+                     f" dropped {proc.output_dropped + proc.sink_dropped}")
         elif info.key == "simulator":
             line += (f" frames {proc.messages:>6}" if info.messages_per_s is None
                      else f" frames/s {info.messages_per_s:>6.0f}")
@@ -208,6 +213,8 @@ def render_block(snapshot: list[ProcessHealth], cpu_count: int, clock: str, at_s
         if info.alive and beat is not None and beat > 2000:
             line += f" HEARTBEAT {beat / 1000:.1f}s OLD"
         lines.append(line.rstrip())
+        if info.is_feed and fee_alert(proc):
+            lines.append(f"  ALERT {fee_alert(proc)}")
         for hop, p50, p99, p999, top, count in latency_rows(proc):
             if count:
                 lines.append(f"      {hop:22} p50 {p50:9.1f} p99 {p99:9.1f} p99.9 {p999:9.1f} max {top:9.1f} µs"
@@ -270,6 +277,23 @@ def rules_status(proc: ProcSnapshot) -> str:
     if proc.rules_changes:
         parts.append(f"rules changes {proc.rules_changes}")
     return "".join(f" {p}" for p in parts)
+
+
+def fee_status(proc: ProcSnapshot) -> str:
+    """`` fees account`` (looked up and in use) / `` fee lookup failures 3``: the account fee lookup, when on."""
+    parts = []
+    if proc.fee_lookup_state == STATE_OK:
+        parts.append("fees account")
+    if proc.fee_lookup_failures:
+        parts.append(f"fee lookup failures {proc.fee_lookup_failures}")
+    return "".join(f" {p}" for p in parts)
+
+
+def fee_alert(proc: ProcSnapshot) -> str:
+    """The alert line of a feed whose last account fee lookup failed (refused credentials, no answer), else ''."""
+    if proc.fee_lookup_state in (STATE_OFF, STATE_OK):
+        return ""
+    return describe_failure(proc.venue or proc.key, proc.fee_lookup_state, proc.fee_lookup_status)
 
 
 def bridge_status(proc: ProcSnapshot) -> str:

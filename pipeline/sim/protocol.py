@@ -348,6 +348,12 @@ class SimProtocol:
         the venue's reference-data endpoint from ``rules`` (native symbol -> :class:`InstrumentRule`)."""
         return 404, {"error": f"not served by the simulator: {path}"}
 
+    @classmethod
+    def render_account(cls, request, account) -> tuple[int, object]:
+        """(HTTP status, JSON body) of the venue's signed fee endpoint (:mod:`pipeline.sim.account`): the
+        signature verified the venue's way, its refusal or the account's fees."""
+        return 404, {"error": f"not served by the simulator: {request.path}"}
+
     def note_received(self, now_s: float) -> None:
         self.last_received_s = now_s
         if self.MESSAGE_RATE and self.rules.message_rate:

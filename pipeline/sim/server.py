@@ -38,6 +38,9 @@ Kraken's ``instrument`` channels. The values come from each protocol's ``REFEREN
 the market quotes on their ticks. :meth:`ExchangeServer.change_rule` changes one (or halts the instrument) while
 running: REST answers the new rule at once and the channels push it; the ``rule_changes`` quirk stages such
 changes every ``every_s`` on a schedule drawn from the market's seed.
+
+Account fees. Each venue's signed fee endpoint answers as :mod:`pipeline.sim.account` describes: a GET on
+the WebSocket port, any request on the exchange's :attr:`ExchangeServer.account_port`.
 """
 from __future__ import annotations
 
@@ -60,6 +63,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from pipeline.model import DEPTH
+from pipeline.sim.account import ACCOUNT_RATES, AccountListener, AccountRequest, SimAccount, sim_credentials
+from pipeline.sim.account import answer as answer_account
 from pipeline.sim.market import Market, Tape, price_decimals
 from pipeline.sim.protocol import (
     BBO,
@@ -167,6 +172,12 @@ class ExchangeServer:
             market.set_tick(name, canonical, Decimal(rule.tick))
         self._rule_rng = random.Random(f"rule_changes:{name}:{market.seed}")
         self._rule_events = 0
+        # the account behind the venue's signed fee endpoint (pipeline.sim.account), and its own listener
+        rates = ACCOUNT_RATES.get(name, ("0", "0"))
+        endpoint = getattr(load_venue(name), "account_fees", None)
+        self.account = SimAccount(sim_credentials(name), rates[0], rates[1], list(self.instrument_of),
+                                  urlsplit(endpoint.url).netloc if endpoint is not None else "")
+        self.account_listener = AccountListener(self.answer_account)
 
     def decimals(self) -> dict[str, int]:
         """Native symbol -> the decimals of the grid this venue quotes it on (its served tick's)."""
@@ -178,6 +189,16 @@ class ExchangeServer:
                                   process_request=self._process_request, ssl=ssl)
         self.port = self.server.sockets[0].getsockname()[1]
         self.tls = ssl is not None
+        await self.account_listener.start(host, 0, ssl)
+
+    @property
+    def account_port(self) -> int:
+        """The port of the account listener: the fee endpoint with any method and a request body (Kraken's POST)."""
+        return self.account_listener.port
+
+    def answer_account(self, request: AccountRequest) -> tuple[int, object] | None:
+        """(status, JSON body) of the venue's signed fee endpoint, None for another path."""
+        return answer_account(self.protocol_class, request, self.account)
 
     def url(self, host: str) -> str:
         return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}{URL_PATHS.get(self.name, '/')}"
@@ -213,7 +234,10 @@ class ExchangeServer:
             url = urlsplit(request.path)
             query = {key: values[-1] for key, values in parse_qs(url.query).items()}
             try:
-                status, body = self.rest(url.path, query)
+                signed = self.answer_account(AccountRequest(
+                    getattr(request, "method", "GET"), url.path, url.query,
+                    {k.lower(): v for k, v in request.headers.raw_items()}, b"", request.headers.get("Host", "")))
+                status, body = signed if signed is not None else self.rest(url.path, query)
             except Exception:                             # never let a REST bug take the server down
                 log.exception("%s: REST %s failed", self.name, request.path)
                 self.handler_errors += 1
@@ -625,6 +649,7 @@ class Simulator:
         for server in self.exchanges.values():
             for watcher in list(server._watchers):
                 watcher.cancel()
+            server.account_listener.close()
             if server.server is not None:
                 server.server.close()
                 with contextlib.suppress(Exception):

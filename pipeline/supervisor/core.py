@@ -14,8 +14,13 @@ after the one backoff (:class:`~pipeline.backoff.Backoff`, fed by
 child has run 30 s) and reported FAILED, not restarted again, when it dies more
 than ``supervisor.max_restarts`` times within ``restart_window_s``; a
 configuration or resource problem (2) is never restarted: the supervisor says
-which child and why, in one line. The feeds, the detector, health and the
-simulator are required: such an exit ends the run. The bridge is optional (it
+which child and why, in one line. The feeds, the detector, the output process,
+health and the simulator are required: such an exit ends the run.
+
+Stop order: every child but the output process first (the detector first of
+them: it puts its last records and its summary in the decision ring), then the
+output process, which reads the ring to its end, prints the summary and exits;
+so the events file is complete after a clean stop. The bridge is optional (it
 only mirrors rows between boxes): the run goes on without it. Either way the
 run's exit status is then 2.
 
@@ -141,6 +146,10 @@ def check_resources(config) -> str | None:
         problem = probe_output(output, directory)
         if problem:
             return f"detector.output: cannot write {output!r} ({problem})"
+    from pipeline.fees import check_fee_credentials
+    problem = check_fee_credentials(config, os.environ)
+    if problem:
+        return problem
     if config.bridge is not None:
         from pipeline.bridge.process import check_bridge
         return check_bridge(config.bridge, os.environ)
@@ -208,7 +217,8 @@ class Supervisor:
         self.plan = BoardPlan.from_config(config)
         self.rows = list(self.plan.rows)
         self.board: Board | None = None
-        self.doorbell_fd = -1
+        self.doorbell_fd = self.bridge_doorbell_fd = -1
+        self.decision_fd = -1                  # the output process's doorbell (the detector rings it)
         self.children: dict[str, Child] = {}
         self.stopping = False
         self.urls: dict[str, str] = {}
@@ -243,10 +253,12 @@ class Supervisor:
         """One spec per planned process slot (:class:`~pipeline.board.plan.BoardPlan`), in slot order."""
         config = self.config
         common = dict(board_name=config.board.name, depth=config.board.depth, doorbell_fd=self.doorbell_fd,
+                      bridge_doorbell_fd=self.bridge_doorbell_fd, decision_fd=self.decision_fd,
                       supervisor_pid=os.getpid(), urls=tuple(self.urls.items()), exit_fd=self._exit_reasons[1])
         cores = {"detector": config.detector.cores, "health": config.health.cores,
                  "simulator": config.simulator.cores if config.simulator is not None else (),
-                 "bridge": config.bridge.cores if config.bridge is not None else ()}
+                 "bridge": config.bridge.cores if config.bridge is not None else (),
+                 "output": config.detector.output_cores}
         specs = []
         for slot in self.plan.slots:
             if slot.role == ProcessRole.FEED:
@@ -254,7 +266,7 @@ class Supervisor:
                                          cores=config.venue(slot.venue).cores, venue=slot.venue, rows=slot.rows,
                                          venue_id=VENUE_IDS[slot.venue], **common))
             else:        # the detector and health read every row; the bridge writes the mirrored ones
-                rows = slot.rows if slot.role == ProcessRole.BRIDGE else self.plan.rows
+                rows = slot.rows if slot.role in (ProcessRole.BRIDGE, ProcessRole.OUTPUT) else self.plan.rows
                 specs.append(ProcessSpec(key=slot.key, role=slot.role, title=slot.title, slot=slot.slot,
                                          cores=cores[slot.key], rows=rows, **common))
         return specs
@@ -265,8 +277,11 @@ class Supervisor:
         if message:
             self.say(message)
         self.board = self.plan.create_board(config.board.name, config.board.depth)
-        self.doorbell_fd = Doorbell.create_fd()
+        self.doorbell_fd, self.bridge_doorbell_fd = Doorbell.create_fd(), Doorbell.create_fd()
         os.set_inheritable(self.doorbell_fd, True)
+        os.set_inheritable(self.bridge_doorbell_fd, True)
+        self.decision_fd = Doorbell.create_fd()
+        os.set_inheritable(self.decision_fd, True)
         read_fd, write_fd = os.pipe()
         fcntl.fcntl(read_fd, fcntl.F_SETFL, fcntl.fcntl(read_fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         self._exit_reasons = (read_fd, write_fd)
@@ -305,6 +320,7 @@ class Supervisor:
         from pipeline.detector import process as detector_process
         from pipeline.feed import process as feed_process
         from pipeline.health import process as health
+        from pipeline.output import process as output_process
         self.create_board()
         if self.config.simulator is not None and not self.stopping:
             self.start_simulator()
@@ -319,6 +335,8 @@ class Supervisor:
                 child = Child(spec, feed_process.main, (spec, self.config))
             elif spec.role == ProcessRole.DETECTOR:
                 child = Child(spec, detector_process.main, (spec, self.config))
+            elif spec.role == ProcessRole.OUTPUT:
+                child = Child(spec, output_process.main, (spec, self.config))
             elif spec.role == ProcessRole.BRIDGE:
                 from pipeline.bridge import process as bridge_process
                 child = Child(spec, bridge_process.main, (spec, self.config, self.plan.local_rows))
@@ -330,6 +348,23 @@ class Supervisor:
         self.say(f"started {len(self.children)} processes on {os.cpu_count()} cores; "
                  f"board {self.config.board.name!r}: {len(self.rows)} rows, depth {self.config.board.depth}; "
                  f"{len(pinned)} pinned")
+
+    def _stop_children(self, children: list[Child]) -> None:
+        """SIGTERM each of ``children`` that runs, then wait up to STOP_TIMEOUT_S for them; kill what is left."""
+        for child in children:
+            if child.process is not None and child.process.is_alive():
+                try:
+                    os.kill(child.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in children:
+            if child.process is not None:
+                child.process.join(max(0.0, deadline - time.monotonic()))
+                if child.process.is_alive():
+                    self.say(f"{child.spec.title} did not stop in {STOP_TIMEOUT_S:.0f} s; killing it")
+                    child.process.kill()
+                    child.process.join(1)
 
     def _spawn(self, child: Child) -> None:
         process = _CTX.Process(target=child.target, args=child.args, name=child.spec.title, daemon=False)
@@ -526,22 +561,12 @@ class Supervisor:
         self.stopping = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        # stop the consumers first so the detector's summary sees live feeds close last
+        # stop the consumers first so the detector's summary sees live feeds close last; the output process
+        # last of all: once the detector has put its last records and its summary in the decision ring, the
+        # output reads the ring to its end, prints the summary and exits (so the events file is complete)
         order = sorted(self.children.values(), key=lambda c: {"detector": 0, "health": 1}.get(c.spec.key, 2))
-        for child in order:
-            if child.process is not None and child.process.is_alive():
-                try:
-                    os.kill(child.process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for child in order:
-            if child.process is not None:
-                child.process.join(max(0.0, deadline - time.monotonic()))
-                if child.process.is_alive():
-                    self.say(f"{child.spec.title} did not stop in {STOP_TIMEOUT_S:.0f} s; killing it")
-                    child.process.kill()
-                    child.process.join(1)
+        self._stop_children([c for c in order if c.spec.role != ProcessRole.OUTPUT])
+        self._stop_children([c for c in order if c.spec.role == ProcessRole.OUTPUT])
         self.console_end()
         if self.board is not None:
             from pipeline.health.process import final_block
@@ -549,9 +574,10 @@ class Supervisor:
             self.board.destroy()
             self.board = None
             self.say(f"stopped; shared memory {self.config.board.name!r} removed")
-        if self.doorbell_fd >= 0:
-            os.close(self.doorbell_fd)
-            self.doorbell_fd = -1
+        for fd in (self.doorbell_fd, self.bridge_doorbell_fd, self.decision_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.doorbell_fd = self.bridge_doorbell_fd = self.decision_fd = -1
         for fd in self._exit_reasons:
             if fd >= 0:
                 os.close(fd)

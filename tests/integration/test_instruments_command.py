@@ -63,7 +63,7 @@ def test_json_quote_filter_and_one_venue(tmp_path):
     assert item["venues"] == {"kraken": {"symbol": "BTC/USD", "tick": "0.1", "step": "0.00000001",
                                          "min_qty": "0.00005", "max_qty": None, "min_notional": "0.5",
                                          "max_notional": None, "status": "online", "trading": True,
-                                         "taker_fee_bps": 40.0}}
+                                         "taker_fee_bps": 40.0, "fee_source": "config"}}
 
 
 def test_write_config_gives_a_config_that_loads_and_is_never_overwritten(tmp_path):

@@ -75,8 +75,9 @@ def test_the_plan_without_bridge_or_simulator():
         (0, "feed:binance", ProcessRole.FEED, "pipeline: feed binance"),
         (1, "feed:kraken", ProcessRole.FEED, "pipeline: feed kraken"),
         (2, "detector", ProcessRole.DETECTOR, "pipeline: detector"),
-        (3, "health", ProcessRole.HEALTH, "pipeline: health")]
-    assert plan.n_procs == 4
+        (3, "health", ProcessRole.HEALTH, "pipeline: health"),
+        (4, "output", ProcessRole.OUTPUT, "pipeline: output")]
+    assert plan.n_procs == 5
     assert plan.lanes() == [([0, 1], 0), ([2], 1)]
     assert plan.feed_slots() == {"binance": 0, "kraken": 1}
     assert plan.instruments == ("BTC/USDT", "ETH/USDT", "BTC/USD")
@@ -92,8 +93,9 @@ def test_the_plan_with_simulator_and_bridge():
         (0, "binance", "BTC/USDT"), (1, "binance", "ETH/USDT"), (2, "kraken", "BTC/USD"),
         (3, "coinbase@frankfurt", "BTC/USD"), (4, "coinbase@frankfurt", "ETH/USD")]
     assert [(s.slot, s.key) for s in plan.slots] == [
-        (0, "feed:binance"), (1, "feed:kraken"), (2, "detector"), (3, "health"), (4, "simulator"), (5, "bridge")]
-    assert plan.n_procs == 6
+        (0, "feed:binance"), (1, "feed:kraken"), (2, "detector"), (3, "health"), (4, "simulator"), (5, "bridge"),
+        (6, "output")]
+    assert plan.n_procs == 7
     assert [r.row for r in plan.slot("bridge").rows] == [3, 4]
     assert plan.lanes() == [([0, 1], 0), ([2], 1), ([3, 4], 5)]
     assert [r.row for r in plan.local_rows] == [0, 1, 2] and [r.row for r in plan.remote_rows] == [3, 4]
@@ -102,14 +104,15 @@ def test_the_plan_with_simulator_and_bridge():
 
 def test_a_bridge_without_simulator_takes_the_next_slot():
     plan = BoardPlan.from_config(_config(simulator=False, bridge=True))
-    assert [(s.slot, s.key) for s in plan.slots][-1] == (4, "bridge") and plan.n_procs == 5
+    assert [(s.slot, s.key) for s in plan.slots][-2:] == [(4, "bridge"), (5, "output")] and plan.n_procs == 6
 
 
 def test_the_plan_creates_the_board_it_describes(board_name):
     plan = BoardPlan.from_config(_config(simulator=True, bridge=True))
     board = plan.create_board(board_name, 5)
     try:
-        assert board.geometry.n_procs == 6 and board.geometry.n_rows == 5
+        assert board.geometry.n_procs == 7 and board.geometry.n_rows == 5
+        assert (board.geometry.decision_entries, board.geometry.decision_fills) == (65536, 3)
         assert [int(v) for v in board.rows["instrument_id"]] == [0, 1, 2, 2, 3]
         assert [int(v) for v in board.row_lanes] == [1, 1, 2, 6, 6]         # lane + 1; 0 is "no lane"
     finally:

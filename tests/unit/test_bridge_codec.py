@@ -344,7 +344,7 @@ def problems(raw) -> dict[str, str]:
 def test_bridge_config_defaults_and_remote_venues():
     c = config()
     assert c.bridge.heartbeat_interval_ms == 1000 and c.bridge.heartbeat_timeout_ms == 3000
-    assert c.bridge.poll_interval_ms == 1.0 and c.bridge.record is None and c.bridge.token_env is None
+    assert c.bridge.record is None and c.bridge.token_env is None
     assert [(box, v.name, i) for box, v, i in c.bridge.remote_rows()] == [
         ("frankfurt", "kraken", "BTC/USD"), ("frankfurt", "coinbase", "BTC/USD"), ("frankfurt", "coinbase", "ETH/USD")]
     assert c.venue_for("coinbase", "frankfurt").taker_fee_bps == 60
@@ -370,6 +370,16 @@ def test_bridge_config_errors_name_their_dotted_paths():
     assert "own name" in found["bridge.subscribe.tokyo"]
     assert "unknown exchange" in found["bridge.subscribe.frankfurt.ftx"]
     assert "remote box's own config" in found["bridge.subscribe.paris.kraken.url"]
+
+
+def test_the_polling_interval_is_gone_and_a_config_still_naming_it_is_refused_naming_it():
+    """The publisher wakes on the doorbell: no interval to set, and an old config saying one is told so."""
+    assert not hasattr(config().bridge, "poll_interval_ms")
+    assert problems({"venues": {"binance": {"instruments": ["BTC/USDT"], "url": "wss://x"}},
+                     "bridge": {**BRIDGE, "poll_interval_ms": 1}}) == {"bridge.poll_interval_ms": (
+        "unknown key (allowed: allow_plaintext, box, connect_timeout_s, cores, creds_file, depth, "
+        "heartbeat_interval_ms, heartbeat_timeout_ms, nats_url, nkey_seed_file, publish, record, subscribe, "
+        "tls_ca_file, tls_cert_file, tls_key_file, token_env, token_file)")}
 
 
 def test_an_aggregating_box_needs_no_venues_but_a_box_without_either_does():

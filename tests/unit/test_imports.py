@@ -22,11 +22,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 
 LAYERS = [  # (layer, pattern over the dotted module name); the first pattern that matches decides
     (0, r"pipeline(\.(errors|model|choices|files|net|backoff))?"),
-    (1, r"pipeline\.(config|book|refdata)|pipeline\.board(\..*)?|pipeline\.venues(\.\w+)?(\.(wire|_common))?"),
-    (2, r"pipeline\.venues\.\w+\.sim|pipeline\.feed\.(session|retry|transport)|pipeline\.detector(\.(scan|rules|"
-        r"engine|lifecycle|report|sizing))?|pipeline\.recording(\..*)?|pipeline\.sim\.(market|protocol)|"
-        r"pipeline\.sim|pipeline\.bridge(\.(codec|rows|stream))?|pipeline\.console(\.(events|render|snapshot))?|"
-        r"pipeline\.output(\..*)?|pipeline\.runtime|pipeline\.feed"),
+    (1, r"pipeline\.(config|book|refdata|fees)|pipeline\.board(\..*)?|"
+        r"pipeline\.venues(\.\w+)?(\.(wire|_common|account))?"),
+    (2, r"pipeline\.venues\.\w+\.sim|pipeline\.feed\.(session|retry|transport|fees)|pipeline\.detector(\.(scan|rules|"
+        r"engine|lifecycle|report|sizing))?|pipeline\.recording(\..*)?|pipeline\.sim\.(market|protocol|account)|"
+        r"pipeline\.sim|pipeline\.bridge(\.(codec|rows|stream|changes))?|pipeline\.console(\.(events|render|snapshot))?|"
+        r"pipeline\.output(\..*)?|pipeline\.runtime|pipeline\.feed|pipeline\.decisions"),
     (3, r"pipeline\.(feed|detector|sim|bridge)\.process|pipeline\.sim\.server|pipeline\.health(\..*)?|"
         r"pipeline\.console\.app"),
     (4, r"pipeline\.supervisor(\..*)?"),

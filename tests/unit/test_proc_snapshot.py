@@ -187,4 +187,4 @@ def test_final_block_shows_a_process_still_running_with_its_usage(board, board_n
     board.procs[3]["started_ns"] = 1
     lines = final_block(board, _specs(board_name)[3:], cpu_count=2, clock="12:00:00").splitlines()
     assert lines[1] == f"  pipeline: health           pid {os.getpid():>7} stopped"
-    assert np.dtype(PROC_DTYPE).itemsize == 384
+    assert np.dtype(PROC_DTYPE).itemsize == 448

@@ -1,8 +1,9 @@
 """binance: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
+from pipeline.venues._account import AccountFees
 from pipeline.venues._common import ReferenceData, Venue, wire_functions
-from pipeline.venues.binance import wire
+from pipeline.venues.binance import account, wire
 
 VENUE = Venue(
     name=wire.NAME,
@@ -27,5 +28,11 @@ VENUE = Venue(
         url="https://api.binance.com", path="/api/v3/exchangeInfo?permissions=SPOT",
         doc="https://github.com/binance/binance-spot-api-docs/blob/master/rest-api.md#exchange-information",
         parse=wire.instrument_rules),
+    # the fees this account pays, when venues.binance.fee_lookup is on (docs/trading-rules.md "Fees your account pays")
+    account_fees=AccountFees(
+        url="https://api.binance.com", path=account.PATH,
+        doc="https://github.com/binance/binance-spot-api-docs/blob/master/rest-api.md#query-commission-rates-user_data",
+        build_requests=account.build_requests, parse=account.parse_fees, refusal=account.refusal,
+        needs=("key", "secret")),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

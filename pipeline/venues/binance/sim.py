@@ -45,6 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol
+from pipeline.venues.binance import account as account_rules
 
 PARTIAL_DEPTH = re.compile(r"depth(5|10|20)(@100ms|@1000ms)?")
 DIFF_DEPTH = ("depth", "depth@100ms", "depth@1000ms")
@@ -213,6 +214,27 @@ class Protocol(SimProtocol):
         return [self._wrap("!serverShutdown", {"e": "serverShutdown", "E": now_ms})]
 
     # -- REST -----------------------------------------------------------------
+    @classmethod
+    def render_account(cls, request, account):
+        """``GET /api/v3/account/commission``: ``X-MBX-APIKEY`` and the query's ``signature`` checked like Binance
+        (401 -2015 for an unknown key, 400 -1022 for a bad signature); the account's rates as standard
+        commission, no special or tax commission."""
+        if request.headers.get("x-mbx-apikey") != account.credentials.key:
+            return 401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
+        payload, _, signature = request.raw_query.rpartition("&signature=")
+        if not payload or signature != account_rules.sign(payload, account.credentials.secret):
+            return 400, {"code": -1022, "msg": "Signature for this request is not valid."}
+        symbol = request.query.get("symbol", "")
+        if symbol not in account.symbols:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        zero = {"maker": "0.00000000", "taker": "0.00000000", "buyer": "0.00000000", "seller": "0.00000000"}
+        return 200, {"symbol": symbol,
+                     "standardCommission": {"maker": account.maker, "taker": account.taker,
+                                            "buyer": "0.00000000", "seller": "0.00000000"},
+                     "specialCommission": zero, "taxCommission": zero,
+                     "discount": {"enabledForAccount": True, "enabledForSymbol": True, "discountAsset": "BNB",
+                                  "discount": "0.75000000"}}
+
     @classmethod
     def render_rest(cls, path, query, states, decimals, rules=None):
         if path == "/api/v3/exchangeInfo":

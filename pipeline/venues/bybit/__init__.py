@@ -1,8 +1,9 @@
 """bybit: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
+from pipeline.venues._account import AccountFees
 from pipeline.venues._common import ReferenceData, Venue, wire_functions
-from pipeline.venues.bybit import wire
+from pipeline.venues.bybit import account, wire
 
 VENUE = Venue(
     name=wire.NAME,
@@ -24,5 +25,11 @@ VENUE = Venue(
         url="https://api.bybit.com", path="/v5/market/instruments-info?category=spot",
         doc="https://bybit-exchange.github.io/docs/v5/market/instrument",
         parse=wire.instrument_rules),
+    # the fees this account pays, when venues.bybit.fee_lookup is on (docs/trading-rules.md "Fees your account pays")
+    account_fees=AccountFees(
+        url="https://api.bybit.com", path=account.PATH,
+        doc="https://bybit-exchange.github.io/docs/v5/account/fee-rate",
+        build_requests=account.build_requests, parse=account.parse_fees, refusal=account.refusal,
+        needs=("key", "secret")),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -29,6 +29,7 @@ import uuid
 import orjson
 
 from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol
+from pipeline.venues.bybit import account as account_rules
 
 FIRST_UPDATE_ID = 20_404_753    # a fresh subscription does not start at u 1 (that means a restart)
 OTHER_DEPTHS = ("200", "1000")
@@ -60,6 +61,23 @@ class Protocol(SimProtocol):
     PATHS = ("/v5/public/spot",)
     DEPTH_LEVELS = 50
     IDLE_TIMEOUT_S = 600
+
+    @classmethod
+    def render_account(cls, request, account):
+        """``GET /v5/account/fee-rate``: the ``X-BAPI-*`` headers checked like Bybit (``retCode`` 10003 for an
+        unknown key, 10004 for a bad sign, in an HTTP 200); the account's rates per listed symbol."""
+        head = request.headers
+        envelope = {"retExtInfo": {}, "time": int(time.time() * 1000)}
+        if head.get("x-bapi-api-key") != account.credentials.key:
+            return 200, {"retCode": 10003, "retMsg": "API key is invalid.", "result": {}, **envelope}
+        expected = account_rules.sign(head.get("x-bapi-timestamp", ""), account.credentials.key,
+                                      head.get("x-bapi-recv-window", ""), request.raw_query, account.credentials.secret)
+        if head.get("x-bapi-sign") != expected:
+            return 200, {"retCode": 10004, "retMsg": "error sign! origin_string[...]", "result": {}, **envelope}
+        wanted = request.query.get("symbol")
+        listed = [s for s in account.symbols if wanted in (None, s)]
+        return 200, {"retCode": 0, "retMsg": "OK", "result": {"list": [
+            {"symbol": s, "takerFeeRate": account.taker, "makerFeeRate": account.maker} for s in listed]}, **envelope}
 
     @classmethod
     def render_rest(cls, path, query, states, decimals, rules=None):

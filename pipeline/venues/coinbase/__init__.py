@@ -1,8 +1,9 @@
 """coinbase: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
+from pipeline.venues._account import AccountFees
 from pipeline.venues._common import ReferenceData, Venue, wire_functions
-from pipeline.venues.coinbase import wire
+from pipeline.venues.coinbase import account, wire
 
 VENUE = Venue(
     name=wire.NAME,
@@ -25,5 +26,11 @@ VENUE = Venue(
         url="https://api.coinbase.com", path="/api/v3/brokerage/market/products?product_type=SPOT",
         doc="https://docs.cdp.coinbase.com/api-reference/advanced-trade-api/rest-api/public/list-public-products",
         parse=wire.instrument_rules),
+    # the fees this account pays, when venues.coinbase.fee_lookup is on (docs/trading-rules.md "Fees your account pays")
+    account_fees=AccountFees(
+        url="https://api.coinbase.com", path=account.PATH,
+        doc="https://docs.cdp.coinbase.com/api-reference/advanced-trade-api/rest-api/fees/get-transaction-summary",
+        build_requests=account.build_requests, parse=account.parse_fees, refusal=account.refusal,
+        needs=("key", "secret")),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -91,6 +91,22 @@ class Protocol(SimProtocol):
     PRICE_FIELDS = ("best_bid", "best_ask", "price_level")   # a ticker's "price" is the last trade, not a quote
 
     @classmethod
+    def render_account(cls, request, account):
+        """``GET /api/v3/brokerage/transaction_summary``: the bearer JWT checked like Coinbase (ES256 with the
+        key's public half, ``kid`` and ``sub`` the key name, ``uri`` this method, host and path, not expired);
+        HTTP 401 otherwise. The account's tier."""
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if not any(verify_jwt(token, account.credentials, f"{request.method} {host}{request.path}")
+                   for host in (request.host, account.real_host) if host):
+            return 401, {"error": "unauthorized", "error_details": "", "message": "Unauthorized"}
+        return 200, {"total_volume": 0, "total_fees": 0, "fee_tier": {
+            "pricing_tier": "Advanced 3", "usd_from": "50000", "usd_to": "100000",
+            "taker_fee_rate": account.taker, "maker_fee_rate": account.maker, "aop_from": "", "aop_to": ""},
+            "margin_rate": None, "goods_and_services_tax": None, "advanced_trade_only_volume": 0,
+            "advanced_trade_only_fees": 0, "coinbase_pro_volume": 0, "coinbase_pro_fees": 0, "total_balance": "",
+            "has_promo_fee": False}
+
+    @classmethod
     def render_rest(cls, path, query, states, decimals, rules=None):
         if path.rstrip("/") != "/api/v3/brokerage/market/products":
             return 404, {"error": "NOT_FOUND", "message": f"not served by the simulator: {path}"}
@@ -220,3 +236,33 @@ class Protocol(SimProtocol):
                    for side, levels in (("bid", bid_changes), ("offer", ask_changes)) for p, q in levels]
         kind = "snapshot" if snapshot else "update"
         return [self._envelope("l2_data", [{"type": kind, "product_id": symbol, "updates": updates}], ns)]
+
+
+def verify_jwt(token: str, credentials, uri: str, now_s: float | None = None) -> bool:
+    """Whether ``token`` is an ES256 JWT of ``credentials`` (signed by the private key, ``kid`` / ``sub`` the key
+    name, ``iss`` cdp, or coinbase-cloud as the earlier CDP keys' JWTs say) for ``uri`` (``GET host/path``),
+    valid now: what Coinbase checks of a CDP key's JWT."""
+    import base64
+    import json
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    def unb64(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    try:
+        head_b64, claims_b64, sig_b64 = token.split(".")
+        header, claims, signature = json.loads(unb64(head_b64)), json.loads(unb64(claims_b64)), unb64(sig_b64)
+        key = serialization.load_pem_private_key(credentials.secret.encode(), password=None).public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or len(signature) != 64 or header.get("alg") != "ES256":
+            return False
+        key.verify(encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")),
+                   f"{head_b64}.{claims_b64}".encode(), ec.ECDSA(hashes.SHA256()))
+    except (ValueError, InvalidSignature, TypeError, AttributeError):
+        return False
+    now = time.time() if now_s is None else now_s
+    return (header.get("kid") == credentials.key and claims.get("sub") == credentials.key
+            and claims.get("iss") in ("cdp", "coinbase-cloud") and claims.get("uri") == uri
+            and claims.get("nbf", 0) - 5 <= now <= claims.get("exp", 0))

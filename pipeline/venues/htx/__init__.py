@@ -1,8 +1,9 @@
 """htx: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
+from pipeline.venues._account import AccountFees
 from pipeline.venues._common import ReferenceData, Venue, wire_functions
-from pipeline.venues.htx import wire
+from pipeline.venues.htx import account, wire
 
 VENUE = Venue(
     name=wire.NAME,
@@ -25,5 +26,11 @@ VENUE = Venue(
         doc="https://www.htx.com/en-us/opend/newApiPages/?id=7ec4f5d6-7773-11ed-9966-0242ac110003",
         parse=wire.instrument_rules,
         since_param=wire.INCREMENTAL_PARAM, since=wire.reference_since),   # a refresh asks what changed since ts
+    # the fees this account pays, when venues.htx.fee_lookup is on (docs/trading-rules.md "Fees your account pays")
+    account_fees=AccountFees(
+        url="https://api.huobi.pro", path=account.PATH,
+        doc="https://huobiapi.github.io/docs/spot/v1/en/#get-current-fee-rate-applied-to-the-user",
+        build_requests=account.build_requests, parse=account.parse_fees, refusal=account.refusal,
+        needs=("key", "secret")),
     **wire_functions(wire),     # parse, top, the control frames: the wire module's functions
 )

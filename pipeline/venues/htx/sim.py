@@ -62,6 +62,7 @@ from decimal import Decimal
 import orjson
 
 from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol, SymbolState, _changes
+from pipeline.venues.htx import account as account_rules
 
 # Trading rules served by /v1/settings/common/market-symbols, from tests/fixtures/htx/reference_data.json's btcusdt
 # (pp 2, ap 6, minoa/lominoa 0.00001, maxoa/lomaxoa 1000, minov 1); no ETH or SOL record of this endpoint exists
@@ -125,6 +126,25 @@ class Protocol(SimProtocol):
     HALTED = "offline"
     PATHS = ("/ws", "/feed")
     KEEPALIVE_INTERVAL_S = 5
+
+    @classmethod
+    def render_account(cls, request, account):
+        """``GET /v2/reference/transact-fee-rate``: signature version 2 checked like HTX, on the host the
+        request was sent to (``api-signature-not-valid`` in an HTTP 200 for an unknown key or a bad
+        signature); the account's rates for each of ``symbols``."""
+        params = dict(request.query)
+        signature = params.pop("Signature", "")
+        if params.get("AccessKeyId") != account.credentials.key:
+            return 200, {"status": "error", "err-code": "api-signature-not-valid",
+                         "err-msg": "Signature not valid: Incorrect Access key [Access key错误]", "data": None}
+        if signature not in {account_rules.sign(request.method, host, request.path, params, account.credentials.secret)
+                             for host in (request.host, account.real_host) if host}:
+            return 200, {"status": "error", "err-code": "api-signature-not-valid",
+                         "err-msg": "Signature not valid: Verification failure [校验失败]", "data": None}
+        wanted = [s for s in params.get("symbols", "").split(",") if s in account.symbols]
+        return 200, {"code": 200, "data": [
+            {"symbol": s, "actualMakerRate": account.maker, "actualTakerRate": account.taker,
+             "takerFeeRate": account.taker, "makerFeeRate": account.maker} for s in wanted], "success": True}
 
     @classmethod
     def render_rest(cls, path, query, states, decimals, rules=None):

@@ -1,8 +1,9 @@
 """kraken: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
+from pipeline.venues._account import AccountFees
 from pipeline.venues._common import ReferenceData, Venue, wire_functions
-from pipeline.venues.kraken import wire
+from pipeline.venues.kraken import account, wire
 
 VENUE = Venue(
     name=wire.NAME,
@@ -24,5 +25,11 @@ VENUE = Venue(
         url="wss://ws.kraken.com/v2", path="instrument",
         doc="https://docs.kraken.com/api/docs/websocket-v2/instrument",
         parse=wire.instrument_rules, transport="websocket"),
+    # the fees this account pays, when venues.kraken.fee_lookup is on (docs/trading-rules.md "Fees your account pays")
+    account_fees=AccountFees(
+        url="https://api.kraken.com", path=account.PATH,
+        doc="https://docs.kraken.com/api/docs/rest-api/get-trade-volume",
+        build_requests=account.build_requests, parse=account.parse_fees, refusal=account.refusal,
+        needs=("key", "secret"), method="POST"),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

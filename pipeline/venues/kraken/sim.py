@@ -50,10 +50,12 @@ from __future__ import annotations
 import random
 import time
 import zlib
+from urllib.parse import parse_qs
 
 import orjson
 
 from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol, grid_rule
+from pipeline.venues.kraken import account as account_rules
 
 CHANNELS = {"ticker": BBO, "book": DEPTH, "trade": "trade"}
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
@@ -210,6 +212,35 @@ class Protocol(SimProtocol):
                 "marginable": False, "has_index": True, "cost_min": _number(rule.min_notional),
                 "tick_size": tick, "price_increment": tick, "qty_min": _number(rule.min_qty)}
 
+    @classmethod
+    def render_account(cls, request, account):
+        """``POST /0/private/TradeVolume``: ``API-Key`` and ``API-Sign`` checked like Kraken (``EAPI:Invalid key`` in
+        an HTTP 200 for an unknown key or a signature that does not verify); fees in percent keyed by Kraken's
+        pair names."""
+        head = request.headers
+        if request.method != "POST":
+            return 200, {"error": ["EGeneral:Invalid arguments"]}
+        if head.get("api-key") != account.credentials.key:
+            return 200, {"error": ["EAPI:Invalid key"]}
+        body = request.body.decode()
+        form = {k: v[-1] for k, v in parse_qs(body).items()}
+        try:
+            expected = account_rules.sign(request.path, form.get("nonce", ""), body, account.credentials.secret)
+        except ValueError:                       # a secret that is not base64: every signature is wrong
+            expected = ""
+        if head.get("api-sign") != expected:      # Kraken says a signature that does not verify is an invalid key
+            return 200, {"error": ["EAPI:Invalid key"]}
+        listed = {account_rules.pair_key(s): s for s in account.symbols}       # any spelling of a listed pair
+        pairs = [listed[account_rules.pair_key(p)] for p in form.get("pair", "").split(",")
+                 if account_rules.pair_key(p) in listed]
+
+        def tier(fee):
+            return {"fee": fee, "minfee": "0.1000", "maxfee": "0.4000", "nextfee": None, "tiervolume": "1000000.0000",
+                    "nextvolume": None}
+        return 200, {"error": [], "result": {"currency": "ZUSD", "volume": "1000000.0000",
+                                             "fees": {legacy_pair(p): tier(account.taker) for p in pairs},
+                                             "fees_maker": {legacy_pair(p): tier(account.maker) for p in pairs}}}
+
     def render_rule(self, symbol: str) -> list:
         return self._sent([self._instrument("update", [self._pair(symbol)])]) if self.instrument else []
 
@@ -314,3 +345,12 @@ class Protocol(SimProtocol):
         return [f'{{"channel":"book","type":"{kind}","data":[{{"symbol":{sym},'
                 f'"bids":[{self._levels(symbol, bid_changes)[1]}],"asks":[{self._levels(symbol, ask_changes)[1]}],'
                 f'"checksum":{crc},"timestamp":"{stamp}"}}]}}']
+
+
+def legacy_pair(symbol: str) -> str:
+    """Kraken's REST name of a pair in an account answer: ``BTC/USD`` -> ``XXBTZUSD``, ``ETH/USDT`` -> ``ETHUSDT``."""
+    base, _, quote = symbol.partition("/")
+    base = {"BTC": "XBT", "DOGE": "XDG"}.get(base, base)
+    if quote in ("USD", "EUR", "GBP", "JPY", "CAD") and base in ("XBT", "ETH", "LTC", "XDG", "XRP"):
+        return f"X{base}Z{quote}"
+    return base + quote

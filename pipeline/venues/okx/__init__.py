@@ -1,8 +1,9 @@
 """okx: the venue record (wire format in :mod:`.wire`, simulator in :mod:`.sim`)."""
 from __future__ import annotations
 
+from pipeline.venues._account import AccountFees
 from pipeline.venues._common import ReferenceData, Venue, wire_functions
-from pipeline.venues.okx import wire
+from pipeline.venues.okx import account, wire
 
 VENUE = Venue(
     name=wire.NAME,
@@ -29,5 +30,11 @@ VENUE = Venue(
         url="https://www.okx.com", path="/api/v5/public/instruments?instType=SPOT",
         doc="https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments",
         parse=wire.instrument_rules, channel_subscribe=wire.INSTRUMENTS_SUBSCRIBE),
+    # the fees this account pays, when venues.okx.fee_lookup is on (docs/trading-rules.md "Fees your account pays")
+    account_fees=AccountFees(
+        url="https://www.okx.com", path=account.PATH,
+        doc="https://www.okx.com/docs-v5/en/#trading-account-rest-api-get-fee-rates",
+        build_requests=account.build_requests, parse=account.parse_fees, refusal=account.refusal,
+        needs=("key", "secret", "passphrase")),
     **wire_functions(wire),      # parse, top, the control frames: the wire module's functions
 )

@@ -53,6 +53,7 @@ import time
 import orjson
 
 from pipeline.sim.protocol import BBO, DEPTH, InstrumentRule, SimProtocol
+from pipeline.venues.okx import account as account_rules
 
 CHANNELS = {"bbo-tbt": BBO, "books": DEPTH, "tickers": "tickers", "books5": "books5", "trades": "trades"}
 TBT_CHANNELS = ("books-l2-tbt", "books50-l2-tbt")
@@ -106,6 +107,24 @@ class Protocol(SimProtocol):
         self.last_top: dict[str, tuple] = {}       # last bbo-tbt level pair per instrument
         self.requests: list[float] = []            # monotonic times of this hour's (un)subscribe / login requests
         self.instruments = False                   # subscribed to the instruments channel (SPOT)
+
+    @classmethod
+    def render_account(cls, request, account):
+        """``GET /api/v5/account/trade-fee``: the ``OK-ACCESS-*`` headers checked like OKX (HTTP 401 with 50111
+        unknown key, 50105 wrong passphrase, 50113 bad sign); the account's (negative) rates."""
+        head = request.headers
+        if head.get("ok-access-key") != account.credentials.key:
+            return 401, {"code": "50111", "msg": "Invalid OK-ACCESS-KEY", "data": []}
+        if head.get("ok-access-passphrase") != account.credentials.passphrase:
+            return 401, {"code": "50105", "msg": "Request header OK-ACCESS-PASSPHRASE incorrect.", "data": []}
+        path = request.path + (f"?{request.raw_query}" if request.raw_query else "")
+        expected = account_rules.sign(head.get("ok-access-timestamp", ""), request.method, path,
+                                      request.body.decode(), account.credentials.secret)
+        if head.get("ok-access-sign") != expected:
+            return 401, {"code": "50113", "msg": "Invalid Sign", "data": []}
+        return 200, {"code": "0", "msg": "", "data": [
+            {"category": "1", "delivery": "", "exercise": "", "instType": "SPOT", "level": "Lv3",
+             "maker": account.maker, "taker": account.taker, "ts": str(int(time.time() * 1000))}]}
 
     @classmethod
     def render_rest(cls, path, query, states, decimals, rules=None):

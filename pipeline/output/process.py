@@ -1,0 +1,227 @@
+"""The output process: follows the decision ring and writes stdout, the events file and the HTTP sink.
+
+The detector only puts each record into the board's decision ring (:mod:`pipeline.decisions`) and rings
+this process's doorbell; this process turns each entry back into the engine's record
+(:func:`pipeline.decisions.decode`: the same keys, order and values) and hands it to the same fan-out
+replay uses (:class:`~pipeline.output.writers.Outputs`): the JSON-lines file, the readable stdout line and
+the sink. Nothing is formatted or written on the detector's path.
+
+Waiting: the doorbell (:mod:`pipeline.board.doorbell`, its flag in the ring's control block), spinning
+``detector.spin_us`` after the last entry and then blocking on its eventfd, bounded by
+:data:`SLEEP_TIMEOUT_MS`: decisions come in bursts with long quiet spells between them, so a poll would
+either cost CPU all day or add its period to every decision's way out; the doorbell costs the detector one
+flag load and a fence per pass that wrote, and this process ~0 % CPU when nothing happens.
+
+Nothing is lost when an output is slow. The ring is the buffer (``detector.decision_ring`` entries, 64 k by
+default): this process reads it as fast as the destinations take records, each destination has its own
+writer thread and queue (a blocked stdout never holds up the file, nor the reverse) and one that cannot keep
+up drops from its own queue, counted (``output_dropped``, ``sink_dropped``). The slot says how far behind
+the ring this process is (``decisions_behind``) and how many entries the detector overwrote before it read
+them (``decisions_lost``: it fell a whole ring behind); ``messages`` is its position in the ring (entries
+read or lost), so a restarted output process continues where its predecessor stopped.
+
+Stop order (the supervisor's): the detector stops first and puts its last records (every open closed) and
+its exit summary in the ring; then this process is asked to stop, reads the ring to its end, drains the
+writers, prints the summary last (with what the outputs dropped) and exits. So the events file is complete
+after a clean stop.
+
+A detector run without an output process (started on its own: tests, benchmarks) follows its own ring with
+an :class:`OutputFollower` on a thread, the same code.
+
+Decisions are not published over NATS: the bridge publishes rows, trading rules and heartbeats, never
+decisions, and no subject for them exists. A publisher would be one more destination of this process (or
+one more reader of the ring), not a change to the detector.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from pipeline.board import HOPS, PROC_DTYPE, Board, HistogramWriter, ProcessRole, ProcStats
+from pipeline.decisions import META, DecisionReader, bell
+from pipeline.output.writers import Outputs
+from pipeline.runtime import ProcessSpec, UnusableResource, parent_alive, run_child
+
+log = logging.getLogger("pipeline.output")
+
+SLEEP_TIMEOUT_MS = 50           # bounds a lost wake-up; the heartbeat is beaten at least this often
+BATCH = 256                     # entries handled between two updates of the slot's counters
+
+
+class OutputFollower:
+    """Reads the decision ring from entry ``start`` and writes each record to the outputs.
+
+    ``stats`` is the slot its counters go to (``messages``, ``decisions_behind``, ``decisions_lost``,
+    ``output_dropped``, ``sink_dropped``); ``hist`` (optional) records written -> read per entry."""
+
+    def __init__(self, board: Board, config, stats: ProcStats, sink=None, *, start: int | None = 0,
+                 hist: HistogramWriter | None = None):
+        dc = config.detector
+        self.reader = DecisionReader(board, start)
+        self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink,
+                               run_id=getattr(config, "run_id", ""), background=True)
+        self.stats = stats
+        self.hist = hist
+        base = board.geometry.procs_offset + stats.slot * PROC_DTYPE.itemsize
+        self._u4 = board.buf.cast("B").cast("I")
+        self._behind_word = (base + PROC_DTYPE.fields["decisions_behind"][1]) // 4
+        self._lost_word = (base + PROC_DTYPE.fields["decisions_lost"][1]) // 4
+        self._counted_dropped = 0
+        self._counted_read = self.reader.next
+
+    def pump(self, limit: int = BATCH) -> int:
+        """Handle up to ``limit`` entries; returns how many there were (0: the ring is read to its end)."""
+        reader = self.reader
+        write = self.outputs.write
+        samples = []
+        n = 0
+        while n < limit:
+            got = reader.read()
+            if got is None:
+                break
+            values = got[1]
+            samples.append(values[META])
+            write(reader.record(values))
+            n += 1
+        if samples and self.hist is not None:
+            now = time.time_ns()
+            for written_ns in samples:
+                self.hist.record(now - written_ns)
+        self.count()
+        return n
+
+    def count(self) -> None:
+        """The slot's counters from the reader and the outputs (added where a restart must continue)."""
+        reader = self.reader
+        stats = self.stats
+        if reader.next != self._counted_read:
+            stats.add("messages", reader.next - self._counted_read)
+            self._counted_read = reader.next
+        self._u4[self._behind_word] = min(reader.behind(), 0xFFFFFFFF)
+        self._u4[self._lost_word] = min(reader.lost, 0xFFFFFFFF)
+        dropped = self.outputs.dropped
+        if dropped != self._counted_dropped:
+            stats.add("output_dropped", dropped - self._counted_dropped)
+            self._counted_dropped = dropped
+        if self.outputs.sink_dropped:
+            stats.add("sink_dropped", self.outputs.sink_dropped)
+            self.outputs.sink_dropped = 0
+
+    def drain(self) -> None:
+        while self.pump():
+            pass
+
+    def close(self) -> bool:
+        """Read the ring to its end, drain the writers and print the detector's summary last (with what the
+        outputs dropped). False when stdout could not take the summary (it is logged instead)."""
+        self.drain()
+        summary = self.reader.summary
+        printed = self.outputs.close((lambda: self.final_text(summary)) if summary is not None else None)
+        self.count()
+        if summary is not None and not printed:
+            log.warning("stdout was not read; the summary it could not print:\n%s", self.final_text(summary))
+        self.reader.close()
+        self._u4 = None
+        return printed
+
+    def final_text(self, summary: str) -> str:
+        """The detector's summary, with what this process's outputs and the ring lost."""
+        lines = [summary]
+        dropped = self.outputs.dropped_by_destination()
+        if any(dropped.values()):
+            lines.append("  OUTPUT DROPPED (the disk or pipe could not keep up; detection went on): " + ", ".join(
+                f"{n} records not written to the {where}" if where != "stdout" else f"{n} lines not printed"
+                for where, n in dropped.items() if n))
+        if self.reader.lost:
+            lines.append(f"  DECISIONS LOST: {self.reader.lost} entries of the decision ring were overwritten "
+                         f"before the output read them (raise detector.decision_ring)")
+        return "\n".join(lines)
+
+
+class FollowerThread:
+    """An :class:`OutputFollower` on a thread of the detector's own process (a detector run alone)."""
+
+    def __init__(self, follower: OutputFollower):
+        self.follower = follower
+        self.wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="pipeline-output-follower", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                if not self.follower.pump():
+                    self.wake.wait(SLEEP_TIMEOUT_MS / 1000)
+                    self.wake.clear()
+        except Exception:                   # a bug here must not die silently
+            log.exception("output follower crashed; records are no longer written")
+
+    def close(self) -> bool:
+        self._stop = True
+        self.wake.set()
+        self._thread.join()
+        return self.follower.close()
+
+
+def build_sink(config):
+    """The HTTP sink of ``detector.sink`` (None without one), started."""
+    sink_config = config.detector.sink
+    if sink_config is None:
+        return None
+    from pipeline.output.sink import HttpSink, SinkError
+    token = os.environ.get(sink_config.token_env) if sink_config.token_env else None
+    if sink_config.token_env and not token:
+        log.error("analysis sink: environment variable %s is not set; sending without a token",
+                  sink_config.token_env)
+    try:
+        sink = HttpSink(sink_config.url, token, timeout_s=sink_config.timeout_s, queue_size=sink_config.queue_size)
+    except SinkError as exc:
+        raise UnusableResource("detector.sink", str(exc)) from exc
+    sink.start()
+    return sink
+
+
+def main(spec: ProcessSpec, config) -> None:
+    """Entry point of the output process (called in the forked child); ``spec.decision_fd`` is its doorbell."""
+    run_child(spec, lambda stop: run_output(spec, config, spec.decision_fd, stop))
+
+
+def run_output(spec: ProcessSpec, config, decision_fd: int, stop) -> None:
+    board = Board.attach(spec.board_name, spec.depth)
+    try:
+        stats = ProcStats(board, spec.slot)
+        hist = HistogramWriter(board, spec.slot, HOPS[ProcessRole.OUTPUT].index("ring_to_output"))
+        # a restarted output process continues at the entry its predecessor read last (``messages``)
+        follower = OutputFollower(board, config, stats, build_sink(config), start=stats.get("messages"), hist=hist)
+        doorbell = bell(board, decision_fd)
+        spin_ns = int(config.detector.spin_us * 1000)
+        heartbeat_word = stats.word("heartbeat_ns")
+        words = stats.words
+        last_activity = last_beat = time.monotonic_ns()
+        try:
+            while not stop:
+                if follower.pump():
+                    last_activity = time.monotonic_ns()
+                    continue
+                mono = time.monotonic_ns()
+                if mono - last_beat > SLEEP_TIMEOUT_MS * 1_000_000:
+                    last_beat = mono
+                    words[heartbeat_word] = time.time_ns()
+                    if not parent_alive(spec):
+                        log.error("supervisor is gone; exiting")
+                        break
+                if mono - last_activity < spin_ns:
+                    continue
+                doorbell.prepare_sleep()
+                if follower.reader.behind():
+                    doorbell.cancel_sleep()
+                    continue
+                doorbell.sleep(SLEEP_TIMEOUT_MS)
+                last_activity = time.monotonic_ns()
+        finally:
+            follower.close()        # to the ring's end, the writers drained, the summary last
+    finally:
+        board.close()

@@ -1,0 +1,123 @@
+"""The example executor follows a real detector's decision stream and "sends" what each open says.
+
+A board planned from a config, rows the test keeps moving (two venues, two instruments: every step opens or
+closes on both), the real detector process writing its decisions into the board's ring, and
+``examples/paper_executor.py`` following that ring from another process. Every open the detector wrote to
+its events file while the executor followed must show up as a paper order at the decision's size and
+limit prices, with a reaction latency, and nothing may be lost.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from pipeline.board import BoardPlan, RowStatus, RowWriter, RulesWriter
+from pipeline.board.doorbell import Doorbell
+from pipeline.config import parse_config
+from tests.conftest import REPO, wait_until
+from tests.engine_harness import rules as trading_rules
+
+pytestmark = pytest.mark.integration
+
+DEPTH = 2
+DETECTOR = """
+import json, sys
+args = json.loads(sys.argv[1])
+from pipeline.model import ProcessRole
+from pipeline.config import parse_config
+from pipeline.detector.process import main
+from pipeline.runtime import ProcessSpec
+from pipeline.board import BoardPlan
+config = parse_config(args["config"], available_cores=frozenset({0}))
+spec = ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="pipeline: detector", slot=args["slot"],
+                   cores=(), board_name=args["board"], depth=args["depth"], doorbell_fd=args["fd"],
+                   rows=BoardPlan.from_config(config).rows, supervisor_pid=args["parent"])
+main(spec, config)
+"""
+
+
+def test_the_paper_executor_sends_both_legs_of_every_open_it_follows(board_name, tmp_path):
+    events = tmp_path / "events.jsonl"
+    raw = {"board": {"name": board_name, "depth": DEPTH},
+           "venues": {"binance": {"instruments": ["BTC/USDT", "ETH/USDT"], "url": "wss://x"},
+                      "bybit": {"instruments": ["BTC/USDT", "ETH/USDT"], "url": "wss://y"}},
+           "detector": {"output": str(events), "print_opportunities": False, "threshold_bps": 0.0,
+                        "reopen_ms": 0, "shadow_latencies_ms": [1.0], "decision_ring": 256}}
+    config = parse_config(raw, available_cores=frozenset({0}))
+    plan = BoardPlan.from_config(config)
+    board = plan.create_board(board_name, DEPTH)
+    fd = Doorbell.create_fd()
+    processes = []
+    try:
+        writers = {venue: RowWriter(board, [r.row for r in plan.rows if r.venue == venue])     # one per feed
+                   for venue in ("binance", "bybit")}
+        rules = RulesWriter(board, [r.row for r in plan.rows])
+        for r in plan.rows:
+            rules.write(r.row, trading_rules(r.venue, tick="0.000001", step="0.0001"))
+        doorbell = Doorbell(board.buf, fd)
+        args = {"config": raw, "slot": plan.slot("detector").slot, "board": board_name, "depth": DEPTH, "fd": fd,
+                "parent": os.getpid()}
+        detector = subprocess.Popen([sys.executable, "-c", DETECTOR, json.dumps(args)], cwd=REPO,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(fd,))
+        processes.append(detector)
+        executor = subprocess.Popen([sys.executable, str(REPO / "examples" / "paper_executor.py"), "--board",
+                                     board_name, "--duration", "60"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        processes.append(executor)
+        assert executor.stdout.readline() == f"paper executor: following the decisions on board {board_name!r}\n"
+        steps = [0]
+
+        def step():
+            steps[0] += 1
+            apart = steps[0] % 2                    # bybit 60 bps above binance, then level again
+            now = time.time_ns()
+            for r in plan.rows:
+                base = 100.0 if r.instrument == "BTC/USDT" else 50.0
+                mid = (base * (1 + 0.006 * apart) if r.venue == "bybit" else base) + base * 1e-6 * (steps[0] % 7)
+                writers[r.venue].write(r.row, int(RowStatus.LIVE), [(mid - base * 5e-5, 1.0)],
+                                       [(mid + base * 5e-5, 1.0)], now, now)
+            doorbell.ring_if_sleeping()
+
+        def opened():
+            assert detector.poll() is None, detector.stderr.read()
+            step()
+            text = events.read_bytes() if events.exists() else b""
+            return text.count(b'"event":"open"') >= 6
+        wait_until(opened, 30, interval=0.02, message="six opens in the events file")
+        detector.send_signal(signal.SIGTERM)
+        assert detector.wait(timeout=15) == 0
+        executor.send_signal(signal.SIGINT)
+        out, err = executor.communicate(timeout=15)
+        assert executor.returncode == 0, err
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        writers = rules = doorbell = None
+        board.destroy()
+        os.close(fd)
+    records = [orjson.loads(line) for line in events.read_bytes().splitlines()]
+    opens = [r for r in records if r["event"] == "open"]
+    paper = {int(m["id"]): m for m in re.finditer(
+        r"PAPER OPEN  #(?P<id>\d+) (?P<instrument>\S+) BUY (?P<qty>\S+) @ (?P<buy>\S+) on (?P<buy_venue>\w+), "
+        r"SELL (?P=qty) @ (?P<sell>\S+) on (?P<sell_venue>\w+)  expected \S+ USDT  reaction (?P<us>\d+) µs", out)}
+    assert len(opens) >= 6 and sorted(paper) == [r["id"] for r in opens], out
+    for record in opens:
+        line = paper[record["id"]]
+        assert (line["instrument"], line["buy_venue"], line["sell_venue"], line["qty"], line["buy"], line["sell"]) \
+            == (record["instrument"], record["buy_exchange"], record["sell_exchange"], f"{record['qty_base']:g}",
+                f"{record['buy_limit_price']:g}", f"{record['sell_limit_price']:g}")
+        assert int(line["us"]) < 10_000_000
+    closes = sum(1 for r in records if r["event"] == "close")
+    assert out.count("PAPER CLOSE #") == closes
+    assert re.search(rf"paper executor: {len(opens) + closes + out.count('PAPER UPDATE')} decisions, "
+                     rf"{2 * len(opens)} orders sent on paper, .* lost 0\n$", out), out[-500:]
