@@ -74,6 +74,28 @@ ONE_WORKER = {
 }
 
 
+THOROUGH = False          # ``--thorough``: every property test runs its full number of examples
+
+
+def pytest_addoption(parser):
+    parser.addoption("--thorough", action="store_true", default=False,
+                     help="property tests run their full number of examples (about 3x the default run's)")
+
+
+def pytest_configure(config):
+    global THOROUGH
+    THOROUGH = bool(config.getoption("thorough", False))
+
+
+def examples(thorough: int) -> int:
+    """How many examples a property test runs: ``thorough`` under ``--thorough`` (by hand, or a nightly job),
+    a third of it (at least 25) in the default run, which every change goes through. The strategies are built to
+    reach their interesting states early (each test says how); the full count is for hunting rare ones.
+
+    Read when the test module is imported, which is after :func:`pytest_configure`."""
+    return thorough if THOROUGH else max(25, thorough // 3)
+
+
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: two workers a core (at most 8). Most of the suite waits on processes and sockets, not the
     CPU: a second worker a core keeps the cores busy meanwhile. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` decides

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from pipeline.detector.rules import allocate, find, take
 from pipeline.model import InstrumentRules
+from tests.conftest import examples
 from tests.engine_harness import MS, T0, engine_for, quote
 
 VENUES = ("a", "b", "c", "d")
@@ -39,7 +40,7 @@ def boards(draw):
     return quotes, fees
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(boards(), st.randoms(use_true_random=False), st.sampled_from([float("inf"), 150.0]))
 def test_allocated_pairs_never_take_a_level_twice(board, rng, cap):
     quotes, fees = board
@@ -94,7 +95,7 @@ def outcome(steps, threshold, close_after_ms, reopen_ms):
 edges = st.one_of(st.none(), st.sampled_from([0.5, 1.0, 2.0, 3.0, 4.0, 4.99, 5.0, 6.0, 8.0, 9.5, 10.0, 12.0]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([1, 5, 20, 60, 150, 400]), edges, st.sampled_from([False, False, True])),
                min_size=1, max_size=60),
        st.sampled_from([0.0, 1.0, 2.0, 5.0]), st.sampled_from([0.5, 2.0, 5.0, 7.5, 10.0]),
@@ -123,7 +124,7 @@ def venue_rules(draw, venue):
                            True, "online")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(boards(), st.data())
 def test_every_opened_size_is_one_both_venues_accept_and_no_book_side_is_overdrawn(board, data):
     named = {"a": "binance", "b": "bybit", "c": "okx", "d": "htx"}

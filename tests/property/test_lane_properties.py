@@ -25,6 +25,7 @@ from pipeline.board.seqlock import ChangeLane, RowCodec
 from pipeline.config import parse_config
 from pipeline.detector.scan import BoardView, RowUniverse
 from pipeline.runtime import RowAssignment
+from tests.conftest import examples
 
 LIVE = int(RowStatus.LIVE)
 N_A, N_B, N_FREE = 3, 3, 2          # rows in lane 0, in lane 1, without a lane (one more per lane unwatched)
@@ -83,7 +84,7 @@ ops = st.lists(st.one_of(
 ), max_size=60)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(ops=ops)
 def test_a_reader_never_misses_a_publish(ops):
     rows_a = list(range(N_A + 1))

@@ -23,7 +23,7 @@ from pipeline.detector.rules import Quote, find, walk
 from pipeline.errors import ConfigError, ParseError
 from pipeline.model import DEPTH, BookUpdate
 from pipeline.venues import VENUES, load_venue
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, examples
 
 prices = st.floats(min_value=0.01, max_value=1e6, allow_nan=False, allow_infinity=False)
 quantities = st.floats(min_value=0.0, max_value=1e4, allow_nan=False, allow_infinity=False)
@@ -82,7 +82,7 @@ def changed_frames(draw, venue: str):
 
 
 @pytest.mark.parametrize("venue", VENUES)
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_parse_of_arbitrary_input_raises_only_parse_error(venue, data):
     module = load_venue(venue)
@@ -119,7 +119,7 @@ crossing_books = st.tuples(market_side(-1), market_side(+1)).flatmap(
 book_updates = st.one_of(*[books_in_a_market] * 6, crossing_books, st.tuples(levels, levels))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(snapshot=book_updates, deltas=st.lists(book_updates, min_size=1, max_size=15),
        depth=st.integers(1, 10), keep=st.one_of(st.none(), st.integers(1, 20)))
 def test_books_stay_sorted_within_depth_and_crossed_books_are_flagged(snapshot, deltas, depth, keep):
@@ -149,7 +149,7 @@ book_side = st.lists(st.tuples(prices, st.floats(min_value=0.001, max_value=100,
                      min_size=1, max_size=6)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(asks=book_side, bids=book_side, buy_fee=st.floats(0, 50), sell_fee=st.floats(0, 50),
        cap=st.floats(min_value=1.0, max_value=1e7))
 def test_walk_never_exceeds_the_books_and_net_never_exceeds_gross(asks, bids, buy_fee, sell_fee, cap):
@@ -166,7 +166,7 @@ def test_walk_never_exceeds_the_books_and_net_never_exceeds_gross(asks, bids, bu
     assert asks[0][0] - 1e-9 <= fill.buy_price and fill.sell_price <= bids[0][0] + 1e-9
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(a_bids=book_side, a_asks=book_side, b_bids=book_side, b_asks=book_side,
        status=st.sampled_from([s for s in RowStatus if s != RowStatus.LIVE]))
 def test_no_opportunity_ever_comes_from_a_row_that_is_not_live(a_bids, a_asks, b_bids, b_asks, status):
@@ -183,7 +183,7 @@ yaml_values = st.recursive(
     max_leaves=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(document=st.one_of(yaml_values, st.dictionaries(
     st.sampled_from(["board", "venues", "detector", "health", "supervisor", "simulator", "metrics", "x"]),
     yaml_values, max_size=6)))
@@ -199,7 +199,7 @@ def test_config_loader_raises_only_config_error(document):
 top_level = st.tuples(st.integers(1, 10**6), st.integers(1, 10**6))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(channels=st.lists(st.booleans(), min_size=1, max_size=30), tops=st.lists(top_level, min_size=30, max_size=30))
 def test_the_newest_id_wins_whatever_the_interleaving(channels, tops):
     """W1: top-of-book and depth updates interleaved in any order (each channel in its own order):
@@ -222,7 +222,7 @@ def test_the_newest_id_wins_whatever_the_interleaving(channels, tops):
         assert bids[0] == newest[1] and asks[0] == newest[2]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(ticks=st.lists(st.tuples(st.integers(1, 10**9), st.integers(1, 10**10)), min_size=1, max_size=10),
        price_dp=st.integers(0, 8), qty_dp=st.integers(0, 8))
 def test_kraken_checksum_does_not_depend_on_how_numbers_are_printed(ticks, price_dp, qty_dp):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from pipeline.model import RowStatus
 from pipeline.venues import VENUES
-from tests.conftest import FIXTURES, session_for
+from tests.conftest import FIXTURES, examples, session_for
 
 # real frames of each venue (book channels and control frames), as the wire gave them: per capture, in order
 CAPTURES: dict[str, list[list[str]]] = {}
@@ -53,7 +53,7 @@ def capture_runs(draw, venue: str) -> list:
 
 
 @pytest.mark.parametrize("venue", CAPTURED)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_mix_of_real_and_garbage_frames_never_raises_and_live_rows_are_uncrossed(venue, data):
     session, sink, conn = new_session(venue)

@@ -29,11 +29,12 @@ from pipeline.model import BBO, DEPTH
 from pipeline.sim.market import Tape
 from pipeline.sim.protocol import Rules, SymbolState
 from pipeline.venues import SIM_PATHS, VENUES, load_protocol, load_venue
+from tests.conftest import examples
 
 INSTRUMENT = "BTC/USDT"
 UNKNOWN = "ZZZ/USDT"
 T0 = 1_790_000_000_000
-EXAMPLES = 150
+EXAMPLES = examples(150)
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=30))

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from pipeline.feed.session import MemorySink
 from pipeline.model import BBO, DEPTH, BookUpdate, RowStatus
 from pipeline.venues import load_protocol, load_venue, venues_with
-from tests.conftest import session_for
+from tests.conftest import examples, session_for
 
 PRICES = ["100.5", "100.6", "100.4", "99.9", "101", "100.55", "0", "-1", "NaN", "1e400", "abc"]
 QTYS = ["1.5", "0.001", "2", "0", "-2", "NaN", "x"]
@@ -244,14 +244,14 @@ def check_same_rows(venue: str, sequence: list) -> None:
 
 
 @pytest.mark.parametrize("venue", SHORT_PATH)
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_short_path_writes_the_same_rows_as_the_general_path_on_rendered_frames(venue, data):
     check_same_rows(venue, data.draw(rendered(venue)))
 
 
 @pytest.mark.parametrize("venue", SHORT_PATH)
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_short_path_writes_the_same_rows_as_the_general_path(venue, data):
     if venue not in MAKERS:

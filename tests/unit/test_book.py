@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pipeline.board import RowStatus
 from pipeline.book import InstrumentBook, Outcome, SideBook
 from pipeline.model import BBO, DEPTH, BookUpdate
+from tests.conftest import examples
 
 
 def depth(snapshot, bids, asks, seq=None, prev=None, restart=False):
@@ -123,7 +124,7 @@ def test_reference_data_for_another_symbol_is_ignored():
     assert book.precision is None and book.halted == ""
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(ops=st.lists(st.one_of(
     st.tuples(st.just("set"), st.sampled_from([99.5, 100.0, 100.25, 100.5, 101.0, 102.0, 98.0, 97.75]),
               st.sampled_from([0.0, 0.0, 1.0, 2.5, 0.001])),

@@ -28,6 +28,7 @@ from pipeline.model import RowStatus
 from pipeline.runtime import RowAssignment
 from pipeline.supervisor.core import bridge_spec, plan_rows
 from pipeline.venues import VENUES
+from tests.conftest import examples
 from tests.unit.test_reference_data import FIXTURES, fixture, rules_of
 
 CORES = frozenset({0, 1})
@@ -108,7 +109,7 @@ JSON_VALUES = st.recursive(
     max_leaves=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=300)
        | st.builds(orjson.dumps, JSON_VALUES)
        # a valid message with some fields replaced by anything: reaches the deeper checks
@@ -228,7 +229,7 @@ def test_rules_on_the_quote_subject_are_refused():
     assert rules_reason(orjson.dumps(rules_message()), SUBJECT) == "unknown_message"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=300)
        | st.builds(orjson.dumps, JSON_VALUES)
        | st.builds(lambda changes: orjson.dumps(rules_message(**changes)),

@@ -26,7 +26,7 @@ from pipeline.model import DEPTH, AlignedSnapshot, BookUpdate, RowStatus
 from pipeline.sim.market import Tape
 from pipeline.sim.protocol import SymbolState
 from pipeline.venues import load_protocol, load_venue
-from tests.conftest import fixture_lines
+from tests.conftest import examples, fixture_lines
 
 HTX = load_venue("htx")
 T0 = 1_700_000_000_000
@@ -362,7 +362,7 @@ def _snapshot(books: dict, seq: int) -> AlignedSnapshot:
     return AlignedSnapshot("X", DEPTH, True, bids, asks, seq, seq)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(0, 12), answers=st.integers(1, 3),
        shuffle=st.booleans(), lose=st.floats(0, 0.3), duplicate=st.floats(0, 0.3))
 def test_any_arrival_order_is_live_only_with_the_exchanges_book(seed, n, answers, shuffle, lose, duplicate):
@@ -386,7 +386,7 @@ def test_any_arrival_order_is_live_only_with_the_exchanges_book(seed, n, answers
         assert book.compose() == _top(books[book.book.last_seq])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 12), data=st.data())
 def test_in_order_without_loss_an_answer_followed_by_a_delta_ends_live_with_the_last_book(seed, n, data):
     rng = random.Random(seed)

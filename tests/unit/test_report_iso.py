@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.detector.report import iso
+from tests.conftest import examples
 
 
 def reference(now_ns: int) -> str:
@@ -14,7 +15,7 @@ def reference(now_ns: int) -> str:
         timespec="microseconds").replace("+00:00", "Z")
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(now_ns=st.integers(1_500_000_000_000_000_000, 2_000_000_000_000_000_000))
 def test_any_time_is_formatted_as_datetime_formats_it(now_ns):
     assert iso(now_ns) == reference(now_ns)

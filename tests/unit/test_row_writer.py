@@ -7,11 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.board import Board, RowReader, RowWriter
+from tests.conftest import examples
 
 levels = st.lists(st.tuples(st.floats(0.01, 1e6), st.floats(0.0, 1e4)), max_size=7)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(bids=levels, asks=levels, depth=st.integers(1, 5), gaps=st.integers(0, 9), confirmed=st.integers(0, 1 << 40))
 def test_any_levels_read_back_as_written(bids, asks, depth, gaps, confirmed):
     board = Board.create(f"pipeline-test-{uuid.uuid4().hex[:10]}", 1, depth, 1)

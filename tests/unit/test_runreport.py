@@ -7,11 +7,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
 from pipeline.commands import report as runreport
 from tests.conftest import run_cli
+
+
+class Ran(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def report(capsys, *args: str) -> Ran:
+    """``run.py report ARGS`` in this process (matplotlib imported once per worker, not once per call); one
+    test below runs it through ``run.py`` as a user does."""
+    capsys.readouterr()
+    code = runreport.main(list(args))
+    out, err = capsys.readouterr()
+    return Ran(code, out, err)
 
 T0 = 1_800_000_000_000_000_000          # 2027-01-15 08:00:00 UTC
 S = 1_000_000_000
@@ -232,11 +248,11 @@ def test_partial_and_full_shadow_fills_are_counted_apart_and_weighted_by_size():
         f"# Run report: `o.jsonl`\n\nRun `{RUN_B}`.\n\n" + BODY_B + PLOT_LINES)
 
 
-def test_a_file_with_two_runs_reports_the_last_and_says_which(tmp_path):
+def test_a_file_with_two_runs_reports_the_last_and_says_which(tmp_path, capsys):
     source = write(tmp_path / "two.jsonl", run_a() + run_b())
     records, _ = runreport.read_records(str(source))
     assert [(run_id, len(run)) for run_id, run in runreport.split_runs(records)] == [(RUN_A, 2), (RUN_B, 7)]
-    result = run_cli("report", str(source), timeout=120)
+    result = report(capsys, str(source))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == (
         f"report: {source} holds 2 runs; reporting run {RUN_B} (7 events); --run ID or --run all")
@@ -244,18 +260,18 @@ def test_a_file_with_two_runs_reports_the_last_and_says_which(tmp_path):
     assert (out / "summary.md").read_text() == (
         f"# Run report: `two.jsonl`\n\nRun `{RUN_B}`, one of the 2 runs in the file (by default the last; "
         f"`--run ID` chooses another, `--run all` reports every one).\n\n" + BODY_B + PLOT_LINES)
-    chosen = run_cli("report", str(source), "--run", RUN_A, "--out", str(tmp_path / "a"), timeout=120)
+    chosen = report(capsys, str(source), "--run", RUN_A, "--out", str(tmp_path / "a"))
     assert chosen.returncode == 0, chosen.stderr
     assert f"reporting run {RUN_A} (2 events)" in chosen.stdout
     assert BODY_A in (tmp_path / "a" / "summary.md").read_text()
-    unknown = run_cli("report", str(source), "--run", "nope")
+    unknown = report(capsys, str(source), "--run", "nope")
     assert unknown.returncode == 2 and unknown.stderr == (
         f"run.py report: --run: no run 'nope' in {str(source)!r} (it holds {RUN_A}, {RUN_B})\n")
 
 
-def test_run_all_reports_the_runs_one_after_another_never_as_one_span(tmp_path):
+def test_run_all_reports_the_runs_one_after_another_never_as_one_span(tmp_path, capsys):
     source = write(tmp_path / "two.jsonl", run_a() + run_b())
-    result = run_cli("report", str(source), "--run", "all", "--out", str(tmp_path / "all"), timeout=180)
+    result = report(capsys, str(source), "--run", "all", "--out", str(tmp_path / "all"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == (
         f"report: {source} holds 2 runs; reporting all 2, one after another (9 events)")
@@ -281,10 +297,10 @@ def test_legacy_records_before_a_run_with_ids_are_a_run_of_their_own():
     assert runreport.summarize(runs[0][1]).duration_s == 4.0            # not 101.2 s: the gap is not a span
 
 
-def test_report_follows_the_link_to_the_latest_run_file(tmp_path):
+def test_report_follows_the_link_to_the_latest_run_file(tmp_path, capsys):
     write(tmp_path / f"opps-{RUN_B}.jsonl", run_b())
     os.symlink(f"opps-{RUN_B}.jsonl", tmp_path / "opps.jsonl")
-    result = run_cli("report", str(tmp_path / "opps.jsonl"), timeout=120)
+    result = report(capsys, str(tmp_path / "opps.jsonl"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == (
         f"report: {tmp_path / 'opps.jsonl'} holds 1 run; reporting run {RUN_B} (7 events)")
@@ -304,14 +320,14 @@ def test_report_command_writes_plots_and_summary(tmp_path):
     assert result.stdout.splitlines()[0] == f"report: {source} holds 1 run; reporting run (no run id) (12 events)"
 
 
-def test_report_default_directory_and_errors(tmp_path):
+def test_report_default_directory_and_errors(tmp_path, capsys):
     source = write_legacy(tmp_path / "run.jsonl")
-    assert run_cli("report", str(source), timeout=120).returncode == 0
+    assert report(capsys, str(source)).returncode == 0
     assert (tmp_path / "run-report" / "summary.md").exists()
-    missing = run_cli("report", str(tmp_path / "nope.jsonl"))
+    missing = report(capsys, str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
     (tmp_path / "empty.jsonl").write_text("")
-    empty = run_cli("report", str(tmp_path / "empty.jsonl"))
+    empty = report(capsys, str(tmp_path / "empty.jsonl"))
     assert empty.returncode == 1 and "no opportunity events" in empty.stderr
 
 

@@ -20,6 +20,7 @@ from pipeline.detector.sizing import (
 )
 from pipeline.model import InstrumentRules
 from pipeline.venues import load_venue
+from tests.conftest import examples
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -149,7 +150,7 @@ def is_multiple(x: D, step: D) -> bool:
     return x % step == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(buy=leg_rules(), sell=leg_rules(), size=SIZES, buy_vwap=PRICES, sell_vwap=PRICES)
 def test_the_fast_path_keeps_the_rules_and_equals_its_exact_twin(buy, sell, size, buy_vwap, sell_vwap):
     got = size_legs(buy, sell, float(size), float(buy_vwap), float(sell_vwap))

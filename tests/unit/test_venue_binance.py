@@ -11,7 +11,7 @@ from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Notice, RowStatus, SchemaDrift, SubscribeError
 from pipeline.venues import load_venue
 from pipeline.venues.binance import wire as binance
-from tests.conftest import fixture_lines
+from tests.conftest import examples, fixture_lines
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
 
@@ -62,7 +62,7 @@ def test_subscribe_frame_shape():
     assert binance.native_symbol("BTC/USDT") == "BTCUSDT"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_raise_only_parse_error(raw):
     try:

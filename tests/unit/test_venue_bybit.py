@@ -11,7 +11,7 @@ from pipeline.errors import ParseError
 from pipeline.model import BBO, DEPTH, Ack, BookUpdate, Pong, SchemaDrift, SubscribeError
 from pipeline.venues import load_protocol, load_venue
 from pipeline.venues.bybit import wire as bybit
-from tests.conftest import FIXTURES, fixture_lines
+from tests.conftest import FIXTURES, examples, fixture_lines
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
 
@@ -112,7 +112,7 @@ def test_subscribe_one_request_per_symbol_within_the_arg_limit():
     assert bybit.build_keepalive() == '{"op":"ping"}'
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_raise_only_parse_error(raw):
     try:
@@ -122,7 +122,7 @@ def test_arbitrary_bytes_raise_only_parse_error(raw):
     assert all(isinstance(e, (BookUpdate, Ack, Pong, SubscribeError)) for e in events)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_tails_of_an_orderbook_frame_raise_only_parse_error(tail):
     """Past the orderbook marker the declaration reads the frame: still ParseError or events, never a crash."""

@@ -19,7 +19,7 @@ from pipeline.venues._common import rfc3339_ms
 from pipeline.venues.coinbase import VENUE as COINBASE_VENUE
 from pipeline.venues.coinbase import wire as coinbase
 from tests.conftest import FIXTURES as SHARED
-from tests.conftest import fixture_lines
+from tests.conftest import examples, fixture_lines
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
 
@@ -210,7 +210,7 @@ def test_rfc3339_ms(text, expected):
     assert rfc3339_ms(text) == expected
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)))
 def test_rfc3339_ms_matches_datetime(dt):
     text = dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
@@ -357,7 +357,7 @@ def test_no_top_path():
 
 
 # ---------------------------------------------------------------- fuzz
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=512))
 def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
     parse = load_venue("coinbase").parse
@@ -371,7 +371,7 @@ _SAMPLES = [line for name in ("at_control_recv.jsonl", "at_ticker.jsonl", "excha
             for line in lines(name)] + [line for line in lines("at_level2.jsonl") if len(line) < 10000]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
 def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
     parse = load_venue("coinbase").parse

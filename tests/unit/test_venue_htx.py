@@ -24,7 +24,7 @@ from pipeline.venues._common import WireMsg
 from pipeline.venues.htx import VENUE as HTX_VENUE
 from pipeline.venues.htx import wire as htx
 from tests.conftest import FIXTURES as SHARED
-from tests.conftest import fixture_lines, single_book_update, top_from_parse
+from tests.conftest import examples, fixture_lines, single_book_update, top_from_parse
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
 
@@ -340,7 +340,7 @@ def test_text_that_is_not_utf8_is_invalid_json(parse):
 
 
 # ---------------------------------------------------------------- fuzz
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=512))
 def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
     parse = load_venue("htx").parse
@@ -357,7 +357,7 @@ _SAMPLES = [line for name in ("bbo.jsonl", "mbp_incremental.jsonl", "mbp_refresh
                               "control_recv.jsonl") for line in lines(name)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
 def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
     venue = load_venue("htx")

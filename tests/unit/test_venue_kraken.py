@@ -30,7 +30,7 @@ from pipeline.model import (
 from pipeline.venues.kraken import VENUE as KRAKEN_VENUE
 from pipeline.venues.kraken import wire as kraken
 from tests.conftest import FIXTURES as SHARED
-from tests.conftest import fixture_lines, single_book_update
+from tests.conftest import examples, fixture_lines, single_book_update
 from tests.integration import test_quirks as quirks
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
@@ -494,7 +494,7 @@ def test_module_contract():
 
 
 # ---------------------------------------------------------------- fuzz
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=512))
 def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
     try:
@@ -507,7 +507,7 @@ _SAMPLES = [line for name in ("book.jsonl", "ticker.jsonl", "control_recv.jsonl"
     INSTRUMENT, BTC_SNAPSHOT, BTC_UPDATE]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
 def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
     raw = line.encode()
@@ -542,7 +542,7 @@ def _decimal_digits(text: str, decimals: int) -> str:
     return format(Decimal(text), f".{decimals}f").replace(".", "").lstrip("0")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.one_of(st.decimals(min_value=0, max_value=10 ** 9, allow_nan=False, allow_infinity=False, places=10).map(str),
                  st.floats(min_value=0, max_value=1e12, allow_nan=False).map(repr),
                  st.from_regex(r"[0-9]{1,12}(\.[0-9]{0,20})?", fullmatch=True)),

@@ -30,7 +30,7 @@ from pipeline.venues import load_venue
 from pipeline.venues.okx import VENUE as OKX_VENUE
 from pipeline.venues.okx import wire as okx
 from tests.conftest import FIXTURES as SHARED
-from tests.conftest import fixture_lines, single_book_update
+from tests.conftest import examples, fixture_lines, single_book_update
 from tests.property import test_sim_fuzz as fuzz
 from tests.unit import test_sim_protocols as sim
 
@@ -523,7 +523,7 @@ def test_top_of_a_real_frame():
 
 
 # ---------------------------------------------------------------- fuzz
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=512))
 def test_parse_arbitrary_bytes_raises_only_parse_error(raw):
     try:
@@ -537,7 +537,7 @@ _SAMPLES = [line for name in ("bbo.jsonl", "books.jsonl", "depth5.jsonl", "ticke
             for line in lines(name)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(_SAMPLES), st.integers(0, 2000), st.integers(0, 40), st.binary(max_size=8))
 def test_parse_mutated_fixture_raises_only_parse_error(line, at, cut, insert):
     raw = line.encode()
