@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.board import SEQ_BYTES, PlainRing, RingReader, RingWriter
+from tests.conftest import examples
 
 PAYLOAD = struct.Struct("<QQQQ")
 SLOT = SEQ_BYTES + PAYLOAD.size
@@ -93,7 +94,7 @@ step = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(entries=st.integers(1, 8), steps=st.lists(step, max_size=60), late_start=st.booleans())
 def test_any_interleaving_gives_whole_entries_and_counts_exactly_what_is_lost(entries, steps, late_start):
     harness = Harness(entries, [0, None])
