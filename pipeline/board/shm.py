@@ -170,6 +170,8 @@ class Board:
             raise BoardError(f"no quote board named {name!r} (is the supervisor running?)") from exc
         except PermissionError as exc:
             raise BoardError(f"shared memory segment {name!r}: {exc.strerror}") from None
+        except ValueError:      # "cannot mmap an empty file": created by the supervisor, not sized yet
+            raise BoardError(f"quote board {name!r} is being created (not sized yet): try again") from None
         try:
             geometry = _verify(shm, expected_depth)
         except BaseException:

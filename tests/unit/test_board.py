@@ -1,6 +1,8 @@
 """The quote board: round trip, layout checks, row ownership, status changes."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,15 @@ def test_doorbell_rings_only_a_sleeping_detector_and_a_ring_ends_one_sleep(board
             feed = detector = None
     finally:
         os.close(fd)
+
+
+def test_attaching_to_a_board_still_being_created_is_a_board_error(board_name):
+    """Between the supervisor's shm_open and its ftruncate the segment exists with no size: a reader attaching
+    then (``run.py top``, a test polling for the board) gets a BoardError it can retry on, not a ValueError."""
+    fd = os.open(os.path.join("/dev/shm", board_name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        with pytest.raises(BoardError, match="being created"):
+            Board.attach(board_name)
+    finally:
+        os.close(fd)
+        os.unlink(os.path.join("/dev/shm", board_name))

@@ -170,8 +170,11 @@ def test_rejection_episode_ends_when_a_record_is_accepted(server, sinks, caplog)
     for _ in range(3):
         sink.submit(RECORD)
     stats_when(sink, lambda s: s.rejected == 2 and s.sent == 1)
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 2 and all("(403)" in m for m in errors)
+
+    def errors():   # the sink thread counts a rejection, then logs it: wait for the second line too
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    wait_for(lambda: len(errors()) >= 2, 5, interval=0.01, message="the second rejection logged")
+    assert len(errors()) == 2 and all("(403)" in m for m in errors())
 
 
 def test_429_waits_for_retry_after_then_delivers(server, sinks):
