@@ -116,6 +116,26 @@ def pytest_xdist_auto_num_workers(config):
     return min(2 * len(os.sched_getaffinity(0)), 8)
 
 
+# The files whose tests take longest (a run's ``--durations`` and the per-file totals), started first: the
+# scheduler hands tests out in collection order, and a long test started near the end leaves the other workers
+# idle while it finishes. The whole-file groups above come first, being the longest chunks.
+SLOW_FIRST = (
+    "tests/integration/test_bridge.py", "tests/integration/test_record_replay.py",
+    "tests/integration/test_opportunity_accounting.py", "tests/integration/test_exit_codes.py",
+    "tests/unit/test_loadgen.py", "tests/hostile/test_feed_memory.py", "tests/unit/test_extra_venue.py",
+    "tests/integration/test_end_to_end.py", "tests/integration/test_clients.py",
+    "tests/integration/test_bridge_cross_box.py", "tests/hostile/test_hostile_quirks.py",
+    "tests/integration/test_process_faults.py", "tests/integration/test_conformance.py",
+    "tests/property/test_properties.py", "tests/integration/test_top_smoke.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of :data:`SLOW_FIRST` files first (in its order), the rest as collected."""
+    rank = {path: n for n, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup``: every test on its own, except the :data:`ONE_WORKER` groups, each kept whole."""
     if config.getvalue("dist") != "loadgroup":
