@@ -133,6 +133,12 @@ class BoardPlan:
         """``(rows, lane)`` for every process that writes rows: what :meth:`Board.assign_lane` takes."""
         return [([r.row for r in s.rows], s.lane) for s in self.slots if s.rows]
 
+    def geometry(self, depth: int):
+        """The board's geometry for this plan at ``depth``: what :meth:`create_board` maps, and its size."""
+        from pipeline.board.layout import BoardGeometry
+        return BoardGeometry(n_rows=len(self.rows), depth=depth, n_procs=self.n_procs,
+                             decision_entries=self.decision_entries, decision_fills=self.decision_fills)
+
     def create_board(self, name: str, depth: int):
         """Create the board of this plan: sized for its rows and slots, each row's venue and instrument
         ids written, each writer's rows in its change lane. Only the supervisor calls this."""

@@ -288,9 +288,8 @@ def pinned_cores(config, cpus=None) -> dict[str, tuple[int, ...]]:
 
 
 def board_bytes(config) -> int:
-    from pipeline.board import BoardGeometry, BoardPlan
-    plan = BoardPlan.from_config(config)
-    return BoardGeometry(n_rows=len(plan.rows), depth=config.board.depth, n_procs=plan.n_procs).size
+    from pipeline.board import BoardPlan
+    return BoardPlan.from_config(config).geometry(config.board.depth).size     # rows, slots and decision ring
 
 
 def _is_hot(name: str) -> bool:

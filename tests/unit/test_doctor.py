@@ -223,3 +223,18 @@ def test_the_doctors_advice_and_each_shipped_config_agree(path, cores):
     cmdline = f"isolcpus={doctor._cpus(plan.isolate)} nohz_full={doctor._cpus(plan.isolate)}" if plan.isolate else ""
     after = doctor.run_checks(doctor.Facts(cpus=cpus, cmdline=cmdline), followed)
     assert set(layout_statuses(after).values()) <= {"ok", "info"}, layout_statuses(after)
+
+
+def test_the_board_size_doctor_checks_is_the_size_of_the_board_the_supervisor_creates(board_name):
+    """/dev/shm must hold the whole board: rows, slots and the decision ring (the bulk of it by default)."""
+    import os
+
+    from pipeline.board import BoardPlan
+    from pipeline.config import load_config
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"))
+    board = BoardPlan.from_config(cfg).create_board(board_name, cfg.board.depth)
+    try:
+        assert doctor.board_bytes(cfg) == os.stat(f"/dev/shm/{board_name}").st_size
+        assert board.geometry.decision_entries == cfg.detector.decision_ring > 0
+    finally:
+        board.destroy()
