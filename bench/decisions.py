@@ -8,7 +8,9 @@ Both paths take the same real engine records (open, update and close of a three-
 shared liquidity, trading rules and exchange ages) and are timed in turn, ``--rounds`` times each:
 
 * ``ring``: what the detector does now: :meth:`pipeline.decisions.DecisionWriter.write` of each record into
-  a board's decision ring (encode, one ``pack_into`` between the slot's two sequence stores, the counter).
+  a board's decision ring (its fast encoder, one ``pack_into`` between the slot's two sequence stores, the
+  counter). ``ring-plain``: the same with the plain encoder (``DecisionWriter(board, fast=False)``, the
+  field-by-field walk the fast one is held to), which puts the very same bytes in the ring.
   The reader (the output process) is another process on another core and never writes the ring, so it
   is left out: on two shared cores it would only add its own scheduling to the writer's figures.
 * ``writers``: what the detector did before: :meth:`pipeline.output.writers.Outputs.write` with its
@@ -72,11 +74,11 @@ def time_path(hand_over, batch: list[dict], work_us: float) -> dict:
     return {"handover_p50_us": pct(calls, 0.5), "handover_p99_us": pct(calls, 0.99), "per_decision_us": loop_us}
 
 
-def run_ring(batch: list[dict], work_us: float, entries: int) -> dict:
+def run_ring(batch: list[dict], work_us: float, entries: int, fast: bool = True) -> dict:
     name = f"bench-{uuid.uuid4().hex[:10]}"
     board = Board.create(name, 6, 5, 2, decision_entries=entries, decision_fills=3)
     try:
-        writer = DecisionWriter(board)
+        writer = DecisionWriter(board, fast=fast)
         meta = (0, 1, 2, 3, 4, 5, 0, 1)
         result = time_path(lambda record: writer.write(record, meta), batch, work_us)
         writer.close()
@@ -104,9 +106,10 @@ def main() -> None:
     parser.add_argument("--out", default="decisions.json")
     args = parser.parse_args()
     batch = records(args.records)
-    rounds = {"ring": [], "writers": []}
-    for _ in range(args.rounds):                  # in turn, so a busy spell of the machine hits both alike
+    rounds: dict[str, list[dict]] = {"ring": [], "ring-plain": [], "writers": []}
+    for _ in range(args.rounds):                  # in turn, so a busy spell of the machine hits all alike
         rounds["ring"].append(run_ring(batch, args.work_us, 65536))
+        rounds["ring-plain"].append(run_ring(batch, args.work_us, 65536, fast=False))
         rounds["writers"].append(run_writers(batch, args.work_us))
     summary = {path: {key: round(statistics.median(r[key] for r in results), 2)
                       for key in ("handover_p50_us", "handover_p99_us", "per_decision_us")}
@@ -114,10 +117,12 @@ def main() -> None:
     lines = ["| path | handover p50 µs | handover p99 µs | per decision in the loop µs |", "|---|---|---|---|"]
     for path, s in summary.items():
         lines.append(f"| {path} | {s['handover_p50_us']} | {s['handover_p99_us']} | {s['per_decision_us']} |")
-    ring, old = summary["ring"], summary["writers"]
+    ring, plain, old = summary["ring"], summary["ring-plain"], summary["writers"]
     lines.append("")
     lines.append(f"writers / ring: handover p50 {old['handover_p50_us'] / ring['handover_p50_us']:.2f}x, "
                  f"per decision {old['per_decision_us'] / ring['per_decision_us']:.2f}x")
+    lines.append(f"ring-plain / ring: handover p50 {plain['handover_p50_us'] / ring['handover_p50_us']:.2f}x, "
+                 f"per decision {plain['per_decision_us'] / ring['per_decision_us']:.2f}x")
     print("\n".join(lines))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / args.out).write_text(json.dumps({"options": vars(args), "machine": machine_info(),

@@ -14,9 +14,10 @@ writes stdout, the events file and the sink; any other program follows the same 
         print(decision.kind, decision.instrument, decision.buy_venue, decision.buy_price,
               decision.sell_venue, decision.sell_price, decision.qty_base, decision.profit_quote)
 
-An entry is one fixed-size slot (:func:`entry_struct`, sized by ``pipeline.board.layout``): numbers as
-float64 (None as NaN, which JSON writes as null either way; a per-field bit keeps an int an int) and
-int64, and text by index into the ring's names table (venue labels, instruments, currencies, close
+An entry is one fixed-size slot (sized by ``pipeline.board.layout``) holding the fields the record has and
+no others (:func:`entry_struct`: a head saying which, then the numbers, then the names): numbers as int64
+or float64 (None as NaN, which JSON writes as null either way; a per-number bit keeps an int an int), and
+text by index into the ring's names table (venue labels, instruments, currencies, close
 reasons, the exact decimals of the trading rules): an append-only table of short strings the writer
 fills before the first entry that uses one, so a reader that starts late finds every name. What is
 not in the JSON record rides along for consumers: when the entry was written and when the detector
@@ -26,6 +27,12 @@ saw the change, each leg's board row, its row's sequence number and receive time
 has the same keys in the same order and the same values (``tests/unit/test_decisions.py`` checks it on
 real engine output), so the JSON lines the output process writes are the ones a detector writing its
 own file wrote. The detector's exit summary travels as text entries at the end.
+
+The hand-over is the detector's cost, so the writer does not walk the record: its :class:`FastEncoder`
+makes a plan once per record shape (the kind and the keys in order: ``itemgetter`` over the numbers and
+over the names, the struct) and per record only fetches, checks the numbers' types as one tuple and packs,
+the names' indexes coming packed from a cache. :func:`encode` is its plain twin, field by field; anything
+the plan does not cover goes through it, and the tests hold the two to the same bytes.
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import itemgetter
 
 from pipeline.board import (
     CACHE_LINE,
@@ -65,46 +74,53 @@ FLOATS = ("buy_price", "sell_price", "qty_base", "gross_bps", "net_bps", "fees_b
           "sell_exchange_age_ms", "duration_ms", "peak_net_bps", "peak_profit_quote")
 NAMES = ("instrument", "buy_exchange", "sell_exchange", "buy_instrument", "sell_instrument", "base_currency",
          "quote_currency", "close_reason", "buy_fee_source", "sell_fee_source")
-RULES_AT = {"buy_rules": len(NAMES), "sell_rules": len(NAMES) + len(RULES_FIELDS)}
-SHARES_AT = len(NAMES) + 2 * len(RULES_FIELDS)
 MAX_SHARES = 22
-N_FLOATS, N_NAMES, N_INTS = len(FLOATS), SHARES_AT + MAX_SHARES, 3
 FILL_NUMBERS = ("latency_ms", "filled_qty_base", "fill_fraction", "buy_price", "sell_price", "net_bps",
                 "profit_quote", "slippage_bps")
+FILL_KEYS = (*FILL_NUMBERS, "reason")
+FILL_WIDTH = len(FILL_KEYS) + 1               # a fill's values in an entry: its numbers, its reason, its int bits
+_FILL_NUMBERS = itemgetter(*FILL_NUMBERS)
 
-# the payload after the slot's sequence word: kind, fills, shares, flags, text length, present bits, int bits,
-# then what rides along (written, seen, each leg's receive time, row sequence and row), three ints, the floats,
-# the name indexes; then the shadow fills
-_HEAD = f"<BBBBIQQ qqqqQQII {N_INTS}q {N_FLOATS}d {N_NAMES}H".replace(" ", "")
-_FILL = "8dHH4x"
-assert struct.calcsize(_HEAD) + SEQ_BYTES == DECISION_FIXED and struct.calcsize("<" + _FILL) == DECISION_FILL
-META, INTS = 7, 15
-FLOAT0 = INTS + N_INTS
-NAME0 = FLOAT0 + N_FLOATS
-FILL0 = NAME0 + N_NAMES
-FILL_WIDTH = 10
+# each record field, in the engine's order: (key, what): ``e`` the kind, ``t`` the time text (made again from
+# time_ns), ``i`` an int, ``f`` a number, ``s`` a name, ``R`` a rules dict (RULES_FIELDS, each a name), ``L`` a
+# list of names, ``F`` the shadow fills
+DECISION_ORDER = (("event", "e"), ("id", "i"), ("time", "t"), ("time_ns", "i"),
+                  *((name, "s") for name in NAMES[:7]), *((name, "f") for name in FLOATS[:8]),
+                  ("buy_fee_source", "s"), ("sell_fee_source", "s"), *((name, "f") for name in FLOATS[8:15]),
+                  ("buy_rules", "R"), ("sell_rules", "R"), ("conversion_bps", "f"), ("shares_liquidity_with", "L"),
+                  *((name, "f") for name in FLOATS[16:]), ("close_reason", "s"), ("flaps", "i"))
+SHADOW_ORDER = (("event", "e"), ("id", "i"), ("time", "t"), ("time_ns", "i"), ("opened_time_ns", "i"),
+                ("instrument", "s"), ("buy_exchange", "s"), ("sell_exchange", "s"), ("quote_currency", "s"),
+                ("qty_base", "f"), ("notional_quote", "f"), ("net_bps", "f"), ("shadow_fills", "F"),
+                ("remote_leg_delay_ms", "f"))
+ORDERS = {code: SHADOW_ORDER if kind == "shadow" else DECISION_ORDER for kind, code in KIND_CODE.items()}
+assert len(DECISION_ORDER) <= 64 and len(SHADOW_ORDER) <= 64
+
+# An entry: the head, then the record's numbers (an ``i`` field as int64, an ``f`` field as float64, None as
+# NaN), then its names (uint16 indexes into the names table: ``s`` one, ``R`` six, ``L`` as many as listed),
+# then the shadow fills, each field only if the record has it. The head: kind, fills, shares, flags, text
+# length, present bits (bit k: the k-th field of the kind's order is in the record), int bits (bit k: the k-th
+# number was an int), then what rides along (written, seen, each leg's receive time, row sequence and row).
+# So the head says which struct the rest is (:func:`entry_struct`), and what is packed is what the record has.
+_HEAD = "<BBBBIQQqqqqQQII"
+_SHAPE = struct.Struct("<BBBBIQ")             # the head up to the present bits: enough to know the struct
+_FILL = "8dHH"                                # a fill's numbers, its reason, its int bits
+HEAD_VALUES = 15
+META = 7
 TEXT_CHUNK = DECISION_FIXED - SEQ_BYTES - 8          # bytes of summary text one entry carries
 _TEXT = struct.Struct(f"<BBBBI{TEXT_CHUNK}s")
+_NUMBER_FORMAT = {"i": "q", "f": "d"}
+_NAME_COUNT = {"s": 1, "R": len(RULES_FIELDS)}
 
-# each record field, in the engine's order: (key, where, index); ``e`` the kind, ``t`` the time text
-# (from time_ns), ``i`` an int, ``f`` a number, ``s`` a name, ``R`` a rules dict, ``L`` a list of names,
-# ``F`` the shadow fills
-_F = {name: n for n, name in enumerate(FLOATS)}
-DECISION_ORDER = (("event", "e", 0), ("id", "i", 0), ("time", "t", 0), ("time_ns", "i", 1),
-                  *((name, "s", n) for n, name in enumerate(NAMES[:7])),
-                  *((name, "f", _F[name]) for name in FLOATS[:8]),
-                  ("buy_fee_source", "s", 8), ("sell_fee_source", "s", 9),
-                  *((name, "f", _F[name]) for name in FLOATS[8:15]),
-                  ("buy_rules", "R", RULES_AT["buy_rules"]), ("sell_rules", "R", RULES_AT["sell_rules"]),
-                  ("conversion_bps", "f", _F["conversion_bps"]), ("shares_liquidity_with", "L", SHARES_AT),
-                  *((name, "f", _F[name]) for name in FLOATS[16:]),
-                  ("close_reason", "s", 7), ("flaps", "i", 2))
-SHADOW_ORDER = (("event", "e", 0), ("id", "i", 0), ("time", "t", 0), ("time_ns", "i", 1),
-                ("opened_time_ns", "i", 2), ("instrument", "s", 0), ("buy_exchange", "s", 1),
-                ("sell_exchange", "s", 2), ("quote_currency", "s", 3), ("qty_base", "f", 0),
-                ("notional_quote", "f", 1), ("net_bps", "f", 2), ("shadow_fills", "F", 0),
-                ("remote_leg_delay_ms", "f", 3))
-assert len(DECISION_ORDER) <= 64 and len(SHADOW_ORDER) <= 64
+
+def _largest(order: tuple) -> int:
+    """Bytes of the largest entry of a kind (every field, the most shares), before its shadow fills."""
+    return struct.calcsize(_HEAD) + sum(8 if where in _NUMBER_FORMAT else 2 * _NAME_COUNT.get(where, 0)
+                                        for _, where in order) + 2 * MAX_SHARES * (order is DECISION_ORDER)
+
+
+assert all(_largest(order) + SEQ_BYTES <= DECISION_FIXED for order in ORDERS.values())
+assert struct.calcsize("<" + _FILL) <= DECISION_FILL
 
 
 class DecisionError(BoardError):
@@ -112,9 +128,30 @@ class DecisionError(BoardError):
     know): the detector logs it and counts it, it never reaches the outputs."""
 
 
-def entry_struct(fills: int) -> struct.Struct:
-    """The payload of one ring slot holding up to ``fills`` shadow fills."""
-    return struct.Struct(_HEAD + _FILL * fills)
+def _formats(code: int, present: int, shares: int) -> tuple[str, int]:
+    """The numbers' struct format and the count of names of a ``code`` entry with ``present`` fields."""
+    fields = [where for bit, (_, where) in enumerate(ORDERS[code]) if present >> bit & 1]
+    return "".join(_NUMBER_FORMAT[w] for w in fields if w in _NUMBER_FORMAT), sum(
+        _NAME_COUNT.get(w, 0) for w in fields) + shares
+
+
+@lru_cache(maxsize=4096)
+def entry_struct(code: int, present: int, shares: int = 0, fills: int = 0) -> struct.Struct:
+    """The payload of one ring entry: a ``code`` record with the fields ``present`` names (bit k: the k-th
+    field of its order), ``shares`` names in its ``shares_liquidity_with`` and ``fills`` shadow fills."""
+    numbers, names = _formats(code, present, shares)
+    return struct.Struct(_HEAD + numbers + "H" * names + _FILL * fills)
+
+
+@lru_cache(maxsize=4096)
+def _packer(code: int, present: int, shares: int = 0, fills: int = 0) -> Callable:
+    """The ``pack_into`` of :func:`entry_struct`'s entry that takes the names as one block of bytes (their
+    indexes packed little-endian, as the entry holds them) instead of one value each: the same bytes, fewer
+    values to convert."""
+    numbers, names = _formats(code, present, shares)
+    packer = struct.Struct(f"{_HEAD}{numbers}{2 * names}s{_FILL * fills}")
+    assert packer.size == entry_struct(code, present, shares, fills).size
+    return packer.pack_into
 
 
 def _ring_geometry(board: Board) -> tuple[int, int, int, int]:
@@ -166,12 +203,15 @@ class _NamesWriter(_Names):
     def __init__(self, board: Board):
         super().__init__(board)
         self._load()                                  # a restarted detector keeps the names already there
-        self._index = {text: n for n, text in enumerate(self._text)}
-        self.known = self._index              # text -> index, for a lookup without a call
+        self._index: dict[str | None, int] = {text: n for n, text in enumerate(self._text)}
+        self._index[None] = NO_NAME
+        self.known = self._index              # text -> index (None -> NO_NAME), for a lookup without a call
 
     def index(self, text: str | None) -> int:
         if text is None:
             return NO_NAME
+        if type(text) is not str:
+            raise DecisionError(f"a name that is not text: {text!r}")
         n = self._index.get(text)
         if n is not None:
             return n
@@ -190,97 +230,357 @@ class _NamesWriter(_Names):
 
 
 # ---------------------------------------------------------------- records <-> entries
-def _number(value, n: int, out: list, at: int) -> int:
-    """Store a JSON number (or None) at ``out[at]``; returns its int bit."""
-    if value is None:
-        out[at] = math.nan
-        return 0
-    out[at] = float(value)
-    return (1 << n) if type(value) is int else 0
-
-
-_F, _S, _I, _R, _L, _FILLS, _NONE = range(7)      # where a field goes (the ``e`` and ``t`` fields: nowhere)
-
-
-def _specs(order: tuple) -> dict:
-    """key -> (its present bit, where, the value's position in the entry, its int bit) for one record order."""
-    out = {}
-    for bit, (key, where, n) in enumerate(order):
-        at = {"f": FLOAT0, "i": INTS, "s": NAME0, "R": NAME0, "L": NAME0}.get(where, 0) + n
-        code = {"f": _F, "s": _S, "i": _I, "R": _R, "L": _L, "F": _FILLS}.get(where, _NONE)
-        out[key] = (1 << bit, code, at, 1 << n)
-    return out
-
-
-_SPECS = {code: _specs(SHADOW_ORDER if code == KIND_CODE["shadow"] else DECISION_ORDER) for code in KIND_CODE.values()}
+_SPECS = {code: {key: (1 << bit, where) for bit, (key, where) in enumerate(order)} for code, order in ORDERS.items()}
 _NAN = math.nan
 
 
-def encode(record: dict, names: Callable[[str | None], int], fills: int, meta: tuple = (0,) * 8,
-           known: dict | None = None) -> list:
-    """The entry values of ``record`` (an engine record; a ``run_id`` stamped on it is not carried).
+def _refuse(record: dict, what: str) -> DecisionError:
+    return DecisionError(f"a {record.get('event')} record with {what}")
 
-    ``names`` gives a text's index (:class:`_NamesWriter`), ``known`` (optional) the indexes it gave already,
-    looked up first; ``meta``: (written_ns, seen_ns, buy_recv_ns, sell_recv_ns, buy_seq, sell_seq, buy_row,
-    sell_row). Raises :class:`DecisionError` for a record the entry cannot carry exactly: a field it does not
-    know, its fields in another order than the engine's, a name too long, more shares or fills than it holds."""
+
+def encode(record: dict, names: Callable[[str | None], int], fills: int, meta: tuple = (0,) * 8) -> list:
+    """The entry values of ``record`` (an engine record; a ``run_id`` stamped on it is not carried), packed
+    with ``struct_of(values)``. The plain encoder: one field at a time, in the record's order; the writer's
+    :class:`FastEncoder` packs the same bytes faster (and falls back to this one).
+
+    ``names`` gives a text's index (:class:`_NamesWriter`), asked once the whole record is known to fit, in
+    the order the entry holds them (the ``s`` fields', the rules', the shares', then each fill's reason), so
+    the names table grows the same whichever encoder ran. ``meta``: (written_ns, seen_ns, buy_recv_ns,
+    sell_recv_ns, buy_seq, sell_seq, buy_row, sell_row). Raises :class:`DecisionError` for a record the entry
+    cannot carry exactly: a field it does not know, its fields in another order than the engine's, a number
+    that is not one, a name too long or not text, rules or fills with other fields, more shares or fills than
+    it holds."""
     code = KIND_CODE.get(record.get("event"))
     if code is None:
         raise DecisionError(f"unknown event {record.get('event')!r}")
     spec = _SPECS[code]
-    get = spec.get
-    index = (known or {}).get
-    out = [0] * (FILL0 + FILL_WIDTH * fills)
-    out[0] = code
-    out[META:META + 8] = meta
-    present = int_bits = 0
+    numbers: list = []
+    texts: list = []                # the ``s`` fields' names
+    rules: list = []                # then the rules'
+    listed: list = []               # then the shares'
+    fill_values: list = []          # per fill: its numbers, its reason (a text until the end), its int bits
+    present = int_bits = shares = fill_count = 0
     for key, value in record.items():
-        found = get(key)
+        found = spec.get(key)
         if found is None:
             if key == "run_id":
                 continue
-            raise DecisionError(f"a {record['event']} record with a field the decision ring does not know: {key!r}")
-        bit, where, at, int_bit = found
+            raise _refuse(record, f"a field the decision ring does not know: {key!r}")
+        bit, where = found
         if bit <= present:
-            raise DecisionError(f"a {record['event']} record with {key!r} out of the engine's order")
+            raise _refuse(record, f"{key!r} out of the engine's order")
         present |= bit
-        if where == _F:
-            if type(value) is float:
-                out[at] = value
-            elif value is None:
-                out[at] = _NAN
-            else:
-                out[at] = float(value)
-                int_bits |= int_bit
-        elif where == _S:
-            n = index(value)
-            out[at] = names(value) if n is None else n
-        elif where == _I:
-            out[at] = value
-        elif where == _R:
-            for m, text in enumerate(value.values()):      # in RULES_FIELDS order (report.rules_fields)
-                n = index(text)
-                out[at + m] = names(text) if n is None else n
-        elif where == _L:
+        if where == "i":
+            if type(value) is not int:
+                raise _refuse(record, f"{key!r} not an int: {value!r}")
+            int_bits |= 1 << len(numbers)
+            numbers.append(value)
+        elif where == "f":
+            k = len(numbers)
+            int_bits |= _number(record, key, value, numbers) << k
+        elif where == "s":
+            texts.append(value)
+        elif where == "R":
+            if not isinstance(value, dict) or tuple(value) != RULES_FIELDS:
+                raise _refuse(record, f"{key!r} not a dict of {RULES_FIELDS}: {value!r}")
+            rules += value.values()
+        elif where == "L":
             if len(value) > MAX_SHARES:
                 raise DecisionError(f"{len(value)} shares_liquidity_with names (at most {MAX_SHARES})")
-            out[2] = len(value)
-            for m, text in enumerate(value):
-                out[at + m] = names(text)
-        elif where == _FILLS:
+            shares = len(value)
+            listed += value
+        elif where == "F":
             if len(value) > fills:
                 raise DecisionError(f"{len(value)} shadow fills (the ring's entries hold {fills})")
-            out[1] = len(value)
-            for m, fill in enumerate(value):
-                base = FILL0 + m * FILL_WIDTH
+            fill_count = len(value)
+            for fill in value:
+                if not isinstance(fill, dict) or tuple(fill) != FILL_KEYS:
+                    raise _refuse(record, f"a shadow fill not a dict of {FILL_KEYS}: {fill!r}")
+                numbers_of_fill: list = []
                 bits = 0
                 for k, field in enumerate(FILL_NUMBERS):
-                    bits |= _number(fill[field], k, out, base + k)
-                out[base + 8] = names(fill["reason"])
-                out[base + 9] = bits
-    out[5] = present
-    out[6] = int_bits
-    return out
+                    bits |= _number(record, field, fill[field], numbers_of_fill) << k
+                fill_values += (*numbers_of_fill, fill["reason"], bits)
+    indexes = [names(text) for text in (*texts, *rules, *listed)]
+    for at in range(len(FILL_NUMBERS), len(fill_values), FILL_WIDTH):
+        fill_values[at] = names(fill_values[at])
+    return [code, fill_count, shares, 0, 0, present, int_bits, *meta, *numbers, *indexes, *fill_values]
+
+
+def _number(record: dict, key: str, value, out: list) -> int:
+    """Append a JSON number (or None, as NaN) to ``out``; 1 if it is an int (it comes back an int)."""
+    if value is None:
+        out.append(_NAN)
+        return 0
+    if type(value) is not int and not isinstance(value, float):
+        raise _refuse(record, f"{key!r} not a number: {value!r}")
+    out.append(float(value))
+    return 1 if type(value) is int else 0
+
+
+def struct_of(values) -> struct.Struct:
+    """The struct an entry's ``values`` (from :func:`encode`) are packed with."""
+    return entry_struct(values[0], values[5], values[2], values[1])
+
+
+def _getter(keys: tuple) -> Callable[[dict], tuple]:
+    """``record -> tuple of record[key] for keys`` (always a tuple, even of one key or none)."""
+    if len(keys) > 1:
+        return itemgetter(*keys)
+    if keys:
+        key = keys[0]
+        return lambda record: (record[key],)
+    return lambda record: ()
+
+
+class _Plan:
+    """How :class:`FastEncoder` encodes one record shape (its keys in order), made once: which kinds follow
+    it, its present bits, its numbers and names fetched by key in C, the rest it has (rules, shares, fills)."""
+
+    __slots__ = ("codes", "present", "wheres", "numbers", "names", "rules", "shares", "fills", "simple", "pack",
+                 "packs", "types")
+
+    def __init__(self, kind: str, keys: tuple):
+        order = ORDERS[KIND_CODE[kind]]
+        spec = _SPECS[KIND_CODE[kind]]
+        present = 0
+        fields = []
+        for key in keys:
+            if key == "run_id":
+                continue
+            bit, where = spec[key]                  # KeyError: a field it does not know (refused by encode)
+            if bit <= present:
+                raise ValueError(key)               # out of order (refused by encode)
+            present |= bit
+            fields.append((key, where))
+        self.codes = {kind: code for kind, code in KIND_CODE.items() if ORDERS[code] is order}
+        self.present = present
+        self.wheres = tuple(w for _, w in fields if w in _NUMBER_FORMAT)
+        self.numbers = _getter(tuple(k for k, w in fields if w in _NUMBER_FORMAT))
+        self.names = _getter(tuple(k for k, w in fields if w == "s"))
+        self.rules = tuple(k for k, w in fields if w == "R")
+        self.shares = next((k for k, w in fields if w == "L"), None)
+        self.fills = next((k for k, w in fields if w == "F"), None)
+        self.simple = not (self.rules or self.fills)          # its names: the ``s`` fields' and the shares'
+        self.pack = _packer(KIND_CODE[kind], present)
+        self.packs = [_packer(KIND_CODE[kind], present, shares) for shares in range(MAX_SHARES + 1)]
+        self.types: dict = {}                 # the numbers' types -> (int bits, has a None)
+
+    def kinds(self, types: tuple) -> tuple[int, bool] | None:
+        """(int bits, has a None) for numbers of these ``types``; None when one is not what its field takes."""
+        int_bits, nones = 0, False
+        for k, (kind, where) in enumerate(zip(types, self.wheres)):
+            if kind is int:
+                int_bits |= 1 << k
+            elif where == "i" or kind not in (float, type(None)):
+                return None
+            else:
+                nones = nones or kind is not float
+        return int_bits, nones
+
+
+class FastEncoder:
+    """:func:`encode`'s fast twin for one ring: the same entry, byte for byte, for every record (the tests hold
+    the two to it), from a plan per record shape instead of a walk over the record's fields.
+
+    Per record: its keys as a tuple find the :class:`_Plan` (checked once per shape: known fields, in the
+    engine's order); the numbers come out in one ``itemgetter`` call and their types, as one tuple, give the
+    int bits; the names come out the same way, and that tuple of names gives their indexes already packed (a
+    name's index never changes: the table is append-only), so the one ``pack_into`` takes them as one block
+    (:func:`_packer`). A new shape, a new tuple of types or a new tuple of names is learnt once (names through
+    the table's own :meth:`_NamesWriter.index`, after the whole record is known to fit, in the entry's order,
+    as :func:`encode` does, so the two grow the names table alike). Whatever the plan does not cover (another
+    type, rules or fills of another form, too many shares or fills, a field it does not know or out of
+    order) goes through :func:`encode`, which refuses what must be refused."""
+
+    MAX_PLANS = 256                     # shapes beyond these (not the engine's) take the plain path
+    MAX_TYPES = 64
+    MAX_TEXTS = 4096                    # tuples of names remembered (then forgotten all at once)
+
+    def __init__(self, names: _NamesWriter, fills: int):
+        self._index = names.index
+        self.fills = fills
+        self._plans: dict = {}
+        self._texts: dict = {}          # tuple of names -> their indexes, packed
+
+    def encode(self, record: dict, written_ns: int, meta: tuple) -> tuple[Callable, tuple | list]:
+        """``(pack_into, values)`` of ``record``'s entry, written at ``written_ns`` (``meta[0]`` is not used):
+        the bytes :func:`encode`'s values pack to."""
+        try:
+            plan = self._plans.get(tuple(record))
+            if plan is None:
+                plan = self._plan(record)
+            code = plan.codes.get(record["event"])
+            if code is None:
+                raise _Plain
+            numbers = plan.numbers(record)
+            types = tuple(map(type, numbers))
+            kinds = plan.types.get(types)
+            if kinds is None:
+                kinds = self._kinds(plan, types)
+            int_bits, nones = kinds
+            if nones:
+                numbers = [_NAN if x is None else x for x in numbers]
+            names = plan.names(record)
+            if not plan.simple:
+                return self._rest(plan, code, record, written_ns, meta, numbers, int_bits, names)
+            texts = self._texts.get(names)
+            if plan.shares is None:
+                if texts is None:
+                    texts = self._indexes(names)
+                return plan.pack, (code, 0, 0, 0, 0, plan.present, int_bits, written_ns, *meta[1:], *numbers, texts)
+            listed = record[plan.shares]
+            shares = len(listed)
+            if type(listed) is not list or shares > MAX_SHARES:
+                raise _Plain
+            listed = tuple(listed)
+            more = self._texts.get(listed)
+            if texts is None:                   # names indexed once the record is known to fit, as encode does
+                texts = self._indexes(names)
+            if more is None:
+                more = self._indexes(listed)
+            return plan.packs[shares], (code, 0, shares, 0, 0, plan.present, int_bits, written_ns, *meta[1:],
+                                        *numbers, texts + more)
+        except (_Plain, TypeError):        # TypeError: a value that is no key (a list for a name)
+            values = encode(record, self._index, self.fills, meta)
+            values[META] = written_ns
+            return struct_of(values).pack_into, values
+
+    def _rest(self, plan: _Plan, code: int, record: dict, written_ns: int, meta: tuple, numbers, int_bits: int,
+              names: tuple) -> tuple[Callable, tuple]:
+        """The entry of a record with rules or shadow fills: all of it checked, then its names indexed."""
+        rules = []
+        for key in plan.rules:
+            value = record[key]
+            if type(value) is not dict or tuple(value) != RULES_FIELDS:
+                raise _Plain
+            rules.append(tuple(value.values()))
+        listed: tuple = ()
+        if plan.shares is not None:
+            shared = record[plan.shares]
+            if type(shared) is not list or len(shared) > MAX_SHARES:
+                raise _Plain
+            listed = tuple(shared)
+        fill_values: list = []
+        fill_count = 0
+        if plan.fills is not None:
+            fills = record[plan.fills]
+            if type(fills) is not list or len(fills) > self.fills:
+                raise _Plain
+            fill_count = len(fills)
+            for fill in fills:
+                if type(fill) is not dict or tuple(fill) != FILL_KEYS:
+                    raise _Plain
+                fill_numbers = _FILL_NUMBERS(fill)
+                bits = 0
+                for k, x in enumerate(fill_numbers):
+                    kind = type(x)
+                    if kind is int:
+                        bits |= 1 << k
+                    elif kind is not float and x is not None:
+                        raise _Plain
+                fill_values += (*[_NAN if x is None else x for x in fill_numbers], fill["reason"], bits)
+        texts = self._names_of(names) + b"".join([self._names_of(r) for r in rules]) + self._names_of(listed)
+        for at in range(len(FILL_NUMBERS), len(fill_values), FILL_WIDTH):
+            fill_values[at] = self._index(fill_values[at])
+        return _packer(code, plan.present, len(listed), fill_count), (
+            code, fill_count, len(listed), 0, 0, plan.present, int_bits, written_ns, *meta[1:], *numbers, texts,
+            *fill_values)
+
+    def _kinds(self, plan: _Plan, types: tuple) -> tuple[int, bool]:
+        kinds = plan.kinds(types)
+        if kinds is None or len(plan.types) >= self.MAX_TYPES:
+            raise _Plain
+        plan.types[types] = kinds
+        return kinds
+
+    def _names_of(self, names: tuple) -> bytes:
+        texts = self._texts.get(names)
+        return self._indexes(names) if texts is None else texts
+
+    def _indexes(self, names: tuple) -> bytes:
+        """The indexes of ``names`` (each added to the table if it is not there, or refused), packed."""
+        texts = struct.pack(f"<{len(names)}H", *map(self._index, names))
+        if len(self._texts) >= self.MAX_TEXTS:
+            self._texts.clear()
+        self._texts[names] = texts
+        return texts
+
+    def _plan(self, record: dict) -> _Plan:
+        kind = record.get("event")
+        if kind not in KIND_CODE or len(self._plans) >= self.MAX_PLANS:
+            raise _Plain
+        keys = tuple(record)
+        try:
+            plan = _Plan(kind, keys)
+        except (KeyError, ValueError):
+            raise _Plain from None
+        self._plans[keys] = plan
+        return plan
+
+
+class _Plain(Exception):
+    """Inside :class:`FastEncoder`: this record takes the plain path."""
+
+
+@lru_cache(maxsize=4096)
+def _layout(code: int, present: int, shares: int) -> tuple:
+    """Where each field of such an entry is: ``(key, where, position in the values, its int bit)``, in the
+    record's order (the position of the shadow fills: the first value after the names)."""
+    fields = [(key, where) for bit, (key, where) in enumerate(ORDERS[code]) if present >> bit & 1]
+    wheres = [where for _, where in fields]
+    number = HEAD_VALUES                                                   # the next number
+    text = number + sum(where in _NUMBER_FORMAT for where in wheres)       # the next ``s`` name
+    rules = text + wheres.count("s")                                       # the next rules
+    listed = rules + len(RULES_FIELDS) * wheres.count("R")                 # the shares
+    out = []
+    for key, where in fields:
+        if where in _NUMBER_FORMAT:
+            out.append((key, where, number, number - HEAD_VALUES))
+            number += 1
+        elif where == "s":
+            out.append((key, where, text, 0))
+            text += 1
+        elif where == "R":
+            out.append((key, where, rules, 0))
+            rules += len(RULES_FIELDS)
+        else:
+            out.append((key, where, {"L": listed, "F": listed + shares}.get(where, 0), 0))
+    return tuple(out)
+
+
+def decode(values, name: Callable[[int], str | None]) -> dict:
+    """The record of an entry's values: the inverse of :func:`encode` (same keys, order and values)."""
+    code, fill_count, shares, _, _, present, int_bits = values[:7]
+    record: dict = {}
+    for key, where, at, bit in _layout(code, present, shares):
+        if where == "f":
+            x = values[at]
+            record[key] = None if x != x else int(x) if int_bits >> bit & 1 else x
+        elif where == "s":
+            record[key] = name(values[at])
+        elif where == "i":
+            record[key] = values[at]
+        elif where == "e":
+            record[key] = KINDS[code]
+        elif where == "t":
+            record[key] = None                            # made from time_ns below, in its place
+        elif where == "R":
+            record[key] = {field: name(values[at + m]) for m, field in enumerate(RULES_FIELDS)}
+        elif where == "L":
+            record[key] = [name(values[at + m]) for m in range(shares)]
+        elif where == "F":
+            fills = []
+            for m in range(fill_count):
+                first = at + m * FILL_WIDTH
+                bits = values[first + 9]
+                fill = {field: _value(values[first + k], bits >> k & 1) for k, field in enumerate(FILL_NUMBERS)}
+                fill["reason"] = name(values[first + 8])
+                fills.append(fill)
+            record[key] = fills
+    if "time" in record:
+        record["time"] = iso(record.get("time_ns", 0))
+    return record
 
 
 def _value(x: float, is_int: int):
@@ -289,65 +589,33 @@ def _value(x: float, is_int: int):
     return int(x) if is_int else x
 
 
-def decode(values, name: Callable[[int], str | None]) -> dict:
-    """The record of an entry's values: the inverse of :func:`encode` (same keys, order and values)."""
-    code = values[0]
-    order = SHADOW_ORDER if code == 4 else DECISION_ORDER
-    present, int_bits = values[5], values[6]
-    record: dict = {}
-    for bit, (key, where, n) in enumerate(order):
-        if not present >> bit & 1:
-            continue
-        if where == "f":
-            record[key] = _value(values[FLOAT0 + n], int_bits >> n & 1)
-        elif where == "i":
-            record[key] = values[INTS + n]
-        elif where == "s":
-            record[key] = name(values[NAME0 + n])
-        elif where == "e":
-            record[key] = KINDS[code]
-        elif where == "t":
-            record[key] = iso(values[INTS + 1])
-        elif where == "R":
-            record[key] = {field: name(values[NAME0 + n + m]) for m, field in enumerate(RULES_FIELDS)}
-        elif where == "L":
-            record[key] = [name(values[NAME0 + n + m]) for m in range(values[2])]
-        elif where == "F":
-            fills = []
-            for m in range(values[1]):
-                base = FILL0 + m * FILL_WIDTH
-                bits = values[base + 9]
-                fill = {field: _value(values[base + k], bits >> k & 1) for k, field in enumerate(FILL_NUMBERS)}
-                fill["reason"] = name(values[base + 8])
-                fills.append(fill)
-            record[key] = fills
-    return record
-
-
 # ---------------------------------------------------------------- writer and reader
 class DecisionWriter:
     """The detector's end of the ring: :meth:`write` one engine record (with what rides along), :meth:`text`
     the exit summary. Only the detector writes; a restarted detector continues the numbering."""
 
-    def __init__(self, board: Board):
+    def __init__(self, board: Board, fast: bool = True):
         offset, slots, entries, slot_size = _ring_geometry(board)
         self.fills = board.geometry.decision_fills
-        self._struct = entry_struct(self.fills)
-        self._pack = self._struct.pack_into
         self._ring = RingWriter(board.buf, offset, slots, entries, slot_size)
         self._names = _NamesWriter(board)
-        self._name = self._names.index
+        self._encode = FastEncoder(self._names, self.fills).encode if fast else self._plain
 
     @property
     def count(self) -> int:
         return self._ring.count
 
     def write(self, record: dict, meta: tuple = (0,) * 8) -> int:
-        """Put ``record`` in the ring; returns its entry number. ``meta[0]`` (written_ns) 0: stamped now."""
-        values = encode(record, self._name, self.fills, meta, self._names.known)
-        if not values[META]:
-            values[META] = time.time_ns()
-        return self._ring.write(self._pack, values)
+        """Put ``record`` in the ring; returns its entry number. ``meta[0]`` (written_ns) 0: stamped now.
+        ``fast`` (the default) encodes with :class:`FastEncoder`, else with the plain :func:`encode`: the same
+        entry either way."""
+        pack, values = self._encode(record, meta[0] or time.time_ns(), meta)
+        return self._ring.write(pack, values)
+
+    def _plain(self, record: dict, written_ns: int, meta: tuple) -> tuple[Callable, list]:
+        values = encode(record, self._names.index, self.fills, meta)
+        values[META] = written_ns
+        return struct_of(values).pack_into, values
 
     def text(self, text: str) -> None:
         """Put ``text`` (the exit summary) in the ring, in as many entries as it takes; the last is flagged."""
@@ -413,7 +681,6 @@ class DecisionReader:
         offset, slots, entries, slot_size = _ring_geometry(board)
         self.fills = board.geometry.decision_fills
         self._size = slot_size - SEQ_BYTES
-        self._unpack = entry_struct(self.fills).unpack_from
         self._ring = RingReader(board.buf, offset, slots, entries, slot_size, start)
         self._names = _Names(board)
         self.name = self._names.name
@@ -442,7 +709,8 @@ class DecisionReader:
                 return None
             n, raw = got
             if raw[0] != TEXT:
-                return n, self._unpack(raw)
+                code, fills, shares, _, _, present = _SHAPE.unpack_from(raw)
+                return n, entry_struct(code, present, shares, fills).unpack_from(raw)
             _, _, _, last, length, chunk = _TEXT.unpack_from(raw)
             self._text.append(chunk[:length])
             if last:

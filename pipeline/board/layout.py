@@ -42,7 +42,7 @@ import numpy as np
 from pipeline.model import MAX_DEPTH, ProcessRole, SkipReason
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 12
+LAYOUT_VERSION = 13
 CACHE_LINE = 64
 PROC_SLOT_SIZE = 448
 

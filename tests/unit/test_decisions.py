@@ -2,7 +2,8 @@
 
 The records are the real engine's (open, update, close, shadow, with shared liquidity, trading rules,
 exchange ages and shadow fills a leg could not take), written through the board's ring and read back:
-the same keys in the same order, the same values, the same JSON bytes.
+the same keys in the same order, the same values, the same JSON bytes. The writer's fast encoder puts the
+very bytes the plain one does in the ring, and refuses what it refuses.
 """
 from __future__ import annotations
 
@@ -155,3 +156,91 @@ def test_the_output_follower_counts_what_a_whole_ring_behind_lost_and_says_so_la
         writer.close()
     finally:
         board.destroy()
+
+
+def ring_bytes(board: Board) -> bytes:
+    """The whole decision ring of ``board``: its control block, its names table and every slot."""
+    g = board.geometry
+    return bytes(board.buf[g.decisions_offset:g.size])
+
+
+def varied_records() -> list[dict]:
+    """The engine's records, and the same with what other books and configurations give: an int fee, a None
+    number, no shared liquidity, a ``run_id`` stamped on (not carried), a shadow fill with an int quantity."""
+    records = engine_records()
+    out = list(records)
+    for record in records:
+        if record["event"] == "shadow":
+            fills = [dict(fill, filled_qty_base=0) for fill in record["shadow_fills"]]
+            out.append(dict(record, shadow_fills=fills, net_bps=None))
+            continue
+        out.append(dict(record, buy_fee_bps=10, sell_fee_bps=7.5, best_bid=None))
+        out.append({key: value for key, value in record.items() if key != "shares_liquidity_with"})
+        out.append(dict(record, run_id="20261207T063000Z-3fa2c1"))
+    return out
+
+
+def test_the_fast_writer_puts_the_very_bytes_of_the_plain_one_in_the_ring(board_name):
+    records = varied_records()
+    assert {"open", "update", "close", "shadow"} <= {r["event"] for r in records}
+    assert any(r.get("best_bid", 1) is None for r in records) and any("buy_rules" in r for r in records)
+    assert any(r["event"] != "shadow" and "shares_liquidity_with" not in r for r in records)
+    boards = [Board.create(board_name, 3, 2, 2, decision_entries=128, decision_fills=2),
+              Board.create(board_name + "-plain", 3, 2, 2, decision_entries=128, decision_fills=2)]
+    try:
+        writers = [DecisionWriter(boards[0]), DecisionWriter(boards[1], fast=False)]
+        twice = records + records          # the second time every shape, type and name is known
+        for n, record in enumerate(twice):
+            meta = (T0 + n, T0, T0 - MS, T0 - 2 * MS, 7, 9, 1, 2)
+            assert [writer.write(record, meta) for writer in writers] == [n, n]
+            assert ring_bytes(boards[0]) == ring_bytes(boards[1]), (n, record)
+        reader = DecisionReader(boards[0], 0)
+        for n, record in enumerate(twice):
+            got_n, values = reader.read()
+            back = reader.record(values)
+            expected = {key: value for key, value in record.items() if key != "run_id"}
+            assert got_n == n and list(back) == list(expected) and back == expected
+            assert values[7] == T0 + n
+        reader.close()
+        for writer in writers:
+            writer.close()
+    finally:
+        for board in boards:
+            board.destroy()
+
+
+def test_the_fast_writer_refuses_what_the_plain_one_refuses_and_writes_nothing(ring_board):
+    records = engine_records()
+    update = next(r for r in records if r["event"] == "update" and "shares_liquidity_with" in r)
+    opened = next(r for r in records if r["event"] == "open" and "buy_rules" in r)
+    shadow = next(r for r in records if r["event"] == "shadow")
+    keys = list(update)
+    swapped = {key: update[key] for key in (*keys[:4], keys[5], keys[4], *keys[6:])}
+    cases = [
+        (dict(update, surprise=1), "a field the decision ring does not know: 'surprise'"),
+        (swapped, f"{keys[4]!r} out of the engine's order"),
+        (dict(update, instrument="X" * 64), "longer than 63 bytes"),
+        (dict(update, buy_exchange=["binance"]), "a name that is not text"),
+        (dict(update, qty_base="1.5"), "'qty_base' not a number"),
+        (dict(update, id=1.0), "'id' not an int"),
+        (dict(update, shares_liquidity_with=["okx"] * 23), "23 shares_liquidity_with names"),
+        (dict(opened, buy_rules=dict(opened["buy_rules"], lot="1")), "'buy_rules' not a dict of"),
+        (dict(shadow, shadow_fills=shadow["shadow_fills"] * 3), "shadow fills \\(the ring's entries hold 2\\)"),
+        (dict(shadow, shadow_fills=[dict(shadow["shadow_fills"][0], note="x")]), "a shadow fill not a dict of"),
+        (dict(shadow, shadow_fills=[dict(shadow["shadow_fills"][0], net_bps="x")]), "'net_bps' not a number"),
+    ]
+    for fast in (True, False):
+        writer = DecisionWriter(ring_board, fast=fast)
+        for record in (update, opened, shadow):       # the plans for these shapes are made, their names known
+            writer.write(record)
+        written = writer.count
+        for record, message in cases:
+            with pytest.raises(DecisionError, match=message):
+                writer.write(record)
+        assert writer.count == written
+        writer.write(update)
+        writer.close()
+    reader = DecisionReader(ring_board, 0)
+    assert [reader.record(reader.read()[1]) for _ in range(8)] == [update, opened, shadow, update] * 2
+    assert reader.read() is None
+    reader.close()
