@@ -20,6 +20,7 @@ One line per event, on stdout::
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,10 @@ class PaperExecutor:
                 f"lost {self.lost}")
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paper_executor.py: {exc}", file=sys.stderr)
         return 2
     executor = PaperExecutor()
+    signal.signal(signal.SIGTERM, _stop)         # a service manager's stop ends it like Ctrl-C: with the summary
     try:
         executor.say(f"paper executor: following the decisions on board {board!r}")
         for decision in stream:
