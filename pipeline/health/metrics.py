@@ -47,6 +47,9 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_detector_output_dropped_total                records the events file or stdout lost (full buffer,
                                                           failed write)
     pipeline_detector_sink_dropped_total                  events the HTTP sink dropped
+    pipeline_output_decisions_behind                      gauge, decisions in the ring the output process has not
+                                                          handled yet (at its last look)
+    pipeline_output_decisions_lost_total                  decisions overwritten before the output process read them
     pipeline_process_cpu_seconds_total{process}           psutil user + system
     pipeline_process_resident_memory_bytes{process}       psutil rss
     pipeline_process_restarts_total{process}
@@ -327,6 +330,14 @@ class BoardCollector:
         yield refused
         yield CounterMetricFamily("pipeline_detector_sink_dropped", "Events the detector's HTTP sink dropped.",
                                   value=sum(d.sink_dropped for d in detectors))
+        outputs = [p for s, p in procs if s.role == ProcessRole.OUTPUT]
+        if outputs:
+            yield GaugeMetricFamily("pipeline_output_decisions_behind", "Decisions in the ring the output process "
+                                    "had not handled yet, at its last look.",
+                                    value=sum(o.decisions_behind for o in outputs))
+            yield CounterMetricFamily("pipeline_output_decisions_lost", "Decisions overwritten in the ring before the "
+                                      "output process read them (it fell a whole ring behind).",
+                                      value=sum(o.decisions_lost for o in outputs))
 
     def _process_families(self, procs, now_ns: int) -> Iterator:
         cpu = CounterMetricFamily("pipeline_process_cpu_seconds", "User plus system CPU time of the process (psutil).",

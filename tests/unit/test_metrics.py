@@ -50,6 +50,7 @@ def _specs(board_name: str) -> list[ProcessSpec]:
         ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="pipeline: detector", slot=2,
                     rows=ROWS, **common),
         ProcessSpec(key="health", role=ProcessRole.HEALTH, title="pipeline: health", slot=3, rows=ROWS, **common),
+        ProcessSpec(key="output", role=ProcessRole.OUTPUT, title="pipeline: output", slot=4, rows=ROWS, **common),
     ]
 
 
@@ -71,6 +72,10 @@ def _fill(board: Board) -> None:
                     refused_no_rules=6)
     for field, value in detector.items():
         board.procs[2][field] = value
+    output = dict(pid=me, role=int(ProcessRole.OUTPUT), started_ns=time.time_ns(), decisions_behind=7,
+                  decisions_lost=2)
+    for field, value in output.items():
+        board.procs[4][field] = value
     # a pid that was recycled after the health process wrote started_ns: must not be reported
     board.procs[3]["pid"] = me
     board.procs[3]["started_ns"] = 1
@@ -87,7 +92,7 @@ def _fill(board: Board) -> None:
 
 @pytest.fixture
 def board(board_name):
-    b = Board.create(board_name, n_rows=len(ROWS), depth=5, n_procs=4)
+    b = Board.create(board_name, n_rows=len(ROWS), depth=5, n_procs=5)
     try:
         _fill(b)
         yield b
@@ -188,18 +193,20 @@ def test_scrape_over_http_exposes_exact_board_values(collector):
         ({"reason": "below_min_notional"}, 0), ({"reason": "below_min_qty"}, 4), ({"reason": "no_rules"}, 6),
         ({"reason": "not_trading"}, 0)]
     assert s["pipeline_detector_sink_dropped_total"] == [({}, 2)]
+    assert s["pipeline_output_decisions_behind"] == [({}, 7)]
+    assert s["pipeline_output_decisions_lost_total"] == [({}, 2)]
 
     # processes: psutil on the slot pids (this test process); pid 0 and the recycled pid are absent
     cpu = _by(s, "pipeline_process_cpu_seconds_total", "process")
     rss = _by(s, "pipeline_process_resident_memory_bytes", "process")
-    assert set(cpu) == set(rss) == {("feed:binance",), ("detector",), ("supervisor",)}
+    assert set(cpu) == set(rss) == {("feed:binance",), ("detector",), ("output",), ("supervisor",)}
     times = psutil.Process().cpu_times()
     for (process,), value in cpu.items():
         assert 0 < value <= times.user + times.system + 1e-6, process
     for (process,), value in rss.items():
         assert 10 * 2 ** 20 < value < 4 * 2 ** 30, process
     assert _by(s, "pipeline_process_restarts_total", "process") == {
-        ("feed:binance",): 7, ("feed:bybit",): 0, ("detector",): 1, ("health",): 0}
+        ("feed:binance",): 7, ("feed:bybit",): 0, ("detector",): 1, ("health",): 0, ("output",): 0}
     assert _by(s, "pipeline_process_heartbeat_age_seconds", "process") == {("feed:binance",): 1.5}
 
     # latency histograms read from the board, labelled by process like every per-process metric
@@ -207,7 +214,8 @@ def test_scrape_over_http_exposes_exact_board_values(collector):
     assert {k: v for k, v in counts.items() if k[1]} == {
         ("exchange_to_receive", "feed:binance"): 0, ("receive_to_publish", "feed:binance"): 3,
         ("exchange_to_receive", "feed:bybit"): 0, ("receive_to_publish", "feed:bybit"): 0,
-        ("publish_to_seen", "detector"): 0, ("seen_to_emitted", "detector"): 0, ("receive_to_emitted", "detector"): 1}
+        ("publish_to_seen", "detector"): 0, ("seen_to_emitted", "detector"): 0, ("receive_to_emitted", "detector"): 1,
+        ("ring_to_output", "output"): 0}
     sums = _by(s, "pipeline_latency_seconds_sum", "hop", "process")
     assert sums[("receive_to_publish", "feed:binance")] == pytest.approx(7e-6, abs=1e-15)
     assert sums[("receive_to_emitted", "detector")] == pytest.approx(3e-4, abs=1e-15)
@@ -261,7 +269,7 @@ def test_reads_the_board_on_every_scrape_and_survives_failing_hooks(board, board
     assert states[("binance", "BTC/USDT", "live")] == 0.0
     # the failing hook's entries are left out; the board's histograms are still there, labelled by title
     assert {labels["process"] for labels, _ in second["pipeline_latency_seconds_count"]} == {
-        "pipeline: feed binance", "pipeline: feed bybit", "pipeline: detector"}
+        "pipeline: feed binance", "pipeline: feed bybit", "pipeline: detector", "pipeline: output"}
     assert "pipeline_opportunities_by_pair_total" not in second
     assert _by(second, "pipeline_metrics_hook_errors_total", "hook") == {("histograms",): 2,
                                                                          ("opportunities_by_pair",): 2}
@@ -333,7 +341,7 @@ def test_every_per_process_metric_names_a_process_the_same_way(board, board_name
         assert values <= keys, (name, values - keys)
     # the feed running in this test (its slot holds this pid) is named alike in each of them
     assert all("feed:binance" in values for values in by_family.values()), by_family
-    assert by_family["pipeline_latency_seconds_count"] == {"feed:binance", "feed:bybit", "detector"}
+    assert by_family["pipeline_latency_seconds_count"] == {"feed:binance", "feed:bybit", "detector", "output"}
     # no feed is named by its bare exchange in any per-process family
     assert not any(values & {"binance", "bybit"} for values in by_family.values())
     # the feed-level families keep the exchange label
