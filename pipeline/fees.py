@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 import time
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
 from pipeline.errors import FeedError, ParseError
+from pipeline.refdata import failure_reason
 from pipeline.venues._account import AccountFee, Credentials
 
 USER_AGENT = "pipeline-fees/1"
@@ -105,17 +105,6 @@ def _request(url: str, method: str, headers, body: bytes, timeout_s: float) -> t
         return exc.code, exc.read(MAX_RESPONSE_BYTES)
 
 
-def _unreachable(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError):
-        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-        if isinstance(exc, str):
-            return exc
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timed out"
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"[:160] if text else type(exc).__name__
-
-
 def fetch_account_fees(venue_name: str, base_url: str, credentials: Credentials, symbols,
                        timeout_s: float = 5.0, now_ms: int | None = None) -> dict[str, AccountFee]:
     """``{native symbol: AccountFee}`` of the symbols the venue answered for (blocking; every request of the
@@ -135,7 +124,7 @@ def fetch_account_fees(venue_name: str, base_url: str, credentials: Credentials,
         try:
             status, raw = _request(base + request.path, request.method, request.headers, request.body, timeout_s)
         except Exception as exc:  # noqa: BLE001 - every network failure is one unreachable lookup
-            raise FeeLookupError(venue_name, "unreachable", _unreachable(exc)) from None
+            raise FeeLookupError(venue_name, "unreachable", failure_reason(exc)) from None
         refused = endpoint.refusal(status, raw)
         if refused is not None:
             raise FeeLookupError(venue_name, "refused", refused, status)

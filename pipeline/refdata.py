@@ -123,7 +123,9 @@ def _subscribe_frame(record) -> str:
                                                            "snapshot": True}}).decode()
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """One short line for a failed HTTP or WebSocket attempt: ``HTTP 503``, ``timed out``, the refused
+    connection's words. The reference-data fetch and the account fee lookup both say it so."""
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code}"
     if isinstance(exc, urllib.error.URLError):
@@ -166,7 +168,7 @@ def fetch_reference_response(venue_name: str, base_url: str | None = None, timeo
         except FeedError as exc:
             last = str(exc)
         except Exception as exc:  # noqa: BLE001 - every network or protocol failure is one failed attempt
-            last = _reason(exc)
+            last = failure_reason(exc)
     raise FeedError(f"{venue_name}: reference data from {url} failed after {attempts} "
                     f"attempt{'s' if attempts != 1 else ''}: {last}")
 

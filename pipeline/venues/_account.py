@@ -97,6 +97,23 @@ def refused_by_status(status: int) -> str | None:
     return f"HTTP {status}" if status in (401, 403) else None
 
 
+def answer_object(raw, exchange: str) -> dict | None:
+    """The answer's JSON object, or None when it is not JSON or not an object: a refusal check reads what it can."""
+    try:
+        body = load_json(raw, exchange)
+    except ParseError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def refused_by_code(status: int, code, codes: dict, said: str) -> str | None:
+    """``said`` (the venue's words for the code: ``HTTP 400 code -2015``) and the code's meaning when ``code``
+    is one of the venue's refusal ``codes``; else :func:`refused_by_status`."""
+    if code in codes:
+        return f"{said}: {codes[code]}"
+    return refused_by_status(status)
+
+
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import uuid
 
 from pipeline.board import Board, RowReader, RowStatus
@@ -14,7 +15,7 @@ from pipeline.runtime import ProcessSpec, RowAssignment, claim_slot
 from pipeline.sim.market import Market
 from pipeline.sim.server import Simulator
 from pipeline.venues import VENUE_IDS, load_venue
-from tests.conftest import async_wait_until
+from tests.conftest import async_wait_until, wait_until
 
 INSTRUMENTS = {"coinbase": ["BTC/USD", "ETH/USD"], "kraken": ["BTC/USD", "ETH/USD"]}
 DEFAULT_TRANSPORT = "websockets"     # the conformance suite runs once per transport (see its fixture)
@@ -136,3 +137,38 @@ class FeedHarness:
             return row["status"] == RowStatus.LIVE and len(row["bids"]) == len(row["asks"]) == self.depth
         return await self.until(lambda: all(rebuilt(i) for i in self.instruments), timeout,
                                 f"{self.venue} rows live with their whole depth")
+
+
+class SimulatorThread:
+    """One venue's simulator on its own event loop in a thread, for a test that runs the pipeline as real
+    processes against it and changes the exchange while they run: ``server`` is the venue's
+    :class:`~pipeline.sim.server.ExchangeServer`, ``call`` runs one of its coroutines there and waits for it."""
+
+    def __init__(self, venue: str, symbols: dict[str, str], seed: int, host: str = "127.0.0.1"):
+        self.sim = Simulator({venue: symbols}, Market([venue], list(symbols), seed=seed, random_dislocations=False),
+                             20, host)
+        self.server = self.sim.exchanges[venue]
+        self.loop = asyncio.new_event_loop()
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
+
+    async def _main(self):
+        await self.sim.start()
+        self.stop = asyncio.Event()
+        self.started.set()
+        try:
+            await self.sim.run(self.stop)
+        finally:
+            await self.sim.close()
+
+    def __enter__(self):
+        self.thread.start()
+        wait_until(self.started.is_set, 30, message="the simulator to listen")
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+
+    def call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)

@@ -5,15 +5,11 @@ rows through such an answer, the cache is then refreshed with a whole answer, an
 nothing."""
 from __future__ import annotations
 
-import asyncio
-import threading
-
 import orjson
 import pytest
 
-from pipeline.sim.market import Market
-from pipeline.sim.server import Simulator
-from tests.conftest import demo_config, run_until, wait_until, write_config
+from tests.conftest import demo_config, run_until, write_config
+from tests.integration.harness import SimulatorThread
 
 pytestmark = pytest.mark.integration
 
@@ -21,43 +17,8 @@ HOST = "127.0.0.1"
 PATH = "/v1/settings/common/market-symbols"
 
 
-class HtxSimulator:
-    """HTX's simulator (BTC/USDT, ETH/USDT) on its own event loop in a thread; ``call`` runs one of the exchange
-    server's coroutines there and waits for it."""
-
-    def __init__(self):
-        instruments = ["BTC/USDT", "ETH/USDT"]
-        self.sim = Simulator({"htx": {i: i.replace("/", "").lower() for i in instruments}},
-                             Market(["htx"], instruments, seed=5, random_dislocations=False), 20, HOST)
-        self.server = self.sim.exchanges["htx"]
-        self.loop = asyncio.new_event_loop()
-        self.started = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
-
-    async def _main(self):
-        await self.sim.start()
-        self.stop = asyncio.Event()
-        self.started.set()
-        try:
-            await self.sim.run(self.stop)
-        finally:
-            await self.sim.close()
-
-    def __enter__(self):
-        self.thread.start()
-        wait_until(self.started.is_set, 30, message="the simulator to listen")
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(30)
-
-    def call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-
 def test_a_halt_reaches_the_rows_through_the_changes_since_the_last_answer(tmp_path, board_name):
-    with HtxSimulator() as sim:
+    with SimulatorThread("htx", {i: i.replace("/", "").lower() for i in ("BTC/USDT", "ETH/USDT")}, seed=5) as sim:
         server = sim.server
         raw = demo_config(board_name, tmp_path / "opps.jsonl", venues=("htx",))
         del raw["simulator"]                                   # the test's simulator, not the supervisor's

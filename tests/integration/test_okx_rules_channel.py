@@ -3,54 +3,16 @@ REST refresh: the feed (a real process under the supervisor) is pointed at a sim
 thread and changes through :class:`~pipeline.sim.server.ExchangeServer`'s API while the feed runs."""
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 
 import pytest
 
-from pipeline.sim.market import Market
-from pipeline.sim.server import Simulator
-from tests.conftest import demo_config, run_until, wait_until, write_config
+from tests.conftest import demo_config, run_until, write_config
+from tests.integration.harness import SimulatorThread
 
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
-
-
-class SimulatorThread:
-    """OKX's simulator (BTC/USDT, ETH/USDT) running on its own event loop in a thread; ``call`` runs one of the
-    exchange server's coroutines there and waits for it."""
-
-    def __init__(self):
-        instruments = ["BTC/USDT", "ETH/USDT"]
-        self.sim = Simulator({"okx": {i: i.replace("/", "-") for i in instruments}},
-                             Market(["okx"], instruments, seed=11, random_dislocations=False), 20, HOST)
-        self.server = self.sim.exchanges["okx"]
-        self.loop = asyncio.new_event_loop()
-        self.started = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
-
-    async def _main(self):
-        await self.sim.start()
-        self.stop = asyncio.Event()
-        self.started.set()
-        try:
-            await self.sim.run(self.stop)
-        finally:
-            await self.sim.close()
-
-    def __enter__(self):
-        self.thread.start()
-        wait_until(self.started.is_set, 30, message="the simulator to listen")
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(30)
-
-    def call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
 
 def okx_health(stdout: str) -> str:
@@ -60,7 +22,7 @@ def okx_health(stdout: str) -> str:
 
 
 def test_a_rule_change_reaches_the_feed_over_the_instruments_channel(tmp_path, board_name):
-    with SimulatorThread() as sim:
+    with SimulatorThread("okx", {i: i.replace("/", "-") for i in ("BTC/USDT", "ETH/USDT")}, seed=11) as sim:
         server = sim.server
         raw = demo_config(board_name, tmp_path / "opps.jsonl", venues=("okx",))
         del raw["simulator"]                                   # the test's simulator, not the supervisor's

@@ -33,10 +33,11 @@ from pipeline.venues._account import (
     AccountFee,
     Credentials,
     FeeRequest,
+    answer_object,
     decimal_of,
     form_encode,
     load_json,
-    refused_by_status,
+    refused_by_code,
 )
 
 NAME = "binance"
@@ -87,11 +88,5 @@ def parse_fees(raw, symbols=()) -> dict[str, AccountFee]:
 
 def refusal(status: int, raw) -> str | None:
     """HTTP 401/403, or one of the key/signature error codes (which come with HTTP 400)."""
-    try:
-        body = load_json(raw, NAME)
-    except ParseError:
-        body = None
-    code = body.get("code") if isinstance(body, dict) else None
-    if code in REFUSED_CODES:
-        return f"HTTP {status} code {code}: {REFUSED_CODES[code]}"
-    return refused_by_status(status)
+    code = (answer_object(raw, NAME) or {}).get("code")
+    return refused_by_code(status, code, REFUSED_CODES, f"HTTP {status} code {code}")

@@ -27,10 +27,11 @@ from pipeline.venues._account import (
     AccountFee,
     Credentials,
     FeeRequest,
+    answer_object,
     form_encode,
     load_json,
     rate_bps,
-    refused_by_status,
+    refused_by_code,
 )
 
 NAME = "bybit"
@@ -78,11 +79,5 @@ def parse_fees(raw, symbols=()) -> dict[str, AccountFee]:
 
 
 def refusal(status: int, raw) -> str | None:
-    try:
-        body = load_json(raw, NAME)
-    except ParseError:
-        body = None
-    code = body.get("retCode") if isinstance(body, dict) else None
-    if code in REFUSED_CODES:
-        return f"retCode {code}: {REFUSED_CODES[code]}"
-    return refused_by_status(status)
+    code = (answer_object(raw, NAME) or {}).get("retCode")
+    return refused_by_code(status, code, REFUSED_CODES, f"retCode {code}")

@@ -34,10 +34,11 @@ from pipeline.venues._account import (
     AccountFee,
     Credentials,
     FeeRequest,
+    answer_object,
     load_json,
     percent_encode,
     rate_bps,
-    refused_by_status,
+    refused_by_code,
 )
 
 NAME = "htx"
@@ -92,12 +93,6 @@ def parse_fees(raw, symbols=()) -> dict[str, AccountFee]:
 
 
 def refusal(status: int, raw) -> str | None:
-    try:
-        body = load_json(raw, NAME)
-    except ParseError:
-        body = None
-    if isinstance(body, dict):
-        code = body.get("err-code", body.get("err_code", body.get("code")))
-        if code in REFUSED_CODES:
-            return f"HTTP {status} {code}: {REFUSED_CODES[code]}"
-    return refused_by_status(status)
+    body = answer_object(raw, NAME) or {}
+    code = body.get("err-code", body.get("err_code", body.get("code")))
+    return refused_by_code(status, code, REFUSED_CODES, f"HTTP {status} {code}")

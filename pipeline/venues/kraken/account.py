@@ -32,6 +32,7 @@ from pipeline.venues._account import (
     AccountFee,
     Credentials,
     FeeRequest,
+    answer_object,
     decimal_of,
     form_encode,
     load_json,
@@ -95,11 +96,7 @@ def parse_fees(raw, symbols=()) -> dict[str, AccountFee]:
 
 
 def refusal(status: int, raw) -> str | None:
-    try:
-        body = load_json(raw, NAME)
-    except ParseError:
-        body = None
-    errors = body.get("error") if isinstance(body, dict) else None
+    errors = (answer_object(raw, NAME) or {}).get("error")
     for error in errors if isinstance(errors, list) else ():
         if isinstance(error, str) and error.startswith(REFUSED):
             return f"HTTP {status} {error}"
