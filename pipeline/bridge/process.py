@@ -467,17 +467,26 @@ class Bridge:
         while not self.stop.is_set():
             closed.clear()
             opened = None
+            # nats-py's connect may end in its own error (NoServersError) even when cancelled: awaited through
+            # a shield and, when this attempt is abandoned (stop, timeout), cancelled and awaited here, so its
+            # outcome is always read (else asyncio.run reports it at shutdown as an unhandled exception)
+            connecting = asyncio.ensure_future(
+                nats.connect(**self.options, connect_timeout=self.bridge.connect_timeout_s,
+                             max_reconnect_attempts=3, reconnect_time_wait=0.25, ping_interval=ping_s,
+                             max_outstanding_pings=2, pending_size=4 * PENDING_LIMIT, flush_timeout=1.0,
+                             error_cb=on_error, disconnected_cb=on_disconnected,
+                             reconnected_cb=on_reconnected, closed_cb=on_closed))
             try:
-                nc = await asyncio.wait_for(
-                    nats.connect(**self.options, connect_timeout=self.bridge.connect_timeout_s,
-                                 max_reconnect_attempts=3, reconnect_time_wait=0.25, ping_interval=ping_s,
-                                 max_outstanding_pings=2, pending_size=4 * PENDING_LIMIT, flush_timeout=1.0,
-                                 error_cb=on_error, disconnected_cb=on_disconnected,
-                                 reconnected_cb=on_reconnected, closed_cb=on_closed),
-                    timeout=self.bridge.connect_timeout_s * 4 + 1)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure to connect is reported and retried
+                nc = await asyncio.wait_for(asyncio.shield(connecting), timeout=self.bridge.connect_timeout_s * 4 + 1)
+            except BaseException as exc:
+                if not connecting.done():
+                    connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(connecting, 2)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                if not isinstance(exc, Exception):
+                    raise
                 message, refused = describe_connect_error(exc, url)
                 self.stats.add("gaps")
                 if refused:

@@ -98,4 +98,5 @@ def test_cross_box_opportunities_with_honest_ages_and_none_while_disconnected(tm
     finally:
         texts = [central.stop(), tokyo.stop()]
         server.kill()
-    assert all("Traceback" not in t for t in texts)
+    assert all("Traceback" not in t for t in texts), [t[t.index("Traceback") - 300:][:3000] for t in texts
+                                                      if "Traceback" in t]
