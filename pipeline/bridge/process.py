@@ -559,6 +559,7 @@ class Bridge:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.set_status_all(int(RowStatus.DISCONNECTED))
+            self.doorbell.ring_if_sleeping()
         self.writer = None
         self.rules_writer = None
         self.reader = None

@@ -10,7 +10,9 @@ opportunity whose pair is back above its close level within ``reopen_ms``
 continues (a *flap*, counted on its close); otherwise its ``close`` is emitted
 once ``reopen_ms`` has passed, with the reason, the lifetime up to its end,
 peaks and flaps. So a ``close`` is final, and one dislocation is one
-opportunity.
+opportunity. A leg that stops being trusted (its row stale, resyncing,
+disconnected or halted, or its book invalid) is no flap: the ``close`` is
+emitted at once.
 
 An opportunity that stays under ``threshold_bps`` (above its close level) for
 ``close_after_ms`` is closed at once (``below_threshold``), and its pair is
@@ -35,6 +37,10 @@ from dataclasses import dataclass, field
 from pipeline.detector.rules import Candidate, Quote, untradable_reason
 
 _NEVER = float("inf")
+# the ends that may be a flap: the market moved and may move back. Any other end is a leg no longer to be
+# trusted (stale, resyncing, disconnected, halted, an invalid book): closed at once, for a trader who acts on
+# the decisions must stop at once, and the pair opens afresh once both legs are trusted again
+FLAP_REASONS = frozenset({"spread_closed", "liquidity_taken"})
 
 
 @dataclass(slots=True)
@@ -207,7 +213,7 @@ class Lifecycle:
         if reason == "below_threshold":     # the edge is still there: closed now, and spent while it lasts
             self.spent[current.key] = 0
             events.append(self._close(current, now_ns))
-        elif self.reopen_ns <= 0:
+        elif self.reopen_ns <= 0 or reason not in FLAP_REASONS:
             events.append(self._close(current, now_ns))
 
     def _close(self, current: Live, now_ns: int) -> Event:

@@ -118,9 +118,10 @@ class BoardSink:
             self.flush()
 
     def set_status(self, row, status, confirmed_ns=None) -> None:
+        """A status change rings like a publish: a row that stops being trusted must close what it made at
+        once, not at the detector's next poll timeout (a quiet market has no other publish to wake it)."""
         self.writer.set_status(row, status, confirmed_ns)
-        if confirmed_ns is not None:
-            self._ring()
+        self._ring()
 
     def flush(self) -> None:
         """Record the buffered hop samples into the board's histograms."""
@@ -599,6 +600,7 @@ class Feed:
             self.sink.flush()
         with contextlib.suppress(Exception):
             self.writer.set_status_all(int(RowStatus.DISCONNECTED))
+            self.doorbell.ring_if_sleeping()
         if self.recorder is not None:
             self.recorder.close()
         self.writer = None

@@ -410,13 +410,16 @@ class Supervisor:
 
         A row has exactly one writer; once its feed has died and been reaped,
         nobody writes it, so the supervisor takes it over for this one status
-        change. The restarted feed resumes the sequence from the board.
+        change, and rings the doorbell as a writer does after a change. The restarted feed resumes the
+        sequence from the board.
         """
         if self.board is None or child.spec.role not in (ProcessRole.FEED, ProcessRole.BRIDGE) or not child.spec.rows:
             return
-        from pipeline.board import RowStatus, RowWriter
+        from pipeline.board import Doorbell, RowStatus, RowWriter
         writer = RowWriter(self.board, [r.row for r in child.spec.rows])
         writer.set_status_all(int(RowStatus.DISCONNECTED))
+        # and wakes the sleepers as the feed would have: the detector closes what those rows made now
+        Doorbell(self.board.buf, self.doorbell_fd, self.bridge_doorbell_fd).ring_if_sleeping()
 
     def _reason_of(self, key: str) -> str:
         """What child ``key`` reported before exiting with ExitCode.CONFIG (read from the reasons pipe)."""

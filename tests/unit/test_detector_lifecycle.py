@@ -74,18 +74,33 @@ def test_an_edge_lingering_under_the_threshold_closes_after_close_after_ms_and_c
     assert [r["time_ns"] for r in records if r["event"] == "open"] == [T0, T0 + 1700 * MS]
 
 
-def test_a_leg_that_goes_untrusted_ends_the_opportunity_with_its_reason():
+@pytest.mark.parametrize("status, reason", [("DISCONNECTED", "exchange_disconnected"), ("STALE", "quote_stale"),
+                                            ("RESYNCING", "book_invalidated"), ("HALTED", "venue_halted")])
+def test_a_leg_that_goes_untrusted_closes_the_opportunity_at_once_whatever_reopen_ms(status, reason):
+    from pipeline.board import RowStatus
     current = {}
-    engine = engine_for(PAIR, quotes_of=lambda key: current, threshold_bps=0, reopen_ms=0)
+    engine = engine_for(PAIR, quotes_of=lambda key: current, threshold_bps=0, reopen_ms=100)
     current = books(10, T0)
     assert [x.record["event"] for x in engine.evaluate("BTC/USDT", current, T0)] == ["open"]
-    from pipeline.board import RowStatus
     current = dict(current)
     bybit = current["bybit BTC/USDT"]
     current["bybit BTC/USDT"] = quote("bybit", "BTC/USDT", bybit.bids, bybit.asks, T0 + MS,
-                                      status=int(RowStatus.DISCONNECTED))
+                                      status=int(getattr(RowStatus, status)))
+    # the close comes with the change that untrusted the leg, not reopen_ms later: no flap waits on a leg
+    # a trader must stop using
     [close] = [x.record for x in engine.evaluate("BTC/USDT", current, T0 + MS)]
-    assert (close["event"], close["close_reason"], close["flaps"]) == ("close", "exchange_disconnected", 0)
+    assert (close["event"], close["id"], close["close_reason"], close["flaps"], close["time_ns"]) == \
+        ("close", 1, reason, 0, T0 + MS)
+    # trusted again 10 ms later, with the edge still there: a new opportunity, not the closed one going on
+    current = books(10, T0 + 11 * MS)
+    [reopened] = [x.record for x in engine.evaluate("BTC/USDT", current, T0 + 11 * MS)]
+    assert (reopened["event"], reopened["id"]) == ("open", 2)
+
+
+def test_a_spread_that_closes_still_waits_reopen_ms_for_its_close():
+    records, _ = run([(0, 8), (1, None), (50, None), (102, None)], threshold_bps=5, reopen_ms=100)
+    closes = [r for r in records if r["event"] == "close"]
+    assert [(r["close_reason"], r["time_ns"]) for r in closes] == [("spread_closed", T0 + 102 * MS)]
 
 
 def test_counts_fall_as_the_threshold_rises_on_a_noisy_edge():
