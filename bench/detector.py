@@ -49,14 +49,15 @@ def book(mid: float, depth: int) -> tuple[list, list]:
 class Rig:
     """A board of ``n_venues`` x ``n_instruments`` rows at ``depth``, its writer, and a real Detector on it."""
 
-    def __init__(self, n_venues: int, n_instruments: int, depth: int):
+    def __init__(self, n_venues: int, n_instruments: int, depth: int, detector: dict | None = None):
         venues = VENUES[:n_venues]
         instruments = [f"X{i:04d}/USDT" for i in range(n_instruments)]
         raw = {
             "board": {"name": f"bench-{uuid.uuid4().hex[:12]}", "depth": depth},
             "simulator": {},                                    # no urls needed
             "venues": {v: {"instruments": instruments} for v in venues},
-            "detector": {"output": os.devnull, "print_opportunities": False, "staleness_ms": 3_600_000},
+            "detector": {"output": os.devnull, "print_opportunities": False, "staleness_ms": 3_600_000,
+                         **(detector or {})},
         }
         self.config = parse_config(raw, source="bench")
         rows = []
@@ -66,6 +67,7 @@ class Rig:
         self.rows = rows
         self.board = Board.create(raw["board"]["name"], len(rows), depth, n_venues + 3)
         self.efd = Doorbell.create_fd()
+        self.decision_fd = Doorbell.create_fd()     # the output process's bell, as live: no follower thread here
         try:
             self._fill(rows, n_venues, depth)
         except BaseException:
@@ -73,6 +75,7 @@ class Rig:
             self.writers = self.detector = None
             self.board.destroy()
             os.close(self.efd)
+            os.close(self.decision_fd)
             raise
 
     def _fill(self, rows, n_venues: int, depth: int) -> None:
@@ -98,7 +101,7 @@ class Rig:
             self.write(r.row)
         spec = ProcessSpec(key="detector", role=ProcessRole.DETECTOR, title="bench detector", slot=n_venues,
                            cores=(), board_name=self.board.name, depth=depth, doorbell_fd=self.efd, rows=tuple(rows))
-        self.detector = Detector(spec, self.config)
+        self.detector = Detector(spec, self.config, decision_fd=self.decision_fd)
         self.one_pass()                                         # absorb the first-seen rows
         self._check_tradable()
 
@@ -148,6 +151,7 @@ class Rig:
             self.writers = None
             self.board.destroy()
             os.close(self.efd)
+            os.close(self.decision_fd)
 
 
 def timed_passes(rig: Rig, mode: str, budget_s: float, min_n: int, max_n: int) -> list[int]:

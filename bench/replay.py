@@ -131,6 +131,7 @@ def time_sessions(config, paths, scan: bool) -> float:
     rows = plan_rows(config)
     board = Board.create(f"bench-{uuid.uuid4().hex[:10]}", len(rows), config.board.depth, 1)
     try:
+        board.assign_lane([r.row for r in rows], 0)            # as Replay: one writer, one change lane
         writer = RowWriter(board, [r.row for r in rows])
         sessions = {}
         for v in config.venues:
@@ -144,8 +145,8 @@ def time_sessions(config, paths, scan: bool) -> float:
             session, conn = sessions[venue]
             session.receive(record.frame, recv_ns, conn)
             if view is not None:
-                for key in view.changed():
-                    view.quotes(key)
+                for key, changed in view.changed().items():
+                    view.refresh(key, changed)
             n += 1
         rate = n / (time.perf_counter() - t0)
         unusable = sum(s.stats.get("parse_errors") for s, _ in sessions.values())

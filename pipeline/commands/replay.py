@@ -123,6 +123,9 @@ class Replay:
         board = Board.create(f"pipeline-replay-{uuid.uuid4().hex[:12]}", max(1, len(self.rows)), depth, 1)
         outputs = None
         try:
+            # one writer for every row, logging each publish in one change lane: the scan after a frame reads
+            # the rows that frame changed, not every row's sequence word
+            board.assign_lane([r.row for r in self.rows], 0)
             writer = RowWriter(board, [r.row for r in self.rows])
             rules_writer = RulesWriter(board, [r.row for r in self.rows])      # what the feeds write for the detector
             sessions: dict[str, FeedSession] = {}
@@ -243,8 +246,8 @@ class Replay:
         dirty = view.changed()
         if not dirty or not active:
             return
-        for key in dirty:
-            emit(engine.evaluate(key, view.quotes(key), now_ns))
+        for key, rows in dirty.items():            # only the rows that changed are read again, as live
+            emit(engine.evaluate(key, view.refresh(key, rows), now_ns))
         engine.suspects.clear()
 
     @staticmethod
