@@ -669,6 +669,8 @@ class BridgeConfig:
     box: str = key(REQUIRED, _string(BOX_RE), "this box's name (lower case, one subject token)",
                    missing="this box's name, e.g. tokyo")
     publish: bool = key(False, _boolean, "publish this box's rows")
+    publish_decisions: bool = key(False, _boolean, "publish each decision record (the events file's JSON) on "
+                                                   "`decisions.<box>`, from the output process")
     subscribe: tuple[tuple[str, tuple[VenueConfig, ...]], ...] = key(
         (), _bridge_subscribe, "`{box: {venue: [instruments] or {instruments, taker_fee_bps, fee_overrides, "
         "staleness_ms, max_unchanged_ms, max_exchange_lag_ms}}}`: rows mirrored from other boxes, with the fees "
@@ -914,10 +916,12 @@ def _check_bridge(values, raw, path, ctx):
     if timeout_ms <= interval_ms:
         ctx.add(f"{path}.heartbeat_timeout_ms", f"must be longer than heartbeat_interval_ms "
                                                 f"({interval_ms}), got {timeout_ms!r}")
-    if "nats_url" not in values or "box" not in values or "subscribe" in raw and "subscribe" not in values:
+    if "nats_url" not in values or "box" not in values or \
+            any(name in raw and name not in values for name in ("subscribe", "publish_decisions")):
         return False
-    if not values.get("publish") and not values.get("subscribe"):
-        ctx.add(path, "neither publish: true nor a subscribe section: the bridge would do nothing")
+    if not values.get("publish") and not values.get("subscribe") and not values.get("publish_decisions"):
+        ctx.add(path, "neither publish: true, publish_decisions: true nor a subscribe section: the bridge would "
+                      "do nothing")
         return False
     return True
 

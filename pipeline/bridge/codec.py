@@ -9,6 +9,7 @@ the rows it mirrors, and a gateway between regions forwards only those)::
     heartbeat.<box>                        every bridge.heartbeat_interval_ms
     quotes.<box>.<venue>.<BASE-QUOTE>.rules   the row's trading rules, when they change
     refresh.<box>                          "send me every row again" (after a reconnect)
+    decisions.<box>                        the detector's records, from the output process
 
 A quote message is the row's whole state, never a delta, so a lost or
 skipped message is repaired by the next one and the latest always wins::
@@ -86,6 +87,12 @@ def heartbeat_subject(box: str) -> str:
 
 def refresh_subject(box: str) -> str:
     return f"refresh.{box}"
+
+
+def decisions_subject(box: str) -> str:
+    """Where the output process publishes the box's decisions (``bridge.publish_decisions``): each message is
+    one record exactly as the events file holds it, without the newline, so a subscriber and the file agree."""
+    return f"decisions.{box}"
 
 
 class RemoteQuote(NamedTuple):

@@ -148,6 +148,9 @@ def describe_connect_error(exc: BaseException, url: str) -> tuple[str, bool]:
     """(message for the log, whether the server refused our credentials)."""
     text = str(exc)
     lowered = text.lower()
+    if "permissions violation" in lowered and "decisions." in text:
+        return (f"NATS server {url} denied a subject ({text}): bridge.publish_decisions needs publish permission "
+                f"on decisions.>", False)
     if "permissions violation" in lowered:
         return (f"NATS server {url} denied a subject ({text}): the account needs publish and subscribe "
                 f"permission on quotes.>, heartbeat.> and refresh.>", False)

@@ -1,10 +1,12 @@
-"""The output process: follows the decision ring and writes stdout, the events file and the HTTP sink.
+"""The output process: follows the decision ring and writes stdout, the events file, the HTTP sink and NATS.
 
 The detector only puts each record into the board's decision ring (:mod:`pipeline.decisions`) and rings
 this process's doorbell; this process turns each entry back into the engine's record
 (:func:`pipeline.decisions.decode`: the same keys, order and values) and hands it to the same fan-out
 replay uses (:class:`~pipeline.output.writers.Outputs`): the JSON-lines file, the readable stdout line and
-the sink. Nothing is formatted or written on the detector's path.
+the sink, and, with ``bridge.publish_decisions``, one NATS message per record on ``decisions.<box>``
+(:mod:`pipeline.output.publisher`: the file's bytes without the newline, over the bridge's connection
+settings). Nothing is formatted or written on the detector's path.
 
 Waiting: the doorbell (:mod:`pipeline.board.doorbell`, its flag in the ring's control block), spinning
 ``detector.spin_us`` after the last entry and then blocking on its eventfd, bounded by
@@ -14,11 +16,12 @@ flag load and a fence per pass that wrote, and this process ~0 % CPU when nothin
 
 Nothing is lost when an output is slow. The ring is the buffer (``detector.decision_ring`` entries, 64 k by
 default): this process reads it as fast as the destinations take records, each destination has its own
-writer thread and queue (a blocked stdout never holds up the file, nor the reverse) and one that cannot keep
-up drops from its own queue, counted (``output_dropped``, ``sink_dropped``). The slot says how far behind
-the ring this process is (``decisions_behind``) and how many entries the detector overwrote before it read
-them (``decisions_lost``: it fell a whole ring behind); ``messages`` is its position in the ring (entries
-read or lost), so a restarted output process continues where its predecessor stopped.
+writer thread and queue (a blocked stdout never holds up the file, nor the reverse; an unreachable NATS server
+holds up neither) and one that cannot keep up drops from its own queue, counted (``output_dropped``,
+``sink_dropped``). The slot says how far behind the ring this process is (``decisions_behind``) and how many
+entries the detector overwrote before it read them (``decisions_lost``: it fell a whole ring behind);
+``messages`` is its position in the ring (entries read or lost), so a restarted output process continues
+where its predecessor stopped.
 
 Stop order (the supervisor's): the detector stops first and puts its last records (every open closed) and
 its exit summary in the ring; then this process is asked to stop, reads the ring to its end, drains the
@@ -28,9 +31,9 @@ after a clean stop.
 A detector run without an output process (started on its own: tests, benchmarks) follows its own ring with
 an :class:`OutputFollower` on a thread, the same code.
 
-Decisions are not published over NATS: the bridge publishes rows, trading rules and heartbeats, never
-decisions, and no subject for them exists. A publisher would be one more destination of this process (or
-one more reader of the ring), not a change to the detector.
+Decisions go over NATS from here, not from the bridge: the bridge process publishes rows, trading rules and
+heartbeats; a decision is one more destination of this process, written after the ring like the file, so
+the detector is never slower for it and a subscriber gets exactly the file's records, in the file's order.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ import time
 
 from pipeline.board import HOPS, PROC_DTYPE, Board, HistogramWriter, ProcessRole, ProcStats
 from pipeline.decisions import META, DecisionReader, bell
-from pipeline.output.writers import Outputs
+from pipeline.output.writers import NATS_LABEL, Outputs
 from pipeline.runtime import ProcessSpec, UnusableResource, parent_alive, run_child
 
 log = logging.getLogger("pipeline.output")
@@ -61,7 +64,8 @@ class OutputFollower:
         dc = config.detector
         self.reader = DecisionReader(board, start)
         self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink,
-                               run_id=getattr(config, "run_id", ""), background=True)
+                               run_id=getattr(config, "run_id", ""), background=True,
+                               publisher=decision_publisher(config))
         self.stats = stats
         self.hist = hist
         base = board.geometry.procs_offset + stats.slot * PROC_DTYPE.itemsize
@@ -131,9 +135,11 @@ class OutputFollower:
         lines = [summary]
         dropped = self.outputs.dropped_by_destination()
         if any(dropped.values()):
-            lines.append("  OUTPUT DROPPED (the disk or pipe could not keep up; detection went on): " + ", ".join(
-                f"{n} records not written to the {where}" if where != "stdout" else f"{n} lines not printed"
-                for where, n in dropped.items() if n))
+            words = {"stdout": "lines not printed", NATS_LABEL: "records not published on NATS"}
+            cause = ("the disk, a pipe or NATS could not take them" if NATS_LABEL in dropped
+                     else "the disk or pipe could not keep up")
+            lines.append(f"  OUTPUT DROPPED ({cause}; detection went on): " + ", ".join(
+                f"{n} {words.get(where, f'records not written to the {where}')}" for where, n in dropped.items() if n))
         if self.reader.lost:
             lines.append(f"  DECISIONS LOST: {self.reader.lost} entries of the decision ring were overwritten "
                          f"before the output read them (raise detector.decision_ring)")
@@ -164,6 +170,15 @@ class FollowerThread:
         self.wake.set()
         self._thread.join()
         return self.follower.close()
+
+
+def decision_publisher(config):
+    """The NATS destination of ``bridge.publish_decisions`` (None without it), not connected yet."""
+    bridge = getattr(config, "bridge", None)
+    if bridge is None or not bridge.publish_decisions:
+        return None
+    from pipeline.output.publisher import DecisionPublisher
+    return DecisionPublisher(bridge)
 
 
 def build_sink(config):

@@ -35,6 +35,7 @@ OPEN_WAIT_S = 0.5           # the constructor waits this long for the file to op
 CLOSE_TIMEOUT_S = 2.0       # at stop, how long the file and stdout may take to drain
 STDOUT_GRACE_S = 0.5        # ... and stdout this much more, for the summary
 ERROR_LOG_INTERVAL_S = 10.0
+NATS_LABEL = "NATS decisions"   # the decision publisher in dropped_by_destination() and the summary
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
@@ -107,8 +108,10 @@ class BackgroundWriter:
     """Writes records to one destination from a daemon thread; :meth:`put` never blocks.
 
     ``render`` turns a record into the bytes to write (``None``: nothing for this record); it runs on
-    the writer thread. ``opener`` returns ``(write, close)`` (``write(bytes)`` writes all of them); it
-    also runs on the writer thread, so a FIFO nobody opened yet holds up the writer, not the caller.
+    the writer thread. ``opener`` returns ``(write, close)`` (``write(bytes)`` writes all of them; with
+    ``joined=False`` it is given the list of a batch's rendered records instead, for a destination that sends
+    one message per record); it also runs on the writer thread, so a FIFO nobody opened yet holds up the
+    writer, not the caller.
     The constructor waits up to ``open_wait_s`` for it and raises what it raised (a planted link, a
     missing directory); past that the open goes on in the background.
 
@@ -117,8 +120,10 @@ class BackgroundWriter:
     :data:`ERROR_LOG_INTERVAL_S`). Order is kept: one consumer, first in, first out, written in batches.
     """
 
-    def __init__(self, name: str, render, opener, capacity: int, open_wait_s: float = OPEN_WAIT_S):
+    def __init__(self, name: str, render, opener, capacity: int, open_wait_s: float = OPEN_WAIT_S,
+                 joined: bool = True):
         self.name = name
+        self.joined = joined
         self.capacity = int(capacity)
         self.full = 0                       # written by the producer (the detector loop) only
         self.failed = 0                     # written under _lock (writer thread; close after abandoning)
@@ -246,7 +251,7 @@ class BackgroundWriter:
         ok = write is not None
         if ok and parts:
             try:
-                write(b"".join(parts))
+                write(b"".join(parts) if self.joined else parts)
             except OSError as exc:
                 ok = False
                 if time.monotonic() >= self._error_at:
@@ -310,11 +315,17 @@ class Outputs:
     (the file, stdout) writes, so a slow disk or a pipe nobody reads costs dropped records (counted:
     :attr:`dropped`), never detection time. A blocked stdout does not hold up the file, nor the reverse.
     At :meth:`close` both are drained (the summary last on stdout) and the file closed.
+
+    ``publisher`` (``background=True`` only; the output process's
+    :class:`~pipeline.output.publisher.DecisionPublisher` when ``bridge.publish_decisions`` is set) is a third
+    destination on a writer of its own: each record as the file has it, without the newline, one message
+    each (its ``name``, ``open``: the writer's name and opener). Its drops count in :attr:`dropped` like the
+    file's and stdout's.
     """
 
     def __init__(self, output_path: str | None, print_lines: bool, verbose: bool = False, sink=None,
                  stdout=None, truncate: bool = False, *, run_id: str = "", background: bool = False,
-                 queue_records: int | None = None):
+                 queue_records: int | None = None, publisher=None):
         if output_path:
             os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
         self.print_lines = print_lines
@@ -324,7 +335,7 @@ class Outputs:
         self.sink_dropped = 0
         self.run_id = run_id
         self.background = background
-        self.file = self.file_writer = self.stdout_writer = None
+        self.file = self.file_writer = self.stdout_writer = self.nats_writer = None
         self._closed = False
         self._encoding = getattr(self.stdout, "encoding", None) or "utf-8"
         if not background:
@@ -340,9 +351,13 @@ class Outputs:
         try:
             self.stdout_writer = BackgroundWriter("stdout", self._line_bytes,
                                                   lambda: _stream_writer(self.stdout, self._encoding), capacity)
+            if publisher is not None:
+                self.nats_writer = BackgroundWriter(publisher.name, orjson.dumps, publisher.open, capacity,
+                                                    joined=False)
         except BaseException:
-            if self.file_writer is not None:
-                self.file_writer.close(time.monotonic() + CLOSE_TIMEOUT_S)
+            for writer in (self.file_writer, self.stdout_writer):
+                if writer is not None:
+                    writer.close(time.monotonic() + CLOSE_TIMEOUT_S)
             raise
 
     def write(self, record: dict) -> None:
@@ -353,6 +368,8 @@ class Outputs:
                 self.file_writer.put(record)
             if self.print_lines:
                 self.stdout_writer.put(record)
+            if self.nats_writer is not None:
+                self.nats_writer.put(record)
         else:
             if self.file is not None:
                 self.file.write(orjson.dumps(record) + b"\n")
@@ -372,13 +389,15 @@ class Outputs:
 
     @property
     def dropped(self) -> int:
-        """Records the file or stdout lost (buffer full, a failed write, still queued when stop gave up)."""
-        return sum(w.dropped for w in (self.file_writer, self.stdout_writer) if w is not None)
+        """Records the file, stdout or NATS lost (buffer full, a failed write or publish, still queued when stop
+        gave up)."""
+        return sum(w.dropped for w in (self.file_writer, self.stdout_writer, self.nats_writer) if w is not None)
 
     def dropped_by_destination(self) -> dict[str, int]:
-        """``{"events file": n, "stdout": n}`` for the destinations that lost records."""
+        """``{"events file": n, "stdout": n, "NATS decisions": n}`` for the destinations that lost records."""
         out = {}
-        for label, writer in (("events file", self.file_writer), ("stdout", self.stdout_writer)):
+        for label, writer in (("events file", self.file_writer), ("stdout", self.stdout_writer),
+                              (NATS_LABEL, self.nats_writer)):
             if writer is not None and writer.dropped:
                 out[label] = writer.dropped
         return out
@@ -397,8 +416,9 @@ class Outputs:
         deadline = time.monotonic() + timeout_s
         printed = True
         if self.background:
-            if self.file_writer is not None:
-                self.file_writer.close(deadline)
+            for writer in (self.file_writer, self.nats_writer):
+                if writer is not None:
+                    writer.close(deadline)
             if self.sink is not None:
                 self.sink.close(1.0)
             text = final_text() if callable(final_text) else final_text

@@ -379,8 +379,8 @@ def test_the_polling_interval_is_gone_and_a_config_still_naming_it_is_refused_na
     assert problems({"venues": {"binance": {"instruments": ["BTC/USDT"], "url": "wss://x"}},
                      "bridge": {**BRIDGE, "poll_interval_ms": 1}}) == {"bridge.poll_interval_ms": (
         "unknown key (allowed: allow_plaintext, box, connect_timeout_s, cores, creds_file, depth, "
-        "heartbeat_interval_ms, heartbeat_timeout_ms, nats_url, nkey_seed_file, publish, record, subscribe, "
-        "tls_ca_file, tls_cert_file, tls_key_file, token_env, token_file)")}
+        "heartbeat_interval_ms, heartbeat_timeout_ms, nats_url, nkey_seed_file, publish, publish_decisions, record, "
+        "subscribe, tls_ca_file, tls_cert_file, tls_key_file, token_env, token_file)")}
 
 
 def test_an_aggregating_box_needs_no_venues_but_a_box_without_either_does():

@@ -8,7 +8,7 @@ deferred into a function is still a dependency). The layers, lowest first:
 2. pure logic and libraries over them: the feed session and transport, the detector's engine, recording,
    the simulator's market and protocols (each venue's ``sim.py`` included), the bridge's codec, the
    console's views, the outputs, the child runtime;
-3. the processes: feed, detector, simulator, bridge, health and metrics, the console;
+3. the processes: feed, detector, output, simulator, bridge, health and metrics, the console;
 4. the supervisor, which starts the processes;
 5. the commands (``run.py`` and its subcommands), which nothing imports.
 """
@@ -27,9 +27,9 @@ LAYERS = [  # (layer, pattern over the dotted module name); the first pattern th
     (2, r"pipeline\.venues\.\w+\.sim|pipeline\.feed\.(session|retry|transport|fees)|pipeline\.detector(\.(scan|rules|"
         r"engine|lifecycle|report|sizing))?|pipeline\.recording(\..*)?|pipeline\.sim\.(market|protocol|account)|"
         r"pipeline\.sim|pipeline\.bridge(\.(codec|rows|stream|changes))?|pipeline\.console(\.(events|render|snapshot))?|"
-        r"pipeline\.output(\..*)?|pipeline\.runtime|pipeline\.feed|pipeline\.decisions"),
+        r"pipeline\.output(\.(writers|sink))?|pipeline\.runtime|pipeline\.feed|pipeline\.decisions"),
     (3, r"pipeline\.(feed|detector|sim|bridge)\.process|pipeline\.sim\.server|pipeline\.health(\..*)?|"
-        r"pipeline\.console\.app"),
+        r"pipeline\.console\.app|pipeline\.output\.(process|publisher)"),
     (4, r"pipeline\.supervisor(\..*)?"),
     (5, r"pipeline\.commands(\..*)?"),
 ]
