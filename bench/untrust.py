@@ -5,13 +5,15 @@ Run by hand::
 
     python -m bench.untrust                  # defaults: --trials 150 --rate 5000
 
-The real pieces: the supervisor's board plan, board and doorbells (:class:`pipeline.supervisor.core.Supervisor`,
-without its children), the real detector process (``pipeline.detector.process.main``, pinned to
-``--detector-core``), and this script as binance's and bybit's feed (their rows written through the feed's own
-:class:`~pipeline.feed.process.BoardSink`, as the session does), following the decision ring with
+The real pieces: the supervisor's board plan, board and doorbells (:class:`pipeline.supervisor.core.Supervisor`, none of
+its children but the detector), the real detector process (``pipeline.detector.process.main``, started and
+pinned to ``--detector-core`` by the supervisor's own ``_spawn``), and this script as binance's and bybit's
+feed (their rows written through the feed's own :class:`~pipeline.feed.process.BoardSink`, as the session
+does), following the decision ring with
 :class:`~pipeline.decisions.DecisionReader` on ``--feed-core``.
 
-Each trial: both BTC/USDT rows LIVE with bybit 60 bps above binance; once the ``open`` is in the ring, one leg
+Each trial: both BTC/USDT rows LIVE with bybit 60 bps above binance; ``--settle-ms`` after the ``open`` is in
+the ring (the detector, done spinning, has gone to sleep as it does between changes in a quiet market), one leg
 is untrusted and the time from that row's change on the board (its ``publish_ns``) to the ``close`` entry's
 write (its ``written_ns``) is one sample; then both rows are made level again. The ways a row stops being
 trusted, each as the code that does it:
@@ -81,8 +83,9 @@ def busy_market(board_name: str, depth: int, rows: list[int], fds: tuple[int, in
             writer.write(row, int(RowStatus.LIVE), [(mid - 0.01, 1.0)], [(mid + 0.01, 1.0)], now, now)
         doorbell.ring_if_sleeping()
         next_at += period
-        while time.perf_counter() < next_at:
-            pass
+        wait = next_at - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)                   # sleeps, so the core is left to the feeds' trials
     writer = doorbell = None
     board.close()
 
@@ -90,8 +93,9 @@ def busy_market(board_name: str, depth: int, rows: list[int], fds: tuple[int, in
 class Trials:
     """This process as the binance and bybit feeds, and a reader of the decision ring."""
 
-    def __init__(self, sup: Supervisor):
+    def __init__(self, sup: Supervisor, settle_s: float):
         self.sup = sup
+        self.settle_s = settle_s
         board = sup.board
         self.specs = {s.venue: s for s in sup.specs() if s.role == ProcessRole.FEED}
         hops = HOPS[ProcessRole.FEED]
@@ -145,6 +149,7 @@ class Trials:
         self.quote("binance", True)
         self.quote("bybit", True)
         self.wait_for("open")
+        time.sleep(self.settle_s)
         untrusted_ns = self.untrust(kind, ring)
         record, written_ns = self.wait_for("close")
         assert record["close_reason"] in ("book_invalidated", "venue_halted", "exchange_disconnected"), record
@@ -163,9 +168,9 @@ def run(args, wait: str, market: str, ring: bool) -> dict:
     try:
         from pipeline.detector.process import main as detector_main
         spec = next(s for s in sup.specs() if s.role == ProcessRole.DETECTOR)
-        detector = CTX.Process(target=detector_main, args=(spec, config), daemon=True)
-        detector.start()
-        children.append(detector)
+        child = Child(spec, detector_main, (spec, config))
+        sup._spawn(child)                      # started, and pinned to detector.cores, as the supervisor does
+        children.append(child.process)
         if market == "busy":
             okx = next(s for s in sup.specs() if s.role == ProcessRole.FEED and s.venue == "okx")
             load = CTX.Process(target=busy_market, args=(name, config.board.depth, [r.row for r in okx.rows],
@@ -173,7 +178,7 @@ def run(args, wait: str, market: str, ring: bool) -> dict:
                                                          args.feed_core, stop), daemon=True)
             load.start()
             children.append(load)
-        trials = Trials(sup)
+        trials = Trials(sup, args.settle_ms / 1000)
         samples = {}
         for kind in KINDS if ring else [k for k in KINDS if k != "dead_writer"]:
             for _ in range(args.warmup):
@@ -199,6 +204,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000.0, help="row updates/s of the busy market")
     parser.add_argument("--markets", nargs="+", default=["quiet", "busy"], choices=["quiet", "busy"])
     parser.add_argument("--waits", nargs="+", default=["doorbell", "spin"], choices=["doorbell", "spin"])
+    parser.add_argument("--settle-ms", type=float, default=5.0, help="after each open, before the untrust")
     parser.add_argument("--feed-core", type=int, default=0)
     parser.add_argument("--detector-core", type=int, default=1)
     parser.add_argument("--out", default="untrust.json")
