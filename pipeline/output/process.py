@@ -20,8 +20,11 @@ writer thread and queue (a blocked stdout never holds up the file, nor the rever
 holds up neither) and one that cannot keep up drops from its own queue, counted (``output_dropped``,
 ``sink_dropped``). The slot says how far behind the ring this process is (``decisions_behind``) and how many
 entries the detector overwrote before it read them (``decisions_lost``: it fell a whole ring behind);
-``messages`` is its position in the ring (entries read or lost), so a restarted output process continues
-where its predecessor stopped.
+``messages`` is its position in the ring: the entries whose records the events file has taken (written, or
+dropped and counted), or that were lost. A restarted output process (the supervisor restarts a killed one)
+continues from there, so a kill loses nothing: what its predecessor had read but not yet written is read
+again (a record written in the instant before the kill may be written twice); only entries the detector
+overwrote before a successor read them are lost, and counted (``decisions_lost``, the summary's last line).
 
 Stop order (the supervisor's): the detector stops first and puts its last records (every open closed) and
 its exit summary in the ring; then this process is asked to stop, reads the ring to its end, drains the
@@ -37,6 +40,7 @@ the detector is never slower for it and a subscriber gets exactly the file's rec
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -63,17 +67,24 @@ class OutputFollower:
                  hist: HistogramWriter | None = None):
         dc = config.detector
         self.reader = DecisionReader(board, start)
+        self.stats = stats
+        self._u4 = None
+        self._counted_read = self.reader.next
+        # the position a successor starts from: entries whose records the events file has taken (written,
+        # or dropped and counted), not merely read; (records handed to the file by then, ring position after)
+        self._handed = 0
+        self._marks: collections.deque = collections.deque()
+        self._committed = self.reader.next
+        self._commit_lock = threading.Lock()      # the file's writer thread commits too, as soon as it wrote
         self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink,
                                run_id=getattr(config, "run_id", ""), background=True,
-                               publisher=decision_publisher(config))
-        self.stats = stats
+                               publisher=decision_publisher(config), after_file_write=self.commit)
         self.hist = hist
         base = board.geometry.procs_offset + stats.slot * PROC_DTYPE.itemsize
         self._u4 = board.buf.cast("B").cast("I")
         self._behind_word = (base + PROC_DTYPE.fields["decisions_behind"][1]) // 4
         self._lost_word = (base + PROC_DTYPE.fields["decisions_lost"][1]) // 4
         self._counted_dropped = 0
-        self._counted_read = self.reader.next
 
     def pump(self, limit: int = BATCH) -> int:
         """Handle up to ``limit`` entries; returns how many there were (0: the ring is read to its end)."""
@@ -87,6 +98,8 @@ class OutputFollower:
                 break
             values = got[1]
             samples.append(values[META])
+            self._handed += 1                        # marked before it is handed: the file's writer thread
+            self._marks.append((self._handed, reader.next))     # may write it, and commit, at once
             write(reader.record(values))
             n += 1
         if samples and self.hist is not None:
@@ -96,13 +109,38 @@ class OutputFollower:
         self.count()
         return n
 
+    def committed(self) -> int:
+        """The ring position up to which every record is done with by the events file (written, or dropped and
+        counted): where a successor must start so that a kill loses no record this process had read but not yet
+        written. A record written just before a kill and not yet counted may be written twice; nothing is lost."""
+        writer = self.outputs.file_writer
+        marks = self._marks
+        if writer is None:
+            marks.clear()
+            self._committed = self.reader.next
+            return self._committed
+        done = writer.written + writer.failed + writer.full
+        while marks and marks[0][0] <= done:
+            self._committed = marks.popleft()[1]
+        return self._committed
+
+    def commit(self) -> None:
+        """The slot's ``messages``: the position a restarted output process continues from (:meth:`committed`).
+        Called after each pass and by the events file's writer thread after each write, so the slot moves on
+        within microseconds of the file."""
+        with self._commit_lock:
+            if self._u4 is None:            # closed
+                return
+            committed = self.committed()
+            if committed != self._counted_read:
+                self.stats.add("messages", committed - self._counted_read)
+                self._counted_read = committed
+
     def count(self) -> None:
         """The slot's counters from the reader and the outputs (added where a restart must continue)."""
         reader = self.reader
         stats = self.stats
-        if reader.next != self._counted_read:
-            stats.add("messages", reader.next - self._counted_read)
-            self._counted_read = reader.next
+        self.commit()
         self._u4[self._behind_word] = min(reader.behind(), 0xFFFFFFFF)
         self._u4[self._lost_word] = min(reader.lost, 0xFFFFFFFF)
         dropped = self.outputs.dropped
@@ -123,6 +161,9 @@ class OutputFollower:
         self.drain()
         summary = self.reader.summary
         printed = self.outputs.close((lambda: self.final_text(summary)) if summary is not None else None)
+        with self._commit_lock:             # everything read is done with, the summary's text entries too
+            self._marks.clear()
+            self._committed = self.reader.next
         self.count()
         if summary is not None and not printed:
             log.warning("stdout was not read; the summary it could not print:\n%s", self.final_text(summary))
@@ -209,7 +250,7 @@ def run_output(spec: ProcessSpec, config, decision_fd: int, stop) -> None:
     try:
         stats = ProcStats(board, spec.slot)
         hist = HistogramWriter(board, spec.slot, HOPS[ProcessRole.OUTPUT].index("ring_to_output"))
-        # a restarted output process continues at the entry its predecessor read last (``messages``)
+        # a restarted output process continues where its predecessor's events file stood (``messages``)
         follower = OutputFollower(board, config, stats, build_sink(config), start=stats.get("messages"), hist=hist)
         doorbell = bell(board, decision_fd)
         spin_ns = int(config.detector.spin_us * 1000)

@@ -121,9 +121,10 @@ class BackgroundWriter:
     """
 
     def __init__(self, name: str, render, opener, capacity: int, open_wait_s: float = OPEN_WAIT_S,
-                 joined: bool = True):
+                 joined: bool = True, after_write=None):
         self.name = name
         self.joined = joined
+        self.after_write = after_write      # called on the writer thread once each batch is written or dropped
         self.capacity = int(capacity)
         self.full = 0                       # written by the producer (the detector loop) only
         self.failed = 0                     # written under _lock (writer thread; close after abandoning)
@@ -265,6 +266,8 @@ class BackgroundWriter:
                 else:
                     self.failed += len(parts)
             self._in_flight = 0
+        if self.after_write is not None:
+            self.after_write()
 
     def _report_drops(self) -> None:
         full = self.full
@@ -325,7 +328,7 @@ class Outputs:
 
     def __init__(self, output_path: str | None, print_lines: bool, verbose: bool = False, sink=None,
                  stdout=None, truncate: bool = False, *, run_id: str = "", background: bool = False,
-                 queue_records: int | None = None, publisher=None):
+                 queue_records: int | None = None, publisher=None, after_file_write=None):
         if output_path:
             os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
         self.print_lines = print_lines
@@ -347,7 +350,8 @@ class Outputs:
             def open_file():
                 file = open_for_writing(output_path, append=not truncate, truncate=truncate, buffering=0)
                 return _write_all(file.fileno()), file.close
-            self.file_writer = BackgroundWriter(f"events file {output_path}", _file_bytes, open_file, capacity)
+            self.file_writer = BackgroundWriter(f"events file {output_path}", _file_bytes, open_file, capacity,
+                                                after_write=after_file_write)
         try:
             self.stdout_writer = BackgroundWriter("stdout", self._line_bytes,
                                                   lambda: _stream_writer(self.stdout, self._encoding), capacity)

@@ -158,6 +158,44 @@ def test_the_output_follower_counts_what_a_whole_ring_behind_lost_and_says_so_la
         board.destroy()
 
 
+def test_a_restarted_output_continues_where_its_events_file_stood_not_where_it_had_read(board_name, tmp_path):
+    """``messages`` (where a successor starts) moves when the events file has taken a record, not when the
+    ring was read: with a FIFO nobody reads yet, every entry is read and none is committed."""
+    import os
+    import threading
+
+    from tests.conftest import wait_until
+    events = tmp_path / "events.fifo"
+    os.mkfifo(events)
+    config = parse_config({"venues": {"binance": {"instruments": ["BTC/USDT"], "url": "wss://x"},
+                                      "bybit": {"instruments": ["BTC/USDT"], "url": "wss://y"}},
+                           "detector": {"output": str(events), "print_opportunities": False,
+                                        "decision_ring": 64, "shadow_latencies_ms": [5]}},
+                          available_cores=frozenset({0}))
+    plan = BoardPlan.from_config(config)
+    board = plan.create_board(board_name, 2)
+    slot = plan.slot("output").slot
+    got = []
+    try:
+        stats = ProcStats(board, slot)
+        follower = OutputFollower(board, config, stats, start=0)      # its file's open waits for a reader
+        writer = DecisionWriter(board)
+        record = engine_records()[0]
+        for n in range(5):
+            writer.write(dict(record, id=n + 1))
+        assert follower.pump() == 5
+        assert (follower.reader.next, int(board.procs[slot]["messages"])) == (5, 0)   # read, none taken
+        reader = threading.Thread(target=lambda: got.append(events.read_bytes()))
+        reader.start()                                                # a reader: the file opens, 5 records go
+        wait_until(lambda: int(board.procs[slot]["messages"]) == 5, 10, message="the five records committed")
+        assert follower.close() is True
+        reader.join(10)
+        assert [orjson.loads(line)["id"] for line in got[0].splitlines()] == [1, 2, 3, 4, 5]
+        writer.close()
+    finally:
+        board.destroy()
+
+
 def ring_bytes(board: Board) -> bytes:
     """The whole decision ring of ``board``: its control block, its names table and every slot."""
     g = board.geometry
