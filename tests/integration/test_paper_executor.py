@@ -1,4 +1,5 @@
-"""The example executor follows a real detector's decision stream and "sends" what each open says.
+"""The example executor follows a real detector's decision stream and "sends" what each open says: on a board the
+test drives, and on the whole demo pipeline.
 
 A board planned from a config, rows the test keeps moving (two venues, two instruments: every step opens or
 closes on both), the real detector process writing its decisions into the board's ring, and
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -22,8 +24,9 @@ import pytest
 from pipeline.board import BoardPlan, RowStatus, RowWriter, RulesWriter
 from pipeline.board.doorbell import Doorbell
 from pipeline.config import parse_config
-from tests.conftest import REPO, wait_until
+from tests.conftest import REPO, demo_config, wait_until, write_config
 from tests.engine_harness import rules as trading_rules
+from tests.integration.test_process_faults import start, stop
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +124,47 @@ def test_the_paper_executor_sends_both_legs_of_every_open_it_follows(board_name,
     assert out.count("PAPER CLOSE #") == closes
     assert re.search(rf"paper executor: {len(opens) + closes + out.count('PAPER UPDATE')} decisions, "
                      rf"{2 * len(opens)} orders sent on paper, .* lost 0\n$", out), out[-500:]
+
+
+def test_the_paper_executor_follows_the_demo_and_sends_the_legs_of_every_open_it_saw(tmp_path, board_name):
+    """The whole demo pipeline (simulator, feeds, detector, output process) and the executor following its
+    board for a few seconds: every open written after the executor attached is a paper order with the
+    decision's venues, size and limit prices, and the executor ends on its own when the pipeline stops."""
+    events = tmp_path / "o.jsonl"
+    pipeline = start(write_config(tmp_path / "c.yaml", demo_config(board_name, events)))
+    executor = None
+    try:
+        wait_until(lambda: (Path("/dev/shm") / board_name).exists(), 30, message="the demo's board")
+        executor = subprocess.Popen([sys.executable, str(REPO / "examples" / "paper_executor.py"), "--board",
+                                     board_name, "--duration", "120"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        assert executor.stdout.readline() == f"paper executor: following the decisions on board {board_name!r}\n"
+        attached = len(events.read_bytes().splitlines()) if events.exists() else 0
+
+        def opens_since() -> int:
+            lines = events.read_bytes().splitlines()[attached:] if events.exists() else []
+            return sum(1 for line in lines if b'"event":"open"' in line)
+        wait_until(lambda: opens_since() >= 3, 60, interval=0.05, message="three opens after the executor attached")
+    finally:
+        output = stop(pipeline)
+        if executor is not None:
+            try:
+                out, err = executor.communicate(timeout=30)      # the stream ends once the supervisor has gone
+            except subprocess.TimeoutExpired:
+                executor.kill()
+                out, err = executor.communicate()
+    assert pipeline.returncode == 0, output[-2000:]
+    assert executor.returncode == 0, err[-2000:]
+    records = [orjson.loads(line) for line in events.read_bytes().splitlines()]
+    paper = {int(m["id"]): m for m in re.finditer(
+        r"PAPER OPEN  #(?P<id>\d+) (?P<instrument>\S+) BUY (?P<qty>\S+) @ (?P<buy>\S+) on (?P<buy_venue>\w+), "
+        r"SELL (?P=qty) @ (?P<sell>\S+) on (?P<sell_venue>\w+)  expected \S+ USDT  reaction (?P<us>\d+) µs", out)}
+    opens = [r for r in records if r["event"] == "open" and r["id"] >= min(paper, default=10**9)]
+    assert len(opens) >= 3 and sorted(paper) == [r["id"] for r in opens], out[-3000:]
+    for record in opens:
+        line = paper[record["id"]]
+        assert {line["buy_venue"], line["sell_venue"]} == {"binance", "bybit"}
+        assert (line["instrument"], line["buy_venue"], line["sell_venue"], line["qty"], line["buy"], line["sell"]) \
+            == (record["instrument"], record["buy_exchange"], record["sell_exchange"], f"{record['qty_base']:g}",
+                f"{record['buy_limit_price']:g}", f"{record['sell_limit_price']:g}")
+    assert "lost 0" in out.splitlines()[-1], out[-500:]
