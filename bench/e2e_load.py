@@ -33,7 +33,8 @@ twice and reports what was recorded in between: the rate the generator sent
 the hop percentiles (``receive_to_emitted``: frame received -> decision in the
 board's decision ring; ``seen_to_emitted``: the detector saw the change -> the
 decision in the ring; ``ring_to_output``: in the ring -> the output process has
-it), the CPU of every process (psutil), the whole machine's
+it; ``receive_to_file``: frame received -> its decision written to the events
+file), the CPU of every process (psutil), the whole machine's
 busy cores and, of those, other users' share. "Falls behind" shows in
 ``exchange_to_receive``: every frame is stamped (in ms, as the venues do) at
 the millisecond it is written in, so a feed that keeps up shows a few hundred
@@ -77,7 +78,7 @@ INSTRUMENTS = {"coinbase": ["BTC/USD", "ETH/USD", "BTC/USDT"], "kraken": ["BTC/U
 # seen_to_emitted / receive_to_emitted: to the decision in the board's decision ring (the detector formats and
 # writes nothing; the output process follows the ring: ring_to_output)
 HOP_NAMES = ("exchange_to_receive", "receive_to_publish", "publish_to_seen", "seen_to_emitted", "receive_to_emitted",
-             "ring_to_output")
+             "ring_to_output", "receive_to_file")
 VENUE_OF_ID = {i + 1: name for i, name in enumerate(ALL_VENUES)}
 FEED_COUNTERS = ("messages", "gaps", "resyncs", "parse_errors", "reconnects", "checksum_failures")
 
@@ -329,9 +330,9 @@ def _cpu(r: dict, name: str) -> str:
 
 def table(results: list[dict]) -> str:
     lines = ["| target/s | feeds | wait | sent/s | reached/s | **receive→emitted** p50 / p99 µs (n) "
-             "| exchange→receive | receive→publish | publish→seen | seen→emitted | ring→output "
+             "| exchange→receive | receive→publish | publish→seen | seen→emitted | ring→output | receive→file "
              "| CPU % load / feeds / detector / output / health+sup | busy cores (others) | opps | gaps / resyncs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         n = r["hops"].get("receive_to_emitted", {}).get("count", 0)
         other = (r["cpu_percent"].get("health") or 0) + (r["cpu_percent"].get("supervisor") or 0)
@@ -340,7 +341,7 @@ def table(results: list[dict]) -> str:
             f"| {r['target_rate']:,} | {r['transport']} | {r['wait']} | {r.get('sent_rate', 0) or 0:,} "
             f"| {r['achieved_rate']:,} | **{_pp(r, 'receive_to_emitted')}** ({n}) | {_pp(r, 'exchange_to_receive')} "
             f"| {_pp(r, 'receive_to_publish')} | {_pp(r, 'publish_to_seen')} | {_pp(r, 'seen_to_emitted')} "
-            f"| {_pp(r, 'ring_to_output')} "
+            f"| {_pp(r, 'ring_to_output')} | {_pp(r, 'receive_to_file')} "
             f"| {_cpu(r, 'loadgen')} / {r['feeds_cpu_percent_total']:.0f} / {_cpu(r, 'detector')} "
             f"/ {_cpu(r, 'output')} / {other:.0f} "
             f"| {r['busy_cores']:.2f} ({r['others_cores']:.2f}) | {counters['opportunities']} "

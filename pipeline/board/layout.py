@@ -155,8 +155,9 @@ HOPS = {
     ProcessRole.DETECTOR: ("publish_to_seen", "seen_to_emitted", "receive_to_emitted"),
     # bridge, for rows mirrored from other boxes (remote times converted to this box's clock)
     ProcessRole.BRIDGE: ("remote_publish_to_written", "remote_receive_to_written"),
-    # output: a decision written to the ring -> the output process has it (pipeline.output.process)
-    ProcessRole.OUTPUT: ("ring_to_output",),
+    # output: a decision written to the ring -> the output process has it; the newest leg's frame received ->
+    # its record written to the events file (pipeline.output.process)
+    ProcessRole.OUTPUT: ("ring_to_output", "receive_to_file"),
 }
 
 

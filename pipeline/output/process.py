@@ -64,7 +64,7 @@ class OutputFollower:
     ``output_dropped``, ``sink_dropped``); ``hist`` (optional) records written -> read per entry."""
 
     def __init__(self, board: Board, config, stats: ProcStats, sink=None, *, start: int | None = 0,
-                 hist: HistogramWriter | None = None):
+                 hist: HistogramWriter | None = None, file_hist: HistogramWriter | None = None):
         dc = config.detector
         self.reader = DecisionReader(board, start)
         self.stats = stats
@@ -78,8 +78,10 @@ class OutputFollower:
         self._commit_lock = threading.Lock()      # the file's writer thread commits too, as soon as it wrote
         self.outputs = Outputs(dc.output, dc.print_opportunities, getattr(config, "verbose", False), sink,
                                run_id=getattr(config, "run_id", ""), background=True,
-                               publisher=decision_publisher(config), after_file_write=self.commit)
+                               publisher=decision_publisher(config), after_file_write=self.written)
         self.hist = hist
+        self.file_hist = file_hist
+        self._received: dict[int, int] = {}      # id() of a record handed to the file -> its newest leg's receive
         base = board.geometry.procs_offset + stats.slot * PROC_DTYPE.itemsize
         self._u4 = board.buf.cast("B").cast("I")
         self._behind_word = (base + PROC_DTYPE.fields["decisions_behind"][1]) // 4
@@ -100,7 +102,10 @@ class OutputFollower:
             samples.append(values[META])
             self._handed += 1                        # marked before it is handed: the file's writer thread
             self._marks.append((self._handed, reader.next))     # may write it, and commit, at once
-            write(reader.record(values))
+            record = reader.record(values)
+            if self.file_hist is not None and values[META + 1] and record["event"] in ("open", "update"):
+                self._received[id(record)] = max(values[META + 2], values[META + 3])
+            write(record)
             n += 1
         if samples and self.hist is not None:
             now = time.time_ns()
@@ -123,6 +128,20 @@ class OutputFollower:
         while marks and marks[0][0] <= done:
             self._committed = marks.popleft()[1]
         return self._committed
+
+    def written(self, batch: list, ok: bool) -> None:
+        """The events file's writer thread, after each batch: ``receive_to_file`` for each ``open`` and ``update``
+        decided on a change the detector saw, from its newest leg's receive time (a close may come from a status
+        change or from time, not from a frame), then :meth:`commit`."""
+        received = self._received
+        if received:
+            now = time.time_ns()
+            hist = self.file_hist
+            for record in batch:
+                recv_ns = received.pop(id(record), None)
+                if recv_ns is not None and ok and hist is not None:
+                    hist.record(now - recv_ns)
+        self.commit()
 
     def commit(self) -> None:
         """The slot's ``messages``: the position a restarted output process continues from (:meth:`committed`).
@@ -249,9 +268,12 @@ def run_output(spec: ProcessSpec, config, decision_fd: int, stop) -> None:
     board = Board.attach(spec.board_name, spec.depth)
     try:
         stats = ProcStats(board, spec.slot)
-        hist = HistogramWriter(board, spec.slot, HOPS[ProcessRole.OUTPUT].index("ring_to_output"))
+        hops = HOPS[ProcessRole.OUTPUT]
+        hist = HistogramWriter(board, spec.slot, hops.index("ring_to_output"))
+        file_hist = HistogramWriter(board, spec.slot, hops.index("receive_to_file"))
         # a restarted output process continues where its predecessor's events file stood (``messages``)
-        follower = OutputFollower(board, config, stats, build_sink(config), start=stats.get("messages"), hist=hist)
+        follower = OutputFollower(board, config, stats, build_sink(config), start=stats.get("messages"), hist=hist,
+                                  file_hist=file_hist)
         doorbell = bell(board, decision_fd)
         spin_ns = int(config.detector.spin_us * 1000)
         heartbeat_word = stats.word("heartbeat_ns")

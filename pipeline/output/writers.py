@@ -124,7 +124,7 @@ class BackgroundWriter:
                  joined: bool = True, after_write=None):
         self.name = name
         self.joined = joined
-        self.after_write = after_write      # called on the writer thread once each batch is written or dropped
+        self.after_write = after_write      # after_write(batch, written): on the writer thread, after each batch
         self.capacity = int(capacity)
         self.full = 0                       # written by the producer (the detector loop) only
         self.failed = 0                     # written under _lock (writer thread; close after abandoning)
@@ -267,7 +267,7 @@ class BackgroundWriter:
                     self.failed += len(parts)
             self._in_flight = 0
         if self.after_write is not None:
-            self.after_write()
+            self.after_write(batch, ok)
 
     def _report_drops(self) -> None:
         full = self.full

@@ -74,6 +74,10 @@ def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
     assert all(r["close_reason"] in {"spread_closed", "quote_stale", "exchange_disconnected",
                                      "book_invalidated", "shutdown"} for r in closes)
     assert "OPEN" in result.stdout and "detector summary:" in result.stdout
+    # the final block: each open and update timed from its newest frame's receipt to its line in the file
+    updates = sum(1 for r in records if r["event"] in ("open", "update"))
+    [counted] = re.findall(r"\n\s+receive_to_file\s+p50.*\(n=(\d+)\)", result.stdout)
+    assert 0 < int(counted) <= updates
     assert not (Path("/dev/shm") / board_name).exists()
 
 

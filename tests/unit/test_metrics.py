@@ -215,7 +215,7 @@ def test_scrape_over_http_exposes_exact_board_values(collector):
         ("exchange_to_receive", "feed:binance"): 0, ("receive_to_publish", "feed:binance"): 3,
         ("exchange_to_receive", "feed:bybit"): 0, ("receive_to_publish", "feed:bybit"): 0,
         ("publish_to_seen", "detector"): 0, ("seen_to_emitted", "detector"): 0, ("receive_to_emitted", "detector"): 1,
-        ("ring_to_output", "output"): 0}
+        ("ring_to_output", "output"): 0, ("receive_to_file", "output"): 0}
     sums = _by(s, "pipeline_latency_seconds_sum", "hop", "process")
     assert sums[("receive_to_publish", "feed:binance")] == pytest.approx(7e-6, abs=1e-15)
     assert sums[("receive_to_emitted", "detector")] == pytest.approx(3e-4, abs=1e-15)
