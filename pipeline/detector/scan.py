@@ -87,10 +87,21 @@ def venue_config_for(config, assignment):
 
 
 class RowUniverse:
-    """The rows the detector watches, grouped by instrument identity, with fees and limits per leg."""
+    """The rows the detector watches, grouped by instrument identity, with fees and limits per leg.
+
+    A venue is one matching engine whatever the path it is read through: a row mirrored from another box
+    (``binance@frankfurt``) of a venue and instrument this box also reads itself is a second, later copy of the
+    same book, never a second venue. Until copies are arbitrated by the exchange's own ids, the detector reads
+    the box's own path and leaves the mirrored copy out (:attr:`other_paths`: those rows, by label), so the
+    venue's liquidity is counted once and one dislocation is one opportunity. A venue only another box reads
+    (``kraken@frankfurt`` where this box has no kraken) is a leg like any other.
+    """
 
     def __init__(self, config, rows):
         dc = config.detector
+        local = {(a.venue, a.instrument) for a in rows if not a.box}
+        self.other_paths: dict[int, str] = {a.row: a.label for a in rows if a.box and (a.venue, a.instrument) in local}
+        rows = [a for a in rows if a.row not in self.other_paths]
         self.rows_of: dict[str, list[tuple[int, str]]] = {}         # key -> [(row, leg)]
         self.key_of_row: dict[int, str] = {}
         self.leg_of_row: dict[int, str] = {}                       # row -> its leg (the key of its quote)

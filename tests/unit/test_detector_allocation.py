@@ -95,6 +95,36 @@ def test_a_venue_is_never_paired_with_itself_through_another_box_or_row():
     assert [c.pair for c in found] == ["binance>okx@tokyo"]
 
 
+def test_a_mirrored_copy_of_a_venue_this_box_reads_itself_is_another_path_not_another_leg():
+    """binance@frankfurt where this box reads binance itself is the same book, later: left out, so a dislocation
+    against okx is one opportunity on binance's liquidity, not two that count it twice. A venue only the other
+    box reads (kraken@frankfurt), or an instrument only it reads (binance@frankfurt ETH/USDT), stays a leg."""
+    from pipeline.board.plan import plan_rows
+    from pipeline.config import parse_config
+    from pipeline.detector.scan import RowUniverse
+    config = parse_config({
+        "venues": {"binance": {"instruments": ["BTC/USDT"], "url": "wss://127.0.0.1:1"},
+                   "okx": {"instruments": ["BTC/USDT"], "url": "wss://127.0.0.1:2"}},
+        "detector": {"shadow_latencies_ms": [], "threshold_bps": 0.0, "reopen_ms": 0},
+        "bridge": {"nats_url": "nats://127.0.0.1:4222", "box": "tokyo",
+                   "subscribe": {"frankfurt": {"binance": ["BTC/USDT", "ETH/USDT"], "kraken": ["BTC/USDT"]}}}},
+        available_cores=frozenset({0}))
+    rows = plan_rows(config)
+    universe = RowUniverse(config, rows)
+    assert sorted(universe.other_paths.values()) == ["binance@frankfurt"]
+    [mirrored] = [r.row for r in rows if r.label == "binance@frankfurt" and r.instrument == "BTC/USDT"]
+    assert universe.other_paths == {mirrored: "binance@frankfurt"} and mirrored not in universe.key_of_row
+    assert sorted(universe.leg_of_row.values()) == ["binance BTC/USDT", "binance@frankfurt ETH/USDT",
+                                                    "kraken@frankfurt BTC/USDT", "okx BTC/USDT"]
+    # the engine over this universe: binance and its copy quote alike, okx 60 bps above: one opportunity
+    books = {"binance BTC/USDT": quote("binance", "BTC/USDT", [(99.95, 1.0)], [(100.0, 1.0)]),
+             "okx BTC/USDT": quote("okx", "BTC/USDT", [(100.6, 1.0)], [(100.65, 1.0)])}
+    from pipeline.detector.engine import DetectorEngine
+    engine = DetectorEngine(config, universe, lambda key: books, lambda label: 0, None)
+    opened = [e.record for e in engine.evaluate("BTC/USDT", books, T0) if e.record["event"] == "open"]
+    assert [(r["buy_exchange"], r["sell_exchange"], r["qty_base"]) for r in opened] == [("binance", "okx", 1.0)]
+
+
 def test_equivalent_quotes_pair_other_venues_only_each_leg_with_its_instrument_and_the_conversion_cost():
     engine = engine_for({"kraken": ["BTC/USD", "BTC/USDT"], "okx": ["BTC/USDT"], "binance": ["BTC/USDT"]},
                         equivalent_quotes=[["USD", "USDT"]], conversion_bps=10)
