@@ -312,6 +312,29 @@ def _sim_quirks(value, path, ctx):
     return tuple(value) if ok else _BAD
 
 
+def _every_s(value, path, ctx):
+    """A mean time between random events, s: 0 (never) or at least 0.01 s."""
+    checked = _number(0)(value, path, ctx)
+    if checked is not _BAD and 0 < checked < 0.01:
+        ctx.add(path, f"must be 0 (never) or at least 0.01 s, got {value!r}")
+        return _BAD
+    return checked
+
+
+def _ms_range(value, path, ctx):
+    """``[low, high]``: two numbers of ms, 0 <= low <= high <= one hour."""
+    if not isinstance(value, list) or len(value) != 2:
+        ctx.add(path, f"must be a range of two numbers [low, high], ms, got {value!r}")
+        return _BAD
+    bounds = [_number(0, 3_600_000)(v, f"{path}[{i}]", ctx) for i, v in enumerate(value)]
+    if _BAD in bounds:
+        return _BAD
+    if bounds[0] > bounds[1]:
+        ctx.add(path, f"low must not be above high, got {value!r}")
+        return _BAD
+    return (float(bounds[0]), float(bounds[1]))
+
+
 # ---------------------------------------------------------------- declaring keys
 
 def key(default: Any, check: Callable, doc: str, *, shown: str | Callable[[], str] | None = None,
@@ -613,6 +636,22 @@ class ScriptedDislocation:
 
 
 @dataclass(frozen=True)
+class SimulatorPathsConfig:
+    """Each simulated connection's own network path (:mod:`pipeline.sim.paths`); off unless configured, and then
+    every frame of every connection goes through one."""
+
+    delay_ms: float = key(0.2, _number(0, 10_000), "median one-way delay of each frame (lognormal), ms; a frame "
+                                                   "never overtakes an earlier one of its connection")
+    jitter: float = key(0.5, _number(0, 3), "sigma of the delay's lognormal (0: every frame takes `delay_ms`)")
+    stall_every_s: float = key(5.0, _every_s, "mean time between stalls of one connection (exponential), s; a "
+                                              "stall holds every frame until it ends; 0: never")
+    stall_ms: tuple[float, float] = key((50.0, 300.0), _ms_range, "`[low, high]`: how long a stall lasts "
+                                                                  "(uniform), ms")
+    disconnect_every_s: float = key(0.0, _every_s, "mean time between abrupt drops (TCP reset, no close frame) of "
+                                                   "one connection (exponential), s; 0: never")
+
+
+@dataclass(frozen=True)
 class SimulatorConfig:
     seed: int = key(7, _number(0, integer=True), "seed of the simulated market")
     host: str = key("127.0.0.1", _string(re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|::1)$")),
@@ -635,6 +674,8 @@ class SimulatorConfig:
         "print them), `late_depth` (depth after a newer top of book), `resend_unchanged` (Bybit's 3 s re-send), "
         "and every 10 s `sequence_resets`, `venue_status` (Kraken maintenance), `planned_disconnects` (Binance "
         "`serverShutdown`, OKX 64008), `dropped_messages`")
+    paths: SimulatorPathsConfig | None = section(SimulatorPathsConfig, "each connection's own network path: "
+                                                 "delay, stalls, drops, seeded per connection", optional=True)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,13 @@ changes every ``every_s`` on a schedule drawn from the market's seed.
 
 Account fees. Each venue's signed fee endpoint answers as :mod:`pipeline.sim.account` describes: a GET on
 the WebSocket port, any request on the exchange's :attr:`ExchangeServer.account_port`.
+
+Network paths. With :attr:`ExchangeServer.paths` set (config ``simulator.paths``) every connection gets its own
+path (:mod:`pipeline.sim.paths`): each frame it would get, market data, replies and keepalives alike, waits in
+its :class:`~pipeline.sim.paths.PathSchedule` and one sender task per connection sends it when due (delay,
+stalls, in order) or drops the connection abruptly. :meth:`ExchangeServer.stall` stalls one connection now,
+:meth:`ExchangeServer.path_statistics` tells what the paths did. Without it frames are sent inline, as always.
+Close frames (rules, planned disconnects) are not delayed.
 """
 from __future__ import annotations
 
@@ -66,6 +73,7 @@ from pipeline.model import DEPTH
 from pipeline.sim.account import ACCOUNT_RATES, AccountListener, AccountRequest, SimAccount, sim_credentials
 from pipeline.sim.account import answer as answer_account
 from pipeline.sim.market import Market, Tape, price_decimals
+from pipeline.sim.paths import PathModel, PathSchedule, PathStatistics, PathTotals
 from pipeline.sim.protocol import (
     BBO,
     OUT_OF_RANGE_KINDS,
@@ -127,6 +135,61 @@ def _corrupt_checksum(frame):
     return altered.decode() if isinstance(frame, str) else altered
 
 URL_PATHS = SIM_PATHS     # from each venue's declared record
+PATHS_KEPT = 256          # per server, the statistics of this many closed connections' paths are kept apart
+
+
+class PathSender:
+    """The I/O side of one connection's path: :meth:`send` hands a frame to the schedule, one task sends the
+    frames when due and aborts the connection (TCP reset, no close frame) when the path drops it.
+
+    The task sleeps until the next due time (or the drop), then sends every frame due; with nothing waiting it
+    waits for the next frame. It never wakes to poll.
+    """
+
+    def __init__(self, websocket, schedule: PathSchedule) -> None:
+        self.websocket = websocket
+        self.schedule = schedule
+        self.closed = False
+        self._wake = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    async def send(self, frame) -> None:
+        """Like ``websocket.send``: ``frame`` goes out when its path says; a no-op once the connection is gone."""
+        if self.closed:
+            return
+        self.schedule.push(frame, time.monotonic())
+        if self.schedule.waiting == 1:                  # the queue was empty: the task waits for this frame
+            self._wake.set()
+
+    def stall(self, ms: float) -> float:
+        """Stall the path now for ``ms``; returns its end (monotonic s)."""
+        return self.schedule.stall(time.monotonic(), ms)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        schedule, websocket = self.schedule, self.websocket
+        try:
+            while True:
+                now_s = time.monotonic()
+                if schedule.drop_due(now_s):
+                    websocket.transport.abort()
+                    return
+                for frame in schedule.pop_due(now_s):
+                    await websocket.send(frame)
+                wake_s = min(schedule.next_s(), schedule.next_drop_s)
+                self._wake.clear()
+                if wake_s == float("inf"):
+                    await self._wake.wait()
+                    continue
+                timer = loop.call_at(wake_s, self._wake.set)      # loop.time() is time.monotonic()
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
 
 
 class ExchangeServer:
@@ -163,6 +226,11 @@ class ExchangeServer:
         self._steps = 0
         self._unknown = 0                                   # never-seen symbols named so far
         self._watchers: set = set()                         # oversize: tasks waiting for the client to hang up
+        self.paths: PathModel | None = None                 # simulator.paths; None: frames are sent inline
+        self._senders: dict[object, PathSender] = {}        # websocket -> its path's sender (with paths only)
+        self._path_schedules: dict[int, PathSchedule] = {}  # open connection's index -> its path
+        self._paths_closed: dict[int, PathStatistics] = {}  # closed connection's index -> what its path did
+        self._paths_retired = PathTotals()                  # the totals of the closed paths no longer kept apart
         self.trading_rules: dict[str, InstrumentRule] = {}  # native symbol -> the rules served (reference data)
         self.base_rules: dict[str, InstrumentRule] = {}     # native symbol -> the venue's table rule (quirk reverts)
         for native, canonical in self.instrument_of.items():
@@ -265,9 +333,10 @@ class ExchangeServer:
         """Send ``render(protocol)``'s frames to every connection now; returns the frames sent."""
         sent = 0
         for websocket, protocol in list(self.connections.items()):
+            send = self._send_of(websocket)
             with contextlib.suppress(ConnectionClosed):
                 for frame in render(protocol):
-                    await websocket.send(frame)
+                    await send(frame)
                     sent += 1
         return sent
 
@@ -418,7 +487,7 @@ class ExchangeServer:
         parts = [head] + [chunk] * (-(-size // FRAGMENT_BYTES) - 1)
         self.hostile_sent["oversize"] += 1
         try:
-            await websocket.send(parts)
+            await self._send_of(websocket)(parts)
         except ConnectionClosed:
             pass
         watcher = asyncio.ensure_future(self._watch_oversize(websocket))
@@ -456,12 +525,15 @@ class ExchangeServer:
             self.state(symbol)
         protocol.states = self.states
         protocol.trading_rules = self.trading_rules
+        send = websocket.send
+        if self.paths is not None:
+            send = self._open_path(websocket, self.connections_opened).send
         self.connections[websocket] = protocol
         self.connections_opened += 1
         tasks = []
         try:
             for frame in self._answer(protocol, protocol.on_connect):
-                await websocket.send(frame)
+                await send(frame)
             if self.keepalive_s or protocol.KEEPALIVE_INTERVAL_S:
                 tasks.append(asyncio.ensure_future(self._keepalive(websocket, protocol)))
             if self.rules.any():
@@ -471,7 +543,7 @@ class ExchangeServer:
                 self.received.append((now_s, message))
                 protocol.note_received(now_s)
                 for frame in self._answer(protocol, protocol.on_message, message):
-                    await websocket.send(frame)
+                    await send(frame)
                     protocol.last_sent_s = time.monotonic()
                 reason = protocol.close_reason(now_s)
                 if reason is not None:
@@ -480,15 +552,63 @@ class ExchangeServer:
             pass
         finally:
             self.connections.pop(websocket, None)
+            sender = self._senders.pop(websocket, None)
+            if sender is not None:
+                tasks.append(sender.task)
+                self._close_path(sender.schedule)
             for task in tasks:
                 task.cancel()
 
+    def _send_of(self, websocket):
+        """How a frame goes to ``websocket``: through its path when paths are on, else ``websocket.send``."""
+        sender = self._senders.get(websocket) if self._senders else None
+        return websocket.send if sender is None else sender.send
+
+    def _open_path(self, websocket, index: int) -> PathSender:
+        """The path of connection ``index`` (seeded from the market's seed, the venue and the index)."""
+        assert self.paths is not None
+        schedule = self._path_schedules[index] = PathSchedule(self.paths, self.market.seed, self.name, index,
+                                                              time.monotonic())
+        sender = self._senders[websocket] = PathSender(websocket, schedule)
+        return sender
+
+    def _close_path(self, schedule: PathSchedule) -> None:
+        """Keep what a closed connection's path did (its samples go): the newest :data:`PATHS_KEPT` apart, the
+        older ones in the totals only."""
+        self._path_schedules.pop(schedule.index, None)
+        self._paths_closed[schedule.index] = schedule.statistics()
+        while len(self._paths_closed) > PATHS_KEPT:
+            oldest = self._paths_closed.pop(next(iter(self._paths_closed)))
+            self._paths_retired = self._paths_retired.add(oldest, keep=False)
+
+    async def stall(self, index: int, ms: float) -> float:
+        """Stall the path of open connection ``index`` (0: the first this server accepted) now for ``ms``: every
+        frame due before the end waits for it. Returns the end (monotonic s). KeyError: no such open
+        connection; RuntimeError: paths are off (``simulator.paths`` / :attr:`paths`)."""
+        if self.paths is None:
+            raise RuntimeError(f"{self.name}: no network paths (simulator.paths is not configured)")
+        for sender in list(self._senders.values()):
+            if sender.schedule.index == index and not sender.closed:
+                return sender.stall(ms)
+        raise KeyError(f"{self.name}: no open connection {index}")
+
+    def path_statistics(self) -> PathTotals:
+        """What the paths did, over every connection so far, with each open connection's own and the newest
+        :data:`PATHS_KEPT` closed ones' (:class:`~pipeline.sim.paths.PathTotals`); all 0 with paths off."""
+        totals = self._paths_retired
+        for closed in self._paths_closed.values():
+            totals = totals.add(closed)
+        for schedule in self._path_schedules.values():
+            totals = totals.add(schedule.statistics())
+        return totals
+
     async def _keepalive(self, websocket, protocol) -> None:
+        send = self._send_of(websocket)
         with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
             while True:
                 await asyncio.sleep(self.keepalive_s or protocol.KEEPALIVE_INTERVAL_S)
                 for frame in self._answer(protocol, protocol.keepalive, int(time.time() * 1000)):
-                    await websocket.send(frame)
+                    await send(frame)
                     protocol.last_sent_s = time.monotonic()
 
     async def _watch_rules(self, websocket, protocol) -> None:
@@ -528,6 +648,7 @@ class ExchangeServer:
             if symbol not in faults.silent_symbols:
                 self.state(symbol).update(*books[(self.name, canonical)], ts_ms)
         for websocket, protocol in list(self.connections.items()):
+            send = self._send_of(websocket)
             protocol.reset_next |= resets
             frames = list(injected)
             hit = set()                                  # symbols given their out-of-range number on this connection
@@ -573,11 +694,11 @@ class ExchangeServer:
             try:
                 for n, frame in enumerate(frames):
                     if fragments and n == first:
-                        await websocket.send(_fragments(frame, fragments))
+                        await send(_fragments(frame, fragments))
                         self.hostile_sent["fragmented"] += 1
                         fragmented = True
                     else:
-                        await websocket.send(frame)
+                        await send(frame)
                     self.frames_sent += 1
                 if frames:
                     protocol.last_sent_s = time.monotonic()
@@ -660,7 +781,8 @@ def build_simulator(config, rules=(), hostile=()) -> Simulator:
     """A simulator for every venue of ``config`` (a :class:`pipeline.config.Config`).
 
     ``rules``: names of :class:`~pipeline.sim.protocol.Rules` to enforce (none by default); ``hostile``: names of
-    :class:`~pipeline.sim.protocol.Hostile` faults to stage (none by default).
+    :class:`~pipeline.sim.protocol.Hostile` faults to stage (none by default). ``simulator.paths`` gives every
+    server's connections their network paths (absent: none, frames are sent inline).
     """
     from pipeline.venues import native_symbols
     sim = config.simulator
@@ -671,10 +793,13 @@ def build_simulator(config, rules=(), hostile=()) -> Simulator:
                     dislocation_bps=sim.dislocation_bps, dislocation_ms=sim.dislocation_ms,
                     start_prices=dict(sim.start_prices), random_dislocations=sim.random_dislocations)
     simulator = Simulator(venues, market, sim.update_interval_ms, sim.host)
+    paths = None if sim.paths is None else PathModel(
+        sim.paths.delay_ms, sim.paths.jitter, sim.paths.stall_every_s, sim.paths.stall_ms, sim.paths.disconnect_every_s)
     for server in simulator.exchanges.values():
         server.quirks = Quirks.named(sim.quirks)
         server.rules = Rules.named(rules)
         server.hostile = Hostile.named(hostile)
+        server.paths = paths
     from pipeline.sim.market import Dislocation
     simulator.scripted = [(d.at_s, Dislocation(d.exchange, d.instrument, d.bps, 0.0, d.duration_ms))
                           for d in sim.scripted_dislocations]

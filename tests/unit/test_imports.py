@@ -25,7 +25,7 @@ LAYERS = [  # (layer, pattern over the dotted module name); the first pattern th
     (1, r"pipeline\.(config|book|refdata|fees)|pipeline\.board(\..*)?|"
         r"pipeline\.venues(\.\w+)?(\.(wire|_common|account))?"),
     (2, r"pipeline\.venues\.\w+\.sim|pipeline\.feed\.(session|retry|transport|fees)|pipeline\.detector(\.(scan|rules|"
-        r"engine|lifecycle|report|sizing))?|pipeline\.recording(\..*)?|pipeline\.sim\.(market|protocol|account)|"
+        r"engine|lifecycle|report|sizing))?|pipeline\.recording(\..*)?|pipeline\.sim\.(market|protocol|account|paths)|"
         r"pipeline\.sim|pipeline\.bridge(\.(codec|rows|stream|changes))?|pipeline\.console(\.(events|render|snapshot))?|"
         r"pipeline\.output(\.(writers|sink))?|pipeline\.runtime|pipeline\.feed|pipeline\.decisions"),
     (3, r"pipeline\.(feed|detector|sim|bridge)\.process|pipeline\.sim\.server|pipeline\.health(\..*)?|"
