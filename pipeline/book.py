@@ -426,6 +426,15 @@ class InstrumentBook:
         self.note = ""
 
     # ------------------------------------------------------------------
+    @property
+    def version(self) -> int | None:
+        """The exchange's own id of the newest update the composed book holds: the larger ``xseq`` of its synced
+        channels (Binance ``u``, Bybit ``seq``, OKX ``seqId``: one id space per instrument, the same on every
+        connection), or None where the venue's frames carry none. Two connections' books at one version hold
+        the same update (:mod:`pipeline.feed.arbiter`)."""
+        ids = [channel.xseq for channel in (self.bbo, self.book) if channel.synced and channel.xseq is not None]
+        return max(ids) if ids else None
+
     def invalidate(self, state: RowStatus = RowStatus.RESYNCING, book: Book | TopBook | None = None) -> None:
         """Discard ``book`` (default: both); the row must not be traded until it is rebuilt.
 

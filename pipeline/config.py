@@ -502,6 +502,11 @@ class VenueConfig:
                            "`credentials_env`) at start and every `reference_data.refresh_s`; the detector uses it in "
                            "place of `taker_fee_bps` / `fee_overrides`; refused: configured fees and a health alert "
                            "([Fees your account pays](docs/trading-rules.md#fees-your-account-pays))")
+    connections: int = key(1, _number(1, 4, integer=True),
+                           "independent connections to the venue, each subscribed to every instrument; the first copy "
+                           "of each update wins and a row stays live while one connection is trusted "
+                           "([Redundant connections](#redundant-connections)); venues whose updates carry no "
+                           "exchange-wide id keep 1")
     rules_url: str | None = key(None, _string(re.compile(r"^(https?|wss?)://[^\s/]+/?$")),
                                 "`http(s)://host:port` the venue's trading rules are fetched from (its endpoint's "
                                 "path is kept; ws(s) for a venue that publishes them on a channel)",
@@ -877,6 +882,8 @@ def _check_venue(values, raw, path, ctx):
             ctx.add(f"{path}.symbols.{canonical}", f"override for {canonical!r}, which is not in {path}.instruments")
     from pipeline.venues import VENUES, load_venue
     record = load_venue(values["name"])
+    if values.get("connections", 1) > 1 and record.single_connection:
+        ctx.add(f"{path}.connections", f"{values['name']} keeps one connection: {record.single_connection}")
     fees = getattr(record, "account_fees", None)
     if values.get("fee_lookup"):
         if fees is None:

@@ -43,6 +43,7 @@ from pipeline.board import Board, RowWriter, RulesWriter, plan_rows
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine
 from pipeline.detector.scan import BoardRules, BoardView, RowUniverse
 from pipeline.errors import ConfigError
+from pipeline.feed.arbiter import PATH_CONNECTION_IDS, Arbiter, path_of_connection
 from pipeline.feed.session import FeedSession
 from pipeline.output.writers import Outputs
 from pipeline.recording.format import EVENT, RecordingError, RecordingReader, recording_files
@@ -129,6 +130,7 @@ class Replay:
             writer = RowWriter(board, [r.row for r in self.rows])
             rules_writer = RulesWriter(board, [r.row for r in self.rows])      # what the feeds write for the detector
             sessions: dict[str, FeedSession] = {}
+            paths: dict[str, list[FeedSession]] = {}     # a venue read over redundant connections: its paths
             incidents: dict[str, dict[str, int]] = {}
             for venue_config in config.venues:
                 mine = {r.symbol: r.row for r in self.rows if r.venue == venue_config.name}
@@ -137,13 +139,15 @@ class Replay:
                 def journal(kind, now_ns, fields, counts=counts):
                     if kind != "rules":                 # (where the rules came from is said once, below)
                         counts[kind] = counts.get(kind, 0) + 1
-                session = sessions[venue_config.name] = FeedSession(load_venue(venue_config.name), mine, depth,
-                                                                    int(venue_config.staleness_ms * 1e6), writer,
-                                                                    journal=journal)
+                venue_paths = self._paths(venue_config, mine, depth, writer, journal)
+                session = sessions[venue_config.name] = venue_paths[0]
+                if len(venue_paths) > 1:
+                    paths[venue_config.name] = venue_paths
                 session.rules_sink = rules_writer.write
                 cached = RulesCache(self.rules_cache).load(venue_config.name) if self.rules_cache else None
-                session.apply_rules(cached.rules if cached is not None else [], 0,
-                                    source="cache" if cached is not None else "none")
+                for path_session in venue_paths:
+                    path_session.apply_rules(cached.rules if cached is not None else [], 0,
+                                             source="cache" if cached is not None else "none")
                 result.rules[venue_config.name] = "cache" if cached is not None else "none"
             universe = RowUniverse(config, self.rows)
             view = BoardView(board, universe)
@@ -175,6 +179,12 @@ class Replay:
                     if record.kind != EVENT:
                         result.skipped_frames += 1
                     continue
+                venue_paths = paths.get(venue)
+                if venue_paths is not None:             # the frame's (or incident's) own path, as live
+                    conn_id = record.conn
+                    if record.kind == EVENT and record.event.get("kind") == "connect_failed":
+                        conn_id = record.event.get("path", 0) * PATH_CONNECTION_IDS
+                    session = venue_paths[path_of_connection(conn_id, len(venue_paths))]
                 if first is None:
                     first = recv_ns
                     next_tick = recv_ns + TICK_INTERVAL_NS
@@ -197,7 +207,8 @@ class Replay:
                         emit(engine.run_shadows(due))
                     elif due == next_tick:
                         for s in sessions.values():
-                            s.tick(due)
+                            for path_session in paths.get(s.name, (s,)):
+                                path_session.tick(due)
                         next_tick = due + TICK_INTERVAL_NS
                         self._scan(view, engine, due, emit, active)
                     else:
@@ -214,7 +225,7 @@ class Replay:
                 key = (index if pid is None else pid, venue, record.conn)
                 if record.kind == EVENT:
                     result.events += 1
-                    if self._event(session, record, key, conns):
+                    if self._event(session, record, key, conns, paths.get(venue)):
                         result.rules[venue] = "recording"
                 else:
                     result.frames += 1
@@ -251,7 +262,25 @@ class Replay:
         engine.suspects.clear()
 
     @staticmethod
-    def _event(session: FeedSession, record, key, conns) -> bool:
+    def _paths(venue_config, rows: dict[str, int], depth: int, writer, journal) -> list[FeedSession]:
+        """The venue's session, or with ``connections`` above 1 one per path writing through an
+        :class:`~pipeline.feed.arbiter.Arbiter`, as the live feed does."""
+        venue = load_venue(venue_config.name)
+        staleness_ns = int(venue_config.staleness_ms * 1e6)
+        if venue_config.connections == 1:
+            return [FeedSession(venue, rows, depth, staleness_ns, writer, journal=journal)]
+        arbiter = Arbiter(writer, venue_config.connections, journal=journal)
+        out = []
+        for path in range(venue_config.connections):
+            sink = arbiter.sink_for(path)
+            session = FeedSession(venue, rows, depth, staleness_ns, sink, journal=journal)
+            session.path = path
+            sink.bind(session)
+            out.append(session)
+        return out
+
+    @staticmethod
+    def _event(session: FeedSession, record, key, conns, venue_paths=None) -> bool:
         """Apply one recorded session event; True when it was the venue's trading rules."""
         event = record.event
         kind = event.get("kind")
@@ -261,8 +290,9 @@ class Replay:
                 rules = session.venue.reference_data.parse(event.get("raw", "").encode())
             except ParseError:
                 rules = []                      # what the feed applied parsed; a damaged event gives no rules
-            session.apply_rules(rules, record.recv_ns, full=event.get("full", True) is not False,
-                                source=event.get("source", "reference_data"))   # full False: HTX's changes since ts
+            for path_session in venue_paths or (session,):     # every path's books hold the rules
+                path_session.apply_rules(rules, record.recv_ns, full=event.get("full", True) is not False,
+                                         source=event.get("source", "reference_data"))   # full False: HTX's ts
             return True
         if kind == "connect":
             conns[key] = session.connection_opened(event.get("symbols") or list(session.books), record.recv_ns,

@@ -51,6 +51,7 @@ from pipeline.board import (
 )
 from pipeline.config import ReferenceDataConfig, VenueConfig
 from pipeline.errors import FeedError, ParseError
+from pipeline.feed.arbiter import PATH_CONNECTION_IDS, Arbiter
 from pipeline.feed.fees import build_fee_lookup
 from pipeline.feed.retry import Backoff, ConnectionRateLimit, should_reconnect
 from pipeline.feed.session import FeedSession
@@ -147,7 +148,7 @@ class Feed:
                  backoff_cap_s: float = 10.0, keepalive_s: float | None = None, open_timeout_s: float = 10.0,
                  recorder=None, ws_ping_interval_s: float | None = None, credentials: dict | None = None,
                  handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = VenueConfig.transport,
-                 rules: RulesSource | None = None, fees=None):
+                 rules: RulesSource | None = None, fees=None, connections: int = 1):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
@@ -166,13 +167,30 @@ class Feed:
         self.sink = sink = BoardSink(self.writer, self.doorbell,
                          HistogramWriter(self.board, spec.slot, hops.index("exchange_to_receive")),
                          HistogramWriter(self.board, spec.slot, hops.index("receive_to_publish")))
-        self.session = FeedSession(self.venue, {r.symbol: r.row for r in spec.rows}, spec.depth,
-                                   int(staleness_ms * 1e6), sink, self.stats, journal=self.journal)
+        rows = {r.symbol: r.row for r in spec.rows}
+        self.arbiter: Arbiter | None = None
+        if connections == 1:
+            self.sessions = [FeedSession(self.venue, rows, spec.depth, int(staleness_ms * 1e6), sink, self.stats,
+                                         journal=self.journal)]
+        else:
+            # redundant connections (pipeline.feed.arbiter): a session per path, the first copy of each update wins
+            self.arbiter = Arbiter(sink, connections, journal=self.journal)
+            self.sessions = []
+            for path in range(connections):
+                path_sink = self.arbiter.sink_for(path)
+                session = FeedSession(self.venue, rows, spec.depth, int(staleness_ms * 1e6), path_sink, self.stats,
+                                      journal=self.journal)
+                session.connections = path * PATH_CONNECTION_IDS      # path p's connections: p * 100000 + n
+                session.path = path
+                path_sink.bind(session)
+                self.sessions.append(session)
+        self.session = self.sessions[0]            # the venue's clock, status and rules as the first path sees them
+        self.session_of: dict = {}                 # Connection -> the session (path) it belongs to
         self.rules = rules
         self._rules_since: str | None = None    # the last answer's stamp, for a venue that answers changes only
         self.fees = fees                  # the account fee lookup (pipeline.feed.fees), None when off
         self.rules_writer = RulesWriter(self.board, [r.row for r in spec.rows])
-        self.session.rules_sink = self.rules_writer.write
+        self.session.rules_sink = self.rules_writer.write   # one path writes the rules entries: they are the venue's
         record = self.venue
         if ws_ping_interval_s is None:
             ws_ping_interval_s = record.ws_ping_interval_s
@@ -182,7 +200,8 @@ class Feed:
         self.status_pause_s = record.limit("reconnect_after_status_s") or 0.0
         self.credentials = credentials if credentials and self.venue.build_login is not None else None
         if self.credentials is not None:
-            self.session.depth_channel = self.venue.login_depth_channel
+            for session in self.sessions:
+                session.depth_channel = self.venue.login_depth_channel
         self.handover_timeout_s = handover_timeout_s
         self.transport = transport
         self.open_conns: dict = {}        # Connection -> websocket, every connection that is open now
@@ -243,11 +262,15 @@ class Feed:
         elif kind == "rules_refused":
             self.rate_log.warning("rules_refused", f"{venue}: reference data on the connection refused: "
                                                    f"{fields['reason']}: {fields['detail']}")
+        elif kind == "failover":
+            self.rate_log.warning(f"failover:{fields['from_path']}", f"{venue}: row {fields['row']} now from "
+                                  f"connection path {fields['to_path']} (path {fields['from_path']} is not trusted)")
         elif kind == "caught_up":
             self.rate_log.warning(f"caught_up:{fields['conn']}", f"{venue}: connection {fields['conn']} caught up")
 
     # ---------------------------------------------------------------- I/O
-    async def _open(self, symbols: list[str], url: str, standby_for=None, group: dict | None = None):
+    async def _open(self, symbols: list[str], url: str, standby_for=None, group: dict | None = None,
+                    session: FeedSession | None = None):
         """Connect, start handing frames to the session, log in when configured, subscribe (paced).
 
         Returns ``(link, conn, reader, waits)``: ``reader`` is the task that hands every frame of the
@@ -269,15 +292,17 @@ class Feed:
                 if group["established"]:
                     self.stats.add("reconnects")
                 group["established"] = True
-            conn = self.session.connection_opened(symbols, time.time_ns(), standby_for=standby_for)
-            login = self.credentials is not None and self.session.depth_channel is not None
+            session = session or self.session
+            conn = session.connection_opened(symbols, time.time_ns(), standby_for=standby_for)
+            self.session_of[conn] = session
+            login = self.credentials is not None and session.depth_channel is not None
             # what the opening waits for, set from the frame handler: the login answered, the rows handed over
             waits = (asyncio.Event(), asyncio.Event()) if login or standby_for is not None else None
             reader = asyncio.ensure_future(link.run(self._handler(link, conn, waits)))
             if login:
                 await self._log_in(link, conn, reader, waits[0])
             venue = self.venue
-            for n, frame in enumerate(self.session.subscribe_frames(conn)):
+            for n, frame in enumerate(session.subscribe_frames(conn)):
                 if n and venue.subscribe_interval_s:
                     await asyncio.sleep(venue.subscribe_interval_s)     # the exchange's request rate limit
                 await link.send_now(frame)
@@ -292,7 +317,7 @@ class Feed:
     def _handler(self, link, conn, waits):
         """What happens to every frame of ``conn``: record it, the session decides, act on its decision."""
         recorder = self.recorder
-        session = self.session
+        session = self.session_of[conn]
         receive = session.receive
         ring_ahead = self.doorbell.ring_ahead
         backlog = self.backlog
@@ -342,7 +367,7 @@ class Feed:
         await link.send_now(self.venue.build_login(c["key"], c["secret"], c["passphrase"], int(time.time())))
         await wait_or_end(answered, reader, LOGIN_TIMEOUT_S)
         if not conn.logged_in:
-            self.session.depth_channel = None
+            self.session_of[conn].depth_channel = None
             log.warning("%s: login %s; using the public depth channel", self.spec.venue,
                         "refused" if conn.logged_in is False else "not answered")
 
@@ -367,13 +392,14 @@ class Feed:
     async def _standby(self, old):
         """Open the replacement of ``old``, build its books, hand the rows over, close ``old``."""
         url = self.venue.build_url(self.url, old.symbols, self.depth)
-        link, conn, reader, waits = await self._open(list(old.symbols), url, standby_for=old)
+        session = self.session_of[old]
+        link, conn, reader, waits = await self._open(list(old.symbols), url, standby_for=old, session=session)
         try:
             await wait_or_end(waits[1], reader, self.handover_timeout_s)
             if conn.books is not None:
                 if reader.done():
                     raise ConnectionError(f"replacement connection ended: {reader.result()}")
-                self.session.handover(conn, time.time_ns(), forced=True)
+                session.handover(conn, time.time_ns(), forced=True)
         except BaseException:
             self._set_connected(-1)
             reader.cancel()
@@ -384,7 +410,9 @@ class Feed:
             old_link.stop(f"replaced by connection {conn.id}")   # its rows are already handed over
         return link, conn, reader
 
-    async def connection(self, symbols: list[str]) -> None:
+    async def connection(self, symbols: list[str], session: FeedSession | None = None) -> None:
+        """One connection for ``symbols`` (of ``session``'s path), reconnected on its own backoff until stopped."""
+        session = session or self.session
         venue = self.venue
         backoff = Backoff(self.backoff_base_s, self.backoff_cap_s)
         url = venue.build_url(self.url, symbols, self.depth)
@@ -399,7 +427,7 @@ class Feed:
                     link, conn, reader = handed
                     handed = None
                 else:
-                    link, conn, reader, _ = await self._open(symbols, url, group=group)
+                    link, conn, reader, _ = await self._open(symbols, url, group=group, session=session)
                 opened = time.monotonic()
                 try:
                     reason = await self._read(link, conn, reader)
@@ -420,9 +448,10 @@ class Feed:
                 self.rate_log.warning(f"conn:{url}", f"{venue.name}: connection to {url} failed: {reason}")
             replacement = self.replacing.pop(conn, None) if conn is not None else None
             if conn is None:
-                self.session.connection_failed(symbols, time.time_ns(), reason)
+                session.connection_failed(symbols, time.time_ns(), reason)
             else:
-                self.session.connection_lost(conn, time.time_ns(), reason)
+                session.connection_lost(conn, time.time_ns(), reason)
+                self.session_of.pop(conn, None)
             if replacement is not None:
                 # the rows move (or already moved) to the replacement: no backoff, no reconnect of our own
                 try:
@@ -436,7 +465,7 @@ class Feed:
             if opened is not None:
                 backoff.connected_for(time.monotonic() - opened)
             delay = backoff.next_delay()
-            if self.status_pause_s and self.session.venue_status is not None and not self.session.venue_status.tradable:
+            if self.status_pause_s and session.venue_status is not None and not session.venue_status.tradable:
                 delay = max(delay, self.status_pause_s)     # Kraken: no faster than every 5 s after maintenance
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), delay)
@@ -459,7 +488,8 @@ class Feed:
             offset = self.session.clock.offset_ns(now)
             if offset is not None:
                 self.board.procs[self.spec.slot]["clock_offset_ns"] = offset
-            self.session.tick(now)
+            for session in self.sessions:
+                session.tick(now)
             self.sink.flush()
             self._publish_backlog()
             await self._connection_timers(now)
@@ -480,7 +510,8 @@ class Feed:
     async def _connection_timers(self, now_ns: int) -> None:
         """Held-back resubscribes that are due, and replacements of connections near their lifetime."""
         for conn, link in list(self.open_conns.items()):
-            for frame in self.session.poll(conn, now_ns):
+            session = self.session_of.get(conn)
+            for frame in (session.poll(conn, now_ns) if session is not None else ()):
                 with contextlib.suppress(Exception):
                     link.send(frame)
             if (self.lifetime_s and not conn.replace_requested and not conn.retired
@@ -516,7 +547,8 @@ class Feed:
             tasks.append(asyncio.ensure_future(self.refresh_rules(fresh=loaded.result())))
         if self.fees is not None:         # after the rules: a fee write keeps the rules the entry has
             tasks.append(asyncio.ensure_future(self.fees.run(self.rules_writer, self.stats, self.stop)))
-        tasks += [asyncio.ensure_future(self.connection(group)) for group in self.session.connection_groups()]
+        tasks += [asyncio.ensure_future(self.connection(group, session))
+                  for session in self.sessions for group in session.connection_groups()]
         await run_until_stopped(tasks, self.stop)
 
     # ---------------------------------------------------------------- trading rules
@@ -555,7 +587,8 @@ class Feed:
         if self.recorder is not None:     # replay applies the same response at the same point
             self.recorder.event("reference_data", now, {"source": source, "raw": raw.decode("utf-8", "replace"),
                                                         **({} if full else {"full": False}), **fields})
-        self.session.apply_rules(rules, now, full=full, source=source)
+        for session in self.sessions:              # every path's books hold the rules (one writes the board's)
+            session.apply_rules(rules, now, full=full, source=source)
 
     async def load_rules(self) -> bool:
         """The rules at start: the venue's answer, else the cache (its age said once), else none (NO_RULES).
@@ -573,7 +606,8 @@ class Feed:
         else:
             log.error("%s: reference data unreachable and no cached rules in %s: rows held no_rules until it "
                       "answers", self.spec.venue, self.rules.cache.directory)
-            self.session.apply_rules([], time.time_ns(), source="none")
+            for session in self.sessions:
+                session.apply_rules([], time.time_ns(), source="none")
         return False
 
     async def refresh_rules(self, fresh: bool) -> None:
@@ -651,7 +685,8 @@ def run_feed(spec: ProcessSpec, config, stop) -> None:
                 ws_ping_interval_s=venue_config.ws_ping_interval_s, credentials=read_credentials(venue_config),
                 transport=venue_config.transport,
                 rules=RulesSource(rules_at, config.reference_data),
-                fees=build_fee_lookup(venue_config, rules_at, spec.rows, config.reference_data, os.environ))
+                fees=build_fee_lookup(venue_config, rules_at, spec.rows, config.reference_data, os.environ),
+                connections=venue_config.connections)
     try:
         asyncio.run(feed.run(stop))
     finally:

@@ -300,6 +300,7 @@ class FeedSession:
         self.rejected: set[str] = set()
         self.clock = ClockOffset()
         self.connections = 0
+        self.path = 0                              # which of the venue's redundant paths (pipeline.feed.arbiter)
         self.depth_channel: str | None = None     # a non-default depth channel (OKX tbt after login)
         self.resync_times: dict[str, deque] = {}
         self.request_budget = venue.limit("requests_per_connection_per_hour")
@@ -516,7 +517,8 @@ class FeedSession:
 
     def connection_failed(self, symbols: list[str], now_ns: int, reason: str) -> None:
         """A connection attempt for ``symbols`` failed before it opened."""
-        self._note("connect_failed", now_ns, symbols=list(symbols), reason=reason)
+        self._note("connect_failed", now_ns, symbols=list(symbols), reason=reason,
+                   **({"path": self.path} if self.path else {}))
         self.mark(symbols, RowStatus.DISCONNECTED)
 
     def mark(self, symbols: list[str], status: RowStatus) -> None:

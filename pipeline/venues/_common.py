@@ -363,7 +363,10 @@ class Venue:
     checksum: Callable | None = None   # checksum(bids_text, asks_text[, price_dp, qty_dp]) -> int, or None
     checksum_levels: int = 0
     depth_is_delta: bool               # the depth channel is deltas with a continuity check (a lost frame is a gap)
-    cross_channel_seq: str             # the id that orders top of book vs depth, or '' (arrival order)
+    cross_channel_seq: str             # the id that orders top of book vs depth, or '' (arrival order); the same
+    #                                    id tells an update's copies on redundant connections apart (feed/arbiter.py)
+    single_connection: str = ""        # why copies on two connections cannot be told apart ('' : they can; then
+    #                                    cross_channel_seq names the id), so venues.NAME.connections stays 1
     # the wire (the folder's wire.py)
     native_symbol: Callable            # canonical BASE/QUOTE -> the exchange's symbol
     build_url: Callable                # (url, symbols, depth) -> url

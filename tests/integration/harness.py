@@ -24,8 +24,9 @@ DEFAULT_TRANSPORT = "websockets"     # the conformance suite runs once per trans
 class FeedHarness:
     def __init__(self, venue: str, instruments=None, staleness_ms: float = 5000, keepalive_s: float | None = None,
                  update_interval_ms: float = 10, depth: int = 5, open_timeout_s: float = 10.0,
-                 transport: str | None = None):
+                 transport: str | None = None, connections: int = 1, paths=None):
         self.venue = venue
+        self.connections = connections
         module = load_venue(venue)
         self.instruments = instruments or INSTRUMENTS.get(venue, ["BTC/USDT", "ETH/USDT"])
         self.symbols = {i: module.native_symbol(i) for i in self.instruments}
@@ -34,6 +35,7 @@ class FeedHarness:
         self.depth = depth
         self.market = Market([venue], self.instruments, seed=3, depth=10, random_dislocations=False)
         self.sim = Simulator({venue: self.symbols}, self.market, update_interval_ms)
+        self.sim.exchanges[venue].paths = paths     # a PathModel: each connection's own network path (None: none)
         self.staleness_ms = staleness_ms
         self.keepalive_s = keepalive_s
         self.open_timeout_s = open_timeout_s
@@ -51,7 +53,8 @@ class FeedHarness:
                            rows=self.rows, supervisor_pid=0, venue_id=VENUE_IDS[self.venue])
         claim_slot(spec)                 # as run_child does for the feed process: role, venue id, pid
         self.feed = Feed(spec, urls[self.venue], self.staleness_ms, backoff_base_s=0.05, backoff_cap_s=0.5,
-                         keepalive_s=self.keepalive_s, open_timeout_s=self.open_timeout_s, transport=self.transport)
+                         keepalive_s=self.keepalive_s, open_timeout_s=self.open_timeout_s, transport=self.transport,
+                         connections=self.connections)
         self.reader = RowReader(self.board)
         self._record_statuses()
         self.tasks = [asyncio.ensure_future(self.sim.run(self.stop)), asyncio.ensure_future(self.feed.run())]

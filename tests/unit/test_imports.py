@@ -24,7 +24,8 @@ LAYERS = [  # (layer, pattern over the dotted module name); the first pattern th
     (0, r"pipeline(\.(errors|model|choices|files|net|backoff))?"),
     (1, r"pipeline\.(config|book|refdata|fees)|pipeline\.board(\..*)?|"
         r"pipeline\.venues(\.\w+)?(\.(wire|_common|account))?"),
-    (2, r"pipeline\.venues\.\w+\.sim|pipeline\.feed\.(session|retry|transport|fees)|pipeline\.detector(\.(scan|rules|"
+    (2, r"pipeline\.venues\.\w+\.sim|pipeline\.feed\.(session|retry|transport|fees|arbiter)|"
+        r"pipeline\.detector(\.(scan|rules|"
         r"engine|lifecycle|report|sizing))?|pipeline\.recording(\..*)?|pipeline\.sim\.(market|protocol|account|paths)|"
         r"pipeline\.sim|pipeline\.bridge(\.(codec|rows|stream|changes))?|pipeline\.console(\.(events|render|snapshot))?|"
         r"pipeline\.output(\.(writers|sink))?|pipeline\.runtime|pipeline\.feed|pipeline\.decisions"),

@@ -123,3 +123,13 @@ def test_cross_channel_ids_are_declared_where_both_channels_carry_one():
 def test_declared_quirks_are_simulator_switches(venue):
     from pipeline.sim.protocol import QUIRK_NAMES
     assert set(load_venue(venue).quirks) <= set(QUIRK_NAMES)
+
+
+def test_a_venue_keeps_one_connection_exactly_when_its_updates_carry_no_exchange_wide_id():
+    """``cross_channel_seq`` names the id that tells an update's copies on redundant connections apart; a venue
+    without one says why it keeps one connection (``single_connection``), and only such a venue does."""
+    from pipeline.venues import VENUES, load_venue
+    for name in VENUES:
+        record = load_venue(name)
+        assert bool(record.cross_channel_seq) != bool(record.single_connection), name
+    assert sorted(n for n in VENUES if load_venue(n).single_connection) == ["coinbase", "htx", "kraken"]

@@ -19,6 +19,8 @@ VENUE = Venue(
     checksum=None,
     checksum_levels=0,
     depth_is_delta=True,
+    single_connection=("sequence_num counts the messages of one connection, and level2 updates carry no per-product "
+                       "id: an update's copy on another connection cannot be recognised"),
     cross_channel_seq="",
     bbo_channel=False,                # level2 only: the top of book is the book's own (W4)
     quirks=("dropped_messages",),

@@ -19,6 +19,8 @@ VENUE = Venue(
     depth_is_delta=True,        # mbp.5 deltas chained by prevSeqNum, aligned with the req snapshot (pipeline.book)
     aligned_snapshots=True,
     bbo_channel=False,          # bbo is not documented on /feed; mbp.5 is tick by tick: its best level is the top
+    single_connection=("bbo carries seqId and the depth stream seqNum, two id spaces that order nothing across the "
+                       "channels, so a copy of a composed book on another connection cannot be told from a newer one"),
     cross_channel_seq="",
     quirks=("dropped_messages",),
     reference_data=ReferenceData(   # trading rules: tick, step, minimums (docs/trading-rules.md)

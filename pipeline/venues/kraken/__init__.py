@@ -19,6 +19,8 @@ VENUE = Venue(
     checksum=wire.checksum,
     checksum_levels=wire.CHECKSUM_LEVELS,
     depth_is_delta=True,
+    single_connection=("book updates carry no id (a CRC32 checksum and per-level timestamps only): an update's copy on "
+                       "another connection cannot be told from a newer update with the same levels"),
     cross_channel_seq="",
     quirks=("shortest_numbers", "venue_status", "dropped_messages"),
     reference_data=ReferenceData(   # trading rules: tick, step, minimums (docs/trading-rules.md)

@@ -1,0 +1,112 @@
+"""Redundant connections against the simulator: a venue read over two connections keeps its rows live while
+either one is trusted, and only both lost makes them disconnected.
+
+The feed's own status writes are kept (:meth:`FeedHarness.statuses`), so a row that left LIVE for a moment
+cannot go unseen."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.board import RowStatus
+from tests.conftest import run
+from tests.integration.harness import FeedHarness
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit", "okx"])
+def test_a_dropped_connection_is_invisible_to_the_rows_while_the_other_carries_them(venue):
+    async def scenario():
+        async with FeedHarness(venue, connections=2) as h:
+            await h.all_live()
+            await h.until(lambda: len(h.server.connections) == 2, 5, "two connections")
+            arbiter = h.feed.arbiter
+            # on loopback one path wins nearly every race: the other's copies are counted, later or older
+            await h.until(lambda: sum(arbiter.duplicates) + sum(arbiter.late) > 20, 10, "copies on both paths")
+            marks = {i: h.writes(i) for i in h.instruments}
+            handshakes = len(h.server.handshakes)
+            dropped = next(iter(h.server.connections))
+            dropped.transport.abort()                   # one path's TCP connection reset, no close frame
+            await h.until(lambda: len(h.server.handshakes) > handshakes and len(h.server.connections) == 2, 10,
+                          "the dropped path reconnected")
+            updated = {i: h.writes(i) for i in h.instruments}
+            await h.until(lambda: all(h.writes(i) > updated[i] + 5 for i in h.instruments), 10, "rows still moving")
+            for instrument in h.instruments:
+                assert set(h.statuses(instrument, marks[instrument])) == {RowStatus.LIVE}, instrument
+            assert h.stat("reconnects") >= 1
+            assert sum(arbiter.first) > 0
+    run(scenario())
+
+
+def test_both_connections_lost_disconnect_the_rows_until_one_is_back():
+    async def scenario():
+        async with FeedHarness("binance", connections=2) as h:
+            await h.all_live()
+            await h.until(lambda: len(h.server.connections) == 2, 5, "two connections")
+            h.server.faults.refuse_until = time.monotonic() + 60
+            await h.server.drop_connections("abort")
+            await h.until(lambda: all(h.status(i) == RowStatus.DISCONNECTED for i in h.instruments), 5,
+                          "rows disconnected once no path is left")
+            h.server.faults.refuse_until = 0.0
+            await h.all_live(10)
+    run(scenario())
+
+
+def test_over_paths_with_their_own_delays_and_stalls_each_path_delivers_first_and_a_stall_is_invisible():
+    """The simulator's network paths (each connection its own lognormal delay): both paths win races; one path
+    stalled for 400 ms goes stale on its own (staleness 150 ms) while the rows stay live, carried by the other."""
+    from pipeline.sim.paths import PathModel
+    paths = PathModel(delay_ms=0.5, jitter=1.0, stall_every_s=0.0, stall_ms=(50.0, 150.0), disconnect_every_s=0.0)
+
+    async def scenario():
+        async with FeedHarness("okx", connections=2, paths=paths, staleness_ms=150) as h:
+            await h.all_live()
+            await h.until(lambda: len(h.server.connections) == 2, 5, "two connections")
+            arbiter = h.feed.arbiter
+            await h.until(lambda: all(n > 20 for n in arbiter.first), 10, "each path first with some updates")
+            said: list[tuple[int, int]] = []                 # (path, status) of every status-only write
+            set_status = arbiter.set_status
+
+            def observed(path, row, status, confirmed_ns):
+                said.append((path, status))
+                set_status(path, row, status, confirmed_ns)
+            arbiter.set_status = observed
+            marks = {i: h.writes(i) for i in h.instruments}
+            index = next(iter(h.server._path_schedules))          # noqa: SLF001 - the first open connection's index
+            stall_ends = await h.server.stall(index, 400)
+            await h.until(lambda: time.monotonic() > stall_ends + 0.1, 5, "the stall over")
+            await h.until(lambda: all(h.writes(i) > marks[i] + 10 for i in h.instruments), 5, "rows moving")
+            assert any(status == int(RowStatus.STALE) for _, status in said), "the stalled path never went stale"
+            for instrument in h.instruments:
+                assert set(h.statuses(instrument, marks[instrument])) == {RowStatus.LIVE}, instrument
+            assert all(arbiter.lag_percentiles(p) is not None for p in range(2))
+    run(scenario())
+
+
+def test_a_recording_of_two_paths_says_each_frames_path_and_replays_the_arbitration_alike(tmp_path, board_name):
+    """``run.py`` with ``connections: 2`` and recording on: the frames carry their path's connection ids (path 1
+    numbers from 100000), and replay, which arbitrates the paths as the feed does, writes the same events twice."""
+    from pipeline.recording.format import EVENT, read_recording, recording_files
+    from tests.conftest import demo_config, run_cli, write_config
+    raw = demo_config(board_name, tmp_path / "live.jsonl")
+    for venue in raw["venues"].values():
+        venue["connections"] = 2
+    raw["recording"] = {"dir": str(tmp_path / "rec")}
+    config = write_config(tmp_path / "c.yaml", raw)
+    result = run_cli("--config", str(config), "--duration", "3", timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for path in recording_files(tmp_path / "rec"):
+        _, records, damage = read_recording(path)
+        assert damage is None
+        paths = {r.conn // 100_000 for r in records if r.kind != EVENT}
+        assert paths == {0, 1}, path
+    outs = []
+    for n in range(2):
+        out = tmp_path / f"replay{n}.jsonl"
+        replay = run_cli("replay", "--config", str(config), "--recording", str(tmp_path / "rec"), "--out", str(out),
+                         "--quiet")
+        assert replay.returncode == 0, replay.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and b'"event":"open"' in outs[0]
