@@ -35,7 +35,7 @@ import yaml
 
 from pipeline.choices import QUIRK_NAMES, TRANSPORTS, WAIT_MODES, transport_installed
 from pipeline.errors import ConfigError
-from pipeline.model import MAX_DEPTH
+from pipeline.model import MAX_CONNECTIONS, MAX_DEPTH
 from pipeline.net import is_loopback
 
 INSTRUMENT_RE = re.compile(r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$")
@@ -107,6 +107,16 @@ def _string(pattern: re.Pattern | None = None, choices: tuple[str, ...] | None =
             return _BAD
         return value
     return check
+
+
+def _url_list(value, path, ctx):
+    """A non-empty list of ws(s) URLs."""
+    if not isinstance(value, list) or not value:
+        ctx.add(path, f"must be a non-empty list of wss:// URLs, got {value!r}")
+        return _BAD
+    check = _string(re.compile(r"^wss?://"))
+    urls = [check(url, f"{path}[{n}]", ctx) for n, url in enumerate(value)]
+    return _BAD if any(u is _BAD for u in urls) else tuple(urls)
 
 
 def _boolean(value, path, ctx):
@@ -502,11 +512,14 @@ class VenueConfig:
                            "`credentials_env`) at start and every `reference_data.refresh_s`; the detector uses it in "
                            "place of `taker_fee_bps` / `fee_overrides`; refused: configured fees and a health alert "
                            "([Fees your account pays](docs/trading-rules.md#fees-your-account-pays))")
-    connections: int = key(1, _number(1, 4, integer=True),
+    connections: int = key(1, _number(1, MAX_CONNECTIONS, integer=True),
                            "independent connections to the venue, each subscribed to every instrument; the first copy "
                            "of each update wins and a row stays live while one connection is trusted "
                            "([Redundant connections](#redundant-connections)); venues whose updates carry no "
                            "exchange-wide id keep 1")
+    urls: tuple[str, ...] = key((), _url_list, "one endpoint per connection, in order (the venue's documented "
+                                "alternatives, e.g. Binance's `stream.binance.com:9443` and "
+                                "`data-stream.binance.vision`), in place of `url`", shown="`url` for each")
     rules_url: str | None = key(None, _string(re.compile(r"^(https?|wss?)://[^\s/]+/?$")),
                                 "`http(s)://host:port` the venue's trading rules are fetched from (its endpoint's "
                                 "path is kept; ws(s) for a venue that publishes them on a channel)",
@@ -884,6 +897,14 @@ def _check_venue(values, raw, path, ctx):
     record = load_venue(values["name"])
     if values.get("connections", 1) > 1 and record.single_connection:
         ctx.add(f"{path}.connections", f"{values['name']} keeps one connection: {record.single_connection}")
+    if values.get("urls"):
+        if "url" in values:
+            ctx.add(f"{path}.urls", "give url (every connection) or urls (one per connection), not both")
+        else:
+            if len(values["urls"]) != values.get("connections", 1):
+                ctx.add(f"{path}.urls", f"{len(values['urls'])} URLs for {values.get('connections', 1)} connections: "
+                                        f"one per connection ({path}.connections)")
+            values["url"] = values["urls"][0]      # the venue's endpoint where one is asked for (rules, doctor)
     fees = getattr(record, "account_fees", None)
     if values.get("fee_lookup"):
         if fees is None:

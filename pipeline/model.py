@@ -39,6 +39,7 @@ from decimal import Decimal
 
 # The most levels per side a book publishes (and a board row holds): ``board.depth`` is 1..MAX_DEPTH.
 MAX_DEPTH = 10
+MAX_CONNECTIONS = 4      # redundant connections per venue at most (venues.NAME.connections)
 
 
 class RowStatus(enum.IntEnum):

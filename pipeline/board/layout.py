@@ -2,7 +2,7 @@
 
 The segment is a few regions, each an array of one numpy structured dtype::
 
-    [ header ][ process slots (n_procs x 448 B) ][ latency histograms (n_procs x 4) ][ pairs ]
+    [ header ][ process slots (n_procs x 576 B) ][ latency histograms (n_procs x 4) ][ pairs ]
     [ row lanes (n_rows x u2) ][ change lanes (n_procs x 1088 B) ][ quote rows ][ rules (n_rows x 256 B) ]
 
 Every offset anyone uses (the seqlock writer's ``struct`` format, the
@@ -39,12 +39,12 @@ from dataclasses import dataclass
 import numpy as np
 
 # the states, reasons and roles are the pipeline's own vocabulary (pipeline.model); the board stores their values
-from pipeline.model import MAX_DEPTH, ProcessRole, SkipReason
+from pipeline.model import MAX_CONNECTIONS, MAX_DEPTH, ProcessRole, SkipReason
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 13
+LAYOUT_VERSION = 14
 CACHE_LINE = 64
-PROC_SLOT_SIZE = 448
+PROC_SLOT_SIZE = 576
 
 
 HEADER_DTYPE = np.dtype(
@@ -126,6 +126,14 @@ PROC_DTYPE = np.dtype(
         ("fee_lookup_failures", "<u8"),  # feeds: account fee lookups that failed (refused or unreachable)
         ("fee_lookup_state", "<u8"),  # feeds: 0 off, 1 account fees in use, 2 refused, 3 unreachable, 4 bad answer
         ("fee_lookup_status", "<u8"), # feeds: the HTTP status of the last failed lookup (0: none, no answer)
+        # feeds, redundant connections (version 14; pipeline/feed/arbiter.py), per path, published every 100 ms
+        ("paths", "<u4"),             # feeds: connections read per venue (1: no arbitration; the path fields unused)
+        ("failovers", "<u4"),         # feeds: rows published from another path because theirs stopped being trusted
+        ("path_first", "<u8", (MAX_CONNECTIONS,)),       # updates each path delivered first
+        ("path_copies", "<u8", (MAX_CONNECTIONS,)),      # copies each path delivered after another (later or older)
+        ("path_lag_p50_us", "<u4", (MAX_CONNECTIONS,)),  # how long after the first its copies came (its latest 4096)
+        ("path_lag_p99_us", "<u4", (MAX_CONNECTIONS,)),
+        ("path_live_rows", "<u4", (MAX_CONNECTIONS,)),   # rows each path holds trusted now
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),

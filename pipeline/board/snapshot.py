@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 
 from pipeline.board.histogram import HistogramSnapshot, read_histogram
 from pipeline.board.layout import HOPS, PROC_DTYPE, ProcessRole, SkipReason
+from pipeline.model import MAX_CONNECTIONS
 
 # slot fields that hold no value (alignment holes)
 PAD_FIELDS = frozenset(name for name in PROC_DTYPE.names if name.startswith("pad"))
@@ -89,6 +90,13 @@ class ProcSnapshot:
     fee_lookup_failures: int = 0
     fee_lookup_state: int = 0
     fee_lookup_status: int = 0
+    paths: int = 0
+    failovers: int = 0
+    path_first: tuple[int, ...] = (0,) * MAX_CONNECTIONS
+    path_copies: tuple[int, ...] = (0,) * MAX_CONNECTIONS
+    path_lag_p50_us: tuple[int, ...] = (0,) * MAX_CONNECTIONS
+    path_lag_p99_us: tuple[int, ...] = (0,) * MAX_CONNECTIONS
+    path_live_rows: tuple[int, ...] = (0,) * MAX_CONNECTIONS
     restarts: int = 0
     last_exit_code: int = 0
     # -- the role's latency histograms
@@ -122,7 +130,7 @@ class ProcSnapshot:
 
 
 def _value(name: str, value):
-    if name == "skipped":
+    if name == "skipped" or name.startswith("path_"):
         return tuple(int(n) for n in value)
     if name == "role":
         role = int(value)

@@ -157,6 +157,10 @@ class Arbiter:
         self.rows[row] = [path, version, status, first_recv]
 
     # ---------------------------------------------------------------- reporting
+    def live_rows(self, path: int) -> int:
+        """Rows ``path`` holds trusted now (LIVE there, whatever the board shows)."""
+        return sum(1 for state in self.last[path].values() if state[0] == LIVE)
+
     def lag_percentiles(self, path: int) -> tuple[int, int] | None:
         """(p50, p99) in ns of how long after the first copy ``path``'s copies came, or None without any."""
         samples = sorted(self.lags[path])

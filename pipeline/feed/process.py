@@ -148,10 +148,11 @@ class Feed:
                  backoff_cap_s: float = 10.0, keepalive_s: float | None = None, open_timeout_s: float = 10.0,
                  recorder=None, ws_ping_interval_s: float | None = None, credentials: dict | None = None,
                  handover_timeout_s: float = HANDOVER_TIMEOUT_S, transport: str = VenueConfig.transport,
-                 rules: RulesSource | None = None, fees=None, connections: int = 1):
+                 rules: RulesSource | None = None, fees=None, connections: int = 1, urls: tuple[str, ...] = ()):
         self.spec = spec
         self.venue = load_venue(spec.venue)
         self.url = url
+        self.urls = urls                  # one endpoint per path (venues.NAME.urls); empty: ``url`` for every path
         self.depth = spec.depth
         self.board = Board.attach(spec.board_name, spec.depth)
         self.writer = RowWriter(self.board, [r.row for r in spec.rows])
@@ -391,7 +392,7 @@ class Feed:
 
     async def _standby(self, old):
         """Open the replacement of ``old``, build its books, hand the rows over, close ``old``."""
-        url = self.venue.build_url(self.url, old.symbols, self.depth)
+        url = self.venue.build_url(self.url_of(self.session_of[old]), old.symbols, self.depth)
         session = self.session_of[old]
         link, conn, reader, waits = await self._open(list(old.symbols), url, standby_for=old, session=session)
         try:
@@ -415,7 +416,7 @@ class Feed:
         session = session or self.session
         venue = self.venue
         backoff = Backoff(self.backoff_base_s, self.backoff_cap_s)
-        url = venue.build_url(self.url, symbols, self.depth)
+        url = venue.build_url(self.url_of(session), symbols, self.depth)
         group = {"established": False}      # this group of symbols had a connection before (for "reconnects")
         handed = None                       # (link, conn, reader) of a replacement that already holds the rows
         while not self.stop.is_set():
@@ -470,6 +471,10 @@ class Feed:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), delay)
 
+    def url_of(self, session: FeedSession) -> str:
+        """The endpoint ``session``'s path connects to."""
+        return self.urls[session.path] if self.urls else self.url
+
     def _set_connected(self, delta: int) -> None:
         self.connected += delta
         self.board.procs[self.spec.slot]["connected"] = self.connected
@@ -492,6 +497,8 @@ class Feed:
                 session.tick(now)
             self.sink.flush()
             self._publish_backlog()
+            if self.arbiter is not None:
+                self._publish_paths()
             await self._connection_timers(now)
             if self.recorder is not None:
                 self.recorder.publish_stats(self.stats)
@@ -500,6 +507,21 @@ class Feed:
                 self.stop.set()
                 return
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
+
+    def _publish_paths(self) -> None:
+        """What the redundant paths did (pipeline.feed.arbiter), into the slot's path fields."""
+        arbiter = self.arbiter
+        proc = self.board.procs[self.spec.slot]
+        proc["paths"] = arbiter.paths
+        proc["failovers"] = min(arbiter.failovers, 0xFFFFFFFF)
+        for path in range(arbiter.paths):
+            proc["path_first"][path] = arbiter.first[path]
+            proc["path_copies"][path] = arbiter.duplicates[path] + arbiter.late[path]
+            lags = arbiter.lag_percentiles(path)
+            p50, p99 = (0, 0) if lags is None else lags
+            proc["path_lag_p50_us"][path] = min(p50 // 1000, 0xFFFFFFFF)
+            proc["path_lag_p99_us"][path] = min(p99 // 1000, 0xFFFFFFFF)
+            proc["path_live_rows"][path] = arbiter.live_rows(path)
 
     def _publish_backlog(self) -> None:
         """The longest wait and the most messages queued since the last call, into the slot (then reset)."""
@@ -686,7 +708,8 @@ def run_feed(spec: ProcessSpec, config, stop) -> None:
                 transport=venue_config.transport,
                 rules=RulesSource(rules_at, config.reference_data),
                 fees=build_fee_lookup(venue_config, rules_at, spec.rows, config.reference_data, os.environ),
-                connections=venue_config.connections)
+                connections=venue_config.connections,
+                urls=() if dict(spec.urls).get(spec.venue) else venue_config.urls)
     try:
         asyncio.run(feed.run(stop))
     finally:

@@ -32,6 +32,11 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_feed_rules_changes_total{exchange}           trading-rule fields changed while running
     pipeline_feed_rules_fetch_failures_total{exchange}    reference-data fetches that failed
     pipeline_feed_fee_lookup_failures_total{exchange}     account fee lookups refused or unanswered
+    pipeline_feed_failovers_total{exchange}               redundant connections: rows published from another path
+    pipeline_feed_path_first_total{exchange,path}         updates each connection path delivered first
+    pipeline_feed_path_copies_total{exchange,path}        copies it delivered after another path (later or older)
+    pipeline_feed_path_lag_seconds{exchange,path,quantile}  gauge, how long after the first its copies came (0.5, 0.99)
+    pipeline_feed_path_live_rows{exchange,path}           gauge, rows the path holds trusted now
     pipeline_row_state{exchange,instrument,state}         gauge, 1 for the current RowStatus, else 0 (no_rules:
                                                           the instrument has no trading rules)
     pipeline_row_last_update_age_seconds{exchange,instrument}   gauge, absent until the row is written
@@ -261,6 +266,34 @@ class BoardCollector:
         yield behind
         yield wait
         yield queued
+        yield from self._path_families(feeds)
+
+    @staticmethod
+    def _path_families(feeds) -> Iterator:
+        """Redundant connections (pipeline.feed.arbiter): per path of each feed that reads more than one."""
+        failovers = CounterMetricFamily("pipeline_feed_failovers",
+                                        "Rows published from another connection path because theirs stopped being "
+                                        "trusted.", labels=["exchange"])
+        first = CounterMetricFamily("pipeline_feed_path_first", "Updates this connection path delivered first.",
+                                    labels=["exchange", "path"])
+        copies = CounterMetricFamily("pipeline_feed_path_copies", "Copies this connection path delivered after "
+                                     "another had (later, or older than the row).", labels=["exchange", "path"])
+        lag = GaugeMetricFamily("pipeline_feed_path_lag_seconds", "How long after the first copy this path's copies "
+                                "came (its latest 4096), by quantile.", labels=["exchange", "path", "quantile"])
+        live = GaugeMetricFamily("pipeline_feed_path_live_rows", "Rows this connection path holds trusted now.",
+                                 labels=["exchange", "path"])
+        for spec, proc in feeds:
+            if proc.paths < 2:
+                continue
+            failovers.add_metric([spec.venue], proc.failovers)
+            for path in range(proc.paths):
+                labels = [spec.venue, str(path)]
+                first.add_metric(labels, proc.path_first[path])
+                copies.add_metric(labels, proc.path_copies[path])
+                lag.add_metric(labels + ["0.5"], proc.path_lag_p50_us[path] / 1e6)
+                lag.add_metric(labels + ["0.99"], proc.path_lag_p99_us[path] / 1e6)
+                live.add_metric(labels, proc.path_live_rows[path])
+        yield from (failovers, first, copies, lag, live)
 
     def _row_families(self, now_ns: int) -> Iterator:
         rows = self.board.rows

@@ -190,7 +190,7 @@ def render_block(snapshot: list[ProcessHealth], cpu_count: int, clock: str, at_s
                 line += f" clock offset {proc.clock_offset_ns / 1e6:+.1f}ms"
             if proc.record_dropped:
                 line += f" RECORDING FAILING: {proc.record_dropped} frames not recorded"
-            line += backlog_status(proc) + rules_status(proc) + fee_status(proc)
+            line += backlog_status(proc) + rules_status(proc) + fee_status(proc) + paths_status(proc)
         elif info.key == "detector":
             scans = f"scans {proc.scans:>6}" if info.scans_per_s is None else f"scans/s {info.scans_per_s:>8.0f}"
             line += f" {scans} opportunities {proc.opportunities}"
@@ -250,6 +250,21 @@ def format_status(clock: str, live: int, feeds: int, messages_per_s: float | Non
     if restarted:
         parts.append("restarts: " + ", ".join(restarted))
     return "  ".join(parts)
+
+
+def paths_status(proc: ProcSnapshot) -> str:
+    """`` paths first 61%/39% lag p50 0.3/0.4ms p99 2.1/1.8ms live 3/3 failovers 2``: a feed that reads its venue
+    over redundant connections: each path's share of the updates it delivered first, how long after the first its
+    copies came, the rows it holds trusted now (pipeline.feed.arbiter)."""
+    n = proc.paths
+    if n < 2:
+        return ""
+    total = sum(proc.path_first[:n]) or 1
+    share = "/".join(f"{100 * proc.path_first[p] / total:.0f}%" for p in range(n))
+    p50 = "/".join(f"{proc.path_lag_p50_us[p] / 1000:.1f}" for p in range(n))
+    p99 = "/".join(f"{proc.path_lag_p99_us[p] / 1000:.1f}" for p in range(n))
+    live = "/".join(str(proc.path_live_rows[p]) for p in range(n))
+    return f" paths first {share} lag p50 {p50}ms p99 {p99}ms live {live} failovers {proc.failovers}"
 
 
 def backlog_status(proc: ProcSnapshot) -> str:

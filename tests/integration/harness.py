@@ -24,9 +24,10 @@ DEFAULT_TRANSPORT = "websockets"     # the conformance suite runs once per trans
 class FeedHarness:
     def __init__(self, venue: str, instruments=None, staleness_ms: float = 5000, keepalive_s: float | None = None,
                  update_interval_ms: float = 10, depth: int = 5, open_timeout_s: float = 10.0,
-                 transport: str | None = None, connections: int = 1, paths=None):
+                 transport: str | None = None, connections: int = 1, paths=None, urls=None):
         self.venue = venue
         self.connections = connections
+        self.urls = urls                 # (url) -> one endpoint per path, from the simulator's url
         module = load_venue(venue)
         self.instruments = instruments or INSTRUMENTS.get(venue, ["BTC/USDT", "ETH/USDT"])
         self.symbols = {i: module.native_symbol(i) for i in self.instruments}
@@ -54,7 +55,8 @@ class FeedHarness:
         claim_slot(spec)                 # as run_child does for the feed process: role, venue id, pid
         self.feed = Feed(spec, urls[self.venue], self.staleness_ms, backoff_base_s=0.05, backoff_cap_s=0.5,
                          keepalive_s=self.keepalive_s, open_timeout_s=self.open_timeout_s, transport=self.transport,
-                         connections=self.connections)
+                         connections=self.connections,
+                         urls=tuple(self.urls(urls[self.venue])) if self.urls is not None else ())
         self.reader = RowReader(self.board)
         self._record_statuses()
         self.tasks = [asyncio.ensure_future(self.sim.run(self.stop)), asyncio.ensure_future(self.feed.run())]

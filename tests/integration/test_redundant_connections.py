@@ -82,6 +82,12 @@ def test_over_paths_with_their_own_delays_and_stalls_each_path_delivers_first_an
             for instrument in h.instruments:
                 assert set(h.statuses(instrument, marks[instrument])) == {RowStatus.LIVE}, instrument
             assert all(arbiter.lag_percentiles(p) is not None for p in range(2))
+            # what the health line and the metrics read: the feed's slot, published every 100 ms
+            proc = h.board.procs[0]
+            n = len(h.instruments)
+            await h.until(lambda: int(proc["paths"]) == 2 and list(proc["path_live_rows"][:2]) == [n, n], 5,
+                          "the paths in the slot, both holding every row")
+            assert all(int(x) > 20 for x in proc["path_first"][:2]) and all(int(x) > 0 for x in proc["path_copies"][:2])
     run(scenario())
 
 
@@ -110,3 +116,39 @@ def test_a_recording_of_two_paths_says_each_frames_path_and_replays_the_arbitrat
         assert replay.returncode == 0, replay.stderr
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] and b'"event":"open"' in outs[0]
+
+
+def test_each_path_connects_to_its_own_endpoint_from_urls():
+    """``venues.NAME.urls``: one endpoint per path, in order (here the simulator by two host names)."""
+    def two_hosts(url: str) -> list[str]:
+        return [url, url.replace("127.0.0.1", "localhost")]
+
+    async def scenario():
+        async with FeedHarness("binance", connections=2, urls=two_hosts) as h:
+            await h.all_live()
+            await h.until(lambda: len(h.server.connections) == 2, 5, "two connections")
+            port = h.server.port
+            hosts = sorted(ws.request.headers["Host"] for ws in h.server.connections)
+            assert hosts == sorted([f"127.0.0.1:{port}", f"localhost:{port}"])
+            assert [h.feed.url_of(s) for s in h.feed.sessions] == two_hosts(h.feed.url)
+    run(scenario())
+
+
+def test_urls_are_one_per_connection_and_replace_url():
+    from pipeline.config import parse_config
+    from pipeline.errors import ConfigError
+
+    def problems(venue: dict) -> str:
+        try:
+            parse_config({"venues": {"binance": {"instruments": ["BTC/USDT"], **venue}}},
+                         available_cores=frozenset({0}))
+        except ConfigError as exc:
+            return str(exc)
+        return ""
+    two = ["wss://stream.binance.com:9443/stream", "wss://data-stream.binance.vision/stream"]
+    assert problems({"connections": 2, "urls": two}) == ""
+    assert ("venues.binance.urls: 1 URLs for 2 connections: one per connection (venues.binance.connections)"
+            in problems({"connections": 2, "urls": two[:1]}))
+    assert ("venues.binance.urls: give url (every connection) or urls (one per connection), not both"
+            in problems({"connections": 2, "urls": two, "url": two[0]}))
+    assert "venues.binance.urls[1]: invalid value 'https://x'" in problems({"connections": 2, "urls": [two[0], "https://x"]})

@@ -346,3 +346,26 @@ def test_every_per_process_metric_names_a_process_the_same_way(board, board_name
     assert not any(values & {"binance", "bybit"} for values in by_family.values())
     # the feed-level families keep the exchange label
     assert {labels["exchange"] for labels, _ in s["pipeline_feed_messages_total"]} == {"binance", "bybit"}
+
+
+def test_redundant_connections_are_exposed_per_path_for_a_feed_that_reads_more_than_one(board, board_name):
+    """binance read over two paths: first, copies, lag quantiles and live rows per path, and its failovers;
+    bybit (one connection) has no path series at all."""
+    proc = board.procs[0]
+    proc["paths"] = 2
+    proc["failovers"] = 3
+    proc["path_first"][:2] = [600, 400]
+    proc["path_copies"][:2] = [390, 590]
+    proc["path_lag_p50_us"][:2] = [300, 450]
+    proc["path_lag_p99_us"][:2] = [2100, 48_000]
+    proc["path_live_rows"][:2] = [2, 1]
+    s = _samples(_scrape_once(BoardCollector(board, _specs(board_name), clock=lambda: NOW)))
+    assert _by(s, "pipeline_feed_failovers_total", "exchange") == {("binance",): 3}
+    assert _by(s, "pipeline_feed_path_first_total", "exchange", "path") == {("binance", "0"): 600,
+                                                                           ("binance", "1"): 400}
+    assert _by(s, "pipeline_feed_path_copies_total", "exchange", "path") == {("binance", "0"): 390,
+                                                                            ("binance", "1"): 590}
+    assert _by(s, "pipeline_feed_path_lag_seconds", "exchange", "path", "quantile") == {
+        ("binance", "0", "0.5"): 0.0003, ("binance", "0", "0.99"): 0.0021,
+        ("binance", "1", "0.5"): 0.00045, ("binance", "1", "0.99"): 0.048}
+    assert _by(s, "pipeline_feed_path_live_rows", "exchange", "path") == {("binance", "0"): 2, ("binance", "1"): 1}

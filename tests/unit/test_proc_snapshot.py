@@ -66,6 +66,8 @@ def test_read_proc_copies_every_slot_field_exactly(board):
             value = -9                                             # signed: killed by SIGKILL
         elif name == "clock_offset_ns":
             value = -2_500_000
+        elif name.startswith("path_"):                         # one per redundant path, each its own
+            value = tuple(100 * n + path for path in range(PROC_DTYPE.fields[name][0].shape[0]))
         else:
             value = 10 + n
         slot[name] = value
@@ -187,4 +189,4 @@ def test_final_block_shows_a_process_still_running_with_its_usage(board, board_n
     board.procs[3]["started_ns"] = 1
     lines = final_block(board, _specs(board_name)[3:], cpu_count=2, clock="12:00:00").splitlines()
     assert lines[1] == f"  pipeline: health           pid {os.getpid():>7} stopped"
-    assert np.dtype(PROC_DTYPE).itemsize == 448
+    assert np.dtype(PROC_DTYPE).itemsize == 576
