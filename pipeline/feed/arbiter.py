@@ -86,7 +86,10 @@ class Arbiter:
         elif current is None or current[0] == path:
             self._fail_over(path, row, recv_ns)
 
-    def set_status(self, path: int, row: int, status: int, confirmed_ns: int | None) -> None:
+    def set_status(self, path: int, row: int, status: int, confirmed_ns: int | None,
+                   version: int | None = None) -> None:
+        """A status-only write of ``path`` (``version``: its book's id now: an update that changed no level, as
+        OKX's empty updates and Bybit's re-sends, still moves it on)."""
         mine = self.last[path].get(row)
         if mine is None:
             mine = self.last[path][row] = [status, None, None, 0]
@@ -94,14 +97,20 @@ class Arbiter:
             mine[0] = status
         if confirmed_ns is not None:
             mine[3] = confirmed_ns
+        if version is not None and mine[2] is not None:
+            mine[1] = version                           # its levels, as last written, are the book at ``version``
         current = self.rows.get(row)
         if status == LIVE:
             if current is not None and current[0] == path:
                 self.sink.set_status(row, status, confirmed_ns)
                 current[2] = status
+                if version is not None and (current[1] is None or version > current[1]):
+                    current[1] = version
             elif current is None or current[2] != LIVE:
                 if mine[2] is not None:
                     self._publish(path, row)            # trusted again on this path first
+            elif mine[1] is not None and current[1] is not None and mine[1] > current[1]:
+                self._publish(path, row)                # this path's book is ahead (unchanged levels, newer id)
             elif confirmed_ns is not None and mine[1] is not None and mine[1] == current[1]:
                 self.sink.set_status(row, LIVE, confirmed_ns)   # the same update, confirmed through this path
         elif current is None or current[0] == path:
@@ -189,4 +198,5 @@ class PathSink:
                            recv_ns, gaps, checksum_failures)
 
     def set_status(self, row, status, confirmed_ns=None) -> None:
-        self.arbiter.set_status(self.path, row, status, confirmed_ns)
+        book = self._books.get(self._symbol_of.get(row))
+        self.arbiter.set_status(self.path, row, status, confirmed_ns, None if book is None else book.version)

@@ -69,9 +69,9 @@ def test_over_paths_with_their_own_delays_and_stalls_each_path_delivers_first_an
             said: list[tuple[int, int]] = []                 # (path, status) of every status-only write
             set_status = arbiter.set_status
 
-            def observed(path, row, status, confirmed_ns):
+            def observed(path, row, status, confirmed_ns, version=None):
                 said.append((path, status))
-                set_status(path, row, status, confirmed_ns)
+                set_status(path, row, status, confirmed_ns, version)
             arbiter.set_status = observed
             marks = {i: h.writes(i) for i in h.instruments}
             index = next(iter(h.server._path_schedules))          # noqa: SLF001 - the first open connection's index
