@@ -194,3 +194,19 @@ def test_the_health_line_of_a_feed_on_two_paths_says_what_each_did():
                         path_lag_p99_us=(2100, 48_000, 0, 0), path_live_rows=(2, 1, 0, 0))
     assert paths_status(proc) == " paths first 60%/40% lag p50 0.3/0.5ms p99 2.1/48.0ms live 2/1 failovers 3"
     assert paths_status(ProcSnapshot(paths=1, path_first=(9, 0, 0, 0))) == ""
+
+
+def test_an_update_that_changed_no_level_still_moves_the_rows_id_so_an_older_copy_is_never_taken_for_newer():
+    """OKX's empty updates and Bybit's re-sends move a book's id without changing a level (the session confirms
+    the row): that id is the row's now, and a stalled path's late burst below it is dropped, not published."""
+    board = History()
+    arbiter = Arbiter(board, 2)
+    levels = ([(100.0, 1.0)], [(101.0, 1.0)])
+    arbiter.write(0, 10, 0, LIVE, *levels, 1, 1 * MS, 0, 0)
+    arbiter.write(1, 10, 0, LIVE, *levels, 1, 2 * MS, 0, 0)            # the same update, later
+    arbiter.set_status(1, 0, LIVE, 3 * MS, 12)                          # path 1: updates 11, 12 changed nothing
+    assert arbiter.rows[0][:2] == [1, 12] and arbiter.first == [1, 1]
+    arbiter.write(0, 11, 0, LIVE, [(99.0, 1.0)], [(101.0, 1.0)], 1, 4 * MS, 0, 0)   # path 0's stalled burst
+    assert board.row(0).bids[0][0] == 100.0 and arbiter.late == [1, 0]
+    arbiter.set_status(0, 0, LIVE, 5 * MS, 12)                          # path 0 catches up: the same id, confirmed
+    assert board.row(0).confirmed_ns == 5 * MS and arbiter.rows[0][:2] == [1, 12]
