@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -61,26 +62,53 @@ def box_configs(tmp_path: Path, market_port: int, nats_port: int) -> list[Path]:
     return paths
 
 
-def demo(tmp_path: Path, market_port: int, configs: list[Path], *more: str, timeout: float = 120):
-    args = [sys.executable, str(REPO / "run.py"), "two-box-demo", "--market", str(REPO / "configs/two-box-market.yaml"),
+def demo_args(market: Path, market_port: int, configs: list[Path]) -> list[str]:
+    args = [sys.executable, str(REPO / "run.py"), "two-box-demo", "--market", str(market),
             "--market-port", str(market_port)]
     for path in configs:
         args += ["--config", str(path)]
-    return subprocess.run([*args, *more], capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    return args
+
+
+def demo(tmp_path: Path, market_port: int, configs: list[Path], *more: str, timeout: float = 120):
+    return subprocess.run([*demo_args(REPO / "configs/two-box-market.yaml", market_port, configs), *more],
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+
+
+def busy_market(tmp_path: Path) -> Path:
+    """The demo's market with a dislocation every 0.3 s, so that a loaded machine still sees cross-box ones soon."""
+    raw = yaml.safe_load((REPO / "configs/two-box-market.yaml").read_text())
+    raw["simulator"]["dislocation_every_s"] = 0.3
+    path = tmp_path / "market.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))          # the venues' order is their ports' order
+    return path
 
 
 def test_two_boxes_on_one_market_find_cross_box_opportunities_and_count_each_venue_once(tmp_path):
     market_port = free_ports(5)
     nats_port = free_ports(1)
     configs = box_configs(tmp_path, market_port, nats_port)
-    result = demo(tmp_path, market_port, configs, "--duration", "14")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert f"[market] binance   ws ws://127.0.0.1:{market_port}/stream" in result.stdout
-    found = re.search(r"two-box-demo: tokyo found (\d+) opportunities with a leg on another box", result.stdout)
-    assert found and int(found.group(1)) > 0, result.stdout[-3000:]
-    opens = [r for r in (orjson.loads(line) for line in (tmp_path / "tokyo.jsonl").read_bytes().splitlines())
-             if r["event"] == "open"]
-    legs = [(r["buy_exchange"], r["sell_exchange"], r["instrument"]) for r in opens]
+    tokyo = tmp_path / "tokyo.jsonl"
+
+    def opens() -> list[dict]:
+        lines = tokyo.read_bytes().splitlines() if tokyo.exists() else []
+        return [r for r in map(orjson.loads, lines) if r["event"] == "open"]
+
+    def crossed() -> bool:
+        assert process.poll() is None, "the demo ended before a cross-box opportunity"
+        return any("@" in r["buy_exchange"] + r["sell_exchange"] for r in opens())
+    process = subprocess.Popen(demo_args(busy_market(tmp_path), market_port, configs), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        wait_until(crossed, 90, interval=0.2, message="a cross-box opportunity on tokyo")
+    finally:
+        process.send_signal(signal.SIGINT)             # as Ctrl-C: the boxes print their summaries, the demo counts
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stdout[-3000:] + stderr[-2000:]
+    assert f"[market] binance   ws ws://127.0.0.1:{market_port}/stream" in stdout
+    found = re.search(r"two-box-demo: tokyo found (\d+) opportunities with a leg on another box", stdout)
+    assert found and int(found.group(1)) > 0, stdout[-3000:]
+    legs = [(r["buy_exchange"], r["sell_exchange"], r["instrument"]) for r in opens()]
     # tokyo reads binance itself: binance@frankfurt is another path to it, never a leg of its own
     assert not [leg for leg in legs if "binance@frankfurt" in leg[:2]], legs
     # a venue only frankfurt reads is a leg like any other, and no venue is paired with itself
