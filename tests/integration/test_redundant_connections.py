@@ -152,3 +152,63 @@ def test_urls_are_one_per_connection_and_replace_url():
     assert ("venues.binance.urls: give url (every connection) or urls (one per connection), not both"
             in problems({"connections": 2, "urls": two, "url": two[0]}))
     assert "venues.binance.urls[1]: invalid value 'https://x'" in problems({"connections": 2, "urls": [two[0], "https://x"]})
+
+
+def test_the_simulated_okx_numbers_each_push_alike_on_every_connection():
+    """OKX, "Sequence ID": "The set of sequence ID received by users is the same if users are connecting to the
+    same channel through multiple websocket connections. Each instId has an unique set of sequence ID." Two raw
+    connections to the simulated OKX, subscribed to bbo-tbt and books at different moments, get the same seqId for
+    the same push (each seqId names one top of book and one book), and books chains prevSeqId -> seqId on each."""
+    import asyncio
+    import contextlib
+
+    import orjson
+    from websockets.asyncio.client import connect
+
+    from pipeline.sim.market import Market
+    from pipeline.sim.server import Simulator
+
+    async def scenario():
+        market = Market(["okx"], ["BTC/USDT"], seed=5, random_dislocations=False)
+        sim = Simulator({"okx": {"BTC/USDT": "BTC-USDT"}}, market, 10)
+        urls = await sim.start()
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(sim.run(stop))
+        seen: list[dict] = [{}, {}]                   # per connection: (channel, seqId) -> what it said
+        chains: list[list] = [[], []]
+
+        async def read(n: int, delay_s: float):
+            await asyncio.sleep(delay_s)
+            async with connect(urls["okx"]) as ws:
+                await ws.send(orjson.dumps({"op": "subscribe", "args": [{"channel": "bbo-tbt", "instId": "BTC-USDT"},
+                                                                       {"channel": "books", "instId": "BTC-USDT"}]}))
+                deadline = asyncio.get_running_loop().time() + 1.5
+                while asyncio.get_running_loop().time() < deadline:
+                    message = orjson.loads(await ws.recv())
+                    channel = message.get("arg", {}).get("channel")
+                    for data in message.get("data", ()):
+                        if channel == "bbo-tbt":
+                            seen[n][(channel, data["seqId"])] = (data["bids"], data["asks"])
+                        elif channel == "books":
+                            chains[n].append((data["prevSeqId"], data["seqId"]))
+                            if data["bids"] or data["asks"]:
+                                seen[n][(channel, data["seqId"])] = message.get("action")
+        try:
+            await asyncio.gather(read(0, 0.0), read(1, 0.3))
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(task, 5)
+            await sim.close()
+        tops = [{k: v for k, v in s.items() if k[0] == "bbo-tbt"} for s in seen]
+        shared = set(tops[0]) & set(tops[1])
+        assert len(shared) > 20, (len(tops[0]), len(tops[1]))
+        assert all(tops[0][k] == tops[1][k] for k in shared)        # one id, one top of book, on both
+        # while both read, every top of book connection 1 was pushed (after its first, the state it subscribed in)
+        # connection 0 was pushed too, under the same id
+        first, last = min(x[1] for x in tops[1]), max(x[1] for x in tops[0])
+        both = {k for k in tops[1] if first < k[1] <= last}
+        assert both and both <= set(tops[0]), "connection 1 got ids connection 0 never did"
+        for chain in chains:
+            assert chain[0][0] == -1 and all(b[0] == a[1] for a, b in zip(chain, chain[1:]))
+    run(scenario())

@@ -226,6 +226,59 @@ class Protocol(SimProtocol):
         self.seq[symbol] = seq
         return seq
 
+    def _shared_seq(self, symbol: str, push: str) -> int:
+        """The ``seqId`` of this market step's ``push`` of ``symbol`` (``bbo``, ``books``, ``books5``, a trade): the
+        same on every connection. OKX's "Sequence ID": "The set of sequence ID received by users is the same if
+        users are connecting to the same channel through multiple websocket connections. Each instId has an
+        unique set of sequence ID." So the id is drawn once per step and push, from the instrument's shared
+        state, and every connection that renders that push sends it. Without shared state (a protocol rendering
+        alone, as the load generator's), the connection's own counter."""
+        state = self.states.get(symbol)
+        if state is None:
+            return self._next_seq(symbol)
+        shared = state.extra.get("okx_seq")
+        if shared is None:
+            shared = state.extra["okx_seq"] = {"next": 3_000_000_000, "ids": {}, "rng": random.Random(symbol),
+                                               "reset_step": -1}
+        key = (state.step, push)
+        seq = shared["ids"].get(key)
+        if seq is None:
+            shared["next"] += shared["rng"].randint(1, 3)               # OKX seqIds jump between pushes
+            seq = shared["ids"][key] = shared["next"]
+            if len(shared["ids"]) > 256:                                # only the last few steps' pushes matter
+                shared["ids"] = {k: v for k, v in shared["ids"].items() if k[0] >= state.step - 4}
+        return seq
+
+    def _books_seq(self, symbol: str, snapshot: bool) -> int:
+        """The ``seqId`` of a ``books`` push: a new one for this step's change; a snapshot of a book that did not
+        change this step carries the book's current id (what every other connection holds)."""
+        state = self.states.get(symbol)
+        if state is None:
+            return self._next_seq(symbol)
+        seq = self._shared_seq(symbol, "books") if not snapshot or state.changed else None
+        shared = state.extra["okx_seq"] if "okx_seq" in state.extra else None
+        if seq is None:
+            seq = shared.get("books_id") if shared is not None else None
+            if seq is None:
+                seq = self._shared_seq(symbol, "books")
+                shared = state.extra["okx_seq"]
+        shared["books_id"] = seq
+        return seq
+
+    def _reset_seq(self, symbol: str) -> None:
+        """A sequence reset (maintenance): the instrument's ids start again from a small number, once for every
+        connection."""
+        state = self.states.get(symbol)
+        if state is None:
+            self.seq[symbol] = random.randint(1, 9)
+            return
+        self._shared_seq(symbol, "reset")                               # the shared entry exists from here on
+        shared = state.extra["okx_seq"]
+        if shared["reset_step"] != state.step:
+            shared["reset_step"] = state.step
+            shared["next"] = shared["rng"].randint(1, 9)
+            shared["ids"] = {k: v for k, v in shared["ids"].items() if k[0] != state.step}
+
     def render_shutdown(self, now_ms: int) -> list:
         return [self._dump({"event": "notice", "code": "64008", "msg": "The connection will soon be closed for a "
                             "service upgrade. Please reconnect.", "connId": self.conn_id})]
@@ -237,7 +290,8 @@ class Protocol(SimProtocol):
         if channel == "trades":
             return [self._dump({"arg": arg, "data": [
                 {"instId": symbol, "tradeId": str(t.trade_id), "px": px(t.price), "sz": _trim(self.fmt_qty(t.qty)),
-                 "side": t.side, "ts": str(t.ts_ms), "count": "1", "source": "0", "seqId": self._next_seq(symbol)}]})
+                 "side": t.side, "ts": str(t.ts_ms), "count": "1", "source": "0",
+                 "seqId": self._shared_seq(symbol, f"trade:{t.trade_id}")}]})
                 for t in state.trades]
         key = (symbol, channel)
         if channel == "books5":
@@ -247,7 +301,7 @@ class Protocol(SimProtocol):
             self.last_top[key] = book
             return [self._dump({"arg": arg, "data": [{"asks": self._levels(symbol, state.asks[:5]),
                                                       "bids": self._levels(symbol, state.bids[:5]), "instId": symbol,
-                                                      "ts": str(ts), "seqId": self._next_seq(symbol)}]})]
+                                                      "ts": str(ts), "seqId": self._shared_seq(symbol, "books5")}]})]
         tape = state.tape
         mark = (tuple(state.bids[:1]), tuple(state.asks[:1]), tape.count)
         if self.last_top.get(key) == mark or not self.due(symbol, channel, ts, 100):
@@ -269,19 +323,19 @@ class Protocol(SimProtocol):
                 return []                                  # bbo-tbt only pushes on change
             self.last_top[symbol] = top
             data = {"asks": self._levels(symbol, asks[:1]), "bids": self._levels(symbol, bids[:1]),
-                    "ts": str(ts_ms), "seqId": self._next_seq(symbol)}
+                    "ts": str(ts_ms), "seqId": self._shared_seq(symbol, "bbo")}
             return [self._dump({"arg": {"channel": "bbo-tbt", "instId": symbol}, "data": [data]})]
         snapshot, bid_changes, ask_changes = self.depth_delta(symbol, bids, asks)
         prev = self.book_seq.get(symbol)
         if symbol in self.reset_next and not snapshot and prev is not None:
             self.reset_next.discard(symbol)
-            self.seq[symbol] = random.randint(1, 9)        # maintenance: the instrument's ids start again
+            self._reset_seq(symbol)                         # maintenance: the instrument's ids start again
         if snapshot or prev is None:
-            action, prev_id, seq = "snapshot", -1, self._next_seq(symbol)
+            action, prev_id, seq = "snapshot", -1, self._books_seq(symbol, snapshot=True)
         elif not bid_changes and not ask_changes:
             action, prev_id, seq = "update", prev, prev   # keep-alive of an unchanged book
         else:
-            action, prev_id, seq = "update", prev, self._next_seq(symbol)
+            action, prev_id, seq = "update", prev, self._books_seq(symbol, snapshot=False)
         self.book_seq[symbol] = seq
         data = {"asks": self._levels(symbol, ask_changes), "bids": self._levels(symbol, bid_changes),
                 "ts": str(ts_ms), "checksum": 0, "prevSeqId": prev_id, "seqId": seq}
