@@ -201,7 +201,18 @@ def check_alerts(snapshot: Snapshot) -> list[str]:
                           f"{p.late_frames} late)")
         if p.heartbeat_age_ms is not None and p.heartbeat_age_ms > 2000:
             alerts.append(f"{p.name} silent {p.heartbeat_age_ms / 1000:.0f}s")
+        alerts.extend(path_alerts(p, sum(1 for q in snapshot.quotes if q.venue == p.name)))
     return alerts
+
+
+def path_alerts(p, rows: int) -> list[str]:
+    """A feed on redundant connections: each path that holds fewer of its rows trusted than the venue has (the
+    rows stay live from the other paths, so the board cannot show it)."""
+    n = getattr(p, "paths", 0)
+    if n < 2 or not rows or not getattr(p, "pid", 0):
+        return []
+    return [f"{p.name} path {path}: {p.path_live_rows[path]}/{rows} rows trusted (the other paths carry them)"
+            for path in range(n) if p.path_live_rows[path] < rows]
 
 
 # ------------------------------------------------------------------ formats

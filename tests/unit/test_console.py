@@ -2,6 +2,8 @@
 rendered to exact text; the event book; the file tail; the readable stdout lines."""
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 
@@ -160,6 +162,20 @@ def test_a_feed_behind_is_an_alert_and_its_venue_line_shows_the_lag():
     assert exchange_lag_ms(quotes, "bybit", 0) is None
     assert [_lag(v) for v in (None, 17.0, -0.4, -12.6, 9_999.0, 12_345.0, 9_999_000.0, 3.6e7)] == [
         "-", "17", "0", "-13", "9999", "12s", "9999s", "10h"]
+
+
+def test_a_path_of_a_redundant_feed_that_holds_fewer_rows_trusted_is_an_alert():
+    """The rows stay live from the other path, so only the feed's slot can say one of its connections is bad."""
+    quotes = (Quote(0, "okx", "X/Y", "live", 1, 1, 2, 1, NOW), Quote(1, "okx", "Z/Y", "live", 1, 1, 2, 1, NOW),
+              Quote(2, "okx@tokyo", "X/Y", "live", 1, 1, 2, 1, NOW))
+    slot = ProcSnapshot(role=ProcessRole.FEED, pid=1, taken_ns=NOW, heartbeat_ns=NOW - 100 * MS, paths=2,
+                        path_live_rows=(2, 0, 0, 0))
+    feed = ProcessStats("okx", "feed", slot, messages_per_s=10.0, gaps_per_s=0.0)
+    assert check_alerts(Snapshot("b", NOW, ("X/Y", "Z/Y"), quotes, (feed,), ())) == [
+        "okx path 1: 0/2 rows trusted (the other paths carry them)"]
+    whole = ProcessStats("okx", "feed", dataclasses.replace(slot, path_live_rows=(2, 2, 0, 0)), messages_per_s=10.0,
+                         gaps_per_s=0.0)
+    assert check_alerts(Snapshot("b", NOW, ("X/Y", "Z/Y"), quotes, (whole,), ())) == []
 
 
 def test_event_book_follows_the_lifecycle_and_ignores_an_earlier_run():
