@@ -238,12 +238,12 @@ class Protocol(SimProtocol):
             return self._next_seq(symbol)
         shared = state.extra.get("okx_seq")
         if shared is None:
-            shared = state.extra["okx_seq"] = {"next": 3_000_000_000, "ids": {}, "rng": random.Random(symbol),
-                                               "reset_step": -1}
+            shared = state.extra["okx_seq"] = {"next": 3_000_000_000, "ids": {}, "reset_step": -1}
         key = (state.step, push)
         seq = shared["ids"].get(key)
         if seq is None:
-            shared["next"] += shared["rng"].randint(1, 3)               # OKX seqIds jump between pushes
+            shared["next"] += random.randint(1, 3)      # OKX seqIds jump between pushes (the simulator's one random:
+            #                                             a load generator seeding it twice renders two passes alike)
             seq = shared["ids"][key] = shared["next"]
             if len(shared["ids"]) > 256:                                # only the last few steps' pushes matter
                 shared["ids"] = {k: v for k, v in shared["ids"].items() if k[0] >= state.step - 4}
@@ -276,7 +276,7 @@ class Protocol(SimProtocol):
         shared = state.extra["okx_seq"]
         if shared["reset_step"] != state.step:
             shared["reset_step"] = state.step
-            shared["next"] = shared["rng"].randint(1, 9)
+            shared["next"] = random.randint(1, 9)
             shared["ids"] = {k: v for k, v in shared["ids"].items() if k[0] != state.step}
 
     def render_shutdown(self, now_ms: int) -> list:
