@@ -196,9 +196,11 @@ def test_a_sequence_id_past_int64_never_freezes_a_live_row(name):
             await h.all_live()
             instrument = h.instruments[0]
             symbol = h.symbols[instrument]
-            assert await _live_means_current(h, instrument) < 0.2           # as it is without the fault
+            # the fault froze the row until a channel was re-armed (seconds): over 1.5 s it would show ~1.5 s; a
+            # loaded machine delays a quote by a few hundred ms at most, as it is without the fault
+            assert await _live_means_current(h, instrument, 1.5) < 0.7
             await _bad_id(h, symbol)
-            assert await _live_means_current(h, instrument) < 0.2
+            assert await _live_means_current(h, instrument, 1.5) < 0.7
             await h.all_live(5)
             await _running(h)
     asyncio.run(scenario())
