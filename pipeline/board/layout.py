@@ -134,6 +134,7 @@ PROC_DTYPE = np.dtype(
         ("path_lag_p50_us", "<u4", (MAX_CONNECTIONS,)),  # how long after the first its copies came (its latest 4096)
         ("path_lag_p99_us", "<u4", (MAX_CONNECTIONS,)),
         ("path_live_rows", "<u4", (MAX_CONNECTIONS,)),   # rows each path holds trusted now
+        ("path_reconnects", "<u4", (MAX_CONNECTIONS,)),  # connections each path opened again after a loss
         # supervisor-owned
         ("restarts", "<u8"),
         ("last_exit_code", "<i8"),

@@ -97,6 +97,7 @@ class ProcSnapshot:
     path_lag_p50_us: tuple[int, ...] = (0,) * MAX_CONNECTIONS
     path_lag_p99_us: tuple[int, ...] = (0,) * MAX_CONNECTIONS
     path_live_rows: tuple[int, ...] = (0,) * MAX_CONNECTIONS
+    path_reconnects: tuple[int, ...] = (0,) * MAX_CONNECTIONS
     restarts: int = 0
     last_exit_code: int = 0
     # -- the role's latency histograms

@@ -187,6 +187,7 @@ class Feed:
                 self.sessions.append(session)
         self.session = self.sessions[0]            # the venue's clock, status and rules as the first path sees them
         self.session_of: dict = {}                 # Connection -> the session (path) it belongs to
+        self.path_reconnects = [0] * len(self.sessions)
         self.rules = rules
         self._rules_since: str | None = None    # the last answer's stamp, for a venue that answers changes only
         self.fees = fees                  # the account fee lookup (pipeline.feed.fees), None when off
@@ -292,6 +293,7 @@ class Feed:
             if group is not None:
                 if group["established"]:
                     self.stats.add("reconnects")
+                    self.path_reconnects[(session or self.session).path] += 1
                 group["established"] = True
             session = session or self.session
             conn = session.connection_opened(symbols, time.time_ns(), standby_for=standby_for)
@@ -522,6 +524,7 @@ class Feed:
             proc["path_lag_p50_us"][path] = min(p50 // 1000, 0xFFFFFFFF)
             proc["path_lag_p99_us"][path] = min(p99 // 1000, 0xFFFFFFFF)
             proc["path_live_rows"][path] = arbiter.live_rows(path)
+            proc["path_reconnects"][path] = min(self.path_reconnects[path], 0xFFFFFFFF)
 
     def _publish_backlog(self) -> None:
         """The longest wait and the most messages queued since the last call, into the slot (then reset)."""

@@ -37,6 +37,7 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_feed_path_copies_total{exchange,path}        copies it delivered after another path (later or older)
     pipeline_feed_path_lag_seconds{exchange,path,quantile}  gauge, how long after the first its copies came (0.5, 0.99)
     pipeline_feed_path_live_rows{exchange,path}           gauge, rows the path holds trusted now
+    pipeline_feed_path_reconnects_total{exchange,path}    connections the path opened again after a loss
     pipeline_row_state{exchange,instrument,state}         gauge, 1 for the current RowStatus, else 0 (no_rules:
                                                           the instrument has no trading rules)
     pipeline_row_last_update_age_seconds{exchange,instrument}   gauge, absent until the row is written
@@ -282,6 +283,8 @@ class BoardCollector:
                                 "came (its latest 4096), by quantile.", labels=["exchange", "path", "quantile"])
         live = GaugeMetricFamily("pipeline_feed_path_live_rows", "Rows this connection path holds trusted now.",
                                  labels=["exchange", "path"])
+        reconnects = CounterMetricFamily("pipeline_feed_path_reconnects", "Connections this path opened again after "
+                                         "a loss.", labels=["exchange", "path"])
         for spec, proc in feeds:
             if proc.paths < 2:
                 continue
@@ -293,7 +296,8 @@ class BoardCollector:
                 lag.add_metric(labels + ["0.5"], proc.path_lag_p50_us[path] / 1e6)
                 lag.add_metric(labels + ["0.99"], proc.path_lag_p99_us[path] / 1e6)
                 live.add_metric(labels, proc.path_live_rows[path])
-        yield from (failovers, first, copies, lag, live)
+                reconnects.add_metric(labels, proc.path_reconnects[path])
+        yield from (failovers, first, copies, lag, live, reconnects)
 
     def _row_families(self, now_ns: int) -> Iterator:
         rows = self.board.rows

@@ -253,9 +253,9 @@ def format_status(clock: str, live: int, feeds: int, messages_per_s: float | Non
 
 
 def paths_status(proc: ProcSnapshot) -> str:
-    """`` paths first 61%/39% lag p50 0.3/0.4ms p99 2.1/1.8ms live 3/3 failovers 2``: a feed that reads its venue
-    over redundant connections: each path's share of the updates it delivered first, how long after the first its
-    copies came, the rows it holds trusted now (pipeline.feed.arbiter)."""
+    """`` paths first 61%/39% lag p50 0.3/0.4ms p99 2.1/1.8ms live 3/3 reconnects 1/0 failovers 2``: a feed that
+    reads its venue over redundant connections: each path's share of the updates it delivered first, how long
+    after the first its copies came, the rows it holds trusted now, its reconnects (pipeline.feed.arbiter)."""
     n = proc.paths
     if n < 2:
         return ""
@@ -264,7 +264,9 @@ def paths_status(proc: ProcSnapshot) -> str:
     p50 = "/".join(f"{proc.path_lag_p50_us[p] / 1000:.1f}" for p in range(n))
     p99 = "/".join(f"{proc.path_lag_p99_us[p] / 1000:.1f}" for p in range(n))
     live = "/".join(str(proc.path_live_rows[p]) for p in range(n))
-    return f" paths first {share} lag p50 {p50}ms p99 {p99}ms live {live} failovers {proc.failovers}"
+    reconnects = "/".join(str(proc.path_reconnects[p]) for p in range(n))
+    return (f" paths first {share} lag p50 {p50}ms p99 {p99}ms live {live} reconnects {reconnects} "
+            f"failovers {proc.failovers}")
 
 
 def backlog_status(proc: ProcSnapshot) -> str:

@@ -37,6 +37,9 @@ def test_a_dropped_connection_is_invisible_to_the_rows_while_the_other_carries_t
                 assert set(h.statuses(instrument, marks[instrument])) == {RowStatus.LIVE}, instrument
             assert h.stat("reconnects") >= 1
             assert sum(arbiter.first) > 0
+            # the slot says which path reconnected (published every 100 ms)
+            await h.until(lambda: sum(int(n) for n in h.board.procs[0]["path_reconnects"][:2]) == h.stat("reconnects"),
+                          5, "the reconnects per path in the slot")
     run(scenario())
 
 

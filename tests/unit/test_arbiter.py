@@ -191,8 +191,10 @@ def test_the_health_line_of_a_feed_on_two_paths_says_what_each_did():
     from pipeline.board.snapshot import ProcSnapshot
     from pipeline.health.process import paths_status
     proc = ProcSnapshot(paths=2, failovers=3, path_first=(600, 400, 0, 0), path_lag_p50_us=(300, 450, 0, 0),
-                        path_lag_p99_us=(2100, 48_000, 0, 0), path_live_rows=(2, 1, 0, 0))
-    assert paths_status(proc) == " paths first 60%/40% lag p50 0.3/0.5ms p99 2.1/48.0ms live 2/1 failovers 3"
+                        path_lag_p99_us=(2100, 48_000, 0, 0), path_live_rows=(2, 1, 0, 0),
+                        path_reconnects=(0, 4, 0, 0))
+    assert paths_status(proc) == (" paths first 60%/40% lag p50 0.3/0.5ms p99 2.1/48.0ms live 2/1 reconnects 0/4 "
+                                  "failovers 3")
     assert paths_status(ProcSnapshot(paths=1, path_first=(9, 0, 0, 0))) == ""
 
 

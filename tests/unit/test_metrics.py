@@ -359,6 +359,7 @@ def test_redundant_connections_are_exposed_per_path_for_a_feed_that_reads_more_t
     proc["path_lag_p50_us"][:2] = [300, 450]
     proc["path_lag_p99_us"][:2] = [2100, 48_000]
     proc["path_live_rows"][:2] = [2, 1]
+    proc["path_reconnects"][:2] = [4, 0]
     s = _samples(_scrape_once(BoardCollector(board, _specs(board_name), clock=lambda: NOW)))
     assert _by(s, "pipeline_feed_failovers_total", "exchange") == {("binance",): 3}
     assert _by(s, "pipeline_feed_path_first_total", "exchange", "path") == {("binance", "0"): 600,
@@ -369,3 +370,5 @@ def test_redundant_connections_are_exposed_per_path_for_a_feed_that_reads_more_t
         ("binance", "0", "0.5"): 0.0003, ("binance", "0", "0.99"): 0.0021,
         ("binance", "1", "0.5"): 0.00045, ("binance", "1", "0.99"): 0.048}
     assert _by(s, "pipeline_feed_path_live_rows", "exchange", "path") == {("binance", "0"): 2, ("binance", "1"): 1}
+    assert _by(s, "pipeline_feed_path_reconnects_total", "exchange", "path") == {("binance", "0"): 4,
+                                                                                ("binance", "1"): 0}
