@@ -43,7 +43,7 @@ from pipeline.board import Board, RowWriter, RulesWriter, plan_rows
 from pipeline.detector.engine import EXPIRE_INTERVAL_NS, DetectorEngine
 from pipeline.detector.scan import BoardRules, BoardView, RowUniverse
 from pipeline.errors import ConfigError
-from pipeline.feed.arbiter import PATH_CONNECTION_IDS, Arbiter, path_of_connection
+from pipeline.feed.arbiter import open_paths, path_of_connection
 from pipeline.feed.session import FeedSession
 from pipeline.output.writers import Outputs
 from pipeline.recording.format import EVENT, RecordingError, RecordingReader, recording_files
@@ -139,7 +139,9 @@ class Replay:
                 def journal(kind, now_ns, fields, counts=counts):
                     if kind != "rules":                 # (where the rules came from is said once, below)
                         counts[kind] = counts.get(kind, 0) + 1
-                venue_paths = self._paths(venue_config, mine, depth, writer, journal)
+                _, venue_paths = open_paths(load_venue(venue_config.name), mine, depth,
+                                            int(venue_config.staleness_ms * 1e6), writer, venue_config.connections,
+                                            journal=journal)
                 session = sessions[venue_config.name] = venue_paths[0]
                 if len(venue_paths) > 1:
                     paths[venue_config.name] = venue_paths
@@ -181,10 +183,9 @@ class Replay:
                     continue
                 venue_paths = paths.get(venue)
                 if venue_paths is not None:             # the frame's (or incident's) own path, as live
-                    conn_id = record.conn
-                    if record.kind == EVENT and record.event.get("kind") == "connect_failed":
-                        conn_id = record.event.get("path", 0) * PATH_CONNECTION_IDS
-                    session = venue_paths[path_of_connection(conn_id, len(venue_paths))]
+                    failed = record.kind == EVENT and record.event.get("kind") == "connect_failed"   # (no connection)
+                    path = record.event.get("path", 0) if failed else path_of_connection(record.conn, len(venue_paths))
+                    session = venue_paths[path]
                 if first is None:
                     first = recv_ns
                     next_tick = recv_ns + TICK_INTERVAL_NS
@@ -260,24 +261,6 @@ class Replay:
         for key, rows in dirty.items():            # only the rows that changed are read again, as live
             emit(engine.evaluate(key, view.refresh(key, rows), now_ns))
         engine.suspects.clear()
-
-    @staticmethod
-    def _paths(venue_config, rows: dict[str, int], depth: int, writer, journal) -> list[FeedSession]:
-        """The venue's session, or with ``connections`` above 1 one per path writing through an
-        :class:`~pipeline.feed.arbiter.Arbiter`, as the live feed does."""
-        venue = load_venue(venue_config.name)
-        staleness_ns = int(venue_config.staleness_ms * 1e6)
-        if venue_config.connections == 1:
-            return [FeedSession(venue, rows, depth, staleness_ns, writer, journal=journal)]
-        arbiter = Arbiter(writer, venue_config.connections, journal=journal)
-        out = []
-        for path in range(venue_config.connections):
-            sink = arbiter.sink_for(path)
-            session = FeedSession(venue, rows, depth, staleness_ns, sink, journal=journal)
-            session.path = path
-            sink.bind(session)
-            out.append(session)
-        return out
 
     @staticmethod
     def _event(session: FeedSession, record, key, conns, venue_paths=None) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from pipeline.feed.session import FeedSession
 from pipeline.model import RowStatus
 
 LIVE = int(RowStatus.LIVE)
@@ -39,6 +40,25 @@ PATH_CONNECTION_IDS = 100_000   # path p numbers its connections from p * this: 
 def path_of_connection(conn_id: int | None, paths: int) -> int:
     """The path a connection id belongs to (:data:`PATH_CONNECTION_IDS`), for a venue read over ``paths``."""
     return min(max(conn_id or 0, 0) // PATH_CONNECTION_IDS, paths - 1)
+
+
+def open_paths(venue, rows: dict[str, int], depth: int, staleness_ns: int, sink, connections: int, stats=None,
+               journal=None) -> tuple[Arbiter | None, list[FeedSession]]:
+    """A venue's sessions writing into ``sink``: one, or with ``connections`` above 1 one per path through an
+    :class:`Arbiter` (which is returned), each path numbering its connections from ``path`` x
+    :data:`PATH_CONNECTION_IDS`. The feed process and replay both build their sessions here."""
+    if connections == 1:
+        return None, [FeedSession(venue, rows, depth, staleness_ns, sink, stats, journal=journal)]
+    arbiter = Arbiter(sink, connections, journal=journal)
+    sessions = []
+    for path in range(connections):
+        path_sink = arbiter.sink_for(path)
+        session = FeedSession(venue, rows, depth, staleness_ns, path_sink, stats, journal=journal)
+        session.connections = path * PATH_CONNECTION_IDS
+        session.path = path
+        path_sink.bind(session)
+        sessions.append(session)
+    return arbiter, sessions
 
 
 class Arbiter:

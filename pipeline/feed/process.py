@@ -51,7 +51,7 @@ from pipeline.board import (
 )
 from pipeline.config import ReferenceDataConfig, VenueConfig
 from pipeline.errors import FeedError, ParseError
-from pipeline.feed.arbiter import PATH_CONNECTION_IDS, Arbiter
+from pipeline.feed.arbiter import Arbiter, open_paths
 from pipeline.feed.fees import build_fee_lookup
 from pipeline.feed.retry import Backoff, ConnectionRateLimit, should_reconnect
 from pipeline.feed.session import FeedSession
@@ -168,23 +168,10 @@ class Feed:
         self.sink = sink = BoardSink(self.writer, self.doorbell,
                          HistogramWriter(self.board, spec.slot, hops.index("exchange_to_receive")),
                          HistogramWriter(self.board, spec.slot, hops.index("receive_to_publish")))
-        rows = {r.symbol: r.row for r in spec.rows}
-        self.arbiter: Arbiter | None = None
-        if connections == 1:
-            self.sessions = [FeedSession(self.venue, rows, spec.depth, int(staleness_ms * 1e6), sink, self.stats,
-                                         journal=self.journal)]
-        else:
-            # redundant connections (pipeline.feed.arbiter): a session per path, the first copy of each update wins
-            self.arbiter = Arbiter(sink, connections, journal=self.journal)
-            self.sessions = []
-            for path in range(connections):
-                path_sink = self.arbiter.sink_for(path)
-                session = FeedSession(self.venue, rows, spec.depth, int(staleness_ms * 1e6), path_sink, self.stats,
-                                      journal=self.journal)
-                session.connections = path * PATH_CONNECTION_IDS      # path p's connections: p * 100000 + n
-                session.path = path
-                path_sink.bind(session)
-                self.sessions.append(session)
+        # with redundant connections (pipeline.feed.arbiter) a session per path: the first copy of each update wins
+        self.arbiter: Arbiter | None
+        self.arbiter, self.sessions = open_paths(self.venue, {r.symbol: r.row for r in spec.rows}, spec.depth,
+                                                 int(staleness_ms * 1e6), sink, connections, self.stats, self.journal)
         self.session = self.sessions[0]            # the venue's clock, status and rules as the first path sees them
         self.session_of: dict = {}                 # Connection -> the session (path) it belongs to
         self.path_reconnects = [0] * len(self.sessions)
@@ -290,12 +277,12 @@ class Feed:
         reader = None
         try:
             self._set_connected(+1)
+            session = session or self.session
             if group is not None:
                 if group["established"]:
                     self.stats.add("reconnects")
-                    self.path_reconnects[(session or self.session).path] += 1
+                    self.path_reconnects[session.path] += 1
                 group["established"] = True
-            session = session or self.session
             conn = session.connection_opened(symbols, time.time_ns(), standby_for=standby_for)
             self.session_of[conn] = session
             login = self.credentials is not None and session.depth_channel is not None
@@ -394,8 +381,8 @@ class Feed:
 
     async def _standby(self, old):
         """Open the replacement of ``old``, build its books, hand the rows over, close ``old``."""
-        url = self.venue.build_url(self.url_of(self.session_of[old]), old.symbols, self.depth)
         session = self.session_of[old]
+        url = self.venue.build_url(self.url_of(session), old.symbols, self.depth)
         link, conn, reader, waits = await self._open(list(old.symbols), url, standby_for=old, session=session)
         try:
             await wait_or_end(waits[1], reader, self.handover_timeout_s)
