@@ -432,8 +432,12 @@ class InstrumentBook:
         channels (Binance ``u``, Bybit ``seq``, OKX ``seqId``: one id space per instrument, the same on every
         connection), or None where the venue's frames carry none. Two connections' books at one version hold
         the same update (:mod:`pipeline.feed.arbiter`)."""
-        ids = [channel.xseq for channel in (self.bbo, self.book) if channel.synced and channel.xseq is not None]
-        return max(ids) if ids else None
+        bbo, depth = self.bbo, self.book               # (read on every write of a redundant path: no list made)
+        top = bbo.xseq if bbo.synced else None
+        deep = depth.xseq if depth.synced else None
+        if top is None:
+            return deep
+        return top if deep is None or top > deep else deep
 
     def invalidate(self, state: RowStatus = RowStatus.RESYNCING, book: Book | TopBook | None = None) -> None:
         """Discard ``book`` (default: both); the row must not be traded until it is rebuilt.

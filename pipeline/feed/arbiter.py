@@ -88,9 +88,13 @@ class Arbiter:
     def write(self, path: int, version: int | None, row: int, status: int, bids, asks, exch_ts_ns: int,
               recv_ns: int, gaps, checksum_failures) -> None:
         mine = self.last[path].get(row)
-        confirmed = mine[3] if mine is not None and mine[1] == version else recv_ns
-        self.last[path][row] = [status, version, (bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures),
-                                confirmed]
+        args = (bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures)
+        if mine is None:
+            self.last[path][row] = [status, version, args, recv_ns]
+        else:                                           # in place: one write per frame on every path
+            if mine[1] != version:
+                mine[3] = recv_ns                       # a new update: confirmed as of its receipt
+            mine[0], mine[1], mine[2] = status, version, args
         current = self.rows.get(row)
         if status == LIVE:
             if current is None or current[2] != LIVE or version is None or current[1] is None or version > current[1]:
