@@ -40,7 +40,7 @@ import uuid
 from decimal import Decimal
 
 from bench._common import RESULTS_DIR, latency_summary, machine_info
-from pipeline.board import HOPS, Doorbell, HistogramWriter, ProcessRole, RowReader, RowStatus, RowWriter, RulesWriter
+from pipeline.board import Doorbell, ProcessRole, RowReader, RowStatus, RowWriter, RulesWriter
 from pipeline.config import parse_config
 from pipeline.decisions import META, DecisionReader
 from pipeline.feed.process import BoardSink
@@ -98,15 +98,12 @@ class Trials:
         self.settle_s = settle_s
         board = sup.board
         self.specs = {s.venue: s for s in sup.specs() if s.role == ProcessRole.FEED}
-        hops = HOPS[ProcessRole.FEED]
         fds = (sup.doorbell_fd, sup.bridge_doorbell_fd)
         self.rows = {venue: self.specs[venue].rows[0].row for venue in ("binance", "bybit")}
         self.sinks = {}
         for venue, row in self.rows.items():
-            slot = self.specs[venue].slot
-            self.sinks[venue] = BoardSink(RowWriter(board, [row]), Doorbell(board.buf, *fds),
-                                          HistogramWriter(board, slot, hops.index("exchange_to_receive")),
-                                          HistogramWriter(board, slot, hops.index("receive_to_publish")))
+            self.sinks[venue] = BoardSink.of(board, self.specs[venue].slot, RowWriter(board, [row]),
+                                             Doorbell(board.buf, *fds))
         rules = RulesWriter(board, [r.row for r in sup.plan.rows])
         for r in sup.plan.rows:
             rules.write(r.row, InstrumentRules(r.venue, r.venue.upper(), Decimal("0.01"), Decimal("0.0001"),

@@ -108,6 +108,13 @@ class BoardSink:
         self._published = self.receive_to_publish.samples
         self._exchanged = self.exchange_to_receive.samples
 
+    @classmethod
+    def of(cls, board: Board, slot: int, writer: RowWriter, doorbell: Doorbell) -> BoardSink:
+        """The sink of the feed in process slot ``slot``: its two hop histograms are that slot's."""
+        hops = HOPS[ProcessRole.FEED]
+        return cls(writer, doorbell, HistogramWriter(board, slot, hops.index("exchange_to_receive")),
+                   HistogramWriter(board, slot, hops.index("receive_to_publish")))
+
     def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures) -> None:
         published_ns = self._write(row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures)
         self._ring()
@@ -164,10 +171,7 @@ class Feed:
         self.open_timeout_s = open_timeout_s
         self.rate_log = RateLimitedLog()
         self.recorder = recorder
-        hops = HOPS[ProcessRole.FEED]
-        self.sink = sink = BoardSink(self.writer, self.doorbell,
-                         HistogramWriter(self.board, spec.slot, hops.index("exchange_to_receive")),
-                         HistogramWriter(self.board, spec.slot, hops.index("receive_to_publish")))
+        self.sink = sink = BoardSink.of(self.board, spec.slot, self.writer, self.doorbell)
         # with redundant connections (pipeline.feed.arbiter) a session per path: the first copy of each update wins
         self.arbiter: Arbiter | None
         self.arbiter, self.sessions = open_paths(self.venue, {r.symbol: r.row for r in spec.rows}, spec.depth,

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from pipeline.board import HOPS, Doorbell, HistogramWriter, ProcessRole, RowReader, RowStatus, RowWriter
+from pipeline.board import Doorbell, ProcessRole, RowReader, RowStatus, RowWriter
 from pipeline.board.doorbell import BRIDGE, DETECTOR
 from pipeline.config import parse_config
 from pipeline.feed.process import BoardSink
@@ -61,10 +61,7 @@ def test_a_status_change_without_a_confirmation_time_rings_both_sleepers(supervi
     spec = feed_spec(sup, "bybit")
     [row] = [r.row for r in spec.rows]
     fds = (sup.doorbell_fd, sup.bridge_doorbell_fd)
-    hops = HOPS[ProcessRole.FEED]
-    sink = BoardSink(RowWriter(sup.board, [row]), Doorbell(sup.board.buf, *fds),
-                     HistogramWriter(sup.board, spec.slot, hops.index("exchange_to_receive")),
-                     HistogramWriter(sup.board, spec.slot, hops.index("receive_to_publish")))
+    sink = BoardSink.of(sup.board, spec.slot, RowWriter(sup.board, [row]), Doorbell(sup.board.buf, *fds))
     sink.write(row, int(RowStatus.LIVE), [(100.0, 1.0)], [(101.0, 1.0)], 1, 2, 0, 0)
     asleep(sup.board, fds)
     sink.set_status(row, int(status))            # no confirmation time: what session.mark does
