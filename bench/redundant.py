@@ -18,7 +18,6 @@ connection counts run in one invocation, one after the other, on the same seed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from bench._common import RESULTS_DIR, machine_info
+from bench._common import write_results
 
 REPO = Path(__file__).resolve().parents[1]
 VENUES = ("bybit", "okx")
@@ -112,7 +111,7 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.8)
     parser.add_argument("--stall-every-s", type=float, default=2.0)
     parser.add_argument("--stall-ms", type=float, nargs=2, default=[50.0, 300.0])
-    parser.add_argument("--out", default="redundant.json")
+    parser.add_argument("--out", default="redundant", help="results name (<results dir>/<name>.json)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-redundant-") as tmp:
         results = [run_one(n, args, Path(tmp)) for n in args.connections]
@@ -132,9 +131,8 @@ def main() -> None:
                 lines.append(f"{venue}: p99 with {results[0]['connections']} / with {r['connections']} connections: "
                              f"{base[venue]['p99_us'] / hop['p99_us']:.1f}x")
     print("\n".join(lines))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / args.out).write_text(json.dumps({"options": vars(args), "machine": machine_info(),
-                                                    "loadavg": os.getloadavg(), "results": results}, indent=2))
+    path = write_results(args.out, {"options": vars(args), "loadavg": os.getloadavg(), "results": results})
+    print(f"\nresults: {path}")
 
 
 if __name__ == "__main__":

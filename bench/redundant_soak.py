@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from bench._common import RESULTS_DIR, machine_info
+from bench._common import write_results
 
 REPO = Path(__file__).resolve().parents[1]
 VENUES = ("binance", "bybit", "okx")
@@ -80,7 +79,7 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--update-ms", type=float, default=20.0)
     parser.add_argument("--venues", nargs="+", default=list(VENUES))
-    parser.add_argument("--out", default="redundant_soak.json")
+    parser.add_argument("--out", default="redundant_soak", help="results name (<results dir>/<name>.json)")
     args = parser.parse_args()
     results = asyncio.run(run_all(args))
     lines = ["| venue | faults killed / stalled | status writes not LIVE | row updates | reconnects | failovers | "
@@ -90,9 +89,8 @@ def main() -> None:
                      f"{sum(r['not_live_writes'].values())} | {sum(r['updates'].values())} | {r['reconnects']} | "
                      f"{r['failovers']} | {' / '.join(f'{100 * s:.0f}%' for s in r['first_share'])} |")
     print("\n".join(lines))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / args.out).write_text(json.dumps({"options": vars(args), "machine": machine_info(),
-                                                    "loadavg": os.getloadavg(), "results": results}, indent=2))
+    path = write_results(args.out, {"options": vars(args), "loadavg": os.getloadavg(), "results": results})
+    print(f"\nresults: {path}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ status-only change was written before (no ring), for the same trials: the detect
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics
@@ -39,7 +38,7 @@ import time
 import uuid
 from decimal import Decimal
 
-from bench._common import RESULTS_DIR, latency_summary, machine_info
+from bench._common import latency_summary, write_results
 from pipeline.board import Doorbell, ProcessRole, RowReader, RowStatus, RowWriter, RulesWriter
 from pipeline.config import parse_config
 from pipeline.decisions import META, DecisionReader
@@ -204,7 +203,7 @@ def main() -> None:
     parser.add_argument("--settle-ms", type=float, default=5.0, help="after each open, before the untrust")
     parser.add_argument("--feed-core", type=int, default=0)
     parser.add_argument("--detector-core", type=int, default=1)
-    parser.add_argument("--out", default="untrust.json")
+    parser.add_argument("--out", default="untrust", help="results name (<results dir>/<name>.json)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.feed_core})
     results = []
@@ -228,9 +227,8 @@ def main() -> None:
         if (market, True) in medians and (market, False) in medians:
             print(f"{market}, doorbell: without-ring / rings, median of the p50s: "
                   f"{medians[(market, False)] / medians[(market, True)]:.0f}x")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / args.out).write_text(json.dumps({"options": vars(args), "machine": machine_info(),
-                                                    "loadavg": os.getloadavg(), "results": results}, indent=2))
+    path = write_results(args.out, {"options": vars(args), "loadavg": os.getloadavg(), "results": results})
+    print(f"\nresults: {path}")
 
 
 if __name__ == "__main__":
