@@ -255,14 +255,11 @@ class Protocol(SimProtocol):
         state = self.states.get(symbol)
         if state is None:
             return self._next_seq(symbol)
-        seq = self._shared_seq(symbol, "books") if not snapshot or state.changed else None
-        shared = state.extra["okx_seq"] if "okx_seq" in state.extra else None
-        if seq is None:
-            seq = shared.get("books_id") if shared is not None else None
-            if seq is None:
-                seq = self._shared_seq(symbol, "books")
-                shared = state.extra["okx_seq"]
-        shared["books_id"] = seq
+        if snapshot and not state.changed:
+            held = state.extra.get("okx_seq", {}).get("books_id")
+            if held is not None:
+                return held
+        seq = state.extra["okx_seq"]["books_id"] = self._shared_seq(symbol, "books")
         return seq
 
     def _reset_seq(self, symbol: str) -> None:
