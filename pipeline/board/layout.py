@@ -42,7 +42,7 @@ import numpy as np
 from pipeline.model import MAX_CONNECTIONS, MAX_DEPTH, ProcessRole, SkipReason
 
 MAGIC = 0x4452414F_42455551  # b"QUEBOARD" little-endian
-LAYOUT_VERSION = 14
+LAYOUT_VERSION = 15
 CACHE_LINE = 64
 PROC_SLOT_SIZE = 576
 
@@ -126,13 +126,16 @@ PROC_DTYPE = np.dtype(
         ("fee_lookup_failures", "<u8"),  # feeds: account fee lookups that failed (refused or unreachable)
         ("fee_lookup_state", "<u8"),  # feeds: 0 off, 1 account fees in use, 2 refused, 3 unreachable, 4 bad answer
         ("fee_lookup_status", "<u8"), # feeds: the HTTP status of the last failed lookup (0: none, no answer)
-        # feeds, redundant connections (version 14; pipeline/feed/arbiter.py), per path, published every 100 ms
+        # feeds, redundant connections (version 14, the lags signed since 15; pipeline/feed/arbiter.py), per path,
+        # published every 100 ms
         ("paths", "<u4"),             # feeds: connections read per venue (1: no arbitration; the path fields unused)
         ("failovers", "<u4"),         # feeds: rows published from another path because theirs stopped being trusted
         ("path_first", "<u8", (MAX_CONNECTIONS,)),       # updates each path delivered first
         ("path_copies", "<u8", (MAX_CONNECTIONS,)),      # copies each path delivered after another (later or older)
-        ("path_lag_p50_us", "<u4", (MAX_CONNECTIONS,)),  # how long after the first its copies came (its latest 4096)
-        ("path_lag_p99_us", "<u4", (MAX_CONNECTIONS,)),
+        # how long after the first its copies were received (its latest 4096); negative: received before the copy
+        # that won, read after it (the feed's one loop took the other connection's frames first)
+        ("path_lag_p50_us", "<i4", (MAX_CONNECTIONS,)),
+        ("path_lag_p99_us", "<i4", (MAX_CONNECTIONS,)),
         ("path_live_rows", "<u4", (MAX_CONNECTIONS,)),   # rows each path holds trusted now
         ("path_reconnects", "<u4", (MAX_CONNECTIONS,)),  # connections each path opened again after a loss
         # supervisor-owned

@@ -11,8 +11,9 @@ what the board shows:
   (:attr:`pipeline.book.InstrumentBook.version`: Binance ``u``, Bybit ``seq``, OKX ``seqId``, one id space per
   instrument and the same on every connection; the venue record's ``cross_channel_seq``). A LIVE write whose
   id is newer than the row's is published (counted ``first`` for its path); one at the row's id is a copy that
-  came later (``duplicates``, with how long after the first it came: ``lag``); an older one is dropped
-  (``late``). So the row never goes back to an older update, whatever the paths' order.
+  came later (``duplicates``, with how long after the first it was received: ``lag``, negative when it
+  was received first but read second, the feed's one loop having taken the other connection's frames first);
+  an older one is dropped (``late``). So the row never goes back to an older update, whatever the paths' order.
 * **Trusted while any path is.** When the path the row was last published from stops being trusted (its row
   there resyncing, stale, disconnected, behind, halted), the row is published at once from the trusted path
   with the newest update (``failovers``); only when no path is trusted does the board show the untrusted state,

@@ -512,8 +512,8 @@ class Feed:
             proc["path_copies"][path] = arbiter.duplicates[path] + arbiter.late[path]
             lags = arbiter.lag_percentiles(path)
             p50, p99 = (0, 0) if lags is None else lags
-            proc["path_lag_p50_us"][path] = min(p50 // 1000, 0xFFFFFFFF)
-            proc["path_lag_p99_us"][path] = min(p99 // 1000, 0xFFFFFFFF)
+            proc["path_lag_p50_us"][path] = max(-0x80000000, min(p50 // 1000, 0x7FFFFFFF))   # signed: see the layout
+            proc["path_lag_p99_us"][path] = max(-0x80000000, min(p99 // 1000, 0x7FFFFFFF))
             proc["path_live_rows"][path] = arbiter.live_rows(path)
             proc["path_reconnects"][path] = min(self.path_reconnects[path], 0xFFFFFFFF)
 

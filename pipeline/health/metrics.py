@@ -35,7 +35,8 @@ Exposed families (``_total`` is the counter sample suffix)::
     pipeline_feed_failovers_total{exchange}               redundant connections: rows published from another path
     pipeline_feed_path_first_total{exchange,path}         updates each connection path delivered first
     pipeline_feed_path_copies_total{exchange,path}        copies it delivered after another path (later or older)
-    pipeline_feed_path_lag_seconds{exchange,path,quantile}  gauge, how long after the first its copies came (0.5, 0.99)
+    pipeline_feed_path_lag_seconds{exchange,path,quantile}  gauge, how long after the first its copies were received
+                                                            (0.5, 0.99; negative: received first, read second)
     pipeline_feed_path_live_rows{exchange,path}           gauge, rows the path holds trusted now
     pipeline_feed_path_reconnects_total{exchange,path}    connections the path opened again after a loss
     pipeline_row_state{exchange,instrument,state}         gauge, 1 for the current RowStatus, else 0 (no_rules:
@@ -280,7 +281,8 @@ class BoardCollector:
         copies = CounterMetricFamily("pipeline_feed_path_copies", "Copies this connection path delivered after "
                                      "another had (later, or older than the row).", labels=["exchange", "path"])
         lag = GaugeMetricFamily("pipeline_feed_path_lag_seconds", "How long after the first copy this path's copies "
-                                "came (its latest 4096), by quantile.", labels=["exchange", "path", "quantile"])
+                                "were received (its latest 4096; negative: received first, read second), by quantile.",
+                                labels=["exchange", "path", "quantile"])
         live = GaugeMetricFamily("pipeline_feed_path_live_rows", "Rows this connection path holds trusted now.",
                                  labels=["exchange", "path"])
         reconnects = CounterMetricFamily("pipeline_feed_path_reconnects", "Connections this path opened again after "

@@ -104,6 +104,27 @@ def test_each_path_is_credited_with_what_it_delivered_first_and_the_lag_of_its_l
     assert arbiter.lag_percentiles(1) == (4 * MS, 4 * MS)       # 2 and 4 ms: the p50 of two is the upper one
 
 
+def test_a_copy_received_first_but_read_second_has_a_negative_lag_which_the_slot_and_health_line_keep(board_name):
+    # one loop reads both connections: it may take path 0's frame first though path 1's was received 0.5 ms earlier
+    board, arbiter, sessions, conns, _ = paths("binance", "BTCUSDT", 2)
+    sessions[0].receive(ticker(1), 10 * MS, conns[0])
+    sessions[1].receive(ticker(1), 10 * MS - MS // 2, conns[1])
+    assert (arbiter.first, arbiter.duplicates) == ([1, 0], [0, 1])
+    assert arbiter.lag_percentiles(1) == (-MS // 2, -MS // 2)
+    from pipeline.board import Board
+    from pipeline.board.snapshot import read_procs
+    from pipeline.health.process import paths_status
+    with Board.create(board_name, n_rows=1, depth=5, n_procs=1) as shm:
+        proc = shm.procs[0]
+        proc["paths"] = 2
+        proc["path_first"][:2] = arbiter.first
+        proc["path_lag_p50_us"][1] = arbiter.lag_percentiles(1)[0] // 1000
+        proc["path_lag_p99_us"][1] = -0x80000000
+        snapshot = read_procs(shm)[0]
+    assert (snapshot.path_lag_p50_us[1], snapshot.path_lag_p99_us[1]) == (-500, -0x80000000)
+    assert "lag p50 0.0/-0.5ms" in paths_status(snapshot)
+
+
 def orderbook(kind: str, u: int, seq: int, bid: float) -> str:
     """A Bybit ``orderbook.50`` frame with ids ``u`` and ``seq``: a snapshot of one level a side, or a delta that
     moves both sides up by 0.5 from ``bid - 0.5`` (the old levels deleted: size 0)."""
