@@ -126,7 +126,8 @@ PROC_DTYPE = np.dtype(
         ("fee_lookup_failures", "<u8"),  # feeds: account fee lookups that failed (refused or unreachable)
         ("fee_lookup_state", "<u8"),  # feeds: 0 off, 1 account fees in use, 2 refused, 3 unreachable, 4 bad answer
         ("fee_lookup_status", "<u8"), # feeds: the HTTP status of the last failed lookup (0: none, no answer)
-        # feeds, redundant connections (version 14, the lags signed since 15; pipeline/feed/arbiter.py), per path,
+        # feeds, redundant connections (version 14, the lags signed since 15, when rows took ``xseq``;
+        # pipeline/feed/arbiter.py), per path,
         # published every 100 ms
         ("paths", "<u4"),             # feeds: connections read per venue (1: no arbitration; the path fields unused)
         ("failovers", "<u4"),         # feeds: rows published from another path because theirs stopped being trusted
@@ -229,6 +230,9 @@ def row_dtype(depth: int) -> np.dtype:
         ("update_count", "<u8"),
         ("confirmed_ns", "<i8"),   # last time the exchange confirmed this quote current (a change or a
                                    # liveness message: heartbeat, unchanged re-send); staleness uses it
+        ("xseq", "<u8"),           # the exchange's own id of the newest update the row holds, the same on every
+                                   # connection and box (pipeline.book.InstrumentBook.version); 0: the venue's
+                                   # frames carry none. Copies of one book read over other paths compare by it
         ("status", "u1"),
         ("n_bids", "u1"),
         ("n_asks", "u1"),

@@ -42,7 +42,7 @@ a memoryview is about 0.3-0.45 µs; the same row written with numpy field
 assignments is 0.67 µs, so the hot path uses ``struct``; numpy views are for
 the detector's change scan and for tests and health, where convenience wins.
 A top-of-book write packs only the row's header and first levels (two
-``pack_into`` of 19 and 2 values, against 35 for the whole row at depth 5):
+``pack_into`` of 20 and 2 values, against 36 for the whole row at depth 5):
 after the writer slept, Python runs cold and each value costs, so this halves
 a cold publish on this VM (measured in ``bench.transport``).
 """
@@ -56,6 +56,7 @@ from pipeline.board.shm import Board
 from pipeline.errors import BoardError, RowOwnershipError, RowValueError, TornReadError
 
 _I64_MAX = 2 ** 63 - 1   # the row's time fields are int64 nanoseconds
+_U64_MAX = 2 ** 64 - 1   # and its exchange id (xseq) a uint64
 READ_RETRIES = 10_000   # ~1-2 ms of retries: a writer preempted mid-write makes the row "busy", not an error to die on
 assert LANE_MASK == 255     # RowWriter.write masks with the literal
 
@@ -175,13 +176,16 @@ class RowWriter:
         self._count[0] = n
 
     def write(self, row: int, status: int, bids, asks, exch_ts_ns: int, recv_ns: int,
-              gaps: int | None = None, checksum_failures: int | None = None, confirmed_ns: int = 0) -> int:
+              gaps: int | None = None, checksum_failures: int | None = None, xseq: int | None = 0,
+              confirmed_ns: int = 0) -> int:
         """Publish one row; returns the time it was published (the row's ``publish_ns``).
 
         ``bids``/``asks`` are sequences of (price, qty), best first.
 
         Levels beyond the board's depth are ignored; missing levels are zero.
-        ``confirmed_ns`` defaults to ``recv_ns`` (a change confirms the quote). A time that does not fit
+        ``xseq`` is the exchange's id of the newest update in the book (the row's ``xseq``; None or 0: none),
+        so a writer is a :class:`~pipeline.feed.session.RowSink` as it is; ``confirmed_ns`` defaults to
+        ``recv_ns`` (a change confirms the quote). A time that does not fit
         the row's int64 field raises :class:`RowValueError` before anything is stored: the row keeps its
         last consistent value and its sequence stays even (a failure half way through a write would leave
         it odd, and every reader waiting).
@@ -189,9 +193,12 @@ class RowWriter:
         state = self._state.get(row)
         if state is None:
             raise RowOwnershipError(f"this writer owns rows {sorted(self._owned)}, not row {row}")
-        if not (0 <= exch_ts_ns <= _I64_MAX and 0 <= recv_ns <= _I64_MAX and 0 <= confirmed_ns <= _I64_MAX):
-            raise RowValueError(f"row {row}: a time out of range (exch_ts_ns {exch_ts_ns}, recv_ns {recv_ns}, "
-                                f"confirmed_ns {confirmed_ns})")
+        if xseq is None:
+            xseq = 0
+        if not (0 <= exch_ts_ns <= _I64_MAX and 0 <= recv_ns <= _I64_MAX and 0 <= confirmed_ns <= _I64_MAX
+                and 0 <= xseq <= _U64_MAX):
+            raise RowValueError(f"row {row}: a time or id out of range (exch_ts_ns {exch_ts_ns}, recv_ns {recv_ns}, "
+                                f"confirmed_ns {confirmed_ns}, xseq {xseq})")
         if gaps is not None:
             state[4] = gaps
         if checksum_failures is not None:
@@ -209,7 +216,7 @@ class RowWriter:
             published_ns = time.time_ns()
             words[word] = seq + 1                                 # odd: write in progress
             self._head(buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, published_ns,
-                       count, confirmed_ns or recv_ns, status, 1, 1, 0, state[2], state[3], state[4], state[5],
+                       count, confirmed_ns or recv_ns, xseq, status, 1, 1, 0, state[2], state[3], state[4], state[5],
                        bid_px, bid_qty)
             self._top_ask(buf, state[8], ask_px, ask_qty)
             words[word] = seq + 2                                 # even: consistent
@@ -248,7 +255,7 @@ class RowWriter:
         published_ns = time.time_ns()
         words[word] = seq + 1                                     # odd: write in progress
         self._pack(self._buf, state[7], bid_px, bid_qty, ask_px, ask_qty, exch_ts_ns, recv_ns, published_ns,
-                   state[1], confirmed_ns or recv_ns, status, n_bids, n_asks, 0, state[2], state[3], state[4],
+                   state[1], confirmed_ns or recv_ns, xseq, status, n_bids, n_asks, 0, state[2], state[3], state[4],
                    state[5], *flat)
         words[word] = seq + 2                                     # even: consistent
         state[0] = seq + 2

@@ -17,14 +17,18 @@ skipped message is repaired by the next one and the latest always wins::
     {"box": "tokyo", "venue": "binance", "instrument": "BTC/USDT", "status": 2,
      "bids": [[65000.1, 0.5], ...], "asks": [[65000.2, 0.3], ...],
      "exch_ts_ns": 0, "recv_ns": 1780000000000000000, "publish_ns": 1780000000000020000,
-     "sent_ns": 1780000000000090000, "updates": 1234, "confirmed_ns": 1780000000000000000}
+     "sent_ns": 1780000000000090000, "updates": 1234, "confirmed_ns": 1780000000000000000,
+     "xseq": 71234567890}
 
 ``status`` is a :class:`~pipeline.board.layout.RowStatus` value; the times are
 the publishing box's ``time.time_ns()`` (``exch_ts_ns``: the exchange's own
 clock, 0 when it sends none); ``sent_ns`` is when the bridge published it;
 ``confirmed_ns`` is the last time the exchange confirmed the quote current (a
 change or a liveness message), which staleness is judged on (optional:
-``recv_ns`` when absent).
+``recv_ns`` when absent); ``xseq`` is the exchange's own id of the newest update
+in the book (the row's ``xseq``: Binance ``u``, Bybit ``seq``, OKX ``seqId``),
+by which a box that reads the venue itself tells which copy is newer (optional:
+0, none, when absent).
 
 A rules message carries the row's :class:`~pipeline.model.InstrumentRules` (the feed's, from its venue's
 reference data). Rules change rarely, so they travel on their own subject, sent when the row's rules
@@ -110,6 +114,7 @@ class RemoteQuote(NamedTuple):
     sent_ns: int
     updates: int
     confirmed_ns: int
+    xseq: int
 
 
 class Heartbeat(NamedTuple):
@@ -119,10 +124,11 @@ class Heartbeat(NamedTuple):
 
 
 def render_quote(box: str, venue: str, instrument: str, status: int, bids, asks, exch_ts_ns: int, recv_ns: int,
-                 publish_ns: int, sent_ns: int, updates: int, confirmed_ns: int = 0) -> bytes:
+                 publish_ns: int, sent_ns: int, updates: int, confirmed_ns: int = 0, xseq: int = 0) -> bytes:
     return orjson.dumps({"box": box, "venue": venue, "instrument": instrument, "status": status, "bids": bids,
                          "asks": asks, "exch_ts_ns": exch_ts_ns, "recv_ns": recv_ns, "publish_ns": publish_ns,
-                         "sent_ns": sent_ns, "updates": updates, "confirmed_ns": confirmed_ns or recv_ns})
+                         "sent_ns": sent_ns, "updates": updates, "confirmed_ns": confirmed_ns or recv_ns,
+                         "xseq": xseq})
 
 
 def render_row(box: str, venue: str, instrument: str, values: tuple, index: dict[str, int], depth: int,
@@ -134,10 +140,9 @@ def render_row(box: str, venue: str, instrument: str, values: tuple, index: dict
     n_asks = min(values[index["n_asks"]], depth)
     bids = [[values[b + 2 * k], values[b + 2 * k + 1]] for k in range(n_bids)]
     asks = [[values[a + 2 * k], values[a + 2 * k + 1]] for k in range(n_asks)]
-    confirmed = index.get("confirmed_ns")
     return render_quote(box, venue, instrument, values[index["status"]], bids, asks, values[index["exch_ts_ns"]],
                         values[index["recv_ns"]], values[index["publish_ns"]], sent_ns, values[index["update_count"]],
-                        values[confirmed] if confirmed is not None else 0)
+                        values[index["confirmed_ns"]], values[index["xseq"]])
 
 
 def render_rules(box: str, venue: str, instrument: str, rules: InstrumentRules | None, sent_ns: int) -> bytes:
@@ -203,12 +208,20 @@ def _loads(data: bytes, what: str) -> dict:
 
 
 _I64_MAX = 2 ** 63 - 1      # rows keep times and counters as int64: a larger number would not fit the row
+_U64_MAX = 2 ** 64 - 1      # and the exchange's id as a uint64
 
 
 def _integer(message: dict, key: str) -> int:
     value = message[key]
     if value.__class__ is not int or not 0 <= value <= _I64_MAX:
         raise ParseError("bad_number", f"{key} must be an integer from 0 to 2^63-1, got {value!r}")
+    return value
+
+
+def _id(message: dict, key: str) -> int:
+    value = message[key]
+    if value.__class__ is not int or not 0 <= value <= _U64_MAX:
+        raise ParseError("bad_number", f"{key} must be an integer from 0 to 2^64-1, got {value!r}")
     return value
 
 
@@ -231,7 +244,8 @@ def parse_quote(subject: str, data: bytes) -> RemoteQuote:
         raise ParseError("bad_number", f"unknown row status {status!r}")
     return RemoteQuote(box, venue, instrument, status, _levels(bids, "bids", True), _levels(asks, "asks", False),
                        exch_ts_ns, recv_ns, publish_ns, sent_ns, updates,
-                       _integer(message, "confirmed_ns") if "confirmed_ns" in message else recv_ns)
+                       _integer(message, "confirmed_ns") if "confirmed_ns" in message else recv_ns,
+                       _id(message, "xseq") if "xseq" in message else 0)
 
 
 def parse_heartbeat(subject: str, data: bytes) -> Heartbeat:

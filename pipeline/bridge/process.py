@@ -144,6 +144,15 @@ def check_bridge(bridge, environ) -> str | None:
     return None
 
 
+def connect_attempt(connect) -> asyncio.Task:
+    """nats-py's ``connect`` coroutine as a task whose outcome is always read, even when the attempt is
+    abandoned (stop, timeout): nats-py may end a cancelled attempt in its own error (``NoServersError``), and a
+    task whose error nobody read is reported with its traceback when the loop closes."""
+    task = asyncio.ensure_future(connect)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
+
+
 def describe_connect_error(exc: BaseException, url: str) -> tuple[str, bool]:
     """(message for the log, whether the server refused our credentials)."""
     text = str(exc)
@@ -241,7 +250,7 @@ class Bridge:
             return
         try:
             self.writer.write(write.row, write.status, write.bids, write.asks, write.exch_ts_ns, write.recv_ns,
-                              confirmed_ns=write.confirmed_ns)
+                              confirmed_ns=write.confirmed_ns, xseq=write.xseq)
         except RowValueError as exc:      # a time the row cannot hold: the quote is dropped, the row untrusted
             self.stats.add("parse_errors")
             self.stats.skip(SkipReason.BAD_NUMBER)
@@ -473,7 +482,7 @@ class Bridge:
             # nats-py's connect may end in its own error (NoServersError) even when cancelled: awaited through
             # a shield and, when this attempt is abandoned (stop, timeout), cancelled and awaited here, so its
             # outcome is always read (else asyncio.run reports it at shutdown as an unhandled exception)
-            connecting = asyncio.ensure_future(
+            connecting = connect_attempt(
                 nats.connect(**self.options, connect_timeout=self.bridge.connect_timeout_s,
                              max_reconnect_attempts=3, reconnect_time_wait=0.25, ping_interval=ping_s,
                              max_outstanding_pings=2, pending_size=4 * PENDING_LIMIT, flush_timeout=1.0,

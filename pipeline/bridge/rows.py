@@ -73,6 +73,7 @@ class RowWrite(NamedTuple):
     recv_ns: int                   # remote receive time, on this box's clock
     sent_ns: int                   # remote bridge send time, on this box's clock
     confirmed_ns: int              # last time the exchange confirmed the quote current, on this box's clock
+    xseq: int                      # the exchange's id of the newest update in the book (0: none)
 
 
 class RemoteRows:
@@ -127,7 +128,7 @@ class RemoteRows:
         correction = box.clock.correction_ns()
         return RowWrite(row, quote.status, quote.bids, quote.asks, quote.exch_ts_ns,
                         quote.recv_ns + correction if quote.recv_ns else 0, quote.sent_ns + correction,
-                        quote.confirmed_ns + correction if quote.confirmed_ns else 0)
+                        quote.confirmed_ns + correction if quote.confirmed_ns else 0, quote.xseq)
 
     def on_rules(self, subject: str, data: bytes, arrival_ns: int) -> tuple[int, InstrumentRules | None]:
         """(local row, its rules) for one rules message on a subject :meth:`is_rules` accepted. Raises ParseError

@@ -49,11 +49,12 @@ def remote_leg_delay_ns(candidate) -> int:
 
     An order for that leg reaches its venue from the remote box, and what the venue's book did at
     ``open + latency`` shows up here this much later: the shadow fill of a cross-box opportunity is
-    priced on the book as seen ``latency`` + this delay after the open. Local legs: 0.
+    priced on the book as seen ``latency`` + this delay after the open. Legs read from this box's own feed:
+    0 (a leg this box reads itself, served by another box's copy, counts as bridged).
     """
     delay = 0
     for quote in (candidate.buy, candidate.sell):
-        if "@" in quote.venue and quote.publish_ns > quote.recv_ns:
+        if quote.via and quote.publish_ns > quote.recv_ns:
             delay = max(delay, quote.publish_ns - quote.recv_ns)
     return delay
 

@@ -94,8 +94,6 @@ class Detector:
                                    f"{fills} shadow fills per entry (start the pipeline again with this config)")
         self.decisions = DecisionWriter(self.board)
         self.decisions_dropped = 0      # records the ring could not carry (logged)
-        key_of_row = self.universe.key_of_row       # (instrument identity, leg) -> its board row
-        self.row_of_leg = {(key_of_row[row], leg): row for row, leg in self.universe.leg_of_row.items()}
         self.follower = None
         self.bell = None
         if decision_fd is None:
@@ -136,9 +134,9 @@ class Detector:
         leg_of_row = self.universe.leg_of_row
         samples = self.publish_to_seen.samples
         for row in changed_rows:
-            publish_ns = quotes[leg_of_row[row]].publish_ns
-            if publish_ns:
-                samples.append(seen_ns - publish_ns)
+            quote = quotes[leg_of_row[row]]
+            if quote.publish_ns and quote.row == row:      # (a leg's other path, not serving it: not seen)
+                samples.append(seen_ns - quote.publish_ns)
         if len(samples) >= SAMPLE_BATCH:
             self.publish_to_seen.flush()
         emitted = self.engine.evaluate(key, quotes, now_ns)
@@ -160,7 +158,6 @@ class Detector:
         """Put each record in the decision ring (``seen_to_emitted``: the change seen -> its decision in the
         ring), count it on the board, and ring the output once."""
         venue_of_label = self.universe.venue_of_label
-        row_of_leg = self.row_of_leg
         write = self.decisions.write
         for item in emitted:
             record, event = item.record, item.event
@@ -168,8 +165,8 @@ class Detector:
             if event is not None:
                 c = event.candidate
                 buy, sell = c.buy, c.sell
-                meta = (0, seen_ns or 0, buy.recv_ns, sell.recv_ns, buy.seq, sell.seq,
-                        row_of_leg.get((c.instrument, buy.leg), 0), row_of_leg.get((c.instrument, sell.leg), 0))
+                meta = (0, seen_ns or 0, buy.recv_ns, sell.recv_ns, buy.seq, sell.seq, max(buy.row, 0),
+                        max(sell.row, 0))
             try:
                 write(record, meta)
             except DecisionError as exc:

@@ -55,6 +55,9 @@ class Quote:
     max_age_ns: int = 0          # this exchange's own staleness limit when stricter than the detector's (0: none)
     confirmed_ns: int = 0        # last time the exchange confirmed the quote current (>= recv_ns; 0: recv_ns)
     instrument: str = ""         # the row's own instrument (BTC/USDT), which may differ from the compared one
+    xseq: int = 0                # the exchange's own id of the newest update in the book (0: none)
+    via: str = ""                # the box whose bridge mirrors the row ("": this box's own feed)
+    row: int = -1                # the board row it was read from
 
     @property
     def leg(self) -> str:

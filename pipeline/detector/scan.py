@@ -40,7 +40,7 @@ from pipeline.board import (
     read_consistent,
     read_entry,
 )
-from pipeline.detector.rules import Quote, leg_of
+from pipeline.detector.rules import LIVE, Quote, leg_of
 from pipeline.fees import account_fee_or_configured
 
 NUMPY_SCAN_ROWS = 64
@@ -48,7 +48,8 @@ _U64 = struct.Struct("<Q")
 
 
 def quote_readers(index: dict[str, int], depth: int) -> list[list]:
-    """``readers[n_bids][n_asks](values, label, seq, max_age_ns, instrument)`` -> a :class:`Quote`, from a row.
+    """``readers[n_bids][n_asks](values, label, seq, max_age_ns, instrument, via, row)`` -> a :class:`Quote`, from
+    a row.
 
     One small function per pair of level counts, written out index by index: building the level lists
     from constant indexes costs about half of slicing and zipping, and building the Quote in the same
@@ -59,9 +60,10 @@ def quote_readers(index: dict[str, int], depth: int) -> list[list]:
     def side(at: int, n: int) -> str:
         return "[" + "".join(f"(v[{at + 2 * k}], v[{at + 2 * k + 1}]), " for k in range(n)) + "]"
     i = index
-    return [[eval(f"lambda v, label, seq, max_age_ns, instrument: Quote(label, v[{i['status']}], "  # noqa: S307
+    return [[eval(f"lambda v, label, seq, max_age_ns, instrument, via, row: Quote(label, v[{i['status']}], "  # noqa: S307
                   f"{side(bids_at, nb)}, {side(asks_at, na)}, v[{i['recv_ns']}], v[{i['exch_ts_ns']}], "
-                  f"v[{i['publish_ns']}], seq, max_age_ns, v[{i['confirmed_ns']}], instrument)",
+                  f"v[{i['publish_ns']}], seq, max_age_ns, v[{i['confirmed_ns']}], instrument, v[{i['xseq']}], "
+                  "via, row)",
                   {"Quote": Quote})      # our own constant text
              for na in range(depth + 1)] for nb in range(depth + 1)]
 
@@ -90,18 +92,20 @@ class RowUniverse:
     """The rows the detector watches, grouped by instrument identity, with fees and limits per leg.
 
     A venue is one matching engine whatever the path it is read through: a row mirrored from another box
-    (``binance@frankfurt``) of a venue and instrument this box also reads itself is a second, later copy of the
-    same book, never a second venue. Until copies are arbitrated by the exchange's own ids, the detector reads
-    the box's own path and leaves the mirrored copy out (:attr:`other_paths`: those rows, by label), so the
-    venue's liquidity is counted once and one dislocation is one opportunity. A venue only another box reads
+    (``binance@frankfurt``) of a venue and instrument this box also reads itself is one more path to the same
+    book, never a second venue. It joins the local row's leg (:attr:`copies`: such rows, with their box), and
+    :class:`BoardView` serves the leg from whichever of its rows holds the newest update by the exchange's own
+    id (the rows' ``xseq``), so the venue's liquidity is counted once, one dislocation is one opportunity, and
+    a local feed that stalls or resyncs is covered by the other box's copy. A venue only another box reads
     (``kraken@frankfurt`` where this box has no kraken) is a leg like any other.
     """
 
     def __init__(self, config, rows):
         dc = config.detector
         local = {(a.venue, a.instrument) for a in rows if not a.box}
-        self.other_paths: dict[int, str] = {a.row: a.label for a in rows if a.box and (a.venue, a.instrument) in local}
-        rows = [a for a in rows if a.row not in self.other_paths]
+        self.copies: dict[int, str] = {a.row: a.box for a in rows if a.box and (a.venue, a.instrument) in local}
+        self.via_of_row: dict[int, str] = {a.row: a.box for a in rows if a.box}
+        self.copies_of_leg: dict[str, list[int]] = {}              # leg -> its rows, the local one first
         self.rows_of: dict[str, list[tuple[int, str]]] = {}         # key -> [(row, leg)]
         self.key_of_row: dict[int, str] = {}
         self.leg_of_row: dict[int, str] = {}                       # row -> its leg (the key of its quote)
@@ -118,16 +122,20 @@ class RowUniverse:
         self.unchanged_ns: dict[str, int] = {}                     # leg -> how long its price may sit still (0: any)
         self.lag_ns: dict[str, int] = {}                           # leg -> how far behind its exchange time may be
         self.max_notional: dict[str, float] = {}
-        for assignment in rows:
+        for assignment in sorted(rows, key=lambda a: a.row in self.copies):     # local rows before their copies
             key = instrument_key(assignment.instrument, dc.equivalent_quotes)
-            label = assignment.label
+            copy = assignment.row in self.copies
+            label = assignment.venue if copy else assignment.label      # a copy is read as the local leg
             leg = leg_of(label, assignment.instrument)
-            venue = venue_config_for(config, assignment)
             self.rows_of.setdefault(key, []).append((assignment.row, leg))
             self.key_of_row[assignment.row] = key
             self.leg_of_row[assignment.row] = leg
             self.venue_label_of_row[assignment.row] = label
             self.instrument_of_row[assignment.row] = assignment.instrument
+            if copy:
+                self.copies_of_leg[leg] = [r for r, other in self.rows_of[key] if other == leg]
+                continue                                # fees, limits and rules: the local leg's
+            venue = venue_config_for(config, assignment)
             self.venue_of_label[label] = assignment.venue
             self.fees.setdefault(key, {})[leg] = self.configured_fees[leg] = venue.fee_bps(assignment.instrument)
             self.fee_source.setdefault(key, {})[leg] = "config"
@@ -159,7 +167,8 @@ class BoardRules:
     writer preempted mid-write) gives the last rules read, or none yet: the next quote asks again.
 
     A row mirrored from another box (``kraken@frankfurt``) is read like any other: its bridge writes the rules
-    the other box publishes for it, and until it has, the row has none (no pair, counted ``no_rules``).
+    the other box publishes for it, and until it has, the row has none (no pair, counted ``no_rules``). A leg
+    this box reads itself takes its own feed's rules, whichever path serves its quote.
 
     The entry also carries the fee the row's account pays (its feed's fee lookup, NaN: none); each read of a
     new version hands it to :meth:`RowUniverse.set_account_fee`, so a leg's fee changes with its version, as
@@ -169,7 +178,7 @@ class BoardRules:
         self.board = board
         self.universe = universe
         self._words = board.buf.cast("B").cast("Q")
-        self._row = {leg: row for row, leg in universe.leg_of_row.items()}
+        self._row = {leg: row for row, leg in universe.leg_of_row.items() if row not in universe.copies}
         self._word = {leg: board.geometry.rule_offset(row) // 8 for leg, row in self._row.items()}
         self._last: dict[str, tuple[int, object]] = {}
 
@@ -209,20 +218,29 @@ class BoardView:
         self._buf = board.buf
         self._unpack = codec.payload.unpack_from
         # per row: [row, leg, seq word, payload offset, seq of the cached quote, staleness limit,
-        #           seq last reported changed (rows with a lane), instrument key, venue label, instrument]
+        #           seq last reported changed (rows with a lane), instrument key, venue label, instrument,
+        #           box it is mirrored from ("": local), the entries of its leg's rows when it has copies
+        #           (else None), its last quote (rows with copies)]
         self._entry: dict[int, list] = {}
         self._entries_of: dict[str, list[list]] = {}
+        self._legs_of: dict[str, int] = {}
         self._cached: dict[str, dict[str, Quote]] = {}
         for key, members in self.rows_of.items():
             entries = []
             for row, label in members:
                 word = self.reader.seq_words[row]
                 entry = [row, label, word, word * 8 + codec.payload_offset, -1, self.max_age_ns[label], 0, key,
-                         universe.venue_label_of_row[row], universe.instrument_of_row[row]]
+                         universe.venue_label_of_row[row], universe.instrument_of_row[row],
+                         universe.via_of_row.get(row, ""), None, None]
                 self._entry[row] = entry
                 entries.append(entry)
             self._entries_of[key] = entries
+            self._legs_of[key] = len({leg for _, leg in members})
             self._cached[key] = {}
+        for rows in universe.copies_of_leg.values():
+            copies = [self._entry[row] for row in rows]
+            for entry in copies:
+                entry[11] = copies
         self._again: dict[str, list[int]] = {}      # instruments to evaluate again (a torn read)
         # change lanes: [counter word, count seen, ring, entries of the watched rows it logs]
         by_lane: dict[int, list] = {}
@@ -283,7 +301,29 @@ class BoardView:
         if v is None or words[word] != seq:
             seq, v = self._read_again(entry)
         entry[4] = seq
-        return self._readers[v[self._n_bids]][v[self._n_asks]](v, entry[8], seq, entry[5], entry[9])
+        return self._readers[v[self._n_bids]][v[self._n_asks]](v, entry[8], seq, entry[5], entry[9], entry[10],
+                                                               entry[0])
+
+    @staticmethod
+    def _serve(entry: list, quote: Quote, serving: Quote | None) -> Quote:
+        """The quote a leg read over several paths shows, now that ``entry``'s row read ``quote`` (``serving``:
+        what the leg showed before). Among its rows that are LIVE, the newest update by the exchange's own id
+        wins, and at one id the row already serving keeps it (the first copy to arrive); where the venue's
+        frames carry no id (``xseq`` 0), the local row while it is LIVE, else the first LIVE copy. With none
+        LIVE, the local row, whose status says why the leg is not traded."""
+        entry[12] = quote
+        best = None
+        for other in entry[11]:
+            q = other[12]
+            if q is None or q.status != LIVE:
+                continue
+            if best is None or (q.xseq and best.xseq and (
+                    q.xseq > best.xseq or (q.xseq == best.xseq and serving is not None and q.row == serving.row))):
+                best = q
+        if best is not None:
+            return best
+        local = entry[11][0][12]
+        return local if local is not None else quote
 
     def _read_again(self, entry: list) -> tuple[int, tuple]:
         """The seqlock's retries, after a first attempt met a write in progress."""
@@ -300,7 +340,10 @@ class BoardView:
         words = self._words
         for entry in self._entries_of[key]:
             if words[entry[2]] != entry[4]:
-                cache[entry[1]] = self._read_quote(entry)
+                if entry[11] is None:
+                    cache[entry[1]] = self._read_quote(entry)
+                else:
+                    cache[entry[1]] = self._serve(entry, self._read_quote(entry), cache.get(entry[1]))
         return cache
 
     def refresh(self, key: str, rows: list[int]) -> dict[str, Quote]:
@@ -310,14 +353,17 @@ class BoardView:
         :meth:`changed` is in the next one. The first call of an instrument reads all its rows.
         """
         cache = self._cached[key]
-        if len(cache) != len(self._entries_of[key]):
+        if len(cache) != self._legs_of[key]:
             return self.quotes(key)
         words = self._words
         entry_of = self._entry
         for row in rows:
             entry = entry_of[row]
             if words[entry[2]] != entry[4]:
-                cache[entry[1]] = self._read_quote(entry)
+                if entry[11] is None:
+                    cache[entry[1]] = self._read_quote(entry)
+                else:
+                    cache[entry[1]] = self._serve(entry, self._read_quote(entry), cache.get(entry[1]))
         return cache
 
     def retry(self, key: str) -> None:

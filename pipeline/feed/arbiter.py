@@ -181,7 +181,7 @@ class Arbiter:
         if args is None:
             self.sink.set_status(row, status)
         else:
-            self.sink.write(row, status, *args)
+            self.sink.write(row, status, *args, version)
             if status == LIVE and confirmed > args[3]:
                 self.sink.set_status(row, status, confirmed)    # confirmed on this path since its last change
         newer = status == LIVE and (current is None or current[1] is None or version is None or version > current[1])
@@ -205,7 +205,8 @@ class Arbiter:
 
 class PathSink:
     """One path's :class:`~pipeline.feed.session.RowSink`: what its session writes goes to the :class:`Arbiter`,
-    with the exchange id of the book written (:meth:`bind` gives it the session whose books those are)."""
+    with the exchange id of the book written (a write says it; for a status-only write :meth:`bind` gives the
+    session whose books hold it)."""
 
     def __init__(self, arbiter: Arbiter, path: int):
         self.arbiter = arbiter
@@ -217,10 +218,9 @@ class PathSink:
         self._books = session.books
         self._symbol_of = {row: symbol for symbol, row in session.row_of.items()}
 
-    def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps=None, checksum_failures=None) -> None:
-        book = self._books.get(self._symbol_of.get(row))
-        self.arbiter.write(self.path, None if book is None else book.version, row, status, bids, asks, exch_ts_ns,
-                           recv_ns, gaps, checksum_failures)
+    def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps=None, checksum_failures=None,
+              version=None) -> None:
+        self.arbiter.write(self.path, version, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures)
 
     def set_status(self, row, status, confirmed_ns=None) -> None:
         book = self._books.get(self._symbol_of.get(row))

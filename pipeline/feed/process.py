@@ -115,8 +115,8 @@ class BoardSink:
         return cls(writer, doorbell, HistogramWriter(board, slot, hops.index("exchange_to_receive")),
                    HistogramWriter(board, slot, hops.index("receive_to_publish")))
 
-    def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures) -> None:
-        published_ns = self._write(row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures)
+    def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures, version=None) -> None:
+        published_ns = self._write(row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures, version)
         self._ring()
         published = self._published
         published.append(published_ns - recv_ns)         # the row's own publish time: one clock read a frame

@@ -110,7 +110,9 @@ class RowSink(Protocol):
     """Where a session's rows go. One writer per row, as on the board."""
 
     def write(self, row: int, status: int, bids, asks, exch_ts_ns: int, recv_ns: int, gaps: int,
-              checksum_failures: int) -> None: ...
+              checksum_failures: int, version: int | None = None) -> None:
+        """``version``: the exchange's own id of the newest update in the book written
+        (:attr:`pipeline.book.InstrumentBook.version`; None where the venue's frames carry none)."""
 
     def set_status(self, row: int, status: int, confirmed_ns: int | None = None) -> None: ...
 
@@ -119,7 +121,7 @@ class MemoryRow:
     """The content of one board row, kept in memory."""
 
     __slots__ = ("status", "bids", "asks", "exch_ts_ns", "recv_ns", "gaps", "checksum_failures", "writes",
-                 "confirmed_ns")
+                 "confirmed_ns", "xseq")
 
     def __init__(self) -> None:
         self.status = int(RowStatus.EMPTY)
@@ -131,6 +133,7 @@ class MemoryRow:
         self.checksum_failures = 0
         self.writes = 0
         self.confirmed_ns = 0
+        self.xseq = 0
 
 
 class MemorySink:
@@ -146,7 +149,7 @@ class MemorySink:
             current = self.rows[row] = MemoryRow()
         return current
 
-    def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures) -> None:
+    def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures, version=None) -> None:
         r = self.row(row)
         r.status = status
         r.bids = list(bids[:self.depth])
@@ -156,6 +159,7 @@ class MemorySink:
         r.gaps = gaps
         r.checksum_failures = checksum_failures
         r.confirmed_ns = recv_ns
+        r.xseq = version or 0
         r.writes += 1
 
     def set_status(self, row, status, confirmed_ns=None) -> None:
@@ -714,7 +718,8 @@ class FeedSession:
         bids, asks = book.composed
         exch_ts_ns = book.exch_ts_ms * 1_000_000
         try:
-            self.sink.write(row, state, bids, asks, exch_ts_ns, recv_ns, book.gaps, book.checksum_failures)
+            self.sink.write(row, state, bids, asks, exch_ts_ns, recv_ns, book.gaps, book.checksum_failures,
+                            book.version)
         except RowValueError as exc:    # the book checks its numbers; this is the row's own guard: never fatal
             self.stats.skip(SkipReason.BAD_NUMBER)
             self._note("bad_number", recv_ns, symbol=book.symbol, detail=str(exc))

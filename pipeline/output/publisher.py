@@ -35,7 +35,7 @@ import ssl
 import threading
 
 from pipeline.bridge.codec import decisions_subject
-from pipeline.bridge.process import BridgeError, connect_options, describe_connect_error
+from pipeline.bridge.process import BridgeError, connect_attempt, connect_options, describe_connect_error
 from pipeline.output.writers import ERROR_LOG_INTERVAL_S
 from pipeline.runtime import RateLimitedLog
 
@@ -148,7 +148,7 @@ class DecisionPublisher:
         while not self._stopping.is_set():
             # max_reconnect_attempts=-1: nats-py tries the first connection, and every one after a loss, until a
             # server answers; an attempt abandoned at stop is cancelled and awaited, so its outcome is read
-            connecting = asyncio.ensure_future(nats.connect(
+            connecting = connect_attempt(nats.connect(
                 **options, connect_timeout=self.bridge.connect_timeout_s, allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT_S, flush_timeout=FLUSH_TIMEOUT_S,
                 error_cb=self._on_error, disconnected_cb=self._on_disconnected,

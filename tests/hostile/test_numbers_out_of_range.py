@@ -96,13 +96,16 @@ def test_an_exchange_id_past_int64_is_a_counted_bad_number_not_a_quote_held_by_i
     assert row_of(board)["status"] == LIVE and row_of(board)["bid_px"] == 31776.0
 
 
-def test_the_row_writer_refuses_a_time_it_cannot_hold_before_storing_anything(board):
+def test_the_row_writer_refuses_a_time_or_id_it_cannot_hold_before_storing_anything(board):
     writer = RowWriter(board, [0])
     writer.write(0, LIVE, [(100.0, 1.0)], [(101.0, 1.0)], 5 * SECOND, T0)
     seq = RowReader(board).read_with_seq(0)[0]
     for exch_ts_ns, recv_ns in ((2 ** 63, T0), (0, 2 ** 63), (-1, T0)):
         with pytest.raises(RowValueError):
             writer.write(0, LIVE, [(200.0, 1.0)], [(201.0, 1.0)], exch_ts_ns, recv_ns)
+    for xseq in (2 ** 64, -1):                         # an exchange id the row's u64 cannot hold
+        with pytest.raises(RowValueError):
+            writer.write(0, LIVE, [(200.0, 1.0)], [(201.0, 1.0)], 0, T0, xseq=xseq)
     with pytest.raises(RowValueError):
         writer.set_status(0, LIVE, confirmed_ns=2 ** 64 - 1)
     seq_after, values = RowReader(board).read_with_seq(0)

@@ -119,7 +119,7 @@ class FeedHarness:
                 "bids": [(v[b + 2 * k], v[b + 2 * k + 1]) for k in range(v[idx["n_bids"]])],
                 "asks": [(v[a + 2 * k], v[a + 2 * k + 1]) for k in range(v[idx["n_asks"]])],
                 "gaps": v[idx["gaps"]], "checksum_failures": v[idx["checksum_failures"]],
-                "recv_ns": v[idx["recv_ns"]], "exch_ts_ns": v[idx["exch_ts_ns"]]}
+                "recv_ns": v[idx["recv_ns"]], "exch_ts_ns": v[idx["exch_ts_ns"]], "xseq": v[idx["xseq"]]}
 
     def status(self, instrument: str) -> RowStatus:
         return self.row(instrument)["status"]

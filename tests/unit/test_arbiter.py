@@ -27,8 +27,8 @@ class History(MemorySink):
         super().__init__(5)
         self.writes: list[tuple[int, float | None]] = []
 
-    def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures) -> None:
-        super().write(row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures)
+    def write(self, row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures, version=None) -> None:
+        super().write(row, status, bids, asks, exch_ts_ns, recv_ns, gaps, checksum_failures, version)
         self.writes.append((status, bids[0][0] if bids else None))
 
 
@@ -100,6 +100,7 @@ def test_each_path_is_credited_with_what_it_delivered_first_and_the_lag_of_its_l
         sessions[first].receive(ticker(u), u * 10 * MS, conns[first])
         sessions[second].receive(ticker(u), u * 10 * MS + (u + 1) * MS, conns[second])
     assert (arbiter.first, arbiter.duplicates, arbiter.late) == ([2, 1], [1, 2], [0, 0])
+    assert board.rows[0].xseq == 3                              # the row carries the exchange's id it shows
     assert arbiter.lag_percentiles(0) == (3 * MS, 3 * MS)
     assert arbiter.lag_percentiles(1) == (4 * MS, 4 * MS)       # 2 and 4 ms: the p50 of two is the upper one
 

@@ -61,9 +61,9 @@ def test_subjects_name_box_venue_and_instrument_one_token_each():
 def test_quote_round_trip_keeps_every_value():
     data = render_quote("tokyo", "binance", "BTC/USDT", LIVE, [[65000.1, 0.5], [65000.0, 1.25]], [[65000.2, 0.3]],
                         123, 1_780_000_000_000_000_000, 1_780_000_000_000_020_000, 1_780_000_000_000_090_000, 17,
-                        1_780_000_000_500_000_000)
+                        1_780_000_000_500_000_000, 71_234_567_890)
     q = parse_quote(SUBJECT, data)
-    assert q.confirmed_ns == 1_780_000_000_500_000_000
+    assert (q.confirmed_ns, q.xseq) == (1_780_000_000_500_000_000, 71_234_567_890)
     assert (q.box, q.venue, q.instrument, q.status) == ("tokyo", "binance", "BTC/USDT", LIVE)
     assert q.bids == [(65000.1, 0.5), (65000.0, 1.25)] and q.asks == [(65000.2, 0.3)]
     assert (q.exch_ts_ns, q.recv_ns, q.publish_ns, q.sent_ns, q.updates) == (
@@ -75,6 +75,17 @@ def test_confirmed_time_defaults_to_the_receive_time():
     assert "confirmed_ns" not in m
     assert parse_quote(SUBJECT, orjson.dumps(m)).confirmed_ns == m["recv_ns"]
     assert reason(SUBJECT, orjson.dumps(quote(confirmed_ns=-5))) == "bad_number"
+
+
+def test_the_exchange_id_is_none_when_absent_and_must_fit_the_rows_u64():
+    m = quote()
+    assert "xseq" not in m
+    assert parse_quote(SUBJECT, orjson.dumps(m)).xseq == 0
+    assert parse_quote(SUBJECT, orjson.dumps(quote(xseq=2 ** 64 - 1))).xseq == 2 ** 64 - 1
+    for bad in (-1, 1.5, "7"):
+        assert reason(SUBJECT, orjson.dumps(quote(xseq=bad))) == "bad_number", bad
+    too_big = orjson.dumps(quote(xseq=2 ** 64 - 1)).replace(b"18446744073709551615", b"18446744073709551616")
+    assert reason(SUBJECT, too_big) == "bad_number"
 
 
 def test_an_empty_book_is_a_valid_state():

@@ -96,9 +96,10 @@ def test_a_venue_is_never_paired_with_itself_through_another_box_or_row():
 
 
 def test_a_mirrored_copy_of_a_venue_this_box_reads_itself_is_another_path_not_another_leg():
-    """binance@frankfurt where this box reads binance itself is the same book, later: left out, so a dislocation
-    against okx is one opportunity on binance's liquidity, not two that count it twice. A venue only the other
-    box reads (kraken@frankfurt), or an instrument only it reads (binance@frankfurt ETH/USDT), stays a leg."""
+    """binance@frankfurt where this box reads binance itself is the same book over another path: a row of the
+    binance leg, so a dislocation against okx is one opportunity on binance's liquidity, not two that count it
+    twice (which row serves the leg: tests/unit/test_detector_paths.py). A venue only the other box reads
+    (kraken@frankfurt), or an instrument only it reads (binance@frankfurt ETH/USDT), stays a leg."""
     from pipeline.board.plan import plan_rows
     from pipeline.config import parse_config
     from pipeline.detector.scan import RowUniverse
@@ -111,11 +112,13 @@ def test_a_mirrored_copy_of_a_venue_this_box_reads_itself_is_another_path_not_an
         available_cores=frozenset({0}))
     rows = plan_rows(config)
     universe = RowUniverse(config, rows)
-    assert sorted(universe.other_paths.values()) == ["binance@frankfurt"]
     [mirrored] = [r.row for r in rows if r.label == "binance@frankfurt" and r.instrument == "BTC/USDT"]
-    assert universe.other_paths == {mirrored: "binance@frankfurt"} and mirrored not in universe.key_of_row
-    assert sorted(universe.leg_of_row.values()) == ["binance BTC/USDT", "binance@frankfurt ETH/USDT",
-                                                    "kraken@frankfurt BTC/USDT", "okx BTC/USDT"]
+    [own] = [r.row for r in rows if r.label == "binance" and r.instrument == "BTC/USDT"]
+    assert universe.copies == {mirrored: "frankfurt"}
+    assert universe.copies_of_leg == {"binance BTC/USDT": [own, mirrored]}
+    assert universe.leg_of_row[mirrored] == "binance BTC/USDT" and universe.venue_label_of_row[mirrored] == "binance"
+    assert sorted(set(universe.leg_of_row.values())) == ["binance BTC/USDT", "binance@frankfurt ETH/USDT",
+                                                         "kraken@frankfurt BTC/USDT", "okx BTC/USDT"]
     # the engine over this universe: binance and its copy quote alike, okx 60 bps above: one opportunity
     books = {"binance BTC/USDT": quote("binance", "BTC/USDT", [(99.95, 1.0)], [(100.0, 1.0)]),
              "okx BTC/USDT": quote("okx", "BTC/USDT", [(100.6, 1.0)], [(100.65, 1.0)])}

@@ -39,6 +39,7 @@ def test_a_bridged_leg_delays_its_shadow_fill_by_its_age_on_arrival():
     from pipeline.detector.rules import Candidate
     local = quote("okx", 99.0, 99.1)
     remote = quote("binance@tokyo", 101.0, 101.1, recv_ms_ago=10)
+    remote.via = "tokyo"
     remote.publish_ns = remote.recv_ns + 4 * MS              # written here 4 ms after tokyo received it
     assert remote_leg_delay_ns(Candidate("BTC/USDT", local, remote, None)) == 4 * MS
     assert remote_leg_delay_ns(Candidate("BTC/USDT", local, quote("bybit", 101.0, 101.1), None)) == 0

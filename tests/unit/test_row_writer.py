@@ -13,12 +13,13 @@ levels = st.lists(st.tuples(st.floats(0.01, 1e6), st.floats(0.0, 1e4)), max_size
 
 
 @settings(max_examples=examples(200), deadline=None)
-@given(bids=levels, asks=levels, depth=st.integers(1, 5), gaps=st.integers(0, 9), confirmed=st.integers(0, 1 << 40))
-def test_any_levels_read_back_as_written(bids, asks, depth, gaps, confirmed):
+@given(bids=levels, asks=levels, depth=st.integers(1, 5), gaps=st.integers(0, 9), confirmed=st.integers(0, 1 << 40),
+       xseq=st.one_of(st.none(), st.integers(0, (1 << 64) - 1)))
+def test_any_levels_read_back_as_written(bids, asks, depth, gaps, confirmed, xseq):
     board = Board.create(f"pipeline-test-{uuid.uuid4().hex[:10]}", 1, depth, 1)
     try:
         writer, reader = RowWriter(board, [0]), RowReader(board)
-        writer.write(0, 2, bids, asks, 11, 22, gaps, 3, confirmed)
+        writer.write(0, 2, bids, asks, 11, 22, gaps, 3, xseq, confirmed)
         v = reader.read(0)
         idx = reader.codec.index
         b, a = idx["bids"], idx["asks"]
@@ -31,7 +32,7 @@ def test_any_levels_read_back_as_written(bids, asks, depth, gaps, confirmed):
         assert (v[idx["ask_px"]], v[idx["ask_qty"]]) == (asks[0] if asks else (0.0, 0.0))
         assert (v[idx["exch_ts_ns"]], v[idx["recv_ns"]], v[idx["status"]]) == (11, 22, 2)
         assert (v[idx["gaps"]], v[idx["checksum_failures"]]) == (gaps, 3)
-        assert v[idx["confirmed_ns"]] == (confirmed or 22)
+        assert v[idx["confirmed_ns"]] == (confirmed or 22) and v[idx["xseq"]] == (xseq or 0)
         assert reader.seq(0) == 2 and v[idx["update_count"]] == 1
         seq, head = reader.read_top(0)                       # the head: a prefix of the whole row's values
         assert seq == 2 and head == v[:idx["bids"] + 2]
