@@ -653,6 +653,15 @@ class ScriptedDislocation:
     duration_ms: float = key(REQUIRED, _number(0, exclusive_min=True), "for how long")
 
 
+def _fault_every_s(value, path, ctx):
+    """The fault rotation's period, s: 0 (off) or 0.1 s to a day (a turn must leave time to reconnect)."""
+    checked = _number(0, 86_400)(value, path, ctx)
+    if checked is not _BAD and 0 < checked < 0.1:
+        ctx.add(path, f"must be 0 (never) or at least 0.1 s, got {value!r}")
+        return _BAD
+    return checked
+
+
 @dataclass(frozen=True)
 class SimulatorPathsConfig:
     """Each simulated connection's own network path (:mod:`pipeline.sim.paths`); off unless configured, and then
@@ -667,6 +676,10 @@ class SimulatorPathsConfig:
                                                                   "(uniform), ms")
     disconnect_every_s: float = key(0.0, _every_s, "mean time between abrupt drops (TCP reset, no close frame) of "
                                                    "one connection (exponential), s; 0: never")
+    fault_every_s: float = key(0.0, _fault_every_s, "every this many seconds each venue's oldest open connection "
+                                                    "goes down, dropped (TCP reset) and stalled in turn, never while "
+                                                    "another of its connections is down; 0: never")
+    fault_stall_ms: float = key(300.0, _number(1, 3_600_000), "how long each stall of `fault_every_s` lasts, ms")
 
 
 @dataclass(frozen=True)

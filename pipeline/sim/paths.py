@@ -18,7 +18,11 @@ The schedule keeps TCP's promises:
   start ``stall_every_s`` apart on average (exponential) and last ``stall_ms`` (uniform over the range);
   :meth:`PathSchedule.stall` starts one now (a test's hook), holding the frames already waiting too;
 * a drop (``disconnect_every_s`` apart on average, exponential) ends the connection abruptly, without a close
-  frame; what was still waiting is lost, as with a reset.
+  frame; what was still waiting is lost, as with a reset; :meth:`PathSchedule.drop` drops it now.
+
+Beside these random faults, a server may rotate deterministic ones through its connections
+(:class:`FaultRotation`, ``fault_every_s``): every ``fault_every_s`` its oldest open connection is dropped or
+stalled ``fault_stall_ms``, alternately, and never while another of its connections is still down.
 
 Each path draws from its own random streams, seeded from (``simulator.seed``, venue, the connection's index on
 its server): two connections of a venue have independent paths, and a run is repeatable.
@@ -41,7 +45,8 @@ class PathModel:
     ``delay_ms``: median one-way delay (0: none); ``jitter``: sigma of the delay's lognormal (0: every frame
     takes ``delay_ms``); ``stall_every_s``: mean time between stalls of one connection (0: never);
     ``stall_ms``: ``(low, high)`` of a stall's length; ``disconnect_every_s``: mean time between drops of one
-    connection (0: never).
+    connection (0: never); ``fault_every_s``: period of the server's :class:`FaultRotation` (0: off),
+    ``fault_stall_ms``: how long each of its stalls lasts.
     """
 
     delay_ms: float = 0.2
@@ -49,6 +54,8 @@ class PathModel:
     stall_every_s: float = 5.0
     stall_ms: tuple[float, float] = (50.0, 300.0)
     disconnect_every_s: float = 0.0
+    fault_every_s: float = 0.0
+    fault_stall_ms: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,9 @@ class PathTotals:
     ``frames_delayed``: frames sent through a path; ``frames_held``: those a stall held; ``stalls`` /
     ``stall_ms``: stalls begun and their total length; ``drops``: connections a path ended. Summed over every
     connection so far; ``connections``: each kept connection's own :class:`PathStatistics`, by index.
+    ``faults_dropped`` / ``faults_stalled`` / ``faults_skipped``: the server's :class:`FaultRotation` turns that
+    dropped a connection, stalled one, or took nothing down (its drops and stalls are among ``drops`` and
+    ``stalls`` too).
     """
 
     frames_delayed: int = 0
@@ -87,12 +97,16 @@ class PathTotals:
     stall_ms: float = 0.0
     drops: int = 0
     connections: tuple[PathStatistics, ...] = ()
+    faults_dropped: int = 0
+    faults_stalled: int = 0
+    faults_skipped: int = 0
 
     def add(self, path: PathStatistics, keep: bool = True) -> PathTotals:
         """These totals with ``path``'s added (and ``path`` among ``connections`` with ``keep``)."""
         return PathTotals(self.frames_delayed + path.frames, self.frames_held + path.held,
                           self.stalls + path.stalls, self.stall_ms + path.stall_ms, self.drops + int(path.dropped),
-                          self.connections + (path,) if keep else self.connections)
+                          self.connections + (path,) if keep else self.connections,
+                          self.faults_dropped, self.faults_stalled, self.faults_skipped)
 
     def connection(self, index: int) -> PathStatistics:
         """The path of connection ``index`` (KeyError when it is not kept)."""
@@ -100,6 +114,53 @@ class PathTotals:
             if path.index == index:
                 return path
         raise KeyError(index)
+
+
+class FaultRotation:
+    """One server's deterministic faults: every ``every_s`` a turn takes its oldest open connection down,
+    alternately dropped (first) and stalled ``stall_ms``, one at a time.
+
+    A turn takes nothing down (skipped) while fewer connections are open than were ever open at once (a dropped
+    one is not back yet), while the stall of the turn before still lasts, or when none is open: so of a venue's
+    two connections one is always whole. Pure: :meth:`turn` gets the open connections' indexes and the time
+    (monotonic s) and says what to do; the server does it. Turns are due at ``start_s + k * every_s``; a turn
+    found late does not bring the missed ones back.
+    """
+
+    def __init__(self, every_s: float, stall_ms: float, start_s: float) -> None:
+        self.every_s = every_s
+        self.stall_ms = stall_ms
+        self.next_s = start_s + every_s       # when the next turn is due
+        self.peak = 0                         # the most connections ever open at once
+        self.dropped = 0
+        self.stalled = 0
+        self.skipped = 0
+        self._drop_next = True
+        self._stall_end_s = -math.inf
+
+    def opened(self, open_count: int) -> None:
+        """A connection opened: ``open_count`` are open now (the peak a turn compares with)."""
+        self.peak = max(self.peak, open_count)
+
+    def turn(self, open_indexes, now_s: float) -> tuple[str, int] | None:
+        """This turn's fault: ``("drop", index)``, ``("stall", index)`` of the oldest (lowest index) open
+        connection, or None (skipped). Moves :attr:`next_s` past ``now_s``."""
+        while self.next_s <= now_s:
+            self.next_s += self.every_s
+        self.opened(len(open_indexes))
+        if not open_indexes or len(open_indexes) < self.peak or now_s < self._stall_end_s:
+            self.skipped += 1
+            return None
+        index = min(open_indexes)
+        if self._drop_next:
+            self.dropped += 1
+            fault = ("drop", index)
+        else:
+            self.stalled += 1
+            self._stall_end_s = now_s + self.stall_ms / 1000.0
+            fault = ("stall", index)
+        self._drop_next = not self._drop_next
+        return fault
 
 
 def quantile(samples, q: float) -> float:
@@ -203,6 +264,11 @@ class PathSchedule:
             self._last_due_s, self._last_held = end_s, True
         return end_s
 
+    def drop(self, now_s: float) -> None:
+        """Drop the connection at ``now_s`` (or at its random drop, if that comes first): :meth:`drop_due` says so
+        from then on."""
+        self.next_drop_s = min(self.next_drop_s, now_s)
+
     def drop_due(self, now_s: float) -> bool:
         """True once ``now_s`` reaches the drop time: the connection ends now, and what waits is lost."""
         if now_s < self.next_drop_s or self.dropped:
@@ -245,4 +311,4 @@ class PathSchedule:
             t_s = end_s
 
 
-__all__ = ["PathModel", "PathSchedule", "PathStatistics", "PathTotals", "SAMPLES_KEPT", "quantile"]
+__all__ = ["FaultRotation", "PathModel", "PathSchedule", "PathStatistics", "PathTotals", "SAMPLES_KEPT", "quantile"]

@@ -47,6 +47,11 @@ path (:mod:`pipeline.sim.paths`): each frame it would get, market data, replies 
 its :class:`~pipeline.sim.paths.PathSchedule` and one sender task per connection sends it when due (delay,
 stalls, in order) or drops the connection abruptly. :meth:`ExchangeServer.stall` stalls one connection now,
 :meth:`ExchangeServer.path_statistics` tells what the paths did. Without it frames are sent inline, as always.
+With ``fault_every_s`` the server also rotates faults through its connections
+(:class:`~pipeline.sim.paths.FaultRotation`, one task from :meth:`ExchangeServer.start` to
+:meth:`Simulator.close`): every ``fault_every_s`` the oldest open connection is dropped (TCP reset, no close
+frame) or stalled ``fault_stall_ms``, alternately, never while another is down; at close the server logs what
+the rotation did.
 Close frames (rules, planned disconnects) are not delayed.
 """
 from __future__ import annotations
@@ -59,7 +64,7 @@ import logging
 import random
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
@@ -73,7 +78,7 @@ from pipeline.model import DEPTH
 from pipeline.sim.account import ACCOUNT_RATES, AccountListener, AccountRequest, SimAccount, sim_credentials
 from pipeline.sim.account import answer as answer_account
 from pipeline.sim.market import Market, Tape, price_decimals
-from pipeline.sim.paths import PathModel, PathSchedule, PathStatistics, PathTotals
+from pipeline.sim.paths import FaultRotation, PathModel, PathSchedule, PathStatistics, PathTotals
 from pipeline.sim.protocol import (
     BBO,
     OUT_OF_RANGE_KINDS,
@@ -165,6 +170,11 @@ class PathSender:
         """Stall the path now for ``ms``; returns its end (monotonic s)."""
         return self.schedule.stall(time.monotonic(), ms)
 
+    def drop(self) -> None:
+        """Drop the connection now, as the path's own drop does: the task aborts it (TCP reset, no close frame)."""
+        self.schedule.drop(time.monotonic())
+        self._wake.set()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         schedule, websocket = self.schedule, self.websocket
@@ -231,6 +241,8 @@ class ExchangeServer:
         self._path_schedules: dict[int, PathSchedule] = {}  # open connection's index -> its path
         self._paths_closed: dict[int, PathStatistics] = {}  # closed connection's index -> what its path did
         self._paths_retired = PathTotals()                  # the totals of the closed paths no longer kept apart
+        self.fault_rotation: FaultRotation | None = None    # with paths.fault_every_s, from start() on
+        self._fault_task: asyncio.Future | None = None
         self.trading_rules: dict[str, InstrumentRule] = {}  # native symbol -> the rules served (reference data)
         self.base_rules: dict[str, InstrumentRule] = {}     # native symbol -> the venue's table rule (quirk reverts)
         for native, canonical in self.instrument_of.items():
@@ -257,6 +269,9 @@ class ExchangeServer:
                                   process_request=self._process_request, ssl=ssl)
         self.port = self.server.sockets[0].getsockname()[1]
         self.tls = ssl is not None
+        if self.paths is not None and self.paths.fault_every_s > 0:
+            self.fault_rotation = FaultRotation(self.paths.fault_every_s, self.paths.fault_stall_ms, time.monotonic())
+            self._fault_task = asyncio.ensure_future(self._rotate_faults(self.fault_rotation))
         await self.account_listener.start(host, 0, ssl)
 
     @property
@@ -570,6 +585,8 @@ class ExchangeServer:
         schedule = self._path_schedules[index] = PathSchedule(self.paths, self.market.seed, self.name, index,
                                                               time.monotonic())
         sender = self._senders[websocket] = PathSender(websocket, schedule)
+        if self.fault_rotation is not None:
+            self.fault_rotation.opened(sum(not s.closed for s in self._senders.values()))
         return sender
 
     def _close_path(self, schedule: PathSchedule) -> None:
@@ -594,13 +611,48 @@ class ExchangeServer:
 
     def path_statistics(self) -> PathTotals:
         """What the paths did, over every connection so far, with each open connection's own and the newest
-        :data:`PATHS_KEPT` closed ones' (:class:`~pipeline.sim.paths.PathTotals`); all 0 with paths off."""
+        :data:`PATHS_KEPT` closed ones' (:class:`~pipeline.sim.paths.PathTotals`), and the fault rotation's
+        turns; all 0 with paths off."""
         totals = self._paths_retired
         for closed in self._paths_closed.values():
             totals = totals.add(closed)
         for schedule in self._path_schedules.values():
             totals = totals.add(schedule.statistics())
+        rotation = self.fault_rotation
+        if rotation is not None:
+            totals = replace(totals, faults_dropped=rotation.dropped, faults_stalled=rotation.stalled,
+                             faults_skipped=rotation.skipped)
         return totals
+
+    async def _rotate_faults(self, rotation: FaultRotation) -> None:
+        """At each of ``rotation``'s turns take down what it says: the oldest open connection, dropped or
+        stalled (:class:`~pipeline.sim.paths.FaultRotation`)."""
+        assert self.paths is not None
+        while True:
+            await asyncio.sleep(max(0.0, rotation.next_s - time.monotonic()))
+            senders = {sender.schedule.index: sender for sender in self._senders.values() if not sender.closed}
+            fault = rotation.turn(sorted(senders), time.monotonic())
+            if fault is None:
+                log.debug("%s: fault rotation: turn skipped (%d of %d connections open)", self.name,
+                          len(senders), rotation.peak)
+                continue
+            kind, index = fault
+            if kind == "drop":
+                senders[index].drop()
+            else:
+                senders[index].stall(self.paths.fault_stall_ms)
+            log.debug("%s: fault rotation: connection %d %s", self.name, index,
+                      "dropped" if kind == "drop" else "stalled")
+
+    def stop_fault_rotation(self) -> None:
+        """Cancel the fault rotation (no-op without one) and log what it did."""
+        if self._fault_task is None or self.fault_rotation is None:
+            return
+        self._fault_task.cancel()
+        self._fault_task = None
+        rotation = self.fault_rotation
+        log.info("%s: fault rotation every %gs: %d dropped, %d stalled %gms, %d skipped", self.name,
+                 rotation.every_s, rotation.dropped, rotation.stalled, rotation.stall_ms, rotation.skipped)
 
     async def _keepalive(self, websocket, protocol) -> None:
         send = self._send_of(websocket)
@@ -768,6 +820,7 @@ class Simulator:
 
     async def close(self) -> None:
         for server in self.exchanges.values():
+            server.stop_fault_rotation()
             for watcher in list(server._watchers):
                 watcher.cancel()
             server.account_listener.close()
@@ -794,7 +847,8 @@ def build_simulator(config, rules=(), hostile=()) -> Simulator:
                     start_prices=dict(sim.start_prices), random_dislocations=sim.random_dislocations)
     simulator = Simulator(venues, market, sim.update_interval_ms, sim.host)
     paths = None if sim.paths is None else PathModel(
-        sim.paths.delay_ms, sim.paths.jitter, sim.paths.stall_every_s, sim.paths.stall_ms, sim.paths.disconnect_every_s)
+        sim.paths.delay_ms, sim.paths.jitter, sim.paths.stall_every_s, sim.paths.stall_ms, sim.paths.disconnect_every_s,
+        sim.paths.fault_every_s, sim.paths.fault_stall_ms)
     for server in simulator.exchanges.values():
         server.quirks = Quirks.named(sim.quirks)
         server.rules = Rules.named(rules)

@@ -9,7 +9,15 @@ import pytest
 
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError
-from pipeline.sim.paths import SAMPLES_KEPT, PathModel, PathSchedule, PathStatistics, PathTotals, quantile
+from pipeline.sim.paths import (
+    SAMPLES_KEPT,
+    FaultRotation,
+    PathModel,
+    PathSchedule,
+    PathStatistics,
+    PathTotals,
+    quantile,
+)
 from pipeline.sim.server import build_simulator
 from tests.conftest import run_cli, write_config
 
@@ -232,3 +240,91 @@ def test_run_exits_2_naming_the_field(tmp_path):
     assert done.returncode == 2
     assert "simulator.paths.stall_ms: low must not be above high, got [300, 50]" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------- the fault rotation
+
+def test_the_rotation_drops_then_stalls_the_oldest_open_connection_on_its_turns():
+    rotation = FaultRotation(10.0, 300.0, 100.0)
+    assert rotation.next_s == 110.0
+    rotation.opened(1)
+    rotation.opened(2)
+    assert rotation.turn([0, 1], 110.0) == ("drop", 0)
+    assert rotation.next_s == 120.0
+    assert rotation.turn([1, 2], 120.0) == ("stall", 1)       # 0 was dropped, 2 is its reconnection
+    assert rotation.turn([1, 2], 130.0) == ("drop", 1)
+    assert rotation.turn([2, 3], 140.0) == ("stall", 2)
+    assert (rotation.dropped, rotation.stalled, rotation.skipped) == (2, 2, 0)
+
+
+def test_a_turn_is_skipped_while_a_connection_is_missing_and_the_alternation_waits():
+    rotation = FaultRotation(10.0, 300.0, 0.0)
+    rotation.opened(2)
+    assert rotation.turn([0, 1], 10.0) == ("drop", 0)
+    assert rotation.turn([1], 20.0) is None                   # the dropped one is not back: never both down
+    assert rotation.turn([], 30.0) is None
+    assert rotation.turn([1, 2], 40.0) == ("stall", 1)        # the skipped turns took nothing: still a stall next
+    assert (rotation.dropped, rotation.stalled, rotation.skipped, rotation.peak) == (1, 1, 2, 2)
+
+
+def test_a_turn_is_skipped_while_the_last_stall_lasts():
+    rotation = FaultRotation(0.5, 800.0, 0.0)
+    rotation.opened(2)
+    assert rotation.turn([0, 1], 0.5) == ("drop", 0)
+    assert rotation.turn([1, 2], 1.0) == ("stall", 1)         # lasts until 1.8
+    assert rotation.turn([1, 2], 1.5) is None
+    assert rotation.turn([1, 2], 2.0) == ("drop", 1)
+    assert (rotation.dropped, rotation.stalled, rotation.skipped) == (2, 1, 1)
+
+
+def test_a_late_turn_does_not_bring_back_the_missed_ones():
+    rotation = FaultRotation(10.0, 300.0, 0.0)
+    rotation.opened(1)
+    assert rotation.turn([4], 35.0) == ("drop", 4)
+    assert rotation.next_s == 40.0
+    assert (rotation.dropped, rotation.skipped) == (1, 0)
+
+
+def test_totals_keep_the_rotation_counts_through_add():
+    totals = PathTotals(faults_dropped=3, faults_stalled=2, faults_skipped=1)
+    added = totals.add(PathStatistics(0, 5, 1, 1, 300.0, True, 1.0, 0.2, 0.3))
+    assert added == PathTotals(5, 1, 1, 300.0, 1, (added.connection(0),), 3, 2, 1)
+
+
+def test_the_fault_keys_take_their_defaults_and_reach_every_server():
+    paths = parse_config(raw_config(), available_cores=CORES).simulator.paths
+    assert (paths.fault_every_s, paths.fault_stall_ms) == (0.0, 300.0)
+    config = parse_config(raw_config(stall_every_s=0, fault_every_s=10, fault_stall_ms=250), available_cores=CORES)
+    server = build_simulator(config).exchanges["binance"]
+    assert server.paths == PathModel(stall_every_s=0.0, fault_every_s=10.0, fault_stall_ms=250.0)
+    assert server.fault_rotation is None                      # made when the server starts listening
+    assert server.path_statistics() == PathTotals()
+
+
+@pytest.mark.parametrize("paths, where, says", [
+    ({"fault_every_s": 0.05}, "simulator.paths.fault_every_s", "must be 0 (never) or at least 0.1 s, got 0.05"),
+    ({"fault_every_s": -1}, "simulator.paths.fault_every_s", "must be >= 0, got -1"),
+    ({"fault_every_s": "often"}, "simulator.paths.fault_every_s", "must be a number, got 'often'"),
+    ({"fault_every_s": 100_000}, "simulator.paths.fault_every_s", "must be <= 86400, got 100000"),
+    ({"fault_stall_ms": 0}, "simulator.paths.fault_stall_ms", "must be >= 1, got 0"),
+    ({"fault_stall_ms": [300]}, "simulator.paths.fault_stall_ms", "must be a number, got [300]"),
+])
+def test_bad_fault_values_name_their_dotted_path(paths, where, says):
+    found = dict(path_problems(**paths))
+    assert where in found and says in found[where], found
+
+
+def test_run_exits_2_naming_the_fault_field(tmp_path):
+    path = write_config(tmp_path / "faults.yaml", raw_config(fault_every_s=0.01))
+    done = run_cli("--config", str(path))
+    assert done.returncode == 2
+    assert "simulator.paths.fault_every_s: must be 0 (never) or at least 0.1 s, got 0.01" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_drop_ends_the_connection_at_the_time_given_and_loses_what_waits():
+    schedule = PathSchedule(QUIET, 7, "binance", 0, 0.0)
+    dues(schedule, [1.0, 1.0])
+    schedule.drop(5.0)
+    assert schedule.next_drop_s == 5.0 and not schedule.drop_due(4.999)
+    assert schedule.drop_due(5.0) and schedule.waiting == 0 and schedule.statistics().dropped
