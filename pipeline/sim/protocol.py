@@ -468,6 +468,28 @@ class SimProtocol:
             self.sent_books.pop((symbol, channel), None)
             self._last_push.pop((symbol, channel), None)
 
+    def shared_id(self, symbol: str, push: str, name: str, start: int, jump) -> int | None:
+        """The exchange's id of this market step's ``push`` of ``symbol`` (a channel's frame, a trade): drawn once,
+        then the same on every connection that renders that push, as a venue's own ids are (one matching
+        engine numbers its events; each connection only relays them). The ids of ``name`` (the venue's id field)
+        start at ``start`` and move by ``jump()`` from one push to the next. Kept in the symbol's shared state
+        (``extra[name]``: ``next``, ``ids``); None without one (a protocol rendering alone, as the load
+        generator's), where the caller numbers its own."""
+        state = self.states.get(symbol)
+        if state is None:
+            return None
+        shared = state.extra.get(name)
+        if shared is None:
+            shared = state.extra[name] = {"next": start, "ids": {}}
+        key = (state.step, push)
+        seq = shared["ids"].get(key)
+        if seq is None:
+            shared["next"] += jump()
+            seq = shared["ids"][key] = shared["next"]
+            if len(shared["ids"]) > 256:                                # only the last few steps' pushes matter
+                shared["ids"] = {k: v for k, v in shared["ids"].items() if k[0] >= state.step - 4}
+        return seq
+
     def due(self, symbol: str, channel, ts_ms: int, every_ms: int) -> bool:
         """True (and restarts the period) when a timed channel should push now; the first push is at once."""
         key = (symbol, channel)

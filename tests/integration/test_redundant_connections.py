@@ -218,3 +218,71 @@ def test_the_simulated_okx_numbers_each_push_alike_on_every_connection():
         for chain in chains:
             assert chain[0][0] == -1 and all(b[0] == a[1] for a, b in zip(chain, chain[1:]))
     run(scenario())
+
+
+# per venue: its native symbol, the subscription of a top-of-book channel (connection 0 also takes trades, so
+# the two connections have sent different numbers of frames), and a frame's (id, top) or None
+TOP_CHANNELS = {
+    "bybit": ("BTCUSDT",
+              lambda first: {"op": "subscribe",
+                             "args": ["orderbook.1.BTCUSDT"] + (["publicTrade.BTCUSDT"] if first else [])},
+              lambda m: (m["data"]["seq"], (m["data"]["b"], m["data"]["a"]))
+              if m.get("topic") == "orderbook.1.BTCUSDT" else None),
+    "binance": ("BTCUSDT",
+                lambda first: {"method": "SUBSCRIBE", "id": 1,
+                               "params": ["btcusdt@bookTicker"] + (["btcusdt@trade"] if first else [])},
+                lambda m: (m["data"]["u"], (m["data"]["b"], m["data"]["a"]))
+                if str(m.get("stream", "")).endswith("@bookTicker") else None),
+}
+
+
+@pytest.mark.parametrize("venue", sorted(TOP_CHANNELS))
+def test_the_simulated_venue_numbers_each_top_of_book_alike_on_every_connection(venue):
+    """Bybit's ``seq``, "Cross sequence": "You can use this field to compare different levels orderbook data, and
+    for the smaller seq, then it means the data is generated earlier"; Binance's bookTicker ``u``, "order book
+    updateId". The venue numbers its own events, whatever connection relays them. Two raw connections to the
+    simulated venue, subscribed at different moments and to different channels (so each has sent a different
+    number of frames), get the same id for the same top of book, rising."""
+    import asyncio
+    import contextlib
+
+    import orjson
+    from websockets.asyncio.client import connect
+
+    from pipeline.sim.market import Market
+    from pipeline.sim.server import Simulator
+    native, subscribe, top = TOP_CHANNELS[venue]
+
+    async def scenario():
+        market = Market([venue], ["BTC/USDT"], seed=5, random_dislocations=False)
+        sim = Simulator({venue: {"BTC/USDT": native}}, market, 10)
+        urls = await sim.start()
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(sim.run(stop))
+        seen: list[dict] = [{}, {}]                   # per connection: id -> top of book
+
+        async def read(n: int, delay_s: float):
+            await asyncio.sleep(delay_s)
+            async with connect(urls[venue]) as ws:
+                await ws.send(orjson.dumps(subscribe(n == 0)))
+                deadline = asyncio.get_running_loop().time() + 1.5
+                while asyncio.get_running_loop().time() < deadline:
+                    found = top(orjson.loads(await ws.recv()))
+                    if found is not None:
+                        seen[n][found[0]] = found[1]
+        try:
+            await asyncio.gather(read(0, 0.0), read(1, 0.3))
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(task, 5)
+            await sim.close()
+        shared = set(seen[0]) & set(seen[1])
+        assert len(shared) > 20, (len(seen[0]), len(seen[1]))
+        assert all(seen[0][k] == seen[1][k] for k in shared)       # one id, one top of book, on both
+        first, last = min(seen[1]), max(seen[0])
+        both = {k for k in seen[1] if first < k <= last}
+        assert both and both <= set(seen[0]), "connection 1 got ids connection 0 never did"
+        for s in seen:
+            assert list(s) == sorted(s)                             # rising, as the venue's own order
+    run(scenario())

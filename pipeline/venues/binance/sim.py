@@ -92,6 +92,10 @@ def _exchange_symbol(symbol: str, rule: InstrumentRule) -> dict:
             "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"]}
 
 
+
+def _one() -> int:
+    return 1
+
 class Protocol(SimProtocol):
     NAME = "binance"
     REFERENCE_RULES = REFERENCE_RULES
@@ -101,6 +105,7 @@ class Protocol(SimProtocol):
     def __init__(self, decimals=None):
         super().__init__(decimals)
         self.update_id = 1_000_000
+        self._rendered: dict[tuple, tuple[int, int]] = {}   # (symbol, channel) -> (market step, renders in it)
         self.depth_levels: dict[str, int] = {}
         self.combined = True
         self.names: dict[tuple, str] = {}              # (symbol, channel) -> the stream name as subscribed
@@ -270,15 +275,32 @@ class Protocol(SimProtocol):
                      "symbols": [_exchange_symbol(symbol, rules[symbol]) for symbol in wanted]}
 
     # -- market data ----------------------------------------------------------
+    def _update_id(self, symbol: str, channel) -> int:
+        """The book's update id of this market step's ``channel`` frame of ``symbol`` (bookTicker ``u``, partial
+        depth ``lastUpdateId``): the same on every connection, as the venue's order book numbers its own
+        updates (each render of the step a new one: a burst renders a step more than once). Without shared
+        state (a protocol rendering alone), the connection's own counter."""
+        state = self.states.get(symbol)
+        if state is None:
+            self.update_id += 1
+            return self.update_id
+        last = self._rendered.get((symbol, channel))
+        nth = last[1] + 1 if last is not None and last[0] == state.step else 0
+        self._rendered[(symbol, channel)] = (state.step, nth)
+        update_id = self.shared_id(symbol, f"{channel}:{nth}", "binance_u", 1_000_000, _one)
+        assert update_id is not None
+        self.update_id = update_id
+        return update_id
+
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
-        self.update_id += 1
+        update_id = self._update_id(symbol, channel)
         px = self.fmt_px
         if channel == BBO:
-            data = {"u": self.update_id, "s": symbol, "b": px(symbol, bids[0][0]), "B": self.fmt_qty(bids[0][1]),
+            data = {"u": update_id, "s": symbol, "b": px(symbol, bids[0][0]), "B": self.fmt_qty(bids[0][1]),
                     "a": px(symbol, asks[0][0]), "A": self.fmt_qty(asks[0][1])}
         else:
             n = self.depth_levels.get(symbol, 5)
-            data = {"lastUpdateId": self.update_id,
+            data = {"lastUpdateId": update_id,
                     "bids": [[px(symbol, p), self.fmt_qty(q)] for p, q in bids[:n]],
                     "asks": [[px(symbol, p), self.fmt_qty(q)] for p, q in asks[:n]]}
         frames = [self._wrap(self._stream(symbol, channel), data)]

@@ -54,6 +54,10 @@ def _instrument(symbol: str, rule: InstrumentRule) -> dict:
             "riskParameters": {"priceLimitRatioX": "0.005", "priceLimitRatioY": "0.01"}, "symbolType": ""}
 
 
+
+def _one() -> int:
+    return 1
+
 class Protocol(SimProtocol):
     NAME = "bybit"
     REFERENCE_RULES = REFERENCE_RULES
@@ -99,6 +103,19 @@ class Protocol(SimProtocol):
         self.update_ids: dict[tuple[str, int], int] = {}
         self.seq = 4_000_000_000
         self.last_top: dict[str, tuple] = {}
+
+    def _cross_seq(self, symbol: str, push: str) -> int:
+        """The ``seq`` of this market step's ``push`` of ``symbol`` (a channel's frame, a trade), the same on every
+        connection. Bybit's "Cross sequence" orders the venue's own events ("You can use this field to compare
+        different levels orderbook data, and for the smaller seq, then it means the data is generated
+        earlier"): one engine numbers them, whatever connection relays them, so a feed reading two connections
+        tells their copies apart by it. Without shared state (a protocol rendering alone), the connection's
+        own counter."""
+        seq = self.shared_id(symbol, push, "bybit_seq", 4_000_000_000, _one)
+        if seq is None:
+            self.seq += 1
+            return self.seq
+        return seq
 
     def on_message(self, frame) -> list:
         try:
@@ -156,22 +173,22 @@ class Protocol(SimProtocol):
             if not self.due(symbol, channel, ts, 50):
                 return []
             tape = state.tape
-            self.seq += 1
+            seq = self._cross_seq(symbol, channel)
             data = {"symbol": symbol, "lastPrice": px(symbol, tape.last_price), "highPrice24h": px(symbol, tape.high),
                     "lowPrice24h": px(symbol, tape.low), "prevPrice24h": px(symbol, tape.open),
                     "volume24h": f"{tape.volume:.6f}", "turnover24h": f"{tape.quote_volume:.8f}",
                     "price24hPcnt": f"{tape.change_pct / 100:.4f}", "usdIndexPrice": px(symbol, tape.last_price)}
-            return [self._reply({"topic": f"tickers.{symbol}", "ts": ts, "type": "snapshot", "cs": self.seq,
+            return [self._reply({"topic": f"tickers.{symbol}", "ts": ts, "type": "snapshot", "cs": seq,
                                  "data": data})]
         if channel == "publicTrade":
             if not state.trades:
                 return []
             trades = []
             for trade in state.trades:
-                self.seq += 1
+                seq = self._cross_seq(symbol, f"trade:{trade.trade_id}")
                 trades.append({"i": str(trade.trade_id), "T": trade.ts_ms, "p": px(symbol, trade.price),
                                "v": self.fmt_qty(trade.qty), "S": "Buy" if trade.side == "buy" else "Sell",
-                               "seq": self.seq, "s": symbol, "BT": False, "RPI": False})
+                               "seq": seq, "s": symbol, "BT": False, "RPI": False})
             return [self._reply({"topic": f"publicTrade.{symbol}", "ts": ts, "type": "snapshot", "data": trades})]
         levels = int(channel.split(".")[1])
         snapshot, b, a = self.depth_delta(symbol, state.bids, state.asks, key=(symbol, channel), levels=levels)
@@ -180,11 +197,11 @@ class Protocol(SimProtocol):
         key = (symbol, channel)
         u = self.update_ids.get(key, FIRST_UPDATE_ID) + 1
         self.update_ids[key] = u
-        self.seq += 1
+        seq = self._cross_seq(symbol, channel)
         qty = self.fmt_qty
         return [self._reply({"topic": channel + "." + symbol, "ts": ts, "type": "snapshot" if snapshot else "delta",
                              "data": {"s": symbol, "b": [[px(symbol, p), qty(q)] for p, q in b],
-                                      "a": [[px(symbol, p), qty(q)] for p, q in a], "u": u, "seq": self.seq},
+                                      "a": [[px(symbol, p), qty(q)] for p, q in a], "u": u, "seq": seq},
                              "cts": ts})]
 
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
@@ -202,7 +219,7 @@ class Protocol(SimProtocol):
             self.last_top[symbol] = top
         u = self.update_ids.get(key, FIRST_UPDATE_ID) + 1
         self.update_ids[key] = u
-        self.seq += 1
+        seq = self._cross_seq(symbol, channel)
         px, qty = self.fmt_px, self.fmt_qty
         if channel == BBO:
             kind, b, a, levels = "snapshot", bids[:1], asks[:1], 1
@@ -211,7 +228,7 @@ class Protocol(SimProtocol):
             kind, levels = ("snapshot" if snapshot else "delta"), self.DEPTH_LEVELS
         msg = {"topic": f"orderbook.{levels}.{symbol}", "ts": ts_ms, "type": kind,
                "data": {"s": symbol, "b": [[px(symbol, p), qty(q)] for p, q in b],
-                        "a": [[px(symbol, p), qty(q)] for p, q in a], "u": u, "seq": self.seq},
+                        "a": [[px(symbol, p), qty(q)] for p, q in a], "u": u, "seq": seq},
                "cts": ts_ms}
         frames = [orjson.dumps(msg).decode()]
         return frames if channel == BBO else self.late(symbol, frames)

@@ -91,6 +91,10 @@ def _trim(text: str) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+
+def _jump() -> int:
+    return random.randint(1, 3)
+
 class Protocol(SimProtocol):
     NAME = "okx"
     REFERENCE_RULES = REFERENCE_RULES
@@ -222,6 +226,7 @@ class Protocol(SimProtocol):
         return out
 
     def _next_seq(self, symbol: str) -> int:
+        """A connection's own next ``seqId`` (no shared state)."""
         seq = self.seq.get(symbol, 3_000_000_000) + random.randint(1, 3)   # OKX seqIds jump between pushes
         self.seq[symbol] = seq
         return seq
@@ -233,21 +238,10 @@ class Protocol(SimProtocol):
         unique set of sequence ID." So the id is drawn once per step and push, from the instrument's shared
         state, and every connection that renders that push sends it. Without shared state (a protocol rendering
         alone, as the load generator's), the connection's own counter."""
-        state = self.states.get(symbol)
-        if state is None:
-            return self._next_seq(symbol)
-        shared = state.extra.get("okx_seq")
-        if shared is None:
-            shared = state.extra["okx_seq"] = {"next": 3_000_000_000, "ids": {}, "reset_step": -1}
-        key = (state.step, push)
-        seq = shared["ids"].get(key)
-        if seq is None:
-            shared["next"] += random.randint(1, 3)      # OKX seqIds jump between pushes (the simulator's one random:
-            #                                             a load generator seeding it twice renders two passes alike)
-            seq = shared["ids"][key] = shared["next"]
-            if len(shared["ids"]) > 256:                                # only the last few steps' pushes matter
-                shared["ids"] = {k: v for k, v in shared["ids"].items() if k[0] >= state.step - 4}
-        return seq
+        # OKX seqIds jump between pushes (the simulator's one random: a load generator seeding it twice renders
+        # two passes alike)
+        seq = self.shared_id(symbol, push, "okx_seq", 3_000_000_000, _jump)
+        return self._next_seq(symbol) if seq is None else seq
 
     def _books_seq(self, symbol: str, snapshot: bool) -> int:
         """The ``seqId`` of a ``books`` push: a new one for this step's change; a snapshot of a book that did not
@@ -271,7 +265,7 @@ class Protocol(SimProtocol):
             return
         self._shared_seq(symbol, "reset")                               # the shared entry exists from here on
         shared = state.extra["okx_seq"]
-        if shared["reset_step"] != state.step:
+        if shared.get("reset_step") != state.step:
             shared["reset_step"] = state.step
             shared["next"] = random.randint(1, 9)
             shared["ids"] = {k: v for k, v in shared["ids"].items() if k[0] != state.step}
