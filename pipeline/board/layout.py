@@ -126,9 +126,8 @@ PROC_DTYPE = np.dtype(
         ("fee_lookup_failures", "<u8"),  # feeds: account fee lookups that failed (refused or unreachable)
         ("fee_lookup_state", "<u8"),  # feeds: 0 off, 1 account fees in use, 2 refused, 3 unreachable, 4 bad answer
         ("fee_lookup_status", "<u8"), # feeds: the HTTP status of the last failed lookup (0: none, no answer)
-        # feeds, redundant connections (version 14, the lags signed since 15, when rows took ``xseq``;
-        # pipeline/feed/arbiter.py), per path,
-        # published every 100 ms
+        # feeds, redundant connections (version 14; the lags signed since 15, when rows took ``xseq``;
+        # pipeline/feed/arbiter.py), per path, published every 100 ms
         ("paths", "<u4"),             # feeds: connections read per venue (1: no arbitration; the path fields unused)
         ("failovers", "<u4"),         # feeds: rows published from another path because theirs stopped being trusted
         ("path_first", "<u8", (MAX_CONNECTIONS,)),       # updates each path delivered first

@@ -207,21 +207,12 @@ def _loads(data: bytes, what: str) -> dict:
     return message
 
 
-_I64_MAX = 2 ** 63 - 1      # rows keep times and counters as int64: a larger number would not fit the row
-_U64_MAX = 2 ** 64 - 1      # and the exchange's id as a uint64
-
-
-def _integer(message: dict, key: str) -> int:
+def _integer(message: dict, key: str, bits: int = 63) -> int:
+    """``message[key]``, an integer from 0 to 2^``bits``-1: rows keep times and counters as int64 (63 bits
+    from 0) and the exchange's id as a uint64 (64): a larger number would not fit the row."""
     value = message[key]
-    if value.__class__ is not int or not 0 <= value <= _I64_MAX:
-        raise ParseError("bad_number", f"{key} must be an integer from 0 to 2^63-1, got {value!r}")
-    return value
-
-
-def _id(message: dict, key: str) -> int:
-    value = message[key]
-    if value.__class__ is not int or not 0 <= value <= _U64_MAX:
-        raise ParseError("bad_number", f"{key} must be an integer from 0 to 2^64-1, got {value!r}")
+    if value.__class__ is not int or not 0 <= value < 1 << bits:
+        raise ParseError("bad_number", f"{key} must be an integer from 0 to 2^{bits}-1, got {value!r}")
     return value
 
 
@@ -245,7 +236,7 @@ def parse_quote(subject: str, data: bytes) -> RemoteQuote:
     return RemoteQuote(box, venue, instrument, status, _levels(bids, "bids", True), _levels(asks, "asks", False),
                        exch_ts_ns, recv_ns, publish_ns, sent_ns, updates,
                        _integer(message, "confirmed_ns") if "confirmed_ns" in message else recv_ns,
-                       _id(message, "xseq") if "xseq" in message else 0)
+                       _integer(message, "xseq", 64) if "xseq" in message else 0)
 
 
 def parse_heartbeat(subject: str, data: bytes) -> Heartbeat:

@@ -88,6 +88,11 @@ class Backlog:
         self.peak_ns = 0
 
 
+def _int32(value: int) -> int:
+    """``value`` held within a signed 32-bit slot field."""
+    return max(-0x80000000, min(value, 0x7FFFFFFF))
+
+
 class BoardSink:
     """A session's rows on the board: the seqlocked row, the doorbell, the feed's hop histograms.
 
@@ -512,8 +517,8 @@ class Feed:
             proc["path_copies"][path] = arbiter.duplicates[path] + arbiter.late[path]
             lags = arbiter.lag_percentiles(path)
             p50, p99 = (0, 0) if lags is None else lags
-            proc["path_lag_p50_us"][path] = max(-0x80000000, min(p50 // 1000, 0x7FFFFFFF))   # signed: see the layout
-            proc["path_lag_p99_us"][path] = max(-0x80000000, min(p99 // 1000, 0x7FFFFFFF))
+            proc["path_lag_p50_us"][path] = _int32(p50 // 1000)        # signed: see the layout
+            proc["path_lag_p99_us"][path] = _int32(p99 // 1000)
             proc["path_live_rows"][path] = arbiter.live_rows(path)
             proc["path_reconnects"][path] = min(self.path_reconnects[path], 0xFFFFFFFF)
 

@@ -289,7 +289,6 @@ class Protocol(SimProtocol):
         self._rendered[(symbol, channel)] = (state.step, nth)
         update_id = self.shared_id(symbol, f"{channel}:{nth}", "binance_u", 1_000_000, _one)
         assert update_id is not None
-        self.update_id = update_id
         return update_id
 
     def render(self, symbol, channel, bids, asks, ts_ms) -> list:
