@@ -160,11 +160,9 @@ def test_urls_are_one_per_connection_and_replace_url():
     assert "venues.binance.urls[1]: invalid value 'https://x'" in problems({"connections": 2, "urls": [two[0], "https://x"]})
 
 
-def test_the_simulated_okx_numbers_each_push_alike_on_every_connection():
-    """OKX, "Sequence ID": "The set of sequence ID received by users is the same if users are connecting to the
-    same channel through multiple websocket connections. Each instId has an unique set of sequence ID." Two raw
-    connections to the simulated OKX, subscribed to bbo-tbt and books at different moments, get the same seqId for
-    the same push (each seqId names one top of book and one book), and books chains prevSeqId -> seqId on each."""
+def read_two_connections(venue: str, native: str, subscribe, take) -> None:
+    """Two raw connections to the simulated ``venue`` quoting ``native`` (BTC/USDT), the second opened 0.3 s after
+    the first, each sending ``subscribe(n)`` and handing every message it gets for 1.5 s to ``take(n, message)``."""
     import asyncio
     import contextlib
 
@@ -175,30 +173,19 @@ def test_the_simulated_okx_numbers_each_push_alike_on_every_connection():
     from pipeline.sim.server import Simulator
 
     async def scenario():
-        market = Market(["okx"], ["BTC/USDT"], seed=5, random_dislocations=False)
-        sim = Simulator({"okx": {"BTC/USDT": "BTC-USDT"}}, market, 10)
+        market = Market([venue], ["BTC/USDT"], seed=5, random_dislocations=False)
+        sim = Simulator({venue: {"BTC/USDT": native}}, market, 10)
         urls = await sim.start()
         stop = asyncio.Event()
         task = asyncio.ensure_future(sim.run(stop))
-        seen: list[dict] = [{}, {}]                   # per connection: (channel, seqId) -> what it said
-        chains: list[list] = [[], []]
 
         async def read(n: int, delay_s: float):
             await asyncio.sleep(delay_s)
-            async with connect(urls["okx"]) as ws:
-                await ws.send(orjson.dumps({"op": "subscribe", "args": [{"channel": "bbo-tbt", "instId": "BTC-USDT"},
-                                                                       {"channel": "books", "instId": "BTC-USDT"}]}))
+            async with connect(urls[venue]) as ws:
+                await ws.send(orjson.dumps(subscribe(n)))
                 deadline = asyncio.get_running_loop().time() + 1.5
                 while asyncio.get_running_loop().time() < deadline:
-                    message = orjson.loads(await ws.recv())
-                    channel = message.get("arg", {}).get("channel")
-                    for data in message.get("data", ()):
-                        if channel == "bbo-tbt":
-                            seen[n][(channel, data["seqId"])] = (data["bids"], data["asks"])
-                        elif channel == "books":
-                            chains[n].append((data["prevSeqId"], data["seqId"]))
-                            if data["bids"] or data["asks"]:
-                                seen[n][(channel, data["seqId"])] = message.get("action")
+                    take(n, orjson.loads(await ws.recv()))
         try:
             await asyncio.gather(read(0, 0.0), read(1, 0.3))
         finally:
@@ -206,18 +193,39 @@ def test_the_simulated_okx_numbers_each_push_alike_on_every_connection():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(task, 5)
             await sim.close()
-        tops = [{k: v for k, v in s.items() if k[0] == "bbo-tbt"} for s in seen]
-        shared = set(tops[0]) & set(tops[1])
-        assert len(shared) > 20, (len(tops[0]), len(tops[1]))
-        assert all(tops[0][k] == tops[1][k] for k in shared)        # one id, one top of book, on both
-        # while both read, every top of book connection 1 was pushed (after its first, the state it subscribed in)
-        # connection 0 was pushed too, under the same id
-        first, last = min(x[1] for x in tops[1]), max(x[1] for x in tops[0])
-        both = {k for k in tops[1] if first < k[1] <= last}
-        assert both and both <= set(tops[0]), "connection 1 got ids connection 0 never did"
-        for chain in chains:
-            assert chain[0][0] == -1 and all(b[0] == a[1] for a, b in zip(chain, chain[1:]))
     run(scenario())
+
+
+def test_the_simulated_okx_numbers_each_push_alike_on_every_connection():
+    """OKX, "Sequence ID": "The set of sequence ID received by users is the same if users are connecting to the
+    same channel through multiple websocket connections. Each instId has an unique set of sequence ID." Two raw
+    connections to the simulated OKX, subscribed to bbo-tbt and books at different moments, get the same seqId for
+    the same push (each seqId names one top of book and one book), and books chains prevSeqId -> seqId on each."""
+    seen: list[dict] = [{}, {}]                   # per connection: (channel, seqId) -> what it said
+    chains: list[list] = [[], []]
+
+    def take(n: int, message: dict) -> None:
+        channel = message.get("arg", {}).get("channel")
+        for data in message.get("data", ()):
+            if channel == "bbo-tbt":
+                seen[n][(channel, data["seqId"])] = (data["bids"], data["asks"])
+            elif channel == "books":
+                chains[n].append((data["prevSeqId"], data["seqId"]))
+                if data["bids"] or data["asks"]:
+                    seen[n][(channel, data["seqId"])] = message.get("action")
+    read_two_connections("okx", "BTC-USDT", lambda n: {"op": "subscribe", "args": [
+        {"channel": "bbo-tbt", "instId": "BTC-USDT"}, {"channel": "books", "instId": "BTC-USDT"}]}, take)
+    tops = [{k: v for k, v in s.items() if k[0] == "bbo-tbt"} for s in seen]
+    shared = set(tops[0]) & set(tops[1])
+    assert len(shared) > 20, (len(tops[0]), len(tops[1]))
+    assert all(tops[0][k] == tops[1][k] for k in shared)        # one id, one top of book, on both
+    # while both read, every top of book connection 1 was pushed (after its first, the state it subscribed in)
+    # connection 0 was pushed too, under the same id
+    first, last = min(x[1] for x in tops[1]), max(x[1] for x in tops[0])
+    both = {k for k in tops[1] if first < k[1] <= last}
+    assert both and both <= set(tops[0]), "connection 1 got ids connection 0 never did"
+    for chain in chains:
+        assert chain[0][0] == -1 and all(b[0] == a[1] for a, b in zip(chain, chain[1:]))
 
 
 # per venue: its native symbol, the subscription of a top-of-book channel (connection 0 also takes trades, so
@@ -243,46 +251,19 @@ def test_the_simulated_venue_numbers_each_top_of_book_alike_on_every_connection(
     updateId". The venue numbers its own events, whatever connection relays them. Two raw connections to the
     simulated venue, subscribed at different moments and to different channels (so each has sent a different
     number of frames), get the same id for the same top of book, rising."""
-    import asyncio
-    import contextlib
-
-    import orjson
-    from websockets.asyncio.client import connect
-
-    from pipeline.sim.market import Market
-    from pipeline.sim.server import Simulator
     native, subscribe, top = TOP_CHANNELS[venue]
+    seen: list[dict] = [{}, {}]                   # per connection: id -> top of book
 
-    async def scenario():
-        market = Market([venue], ["BTC/USDT"], seed=5, random_dislocations=False)
-        sim = Simulator({venue: {"BTC/USDT": native}}, market, 10)
-        urls = await sim.start()
-        stop = asyncio.Event()
-        task = asyncio.ensure_future(sim.run(stop))
-        seen: list[dict] = [{}, {}]                   # per connection: id -> top of book
-
-        async def read(n: int, delay_s: float):
-            await asyncio.sleep(delay_s)
-            async with connect(urls[venue]) as ws:
-                await ws.send(orjson.dumps(subscribe(n == 0)))
-                deadline = asyncio.get_running_loop().time() + 1.5
-                while asyncio.get_running_loop().time() < deadline:
-                    found = top(orjson.loads(await ws.recv()))
-                    if found is not None:
-                        seen[n][found[0]] = found[1]
-        try:
-            await asyncio.gather(read(0, 0.0), read(1, 0.3))
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(task, 5)
-            await sim.close()
-        shared = set(seen[0]) & set(seen[1])
-        assert len(shared) > 20, (len(seen[0]), len(seen[1]))
-        assert all(seen[0][k] == seen[1][k] for k in shared)       # one id, one top of book, on both
-        first, last = min(seen[1]), max(seen[0])
-        both = {k for k in seen[1] if first < k <= last}
-        assert both and both <= set(seen[0]), "connection 1 got ids connection 0 never did"
-        for s in seen:
-            assert list(s) == sorted(s)                             # rising, as the venue's own order
-    run(scenario())
+    def take(n: int, message: dict) -> None:
+        found = top(message)
+        if found is not None:
+            seen[n][found[0]] = found[1]
+    read_two_connections(venue, native, lambda n: subscribe(n == 0), take)
+    shared = set(seen[0]) & set(seen[1])
+    assert len(shared) > 20, (len(seen[0]), len(seen[1]))
+    assert all(seen[0][k] == seen[1][k] for k in shared)       # one id, one top of book, on both
+    first, last = min(seen[1]), max(seen[0])
+    both = {k for k in seen[1] if first < k <= last}
+    assert both and both <= set(seen[0]), "connection 1 got ids connection 0 never did"
+    for s in seen:
+        assert list(s) == sorted(s)                             # rising, as the venue's own order
