@@ -81,6 +81,7 @@ ONE_WORKER = {
     "exist": "running_boards",
     "tests/integration/test_record_replay.py": "record_replay",
     "tests/integration/test_opportunity_accounting.py": "opportunity_accounting",
+    "tests/unit/test_imports.py": "imports",
 }
 
 
@@ -239,6 +240,13 @@ def run_until(done, *args: str, timeout: float = 60, cwd: Path = REPO) -> subpro
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+
+async def nats_connect(url: str, **options):
+    """A nats-py client of ``url``. nats-py is imported here, on first use, not by the test modules: with aiohttp
+    it is about 0.3 s of every test worker's collection otherwise."""
+    import nats
+    return await nats.connect(url, **options)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.01, message: str = "condition"):

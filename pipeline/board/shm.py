@@ -13,8 +13,8 @@ after attaching is not enough: forked children share their parent's tracker,
 which keeps one set of names, so two children's REGISTER/UNREGISTER pairs can
 interleave and the second UNREGISTER fails inside the tracker. So no process
 registers the segment at all: :func:`_open` suppresses the registration
-(``track=False`` where it exists), and :func:`unlink` registers and unlinks
-in one step of the one process that unlinks. The supervisor owns unlinking
+(``track=False`` where it exists), and :func:`unlink` calls ``shm_unlink``
+itself, so the tracker is never started. The supervisor owns unlinking
 explicitly (normal exit, signals), and a segment left behind by a supervisor
 killed with SIGKILL is found by its fixed name and removed by the next start
 (:func:`remove_leftover`).
@@ -25,6 +25,7 @@ import contextlib
 import os
 import sys
 import time
+from _posixshmem import shm_unlink as _shm_unlink  # the call SharedMemory.unlink makes, without the tracker
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 
@@ -42,7 +43,6 @@ from pipeline.board.layout import (
 )
 from pipeline.errors import BoardError, BoardInUseError, LayoutMismatchError
 
-_TRACKER_TYPE = "shared_memory"
 DECISION_ENTRIES = 4096    # the decision ring of a board created without a size (tests, benchmarks, replay)
 DECISION_FILLS = 4
 
@@ -245,17 +245,15 @@ def _verify(shm: SharedMemory, expected_depth: int | None) -> BoardGeometry:
 
 
 def unlink(name: str) -> None:
-    """Unlink a segment by name without involving the resource tracker."""
+    """Unlink a segment by name without involving the resource tracker.
+
+    ``SharedMemory.unlink()`` unlinks and then tells the process's resource tracker, starting one (a second
+    Python interpreter) if none runs yet, only to forget a name it was never given (:func:`_open`). The
+    unlink itself is one ``shm_unlink``, made here directly."""
     try:
-        shm = _open(name)
+        _shm_unlink("/" + name)
     except FileNotFoundError:
         return
-    shm.close()
-    if sys.version_info < (3, 13):
-        # SharedMemory.unlink() sends UNREGISTER, which the tracker only accepts for a
-        # name it knows: register it first, from this one process, then unlink
-        resource_tracker.register(shm._name, _TRACKER_TYPE)  # noqa: SLF001 - the name the tracker knows
-    shm.unlink()
 
 
 def remove_leftover(name: str) -> str | None:

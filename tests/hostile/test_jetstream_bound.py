@@ -18,10 +18,8 @@ import pytest
 from pipeline.bridge.codec import quote_subject, render_quote
 from pipeline.bridge.stream import MIB, StreamKeeper
 from pipeline.config import BridgeRecordConfig, ConfigError, load_config
-from tests.conftest import async_wait_until, write_config
-
-nats = pytest.importorskip("nats")
-from tests.integration.test_bridge import NatsServer  # noqa: E402 - only once nats is known to be there
+from tests.conftest import async_wait_until, nats_connect, write_config
+from tests.integration.test_bridge import NatsServer
 
 
 def row_message(n: int) -> tuple[str, bytes]:
@@ -49,7 +47,7 @@ def test_the_stream_stays_within_its_bounds_and_what_they_discard_is_counted(ser
     keeper = StreamKeeper(record, "tokyo", reported.append)
 
     async def scenario():
-        nc = await nats.connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
+        nc = await nats_connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
         try:
             js = nc.jetstream()
             assert await keeper.ensure(js)
@@ -121,7 +119,7 @@ def test_a_stream_the_server_lost_is_created_again(server, caplog):
     keeper = StreamKeeper(BridgeRecordConfig(stream="QUOTES_LOST", max_mb=1), "tokyo")
 
     async def scenario():
-        nc = await nats.connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
+        nc = await nats_connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
         try:
             js = nc.jetstream()
             assert await keeper.ensure(js)

@@ -8,7 +8,6 @@ import re
 import urllib.request
 from pathlib import Path
 
-import ccxt
 import orjson
 import pytest
 
@@ -104,6 +103,7 @@ def to_simulator(urls, base: str):
 
 def ccxt_fee(venue: str, base: str, credentials: Credentials) -> float:
     """The taker fee ccxt 4.5.90 reads from the simulator, every request signed by ccxt (none leaves loopback)."""
+    import ccxt  # here, not at import: ccxt loads ~600 modules, too many for every test worker to collect
     client = getattr(ccxt, venue)({"apiKey": credentials.key, "secret": credentials.secret,
                                    "password": credentials.passphrase, "enableRateLimit": False})
     client.urls["api"] = to_simulator(client.urls["api"], base)
@@ -127,6 +127,7 @@ def ccxt_fee(venue: str, base: str, credentials: Credentials) -> float:
 
 
 def test_the_simulator_accepts_what_ccxt_signs_and_refuses_a_wrong_secret_as_the_venue_does():
+    import ccxt
     async def scenario():
         sim = await simulator()
         try:

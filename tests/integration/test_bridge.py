@@ -31,12 +31,11 @@ from pipeline.model import ProcessRole
 from pipeline.runtime import ProcessSpec, RowAssignment
 from pipeline.supervisor.core import plan_rows
 from pipeline.venues import VENUE_IDS
-from tests.conftest import REPO, port_holder, wait_for, write_config
+from tests.conftest import REPO, nats_connect, port_holder, wait_for, write_config
 
 # one module-wide setup (boxes running across tests), tests in file order: the whole file on one xdist worker,
 # with the test that must see no running board (test_startup_errors)
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("running_boards")]
-nats = pytest.importorskip("nats")
 
 LIVE = int(RowStatus.LIVE)
 DISCONNECTED = int(RowStatus.DISCONNECTED)
@@ -230,7 +229,7 @@ def same_state(tokyo: Box, central: Box, instrument: str):
 
 
 async def publish(url: str, messages: list[tuple[str, bytes]], token: str | None = None) -> None:
-    nc = await nats.connect(url, token=token, connect_timeout=2, max_reconnect_attempts=1)
+    nc = await nats_connect(url, token=token, connect_timeout=2, max_reconnect_attempts=1)
     try:
         for subject, data in messages:
             await nc.publish(subject, data)
@@ -283,7 +282,7 @@ def test_published_rows_are_recorded_in_jetstream(boxes):
     server, tokyo, central = boxes
 
     async def stored():
-        nc = await nats.connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
+        nc = await nats_connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
         try:
             js = nc.jetstream()
             info = await js.stream_info("QUOTES")
@@ -301,7 +300,7 @@ def test_the_jetstream_stream_stays_bounded_and_what_it_discards_is_counted(boxe
     bridge = tokyo.slot(ProcessRole.BRIDGE)
 
     async def state():
-        nc = await nats.connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
+        nc = await nats_connect(server.url, connect_timeout=2, max_reconnect_attempts=1)
         try:
             info = await nc.jetstream().stream_info("QUOTES")
             return info.config, info.state
@@ -559,7 +558,7 @@ def test_tls_and_a_token_file(tmp_path, board_name):
 
         async def receive():
             context = ssl.create_default_context(cafile=str(cert))
-            nc = await nats.connect(f"tls://127.0.0.1:{server.port}", tls=context, token="file-token",
+            nc = await nats_connect(f"tls://127.0.0.1:{server.port}", tls=context, token="file-token",
                                     connect_timeout=2, max_reconnect_attempts=1)
             try:
                 sub = await nc.subscribe(quote_subject("secure", "binance", "BTC/USDT"))

@@ -24,11 +24,10 @@ from pipeline.config import parse_config
 from pipeline.model import ProcessRole
 from pipeline.runtime import ProcessSpec
 from pipeline.supervisor.core import plan_rows
-from tests.conftest import wait_until
+from tests.conftest import nats_connect, wait_until
 from tests.integration.test_bridge import NatsServer
 
 pytestmark = [pytest.mark.integration]
-nats = pytest.importorskip("nats")
 
 CTX = mp.get_context("fork")
 LIVE = int(RowStatus.LIVE)
@@ -102,7 +101,7 @@ def boxes(tmp_path):
 
 
 async def collect(url: str, subject: str, into: list, ready: asyncio.Event, done: asyncio.Event) -> None:
-    nc = await nats.connect(url)
+    nc = await nats_connect(url)
 
     async def on_message(msg):
         into.append(msg.subject)
@@ -159,7 +158,7 @@ def test_the_publisher_never_publishes_the_rows_it_mirrors(boxes):
         ready, done = asyncio.Event(), asyncio.Event()
         listener = asyncio.ensure_future(collect(server.url, "quotes.a.>", seen, ready, done))
         await ready.wait()
-        nc = await nats.connect(server.url)
+        nc = await nats_connect(server.url)
         for k in range(1, 11):                       # box c's quotes, written by bridge A into its mirrored row
             now = time.time_ns()
             await nc.publish(quote_subject("c", "kraken", "BTC/USD"),

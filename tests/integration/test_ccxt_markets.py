@@ -12,7 +12,6 @@ import asyncio
 import urllib.request
 from decimal import Decimal
 
-import ccxt.async_support as ccxt_async
 import pytest
 
 from pipeline.venues import VENUES, load_venue
@@ -32,6 +31,8 @@ NOT_COMPARABLE = {
 
 def point_at(venue: str, base: str, requests: list):
     """A ccxt client of ``venue`` whose REST calls go to ``base`` (the simulator) and nowhere else."""
+    # imported here, not at import: ccxt loads ~600 modules, too many for every test worker to collect
+    import ccxt.async_support as ccxt_async
     client = getattr(ccxt_async, venue)({"enableRateLimit": False})
     api = client.urls["api"]
     if venue == "binance":

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import time
 
-import ccxt.pro
 import pytest
 
 from pipeline.board import RowStatus
@@ -73,6 +72,7 @@ def ccxt_market(venue: str, instrument: str, native: str, decimals: int) -> dict
 
 def ccxt_client(venue: str, port: int, market: dict, rest_calls: list):
     ws = f"ws://{HOST}:{port}"
+    import ccxt.pro  # here, not at import: ccxt loads ~900 modules, too many for every test worker to collect
     client = getattr(ccxt.pro, venue)({"enableRateLimit": False})
     urls = client.urls["api"]
     if venue == "binance":

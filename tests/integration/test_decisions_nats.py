@@ -16,11 +16,10 @@ import orjson
 import pytest
 
 from pipeline.output.writers import BATCH_RECORDS
-from tests.conftest import REPO, demo_config, run_until, wait_until, write_config
+from tests.conftest import REPO, demo_config, nats_connect, run_until, wait_until, write_config
 from tests.integration.test_bridge import NatsServer, free_port
 
 pytestmark = pytest.mark.integration
-nats = pytest.importorskip("nats")
 
 
 def records(path: Path) -> list[bytes]:
@@ -56,7 +55,7 @@ class Subscriber:
     async def _subscribe(self) -> None:
         async def received(msg):
             self.messages.append((msg.subject, msg.data))
-        self.nc = await nats.connect(self.url, connect_timeout=2, max_reconnect_attempts=1)
+        self.nc = await nats_connect(self.url, connect_timeout=2, max_reconnect_attempts=1)
         await self.nc.subscribe(self.subject, cb=received)
         await self.nc.flush(5)          # the server has the subscription before the run starts
 

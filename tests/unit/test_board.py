@@ -149,3 +149,23 @@ def test_attaching_to_a_board_still_being_created_is_a_board_error(board_name):
     finally:
         os.close(fd)
         os.unlink(os.path.join("/dev/shm", board_name))
+
+
+def test_creating_attaching_and_destroying_a_board_never_starts_the_resource_tracker(board_name):
+    """The tracker is a second Python interpreter, and on 3.11 it would unlink a live segment when an attaching
+    process exits (pipeline/board/shm.py): no step of a board's life may start it. In a fresh interpreter, whose
+    tracker has not started for any other reason."""
+    import subprocess
+    import sys
+    script = (
+        "import os, sys\n"
+        "from multiprocessing import resource_tracker\n"
+        "from pipeline.board import Board\n"
+        f"board = Board.create({board_name!r}, 2, 5, 1)\n"
+        f"Board.attach({board_name!r}).close()\n"
+        "board.destroy()\n"
+        f"print(os.path.exists('/dev/shm/{board_name}'), resource_tracker._resource_tracker._fd)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "None"]          # the segment is gone, and no tracker was started

@@ -15,8 +15,13 @@ deferred into a function is still a dependency). The layers, lowest first:
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.xdist_group("imports")      # one worker reads the package once (pipeline_graph)
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 
@@ -79,6 +84,13 @@ def imports(known: dict[str, Path]) -> dict[str, set[str]]:
     return graph
 
 
+@functools.cache
+def pipeline_graph() -> dict[str, set[str]]:
+    """:func:`imports` of the whole package, read once (parsing every module is most of this file's time; the
+    file's tests run on one worker, tests/conftest.py ONE_WORKER)."""
+    return imports(modules())
+
+
 def test_every_module_has_a_layer():
     for module in modules():
         layer(module)
@@ -121,11 +133,11 @@ def cycles(graph) -> list[list[str]]:
 
 
 def test_no_module_imports_one_above_it():
-    assert upward(imports(modules())) == []
+    assert upward(pipeline_graph()) == []
 
 
 def test_no_import_cycle():
-    assert cycles(imports(modules())) == []
+    assert cycles(pipeline_graph()) == []
 
 
 def test_the_checks_see_a_cycle_and_an_upward_import():
@@ -135,6 +147,6 @@ def test_the_checks_see_a_cycle_and_an_upward_import():
         ["pipeline.a", "pipeline.b", "pipeline.c"]]
     assert upward({"pipeline.board.shm": {"pipeline.supervisor.core"}}) == [
         "pipeline.board.shm (1) imports pipeline.supervisor.core (4)"]
-    graph = imports(modules())
+    graph = pipeline_graph()
     assert "pipeline.board" in graph["pipeline.supervisor.core"]
     assert "pipeline.console.app" in graph["pipeline.supervisor.core"]       # imported inside a method
