@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Start the pipeline: ``python run.py --config configs/demo.yaml``."""
+import gc
 import signal
 import sys
+
+# Start-up makes only long-lived objects (modules, classes, the config): no garbage collection until they are
+# all made. The command turns it back on once loaded; the pipeline's supervisor freezes them first, so its
+# children never scan them (pipeline/supervisor/core.py, Supervisor._spawn).
+gc.disable()
 
 # Catch SIGINT/SIGTERM from the very first moment, before the imports below:
 # a stop request during start-up must still end in a clean shutdown.

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import enum
+import gc
 import logging
 import os
 import select
@@ -265,6 +266,7 @@ def _watch_closed_pipes(guards: list[ClosedPipeGuard]) -> None:
 def start_child(spec: ProcessSpec) -> Stop:
     """Everything :func:`run_child` does before the body: title, parent-death signal, logging, guarded
     output, signals. Returns the stop request. Exits (status 0) when the supervisor is already gone."""
+    gc.enable()                           # off in a supervisor still starting (run.py): on for every child
     try:
         import setproctitle
         setproctitle.setproctitle(spec.title)

@@ -7,6 +7,7 @@ with a ``main(argv) -> int``; this table is the one place that names them.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None, stop_requested: list | None = None) -> i
         return 2
     if argv and argv[0] in SUBCOMMANDS:
         module, function = SUBCOMMANDS[argv[0]].split(":")
-        return getattr(importlib.import_module(module), function)(argv[1:])
+        command = getattr(importlib.import_module(module), function)
+        gc.enable()                         # run.py turns it off while the modules load
+        return command(argv[1:])
     args = run_parser().parse_args(argv)
     if args.duration is not None and args.duration <= 0:
         run_parser().error("--duration must be positive")

@@ -1,6 +1,7 @@
 """The one backoff (bounds, reset), the board plan (rows, slots, lanes) and the child exit-code mapping."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -141,3 +142,60 @@ def test_stop_wakes_a_waiter_and_is_falsy_until_set():
     assert not stop and stop.wait(0.01) is False
     stop.set()
     assert stop and stop.is_set() and stop.wait(5.0) is True
+
+
+# ------------------------------------------------------------------ garbage collection across the fork
+GC_SCRIPT = """
+import gc, json, os, sys, weakref
+gc.disable()                                   # as run.py: off while the supervisor starts
+from pipeline.config import parse_config
+from pipeline.runtime import run_child
+from pipeline.supervisor.core import Child, Supervisor
+
+config = parse_config({"board": {"name": sys.argv[1], "depth": 2},
+                       "venues": {"binance": {"instruments": ["BTC/USDT"], "url": "wss://x"}}},
+                      available_cores=frozenset({0}))
+sup = Supervisor(config)
+sup.create_board()
+spec = sup.specs()[0]
+read, write = os.pipe()
+
+def child():
+    def body(stop):
+        os.write(write, f"{gc.isenabled()} {gc.get_freeze_count() > 0}\\n".encode())
+    run_child(spec, body, claim=False)
+
+class Node:
+    pass
+
+try:
+    first = Child(spec, child, ())
+    sup._spawn(first)
+    first.process.join(30)
+    gc.enable()                                # as the supervisor, once its children run
+    cycle = Node()
+    cycle.self = cycle
+    gone = weakref.ref(cycle)
+    del cycle                                  # garbage only a collection finds
+    again = Child(spec, child, ())
+    sup._spawn(again)                          # a restart
+    again.process.join(30)
+    print(json.dumps({"children": os.read(read, 200).decode().splitlines(), "exit": first.process.exitcode,
+                      "collected": gone() is None}))
+finally:
+    sup.board.destroy()
+"""
+
+
+def test_children_collect_garbage_and_never_scan_what_the_supervisor_froze_for_them(board_name):
+    """run.py starts with collection off; a child turns it on (runtime.start_child) and finds what it inherited
+    frozen (Supervisor._spawn), and a restart first collects what the supervisor let go, so that nothing is
+    frozen for good that was already garbage."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", GC_SCRIPT, board_name], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    # both children: collection on, what they inherited frozen; the garbage collected before the restart
+    assert json.loads(done.stdout.splitlines()[-1]) == {"children": ["True True", "True True"], "exit": 0,
+                                                        "collected": True}
