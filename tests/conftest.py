@@ -139,6 +139,14 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
+def pytest_collection_finish(session):
+    """What collection made (the modules, the test items, the libraries they import) lives until the run ends:
+    frozen, the collections the tests' own allocations set off never walk it again."""
+    import gc
+    gc.collect()
+    gc.freeze()
+
+
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup``: every test on its own, except the :data:`ONE_WORKER` groups, each kept whole."""
     if config.getvalue("dist") != "loadgroup":

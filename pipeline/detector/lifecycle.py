@@ -25,7 +25,10 @@ zero, so every threshold up to it closes at the same place), an opportunity at
 the higher one is a stretch of the pair above its close level (gaps shorter
 than ``reopen_ms`` bridged) that also reached the higher bar, and each such
 stretch gives at most one opportunity: raising the threshold can only remove
-opportunities (tests/property/test_detector_properties.py).
+opportunities (tests/property/test_detector_properties.py). Their peaks need not
+follow: at the lower threshold the stretch's one opportunity may have closed
+under its bar (``close_after_ms``) before the stretch peaked, while the higher
+threshold opens later and reports the peak.
 
 Pure: callers pass ``now_ns``; candidates come already allocated (see
 :func:`pipeline.detector.rules.allocate`).

@@ -108,7 +108,13 @@ def test_a_higher_threshold_within_the_hysteresis_never_makes_more_opportunities
     event(f"opens at the lower threshold: {min(opens_low, 3)}{'+' if opens_low > 3 else ''}"
           + (", fewer at the higher" if opens_high < opens_low else ""))
     assert opens_high <= opens_low
-    assert peaks_high <= peaks_low + 1e-9
+    if not close_after_ms:
+        # each stretch above the close level is one opportunity at the lower threshold, open all along: its
+        # peak is the stretch's. With close_after_ms, the lower threshold's opportunity can be closed (under its
+        # bar too long, pipeline/detector/lifecycle.py) before the stretch peaks, and the pair stays spent, while
+        # the higher threshold opens later and sees the peak: e.g. edges 2.0, 0.5 for 60 ms, then 4.0 bps with
+        # thresholds 1 and 3 report peaks of 2.0 and 4.0 bps. Counts stay monotone; peaks need not.
+        assert peaks_high <= peaks_low + 1e-9
 
 
 STEPS = ["0.001", "0.0025", "0.01", "0.1", "0.5"]
