@@ -96,6 +96,11 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     global THOROUGH
     THOROUGH = bool(config.getoption("thorough", False))
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        # the controller compiles the package once, before the xdist workers start: on a clean clone each of
+        # them would otherwise compile every module it imports, all at the same time
+        import compileall
+        compileall.compile_dir(REPO / "pipeline", quiet=1)
 
 
 def examples(thorough: int) -> int:
