@@ -22,15 +22,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Compiled test modules are kept between runs, outside the tree, even where PYTHONDONTWRITEBYTECODE is set: each
-# xdist worker imports every test module, and recompiling them (assertion rewriting included) costs about 8 s of
-# CPU a worker on these machines. The pipeline processes the tests start inherit the same setting.
+# Compiled modules are kept between runs even where PYTHONDONTWRITEBYTECODE is set: each xdist worker imports every
+# test module, and recompiling them (assertion rewriting included) costs about 8 s of CPU a worker on these
+# machines. They go where Python keeps them, __pycache__ beside each source (ignored by git), and not under a
+# pycache prefix: a prefix would hide the compiled libraries pip installed, and on a fresh clone every worker and
+# every pipeline process would compile numpy, hypothesis and the rest again. The processes the tests start
+# inherit the same setting.
 if sys.dont_write_bytecode:
-    import tempfile
     sys.dont_write_bytecode = False
-    sys.pycache_prefix = sys.pycache_prefix or os.path.join(tempfile.gettempdir(), f"pipeline-pycache-{os.getuid()}")
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix
+
 FIXTURES = REPO / "tests" / "fixtures"         # real captures, with their provenance
 
 
