@@ -322,13 +322,20 @@ def _sim_quirks(value, path, ctx):
     return tuple(value) if ok else _BAD
 
 
-def _every_s(value, path, ctx):
-    """A mean time between random events, s: 0 (never) or at least 0.01 s."""
-    checked = _number(0)(value, path, ctx)
-    if checked is not _BAD and 0 < checked < 0.01:
-        ctx.add(path, f"must be 0 (never) or at least 0.01 s, got {value!r}")
-        return _BAD
-    return checked
+def _off_or_at_least(shortest_s: float, longest_s: float | None = None):
+    """A time between events, s: 0 (never), or from ``shortest_s`` (to ``longest_s``)."""
+    number = _number(0, longest_s)
+
+    def check(value, path, ctx):
+        checked = number(value, path, ctx)
+        if checked is not _BAD and 0 < checked < shortest_s:
+            ctx.add(path, f"must be 0 (never) or at least {shortest_s:g} s, got {value!r}")
+            return _BAD
+        return checked
+    return check
+
+
+_every_s = _off_or_at_least(0.01)          # a mean time between random events
 
 
 def _ms_range(value, path, ctx):
@@ -653,15 +660,6 @@ class ScriptedDislocation:
     duration_ms: float = key(REQUIRED, _number(0, exclusive_min=True), "for how long")
 
 
-def _fault_every_s(value, path, ctx):
-    """The fault rotation's period, s: 0 (off) or 0.1 s to a day (a turn must leave time to reconnect)."""
-    checked = _number(0, 86_400)(value, path, ctx)
-    if checked is not _BAD and 0 < checked < 0.1:
-        ctx.add(path, f"must be 0 (never) or at least 0.1 s, got {value!r}")
-        return _BAD
-    return checked
-
-
 @dataclass(frozen=True)
 class SimulatorPathsConfig:
     """Each simulated connection's own network path (:mod:`pipeline.sim.paths`); off unless configured, and then
@@ -676,9 +674,10 @@ class SimulatorPathsConfig:
                                                                   "(uniform), ms")
     disconnect_every_s: float = key(0.0, _every_s, "mean time between abrupt drops (TCP reset, no close frame) of "
                                                    "one connection (exponential), s; 0: never")
-    fault_every_s: float = key(0.0, _fault_every_s, "every this many seconds each venue's oldest open connection "
-                                                    "goes down, dropped (TCP reset) and stalled in turn, never while "
-                                                    "another of its connections is down; 0: never")
+    # 0.1 s at least: a turn must leave the dropped connection time to come back
+    fault_every_s: float = key(0.0, _off_or_at_least(0.1, 86_400),
+                               "every this many seconds each venue's oldest open connection goes down, dropped (TCP "
+                               "reset) and stalled in turn, never while another of its connections is down; 0: never")
     fault_stall_ms: float = key(300.0, _number(1, 3_600_000), "how long each stall of `fault_every_s` lasts, ms")
 
 
