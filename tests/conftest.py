@@ -214,7 +214,7 @@ def demo_config(board: str, out: Path, venues=("binance", "bybit"), **detector) 
                    "coinbase": ["BTC/USDT", "ETH/USDT"], "kraken": ["BTC/USDT", "ETH/USDT"]}
     return {
         "board": {"name": board, "depth": 5},
-        "simulator": {"seed": 11, "update_interval_ms": 20, "dislocation_every_s": 0.5,
+        "simulator": {"seed": 11, "update_interval_ms": 50, "dislocation_every_s": 0.5,
                       "dislocation_bps": 60, "dislocation_ms": 200},
         "venues": {v: {"instruments": instruments[v]} for v in venues},
         "detector": {"threshold_bps": 0.0, "staleness_ms": 2000, "output": str(out), **detector},

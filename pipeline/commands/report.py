@@ -477,6 +477,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", help="directory for the plots and summary.md (default: beside FILE, named after "
                                       "the file read (for a link: the run's file): NAME-report/, or "
                                       "NAME-RUN-report/ for one run of a file holding several)")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="summary.md only: no PNGs, and no need of matplotlib (the `report` extra)")
     args = parser.parse_args(argv)
     try:
         records, bad = read_records(args.file)
@@ -497,11 +499,14 @@ def main(argv: list[str]) -> int:
             sys.stderr.write(f"run.py report: --run: no run {args.run!r} in {args.file!r} (it holds "
                              + ", ".join(run_id for run_id, _ in runs) + ")\n")
             return 2
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        sys.stderr.write("run.py report: the plots need matplotlib: pip install -e '.[report]'\n")
-        return 2
+    plots = not args.no_plots
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            sys.stderr.write("run.py report: the plots need matplotlib: pip install -e '.[report]' "
+                             "(or --no-plots for summary.md alone)\n")
+            return 2
     resolved = os.path.realpath(args.file) if os.path.islink(args.file) else args.file
     stem = os.path.join(os.path.dirname(args.file), os.path.splitext(os.path.basename(resolved))[0])
     if len(chosen) == 1 and len(runs) > 1:
@@ -519,19 +524,23 @@ def main(argv: list[str]) -> int:
                          + ("; --run ID or --run all" if len(runs) > 1 else "") + "\n")
         summary = summarize(run_records, run_id)
         summary.skipped_lines = bad
-        plot(summary, out_dir)
-        markdown = render_markdown(args.file, summary, runs=len(runs), resolved=resolved)
-        n_plots = len(PLOTS)
+        if plots:
+            plot(summary, out_dir)
+        markdown = render_markdown(args.file, summary, PLOTS if plots else (), runs=len(runs), resolved=resolved)
+        n_plots = len(PLOTS) if plots else 0
     else:
         sys.stdout.write(held + f"reporting all {len(runs)}, one after another ({len(records)} events)\n")
         summaries = [summarize(run_records, run_id) for run_id, run_records in chosen]
-        names = [tuple(f"run{n}-{name}" for name in PLOTS) for n in range(1, len(summaries) + 1)]
-        for n, summary in enumerate(summaries, 1):
-            plot(summary, out_dir, f"run{n}-")
+        names = [tuple(f"run{n}-{name}" for name in PLOTS) if plots else ()
+                 for n in range(1, len(summaries) + 1)]
+        if plots:
+            for n, summary in enumerate(summaries, 1):
+                plot(summary, out_dir, f"run{n}-")
         markdown = render_markdown_all(args.file, summaries, names, bad, resolved=resolved)
-        n_plots = len(PLOTS) * len(summaries)
+        n_plots = sum(map(len, names))
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write(markdown)
     events = sum(len(run_records) for _, run_records in chosen)
-    sys.stdout.write(f"report: {events} events -> {out_dir}/summary.md and {n_plots} plots\n")
+    sys.stdout.write(f"report: {events} events -> {out_dir}/summary.md and {n_plots} plots\n" if n_plots
+                     else f"report: {events} events -> {out_dir}/summary.md (no plots)\n")
     return 0

@@ -182,7 +182,7 @@ def bridge_section(url: str, box: str, **extra) -> dict:
 
 def tokyo_config(url: str, board: str, tmp: Path) -> dict:
     return {"board": {"name": board, "depth": 5},
-            "simulator": {"seed": 5, "update_interval_ms": 20, "volatility_bps": 0, "random_dislocations": False},
+            "simulator": {"seed": 5, "update_interval_ms": 50, "volatility_bps": 0, "random_dislocations": False},
             "venues": {"binance": {"instruments": ["BTC/USDT", "ETH/USDT"]}},
             "detector": {"output": str(tmp / "tokyo.jsonl"), "print_opportunities": False},
             "health": {"interval_s": 1.0},

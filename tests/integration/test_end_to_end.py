@@ -102,7 +102,7 @@ def test_each_run_writes_its_own_file_and_append_keeps_adding_to_one(tmp_path, b
     assert data.startswith(first_data) and len(data) > len(first_data)
     assert {orjson.loads(line)["run_id"] for line in data[len(first_data):].splitlines()} == {second_id}
     # the report splits the file again, and by default reports the last run
-    report = run_cli("report", str(out), "--out", str(tmp_path / "report"), timeout=120)
+    report = run_cli("report", str(out), "--out", str(tmp_path / "report"), "--no-plots", timeout=120)
     assert report.returncode == 0, report.stderr
     n_second = len(data[len(first_data):].splitlines())
     assert report.stdout.splitlines()[0] == (f"report: {out} holds 2 runs; reporting run {second_id} "

@@ -252,15 +252,17 @@ def test_a_file_with_two_runs_reports_the_last_and_says_which(tmp_path, capsys):
     source = write(tmp_path / "two.jsonl", run_a() + run_b())
     records, _ = runreport.read_records(str(source))
     assert [(run_id, len(run)) for run_id, run in runreport.split_runs(records)] == [(RUN_A, 2), (RUN_B, 7)]
-    result = report(capsys, str(source))
+    result = report(capsys, str(source), "--no-plots")         # the plots: the tests below and the one after
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == (
-        f"report: {source} holds 2 runs; reporting run {RUN_B} (7 events); --run ID or --run all")
     out = tmp_path / f"two-{RUN_B}-report"
+    assert result.stdout.splitlines() == [
+        f"report: {source} holds 2 runs; reporting run {RUN_B} (7 events); --run ID or --run all",
+        f"report: 7 events -> {out}/summary.md (no plots)"]
     assert (out / "summary.md").read_text() == (
         f"# Run report: `two.jsonl`\n\nRun `{RUN_B}`, one of the 2 runs in the file (by default the last; "
-        f"`--run ID` chooses another, `--run all` reports every one).\n\n" + BODY_B + PLOT_LINES)
-    chosen = report(capsys, str(source), "--run", RUN_A, "--out", str(tmp_path / "a"))
+        f"`--run ID` chooses another, `--run all` reports every one).\n\n" + BODY_B)
+    assert sorted(p.name for p in out.iterdir()) == ["summary.md"]
+    chosen = report(capsys, str(source), "--run", RUN_A, "--out", str(tmp_path / "a"), "--no-plots")
     assert chosen.returncode == 0, chosen.stderr
     assert f"reporting run {RUN_A} (2 events)" in chosen.stdout
     assert BODY_A in (tmp_path / "a" / "summary.md").read_text()
@@ -300,13 +302,12 @@ def test_legacy_records_before_a_run_with_ids_are_a_run_of_their_own():
 def test_report_follows_the_link_to_the_latest_run_file(tmp_path, capsys):
     write(tmp_path / f"opps-{RUN_B}.jsonl", run_b())
     os.symlink(f"opps-{RUN_B}.jsonl", tmp_path / "opps.jsonl")
-    result = report(capsys, str(tmp_path / "opps.jsonl"))
+    result = report(capsys, str(tmp_path / "opps.jsonl"), "--no-plots")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == (
         f"report: {tmp_path / 'opps.jsonl'} holds 1 run; reporting run {RUN_B} (7 events)")
     summary = (tmp_path / f"opps-{RUN_B}-report" / "summary.md").read_text()
-    assert summary == (f"# Run report: `opps-{RUN_B}.jsonl` (via `opps.jsonl`)\n\nRun `{RUN_B}`.\n\n"
-                       + BODY_B + PLOT_LINES)
+    assert summary == f"# Run report: `opps-{RUN_B}.jsonl` (via `opps.jsonl`)\n\nRun `{RUN_B}`.\n\n" + BODY_B
 
 
 def test_report_command_writes_plots_and_summary(tmp_path):
@@ -322,7 +323,7 @@ def test_report_command_writes_plots_and_summary(tmp_path):
 
 def test_report_default_directory_and_errors(tmp_path, capsys):
     source = write_legacy(tmp_path / "run.jsonl")
-    assert report(capsys, str(source)).returncode == 0
+    assert report(capsys, str(source), "--no-plots").returncode == 0
     assert (tmp_path / "run-report" / "summary.md").exists()
     missing = report(capsys, str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
