@@ -113,6 +113,15 @@ def examples(thorough: int) -> int:
     return thorough if THOROUGH else max(25, thorough // 3)
 
 
+def weighted(*choices):
+    """A hypothesis strategy drawing from each ``(strategy, weight)`` in proportion to its weight.
+
+    ``st.one_of(s, s, t)`` does not weigh ``s`` twice: it keeps one of equal branches, and many strategies are
+    cached by their arguments (``st.floats(a, b)`` twice is one object), so they are equal."""
+    from hypothesis import strategies as st
+    return st.sampled_from([strategy for strategy, weight in choices for _ in range(weight)]).flatmap(lambda s: s)
+
+
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: three workers a core (at most 8). Much of the suite waits on processes and sockets, not the
     CPU: more workers than cores keep the cores busy meanwhile. On the 2-core VM, sampled every 2 s, two a core

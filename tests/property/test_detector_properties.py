@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import functools
 from decimal import Decimal as D
 
 from hypothesis import event, given, settings
@@ -23,20 +24,22 @@ from tests.conftest import examples
 from tests.engine_harness import MS, T0, engine_for, quote
 
 VENUES = ("a", "b", "c", "d")
+# built once, not on every draw
+BOARD_VENUES = st.lists(st.sampled_from(VENUES), min_size=2, max_size=4, unique=True)
+LEVEL_QTYS = st.sampled_from([0.1, 0.5, 1.0, 2.5])
+FEES = st.sampled_from([0.0, 1.0, 5.0, 10.0])
 
 
 @st.composite
 def boards(draw):
     quotes = []
-    for venue in draw(st.lists(st.sampled_from(VENUES), min_size=2, max_size=4, unique=True)):
+    for venue in draw(BOARD_VENUES):
         mid = 100.0 + draw(st.integers(-40, 40)) * 0.01
         half = draw(st.integers(1, 5)) * 0.01
-        bids = [(round(mid - half - k * 0.01, 2), draw(st.sampled_from([0.1, 0.5, 1.0, 2.5])))
-                for k in range(draw(st.integers(1, 4)))]
-        asks = [(round(mid + half + k * 0.01, 2), draw(st.sampled_from([0.1, 0.5, 1.0, 2.5])))
-                for k in range(draw(st.integers(1, 4)))]
+        bids = [(round(mid - half - k * 0.01, 2), draw(LEVEL_QTYS)) for k in range(draw(st.integers(1, 4)))]
+        asks = [(round(mid + half + k * 0.01, 2), draw(LEVEL_QTYS)) for k in range(draw(st.integers(1, 4)))]
         quotes.append(quote(venue, "X/Y", bids, asks))
-    fees = {q.leg: draw(st.sampled_from([0.0, 1.0, 5.0, 10.0])) for q in quotes}
+    fees = {q.leg: draw(FEES) for q in quotes}
     return quotes, fees
 
 
@@ -118,16 +121,32 @@ def test_a_higher_threshold_within_the_hysteresis_never_makes_more_opportunities
 
 
 STEPS = ["0.001", "0.0025", "0.01", "0.1", "0.5"]
+# built once, not on every draw
+STEP_TEXTS = st.sampled_from(STEPS)
+MAX_QTYS = st.sampled_from([None, D("1.7"), D("100")])
+MIN_NOTIONALS = st.sampled_from([D(0), D(5), D(60)])
+MAX_NOTIONALS = st.sampled_from([None, D(130)])
+
+
+@functools.cache
+def min_qtys(step: D):
+    """No minimum, one step or 0.3 (built once per step)."""
+    return st.sampled_from([D(0), step, D("0.3")])
 
 
 @st.composite
-def venue_rules(draw, venue):
-    step = D(draw(st.sampled_from(STEPS)))
-    min_qty = draw(st.sampled_from([D(0), step, D("0.3")]))
-    max_qty = draw(st.sampled_from([None, D("1.7"), D("100")]))
+def _venue_rules(draw, venue):
+    step = D(draw(STEP_TEXTS))
+    min_qty = draw(min_qtys(step))
+    max_qty = draw(MAX_QTYS)
     return InstrumentRules(venue, venue.upper(), D("0.01"), step, min_qty, max_qty,
-                           draw(st.sampled_from([D(0), D(5), D(60)])), draw(st.sampled_from([None, D(130)])),
-                           True, "online")
+                           draw(MIN_NOTIONALS), draw(MAX_NOTIONALS), True, "online")
+
+
+@functools.cache
+def venue_rules(venue):
+    """A venue's trading rules for the instrument (the strategy built once per venue)."""
+    return _venue_rules(venue)
 
 
 @settings(max_examples=examples(300), deadline=None)

@@ -8,6 +8,7 @@ case came up.
 """
 from __future__ import annotations
 
+import functools
 import json
 
 import orjson
@@ -23,7 +24,7 @@ from pipeline.detector.rules import Quote, find, walk
 from pipeline.errors import ConfigError, ParseError
 from pipeline.model import DEPTH, BookUpdate
 from pipeline.venues import VENUES, load_venue
-from tests.conftest import FIXTURES, examples
+from tests.conftest import FIXTURES, examples, weighted
 
 prices = st.floats(min_value=0.01, max_value=1e6, allow_nan=False, allow_infinity=False)
 quantities = st.floats(min_value=0.0, max_value=1e4, allow_nan=False, allow_infinity=False)
@@ -36,13 +37,14 @@ json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner,
                                                                                   max_size=3)), max_leaves=8)
 
 
-def received_frames(venue: str) -> list[str]:
-    """Real frames the exchange sent (every capture but what the client sent), as JSON text."""
+@functools.cache
+def received_frames(venue: str) -> tuple[str, ...]:
+    """Real frames the exchange sent (every capture but what the client sent), as JSON text (read once)."""
     frames = []
     for path in sorted((FIXTURES / venue).glob("*.jsonl")):
         if "sent" not in path.name:
             frames += [line for line in path.read_text().splitlines() if line.strip()][:30]
-    return frames
+    return tuple(frames)
 
 
 def _places(doc, found: list) -> list:
@@ -54,13 +56,16 @@ def _places(doc, found: list) -> list:
     return found
 
 
+CHANGES = st.sampled_from(["as is", "replace", "replace", "drop", "truncate", "byte"])
+
+
 @st.composite
 def changed_frames(draw, venue: str):
     """A real frame of the venue, as is or changed: a value replaced, a field dropped, cut short, a byte
     overwritten; sent as the exchange sends it (gzip for HTX) or, now and then, as plain text."""
     record = load_venue(venue)
     text = draw(st.sampled_from(received_frames(venue)))
-    how = draw(st.sampled_from(["as is", "replace", "replace", "drop", "truncate", "byte"]))
+    how = draw(CHANGES)
     if how == "truncate":
         text = text[:draw(st.integers(0, max(len(text) - 1, 0)))]
     elif how == "byte":
@@ -81,14 +86,23 @@ def changed_frames(draw, venue: str):
     return record.wire_frame(text) if draw(st.integers(0, 9)) else text
 
 
+ARBITRARY = st.one_of(st.binary(max_size=400), st.text(max_size=400))
+
+
+@functools.cache
+def parser_input(venue: str):
+    """A real frame of the venue changed three times in five, arbitrary bytes or text otherwise (built once)."""
+    if not received_frames(venue):
+        return ARBITRARY
+    return weighted((ARBITRARY, 2), (changed_frames(venue), 3))
+
+
 @pytest.mark.parametrize("venue", VENUES)
 @settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_parse_of_arbitrary_input_raises_only_parse_error(venue, data):
     module = load_venue(venue)
-    arbitrary = st.one_of(st.binary(max_size=400), st.text(max_size=400))
-    raw = data.draw(st.one_of(arbitrary, changed_frames(venue), changed_frames(venue), changed_frames(venue))
-                    if received_frames(venue) else arbitrary)
+    raw = data.draw(parser_input(venue))
     try:
         events = module.parse(raw, 0)
     except ParseError as exc:
@@ -104,9 +118,7 @@ offsets = st.integers(1, 40)                          # ticks of 0.5 from the mi
 def market_side(side: int, ticks=offsets):
     """Levels on one side of the mid price (bids below, asks above); quantity 0 (a deletion in a delta) one
     time in five."""
-    level = st.tuples(ticks.map(lambda n: MID + side * 0.5 * n),
-                      st.one_of(st.floats(0.001, 50), st.floats(0.001, 50), st.just(0.0), st.floats(0.001, 50),
-                                st.floats(0.001, 50)))
+    level = st.tuples(ticks.map(lambda n: MID + side * 0.5 * n), weighted((st.floats(0.001, 50), 4), (st.just(0.0), 1)))
     return st.lists(level, max_size=8)
 
 
@@ -116,7 +128,8 @@ crossing_books = st.tuples(market_side(-1), market_side(+1)).flatmap(
     lambda sides: st.tuples(st.integers(0, 1), st.integers(-3, 0)).map(
         lambda where: tuple(side + [(MID + (1 if n else -1) * 0.5 * where[1], 1.0)] if n == where[0] else side
                             for n, side in enumerate(sides))))
-book_updates = st.one_of(*[books_in_a_market] * 6, crossing_books, st.tuples(levels, levels))
+# in the market six times in eight; crossed or locked, or independent levels (crossed almost always), once each
+book_updates = weighted((books_in_a_market, 6), (crossing_books, 1), (st.tuples(levels, levels), 1))
 
 
 @settings(max_examples=examples(300), deadline=None)

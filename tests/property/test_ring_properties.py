@@ -10,6 +10,7 @@ it (never a torn mix), or nothing yet, with the same count of entries lost to th
 """
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
 
@@ -166,6 +167,22 @@ def test_a_restarted_writer_continues_the_numbering_and_rewrites_an_interrupted_
 NAME_POOL = ("binance", "bybit", "okx@tokyo", "BTC/USDT", "account", "quote_stale", "", "é" * 31)
 names = st.one_of(st.none(), st.sampled_from(NAME_POOL * 6 + ("x" * 64,)))        # now and then one too long
 numbers = st.one_of(st.none(), st.floats(allow_nan=False), st.integers(-2**53, 2**53))
+# built once, not on every record
+kinds = st.sampled_from(sorted(KIND_CODE))
+name_lists = st.one_of(st.lists(names, max_size=3), st.lists(names, min_size=21, max_size=24))
+fill_fields = st.sampled_from(FILL_NUMBERS)
+
+
+@functools.cache
+def fault_choices(faults: tuple[str, ...]):
+    """No fault, or one of those the record can have (built once per set of them)."""
+    return st.one_of(st.none(), st.sampled_from(faults))
+
+
+@functools.cache
+def positions(indices: tuple[int, ...]):
+    """One of the positions given (built once per tuple of them)."""
+    return st.sampled_from(indices)
 
 
 @st.composite
@@ -175,7 +192,7 @@ def ring_records(draw) -> dict:
     as many as an entry holds, up to 3 shadow fills); now and then with a fault: a field it does not know,
     two fields swapped, a text for a number, a float id, a list for a name, rules with a field more, a fill
     with a text for a number (or a ``run_id``, which is no fault)."""
-    kind = draw(st.sampled_from(sorted(KIND_CODE)))
+    kind = draw(kinds)
     record: dict = {}
     for key, where in ORDERS[KIND_CODE[kind]]:
         if key not in ("event", "id", "time", "time_ns", "shadow_fills") and not draw(st.booleans()):
@@ -193,7 +210,7 @@ def ring_records(draw) -> dict:
         elif where == "R":
             record[key] = {field: draw(names) for field in RULES_FIELDS}
         elif where == "L":
-            record[key] = draw(st.one_of(st.lists(names, max_size=3), st.lists(names, min_size=21, max_size=24)))
+            record[key] = draw(name_lists)
         else:
             record[key] = [{**{field: draw(numbers) for field in FILL_NUMBERS}, "reason": draw(names)}
                            for _ in range(draw(st.integers(0, 3)))]
@@ -202,7 +219,7 @@ def ring_records(draw) -> dict:
     faults = ["unknown field", "swapped", "run_id", "float id", *(["text number"] if "f" in wheres else []),
               *(["nested name"] if "s" in wheres else []), *(["rules field"] if "buy_rules" in record else []),
               *(["fill field"] if record.get("shadow_fills") else [])]
-    fault = draw(st.one_of(st.none(), st.sampled_from(faults)))
+    fault = draw(fault_choices(tuple(faults)))
     items = list(record.items())
     at = draw(st.integers(1, len(items)))
     if fault == "unknown field":
@@ -217,12 +234,12 @@ def ring_records(draw) -> dict:
         items[list(record).index("buy_rules")] = ("buy_rules", {**record["buy_rules"], "lot": "1"})
     elif fault == "fill field":
         fills = record["shadow_fills"]
-        field = draw(st.sampled_from(FILL_NUMBERS))
+        field = draw(fill_fields)
         items[list(record).index("shadow_fills")] = ("shadow_fills", [*fills[:-1], {**fills[-1], field: "1.5"}])
     elif fault in ("text number", "nested name"):
         where = "f" if fault == "text number" else "s"
         order = dict(ORDERS[KIND_CODE[kind]])
-        n = draw(st.sampled_from([n for n, (key, _) in enumerate(items) if order[key] == where]))
+        n = draw(positions(tuple(n for n, (key, _) in enumerate(items) if order[key] == where)))
         items[n] = (items[n][0], "1.5" if where == "f" else ["binance"])
     return dict(items)
 

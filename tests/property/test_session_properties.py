@@ -1,6 +1,8 @@
 """Property tests of the feed session: any input, any interleaving, the rows it writes stay trustworthy."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -40,16 +42,42 @@ BOOK_CAPTURES = {venue: [lines for lines in CAPTURES[venue] if makes_a_row_live(
 garbage = st.one_of(st.text(max_size=200), st.binary(max_size=200))
 
 
+@functools.cache
+def book_captures(venue: str):
+    """One book capture of the venue (any capture if none makes a row live), built once."""
+    return st.sampled_from(BOOK_CAPTURES[venue] or CAPTURES[venue])
+
+
+@functools.cache
+def starts(n: int):
+    """Where a run of a capture of ``n`` frames starts: at the snapshot one time in two (built once per n)."""
+    return st.one_of(st.just(0), st.integers(0, n - 1))
+
+
 @st.composite
 def capture_runs(draw, venue: str) -> list:
     """A run of one book capture in its own order (from its start one time in two: the snapshot, then
     updates), with garbage frames slipped in: the frames that make a row live, and then test it."""
-    lines = draw(st.sampled_from(BOOK_CAPTURES[venue] or CAPTURES[venue]))
-    start = draw(st.one_of(st.just(0), st.integers(0, len(lines) - 1)))
+    lines = draw(book_captures(venue))
+    start = draw(starts(len(lines)))
     run = lines[start:start + draw(st.integers(1, 40))]
     for _ in range(draw(st.integers(0, 5))):
         run.insert(draw(st.integers(0, len(run))), draw(garbage))
     return run
+
+
+@functools.cache
+def mixed_frames(venue: str):
+    """Real frames and garbage in any order, or one of two runs of a book capture (built once per venue; the
+    two ``capture_runs`` are distinct objects, so ``one_of`` keeps both branches: a run two times in three)."""
+    return st.one_of(st.lists(st.one_of(st.sampled_from(FRAMES[venue]), garbage), max_size=40),
+                     capture_runs(venue), capture_runs(venue))
+
+
+@functools.cache
+def frames_before_a_loss(venue: str):
+    """Real frames in any order, or a run of a book capture (built once per venue)."""
+    return st.one_of(st.lists(st.sampled_from(FRAMES[venue]), min_size=1, max_size=30), capture_runs(venue))
 
 
 @pytest.mark.parametrize("venue", CAPTURED)
@@ -57,8 +85,7 @@ def capture_runs(draw, venue: str) -> list:
 @given(data=st.data())
 def test_any_mix_of_real_and_garbage_frames_never_raises_and_live_rows_are_uncrossed(venue, data):
     session, sink, conn = new_session(venue)
-    frames = data.draw(st.one_of(st.lists(st.one_of(st.sampled_from(FRAMES[venue]), garbage), max_size=40),
-                                 capture_runs(venue), capture_runs(venue)))
+    frames = data.draw(mixed_frames(venue))
     for n, raw in enumerate(frames):
         session.receive(raw, n * 1_000_000, conn)
         conn.reconnect_reason = ""
@@ -76,8 +103,7 @@ def test_any_mix_of_real_and_garbage_frames_never_raises_and_live_rows_are_uncro
 @given(data=st.data())
 def test_after_a_lost_connection_no_row_is_live_until_the_exchange_sends_again(venue, data):
     session, sink, conn = new_session(venue)
-    frames = data.draw(st.one_of(st.lists(st.sampled_from(FRAMES[venue]), min_size=1, max_size=30),
-                                 capture_runs(venue)))
+    frames = data.draw(frames_before_a_loss(venue))
     for n, raw in enumerate(frames):
         session.receive(raw, n, conn)
     event("rows live before the loss" if any(row.status == LIVE for row in sink.rows.values()) else "none live")

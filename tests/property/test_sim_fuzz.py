@@ -29,7 +29,7 @@ from pipeline.model import BBO, DEPTH
 from pipeline.sim.market import Tape
 from pipeline.sim.protocol import Rules, SymbolState
 from pipeline.venues import SIM_PATHS, VENUES, load_protocol, load_venue
-from tests.conftest import examples
+from tests.conftest import examples, weighted
 
 INSTRUMENT = "BTC/USDT"
 UNKNOWN = "ZZZ/USDT"
@@ -59,8 +59,7 @@ def symbols(venue: str) -> st.SearchStrategy:
 
 def shaped(requests: st.SearchStrategy) -> st.SearchStrategy:
     """Requests of an exchange's shape (dicts), JSON-encoded, three times in four; junk otherwise."""
-    encoded = requests.map(json.dumps)
-    return st.one_of(encoded, encoded, encoded, junk)
+    return weighted((requests.map(json.dumps), 3), (junk, 1))
 
 
 # ---------------------------------------------------------------- the client's own frames, mutated
@@ -115,6 +114,9 @@ def _words(frames: list) -> list:
     return sorted(near)
 
 
+CHANGES = st.sampled_from(["value", "word", "drop", "rename", "add"])
+
+
 @st.composite
 def mutated(draw, frames: tuple, words: tuple):
     """One of the client's frames with up to three changes: a value replaced (by anything, or by another word of
@@ -127,7 +129,7 @@ def mutated(draw, frames: tuple, words: tuple):
     word = st.sampled_from(words)
     for _ in range(draw(st.integers(0, 3))):
         path = draw(st.sampled_from(list(_nodes(doc))))
-        kind = draw(st.sampled_from(["value", "word", "drop", "rename", "add"]))
+        kind = draw(CHANGES)
         value = draw(json_values if kind in ("value", "add") else word)
         if not path:
             doc = value if kind in ("value", "word") else doc
@@ -218,9 +220,15 @@ def fuzz(name: str, requests: st.SearchStrategy, extra_paths=()):
     return check
 
 
+@functools.cache
+def own_conversation(name: str) -> tuple[st.SearchStrategy, st.SearchStrategy]:
+    """(frames, path) of a conversation with ``name``'s protocol: built once per venue, not per example."""
+    return st.lists(own_requests(name), min_size=1, max_size=6), paths(name)
+
+
 @pytest.mark.parametrize("name", VENUES)
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_the_clients_own_frames_changed_anyhow_never_raise(name, data):
-    frames = data.draw(st.lists(own_requests(name), min_size=1, max_size=6), label="frames")
-    conversation(name, frames, data.draw(paths(name), label="path"))
+    frames, path = own_conversation(name)
+    conversation(name, data.draw(frames, label="frames"), data.draw(path, label="path"))

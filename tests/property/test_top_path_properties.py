@@ -15,6 +15,7 @@ are checked with those too (numbers it cannot write: text, out of range).
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import random
 
@@ -42,13 +43,20 @@ def _num(text: str):
         return text
 
 
+# every strategy below is built once, not at each draw: building one (and hypothesis validating it) costs more
+# than drawing from it
+_NUMBERS = {True: (st.sampled_from(VALID_PRICES), st.sampled_from(VALID_QTYS)),
+            False: (st.sampled_from(PRICES), st.sampled_from(QTYS))}
+
+
 @st.composite
 def quotes(draw):
     """(bid_px, bid_qty, ask_px, ask_qty): mostly usable, sometimes not."""
-    good = draw(st.integers(0, 3)) > 0
-    prices = VALID_PRICES if good else PRICES
-    qtys = VALID_QTYS if good else QTYS
-    return tuple(draw(st.sampled_from(p)) for p in (prices, qtys, prices, qtys))
+    prices, qtys = _NUMBERS[draw(st.integers(0, 3)) > 0]
+    return tuple(draw(p) for p in (prices, qtys, prices, qtys))
+
+
+QUOTES = quotes()
 
 
 def binance_top(seq, q, empty):
@@ -114,16 +122,20 @@ MAKERS = {"binance": (binance_top, binance_depth), "bybit": (bybit_top, bybit_de
 SHORT_PATH = venues_with(lambda v: v.top is not None)
 
 
+KINDS = st.sampled_from(["top"] * 6 + ["depth", "garbage", "top_delta"])
+GARBAGE = (st.text(max_size=60), st.binary(max_size=60))        # or, third, a frame cut short
+
+
 @st.composite
 def frames(draw, venue):
     top, depth, *delta = MAKERS[venue]
-    kind = draw(st.sampled_from(["top"] * 6 + ["depth", "garbage", "top_delta"]))
+    kind = draw(KINDS)
     seq = draw(st.integers(1, 12))
-    q = draw(quotes())
+    q = draw(QUOTES)
     empty = draw(st.integers(0, 9)) == 0
     if kind == "garbage":
-        return draw(st.one_of(st.text(max_size=60), st.binary(max_size=60),
-                              st.just(top(seq, q, empty)[:40])))
+        which = draw(st.integers(0, 2))
+        return draw(GARBAGE[which]) if which < 2 else top(seq, q, empty)[:40]
     if kind == "depth":
         return depth(seq, q, empty)
     if kind == "top_delta" and delta:
@@ -167,6 +179,16 @@ def subscribed(venue: str):
     return proto, [key for key in proto.subscriptions if key[1] in (BBO, DEPTH)]
 
 
+_RENDERED_NUMBERS = {True: (st.sampled_from(PX[:6]), st.sampled_from(QTY[:3])),
+                     False: (st.sampled_from(PX), st.sampled_from(QTY))}
+REPEATS = st.sampled_from([1, 1, 1, 0, 2])
+
+
+@functools.cache
+def _sampled(choices: tuple):
+    return st.sampled_from(choices)
+
+
 @st.composite
 def rendered(draw, venue):
     """Frames the simulator renders on the venue's book channels (mostly top of book) from usable and unusable
@@ -182,28 +204,30 @@ def _rendered(draw, venue):
     proto, keys = subscribed(venue)
     keys = [k for k in keys if k[1] == BBO] * 3 + keys
     pool = []
+    pick_key = _sampled(tuple(keys))
     for n in range(draw(st.integers(1, 12))):
-        good = draw(st.integers(0, 3)) > 0
-        px, qty = (PX[:6], QTY[:3]) if good else (PX, QTY)
-        bid, bid_qty, ask, ask_qty = (draw(st.sampled_from(v)) for v in (px, qty, px, qty))
+        px, qty = _RENDERED_NUMBERS[draw(st.integers(0, 3)) > 0]
+        bid, bid_qty, ask, ask_qty = (draw(v) for v in (px, qty, px, qty))
         empty = draw(st.integers(0, 9)) == 0
         bids, asks = [(bid, bid_qty), (99.0, 3.0)], [] if empty else [(ask, ask_qty), (102.0, 3.0)]
         try:
-            pool += proto.render(*draw(st.sampled_from(keys)), bids, asks, T0 + n)
+            pool += proto.render(*draw(pick_key), bids, asks, T0 + n)
         except Exception:  # noqa: BLE001 - a book this simulator cannot write (an empty side): not sent
             pass
-    garbage = st.one_of(st.text(max_size=60), st.binary(max_size=60),
-                        *([st.sampled_from(pool).map(lambda f: f[:40])] if pool else []))
+
+    def garbage():
+        which = draw(st.integers(0, 2 if pool else 1))
+        return draw(GARBAGE[which]) if which < 2 else draw(st.sampled_from(pool))[:40]
     if not pool:
-        return [draw(garbage)]
+        return [garbage()]
     if draw(st.booleans()):                       # in order, some lost, some repeated
-        sequence = [f for f in pool for _ in range(draw(st.sampled_from([1, 1, 1, 0, 2])))] or pool[:1]
+        sequence = [f for f in pool for _ in range(draw(REPEATS))] or pool[:1]
     else:                                         # any order: ids up, down, repeated
         sequence = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=40))
     out = []
     for raw in sequence:
         if draw(st.integers(0, 9)) == 0:
-            out.append(draw(garbage))
+            out.append(garbage())
         out.append(raw.encode() if isinstance(raw, str) and draw(st.booleans()) else raw)   # picows: text as bytes
     return out
 
@@ -223,6 +247,16 @@ def test_every_short_path_reads_its_own_top_of_book_frames_as_parse_does():
         if venue in MAKERS:
             quote = record.top(MAKERS[venue][0](7, ("100.5", "1.5", "100.6", "2"), False))
             assert quote is not None and quote[1:5] == (100.5, 1.5, 100.6, 2.0) and quote[6] == 7
+
+
+@functools.cache
+def _rendered_of(venue: str):
+    return rendered(venue)
+
+
+@functools.cache
+def _frame_lists(venue: str):
+    return st.lists(frames(venue), min_size=1, max_size=40)
 
 
 def check_same_rows(venue: str, sequence: list) -> None:
@@ -247,7 +281,8 @@ def check_same_rows(venue: str, sequence: list) -> None:
 @settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_short_path_writes_the_same_rows_as_the_general_path_on_rendered_frames(venue, data):
-    check_same_rows(venue, data.draw(rendered(venue)))
+    check_same_rows(venue, data.draw(_rendered_of(venue)))
+
 
 
 @pytest.mark.parametrize("venue", SHORT_PATH)
@@ -256,4 +291,4 @@ def test_the_short_path_writes_the_same_rows_as_the_general_path_on_rendered_fra
 def test_the_short_path_writes_the_same_rows_as_the_general_path(venue, data):
     if venue not in MAKERS:
         pytest.skip(f"no hand-written frame maker for {venue}: its rendered frames are checked above")
-    check_same_rows(venue, data.draw(st.lists(frames(venue), min_size=1, max_size=40)))
+    check_same_rows(venue, data.draw(_frame_lists(venue)))

@@ -130,16 +130,24 @@ STEPS = decimals(["1", "2", "25", "5", "3"], range(-8, 2))
 TICKS = decimals(["1", "5", "25"], range(-8, 1))
 
 
+# built once (a strategy built per draw costs more than the draw); an int drawn from MIN_QTY or MAX_QTY is a count
+# of steps, multiplied by the step drawn with it
+MIN_QTY = st.one_of(st.just(D(0)), st.integers(1, 50), decimals(["1", "11", "3"], range(-6, 1)))
+MAX_QTY = st.one_of(st.none(), st.integers(1, 10 ** 6))
+MIN_NOTIONAL = st.one_of(st.just(D(0)), decimals(["1", "5", "10", "0.5"], range(-2, 2)))
+MAX_NOTIONAL = st.one_of(st.none(), decimals(["1", "2", "5"], range(1, 7)))
+TRADING = st.booleans() | st.just(True)
+
+
 @st.composite
 def leg_rules(draw):
     step = draw(STEPS)
-    min_qty = draw(st.one_of(st.just(D(0)), st.builds(lambda k: step * k, st.integers(1, 50)),
-                             decimals(["1", "11", "3"], range(-6, 1))))
-    max_qty = draw(st.one_of(st.none(), st.builds(lambda k: step * k, st.integers(1, 10 ** 6))))
-    return InstrumentRules("v", "S", draw(TICKS), step, min_qty, max_qty,
-                           draw(st.one_of(st.just(D(0)), decimals(["1", "5", "10", "0.5"], range(-2, 2)))),
-                           draw(st.one_of(st.none(), decimals(["1", "2", "5"], range(1, 7)))),
-                           draw(st.booleans() | st.just(True)), "s")
+    min_qty = draw(MIN_QTY)
+    min_qty = step * min_qty if isinstance(min_qty, int) else min_qty
+    max_qty = draw(MAX_QTY)
+    max_qty = None if max_qty is None else step * max_qty
+    return InstrumentRules("v", "S", draw(TICKS), step, min_qty, max_qty, draw(MIN_NOTIONAL), draw(MAX_NOTIONAL),
+                           draw(TRADING), "s")
 
 
 SIZES = st.builds(lambda m, e: D(m).scaleb(e), st.integers(1, 10 ** 9), st.integers(-12, -2))
