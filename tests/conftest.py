@@ -72,8 +72,9 @@ def top_from_parse(parse):
 
 
 # Tests that must run on one xdist worker, one after another, in file order: a file whose tests share one
-# module-wide setup (and rely on its order), and the test that must see no running board beside the bridge
-# file's boxes. Each is also marked ``xdist_group`` with the same name; this table is what the scheduler below
+# module-wide setup (and rely on its order), the test that must see no running board beside the bridge
+# file's boxes, and the tests that import ccxt (about 1.5 s of CPU, which each worker running one of them would
+# pay again). Each is also marked ``xdist_group`` with the same name; this table is what the scheduler below
 # reads, because pytest-xdist 3.8 cannot tag the test ids with the group under pytest 9 (``Item._nodeid`` is
 # gone), so ``--dist loadgroup`` alone would spread these tests over the workers.
 ONE_WORKER = {
@@ -83,6 +84,10 @@ ONE_WORKER = {
     "tests/integration/test_record_replay.py": "record_replay",
     "tests/integration/test_opportunity_accounting.py": "opportunity_accounting",
     "tests/unit/test_imports.py": "imports",
+    "tests/integration/test_ccxt_markets.py": "ccxt",
+    "tests/integration/test_clients.py::test_ccxt_pro_client_ends_on_our_feeds_book": "ccxt",
+    "tests/integration/test_account_fees_sim.py::test_the_simulator_accepts_what_ccxt_signs_and_refuses_a_wrong_"
+    "secret_as_the_venue_does": "ccxt",
 }
 
 
@@ -149,9 +154,15 @@ SLOW_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests of :data:`SLOW_FIRST` files first (in its order), the rest as collected."""
+    """Tests of :data:`SLOW_FIRST` files first (in its order), the rest as collected. A :data:`ONE_WORKER` entry
+    naming no collected test of a collected file (a test renamed) is an error, not a group silently gone."""
     rank = {path: n for n, path in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+    files = {item.nodeid.split("::", 1)[0] for item in items}
+    named = files | {item.nodeid.split("[", 1)[0] for item in items}
+    stale = [key for key in ONE_WORKER if key.split("::", 1)[0] in files and key not in named]
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py ONE_WORKER names no test: {', '.join(stale)}")
 
 
 def pytest_collection_finish(session):

@@ -126,6 +126,7 @@ def ccxt_fee(venue: str, base: str, credentials: Credentials) -> float:
     return client.fetch_trading_fee(instrument)["taker"] * 1e4
 
 
+@pytest.mark.xdist_group("ccxt")
 def test_the_simulator_accepts_what_ccxt_signs_and_refuses_a_wrong_secret_as_the_venue_does():
     import ccxt
     async def scenario():

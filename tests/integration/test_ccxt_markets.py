@@ -18,7 +18,7 @@ from pipeline.venues import VENUES, load_venue
 from tests.conftest import run
 from tests.integration.test_sim_reference_data import HOST, simulator
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ccxt")]   # ccxt imported once
 
 # venues whose ccxt load_markets reads another endpoint than the record's: comparing them would not compare one
 # response read twice

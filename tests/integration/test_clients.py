@@ -109,6 +109,7 @@ def row_levels(side) -> list:
     return [(round(p, 8), round(q, 6)) for p, q in side[:5]]
 
 
+@pytest.mark.xdist_group("ccxt")
 @pytest.mark.parametrize("venue", VENUES)
 def test_ccxt_pro_client_ends_on_our_feeds_book(venue):
     # every registered venue: a new one fails here until its ccxt calls are declared above
