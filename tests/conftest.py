@@ -265,6 +265,17 @@ def demo_config(board: str, out: Path, venues=("binance", "bybit"), **detector) 
     }
 
 
+def complete_records(path: Path) -> list[dict]:
+    """The complete records in an events file so far (none before it exists): a file a running pipeline writes
+    may end in a line not yet whole, which is left for the next read."""
+    import orjson
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [orjson.loads(line) for line in data.splitlines(keepends=True) if line.endswith(b"\n")]
+
+
 def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "run.py"), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd)

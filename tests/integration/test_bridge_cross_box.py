@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import time
 
-import orjson
 import pytest
 
 from pipeline.board import RowStatus, read_rules
 from pipeline.detector.report import rules_fields
-from tests.conftest import wait_for
+from tests.conftest import complete_records, wait_for
 from tests.integration.test_bridge import Box, NatsServer, bridge_section
 
 pytestmark = pytest.mark.integration
@@ -22,12 +21,6 @@ def sim(seed: int, venue: str) -> dict:
     return {"seed": seed, "update_interval_ms": 20, "volatility_bps": 0, "random_dislocations": False,
             "scripted_dislocations": [{"at_s": 2 + 0.75 * k, "exchange": venue, "instrument": "BTC/USDT",
                                        "bps": 60 if k % 2 else -60, "duration_ms": 300} for k in range(60)]}
-
-
-def events(path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
 REMOTE_STALENESS_MS = 5000          # venues.binance.staleness_ms on the tokyo box (the default)
@@ -49,7 +42,7 @@ def test_cross_box_opportunities_with_honest_ages_and_none_while_disconnected(tm
         "bridge": bridge_section(server.url, "central", subscribe={"tokyo": {"binance": ["BTC/USDT"]}})}).attach()
     try:
         def cross_opens():
-            return [e for e in events(out) if e["event"] == "open"
+            return [e for e in complete_records(out) if e["event"] == "open"
                     and "binance@tokyo" in (e["buy_exchange"], e["sell_exchange"])]
         opens = wait_for(cross_opens, 30, interval=0.2, message="a cross-box opportunity")
         for e in opens:
@@ -67,7 +60,7 @@ def test_cross_box_opportunities_with_honest_ages_and_none_while_disconnected(tm
             local_rules = e["buy_rules"] if e["sell_exchange"] == "binance@tokyo" else e["sell_rules"]
             assert remote_rules == rules_fields(tokyo_rules) and local_rules is not None, e
         # the shadow fills of a cross-box open are priced later by the remote leg's age on arrival
-        shadows = wait_for(lambda: [e for e in events(out) if e["event"] == "shadow"
+        shadows = wait_for(lambda: [e for e in complete_records(out) if e["event"] == "shadow"
                                     and "binance@tokyo" in (e["buy_exchange"], e["sell_exchange"])], 10,
                            interval=0.2, message="a cross-box shadow fill")
         # the delay is the remote quote's age when this board last wrote its row: a row the remote box publishes

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from pipeline.board import Board
-from tests.conftest import REPO, demo_config, port_holder, run_cli, run_until, wait_for, write_config
+from tests.conftest import REPO, complete_records, demo_config, port_holder, run_cli, run_until, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -37,21 +37,13 @@ def check_arithmetic(record: dict, fees: dict) -> None:
     assert record["buy_quote_age_ms"] >= 0 and record["sell_quote_age_ms"] >= 0
 
 
-def written(path: Path) -> list[dict]:
-    """The complete records in an events file so far (none before it exists)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    return [orjson.loads(line) for line in data.splitlines(keepends=True) if line.endswith(b"\n")]
-
-
 def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
     out = tmp_path / "opps.jsonl"
     config = write_config(tmp_path / "c.yaml", demo_config(board_name, out))
     # until a health block and a closed opportunity are out, then SIGTERM (closing what is open: shutdown)
-    result = run_until(lambda stdout: "--- health" in stdout and any(r["event"] == "close" for r in written(out)),
-                       "--config", str(config))
+    result = run_until(
+        lambda stdout: "--- health" in stdout and any(r["event"] == "close" for r in complete_records(out)),
+        "--config", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "simulator listening" in result.stdout
     assert "--- health" in result.stdout and "pipeline: feed binance" in result.stdout
@@ -84,7 +76,7 @@ def test_demo_run_reports_opportunities_and_cleans_up(tmp_path, board_name):
 def test_each_run_writes_its_own_file_and_append_keeps_adding_to_one(tmp_path, board_name):
     out = tmp_path / "opps.jsonl"
     config = write_config(tmp_path / "c.yaml", demo_config(board_name, out))
-    first = run_until(lambda stdout: len(written(out)) >= 2, "--config", str(config))
+    first = run_until(lambda stdout: len(complete_records(out)) >= 2, "--config", str(config))
     assert first.returncode == 0, first.stderr[-3000:]
     first_id = re.search(r"supervisor: run (\S+): events in ", first.stdout).group(1)
     run_file = tmp_path / f"opps-{first_id}.jsonl"
@@ -92,7 +84,7 @@ def test_each_run_writes_its_own_file_and_append_keeps_adding_to_one(tmp_path, b
     first_data = run_file.read_bytes()
     assert first_data, "a demo writes events"
     # --append: no file of its own, no new link; it appends to detector.output (through the link), with its own id
-    second = run_until(lambda stdout: len(written(run_file)) >= len(first_data.splitlines()) + 2,
+    second = run_until(lambda stdout: len(complete_records(run_file)) >= len(first_data.splitlines()) + 2,
                        "--config", str(config), "--append")
     assert second.returncode == 0, second.stderr[-3000:]
     second_id = re.search(r"supervisor: run (\S+): appending to ", second.stdout).group(1)

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.board import BoardPlan
 from pipeline.config import parse_config
-from tests.conftest import demo_config, wait_for, write_config
+from tests.conftest import complete_records, demo_config, wait_for, write_config
 from tests.integration.test_process_faults import slot_pid, start, stop
 
 pytestmark = pytest.mark.integration
@@ -27,12 +27,8 @@ def output_slot(raw: dict) -> int:
     return BoardPlan.from_config(parse_config(raw, available_cores=frozenset({0}))).slot("output").slot
 
 
-def events(path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
-
-
 def opens(path) -> int:
-    return sum(1 for r in events(path) if r["event"] == "open")
+    return sum(1 for r in complete_records(path) if r["event"] == "open")
 
 
 def kill_output_mid_run(tmp_path, board_name, raw: dict) -> tuple[str, list[dict], int]:
@@ -54,7 +50,8 @@ def kill_output_mid_run(tmp_path, board_name, raw: dict) -> tuple[str, list[dict
     assert "pipeline: output died (killed by signal 9)" in output, output[-3000:]
     assert "restarted pipeline: output" in output
     [opened] = re.findall(r"detector summary: (\d+) opportunities opened", output)
-    records = events(out)
+    assert out.read_bytes().endswith(b"\n"), "a record left cut short"
+    records = complete_records(out)
     lines = Counter(orjson.dumps(r) for r in records)
     assert [line for line, n in lines.items() if n > 1] == [], "a record written twice"
     return output, records, int(opened)

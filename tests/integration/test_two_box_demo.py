@@ -14,11 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 import pytest
 import yaml
 
-from tests.conftest import REPO, wait_until
+from tests.conftest import REPO, complete_records, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,8 +90,7 @@ def test_two_boxes_on_one_market_find_cross_box_opportunities_and_count_each_ven
     tokyo = tmp_path / "tokyo.jsonl"
 
     def opens() -> list[dict]:
-        lines = tokyo.read_bytes().splitlines() if tokyo.exists() else []
-        return [r for r in map(orjson.loads, lines) if r["event"] == "open"]
+        return [r for r in complete_records(tokyo) if r["event"] == "open"]
 
     def crossed() -> bool:
         assert process.poll() is None, "the demo ended before a cross-box opportunity"
