@@ -59,7 +59,7 @@ from pipeline.model import ProcessRole
 log = logging.getLogger("pipeline")
 
 __all__ = ["ClosedPipeGuard", "ExitCode", "ProcessSpec", "RateLimitedLog", "RowAssignment", "Stop",
-           "UnusableResource", "exit_code_for", "parent_alive", "run_child", "run_until_stopped"]
+           "UnusableResource", "exit_code_for", "parent_alive", "run_child", "run_until_stopped", "settle_tasks"]
 
 EXIT_REASON_BYTES = 512        # one line a child reports with CONFIG; below PIPE_BUF, so one atomic write
 
@@ -381,6 +381,25 @@ class RateLimitedLog:
         suppressed = self._suppressed.pop(key, 0)
         self._last[key] = now
         log.warning("%s%s", message, f" (+{suppressed} similar suppressed)" if suppressed else "")
+
+
+async def settle_tasks(timeout_s: float = 5.0) -> None:
+    """Cancel every other task of the running loop, a library's included, and wait until they end (at most
+    ``timeout_s``); one that fails as it is cancelled is logged in one line. A process's main coroutine calls it
+    last: otherwise ``asyncio.run`` cancels them itself, and logs such a failure as an error with its traceback
+    ("unhandled exception during asyncio.run() shutdown") on a stop that is going as planned."""
+    import asyncio
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    if not others:
+        return
+    await asyncio.wait(others, timeout=timeout_s)
+    for task in others:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.warning("while stopping, %s ended in %s: %s", task.get_coro().__qualname__, type(exc).__name__,
+                        exc)
 
 
 async def run_until_stopped(tasks: list, stop) -> None:

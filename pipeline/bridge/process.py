@@ -91,6 +91,7 @@ from pipeline.runtime import (
     parent_alive,
     run_child,
     run_until_stopped,
+    settle_tasks,
 )
 
 log = logging.getLogger("pipeline.bridge")
@@ -567,6 +568,7 @@ class Bridge:
             if self.nc is not None and not self.nc.is_closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.nc.close(), 2)
+            await settle_tasks()          # ours, and whatever nats-py still runs (a close that took too long)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -1,7 +1,9 @@
 """The one backoff (bounds, reset), the board plan (rows, slots, lanes) and the child exit-code mapping."""
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import random
 
 import pytest
@@ -11,7 +13,7 @@ from pipeline.board.plan import BoardPlan
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.model import ProcessRole
-from pipeline.runtime import ExitCode, Stop, UnusableResource, exit_code_for
+from pipeline.runtime import ExitCode, Stop, UnusableResource, exit_code_for, settle_tasks
 
 CORES = frozenset({0, 1})
 
@@ -199,3 +201,31 @@ def test_children_collect_garbage_and_never_scan_what_the_supervisor_froze_for_t
     # both children: collection on, what they inherited frozen; the garbage collected before the restart
     assert json.loads(done.stdout.splitlines()[-1]) == {"children": ["True True", "True True"], "exit": 0,
                                                         "collected": True}
+
+
+def test_a_task_that_fails_as_the_process_stops_is_one_line_not_a_traceback(caplog):
+    """A library's task still running when a process's main coroutine returns (nats-py's, after a close that
+    timed out under load) and failing as it is cancelled: ``asyncio.run`` would log it with its traceback;
+    settled first, it is one warning line."""
+    async def fails_when_cancelled():
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise OSError("the socket was already gone") from None
+
+    async def main(settle: bool):
+        asyncio.ensure_future(fails_when_cancelled())
+        await asyncio.sleep(0)
+        if settle:
+            await settle_tasks(1)
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main(settle=False))
+    assert [r.exc_info is not None for r in caplog.records
+            if "unhandled exception during asyncio.run() shutdown" in r.getMessage()] == [True]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main(settle=True))
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records] == [
+        ("WARNING", f"while stopping, {fails_when_cancelled.__qualname__} ended in OSError: the socket was already "
+                    "gone", None)]
