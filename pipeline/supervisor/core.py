@@ -320,8 +320,10 @@ class Supervisor:
     def start(self) -> None:
         from pipeline.detector import process as detector_process
         from pipeline.feed import process as feed_process
+        from pipeline.feed.transport import preload
         from pipeline.health import process as health
         from pipeline.output import process as output_process
+        preload(v.transport for v in self.config.venues)           # once here, not in every feed after the fork
         self.create_board()
         if self.config.simulator is not None and not self.stopping:
             self.start_simulator()
