@@ -75,9 +75,15 @@ def demo(tmp_path: Path, market_port: int, configs: list[Path], *more: str, time
 
 
 def busy_market(tmp_path: Path) -> Path:
-    """The demo's market with a dislocation every 0.3 s, so that a loaded machine still sees cross-box ones soon."""
+    """The demo's market with a dislocation every 0.3 s lasting about 0.4 s, and books every 50 ms rather than 20, so
+    that a loaded machine still sees cross-box ones soon. At the demo's rates the three pipelines need about a core
+    to keep up: starved of it in a full test run, their rows went stale and the first cross-box opportunity took
+    27 s (30 s of CPU) against 3.5 s alone; with the machine loaded by two busy loops, 5-10 s at the demo's rates
+    and 6.0-6.2 s at these."""
     raw = yaml.safe_load((REPO / "configs/two-box-market.yaml").read_text())
     raw["simulator"]["dislocation_every_s"] = 0.3
+    raw["simulator"]["update_interval_ms"] = 50
+    raw["simulator"]["dislocation_ms"] = 400
     path = tmp_path / "market.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))          # the venues' order is their ports' order
     return path
