@@ -67,9 +67,11 @@ def test_a_killed_output_process_is_restarted_and_the_events_file_loses_no_recor
 
 
 def test_a_successor_that_finds_the_ring_lapped_says_how_many_entries_were_lost(tmp_path, board_name):
-    # a 16-entry ring and 3 s before the restart: the detector writes more than a ring's worth meanwhile
+    # a 16-entry ring and 3 s before the restart: the detector writes more than a ring's worth meanwhile (a
+    # dislocation every 0.1 s, each an open and a close at least: some 60 entries)
     raw = demo_config(board_name, tmp_path / "o.jsonl", decision_ring=16)
     raw["supervisor"] = {"restart_backoff_s": 3.0}
+    raw["simulator"]["dislocation_every_s"] = 0.1
     output, records, opened = kill_output_mid_run(tmp_path, board_name, raw)
     [lost] = re.findall(r"DECISIONS LOST: (\d+) entries of the decision ring were overwritten", output)
     assert int(lost) > 0
