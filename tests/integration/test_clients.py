@@ -21,11 +21,12 @@ import pytest
 from pipeline.board import RowStatus
 from pipeline.venues import VENUES
 from tests.conftest import REPO, async_wait_until, run
+from tests.integration import cryptofeed_client
+from tests.integration.cryptofeed_client import CRYPTOFEED, HOST
 from tests.integration.harness import FeedHarness
 
 pytestmark = pytest.mark.integration
 
-HOST = "127.0.0.1"
 INSTRUMENT = {"coinbase": "BTC/USD", "kraken": "BTC/USD"}
 
 # venue -> the calls whose data is checked: (label, method name, kwargs, kind)
@@ -409,10 +410,8 @@ def test_simulate_subcommand_prints_urls_that_serve_and_stops_on_ctrl_c(tmp_path
 # ---------------------------------------------------------------- cryptofeed 2.4.1 (wss only, Kraken v1 only)
 # cryptofeed refuses ws:// and reads its REST snapshot through aiohttp, whose verified TLS context is built
 # at import; so the simulator serves TLS with a throw-away certificate and the client runs in a child process
-# (this file, run as a script) with SSL_CERT_FILE naming that certificate. Kraken is left out: 2.4.1 speaks
+# (tests/integration/cryptofeed_client.py) with SSL_CERT_FILE naming that certificate. Kraken is left out: 2.4.1 speaks
 # Kraken's v1 protocol, which the simulator does not serve (it serves v2, as wss://ws.kraken.com/v2 does).
-CRYPTOFEED = {"binance": ("BTC/USDT", "BTCUSDT"), "bybit": ("BTC/USDT", "BTC/USDT"), "okx": ("BTC/USDT", "BTC-USDT"),
-              "htx": ("BTC/USDT", "btcusdt"), "coinbase": ("BTC/USD", "BTC-USD")}
 # venues cryptofeed cannot be pointed at, and why (shown as the skip reason)
 CRYPTOFEED_CANNOT = {"kraken": "cryptofeed 2.4.1 speaks Kraken's v1 API; the simulator serves v2"}
 
@@ -441,67 +440,6 @@ def self_signed(directory) -> tuple[str, str]:
         out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
     return certfile, keyfile
-
-
-def cryptofeed_client(venue: str, port: int) -> None:
-    """The child process: one cryptofeed feed (book, trades, ticker where it has one), a JSON line per callback."""
-    import json
-    import sys
-
-    from cryptofeed import FeedHandler
-    from cryptofeed.connection import RestEndpoint, Routes, WebsocketEndpoint
-    from cryptofeed.defines import L2_BOOK, SPOT, TICKER, TRADES
-    from cryptofeed.exchanges import OKX, Binance, Bybit, Coinbase, Huobi
-    from cryptofeed.symbols import Symbols
-
-    cls = {"binance": Binance, "bybit": Bybit, "okx": OKX, "htx": Huobi, "coinbase": Coinbase}[venue]
-    instrument, native = CRYPTOFEED[venue]
-    symbol = instrument.replace("/", "-")
-    base = f"{HOST}:{port}"
-    Symbols.set(cls.id, {symbol: native}, {"instrument_type": {symbol: SPOT}, "tick_size": {symbol: 0.01}})
-    endpoints = {
-        "binance": [WebsocketEndpoint(f"wss://{base}")],
-        "bybit": [WebsocketEndpoint(f"wss://{base}/v5/public/spot", options={"compression": None})],
-        "okx": [WebsocketEndpoint(f"wss://{base}/ws/v5/public", options={"compression": None})],
-        "htx": [WebsocketEndpoint(f"wss://{base}/ws")],
-        "coinbase": [WebsocketEndpoint(f"wss://{base}", options={"compression": None})],
-    }[venue]
-    rest = [RestEndpoint(f"https://{base}", routes=Routes("/api/v3/exchangeInfo",
-                                                          l2book="/api/v3/depth?symbol={}&limit={}"))]
-    feed_class = type("Simulated" + cls.__name__, (cls,), {"websocket_endpoints": endpoints, "rest_endpoints": rest})
-
-    def emit(**fields):
-        sys.stdout.write(json.dumps(fields, default=str) + "\n")
-        sys.stdout.flush()
-
-    async def book(update, receipt):
-        emit(kind="book", bids=[[str(p), str(q)] for p, q in list(update.book.bids.to_list())[:5]],
-             asks=[[str(p), str(q)] for p, q in list(update.book.asks.to_list())[:5]])
-
-    async def trade(update, receipt):
-        emit(kind="trade", price=str(update.price), amount=str(update.amount), timestamp=update.timestamp)
-
-    async def ticker(update, receipt):
-        emit(kind="ticker", bid=str(update.bid), ask=str(update.ask))
-
-    callbacks = {L2_BOOK: book, TRADES: trade}
-    if venue in ("binance", "okx", "htx"):
-        callbacks[TICKER] = ticker
-    options = {}
-    if venue == "coinbase":                    # 2.4.1 signs even public subscriptions: a throw-away key
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        secret = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption()).decode()
-        options["config"] = {"coinbase": {"key_id": "organizations/sim/apiKeys/sim", "key_secret": secret}}
-    async def serve_until_killed():
-        handler = FeedHandler()
-        handler.add_feed(feed_class(symbols=[symbol], channels=list(callbacks), callbacks=callbacks, **options))
-        handler.run(start_loop=False)
-        await asyncio.Event().wait()
-
-    asyncio.run(serve_until_killed())
 
 
 @pytest.mark.parametrize("venue", VENUES)
@@ -535,7 +473,7 @@ def test_cryptofeed_ends_on_the_simulators_book(venue, tmp_path):
         stepping = asyncio.ensure_future(sim.run(stop))
         env = dict(os.environ, SSL_CERT_FILE=certfile, PYTHONPATH=str(REPO))
         child = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, venue, str(server.port), cwd=str(REPO), env=env,
+            sys.executable, cryptofeed_client.__file__, venue, str(server.port), cwd=str(REPO), env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         last: dict = {}
         frozen = False
@@ -585,8 +523,3 @@ def test_cryptofeed_ends_on_the_simulators_book(venue, tmp_path):
             await sim.close()
 
     run(scenario())
-
-
-if __name__ == "__main__":                      # the cryptofeed child process of the test above
-    import sys
-    cryptofeed_client(sys.argv[1], int(sys.argv[2]))
