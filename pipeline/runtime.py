@@ -59,7 +59,7 @@ from pipeline.model import ProcessRole
 log = logging.getLogger("pipeline")
 
 __all__ = ["ClosedPipeGuard", "ExitCode", "ProcessSpec", "RateLimitedLog", "RowAssignment", "Stop",
-           "UnusableResource", "exit_code_for", "parent_alive", "run_child", "run_until_stopped", "settle_tasks"]
+           "UnusableResource", "exit_code_for", "parent_alive", "run_child", "run_loop", "run_until_stopped"]
 
 EXIT_REASON_BYTES = 512        # one line a child reports with CONFIG; below PIPE_BUF, so one atomic write
 
@@ -383,23 +383,32 @@ class RateLimitedLog:
         log.warning("%s%s", message, f" (+{suppressed} similar suppressed)" if suppressed else "")
 
 
-async def settle_tasks(timeout_s: float = 5.0) -> None:
-    """Cancel every other task of the running loop, a library's included, and wait until they end (at most
-    ``timeout_s``); one that fails as it is cancelled is logged in one line. A process's main coroutine calls it
-    last: otherwise ``asyncio.run`` cancels them itself, and logs such a failure as an error with its traceback
-    ("unhandled exception during asyncio.run() shutdown") on a stop that is going as planned."""
+SETTLE_S = 5.0         # how long a child's event loop waits, as it ends, for the tasks it cancels then
+
+
+def run_loop(main) -> None:
+    """A child's event loop: ``asyncio.run(main)``, and, once ``main`` ends, whatever tasks it left running (its
+    own, cancelled by :func:`run_until_stopped` without waiting, and a library's, such as nats-py's after a close
+    that took too long) cancelled and waited for, at most ``SETTLE_S``. Left to ``asyncio.run``, one that fails as
+    it is cancelled is logged as an error with its traceback ("unhandled exception during asyncio.run()
+    shutdown") on a stop that is going as planned; here it is one line."""
     import asyncio
-    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in others:
-        task.cancel()
-    if not others:
-        return
-    await asyncio.wait(others, timeout=timeout_s)
-    for task in others:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.warning("while stopping, %s ended in %s: %s", task.get_coro().__qualname__, type(exc).__name__,
-                        exc)
+
+    async def body():
+        try:
+            await main
+        finally:
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            if others:
+                await asyncio.wait(others, timeout=SETTLE_S)
+            for task in others:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    log.warning("while stopping, %s ended in %s: %s", task.get_coro().__qualname__,
+                                type(exc).__name__, exc)
+    asyncio.run(body())
 
 
 async def run_until_stopped(tasks: list, stop) -> None:

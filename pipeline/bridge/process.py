@@ -90,8 +90,8 @@ from pipeline.runtime import (
     UnusableResource,
     parent_alive,
     run_child,
+    run_loop,
     run_until_stopped,
-    settle_tasks,
 )
 
 log = logging.getLogger("pipeline.bridge")
@@ -568,7 +568,6 @@ class Bridge:
             if self.nc is not None and not self.nc.is_closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.nc.close(), 2)
-            await settle_tasks()          # ours, and whatever nats-py still runs (a close that took too long)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -594,6 +593,6 @@ def run_bridge(spec: ProcessSpec, config, local_rows: tuple[RowAssignment, ...],
     except OSError as exc:
         raise UnusableResource("bridge", f"cannot read the credentials or TLS files: {exc}") from exc
     try:
-        asyncio.run(bridge.run(stop))
+        run_loop(bridge.run(stop))
     finally:
         bridge.close()

@@ -58,7 +58,7 @@ from pipeline.feed.session import FeedSession
 from pipeline.feed.transport import open_link
 from pipeline.recording.redact import redact_frame
 from pipeline.refdata import RulesCache, describe_age, fetch_reference_response_async, rules_base_url
-from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, run_child, run_until_stopped
+from pipeline.runtime import ProcessSpec, RateLimitedLog, parent_alive, run_child, run_loop, run_until_stopped
 from pipeline.venues import load_venue
 
 log = logging.getLogger("pipeline.feed")
@@ -710,6 +710,6 @@ def run_feed(spec: ProcessSpec, config, stop) -> None:
                 connections=venue_config.connections,
                 urls=() if dict(spec.urls).get(spec.venue) else venue_config.urls)
     try:
-        asyncio.run(feed.run(stop))
+        run_loop(feed.run(stop))
     finally:
         feed.close()

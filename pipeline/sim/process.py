@@ -6,7 +6,7 @@ import logging
 import time
 
 from pipeline.board import Board, ProcStats
-from pipeline.runtime import ProcessSpec, claim_slot, parent_alive, run_child
+from pipeline.runtime import ProcessSpec, claim_slot, parent_alive, run_child, run_loop
 from pipeline.sim.server import build_simulator
 
 log = logging.getLogger("pipeline.sim")
@@ -44,4 +44,4 @@ async def serve(spec: ProcessSpec, config, report, ports=None, stop=None) -> Non
 
 def main(spec: ProcessSpec, config, report, ports=None) -> None:
     """Entry point of the simulator process (called in the forked child)."""
-    run_child(spec, lambda stop: asyncio.run(serve(spec, config, report, ports, stop)), claim=False)
+    run_child(spec, lambda stop: run_loop(serve(spec, config, report, ports, stop)), claim=False)

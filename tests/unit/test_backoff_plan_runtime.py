@@ -13,7 +13,7 @@ from pipeline.board.plan import BoardPlan
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.model import ProcessRole
-from pipeline.runtime import ExitCode, Stop, UnusableResource, exit_code_for, settle_tasks
+from pipeline.runtime import ExitCode, Stop, UnusableResource, exit_code_for, run_loop
 
 CORES = frozenset({0, 1})
 
@@ -204,28 +204,26 @@ def test_children_collect_garbage_and_never_scan_what_the_supervisor_froze_for_t
 
 
 def test_a_task_that_fails_as_the_process_stops_is_one_line_not_a_traceback(caplog):
-    """A library's task still running when a process's main coroutine returns (nats-py's, after a close that
-    timed out under load) and failing as it is cancelled: ``asyncio.run`` would log it with its traceback;
-    settled first, it is one warning line."""
+    """A task still running when a child's main coroutine returns (a library's, such as nats-py's after a close
+    that timed out under load) and failing as it is cancelled: ``asyncio.run`` logs it with its traceback;
+    :func:`run_loop`, which the feed, the bridge and the simulator run in, settles it in one warning line."""
     async def fails_when_cancelled():
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
             raise OSError("the socket was already gone") from None
 
-    async def main(settle: bool):
+    async def main():
         asyncio.ensure_future(fails_when_cancelled())
         await asyncio.sleep(0)
-        if settle:
-            await settle_tasks(1)
 
     with caplog.at_level(logging.WARNING):
-        asyncio.run(main(settle=False))
+        asyncio.run(main())
     assert [r.exc_info is not None for r in caplog.records
             if "unhandled exception during asyncio.run() shutdown" in r.getMessage()] == [True]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        asyncio.run(main(settle=True))
+        run_loop(main())
     assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records] == [
         ("WARNING", f"while stopping, {fails_when_cancelled.__qualname__} ended in OSError: the socket was already "
                     "gone", None)]
