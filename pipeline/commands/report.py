@@ -500,6 +500,7 @@ def main(argv: list[str]) -> int:
                              + ", ".join(run_id for run_id, _ in runs) + ")\n")
             return 2
     plots = not args.no_plots
+    shown = PLOTS if plots else ()             # the plots summary.md shows
     if plots:
         try:
             import matplotlib  # noqa: F401
@@ -526,21 +527,20 @@ def main(argv: list[str]) -> int:
         summary.skipped_lines = bad
         if plots:
             plot(summary, out_dir)
-        markdown = render_markdown(args.file, summary, PLOTS if plots else (), runs=len(runs), resolved=resolved)
-        n_plots = len(PLOTS) if plots else 0
+        names = [shown]
+        markdown = render_markdown(args.file, summary, shown, runs=len(runs), resolved=resolved)
     else:
         sys.stdout.write(held + f"reporting all {len(runs)}, one after another ({len(records)} events)\n")
         summaries = [summarize(run_records, run_id) for run_id, run_records in chosen]
-        names = [tuple(f"run{n}-{name}" for name in PLOTS) if plots else ()
-                 for n in range(1, len(summaries) + 1)]
+        names = [tuple(f"run{n}-{name}" for name in shown) for n in range(1, len(summaries) + 1)]
         if plots:
             for n, summary in enumerate(summaries, 1):
                 plot(summary, out_dir, f"run{n}-")
         markdown = render_markdown_all(args.file, summaries, names, bad, resolved=resolved)
-        n_plots = sum(map(len, names))
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write(markdown)
     events = sum(len(run_records) for _, run_records in chosen)
+    n_plots = sum(map(len, names))
     sys.stdout.write(f"report: {events} events -> {out_dir}/summary.md and {n_plots} plots\n" if n_plots
                      else f"report: {events} events -> {out_dir}/summary.md (no plots)\n")
     return 0

@@ -404,9 +404,7 @@ def preload(kinds) -> None:
         if kind == "picows":
             import picows  # noqa: F401
         else:
-            import websockets.asyncio.client  # noqa: F401
-            import websockets.proxy  # noqa: F401
-            stamped_connection_class()
+            stamped_connection_class()        # websockets' client, its proxy support and URI parser with it
 
 
 async def open_link(kind: str, url: str, ping_interval_s: float | None, open_timeout_s: float) -> Link:

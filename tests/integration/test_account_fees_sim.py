@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import urllib.request
-from pathlib import Path
 
 import orjson
 import pytest
@@ -16,7 +15,7 @@ from pipeline.sim.account import ACCOUNT_RATES, sim_credentials
 from pipeline.sim.market import Market
 from pipeline.sim.server import Simulator
 from pipeline.venues._account import Credentials
-from tests.conftest import demo_config, run, run_cli, run_until, write_config
+from tests.conftest import complete_records, demo_config, run, run_cli, run_until, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -143,14 +142,6 @@ def test_the_simulator_accepts_what_ccxt_signs_and_refuses_a_wrong_secret_as_the
     run(scenario())
 
 
-def events(path: Path) -> list[dict]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    return [orjson.loads(line) for line in data.splitlines(keepends=True) if line.endswith(b"\n")]
-
-
 def test_a_run_uses_the_accounts_fee_where_it_was_looked_up_and_alerts_where_the_key_was_refused(
         tmp_path, board_name, monkeypatch):
     good = sim_credentials("binance")
@@ -169,14 +160,14 @@ def test_a_run_uses_the_accounts_fee_where_it_was_looked_up_and_alerts_where_the
     def opened_with_account_fee(stdout: str) -> bool:
         return "ALERT bybit: account fee lookup refused" in stdout and any(
             r["event"] == "open" and "binance" in (r["buy_exchange"], r["sell_exchange"])
-            and "account" in (r["buy_fee_source"], r["sell_fee_source"]) for r in events(out))
+            and "account" in (r["buy_fee_source"], r["sell_fee_source"]) for r in complete_records(out))
     result = run_until(opened_with_account_fee, "--config", str(config), timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]          # a refused key stops nothing
     assert re.search(r"pipeline: feed binance .* fees account", result.stdout)
     assert re.search(r"pipeline: feed bybit .* fee lookup failures \d+", result.stdout)
     assert "ALERT bybit: account fee lookup refused (HTTP 200): using configured fees" in result.stdout
     assert "bybit: account fee lookup refused" in result.stderr and "d3Jvbmctc2VjcmV0" not in result.stderr
-    opens = [r for r in events(out) if r["event"] == "open"]
+    opens = [r for r in complete_records(out) if r["event"] == "open"]
     with_account = [r for r in opens if "account" in (r["buy_fee_source"], r["sell_fee_source"])]
     assert with_account
     for record in with_account:

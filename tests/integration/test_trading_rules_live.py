@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from pipeline.refdata import RulesCache
-from tests.conftest import REPO, demo_config, run_until, write_config
+from tests.conftest import REPO, complete_records, demo_config, run_until, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +28,6 @@ def closed_port_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}"      # nothing listens there once closed
-
-
-def events(path: Path) -> list[dict]:
-    try:
-        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.endswith(b"}")]
-    except FileNotFoundError:
-        return []
 
 
 def rules_config(tmp_path, board_name, cache_dir: Path, binance_rules_url: str, refresh_s: float = 3600):
@@ -56,7 +49,7 @@ def test_reference_data_unreachable_with_a_cache_runs_on_it_and_says_its_age(tmp
     config = rules_config(tmp_path, board_name, cache, url)
     out = tmp_path / "opps.jsonl"
     result = run_until(lambda stdout: "rules from cache" in stdout and any(
-        e["event"] == "open" and "binance" in (e["buy_exchange"], e["sell_exchange"]) for e in events(out)),
+        e["event"] == "open" and "binance" in (e["buy_exchange"], e["sell_exchange"]) for e in complete_records(out)),
         "--config", str(config), "--verbose", timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]
     said = [line for line in (result.stdout + result.stderr).splitlines() if "using the cached trading rules" in line]
@@ -75,7 +68,7 @@ def test_reference_data_unreachable_without_a_cache_holds_the_rows_no_rules(tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert "binance: reference data unreachable and no cached rules in" in result.stdout + result.stderr
-    assert not [e for e in events(out) if e["event"] == "open" and "binance" in (e["buy_exchange"],
+    assert not [e for e in complete_records(out) if e["event"] == "open" and "binance" in (e["buy_exchange"],
                                                                                e["sell_exchange"])]
     # bybit fetched from the simulator and kept its answer; binance has nothing cached
     # the simulator's rules are kept under their source, never as bybit's own
