@@ -20,6 +20,9 @@ hands it over. In order, it
 * runs ``body(stop)`` and turns how it ended into the exit status the
   supervisor acts on (:class:`ExitCode`).
 
+A body with an event loop (feed, bridge, simulator) runs it in :func:`run_loop`,
+which ends the tasks left running when the loop's main coroutine returns.
+
 Exit statuses of a child (declared once, here):
 
 ====  ===========  ==========================================================

@@ -1,4 +1,5 @@
-"""The one backoff (bounds, reset), the board plan (rows, slots, lanes) and the child exit-code mapping."""
+"""The one backoff (bounds, reset), the board plan (rows, slots, lanes), the child exit-code mapping, a child's
+garbage collection across the fork, and the end of a child's event loop."""
 from __future__ import annotations
 
 import asyncio
