@@ -281,6 +281,19 @@ def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.Com
                           timeout=timeout, cwd=cwd)
 
 
+def end_run(proc: subprocess.Popen) -> None:
+    """Stop a ``run.py`` still running when a test ends early: SIGTERM first, so that the supervisor unlinks its
+    board and the failure is reported alone, not as shared memory left behind too; SIGKILL after 30 s."""
+    import signal
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
 def run_until(done, *args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """``run.py *args`` until ``done(stdout_so_far)`` holds, then SIGTERM (a clean stop, like Ctrl-C).
 
@@ -302,9 +315,7 @@ def run_until(done, *args: str, timeout: float = 60, cwd: Path = REPO) -> subpro
                 proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            end_run(proc)
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())

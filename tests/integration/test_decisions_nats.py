@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from pipeline.output.writers import BATCH_RECORDS
-from tests.conftest import REPO, demo_config, nats_connect, run_until, wait_until, write_config
+from tests.conftest import REPO, demo_config, end_run, nats_connect, run_until, wait_until, write_config
 from tests.integration.test_bridge import NatsServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -60,6 +60,8 @@ class Subscriber:
         await self.nc.flush(5)          # the server has the subscription before the run starts
 
     def stop(self) -> None:
+        """Close the client and its loop; call it while the server is up (nats-py's ``close`` on a client whose
+        server has gone races the client's own reconnection, and may end cancelled)."""
         if self.loop.is_closed():
             return
         if self.nc is not None:
@@ -131,8 +133,8 @@ def test_a_lost_server_costs_the_decisions_of_the_outage_only_counted_and_publis
                             stderr=stderr, cwd=tmp_path)
     try:
         wait_until(lambda: subscribers[0].messages and opens(out) >= 2, 60, message="decisions on NATS")
+        subscribers[0].stop()           # while its server is up: see Subscriber.stop
         server.kill()
-        subscribers[0].stop()
         at_kill = len(records(out))
         wait_until(lambda: len(records(out)) >= at_kill + 3, 60, message="decisions made while NATS is down")
         server.start()
@@ -141,9 +143,7 @@ def test_a_lost_server_costs_the_decisions_of_the_outage_only_counted_and_publis
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end_run(proc)
         subscribers[-1].stop()
         server.kill()
     stdout.seek(0)

@@ -12,7 +12,17 @@ import orjson
 import pytest
 
 from pipeline.board import Board
-from tests.conftest import REPO, complete_records, demo_config, port_holder, run_cli, run_until, wait_for, write_config
+from tests.conftest import (
+    REPO,
+    complete_records,
+    demo_config,
+    end_run,
+    port_holder,
+    run_cli,
+    run_until,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -127,9 +137,7 @@ def test_killed_feed_is_restarted_and_sigterm_cleans_up(tmp_path, board_name):
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_run(proc)
     assert proc.returncode == 0, output[-3000:]
     assert "pipeline: feed binance died (killed by signal 9)" in output, output
     assert "restarted pipeline: feed binance" in output
@@ -172,8 +180,7 @@ def test_metrics_endpoint_is_scraped_during_a_demo_run(tmp_path, board_name):
     try:
         families = wait_for(has_traffic, 30, interval=0.2, message="metrics with traffic")
     except BaseException:
-        proc.kill()
-        proc.communicate(timeout=60)
+        end_run(proc)
         raise
     finally:
         holder.close()
@@ -216,7 +223,5 @@ def test_rows_of_a_killed_feed_are_marked_disconnected_at_once(tmp_path, board_n
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_run(proc)
     assert proc.returncode == 0
