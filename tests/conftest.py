@@ -72,15 +72,12 @@ def top_from_parse(parse):
 
 
 # Tests that must run on one xdist worker, one after another, in file order: a file whose tests share one
-# module-wide setup (and rely on its order), the test that must see no running board beside the bridge
-# file's boxes, and the tests that import ccxt (about 1.5 s of CPU, which each worker running one of them would
-# pay again). Each is also marked ``xdist_group`` with the same name; this table is what the scheduler below
-# reads, because pytest-xdist 3.8 cannot tag the test ids with the group under pytest 9 (``Item._nodeid`` is
-# gone), so ``--dist loadgroup`` alone would spread these tests over the workers.
+# module-wide setup (and rely on its order), and the tests that import ccxt (about 1.5 s of CPU, which each
+# worker running one of them would pay again). Each is also marked ``xdist_group`` with the same name; this
+# table is what the scheduler below reads, because pytest-xdist 3.8 cannot tag the test ids with the group under
+# pytest 9 (``Item._nodeid`` is gone), so ``--dist loadgroup`` alone would spread these tests over the workers.
 ONE_WORKER = {
-    "tests/integration/test_bridge.py": "running_boards",
-    "tests/integration/test_startup_errors.py::test_top_without_flags_finds_the_one_running_board_or_says_which_"
-    "exist": "running_boards",
+    "tests/integration/test_bridge.py": "bridge",
     "tests/integration/test_record_replay.py": "record_replay",
     "tests/integration/test_opportunity_accounting.py": "opportunity_accounting",
     "tests/unit/test_imports.py": "imports",
@@ -175,10 +172,15 @@ SLOW_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests of :data:`SLOW_FIRST` files first (in its order), the rest as collected. A :data:`ONE_WORKER` entry
-    naming no collected test of a collected file (a test renamed) is an error, not a group silently gone."""
+    """Tests of :data:`SLOW_FIRST` files first (in its order), the rest as collected, and ``serial`` tests last.
+    A :data:`ONE_WORKER` entry naming no collected test of a collected file (a test renamed) is an error, not a
+    group silently gone.
+
+    A serial test waits until every running test has ended, and the other workers wait with it: mid-run that
+    left the cores half idle for about 5 s (sampled each second); last, the wait is the run's tail anyway."""
     rank = {path: n for n, path in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+    items.sort(key=lambda item: (item.get_closest_marker("serial") is not None,
+                                 rank.get(item.nodeid.split("::", 1)[0], len(rank))))
     files = {item.nodeid.split("::", 1)[0] for item in items}
     named = files | {item.nodeid.split("[", 1)[0] for item in items}
     stale = [key for key in ONE_WORKER if key.split("::", 1)[0] in files and key not in named]

@@ -35,7 +35,7 @@ from tests.conftest import REPO, nats_connect, port_holder, wait_for, write_conf
 
 # one module-wide setup (boxes running across tests), tests in file order: the whole file on one xdist worker,
 # with the test that must see no running board (test_startup_errors)
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("running_boards")]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("bridge")]
 
 LIVE = int(RowStatus.LIVE)
 DISCONNECTED = int(RowStatus.DISCONNECTED)

@@ -74,9 +74,10 @@ def test_top_without_a_board_exits_2_naming_it():
 
 
 @pytest.mark.serial
-@pytest.mark.xdist_group("running_boards")
 def test_top_without_flags_finds_the_one_running_board_or_says_which_exist(board_name):
-    """No --board and no --config: the board a live supervisor holds; with none or several, exit 2 saying so."""
+    """No --board and no --config: the board a live supervisor holds; with none or several, exit 2 saying so.
+
+    Serial, so it runs last and alone: by then the bridge tests' boxes (the one module-wide pipeline) are gone."""
     from pipeline.board import Board
     from pipeline.board.shm import running_boards
     others = running_boards()
