@@ -111,7 +111,7 @@ def _compile_test_modules() -> None:
     """Import here, in the xdist controller, the test modules whose assertion-rewritten compiled form is missing or
     older than the source, so that pytest writes it where every worker then finds it.
 
-    A cold collection costs about 9.5 s of CPU on the 2-core VM against 2.5 s warm: each of the six workers would
+    A cold collection costs about 9.5 s of CPU on the 2-core VM against 2.5 s warm: each of the workers would
     spend the difference rewriting and compiling the same modules at the same time. An import is how pytest
     rewrites a test module (its hook writes ``__pycache__/NAME.<tag>-pytest-<version>.pyc``); a module that
     fails to import here is left to the worker, which reports it. On a warm tree nothing is imported."""
