@@ -268,15 +268,20 @@ def demo_config(board: str, out: Path, venues=("binance", "bybit"), **detector) 
     }
 
 
-def complete_records(path: Path) -> list[dict]:
-    """The complete records in an events file so far (none before it exists): a file a running pipeline writes
-    may end in a line not yet whole, which is left for the next read."""
-    import orjson
+def complete_lines(path: Path) -> list[bytes]:
+    """The complete lines of an events file so far, without their newlines (none before it exists): a file a
+    running pipeline writes may end in a line not yet whole, which is left for the next read."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
-    return [orjson.loads(line) for line in data.splitlines(keepends=True) if line.endswith(b"\n")]
+    return data[:data.rfind(b"\n") + 1].splitlines()
+
+
+def complete_records(path: Path) -> list[dict]:
+    """The records of :func:`complete_lines`, decoded."""
+    import orjson
+    return [orjson.loads(line) for line in complete_lines(path)]
 
 
 def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -12,24 +12,27 @@ import sys
 import threading
 from pathlib import Path
 
-import orjson
 import pytest
 
 from pipeline.output.writers import BATCH_RECORDS
-from tests.conftest import REPO, demo_config, end_run, nats_connect, run_until, wait_until, write_config
+from tests.conftest import (
+    REPO,
+    complete_lines,
+    complete_records,
+    demo_config,
+    end_run,
+    nats_connect,
+    run_until,
+    wait_until,
+    write_config,
+)
 from tests.integration.test_bridge import NatsServer, free_port
 
 pytestmark = pytest.mark.integration
 
 
-def records(path: Path) -> list[bytes]:
-    """The events file's lines, without their newlines (a line still being written is left out)."""
-    data = path.read_bytes() if path.exists() else b""
-    return data[:data.rfind(b"\n") + 1].splitlines()
-
-
 def opens(path: Path) -> int:
-    return sum(orjson.loads(line)["event"] == "open" for line in records(path))
+    return sum(r["event"] == "open" for r in complete_records(path))
 
 
 class Subscriber:
@@ -86,7 +89,7 @@ def test_every_record_of_the_events_file_arrives_on_nats_with_the_same_bytes_in_
         config, out = decisions_config(tmp_path, board_name, server.url)
         result = run_until(lambda stdout: opens(out) >= 3, "--config", str(config), timeout=120)
         assert result.returncode == 0, result.stderr[-3000:]
-        lines = records(out)
+        lines = complete_lines(out)
         assert len(lines) == len(out.read_bytes().splitlines()) and opens(out) >= 3
         # each batch was flushed (the server held it) before the output process exited
         wait_until(lambda: len(subscriber.messages) >= len(lines), 10,
@@ -111,7 +114,7 @@ def test_a_nats_server_down_at_start_holds_up_nothing_and_is_said_once(tmp_path,
     config, out = decisions_config(tmp_path, board_name, url)
     result = run_until(lambda stdout: opens(out) >= 2, "--config", str(config), timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = records(out)
+    lines = complete_lines(out)
     assert opens(out) >= 2
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     name = f"NATS decisions (decisions.tokyo at {url})"
@@ -135,8 +138,8 @@ def test_a_lost_server_costs_the_decisions_of_the_outage_only_counted_and_publis
         wait_until(lambda: subscribers[0].messages and opens(out) >= 2, 60, message="decisions on NATS")
         subscribers[0].stop()           # while its server is up: see Subscriber.stop
         server.kill()
-        at_kill = len(records(out))
-        wait_until(lambda: len(records(out)) >= at_kill + 3, 60, message="decisions made while NATS is down")
+        at_kill = len(complete_lines(out))
+        wait_until(lambda: len(complete_lines(out)) >= at_kill + 3, 60, message="decisions made while NATS is down")
         server.start()
         subscribers.append(Subscriber(server.url, "decisions.>").start())
         wait_until(lambda: subscribers[1].messages, 60, message="decisions on NATS again")
@@ -150,7 +153,7 @@ def test_a_lost_server_costs_the_decisions_of_the_outage_only_counted_and_publis
     stderr.seek(0)
     printed, logged = stdout.read(), stderr.read()
     assert "Traceback" not in logged and "Traceback" not in printed
-    lines = records(out)
+    lines = complete_lines(out)
     received = [data for subscriber in subscribers for _, data in subscriber.messages]
     # what arrived is the file's records, in the file's order, with the outage's (and the reconnection's) missing
     at = {line: i for i, line in enumerate(lines)}
