@@ -149,8 +149,9 @@ def pytest_xdist_auto_num_workers(config):
     """``-n auto``: two workers a core and one more (at most 8). Much of the suite waits on processes and
     sockets, not the CPU: more workers than cores keep the cores busy meanwhile, but each collects every test
     (about 2.5 s of CPU) and adds to the contention. On the 2-core VM, sampled every 2 s, two a core left the
-    cores a third idle for about a fifth of the run; five workers and six kept them busy, and five took less time
-    and CPU in each of two runs side by side (113.7 against 118.2 s wall, 126.3 against 128.1 s).
+    cores a third idle for about a fifth of the run; with five or six, sampled each second, they were busy but
+    for short dips alike, and five took less time and CPU in each of two runs side by side (113.7 against
+    118.2 s wall, 126.3 against 128.1 s).
     ``PYTEST_XDIST_AUTO_NUM_WORKERS`` decides instead when set."""
     chosen = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
     if chosen:
