@@ -150,3 +150,19 @@ def test_the_checks_see_a_cycle_and_an_upward_import():
     graph = pipeline_graph()
     assert "pipeline.board" in graph["pipeline.supervisor.core"]
     assert "pipeline.console.app" in graph["pipeline.supervisor.core"]       # imported inside a method
+
+
+@pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="one core: numpy's BLAS starts no thread")
+def test_importing_the_package_and_numpy_starts_no_thread():
+    """A fresh interpreter that imports the board (and so numpy) runs on its one thread: numpy's BLAS pool,
+    a thread per core spinning at start, is not started (``pipeline/__init__.py``)."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    code = ("import pipeline.board, numpy, os; "
+            "print(len(os.listdir('/proc/self/task')), numpy.ones(3).dot(numpy.ones(3)))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "3.0"]
