@@ -159,30 +159,49 @@ def pytest_xdist_auto_num_workers(config):
     return min(2 * len(os.sched_getaffinity(0)) + 1, 8)
 
 
-# The files whose tests take longest (a run's ``--durations`` and the per-file totals), started first: the
-# scheduler hands tests out in collection order, and a long test started near the end leaves the other workers
-# idle while it finishes. The whole-file groups above come first, being the longest chunks.
+# The files whose tests each take longest (a run's ``--durations``), started first: the scheduler hands tests
+# out in the order below, and a long test started near the end leaves the other workers idle while it finishes.
+# The whole-file groups above come first, being the longest chunks. A file of many short tests is not here: its
+# tests are dealt out with the rest (``pytest_collection_modifyitems``).
 SLOW_FIRST = (
     "tests/integration/test_bridge.py", "tests/integration/test_record_replay.py",
     "tests/integration/test_opportunity_accounting.py", "tests/integration/test_exit_codes.py",
     "tests/unit/test_loadgen.py", "tests/hostile/test_feed_memory.py", "tests/unit/test_extra_venue.py",
     "tests/integration/test_end_to_end.py", "tests/integration/test_clients.py",
-    "tests/integration/test_bridge_cross_box.py", "tests/hostile/test_hostile_quirks.py",
-    "tests/integration/test_process_faults.py", "tests/integration/test_conformance.py",
-    "tests/property/test_properties.py", "tests/integration/test_top_smoke.py",
+    "tests/integration/test_bridge_cross_box.py", "tests/integration/test_top_smoke.py",
 )
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests of :data:`SLOW_FIRST` files first (in its order), the rest as collected, and ``serial`` tests last.
-    A :data:`ONE_WORKER` entry naming no collected test of a collected file (a test renamed) is an error, not a
-    group silently gone.
+    """Tests of :data:`SLOW_FIRST` files first (in its order), then the others with each file's tests spread
+    evenly over the rest of the run, and ``serial`` tests last. A :data:`ONE_WORKER` entry naming no collected
+    test of a collected file (a test renamed) is an error, not a group silently gone.
+
+    The workers take tests in this order, so neighbours run at the same time. In file order, a file's tests of
+    one kind ran together on all five workers: the conformance suite's staleness and keepalive tests, which
+    mostly wait on timers, left the cores a third to two thirds idle for several seconds at a time (sampled
+    each second). Dealt out one per file in turn, the longer files' tests still met at the end, among the few
+    files left. Spread in proportion, each file's tests sit among every other file's, the ones that wait
+    beside ones that compute.
 
     A serial test waits until every running test has ended, and the other workers wait with it: mid-run that
     left the cores half idle for about 5 s (sampled each second); last, the wait is the run's tail anyway."""
     rank = {path: n for n, path in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: (item.get_closest_marker("serial") is not None,
-                                 rank.get(item.nodeid.split("::", 1)[0], len(rank))))
+    count: dict[str, int] = {}
+    place = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        place[item.nodeid] = count[path] = count.get(path, 0) + 1
+    order = {path: n for n, path in enumerate(count)}
+
+    def key(item):
+        path = item.nodeid.split("::", 1)[0]
+        first = path in rank
+        # (k - 1/2) / n: the k-th of a file's n tests, at the middle of its share of the run
+        return (item.get_closest_marker("serial") is not None, not first,
+                rank[path] if first else (place[item.nodeid] - 0.5) / count[path], order[path])
+
+    items.sort(key=key)
     files = {item.nodeid.split("::", 1)[0] for item in items}
     named = files | {item.nodeid.split("[", 1)[0] for item in items}
     stale = [key for key in ONE_WORKER if key.split("::", 1)[0] in files and key not in named]
