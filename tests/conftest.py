@@ -180,9 +180,9 @@ def pytest_collection_modifyitems(config, items):
     The workers take tests in this order, so neighbours run at the same time. In file order, a file's tests of
     one kind ran together on all five workers: the conformance suite's staleness and keepalive tests, which
     mostly wait on timers, left the cores a third to two thirds idle for several seconds at a time (sampled
-    each second). Dealt out one per file in turn, the longer files' tests still met at the end, among the few
-    files left. Spread in proportion, each file's tests sit among every other file's, the ones that wait
-    beside ones that compute.
+    each second). Spread in proportion (not one per file in turn, which leaves the longest files' tests
+    together at the end), each file's tests sit among every other file's, the ones that wait beside ones
+    that compute.
 
     A serial test waits until every running test has ended, and the other workers wait with it: mid-run that
     left the cores half idle for about 5 s (sampled each second); last, the wait is the run's tail anyway."""
@@ -192,14 +192,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         place[item.nodeid] = count[path] = count.get(path, 0) + 1
-    order = {path: n for n, path in enumerate(count)}
 
-    def key(item):
+    def key(item):            # the sort is stable: equal keys keep the collection order
         path = item.nodeid.split("::", 1)[0]
         first = path in rank
         # (k - 1/2) / n: the k-th of a file's n tests, at the middle of its share of the run
         return (item.get_closest_marker("serial") is not None, not first,
-                rank[path] if first else (place[item.nodeid] - 0.5) / count[path], order[path])
+                rank[path] if first else (place[item.nodeid] - 0.5) / count[path])
 
     items.sort(key=key)
     files = {item.nodeid.split("::", 1)[0] for item in items}
